@@ -1,0 +1,1 @@
+"""batch-crawler: copy an organization's OpenAI Batches into SQLite."""
