@@ -1,0 +1,265 @@
+"""The HTTP edge: one aiohttp session, typed errors, and the retry policy (tenacity, once)."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_before_delay,
+)
+
+from . import __version__
+from .config import Settings
+from .errors import (
+    ApiError,
+    AuthenticationError,
+    BadRequestError,
+    BrokenResponseError,
+    NotFoundError,
+    QuotaExceededError,
+    RateLimitedError,
+    ServerError,
+    TransportError,
+)
+from .pages import BatchPage, parse_page
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When and how long to wait before asking again.
+
+    The defaults follow the official SDK's backoff (0.5 s doubling to 8 s, jitter
+    0.75..1) but allow more attempts, since a sync is a long unattended job.
+    """
+
+    max_attempts: int = 8
+    max_seconds: float = 300.0
+    initial_backoff: float = 0.5
+    max_backoff: float = 8.0
+    max_server_delay: float = 120.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        """The policy a sync with these settings uses."""
+        return cls(max_attempts=settings.max_attempts, max_seconds=settings.max_retry_seconds)
+
+    def wait_seconds(self, error: BaseException | None, attempt: int, jitter: float) -> float:
+        """Seconds to sleep after failed attempt number `attempt` (1-based).
+
+        The server's own delay wins when it is sane; otherwise exponential backoff,
+        shortened by up to a quarter by `jitter` (0..1) so that clients spread out.
+        """
+        delay = getattr(error, "retry_after", None)
+        if delay is not None and 0 < delay <= self.max_server_delay:
+            return float(delay)
+        backoff = min(self.initial_backoff * 2.0 ** (attempt - 1), self.max_backoff)
+        return backoff * (1 - 0.25 * jitter)
+
+
+@dataclass(frozen=True)
+class RetryEvent:
+    """One retry about to happen, for counters and progress lines."""
+
+    attempt: int
+    wait: float
+    error: ApiError
+
+
+def parse_retry_after(headers: Any, now: float | None = None) -> float | None:
+    """The server's requested delay in seconds from `retry-after-ms` or `retry-after`."""
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            return float(raw_ms) / 1000
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return when.timestamp() - (time.time() if now is None else now)
+
+
+def _should_retry_header(headers: Any) -> bool | None:
+    value = headers.get("x-should-retry")
+    if value == "true":
+        return True
+    if value == "false":
+        return False
+    return None
+
+
+def build_api_error(status: int, body: bytes, headers: Any, url: str) -> ApiError:
+    """Map a non-2xx response to the error type that says what to do about it."""
+    message, code = _envelope(body)
+    if message is None:
+        message = f"HTTP {status}"
+    text = f"API error {status}" + (f" ({code})" if code else "") + f": {message} [GET {url}]"
+    fields: dict[str, Any] = {
+        "status": status,
+        "code": code,
+        "url": url,
+        "retry_after": parse_retry_after(headers),
+        "should_retry": _should_retry_header(headers),
+    }
+    if status in (401, 403):
+        return AuthenticationError(text, **fields)
+    if status == 404:
+        return NotFoundError(text, **fields)
+    if status == 429:
+        if code == "insufficient_quota":
+            return QuotaExceededError(text, **fields)
+        return RateLimitedError(text, **fields)
+    if status in (408, 409) or status >= 500:
+        return ServerError(text, **fields)
+    return BadRequestError(text, **fields)
+
+
+def _envelope(body: bytes) -> tuple[str | None, str | None]:
+    """Message and code from an OpenAI (or Azure) error envelope, if the body is one."""
+    try:
+        error = json.loads(body)["error"]
+        message = error.get("message")
+        code = error.get("code") or error.get("type")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None, None
+    if not isinstance(message, str):
+        return None, None
+    return " ".join(message.split()), str(code) if code is not None else None
+
+
+def create_session(settings: Settings) -> aiohttp.ClientSession:
+    """The one HTTP session of a run: auth headers, timeouts, keep-alive connections."""
+    if not settings.api_key:
+        raise AssertionError("create_session needs settings.api_key")
+    headers = {
+        "Authorization": f"Bearer {settings.api_key}",
+        "User-Agent": f"batch-crawler/{__version__}",
+        "Accept": "application/json",
+    }
+    if settings.organization:
+        headers["OpenAI-Organization"] = settings.organization
+    if settings.project:
+        headers["OpenAI-Project"] = settings.project
+    timeout = aiohttp.ClientTimeout(
+        total=settings.request_timeout, sock_connect=settings.connect_timeout
+    )
+    return aiohttp.ClientSession(
+        headers=headers,
+        timeout=timeout,
+        connector=aiohttp.TCPConnector(limit=32),
+        raise_for_status=False,
+    )
+
+
+class ApiClient:
+    """Typed, retried calls to the Batches API over a session the caller owns."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        *,
+        retry: RetryPolicy,
+        secret: str | None = None,
+        on_retry: Callable[[RetryEvent], None] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._session = session
+        self._base_url = base_url.rstrip("/")
+        self._retry = retry
+        self._secret = secret
+        self._on_retry = on_retry
+        self._sleep = sleep
+
+    async def fetch_page(self, after: str | None, limit: int) -> BatchPage:
+        """One page of `GET /batches`, newest first, strictly after `after`."""
+        params: dict[str, str] = {"limit": str(limit)}
+        if after is not None:
+            params["after"] = after
+        return await self._retried(self._get_page, f"{self._base_url}/batches", params)
+
+    async def _get_page(self, url: str, params: dict[str, str]) -> BatchPage:
+        return parse_page(await self._get_json(url, params))
+
+    async def _get_json(self, url: str, params: dict[str, str]) -> Any:
+        try:
+            async with self._session.get(url, params=params) as resp:
+                body = await resp.read()
+                shown_url = str(resp.url)
+                if resp.status >= 300:
+                    raise self._scrub(build_api_error(resp.status, body, resp.headers, shown_url))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            what = "timed out" if isinstance(exc, TimeoutError) else f"failed: {exc}"
+            raise self._scrub(TransportError(f"request to {url} {what}")) from exc
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise BrokenResponseError(f"response from {shown_url} is not valid JSON") from exc
+
+    async def _retried(
+        self, call: Callable[[str, dict[str, str]], Awaitable[BatchPage]], *args: Any
+    ) -> BatchPage:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(lambda e: isinstance(e, ApiError) and e.retryable),
+            stop=stop_after_attempt(self._retry.max_attempts)
+            | stop_before_delay(self._retry.max_seconds),
+            wait=self._wait,
+            before_sleep=self._before_sleep,
+            sleep=self._sleep,
+            reraise=True,
+        )
+        try:
+            return await retrying(call, *args)
+        except ApiError as exc:
+            attempts = retrying.statistics.get("attempt_number", 1)
+            if exc.retryable and attempts > 1:
+                exc.args = (f"{exc} (gave up after {attempts} attempts)",)
+            raise
+
+    def _wait(self, state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        return self._retry.wait_seconds(error, state.attempt_number, random.random())
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        if not isinstance(error, ApiError):
+            return
+        wait = state.upcoming_sleep
+        log.warning(
+            "retry after attempt %d, waiting %.2f s: %s",
+            state.attempt_number,
+            wait,
+            error,
+            extra={"attempt": state.attempt_number, "wait": wait, "status": error.status},
+        )
+        if self._on_retry is not None:
+            self._on_retry(RetryEvent(state.attempt_number, wait, error))
+
+    def _scrub(self, error: ApiError) -> ApiError:
+        """Keep the key out of messages, even if a server echoes it back."""
+        if self._secret and self._secret in str(error):
+            error.args = (str(error).replace(self._secret, "***"),)
+        return error

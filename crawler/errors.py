@@ -1,0 +1,118 @@
+"""Every error batch-crawler raises on purpose, with its exit code.
+
+    CrawlerError                    any expected failure (exit 1)
+    ├── ConfigError                 a bad flag, config file or environment (exit 2)
+    ├── ApiError                    the API answered, or failed to, in a way we cannot use
+    │   ├── AuthenticationError     401, 403: a bad key or no permission
+    │   ├── NotFoundError           404
+    │   ├── BadRequestError         400 and other 4xx we do not retry
+    │   ├── QuotaExceededError      429 insufficient_quota: retrying cannot help
+    │   ├── RateLimitedError        429 (retryable, may carry the server's delay)
+    │   ├── ServerError             408, 409, 5xx (retryable)
+    │   ├── TransportError          connection refused, reset, timed out (retryable)
+    │   └── BrokenResponseError     not JSON, truncated, or missing required fields (retryable)
+    ├── PaginationError             the cursor chain cannot be trusted (a loop guard fired)
+    └── DatabaseError               the SQLite file is unusable for us (exit 4)
+        └── DatabaseBusyError       another sync holds this database
+
+Messages are formatted when raised and never contain the API key.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_PARTIAL = 3
+EXIT_DATABASE = 4
+EXIT_INTERRUPTED = 130
+
+
+class CrawlerError(Exception):
+    """Base class of every expected failure; `str(error)` is the one line a user sees."""
+
+    exit_code = EXIT_FAILED
+    retryable = False
+
+
+class ConfigError(CrawlerError):
+    """A setting is missing or invalid."""
+
+    exit_code = EXIT_USAGE
+
+
+class ApiError(CrawlerError):
+    """The API could not give us what we asked for."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        url: str | None = None,
+        retry_after: float | None = None,
+        should_retry: bool | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.url = url
+        self.retry_after = retry_after
+        # The server's own `x-should-retry` verdict overrides the status rule.
+        if should_retry is not None:
+            self.retryable = should_retry
+
+
+class AuthenticationError(ApiError):
+    """401 or 403: the key is wrong, revoked, or lacks permission."""
+
+
+class NotFoundError(ApiError):
+    """404: the URL or the object does not exist."""
+
+
+class BadRequestError(ApiError):
+    """400 or another 4xx that retrying cannot fix."""
+
+
+class QuotaExceededError(ApiError):
+    """429 insufficient_quota: the organization is out of credit."""
+
+
+class RateLimitedError(ApiError):
+    """429: too many requests for now."""
+
+    retryable = True
+
+
+class ServerError(ApiError):
+    """408, 409 or 5xx: the server failed this time."""
+
+    retryable = True
+
+
+class TransportError(ApiError):
+    """The connection failed or timed out before a full response arrived."""
+
+    retryable = True
+
+
+class BrokenResponseError(ApiError):
+    """A 2xx response whose body is not the JSON we were promised."""
+
+    retryable = True
+
+
+class PaginationError(CrawlerError):
+    """The list cursor chain loops or stops early; following it would lose or repeat pages."""
+
+
+class DatabaseError(CrawlerError):
+    """The database file cannot be used: not ours, newer than us, or broken."""
+
+    exit_code = EXIT_DATABASE
+
+
+class DatabaseBusyError(DatabaseError):
+    """Another sync is writing this database right now."""

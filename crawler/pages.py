@@ -1,0 +1,115 @@
+"""The list cursor chain: parse a page, decide the next cursor, refuse a chain that loops."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import BrokenResponseError, PaginationError
+
+Batch = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPage:
+    """One `GET /batches` response, checked for the fields we rely on."""
+
+    batches: list[Batch]
+    has_more: bool
+    last_id: str | None
+
+    @property
+    def next_after(self) -> str | None:
+        """The cursor for the next page: the last item's id, as the official SDK uses."""
+        return self.batches[-1]["id"] if self.batches else None
+
+
+def parse_page(payload: Any) -> BatchPage:
+    """Check a decoded list response and wrap it.
+
+    Raises:
+        BrokenResponseError: the body lacks `data` or `has_more`, or an item has no id.
+    """
+    if not isinstance(payload, dict):
+        raise BrokenResponseError("list response is not a JSON object")
+    data = payload.get("data")
+    has_more = payload.get("has_more")
+    if not isinstance(data, list) or not isinstance(has_more, bool):
+        raise BrokenResponseError("list response lacks a `data` list or a boolean `has_more`")
+    for item in data:
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
+            raise BrokenResponseError("list response holds an item without a string `id`")
+    last_id = payload.get("last_id")
+    return BatchPage(data, has_more, last_id if isinstance(last_id, str) else None)
+
+
+@dataclass(frozen=True, slots=True)
+class WalkStep:
+    """A page as the walk hands it over: what to store and where the walk stands."""
+
+    page: BatchPage
+    cursor: str | None
+    done: bool
+    warning: str | None = None
+
+
+def last_id_warning(page: BatchPage, after: str | None) -> str | None:
+    """A note when the server's `last_id` disagrees with its own data (we follow the data)."""
+    if page.batches and page.last_id is not None and page.last_id != page.next_after:
+        return (
+            f"page after {after or 'the top'}: last_id {page.last_id} differs from the "
+            f"last item {page.next_after}; followed the item"
+        )
+    return None
+
+
+def check_next(page: BatchPage, after: str | None, seen: set[str]) -> str | None:
+    """The cursor to ask with next, or None when the list has ended.
+
+    Raises:
+        PaginationError: `has_more` with no data, or a cursor this walk already used;
+            the official SDK stops silently on the first and loops forever on the second.
+    """
+    if not page.has_more:
+        return None
+    where = f"after {after}" if after else "at the top"
+    cursor = page.next_after
+    if cursor is None:
+        raise PaginationError(
+            f"the API said has_more=true but sent no batches {where}; "
+            "stopped to avoid missing the rest (committed pages are kept)"
+        )
+    if cursor in seen:
+        raise PaginationError(
+            f"the API sent cursor {cursor} twice ({where}); the list would loop forever, "
+            "so the walk stopped (committed pages are kept)"
+        )
+    seen.add(cursor)
+    return cursor
+
+
+async def walk_pages(
+    fetch_page: Callable[[str | None, int], Awaitable[BatchPage]],
+    *,
+    after: str | None,
+    limit: int,
+    stop_id: str | None = None,
+) -> AsyncGenerator[WalkStep, None]:
+    """Follow the chain from `after` (None = the top) until it ends or reaches `stop_id`.
+
+    The step that reaches `stop_id` still carries its whole page: the rows above the
+    stop id are new, and those at or below it are fresh copies, so storing all is right.
+    """
+    seen: set[str] = set() if after is None else {after}
+    cursor = after
+    while True:
+        page = await fetch_page(cursor, limit)
+        warning = last_id_warning(page, cursor)
+        reached_stop = stop_id is not None and any(b["id"] == stop_id for b in page.batches)
+        following = None if reached_stop else check_next(page, cursor, seen)
+        stored_cursor = page.next_after or cursor
+        yield WalkStep(page, stored_cursor, following is None, warning)
+        if following is None:
+            return
+        cursor = following

@@ -1,0 +1,108 @@
+"""Pure mapping of Batch objects to table rows: no network, no disk."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from .pages import Batch
+
+# Order matters: it is the column order of the INSERT that `store` builds from it.
+BATCH_COLUMNS = (
+    "id",
+    "object",
+    "endpoint",
+    "model",
+    "status",
+    "completion_window",
+    "input_file_id",
+    "output_file_id",
+    "error_file_id",
+    "created_at",
+    "in_progress_at",
+    "expires_at",
+    "finalizing_at",
+    "completed_at",
+    "failed_at",
+    "expired_at",
+    "cancelling_at",
+    "cancelled_at",
+    "request_counts_total",
+    "request_counts_completed",
+    "request_counts_failed",
+    "input_tokens",
+    "cached_input_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "metadata",
+    "raw",
+    "first_seen_at",
+    "last_seen_at",
+)
+
+ERROR_COLUMNS = ("batch_id", "position", "code", "message", "param", "line")
+
+# Top-level fields copied as they are, in BATCH_COLUMNS order.
+_PLAIN_FIELDS = BATCH_COLUMNS[: BATCH_COLUMNS.index("request_counts_total")]
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """A nested object, or an empty one where the API sent null, nothing, or junk."""
+    return value if isinstance(value, dict) else {}
+
+
+def build_batch_row(batch: Batch, seen_at: int) -> tuple[Any, ...]:
+    """The `batches` row for one Batch object, seen at unix time `seen_at`.
+
+    Missing and null fields become NULL; the whole object is kept as JSON in `raw`,
+    so fields and statuses this version does not know are not lost.
+    """
+    get = batch.get
+    counts = _object(get("request_counts"))
+    usage = _object(get("usage"))
+    metadata = get("metadata")
+    return (
+        *(get(name) for name in _PLAIN_FIELDS),
+        counts.get("total"),
+        counts.get("completed"),
+        counts.get("failed"),
+        usage.get("input_tokens"),
+        _object(usage.get("input_tokens_details")).get("cached_tokens"),
+        usage.get("output_tokens"),
+        _object(usage.get("output_tokens_details")).get("reasoning_tokens"),
+        usage.get("total_tokens"),
+        None if metadata is None else _json_text(metadata),
+        _json_text(batch),
+        seen_at,
+        seen_at,
+    )
+
+
+def build_error_rows(batch: Batch) -> list[tuple[Any, ...]]:
+    """The `batch_errors` rows of one batch: its `errors.data` lines, by position."""
+    lines = _object(batch.get("errors")).get("data")
+    if not isinstance(lines, list):
+        return []
+    batch_id = batch["id"]
+    return [
+        (batch_id, position, e.get("code"), e.get("message"), e.get("param"), e.get("line"))
+        for position, e in enumerate(map(_object, lines))
+    ]
+
+
+def build_page_rows(
+    batches: Iterable[Batch], seen_at: int
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Batch rows and error rows for a whole page."""
+    batch_rows = []
+    error_rows = []
+    for batch in batches:
+        batch_rows.append(build_batch_row(batch, seen_at))
+        error_rows.extend(build_error_rows(batch))
+    return batch_rows, error_rows

@@ -1,0 +1,123 @@
+"""What the database holds and how the last runs went, read without writing."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .store import WalkState, open_reader, sync_is_running
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of the run ledger."""
+
+    id: int
+    started_at: int
+    ended_at: int | None
+    mode: str
+    outcome: str
+    pages: int
+    batches_seen: int
+    batches_new: int
+    batches_updated: int
+    error_lines: int
+    retries: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """A database at a glance."""
+
+    path: Path
+    sync_running: bool
+    walk: WalkState | None
+    batches: int
+    error_lines: int
+    by_status: dict[str, int]
+    runs: list[RunRecord]
+
+    def as_json(self) -> dict[str, Any]:
+        """A plain-data form for `status --json`."""
+        return {
+            "db": str(self.path),
+            "sync_running": self.sync_running,
+            "walk": None if self.walk is None else dataclasses.asdict(self.walk),
+            "batches": self.batches,
+            "error_lines": self.error_lines,
+            "by_status": self.by_status,
+            "runs": [dataclasses.asdict(run) for run in self.runs],
+        }
+
+
+async def read_status(path: Path, *, runs: int = 5) -> StatusReport:
+    """Read the report for the database at `path`."""
+    running = sync_is_running(path)
+    async with open_reader(path) as conn:
+        async with conn.execute("SELECT cursor, stop_id, head_id, finished FROM walk_state") as cur:
+            row = await cur.fetchone()
+        walk = None if row is None else WalkState(row[0], row[1], row[2], bool(row[3]))
+        async with conn.execute(
+            "SELECT coalesce(status, '(none)'), count(*) FROM batches GROUP BY 1 ORDER BY 2 DESC"
+        ) as cur:
+            by_status: dict[str, int] = {row[0]: row[1] for row in await cur.fetchall()}
+        async with conn.execute("SELECT count(*) FROM batch_errors") as cur:
+            error_lines = (await cur.fetchone() or (0,))[0]
+        async with conn.execute(
+            "SELECT id, started_at, ended_at, mode, outcome, pages, batches_seen, batches_new, "
+            "batches_updated, error_lines, retries, error FROM sync_runs ORDER BY id DESC LIMIT ?",
+            (runs,),
+        ) as cur:
+            records = [RunRecord(*r) for r in await cur.fetchall()]
+    if records and records[0].outcome == "running" and not running:
+        # The ledger says running but nobody holds the lock: that run was killed.
+        records[0] = dataclasses.replace(records[0], outcome="killed")
+    return StatusReport(
+        path, running, walk, sum(by_status.values()), error_lines, by_status, records
+    )
+
+
+def format_status(report: StatusReport) -> str:
+    """The human-readable report."""
+    lines = [f"database: {report.path}"]
+    if report.sync_running:
+        lines.append("a sync is running now")
+    walk = report.walk
+    if walk is None:
+        lines.append("walk: never started")
+    elif walk.finished:
+        lines.append(f"walk: finished (newest batch {walk.head_id or '-'})")
+    elif walk.cursor is None and walk.stop_id is None:
+        lines.append("walk: unfinished, no page committed yet; the next sync starts at the top")
+    elif walk.cursor is None:
+        lines.append(f"walk: unfinished, catching up from the top down to {walk.stop_id}")
+    else:
+        lines.append(f"walk: unfinished, the next sync resumes after {walk.cursor}")
+    lines.append(f"batches: {report.batches:,}  error lines: {report.error_lines:,}")
+    lines.extend(f"  {status:<12} {count:>10,}" for status, count in report.by_status.items())
+    if report.runs:
+        lines.append("last runs:")
+    for run in report.runs:
+        line = (
+            f"  #{run.id} {_when(run.started_at)} {run.mode:<6} {run.outcome:<11} "
+            f"pages {run.pages:,}  batches {run.batches_seen:,} "
+            f"(new {run.batches_new:,}, updated {run.batches_updated:,})  retries {run.retries:,}"
+        )
+        if run.error:
+            line += f"\n      error: {run.error}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _when(unix: int) -> str:
+    return dt.datetime.fromtimestamp(unix, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def dumps(report: StatusReport) -> str:
+    """The report as indented JSON."""
+    return json.dumps(report.as_json(), indent=2, ensure_ascii=False)

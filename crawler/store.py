@@ -1,0 +1,316 @@
+"""The SQLite edge: open safely, migrate, and commit one page per transaction."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from .errors import BrokenResponseError, DatabaseBusyError, DatabaseError
+from .migrations import APPLICATION_ID, load_migrations
+from .rows import BATCH_COLUMNS, ERROR_COLUMNS
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+_UPSERT_BATCH = (
+    f"INSERT INTO batches ({', '.join(BATCH_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(BATCH_COLUMNS))}) "
+    "ON CONFLICT(id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in BATCH_COLUMNS if c not in {"id", "first_seen_at"})
+)
+_INSERT_ERROR = (
+    f"INSERT INTO batch_errors ({', '.join(ERROR_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(ERROR_COLUMNS))})"
+)
+_RAW = BATCH_COLUMNS.index("raw")
+
+# WAL lets readers (the `status` command, a user's sqlite3 shell) query while a sync
+# writes; synchronous=NORMAL is safe under WAL against a killed process, and a power
+# cut can only lose the last pages, which the next sync fetches again.
+_PRAGMAS = (
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = NORMAL",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA busy_timeout = 5000",
+)
+
+
+@dataclass(frozen=True)
+class WalkState:
+    """Where the walk of the list stands; see the `walk_state` table."""
+
+    cursor: str | None = None
+    stop_id: str | None = None
+    head_id: str | None = None
+    finished: bool = False
+
+
+@dataclass(frozen=True)
+class PageCounts:
+    """What one committed page changed."""
+
+    new: int
+    updated: int
+    error_lines: int
+
+
+def _check_file(path: Path, *, must_exist: bool = False) -> None:
+    """Refuse, before SQLite touches it, a file that is not a SQLite database."""
+    try:
+        with path.open("rb") as fh:
+            header = fh.read(len(_SQLITE_MAGIC))
+    except FileNotFoundError:
+        if must_exist:
+            raise DatabaseError(f"no database at {path}; run `batch-crawler sync` first") from None
+        return
+    except OSError as exc:
+        raise DatabaseError(f"cannot read database {path}: {exc.strerror}") from exc
+    if header and header != _SQLITE_MAGIC:
+        raise DatabaseError(f"{path} is not a SQLite database; choose another --db path")
+
+
+@contextlib.contextmanager
+def _writer_lock(path: Path) -> Any:
+    """Hold an exclusive lock on the database file for the whole sync.
+
+    flock() locks are released by the kernel when the process dies, even by kill -9,
+    so a crashed sync never leaves a stale lock behind.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise DatabaseError(f"cannot open database {path}: {exc.strerror}") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DatabaseBusyError(
+                f"another sync is writing {path}; wait for it to finish"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def sync_is_running(path: Path) -> bool:
+    """Whether a sync holds the writer lock on `path` right now."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+async def _check_schema(conn: aiosqlite.Connection, path: Path, latest: int) -> int:
+    """The schema version of an open database, after checking that it is ours."""
+    async with conn.execute("PRAGMA application_id") as cur:
+        app_id = (await cur.fetchone() or (0,))[0]
+    async with conn.execute("PRAGMA user_version") as cur:
+        version = int((await cur.fetchone() or (0,))[0])
+    async with conn.execute("SELECT count(*) FROM sqlite_schema") as cur:
+        objects = (await cur.fetchone() or (0,))[0]
+    if app_id != APPLICATION_ID and (app_id != 0 or objects):
+        raise DatabaseError(
+            f"{path} is a SQLite database of another program; choose another --db path"
+        )
+    if version > latest:
+        raise DatabaseError(
+            f"{path} was written by a newer batch-crawler (schema {version}, this one knows "
+            f"up to {latest}); upgrade batch-crawler"
+        )
+    return version
+
+
+async def _migrate(conn: aiosqlite.Connection, current: int) -> None:
+    for migration in load_migrations():
+        if migration.version <= current:
+            continue
+        # executescript() commits first and runs in autocommit, so the migration and
+        # its bookkeeping need their own BEGIN/COMMIT to land together.
+        script = (
+            "BEGIN IMMEDIATE;\n"
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+            "name TEXT NOT NULL, applied_at INTEGER NOT NULL);\n"
+            f"{migration.sql}\n;"
+            f"INSERT INTO schema_migrations VALUES ({migration.version}, "
+            f"'{migration.name}', unixepoch());\n"
+            f"PRAGMA application_id = {APPLICATION_ID};\n"
+            f"PRAGMA user_version = {migration.version};\n"
+            "COMMIT;"
+        )
+        try:
+            await conn.executescript(script)
+        except sqlite3.Error:
+            if conn.in_transaction:
+                await conn.rollback()
+            raise
+
+
+@contextlib.asynccontextmanager
+async def open_store(path: Path) -> AsyncIterator[Store]:
+    """Open `path` for a sync: lock it, check it is ours, migrate it, and close it after.
+
+    Raises:
+        DatabaseBusyError: another sync holds the database.
+        DatabaseError: the file is not ours, is newer than us, or is broken.
+    """
+    _check_file(path)
+    with _writer_lock(path):
+        try:
+            conn = await aiosqlite.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"cannot open database {path}: {exc}") from exc
+        try:
+            migrations = load_migrations()
+            version = await _check_schema(conn, path, migrations[-1].version)
+            for pragma in _PRAGMAS:
+                await conn.execute(pragma)
+            await _migrate(conn, version)
+            yield Store(conn)
+        except sqlite3.DatabaseError as exc:
+            raise DatabaseError(f"database {path} is unusable: {exc}") from exc
+        finally:
+            await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def open_reader(path: Path) -> AsyncIterator[aiosqlite.Connection]:
+    """Open an existing database read-only, for reports; never creates or migrates."""
+    _check_file(path, must_exist=True)
+    try:
+        conn = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise DatabaseError(f"cannot open database {path}: {exc}") from exc
+    try:
+        latest = load_migrations()[-1].version
+        version = await _check_schema(conn, path, latest)
+        if version < latest:
+            raise DatabaseError(
+                f"{path} has an older schema ({version}); run `batch-crawler sync` to upgrade it"
+            )
+        yield conn
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseError(f"database {path} is unusable: {exc}") from exc
+    finally:
+        await conn.close()
+
+
+class Store:
+    """Writes of a sync, each a single transaction."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def load_walk(self) -> WalkState | None:
+        """The saved walk state, or None before the first sync."""
+        async with self._conn.execute(
+            "SELECT cursor, stop_id, head_id, finished FROM walk_state"
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else WalkState(row[0], row[1], row[2], bool(row[3]))
+
+    async def save_walk(self, walk: WalkState) -> None:
+        """Replace the walk state on its own (a new walk begins)."""
+        await self._conn.execute("BEGIN IMMEDIATE")
+        await self._write_walk(walk)
+        await self._conn.commit()
+
+    async def _write_walk(self, walk: WalkState) -> None:
+        await self._conn.execute(
+            "INSERT INTO walk_state (singleton, cursor, stop_id, head_id, finished, updated_at) "
+            "VALUES (1, ?, ?, ?, ?, unixepoch()) ON CONFLICT(singleton) DO UPDATE SET "
+            "cursor = excluded.cursor, stop_id = excluded.stop_id, head_id = excluded.head_id, "
+            "finished = excluded.finished, updated_at = excluded.updated_at",
+            (walk.cursor, walk.stop_id, walk.head_id, int(walk.finished)),
+        )
+
+    async def start_run(self, mode: str, base_url: str) -> int:
+        """Open a ledger row for this run; rows left 'running' by a killed run are closed."""
+        await self._conn.execute("BEGIN IMMEDIATE")
+        await self._conn.execute(
+            "UPDATE sync_runs SET outcome = 'killed' WHERE outcome = 'running'"
+        )
+        cur = await self._conn.execute(
+            "INSERT INTO sync_runs (started_at, mode, outcome, base_url) "
+            "VALUES (unixepoch(), ?, 'running', ?)",
+            (mode, base_url),
+        )
+        await self._conn.commit()
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    async def save_page(
+        self,
+        batch_rows: Sequence[tuple[Any, ...]],
+        error_rows: Sequence[tuple[Any, ...]],
+        walk: WalkState,
+        run_id: int,
+        run_figures: dict[str, int],
+    ) -> PageCounts:
+        """Upsert a page's batches, replace their error lines, and move the walk: atomically.
+
+        Raises:
+            BrokenResponseError: a field held a value SQLite cannot store (nothing is written).
+        """
+        conn = self._conn
+        ids = [row[0] for row in batch_rows]
+        marks = ", ".join("?" * len(ids))
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            async with conn.execute(
+                f"SELECT id, raw FROM batches WHERE id IN ({marks})", ids
+            ) as cur:
+                before: dict[str, str] = {row[0]: row[1] for row in await cur.fetchall()}
+            await conn.executemany(_UPSERT_BATCH, batch_rows)
+            await conn.execute(f"DELETE FROM batch_errors WHERE batch_id IN ({marks})", ids)
+            await conn.executemany(_INSERT_ERROR, error_rows)
+            await self._write_walk(walk)
+            await self._write_run(run_id, run_figures)
+            await conn.commit()
+        except (sqlite3.InterfaceError, sqlite3.ProgrammingError, sqlite3.IntegrityError) as exc:
+            await conn.rollback()
+            raise BrokenResponseError(f"a batch on this page cannot be stored: {exc}") from exc
+        except BaseException:
+            if conn.in_transaction:
+                await conn.rollback()
+            raise
+        updated = sum(row[0] in before and before[row[0]] != row[_RAW] for row in batch_rows)
+        return PageCounts(len(ids) - len(before), updated, len(error_rows))
+
+    async def _write_run(self, run_id: int, figures: dict[str, int]) -> None:
+        sets = ", ".join(f"{name} = ?" for name in figures)
+        await self._conn.execute(
+            f"UPDATE sync_runs SET {sets} WHERE id = ?", (*figures.values(), run_id)
+        )
+
+    async def finish_run(
+        self,
+        run_id: int,
+        outcome: str,
+        figures: dict[str, int],
+        warnings: Sequence[str],
+        error: str | None,
+    ) -> None:
+        """Close this run's ledger row with its outcome."""
+        await self._conn.execute("BEGIN IMMEDIATE")
+        await self._write_run(run_id, figures)
+        await self._conn.execute(
+            "UPDATE sync_runs SET ended_at = unixepoch(), outcome = ?, warnings = ?, error = ? "
+            "WHERE id = ?",
+            (outcome, json.dumps(list(warnings)) if warnings else None, error, run_id),
+        )
+        await self._conn.commit()

@@ -1,0 +1,266 @@
+"""One sync run: choose where to walk from, fetch and write in parallel, keep the ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .api import ApiClient, RetryEvent, RetryPolicy, create_session
+from .config import Settings
+from .errors import ConfigError, CrawlerError
+from .pages import WalkStep, walk_pages
+from .rows import build_page_rows
+from .store import Store, WalkState, open_store
+
+_Queue = asyncio.Queue["tuple[WalkStep, WalkState] | _End"]
+
+# Pages fetched ahead of the writer: enough to hide a slow commit, small enough
+# that memory does not grow with the size of the list.
+QUEUE_PAGES = 4
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot for progress lines, sent after every committed page and every retry."""
+
+    pages: int
+    batches: int
+    retries: int
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What a sync did. `complete` is False when a page or time budget cut it short."""
+
+    run_id: int
+    mode: str
+    complete: bool
+    pages: int
+    batches_seen: int
+    batches_new: int
+    batches_updated: int
+    error_lines: int
+    retries: int
+    seconds: float
+    warnings: tuple[str, ...] = ()
+
+
+def advance_walk(walk: WalkState, step: WalkStep, from_top: bool) -> WalkState:
+    """The walk state to commit together with `step`'s page.
+
+    A segment walked from the top remembers its first id as the head; when it ends,
+    the whole list down to there is stored. A segment resumed from a cursor ends in
+    a catch-up: from the top again, down to the head the interrupted walk began at.
+    """
+    head = walk.head_id
+    if from_top and step.cursor is not None and walk.cursor is None and step.page.batches:
+        head = step.page.batches[0]["id"]
+    if not step.done:
+        return WalkState(cursor=step.cursor, stop_id=walk.stop_id, head_id=head)
+    if from_top:
+        return WalkState(head_id=head, finished=True)
+    return WalkState(cursor=None, stop_id=head, head_id=head)
+
+
+@dataclass
+class _Figures:
+    pages: int = 0
+    batches_seen: int = 0
+    batches_new: int = 0
+    batches_updated: int = 0
+    error_lines: int = 0
+    retries: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class _End:
+    """The fetcher's last word to the writer: why the walk stopped."""
+
+    complete: bool
+    error: CrawlerError | None = None
+
+
+@dataclass
+class _Run:
+    store: Store
+    settings: Settings
+    run_id: int
+    on_progress: Callable[[Progress], None] | None
+    clock: Callable[[], float]
+    started: float
+    figures: _Figures = field(default_factory=_Figures)
+    warnings: list[str] = field(default_factory=list)
+
+    def budget_spent(self, pages_fetched: int) -> bool:
+        limit = self.settings.max_pages
+        seconds = self.settings.max_seconds
+        return (limit is not None and pages_fetched >= limit) or (
+            seconds is not None and self.clock() - self.started >= seconds
+        )
+
+    async def pipeline(self, client: ApiClient, walk: WalkState) -> bool:
+        """Fetch page k+1 while page k is written; True when the walk finished."""
+        queue: _Queue = asyncio.Queue(QUEUE_PAGES)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.fetch(client, walk, queue))
+                writer = tasks.create_task(self.write(queue))
+        except BaseExceptionGroup as group:
+            # Only the writer raises on purpose: hand its error on as it is, not a group.
+            raise group.exceptions[0] from None
+        return writer.result()
+
+    async def fetch(self, client: ApiClient, walk: WalkState, queue: _Queue) -> None:
+        """Walk segment after segment, handing each page on; errors go through the queue."""
+        fetched = 0
+        try:
+            while True:
+                from_top = walk.cursor is None
+                steps = walk_pages(
+                    client.fetch_page,
+                    after=walk.cursor,
+                    limit=self.settings.page_size,
+                    stop_id=walk.stop_id,
+                )
+                async with contextlib.aclosing(steps):
+                    async for step in steps:
+                        walk = advance_walk(walk, step, from_top)
+                        await queue.put((step, walk))
+                        fetched += 1
+                        if walk.finished or self.budget_spent(fetched):
+                            await queue.put(_End(complete=walk.finished))
+                            return
+        except CrawlerError as exc:
+            # Pages already queued were fetched fine: let the writer commit them first.
+            await queue.put(_End(complete=False, error=exc))
+
+    async def write(self, queue: _Queue) -> bool:
+        """Commit pages in order until the fetcher's end mark; re-raise its error after."""
+        figures = self.figures
+        while True:
+            item = await queue.get()
+            if isinstance(item, _End):
+                if item.error is not None:
+                    raise item.error
+                return item.complete
+            step, walk = item
+            batch_rows, error_rows = build_page_rows(step.page.batches, int(time.time()))
+            figures.pages += 1
+            figures.batches_seen += len(batch_rows)
+            if step.warning:
+                self.warnings.append(step.warning)
+            counts = await self.store.save_page(
+                batch_rows, error_rows, walk, self.run_id, figures.as_dict()
+            )
+            figures.batches_new += counts.new
+            figures.batches_updated += counts.updated
+            figures.error_lines += counts.error_lines
+            self.report()
+
+    def count_retry(self, _event: RetryEvent) -> None:
+        self.figures.retries += 1
+        self.report()
+
+    def report(self) -> None:
+        if self.on_progress is not None:
+            f = self.figures
+            elapsed = self.clock() - self.started
+            self.on_progress(Progress(f.pages, f.batches_seen, f.retries, elapsed))
+
+
+async def _close_run(store: Store, run: _Run, outcome: str, error: str | None) -> None:
+    """Record how the run ended; a failure here must not hide the run's own error."""
+    try:
+        await asyncio.shield(
+            store.finish_run(run.run_id, outcome, run.figures.as_dict(), run.warnings, error)
+        )
+    except Exception:
+        if outcome in {"complete", "partial"}:
+            raise
+
+
+def _starting_walk(saved: WalkState | None, restart: bool) -> tuple[WalkState, str]:
+    """Where this run begins, and the mode the ledger records for it."""
+    if restart or saved is None or saved.finished:
+        return WalkState(), "full"
+    if saved.cursor is None and saved.stop_id is None:
+        return saved, "full"
+    return saved, "resume"
+
+
+async def sync(
+    settings: Settings,
+    *,
+    restart: bool = False,
+    on_progress: Callable[[Progress], None] | None = None,
+    retry: RetryPolicy | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> SyncResult:
+    """Copy every batch the API lists into `settings.db`, resuming an unfinished walk.
+
+    Args:
+        settings: where to read from and write to.
+        restart: forget an unfinished walk and start again from the top.
+        on_progress: called after every committed page and every retry.
+        retry: the retry policy; by default built from `settings`.
+        clock: a monotonic clock, for the time budget and the figures.
+
+    Raises:
+        ConfigError: no API key.
+        ApiError: the API refused, or kept failing past the retry budget.
+        PaginationError: the list's cursor chain loops or ends early.
+        DatabaseError: the database is busy, not ours, or broken.
+    """
+    if not settings.api_key:
+        raise ConfigError(
+            f"no API key: set {settings.api_key_env} (or name another variable with api_key_env)"
+        )
+    started = clock()
+    async with open_store(settings.db) as store, create_session(settings) as session:
+        saved = await store.load_walk()
+        walk, mode = _starting_walk(saved, restart)
+        if walk != saved:
+            await store.save_walk(walk)
+        run_id = await store.start_run(mode, settings.base_url)
+        run = _Run(store, settings, run_id, on_progress, clock, started)
+        client = ApiClient(
+            session,
+            settings.base_url,
+            retry=retry or RetryPolicy.from_settings(settings),
+            secret=settings.api_key,
+            on_retry=run.count_retry,
+        )
+        outcome, error = "failed", None
+        try:
+            complete = await run.pipeline(client, walk)
+            outcome = "complete" if complete else "partial"
+        except CrawlerError as exc:
+            error = str(exc)
+            raise
+        except asyncio.CancelledError:
+            outcome = "interrupted"
+            raise
+        finally:
+            await _close_run(store, run, outcome, error)
+        f = run.figures
+        return SyncResult(
+            run_id=run_id,
+            mode=mode,
+            complete=complete,
+            pages=f.pages,
+            batches_seen=f.batches_seen,
+            batches_new=f.batches_new,
+            batches_updated=f.batches_updated,
+            error_lines=f.error_lines,
+            retries=f.retries,
+            seconds=clock() - started,
+            warnings=tuple(run.warnings),
+        )
