@@ -1,0 +1,98 @@
+"""Shared fixtures: a temporary database, fast retries, and literal batch objects."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import aiohttp
+import aioresponses.core
+import pytest
+
+from crawler.api import RetryPolicy
+from crawler.config import Settings
+
+BASE_URL = "http://api.test/v1"
+API_KEY = "sk-test-0123456789abcdef"
+
+
+def make_batch(n: int, **fields: Any) -> dict[str, Any]:
+    """A complete, documented Batch object numbered n (higher n = newer)."""
+    batch: dict[str, Any] = {
+        "id": f"batch_{n:032x}",
+        "object": "batch",
+        "endpoint": "/v1/chat/completions",
+        "model": "gpt-4o-mini",
+        "errors": None,
+        "input_file_id": f"file-in-{n}",
+        "completion_window": "24h",
+        "status": "completed",
+        "output_file_id": f"file-out-{n}",
+        "error_file_id": None,
+        "created_at": 1_700_000_000 + n,
+        "in_progress_at": 1_700_000_010 + n,
+        "expires_at": 1_700_086_400 + n,
+        "finalizing_at": 1_700_000_100 + n,
+        "completed_at": 1_700_000_200 + n,
+        "failed_at": None,
+        "expired_at": None,
+        "cancelling_at": None,
+        "cancelled_at": None,
+        "request_counts": {"total": 10, "completed": 9, "failed": 1},
+        "usage": {
+            "input_tokens": 100,
+            "input_tokens_details": {"cached_tokens": 20},
+            "output_tokens": 50,
+            "output_tokens_details": {"reasoning_tokens": 5},
+            "total_tokens": 150,
+        },
+        "metadata": {"team": "équipe"},
+    }
+    batch.update(fields)
+    return batch
+
+
+def list_body(batches: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    """A `GET /batches` response body holding `batches`."""
+    return {
+        "object": "list",
+        "data": batches,
+        "first_id": batches[0]["id"] if batches else None,
+        "last_id": batches[-1]["id"] if batches else None,
+        "has_more": has_more,
+    }
+
+
+class _ResponseWithWriter(aiohttp.ClientResponse):
+    """aiohttp 3.14 made `stream_writer` required; aioresponses 0.7.9 does not pass it yet."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("stream_writer", mock.Mock(output_size=0))
+        super().__init__(*args, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def _aioresponses_compat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let aioresponses build responses for the installed aiohttp."""
+    if "stream_writer" in inspect.signature(aiohttp.ClientResponse.__init__).parameters:
+        monkeypatch.setattr(aioresponses.core, "ClientResponse", _ResponseWithWriter)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """A database path in a fresh temporary folder."""
+    return tmp_path / "batches.db"
+
+
+@pytest.fixture
+def fast_retry() -> RetryPolicy:
+    """A retry policy that never sleeps long, so retry tests stay fast."""
+    return RetryPolicy(max_attempts=4, max_seconds=10, initial_backoff=0, max_backoff=0)
+
+
+@pytest.fixture
+def settings(db_path: Path) -> Settings:
+    """Settings pointing at the mocked API and the temporary database."""
+    return Settings(db=db_path, base_url=BASE_URL, api_key=API_KEY, page_size=2)

@@ -1,0 +1,272 @@
+"""The HTTP edge: status mapping, retries and their delays, and keeping the key secret."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aioresponses import aioresponses
+
+from crawler.api import ApiClient, RetryEvent, RetryPolicy, build_api_error, parse_retry_after
+from crawler.config import Settings
+from crawler.errors import (
+    AuthenticationError,
+    BadRequestError,
+    BrokenResponseError,
+    NotFoundError,
+    QuotaExceededError,
+    RateLimitedError,
+    ServerError,
+    TransportError,
+)
+
+from .conftest import API_KEY, BASE_URL, list_body, make_batch
+
+LIST_URL = re.compile(r"^http://api\.test/v1/batches\?.*$")
+
+
+def envelope(message: str, code: str | None = None) -> dict[str, Any]:
+    return {
+        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+    }
+
+
+class Recorder:
+    """Collects the sleeps and retry events of a client instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.sleeps: list[float] = []
+        self.events: list[RetryEvent] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def client(
+    session: aiohttp.ClientSession, recorder: Recorder, fast_retry: RetryPolicy
+) -> ApiClient:
+    return ApiClient(
+        session,
+        BASE_URL,
+        retry=fast_retry,
+        secret=API_KEY,
+        on_retry=recorder.events.append,
+        sleep=recorder.sleep,
+    )
+
+
+async def test_fetch_page_sends_limit_and_after(client: ApiClient) -> None:
+    """The request carries limit and after; the response becomes a BatchPage."""
+    with aioresponses() as mock:
+        mock.get(
+            f"{BASE_URL}/batches?limit=2&after=batch_a",
+            payload=list_body([make_batch(2), make_batch(1)], True),
+        )
+        page = await client.fetch_page("batch_a", 2)
+    assert [b["id"] for b in page.batches] == [make_batch(2)["id"], make_batch(1)["id"]]
+    assert page.has_more
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "expected_wait"),
+    [
+        (429, {"retry-after": "3"}, 3.0),
+        (429, {"retry-after-ms": "250"}, 0.25),
+        (503, {"retry-after-ms": "1500", "retry-after": "9"}, 1.5),
+        (500, {}, 0.0),
+        (429, {"retry-after": "600"}, 0.0),
+    ],
+)
+async def test_retryable_status_is_retried_with_the_server_delay(
+    client: ApiClient,
+    recorder: Recorder,
+    status: int,
+    headers: dict[str, str],
+    expected_wait: float,
+) -> None:
+    """The server's delay is honoured up to 120 s; beyond, the (zero) backoff applies."""
+    with aioresponses() as mock:
+        mock.get(LIST_URL, status=status, headers=headers, payload=envelope("slow down"))
+        mock.get(LIST_URL, payload=list_body([make_batch(1)], False))
+        page = await client.fetch_page(None, 100)
+    assert len(page.batches) == 1
+    assert recorder.sleeps == [expected_wait]
+    assert len(recorder.events) == 1
+    assert recorder.events[0].error.status == status
+
+
+@pytest.mark.parametrize("status", [408, 409, 500, 502, 503, 504])
+async def test_transient_statuses_are_retried(
+    client: ApiClient, recorder: Recorder, status: int
+) -> None:
+    """408, 409 and 5xx are retried, as the official SDK does."""
+    with aioresponses() as mock:
+        mock.get(LIST_URL, status=status, body="<html>Bad Gateway</html>")
+        mock.get(LIST_URL, payload=list_body([], False))
+        await client.fetch_page(None, 100)
+    assert len(recorder.events) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "error_type"),
+    [
+        (400, "integer_above_max_value", BadRequestError),
+        (401, "invalid_api_key", AuthenticationError),
+        (403, None, AuthenticationError),
+        (404, None, NotFoundError),
+        (429, "insufficient_quota", QuotaExceededError),
+    ],
+)
+async def test_permanent_errors_fail_at_once_with_the_api_message(
+    client: ApiClient, recorder: Recorder, status: int, code: str | None, error_type: type
+) -> None:
+    """400, 401, 403, 404 and insufficient_quota are not retried."""
+    with aioresponses() as mock:
+        mock.get(LIST_URL, status=status, payload=envelope(f"the API says no ({status})", code))
+        with pytest.raises(error_type, match=rf"the API says no \({status}\)"):
+            await client.fetch_page(None, 100)
+    assert recorder.events == []
+
+
+async def test_x_should_retry_false_overrides_the_status(
+    client: ApiClient, recorder: Recorder
+) -> None:
+    """x-should-retry: false stops retries of a 503."""
+    with aioresponses() as mock:
+        mock.get(LIST_URL, status=503, headers={"x-should-retry": "false"}, payload=envelope("no"))
+        with pytest.raises(ServerError):
+            await client.fetch_page(None, 100)
+    assert recorder.events == []
+
+
+async def test_x_should_retry_true_overrides_the_status(
+    client: ApiClient, recorder: Recorder
+) -> None:
+    """x-should-retry: true makes a 400 retryable."""
+    with aioresponses() as mock:
+        mock.get(LIST_URL, status=400, headers={"x-should-retry": "true"}, payload=envelope("hm"))
+        mock.get(LIST_URL, payload=list_body([], False))
+        await client.fetch_page(None, 100)
+    assert len(recorder.events) == 1
+
+
+async def test_retries_stop_after_max_attempts(client: ApiClient, recorder: Recorder) -> None:
+    """After the attempt budget the last error is raised, saying how many attempts were made."""
+    with aioresponses() as mock:
+        mock.get(LIST_URL, status=502, payload=envelope("bad gateway"), repeat=True)
+        with pytest.raises(ServerError, match="gave up after 4 attempts"):
+            await client.fetch_page(None, 100)
+    assert len(recorder.events) == 3
+
+
+async def test_retries_stop_when_the_time_budget_would_be_exceeded(
+    session: aiohttp.ClientSession, recorder: Recorder
+) -> None:
+    """A wait that would pass the total retry time is not taken."""
+    policy = RetryPolicy(max_attempts=50, max_seconds=5, initial_backoff=0, max_backoff=0)
+    client = ApiClient(session, BASE_URL, retry=policy, sleep=recorder.sleep)
+    with aioresponses() as mock:
+        mock.get(LIST_URL, status=429, headers={"retry-after": "10"}, payload=envelope("wait"))
+        with pytest.raises(RateLimitedError):
+            await client.fetch_page(None, 100)
+    assert recorder.sleeps == []
+
+
+@pytest.mark.parametrize(
+    "exception",
+    [aiohttp.ClientConnectionError("refused"), TimeoutError(), aiohttp.ClientPayloadError("cut")],
+)
+async def test_connection_failures_are_retried(
+    client: ApiClient, recorder: Recorder, exception: Exception
+) -> None:
+    """Refused, reset, timed-out and truncated responses are retried."""
+    with aioresponses() as mock:
+        mock.get(LIST_URL, exception=exception)
+        mock.get(LIST_URL, payload=list_body([], False))
+        await client.fetch_page(None, 100)
+    assert len(recorder.events) == 1
+    assert isinstance(recorder.events[0].error, TransportError)
+
+
+@pytest.mark.parametrize("body", ["{not json", '{"data": [], "object": "list"}', "[]"])
+async def test_broken_bodies_are_retried_then_reported(
+    client: ApiClient, recorder: Recorder, body: str
+) -> None:
+    """A 200 that is not a valid list response is retried, then fails clearly."""
+    with aioresponses() as mock:
+        mock.get(LIST_URL, body=body, repeat=True)
+        with pytest.raises(BrokenResponseError):
+            await client.fetch_page(None, 100)
+    assert len(recorder.events) == 3
+
+
+async def test_the_key_never_appears_in_an_error(client: ApiClient) -> None:
+    """A server that echoes the key back does not get it into our message."""
+    with aioresponses() as mock:
+        mock.get(LIST_URL, status=401, payload=envelope(f"Incorrect API key provided: {API_KEY}"))
+        with pytest.raises(AuthenticationError) as caught:
+            await client.fetch_page(None, 100)
+    assert API_KEY not in str(caught.value)
+    assert "***" in str(caught.value)
+
+
+def test_azure_style_envelope_is_understood() -> None:
+    """Azure's slimmer envelope still gives its message and code."""
+    error = build_api_error(
+        404, b'{"error":{"code":"404","message":"Resource not found"}}', {}, "u"
+    )
+    assert isinstance(error, NotFoundError)
+    assert "Resource not found" in str(error)
+
+
+def test_html_error_body_gives_the_status() -> None:
+    """A proxy's HTML page gives a message with the status, not the HTML."""
+    error = build_api_error(502, b"<html><body>Bad Gateway</body></html>", {}, "u")
+    assert str(error).startswith("API error 502: HTTP 502")
+    assert error.retryable
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"retry-after-ms": "120"}, 0.12),
+        ({"retry-after": "2.5"}, 2.5),
+        ({"retry-after": "Thu, 01 Jan 2026 00:00:10 GMT"}, 10.0),
+        ({"retry-after": "soon"}, None),
+        ({}, None),
+    ],
+)
+def test_parse_retry_after(headers: dict[str, str], seconds: float | None) -> None:
+    """Milliseconds first, then seconds or an HTTP date."""
+    assert parse_retry_after(headers, now=1_767_225_600) == seconds
+
+
+@pytest.mark.parametrize(
+    ("attempt", "jitter", "expected"),
+    [(1, 0.0, 0.5), (2, 0.0, 1.0), (3, 1.0, 1.5), (10, 0.0, 8.0), (10, 1.0, 6.0)],
+)
+def test_backoff_doubles_up_to_the_cap_with_jitter(
+    attempt: int, jitter: float, expected: float
+) -> None:
+    """min(0.5 * 2^(n-1), 8) s, shortened by up to a quarter by jitter."""
+    assert RetryPolicy().wait_seconds(None, attempt, jitter) == expected
+
+
+def test_settings_repr_hides_the_key() -> None:
+    """The key is left out of the settings' repr."""
+    assert API_KEY not in repr(Settings(api_key=API_KEY))

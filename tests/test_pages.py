@@ -1,0 +1,155 @@
+"""The cursor chain: page parsing, the next cursor, and the loop guards."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from crawler.errors import BrokenResponseError, PaginationError
+from crawler.pages import (
+    BatchPage,
+    WalkStep,
+    check_next,
+    last_id_warning,
+    parse_page,
+    walk_pages,
+)
+
+from .conftest import list_body, make_batch
+
+
+def page_of(*numbers: int, has_more: bool = True, last_id: str | None = None) -> BatchPage:
+    batches = [make_batch(n) for n in numbers]
+    return BatchPage(
+        batches, has_more, last_id if last_id else batches[-1]["id"] if batches else None
+    )
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        [],
+        {"data": []},
+        {"has_more": False},
+        {"data": {}, "has_more": False},
+        {"data": [], "has_more": "no"},
+        {"data": [{"no_id": 1}], "has_more": False},
+        {"data": [{"id": ""}], "has_more": False},
+        {"data": ["batch_1"], "has_more": False},
+    ],
+)
+def test_parse_page_rejects_broken_bodies(payload: Any) -> None:
+    """A body without data, has_more or item ids is a broken response."""
+    with pytest.raises(BrokenResponseError):
+        parse_page(payload)
+
+
+def test_parse_page_needs_only_required_fields() -> None:
+    """first_id and last_id are optional in the spec."""
+    page = parse_page({"object": "list", "data": [make_batch(1)], "has_more": False})
+    assert page.last_id is None
+    assert page.next_after == make_batch(1)["id"]
+
+
+def test_next_cursor_is_the_last_item_id() -> None:
+    """The walk follows the last item's id, and stops when has_more is false."""
+    seen: set[str] = set()
+    assert check_next(page_of(3, 2), None, seen) == make_batch(2)["id"]
+    assert check_next(page_of(1, has_more=False), "x", seen) is None
+
+
+def test_has_more_with_empty_data_is_an_error() -> None:
+    """has_more=true with no data would silently truncate the walk."""
+    with pytest.raises(PaginationError, match="has_more=true but sent no batches after c1"):
+        check_next(BatchPage([], True, None), "c1", set())
+
+
+def test_a_cursor_seen_twice_is_an_error() -> None:
+    """A cursor that does not advance would loop forever."""
+    seen = {make_batch(2)["id"]}
+    with pytest.raises(PaginationError, match="twice"):
+        check_next(page_of(3, 2), "x", seen)
+
+
+def test_last_id_disagreeing_with_the_data_gives_a_warning() -> None:
+    """A wrong last_id is reported, and the data is followed."""
+    assert last_id_warning(page_of(3, 2), None) is None
+    assert last_id_warning(BatchPage([make_batch(1)], False, None), None) is None
+    note = last_id_warning(page_of(3, 2, last_id="batch_other"), "c")
+    assert note is not None
+    assert "batch_other" in note
+    assert make_batch(2)["id"] in note
+
+
+class FakeList:
+    """Serves a list of batch numbers newest first, as the API pages it."""
+
+    def __init__(self, numbers: list[int]) -> None:
+        self.ids = [make_batch(n)["id"] for n in numbers]
+        self.numbers = numbers
+        self.calls: list[str | None] = []
+
+    async def fetch(self, after: str | None, limit: int) -> BatchPage:
+        self.calls.append(after)
+        start = 0 if after is None else self.ids.index(after) + 1
+        chunk = self.numbers[start : start + limit]
+        return parse_page(list_body([make_batch(n) for n in chunk], start + limit < len(self.ids)))
+
+
+async def collect(**kwargs: Any) -> list[Any]:
+    return [step async for step in walk_pages(**kwargs)]
+
+
+async def test_walk_follows_the_chain_to_the_end() -> None:
+    """Every page is visited once, in order, and the last step is marked done."""
+    api = FakeList(list(range(10, 0, -1)))
+    steps = await collect(fetch_page=api.fetch, after=None, limit=3)
+    assert [len(s.page.batches) for s in steps] == [3, 3, 3, 1]
+    assert [s.done for s in steps] == [False, False, False, True]
+    assert steps[-1].cursor == make_batch(1)["id"]
+    assert api.calls == [None, make_batch(8)["id"], make_batch(5)["id"], make_batch(2)["id"]]
+
+
+async def test_walk_resumes_after_a_cursor() -> None:
+    """A walk started after a cursor begins strictly below it."""
+    api = FakeList(list(range(10, 0, -1)))
+    steps = await collect(fetch_page=api.fetch, after=make_batch(5)["id"], limit=3)
+    assert [b["id"] for s in steps for b in s.page.batches] == [
+        make_batch(n)["id"] for n in (4, 3, 2, 1)
+    ]
+
+
+async def test_walk_stops_on_the_page_holding_the_stop_id() -> None:
+    """A catch-up walk ends on the page where it meets the old head."""
+    api = FakeList(list(range(10, 0, -1)))
+    steps = await collect(fetch_page=api.fetch, after=None, limit=3, stop_id=make_batch(6)["id"])
+    assert len(steps) == 2
+    assert steps[-1].done
+
+
+async def test_empty_list_is_one_done_step() -> None:
+    """An organization with no batches gives one empty, final page."""
+    api = FakeList([])
+    steps = await collect(fetch_page=api.fetch, after=None, limit=3)
+    assert len(steps) == 1
+    assert steps[0].done
+    assert steps[0].cursor is None
+
+
+async def test_stuck_cursor_stops_the_walk_after_the_good_pages() -> None:
+    """A server that repeats a page is caught on the repeat, not followed forever."""
+    good = FakeList(list(range(6, 0, -1)))
+
+    async def stuck(after: str | None, limit: int) -> BatchPage:
+        return await good.fetch(None if after is None else make_batch(6)["id"], limit)
+
+    seen: list[WalkStep] = []
+
+    async def follow() -> None:
+        async for step in walk_pages(stuck, after=None, limit=2):
+            seen.append(step)
+
+    with pytest.raises(PaginationError, match="twice"):
+        await follow()
+    assert len(seen) == 2

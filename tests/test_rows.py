@@ -1,0 +1,104 @@
+"""Row mapping: Batch objects to `batches` and `batch_errors` rows, purely."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from crawler.rows import BATCH_COLUMNS, build_batch_row, build_error_rows, build_page_rows
+
+from .conftest import make_batch
+
+
+def as_dict(row: tuple[object, ...]) -> dict[str, object]:
+    return dict(zip(BATCH_COLUMNS, row, strict=True))
+
+
+def test_every_documented_field_gets_its_column() -> None:
+    """A full batch maps each documented field, nested counts and usage included."""
+    row = as_dict(build_batch_row(make_batch(7), seen_at=99))
+    assert row["id"] == "batch_" + "0" * 31 + "7"
+    assert row["status"] == "completed"
+    assert row["created_at"] == 1_700_000_007
+    assert row["request_counts_total"] == 10
+    assert row["request_counts_failed"] == 1
+    assert row["cached_input_tokens"] == 20
+    assert row["reasoning_tokens"] == 5
+    assert row["total_tokens"] == 150
+    assert json.loads(str(row["metadata"])) == {"team": "équipe"}
+    assert row["first_seen_at"] == row["last_seen_at"] == 99
+
+
+def test_old_batch_without_model_and_usage_maps_to_nulls() -> None:
+    """Fields that older batches lack, or send as null, become NULL."""
+    batch = make_batch(1, usage=None, request_counts=None, metadata=None)
+    del batch["model"]
+    row = as_dict(build_batch_row(batch, seen_at=1))
+    assert row["model"] is None
+    assert row["input_tokens"] is None
+    assert row["request_counts_total"] is None
+    assert row["metadata"] is None
+
+
+def test_minimal_batch_with_only_required_fields() -> None:
+    """A batch with only the required fields maps without error."""
+    batch = {
+        "id": "batch_x",
+        "object": "batch",
+        "endpoint": "/v1/embeddings",
+        "input_file_id": "f",
+        "completion_window": "24h",
+        "status": "validating",
+        "created_at": 5,
+    }
+    row = as_dict(build_batch_row(batch, seen_at=1))
+    assert row["status"] == "validating"
+    assert row["total_tokens"] is None
+    assert row["model"] is None
+    assert build_error_rows(batch) == []
+
+
+def test_unknown_fields_and_statuses_are_kept_in_raw() -> None:
+    """Data this version does not know survives in the raw JSON."""
+    batch = make_batch(2, status="paused_for_review", x_future_field={"a": [1, 2]})
+    row = as_dict(build_batch_row(batch, seen_at=1))
+    assert row["status"] == "paused_for_review"
+    assert json.loads(str(row["raw"])) == batch
+
+
+@pytest.mark.parametrize("usage", [{"input_tokens": 3}, {"input_tokens_details": None}, "junk"])
+def test_partial_or_odd_usage_does_not_break_the_row(usage: object) -> None:
+    """Missing nested details, a null detail or a non-object give NULLs, not errors."""
+    row = as_dict(build_batch_row(make_batch(3, usage=usage), seen_at=1))
+    assert row["cached_input_tokens"] is None
+
+
+def test_error_lines_keep_their_position_and_fields() -> None:
+    """Each errors.data line becomes a row numbered by its position."""
+    errors = {
+        "object": "list",
+        "data": [
+            {"code": "token_limit_exceeded", "message": "too many", "param": None, "line": None},
+            {"code": "invalid_json", "message": "bad line", "param": "body", "line": 12},
+        ],
+    }
+    batch = make_batch(4, status="failed", errors=errors)
+    assert build_error_rows(batch) == [
+        (batch["id"], 0, "token_limit_exceeded", "too many", None, None),
+        (batch["id"], 1, "invalid_json", "bad line", "body", 12),
+    ]
+
+
+@pytest.mark.parametrize("errors", [None, {}, {"object": "list", "data": None}, "junk"])
+def test_absent_errors_give_no_rows(errors: object) -> None:
+    """Null, empty or malformed `errors` give no error rows."""
+    assert build_error_rows(make_batch(5, errors=errors)) == []
+
+
+def test_page_rows_collect_batches_and_errors() -> None:
+    """A page maps to one row per batch and all of their error lines."""
+    failed = make_batch(6, errors={"data": [{"code": "c", "message": "m"}]})
+    batch_rows, error_rows = build_page_rows([make_batch(7), failed], seen_at=1)
+    assert [r[0] for r in batch_rows] == [make_batch(7)["id"], failed["id"]]
+    assert error_rows == [(failed["id"], 0, "c", "m", None, None)]

@@ -1,0 +1,170 @@
+"""The SQLite edge: migrations, refusing files that are not ours, page writes, the lock."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from crawler.errors import BrokenResponseError, DatabaseBusyError, DatabaseError
+from crawler.migrations import APPLICATION_ID, load_migrations
+from crawler.rows import build_page_rows
+from crawler.store import Store, WalkState, open_store, sync_is_running
+
+from .conftest import make_batch
+
+LATEST = load_migrations()[-1].version
+
+
+def query(path: Path, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(sql).fetchall()
+
+
+async def save(store: Store, batches: list[dict[str, object]], run_id: int, seen_at: int = 1):
+    batch_rows, error_rows = build_page_rows(batches, seen_at)
+    return await store.save_page(
+        batch_rows, error_rows, WalkState(cursor="c"), run_id, {"pages": 1}
+    )
+
+
+async def test_migrations_create_the_schema_on_an_empty_database(db_path: Path) -> None:
+    """A new file gets every table, is marked as ours, and records each migration."""
+    async with open_store(db_path):
+        pass
+    tables = {r[0] for r in query(db_path, "SELECT name FROM sqlite_schema WHERE type='table'")}
+    assert {"batches", "batch_errors", "walk_state", "sync_runs", "schema_migrations"} <= tables
+    assert query(db_path, "PRAGMA user_version") == [(LATEST,)]
+    assert query(db_path, "PRAGMA application_id") == [(APPLICATION_ID,)]
+    assert [r[0] for r in query(db_path, "SELECT version FROM schema_migrations")] == list(
+        range(1, LATEST + 1)
+    )
+
+
+async def test_opening_a_current_database_changes_nothing(db_path: Path) -> None:
+    """Migrations already applied are not applied again."""
+    async with open_store(db_path):
+        pass
+    before = query(db_path, "SELECT * FROM schema_migrations")
+    async with open_store(db_path):
+        pass
+    assert query(db_path, "SELECT * FROM schema_migrations") == before
+
+
+async def test_a_newer_database_is_refused_and_untouched(db_path: Path) -> None:
+    """A schema newer than this version is refused with advice, and left as it was."""
+    async with open_store(db_path):
+        pass
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(f"PRAGMA user_version = {LATEST + 1}")
+    before = db_path.read_bytes()
+    with pytest.raises(DatabaseError, match="newer batch-crawler"):
+        async with open_store(db_path):
+            pass
+    assert db_path.read_bytes() == before
+
+
+async def test_another_programs_database_is_refused_and_untouched(db_path: Path) -> None:
+    """A SQLite file with other tables is not ours: refused, not written."""
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("CREATE TABLE notes (x)")
+    before = db_path.read_bytes()
+    with pytest.raises(DatabaseError, match="another program"):
+        async with open_store(db_path):
+            pass
+    assert db_path.read_bytes() == before
+    assert not Path(f"{db_path}-wal").exists()
+
+
+async def test_a_file_that_is_not_sqlite_is_refused_and_untouched(db_path: Path) -> None:
+    """A text file at the --db path is refused before SQLite opens it."""
+    db_path.write_text("hello, this is not a database\n" * 10)
+    before = db_path.read_bytes()
+    with pytest.raises(DatabaseError, match="not a SQLite database"):
+        async with open_store(db_path):
+            pass
+    assert db_path.read_bytes() == before
+
+
+async def test_a_corrupt_database_is_a_clear_error(db_path: Path) -> None:
+    """A file with a SQLite header but garbage after it gives a DatabaseError."""
+    db_path.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
+    with pytest.raises(DatabaseError):
+        async with open_store(db_path):
+            pass
+
+
+async def test_upsert_is_idempotent_and_keeps_first_seen(db_path: Path) -> None:
+    """Saving the same page twice keeps one row per batch and the first-seen time."""
+    async with open_store(db_path) as store:
+        run = await store.start_run("full", "http://x")
+        first = await save(store, [make_batch(1), make_batch(2)], run, seen_at=10)
+        again = await save(store, [make_batch(1), make_batch(2)], run, seen_at=20)
+    assert (first.new, first.updated) == (2, 0)
+    assert (again.new, again.updated) == (0, 0)
+    assert query(
+        db_path, "SELECT count(*), min(first_seen_at), max(last_seen_at) FROM batches"
+    ) == [(2, 10, 20)]
+
+
+async def test_a_changed_batch_counts_as_updated(db_path: Path) -> None:
+    """A batch whose object changed is updated in place."""
+    async with open_store(db_path) as store:
+        run = await store.start_run("full", "http://x")
+        await save(store, [make_batch(1, status="in_progress")], run)
+        counts = await save(store, [make_batch(1, status="completed")], run)
+    assert counts.updated == 1
+    assert query(db_path, "SELECT status FROM batches") == [("completed",)]
+
+
+async def test_error_lines_are_replaced_as_a_set(db_path: Path) -> None:
+    """A batch's error lines are replaced whole: none linger from an older copy."""
+    two = {"data": [{"code": "a", "message": "1"}, {"code": "b", "message": "2"}]}
+    one = {"data": [{"code": "c", "message": "3"}]}
+    async with open_store(db_path) as store:
+        run = await store.start_run("full", "http://x")
+        await save(store, [make_batch(1, errors=two), make_batch(2, errors=one)], run)
+        await save(store, [make_batch(1, errors=one)], run)
+    rows = query(db_path, "SELECT batch_id, position, code FROM batch_errors ORDER BY 1, 2")
+    assert rows == [(make_batch(1)["id"], 0, "c"), (make_batch(2)["id"], 0, "c")]
+
+
+async def test_a_page_that_cannot_be_stored_writes_nothing(db_path: Path) -> None:
+    """A value SQLite cannot bind fails the page cleanly and rolls it back."""
+    async with open_store(db_path) as store:
+        run = await store.start_run("full", "http://x")
+        with pytest.raises(BrokenResponseError, match="cannot be stored"):
+            await save(store, [make_batch(1), make_batch(2, status={"odd": 1})], run)
+        assert await store.load_walk() is None
+    assert query(db_path, "SELECT count(*) FROM batches") == [(0,)]
+
+
+async def test_the_page_and_the_walk_state_commit_together(db_path: Path) -> None:
+    """The cursor stored is the one saved with the page."""
+    async with open_store(db_path) as store:
+        run = await store.start_run("full", "http://x")
+        await save(store, [make_batch(1)], run)
+        assert await store.load_walk() == WalkState(cursor="c")
+
+
+async def test_a_second_writer_is_refused_at_once(db_path: Path) -> None:
+    """While one sync holds the database, another gets DatabaseBusyError."""
+    async with open_store(db_path):
+        assert sync_is_running(db_path)
+        with pytest.raises(DatabaseBusyError, match="another sync"):
+            async with open_store(db_path):
+                pass
+    assert not sync_is_running(db_path)
+
+
+async def test_killed_runs_are_closed_by_the_next_run(db_path: Path) -> None:
+    """A ledger row left 'running' is marked killed when the next run starts."""
+    async with open_store(db_path) as store:
+        await store.start_run("full", "http://x")
+    async with open_store(db_path) as store:
+        await store.start_run("resume", "http://x")
+    assert query(db_path, "SELECT outcome FROM sync_runs ORDER BY id") == [
+        ("killed",),
+        ("running",),
+    ]
