@@ -51,8 +51,11 @@ def _positive_float(text: str) -> float:
 
 
 def _page_size(text: str) -> int:
-    value = _positive_int(text)
-    if value > 100:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 1 <= value <= 100:
         raise argparse.ArgumentTypeError(f"must be between 1 and 100, got {value}")
     return value
 

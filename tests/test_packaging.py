@@ -1,0 +1,74 @@
+"""The built wheel works on its own, and the code passes its linters."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*argv: str, cwd: Path, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(
+        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project built into a wheel offline and installed into a folder of its own."""
+    work = tmp_path_factory.mktemp("wheel")
+    source = work / "src"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "*.db*", "dist"))
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    run(
+        *pip,
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "-w",
+        str(work / "dist"),
+        ".",
+        cwd=source,
+    )
+    (wheel,) = (work / "dist").glob("batch_crawler-*.whl")
+    target = work / "site"
+    run(*pip, "install", "--no-deps", "--target", str(target), str(wheel), cwd=work)
+    return target
+
+
+def test_installed_wheel_finds_its_migrations_and_creates_a_database(
+    installed_wheel: Path, tmp_path: Path
+) -> None:
+    """From the wheel alone (no checkout on the path), the migrations load and apply."""
+    env = {**os.environ, "PYTHONPATH": str(installed_wheel)}
+    code = (
+        "import asyncio, crawler, crawler.migrations as m;"
+        "from crawler.store import open_store; from pathlib import Path;"
+        "assert str(crawler.__file__).startswith(%r), crawler.__file__;"
+        "print(len(m.load_migrations()));"
+        "asyncio.run(open_store(Path('w.db')).__aenter__())"
+    ) % str(installed_wheel)
+    out = run(sys.executable, "-P", "-c", code, cwd=tmp_path, env=env)
+    assert int(out) >= 1
+    assert (tmp_path / "w.db").exists()
+    version = run(sys.executable, "-P", "-m", "crawler", "--version", cwd=tmp_path, env=env)
+    assert version.startswith("batch-crawler ")
+
+
+def test_ruff_is_clean() -> None:
+    """ruff check and ruff format --check pass on the whole project."""
+    run(sys.executable, "-m", "ruff", "check", ".", cwd=ROOT)
+    run(sys.executable, "-m", "ruff", "format", "--check", ".", cwd=ROOT)
+
+
+def test_mypy_strict_is_clean() -> None:
+    """mypy --strict passes on the package."""
+    run(sys.executable, "-m", "mypy", cwd=ROOT)
