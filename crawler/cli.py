@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -14,7 +15,16 @@ from typing import Any, NoReturn, TypeVar
 
 from . import __version__
 from .config import load_settings
-from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, CrawlerError
+from .demo import ask, format_answer, run_demo
+from .errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_USAGE,
+    ConfigError,
+    CrawlerError,
+)
+from .fakeapi import BROKEN_PAGINATION_MODES, FakeApiOptions, serve
 from .progress import ProgressLine
 from .status import dumps, format_status, read_status
 from .sync import SyncResult, sync
@@ -101,7 +111,67 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status_cmd.add_argument("--db", type=Path, default=Path("batches.db"), help="SQLite file")
     status_cmd.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    demo_cmd = commands.add_parser(
+        "demo",
+        help="sync a local fake API into a database (no key, no network)",
+        description="Start the fake API on a free loopback port, sync it, and show three "
+        "example queries. Example:\n  batch-crawler demo --db demo.db --batches 5000",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo_cmd.add_argument("--db", type=Path, default=Path("demo.db"), help="SQLite file")
+    demo_cmd.add_argument(
+        "--batches", type=_positive_int, default=3000, help="batches to serve (default: 3000)"
+    )
+    _add_fake_api_command(commands)
     return parser
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share from 0 to 1, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a share from 0 to 1, got {text}")
+    return value
+
+
+def _add_fake_api_command(commands: Any) -> None:
+    cmd = commands.add_parser(
+        "fake-api",
+        help="serve a local fake of the Batches API, with fault knobs",
+        description="Serve synthetic batches like OpenAI's Batches API, to rehearse a "
+        "pipeline. Example:\n  batch-crawler fake-api --port 8000 --batches 100000 "
+        "--error-rate 0.05\n  OPENAI_API_KEY=sk-fake-local batch-crawler sync "
+        "--base-url http://127.0.0.1:8000/v1",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cmd.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
+    cmd.add_argument("--port", type=int, default=8000, help="TCP port; 0 picks a free one")
+    cmd.add_argument("--batches", type=int, default=3000, help="batches to serve")
+    cmd.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and faults")
+    cmd.add_argument("--api-key", default="sk-fake-local", help="the key the server accepts")
+    cmd.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
+    cmd.add_argument("--error-rate", type=_rate, default=0.0, help="share answered 500/502/503")
+    cmd.add_argument("--html-errors", action="store_true", help="5xx bodies are HTML pages")
+    cmd.add_argument("--rate-limit-rate", type=_rate, default=0.0, help="share answered 429")
+    cmd.add_argument(
+        "--requests-per-second", type=_positive_float, help="budget; over it, 429 answers"
+    )
+    cmd.add_argument("--drop-rate", type=_rate, default=0.0, help="share of dropped connections")
+    cmd.add_argument("--truncate-rate", type=_rate, default=0.0, help="share of cut bodies")
+    cmd.add_argument("--slow-rate", type=_rate, default=0.0, help="share of slow answers")
+    cmd.add_argument("--slow-seconds", type=float, default=1.0, help="delay of a slow answer")
+    cmd.add_argument("--add-per-request", type=int, default=0, help="new batches per list request")
+    cmd.add_argument(
+        "--advance-per-request", type=int, default=0, help="status moves per list request"
+    )
+    cmd.add_argument(
+        "--broken-pagination",
+        choices=BROKEN_PAGINATION_MODES,
+        help="serve a broken cursor chain from the third page on",
+    )
 
 
 def _run_async(coro: Coroutine[Any, Any, T]) -> T:
@@ -154,6 +224,41 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     return EXIT_OK if result.complete else EXIT_PARTIAL
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    progress = ProgressLine(sys.stderr) if sys.stderr.isatty() else None
+    print(f"Serving {args.batches:,} synthetic batches on 127.0.0.1; syncing them into {args.db}")
+    try:
+        result = _run_async(run_demo(args.db, args.batches, progress))
+    finally:
+        if progress is not None:
+            progress.close()
+    print(format_summary(result))
+    for answer in ask(args.db):
+        print()
+        print(format_answer(answer))
+    print(f"\nExplore further: sqlite3 {args.db}")
+    return EXIT_OK
+
+
+def _cmd_fake_api(args: argparse.Namespace) -> int:
+    fields = {f.name for f in dataclasses.fields(FakeApiOptions)}
+    try:
+        options = FakeApiOptions(**{k: v for k, v in vars(args).items() if k in fields})
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+    def ready(base_url: str) -> None:
+        print(f"Fake Batches API on {base_url} ({options.batches:,} batches); Ctrl-C stops it.")
+        print(f"Try: OPENAI_API_KEY={options.api_key} batch-crawler sync --base-url {base_url}")
+        sys.stdout.flush()
+
+    try:
+        _run_async(serve(options, args.host, args.port, ready))
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    return EXIT_OK
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     report = _run_async(read_status(args.db))
     print(dumps(report) if args.json else format_status(report))
@@ -163,6 +268,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "sync": _cmd_sync,
     "status": _cmd_status,
+    "demo": _cmd_demo,
+    "fake-api": _cmd_fake_api,
 }
 
 
@@ -182,3 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     except asyncio.CancelledError:
         print("batch-crawler: terminated; the next sync resumes", file=sys.stderr)
         return EXIT_TERMINATED
+    except BrokenPipeError:
+        # The reader (`| head`) went away: stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
