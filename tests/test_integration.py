@@ -1,0 +1,135 @@
+"""The real client against the real fake API on 127.0.0.1: exact copies, faults and guards."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crawler.api import RetryPolicy
+from crawler.config import Settings
+from crawler.errors import AuthenticationError, PaginationError
+from crawler.fakeapi import FakeApiOptions, FakeApiServer
+from crawler.sync import sync
+
+from .exact import assert_database_matches
+
+# Zero backoff keeps fault tests fast; the server's own short delays are still honoured.
+RETRY = RetryPolicy(max_attempts=10, max_seconds=30, initial_backoff=0, max_backoff=0)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeApiServer]:
+    """A fake API serving 1,234 batches, faults off."""
+    async with FakeApiServer(FakeApiOptions(batches=1234)) as running:
+        yield running
+
+
+def settings_for(server: FakeApiServer, db: Path, **extra: Any) -> Settings:
+    return Settings(db=db, base_url=server.base_url, api_key=server.options.api_key, **extra)
+
+
+async def test_full_sync_is_exact_and_a_second_changes_nothing(
+    server: FakeApiServer, db_path: Path
+) -> None:
+    """Every served batch lands once with its error lines; syncing again changes nothing."""
+    first = await sync(settings_for(server, db_path), retry=RETRY)
+    assert first.complete
+    assert first.batches_new == len(server.data) == 1234
+    assert first.pages == 13
+    assert_database_matches(db_path, server.data.snapshot())
+    with sqlite3.connect(db_path) as conn:
+        before = conn.execute("SELECT * FROM batches ORDER BY id").fetchall()
+    second = await sync(settings_for(server, db_path), retry=RETRY)
+    assert (second.batches_new, second.batches_updated) == (0, 0)
+    with sqlite3.connect(db_path) as conn:
+        after = conn.execute("SELECT * FROM batches ORDER BY id").fetchall()
+    # Only last_seen_at, the last column, may differ.
+    assert [r[:-1] for r in after] == [r[:-1] for r in before]
+
+
+FAULTS = {
+    "server errors": {"error_rate": 0.2},
+    "html server errors": {"error_rate": 0.2, "html_errors": True},
+    "rate limited": {"rate_limit_rate": 0.2},
+    "dropped connections": {"drop_rate": 0.15},
+    "truncated bodies": {"truncate_rate": 0.15},
+    "all at once": {
+        "error_rate": 0.1,
+        "rate_limit_rate": 0.1,
+        "drop_rate": 0.05,
+        "truncate_rate": 0.05,
+    },
+}
+
+
+@pytest.mark.parametrize("faults", FAULTS.values(), ids=FAULTS.keys())
+async def test_faults_are_retried_and_counted_and_the_copy_is_exact(
+    db_path: Path, faults: dict[str, Any]
+) -> None:
+    """With each fault knob on, the sync ends exact and the ledger counts every retry."""
+    async with FakeApiServer(FakeApiOptions(batches=2000, seed=7, **faults)) as server:
+        result = await sync(settings_for(server, db_path), retry=RETRY)
+        stats = server.stats
+        injected = stats.errors + stats.rate_limited + stats.dropped + stats.truncated
+        assert_database_matches(db_path, server.data.snapshot())
+    assert result.complete
+    assert injected > 0
+    # aiohttp itself resends a GET once when a reused keep-alive connection drops
+    # (RFC 9112, 9.3.1), so some drops never reach our retry loop; every other fault does.
+    assert injected - stats.dropped <= result.retries <= injected
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT retries FROM sync_runs").fetchone() == (result.retries,)
+
+
+async def test_slow_answers_time_out_and_are_retried(db_path: Path) -> None:
+    """A response slower than the request timeout is abandoned and asked for again."""
+    options = FakeApiOptions(batches=1000, seed=1, slow_rate=0.3, slow_seconds=2.0)
+    async with FakeApiServer(options) as server:
+        settings = settings_for(server, db_path, request_timeout=0.5)
+        result = await sync(settings, retry=RETRY)
+        assert_database_matches(db_path, server.data.snapshot())
+        assert result.retries == server.stats.slow > 0
+
+
+async def test_a_request_budget_is_survived_by_honouring_retry_after(db_path: Path) -> None:
+    """Over the server's requests-per-second budget, 429s are waited out and the copy is exact."""
+    async with FakeApiServer(FakeApiOptions(batches=1500, requests_per_second=40)) as server:
+        result = await sync(settings_for(server, db_path), retry=RETRY)
+        assert_database_matches(db_path, server.data.snapshot())
+    assert result.complete
+
+
+@pytest.mark.parametrize("mode", ["empty-has-more", "stuck-cursor"])
+async def test_broken_pagination_stops_with_committed_pages_kept(db_path: Path, mode: str) -> None:
+    """A broken cursor chain is a clear error; the pages before it stay committed."""
+    async with FakeApiServer(FakeApiOptions(batches=1000, broken_pagination=mode)) as server:
+        with pytest.raises(PaginationError):
+            await sync(settings_for(server, db_path), retry=RETRY)
+        served_first = [b["id"] for b in server.data.snapshot()][:200]
+    with sqlite3.connect(db_path) as conn:
+        stored = {r[0] for r in conn.execute("SELECT id FROM batches")}
+        outcome = conn.execute("SELECT outcome, pages FROM sync_runs").fetchone()
+    assert set(served_first) <= stored
+    assert outcome[0] == "failed"
+
+
+async def test_wrong_last_id_is_recorded_and_the_copy_is_exact(db_path: Path) -> None:
+    """last_id disagreeing with the data gives warnings, and the data is followed."""
+    async with FakeApiServer(FakeApiOptions(batches=500, broken_pagination="wrong-last-id")) as s:
+        result = await sync(settings_for(s, db_path), retry=RETRY)
+        assert_database_matches(db_path, s.data.snapshot())
+    assert result.complete
+    assert result.warnings
+
+
+async def test_a_wrong_key_fails_with_the_api_message(server: FakeApiServer, db_path: Path) -> None:
+    """The fake answers 401 like OpenAI; the error shows its message, never the key."""
+    settings = dataclasses.replace(settings_for(server, db_path), api_key="sk-wrong-secret-123456")
+    with pytest.raises(AuthenticationError, match="Incorrect API key provided") as caught:
+        await sync(settings, retry=RETRY)
+    assert "sk-wrong-secret-123456" not in str(caught.value)
