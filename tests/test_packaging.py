@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -49,16 +50,24 @@ def test_installed_wheel_finds_its_migrations_and_creates_a_database(
 ) -> None:
     """From the wheel alone (no checkout on the path), the migrations load and apply."""
     env = {**os.environ, "PYTHONPATH": str(installed_wheel)}
-    code = (
-        "import asyncio, crawler, crawler.migrations as m;"
-        "from crawler.store import open_store; from pathlib import Path;"
-        "assert str(crawler.__file__).startswith(%r), crawler.__file__;"
-        "print(len(m.load_migrations()));"
-        "asyncio.run(open_store(Path('w.db')).__aenter__())"
-    ) % str(installed_wheel)
-    out = run(sys.executable, "-P", "-c", code, cwd=tmp_path, env=env)
+    script = tmp_path / "check.py"
+    script.write_text(
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "import crawler\n"
+        "from crawler.migrations import load_migrations\n"
+        "from crawler.store import open_store\n"
+        "assert crawler.__file__.startswith(sys.argv[1]), crawler.__file__\n"
+        "async def main():\n"
+        "    async with open_store(Path('w.db')):\n"
+        "        pass\n"
+        "asyncio.run(main())\n"
+        "print(len(load_migrations()))\n"
+    )
+    out = run(sys.executable, "-P", str(script), str(installed_wheel), cwd=tmp_path, env=env)
     assert int(out) >= 1
-    assert (tmp_path / "w.db").exists()
+    with sqlite3.connect(tmp_path / "w.db") as conn:
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (int(out),)
     version = run(sys.executable, "-P", "-m", "crawler", "--version", cwd=tmp_path, env=env)
     assert version.startswith("batch-crawler ")
 
