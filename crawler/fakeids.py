@@ -1,0 +1,91 @@
+"""Keyed, invertible 64-bit mixing and the id formats of the fake API (pure, no I/O).
+
+The fake never stores an id -> index map: a batch id is `batch_` + hex(mix(i ^ key)) +
+hex(check), so the server inverts the mix to find the index in O(1) and the check word (derived
+from a seed tag) rejects ids that were never issued.
+"""
+
+from __future__ import annotations
+
+import binascii
+
+_M64 = (1 << 64) - 1
+# splitmix64 finaliser constants and their inverses mod 2**64: the mix is a bijection.
+_C1 = 0xBF58476D1CE4E5B9
+_C2 = 0x94D049BB133111EB
+_C1_INV = pow(_C1, -1, 1 << 64)
+_C2_INV = pow(_C2, -1, 1 << 64)
+
+_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_B62_PAIRS = [a + b for a in _B62 for b in _B62]
+_B62_VALUE = {ch: n for n, ch in enumerate(_B62)}
+_NOT_ALNUM = bytes.maketrans(b"+/", b"Qz")  # base64's two symbols that ids never contain
+_B62_WORD = 11  # 62**11 > 2**64, so one 64-bit word is 11 base62 digits
+
+
+def mix(x: int) -> int:
+    """Scramble a 64-bit value bijectively (splitmix64 finaliser)."""
+    x &= _M64
+    x = ((x ^ (x >> 30)) * _C1) & _M64
+    x = ((x ^ (x >> 27)) * _C2) & _M64
+    return x ^ (x >> 31)
+
+
+def unmix(x: int) -> int:
+    """Invert `mix`."""
+    x ^= (x >> 31) ^ (x >> 62)
+    x = (x * _C2_INV) & _M64
+    x ^= (x >> 27) ^ (x >> 54)
+    x = (x * _C1_INV) & _M64
+    return x ^ (x >> 30) ^ (x >> 60)
+
+
+def derive_key(seed: int, purpose: int) -> int:
+    """Derive an independent 64-bit key for one purpose from a seed."""
+    return mix(mix(seed & _M64) ^ purpose)
+
+
+def build_b62_word(x: int) -> str:
+    """Encode a 64-bit word as exactly 11 base62 digits (two digits per division: cheap)."""
+    x, a = divmod(x, 3844)
+    x, b = divmod(x, 3844)
+    x, c = divmod(x, 3844)
+    x, d = divmod(x, 3844)
+    x, e = divmod(x, 3844)
+    p = _B62_PAIRS
+    return _B62[x] + p[e] + p[d] + p[c] + p[b] + p[a]
+
+
+def parse_b62_word(text: str) -> int | None:
+    """Decode 11 base62 digits, or None when the text is not one 64-bit word."""
+    if len(text) != _B62_WORD:
+        return None
+    value = 0
+    for ch in text:
+        digit = _B62_VALUE.get(ch)
+        if digit is None:
+            return None
+        value = value * 62 + digit
+    return value if value <= _M64 else None
+
+
+def build_file_id(a: int, b: int) -> str:
+    """Build an OpenAI-looking file id (`file-` + 22 base62 characters) from two words."""
+    return "file-" + build_b62_word(a) + build_b62_word(b)
+
+
+def build_opaque_file_id(word: int) -> str:
+    """Build a file id that only needs to look right: base64 in C, 3x cheaper than base62."""
+    raw = binascii.b2a_base64(word.to_bytes(17, "little"), newline=False)[:22]
+    return "file-" + raw.translate(_NOT_ALNUM).decode()
+
+
+def parse_file_id(file_id: str) -> tuple[int, int] | None:
+    """Split a file id built by `build_file_id` back into its two words."""
+    if len(file_id) != 5 + 2 * _B62_WORD or not file_id.startswith("file-"):
+        return None
+    a = parse_b62_word(file_id[5 : 5 + _B62_WORD])
+    b = parse_b62_word(file_id[5 + _B62_WORD :])
+    if a is None or b is None:
+        return None
+    return a, b

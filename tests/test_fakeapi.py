@@ -1,0 +1,582 @@
+"""Tests of the fake OpenAI Batches API itself: data, routes, faults, and the official SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+
+from crawler.fakeapi import FakeApiOptions, FakeApiServer, serve
+from crawler.fakecontent import DAY, IN_FLIGHT, UNKNOWN_STATUS
+from crawler.fakedata import FakeBatches
+from crawler.fakefaults import RequestBudget, format_go_duration
+
+KEY = "sk-fake-local"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+TERMINAL = {"completed", "failed", "expired", "cancelled"}
+Start = Callable[..., Awaitable[FakeApiServer]]
+
+
+@pytest.fixture
+async def start() -> AsyncIterator[Start]:
+    """Start fake servers with the given options; all stop when the test ends."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def _start(**options: Any) -> FakeApiServer:
+            server = FakeApiServer(FakeApiOptions(**options))
+            return await stack.enter_async_context(server)
+
+        yield _start
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A client session that opens a fresh connection for every request."""
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector, headers=AUTH) as session:
+        yield session
+
+
+async def get_json(
+    session: aiohttp.ClientSession, url: str, **params: Any
+) -> tuple[int, dict[str, Any]]:
+    """GET a URL and return its status and decoded JSON body."""
+    async with session.get(url, params=params) as response:
+        return response.status, json.loads(await response.read())
+
+
+# -- the official SDK -------------------------------------------------------------------------
+
+
+async def test_sdk_walks_every_batch_once_newest_first(start: Start) -> None:
+    """The SDK's auto-pager reads every batch once, newest first, with fields intact."""
+    server = await start(batches=1000)
+    expected = list(server.data.snapshot())
+    async with openai.AsyncOpenAI(base_url=server.base_url, api_key=KEY, max_retries=0) as client:
+        seen = [b async for b in client.batches.list(limit=100)]
+    assert [b.id for b in seen] == [b["id"] for b in expected]
+    assert server.stats.pages == 10
+    for got, want in zip(seen, expected, strict=True):
+        assert got.status == want["status"]
+        assert got.created_at == want["created_at"]
+        assert got.metadata == want["metadata"]
+        counts = got.request_counts.model_dump() if got.request_counts else None
+        assert counts == want["request_counts"]
+        usage = got.usage.model_dump() if got.usage else None
+        assert usage == want.get("usage")
+    assert UNKNOWN_STATUS in {b.status for b in seen}
+    assert any((b.model_extra or {}).get("x_future_field") for b in seen)
+
+
+async def test_sdk_retrieve_and_unknown_id(start: Start) -> None:
+    """retrieve() returns one batch; an unknown id raises NotFoundError (batch_not_found)."""
+    server = await start(batches=50)
+    async with openai.AsyncOpenAI(base_url=server.base_url, api_key=KEY, max_retries=0) as client:
+        batch = await client.batches.retrieve(server.data.batch_id(7))
+        assert batch.model_dump(exclude_unset=True) == server.data.batch(7)
+        with pytest.raises(openai.NotFoundError) as caught:
+            await client.batches.retrieve("batch_" + "0" * 32)
+    assert isinstance(caught.value.body, dict)
+    assert caught.value.body["code"] == "batch_not_found"
+
+
+async def test_sdk_reads_error_file_with_both_line_kinds(start: Start) -> None:
+    """files.content() returns JSONL with HTTP-level and batch-level failure lines."""
+    server = await start(batches=300)
+    batch = next(
+        b
+        for b in server.data.snapshot()
+        if b["status"] == "completed" and b["error_file_id"] and b["request_counts"]["failed"] > 3
+    )
+    async with openai.AsyncOpenAI(base_url=server.base_url, api_key=KEY, max_retries=0) as client:
+        content = await client.files.content(batch["error_file_id"])
+    lines = [json.loads(line) for line in content.text.splitlines() if line.strip()]
+    assert len(lines) == batch["request_counts"]["failed"]
+    http_level = [x for x in lines if x["error"] is None]
+    other = [x for x in lines if x["response"] is None]
+    assert http_level
+    assert other
+    assert len(http_level) + len(other) == len(lines)
+    assert all("error" in x["response"]["body"] for x in http_level)
+    assert len({x["custom_id"] for x in lines}) == len(lines)
+
+
+async def test_sdk_wrong_key_is_rejected_and_masked(start: Start) -> None:
+    """A wrong key raises AuthenticationError whose message never shows the whole key."""
+    server = await start(batches=5)
+    wrong = "sk-proj-this-is-not-the-key-1234"
+    async with openai.AsyncOpenAI(base_url=server.base_url, api_key=wrong, max_retries=0) as client:
+        with pytest.raises(openai.AuthenticationError) as caught:
+            await client.batches.list()
+    assert wrong not in str(caught.value)
+    assert "sk-pr****34" in str(caught.value)
+    assert isinstance(caught.value.body, dict)
+    assert caught.value.body["code"] == "invalid_api_key"
+
+
+async def test_missing_key_is_401(start: Start) -> None:
+    """No Authorization header gets a 401 envelope too."""
+    server = await start(batches=5)
+    async with aiohttp.ClientSession() as session:
+        status, body = await get_json(session, server.base_url + "/batches")
+    assert status == 401
+    assert body["error"]["code"] == "invalid_api_key"
+
+
+# -- list parameters --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("limit", "code"),
+    [
+        ("101", "integer_above_max_value"),
+        ("1000", "integer_above_max_value"),
+        ("-1", "integer_below_min_value"),
+        ("abc", "invalid_type"),
+        ("1.5", "invalid_type"),
+        ("", "invalid_type"),
+    ],
+)
+async def test_bad_limit_is_400(
+    start: Start, http: aiohttp.ClientSession, limit: str, code: str
+) -> None:
+    """Out-of-range or non-integer limits get a 400 envelope naming `limit`."""
+    server = await start(batches=5)
+    status, body = await get_json(http, server.base_url + "/batches", limit=limit)
+    assert status == 400
+    assert body["error"]["param"] == "limit"
+    assert body["error"]["code"] == code
+    assert body["error"]["type"] == "invalid_request_error"
+
+
+async def test_default_limit_and_limit_zero(start: Start, http: aiohttp.ClientSession) -> None:
+    """No limit means 20; limit=0 is an empty 200 page that still reports has_more."""
+    server = await start(batches=30)
+    url = server.base_url + "/batches"
+    _, page = await get_json(http, url)
+    assert len(page["data"]) == 20
+    status, empty = await get_json(http, url, limit=0)
+    assert status == 200
+    assert empty == {
+        "object": "list",
+        "data": [],
+        "first_id": None,
+        "last_id": None,
+        "has_more": True,
+    }
+
+
+async def test_after_is_strict_and_ids_bracket_page(
+    start: Start, http: aiohttp.ClientSession
+) -> None:
+    """Each page starts right after the cursor; first_id/last_id name its ends."""
+    server = await start(batches=25)
+    url = server.base_url + "/batches"
+    _, first = await get_json(http, url, limit=10)
+    _, second = await get_json(http, url, limit=10, after=first["last_id"])
+    _, third = await get_json(http, url, limit=10, after=second["last_id"])
+    ids = [b["id"] for page in (first, second, third) for b in page["data"]]
+    assert ids == [server.data.batch_id(i) for i in range(24, -1, -1)]
+    for page in (first, second, third):
+        assert page["first_id"] == page["data"][0]["id"]
+        assert page["last_id"] == page["data"][-1]["id"]
+    assert [p["has_more"] for p in (first, second, third)] == [True, True, False]
+    _, tail = await get_json(http, url, after=server.data.batch_id(0))
+    assert tail == {
+        "object": "list",
+        "data": [],
+        "first_id": None,
+        "last_id": None,
+        "has_more": False,
+    }
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        "batch_x",
+        "batch_" + "f" * 32,
+        FakeBatches(25, seed=99).batch_id(3),  # well-formed, another seed's id
+        FakeBatches(25).batch_id(3).upper().replace("BATCH_", "batch_"),
+        FakeBatches(30).batch_id(27),  # this seed, but beyond the 25 batches served
+    ],
+)
+async def test_unknown_after_is_400(start: Start, http: aiohttp.ClientSession, after: str) -> None:
+    """An `after` id the server never issued gets a 400 naming `after`."""
+    server = await start(batches=25)
+    status, body = await get_json(http, server.base_url + "/batches", after=after)
+    assert status == 400
+    assert body["error"]["param"] == "after"
+
+
+async def test_other_routes_are_404_envelopes(start: Start, http: aiohttp.ClientSession) -> None:
+    """Unknown paths, methods and files answer OpenAI's 404 envelope."""
+    server = await start(batches=200)
+    output_file = next(b["output_file_id"] for b in server.data.snapshot() if b["output_file_id"])
+    for url in (
+        server.base_url + "/models",
+        server.base_url + f"/files/{output_file}/content",
+        server.base_url + "/files/file-nope/content",
+    ):
+        status, body = await get_json(http, url)
+        assert status == 404
+        assert set(body["error"]) == {"message", "type", "param", "code"}
+    async with http.post(server.base_url + "/batches") as response:
+        assert response.status == 404
+        assert response.content_type == "application/json"
+
+
+# -- the data ---------------------------------------------------------------------------------
+
+
+def test_same_seed_same_data_other_seed_other_ids() -> None:
+    """Data depend only on (count, seed): equal for one seed, disjoint ids across seeds."""
+    one, again, other = FakeBatches(400, seed=1), FakeBatches(400, seed=1), FakeBatches(400, seed=2)
+    assert list(one.snapshot()) == list(again.snapshot())
+    assert {b["id"] for b in one.snapshot()}.isdisjoint(b["id"] for b in other.snapshot())
+    assert all(one.index_of(other.batch_id(i)) is None for i in range(400))
+
+
+def test_created_at_non_increasing_with_ties() -> None:
+    """Listing order is newest first, with some same-second ties in a stable order."""
+    data = FakeBatches(3000)
+    stamps = [b["created_at"] for b in data.snapshot()]
+    assert stamps == sorted(stamps, reverse=True)
+    assert sum(a == b for a, b in itertools.pairwise(stamps)) >= 10
+    assert [b["id"] for b in data.snapshot()] == [b["id"] for b in FakeBatches(3000).snapshot()]
+
+
+def test_content_is_realistic_and_consistent() -> None:
+    """Statuses, timestamps, counts, files and optional fields agree with each other."""
+    data = FakeBatches(3000)
+    batches = list(data.snapshot())
+    statuses = Counter(b["status"] for b in batches)
+    assert set(statuses) >= IN_FLIGHT | TERMINAL | {UNKNOWN_STATUS}
+    assert statuses["completed"] > len(batches) // 2
+    for b in batches:
+        counts, status = b["request_counts"], b["status"]
+        assert b["expires_at"] == b["created_at"] + DAY
+        assert all(
+            b[k] is None or b["created_at"] <= b[k] <= data.now
+            for k in b
+            if k.endswith("_at") and k != "expires_at"
+        )
+        if status in IN_FLIGHT:
+            assert data.now - b["created_at"] < DAY
+        if counts is not None:
+            assert counts["completed"] + counts["failed"] <= counts["total"]
+            if status in TERMINAL | {"finalizing"}:
+                assert counts["completed"] + counts["failed"] == counts["total"]
+        has_files = status in {"completed", "expired", "cancelled"}
+        assert (b["error_file_id"] is not None) == (has_files and bool(counts["failed"]))
+        assert (b["output_file_id"] is not None) == (has_files and bool(counts["completed"]))
+        assert (b["errors"] is not None) == (status == "failed")
+    oldest, newest = batches[-1], batches[0]
+    assert "model" not in oldest
+    assert "usage" not in oldest
+    assert newest["model"]
+    assert newest["usage"] is not None
+    assert any(b.get("usage", 0) is None for b in batches)
+    texts = json.dumps([b["metadata"] for b in batches], ensure_ascii=False)
+    assert "équipe" in texts
+    assert "東京" in texts
+    assert "🚀" in texts
+    assert any(b["metadata"] is None for b in batches)
+    errors = [e for b in batches if b["errors"] for e in b["errors"]["data"]]
+    assert any(e["line"] is not None for e in errors)
+    assert any(e["param"] is None for e in errors)
+    assert {b["endpoint"] for b in batches} == {
+        "/v1/chat/completions",
+        "/v1/responses",
+        "/v1/embeddings",
+    }
+
+
+def test_advancing_reaches_consistent_terminal_states() -> None:
+    """Advancing long enough ends every in-flight batch in a consistent terminal state."""
+    data = FakeBatches(400)
+    data.add_batches(5)
+    moving = [b["id"] for b in data.snapshot() if b["status"] in IN_FLIGHT]
+    for _ in range(4):
+        data.advance_statuses(len(data))
+    for batch_id in moving:
+        index = data.index_of(batch_id)
+        assert index is not None
+        b = data.batch(index)
+        counts = b["request_counts"]
+        assert b["status"] in {"completed", "cancelled"}
+        assert counts["completed"] + counts["failed"] == counts["total"] > 0
+        assert (b["error_file_id"] is not None) == bool(counts["failed"])
+        if b["error_file_id"]:
+            assert len(data.error_file_lines(b["error_file_id"]) or []) == counts["failed"]
+        if b["status"] == "completed":
+            assert b["created_at"] <= b["in_progress_at"] <= b["finalizing_at"] <= b["completed_at"]
+            if b.get("usage") and counts["completed"]:
+                assert b["usage"]["total_tokens"] > 0
+
+
+async def test_million_batches_first_and_last_pages_are_quick(
+    start: Start, http: aiohttp.ClientSession
+) -> None:
+    """A 1,000,000-batch fake answers its head and tail pages at once (nothing walks it all)."""
+    began = time.perf_counter()
+    server = await start(batches=1_000_000)
+    url = server.base_url + "/batches"
+    _, head = await get_json(http, url, limit=100)
+    _, tail = await get_json(http, url, limit=100, after=server.data.batch_id(100))
+    assert time.perf_counter() - began < 2.0
+    assert head["first_id"] == server.data.batch_id(999_999)
+    assert [b["id"] for b in tail["data"]][-1] == server.data.batch_id(0)
+    assert tail["has_more"] is False
+    assert server.data.index_of(server.data.batch_id(123_456)) == 123_456
+
+
+# -- faults -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("knob", "counter"),
+    [
+        ("error_rate", "errors"),
+        ("rate_limit_rate", "rate_limited"),
+        ("drop_rate", "dropped"),
+        ("truncate_rate", "truncated"),
+    ],
+)
+async def test_each_fault_fires_and_counts(
+    start: Start, http: aiohttp.ClientSession, knob: str, counter: str
+) -> None:
+    """At rate 1 every API request gets the fault, and its counter says so."""
+    server = await start(batches=50, **{knob: 1.0})
+    url = server.base_url + "/batches"
+    for _ in range(3):
+        if knob == "drop_rate":
+            with pytest.raises(aiohttp.ServerDisconnectedError):
+                await get_json(http, url)
+        elif knob == "truncate_rate":
+            async with http.get(url) as response:
+                assert response.status == 200
+                with pytest.raises(aiohttp.ClientPayloadError):
+                    await response.read()
+        else:
+            async with http.get(url) as response:
+                body = await response.json()
+                expected = {429} if knob == "rate_limit_rate" else {500, 502, 503}
+                assert response.status in expected
+                assert set(body["error"]) == {"message", "type", "param", "code"}
+    # aiohttp silently resends an idempotent request once after a disconnect.
+    sent = 6 if knob == "drop_rate" else 3
+    assert getattr(server.stats, counter) == server.stats.requests["list_batches"] == sent
+    assert server.stats.pages == (3 if knob == "truncate_rate" else 0)
+
+
+async def test_html_errors_look_like_a_proxy(start: Start, http: aiohttp.ClientSession) -> None:
+    """With html_errors, injected 5xx answers are HTML pages, not JSON."""
+    server = await start(batches=5, error_rate=1.0, html_errors=True)
+    async with http.get(server.base_url + "/batches") as response:
+        assert response.status in {500, 502, 503}
+        assert response.content_type == "text/html"
+        assert "<html>" in await response.text()
+
+
+async def test_rate_limit_headers_advertise_small_delays(
+    start: Start, http: aiohttp.ClientSession
+) -> None:
+    """Injected 429s alternate retry-after-ms and retry-after, both <= 0.2 s."""
+    server = await start(batches=5, rate_limit_rate=1.0)
+    kinds = []
+    for _ in range(4):
+        async with http.get(server.base_url + "/batches") as response:
+            headers = response.headers
+            assert response.status == 429
+            assert (await response.json())["error"]["code"] == "rate_limit_exceeded"
+        assert headers["x-ratelimit-remaining-requests"] == "0"
+        assert headers["x-ratelimit-reset-requests"].endswith("ms")
+        assert int(headers["x-ratelimit-limit-requests"]) > 0
+        if "retry-after-ms" in headers:
+            kinds.append("ms")
+            assert 0 < float(headers["retry-after-ms"]) <= 200
+        else:
+            kinds.append("s")
+            assert 0 < float(headers["retry-after"]) <= 0.2
+    assert kinds == ["ms", "s", "ms", "s"]
+
+
+async def test_slow_and_latency_delay_answers(start: Start, http: aiohttp.ClientSession) -> None:
+    """slow_rate adds slow_seconds on top of latency, and is counted."""
+    server = await start(batches=5, latency=0.05, slow_rate=1.0, slow_seconds=0.1)
+    began = time.perf_counter()
+    status, _ = await get_json(http, server.base_url + "/batches")
+    assert status == 200
+    assert time.perf_counter() - began >= 0.15
+    assert server.stats.slow == 1
+
+
+def test_request_budget_counts_down_and_refills() -> None:
+    """The token bucket grants `rate` requests a second, then tells the real wait."""
+    now = [100.0]
+    budget = RequestBudget(4, clock=lambda: now[0])
+    quotas = [budget.take() for _ in range(5)]
+    assert [q.granted for q in quotas] == [True, True, True, True, False]
+    assert [q.remaining for q in quotas] == [3, 2, 1, 0, 0]
+    assert quotas[4].wait == pytest.approx(0.25)
+    assert quotas[4].headers()["x-ratelimit-reset-requests"] == "1s"
+    now[0] += 0.25
+    assert budget.take().granted
+
+
+async def test_requests_per_second_budget(start: Start, http: aiohttp.ClientSession) -> None:
+    """Over budget the server answers 429 with retry-after-ms; under it, x-ratelimit-*."""
+    server = await start(batches=5, requests_per_second=2)
+    url = server.base_url + "/batches"
+    async with http.get(url) as response:
+        assert response.status == 200
+        assert response.headers["x-ratelimit-limit-requests"] == "2"
+        assert response.headers["x-ratelimit-remaining-requests"] == "1"
+    for _ in range(10):  # a burst soon outruns 2 requests a second, however slow the machine
+        async with http.get(url) as response:
+            if response.status == 429:
+                break
+    assert response.status == 429
+    assert 0 < float(response.headers["retry-after-ms"]) <= 500
+    assert response.headers["x-ratelimit-remaining-requests"] == "0"
+    assert server.stats.rate_limited == 1
+
+
+async def test_faults_are_reproducible_and_spare_other_routes(
+    start: Start, http: aiohttp.ClientSession
+) -> None:
+    """The same seed picks the same faults; paths outside batches/files never get any."""
+    statuses = []
+    for _ in range(2):
+        server = await start(batches=20, error_rate=0.4, rate_limit_rate=0.3)
+        run = []
+        for _ in range(20):
+            async with http.get(server.base_url + "/batches", params={"limit": 5}) as response:
+                run.append(response.status)
+        statuses.append(run)
+        assert server.stats.errors == sum(s >= 500 for s in run)
+        assert server.stats.rate_limited == run.count(429)
+        assert server.stats.pages == run.count(200)
+        for _ in range(5):
+            async with http.get(server.base_url + "/models") as response:
+                assert response.status == 404
+    assert statuses[0] == statuses[1]
+    assert {200, 429} <= set(statuses[0])
+    assert any(s >= 500 for s in statuses[0])
+
+
+async def test_broken_pagination_empty_has_more(start: Start, http: aiohttp.ClientSession) -> None:
+    """From page 3 on, pages are empty yet claim has_more (and the SDK stops silently)."""
+    server = await start(batches=100, broken_pagination="empty-has-more")
+    async with openai.AsyncOpenAI(base_url=server.base_url, api_key=KEY, max_retries=0) as client:
+        seen = [b.id async for b in client.batches.list(limit=10)]
+    assert len(seen) == 20
+    _, page = await get_json(http, server.base_url + "/batches", limit=10, after=seen[-1])
+    assert page["data"] == []
+    assert page["has_more"] is True
+
+
+async def test_broken_pagination_stuck_cursor(start: Start, http: aiohttp.ClientSession) -> None:
+    """From page 3 on, every `after` gets the same page back with has_more true."""
+    server = await start(batches=100, broken_pagination="stuck-cursor")
+    url = server.base_url + "/batches"
+    _, page2 = await get_json(http, url, limit=10, after=server.data.batch_id(90))
+    _, page3 = await get_json(http, url, limit=10, after=page2["last_id"])
+    _, again = await get_json(http, url, limit=10, after=page3["last_id"])
+    assert [b["id"] for b in page3["data"]] == [server.data.batch_id(i) for i in range(79, 69, -1)]
+    assert again == page3
+    assert again["has_more"] is True
+
+
+async def test_broken_pagination_wrong_last_id(start: Start, http: aiohttp.ClientSession) -> None:
+    """last_id names another batch than the page's last item; the data stay right."""
+    server = await start(batches=15, broken_pagination="wrong-last-id")
+    url = server.base_url + "/batches"
+    _, first = await get_json(http, url, limit=10)
+    _, second = await get_json(http, url, limit=10, after=first["data"][-1]["id"])
+    assert [b["id"] for b in first["data"] + second["data"]] == [
+        server.data.batch_id(i) for i in range(14, -1, -1)
+    ]
+    for page in (first, second):
+        assert page["last_id"] != page["data"][-1]["id"]
+
+
+async def test_moving_target_adds_and_advances(start: Start, http: aiohttp.ClientSession) -> None:
+    """After the first list request, each one adds batches at the head and advances others."""
+    server = await start(batches=200, add_per_request=3, advance_per_request=4)
+    url = server.base_url + "/batches"
+    before = {b["id"]: b["status"] for b in server.data.snapshot()}
+    _, first = await get_json(http, url, limit=100)
+    assert len(server.data) == 200
+    _, second = await get_json(http, url, limit=100, after=first["last_id"])
+    _, head = await get_json(http, url, limit=10)
+    assert len(server.data) == 206
+    new = head["data"][:6]
+    assert all(b["id"] not in before for b in new)
+    assert head["data"][6]["id"] == first["first_id"]
+    assert all(b["created_at"] >= first["data"][0]["created_at"] for b in new)
+    assert {b["status"] for b in new} <= {"validating", "in_progress"}
+    assert [b["id"] for b in second["data"]] == [server.data.batch_id(i) for i in range(99, -1, -1)]
+    after = {b["id"]: b["status"] for b in server.data.snapshot()}
+    assert sum(before[k] != after[k] for k in before) > 0
+
+
+# -- running and small pieces -----------------------------------------------------------------
+
+
+async def test_serve_reports_ready_and_stops_on_cancel() -> None:
+    """serve() calls ready(base_url) once listening and closes the port when cancelled."""
+    ready: asyncio.Queue[str] = asyncio.Queue()
+    task = asyncio.create_task(serve(FakeApiOptions(batches=3), port=0, ready=ready.put_nowait))
+    base_url = await asyncio.wait_for(ready.get(), timeout=5)
+    async with aiohttp.ClientSession(headers=AUTH) as session:
+        status, page = await get_json(session, base_url + "/batches")
+        assert status == 200
+        assert len(page["data"]) == 3
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await get_json(session, base_url + "/batches")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"error_rate": 1.5},
+        {"drop_rate": -0.1},
+        {"batches": -1},
+        {"requests_per_second": 0},
+        {"broken_pagination": "sideways"},
+    ],
+)
+def test_options_reject_bad_values(bad: dict[str, Any]) -> None:
+    """Impossible option values raise ValueError naming the field."""
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        FakeApiOptions(**bad)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0.12, "120ms"),
+        (0.172799999, "172.799999ms"),
+        (1, "1s"),
+        (1.5, "1.5s"),
+        (360, "6m0s"),
+        (3723, "1h2m3s"),
+    ],
+)
+def test_go_durations(seconds: float, text: str) -> None:
+    """Reset headers use Go's duration spelling."""
+    assert format_go_duration(seconds) == text
