@@ -1,9 +1,9 @@
 """batch-crawler: copy an organization's OpenAI Batches into SQLite.
 
-    import asyncio
-    from crawler import Settings, sync
+import asyncio
+from crawler import Settings, sync
 
-    result = asyncio.run(sync(Settings(db="batches.db", api_key="sk-...")))
+result = asyncio.run(sync(Settings(db="batches.db", api_key="sk-...")))
 """
 
 __version__ = "0.1.0"
