@@ -24,6 +24,7 @@ SDK parses both as floats). The `requests_per_second` budget answers 429 with th
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import re
@@ -372,6 +373,12 @@ class FakeApiServer:
         host = f"[{self._host}]" if ":" in self._host else self._host
         self.base_url = f"http://{host}:{port}/v1"
         return self
+
+    def hold_still(self) -> None:
+        """Stop the moving target: from now on no batch is added or advanced."""
+        self._api.options = dataclasses.replace(
+            self._api.options, add_per_request=0, advance_per_request=0
+        )
 
     async def __aexit__(
         self,

@@ -104,6 +104,20 @@ async def test_a_request_budget_is_survived_by_honouring_retry_after(db_path: Pa
     assert result.complete
 
 
+async def test_moving_target_ends_exact_once_it_holds_still(db_path: Path) -> None:
+    """Batches added and advanced during a sync are caught by the next one."""
+    options = FakeApiOptions(batches=1500, add_per_request=3, advance_per_request=5)
+    async with FakeApiServer(options) as server:
+        first = await sync(settings_for(server, db_path), retry=RETRY)
+        assert len(server.data) > 1500
+        server.hold_still()
+        second = await sync(settings_for(server, db_path), retry=RETRY)
+        assert_database_matches(db_path, server.data.snapshot())
+    assert first.complete
+    assert second.batches_new > 0
+    assert second.batches_updated > 0
+
+
 @pytest.mark.parametrize("mode", ["empty-has-more", "stuck-cursor"])
 async def test_broken_pagination_stops_with_committed_pages_kept(db_path: Path, mode: str) -> None:
     """A broken cursor chain is a clear error; the pages before it stay committed."""
