@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
 import logging
 import random
 import time
@@ -34,6 +33,7 @@ from .errors import (
     ServerError,
     TransportError,
 )
+from .jsontext import parse
 from .pages import BatchPage, parse_page
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ def build_api_error(status: int, body: bytes, headers: Any, url: str) -> ApiErro
 def _envelope(body: bytes) -> tuple[str | None, str | None]:
     """Message and code from an OpenAI (or Azure) error envelope, if the body is one."""
     try:
-        error = json.loads(body)["error"]
+        error = parse(body)["error"]
         message = error.get("message")
         code = error.get("code") or error.get("type")
     except (ValueError, KeyError, TypeError, AttributeError):
@@ -215,7 +215,7 @@ class ApiClient:
             what = "timed out" if isinstance(exc, TimeoutError) else f"failed: {exc}"
             raise self._scrub(TransportError(f"request to {url} {what}")) from exc
         try:
-            return json.loads(body)
+            return parse(body)
         except ValueError as exc:
             raise BrokenResponseError(f"response from {shown_url} is not valid JSON") from exc
 

@@ -256,6 +256,8 @@ def _cmd_fake_api(args: argparse.Namespace) -> int:
         _run_async(serve(options, args.host, args.port, ready))
     except OSError as exc:
         raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        pass  # Ctrl-C and SIGTERM are how a server is meant to stop.
     return EXIT_OK
 
 

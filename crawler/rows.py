@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
+from .jsontext import to_text
 from .pages import Batch
 
 # Order matters: it is the column order of the INSERT that `store` builds from it.
@@ -48,10 +48,6 @@ ERROR_COLUMNS = ("batch_id", "position", "code", "message", "param", "line")
 _PLAIN_FIELDS = BATCH_COLUMNS[: BATCH_COLUMNS.index("request_counts_total")]
 
 
-def _json_text(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
 def _object(value: Any) -> dict[str, Any]:
     """A nested object, or an empty one where the API sent null, nothing, or junk."""
     return value if isinstance(value, dict) else {}
@@ -77,8 +73,8 @@ def build_batch_row(batch: Batch, seen_at: int) -> tuple[Any, ...]:
         usage.get("output_tokens"),
         _object(usage.get("output_tokens_details")).get("reasoning_tokens"),
         usage.get("total_tokens"),
-        None if metadata is None else _json_text(metadata),
-        _json_text(batch),
+        None if metadata is None else to_text(metadata),
+        to_text(batch),
         seen_at,
         seen_at,
     )

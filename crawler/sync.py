@@ -8,6 +8,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .api import ApiClient, RetryEvent, RetryPolicy, create_session
 from .config import Settings
@@ -16,7 +17,7 @@ from .pages import WalkStep, walk_pages
 from .rows import build_page_rows
 from .store import Store, WalkState, open_store
 
-_Queue = asyncio.Queue["tuple[WalkStep, WalkState] | _End"]
+_Queue = asyncio.Queue["_Page | _End"]
 
 # Pages fetched ahead of the writer: enough to hide a slow commit, small enough
 # that memory does not grow with the size of the list.
@@ -81,6 +82,16 @@ class _Figures:
 
 
 @dataclass
+class _Page:
+    """A fetched page, turned into rows, with the walk state to commit alongside."""
+
+    step: WalkStep
+    walk: WalkState
+    batch_rows: list[tuple[Any, ...]]
+    error_rows: list[tuple[Any, ...]]
+
+
+@dataclass
 class _End:
     """The fetcher's last word to the writer: why the walk stopped."""
 
@@ -133,7 +144,10 @@ class _Run:
                 async with contextlib.aclosing(steps):
                     async for step in steps:
                         walk = advance_walk(walk, step, from_top)
-                        await queue.put((step, walk))
+                        # Rows are built here, so that the writer only waits on SQLite
+                        # and its thread is kept busy.
+                        rows = build_page_rows(step.page.batches, int(time.time()))
+                        await queue.put(_Page(step, walk, *rows))
                         fetched += 1
                         if walk.finished or self.budget_spent(fetched):
                             await queue.put(_End(complete=walk.finished))
@@ -151,14 +165,12 @@ class _Run:
                 if item.error is not None:
                     raise item.error
                 return item.complete
-            step, walk = item
-            batch_rows, error_rows = build_page_rows(step.page.batches, int(time.time()))
             figures.pages += 1
-            figures.batches_seen += len(batch_rows)
-            if step.warning:
-                self.warnings.append(step.warning)
+            figures.batches_seen += len(item.batch_rows)
+            if item.step.warning:
+                self.warnings.append(item.step.warning)
             counts = await self.store.save_page(
-                batch_rows, error_rows, walk, self.run_id, figures.as_dict()
+                item.batch_rows, item.error_rows, item.walk, self.run_id, figures.as_dict()
             )
             figures.batches_new += counts.new
             figures.batches_updated += counts.updated
