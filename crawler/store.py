@@ -16,7 +16,8 @@ import aiosqlite
 
 from .errors import BrokenResponseError, DatabaseBusyError, DatabaseError
 from .migrations import APPLICATION_ID, load_migrations
-from .rows import BATCH_COLUMNS, ERROR_COLUMNS
+from .pages import Batch
+from .rows import BATCH_COLUMNS, ERROR_COLUMNS, build_page_rows
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -242,12 +243,13 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
 
 def _write_page(
     db: sqlite3.Connection,
-    batch_rows: Sequence[tuple[Any, ...]],
-    error_rows: Sequence[tuple[Any, ...]],
+    batches: Sequence[Batch],
+    seen_at: int,
     walk: WalkState,
     run_id: int,
     run_figures: dict[str, int],
 ) -> PageCounts:
+    batch_rows, error_rows = build_page_rows(batches, seen_at)
     ids = [row[0] for row in batch_rows]
     marks = ", ".join("?" * len(ids))
     with _transaction(db):
@@ -333,21 +335,22 @@ class Store:
 
     async def save_page(
         self,
-        batch_rows: Sequence[tuple[Any, ...]],
-        error_rows: Sequence[tuple[Any, ...]],
+        batches: Sequence[Batch],
+        seen_at: int,
         walk: WalkState,
         run_id: int,
         run_figures: dict[str, int],
     ) -> PageCounts:
         """Upsert a page's batches, replace their error lines, and move the walk: atomically.
 
+        The rows are built on the database thread too, so that the event loop is free to
+        ask for the next page as soon as this one has arrived.
+
         Raises:
             BrokenResponseError: a field held a value SQLite cannot store (nothing is written).
         """
         try:
-            return await self._in_thread(
-                _write_page, batch_rows, error_rows, walk, run_id, run_figures
-            )
+            return await self._in_thread(_write_page, batches, seen_at, walk, run_id, run_figures)
         except (sqlite3.InterfaceError, sqlite3.ProgrammingError, sqlite3.IntegrityError) as exc:
             raise BrokenResponseError(f"a batch on this page cannot be stored: {exc}") from exc
 

@@ -8,16 +8,14 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from .api import ApiClient, RetryEvent, RetryPolicy, create_session
 from .config import Settings
 from .errors import ConfigError, CrawlerError
 from .pages import WalkStep, walk_pages
-from .rows import build_page_rows
 from .store import Store, WalkState, open_store
 
-_Queue = asyncio.Queue["_Page | _End"]
+_Queue = asyncio.Queue["tuple[WalkStep, WalkState] | _End"]
 
 # Pages fetched ahead of the writer: enough to hide a slow commit, small enough
 # that memory does not grow with the size of the list.
@@ -82,16 +80,6 @@ class _Figures:
 
 
 @dataclass
-class _Page:
-    """A fetched page, turned into rows, with the walk state to commit alongside."""
-
-    step: WalkStep
-    walk: WalkState
-    batch_rows: list[tuple[Any, ...]]
-    error_rows: list[tuple[Any, ...]]
-
-
-@dataclass
 class _End:
     """The fetcher's last word to the writer: why the walk stopped."""
 
@@ -144,10 +132,7 @@ class _Run:
                 async with contextlib.aclosing(steps):
                     async for step in steps:
                         walk = advance_walk(walk, step, from_top)
-                        # Rows are built here, so that the writer only waits on SQLite
-                        # and its thread is kept busy.
-                        rows = build_page_rows(step.page.batches, int(time.time()))
-                        await queue.put(_Page(step, walk, *rows))
+                        await queue.put((step, walk))
                         fetched += 1
                         if walk.finished or self.budget_spent(fetched):
                             await queue.put(_End(complete=walk.finished))
@@ -165,12 +150,13 @@ class _Run:
                 if item.error is not None:
                     raise item.error
                 return item.complete
+            step, walk = item
             figures.pages += 1
-            figures.batches_seen += len(item.batch_rows)
-            if item.step.warning:
-                self.warnings.append(item.step.warning)
+            figures.batches_seen += len(step.page.batches)
+            if step.warning:
+                self.warnings.append(step.warning)
             counts = await self.store.save_page(
-                item.batch_rows, item.error_rows, item.walk, self.run_id, figures.as_dict()
+                step.page.batches, int(time.time()), walk, self.run_id, figures.as_dict()
             )
             figures.batches_new += counts.new
             figures.batches_updated += counts.updated
