@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import math
 import os
 import signal
 import sys
@@ -50,13 +51,47 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
+def _number(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _number(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
 
 
@@ -128,10 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a share from 0 to 1, got {text!r}") from None
+    value = _number(text)
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be a share from 0 to 1, got {text}")
     return value
@@ -148,11 +180,11 @@ def _add_fake_api_command(commands: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cmd.add_argument("--host", default="127.0.0.1", help="interface (default: 127.0.0.1)")
-    cmd.add_argument("--port", type=int, default=8000, help="TCP port; 0 picks a free one")
-    cmd.add_argument("--batches", type=int, default=3000, help="batches to serve")
+    cmd.add_argument("--port", type=_port, default=8000, help="TCP port; 0 picks a free one")
+    cmd.add_argument("--batches", type=_count, default=3000, help="batches to serve")
     cmd.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and faults")
     cmd.add_argument("--api-key", default="sk-fake-local", help="the key the server accepts")
-    cmd.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
+    cmd.add_argument("--latency", type=_seconds, default=0.0, help="seconds added to every answer")
     cmd.add_argument("--error-rate", type=_rate, default=0.0, help="share answered 500/502/503")
     cmd.add_argument("--html-errors", action="store_true", help="5xx bodies are HTML pages")
     cmd.add_argument("--rate-limit-rate", type=_rate, default=0.0, help="share answered 429")
@@ -162,10 +194,12 @@ def _add_fake_api_command(commands: Any) -> None:
     cmd.add_argument("--drop-rate", type=_rate, default=0.0, help="share of dropped connections")
     cmd.add_argument("--truncate-rate", type=_rate, default=0.0, help="share of cut bodies")
     cmd.add_argument("--slow-rate", type=_rate, default=0.0, help="share of slow answers")
-    cmd.add_argument("--slow-seconds", type=float, default=1.0, help="delay of a slow answer")
-    cmd.add_argument("--add-per-request", type=int, default=0, help="new batches per list request")
+    cmd.add_argument("--slow-seconds", type=_seconds, default=1.0, help="delay of a slow answer")
     cmd.add_argument(
-        "--advance-per-request", type=int, default=0, help="status moves per list request"
+        "--add-per-request", type=_count, default=0, help="new batches per list request"
+    )
+    cmd.add_argument(
+        "--advance-per-request", type=_count, default=0, help="status moves per list request"
     )
     cmd.add_argument(
         "--broken-pagination",

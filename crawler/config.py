@@ -83,26 +83,45 @@ def _text(value: Any) -> str | None:
     return None
 
 
+def _header_text(value: Any) -> str | None:
+    """A value sent in an HTTP header; the value itself is never echoed (it may be the key)."""
+    if not isinstance(value, str) or not value:
+        return "expected a non-empty string"
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return "contains a control character (a stray newline or carriage return?)"
+    return None
+
+
 def _path(value: Any) -> str | None:
-    if not isinstance(value, str | Path) or not str(value):
+    if not isinstance(value, str | Path) or not str(value) or "\x00" in str(value):
         return f"expected a file path, got {value!r}"
     return None
 
 
 def _url(value: Any) -> str | None:
-    parts = urlsplit(value) if isinstance(value, str) else None
-    if parts is None or parts.scheme not in {"http", "https"} or not parts.netloc:
-        return f"expected an http(s) URL such as {DEFAULT_BASE_URL}, got {value!r}"
+    problem = f"expected an http(s) URL such as {DEFAULT_BASE_URL}, got {value!r}"
+    if not isinstance(value, str) or any(ord(c) <= 32 or ord(c) == 127 for c in value):
+        return problem
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        _ = parts.port  # raises ValueError when out of range
+        if host:
+            host.encode("idna")
+    except (ValueError, UnicodeError):
+        return problem
+    if parts.scheme not in {"http", "https"} or not host:
+        return problem
     return None
 
 
 _RULES: dict[str, Callable[[Any], str | None]] = {
     "db": _path,
     "base_url": _url,
-    "api_key": _text,
+    "api_key": _header_text,
     "api_key_env": _text,
-    "organization": _text,
-    "project": _text,
+    "organization": _header_text,
+    "project": _header_text,
     "page_size": _integer(1, 100),
     "max_attempts": _integer(1, 100),
     "max_retry_seconds": _seconds,
@@ -134,6 +153,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
     unknown = sorted(set(data) - set(CONFIG_KEYS))
     if unknown:
         raise ConfigError(

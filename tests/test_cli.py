@@ -40,6 +40,11 @@ def serve_three_pages(mock: aioresponses) -> None:
         (["sync", "--page-size", "x"], "--page-size: expected an integer"),
         (["sync", "--max-seconds", "-1"], "--max-seconds: must be positive"),
         (["nope"], "invalid choice: 'nope'"),
+        (["fake-api", "--port", "99999"], "--port: must be between 0 and 65535"),
+        (["fake-api", "--requests-per-second", "inf"], "expected a finite number"),
+        (["fake-api", "--latency", "nan"], "expected a finite number"),
+        (["fake-api", "--error-rate", "2"], "--error-rate: must be a share from 0 to 1"),
+        (["demo", "--batches", "0"], "--batches: must be at least 1"),
         ([], "required: COMMAND"),
     ],
 )

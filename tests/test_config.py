@@ -65,6 +65,11 @@ def test_org_and_project_from_env() -> None:
         ("pagesize = 10", "unknown key 'pagesize'"),
         ("page_size = ", "is not valid TOML"),
         ('organization = ""', "organization: expected a non-empty string"),
+        ('base_url = "http://[::1"', "base_url: expected an http(s) URL"),
+        ('base_url = "http://127.0.0.1:99999/v1"', "base_url: expected an http(s) URL"),
+        ('base_url = "http://a..b/v1"', "base_url: expected an http(s) URL"),
+        ('base_url = "http://host/v1 "', "base_url: expected an http(s) URL"),
+        ('db = "a\\u0000b"', "db: expected a file path"),
     ],
 )
 def test_bad_config_names_the_file_and_key(tmp_path: Path, text: str, fragment: str) -> None:
@@ -73,6 +78,23 @@ def test_bad_config_names_the_file_and_key(tmp_path: Path, text: str, fragment: 
     with pytest.raises(ConfigError, match=r"c\.toml") as caught:
         load_settings({}, {}, config)
     assert fragment in str(caught.value)
+
+
+def test_config_that_is_not_utf8(tmp_path: Path) -> None:
+    """A config file in another encoding is a clear error, not a traceback."""
+    config = tmp_path / "c.toml"
+    config.write_bytes(b"\xff\xfe bad = 1\n")
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_settings({}, {}, config)
+
+
+@pytest.mark.parametrize("var", ["OPENAI_API_KEY", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID"])
+def test_header_values_with_control_characters_are_refused(var: str) -> None:
+    """A key read from a CRLF file is refused by name, without echoing the value."""
+    secret = "sk-secret-value-1234\r"
+    with pytest.raises(ConfigError, match="control character") as caught:
+        load_settings({}, {var: secret})
+    assert secret.strip() not in str(caught.value)
 
 
 def test_unreadable_config(tmp_path: Path) -> None:
