@@ -150,6 +150,22 @@ def _envelope(body: bytes) -> tuple[str | None, str | None]:
     return " ".join(message.split()), str(code) if code is not None else None
 
 
+def describe(exc: BaseException) -> str:
+    """A short, one-line account of a transport failure."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the response body was cut short"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to {exc.host}:{exc.port} ({exc.strerror or exc.os_error})"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return "the server sent a malformed HTTP response"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def create_session(settings: Settings) -> aiohttp.ClientSession:
     """The one HTTP session of a run: auth headers, timeouts, keep-alive connections."""
     if not settings.api_key:
@@ -171,6 +187,8 @@ def create_session(settings: Settings) -> aiohttp.ClientSession:
         timeout=timeout,
         connector=aiohttp.TCPConnector(limit=32),
         raise_for_status=False,
+        # HTTPS_PROXY, HTTP_PROXY and NO_PROXY are honoured, as the official SDK does.
+        trust_env=True,
     )
 
 
@@ -205,19 +223,34 @@ class ApiClient:
         return parse_page(await self._get_json(url, params))
 
     async def _get_json(self, url: str, params: dict[str, str]) -> Any:
+        started = time.monotonic()
         try:
             async with self._session.get(url, params=params) as resp:
                 body = await resp.read()
                 shown_url = str(resp.url)
+                log.debug(
+                    "GET %s -> %d in %.0f ms",
+                    shown_url,
+                    resp.status,
+                    (time.monotonic() - started) * 1000,
+                )
                 if resp.status >= 300:
                     raise self._scrub(build_api_error(resp.status, body, resp.headers, shown_url))
+                is_json = resp.content_type in {"application/json", "application/octet-stream"}
+        except aiohttp.InvalidURL as exc:
+            raise TransportError(f"cannot request {url}: invalid URL", should_retry=False) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
-            what = "timed out" if isinstance(exc, TimeoutError) else f"failed: {exc}"
-            raise self._scrub(TransportError(f"request to {url} {what}")) from exc
+            raise self._scrub(TransportError(f"request to {url} failed: {describe(exc)}")) from exc
         try:
             return parse(body)
         except ValueError as exc:
-            raise BrokenResponseError(f"response from {shown_url} is not valid JSON") from exc
+            if is_json:  # most likely cut short on the way: worth asking again
+                raise BrokenResponseError(f"response from {shown_url} is not valid JSON") from exc
+            raise BrokenResponseError(
+                f"{shown_url} answered {resp.content_type or 'something'} instead of JSON; "
+                "is the base URL an OpenAI-compatible API (usually ending in /v1)?",
+                should_retry=False,
+            ) from exc
 
     async def _retried(
         self, call: Callable[[str, dict[str, str]], Awaitable[BatchPage]], *args: Any

@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="log retries (-v) or every request (-vv)"
+        "-v", "--verbose", action="count", default=0, help="log retries (-v), and requests (-vv)"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -314,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = {0: logging.ERROR, 1: logging.WARNING}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # aiosqlite's debug log echoes every row written: far too much, and never useful here.
+    logging.getLogger("aiosqlite").setLevel(max(level, logging.INFO))
     try:
         return COMMANDS[args.command](args)
     except CrawlerError as exc:

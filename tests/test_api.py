@@ -215,6 +215,39 @@ async def test_broken_bodies_are_retried_then_reported(
     assert len(recorder.events) == 3
 
 
+async def test_an_html_page_answered_200_is_not_retried_and_hints_at_the_url(
+    client: ApiClient, recorder: Recorder
+) -> None:
+    """A base URL pointing at a web site fails at once, suggesting to check it."""
+    with aioresponses() as mock:
+        mock.get(LIST_URL, body="<html>Welcome</html>", content_type="text/html")
+        with pytest.raises(BrokenResponseError, match="is the base URL an OpenAI-compatible API"):
+            await client.fetch_page(None, 100)
+    assert recorder.events == []
+
+
+@pytest.mark.parametrize(
+    ("exception", "text"),
+    [
+        (TimeoutError(), "timed out"),
+        (aiohttp.ClientPayloadError("Response payload is not completed\n  <x>"), "cut short"),
+        (aiohttp.ServerDisconnectedError(), "closed the connection"),
+        (aiohttp.ClientOSError(104, "Connection reset by peer\nmore"), "Connection reset by peer"),
+    ],
+)
+async def test_transport_failures_are_described_on_one_line(
+    session: aiohttp.ClientSession, exception: Exception, text: str
+) -> None:
+    """aiohttp's multi-line messages become one short line."""
+    policy = RetryPolicy(max_attempts=1)
+    client = ApiClient(session, BASE_URL, retry=policy)
+    with aioresponses() as mock:
+        mock.get(LIST_URL, exception=exception)
+        with pytest.raises(TransportError, match=text) as caught:
+            await client.fetch_page(None, 100)
+    assert "\n" not in str(caught.value)
+
+
 async def test_the_key_never_appears_in_an_error(client: ApiClient) -> None:
     """A server that echoes the key back does not get it into our message."""
     with aioresponses() as mock:
