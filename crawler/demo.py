@@ -10,6 +10,7 @@ from typing import Any
 
 from .config import Settings
 from .fakeapi import FakeApiOptions, FakeApiServer
+from .store import read_only_uri
 from .sync import Progress, SyncResult, sync
 
 DEMO_QUERIES = (
@@ -44,7 +45,7 @@ class QueryAnswer:
 
 def ask(db: Path, queries: Sequence[tuple[str, str]] = DEMO_QUERIES) -> list[QueryAnswer]:
     """Run the example queries against a synced database."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+    with sqlite3.connect(read_only_uri(db), uri=True) as conn:
         answers = []
         for title, sql in queries:
             cur = conn.execute(sql)

@@ -95,10 +95,10 @@ def build_error_rows(batch: Batch) -> list[tuple[Any, ...]]:
 def build_page_rows(
     batches: Iterable[Batch], seen_at: int
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """Batch rows and error rows for a whole page."""
+    """Batch rows and error rows for a page; a batch listed twice is kept once (its last copy)."""
     batch_rows = []
     error_rows = []
-    for batch in batches:
+    for batch in {b["id"]: b for b in batches}.values():
         batch_rows.append(build_batch_row(batch, seen_at))
         error_rows.extend(build_error_rows(batch))
     return batch_rows, error_rows

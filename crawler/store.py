@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from .pages import Batch
 from .rows import BATCH_COLUMNS, ERROR_COLUMNS, build_page_rows
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+
+_SQLITE_NEEDED = (3, 24, 0)
 
 T = TypeVar("T")
 
@@ -70,6 +73,11 @@ class PageCounts:
 
 def _check_file(path: Path, *, must_exist: bool = False) -> None:
     """Refuse, before SQLite touches it, a file that is not a SQLite database."""
+    if sqlite3.sqlite_version_info < _SQLITE_NEEDED:
+        # Upserts (ON CONFLICT DO UPDATE) arrived in 3.24.
+        raise DatabaseError(
+            f"this Python's SQLite is {sqlite3.sqlite_version}; batch-crawler needs 3.24 or newer"
+        )
     try:
         with path.open("rb") as fh:
             header = fh.read(len(_SQLITE_MAGIC))
@@ -83,33 +91,48 @@ def _check_file(path: Path, *, must_exist: bool = False) -> None:
         raise DatabaseError(f"{path} is not a SQLite database; choose another --db path")
 
 
+def lock_path(path: Path) -> Path:
+    """The file a sync locks while it writes `path`: `batches.db` -> `batches.db.lock`.
+
+    A file of its own, not the database: closing any descriptor of the database would
+    drop SQLite's own locks on it, held by the same process.
+    """
+    return path.with_name(path.name + ".lock")
+
+
 @contextlib.contextmanager
 def _writer_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the database file for the whole sync.
+    """Hold the exclusive sync lock of `path` for the whole sync.
 
     flock() locks are released by the kernel when the process dies, even by kill -9,
-    so a crashed sync never leaves a stale lock behind.
+    so a crashed sync never leaves a stale lock behind. The lock file itself stays:
+    removing it would let two syncs lock two different files.
     """
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise DatabaseError(f"cannot open database {path}: {exc.strerror}") from exc
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DatabaseBusyError(
-                f"another sync is writing {path}; wait for it to finish"
-            ) from None
+        # A `status` probing the lock holds it for an instant: try a few times.
+        for attempt in range(5):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt == 4:
+                    raise DatabaseBusyError(
+                        f"another sync is writing {path}; wait for it to finish"
+                    ) from None
+                time.sleep(0.02)
         yield
     finally:
         os.close(fd)
 
 
 def sync_is_running(path: Path) -> bool:
-    """Whether a sync holds the writer lock on `path` right now."""
+    """Whether a sync holds the writer lock of `path` right now."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(lock_path(path), os.O_RDONLY)
     except OSError:
         return False
     try:
@@ -127,7 +150,7 @@ async def _check_schema(conn: aiosqlite.Connection, path: Path, latest: int) -> 
         app_id = (await cur.fetchone() or (0,))[0]
     async with conn.execute("PRAGMA user_version") as cur:
         version = int((await cur.fetchone() or (0,))[0])
-    async with conn.execute("SELECT count(*) FROM sqlite_schema") as cur:
+    async with conn.execute("SELECT count(*) FROM sqlite_master") as cur:
         objects = (await cur.fetchone() or (0,))[0]
     if app_id != APPLICATION_ID and (app_id != 0 or objects):
         raise DatabaseError(
@@ -153,7 +176,7 @@ async def _migrate(conn: aiosqlite.Connection, current: int) -> None:
             "name TEXT NOT NULL, applied_at INTEGER NOT NULL);\n"
             f"{migration.sql}\n;"
             f"INSERT INTO schema_migrations VALUES ({migration.version}, "
-            f"'{migration.name}', unixepoch());\n"
+            f"'{migration.name}', {int(time.time())});\n"
             f"PRAGMA application_id = {APPLICATION_ID};\n"
             f"PRAGMA user_version = {migration.version};\n"
             "COMMIT;"
@@ -193,12 +216,17 @@ async def open_store(path: Path) -> AsyncIterator[Store]:
             await conn.close()
 
 
+def read_only_uri(path: Path) -> str:
+    """An SQLite URI opening `path` read-only; `#`, `?` and `%` in names are escaped."""
+    return path.resolve().as_uri() + "?mode=ro"
+
+
 @contextlib.asynccontextmanager
 async def open_reader(path: Path) -> AsyncIterator[aiosqlite.Connection]:
     """Open an existing database read-only, for reports; never creates or migrates."""
     _check_file(path, must_exist=True)
     try:
-        conn = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True)
+        conn = await aiosqlite.connect(read_only_uri(path), uri=True)
     except sqlite3.Error as exc:
         raise DatabaseError(f"cannot open database {path}: {exc}") from exc
     try:
@@ -218,10 +246,10 @@ async def open_reader(path: Path) -> AsyncIterator[aiosqlite.Connection]:
 def _write_walk(db: sqlite3.Connection, walk: WalkState) -> None:
     db.execute(
         "INSERT INTO walk_state (singleton, cursor, stop_id, head_id, finished, updated_at) "
-        "VALUES (1, ?, ?, ?, ?, unixepoch()) ON CONFLICT(singleton) DO UPDATE SET "
+        "VALUES (1, ?, ?, ?, ?, ?) ON CONFLICT(singleton) DO UPDATE SET "
         "cursor = excluded.cursor, stop_id = excluded.stop_id, head_id = excluded.head_id, "
         "finished = excluded.finished, updated_at = excluded.updated_at",
-        (walk.cursor, walk.stop_id, walk.head_id, int(walk.finished)),
+        (walk.cursor, walk.stop_id, walk.head_id, int(walk.finished), int(time.time())),
     )
 
 
@@ -269,8 +297,8 @@ def _start_run(db: sqlite3.Connection, mode: str, base_url: str) -> int:
         db.execute("UPDATE sync_runs SET outcome = 'killed' WHERE outcome = 'running'")
         cur = db.execute(
             "INSERT INTO sync_runs (started_at, mode, outcome, base_url) "
-            "VALUES (unixepoch(), ?, 'running', ?)",
-            (mode, base_url),
+            "VALUES (?, ?, 'running', ?)",
+            (int(time.time()), mode, base_url),
         )
     assert cur.lastrowid is not None
     return cur.lastrowid
@@ -292,9 +320,14 @@ def _finish_run(
     with _transaction(db):
         _write_run(db, run_id, figures)
         db.execute(
-            "UPDATE sync_runs SET ended_at = unixepoch(), outcome = ?, warnings = ?, error = ? "
-            "WHERE id = ?",
-            (outcome, json.dumps(list(warnings)) if warnings else None, error, run_id),
+            "UPDATE sync_runs SET ended_at = ?, outcome = ?, warnings = ?, error = ? WHERE id = ?",
+            (
+                int(time.time()),
+                outcome,
+                json.dumps(list(warnings)) if warnings else None,
+                error,
+                run_id,
+            ),
         )
 
 
@@ -351,7 +384,13 @@ class Store:
         """
         try:
             return await self._in_thread(_write_page, batches, seen_at, walk, run_id, run_figures)
-        except (sqlite3.InterfaceError, sqlite3.ProgrammingError, sqlite3.IntegrityError) as exc:
+        except (
+            sqlite3.InterfaceError,
+            sqlite3.ProgrammingError,
+            sqlite3.IntegrityError,
+            OverflowError,  # an integer wider than SQLite's 64 bits
+            ValueError,  # text SQLite cannot encode, such as a lone surrogate
+        ) as exc:
             raise BrokenResponseError(f"a batch on this page cannot be stored: {exc}") from exc
 
     async def finish_run(

@@ -151,7 +151,7 @@ def test_status_reports_runs_walk_and_counts(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """status shows the walk, the counts by status and the last runs; --json too."""
-    db = tmp_path / "b.db"
+    db = tmp_path / "odd #name?.db"
     with aioresponses() as mock:
         serve_three_pages(mock)
         main(["sync", "--db", str(db), "--page-size", "2", "--max-pages", "2", "-q"])
@@ -165,3 +165,9 @@ def test_status_reports_runs_walk_and_counts(
     assert report["batches"] == 4
     assert report["runs"][0]["outcome"] == "partial"
     assert report["walk"]["finished"] is False
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "odd #name?.db",
+        "odd #name?.db-shm",
+        "odd #name?.db-wal",
+        "odd #name?.db.lock",
+    ]

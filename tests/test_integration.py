@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import random
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -116,6 +119,26 @@ async def test_moving_target_ends_exact_once_it_holds_still(db_path: Path) -> No
     assert first.complete
     assert second.batches_new > 0
     assert second.batches_updated > 0
+
+
+async def test_cancelling_at_any_moment_records_an_interrupted_run(db_path: Path) -> None:
+    """Cancelled mid-page (Ctrl-C, SIGTERM), a run is recorded as interrupted, then resumes."""
+    rng = random.Random(4)
+    async with FakeApiServer(FakeApiOptions(batches=2000, latency=0.002)) as server:
+        settings = settings_for(server, db_path, page_size=20)
+        for _ in range(12):
+            task = asyncio.create_task(sync(settings, retry=RETRY))
+            await asyncio.sleep(rng.uniform(0.01, 0.3))
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            with sqlite3.connect(db_path) as conn:
+                (outcome,) = conn.execute(
+                    "SELECT outcome FROM sync_runs ORDER BY id DESC"
+                ).fetchone()
+            assert outcome in {"interrupted", "complete"}
+        await sync(settings, retry=RETRY)
+        assert_database_matches(db_path, server.data.snapshot())
 
 
 @pytest.mark.parametrize("mode", ["empty-has-more", "stuck-cursor"])

@@ -9,7 +9,7 @@ import pytest
 
 from crawler.errors import BrokenResponseError, DatabaseBusyError, DatabaseError
 from crawler.migrations import APPLICATION_ID, load_migrations
-from crawler.store import Store, WalkState, open_store, sync_is_running
+from crawler.store import Store, WalkState, lock_path, open_store, sync_is_running
 
 from .conftest import make_batch
 
@@ -136,6 +136,31 @@ async def test_a_page_that_cannot_be_stored_writes_nothing(db_path: Path) -> Non
     assert query(db_path, "SELECT count(*) FROM batches") == [(0,)]
 
 
+@pytest.mark.parametrize(
+    "odd", [{"created_at": 2**70}, {"status": "\ud800"}], ids=["wide integer", "lone surrogate"]
+)
+async def test_values_sqlite_cannot_hold_fail_the_page_cleanly(
+    db_path: Path, odd: dict[str, object]
+) -> None:
+    """An integer past 64 bits or unencodable text is a broken response, not a crash."""
+    async with open_store(db_path) as store:
+        run = await store.start_run("full", "http://x")
+        with pytest.raises(BrokenResponseError, match="cannot be stored"):
+            await save(store, [make_batch(1), make_batch(2, **odd)], run)
+    assert query(db_path, "SELECT count(*) FROM batches") == [(0,)]
+
+
+async def test_a_batch_listed_twice_on_a_page_is_stored_once(db_path: Path) -> None:
+    """A page repeating a batch keeps its last copy, error lines included."""
+    first = make_batch(1, status="failed", errors={"data": [{"code": "a"}, {"code": "b"}]})
+    last = make_batch(1, status="failed", errors={"data": [{"code": "c"}]})
+    async with open_store(db_path) as store:
+        run = await store.start_run("full", "http://x")
+        counts = await save(store, [first, make_batch(2), last], run)
+    assert counts.new == 2
+    assert query(db_path, "SELECT code FROM batch_errors") == [("c",)]
+
+
 async def test_the_page_and_the_walk_state_commit_together(db_path: Path) -> None:
     """The cursor stored is the one saved with the page."""
     async with open_store(db_path) as store:
@@ -148,6 +173,7 @@ async def test_a_second_writer_is_refused_at_once(db_path: Path) -> None:
     """While one sync holds the database, another gets DatabaseBusyError."""
     async with open_store(db_path):
         assert sync_is_running(db_path)
+        assert lock_path(db_path).exists()
         with pytest.raises(DatabaseBusyError, match="another sync"):
             async with open_store(db_path):
                 pass
