@@ -17,6 +17,9 @@ from .store import Store, WalkState, open_store
 
 _Queue = asyncio.Queue["tuple[WalkStep, WalkState] | _End"]
 
+# Warnings kept word for word; past these, only counted (a proxy may get every page wrong).
+MAX_WARNINGS = 5
+
 # Pages fetched ahead of the writer: enough to hide a slow commit, small enough
 # that memory does not grow with the size of the list.
 QUEUE_PAGES = 4
@@ -97,6 +100,7 @@ class _Run:
     started: float
     figures: _Figures = field(default_factory=_Figures)
     warnings: list[str] = field(default_factory=list)
+    warnings_dropped: int = 0
 
     def budget_spent(self, pages_fetched: int) -> bool:
         limit = self.settings.max_pages
@@ -154,7 +158,7 @@ class _Run:
             figures.pages += 1
             figures.batches_seen += len(step.page.batches)
             if step.warning:
-                self.warnings.append(step.warning)
+                self.note(step.warning)
             counts = await self.store.save_page(
                 step.page.batches, int(time.time()), walk, self.run_id, figures.as_dict()
             )
@@ -162,6 +166,17 @@ class _Run:
             figures.batches_updated += counts.updated
             figures.error_lines += counts.error_lines
             self.report()
+
+    def note(self, warning: str) -> None:
+        if len(self.warnings) < MAX_WARNINGS:
+            self.warnings.append(warning)
+        else:
+            self.warnings_dropped += 1
+
+    def all_warnings(self) -> list[str]:
+        """The warnings kept, and how many more there were."""
+        more = [f"... and {self.warnings_dropped:,} more"] if self.warnings_dropped else []
+        return self.warnings + more
 
     def count_retry(self, _event: RetryEvent) -> None:
         self.figures.retries += 1
@@ -178,7 +193,7 @@ async def _close_run(store: Store, run: _Run, outcome: str, error: str | None) -
     """Record how the run ended; a failure here must not hide the run's own error."""
     try:
         await asyncio.shield(
-            store.finish_run(run.run_id, outcome, run.figures.as_dict(), run.warnings, error)
+            store.finish_run(run.run_id, outcome, run.figures.as_dict(), run.all_warnings(), error)
         )
     except Exception:
         if outcome in {"complete", "partial"}:
@@ -260,5 +275,5 @@ async def sync(
             error_lines=f.error_lines,
             retries=f.retries,
             seconds=clock() - started,
-            warnings=tuple(run.warnings),
+            warnings=tuple(run.all_warnings()),
         )
