@@ -17,8 +17,7 @@ import aiosqlite
 
 from .errors import BrokenResponseError, DatabaseBusyError, DatabaseError
 from .migrations import APPLICATION_ID, load_migrations
-from .pages import Batch
-from .rows import BATCH_COLUMNS, ERROR_COLUMNS, build_page_rows
+from .rows import BATCH_COLUMNS, ERROR_COLUMNS
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -271,13 +270,12 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
 
 def _write_page(
     db: sqlite3.Connection,
-    batches: Sequence[Batch],
-    seen_at: int,
+    batch_rows: Sequence[tuple[Any, ...]],
+    error_rows: Sequence[tuple[Any, ...]],
     walk: WalkState,
     run_id: int,
     run_figures: dict[str, int],
 ) -> PageCounts:
-    batch_rows, error_rows = build_page_rows(batches, seen_at)
     ids = [row[0] for row in batch_rows]
     marks = ", ".join("?" * len(ids))
     with _transaction(db):
@@ -368,22 +366,21 @@ class Store:
 
     async def save_page(
         self,
-        batches: Sequence[Batch],
-        seen_at: int,
+        batch_rows: Sequence[tuple[Any, ...]],
+        error_rows: Sequence[tuple[Any, ...]],
         walk: WalkState,
         run_id: int,
         run_figures: dict[str, int],
     ) -> PageCounts:
         """Upsert a page's batches, replace their error lines, and move the walk: atomically.
 
-        The rows are built on the database thread too, so that the event loop is free to
-        ask for the next page as soon as this one has arrived.
-
         Raises:
             BrokenResponseError: a field held a value SQLite cannot store (nothing is written).
         """
         try:
-            return await self._in_thread(_write_page, batches, seen_at, walk, run_id, run_figures)
+            return await self._in_thread(
+                _write_page, batch_rows, error_rows, walk, run_id, run_figures
+            )
         except (
             sqlite3.InterfaceError,
             sqlite3.ProgrammingError,

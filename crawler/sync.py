@@ -13,6 +13,7 @@ from .api import ApiClient, RetryEvent, RetryPolicy, create_session
 from .config import Settings
 from .errors import ConfigError, CrawlerError
 from .pages import WalkStep, walk_pages
+from .rows import build_page_rows
 from .store import Store, WalkState, open_store
 
 _Queue = asyncio.Queue["tuple[WalkStep, WalkState] | _End"]
@@ -155,12 +156,15 @@ class _Run:
                     raise item.error
                 return item.complete
             step, walk = item
+            # Rows are built here, on the event loop while the fetcher waits for the next
+            # page: the database thread then runs SQLite's C code and needs no GIL.
+            batch_rows, error_rows = build_page_rows(step.page.batches, int(time.time()))
             figures.pages += 1
             figures.batches_seen += len(step.page.batches)
             if step.warning:
                 self.note(step.warning)
             counts = await self.store.save_page(
-                step.page.batches, int(time.time()), walk, self.run_id, figures.as_dict()
+                batch_rows, error_rows, walk, self.run_id, figures.as_dict()
             )
             figures.batches_new += counts.new
             figures.batches_updated += counts.updated

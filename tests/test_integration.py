@@ -166,6 +166,21 @@ async def test_wrong_last_id_is_recorded_and_the_copy_is_exact(db_path: Path) ->
     assert result.warnings[-1] == "... and 5 more"
 
 
+async def test_a_proxy_from_the_environment_is_used(
+    server: FakeApiServer, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY carries the requests: the fake answers for a host that does not exist."""
+    proxy = server.base_url.removesuffix("/v1")
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    settings = Settings(
+        db=db_path, base_url="http://api.invalid/v1", api_key=server.options.api_key
+    )
+    result = await sync(settings, retry=RETRY)
+    assert result.batches_new == len(server.data)
+
+
 async def test_a_wrong_key_fails_with_the_api_message(server: FakeApiServer, db_path: Path) -> None:
     """The fake answers 401 like OpenAI; the error shows its message, never the key."""
     settings = dataclasses.replace(settings_for(server, db_path), api_key="sk-wrong-secret-123456")

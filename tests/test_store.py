@@ -9,6 +9,7 @@ import pytest
 
 from crawler.errors import BrokenResponseError, DatabaseBusyError, DatabaseError
 from crawler.migrations import APPLICATION_ID, load_migrations
+from crawler.rows import build_page_rows
 from crawler.store import Store, WalkState, lock_path, open_store, sync_is_running
 
 from .conftest import make_batch
@@ -22,7 +23,10 @@ def query(path: Path, sql: str) -> list[tuple[object, ...]]:
 
 
 async def save(store: Store, batches: list[dict[str, object]], run_id: int, seen_at: int = 1):
-    return await store.save_page(batches, seen_at, WalkState(cursor="c"), run_id, {"pages": 1})
+    batch_rows, error_rows = build_page_rows(batches, seen_at)
+    return await store.save_page(
+        batch_rows, error_rows, WalkState(cursor="c"), run_id, {"pages": 1}
+    )
 
 
 async def test_migrations_create_the_schema_on_an_empty_database(db_path: Path) -> None:
