@@ -9,7 +9,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
@@ -36,9 +36,12 @@ from .errors import (
     TransportError,
 )
 from .jsontext import parse
-from .pages import BatchPage, parse_page
+from .pages import Batch, BatchPage, parse_page
+from .ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -213,7 +216,9 @@ class ApiClient:
         secret: str | None = None,
         on_retry: Callable[[RetryEvent], None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        limiter: RateLimiter | None = None,
     ) -> None:
+        self._limiter = limiter or RateLimiter(sleep=sleep)
         self._session = session
         self._base_url = base_url.rstrip("/")
         self._retry = retry
@@ -228,10 +233,24 @@ class ApiClient:
             params["after"] = after
         return await self._retried(self._get_page, f"{self._base_url}/batches", params)
 
+    async def fetch_batch(self, batch_id: str) -> Batch | None:
+        """One batch by id (`GET /batches/{id}`); None when the API no longer has it (404)."""
+        try:
+            return await self._retried(self._get_batch, f"{self._base_url}/batches/{batch_id}", {})
+        except NotFoundError:
+            return None
+
     async def _get_page(self, url: str, params: dict[str, str]) -> BatchPage:
         return parse_page(await self._get_json(url, params))
 
+    async def _get_batch(self, url: str, params: dict[str, str]) -> Batch:
+        batch = await self._get_json(url, params)
+        if not isinstance(batch, dict) or not isinstance(batch.get("id"), str):
+            raise BrokenResponseError(f"response from {url} is not a batch object")
+        return batch
+
     async def _get_json(self, url: str, params: dict[str, str]) -> Any:
+        await self._limiter.acquire()
         started = time.monotonic()
         try:
             async with self._session.get(url, params=params) as resp:
@@ -243,8 +262,13 @@ class ApiClient:
                     resp.status,
                     (time.monotonic() - started) * 1000,
                 )
+                self._limiter.observe(resp.headers)
                 if resp.status >= 300:
-                    raise self._scrub(build_api_error(resp.status, body, resp.headers, shown_url))
+                    error = build_api_error(resp.status, body, resp.headers, shown_url)
+                    if isinstance(error, RateLimitedError):
+                        # Every worker waits, not only the one that was told.
+                        self._limiter.pause(self._retry.wait_seconds(error, 1, 0.0))
+                    raise self._scrub(error)
                 is_json = resp.content_type in {"application/json", "application/octet-stream"}
         except aiohttp.InvalidURL as exc:
             raise TransportError(f"cannot request {url}: invalid URL", should_retry=False) from exc
@@ -261,9 +285,7 @@ class ApiClient:
                 should_retry=False,
             ) from exc
 
-    async def _retried(
-        self, call: Callable[[str, dict[str, str]], Awaitable[BatchPage]], *args: Any
-    ) -> BatchPage:
+    async def _retried(self, call: Callable[[str, dict[str, str]], Awaitable[T]], *args: Any) -> T:
         retrying = AsyncRetrying(
             retry=retry_if_exception(lambda e: isinstance(e, ApiError) and e.retryable),
             stop=stop_after_attempt(self._retry.max_attempts)

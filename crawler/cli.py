@@ -135,6 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
     sync_cmd.add_argument(
         "--restart", action="store_true", help="forget an unfinished walk; start at the top"
     )
+    sync_cmd.add_argument(
+        "--full", action="store_true", help="walk the whole list, not only what can have changed"
+    )
+    sync_cmd.add_argument(
+        "--concurrency", type=_positive_int, help="batches refreshed by id at once (default 8)"
+    )
+    sync_cmd.add_argument(
+        "--requests-per-minute", type=_positive_float, help="cap on the request rate"
+    )
     sync_cmd.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
 
     status_cmd = commands.add_parser(
@@ -232,6 +241,11 @@ def format_summary(result: SyncResult) -> str:
         f"{result.batches_updated:,} updated), {result.error_lines:,} error lines, "
         f"{result.retries:,} retries, {result.seconds:,.1f} s [{result.mode}]"
     ]
+    if result.refreshed_by_id:
+        lines.append(
+            f"Refreshed {result.refreshed_by_id:,} in-flight batches by id "
+            f"({result.gone:,} no longer listed by the API, marked gone)."
+        )
     lines.extend(f"warning: {w}" for w in result.warnings)
     if not result.complete:
         lines.append("Budget spent; the next `batch-crawler sync` resumes where this one stopped.")
@@ -245,11 +259,15 @@ def _cmd_sync(args: argparse.Namespace) -> int:
         "page_size": args.page_size,
         "max_pages": args.max_pages,
         "max_seconds": args.max_seconds,
+        "concurrency": args.concurrency,
+        "requests_per_minute": args.requests_per_minute,
     }
     settings = load_settings(flags, os.environ, args.config)
     progress = None if args.quiet or not sys.stderr.isatty() else ProgressLine(sys.stderr)
     try:
-        result = _run_async(sync(settings, restart=args.restart, on_progress=progress))
+        result = _run_async(
+            sync(settings, restart=args.restart, full=args.full, on_progress=progress)
+        )
     finally:
         if progress is not None:
             progress.close()

@@ -41,6 +41,8 @@ class Settings:
     connect_timeout: float = 10.0
     max_pages: int | None = None
     max_seconds: float | None = None
+    concurrency: int = 8
+    requests_per_minute: float | None = None
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -74,6 +76,14 @@ def _seconds(value: Any) -> str | None:
         return f"expected a number of seconds, got {value!r}"
     if not math.isfinite(value) or value <= 0:
         return f"must be a positive number of seconds, got {value}"
+    return None
+
+
+def _per_minute(value: Any) -> str | None:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return f"expected a number of requests per minute, got {value!r}"
+    if not math.isfinite(value) or value <= 0:
+        return f"must be a positive number of requests per minute, got {value}"
     return None
 
 
@@ -129,8 +139,17 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
     "connect_timeout": _seconds,
     "max_pages": _integer(1, None),
     "max_seconds": _seconds,
+    "concurrency": _integer(1, 64),
+    "requests_per_minute": _per_minute,
 }
-_OPTIONAL = {"api_key", "organization", "project", "max_pages", "max_seconds"}
+_OPTIONAL = {
+    "api_key",
+    "organization",
+    "project",
+    "max_pages",
+    "max_seconds",
+    "requests_per_minute",
+}
 
 
 def _check(name: str, value: Any) -> None:

@@ -116,3 +116,11 @@ class DatabaseError(CrawlerError):
 
 class DatabaseBusyError(DatabaseError):
     """Another sync is writing this database right now."""
+
+
+def first_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first error inside a (possibly nested) task group's exception group."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error

@@ -89,24 +89,38 @@ def check_next(page: BatchPage, after: str | None, seen: set[str]) -> str | None
     return cursor
 
 
+def _reached(page: BatchPage, stop_id: str | None, stop_below: int | None) -> bool:
+    if stop_id is not None and any(b["id"] == stop_id for b in page.batches):
+        return True
+    if stop_below is None or not page.batches:
+        return False
+    created = page.batches[-1].get("created_at")
+    return isinstance(created, int) and created < stop_below
+
+
 async def walk_pages(
     fetch_page: Callable[[str | None, int], Awaitable[BatchPage]],
     *,
     after: str | None,
     limit: int,
     stop_id: str | None = None,
+    stop_below: int | None = None,
 ) -> AsyncGenerator[WalkStep, None]:
     """Follow the chain from `after` (None = the top) until it ends or reaches `stop_id`.
 
     The step that reaches `stop_id` still carries its whole page: the rows above the
     stop id are new, and those at or below it are fresh copies, so storing all is right.
+    Should `stop_id` have vanished from the list, the walk stops on the first page that
+    ends with a batch created before `stop_below` (the stop batch's creation time): it
+    has then passed the place where the stop batch stood. Ties in creation time are
+    walked through, since the order among them is the server's.
     """
     seen: set[str] = set() if after is None else {after}
     cursor = after
     while True:
         page = await fetch_page(cursor, limit)
         warning = last_id_warning(page, cursor)
-        reached_stop = stop_id is not None and any(b["id"] == stop_id for b in page.batches)
+        reached_stop = _reached(page, stop_id, stop_below)
         following = None if reached_stop else check_next(page, cursor, seen)
         stored_cursor = page.next_after or cursor
         yield WalkStep(page, stored_cursor, following is None, warning)

@@ -30,7 +30,9 @@ _UPSERT_BATCH = (
     f"VALUES ({', '.join('?' * len(BATCH_COLUMNS))}) "
     "ON CONFLICT(id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in BATCH_COLUMNS if c not in {"id", "first_seen_at"})
+    + ", gone_at = NULL"
 )
+IN_FLIGHT = ("validating", "in_progress", "finalizing", "cancelling")
 _INSERT_ERROR = (
     f"INSERT INTO batch_errors ({', '.join(ERROR_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(ERROR_COLUMNS))})"
@@ -252,7 +254,7 @@ def _write_walk(db: sqlite3.Connection, walk: WalkState) -> None:
     )
 
 
-def _write_run(db: sqlite3.Connection, run_id: int, figures: dict[str, int]) -> None:
+def _write_run(db: sqlite3.Connection, run_id: int, figures: dict[str, float]) -> None:
     sets = ", ".join(f"{name} = ?" for name in figures)
     db.execute(f"UPDATE sync_runs SET {sets} WHERE id = ?", (*figures.values(), run_id))
 
@@ -272,9 +274,10 @@ def _write_page(
     db: sqlite3.Connection,
     batch_rows: Sequence[tuple[Any, ...]],
     error_rows: Sequence[tuple[Any, ...]],
-    walk: WalkState,
+    walk: WalkState | None,
     run_id: int,
-    run_figures: dict[str, int],
+    run_figures: dict[str, float],
+    gone_ids: Sequence[str] = (),
 ) -> PageCounts:
     ids = [row[0] for row in batch_rows]
     marks = ", ".join("?" * len(ids))
@@ -283,10 +286,26 @@ def _write_page(
         db.executemany(_UPSERT_BATCH, batch_rows)
         db.execute(f"DELETE FROM batch_errors WHERE batch_id IN ({marks})", ids)
         db.executemany(_INSERT_ERROR, error_rows)
-        _write_walk(db, walk)
+        gone_at = int(time.time())
+        db.executemany(
+            "UPDATE batches SET gone_at = ? WHERE id = ?", [(gone_at, i) for i in gone_ids]
+        )
+        if walk is not None:
+            _write_walk(db, walk)
         _write_run(db, run_id, run_figures)
     updated = sum(row[0] in before and before[row[0]] != row[_RAW] for row in batch_rows)
     return PageCounts(len(ids) - len(before), updated, len(error_rows))
+
+
+def _load_in_flight(db: sqlite3.Connection) -> list[tuple[str, int]]:
+    """Batches stored as still in flight, with their position in the list, newest first."""
+    marks = ", ".join("?" * len(IN_FLIGHT))
+    rows = db.execute(
+        f"SELECT id, created_at FROM batches WHERE status IN ({marks}) AND gone_at IS NULL",
+        IN_FLIGHT,
+    ).fetchall()
+    newer = "SELECT count(*) FROM batches WHERE created_at > ?"
+    return [(batch_id, db.execute(newer, (created,)).fetchone()[0]) for batch_id, created in rows]
 
 
 def _start_run(db: sqlite3.Connection, mode: str, base_url: str) -> int:
@@ -311,7 +330,7 @@ def _finish_run(
     db: sqlite3.Connection,
     run_id: int,
     outcome: str,
-    figures: dict[str, int],
+    figures: dict[str, float],
     warnings: Sequence[str],
     error: str | None,
 ) -> None:
@@ -356,6 +375,18 @@ class Store:
             row = await cur.fetchone()
         return None if row is None else WalkState(row[0], row[1], row[2], bool(row[3]))
 
+    async def load_in_flight(self) -> list[tuple[str, int]]:
+        """Ids of the batches stored as in flight, each with its position, newest first."""
+        return await self._in_thread(_load_in_flight)
+
+    async def created_at(self, batch_id: str) -> int | None:
+        """The stored creation time of a batch, if it is stored."""
+        async with self._conn.execute(
+            "SELECT created_at FROM batches WHERE id = ?", (batch_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else int(row[0])
+
     async def save_walk(self, walk: WalkState) -> None:
         """Replace the walk state on its own (a new walk begins)."""
         await self._in_thread(_save_walk, walk)
@@ -368,18 +399,23 @@ class Store:
         self,
         batch_rows: Sequence[tuple[Any, ...]],
         error_rows: Sequence[tuple[Any, ...]],
-        walk: WalkState,
+        walk: WalkState | None,
         run_id: int,
-        run_figures: dict[str, int],
+        run_figures: dict[str, float],
+        gone_ids: Sequence[str] = (),
     ) -> PageCounts:
         """Upsert a page's batches, replace their error lines, and move the walk: atomically.
+
+        Args:
+            walk: the walk state to commit with the page; None leaves it as it is.
+            gone_ids: batches the API answered 404 for, marked gone in the same commit.
 
         Raises:
             BrokenResponseError: a field held a value SQLite cannot store (nothing is written).
         """
         try:
             return await self._in_thread(
-                _write_page, batch_rows, error_rows, walk, run_id, run_figures
+                _write_page, batch_rows, error_rows, walk, run_id, run_figures, gone_ids
             )
         except (
             sqlite3.InterfaceError,
@@ -394,7 +430,7 @@ class Store:
         self,
         run_id: int,
         outcome: str,
-        figures: dict[str, int],
+        figures: dict[str, float],
         warnings: Sequence[str],
         error: str | None,
     ) -> None:

@@ -6,17 +6,20 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .api import ApiClient, RetryEvent, RetryPolicy, create_session
 from .config import Settings
-from .errors import ConfigError, CrawlerError
-from .pages import WalkStep, walk_pages
+from .errors import ConfigError, CrawlerError, first_exception
+from .pages import Batch, WalkStep, walk_pages
+from .plan import walk_depth
+from .ratelimit import RateLimiter
+from .refresh import refresh_by_id
 from .rows import build_page_rows
-from .store import Store, WalkState, open_store
+from .store import PageCounts, Store, WalkState, open_store
 
-_Queue = asyncio.Queue["tuple[WalkStep, WalkState] | _End"]
+_Queue = asyncio.Queue["tuple[WalkStep, WalkState | None] | _End"]
 
 # Warnings kept word for word; past these, only counted (a proxy may get every page wrong).
 MAX_WARNINGS = 5
@@ -51,6 +54,8 @@ class SyncResult:
     retries: int
     seconds: float
     warnings: tuple[str, ...] = ()
+    refreshed_by_id: int = 0
+    gone: int = 0
 
 
 def advance_walk(walk: WalkState, step: WalkStep, from_top: bool) -> WalkState:
@@ -78,8 +83,12 @@ class _Figures:
     batches_updated: int = 0
     error_lines: int = 0
     retries: int = 0
+    refreshed_by_id: int = 0
+    gone: int = 0
+    limiter_waits: int = 0
+    limiter_wait_seconds: float = 0.0
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, float]:
         return dataclasses.asdict(self)
 
 
@@ -102,6 +111,10 @@ class _Run:
     figures: _Figures = field(default_factory=_Figures)
     warnings: list[str] = field(default_factory=list)
     warnings_dropped: int = 0
+    # Incremental runs: pages to walk on below the last head, and the in-flight batches
+    # still to refresh (those the walk passes are struck off).
+    extra_pages: int = 0
+    to_refresh: set[str] = field(default_factory=set)
 
     def budget_spent(self, pages_fetched: int) -> bool:
         limit = self.settings.max_pages
@@ -119,32 +132,54 @@ class _Run:
                 writer = tasks.create_task(self.write(queue))
         except BaseExceptionGroup as group:
             # Only the writer raises on purpose: hand its error on as it is, not a group.
-            raise group.exceptions[0] from None
+            raise first_exception(group) from None
         return writer.result()
 
     async def fetch(self, client: ApiClient, walk: WalkState, queue: _Queue) -> None:
         """Walk segment after segment, handing each page on; errors go through the queue."""
         fetched = 0
         try:
-            while True:
+            while not walk.finished:
                 from_top = walk.cursor is None
+                stop_below = (
+                    None if walk.stop_id is None else await self.store.created_at(walk.stop_id)
+                )
                 steps = walk_pages(
                     client.fetch_page,
                     after=walk.cursor,
                     limit=self.settings.page_size,
                     stop_id=walk.stop_id,
+                    stop_below=stop_below,
                 )
                 async with contextlib.aclosing(steps):
                     async for step in steps:
                         walk = advance_walk(walk, step, from_top)
+                        self.to_refresh.difference_update(b["id"] for b in step.page.batches)
                         await queue.put((step, walk))
                         fetched += 1
-                        if walk.finished or self.budget_spent(fetched):
-                            await queue.put(_End(complete=walk.finished))
+                        if walk.finished:
+                            break
+                        if self.budget_spent(fetched):
+                            await queue.put(_End(complete=False))
                             return
+            if self.extra_pages and step.page.has_more and step.cursor is not None:
+                await self.walk_on(client, step.cursor, queue)
+            await queue.put(_End(complete=True))
         except CrawlerError as exc:
             # Pages already queued were fetched fine: let the writer commit them first.
             await queue.put(_End(complete=False, error=exc))
+
+    async def walk_on(self, client: ApiClient, after: str, queue: _Queue) -> None:
+        """Walk `extra_pages` more pages below a finished walk, refreshing what they hold."""
+        steps = walk_pages(client.fetch_page, after=after, limit=self.settings.page_size)
+        async with contextlib.aclosing(steps):
+            count = 0
+            async for step in steps:
+                self.to_refresh.difference_update(b["id"] for b in step.page.batches)
+                await queue.put((step, None))
+                count += 1
+                if count >= self.extra_pages or not self.to_refresh:
+                    return
 
     async def write(self, queue: _Queue) -> bool:
         """Commit pages in order until the fetcher's end mark; re-raise its error after."""
@@ -166,10 +201,14 @@ class _Run:
             counts = await self.store.save_page(
                 batch_rows, error_rows, walk, self.run_id, figures.as_dict()
             )
-            figures.batches_new += counts.new
-            figures.batches_updated += counts.updated
-            figures.error_lines += counts.error_lines
-            self.report()
+            self.count(counts)
+
+    def count(self, counts: PageCounts) -> None:
+        """Add a committed write's figures."""
+        self.figures.batches_new += counts.new
+        self.figures.batches_updated += counts.updated
+        self.figures.error_lines += counts.error_lines
+        self.report()
 
     def note(self, warning: str) -> None:
         if len(self.warnings) < MAX_WARNINGS:
@@ -204,19 +243,55 @@ async def _close_run(store: Store, run: _Run, outcome: str, error: str | None) -
             raise
 
 
-def _starting_walk(saved: WalkState | None, restart: bool) -> tuple[WalkState, str]:
-    """Where this run begins, and the mode the ledger records for it."""
-    if restart or saved is None or saved.finished:
+def _starting_walk(saved: WalkState | None, restart: bool, full: bool) -> tuple[WalkState, str]:
+    """Where this run begins, and the mode the ledger records for it.
+
+    After a finished walk, an incremental run walks from the top down to that walk's
+    head: everything newer is new. `full` walks the whole list instead.
+    """
+    if restart or saved is None or (saved.finished and full):
         return WalkState(), "full"
+    if saved.finished:
+        return WalkState(stop_id=saved.head_id, head_id=saved.head_id), "incremental"
     if saved.cursor is None and saved.stop_id is None:
         return saved, "full"
     return saved, "resume"
+
+
+async def _plan_refresh(store: Store, run: _Run) -> None:
+    """Decide how far an incremental run walks and which batches it fetches by id."""
+    in_flight = await store.load_in_flight()
+    run.to_refresh = {batch_id for batch_id, _ in in_flight}
+    run.extra_pages = walk_depth((position for _, position in in_flight), run.settings.page_size)
+
+
+async def _refresh(store: Store, run: _Run, client: ApiClient) -> None:
+    """Fetch by id the in-flight batches the walk did not pass."""
+    figures = run.figures
+
+    async def save(batches: Sequence[Batch], gone: Sequence[str]) -> None:
+        batch_rows, error_rows = build_page_rows(batches, int(time.time()))
+        figures.refreshed_by_id += len(batches) + len(gone)
+        figures.gone += len(gone)
+        counts = await store.save_page(
+            batch_rows, error_rows, None, run.run_id, figures.as_dict(), gone
+        )
+        run.count(counts)
+
+    await refresh_by_id(
+        client,
+        sorted(run.to_refresh),
+        concurrency=run.settings.concurrency,
+        chunk=run.settings.page_size,
+        save=save,
+    )
 
 
 async def sync(
     settings: Settings,
     *,
     restart: bool = False,
+    full: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
     retry: RetryPolicy | None = None,
     clock: Callable[[], float] = time.monotonic,
@@ -226,6 +301,8 @@ async def sync(
     Args:
         settings: where to read from and write to.
         restart: forget an unfinished walk and start again from the top.
+        full: after a finished walk, walk the whole list again instead of only what can
+            have changed.
         on_progress: called after every committed page and every retry.
         retry: the retry policy; by default built from `settings`.
         clock: a monotonic clock, for the time budget and the figures.
@@ -243,21 +320,27 @@ async def sync(
     started = clock()
     async with open_store(settings.db) as store, create_session(settings) as session:
         saved = await store.load_walk()
-        walk, mode = _starting_walk(saved, restart)
+        walk, mode = _starting_walk(saved, restart, full)
         if walk != saved:
             await store.save_walk(walk)
         run_id = await store.start_run(mode, settings.base_url)
         run = _Run(store, settings, run_id, on_progress, clock, started)
+        if mode == "incremental":
+            await _plan_refresh(store, run)
+        limiter = RateLimiter(settings.requests_per_minute)
         client = ApiClient(
             session,
             settings.base_url,
             retry=retry or RetryPolicy.from_settings(settings),
             secret=settings.api_key,
             on_retry=run.count_retry,
+            limiter=limiter,
         )
         outcome, error = "failed", None
         try:
             complete = await run.pipeline(client, walk)
+            if complete and run.to_refresh:
+                await _refresh(store, run, client)
             outcome = "complete" if complete else "partial"
         except CrawlerError as exc:
             error = str(exc)
@@ -266,6 +349,8 @@ async def sync(
             outcome = "interrupted"
             raise
         finally:
+            run.figures.limiter_waits = limiter.waits
+            run.figures.limiter_wait_seconds = round(limiter.waited, 3)
             await _close_run(store, run, outcome, error)
         f = run.figures
         return SyncResult(
@@ -280,4 +365,6 @@ async def sync(
             retries=f.retries,
             seconds=clock() - started,
             warnings=tuple(run.all_warnings()),
+            refreshed_by_id=f.refreshed_by_id,
+            gone=f.gone,
         )

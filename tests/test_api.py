@@ -22,6 +22,7 @@ from crawler.errors import (
     ServerError,
     TransportError,
 )
+from crawler.ratelimit import RateLimiter
 
 from .conftest import API_KEY, BASE_URL, list_body, make_batch
 
@@ -35,14 +36,19 @@ def envelope(message: str, code: str | None = None) -> dict[str, Any]:
 
 
 class Recorder:
-    """Collects the sleeps and retry events of a client instead of sleeping."""
+    """Collects the sleeps and retry events of a client instead of sleeping; keeps fake time."""
 
     def __init__(self) -> None:
         self.sleeps: list[float] = []
         self.events: list[RetryEvent] = []
+        self.now = 1000.0
+
+    def clock(self) -> float:
+        return self.now
 
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
+        self.now += seconds
 
 
 @pytest.fixture
@@ -67,6 +73,7 @@ def client(
         secret=API_KEY,
         on_retry=recorder.events.append,
         sleep=recorder.sleep,
+        limiter=RateLimiter(clock=recorder.clock, sleep=recorder.sleep),
     )
 
 

@@ -133,8 +133,9 @@ async def test_second_sync_changes_nothing_but_last_seen(
         await sync(settings, retry=fast_retry)
     with aioresponses() as mock:
         FakeList(mock, numbers, 2).serve_all()
-        result = await sync(settings, retry=fast_retry)
+        result = await sync(settings, full=True, retry=fast_retry)
     assert (result.batches_new, result.batches_updated, result.batches_seen) == (0, 0, 5)
+    assert result.mode == "full"
 
 
 async def test_budget_stops_at_a_page_boundary_and_resume_continues(

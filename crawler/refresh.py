@@ -1,0 +1,58 @@
+"""Refreshing batches one by one (`GET /batches/{id}`), several at a time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+
+from .api import ApiClient
+from .errors import first_exception
+from .pages import Batch
+
+SaveChunk = Callable[[Sequence[Batch], Sequence[str]], Awaitable[None]]
+
+
+async def refresh_by_id(
+    client: ApiClient,
+    batch_ids: Iterable[str],
+    *,
+    concurrency: int,
+    chunk: int,
+    save: SaveChunk,
+) -> None:
+    """Fetch each batch by id with `concurrency` workers and save them `chunk` at a time.
+
+    `save(batches, gone_ids)` receives the batches fetched and the ids the API answered 404
+    for; each call is one transaction, so an interruption loses at most the unsaved chunk,
+    which the next sync fetches again. Writes happen one at a time, in no set order.
+    """
+    pending = iter(batch_ids)
+    fetched: list[Batch] = []
+    gone: list[str] = []
+    write_lock = asyncio.Lock()
+
+    async def flush() -> None:
+        async with write_lock:
+            if fetched or gone:
+                batches, missing = fetched[:], gone[:]
+                fetched.clear()
+                gone.clear()
+                await save(batches, missing)
+
+    async def worker() -> None:
+        for batch_id in pending:  # the iterator is shared: each id goes to one worker
+            batch = await client.fetch_batch(batch_id)
+            if batch is None:
+                gone.append(batch_id)
+            else:
+                fetched.append(batch)
+            if len(fetched) + len(gone) >= chunk:
+                await flush()
+
+    try:
+        async with asyncio.TaskGroup() as workers:
+            for _ in range(concurrency):
+                workers.create_task(worker())
+    except BaseExceptionGroup as group:
+        raise first_exception(group) from None
+    await flush()
