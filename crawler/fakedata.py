@@ -118,6 +118,12 @@ class FakeBatches:
 
     # -- reading ----------------------------------------------------------------------------
 
+    def change(self, i: int, **fields: Any) -> None:
+        """Set fields of batch i, as the API would show them from now on (tests plant
+        a straggler in flight deep in the history this way)."""
+        self.clock += 1
+        self._overrides[i] = {**self.batch(i), **fields}
+
     def batch(self, i: int) -> dict[str, Any]:
         """Return batch i in its current state, as a fresh dict the caller may keep or change."""
         if not 0 <= i < self._count:

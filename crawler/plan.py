@@ -9,8 +9,9 @@ what the rate limit counts, so the plan minimises requests:
 
     cost(d) = d + (in-flight batches below the first d pages)
 
-over every depth d from 0 to the page holding the oldest in-flight batch. A dense recent
-in-flight region is walked; a lone straggler deep in the history is fetched by id.
+over every depth d from 0 to the page holding the oldest in-flight batch; on a tie the
+shallower plan wins, since requests by id run concurrently. A dense recent in-flight
+region is walked; a lone straggler deep in the history is fetched by id.
 """
 
 from __future__ import annotations

@@ -23,9 +23,10 @@ def parse_duration(text: str) -> float | None:
 class RateLimiter:
     """Spaces requests to a configured rate, and stops all of them when the server says so.
 
-    Every request of a run waits here first. A 429, or a response saying that no request
-    is left until a reset, pauses every worker at once, instead of each one learning it
-    from its own 429.
+    Every request of a run waits here first. Where responses say how many requests are
+    left until the budget resets, requests are spaced so as to spend what is left evenly
+    until then; a 429, or none left, pauses every worker at once, instead of each one
+    learning it from its own 429.
     """
 
     def __init__(
@@ -36,6 +37,7 @@ class RateLimiter:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._interval = 60.0 / requests_per_minute if requests_per_minute else 0.0
+        self._paced = 0.0  # the spacing the server's last rate-limit headers call for
         self._clock = clock
         self._sleep = sleep
         self._next_slot = 0.0
@@ -48,7 +50,7 @@ class RateLimiter:
         concurrent workers queue one behind the other instead of leaving together."""
         now = self._clock()
         start = max(now, self._next_slot, self._paused_until)
-        self._next_slot = start + self._interval
+        self._next_slot = start + max(self._interval, self._paced)
         if start > now:
             self.waits += 1
             self.waited += start - now
@@ -70,5 +72,9 @@ class RateLimiter:
             return
         seconds = parse_duration(reset)
         # Azure may send -1: no budget known.
-        if left == 0 and seconds is not None and seconds > 0:
+        if seconds is None or seconds <= 0 or left < 0:
+            return
+        if left == 0:
             self.pause(seconds)
+        else:
+            self._paced = seconds / left

@@ -255,6 +255,8 @@ def _write_walk(db: sqlite3.Connection, walk: WalkState) -> None:
 
 
 def _write_run(db: sqlite3.Connection, run_id: int, figures: dict[str, float]) -> None:
+    if not figures:
+        return
     sets = ", ".join(f"{name} = ?" for name in figures)
     db.execute(f"UPDATE sync_runs SET {sets} WHERE id = ?", (*figures.values(), run_id))
 

@@ -1,0 +1,123 @@
+"""Incremental syncs against the fake API: new batches, in-flight refreshes, the cost model."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import aiohttp
+
+from crawler.api import ApiClient, RetryPolicy
+from crawler.config import Settings
+from crawler.fakeapi import FakeApiOptions, FakeApiServer
+from crawler.ratelimit import RateLimiter
+from crawler.refresh import refresh_by_id
+from crawler.rows import build_page_rows
+from crawler.store import open_store
+from crawler.sync import sync
+
+from .exact import assert_database_matches
+
+RETRY = RetryPolicy(max_attempts=10, max_seconds=30, initial_backoff=0, max_backoff=0)
+
+
+def settings_for(server: FakeApiServer, db: Path, **extra: object) -> Settings:
+    return Settings(db=db, base_url=server.base_url, api_key=server.options.api_key, **extra)
+
+
+def in_flight_count(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        sql = "SELECT count(*) FROM batches WHERE status IN ('validating', 'in_progress', "
+        return conn.execute(sql + "'finalizing', 'cancelling')").fetchone()[0]
+
+
+async def test_repeated_syncs_of_a_moving_target_stay_exact(db_path: Path) -> None:
+    """Batches added and advanced between and during syncs are all caught."""
+    options = FakeApiOptions(batches=3000, add_per_request=4, advance_per_request=6)
+    async with FakeApiServer(options) as server:
+        first = await sync(settings_for(server, db_path), retry=RETRY)
+        assert first.mode == "full"
+        for _ in range(3):
+            server.data.add_batches(25)
+            server.data.advance_statuses(40)
+            result = await sync(settings_for(server, db_path), retry=RETRY)
+            assert result.mode == "incremental"
+            assert result.pages < 10
+        server.hold_still()
+        final = await sync(settings_for(server, db_path), retry=RETRY)
+        assert_database_matches(db_path, server.data.snapshot())
+    assert final.mode == "incremental"
+
+
+async def test_a_dense_recent_in_flight_region_is_walked(db_path: Path) -> None:
+    """In-flight batches all near the head are refreshed by the walk, none by id."""
+    async with FakeApiServer(FakeApiOptions(batches=5000)) as server:
+        await sync(settings_for(server, db_path), retry=RETRY)
+        assert in_flight_count(db_path) > 20
+        server.data.advance_statuses(1000)
+        pages_before = server.stats.pages
+        result = await sync(settings_for(server, db_path), retry=RETRY)
+        assert_database_matches(db_path, server.data.snapshot())
+        walked = server.stats.pages - pages_before
+    assert result.refreshed_by_id == 0
+    assert walked == result.pages <= 3
+
+
+async def test_a_lone_straggler_deep_in_the_history_is_fetched_by_id(db_path: Path) -> None:
+    """One old batch still in flight costs one request by id, not a walk down to it."""
+    async with FakeApiServer(FakeApiOptions(batches=5000)) as server:
+        server.data.change(100, status="in_progress", completed_at=None)
+        await sync(settings_for(server, db_path), retry=RETRY)
+        server.data.change(100, status="completed")
+        result = await sync(settings_for(server, db_path), retry=RETRY)
+        assert_database_matches(db_path, server.data.snapshot())
+        by_id = server.stats.requests["retrieve_batch"]
+    assert result.refreshed_by_id == by_id == 1
+    assert result.pages <= 2
+
+
+async def test_a_batch_the_api_no_longer_has_is_marked_gone(db_path: Path) -> None:
+    """A 404 on refresh marks the batch gone; it stays in the table."""
+    async with FakeApiServer(FakeApiOptions(batches=2000)) as server:
+        await sync(settings_for(server, db_path), retry=RETRY)
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("UPDATE batches SET status = 'in_progress' WHERE id = 'batch_unknown'")
+        conn.execute(
+            "INSERT INTO batches (id, status, created_at, raw, first_seen_at, last_seen_at) "
+            "VALUES ('batch_0000000000000000000000000000dead', 'in_progress', 1, '{}', 1, 1)"
+        )
+    async with FakeApiServer(FakeApiOptions(batches=2000)) as server:
+        result = await sync(settings_for(server, db_path), retry=RETRY)
+    assert result.gone == 1
+    with sqlite3.connect(db_path) as conn:
+        gone = conn.execute("SELECT id FROM batches WHERE gone_at IS NOT NULL").fetchall()
+        runs = conn.execute("SELECT mode, refreshed_by_id, gone FROM sync_runs").fetchall()
+    assert gone == [("batch_0000000000000000000000000000dead",)]
+    assert runs[-1] == ("incremental", 1, 1)
+
+
+async def test_a_refresh_by_id_within_a_request_budget_gets_few_429s(db_path: Path) -> None:
+    """500 batches by id, 16 at a time, against 100 requests/s: few 429s, exact rows."""
+    options = FakeApiOptions(batches=5000, requests_per_second=100)
+    async with FakeApiServer(options) as server:
+        ids = [server.data.batch_id(i) for i in range(0, 5000, 10)]
+        limiter = RateLimiter()
+        async with (
+            open_store(db_path) as store,
+            aiohttp.ClientSession(
+                headers={"Authorization": f"Bearer {options.api_key}"}
+            ) as session,
+        ):
+            client = ApiClient(session, server.base_url, retry=RETRY, limiter=limiter)
+            run_id = await store.start_run("incremental", server.base_url)
+
+            async def save(batches, gone):  # type: ignore[no-untyped-def]
+                rows, errors = build_page_rows(batches, 1)
+                await store.save_page(rows, errors, None, run_id, {}, gone)
+
+            await refresh_by_id(client, ids, concurrency=16, chunk=100, save=save)
+        expected = [server.data.batch(i) for i in range(0, 5000, 10)]
+        rate_limited = server.stats.rate_limited
+    assert_database_matches(db_path, expected)
+    assert rate_limited <= 25
+    assert limiter.waits > 0

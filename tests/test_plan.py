@@ -1,0 +1,130 @@
+"""The incremental cost model and the shared rate limiter, purely."""
+
+from __future__ import annotations
+
+import pytest
+
+from crawler.plan import walk_depth
+from crawler.ratelimit import RateLimiter, parse_duration
+
+
+@pytest.mark.parametrize(
+    ("positions", "depth"),
+    [
+        ([], 0),
+        ([0, 3, 50, 99], 1),  # all on the first page: one request beats four
+        ([0, 150, 250], 0),  # a tie: by id, which runs concurrently, wins
+        ([0, 1, 150, 250], 1),  # one page saves a request; going deeper saves no more
+        ([0, 1, 2, 40_000], 1),  # a lone straggler deep down is fetched by id
+        ([5_000], 0),
+        (list(range(0, 1000, 10)), 10),  # a dense recent region is walked
+    ],
+)
+def test_walk_depth_minimises_requests(positions: list[int], depth: int) -> None:
+    """Walk d pages then fetch the rest by id, for the d with the fewest requests."""
+    assert walk_depth(positions, 100) == depth
+
+
+def test_walk_depth_cost_is_never_above_either_pure_plan() -> None:
+    """The chosen plan costs no more than walking everything or fetching everything by id."""
+    positions = [3, 7, 120, 121, 122, 123, 900, 5_000, 77_777]
+    depth = walk_depth(positions, 100)
+    cost = depth + sum(p >= depth * 100 for p in positions)
+    assert cost <= min(len(positions), max(positions) // 100 + 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("1s", 1.0),
+        ("6m0s", 360.0),
+        ("12ms", 0.012),
+        ("172.799999ms", 0.172799999),
+        ("1h2m3s", 3723.0),
+        ("-1", None),
+        ("soon", None),
+        ("", None),
+    ],
+)
+def test_parse_duration(text: str, seconds: float | None) -> None:
+    """Go-style durations, as in x-ratelimit-reset-requests."""
+    result = parse_duration(text)
+    assert result == seconds if seconds is None else result == pytest.approx(seconds)
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(round(seconds, 6))
+        self.now += seconds
+
+
+async def test_a_rate_cap_spaces_requests() -> None:
+    """120 requests per minute: one every half second."""
+    time = FakeTime()
+    limiter = RateLimiter(120, clock=time.clock, sleep=time.sleep)
+    for _ in range(3):
+        await limiter.acquire()
+    assert time.sleeps == [0.5, 0.5]
+    assert limiter.waits == 2
+
+
+async def test_concurrent_workers_queue_for_slots() -> None:
+    """Workers asking at the same instant get successive slots, not the same one."""
+    time = FakeTime()
+    limiter = RateLimiter(60, clock=time.clock, sleep=time.sleep)
+    waits = []
+
+    async def ask() -> None:
+        before = time.now
+        await limiter.acquire()
+        waits.append(time.now - before)
+
+    for _ in range(3):
+        await ask()
+    assert waits == [0, 1.0, 1.0]
+
+
+async def test_no_requests_left_pauses_everyone_until_the_reset() -> None:
+    """remaining 0 with a reset pauses the next request for that long; Azure's -1 does not."""
+    time = FakeTime()
+    limiter = RateLimiter(clock=time.clock, sleep=time.sleep)
+    limiter.observe({"x-ratelimit-remaining-requests": "-1", "x-ratelimit-reset-requests": "1s"})
+    await limiter.acquire()
+    limiter.observe({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "250ms"})
+    await limiter.acquire()
+    assert time.sleeps == [0.25]
+
+
+@pytest.mark.parametrize(
+    ("remaining", "reset", "sleeps"),
+    [("10", "2s", [0.2, 0.2]), ("5000", "1ms", [])],
+)
+async def test_requests_are_spaced_to_last_until_the_reset(
+    remaining: str, reset: str, sleeps: list[float]
+) -> None:
+    """10 requests left for 2 s: one every 0.2 s; 5,000 left for 1 ms: no spacing at all."""
+    time = FakeTime()
+    limiter = RateLimiter(clock=time.clock, sleep=time.sleep)
+    limiter.observe(
+        {"x-ratelimit-remaining-requests": remaining, "x-ratelimit-reset-requests": reset}
+    )
+    for _ in range(3):
+        await limiter.acquire()
+    assert [s for s in time.sleeps if s > 0.001] == sleeps
+
+
+async def test_a_pause_is_never_shortened() -> None:
+    """A later, shorter pause does not cut an earlier, longer one."""
+    time = FakeTime()
+    limiter = RateLimiter(clock=time.clock, sleep=time.sleep)
+    limiter.pause(2.0)
+    limiter.pause(0.5)
+    await limiter.acquire()
+    assert time.sleeps == [2.0]
