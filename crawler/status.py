@@ -27,6 +27,7 @@ class RunRecord:
     batches_updated: int
     error_lines: int
     retries: int
+    refreshed_by_id: int
     error: str | None
 
 
@@ -70,7 +71,8 @@ async def read_status(path: Path, *, runs: int = 5) -> StatusReport:
             error_lines = (await cur.fetchone() or (0,))[0]
         async with conn.execute(
             "SELECT id, started_at, ended_at, mode, outcome, pages, batches_seen, batches_new, "
-            "batches_updated, error_lines, retries, error FROM sync_runs ORDER BY id DESC LIMIT ?",
+            "batches_updated, error_lines, retries, refreshed_by_id, error "
+            "FROM sync_runs ORDER BY id DESC LIMIT ?",
             (runs,),
         ) as cur:
             records = [RunRecord(*r) for r in await cur.fetchall()]
@@ -91,7 +93,9 @@ def format_status(report: StatusReport) -> str:
     if walk is None:
         lines.append("walk: never started")
     elif walk.finished:
-        lines.append(f"walk: finished (newest batch {walk.head_id or '-'})")
+        lines.append(
+            f"walk: finished (newest batch {walk.head_id or '-'}); the next sync is incremental"
+        )
     elif walk.cursor is None and walk.stop_id is None:
         lines.append("walk: unfinished, no page committed yet; the next sync starts at the top")
     elif walk.cursor is None:
@@ -99,14 +103,16 @@ def format_status(report: StatusReport) -> str:
     else:
         lines.append(f"walk: unfinished, the next sync resumes after {walk.cursor}")
     lines.append(f"batches: {report.batches:,}  error lines: {report.error_lines:,}")
-    lines.extend(f"  {status:<12} {count:>10,}" for status, count in report.by_status.items())
+    width = max((len(status) for status in report.by_status), default=0)
+    lines.extend(f"  {status:<{width}} {count:>10,}" for status, count in report.by_status.items())
     if report.runs:
         lines.append("last runs:")
     for run in report.runs:
         line = (
-            f"  #{run.id} {_when(run.started_at)} {run.mode:<6} {run.outcome:<11} "
+            f"  #{run.id} {_when(run.started_at)} {run.mode:<11} {run.outcome:<11} "
             f"pages {run.pages:,}  batches {run.batches_seen:,} "
-            f"(new {run.batches_new:,}, updated {run.batches_updated:,})  retries {run.retries:,}"
+            f"(new {run.batches_new:,}, updated {run.batches_updated:,})  "
+            f"by id {run.refreshed_by_id:,}  retries {run.retries:,}"
         )
         if run.error:
             line += f"\n      error: {run.error}"

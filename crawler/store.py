@@ -32,7 +32,8 @@ _UPSERT_BATCH = (
     + ", ".join(f"{c} = excluded.{c}" for c in BATCH_COLUMNS if c not in {"id", "first_seen_at"})
     + ", gone_at = NULL"
 )
-IN_FLIGHT = ("validating", "in_progress", "finalizing", "cancelling")
+# Batches in these states never change again; any other status, known or not, may.
+TERMINAL = ("completed", "failed", "expired", "cancelled")
 _INSERT_ERROR = (
     f"INSERT INTO batch_errors ({', '.join(ERROR_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(ERROR_COLUMNS))})"
@@ -300,11 +301,11 @@ def _write_page(
 
 
 def _load_in_flight(db: sqlite3.Connection) -> list[tuple[str, int]]:
-    """Batches stored as still in flight, with their position in the list, newest first."""
-    marks = ", ".join("?" * len(IN_FLIGHT))
+    """Batches stored as not yet terminal, with their position in the list, newest first."""
+    marks = ", ".join("?" * len(TERMINAL))
     rows = db.execute(
-        f"SELECT id, created_at FROM batches WHERE status IN ({marks}) AND gone_at IS NULL",
-        IN_FLIGHT,
+        f"SELECT id, created_at FROM batches WHERE status NOT IN ({marks}) AND gone_at IS NULL",
+        TERMINAL,
     ).fetchall()
     newer = "SELECT count(*) FROM batches WHERE created_at > ?"
     return [(batch_id, db.execute(newer, (created,)).fetchone()[0]) for batch_id, created in rows]

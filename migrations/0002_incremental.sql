@@ -7,6 +7,7 @@ ALTER TABLE sync_runs ADD COLUMN gone INTEGER NOT NULL DEFAULT 0;             --
 ALTER TABLE sync_runs ADD COLUMN limiter_waits INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE sync_runs ADD COLUMN limiter_wait_seconds REAL NOT NULL DEFAULT 0;
 
--- Finding the batches still in flight is the first step of every incremental sync.
-CREATE INDEX batches_in_flight ON batches (created_at)
-WHERE status IN ('validating', 'in_progress', 'finalizing', 'cancelling') AND gone_at IS NULL;
+-- Finding the batches that may still change (any status but the four terminal ones, so an
+-- unknown new status counts too) is the first step of every incremental sync.
+CREATE INDEX batches_unsettled ON batches (created_at)
+WHERE status NOT IN ('completed', 'failed', 'expired', 'cancelled') AND gone_at IS NULL;

@@ -25,6 +25,22 @@ def settings_for(server: FakeApiServer, db: Path, **extra: object) -> Settings:
     return Settings(db=db, base_url=server.base_url, api_key=server.options.api_key, **extra)
 
 
+KNOWN = {"validating", "in_progress", "finalizing", "cancelling"} | {
+    "completed",
+    "failed",
+    "expired",
+    "cancelled",
+}
+
+
+def settle_unknown_statuses(server: FakeApiServer) -> None:
+    """The fake gives a few batches a status nobody knows; the sync refreshes those on
+    every run, as they may change. Tests of the cost model settle them first."""
+    for i, batch in enumerate(reversed(list(server.data.snapshot()))):
+        if batch["status"] not in KNOWN:
+            server.data.change(i, status="completed")
+
+
 def in_flight_count(db: Path) -> int:
     with sqlite3.connect(db) as conn:
         sql = "SELECT count(*) FROM batches WHERE status IN ('validating', 'in_progress', "
@@ -52,6 +68,7 @@ async def test_repeated_syncs_of_a_moving_target_stay_exact(db_path: Path) -> No
 async def test_a_dense_recent_in_flight_region_is_walked(db_path: Path) -> None:
     """In-flight batches all near the head are refreshed by the walk, none by id."""
     async with FakeApiServer(FakeApiOptions(batches=5000)) as server:
+        settle_unknown_statuses(server)
         await sync(settings_for(server, db_path), retry=RETRY)
         assert in_flight_count(db_path) > 20
         server.data.advance_statuses(1000)
@@ -66,6 +83,7 @@ async def test_a_dense_recent_in_flight_region_is_walked(db_path: Path) -> None:
 async def test_a_lone_straggler_deep_in_the_history_is_fetched_by_id(db_path: Path) -> None:
     """One old batch still in flight costs one request by id, not a walk down to it."""
     async with FakeApiServer(FakeApiOptions(batches=5000)) as server:
+        settle_unknown_statuses(server)
         server.data.change(100, status="in_progress", completed_at=None)
         await sync(settings_for(server, db_path), retry=RETRY)
         server.data.change(100, status="completed")
@@ -81,7 +99,7 @@ async def test_a_batch_the_api_no_longer_has_is_marked_gone(db_path: Path) -> No
     async with FakeApiServer(FakeApiOptions(batches=2000)) as server:
         await sync(settings_for(server, db_path), retry=RETRY)
     with sqlite3.connect(db_path) as conn:
-        conn.execute("UPDATE batches SET status = 'in_progress' WHERE id = 'batch_unknown'")
+        conn.execute("UPDATE batches SET status = 'completed' WHERE status = 'paused_for_review'")
         conn.execute(
             "INSERT INTO batches (id, status, created_at, raw, first_seen_at, last_seen_at) "
             "VALUES ('batch_0000000000000000000000000000dead', 'in_progress', 1, '{}', 1, 1)"
@@ -94,6 +112,19 @@ async def test_a_batch_the_api_no_longer_has_is_marked_gone(db_path: Path) -> No
         runs = conn.execute("SELECT mode, refreshed_by_id, gone FROM sync_runs").fetchall()
     assert gone == [("batch_0000000000000000000000000000dead",)]
     assert runs[-1] == ("incremental", 1, 1)
+
+
+async def test_a_status_nobody_knows_is_refreshed_every_time(db_path: Path) -> None:
+    """Only the four terminal statuses are settled: an unknown one is asked about again."""
+    async with FakeApiServer(FakeApiOptions(batches=3000)) as server:
+        await sync(settings_for(server, db_path), retry=RETRY)
+        with sqlite3.connect(db_path) as conn:
+            (unknown,) = conn.execute(
+                "SELECT count(*) FROM batches WHERE status = 'paused_for_review'"
+            ).fetchone()
+        result = await sync(settings_for(server, db_path), retry=RETRY)
+    assert unknown > 0
+    assert result.refreshed_by_id == unknown
 
 
 async def test_a_refresh_by_id_within_a_request_budget_gets_few_429s(db_path: Path) -> None:
