@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -10,7 +11,6 @@ from typing import Any
 
 from .config import Settings
 from .fakeapi import FakeApiOptions, FakeApiServer
-from .store import read_only_uri
 from .sync import Progress, SyncResult, sync
 
 DEMO_QUERIES = (
@@ -45,7 +45,8 @@ class QueryAnswer:
 
 def ask(db: Path, queries: Sequence[tuple[str, str]] = DEMO_QUERIES) -> list[QueryAnswer]:
     """Run the example queries against a synced database."""
-    with sqlite3.connect(read_only_uri(db), uri=True) as conn:
+    # A plain connection: closing it, the last one, lets SQLite tidy the WAL files away.
+    with contextlib.closing(sqlite3.connect(db)) as conn:
         answers = []
         for title, sql in queries:
             cur = conn.execute(sql)
