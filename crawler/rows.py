@@ -64,7 +64,7 @@ def build_batch_row(batch: Batch, seen_at: int) -> tuple[Any, ...]:
     usage = _object(get("usage"))
     metadata = get("metadata")
     return (
-        *(get(name) for name in _PLAIN_FIELDS),
+        *map(get, _PLAIN_FIELDS),
         counts.get("total"),
         counts.get("completed"),
         counts.get("failed"),
@@ -96,9 +96,8 @@ def build_page_rows(
     batches: Iterable[Batch], seen_at: int
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """Batch rows and error rows for a page; a batch listed twice is kept once (its last copy)."""
-    batch_rows = []
-    error_rows = []
-    for batch in {b["id"]: b for b in batches}.values():
-        batch_rows.append(build_batch_row(batch, seen_at))
-        error_rows.extend(build_error_rows(batch))
+    unique = {b["id"]: b for b in batches}.values()
+    batch_rows = [build_batch_row(batch, seen_at) for batch in unique]
+    # Most batches have no errors (null): skip the call for them.
+    error_rows = [row for batch in unique if batch.get("errors") for row in build_error_rows(batch)]
     return batch_rows, error_rows
