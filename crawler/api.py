@@ -234,11 +234,17 @@ class ApiClient:
         return await self._retried(self._get_page, f"{self._base_url}/batches", params)
 
     async def fetch_batch(self, batch_id: str) -> Batch | None:
-        """One batch by id (`GET /batches/{id}`); None when the API no longer has it (404)."""
+        """One batch by id (`GET /batches/{id}`); None when the API says it has no such batch.
+
+        Only a 404 with code `batch_not_found` means that: any other 404 (a proxy without
+        this route, a wrong base path) is an error, so that no batch is marked gone for it.
+        """
         try:
             return await self._retried(self._get_batch, f"{self._base_url}/batches/{batch_id}", {})
-        except NotFoundError:
-            return None
+        except NotFoundError as exc:
+            if exc.code == "batch_not_found":
+                return None
+            raise
 
     async def _get_page(self, url: str, params: dict[str, str]) -> BatchPage:
         return parse_page(await self._get_json(url, params))

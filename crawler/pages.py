@@ -90,12 +90,10 @@ def check_next(page: BatchPage, after: str | None, seen: set[str]) -> str | None
 
 
 def _reached(page: BatchPage, stop_id: str | None, stop_below: int | None) -> bool:
-    if stop_id is not None and any(b["id"] == stop_id for b in page.batches):
-        return True
-    if stop_below is None or not page.batches:
-        return False
-    created = page.batches[-1].get("created_at")
-    return isinstance(created, int) and created < stop_below
+    created = page.batches[-1].get("created_at") if page.batches else None
+    if stop_below is not None and isinstance(created, int):
+        return created < stop_below
+    return stop_id is not None and any(b["id"] == stop_id for b in page.batches)
 
 
 async def walk_pages(
@@ -108,12 +106,12 @@ async def walk_pages(
 ) -> AsyncGenerator[WalkStep, None]:
     """Follow the chain from `after` (None = the top) until it ends or reaches `stop_id`.
 
-    The step that reaches `stop_id` still carries its whole page: the rows above the
-    stop id are new, and those at or below it are fresh copies, so storing all is right.
-    Should `stop_id` have vanished from the list, the walk stops on the first page that
-    ends with a batch created before `stop_below` (the stop batch's creation time): it
-    has then passed the place where the stop batch stood. Ties in creation time are
-    walked through, since the order among them is the server's.
+    With `stop_below`, the stop batch's creation time, the walk stops on the first page
+    that ends with a batch created before it: it has then passed the stop batch, and every
+    batch created in the same second, whichever order the server gives ties in, even if
+    the stop batch itself has vanished. Without it (the stop batch is not stored), the
+    walk stops on the page holding `stop_id`. The last step still carries its whole
+    page: rows above the stop are new, those below are fresh copies; storing all is right.
     """
     seen: set[str] = set() if after is None else {after}
     cursor = after

@@ -19,8 +19,11 @@ async def refresh_by_id(
     concurrency: int,
     chunk: int,
     save: SaveChunk,
-) -> None:
+    stop: Callable[[], bool] = lambda: False,
+) -> bool:
     """Fetch each batch by id with `concurrency` workers and save them `chunk` at a time.
+
+    Returns False when `stop()` said so before every batch was fetched (a time budget).
 
     `save(batches, gone_ids)` receives the batches fetched and the ids the API answered 404
     for; each call is one transaction, so an interruption loses at most the unsaved chunk,
@@ -39,8 +42,14 @@ async def refresh_by_id(
                 gone.clear()
                 await save(batches, missing)
 
+    stopped = False
+
     async def worker() -> None:
+        nonlocal stopped
         for batch_id in pending:  # the iterator is shared: each id goes to one worker
+            if stop():
+                stopped = True
+                return
             batch = await client.fetch_batch(batch_id)
             if batch is None:
                 gone.append(batch_id)
@@ -56,3 +65,4 @@ async def refresh_by_id(
     except BaseExceptionGroup as group:
         raise first_exception(group) from None
     await flush()
+    return not stopped

@@ -111,17 +111,18 @@ class _Run:
     figures: _Figures = field(default_factory=_Figures)
     warnings: list[str] = field(default_factory=list)
     warnings_dropped: int = 0
-    # Incremental runs: pages to walk on below the last head, and the in-flight batches
-    # still to refresh (those the walk passes are struck off).
-    extra_pages: int = 0
+    # Incremental and resumed runs: the unsettled batches still to refresh (those the walk
+    # passes are struck off), and those of them the plan has the walk go on down to.
     to_refresh: set[str] = field(default_factory=set)
+    walk_targets: set[str] = field(default_factory=set)
 
     def budget_spent(self, pages_fetched: int) -> bool:
         limit = self.settings.max_pages
+        return (limit is not None and pages_fetched >= limit) or self.time_spent()
+
+    def time_spent(self) -> bool:
         seconds = self.settings.max_seconds
-        return (limit is not None and pages_fetched >= limit) or (
-            seconds is not None and self.clock() - self.started >= seconds
-        )
+        return seconds is not None and self.clock() - self.started >= seconds
 
     async def pipeline(self, client: ApiClient, walk: WalkState) -> bool:
         """Fetch page k+1 while page k is written; True when the walk finished."""
@@ -162,24 +163,33 @@ class _Run:
                         if self.budget_spent(fetched):
                             await queue.put(_End(complete=False))
                             return
-            if self.extra_pages and step.page.has_more and step.cursor is not None:
-                await self.walk_on(client, step.cursor, queue)
-            await queue.put(_End(complete=True))
+            self.walk_targets &= self.to_refresh
+            complete = True
+            if self.walk_targets and step.page.has_more and step.cursor is not None:
+                complete = await self.walk_on(client, step.cursor, queue, fetched)
+            await queue.put(_End(complete=complete))
         except CrawlerError as exc:
             # Pages already queued were fetched fine: let the writer commit them first.
             await queue.put(_End(complete=False, error=exc))
 
-    async def walk_on(self, client: ApiClient, after: str, queue: _Queue) -> None:
-        """Walk `extra_pages` more pages below a finished walk, refreshing what they hold."""
+    async def walk_on(self, client: ApiClient, after: str, queue: _Queue, fetched: int) -> bool:
+        """Walk on below a finished walk until the batches planned for it are passed.
+
+        Returns False when the page or time budget ran out first.
+        """
         steps = walk_pages(client.fetch_page, after=after, limit=self.settings.page_size)
         async with contextlib.aclosing(steps):
-            count = 0
             async for step in steps:
-                self.to_refresh.difference_update(b["id"] for b in step.page.batches)
+                ids = [b["id"] for b in step.page.batches]
+                self.to_refresh.difference_update(ids)
+                self.walk_targets.difference_update(ids)
                 await queue.put((step, None))
-                count += 1
-                if count >= self.extra_pages or not self.to_refresh:
-                    return
+                fetched += 1
+                if not self.walk_targets:
+                    return True
+                if self.budget_spent(fetched):
+                    return False
+        return True
 
     async def write(self, queue: _Queue) -> bool:
         """Commit pages in order until the fetcher's end mark; re-raise its error after."""
@@ -259,14 +269,16 @@ def _starting_walk(saved: WalkState | None, restart: bool, full: bool) -> tuple[
 
 
 async def _plan_refresh(store: Store, run: _Run) -> None:
-    """Decide how far an incremental run walks and which batches it fetches by id."""
+    """Decide which unsettled batches the walk goes on down to, and which are fetched by id."""
     in_flight = await store.load_in_flight()
+    page_size = run.settings.page_size
+    depth = walk_depth((position for _, position in in_flight), page_size)
     run.to_refresh = {batch_id for batch_id, _ in in_flight}
-    run.extra_pages = walk_depth((position for _, position in in_flight), run.settings.page_size)
+    run.walk_targets = {batch_id for batch_id, pos in in_flight if pos < depth * page_size}
 
 
-async def _refresh(store: Store, run: _Run, client: ApiClient) -> None:
-    """Fetch by id the in-flight batches the walk did not pass."""
+async def _refresh(store: Store, run: _Run, client: ApiClient) -> bool:
+    """Fetch by id the unsettled batches the walk did not pass; False if time ran out."""
     figures = run.figures
 
     async def save(batches: Sequence[Batch], gone: Sequence[str]) -> None:
@@ -278,12 +290,13 @@ async def _refresh(store: Store, run: _Run, client: ApiClient) -> None:
         )
         run.count(counts)
 
-    await refresh_by_id(
+    return await refresh_by_id(
         client,
         sorted(run.to_refresh),
         concurrency=run.settings.concurrency,
         chunk=run.settings.page_size,
         save=save,
+        stop=run.time_spent,
     )
 
 
@@ -325,7 +338,9 @@ async def sync(
             await store.save_walk(walk)
         run_id = await store.start_run(mode, settings.base_url)
         run = _Run(store, settings, run_id, on_progress, clock, started)
-        if mode == "incremental":
+        if mode != "full":
+            # A resumed walk ends like an incremental one: the pages committed before the
+            # interruption hold batches that may have moved on since.
             await _plan_refresh(store, run)
         limiter = RateLimiter(settings.requests_per_minute)
         client = ApiClient(
@@ -340,7 +355,7 @@ async def sync(
         try:
             complete = await run.pipeline(client, walk)
             if complete and run.to_refresh:
-                await _refresh(store, run, client)
+                complete = await _refresh(store, run, client)
             outcome = "complete" if complete else "partial"
         except CrawlerError as exc:
             error = str(exc)

@@ -255,6 +255,22 @@ async def test_transport_failures_are_described_on_one_line(
     assert "\n" not in str(caught.value)
 
 
+async def test_fetch_batch_returns_none_only_for_batch_not_found(client: ApiClient) -> None:
+    """404 batch_not_found means gone; a 404 for another reason is an error, not 'gone'."""
+    with aioresponses() as mock:
+        mock.get(
+            f"{BASE_URL}/batches/batch_a", status=404, payload=envelope("no", "batch_not_found")
+        )
+        mock.get(f"{BASE_URL}/batches/batch_b", status=404, payload=envelope("Invalid URL"))
+        mock.get(f"{BASE_URL}/batches/batch_c", payload=make_batch(3))
+        assert await client.fetch_batch("batch_a") is None
+        with pytest.raises(NotFoundError, match="Invalid URL"):
+            await client.fetch_batch("batch_b")
+        batch = await client.fetch_batch("batch_c")
+    assert batch is not None
+    assert batch["id"] == make_batch(3)["id"]
+
+
 async def test_the_key_never_appears_in_an_error(client: ApiClient) -> None:
     """A server that echoes the key back does not get it into our message."""
     with aioresponses() as mock:

@@ -114,6 +114,31 @@ async def test_a_batch_the_api_no_longer_has_is_marked_gone(db_path: Path) -> No
     assert runs[-1] == ("incremental", 1, 1)
 
 
+async def test_a_run_resuming_an_interrupted_incremental_still_refreshes(db_path: Path) -> None:
+    """An incremental cut short by its page budget is resumed, in-flight refreshes included."""
+    async with FakeApiServer(FakeApiOptions(batches=3000)) as server:
+        await sync(settings_for(server, db_path), retry=RETRY)
+        server.data.add_batches(250)
+        server.data.advance_statuses(300)
+        cut = await sync(settings_for(server, db_path, max_pages=1), retry=RETRY)
+        resumed = await sync(settings_for(server, db_path), retry=RETRY)
+        assert_database_matches(db_path, server.data.snapshot())
+    assert (cut.mode, cut.complete) == ("incremental", False)
+    assert (resumed.mode, resumed.complete) == ("resume", True)
+
+
+async def test_the_page_budget_also_bounds_the_walk_below_the_head(db_path: Path) -> None:
+    """--max-pages counts the pages walked on below the last head too."""
+    async with FakeApiServer(FakeApiOptions(batches=5000)) as server:
+        settle_unknown_statuses(server)
+        for i in range(4000, 4400, 2):  # a dense in-flight region two to six pages down
+            server.data.change(i, status="in_progress")
+        await sync(settings_for(server, db_path), retry=RETRY)
+        result = await sync(settings_for(server, db_path, max_pages=2), retry=RETRY)
+    assert result.pages == 2
+    assert not result.complete
+
+
 async def test_a_status_nobody_knows_is_refreshed_every_time(db_path: Path) -> None:
     """Only the four terminal statuses are settled: an unknown one is asked about again."""
     async with FakeApiServer(FakeApiOptions(batches=3000)) as server:

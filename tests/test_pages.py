@@ -128,6 +128,33 @@ async def test_walk_stops_on_the_page_holding_the_stop_id() -> None:
     assert steps[-1].done
 
 
+async def test_a_tie_with_the_stop_batch_below_it_is_not_missed() -> None:
+    """A batch created in the stop batch's second, listed after it, is still walked to."""
+    created = {9: 105, 8: 100, 7: 100, 6: 99, 5: 98}
+
+    async def fetch(after: str | None, limit: int) -> BatchPage:
+        order = [9, 8, 7, 6, 5]  # 8 is the old head; 7 is new, in the same second
+        start = 0 if after is None else [make_batch(n)["id"] for n in order].index(after) + 1
+        chunk = [make_batch(n, created_at=created[n]) for n in order[start : start + limit]]
+        return parse_page(list_body(chunk, start + limit < len(order)))
+
+    steps = await collect(
+        fetch_page=fetch, after=None, limit=2, stop_id=make_batch(8)["id"], stop_below=100
+    )
+    walked = [b["id"] for s in steps for b in s.page.batches]
+    assert make_batch(7)["id"] in walked
+    assert len(steps) == 2
+
+
+async def test_a_vanished_stop_batch_stops_below_its_time() -> None:
+    """Without the stop batch in the list, the walk stops once past its creation time."""
+    api = FakeList(list(range(10, 0, -1)))
+    steps = await collect(
+        fetch_page=api.fetch, after=None, limit=3, stop_id="batch_gone", stop_below=1_700_000_007
+    )
+    assert len(steps) == 2
+
+
 async def test_empty_list_is_one_done_step() -> None:
     """An organization with no batches gives one empty, final page."""
     api = FakeList([])

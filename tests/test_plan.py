@@ -104,20 +104,53 @@ async def test_no_requests_left_pauses_everyone_until_the_reset() -> None:
 
 @pytest.mark.parametrize(
     ("remaining", "reset", "sleeps"),
-    [("10", "2s", [0.2, 0.2]), ("5000", "1ms", [])],
+    [("10", "18s", [0.2, 0.2]), ("50", "10s", []), ("10", "18s", [])],
+    ids=["low: refill rate", "plenty left", "no limit header"],
 )
-async def test_requests_are_spaced_to_last_until_the_reset(
-    remaining: str, reset: str, sleeps: list[float]
+async def test_requests_are_spaced_at_the_refill_rate_when_few_are_left(
+    remaining: str, reset: str, sleeps: list[float], request: pytest.FixtureRequest
 ) -> None:
-    """10 requests left for 2 s: one every 0.2 s; 5,000 left for 1 ms: no spacing at all."""
+    """Limit 100, 10 left, full again in 18 s: 90 refill in 18 s, one every 0.2 s.
+
+    With half the budget left, or no limit to measure against, requests are not spaced.
+    """
     time = FakeTime()
     limiter = RateLimiter(clock=time.clock, sleep=time.sleep)
-    limiter.observe(
-        {"x-ratelimit-remaining-requests": remaining, "x-ratelimit-reset-requests": reset}
-    )
+    headers = {"x-ratelimit-remaining-requests": remaining, "x-ratelimit-reset-requests": reset}
+    if "no limit" not in request.node.name:
+        headers["x-ratelimit-limit-requests"] = "100"
+    limiter.observe(headers)
     for _ in range(3):
         await limiter.acquire()
     assert [s for s in time.sleeps if s > 0.001] == sleeps
+
+
+async def test_a_pause_stops_workers_already_waiting_for_a_slot() -> None:
+    """A 429 arriving while a worker waits for its slot holds that worker too."""
+    time = FakeTime()
+    limiter = RateLimiter(60, clock=time.clock, sleep=time.sleep)
+    await limiter.acquire()
+    original_sleep = time.sleep
+
+    async def sleep_then_429(seconds: float) -> None:
+        await original_sleep(seconds)
+        if len(time.sleeps) == 1:
+            limiter.pause(5.0)  # told while this worker slept
+
+    limiter._sleep = sleep_then_429
+    await limiter.acquire()
+    assert time.sleeps == [1.0, 5.0]
+
+
+async def test_a_pause_is_capped() -> None:
+    """A reset a day away does not put the run to sleep for a day."""
+    time = FakeTime()
+    limiter = RateLimiter(clock=time.clock, sleep=time.sleep, max_pause=120)
+    limiter.observe(
+        {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "23h59m0s"}
+    )
+    await limiter.acquire()
+    assert time.sleeps == [120.0]
 
 
 async def test_a_pause_is_never_shortened() -> None:
