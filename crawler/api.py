@@ -118,13 +118,14 @@ def _should_retry_header(headers: Any) -> bool | None:
 
 def build_api_error(status: int, body: bytes, headers: Any, url: str) -> ApiError:
     """Map a non-2xx response to the error type that says what to do about it."""
-    message, code = _envelope(body)
+    message, code, param = _envelope(body)
     if message is None:
         message = f"HTTP {status}"
     text = f"API error {status}" + (f" ({code})" if code else "") + f": {message} [GET {url}]"
     fields: dict[str, Any] = {
         "status": status,
         "code": code,
+        "param": param,
         "url": url,
         "retry_after": parse_retry_after(headers),
         "should_retry": _should_retry_header(headers),
@@ -142,17 +143,22 @@ def build_api_error(status: int, body: bytes, headers: Any, url: str) -> ApiErro
     return BadRequestError(text, **fields)
 
 
-def _envelope(body: bytes) -> tuple[str | None, str | None]:
-    """Message and code from an OpenAI (or Azure) error envelope, if the body is one."""
+def _envelope(body: bytes) -> tuple[str | None, str | None, str | None]:
+    """Message, code and param of an OpenAI (or Azure) error envelope, if the body is one."""
     try:
         error = parse(body)["error"]
         message = error.get("message")
         code = error.get("code") or error.get("type")
+        param = error.get("param")
     except (ValueError, KeyError, TypeError, AttributeError):
-        return None, None
+        return None, None, None
     if not isinstance(message, str):
-        return None, None
-    return " ".join(message.split()), str(code) if code is not None else None
+        return None, None, None
+    return (
+        " ".join(message.split()),
+        str(code) if code is not None else None,
+        param if isinstance(param, str) else None,
+    )
 
 
 def describe(exc: BaseException) -> str:

@@ -50,6 +50,7 @@ class ApiError(CrawlerError):
         *,
         status: int | None = None,
         code: str | None = None,
+        param: str | None = None,
         url: str | None = None,
         retry_after: float | None = None,
         should_retry: bool | None = None,
@@ -57,6 +58,7 @@ class ApiError(CrawlerError):
         super().__init__(message)
         self.status = status
         self.code = code
+        self.param = param
         self.url = url
         self.retry_after = retry_after
         # The server's own `x-should-retry` verdict overrides the status rule.

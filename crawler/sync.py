@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from .api import ApiClient, RetryEvent, RetryPolicy, create_session
 from .config import Settings
-from .errors import ConfigError, CrawlerError, first_exception
+from .errors import BadRequestError, ConfigError, CrawlerError, first_exception
 from .pages import Batch, WalkStep, walk_pages
 from .plan import walk_depth
 from .ratelimit import RateLimiter
@@ -115,6 +115,7 @@ class _Run:
     # passes are struck off), and those of them the plan has the walk go on down to.
     to_refresh: set[str] = field(default_factory=set)
     walk_targets: set[str] = field(default_factory=set)
+    last_step: WalkStep | None = None
 
     def budget_spent(self, pages_fetched: int) -> bool:
         limit = self.settings.max_pages
@@ -142,35 +143,62 @@ class _Run:
         try:
             while not walk.finished:
                 from_top = walk.cursor is None
-                stop_below = (
-                    None if walk.stop_id is None else await self.store.created_at(walk.stop_id)
-                )
-                steps = walk_pages(
-                    client.fetch_page,
-                    after=walk.cursor,
-                    limit=self.settings.page_size,
-                    stop_id=walk.stop_id,
-                    stop_below=stop_below,
-                )
-                async with contextlib.aclosing(steps):
-                    async for step in steps:
-                        walk = advance_walk(walk, step, from_top)
-                        self.to_refresh.difference_update(b["id"] for b in step.page.batches)
-                        await queue.put((step, walk))
-                        fetched += 1
-                        if walk.finished:
-                            break
-                        if self.budget_spent(fetched):
-                            await queue.put(_End(complete=False))
-                            return
+                try:
+                    walk, fetched, spent = await self.walk_segment(client, walk, queue, fetched)
+                except BadRequestError as exc:
+                    # The API refuses the stored cursor itself: it no longer lists that batch.
+                    if from_top or exc.param != "after":
+                        raise
+                    walk = self.restart_segment(walk)
+                    continue
+                if spent:
+                    await queue.put(_End(complete=False))
+                    return
             self.walk_targets &= self.to_refresh
             complete = True
-            if self.walk_targets and step.page.has_more and step.cursor is not None:
-                complete = await self.walk_on(client, step.cursor, queue, fetched)
+            last = self.last_step
+            if self.walk_targets and last and last.page.has_more and last.cursor is not None:
+                complete = await self.walk_on(client, last.cursor, queue, fetched)
             await queue.put(_End(complete=complete))
         except CrawlerError as exc:
             # Pages already queued were fetched fine: let the writer commit them first.
             await queue.put(_End(complete=False, error=exc))
+
+    async def walk_segment(
+        self, client: ApiClient, walk: WalkState, queue: _Queue, fetched: int
+    ) -> tuple[WalkState, int, bool]:
+        """Walk one segment; returns the new walk state, pages fetched, and budget spent."""
+        from_top = walk.cursor is None
+        stop_below = None if walk.stop_id is None else await self.store.created_at(walk.stop_id)
+        steps = walk_pages(
+            client.fetch_page,
+            after=walk.cursor,
+            limit=self.settings.page_size,
+            stop_id=walk.stop_id,
+            stop_below=stop_below,
+        )
+        resumed_from = None if from_top else walk.cursor
+        async with contextlib.aclosing(steps):
+            async for step in steps:
+                if resumed_from is not None:
+                    if await _cursor_vanished(client, step, resumed_from):
+                        return self.restart_segment(walk), fetched, False
+                    resumed_from = None
+                walk = advance_walk(walk, step, from_top)
+                self.last_step = step
+                self.to_refresh.difference_update(b["id"] for b in step.page.batches)
+                await queue.put((step, walk))
+                fetched += 1
+                if walk.finished:
+                    break
+                if self.budget_spent(fetched):
+                    return walk, fetched, True
+        return walk, fetched, False
+
+    def restart_segment(self, walk: WalkState) -> WalkState:
+        """The stored cursor names a batch the API no longer lists: walk from the top."""
+        self.note(f"the stored cursor {walk.cursor} is gone from the list; walked from the top")
+        return WalkState(cursor=None, stop_id=walk.stop_id, head_id=walk.head_id)
 
     async def walk_on(self, client: ApiClient, after: str, queue: _Queue, fetched: int) -> bool:
         """Walk on below a finished walk until the batches planned for it are passed.
@@ -266,6 +294,14 @@ def _starting_walk(saved: WalkState | None, restart: bool, full: bool) -> tuple[
     if saved.cursor is None and saved.stop_id is None:
         return saved, "full"
     return saved, "resume"
+
+
+async def _cursor_vanished(client: ApiClient, step: WalkStep, cursor: str) -> bool:
+    """Whether the first page after a stored cursor ended the list only because the cursor
+    is gone (the API may answer an unknown `after` with an empty page): asked by id."""
+    if step.page.batches or step.page.has_more:
+        return False
+    return await client.fetch_batch(cursor) is None
 
 
 async def _plan_refresh(store: Store, run: _Run) -> None:

@@ -155,6 +155,18 @@ async def test_broken_pagination_stops_with_committed_pages_kept(db_path: Path, 
     assert outcome[0] == "failed"
 
 
+async def test_a_stored_cursor_the_api_refuses_is_walked_around(db_path: Path) -> None:
+    """A resume whose cursor batch is gone (400 on `after`) walks from the top, ends exact."""
+    async with FakeApiServer(FakeApiOptions(batches=1000)) as server:
+        await sync(settings_for(server, db_path, max_pages=2), retry=RETRY)
+        with sqlite3.connect(db_path) as conn:
+            conn.execute("UPDATE walk_state SET cursor = 'batch_0123456789abcdef0123456789abcdef'")
+        result = await sync(settings_for(server, db_path), retry=RETRY)
+        assert_database_matches(db_path, server.data.snapshot())
+    assert result.complete
+    assert any("is gone from the list" in w for w in result.warnings)
+
+
 async def test_wrong_last_id_is_recorded_and_the_copy_is_exact(db_path: Path) -> None:
     """last_id disagreeing with the data gives warnings, and the data is followed."""
     async with FakeApiServer(FakeApiOptions(batches=1000, broken_pagination="wrong-last-id")) as s:

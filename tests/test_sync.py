@@ -163,6 +163,32 @@ async def test_budget_stops_at_a_page_boundary_and_resume_continues(
     assert [r[:2] for r in runs(settings.db)] == [("full", "partial"), ("resume", "complete")]
 
 
+@pytest.mark.parametrize("still_there", [True, False])
+async def test_an_empty_end_after_a_stored_cursor_is_checked(
+    settings: Settings, fast_retry: RetryPolicy, still_there: bool
+) -> None:
+    """An empty last page after the stored cursor ends the tail only if the cursor exists."""
+    numbers = list(range(6, 0, -1))
+    with aioresponses() as mock:
+        FakeList(mock, numbers, 2).serve_all()
+        await sync(Settings(**{**settings.__dict__, "max_pages": 1}), retry=fast_retry)
+    cursor = make_batch(5)["id"]
+    with aioresponses() as mock:
+        api = FakeList(mock, numbers, 2)
+        mock.get(f"{BASE_URL}/batches?limit=2&after={cursor}", payload=list_body([], False))
+        if still_there:
+            mock.get(f"{BASE_URL}/batches/{cursor}", payload=make_batch(5))
+        else:
+            envelope = {"error": {"message": "No batch", "code": "batch_not_found"}}
+            mock.get(f"{BASE_URL}/batches/{cursor}", status=404, payload=envelope)
+            api.serve_all()
+        api.serve(None)  # the catch-up, or the walk from the top
+        result = await sync(settings, retry=fast_retry)
+    assert result.complete
+    expected = ids(6, 5) if still_there else ids(*numbers)
+    assert stored_ids(settings.db) == expected
+
+
 async def test_restart_forgets_the_unfinished_walk(
     settings: Settings, fast_retry: RetryPolicy
 ) -> None:
