@@ -45,14 +45,18 @@ async def test_full_sync_is_exact_and_a_second_changes_nothing(
     assert first.batches_new == len(server.data) == 1234
     assert first.pages == 13
     assert_database_matches(db_path, server.data.snapshot())
-    with sqlite3.connect(db_path) as conn:
-        before = conn.execute("SELECT * FROM batches ORDER BY id").fetchall()
-    second = await sync(settings_for(server, db_path), retry=RETRY)
-    assert (second.batches_new, second.batches_updated) == (0, 0)
-    with sqlite3.connect(db_path) as conn:
-        after = conn.execute("SELECT * FROM batches ORDER BY id").fetchall()
-    # Only last_seen_at, the last column, may differ.
-    assert [r[:-1] for r in after] == [r[:-1] for r in before]
+    before = rows_but_last_seen(db_path)
+    second = await sync(settings_for(server, db_path), full=True, retry=RETRY)
+    assert (second.batches_new, second.batches_updated, second.batches_seen) == (0, 0, 1234)
+    assert rows_but_last_seen(db_path) == before
+
+
+def rows_but_last_seen(db: Path) -> list[tuple[object, ...]]:
+    """Every stored row, all columns but last_seen_at."""
+    with sqlite3.connect(db) as conn:
+        cur = conn.execute("SELECT * FROM batches ORDER BY id")
+        keep = [i for i, d in enumerate(cur.description) if d[0] != "last_seen_at"]
+        return [tuple(row[i] for i in keep) for row in cur.fetchall()]
 
 
 FAULTS = {
