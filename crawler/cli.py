@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import math
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -223,6 +224,19 @@ def format_summary(result: SyncResult) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def _progress_line(*, show: bool) -> Iterator[ProgressLine | None]:
+    """A live progress line on a terminal's stderr, erased at the end; None elsewhere."""
+    if not show or not sys.stderr.isatty():
+        yield None
+        return
+    progress = ProgressLine(sys.stderr)
+    try:
+        yield progress
+    finally:
+        progress.close()
+
+
 def _cmd_sync(args: argparse.Namespace) -> int:
     flags = {
         "db": args.db,
@@ -234,27 +248,19 @@ def _cmd_sync(args: argparse.Namespace) -> int:
         "requests_per_minute": args.requests_per_minute,
     }
     settings = load_settings(flags, os.environ, args.config)
-    progress = None if args.quiet or not sys.stderr.isatty() else ProgressLine(sys.stderr)
-    try:
+    with _progress_line(show=not args.quiet) as progress:
         result = _run_async(
             sync(settings, restart=args.restart, full=args.full, on_progress=progress)
         )
-    finally:
-        if progress is not None:
-            progress.close()
     if not args.quiet:
         print(format_summary(result))
     return EXIT_OK if result.complete else EXIT_PARTIAL
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    progress = ProgressLine(sys.stderr) if sys.stderr.isatty() else None
     print(f"Serving {args.batches:,} synthetic batches on 127.0.0.1; syncing them into {args.db}")
-    try:
+    with _progress_line(show=True) as progress:
         result = _run_async(run_demo(args.db, args.batches, progress))
-    finally:
-        if progress is not None:
-            progress.close()
     print(format_summary(result))
     for answer in ask(args.db):
         print()

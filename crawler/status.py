@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .store import WalkState, open_reader, sync_is_running
+from .store import WalkState, open_reader, read_walk, sync_is_running
 
 
 @dataclass(frozen=True)
@@ -60,9 +60,7 @@ async def read_status(path: Path, *, runs: int = 5) -> StatusReport:
     """Read the report for the database at `path`."""
     running = sync_is_running(path)
     async with open_reader(path) as conn:
-        async with conn.execute("SELECT cursor, stop_id, head_id, finished FROM walk_state") as cur:
-            row = await cur.fetchone()
-        walk = None if row is None else WalkState(row[0], row[1], row[2], bool(row[3]))
+        walk = await read_walk(conn)
         async with conn.execute(
             "SELECT coalesce(status, '(none)'), count(*) FROM batches GROUP BY 1 ORDER BY 2 DESC"
         ) as cur:

@@ -245,6 +245,13 @@ async def open_reader(path: Path) -> AsyncIterator[aiosqlite.Connection]:
         await conn.close()
 
 
+async def read_walk(conn: aiosqlite.Connection) -> WalkState | None:
+    """The walk state stored in an open database, or None before the first sync."""
+    async with conn.execute("SELECT cursor, stop_id, head_id, finished FROM walk_state") as cur:
+        row = await cur.fetchone()
+    return None if row is None else WalkState(row[0], row[1], row[2], bool(row[3]))
+
+
 def _write_walk(db: sqlite3.Connection, walk: WalkState) -> None:
     db.execute(
         "INSERT INTO walk_state (singleton, cursor, stop_id, head_id, finished, updated_at) "
@@ -372,11 +379,7 @@ class Store:
 
     async def load_walk(self) -> WalkState | None:
         """The saved walk state, or None before the first sync."""
-        async with self._conn.execute(
-            "SELECT cursor, stop_id, head_id, finished FROM walk_state"
-        ) as cur:
-            row = await cur.fetchone()
-        return None if row is None else WalkState(row[0], row[1], row[2], bool(row[3]))
+        return await read_walk(self._conn)
 
     async def load_in_flight(self) -> list[tuple[str, int]]:
         """Ids of the batches stored as in flight, each with its position, newest first."""
