@@ -17,7 +17,7 @@ from .plan import walk_depth
 from .ratelimit import RateLimiter
 from .refresh import refresh_by_id
 from .rows import build_page_rows
-from .store import PageCounts, Store, WalkState, open_store
+from .store import Store, WalkState, open_store
 
 _Queue = asyncio.Queue["tuple[WalkStep, WalkState | None] | _End"]
 
@@ -229,20 +229,24 @@ class _Run:
                     raise item.error
                 return item.complete
             step, walk = item
-            # Rows are built here, on the event loop while the fetcher waits for the next
-            # page: the database thread then runs SQLite's C code and needs no GIL.
-            batch_rows, error_rows = build_page_rows(step.page.batches, int(time.time()))
             figures.pages += 1
             figures.batches_seen += len(step.page.batches)
             if step.warning:
                 self.note(step.warning)
-            counts = await self.store.save_page(
-                batch_rows, error_rows, walk, self.run_id, figures.as_dict()
-            )
-            self.count(counts)
+            await self.save(step.page.batches, walk)
 
-    def count(self, counts: PageCounts) -> None:
-        """Add a committed write's figures."""
+    async def save(
+        self, batches: Sequence[Batch], walk: WalkState | None, gone: Sequence[str] = ()
+    ) -> None:
+        """Commit batches (and the walk state, and gone ids) with the run's figures so far.
+
+        Rows are built here, on the event loop while the fetcher waits for the next page:
+        the database thread then runs SQLite's C code and needs no GIL.
+        """
+        batch_rows, error_rows = build_page_rows(batches, int(time.time()))
+        counts = await self.store.save_page(
+            batch_rows, error_rows, walk, self.run_id, self.figures.as_dict(), gone
+        )
         self.figures.batches_new += counts.new
         self.figures.batches_updated += counts.updated
         self.figures.error_lines += counts.error_lines
@@ -313,18 +317,14 @@ async def _plan_refresh(store: Store, run: _Run) -> None:
     run.walk_targets = {batch_id for batch_id, pos in in_flight if pos < depth * page_size}
 
 
-async def _refresh(store: Store, run: _Run, client: ApiClient) -> bool:
+async def _refresh(run: _Run, client: ApiClient) -> bool:
     """Fetch by id the unsettled batches the walk did not pass; False if time ran out."""
     figures = run.figures
 
     async def save(batches: Sequence[Batch], gone: Sequence[str]) -> None:
-        batch_rows, error_rows = build_page_rows(batches, int(time.time()))
         figures.refreshed_by_id += len(batches) + len(gone)
         figures.gone += len(gone)
-        counts = await store.save_page(
-            batch_rows, error_rows, None, run.run_id, figures.as_dict(), gone
-        )
-        run.count(counts)
+        await run.save(batches, None, gone)
 
     return await refresh_by_id(
         client,
@@ -391,7 +391,7 @@ async def sync(
         try:
             complete = await run.pipeline(client, walk)
             if complete and run.to_refresh:
-                complete = await _refresh(store, run, client)
+                complete = await _refresh(run, client)
             outcome = "complete" if complete else "partial"
         except CrawlerError as exc:
             error = str(exc)
