@@ -386,12 +386,12 @@ class Store:
         return await self._in_thread(_load_in_flight)
 
     async def created_at(self, batch_id: str) -> int | None:
-        """The stored creation time of a batch, if it is stored."""
+        """The stored creation time of a batch, if it is stored and is a whole number."""
         async with self._conn.execute(
             "SELECT created_at FROM batches WHERE id = ?", (batch_id,)
         ) as cur:
             row = await cur.fetchone()
-        return None if row is None else int(row[0])
+        return row[0] if row is not None and isinstance(row[0], int) else None
 
     async def save_walk(self, walk: WalkState) -> None:
         """Replace the walk state on its own (a new walk begins)."""

@@ -139,6 +139,21 @@ async def test_the_page_budget_also_bounds_the_walk_below_the_head(db_path: Path
     assert not result.complete
 
 
+async def test_a_head_stored_without_a_creation_time_still_bounds_the_walk(
+    db_path: Path,
+) -> None:
+    """With no usable created_at on the old head, the walk stops at the head's page."""
+    async with FakeApiServer(FakeApiOptions(batches=2000)) as server:
+        await sync(settings_for(server, db_path), retry=RETRY)
+        with sqlite3.connect(db_path) as conn:
+            conn.execute(
+                "UPDATE batches SET created_at = NULL WHERE id = (SELECT head_id FROM walk_state)"
+            )
+        result = await sync(settings_for(server, db_path), retry=RETRY)
+    assert result.complete
+    assert result.pages == 1
+
+
 async def test_a_status_nobody_knows_is_refreshed_every_time(db_path: Path) -> None:
     """Only the four terminal statuses are settled: an unknown one is asked about again."""
     async with FakeApiServer(FakeApiOptions(batches=3000)) as server:
