@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from crawler import store as store_module
 from crawler.errors import BrokenResponseError, DatabaseBusyError, DatabaseError
 from crawler.migrations import APPLICATION_ID, load_migrations
-from crawler.rows import build_page_rows
+from crawler.rows import BATCH_COLUMNS, build_page_rows
 from crawler.store import Store, WalkState, lock_path, open_store, sync_is_running
 
 from .conftest import make_batch
@@ -130,6 +131,17 @@ async def test_error_lines_are_replaced_as_a_set(db_path: Path) -> None:
     assert rows == [(make_batch(1)["id"], 0, "c"), (make_batch(2)["id"], 0, "c")]
 
 
+async def test_error_lines_go_when_a_stored_batch_has_none_any_more(db_path: Path) -> None:
+    """A page mixing new batches with a stored one clears the stored one's old lines."""
+    one = {"data": [{"code": "c", "message": "3"}]}
+    async with open_store(db_path) as store:
+        run = await store.start_run("full", "http://x")
+        await save(store, [make_batch(1, errors=one)], run)
+        await save(store, [make_batch(2, errors=one), make_batch(1), make_batch(3)], run)
+    rows = query(db_path, "SELECT batch_id, code FROM batch_errors")
+    assert rows == [(make_batch(2)["id"], "c")]
+
+
 async def test_a_page_that_cannot_be_stored_writes_nothing(db_path: Path) -> None:
     """A value SQLite cannot bind fails the page cleanly and rolls it back."""
     async with open_store(db_path) as store:
@@ -194,3 +206,17 @@ async def test_killed_runs_are_closed_by_the_next_run(db_path: Path) -> None:
         ("killed",),
         ("running",),
     ]
+
+
+async def test_pages_are_whole_where_sqlite_allows_few_parameters(db_path: Path) -> None:
+    """SQLite before 3.32 takes 999 parameters a statement: a page goes in several."""
+    async with open_store(db_path):
+        pass
+    db = sqlite3.connect(db_path, isolation_level=None)
+    db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 2 * len(BATCH_COLUMNS) + 1)
+    run_id = store_module._start_run(db, "full", "http://x")
+    batch_rows, error_rows = build_page_rows([make_batch(n) for n in range(7)], 1)
+    counts = store_module._write_page(db, batch_rows, error_rows, None, run_id, {})
+    db.close()
+    assert counts.new == 7
+    assert query(db_path, "SELECT count(*) FROM batches") == [(7,)]
