@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sqlite3
 import sys
@@ -65,7 +66,15 @@ def timed(write: Any, pages: Sequence[tuple[Rows, Rows]]) -> dict[str, float]:
     return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
 
 
-async def write_ours(db: Path, pages: Sequence[tuple[Rows, Rows]]) -> dict[str, float]:
+async def write_ours(
+    db: Path, pages: Sequence[tuple[Rows, Rows]], drop_indexes: Sequence[str]
+) -> dict[str, float]:
+    if drop_indexes:
+        async with open_store(db):
+            pass  # created and migrated
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            for name in drop_indexes:
+                conn.execute(f"DROP INDEX {name}")
     async with open_store(db) as store:
         run_id = await store.start_run("full", "bench")
         wall, cpu = time.perf_counter(), time.process_time()
@@ -101,6 +110,13 @@ def main() -> None:
     parser.add_argument("--page-size", type=int, default=100)
     parser.add_argument("--runs", type=int, default=3, help="alternated runs of each kind")
     parser.add_argument("--out", type=Path, help="JSON file for the figures")
+    parser.add_argument(
+        "--drop-index",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="write ours without this index (what an index costs the writes); repeatable",
+    )
     args = parser.parse_args()
 
     pages = build_pages(args.batches, args.page_size)
@@ -110,7 +126,7 @@ def main() -> None:
             for kind in ("ours", "minimal") if n % 2 == 0 else ("minimal", "ours"):
                 db = Path(tmp) / f"{kind}{n}.db"
                 if kind == "ours":
-                    figures = asyncio.run(write_ours(db, pages))
+                    figures = asyncio.run(write_ours(db, pages, args.drop_index))
                 else:
                     figures = write_minimal(db, pages)
                 runs[kind].append(figures)
@@ -118,7 +134,8 @@ def main() -> None:
                     f"run {n + 1} {kind:<8} {figures['wall']:6.2f} s  cpu {figures['cpu']:6.2f} s",
                     flush=True,
                 )
-    print(f"\n{args.batches:,} batches, {len(pages):,} pages, medians")
+    dropped = f", ours without {', '.join(args.drop_index)}" if args.drop_index else ""
+    print(f"\n{args.batches:,} batches, {len(pages):,} pages{dropped}, medians")
     print(f"{'':<9}{'ms/page':>9}{'cpu ms/page':>13}")
     medians = {}
     for kind, results in runs.items():
@@ -132,7 +149,13 @@ def main() -> None:
             f"{kind:<9}{medians[kind]['ms_per_page']:>9.2f}{medians[kind]['cpu_ms_per_page']:>13.2f}"
         )
     if args.out:
-        report = {"batches": args.batches, "pages": len(pages), "runs": runs, "medians": medians}
+        report = {
+            "batches": args.batches,
+            "pages": len(pages),
+            "dropped_indexes": args.drop_index,
+            "runs": runs,
+            "medians": medians,
+        }
         args.out.write_text(json.dumps(report, indent=2) + "\n")
         print(f"figures written to {args.out}")
 
