@@ -53,7 +53,8 @@ _PRAGMAS = (
     # Checkpoint every 40 MB of WAL rather than 4 MB: each checkpoint syncs the file, and
     # index pages touched by many pages in a row are copied back once instead of often.
     "PRAGMA wal_autocheckpoint = 10000",
-    # The upsert stages its rows in a transient table; keep it off the disk.
+    # A many-row upsert stages its rows in a transient table: in a file, that was a file
+    # opened and written for every page.
     "PRAGMA temp_store = MEMORY",
 )
 
