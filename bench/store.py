@@ -3,14 +3,14 @@
     python bench/store.py --batches 200000
 
 Builds the pages of the fake API's batches in memory, then writes them one transaction a
-page, each into a fresh database in this order:
+page, each run into a fresh database, the two kinds alternated:
 
 - ours:    `crawler.store` (our schema, its indexes, the counts of new and updated batches);
 - minimal: the baseline's schema of `bench/bench.py` (11 columns, the primary key only),
            written with our settings, `executemany` and a commit a page.
 
-Prints milliseconds a page (wall and CPU of the writing thread) and what the pages of a
-whole walk cost at that rate: a sync cannot walk faster than its writes.
+Prints each run's seconds for all the pages (wall and the process's CPU), then the medians
+in milliseconds a page: a sync cannot walk faster than its writes.
 """
 
 from __future__ import annotations
