@@ -71,20 +71,18 @@ def _integer(low: int, high: int | None) -> Callable[[Any], str | None]:
     return problem
 
 
-def _seconds(value: Any) -> str | None:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return f"expected a number of seconds, got {value!r}"
-    if not math.isfinite(value) or value <= 0:
-        return f"must be a positive number of seconds, got {value}"
-    return None
+def _positive_number(unit: str) -> Callable[[Any], str | None]:
+    def problem(value: Any) -> str | None:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return f"expected a number of {unit}, got {value!r}"
+        if not math.isfinite(value) or value <= 0:
+            return f"must be a positive number of {unit}, got {value}"
+        return None
+
+    return problem
 
 
-def _per_minute(value: Any) -> str | None:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return f"expected a number of requests per minute, got {value!r}"
-    if not math.isfinite(value) or value <= 0:
-        return f"must be a positive number of requests per minute, got {value}"
-    return None
+_seconds = _positive_number("seconds")
 
 
 def _text(value: Any) -> str | None:
@@ -140,7 +138,7 @@ _RULES: dict[str, Callable[[Any], str | None]] = {
     "max_pages": _integer(1, None),
     "max_seconds": _seconds,
     "concurrency": _integer(1, 64),
-    "requests_per_minute": _per_minute,
+    "requests_per_minute": _positive_number("requests per minute"),
 }
 _OPTIONAL = {
     "api_key",
