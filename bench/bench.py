@@ -1,7 +1,7 @@
 """Benchmark: our sync against the loop a user would write, and against a fetch-only floor.
 
     python bench/bench.py --batches 50000 --latency 0.02 --runs 3
-    python bench/bench.py --batches 200000 --latency 0 --runs 3
+    python bench/bench.py --batches 200000 --latency 0 --runs 3 --ids random
 
 Starts the fake API in a process of its own, walks it once (uncounted) so that it has
 every page rendered, then runs, alternated and each in a fresh process with a fresh database:
@@ -11,8 +11,11 @@ every page rendered, then runs, alternated and each in a fresh process with a fr
             `async for`, upserting into sqlite3 with a commit per page;
 - floor:    a fetch-only walk of the same server: ask for each page, read its last id.
 
+`--ids` picks the fake's batch ids: `realistic` (the default) begin with their creation
+second, as OpenAI's do; `random` are fully random, the worst case for the primary-key index.
+
 Prints the medians (wall seconds, batches/s, CPU seconds, peak RSS, pages) and the ratios
-ours/floor and baseline/ours, and writes every figure as JSON (`--out`).
+ours/floor and baseline/ours, and writes every figure as JSON (`--out`), the id style with them.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 # Measure the code beside this script, even where an older copy is installed.
 sys.path.insert(0, str(ROOT))
+
+from crawler.fake import ID_STYLES  # noqa: E402
+
 API_KEY = "sk-fake-local"
 KINDS = ("ours", "baseline", "floor")
 
@@ -127,10 +133,10 @@ WORKERS = {"ours": run_ours, "baseline": run_baseline, "floor": run_floor}
 # The driver.
 
 
-def start_fake_api(batches: int, latency: float) -> tuple[subprocess.Popen[str], str]:
+def start_fake_api(batches: int, latency: float, ids: str) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [
-            *(sys.executable, "-m", "crawler", "fake-api", "--port", "0"),
+            *(sys.executable, "-m", "crawler", "fake-api", "--port", "0", "--ids", ids),
             *("--batches", str(batches), "--latency", str(latency), "--api-key", API_KEY),
         ],
         cwd=ROOT,
@@ -179,8 +185,10 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, floa
     }
 
 
-def print_table(medians: dict[str, dict[str, float]], batches: int, latency: float) -> None:
-    print(f"\n{batches:,} batches, latency {latency * 1000:g} ms, medians")
+def print_table(
+    medians: dict[str, dict[str, float]], batches: int, latency: float, ids: str
+) -> None:
+    print(f"\n{batches:,} batches, {ids} ids, latency {latency * 1000:g} ms, medians")
     print(f"{'':<10}{'wall s':>9}{'batches/s':>12}{'CPU s':>9}{'peak RSS MB':>13}{'pages':>8}")
     for kind, m in medians.items():
         print(
@@ -199,6 +207,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", type=int, default=50_000)
     parser.add_argument("--latency", type=float, default=0.02, help="seconds per response")
+    parser.add_argument("--ids", choices=ID_STYLES, default="realistic", help="batch id style")
     parser.add_argument("--runs", type=int, default=3, help="alternated runs of each kind")
     parser.add_argument("--only", default=",".join(KINDS), help="comma-separated kinds to run")
     parser.add_argument("--out", type=Path, help="JSON file for the figures")
@@ -212,7 +221,8 @@ def main() -> None:
         return
 
     kinds = [k for k in args.only.split(",") if k]
-    server, base_url = start_fake_api(args.batches, args.latency)
+    print(f"{args.batches:,} batches, {args.ids} ids, latency {args.latency * 1000:g} ms")
+    server, base_url = start_fake_api(args.batches, args.latency, args.ids)
     runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -235,11 +245,12 @@ def main() -> None:
         server.terminate()
         server.wait()
     medians = summarize(runs)
-    print_table(medians, args.batches, args.latency)
+    print_table(medians, args.batches, args.latency, args.ids)
     if args.out:
         report = {
             "batches": args.batches,
             "latency": args.latency,
+            "ids": args.ids,
             "runs": runs,
             "medians": medians,
             "python": sys.version.split()[0],

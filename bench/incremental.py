@@ -1,6 +1,7 @@
 """Benchmark: an incremental sync against a full walk, and against the two pure plans.
 
     python bench/incremental.py --batches 100000 --latency 0.02
+    python bench/incremental.py --batches 100000 --latency 0.02 --ids random
 
 Serves the fake API in this process (its data is moved between the syncs), makes a full
 sync, then lets the target move as it does between two cron runs (new batches at the head,
@@ -9,6 +10,9 @@ and requests, and what each pure plan would have cost:
 
 - walk only: from the top down past the oldest batch still in flight;
 - by id only: from the top down to the last head, then every in-flight batch by id.
+
+`--ids` picks the fake's batch ids: `realistic` (the default) begin with their creation
+second, as OpenAI's do; `random` are fully random, the worst case for the primary-key index.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from crawler import Settings, sync  # noqa: E402
-from crawler.fakeapi import FakeApiOptions, FakeApiServer  # noqa: E402
+from crawler.fake import ID_STYLES, FakeApiOptions, FakeApiServer, IdStyle  # noqa: E402
 from crawler.store import open_store  # noqa: E402
 
 
@@ -51,8 +55,8 @@ async def timed_sync(server: FakeApiServer, settings: Settings) -> dict[str, Any
     }
 
 
-async def run(batches: int, latency: float, new: int, advance: int) -> dict[str, Any]:
-    options = FakeApiOptions(batches=batches, latency=latency)
+async def run(batches: int, latency: float, new: int, advance: int, ids: IdStyle) -> dict[str, Any]:
+    options = FakeApiOptions(batches=batches, latency=latency, ids=ids)
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.db"
         async with FakeApiServer(options) as server:
@@ -61,7 +65,7 @@ async def run(batches: int, latency: float, new: int, advance: int) -> dict[str,
             server.data.add_batches(new)
             server.data.advance_statuses(advance)
             async with open_store(db) as store:
-                in_flight = await store.load_in_flight()
+                in_flight = await store.load_unsettled()
             page = settings.page_size
             head_pages = math.ceil((new + 1) / page)
             deepest = max((position for _, position in in_flight), default=-1)
@@ -73,6 +77,7 @@ async def run(batches: int, latency: float, new: int, advance: int) -> dict[str,
     return {
         "batches": batches,
         "latency": latency,
+        "ids": ids,
         "in_flight_before": len(in_flight),
         "full": full,
         "incremental": incremental,
@@ -84,14 +89,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", type=int, default=100_000)
     parser.add_argument("--latency", type=float, default=0.02)
+    parser.add_argument("--ids", choices=ID_STYLES, default="realistic", help="batch id style")
     parser.add_argument("--new", type=int, default=30, help="batches created between syncs")
     parser.add_argument("--advance", type=int, default=200, help="status moves between syncs")
     parser.add_argument("--out", type=Path, help="JSON file for the figures")
     args = parser.parse_args()
-    report = asyncio.run(run(args.batches, args.latency, args.new, args.advance))
+    report = asyncio.run(run(args.batches, args.latency, args.new, args.advance, args.ids))
     full, inc, plans = report["full"], report["incremental"], report["pure_plans"]
     print(
-        f"{args.batches:,} batches, latency {args.latency * 1000:g} ms, "
+        f"{args.batches:,} batches, {args.ids} ids, latency {args.latency * 1000:g} ms, "
         f"{report['in_flight_before']} in flight before the incremental sync"
     )
     print(f"full sync:        {full['seconds']:7.2f} s  {full['requests']:6,} requests")

@@ -1,6 +1,7 @@
 """Benchmark: what SQLite alone costs a page, with no network and no event loop to share.
 
     python bench/store.py --batches 200000
+    python bench/store.py --batches 200000 --ids random
 
 Builds the pages of the fake API's batches in memory, then writes them one transaction a
 page, each run into a fresh database, the two kinds alternated:
@@ -8,6 +9,10 @@ page, each run into a fresh database, the two kinds alternated:
 - ours:    `crawler.store` (our schema, its indexes, the counts of new and updated batches);
 - minimal: the baseline's schema of `bench/bench.py` (11 columns, the primary key only),
            written with our settings, `executemany` and a commit a page.
+
+`--ids` picks the fake's batch ids: `realistic` (the default) begin with their creation
+second, as OpenAI's do, so a walk's keys arrive nearly in order; `random` are fully random,
+the worst case for the primary-key index.
 
 Prints each run's seconds for all the pages (wall and the process's CPU), then the medians
 in milliseconds a page: a sync cannot walk faster than its writes.
@@ -31,9 +36,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import BASELINE_SCHEMA, BASELINE_UPSERT  # noqa: E402  (bench/bench.py, beside this file)
-from crawler.fakedata import FakeBatches  # noqa: E402
+from crawler.fake import ID_STYLES, FakeBatches, IdStyle  # noqa: E402
 from crawler.rows import BATCH_COLUMNS, build_page_rows  # noqa: E402
-from crawler.store import WalkState, open_store  # noqa: E402
+from crawler.runs import RunFigures  # noqa: E402
+from crawler.store import open_store  # noqa: E402
+from crawler.walk import WalkState  # noqa: E402
 
 Rows = list[tuple[Any, ...]]
 _MINIMAL = (
@@ -51,8 +58,8 @@ _MINIMAL = (
 )
 
 
-def build_pages(batches: int, page_size: int) -> list[tuple[Rows, Rows]]:
-    data = FakeBatches(batches)
+def build_pages(batches: int, page_size: int, ids: IdStyle) -> list[tuple[Rows, Rows]]:
+    data = FakeBatches(batches, ids=ids)
     return [
         build_page_rows([data.batch(i) for i in range(start, min(start + page_size, batches))], 1)
         for start in range(0, batches, page_size)
@@ -80,7 +87,7 @@ async def write_ours(
         wall, cpu = time.perf_counter(), time.process_time()
         for n, (batch_rows, error_rows) in enumerate(pages, 1):
             walk = WalkState(cursor=batch_rows[-1][0])
-            await store.save_page(batch_rows, error_rows, walk, run_id, {"pages": n})
+            await store.save_page(batch_rows, error_rows, walk, run_id, RunFigures(pages=n))
         # Our writes run on the store's own thread: the process's CPU counts them.
         return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
 
@@ -108,6 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batches", type=int, default=200_000)
     parser.add_argument("--page-size", type=int, default=100)
+    parser.add_argument("--ids", choices=ID_STYLES, default="realistic", help="batch id style")
     parser.add_argument("--runs", type=int, default=3, help="alternated runs of each kind")
     parser.add_argument("--out", type=Path, help="JSON file for the figures")
     parser.add_argument(
@@ -119,7 +127,8 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    pages = build_pages(args.batches, args.page_size)
+    print(f"{args.batches:,} batches, {args.ids} ids", flush=True)
+    pages = build_pages(args.batches, args.page_size, args.ids)
     runs: dict[str, list[dict[str, float]]] = {"ours": [], "minimal": []}
     with tempfile.TemporaryDirectory() as tmp:
         for n in range(args.runs):
@@ -135,7 +144,7 @@ def main() -> None:
                     flush=True,
                 )
     dropped = f", ours without {', '.join(args.drop_index)}" if args.drop_index else ""
-    print(f"\n{args.batches:,} batches, {len(pages):,} pages{dropped}, medians")
+    print(f"\n{args.batches:,} batches, {args.ids} ids, {len(pages):,} pages{dropped}, medians")
     print(f"{'':<9}{'ms/page':>9}{'cpu ms/page':>13}")
     medians = {}
     for kind, results in runs.items():
@@ -152,6 +161,7 @@ def main() -> None:
         report = {
             "batches": args.batches,
             "pages": len(pages),
+            "ids": args.ids,
             "dropped_indexes": args.drop_index,
             "runs": runs,
             "medians": medians,

@@ -18,8 +18,10 @@ from .errors import (
     DatabaseBusyError,
     DatabaseError,
     PaginationError,
+    UnstorableBatchError,
 )
-from .sync import Progress, SyncResult, sync
+from .runs import Progress, SyncResult
+from .sync import sync
 
 __all__ = [
     "ApiError",
@@ -33,6 +35,7 @@ __all__ = [
     "RetryPolicy",
     "Settings",
     "SyncResult",
+    "UnstorableBatchError",
     "__version__",
     "load_settings",
     "sync",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import random
 import time
@@ -26,18 +25,15 @@ from . import __version__
 from .config import Settings
 from .errors import (
     ApiError,
-    AuthenticationError,
-    BadRequestError,
     BrokenResponseError,
     NotFoundError,
-    QuotaExceededError,
     RateLimitedError,
-    ServerError,
     TransportError,
 )
 from .jsontext import parse
 from .pages import Batch, BatchPage, parse_page
 from .ratelimit import RateLimiter
+from .replies import build_api_error, mask_secret
 
 log = logging.getLogger(__name__)
 
@@ -83,82 +79,6 @@ class RetryEvent:
     attempt: int
     wait: float
     error: ApiError
-
-
-def parse_retry_after(headers: Any, now: float | None = None) -> float | None:
-    """The server's requested delay in seconds from `retry-after-ms` or `retry-after`."""
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms is not None:
-        try:
-            return float(raw_ms) / 1000
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return when.timestamp() - (time.time() if now is None else now)
-
-
-def _should_retry_header(headers: Any) -> bool | None:
-    value = headers.get("x-should-retry")
-    if value == "true":
-        return True
-    if value == "false":
-        return False
-    return None
-
-
-def build_api_error(status: int, body: bytes, headers: Any, url: str) -> ApiError:
-    """Map a non-2xx response to the error type that says what to do about it."""
-    message, code, param = _envelope(body)
-    if message is None:
-        message = f"HTTP {status}"
-    text = f"API error {status}" + (f" ({code})" if code else "") + f": {message} [GET {url}]"
-    fields: dict[str, Any] = {
-        "status": status,
-        "code": code,
-        "param": param,
-        "url": url,
-        "retry_after": parse_retry_after(headers),
-        "should_retry": _should_retry_header(headers),
-    }
-    if status in (401, 403):
-        return AuthenticationError(text, **fields)
-    if status == 404:
-        return NotFoundError(text, **fields)
-    if status == 429:
-        if code == "insufficient_quota":
-            return QuotaExceededError(text, **fields)
-        return RateLimitedError(text, **fields)
-    if status in (408, 409) or status >= 500:
-        return ServerError(text, **fields)
-    return BadRequestError(text, **fields)
-
-
-def _envelope(body: bytes) -> tuple[str | None, str | None, str | None]:
-    """Message, code and param of an OpenAI (or Azure) error envelope, if the body is one."""
-    try:
-        error = parse(body)["error"]
-        message = error.get("message")
-        code = error.get("code") or error.get("type")
-        param = error.get("param")
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None, None, None
-    if not isinstance(message, str):
-        return None, None, None
-    return (
-        " ".join(message.split()),
-        str(code) if code is not None else None,
-        param if isinstance(param, str) else None,
-    )
 
 
 def describe(exc: BaseException) -> str:
@@ -276,16 +196,19 @@ class ApiClient:
                 )
                 self._limiter.observe(resp.headers)
                 if resp.status >= 300:
-                    error = build_api_error(resp.status, body, resp.headers, shown_url)
+                    error = build_api_error(
+                        resp.status, body, resp.headers, shown_url, secret=self._secret
+                    )
                     if isinstance(error, RateLimitedError):
                         # Every worker waits, not only the one that was told.
                         self._limiter.pause(self._retry.wait_seconds(error, 1, 0.0))
-                    raise self._scrub(error)
+                    raise error
                 is_json = resp.content_type in {"application/json", "application/octet-stream"}
         except aiohttp.InvalidURL as exc:
             raise TransportError(f"cannot request {url}: invalid URL", should_retry=False) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise self._scrub(TransportError(f"request to {url} failed: {describe(exc)}")) from exc
+            message = mask_secret(f"request to {url} failed: {describe(exc)}", self._secret)
+            raise TransportError(message) from exc
         try:
             return parse(body)
         except ValueError as exc:
@@ -310,9 +233,8 @@ class ApiClient:
         try:
             return await retrying(call, *args)
         except ApiError as exc:
-            attempts = retrying.statistics.get("attempt_number", 1)
-            if exc.retryable and attempts > 1:
-                exc.args = (f"{exc} (gave up after {attempts} attempts)",)
+            if exc.retryable:
+                exc.attempts = retrying.statistics.get("attempt_number", 1)
             raise
 
     def _wait(self, state: RetryCallState) -> float:
@@ -333,9 +255,3 @@ class ApiClient:
         )
         if self._on_retry is not None:
             self._on_retry(RetryEvent(state.attempt_number, wait, error))
-
-    def _scrub(self, error: ApiError) -> ApiError:
-        """Keep the key out of messages, even if a server echoes it back."""
-        if self._secret and self._secret in str(error):
-            error.args = (str(error).replace(self._secret, "***"),)
-        return error

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import math
 import os
 import signal
 import sys
@@ -16,24 +15,24 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from . import __version__
-from .config import load_settings
+from .config import Rule, integer_rule, load_settings, number_rule, setting_rule
 from .demo import ask, format_answer, run_demo
 from .errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_PARTIAL,
+    EXIT_TERMINATED,
     EXIT_USAGE,
     ConfigError,
     CrawlerError,
 )
-from .fakeapi import BROKEN_PAGINATION_MODES, FakeApiOptions, serve
+from .fake import BROKEN_PAGINATION_MODES, ID_STYLES, FakeApiOptions, serve
 from .progress import ProgressLine
+from .runs import SyncResult
 from .status import dumps, format_status, read_status
-from .sync import SyncResult, sync
+from .sync import sync
 
 T = TypeVar("T")
-
-EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports it
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,46 +41,29 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _integer(low: int, high: int | None = None) -> Callable[[str], int]:
-    """An argparse type: an integer from `low` to `high` (no upper bound when None)."""
+def _checked(rule: Rule) -> Callable[[str], Any]:
+    """An argparse type that reads and checks a value by `rule`, as the config file does."""
 
-    def parse(text: str) -> int:
+    def parse(text: str) -> Any:
         try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low or (high is not None and value > high):
-            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-            raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
-        return value
+            return rule.from_text(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
     return parse
 
 
-def _real(rule: str, ok: Callable[[float], bool]) -> Callable[[str], float]:
-    """An argparse type: a finite number for which `ok` holds, `rule` saying what that is."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-        if not ok(value):
-            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
-        return value
-
-    return parse
+def _setting(name: str) -> Callable[[str], Any]:
+    """The argparse type of the flag that sets setting `name`."""
+    return _checked(setting_rule(name))
 
 
-_positive_int = _integer(1)
-_count = _integer(0)
-_port = _integer(0, 65535)
-_page_size = _integer(1, 100)
-_positive_float = _real("positive", lambda v: v > 0)
-_seconds = _real("0 or more", lambda v: v >= 0)
-_rate = _real("a share from 0 to 1", lambda v: 0 <= v <= 1)
+_positive_int = _checked(integer_rule(1))
+_count = _checked(integer_rule(0))
+_port = _checked(integer_rule(0, 65535))
+_seconds = _checked(number_rule("0 or more", lambda v: v >= 0))
+_rate = _checked(number_rule("a share from 0 to 1", lambda v: 0 <= v <= 1))
+_per_second = _checked(number_rule("a positive number of requests a second", lambda v: v > 0))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,10 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     sync_cmd.add_argument("--db", type=Path, help="SQLite file to write (default: batches.db)")
     sync_cmd.add_argument("--base-url", help="API base URL (default: $OPENAI_BASE_URL or OpenAI)")
     sync_cmd.add_argument("--config", type=Path, help="TOML file with settings")
-    sync_cmd.add_argument("--page-size", type=_page_size, help="batches per page, 1..100")
-    sync_cmd.add_argument("--max-pages", type=_positive_int, help="stop after N pages (exit 3)")
     sync_cmd.add_argument(
-        "--max-seconds", type=_positive_float, help="stop after S seconds (exit 3)"
+        "--page-size", type=_setting("page_size"), help="batches per page, 1..100"
+    )
+    sync_cmd.add_argument(
+        "--max-pages", type=_setting("max_pages"), help="stop after N pages (exit 3)"
+    )
+    sync_cmd.add_argument(
+        "--max-seconds", type=_setting("max_seconds"), help="stop after S seconds (exit 3)"
     )
     sync_cmd.add_argument(
         "--restart", action="store_true", help="forget an unfinished walk; start at the top"
@@ -118,10 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--full", action="store_true", help="walk the whole list, not only what can have changed"
     )
     sync_cmd.add_argument(
-        "--concurrency", type=_positive_int, help="batches refreshed by id at once (default 8)"
+        "--concurrency",
+        type=_setting("concurrency"),
+        help="batches refreshed by id at once, 1..64 (default 8)",
     )
     sync_cmd.add_argument(
-        "--requests-per-minute", type=_positive_float, help="cap on the request rate"
+        "--requests-per-minute",
+        type=_setting("requests_per_minute"),
+        help="cap on the request rate",
     )
     sync_cmd.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
 
@@ -165,13 +155,18 @@ def _add_fake_api_command(commands: Any) -> None:
     cmd.add_argument("--batches", type=_count, default=3000, help="batches to serve")
     cmd.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and faults")
     cmd.add_argument("--api-key", default="sk-fake-local", help="the key the server accepts")
+    cmd.add_argument(
+        "--ids",
+        choices=ID_STYLES,
+        default="realistic",
+        help="batch ids begin with their creation time, as OpenAI's do (default), "
+        "or are fully random",
+    )
     cmd.add_argument("--latency", type=_seconds, default=0.0, help="seconds added to every answer")
     cmd.add_argument("--error-rate", type=_rate, default=0.0, help="share answered 500/502/503")
     cmd.add_argument("--html-errors", action="store_true", help="5xx bodies are HTML pages")
     cmd.add_argument("--rate-limit-rate", type=_rate, default=0.0, help="share answered 429")
-    cmd.add_argument(
-        "--requests-per-second", type=_positive_float, help="budget; over it, 429 answers"
-    )
+    cmd.add_argument("--requests-per-second", type=_per_second, help="budget; over it, 429 answers")
     cmd.add_argument("--drop-rate", type=_rate, default=0.0, help="share of dropped connections")
     cmd.add_argument("--truncate-rate", type=_rate, default=0.0, help="share of cut bodies")
     cmd.add_argument("--slow-rate", type=_rate, default=0.0, help="share of slow answers")
@@ -203,6 +198,16 @@ def _run_async(coro: Coroutine[Any, Any, T]) -> T:
             loop.remove_signal_handler(signal.SIGTERM)
 
     return asyncio.run(guarded())
+
+
+def _out(text: str) -> None:
+    """Print a line to stdout. Once the reader has gone (`| head`), print nothing more, as
+    Unix tools do, and let the command end with its own exit code."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Point stdout at /dev/null, so that the interpreter's last flush cannot fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def format_summary(result: SyncResult) -> str:
@@ -253,19 +258,18 @@ def _cmd_sync(args: argparse.Namespace) -> int:
             sync(settings, restart=args.restart, full=args.full, on_progress=progress)
         )
     if not args.quiet:
-        print(format_summary(result))
+        _out(format_summary(result))
     return EXIT_OK if result.complete else EXIT_PARTIAL
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    print(f"Serving {args.batches:,} synthetic batches on 127.0.0.1; syncing them into {args.db}")
+    _out(f"Serving {args.batches:,} synthetic batches on 127.0.0.1; syncing them into {args.db}")
     with _progress_line(show=True) as progress:
         result = _run_async(run_demo(args.db, args.batches, progress))
-    print(format_summary(result))
+    _out(format_summary(result))
     for answer in ask(args.db):
-        print()
-        print(format_answer(answer))
-    print(f"\nExplore further: sqlite3 {args.db}")
+        _out("\n" + format_answer(answer))
+    _out(f"\nExplore further: sqlite3 {args.db}")
     return EXIT_OK
 
 
@@ -277,9 +281,8 @@ def _cmd_fake_api(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc)) from None
 
     def ready(base_url: str) -> None:
-        print(f"Fake Batches API on {base_url} ({options.batches:,} batches); Ctrl-C stops it.")
-        print(f"Try: OPENAI_API_KEY={options.api_key} batch-crawler sync --base-url {base_url}")
-        sys.stdout.flush()
+        _out(f"Fake Batches API on {base_url} ({options.batches:,} batches); Ctrl-C stops it.")
+        _out(f"Try: OPENAI_API_KEY={options.api_key} batch-crawler sync --base-url {base_url}")
 
     try:
         _run_async(serve(options, args.host, args.port, ready))
@@ -292,7 +295,7 @@ def _cmd_fake_api(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     report = _run_async(read_status(args.db))
-    print(dumps(report) if args.json else format_status(report))
+    _out(dumps(report) if args.json else format_status(report))
     return EXIT_OK
 
 
@@ -322,7 +325,3 @@ def main(argv: list[str] | None = None) -> int:
     except asyncio.CancelledError:
         print("batch-crawler: terminated; the next sync resumes", file=sys.stderr)
         return EXIT_TERMINATED
-    except BrokenPipeError:
-        # The reader (`| head`) went away: stop quietly, as Unix tools do.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK

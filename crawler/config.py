@@ -56,33 +56,69 @@ class Settings:
 CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(Settings) if f.name != "api_key")
 
 
-def _integer(low: int, high: int | None) -> Callable[[Any], str | None]:
+@dataclass(frozen=True)
+class Rule:
+    """What values a setting takes: `problem` says what is wrong with a value (None: nothing),
+    `convert` reads one from command-line text. The config file, the environment and the
+    command line are all checked by the same rules."""
+
+    problem: Callable[[Any], str | None]
+    convert: Callable[[str], Any] = str
+
+    def from_text(self, text: str) -> Any:
+        """The value `text` spells, checked.
+
+        Raises:
+            ValueError: its message says what is wrong, without naming the setting.
+        """
+        value = self.convert(text)
+        problem = self.problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+def _convert(kind: type[int] | type[float], noun: str) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return kind(text)
+        except ValueError:
+            raise ValueError(f"expected {noun}, got {text!r}") from None
+
+    return convert
+
+
+def integer_rule(low: int, high: int | None = None) -> Rule:
+    """Whole numbers from `low` to `high` (no upper bound when None)."""
+
     def problem(value: Any) -> str | None:
         if not isinstance(value, int) or isinstance(value, bool):
             return f"expected an integer, got {value!r}"
-        if value < low or (high is not None and value > high):
-            return (
-                f"must be between {low} and {high}, got {value}"
-                if high
-                else (f"must be at least {low}, got {value}")
-            )
+        if high is not None and not low <= value <= high:
+            return f"must be between {low} and {high}, got {value}"
+        if value < low:
+            return f"must be at least {low}, got {value}"
         return None
 
-    return problem
+    return Rule(problem, _convert(int, "an integer"))
 
 
-def _positive_number(unit: str) -> Callable[[Any], str | None]:
+def number_rule(what: str, ok: Callable[[float], bool]) -> Rule:
+    """Finite numbers for which `ok` holds; `what` names them ("a positive number of seconds")."""
+
     def problem(value: Any) -> str | None:
         if not isinstance(value, int | float) or isinstance(value, bool):
-            return f"expected a number of {unit}, got {value!r}"
-        if not math.isfinite(value) or value <= 0:
-            return f"must be a positive number of {unit}, got {value}"
+            return f"expected {what}, got {value!r}"
+        if not math.isfinite(value):
+            return f"expected a finite number, got {value}"
+        if not ok(value):
+            return f"must be {what}, got {value}"
         return None
 
-    return problem
+    return Rule(problem, _convert(float, "a number"))
 
 
-_seconds = _positive_number("seconds")
+_SECONDS = number_rule("a positive number of seconds", lambda v: v > 0)
 
 
 def _text(value: Any) -> str | None:
@@ -123,22 +159,22 @@ def _url(value: Any) -> str | None:
     return None
 
 
-_RULES: dict[str, Callable[[Any], str | None]] = {
-    "db": _path,
-    "base_url": _url,
-    "api_key": _header_text,
-    "api_key_env": _text,
-    "organization": _header_text,
-    "project": _header_text,
-    "page_size": _integer(1, 100),
-    "max_attempts": _integer(1, 100),
-    "max_retry_seconds": _seconds,
-    "request_timeout": _seconds,
-    "connect_timeout": _seconds,
-    "max_pages": _integer(1, None),
-    "max_seconds": _seconds,
-    "concurrency": _integer(1, 64),
-    "requests_per_minute": _positive_number("requests per minute"),
+_RULES: dict[str, Rule] = {
+    "db": Rule(_path),
+    "base_url": Rule(_url),
+    "api_key": Rule(_header_text),
+    "api_key_env": Rule(_text),
+    "organization": Rule(_header_text),
+    "project": Rule(_header_text),
+    "page_size": integer_rule(1, 100),
+    "max_attempts": integer_rule(1, 100),
+    "max_retry_seconds": _SECONDS,
+    "request_timeout": _SECONDS,
+    "connect_timeout": _SECONDS,
+    "max_pages": integer_rule(1),
+    "max_seconds": _SECONDS,
+    "concurrency": integer_rule(1, 64),
+    "requests_per_minute": number_rule("a positive number of requests per minute", lambda v: v > 0),
 }
 _OPTIONAL = {
     "api_key",
@@ -156,9 +192,14 @@ def _check(name: str, value: Any) -> None:
         if name in _OPTIONAL:
             return
         raise ConfigError(f"{name}: a value is required")
-    problem = _RULES[name](value)
+    problem = _RULES[name].problem(value)
     if problem:
         raise ConfigError(f"{name}: {problem}")
+
+
+def setting_rule(name: str) -> Rule:
+    """The rule that values of setting `name` follow, wherever they come from."""
+    return _RULES[name]
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

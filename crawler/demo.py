@@ -5,54 +5,24 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .config import Settings
-from .fakeapi import FakeApiOptions, FakeApiServer
-from .sync import Progress, SyncResult, sync
+from .fake import FakeApiOptions, FakeApiServer
+from .runs import Progress, SyncResult
+from .store.reads import EXAMPLE_QUERIES, QueryAnswer, answer_queries
+from .sync import sync
 
-DEMO_QUERIES = (
-    (
-        "Batches by status",
-        "SELECT status, count(*) AS batches FROM batches GROUP BY status ORDER BY batches DESC",
-    ),
-    (
-        "Requests and tokens by model",
-        "SELECT coalesce(model, '(not recorded)') AS model, count(*) AS batches,\n"
-        "       sum(request_counts_failed) AS failed_requests, sum(total_tokens) AS tokens\n"
-        "FROM batches GROUP BY 1 ORDER BY batches DESC",
-    ),
-    (
-        "Why batches failed",
-        "SELECT e.code, count(DISTINCT e.batch_id) AS batches,\n"
-        "       substr(min(e.message), 1, 60) AS example\n"
-        "FROM batch_errors e GROUP BY e.code ORDER BY batches DESC LIMIT 5",
-    ),
-)
-
-
-@dataclass(frozen=True)
-class QueryAnswer:
-    """One example query and what it returned."""
-
-    title: str
-    sql: str
-    columns: tuple[str, ...]
-    rows: list[tuple[Any, ...]]
+DEMO_QUERIES = EXAMPLE_QUERIES
 
 
 def ask(db: Path, queries: Sequence[tuple[str, str]] = DEMO_QUERIES) -> list[QueryAnswer]:
     """Run the example queries against a synced database."""
-    # A plain connection: closing it, the last one, lets SQLite tidy the WAL files away.
+    # A plain read-write connection: closing it, the last one, lets SQLite tidy the WAL
+    # files away, which a read-only one cannot.
     with contextlib.closing(sqlite3.connect(db)) as conn:
-        answers = []
-        for title, sql in queries:
-            cur = conn.execute(sql)
-            columns = tuple(d[0] for d in cur.description)
-            answers.append(QueryAnswer(title, sql, columns, cur.fetchall()))
-    return answers
+        return answer_queries(conn, queries)
 
 
 async def run_demo(
@@ -70,10 +40,7 @@ def format_answer(answer: QueryAnswer) -> str:
     cells = [answer.columns, *[tuple("" if v is None else str(v) for v in r) for r in answer.rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(answer.columns))]
     # Numbers line up on the right, as in any table of figures.
-    numeric = [
-        bool(answer.rows) and all(isinstance(r[i], int | float) for r in answer.rows)
-        for i in range(len(answer.columns))
-    ]
+    numeric = [_is_numeric([r[i] for r in answer.rows]) for i in range(len(answer.columns))]
     lines = [f"-- {answer.title}", answer.sql + ";"]
     for n, row in enumerate(cells):
         padded = (
@@ -84,3 +51,9 @@ def format_answer(answer: QueryAnswer) -> str:
         if n == 0:
             lines.append("  " + "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def _is_numeric(column: list[Any]) -> bool:
+    """Whether a column holds numbers, NULLs aside (a sum over no values is NULL)."""
+    values = [v for v in column if v is not None]
+    return bool(values) and all(isinstance(v, int | float) for v in values)

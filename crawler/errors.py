@@ -6,12 +6,14 @@
     │   ├── AuthenticationError     401, 403: a bad key or no permission
     │   ├── NotFoundError           404
     │   ├── BadRequestError         400 and other 4xx we do not retry
+    │   │   └── UnknownCursorError  400 on `after`: the API no longer lists that batch
     │   ├── QuotaExceededError      429 insufficient_quota: retrying cannot help
     │   ├── RateLimitedError        429 (retryable, may carry the server's delay)
     │   ├── ServerError             408, 409, 5xx (retryable)
     │   ├── TransportError          connection refused, reset, timed out (retryable)
     │   └── BrokenResponseError     not JSON, truncated, or missing required fields (retryable)
     ├── PaginationError             the cursor chain cannot be trusted (a loop guard fired)
+    ├── UnstorableBatchError        a batch holds a value SQLite cannot store
     └── DatabaseError               the SQLite file is unusable for us (exit 4)
         └── DatabaseBusyError       another sync holds this database
 
@@ -25,7 +27,8 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_PARTIAL = 3
 EXIT_DATABASE = 4
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports it
 
 
 class CrawlerError(Exception):
@@ -56,6 +59,7 @@ class ApiError(CrawlerError):
         should_retry: bool | None = None,
     ) -> None:
         super().__init__(message)
+        self.attempts = 1  # set by the retry loop once it gives up
         self.status = status
         self.code = code
         self.param = param
@@ -64,6 +68,12 @@ class ApiError(CrawlerError):
         # The server's own `x-should-retry` verdict overrides the status rule.
         if should_retry is not None:
             self.retryable = should_retry
+
+    def __str__(self) -> str:
+        message = super().__str__()
+        if self.attempts > 1:
+            return f"{message} (gave up after {self.attempts} attempts)"
+        return message
 
 
 class AuthenticationError(ApiError):
@@ -76,6 +86,10 @@ class NotFoundError(ApiError):
 
 class BadRequestError(ApiError):
     """400 or another 4xx that retrying cannot fix."""
+
+
+class UnknownCursorError(BadRequestError):
+    """400 on `after`: the cursor names a batch the API no longer lists."""
 
 
 class QuotaExceededError(ApiError):
@@ -108,6 +122,10 @@ class BrokenResponseError(ApiError):
 
 class PaginationError(CrawlerError):
     """The list cursor chain loops or stops early; following it would lose or repeat pages."""
+
+
+class UnstorableBatchError(CrawlerError):
+    """A batch holds a value SQLite cannot store (nothing of its page is written)."""
 
 
 class DatabaseError(CrawlerError):

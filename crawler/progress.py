@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from .sync import Progress
+from .runs import Progress
 
 
 class ProgressLine:

@@ -9,26 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .store import WalkState, open_reader, read_walk, sync_is_running
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """One row of the run ledger."""
-
-    id: int
-    started_at: int
-    ended_at: int | None
-    mode: str
-    outcome: str
-    pages: int
-    batches_seen: int
-    batches_new: int
-    batches_updated: int
-    error_lines: int
-    retries: int
-    refreshed_by_id: int
-    error: str | None
+from .runs import RunRecord
+from .store import open_reader, sync_is_running
+from .store.reads import select_holdings, select_runs, select_walk
+from .walk import WalkState
 
 
 @dataclass(frozen=True)
@@ -59,26 +43,21 @@ class StatusReport:
 async def read_status(path: Path, *, runs: int = 5) -> StatusReport:
     """Read the report for the database at `path`."""
     running = sync_is_running(path)
-    async with open_reader(path) as conn:
-        walk = await read_walk(conn)
-        async with conn.execute(
-            "SELECT coalesce(status, '(none)'), count(*) FROM batches GROUP BY 1 ORDER BY 2 DESC"
-        ) as cur:
-            by_status: dict[str, int] = {row[0]: row[1] for row in await cur.fetchall()}
-        async with conn.execute("SELECT count(*) FROM batch_errors") as cur:
-            error_lines = (await cur.fetchone() or (0,))[0]
-        async with conn.execute(
-            "SELECT id, started_at, ended_at, mode, outcome, pages, batches_seen, batches_new, "
-            "batches_updated, error_lines, retries, refreshed_by_id, error "
-            "FROM sync_runs ORDER BY id DESC LIMIT ?",
-            (runs,),
-        ) as cur:
-            records = [RunRecord(*r) for r in await cur.fetchall()]
+    async with open_reader(path) as reader:
+        walk = await reader.read(select_walk)
+        holdings = await reader.read(select_holdings)
+        records = await reader.read(select_runs, runs)
     if records and records[0].outcome == "running" and not running:
         # The ledger says running but nobody holds the lock: that run was killed.
         records[0] = dataclasses.replace(records[0], outcome="killed")
     return StatusReport(
-        path, running, walk, sum(by_status.values()), error_lines, by_status, records
+        path,
+        running,
+        walk,
+        sum(holdings.by_status.values()),
+        holdings.error_lines,
+        holdings.by_status,
+        records,
     )
 
 

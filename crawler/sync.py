@@ -1,4 +1,4 @@
-"""One sync run: choose where to walk from, fetch and write in parallel, keep the ledger."""
+"""One sync run: own the session and the store, fetch and write in parallel, keep the ledger."""
 
 from __future__ import annotations
 
@@ -11,13 +11,21 @@ from dataclasses import dataclass, field
 
 from .api import ApiClient, RetryEvent, RetryPolicy, create_session
 from .config import Settings
-from .errors import BadRequestError, ConfigError, CrawlerError, first_exception
+from .errors import ConfigError, CrawlerError, UnknownCursorError, first_exception
 from .pages import Batch, WalkStep, walk_pages
-from .plan import walk_depth
 from .ratelimit import RateLimiter
 from .refresh import refresh_by_id
 from .rows import build_page_rows
-from .store import Store, WalkState, open_store
+from .runs import Progress, RunFigures, SyncResult
+from .store import Store, open_store
+from .walk import (
+    WalkState,
+    advance_walk,
+    may_be_a_vanished_cursor,
+    plan_refresh,
+    restart_from_top,
+    starting_walk,
+)
 
 _Queue = asyncio.Queue["tuple[WalkStep, WalkState | None] | _End"]
 
@@ -27,69 +35,6 @@ MAX_WARNINGS = 5
 # Pages fetched ahead of the writer: enough to hide a slow commit, small enough
 # that memory does not grow with the size of the list.
 QUEUE_PAGES = 4
-
-
-@dataclass(frozen=True)
-class Progress:
-    """A snapshot for progress lines, sent after every committed page and every retry."""
-
-    pages: int
-    batches: int
-    retries: int
-    elapsed: float
-
-
-@dataclass(frozen=True)
-class SyncResult:
-    """What a sync did. `complete` is False when a page or time budget cut it short."""
-
-    run_id: int
-    mode: str
-    complete: bool
-    pages: int
-    batches_seen: int
-    batches_new: int
-    batches_updated: int
-    error_lines: int
-    retries: int
-    seconds: float
-    warnings: tuple[str, ...] = ()
-    refreshed_by_id: int = 0
-    gone: int = 0
-
-
-def advance_walk(walk: WalkState, step: WalkStep, from_top: bool) -> WalkState:
-    """The walk state to commit together with `step`'s page.
-
-    A segment walked from the top remembers its first id as the head; when it ends,
-    the whole list down to there is stored. A segment resumed from a cursor ends in
-    a catch-up: from the top again, down to the head the interrupted walk began at.
-    """
-    head = walk.head_id
-    if from_top and step.cursor is not None and walk.cursor is None and step.page.batches:
-        head = step.page.batches[0]["id"]
-    if not step.done:
-        return WalkState(cursor=step.cursor, stop_id=walk.stop_id, head_id=head)
-    if from_top:
-        return WalkState(head_id=head, finished=True)
-    return WalkState(cursor=None, stop_id=head, head_id=head)
-
-
-@dataclass
-class _Figures:
-    pages: int = 0
-    batches_seen: int = 0
-    batches_new: int = 0
-    batches_updated: int = 0
-    error_lines: int = 0
-    retries: int = 0
-    refreshed_by_id: int = 0
-    gone: int = 0
-    limiter_waits: int = 0
-    limiter_wait_seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, float]:
-        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -108,7 +53,7 @@ class _Run:
     on_progress: Callable[[Progress], None] | None
     clock: Callable[[], float]
     started: float
-    figures: _Figures = field(default_factory=_Figures)
+    figures: RunFigures = field(default_factory=RunFigures)
     warnings: list[str] = field(default_factory=list)
     warnings_dropped: int = 0
     # Incremental and resumed runs: the unsettled batches still to refresh (those the walk
@@ -145,9 +90,8 @@ class _Run:
                 from_top = walk.cursor is None
                 try:
                     walk, fetched, spent = await self.walk_segment(client, walk, queue, fetched)
-                except BadRequestError as exc:
-                    # The API refuses the stored cursor itself: it no longer lists that batch.
-                    if from_top or exc.param != "after":
+                except UnknownCursorError:
+                    if from_top:
                         raise
                     walk = self.restart_segment(walk)
                     continue
@@ -181,7 +125,9 @@ class _Run:
         async with contextlib.aclosing(steps):
             async for step in steps:
                 if resumed_from is not None:
-                    if await _cursor_vanished(client, step, resumed_from):
+                    if may_be_a_vanished_cursor(step) and not await client.fetch_batch(
+                        resumed_from
+                    ):
                         return self.restart_segment(walk), fetched, False
                     resumed_from = None
                 walk = advance_walk(walk, step, from_top)
@@ -197,8 +143,9 @@ class _Run:
 
     def restart_segment(self, walk: WalkState) -> WalkState:
         """The stored cursor names a batch the API no longer lists: walk from the top."""
-        self.note(f"the stored cursor {walk.cursor} is gone from the list; walked from the top")
-        return WalkState(cursor=None, stop_id=walk.stop_id, head_id=walk.head_id)
+        walk, warning = restart_from_top(walk)
+        self.note(warning)
+        return walk
 
     async def walk_on(self, client: ApiClient, after: str, queue: _Queue, fetched: int) -> bool:
         """Walk on below a finished walk until the batches planned for it are passed.
@@ -221,7 +168,6 @@ class _Run:
 
     async def write(self, queue: _Queue) -> bool:
         """Commit pages in order until the fetcher's end mark; re-raise its error after."""
-        figures = self.figures
         while True:
             item = await queue.get()
             if isinstance(item, _End):
@@ -229,8 +175,7 @@ class _Run:
                     raise item.error
                 return item.complete
             step, walk = item
-            figures.pages += 1
-            figures.batches_seen += len(step.page.batches)
+            self.figures = self.figures.plus(pages=1, batches_seen=len(step.page.batches))
             if step.warning:
                 self.note(step.warning)
             await self.save(step.page.batches, walk)
@@ -245,11 +190,11 @@ class _Run:
         """
         batch_rows, error_rows = build_page_rows(batches, int(time.time()))
         counts = await self.store.save_page(
-            batch_rows, error_rows, walk, self.run_id, self.figures.as_dict(), gone
+            batch_rows, error_rows, walk, self.run_id, self.figures, gone
         )
-        self.figures.batches_new += counts.new
-        self.figures.batches_updated += counts.updated
-        self.figures.error_lines += counts.error_lines
+        self.figures = self.figures.plus(
+            batches_new=counts.new, batches_updated=counts.updated, error_lines=counts.error_lines
+        )
         self.report()
 
     def note(self, warning: str) -> None:
@@ -264,7 +209,7 @@ class _Run:
         return self.warnings + more
 
     def count_retry(self, _event: RetryEvent) -> None:
-        self.figures.retries += 1
+        self.figures = self.figures.plus(retries=1)
         self.report()
 
     def report(self) -> None:
@@ -278,52 +223,25 @@ async def _close_run(store: Store, run: _Run, outcome: str, error: str | None) -
     """Record how the run ended; a failure here must not hide the run's own error."""
     try:
         await asyncio.shield(
-            store.finish_run(run.run_id, outcome, run.figures.as_dict(), run.all_warnings(), error)
+            store.finish_run(run.run_id, outcome, run.figures, run.all_warnings(), error)
         )
     except Exception:
         if outcome in {"complete", "partial"}:
             raise
 
 
-def _starting_walk(saved: WalkState | None, restart: bool, full: bool) -> tuple[WalkState, str]:
-    """Where this run begins, and the mode the ledger records for it.
-
-    After a finished walk, an incremental run walks from the top down to that walk's
-    head: everything newer is new. `full` walks the whole list instead.
-    """
-    if restart or saved is None or (saved.finished and full):
-        return WalkState(), "full"
-    if saved.finished:
-        return WalkState(stop_id=saved.head_id, head_id=saved.head_id), "incremental"
-    if saved.cursor is None and saved.stop_id is None:
-        return saved, "full"
-    return saved, "resume"
-
-
-async def _cursor_vanished(client: ApiClient, step: WalkStep, cursor: str) -> bool:
-    """Whether the first page after a stored cursor ended the list only because the cursor
-    is gone (the API may answer an unknown `after` with an empty page): asked by id."""
-    if step.page.batches or step.page.has_more:
-        return False
-    return await client.fetch_batch(cursor) is None
-
-
 async def _plan_refresh(store: Store, run: _Run) -> None:
     """Decide which unsettled batches the walk goes on down to, and which are fetched by id."""
-    in_flight = await store.load_in_flight()
-    page_size = run.settings.page_size
-    depth = walk_depth((position for _, position in in_flight), page_size)
-    run.to_refresh = {batch_id for batch_id, _ in in_flight}
-    run.walk_targets = {batch_id for batch_id, pos in in_flight if pos < depth * page_size}
+    plan = plan_refresh(await store.load_unsettled(), run.settings.page_size)
+    run.to_refresh = set(plan.to_refresh)
+    run.walk_targets = set(plan.walk_targets)
 
 
 async def _refresh(run: _Run, client: ApiClient) -> bool:
     """Fetch by id the unsettled batches the walk did not pass; False if time ran out."""
-    figures = run.figures
 
     async def save(batches: Sequence[Batch], gone: Sequence[str]) -> None:
-        figures.refreshed_by_id += len(batches) + len(gone)
-        figures.gone += len(gone)
+        run.figures = run.figures.plus(refreshed_by_id=len(batches) + len(gone), gone=len(gone))
         await run.save(batches, None, gone)
 
     return await refresh_by_id(
@@ -360,6 +278,7 @@ async def sync(
         ConfigError: no API key.
         ApiError: the API refused, or kept failing past the retry budget.
         PaginationError: the list's cursor chain loops or ends early.
+        UnstorableBatchError: a batch holds a value SQLite cannot store.
         DatabaseError: the database is busy, not ours, or broken.
     """
     if not settings.api_key:
@@ -369,7 +288,7 @@ async def sync(
     started = clock()
     async with open_store(settings.db) as store, create_session(settings) as session:
         saved = await store.load_walk()
-        walk, mode = _starting_walk(saved, restart, full)
+        walk, mode = starting_walk(saved, restart=restart, full=full)
         if walk != saved:
             await store.save_walk(walk)
         run_id = await store.start_run(mode, settings.base_url)
@@ -400,22 +319,17 @@ async def sync(
             outcome = "interrupted"
             raise
         finally:
-            run.figures.limiter_waits = limiter.waits
-            run.figures.limiter_wait_seconds = round(limiter.waited, 3)
+            run.figures = dataclasses.replace(
+                run.figures,
+                limiter_waits=limiter.waits,
+                limiter_wait_seconds=round(limiter.waited, 3),
+            )
             await _close_run(store, run, outcome, error)
-        f = run.figures
         return SyncResult(
+            **run.figures.columns(),
             run_id=run_id,
             mode=mode,
             complete=complete,
-            pages=f.pages,
-            batches_seen=f.batches_seen,
-            batches_new=f.batches_new,
-            batches_updated=f.batches_updated,
-            error_lines=f.error_lines,
-            retries=f.retries,
             seconds=clock() - started,
             warnings=tuple(run.all_warnings()),
-            refreshed_by_id=f.refreshed_by_id,
-            gone=f.gone,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,7 +11,7 @@ import aiohttp
 import pytest
 from aioresponses import aioresponses
 
-from crawler.api import ApiClient, RetryEvent, RetryPolicy, build_api_error, parse_retry_after
+from crawler.api import ApiClient, RetryEvent, RetryPolicy
 from crawler.config import Settings
 from crawler.errors import (
     AuthenticationError,
@@ -21,8 +22,10 @@ from crawler.errors import (
     RateLimitedError,
     ServerError,
     TransportError,
+    UnknownCursorError,
 )
 from crawler.ratelimit import RateLimiter
+from crawler.replies import build_api_error, parse_retry_after
 
 from .conftest import API_KEY, BASE_URL, list_body, make_batch
 
@@ -176,9 +179,26 @@ async def test_retries_stop_after_max_attempts(client: ApiClient, recorder: Reco
     """After the attempt budget the last error is raised, saying how many attempts were made."""
     with aioresponses() as mock:
         mock.get(LIST_URL, status=502, payload=envelope("bad gateway"), repeat=True)
-        with pytest.raises(ServerError, match="gave up after 4 attempts"):
+        with pytest.raises(ServerError, match="gave up after 4 attempts") as caught:
             await client.fetch_page(None, 100)
     assert len(recorder.events) == 3
+    assert caught.value.attempts == 4
+    # The API's own message stays as it came; the attempts are a field the text is built from.
+    assert caught.value.args == (
+        f"API error 502 (invalid_request_error): bad gateway [GET {BASE_URL}/batches?limit=100]",
+    )
+
+
+async def test_an_error_that_is_not_retried_says_nothing_of_attempts(
+    client: ApiClient, recorder: Recorder
+) -> None:
+    """One attempt made, none mentioned."""
+    with aioresponses() as mock:
+        mock.get(LIST_URL, status=401, payload=envelope("bad key"))
+        with pytest.raises(AuthenticationError) as caught:
+            await client.fetch_page(None, 100)
+    assert caught.value.attempts == 1
+    assert "gave up" not in str(caught.value)
 
 
 async def test_retries_stop_when_the_time_budget_would_be_exceeded(
@@ -288,6 +308,25 @@ def test_azure_style_envelope_is_understood() -> None:
     )
     assert isinstance(error, NotFoundError)
     assert "Resource not found" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("param", "error_type"), [("after", UnknownCursorError), ("limit", BadRequestError)]
+)
+def test_a_400_on_the_cursor_has_a_type_of_its_own(param: str, error_type: type) -> None:
+    """The API refusing `after` means the cursor's batch is gone; other 400s are plain."""
+    body = {"error": {"message": "no", "type": "invalid_request_error", "param": param}}
+    error = build_api_error(400, json.dumps(body).encode(), {}, "u")
+    assert type(error) is error_type
+    assert not error.retryable
+
+
+def test_the_key_is_masked_when_the_error_is_built() -> None:
+    """An echoed key never reaches the error's text, not even its args."""
+    body = json.dumps(envelope(f"Incorrect API key provided: {API_KEY}")).encode()
+    error = build_api_error(401, body, {}, "u", secret=API_KEY)
+    assert API_KEY not in repr(error.args)
+    assert "Incorrect API key provided: ***" in str(error)
 
 
 def test_html_error_body_gives_the_status() -> None:

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import io
 import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from aioresponses import aioresponses
 
 from crawler.cli import main
+from crawler.fake import FakeApiOptions, FakeApiServer
 
 from .conftest import API_KEY, BASE_URL, list_body, make_batch
 
@@ -22,11 +31,14 @@ def env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_BASE_URL", BASE_URL)
 
 
-def serve_three_pages(mock: aioresponses) -> None:
+def serve_three_pages(mock: aioresponses, statuses: dict[int, str] | None = None) -> None:
+    """Batches 6 to 1, two a page; `statuses` overrides some batches' "completed"."""
     pages = [[6, 5], [4, 3], [2, 1]]
     after = ""
+    statuses = statuses or {}
     for i, numbers in enumerate(pages):
-        body = list_body([make_batch(n) for n in numbers], i < len(pages) - 1)
+        batches = [make_batch(n, status=statuses.get(n, "completed")) for n in numbers]
+        body = list_body(batches, i < len(pages) - 1)
         mock.get(f"{BASE_URL}/batches?limit=2{after}", payload=body)
         after = f"&after={make_batch(numbers[-1])['id']}"
 
@@ -38,7 +50,11 @@ def serve_three_pages(mock: aioresponses) -> None:
         (["sync", "--page-size", "0"], "--page-size: must be between 1 and 100"),
         (["sync", "--page-size", "101"], "--page-size: must be between 1 and 100"),
         (["sync", "--page-size", "x"], "--page-size: expected an integer"),
-        (["sync", "--max-seconds", "-1"], "--max-seconds: must be positive"),
+        (["sync", "--max-seconds", "-1"], "--max-seconds: must be a positive number of seconds"),
+        (["sync", "--max-seconds", "inf"], "--max-seconds: expected a finite number"),
+        # The command line follows the config file's rules: 1..64, not merely positive.
+        (["sync", "--concurrency", "65"], "--concurrency: must be between 1 and 64, got 65"),
+        (["sync", "--requests-per-minute", "0"], "--requests-per-minute: must be a positive"),
         (["nope"], "invalid choice: 'nope'"),
         (["fake-api", "--port", "99999"], "--port: must be between 0 and 65535"),
         (["fake-api", "--requests-per-second", "inf"], "expected a finite number"),
@@ -117,7 +133,12 @@ def test_page_budget_exits_3_and_says_how_to_go_on(
         serve_three_pages(mock)
         argv = ["sync", "--db", str(tmp_path / "b.db"), "--page-size", "2", "--max-pages", "1"]
         assert main(argv) == 3
-    assert "the next `batch-crawler sync` resumes" in capsys.readouterr().out
+    summary, advice = capsys.readouterr().out.splitlines()
+    assert summary.startswith(
+        "Partly synced: 1 pages, 2 batches (2 new, 0 updated), 0 error lines, 0 retries, "
+    )
+    assert summary.endswith(" s [full]")
+    assert advice == "Budget spent; the next `batch-crawler sync` resumes where this one stopped."
 
 
 def test_wrong_key_exits_1_with_the_api_message(
@@ -147,27 +168,165 @@ def test_status_without_a_database_exits_4(
     assert not (tmp_path / "none.db").exists()
 
 
+def by_status(db: Path) -> dict[str, int]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return dict(conn.execute("SELECT status, count(*) FROM batches GROUP BY status"))
+
+
 def test_status_reports_runs_walk_and_counts(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    """status shows the walk, the counts by status and the last runs; --json too."""
+    """status shows the walk, each status's count as stored, and the last runs; --json too."""
     db = tmp_path / "odd #name?.db"
     with aioresponses() as mock:
-        serve_three_pages(mock)
+        serve_three_pages(mock, {6: "failed", 5: "in_progress", 3: "failed"})
         main(["sync", "--db", str(db), "--page-size", "2", "--max-pages", "2", "-q"])
+    stored = by_status(db)
+    assert stored == {"failed": 2, "in_progress": 1, "completed": 1}
     assert main(["status", "--db", str(db)]) == 0
-    out = capsys.readouterr().out
-    assert "walk: unfinished, the next sync resumes after" in out
-    assert "completed" in out
-    assert "partial" in out
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:3] == [
+        f"database: {db}",
+        f"walk: unfinished, the next sync resumes after {make_batch(3)['id']}",
+        "batches: 4  error lines: 0",
+    ]
+    table = lines[3 : lines.index("last runs:")]
+    counts = [re.fullmatch(r"  (\S+) +([\d,]+)", line) for line in table]
+    assert all(counts), table
+    shown = {m[1]: int(m[2].replace(",", "")) for m in counts if m}
+    assert shown == stored
+    assert list(shown.values()) == sorted(shown.values(), reverse=True)
+    assert len({len(line) for line in table}) == 1  # the counts line up on the right
+    (run,) = lines[lines.index("last runs:") + 1 :]
+    assert re.fullmatch(
+        r"  #1 \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ full +partial +pages 2  batches 4 "
+        r"\(new 4, updated 0\)  by id 0  retries 0",
+        run,
+    ), run
     assert main(["status", "--db", str(db), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["batches"] == 4
-    assert report["runs"][0]["outcome"] == "partial"
-    assert report["walk"]["finished"] is False
+    assert (report["batches"], report["error_lines"], report["by_status"]) == (4, 0, stored)
+    assert report["walk"] == {
+        "cursor": make_batch(3)["id"],
+        "stop_id": None,
+        "head_id": make_batch(6)["id"],
+        "finished": False,
+    }
+    (first_run,) = report["runs"]
+    assert {
+        k: first_run[k] for k in ("mode", "outcome", "pages", "batches_seen", "batches_new")
+    } == {
+        "mode": "full",
+        "outcome": "partial",
+        "pages": 2,
+        "batches_seen": 4,
+        "batches_new": 4,
+    }
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "odd #name?.db",
         "odd #name?.db-shm",
         "odd #name?.db-wal",
         "odd #name?.db.lock",
     ]
+
+
+def test_a_time_budget_exits_3_and_the_next_sync_continues(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """--max-seconds spent by the first page: exit 3 after it; the next sync walks the rest."""
+    db = tmp_path / "b.db"
+    with aioresponses() as mock:
+        serve_three_pages(mock)
+        # A nanosecond: whatever the machine, the first page takes longer than that.
+        assert main(["sync", "--db", str(db), "--page-size", "2", "--max-seconds", "1e-9"]) == 3
+    out = capsys.readouterr().out
+    assert out.startswith("Partly synced: 1 pages, 2 batches (2 new, 0 updated), ")
+    assert out.endswith(
+        "Budget spent; the next `batch-crawler sync` resumes where this one stopped.\n"
+    )
+    with aioresponses() as mock:
+        serve_three_pages(mock)  # the rest, then the top again down to the first head
+        assert main(["sync", "--db", str(db), "--page-size", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Synced: 3 pages, 6 batches (4 new, 0 updated), ")
+    assert out.endswith(" s [resume]\n")
+    assert by_status(db) == {"completed": 6}
+
+
+class Tty(io.StringIO):
+    """A stderr that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("quiet", [False, True], ids=["default", "--quiet"])
+def test_on_a_terminal_sync_draws_a_progress_line_then_erases_it(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    quiet: bool,
+) -> None:
+    """On a terminal stderr the figures show on one line, blanked before the summary; -q: none."""
+    tty = Tty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    argv = ["sync", "--db", str(tmp_path / "b.db"), "--page-size", "2"]
+    with aioresponses() as mock:
+        serve_three_pages(mock)
+        assert main(argv + ["-q"] * quiet) == 0
+    out = capsys.readouterr().out
+    if quiet:
+        assert (tty.getvalue(), out) == ("", "")
+        return
+    drawn = re.fullmatch(r"((?:\rpages [^\r]*)+)\r( +)\r", tty.getvalue())
+    assert drawn, repr(tty.getvalue())
+    lines = drawn[1].split("\r")[1:]
+    assert lines[0].startswith("pages 1  batches 2  ")
+    assert len(drawn[2]) == len(lines[-1].rstrip()), "the erase covers the last line"
+    assert out.startswith("Synced: 3 pages, 6 batches ")
+
+
+# `batch-crawler status | head -0`: the reader is gone before anything is written.
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_into_a_closed_pipe(*argv: str) -> subprocess.CompletedProcess[bytes]:
+    """Run `python -m crawler argv` with a stdout whose reading end is already closed."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "crawler", *argv],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize("extra", [[], ["--json"]], ids=["table", "json"])
+def test_status_into_a_closed_pipe_exits_0_without_a_traceback(
+    tmp_path: Path, extra: list[str]
+) -> None:
+    """When stdout's reader has gone, status stops quietly: exit 0, nothing on stderr."""
+    db = tmp_path / "b.db"
+    with aioresponses() as mock:
+        serve_three_pages(mock)
+        assert main(["sync", "--db", str(db), "--page-size", "2", "-q"]) == 0
+    done = run_into_a_closed_pipe("status", "--db", str(db), *extra)
+    assert (done.returncode, done.stderr.decode()) == (0, "")
+
+
+async def test_a_partial_sync_into_a_closed_pipe_still_exits_3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sync --max-pages 1 | head -0` keeps the partial exit code: the next sync must resume."""
+    async with FakeApiServer(FakeApiOptions(batches=300)) as server:
+        monkeypatch.setenv("OPENAI_API_KEY", server.options.api_key)
+        argv = ["sync", "--db", str(tmp_path / "b.db"), "--base-url", server.base_url]
+        done = await asyncio.to_thread(run_into_a_closed_pipe, *argv, "--max-pages", "1")
+    assert (done.returncode, done.stderr.decode()) == (3, "")

@@ -1,8 +1,13 @@
-"""The real `batch-crawler` process against the fake API: kill -9 at random moments, bad keys."""
+"""The real `batch-crawler` process against the fake API: kill -9 at random moments, bad keys.
+
+The fake holds list requests at a chosen point, so that a signal always lands while the
+process runs, after the pages it was meant to commit.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import random
@@ -11,20 +16,22 @@ import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from crawler.fakeapi import FakeApiOptions, FakeApiServer
+from crawler.fake import FakeApiOptions, FakeApiServer
 
 from .exact import assert_database_matches
+from .waits import HANG_GUARD, until
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
 async def server() -> AsyncIterator[FakeApiServer]:
-    """3,000 batches (30 pages) answered after 10 ms each, so a walk takes a while."""
-    async with FakeApiServer(FakeApiOptions(batches=3000, latency=0.01)) as running:
+    """3,000 batches: 30 pages."""
+    async with FakeApiServer(FakeApiOptions(batches=3000)) as running:
         yield running
 
 
@@ -50,34 +57,48 @@ async def start_cli(
 
 async def run_cli(server: FakeApiServer, *args: str, key: str | None = None) -> tuple[int, str]:
     proc = await start_cli(server, *args, key=key)
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=HANG_GUARD)
     assert proc.returncode is not None
     return proc.returncode, out.decode() + err.decode()
 
 
+def query(db: Path, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    """Rows of a read-only query; none while the database or its schema does not exist yet."""
+    if not db.exists():
+        return []
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            return conn.execute(sql, params).fetchall()
+    except sqlite3.OperationalError:  # no schema yet, or the schema being created
+        return []
+
+
 def ledger(db: Path) -> list[tuple[str, str, int]]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT mode, outcome, pages FROM sync_runs ORDER BY id").fetchall()
+    return query(db, "SELECT mode, outcome, pages FROM sync_runs ORDER BY id")
 
 
 def stored_cursor(db: Path) -> str | None:
-    if not db.exists():
-        return None
-    with sqlite3.connect(db) as conn:
-        try:
-            row = conn.execute("SELECT cursor FROM walk_state").fetchone()
-        except sqlite3.OperationalError:  # killed before the schema was committed
-            return None
-    return None if row is None else row[0]
+    rows = query(db, "SELECT cursor FROM walk_state")
+    return rows[0][0] if rows else None
 
 
-async def wait_for_first_page(db: Path) -> None:
-    """Poll until a sync has committed a page (bounded: 10 s)."""
-    for _ in range(500):
-        if stored_cursor(db) is not None:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("no page was committed within 10 s")
+def pages_committed(db: Path, runs_before: int) -> int:
+    """Pages committed by the run after the first `runs_before` ones (0 before it starts)."""
+    rows = query(db, "SELECT pages FROM sync_runs ORDER BY id LIMIT 1 OFFSET ?", runs_before)
+    return rows[0][0] if rows else 0
+
+
+async def wait_for_pages(
+    proc: asyncio.subprocess.Process, db: Path, runs_before: int, pages: int
+) -> None:
+    """Wait until the process's run has committed `pages` pages; fail if it exits first."""
+    committed = await until(
+        lambda: pages_committed(db, runs_before) >= pages,
+        unless=lambda: proc.returncode is not None,
+    )
+    if not committed:
+        out, err = await proc.communicate()
+        raise AssertionError(f"exited {proc.returncode} first: {(out + err).decode()}")
 
 
 def assert_no_walk_restarted_from_the_top(runs: list[tuple[str, str, int]], pages: int) -> None:
@@ -102,26 +123,32 @@ async def test_sigkill_at_random_moments_then_resume_is_exact(
 ) -> None:
     """However often the process is killed, the next runs resume and end exact."""
     rng = random.Random(20261129)
-    kills = 0
-    resumed_from_cursor = 0
+    kills = resumed_from_cursor = 0
     for _ in range(5):
         cursor_before = stored_cursor(db_path)
-        # --full: a finished walk is walked again, so that every run is long enough to kill.
-        proc = await start_cli(server, "sync", "--db", str(db_path), "--full", "-q")
-        await asyncio.sleep(rng.uniform(0.3, 1.2))
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
+        runs_before = len(ledger(db_path))
+        # At most 5 pages a run, 25 in all: the 30-page walk is never done before a kill.
+        gate = rng.randint(1, 5)
+        server.hold_list_requests(after=gate)
+        proc = await start_cli(server, "sync", "--db", str(db_path), "-q")
+        await wait_for_pages(proc, db_path, runs_before, rng.randint(1, gate))
+        proc.send_signal(signal.SIGKILL)
+        kills += 1
         await proc.wait()
+        server.release_list_requests()
         if cursor_before is not None:
             resumed_from_cursor += 1
     code, output = await run_cli(server, "sync", "--db", str(db_path))
     assert code == 0, output
     assert_database_matches(db_path, server.data.snapshot())
     runs = ledger(db_path)
-    assert kills >= 3
-    assert resumed_from_cursor >= 1
-    assert any(mode == "resume" for mode, _, _ in runs)
+    assert kills == 5
+    assert resumed_from_cursor == 4
+    assert [(mode, outcome) for mode, outcome, _ in runs] == [
+        ("full", "killed"),
+        *[("resume", "killed")] * resumed_from_cursor,
+        ("resume", "complete"),
+    ]
     assert_no_walk_restarted_from_the_top(runs, pages=30)
 
 
@@ -129,10 +156,12 @@ async def test_sigterm_is_recorded_as_interrupted_and_resumed(
     server: FakeApiServer, db_path: Path
 ) -> None:
     """SIGTERM ends the run cleanly (exit 143, ledger 'interrupted'); the next run resumes."""
+    server.hold_list_requests(after=2)
     proc = await start_cli(server, "sync", "--db", str(db_path), "-q")
-    await wait_for_first_page(db_path)
+    await wait_for_pages(proc, db_path, 0, 1)
     proc.send_signal(signal.SIGTERM)
-    _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=HANG_GUARD)
+    server.release_list_requests()
     assert proc.returncode == 143, err
     assert b"the next sync resumes" in err
     assert ledger(db_path)[0][1] == "interrupted"
@@ -142,20 +171,23 @@ async def test_sigterm_is_recorded_as_interrupted_and_resumed(
     assert_database_matches(db_path, server.data.snapshot())
 
 
-async def test_a_second_sync_on_a_busy_database_refuses_at_once(db_path: Path) -> None:
+async def test_a_second_sync_on_a_busy_database_refuses_at_once(
+    server: FakeApiServer, db_path: Path
+) -> None:
     """While one sync runs, another exits 4 at once and touches nothing; readers see pages."""
-    async with FakeApiServer(FakeApiOptions(batches=3000, latency=0.1)) as server:
-        first = await start_cli(server, "sync", "--db", str(db_path), "-q")
-        await wait_for_first_page(db_path)
-        with sqlite3.connect(db_path) as reader:
-            (seen,) = reader.execute("SELECT count(*) FROM batches").fetchone()
-        assert seen >= 100  # whole pages, committed by the running sync
-        code, output = await run_cli(server, "sync", "--db", str(db_path))
-        first.kill()
-        await first.wait()
+    server.hold_list_requests(after=1)
+    first = await start_cli(server, "sync", "--db", str(db_path), "-q")
+    await wait_for_pages(first, db_path, 0, 1)
+    await until(lambda: server.stats.held == 1)
+    # The first sync is alive, holding its lock, and waits on its second page.
+    assert query(db_path, "SELECT count(*) FROM batches") == [(100,)]
+    code, output = await run_cli(server, "sync", "--db", str(db_path))
+    first.kill()
+    await first.wait()
     assert code == 4
     assert "another sync is writing" in output
     assert len(ledger(db_path)) == 1
+    assert server.stats.requests["list_batches"] == 2
 
 
 async def test_wrong_key_exits_1_with_the_api_message_and_no_key(

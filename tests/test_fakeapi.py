@@ -1,4 +1,4 @@
-"""Tests of the fake OpenAI Batches API itself: data, routes, faults, and the official SDK."""
+"""Tests of the fake OpenAI Batches API itself: data, ids, routes, faults, test hooks, the SDK."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ import aiohttp
 import openai
 import pytest
 
-from crawler.fakeapi import FakeApiOptions, FakeApiServer, serve
-from crawler.fakecontent import DAY, IN_FLIGHT, UNKNOWN_STATUS
-from crawler.fakedata import FakeBatches
-from crawler.fakefaults import RequestBudget, format_go_duration
+from crawler.fake import ID_STYLES, FakeApiOptions, FakeApiServer, FakeBatches, IdStyle, serve
+from crawler.fake.content import DAY, IN_FLIGHT, UNKNOWN_STATUS
+from crawler.fake.faults import RequestBudget, format_go_duration
+
+from .waits import HANG_GUARD, until
 
 KEY = "sk-fake-local"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -28,11 +29,13 @@ Start = Callable[..., Awaitable[FakeApiServer]]
 
 @pytest.fixture
 async def start() -> AsyncIterator[Start]:
-    """Start fake servers with the given options; all stop when the test ends."""
+    """Start fake servers with the given options (and budget clock); all stop at the end."""
     async with contextlib.AsyncExitStack() as stack:
 
-        async def _start(**options: Any) -> FakeApiServer:
-            server = FakeApiServer(FakeApiOptions(**options))
+        async def _start(
+            clock: Callable[[], float] = time.monotonic, **options: Any
+        ) -> FakeApiServer:
+            server = FakeApiServer(FakeApiOptions(**options), clock=clock)
             return await stack.enter_async_context(server)
 
         yield _start
@@ -324,16 +327,109 @@ def test_advancing_reaches_consistent_terminal_states() -> None:
                 assert b["usage"]["total_tokens"] > 0
 
 
-async def test_million_batches_first_and_last_pages_are_quick(
+# -- ids --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("style", ID_STYLES)
+def test_ids_are_unique_and_invert_in_both_styles(style: IdStyle) -> None:
+    """Every id has 38 characters, is unique, is the one listed, and maps back to its index."""
+    data = FakeBatches(3000, seed=5, ids=style)
+    ids = [data.batch_id(i) for i in range(len(data))]
+    assert all(len(batch_id) == 38 and batch_id.startswith("batch_") for batch_id in ids)
+    assert len(set(ids)) == len(ids)
+    assert [data.index_of(batch_id) for batch_id in ids] == list(range(len(data)))
+    assert [b["id"] for b in data.snapshot()] == ids[::-1]
+
+
+def test_realistic_ids_begin_with_their_creation_second() -> None:
+    """A realistic id starts with created_at as 8 hex digits, about 1 in 10 one second before."""
+    early = 0
+    for b in FakeBatches(3000).snapshot():
+        second = int(b["id"][6:14], 16)
+        assert second in {b["created_at"], b["created_at"] - 1}
+        early += second != b["created_at"]
+    assert 200 <= early <= 400
+
+
+def test_random_ids_are_the_fully_random_kind() -> None:
+    """A random-style id shows no creation second: its first 8 hex digits are spread wide."""
+    data = FakeBatches(3000, ids="random")
+    prefixes = sorted(int(b["id"][6:14], 16) for b in data.snapshot())
+    assert prefixes[-1] - prefixes[0] > 1 << 31
+    assert all(data.index_of(b["id"]) is not None for b in data.snapshot())
+
+
+@pytest.mark.parametrize("style", ID_STYLES)
+def test_ids_never_issued_are_rejected(style: IdStyle) -> None:
+    """Ids with a wrong check word, second or spelling, or of another seed or style, are
+    not found."""
+    data = FakeBatches(100, seed=3, ids=style)
+    good = data.batch_id(42)
+    other_style: IdStyle = "random" if style == "realistic" else "realistic"
+    never_issued = [
+        good[:-1] + ("1" if good[-1] == "0" else "0"),  # the check word
+        f"batch_{int(good[6:14], 16) + 5:08x}{good[14:]}",  # another second, or word
+        good[:14] + "+" + good[15:],  # a sign where a digit was: int() accepts it
+        good.upper().replace("BATCH_", "batch_"),
+        FakeBatches(100, seed=4, ids=style).batch_id(42),
+        FakeBatches(100, seed=3, ids=other_style).batch_id(42),
+        FakeBatches(200, seed=3, ids=style).batch_id(150),
+        "batch_" + "0" * 32,
+        "batch_x",
+        good + "0",
+    ]
+    assert data.index_of(good) == 42
+    assert [data.index_of(batch_id) for batch_id in never_issued] == [None] * len(never_issued)
+
+
+@pytest.mark.parametrize("style", ID_STYLES)
+def test_added_batches_get_ids_of_their_own(style: IdStyle) -> None:
+    """Batches added at the fake clock get ids (realistic: of their own creation second)
+    that invert, and keep them as they advance."""
+    data = FakeBatches(50, ids=style)
+    data.add_batches(3)
+    data.add_batches(2)
+    added = [data.batch(i) for i in range(50, 55)]
+    assert [b["created_at"] for b in added] == [data.now + 1] * 3 + [data.now + 2] * 2
+    assert [data.index_of(b["id"]) for b in added] == list(range(50, 55))
+    if style == "realistic":
+        assert all(int(b["id"][6:14], 16) in {b["created_at"], b["created_at"] - 1} for b in added)
+    data.advance_statuses(100)
+    assert [data.batch_id(i) for i in range(50, 55)] == [b["id"] for b in added]
+    assert len({b["id"] for b in data.snapshot()}) == 55
+
+
+async def test_the_server_serves_the_id_style_asked_for(
     start: Start, http: aiohttp.ClientSession
 ) -> None:
-    """A 1,000,000-batch fake answers its head and tail pages at once (nothing walks it all)."""
-    began = time.perf_counter()
+    """ids="random" serves random-style ids; an id of the other style is an unknown cursor."""
+    server = await start(batches=30, ids="random")
+    url = server.base_url + "/batches"
+    _, page = await get_json(http, url, limit=5)
+    expected = FakeBatches(30, ids="random")
+    assert [b["id"] for b in page["data"]] == [expected.batch_id(i) for i in range(29, 24, -1)]
+    status, _ = await get_json(http, url, after=FakeBatches(30).batch_id(10))
+    assert status == 400
+
+
+async def test_million_batches_first_and_last_pages_generate_only_those(
+    start: Start, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 1,000,000-batch fake builds only the batches of the pages asked for: nothing walks
+    it all, to start, to find a cursor or to render the head and the tail."""
+    generated: list[int] = []
+    generate = FakeBatches._generate
+
+    def counting(self: FakeBatches, i: int, fresh_at: int | None = None) -> dict[str, Any]:
+        generated.append(i)
+        return generate(self, i, fresh_at)
+
+    monkeypatch.setattr(FakeBatches, "_generate", counting)
     server = await start(batches=1_000_000)
     url = server.base_url + "/batches"
     _, head = await get_json(http, url, limit=100)
     _, tail = await get_json(http, url, limit=100, after=server.data.batch_id(100))
-    assert time.perf_counter() - began < 2.0
+    assert sorted(generated) == [*range(100), *range(999_900, 1_000_000)]
     assert head["first_id"] == server.data.batch_id(999_999)
     assert [b["id"] for b in tail["data"]][-1] == server.data.batch_id(0)
     assert tail["has_more"] is False
@@ -435,21 +531,24 @@ def test_request_budget_counts_down_and_refills() -> None:
 
 
 async def test_requests_per_second_budget(start: Start, http: aiohttp.ClientSession) -> None:
-    """Over budget the server answers 429 with retry-after-ms; under it, x-ratelimit-*."""
-    server = await start(batches=5, requests_per_second=2)
+    """Over budget the server answers 429 with retry-after-ms; under it, x-ratelimit-*.
+    The budget runs on the clock it is given."""
+    now = [1000.0]
+    server = await start(batches=5, requests_per_second=2, clock=lambda: now[0])
     url = server.base_url + "/batches"
+    statuses, remaining = [], []
+    for _ in range(3):
+        async with http.get(url) as response:
+            statuses.append(response.status)
+            remaining.append(response.headers["x-ratelimit-remaining-requests"])
+            assert response.headers["x-ratelimit-limit-requests"] == "2"
+    assert statuses == [200, 200, 429]
+    assert remaining == ["1", "0", "0"]
+    assert response.headers["retry-after-ms"] == "500"
+    assert server.stats.rate_limited == 1
+    now[0] += 0.5
     async with http.get(url) as response:
         assert response.status == 200
-        assert response.headers["x-ratelimit-limit-requests"] == "2"
-        assert response.headers["x-ratelimit-remaining-requests"] == "1"
-    for _ in range(10):  # a burst soon outruns 2 requests a second, however slow the machine
-        async with http.get(url) as response:
-            if response.status == 429:
-                break
-    assert response.status == 429
-    assert 0 < float(response.headers["retry-after-ms"]) <= 500
-    assert response.headers["x-ratelimit-remaining-requests"] == "0"
-    assert server.stats.rate_limited == 1
 
 
 async def test_faults_are_reproducible_and_spare_other_routes(
@@ -531,6 +630,60 @@ async def test_moving_target_adds_and_advances(start: Start, http: aiohttp.Clien
     assert sum(before[k] != after[k] for k in before) > 0
 
 
+# -- test hooks -------------------------------------------------------------------------------
+
+
+async def test_held_list_requests_wait_until_released(
+    start: Start, http: aiohttp.ClientSession
+) -> None:
+    """After `after` list requests, list requests wait unanswered (no page served, counted as
+    held) until released; requests by id pass."""
+    server = await start(batches=50)
+    url = server.base_url + "/batches"
+    server.hold_list_requests(after=1)
+    status, first = await get_json(http, url, limit=10)
+    assert status == 200
+    held = asyncio.create_task(get_json(http, url, limit=10, after=first["last_id"]))
+    await until(lambda: server.stats.held == 1)
+    status, _ = await get_json(http, url + "/" + server.data.batch_id(3))
+    assert status == 200
+    assert not held.done()
+    assert server.stats.pages == 1
+    server.release_list_requests()
+    status, second = await held
+    assert status == 200
+    assert second["data"][0]["id"] == server.data.batch_id(39)
+    assert (await get_json(http, url))[0] == 200
+    assert (server.stats.pages, server.stats.held) == (3, 1)
+
+
+async def test_a_held_request_is_answered_when_the_server_stops(
+    http: aiohttp.ClientSession,
+) -> None:
+    """Stopping the server lets held requests go: nothing hangs on a gate left closed."""
+    async with FakeApiServer(FakeApiOptions(batches=5)) as server:
+        server.hold_list_requests()
+        held = asyncio.create_task(get_json(http, server.base_url + "/batches"))
+        await until(lambda: server.stats.held == 1)
+    status, page = await held
+    assert status == 200
+    assert len(page["data"]) == 5
+
+
+async def test_organization_and_project_headers_are_counted(start: Start) -> None:
+    """The OpenAI-Organization and OpenAI-Project headers received are counted by value."""
+    server = await start(batches=5)
+    headers = {**AUTH, "OpenAI-Organization": "org-a", "OpenAI-Project": "proj_b"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        for path in ("/batches", "/batches/" + server.data.batch_id(0), "/models"):
+            await get_json(session, server.base_url + path)
+    async with aiohttp.ClientSession(headers=AUTH) as session:
+        await get_json(session, server.base_url + "/batches")
+    assert server.stats.headers == Counter(
+        {("OpenAI-Organization", "org-a"): 3, ("OpenAI-Project", "proj_b"): 3}
+    )
+
+
 # -- running and small pieces -----------------------------------------------------------------
 
 
@@ -538,7 +691,7 @@ async def test_serve_reports_ready_and_stops_on_cancel() -> None:
     """serve() calls ready(base_url) once listening and closes the port when cancelled."""
     ready: asyncio.Queue[str] = asyncio.Queue()
     task = asyncio.create_task(serve(FakeApiOptions(batches=3), port=0, ready=ready.put_nowait))
-    base_url = await asyncio.wait_for(ready.get(), timeout=5)
+    base_url = await asyncio.wait_for(ready.get(), timeout=HANG_GUARD)
     async with aiohttp.ClientSession(headers=AUTH) as session:
         status, page = await get_json(session, base_url + "/batches")
         assert status == 200
@@ -558,6 +711,7 @@ async def test_serve_reports_ready_and_stops_on_cancel() -> None:
         {"batches": -1},
         {"requests_per_second": 0},
         {"broken_pagination": "sideways"},
+        {"ids": "sequential"},
     ],
 )
 def test_options_reject_bad_values(bad: dict[str, Any]) -> None:

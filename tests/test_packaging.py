@@ -55,7 +55,7 @@ def test_installed_wheel_finds_its_migrations_and_creates_a_database(
         "import asyncio, sys\n"
         "from pathlib import Path\n"
         "import crawler\n"
-        "from crawler.migrations import load_migrations\n"
+        "from crawler.store.schema import load_migrations\n"
         "from crawler.store import open_store\n"
         "assert crawler.__file__.startswith(sys.argv[1]), crawler.__file__\n"
         "async def main():\n"

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from crawler import store as store_module
-from crawler.errors import BrokenResponseError, DatabaseBusyError, DatabaseError
-from crawler.migrations import APPLICATION_ID, load_migrations
+from crawler.errors import DatabaseBusyError, DatabaseError, UnstorableBatchError
 from crawler.rows import BATCH_COLUMNS, build_page_rows
-from crawler.store import Store, WalkState, lock_path, open_store, sync_is_running
+from crawler.runs import RunFigures
+from crawler.store import Store, lock_path, open_store, schema, sync_is_running
+from crawler.store import writes as store_module
+from crawler.store.schema import APPLICATION_ID, Migration, load_migrations
+from crawler.walk import WalkState
 
 from .conftest import make_batch
 
@@ -26,7 +29,7 @@ def query(path: Path, sql: str) -> list[tuple[object, ...]]:
 async def save(store: Store, batches: list[dict[str, object]], run_id: int, seen_at: int = 1):
     batch_rows, error_rows = build_page_rows(batches, seen_at)
     return await store.save_page(
-        batch_rows, error_rows, WalkState(cursor="c"), run_id, {"pages": 1}
+        batch_rows, error_rows, WalkState(cursor="c"), run_id, RunFigures(pages=1)
     )
 
 
@@ -146,7 +149,7 @@ async def test_a_page_that_cannot_be_stored_writes_nothing(db_path: Path) -> Non
     """A value SQLite cannot bind fails the page cleanly and rolls it back."""
     async with open_store(db_path) as store:
         run = await store.start_run("full", "http://x")
-        with pytest.raises(BrokenResponseError, match="cannot be stored"):
+        with pytest.raises(UnstorableBatchError, match="cannot be stored"):
             await save(store, [make_batch(1), make_batch(2, status={"odd": 1})], run)
         assert await store.load_walk() is None
     assert query(db_path, "SELECT count(*) FROM batches") == [(0,)]
@@ -161,7 +164,7 @@ async def test_values_sqlite_cannot_hold_fail_the_page_cleanly(
     """An integer past 64 bits or unencodable text is a broken response, not a crash."""
     async with open_store(db_path) as store:
         run = await store.start_run("full", "http://x")
-        with pytest.raises(BrokenResponseError, match="cannot be stored"):
+        with pytest.raises(UnstorableBatchError, match="cannot be stored"):
             await save(store, [make_batch(1), make_batch(2, **odd)], run)
     assert query(db_path, "SELECT count(*) FROM batches") == [(0,)]
 
@@ -177,12 +180,74 @@ async def test_a_batch_listed_twice_on_a_page_is_stored_once(db_path: Path) -> N
     assert query(db_path, "SELECT code FROM batch_errors") == [("c",)]
 
 
-async def test_the_page_and_the_walk_state_commit_together(db_path: Path) -> None:
-    """The cursor stored is the one saved with the page."""
+def page_state(path: Path) -> tuple[list[tuple[object, ...]], ...]:
+    """What a page commit touches: the batches, their error lines, the walk, the ledger."""
+    return (
+        query(path, "SELECT id, status, last_seen_at FROM batches ORDER BY id"),
+        query(path, "SELECT batch_id, position, code FROM batch_errors ORDER BY 1, 2"),
+        query(path, "SELECT cursor, stop_id, head_id, finished FROM walk_state"),
+        query(path, "SELECT pages, batches_seen FROM sync_runs"),
+    )
+
+
+def duplicate_error_line(error_rows: list[tuple[object, ...]]) -> None:
+    error_rows.append(error_rows[0])  # the key (batch_id, position) twice
+
+
+def error_line_of_an_unknown_batch(error_rows: list[tuple[object, ...]]) -> None:
+    error_rows.append(("batch_nowhere", *error_rows[0][1:]))  # no such batch: foreign key
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [duplicate_error_line, error_line_of_an_unknown_batch, None],
+    ids=["duplicate error line", "error line of an unknown batch", "unstorable cursor"],
+)
+async def test_the_page_and_the_walk_state_commit_together(
+    db_path: Path, spoil: Callable[[list[tuple[object, ...]]], None] | None
+) -> None:
+    """A page's rows, error lines, cursor and ledger figures land together, or none of them."""
+    failed = {"data": [{"code": "a", "message": "1"}, {"code": "b", "message": "2"}]}
     async with open_store(db_path) as store:
         run = await store.start_run("full", "http://x")
-        await save(store, [make_batch(1)], run)
-        assert await store.load_walk() == WalkState(cursor="c")
+        batch_rows, error_rows = build_page_rows([make_batch(9), make_batch(8)], 1)
+        await store.save_page(
+            batch_rows, error_rows, WalkState(cursor="c8", head_id="h"), run, RunFigures(pages=1)
+        )
+        first = page_state(db_path)
+        assert first == (
+            [(make_batch(8)["id"], "completed", 1), (make_batch(9)["id"], "completed", 1)],
+            [],
+            [("c8", None, "h", 0)],
+            [(1, 0)],
+        )
+        # The next page fails after its batches are written: its error lines or its cursor.
+        batches = [make_batch(9, status="expired"), make_batch(7, status="failed", errors=failed)]
+        batch_rows, error_rows = build_page_rows(batches, 2)
+        walk = WalkState(cursor="c7", head_id="h")
+        if spoil is None:
+            walk = WalkState(cursor={"not": "text"}, head_id="h")  # type: ignore[arg-type]
+        else:
+            spoil(error_rows)
+        figures = RunFigures(pages=2, batches_seen=4)
+        with pytest.raises(UnstorableBatchError, match="cannot be stored"):
+            await store.save_page(batch_rows, error_rows, walk, run, figures)
+        assert page_state(db_path) == first
+        # The same page, unspoiled, lands whole.
+        batch_rows, error_rows = build_page_rows(batches, 2)
+        walk = WalkState(cursor="c7", head_id="h")
+        await store.save_page(batch_rows, error_rows, walk, run, figures)
+        assert await store.load_walk() == walk
+    assert page_state(db_path) == (
+        [
+            (make_batch(7)["id"], "failed", 2),
+            (make_batch(8)["id"], "completed", 1),
+            (make_batch(9)["id"], "expired", 2),
+        ],
+        [(make_batch(7)["id"], 0, "a"), (make_batch(7)["id"], 1, "b")],
+        [("c7", None, "h", 0)],
+        [(2, 4)],
+    )
 
 
 async def test_a_second_writer_is_refused_at_once(db_path: Path) -> None:
@@ -216,7 +281,65 @@ async def test_pages_are_whole_where_sqlite_allows_few_parameters(db_path: Path)
     db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 2 * len(BATCH_COLUMNS) + 1)
     run_id = store_module._start_run(db, "full", "http://x")
     batch_rows, error_rows = build_page_rows([make_batch(n) for n in range(7)], 1)
-    counts = store_module._write_page(db, batch_rows, error_rows, None, run_id, {})
+    counts = store_module._write_page(db, batch_rows, error_rows, None, run_id, RunFigures(), ())
     db.close()
     assert counts.new == 7
     assert query(db_path, "SELECT count(*) FROM batches") == [(7,)]
+
+
+# A migration that fails half-way.
+
+
+def with_a_broken_step(sql: str) -> Callable[[], list[Migration]]:
+    """The shipped migrations, then one more whose SQL fails after some statements ran."""
+
+    def load() -> list[Migration]:
+        shipped = load_migrations()
+        return [*shipped, Migration(len(shipped) + 1, "broken", sql)]
+
+    return load
+
+
+BROKEN_STEPS = {
+    "no such table": (
+        "CREATE TABLE half_applied (x INTEGER);\n"
+        "ALTER TABLE batches ADD COLUMN half_applied INTEGER;\n"
+        "INSERT INTO half_applied SELECT x FROM nowhere;"
+    ),
+    "constraint at run time": (
+        "CREATE TABLE half_applied (x INTEGER NOT NULL);\n"
+        "ALTER TABLE batches ADD COLUMN half_applied INTEGER;\n"
+        "INSERT INTO half_applied VALUES (1);\n"
+        "INSERT INTO half_applied VALUES (NULL);"
+    ),
+}
+
+
+@pytest.mark.parametrize("sql", BROKEN_STEPS.values(), ids=BROKEN_STEPS.keys())
+@pytest.mark.parametrize("existing", [False, True], ids=["new file", "current database"])
+async def test_a_failed_migration_rolls_back_to_the_previous_version(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, sql: str, existing: bool
+) -> None:
+    """A step failing half-way leaves the previous schema: no table, column or record of it."""
+    if existing:
+        async with open_store(db_path):
+            pass
+    monkeypatch.setattr(schema, "load_migrations", with_a_broken_step(sql))
+    with pytest.raises(DatabaseError, match="unusable"):
+        async with open_store(db_path):
+            pass
+    assert query(db_path, "PRAGMA user_version") == [(LATEST,)]
+    assert query(db_path, "SELECT max(version), count(*) FROM schema_migrations") == [
+        (LATEST, LATEST)
+    ]
+    tables = {r[0] for r in query(db_path, "SELECT name FROM sqlite_schema")}
+    assert "half_applied" not in tables
+    columns = {r[1] for r in query(db_path, "PRAGMA table_info(batches)")}
+    assert "half_applied" not in columns
+    assert not sync_is_running(db_path)
+    # Without the broken step the database opens and takes a page as before.
+    monkeypatch.undo()
+    async with open_store(db_path) as store:
+        run = await store.start_run("full", "http://x")
+        await save(store, [make_batch(1)], run)
+    assert query(db_path, "SELECT count(*) FROM batches") == [(1,)]

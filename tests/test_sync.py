@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
+import logging
 import sqlite3
+import sys
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +17,19 @@ from aioresponses import aioresponses
 
 from crawler.api import RetryPolicy
 from crawler.config import Settings
-from crawler.errors import AuthenticationError, ConfigError, PaginationError
+from crawler.errors import (
+    AuthenticationError,
+    ConfigError,
+    DatabaseError,
+    PaginationError,
+    ServerError,
+)
+from crawler.fake import FakeApiOptions, FakeApiServer
 from crawler.pages import BatchPage, WalkStep
-from crawler.store import WalkState
-from crawler.sync import advance_walk, sync
+from crawler.ratelimit import RateLimiter
+from crawler.store import Store
+from crawler.sync import sync
+from crawler.walk import WalkState, advance_walk
 
 from .conftest import BASE_URL, list_body, make_batch
 
@@ -32,19 +47,30 @@ def step(numbers: list[int], done: bool) -> WalkStep:
 class FakeList:
     """Registers the list pages of `numbers` (newest first) with aioresponses."""
 
-    def __init__(self, mock: aioresponses, numbers: list[int], limit: int) -> None:
+    def __init__(
+        self,
+        mock: aioresponses,
+        numbers: list[int],
+        limit: int,
+        batches: dict[int, dict[str, Any]] | None = None,
+    ) -> None:
         self.mock = mock
         self.numbers = numbers
         self.limit = limit
+        self.batches = batches or {}
 
-    def serve(self, after: int | None, *, repeat: bool = False) -> None:
+    def serve(self, after: int | None, *, repeat: bool = False, **options: Any) -> None:
+        """Register one page; `options` go to aioresponses (a `callback`, say)."""
         start = 0 if after is None else self.numbers.index(after) + 1
         chunk = self.numbers[start : start + self.limit]
         url = f"{BASE_URL}/batches?limit={self.limit}"
         if after is not None:
             url += f"&after={make_batch(after)['id']}"
-        body = list_body([make_batch(n) for n in chunk], start + self.limit < len(self.numbers))
-        self.mock.get(url, payload=body, repeat=repeat)
+        body = list_body(
+            [self.batches.get(n) or make_batch(n) for n in chunk],
+            start + self.limit < len(self.numbers),
+        )
+        self.mock.get(url, payload=body, repeat=repeat, **options)
 
     def serve_all(self, after: int | None = None) -> None:
         """Every page from `after` to the end."""
@@ -123,19 +149,40 @@ async def test_full_sync_stores_every_batch_once(
     assert runs(settings.db) == [("full", "complete", 4, None)]
 
 
+def table_rows(db: Path, table: str) -> list[dict[str, Any]]:
+    """Every row of `table`, each as a column-to-value mapping, in key order."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(row) for row in conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2")]
+
+
 async def test_second_sync_changes_nothing_but_last_seen(
     settings: Settings, fast_retry: RetryPolicy
 ) -> None:
-    """Syncing unchanged data again reports no new or updated batches."""
+    """Syncing unchanged data again: nothing new, every column as it was but last_seen_at."""
+    lines = [{"code": "a", "message": "x", "param": "body", "line": 2}, {"code": "b"}]
+    odd = {3: make_batch(3, status="failed", errors={"data": lines}, model=None, usage=None)}
     numbers = list(range(5, 0, -1))
     with aioresponses() as mock:
-        FakeList(mock, numbers, 2).serve_all()
+        FakeList(mock, numbers, 2, odd).serve_all()
         await sync(settings, retry=fast_retry)
+    batches = table_rows(settings.db, "batches")
+    errors = table_rows(settings.db, "batch_errors")
     with aioresponses() as mock:
-        FakeList(mock, numbers, 2).serve_all()
+        FakeList(mock, numbers, 2, odd).serve_all()
         result = await sync(settings, full=True, retry=fast_retry)
     assert (result.batches_new, result.batches_updated, result.batches_seen) == (0, 0, 5)
     assert result.mode == "full"
+    batches_again = table_rows(settings.db, "batches")
+    seen = [
+        (b.pop("last_seen_at"), a.pop("last_seen_at"))
+        for b, a in zip(batches, batches_again, strict=True)
+    ]
+    assert all(before <= after for before, after in seen)
+    assert batches_again == batches
+    assert len(batches) == 5
+    assert len(errors) == 2
+    assert table_rows(settings.db, "batch_errors") == errors
 
 
 async def test_budget_stops_at_a_page_boundary_and_resume_continues(
@@ -280,3 +327,214 @@ async def test_no_key_is_a_config_error(db_path: Path) -> None:
     with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
         await sync(Settings(db=db_path))
     assert not db_path.exists()
+
+
+# The time budget, on a clock the test moves.
+
+
+class Clock:
+    """A monotonic clock that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("spent_on_page", [1, 2, 4])
+async def test_a_time_budget_stops_at_a_page_boundary_and_the_next_sync_continues(
+    settings: Settings, fast_retry: RetryPolicy, spent_on_page: int
+) -> None:
+    """max_seconds: the page being fetched when time runs out is the last; the next run resumes."""
+    numbers = list(range(9, 0, -1))  # pages [9, 8] [7, 6] [5, 4] [3, 2] [1]
+    clock = Clock()
+
+    def a_minute_passes(_url: object, **_request: object) -> None:
+        clock.now += 60
+
+    with aioresponses() as mock:
+        api = FakeList(mock, numbers, 2)
+        for page, after in enumerate([None, 8, 6, 4, 2], start=1):
+            api.serve(after, callback=a_minute_passes if page == spent_on_page else None)
+        first = await sync(
+            dataclasses.replace(settings, max_seconds=30), retry=fast_retry, clock=clock
+        )
+    assert not first.complete
+    assert (first.pages, first.batches_seen, first.seconds) == (
+        spent_on_page,
+        2 * spent_on_page,
+        60,
+    )
+    committed = numbers[: 2 * spent_on_page]
+    assert stored_ids(settings.db) == ids(*committed)
+    assert walk_row(settings.db) == (ids(committed[-1])[0], None, ids(9)[0], 0)
+    assert runs(settings.db) == [("full", "partial", spent_on_page, None)]
+    with aioresponses() as mock:
+        api = FakeList(mock, numbers, 2)
+        api.serve_all(after=committed[-1])
+        api.serve(None)  # the catch-up from the top, down to the head
+        result = await sync(settings, retry=fast_retry, clock=clock)
+    assert result.complete
+    assert result.mode == "resume"
+    assert result.batches_new == len(numbers) - len(committed)
+    assert stored_ids(settings.db) == ids(*numbers)
+    assert [r[:2] for r in runs(settings.db)] == [("full", "partial"), ("resume", "complete")]
+
+
+# Closing the run: the last ledger write.
+
+
+async def disk_failure(*_args: object, **_kwargs: object) -> None:
+    raise sqlite3.OperationalError("disk I/O error")
+
+
+def serve_refusal(mock: aioresponses) -> None:
+    mock.get(
+        f"{BASE_URL}/batches?limit=2",
+        status=401,
+        payload={"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}},
+    )
+
+
+def serve_exhausted_retries(mock: aioresponses) -> None:
+    mock.get(f"{BASE_URL}/batches?limit=2", status=503, body="busy", repeat=True)
+
+
+@pytest.mark.parametrize(
+    ("serve", "error", "message"),
+    [
+        (serve_refusal, AuthenticationError, "Incorrect API key provided"),
+        (serve_exhausted_retries, ServerError, "gave up after 4 attempts"),
+    ],
+    ids=["refused", "retries ran out"],
+)
+async def test_a_failure_to_close_a_failed_run_does_not_hide_its_error(
+    settings: Settings,
+    fast_retry: RetryPolicy,
+    monkeypatch: pytest.MonkeyPatch,
+    serve: Callable[[aioresponses], None],
+    error: type[Exception],
+    message: str,
+) -> None:
+    """When the ledger write that closes a failed run fails too, the run's own error is raised."""
+    monkeypatch.setattr(Store, "finish_run", disk_failure)
+    with aioresponses() as mock:
+        serve(mock)
+        with pytest.raises(error, match=message):
+            await sync(settings, retry=fast_retry)
+
+
+@pytest.mark.parametrize(("max_pages", "stored"), [(None, 5), (1, 2)], ids=["complete", "partial"])
+async def test_a_failure_to_close_a_run_that_went_well_is_raised(
+    settings: Settings,
+    fast_retry: RetryPolicy,
+    monkeypatch: pytest.MonkeyPatch,
+    max_pages: int | None,
+    stored: int,
+) -> None:
+    """A run with nothing else to report raises the failed close; its committed pages stay."""
+    monkeypatch.setattr(Store, "finish_run", disk_failure)
+    numbers = list(range(5, 0, -1))
+    with aioresponses() as mock:
+        FakeList(mock, numbers, 2).serve_all()
+        with pytest.raises(DatabaseError, match="disk I/O error"):
+            await sync(dataclasses.replace(settings, max_pages=max_pages), retry=fast_retry)
+    assert stored_ids(settings.db) == ids(*numbers[:stored])
+
+
+# What -v shows: one warning per retry, with machine-readable fields.
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+async def test_a_retry_logs_one_warning_with_attempt_wait_and_status(
+    settings: Settings, fast_retry: RetryPolicy, caplog: pytest.LogCaptureFixture, status: int
+) -> None:
+    """At WARNING, a retry is one record whose extra fields are its attempt, wait and status."""
+    url = f"{BASE_URL}/batches?limit=2"
+    with aioresponses() as mock:
+        mock.get(url, status=status, body="busy", headers={"retry-after-ms": "10"})
+        mock.get(url, payload=list_body([make_batch(1)], False))
+        with caplog.at_level(logging.WARNING):
+            result = await sync(settings, retry=fast_retry)
+    assert result.retries == 1
+    (record,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert record.levelno == logging.WARNING
+    assert (record.attempt, record.wait, record.status) == (1, 0.01, status)  # type: ignore[attr-defined]
+    assert f"API error {status}" in record.getMessage()
+
+
+# --requests-per-minute against the fake API.
+
+
+@pytest.fixture
+async def five_batches() -> AsyncIterator[FakeApiServer]:
+    """The fake API with five batches: five list requests at one batch a page."""
+    async with FakeApiServer(FakeApiOptions(batches=5)) as running:
+        yield running
+
+
+def limiter_ledger(db: Path) -> tuple[int, float]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return conn.execute("SELECT limiter_waits, limiter_wait_seconds FROM sync_runs").fetchone()
+
+
+class VirtualTime:
+    """A clock that moves only when the rate limiter sleeps: waits no longer depend on how
+    fast the machine answers."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+async def test_a_request_cap_spaces_the_requests_and_counts_the_waits(
+    five_batches: FakeApiServer, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At N requests a minute, each request after the first waits 60 / N s; the ledger says so."""
+    per_minute = 600  # one request every 0.1 s
+    spacing = 60 / per_minute
+    virtual = VirtualTime()
+    monkeypatch.setattr(
+        sys.modules["crawler.sync"],  # `crawler.sync` itself names the function
+        "RateLimiter",
+        functools.partial(RateLimiter, clock=virtual.clock, sleep=virtual.sleep),
+    )
+    settings = Settings(
+        db=db_path,
+        base_url=five_batches.base_url,
+        api_key=five_batches.options.api_key,
+        page_size=1,
+        requests_per_minute=per_minute,
+    )
+    result = await sync(settings)
+    requests = sum(five_batches.stats.requests.values())
+    assert result.complete
+    assert requests == result.pages == 5
+    assert virtual.now == pytest.approx((requests - 1) * spacing)
+    waits, waited = limiter_ledger(db_path)
+    assert (result.limiter_waits, result.limiter_wait_seconds) == (waits, waited)
+    assert waits == requests - 1
+    assert waited == pytest.approx((requests - 1) * spacing)
+
+
+@pytest.mark.parametrize("per_minute", [None, 1e9], ids=["no cap", "a cap never reached"])
+async def test_without_a_cap_in_reach_no_request_waits(
+    five_batches: FakeApiServer, db_path: Path, per_minute: float | None
+) -> None:
+    """No cap, or one far above what a run can send: the ledger records no waits at all."""
+    settings = Settings(
+        db=db_path,
+        base_url=five_batches.base_url,
+        api_key=five_batches.options.api_key,
+        page_size=1,
+        requests_per_minute=per_minute,
+    )
+    result = await sync(settings)
+    assert result.complete
+    assert limiter_ledger(db_path) == (0, 0.0)

@@ -1,36 +1,10 @@
-"""The incremental cost model and the shared rate limiter, purely."""
+"""The shared rate limiter and the duration parser, purely, on a fake clock."""
 
 from __future__ import annotations
 
 import pytest
 
-from crawler.plan import walk_depth
 from crawler.ratelimit import RateLimiter, parse_duration
-
-
-@pytest.mark.parametrize(
-    ("positions", "depth"),
-    [
-        ([], 0),
-        ([0, 3, 50, 99], 1),  # all on the first page: one request beats four
-        ([0, 150, 250], 0),  # a tie: by id, which runs concurrently, wins
-        ([0, 1, 150, 250], 1),  # one page saves a request; going deeper saves no more
-        ([0, 1, 2, 40_000], 1),  # a lone straggler deep down is fetched by id
-        ([5_000], 0),
-        (list(range(0, 1000, 10)), 10),  # a dense recent region is walked
-    ],
-)
-def test_walk_depth_minimises_requests(positions: list[int], depth: int) -> None:
-    """Walk d pages then fetch the rest by id, for the d with the fewest requests."""
-    assert walk_depth(positions, 100) == depth
-
-
-def test_walk_depth_cost_is_never_above_either_pure_plan() -> None:
-    """The chosen plan costs no more than walking everything or fetching everything by id."""
-    positions = [3, 7, 120, 121, 122, 123, 900, 5_000, 77_777]
-    depth = walk_depth(positions, 100)
-    cost = depth + sum(p >= depth * 100 for p in positions)
-    assert cost <= min(len(positions), max(positions) // 100 + 1)
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,9 @@ class FakeApiStats:
     dropped: int = 0
     truncated: int = 0
     slow: int = 0
+    held: int = 0  # list requests a test's gate held (see FakeApiServer.hold_list_requests)
+    # (name, value) of every OpenAI-Organization and OpenAI-Project header received.
+    headers: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 @dataclass(frozen=True)

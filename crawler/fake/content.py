@@ -1,6 +1,6 @@
 """The content of one fake batch: status tables, progress, usage, metadata, errors (pure).
 
-Every function here turns random words (drawn per batch by `crawler.fakedata`) into fields
+Every function here turns random words (drawn per batch by `crawler.fake.data`) into fields
 that agree with each other and with the reference: in-flight statuses only within 24 h,
 terminal request counts that add up, files only when there is something in them.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from crawler.fakeids import mix
+from .ids import mix
 
 DAY = 86_400
 IN_FLIGHT = frozenset({"validating", "in_progress", "finalizing", "cancelling"})

@@ -1,13 +1,20 @@
 """Keyed, invertible 64-bit mixing and the id formats of the fake API (pure, no I/O).
 
-The fake never stores an id -> index map: a batch id is `batch_` + hex(mix(i ^ key)) +
-hex(check), so the server inverts the mix to find the index in O(1) and the check word (derived
-from a seed tag) rejects ids that were never issued.
+The fake never stores an id -> index map: a batch id carries hex(mix(i ^ key)), so the server
+inverts the mix to find the index in O(1), and a check word (derived from a seed tag) rejects
+ids that were never issued. Two spellings, both 38 characters:
+
+- realistic (the default): `batch_` + 8 hex of created_at + 16 hex of the mixed index + 8 hex
+  of check, as OpenAI's ids begin with their creation second (about 1 in 10 one second
+  earlier, as in recorded responses); ids then arrive nearly in key order, as in real use;
+- random: `batch_` + 16 hex of the mixed index + 16 hex of check: fully random keys, the
+  worst case for SQLite's primary-key index.
 """
 
 from __future__ import annotations
 
 import binascii
+from typing import Literal
 
 _M64 = (1 << 64) - 1
 # splitmix64 finaliser constants and their inverses mod 2**64: the mix is a bijection.
@@ -21,6 +28,11 @@ _B62_PAIRS = [a + b for a in _B62 for b in _B62]
 _B62_VALUE = {ch: n for n, ch in enumerate(_B62)}
 _NOT_ALNUM = bytes.maketrans(b"+/", b"Qz")  # base64's two symbols that ids never contain
 _B62_WORD = 11  # 62**11 > 2**64, so one 64-bit word is 11 base62 digits
+_ODD2 = 0xD6E8FEB86659FD93
+_BATCH_ID_LENGTH = 38
+
+IdStyle = Literal["realistic", "random"]
+ID_STYLES: tuple[IdStyle, ...] = ("realistic", "random")
 
 
 def mix(x: int) -> int:
@@ -89,3 +101,46 @@ def parse_file_id(file_id: str) -> tuple[int, int] | None:
     if a is None or b is None:
         return None
     return a, b
+
+
+class BatchIds:
+    """The batch ids of one seed in one style: index -> word -> id, and back in O(1)."""
+
+    def __init__(self, seed: int, style: IdStyle = "realistic") -> None:
+        if style not in ID_STYLES:
+            raise ValueError(f"ids must be one of {ID_STYLES}, got {style!r}")
+        self.style = style
+        self._key = derive_key(seed, 1)
+        self._tag = derive_key(seed, 2)
+
+    def word(self, i: int) -> int:
+        """Return the id word of batch i: its index, mixed (random-looking, invertible)."""
+        return mix(i ^ self._key)
+
+    def index(self, word: int) -> int:
+        """Invert `word`."""
+        return unmix(word) ^ self._key
+
+    def build(self, word: int, created_at: int) -> str:
+        """Spell the id of the batch with this word, created at `created_at`."""
+        # A multiply is enough: the word is already random, and this runs once per batch.
+        check = ((word ^ self._tag) * _ODD2) & _M64
+        if self.style == "random":
+            return f"batch_{word:016x}{check:016x}"
+        # About 1 in 10 recorded ids carry the second before created_at.
+        second = created_at - 1 if (check & 0xFFFFFFFF) % 10 == 0 else created_at
+        return f"batch_{second:08x}{word:016x}{check >> 32:08x}"
+
+    def parse(self, batch_id: str) -> int | None:
+        """Return the word an id of this style carries, or None when it cannot be one.
+
+        The caller re-encodes the word to confirm the id was issued: `int` alone accepts
+        spellings (`+`, `_`, upper case) that no issued id has.
+        """
+        if len(batch_id) != _BATCH_ID_LENGTH or not batch_id.startswith("batch_"):
+            return None
+        digits = batch_id[6:22] if self.style == "random" else batch_id[14:30]
+        try:
+            return int(digits, 16) & _M64
+        except ValueError:
+            return None

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from crawler.fakecontent import (
+from .content import (
     DAY,
     ENDPOINTS,
     FORCED,
@@ -35,7 +35,9 @@ from crawler.fakecontent import (
     draw_total,
     fill_progress,
 )
-from crawler.fakeids import (
+from .ids import (
+    BatchIds,
+    IdStyle,
     build_file_id,
     build_opaque_file_id,
     derive_key,
@@ -50,25 +52,25 @@ _ODD = 0x9E3779B97F4A7C15
 _ODD2 = 0xD6E8FEB86659FD93
 
 
-def _check(hi: int, tag: int) -> int:
-    """Second half of a batch id: ties the id to this seed (hi is already random)."""
-    return ((hi ^ tag) * _ODD2) & _M64
-
-
 class FakeBatches:
-    """The fake server's dataset: `count` batches generated lazily from (seed, index)."""
+    """The fake server's dataset: `count` batches generated lazily from (seed, index).
 
-    def __init__(self, count: int, seed: int = 0, now: int = 1_767_225_600) -> None:
+    `ids` picks how batch ids are spelled (see `crawler.fake.ids`); the content is the same.
+    """
+
+    def __init__(
+        self, count: int, seed: int = 0, now: int = 1_767_225_600, ids: IdStyle = "realistic"
+    ) -> None:
         if count < 0:
             raise ValueError(f"count must be >= 0, got {count}")
         self.seed = seed
+        self.ids = BatchIds(seed, ids)
         self.now = now
         self.clock = now  # the fake "current time": moves 1 s per add/advance call
         self._base = count  # generation depends on the original count only
         self._count = count
         self._overrides: dict[int, dict[str, Any]] = {}
         self._in_flight: deque[int] | None = None
-        self._k_index = derive_key(seed, 1)
         self._tag = derive_key(seed, 2)
         self._k_content = derive_key(seed, 3)
         self._k_time = derive_key(seed, 4)
@@ -88,19 +90,18 @@ class FakeBatches:
 
     def batch_id(self, i: int) -> str:
         """Return the id of batch i."""
-        hi = mix(i ^ self._k_index)
-        return f"batch_{hi:016x}{_check(hi, self._tag):016x}"
+        override = self._overrides.get(i)
+        if override is not None:  # an added batch: its id tells its own creation second
+            return str(override["id"])
+        return self.ids.build(self.ids.word(i), self._created_at(i))
 
     def index_of(self, batch_id: str) -> int | None:
         """Map a batch id back to its index in O(1), or None for an id this dataset never had."""
-        if len(batch_id) != 38 or not batch_id.startswith("batch_"):
+        word = self.ids.parse(batch_id)
+        if word is None:
             return None
-        try:
-            hi = int(batch_id[6:22], 16)
-        except ValueError:
-            return None
-        i = unmix(hi & _M64) ^ self._k_index
-        # Re-encoding rejects tag mismatches and lenient int() spellings ("+", "_", upper case).
+        i = self.ids.index(word)
+        # Re-encoding rejects other seeds' ids, wrong seconds and lenient hex spellings.
         return i if i < self._count and self.batch_id(i) == batch_id else None
 
     def error_file_id(self, i: int) -> str:
@@ -230,7 +231,7 @@ class FakeBatches:
 
     def _words(self, i: int) -> tuple[int, int, int, int]:
         """Return the id word and three random words of batch i."""
-        hi = mix(i ^ self._k_index)
+        hi = self.ids.word(i)
         r = mix(hi ^ self._k_content)
         # Content only needs to look random: one multiply per extra word instead of a `mix`.
         r2 = ((r ^ (r >> 29)) * _ODD) & _M64
@@ -273,7 +274,7 @@ class FakeBatches:
         kind = (r >> 10) & 3
         model = MODELS[kind][(r >> 12) & 3]
         b: dict[str, Any] = {
-            "id": f"batch_{hi:016x}{_check(hi, self._tag):016x}",
+            "id": self.ids.build(hi, c),
             "object": "batch",
             "endpoint": ENDPOINTS[kind],
             "errors": None,

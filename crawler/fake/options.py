@@ -1,0 +1,52 @@
+"""What the fake API serves and which faults it injects: `FakeApiOptions`, checked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .ids import ID_STYLES, IdStyle
+
+BROKEN_PAGINATION_MODES = ("empty-has-more", "stuck-cursor", "wrong-last-id")
+
+
+@dataclass(frozen=True)
+class FakeApiOptions:
+    """What the fake serves and which faults it injects (all faults off by default)."""
+
+    batches: int = 3000
+    seed: int = 0
+    api_key: str = "sk-fake-local"
+    ids: IdStyle = "realistic"  # or "random": see crawler.fake.ids
+    latency: float = 0.0  # seconds added to every response
+    error_rate: float = 0.0  # share answered 500/502/503
+    html_errors: bool = False  # 5xx bodies are a proxy's HTML page, not the JSON envelope
+    rate_limit_rate: float = 0.0  # share answered 429 with a small retry delay
+    requests_per_second: float | None = None  # server-wide budget; over it -> 429
+    drop_rate: float = 0.0  # share whose connection closes without a response
+    truncate_rate: float = 0.0  # share whose body stops halfway (Content-Length says more)
+    slow_rate: float = 0.0  # share delayed by slow_seconds
+    slow_seconds: float = 1.0
+    add_per_request: int = 0  # new batches at the head on every list request after the first
+    advance_per_request: int = 0  # in-flight batches moved on, same schedule
+    broken_pagination: str | None = None  # one of BROKEN_PAGINATION_MODES
+
+    def __post_init__(self) -> None:
+        """Reject impossible values, naming the field."""
+        for name in ("error_rate", "rate_limit_rate", "drop_rate", "truncate_rate", "slow_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
+        for name in ("batches", "latency", "slow_seconds", "add_per_request"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.advance_per_request < 0:
+            raise ValueError(f"advance_per_request must be >= 0, got {self.advance_per_request}")
+        if self.requests_per_second is not None and self.requests_per_second <= 0:
+            raise ValueError(f"requests_per_second must be > 0, got {self.requests_per_second}")
+        if self.ids not in ID_STYLES:
+            raise ValueError(f"ids must be one of {ID_STYLES}, got {self.ids!r}")
+        if self.broken_pagination not in (None, *BROKEN_PAGINATION_MODES):
+            raise ValueError(
+                f"broken_pagination must be one of {BROKEN_PAGINATION_MODES}, "
+                f"got {self.broken_pagination!r}"
+            )

@@ -1,0 +1,296 @@
+"""A local aiohttp server faithful to the OpenAI Batches API, with fault knobs for tests.
+
+Routes (all need `Authorization: Bearer <api_key>`, else 401 `invalid_api_key`):
+
+- `GET /v1/batches?limit=&after=`: newest first. `limit` defaults to 20; 1..100 pages;
+  `limit=0` is a 200 empty page whose `has_more` says whether batches remain after the cursor;
+  above 100 -> 400 `integer_above_max_value`, below 0 -> 400 `integer_below_min_value`, not an
+  integer -> 400 `invalid_type` (param `limit` each time). An `after` id this server never
+  issued -> 400 `invalid_request_error` with param `after` (the real API's answer is
+  unconfirmed; an error is the safe guess, an empty page would hide a bad cursor).
+- `GET /v1/batches/{id}`: one batch; unknown -> 404 `batch_not_found`.
+- `GET /v1/files/{id}/content`: an error file as JSONL (`application/octet-stream`, one record
+  per line, newline-terminated); any other file id -> 404, like an expired file.
+- Anything else -> 404 envelope `Invalid URL (METHOD /path)`.
+
+Faults (off by default) apply to `/v1/batches*` and `/v1/files*`, chosen from
+`random.Random(seed)` in request order; at most one of drop, 5xx, 429, truncation per request
+(in that precedence), and independently a slow answer. Injected 429s advertise <= 0.2 s, as
+`retry-after-ms: 150` or as fractional seconds `retry-after: 0.15` (alternating; the official
+SDK parses both as floats). The `requests_per_second` budget answers 429 with the real wait in
+`retry-after-ms`; under budget it sends `x-ratelimit-*` with the real remaining count.
+
+For tests: `FakeApiServer.hold_list_requests` stops a client at a known point of its walk,
+the budget can run on an injected clock, and `stats` counts what was received and done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Self
+
+from aiohttp import web
+
+from .data import FakeBatches
+from .faults import NO_FAULT, FakeApiStats, Fault, FaultPicker, RequestBudget
+from .gate import ListGate
+from .listing import ListPages, parse_limit
+from .options import FakeApiOptions
+from .replies import (
+    error_reply,
+    json_reply,
+    over_budget,
+    rate_limited,
+    reply,
+    server_error,
+    unauthorized,
+)
+
+_FAULTY_PREFIXES = ("/v1/batches", "/v1/files")
+_SEEN_HEADERS = ("OpenAI-Organization", "OpenAI-Project")
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class _FakeApi:
+    """Request handling: middleware (faults, auth) and the route handlers."""
+
+    def __init__(self, options: FakeApiOptions, clock: Callable[[], float]) -> None:
+        self.options = options
+        self.data = FakeBatches(options.batches, options.seed, ids=options.ids)
+        self.stats = FakeApiStats()
+        self.gate = ListGate(self.stats)
+        self._faults = FaultPicker(
+            options.seed,
+            drop_rate=options.drop_rate,
+            error_rate=options.error_rate,
+            rate_limit_rate=options.rate_limit_rate,
+            truncate_rate=options.truncate_rate,
+            slow_rate=options.slow_rate,
+        )
+        rps = options.requests_per_second
+        self._budget = RequestBudget(rps, clock) if rps is not None else None
+        self._list_requests = 0
+        self._pages = ListPages(self.data, options.broken_pagination)
+        self._bearer = f"Bearer {options.api_key}".encode()
+
+    def build_app(self) -> web.Application:
+        """Return the aiohttp application serving this fake."""
+        app = web.Application(middlewares=[self._middleware])
+        app.router.add_get("/v1/batches", self._list, name="list_batches")
+        app.router.add_get("/v1/batches/{batch_id}", self._retrieve, name="retrieve_batch")
+        app.router.add_get("/v1/files/{file_id}/content", self._content, name="file_content")
+        app.router.add_route("*", "/{tail:.*}", self._not_found, name="not_found")
+        return app
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
+        """Count, delay, inject faults, check the key, then answer."""
+        self.stats.requests[request.match_info.route.name or "unnamed"] += 1
+        for name in _SEEN_HEADERS:
+            value = request.headers.get(name)
+            if value is not None:
+                self.stats.headers[name, value] += 1
+        faulty = request.path.startswith(_FAULTY_PREFIXES)
+        draw = self._faults.draw() if faulty else NO_FAULT
+        delay = self.options.latency
+        if draw.slow:
+            self.stats.slow += 1
+            delay += self.options.slow_seconds
+        if delay:
+            await asyncio.sleep(delay)
+        early = self._inject(request, draw.fault)
+        quota = None
+        if early is None and faulty and self._budget is not None:
+            quota = self._budget.take()
+            if not quota.granted:
+                self.stats.rate_limited += 1
+                early = over_budget(quota)
+        if early is None:
+            early = self._check_key(request)
+        if early is not None:
+            return early
+        response = await handler(request)
+        if quota is not None:
+            response.headers.update(quota.headers())
+        if draw.fault == "truncate" and isinstance(response, web.Response):
+            self.stats.truncated += 1
+            return await self._truncate(request, response)
+        return response
+
+    def _inject(self, request: web.Request, fault: Fault | None) -> web.Response | None:
+        """Answer a drop, 5xx or 429 fault instead of the handler; None for the others."""
+        if fault == "drop":
+            self.stats.dropped += 1
+            # aiohttp then fails to write this reply to the closed transport and gives up quietly.
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=500)
+        if fault == "error":
+            self.stats.errors += 1
+            return server_error(self._faults.server_error_status(), self.options.html_errors)
+        if fault == "rate_limit":
+            self.stats.rate_limited += 1
+            delay, as_ms = self._faults.rate_limit_delay()
+            limit = self._budget.limit if self._budget is not None else 5000
+            return rate_limited(delay, as_ms, limit)
+        return None
+
+    def _check_key(self, request: web.Request) -> web.Response | None:
+        """Return the 401 answer when the bearer key is missing or wrong, else None."""
+        header = request.headers.get("Authorization", "")
+        if hmac.compare_digest(header.encode(), self._bearer):
+            return None
+        return unauthorized(header)
+
+    async def _truncate(self, request: web.Request, full: web.Response) -> web.StreamResponse:
+        """Send the headers and half the body, then close: Content-Length promised more."""
+        body = full.body if isinstance(full.body, bytes) else b""
+        partial = web.StreamResponse(status=full.status, headers=full.headers)
+        partial.content_length = len(body)
+        await partial.prepare(request)
+        await partial.write(body[: len(body) // 2])
+        if request.transport is not None:
+            request.transport.close()
+        return partial
+
+    async def _list(self, request: web.Request) -> web.Response:
+        """GET /v1/batches."""
+        await self.gate.enter()
+        limit = parse_limit(request.query.get("limit"))
+        if isinstance(limit, dict):
+            return json_reply(400, limit)
+        data = self.data
+        after = request.query.get("after")
+        after_index = None if after is None else data.index_of(after)
+        if after is not None and after_index is None:
+            message = f"Invalid 'after': no batch with id '{after}' was found."
+            return error_reply(400, message, "invalid_request_error", "after")
+        if self._list_requests:
+            if self.options.add_per_request:
+                data.add_batches(self.options.add_per_request)
+            if self.options.advance_per_request:
+                data.advance_statuses(self.options.advance_per_request)
+        self._list_requests += 1
+        self.stats.pages += 1
+        return reply(200, self._pages.body(after_index, limit))
+
+    async def _retrieve(self, request: web.Request) -> web.Response:
+        """GET /v1/batches/{batch_id}."""
+        batch_id = request.match_info["batch_id"]
+        index = self.data.index_of(batch_id)
+        if index is None:
+            message = f"No batch found with id '{batch_id}'."
+            return error_reply(404, message, "invalid_request_error", None, "batch_not_found")
+        return json_reply(200, self.data.batch(index))
+
+    async def _content(self, request: web.Request) -> web.Response:
+        """GET /v1/files/{file_id}/content: an error file as JSONL."""
+        file_id = request.match_info["file_id"]
+        lines = self.data.error_file_lines(file_id)
+        if lines is None:
+            message = f"No such File object: {file_id}"
+            return error_reply(404, message, "invalid_request_error", "id")
+        body = "".join(json.dumps(line) + "\n" for line in lines).encode()
+        return reply(200, body, content_type="application/octet-stream")
+
+    async def _not_found(self, request: web.Request) -> web.Response:
+        """Any other method or path."""
+        return error_reply(
+            404, f"Invalid URL ({request.method} {request.path})", "invalid_request_error"
+        )
+
+
+class FakeApiServer:
+    """Run the fake on a TCP port for the duration of an `async with` block.
+
+    Args:
+        options: what to serve; defaults to `FakeApiOptions()`.
+        host: interface to listen on.
+        port: TCP port; 0 picks a free one (read `base_url` afterwards).
+        clock: the monotonic clock of the `requests_per_second` budget (a test may pass a
+            virtual one, shared with the client's rate limiter).
+    """
+
+    def __init__(
+        self,
+        options: FakeApiOptions | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.options = options or FakeApiOptions()
+        self._api = _FakeApi(self.options, clock)
+        self.data: FakeBatches = self._api.data
+        self.stats: FakeApiStats = self._api.stats
+        self.base_url = ""  # set once listening, e.g. "http://127.0.0.1:54321/v1"
+        self._host = host
+        self._port = port
+        self._runner: web.AppRunner | None = None
+
+    async def __aenter__(self) -> Self:
+        """Start listening."""
+        # No access log: it would cost more than generating a page. A short shutdown timeout:
+        # requests still in flight at exit (a slow fault, say) are cut rather than awaited.
+        runner = web.AppRunner(self._api.build_app(), access_log=None, shutdown_timeout=0.25)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self._host, self._port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        port = runner.addresses[0][1]
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        self.base_url = f"http://{host}:{port}/v1"
+        return self
+
+    def hold_still(self) -> None:
+        """Stop the moving target: from now on no batch is added or advanced."""
+        self._api.options = dataclasses.replace(
+            self._api.options, add_per_request=0, advance_per_request=0
+        )
+
+    def hold_list_requests(self, after: int = 0) -> None:
+        """Answer `after` more list requests, then hold the following ones until
+        `release_list_requests()` (or until the server stops); `stats.held` counts them.
+
+        A client is then stopped at a known point: it has what those pages gave it, and
+        waits on its next page, so a test can kill or cancel it there.
+        """
+        self._api.gate.hold(after)
+
+    def release_list_requests(self) -> None:
+        """Answer the held list requests, and hold no more."""
+        self._api.gate.release()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop listening and close every connection."""
+        self._api.gate.release()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+async def serve(
+    options: FakeApiOptions,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the fake until cancelled; `ready(base_url)` is called once it is listening."""
+    async with FakeApiServer(options, host=host, port=port) as server:
+        if ready is not None:
+            ready(server.base_url)
+        await asyncio.Event().wait()  # returns only by cancellation

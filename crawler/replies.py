@@ -1,0 +1,110 @@
+"""Failed responses, read purely: the error envelope, the server's delay, the error type."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from typing import Any
+
+from .errors import (
+    ApiError,
+    AuthenticationError,
+    BadRequestError,
+    NotFoundError,
+    QuotaExceededError,
+    RateLimitedError,
+    ServerError,
+    UnknownCursorError,
+)
+from .jsontext import parse
+
+
+def parse_retry_after(headers: Any, now: float | None = None) -> float | None:
+    """The server's requested delay in seconds from `retry-after-ms` or `retry-after`."""
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            return float(raw_ms) / 1000
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return when.timestamp() - (time.time() if now is None else now)
+
+
+def _should_retry_header(headers: Any) -> bool | None:
+    value = headers.get("x-should-retry")
+    if value == "true":
+        return True
+    if value == "false":
+        return False
+    return None
+
+
+def build_api_error(
+    status: int, body: bytes, headers: Any, url: str, *, secret: str | None = None
+) -> ApiError:
+    """Map a non-2xx response to the error type that says what to do about it.
+
+    `secret` (the API key) is masked should the server echo it back.
+    """
+    message, code, param = _envelope(body)
+    if message is None:
+        message = f"HTTP {status}"
+    text = f"API error {status}" + (f" ({code})" if code else "") + f": {message} [GET {url}]"
+    text = mask_secret(text, secret)
+    fields: dict[str, Any] = {
+        "status": status,
+        "code": code,
+        "param": param,
+        "url": url,
+        "retry_after": parse_retry_after(headers),
+        "should_retry": _should_retry_header(headers),
+    }
+    return _error_class(status, code, param)(text, **fields)
+
+
+def _error_class(status: int, code: str | None, param: str | None) -> type[ApiError]:
+    if status in (401, 403):
+        return AuthenticationError
+    if status == 404:
+        return NotFoundError
+    if status == 429:
+        return QuotaExceededError if code == "insufficient_quota" else RateLimitedError
+    if status in (408, 409) or status >= 500:
+        return ServerError
+    if status == 400 and param == "after":
+        return UnknownCursorError
+    return BadRequestError
+
+
+def mask_secret(text: str, secret: str | None) -> str:
+    """`text` with every occurrence of `secret` replaced by `***`."""
+    return text.replace(secret, "***") if secret else text
+
+
+def _envelope(body: bytes) -> tuple[str | None, str | None, str | None]:
+    """Message, code and param of an OpenAI (or Azure) error envelope, if the body is one."""
+    try:
+        error = parse(body)["error"]
+        message = error.get("message")
+        code = error.get("code") or error.get("type")
+        param = error.get("param")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None, None, None
+    if not isinstance(message, str):
+        return None, None, None
+    return (
+        " ".join(message.split()),
+        str(code) if code is not None else None,
+        param if isinstance(param, str) else None,
+    )

@@ -1,0 +1,69 @@
+"""The shape of a run: its figures (the `sync_runs` columns, named once here) and its results."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RunFigures:
+    """What a run did, counted as it goes. Each field is a column of `sync_runs`."""
+
+    pages: int = 0  # list pages walked
+    batches_seen: int = 0
+    batches_new: int = 0
+    batches_updated: int = 0
+    error_lines: int = 0
+    retries: int = 0
+    refreshed_by_id: int = 0  # GET /batches/{id}
+    gone: int = 0  # of those, answered 404
+    limiter_waits: int = 0
+    limiter_wait_seconds: float = 0.0
+
+    def plus(self, **counts: float) -> RunFigures:
+        """These figures with `counts` added to the named ones."""
+        return dataclasses.replace(
+            self, **{name: getattr(self, name) + value for name, value in counts.items()}
+        )
+
+    def columns(self) -> dict[str, Any]:
+        """The figures by column name, for the ledger."""
+        return {name: getattr(self, name) for name in FIGURE_COLUMNS}
+
+
+FIGURE_COLUMNS = tuple(f.name for f in dataclasses.fields(RunFigures))
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyncResult(RunFigures):
+    """What a sync did. `complete` is False when a page or time budget cut it short."""
+
+    run_id: int
+    mode: str
+    complete: bool
+    seconds: float
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRecord(RunFigures):
+    """One row of the run ledger."""
+
+    id: int
+    started_at: int
+    ended_at: int | None
+    mode: str
+    outcome: str
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot for progress lines, sent after every committed page and every retry."""
+
+    pages: int
+    batches: int
+    retries: int
+    elapsed: float

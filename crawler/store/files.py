@@ -1,0 +1,106 @@
+"""The database file before SQLite opens it: is it ours to open, and who is writing it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from ..errors import DatabaseBusyError, DatabaseError
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+# Upserts (ON CONFLICT DO UPDATE) arrived in 3.24.
+_SQLITE_NEEDED = (3, 24, 0)
+
+# A `status` probing the lock holds it for an instant: a sync tries a few times.
+_LOCK_ATTEMPTS = 5
+_LOCK_RETRY_SECONDS = 0.02
+
+
+def check_file(path: Path, *, must_exist: bool = False) -> None:
+    """Refuse, before SQLite touches it, a file that is not a SQLite database.
+
+    Raises:
+        DatabaseError: SQLite is too old, the file cannot be read, or is not SQLite.
+    """
+    if sqlite3.sqlite_version_info < _SQLITE_NEEDED:
+        raise DatabaseError(
+            f"this Python's SQLite is {sqlite3.sqlite_version}; batch-crawler needs 3.24 or newer"
+        )
+    try:
+        with path.open("rb") as fh:
+            header = fh.read(len(_SQLITE_MAGIC))
+    except FileNotFoundError:
+        if must_exist:
+            raise DatabaseError(f"no database at {path}; run `batch-crawler sync` first") from None
+        return
+    except OSError as exc:
+        raise DatabaseError(f"cannot read database {path}: {exc.strerror}") from exc
+    if header and header != _SQLITE_MAGIC:
+        raise DatabaseError(f"{path} is not a SQLite database; choose another --db path")
+
+
+def lock_path(path: Path) -> Path:
+    """The file a sync locks while it writes `path`: `batches.db` -> `batches.db.lock`.
+
+    A file of its own, not the database: closing any descriptor of the database would
+    drop SQLite's own locks on it, held by the same process.
+    """
+    return path.with_name(path.name + ".lock")
+
+
+@contextlib.asynccontextmanager
+async def writer_lock(path: Path) -> AsyncIterator[None]:
+    """Hold the exclusive sync lock of `path` for the whole sync.
+
+    flock() locks are released by the kernel when the process dies, even by kill -9,
+    so a crashed sync never leaves a stale lock behind. The lock file itself stays:
+    removing it would let two syncs lock two different files.
+
+    Raises:
+        DatabaseBusyError: another sync holds the lock.
+        DatabaseError: the lock file cannot be opened.
+    """
+    try:
+        fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise DatabaseError(f"cannot open database {path}: {exc.strerror}") from exc
+    try:
+        for attempt in range(1, _LOCK_ATTEMPTS + 1):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if attempt == _LOCK_ATTEMPTS:
+                    raise DatabaseBusyError(
+                        f"another sync is writing {path}; wait for it to finish"
+                    ) from None
+                await asyncio.sleep(_LOCK_RETRY_SECONDS)
+        yield
+    finally:
+        os.close(fd)
+
+
+def sync_is_running(path: Path) -> bool:
+    """Whether a sync holds the writer lock of `path` right now."""
+    try:
+        fd = os.open(lock_path(path), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def read_only_uri(path: Path) -> str:
+    """An SQLite URI opening `path` read-only; `#`, `?` and `%` in names are escaped."""
+    return path.resolve().as_uri() + "?mode=ro"

@@ -1,0 +1,144 @@
+"""The SQL of reads: the walk state, what a sync plans from, status figures, example queries."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from ..errors import DatabaseError
+from ..runs import FIGURE_COLUMNS, RunRecord
+from ..walk import WalkState
+from .files import check_file
+from .schema import connect, in_thread, latest_version
+
+T = TypeVar("T")
+
+# Batches in these states never change again; any other status, known or not, may.
+TERMINAL = ("completed", "failed", "expired", "cancelled")
+
+# Questions the demo asks of a freshly synced database.
+EXAMPLE_QUERIES = (
+    (
+        "Batches by status",
+        "SELECT status, count(*) AS batches FROM batches GROUP BY status ORDER BY batches DESC",
+    ),
+    (
+        "Requests and tokens by model",
+        "SELECT coalesce(model, '(not recorded)') AS model, count(*) AS batches,\n"
+        "       sum(request_counts_failed) AS failed_requests, sum(total_tokens) AS tokens\n"
+        "FROM batches GROUP BY 1 ORDER BY batches DESC",
+    ),
+    (
+        "Why batches failed",
+        "SELECT e.code, count(DISTINCT e.batch_id) AS batches,\n"
+        "       substr(min(e.message), 1, 60) AS example\n"
+        "FROM batch_errors e GROUP BY e.code ORDER BY batches DESC LIMIT 5",
+    ),
+)
+
+_RUN_COLUMNS = ("id", "started_at", "ended_at", "mode", "outcome", "error", *FIGURE_COLUMNS)
+
+
+def select_walk(db: sqlite3.Connection) -> WalkState | None:
+    """The walk state, or None before the first sync."""
+    row = db.execute("SELECT cursor, stop_id, head_id, finished FROM walk_state").fetchone()
+    return None if row is None else WalkState(row[0], row[1], row[2], bool(row[3]))
+
+
+def select_unsettled(db: sqlite3.Connection) -> list[tuple[str, int]]:
+    """Batches stored as not yet terminal, with their position in the list, newest first."""
+    marks = ", ".join("?" * len(TERMINAL))
+    rows = db.execute(
+        f"SELECT id, created_at FROM batches WHERE status NOT IN ({marks}) AND gone_at IS NULL",
+        TERMINAL,
+    ).fetchall()
+    newer = "SELECT count(*) FROM batches WHERE created_at > ?"
+    return [(batch_id, db.execute(newer, (created,)).fetchone()[0]) for batch_id, created in rows]
+
+
+def select_created_at(db: sqlite3.Connection, batch_id: str) -> int | None:
+    """The stored creation time of a batch, if it is stored and is a whole number."""
+    row = db.execute("SELECT created_at FROM batches WHERE id = ?", (batch_id,)).fetchone()
+    return row[0] if row is not None and isinstance(row[0], int) else None
+
+
+@dataclass(frozen=True)
+class Holdings:
+    """What a database holds: batches by status, and their error lines."""
+
+    by_status: dict[str, int]
+    error_lines: int
+
+
+def select_holdings(db: sqlite3.Connection) -> Holdings:
+    """Batch counts by status (most first) and the number of error lines."""
+    by_status = dict(
+        db.execute(
+            "SELECT coalesce(status, '(none)'), count(*) FROM batches GROUP BY 1 ORDER BY 2 DESC"
+        ).fetchall()
+    )
+    (error_lines,) = db.execute("SELECT count(*) FROM batch_errors").fetchone()
+    return Holdings(by_status, error_lines)
+
+
+def select_runs(db: sqlite3.Connection, limit: int) -> list[RunRecord]:
+    """The last `limit` runs of the ledger, newest first."""
+    cur = db.execute(
+        f"SELECT {', '.join(_RUN_COLUMNS)} FROM sync_runs ORDER BY id DESC LIMIT ?", (limit,)
+    )
+    return [RunRecord(**dict(zip(_RUN_COLUMNS, row, strict=True))) for row in cur.fetchall()]
+
+
+@dataclass(frozen=True)
+class QueryAnswer:
+    """One query and what it returned."""
+
+    title: str
+    sql: str
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+
+
+def answer_queries(
+    db: sqlite3.Connection, queries: Sequence[tuple[str, str]] = EXAMPLE_QUERIES
+) -> list[QueryAnswer]:
+    """Run (title, sql) queries and keep their columns and rows."""
+    answers = []
+    for title, sql in queries:
+        cur = db.execute(sql)
+        columns = tuple(d[0] for d in cur.description)
+        answers.append(QueryAnswer(title, sql, columns, cur.fetchall()))
+    return answers
+
+
+class Reader:
+    """Reads of an existing database, each one call on the connection's own thread."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def read(self, work: Callable[..., T], *args: Any) -> T:
+        """`work(db, *args)` with one of this module's `select_*` functions."""
+        return await in_thread(self._conn, work, *args)
+
+
+@contextlib.asynccontextmanager
+async def open_reader(path: Path) -> AsyncIterator[Reader]:
+    """Open an existing database read-only, for reports; never creates or migrates.
+
+    Raises:
+        DatabaseError: no such file, not ours, broken, or of another schema version.
+    """
+    check_file(path, must_exist=True)
+    async with connect(path, read_only=True) as (conn, version):
+        if version < latest_version():
+            raise DatabaseError(
+                f"{path} has an older schema ({version}); run `batch-crawler sync` to upgrade it"
+            )
+        yield Reader(conn)

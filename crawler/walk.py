@@ -1,0 +1,116 @@
+"""The walk of the list, purely: where a run starts, how each page moves it, what to refresh.
+
+A walk of `GET /batches` outlives the process: `WalkState` is committed with every page.
+A walk from the top remembers its first id as the head; a walk resumed from a cursor
+ends in a catch-up from the top down to the head the interrupted walk began at. Once a
+walk has finished, an incremental run walks from the top down to that head only.
+
+The refresh plan decides how the batches stored as not yet settled are brought up to
+date. Walking further costs one request per page and refreshes every batch on it;
+`GET /batches/{id}` costs one request per batch but runs concurrently. Requests are what
+rate limits count, so the plan minimises them:
+
+    cost(d) = d + (unsettled batches below the first d pages)
+
+over every depth d from 0 to the page holding the oldest unsettled batch; on a tie the
+shallower plan wins, since requests by id run concurrently. A dense recent region is
+walked; a lone straggler deep in the history is fetched by id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from .pages import WalkStep
+
+Mode = Literal["full", "resume", "incremental"]
+
+
+@dataclass(frozen=True)
+class WalkState:
+    """Where the walk of the list stands; see the `walk_state` table."""
+
+    cursor: str | None = None
+    stop_id: str | None = None
+    head_id: str | None = None
+    finished: bool = False
+
+
+def starting_walk(saved: WalkState | None, *, restart: bool, full: bool) -> tuple[WalkState, Mode]:
+    """Where this run begins, and the mode the ledger records for it.
+
+    After a finished walk, an incremental run walks from the top down to that walk's
+    head: everything newer is new. `full` walks the whole list instead.
+    """
+    if restart or saved is None or (saved.finished and full):
+        return WalkState(), "full"
+    if saved.finished:
+        return WalkState(stop_id=saved.head_id, head_id=saved.head_id), "incremental"
+    if saved.cursor is None and saved.stop_id is None:
+        return saved, "full"
+    return saved, "resume"
+
+
+def advance_walk(walk: WalkState, step: WalkStep, from_top: bool) -> WalkState:
+    """The walk state to commit together with `step`'s page."""
+    head = walk.head_id
+    if from_top and step.cursor is not None and walk.cursor is None and step.page.batches:
+        head = step.page.batches[0]["id"]
+    if not step.done:
+        return WalkState(cursor=step.cursor, stop_id=walk.stop_id, head_id=head)
+    if from_top:
+        return WalkState(head_id=head, finished=True)
+    return WalkState(cursor=None, stop_id=head, head_id=head)
+
+
+def restart_from_top(walk: WalkState) -> tuple[WalkState, str]:
+    """The stored cursor names a batch the API no longer lists: walk from the top instead.
+
+    Returns the new state and the warning the run records.
+    """
+    warning = f"the stored cursor {walk.cursor} is gone from the list; walked from the top"
+    return WalkState(cursor=None, stop_id=walk.stop_id, head_id=walk.head_id), warning
+
+
+def may_be_a_vanished_cursor(step: WalkStep) -> bool:
+    """Whether the first page after a stored cursor may have ended the list only because the
+    cursor is gone (the API may answer an unknown `after` with an empty page): ask by id."""
+    return not step.page.batches and not step.page.has_more
+
+
+def walk_depth(positions: Iterable[int], page_size: int) -> int:
+    """Pages to walk below the last head, given the unsettled batches' positions.
+
+    Args:
+        positions: each unsettled batch's position in the stored list, newest first
+            (0 = the newest stored batch).
+        page_size: batches per list page.
+    """
+    ordered = sorted(positions)
+    best_depth, best_cost = 0, len(ordered)
+    for covered, position in enumerate(ordered, start=1):
+        depth = position // page_size + 1
+        cost = depth + len(ordered) - covered
+        if cost < best_cost:
+            best_depth, best_cost = depth, cost
+    return best_depth
+
+
+@dataclass(frozen=True)
+class RefreshPlan:
+    """The unsettled batches to refresh, and those of them the walk goes on down to."""
+
+    to_refresh: frozenset[str] = frozenset()
+    walk_targets: frozenset[str] = frozenset()
+
+
+def plan_refresh(unsettled: Iterable[tuple[str, int]], page_size: int) -> RefreshPlan:
+    """Decide, from (id, position) pairs, which batches the walk passes and which go by id."""
+    pairs = list(unsettled)
+    depth = walk_depth((position for _, position in pairs), page_size)
+    return RefreshPlan(
+        frozenset(batch_id for batch_id, _ in pairs),
+        frozenset(batch_id for batch_id, position in pairs if position < depth * page_size),
+    )

@@ -1,0 +1,106 @@
+"""The walk of the list, purely: where a run starts, how a page moves it, the refresh plan."""
+
+from __future__ import annotations
+
+import pytest
+
+from crawler.pages import BatchPage, WalkStep
+from crawler.walk import (
+    RefreshPlan,
+    WalkState,
+    may_be_a_vanished_cursor,
+    plan_refresh,
+    restart_from_top,
+    starting_walk,
+    walk_depth,
+)
+
+FINISHED = WalkState(head_id="batch_h", finished=True)
+RESUMING = WalkState(cursor="batch_c", head_id="batch_h")
+CATCHING_UP = WalkState(stop_id="batch_h", head_id="batch_h")
+
+
+@pytest.mark.parametrize(
+    ("saved", "restart", "full", "expected"),
+    [
+        (None, False, False, (WalkState(), "full")),
+        (None, False, True, (WalkState(), "full")),
+        (FINISHED, False, False, (CATCHING_UP, "incremental")),
+        (FINISHED, False, True, (WalkState(), "full")),
+        (FINISHED, True, False, (WalkState(), "full")),
+        (RESUMING, False, False, (RESUMING, "resume")),
+        (RESUMING, False, True, (RESUMING, "resume")),  # --full does not drop a walk half done
+        (RESUMING, True, False, (WalkState(), "full")),
+        (CATCHING_UP, False, False, (CATCHING_UP, "resume")),
+        (WalkState(), False, False, (WalkState(), "full")),  # begun, no page committed
+    ],
+)
+def test_where_a_run_starts(
+    saved: WalkState | None, restart: bool, full: bool, expected: tuple[WalkState, str]
+) -> None:
+    """The stored walk, --restart and --full decide the starting state and the mode."""
+    assert starting_walk(saved, restart=restart, full=full) == expected
+
+
+def test_a_vanished_cursor_is_walked_around_from_the_top_keeping_the_stop() -> None:
+    """Restarting from the top keeps where the walk must stop and its head, and says why."""
+    walk = WalkState(cursor="batch_gone", stop_id="batch_s", head_id="batch_h")
+    restarted, warning = restart_from_top(walk)
+    assert restarted == WalkState(cursor=None, stop_id="batch_s", head_id="batch_h")
+    assert warning == "the stored cursor batch_gone is gone from the list; walked from the top"
+
+
+@pytest.mark.parametrize(
+    ("batches", "has_more", "suspect"),
+    [
+        ([], False, True),  # an empty end right after the cursor: ask whether it still exists
+        ([], True, False),  # the loop guard's business, not this check's
+        ([{"id": "batch_1"}], False, False),
+        ([{"id": "batch_1"}], True, False),
+    ],
+)
+def test_only_an_empty_end_after_a_cursor_is_suspect(
+    batches: list[dict[str, str]], has_more: bool, suspect: bool
+) -> None:
+    """Only an empty last page may mean the API forgot the cursor."""
+    step = WalkStep(BatchPage(batches, has_more, None), "batch_c", done=not has_more)
+    assert may_be_a_vanished_cursor(step) is suspect
+
+
+@pytest.mark.parametrize(
+    ("positions", "depth"),
+    [
+        ([], 0),
+        ([0, 3, 50, 99], 1),  # all on the first page: one request beats four
+        ([0, 150, 250], 0),  # a tie: by id, which runs concurrently, wins
+        ([0, 1, 150, 250], 1),  # one page saves a request; going deeper saves no more
+        ([0, 1, 2, 40_000], 1),  # a lone straggler deep down is fetched by id
+        ([5_000], 0),
+        (list(range(0, 1000, 10)), 10),  # a dense recent region is walked
+    ],
+)
+def test_walk_depth_minimises_requests(positions: list[int], depth: int) -> None:
+    """Walk d pages then fetch the rest by id, for the d with the fewest requests."""
+    assert walk_depth(positions, 100) == depth
+
+
+def test_walk_depth_cost_is_never_above_either_pure_plan() -> None:
+    """The chosen plan costs no more than walking everything or fetching everything by id."""
+    positions = [3, 7, 120, 121, 122, 123, 900, 5_000, 77_777]
+    depth = walk_depth(positions, 100)
+    cost = depth + sum(p >= depth * 100 for p in positions)
+    assert cost <= min(len(positions), max(positions) // 100 + 1)
+
+
+def test_the_refresh_plan_walks_to_the_dense_region_and_fetches_the_straggler() -> None:
+    """Batches above the chosen depth are walk targets; every one is to be refreshed."""
+    unsettled = [("batch_a", 0), ("batch_b", 1), ("batch_c", 2), ("batch_z", 40_000)]
+    assert plan_refresh(unsettled, 100) == RefreshPlan(
+        to_refresh=frozenset({"batch_a", "batch_b", "batch_c", "batch_z"}),
+        walk_targets=frozenset({"batch_a", "batch_b", "batch_c"}),
+    )
+
+
+def test_nothing_unsettled_plans_nothing() -> None:
+    """With every batch settled there is nothing to walk to or fetch."""
+    assert plan_refresh([], 100) == RefreshPlan()
