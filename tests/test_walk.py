@@ -8,6 +8,7 @@ from crawler.pages import BatchPage, WalkStep
 from crawler.walk import (
     RefreshPlan,
     WalkState,
+    advance_walk,
     may_be_a_vanished_cursor,
     plan_refresh,
     restart_from_top,
@@ -15,9 +16,51 @@ from crawler.walk import (
     walk_depth,
 )
 
+from .conftest import make_batch
+
 FINISHED = WalkState(head_id="batch_h", finished=True)
 RESUMING = WalkState(cursor="batch_c", head_id="batch_h")
 CATCHING_UP = WalkState(stop_id="batch_h", head_id="batch_h")
+
+
+def ids(*numbers: int) -> list[str]:
+    return [make_batch(n)["id"] for n in numbers]
+
+
+def step(numbers: list[int], done: bool) -> WalkStep:
+    batches = [make_batch(n) for n in numbers]
+    page = BatchPage(batches, not done, batches[-1]["id"] if batches else None)
+    return WalkStep(page, page.next_after, done)
+
+
+def test_a_top_walk_records_its_head_on_the_first_page() -> None:
+    """The first page of a walk from the top sets the head id."""
+    walk = advance_walk(WalkState(), step([9, 8], done=False), from_top=True)
+    assert walk == WalkState(cursor=ids(8)[0], head_id=ids(9)[0])
+
+
+def test_a_top_walk_that_ends_is_finished() -> None:
+    """Reaching the end of a walk from the top finishes it, keeping the head."""
+    walk = WalkState(cursor=ids(8)[0], head_id=ids(9)[0])
+    assert advance_walk(walk, step([7], done=True), from_top=True) == WalkState(
+        head_id=ids(9)[0], finished=True
+    )
+
+
+def test_a_resumed_walk_that_ends_turns_into_a_catch_up() -> None:
+    """After the tail, walk again from the top down to the old head."""
+    walk = WalkState(cursor=ids(5)[0], head_id=ids(9)[0])
+    assert advance_walk(walk, step([4], done=True), from_top=False) == WalkState(
+        stop_id=ids(9)[0], head_id=ids(9)[0]
+    )
+
+
+def test_a_catch_up_records_the_new_head() -> None:
+    """A catch-up walk's first page gives the new head; its stop id is kept."""
+    walk = WalkState(stop_id=ids(9)[0], head_id=ids(9)[0])
+    assert advance_walk(walk, step([12, 11], done=False), from_top=True) == WalkState(
+        cursor=ids(11)[0], stop_id=ids(9)[0], head_id=ids(12)[0]
+    )
 
 
 @pytest.mark.parametrize(
