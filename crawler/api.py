@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,8 +30,9 @@ from .errors import (
     NotFoundError,
     RateLimitedError,
     TransportError,
+    UnknownRouteError,
 )
-from .jsontext import parse
+from .jsontext import TooDeepError, parse
 from .pages import Batch, BatchPage, parse_page
 from .ratelimit import RateLimiter
 from .replies import build_api_error, mask_secret
@@ -38,6 +40,10 @@ from .replies import build_api_error, mask_secret
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# The most one response may take. A list page of 100 batches is tens of KB and a batch a few
+# KB: anything near this is not the Batches API answering, and is not read further.
+MAX_BODY_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -76,25 +82,128 @@ class RetryPolicy:
 class RetryEvent:
     """One retry about to happen, for counters and progress lines."""
 
-    attempt: int
+    attempt: int  # the attempt that failed, from 1
     wait: float
     error: ApiError
+    reason: str  # why it failed, in a few words: "HTTP 503", "timed out, ..."
+    max_attempts: int
 
 
-def describe(exc: BaseException) -> str:
-    """A short, one-line account of a transport failure."""
+# aiohttp's words when a body comes in an encoding it cannot decode ("... brotli (br) ...").
+_UNREADABLE_ENCODING = re.compile(r"content-encoding: \S+ \((\w+)\)", re.IGNORECASE)
+
+
+_PLAIN_WORDS: tuple[tuple[type[BaseException], str], ...] = (
+    (aiohttp.ClientPayloadError, "the response body was cut short"),
+    (aiohttp.ServerDisconnectedError, "the server closed the connection"),
+)
+
+
+def describe(exc: BaseException, timeout: aiohttp.ClientTimeout | None = None) -> str:
+    """A short, one-line account of a transport failure; `timeout` gives the limits' values."""
     if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return "the response body was cut short"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "the server closed the connection"
+        return _describe_timeout(exc, timeout or aiohttp.ClientTimeout(total=None))
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return _describe_refusal(exc)
     if isinstance(exc, aiohttp.ClientConnectorError):
         return f"cannot connect to {exc.host}:{exc.port} ({exc.strerror or exc.os_error})"
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return "the server sent a malformed HTTP response"
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    plain = next((words for kind, words in _PLAIN_WORDS if isinstance(exc, kind)), None)
+    text = plain or " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _describe_refusal(exc: aiohttp.ClientResponseError) -> str:
+    """What aiohttp would not take: a redirect loop, an encoding, or malformed HTTP."""
+    if isinstance(exc, aiohttp.TooManyRedirects):
+        last = exc.history[-1].headers.get("Location") if exc.history else None
+        return f"too many redirects ({len(exc.history)}, the last to {last})"
+    encoding = _unreadable_encoding(exc)
+    if encoding is not None:
+        return unreadable_body(encoding, exc.request_info.headers)
+    return "the server sent a malformed HTTP response"
+
+
+def _describe_timeout(exc: TimeoutError, timeout: aiohttp.ClientTimeout) -> str:
+    """Which limit ran out, briefly (a progress line shows it): connect, silence or the whole."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        limit, words, span = timeout.sock_connect, "connect timed out", "after"
+    elif isinstance(exc, aiohttp.SocketTimeoutError):
+        limit, words, span = timeout.sock_read, "timed out, silent", "for"
+    else:  # the whole request: a server trickling a byte now and then ends here
+        limit, words, span = timeout.total, "timed out", "after"
+    return f"{words} {span} {limit:g} s" if limit else words
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether asking again cannot help: a redirect loop, an encoding we cannot read."""
+    if isinstance(exc, aiohttp.TooManyRedirects):
+        return True
+    return isinstance(exc, aiohttp.ClientResponseError) and _unreadable_encoding(exc) is not None
+
+
+def _unreadable_encoding(exc: aiohttp.ClientResponseError) -> str | None:
+    """The content encoding aiohttp could not decode ("" if unnamed), if that is the failure."""
+    found = _UNREADABLE_ENCODING.search(exc.message)
+    if found:
+        return found[1]
+    return "" if "content-encoding" in exc.message.lower() else None
+
+
+def _asked_encodings(request_headers: Any) -> list[str]:
+    """The content encodings a request accepts (aiohttp's own choice when none is recorded)."""
+    asked = request_headers.get("Accept-Encoding") or "gzip, deflate"
+    return [e for e in (e.strip().lower() for e in asked.split(",")) if e]
+
+
+def unreadable_body(encoding: str, request_headers: Any) -> str:
+    """What to say of a body in a content encoding the request did not ask for."""
+    asked = " or ".join(_asked_encodings(request_headers))
+    named = f"encoded as {encoding}" if encoding else "in a content encoding"
+    return f"the server sent a body {named}, which batch-crawler cannot read (it asks for {asked})"
+
+
+def _check_encoding(resp: aiohttp.ClientResponse, url: str, secret: str | None) -> None:
+    """Refuse a body in an encoding the request did not ask for, which aiohttp would pass
+    on undecoded (those it knows but cannot decode, br or zstd, it refuses itself)."""
+    readable = {"identity", *_asked_encodings(resp.request_info.headers)}
+    sent = [e.strip() for e in resp.headers.get("Content-Encoding", "").lower().split(",")]
+    unknown = [e for e in sent if e and e not in readable]
+    if unknown:
+        what = unreadable_body(unknown[0], resp.request_info.headers)
+        raise TransportError(
+            mask_secret(f"request to {url} failed: {what}", secret), should_retry=False
+        )
+
+
+async def _read_capped(resp: aiohttp.ClientResponse) -> bytearray | None:
+    """The body, read as it comes; None, and the rest left unread, once past MAX_BODY_BYTES."""
+    if (resp.content_length or 0) > MAX_BODY_BYTES:
+        return None
+    body = bytearray()
+    async for chunk in resp.content.iter_any():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            return None
+    return body
+
+
+def _decode(body: bytearray, shown_url: str, content_type: str) -> Any:
+    """The JSON document of a 2xx body."""
+    try:
+        return parse(body)
+    except TooDeepError as exc:  # the same document again would fail again
+        raise BrokenResponseError(
+            f"the response from {shown_url} is {exc}", should_retry=False
+        ) from exc
+    except ValueError as exc:
+        if content_type in {"application/json", "application/octet-stream"}:
+            # Most likely cut short on the way: worth asking again.
+            raise BrokenResponseError(f"response from {shown_url} is not valid JSON") from exc
+        raise BrokenResponseError(
+            f"{shown_url} answered {content_type or 'something'} instead of JSON; "
+            "is the base URL an OpenAI-compatible API (usually ending in /v1)?",
+            should_retry=False,
+        ) from exc
 
 
 def create_session(settings: Settings) -> aiohttp.ClientSession:
@@ -117,8 +226,12 @@ def create_session(settings: Settings) -> aiohttp.ClientSession:
         proxy, proxy_auth = get_env_proxy_for_url(URL(settings.base_url))
     except LookupError:
         proxy, proxy_auth = None, None
+    # Per attempt. A silent server is cut off by sock_read, one trickling a byte now and then
+    # by total.
     timeout = aiohttp.ClientTimeout(
-        total=settings.request_timeout, sock_connect=settings.connect_timeout
+        total=settings.request_timeout,
+        sock_read=settings.read_timeout,
+        sock_connect=settings.connect_timeout,
     )
     return aiohttp.ClientSession(
         headers=headers,
@@ -162,15 +275,19 @@ class ApiClient:
     async def fetch_batch(self, batch_id: str) -> Batch | None:
         """One batch by id (`GET /batches/{id}`); None when the API says it has no such batch.
 
-        Only a 404 with code `batch_not_found` means that: any other 404 (a proxy without
-        this route, a wrong base path) is an error, so that no batch is marked gone for it.
+        Any 404 means that, whatever its error code (compatible servers send none), but a
+        404 for the path itself ("Invalid URL": a wrong base URL, a proxy without this
+        route) is an error: no batch is counted gone for it.
+
+        Raises:
+            UnknownRouteError: the server does not serve `GET /batches/{id}` here.
         """
         try:
             return await self._retried(self._get_batch, f"{self._base_url}/batches/{batch_id}", {})
-        except NotFoundError as exc:
-            if exc.code == "batch_not_found":
-                return None
+        except UnknownRouteError:
             raise
+        except NotFoundError:
+            return None
 
     async def _get_page(self, url: str, params: dict[str, str]) -> BatchPage:
         return parse_page(await self._get_json(url, params))
@@ -186,39 +303,44 @@ class ApiClient:
         started = time.monotonic()
         try:
             async with self._session.get(url, params=params) as resp:
-                body = await resp.read()
-                shown_url = str(resp.url)
-                log.debug(
-                    "GET %s -> %d in %.0f ms",
-                    shown_url,
-                    resp.status,
-                    (time.monotonic() - started) * 1000,
-                )
-                self._limiter.observe(resp.headers)
-                if resp.status >= 300:
-                    error = build_api_error(
-                        resp.status, body, resp.headers, shown_url, secret=self._secret
-                    )
-                    if isinstance(error, RateLimitedError):
-                        # Every worker waits, not only the one that was told.
-                        self._limiter.pause(self._retry.wait_seconds(error, 1, 0.0))
-                    raise error
-                is_json = resp.content_type in {"application/json", "application/octet-stream"}
+                body = await self._read(resp, url, started)
+                content_type = resp.content_type
         except aiohttp.InvalidURL as exc:
             raise TransportError(f"cannot request {url}: invalid URL", should_retry=False) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
-            message = mask_secret(f"request to {url} failed: {describe(exc)}", self._secret)
-            raise TransportError(message) from exc
-        try:
-            return parse(body)
-        except ValueError as exc:
-            if is_json:  # most likely cut short on the way: worth asking again
-                raise BrokenResponseError(f"response from {shown_url} is not valid JSON") from exc
-            raise BrokenResponseError(
-                f"{shown_url} answered {resp.content_type or 'something'} instead of JSON; "
-                "is the base URL an OpenAI-compatible API (usually ending in /v1)?",
-                should_retry=False,
+            what = describe(exc, self._session.timeout)
+            raise TransportError(
+                mask_secret(f"request to {url} failed: {what}", self._secret),
+                should_retry=False if is_permanent(exc) else None,
             ) from exc
+        return _decode(body, str(resp.url), content_type)
+
+    async def _read(self, resp: aiohttp.ClientResponse, url: str, started: float) -> bytearray:
+        """The body of a 2xx answer; any other answer raised as the ApiError it stands for."""
+        if resp.status < 300:
+            _check_encoding(resp, url, self._secret)
+        body = await _read_capped(resp)
+        shown_url = str(resp.url)
+        log.debug(
+            "GET %s -> %d in %.0f ms", shown_url, resp.status, (time.monotonic() - started) * 1000
+        )
+        self._limiter.observe(resp.headers)
+        if resp.status >= 300:
+            # An error body past the cap is as unreadable as an HTML one: the status speaks.
+            error = build_api_error(
+                resp.status, bytes(body or b""), resp.headers, shown_url, secret=self._secret
+            )
+            if isinstance(error, RateLimitedError):
+                # Every worker waits, not only the one that was told.
+                self._limiter.pause(self._retry.wait_seconds(error, 1, 0.0))
+            raise error
+        if body is None:
+            raise BrokenResponseError(
+                f"the response from {shown_url} is larger than {MAX_BODY_BYTES // 2**20} MiB, "
+                "far more than a page of batches (tens of KB); it was not read further",
+                should_retry=False,
+            )
+        return body
 
     async def _retried(self, call: Callable[[str, dict[str, str]], Awaitable[T]], *args: Any) -> T:
         retrying = AsyncRetrying(
@@ -246,12 +368,26 @@ class ApiClient:
         if not isinstance(error, ApiError):
             return
         wait = state.upcoming_sleep
+        attempts = self._retry.max_attempts
         log.warning(
-            "retry after attempt %d, waiting %.2f s: %s",
-            state.attempt_number,
-            wait,
+            "%s; retrying in %.1f s (attempt %d of %d)",
             error,
+            wait,
+            state.attempt_number + 1,
+            attempts,
             extra={"attempt": state.attempt_number, "wait": wait, "status": error.status},
         )
         if self._on_retry is not None:
-            self._on_retry(RetryEvent(state.attempt_number, wait, error))
+            reason = self._reason(error)
+            self._on_retry(RetryEvent(state.attempt_number, wait, error, reason, attempts))
+
+    def _reason(self, error: ApiError) -> str:
+        """Why an attempt failed, in a few words: "HTTP 503", "timed out, ..."."""
+        cause = error.__cause__
+        if isinstance(error, TransportError) and cause is not None:
+            return describe(cause, self._session.timeout)
+        if isinstance(error, RateLimitedError):
+            return "rate limited (HTTP 429)"
+        if error.status is not None:
+            return f"HTTP {error.status}"
+        return "an unusable response"

@@ -26,13 +26,15 @@ from .errors import (
     ConfigError,
     CrawlerError,
 )
-from .fake import BROKEN_PAGINATION_MODES, ID_STYLES, FakeApiOptions, serve
+from .fake import BAD_PAGE_MODES, BROKEN_PAGINATION_MODES, ID_STYLES, FakeApiOptions, serve
 from .progress import ProgressLine
 from .runs import SyncResult
 from .status import dumps, format_status, read_status
 from .sync import sync
 
 T = TypeVar("T")
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -113,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_setting("requests_per_minute"),
         help="cap on the request rate",
     )
+    sync_cmd.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        default=None,  # None, not False: unset lets a config file's true stand
+        help="allow a plain http:// base URL to another machine (sends the key in clear text)",
+    )
     sync_cmd.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
 
     status_cmd = commands.add_parser(
@@ -182,22 +190,57 @@ def _add_fake_api_command(commands: Any) -> None:
         choices=BROKEN_PAGINATION_MODES,
         help="serve a broken cursor chain from the third page on",
     )
+    cmd.add_argument(
+        "--bad-page",
+        choices=BAD_PAGE_MODES,
+        help="answer every list request after the first with a page no client should choke "
+        "on (trickle: one byte every --slow-seconds)",
+    )
+
+
+class _Stopped(Exception):
+    """The work was cancelled by a signal (SIGINT or SIGTERM), and has wound down."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """asyncio.run, with SIGTERM cancelling the work as Ctrl-C does."""
+    """asyncio.run, where the first SIGINT or SIGTERM cancels the work.
+
+    A repeated signal is ignored, not turned into a KeyboardInterrupt in the middle of the
+    winding down: that broke off the ledger's last write and printed a traceback.
+
+    Raises:
+        _Stopped: a signal cancelled the work.
+    """
+    received: list[int] = []
 
     async def guarded() -> T:
         task = asyncio.current_task()
         assert task is not None
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+
+        def stop(signum: int) -> None:
+            if not received:
+                received.append(signum)
+                task.cancel()
+
+        for signum in _STOP_SIGNALS:
+            loop.add_signal_handler(signum, stop, signum)
         try:
             return await coro
         finally:
-            loop.remove_signal_handler(signal.SIGTERM)
+            for signum in _STOP_SIGNALS:
+                loop.remove_signal_handler(signum)
 
-    return asyncio.run(guarded())
+    try:
+        return asyncio.run(guarded())
+    except asyncio.CancelledError:
+        if received:
+            raise _Stopped(received[0]) from None
+        raise
 
 
 def _out(text: str) -> None:
@@ -232,7 +275,7 @@ def format_summary(result: SyncResult) -> str:
 @contextlib.contextmanager
 def _progress_line(*, show: bool) -> Iterator[ProgressLine | None]:
     """A live progress line on a terminal's stderr, erased at the end; None elsewhere."""
-    if not show or not sys.stderr.isatty():
+    if not show or not _draws_progress():
         yield None
         return
     progress = ProgressLine(sys.stderr)
@@ -251,6 +294,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
         "max_seconds": args.max_seconds,
         "concurrency": args.concurrency,
         "requests_per_minute": args.requests_per_minute,
+        "allow_insecure_http": args.allow_insecure_http,
     }
     settings = load_settings(flags, os.environ, args.config)
     with _progress_line(show=not args.quiet) as progress:
@@ -288,7 +332,7 @@ def _cmd_fake_api(args: argparse.Namespace) -> int:
         _run_async(serve(options, args.host, args.port, ready))
     except OSError as exc:
         raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
-    except (KeyboardInterrupt, asyncio.CancelledError):
+    except _Stopped:
         pass  # Ctrl-C and SIGTERM are how a server is meant to stop.
     return EXIT_OK
 
@@ -307,21 +351,46 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def _configure_logging(args: argparse.Namespace) -> None:
+    """Log to stderr: errors; -v: retries too; -vv: every request.
+
+    Without -v, a retry is still one warning line, so that a run waiting on a slow or failing
+    server says so (a cron job's mail, a CI log), unless -q asks for silence or a terminal's
+    progress line shows it instead.
+    """
+    level = {0: logging.ERROR, 1: logging.WARNING}.get(args.verbose, logging.DEBUG)
+    handler = logging.StreamHandler()
+    if level > logging.WARNING and not getattr(args, "quiet", False) and not _draws_progress():
+        level = logging.WARNING
+        # Only ours: other libraries' warnings stay hidden without -v, as they always were.
+        handler.addFilter(lambda r: r.levelno >= logging.ERROR or r.name.startswith("crawler."))
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", handlers=[handler]
+    )
+    # aiosqlite's debug log echoes every row written: far too much, and never useful here.
+    logging.getLogger("aiosqlite").setLevel(max(level, logging.INFO))
+
+
+def _draws_progress() -> bool:
+    """Whether a sync or demo draws its progress line (see `_progress_line`)."""
+    return sys.stderr.isatty()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     args = build_parser().parse_args(argv)
-    level = {0: logging.ERROR, 1: logging.WARNING}.get(args.verbose, logging.DEBUG)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    # aiosqlite's debug log echoes every row written: far too much, and never useful here.
-    logging.getLogger("aiosqlite").setLevel(max(level, logging.INFO))
+    _configure_logging(args)
     try:
         return COMMANDS[args.command](args)
     except CrawlerError as exc:
         print(f"batch-crawler: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except _Stopped as stopped:
+        if stopped.signum == signal.SIGTERM:
+            print("batch-crawler: terminated; the next sync resumes", file=sys.stderr)
+            return EXIT_TERMINATED
         print("batch-crawler: interrupted; the next sync resumes", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except asyncio.CancelledError:
-        print("batch-crawler: terminated; the next sync resumes", file=sys.stderr)
-        return EXIT_TERMINATED
+    except KeyboardInterrupt:  # before or after the asynchronous work
+        print("batch-crawler: interrupted; the next sync resumes", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from .errors import ConfigError
 
@@ -30,6 +32,7 @@ class Settings:
 
     db: Path = Path("batches.db")
     base_url: str = DEFAULT_BASE_URL
+    allow_insecure_http: bool = False
     api_key: str | None = field(default=None, repr=False)
     api_key_env: str = "OPENAI_API_KEY"
     organization: str | None = None
@@ -37,7 +40,11 @@ class Settings:
     page_size: int = 100
     max_attempts: int = 8
     max_retry_seconds: float = 300.0
-    request_timeout: float = 120.0
+    # Per attempt: the whole answer, any silence while it comes, and opening the connection.
+    # A page is tens of KB, answered in about a second: these are wide margins, not the
+    # SDK's 600 s, which suits long completions.
+    request_timeout: float = 60.0
+    read_timeout: float = 30.0
     connect_timeout: float = 10.0
     max_pages: int | None = None
     max_seconds: float | None = None
@@ -47,8 +54,23 @@ class Settings:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             _check(f.name, getattr(self, f.name))
+        if not self.allow_insecure_http and not _private_transport(self.base_url):
+            raise ConfigError(
+                f"base_url: plain http to {urlsplit(self.base_url).hostname} would send the API "
+                "key in clear text; use https, or allow it with --allow-insecure-http "
+                "(allow_insecure_http = true in a config file)"
+            )
         object.__setattr__(self, "db", Path(self.db))
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+
+    def missing_key_message(self) -> str:
+        """What to tell a user who has no key, never echoing a key pasted as the variable name."""
+        if looks_like_secret(self.api_key_env):
+            return (
+                "no API key: api_key_env must name the environment variable that holds the key, "
+                "and its value looks like a key itself (not shown)"
+            )
+        return f"no API key: set {self.api_key_env} (or name another variable with api_key_env)"
 
 
 # Keys a config file may set: every field but the key itself, which only the
@@ -121,12 +143,6 @@ def number_rule(what: str, ok: Callable[[float], bool]) -> Rule:
 _SECONDS = number_rule("a positive number of seconds", lambda v: v > 0)
 
 
-def _text(value: Any) -> str | None:
-    if not isinstance(value, str) or not value:
-        return f"expected a non-empty string, got {value!r}"
-    return None
-
-
 def _header_text(value: Any) -> str | None:
     """A value sent in an HTTP header; the value itself is never echoed (it may be the key)."""
     if not isinstance(value, str) or not value:
@@ -142,10 +158,41 @@ def _path(value: Any) -> str | None:
     return None
 
 
+def looks_like_secret(value: Any) -> bool:
+    """Whether `value` may be an API key pasted in the wrong place, and so must not be shown.
+
+    A key prefix (sk-, as OpenAI's and many compatible servers' keys begin), or a long token
+    mixing lower case, upper case and digits, as random keys do and variable names rarely do.
+    """
+    if not isinstance(value, str):
+        return False
+    if value.startswith(("sk-", "sk_")):
+        return True
+    return (
+        len(value) >= 32
+        and re.fullmatch(r"[A-Za-z0-9_.\-]+", value) is not None
+        and all(re.search(kind, value) for kind in ("[a-z]", "[A-Z]", "[0-9]"))
+    )
+
+
+def _shown(value: Any) -> str:
+    """`value` for an error message, unless it may hold a secret."""
+    if looks_like_secret(value) or (isinstance(value, str) and "@" in value):
+        return "a value not shown here (it may hold a secret)"
+    return repr(value)
+
+
 def _url(value: Any) -> str | None:
-    problem = f"expected an http(s) URL such as {DEFAULT_BASE_URL}, got {value!r}"
+    parts = _split_url(value)
+    if parts is None:
+        return f"expected an http(s) URL such as {DEFAULT_BASE_URL}, got {_shown(value)}"
+    return _url_extras(value, parts)
+
+
+def _split_url(value: Any) -> SplitResult | None:
+    """The parts of `value` if it is an http(s) URL with a valid host and port, else None."""
     if not isinstance(value, str) or any(ord(c) <= 32 or ord(c) == 127 for c in value):
-        return problem
+        return None
     try:
         parts = urlsplit(value)
         host = parts.hostname
@@ -153,23 +200,82 @@ def _url(value: Any) -> str | None:
         if host:
             host.encode("idna")
     except (ValueError, UnicodeError):
-        return problem
+        return None
     if parts.scheme not in {"http", "https"} or not host:
-        return problem
+        return None
+    return parts
+
+
+def _url_extras(value: str, parts: SplitResult) -> str | None:
+    """What `value` holds besides a base URL: credentials, a query or a fragment."""
+    # aiohttp refuses credentials in the URL next to the Authorization header, and the URL is
+    # stored in sync_runs: a password must never get that far.
+    if "@" in parts.netloc:
+        return (
+            "must not hold a user name or password (user:password@...); the API key goes "
+            "in the environment variable named by api_key_env"
+        )
+    # Paths are appended to the base URL, so a query or a fragment would end up mid-URL.
+    alone = f"give the API's base URL alone, such as {DEFAULT_BASE_URL}"
+    if "?" in value.partition("#")[0]:
+        return f"query parameters (?...) are not supported; {alone}"
+    if "#" in value:
+        return f"a fragment (#...) is not supported; {alone}"
     return None
+
+
+def _private_transport(url: str) -> bool:
+    """Whether the key sent to `url` stays out of sight: https, or http to this machine."""
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return True
+    host = (parts.hostname or "").rstrip(".")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _variable_name(value: Any) -> str | None:
+    if isinstance(value, str) and _VARIABLE_NAME.fullmatch(value):
+        return None
+    return (
+        "must name the environment variable that holds the key (letters, digits and _, not "
+        f"starting with a digit), such as OPENAI_API_KEY, not the key itself; got {_shown(value)}"
+    )
+
+
+def _flag(value: Any) -> str | None:
+    if not isinstance(value, bool):
+        return f"expected true or false, got {value!r}"
+    return None
+
+
+def _convert_flag(text: str) -> bool:
+    try:
+        return {"true": True, "false": False}[text.lower()]
+    except KeyError:
+        raise ValueError(f"expected true or false, got {text!r}") from None
 
 
 _RULES: dict[str, Rule] = {
     "db": Rule(_path),
     "base_url": Rule(_url),
+    "allow_insecure_http": Rule(_flag, _convert_flag),
     "api_key": Rule(_header_text),
-    "api_key_env": Rule(_text),
+    "api_key_env": Rule(_variable_name),
     "organization": Rule(_header_text),
     "project": Rule(_header_text),
     "page_size": integer_rule(1, 100),
     "max_attempts": integer_rule(1, 100),
     "max_retry_seconds": _SECONDS,
     "request_timeout": _SECONDS,
+    "read_timeout": _SECONDS,
     "connect_timeout": _SECONDS,
     "max_pages": integer_rule(1),
     "max_seconds": _SECONDS,
@@ -241,7 +347,10 @@ def load_settings(
     if config_file is not None:
         from_file = read_config_file(config_file)
         try:
-            Settings(**from_file)
+            # Key by key: a rule across keys (http needs allow_insecure_http) is checked
+            # once every layer is merged, since a flag may satisfy it.
+            for key, value in from_file.items():
+                _check(key, value)
         except ConfigError as exc:
             raise ConfigError(f"config file {config_file}: {exc}") from None
         merged.update(from_file)

@@ -5,6 +5,7 @@
     ├── ApiError                    the API answered, or failed to, in a way we cannot use
     │   ├── AuthenticationError     401, 403: a bad key or no permission
     │   ├── NotFoundError           404
+    │   │   └── UnknownRouteError   404 "Invalid URL": the server does not serve this path
     │   ├── BadRequestError         400 and other 4xx we do not retry
     │   │   └── UnknownCursorError  400 on `after`: the API no longer lists that batch
     │   ├── QuotaExceededError      429 insufficient_quota: retrying cannot help
@@ -82,6 +83,10 @@ class AuthenticationError(ApiError):
 
 class NotFoundError(ApiError):
     """404: the URL or the object does not exist."""
+
+
+class UnknownRouteError(NotFoundError):
+    """404 for the path itself ("Invalid URL"): the base URL or the server is wrong."""
 
 
 class BadRequestError(ApiError):

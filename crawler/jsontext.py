@@ -8,23 +8,60 @@ reads an integer wider than 64 bits as a float, which no field of this API comes
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
 
+# How deep orjson reads; the json module, on a deep stack, reads and writes somewhat less.
+MAX_DEPTH = 1024
 
-def parse(body: bytes) -> Any:
-    """Decode a JSON document; ValueError if it is not one."""
+
+class TooDeepError(ValueError):
+    """JSON nested too deeply to read: the same document sent again would fail again."""
+
+
+def parse(body: bytes | bytearray) -> Any:
+    """Decode a JSON document.
+
+    Raises:
+        TooDeepError: it is nested deeper than either parser goes.
+        ValueError: it is not JSON.
+    """
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
-        return json.loads(body)
+        try:
+            return json.loads(body)
+        except RecursionError:
+            raise TooDeepError("nested too deeply to read") from None
 
 
 def to_text(value: Any) -> str:
-    """Compact JSON text, non-ASCII kept as it is."""
+    """Compact JSON text, non-ASCII kept as it is, for anything `parse` returns."""
     try:
         return orjson.dumps(value).decode()
-    except TypeError:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    except TypeError:  # orjson writes only 254 levels, and no integer wider than 64 bits
+        try:
+            return _json_text(value)
+        except RecursionError:
+            # What orjson read (up to MAX_DEPTH levels) must be written back, not crash.
+            with _recursion_limit(sys.getrecursionlimit() + 2 * MAX_DEPTH):
+                return _json_text(value)
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+@contextlib.contextmanager
+def _recursion_limit(limit: int) -> Iterator[None]:
+    before = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit)
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(before)

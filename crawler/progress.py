@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import TextIO
@@ -9,8 +10,31 @@ from typing import TextIO
 from .runs import Progress
 
 
+def _columns_of(stream: TextIO) -> int:
+    """The width of the terminal `stream` writes to, read again each time (it may be resized)."""
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError):  # not a terminal after all, or no file behind it
+        columns = 0
+    return columns or 80  # a pseudo-terminal nobody sized says 0
+
+
+def _line(progress: Progress) -> str:
+    """The figures; while a retry waits, what it waits on instead of the rate and count,
+    so that it fits 80 columns: "... 5.8s  retrying, attempt 2/8: timed out, silent for 30 s"."""
+    done = f"pages {progress.pages:,}  batches {progress.batches:,}  "
+    if progress.retrying:
+        return done + f"{progress.elapsed:,.1f}s  retrying, {progress.retrying}"
+    rate = progress.batches / progress.elapsed if progress.elapsed > 0 else 0.0
+    return done + f"{rate:,.0f}/s  retries {progress.retries:,}  {progress.elapsed:,.1f}s"
+
+
 class ProgressLine:
-    """Rewrites one terminal line with the latest figures, at most every `interval` seconds."""
+    """Rewrites one terminal line with the latest figures, at most every `interval` seconds.
+
+    A retry shows what the run waits on until the next page; that change is drawn at once,
+    however soon, since the line may then stay still for as long as a timeout.
+    """
 
     def __init__(
         self,
@@ -18,23 +42,25 @@ class ProgressLine:
         *,
         clock: Callable[[], float] = time.monotonic,
         interval: float = 0.2,
+        columns: Callable[[], int] | None = None,
     ) -> None:
         self._stream = stream
         self._clock = clock
         self._interval = interval
+        self._columns = columns or (lambda: _columns_of(stream))
         self._last_shown = -interval
         self._width = 0
+        self._retrying: str | None = None
 
     def __call__(self, progress: Progress) -> None:
         now = self._clock()
-        if now - self._last_shown < self._interval:
+        changed = progress.retrying != self._retrying
+        if now - self._last_shown < self._interval and not changed:
             return
         self._last_shown = now
-        rate = progress.batches / progress.elapsed if progress.elapsed > 0 else 0.0
-        line = (
-            f"pages {progress.pages:,}  batches {progress.batches:,}  "
-            f"{rate:,.0f}/s  retries {progress.retries:,}  {progress.elapsed:,.1f}s"
-        )
+        self._retrying = progress.retrying
+        # A line that wraps cannot be rewritten in place: cut it short of the last column.
+        line = _line(progress)[: max(self._columns() - 1, 20)]
         self._stream.write("\r" + line.ljust(self._width))
         self._stream.flush()
         self._width = len(line)

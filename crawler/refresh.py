@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from .api import ApiClient
-from .errors import first_exception
+from .errors import ApiError, BadRequestError, BrokenResponseError, first_exception
 from .pages import Batch
 
 SaveChunk = Callable[[Sequence[Batch], Sequence[str]], Awaitable[None]]
@@ -19,6 +19,7 @@ async def refresh_by_id(
     concurrency: int,
     chunk: int,
     save: SaveChunk,
+    skip: Callable[[str, ApiError], None],
     stop: Callable[[], bool] = lambda: False,
 ) -> bool:
     """Fetch each batch by id with `concurrency` workers and save them `chunk` at a time.
@@ -28,6 +29,11 @@ async def refresh_by_id(
     `save(batches, gone_ids)` receives the batches fetched and the ids the API answered 404
     for; each call is one transaction, so an interruption loses at most the unsaved chunk,
     which the next sync fetches again. Writes happen one at a time, in no set order.
+
+    `skip(batch_id, error)` hears of a batch whose own answer was refused (a 4xx other than
+    404, a body that is not a batch): it is left as it is stored and the others go on, so
+    that one batch cannot block the sync. Errors of the API as a whole (auth, quota, the
+    network, retries spent) end the refresh.
     """
     pending = iter(batch_ids)
     fetched: list[Batch] = []
@@ -50,7 +56,11 @@ async def refresh_by_id(
             if stop():
                 stopped = True
                 return
-            batch = await client.fetch_batch(batch_id)
+            try:
+                batch = await client.fetch_batch(batch_id)
+            except (BadRequestError, BrokenResponseError) as exc:
+                skip(batch_id, exc)
+                continue
             if batch is None:
                 gone.append(batch_id)
             else:

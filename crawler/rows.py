@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .jsontext import to_text
@@ -101,3 +102,55 @@ def build_page_rows(
     # Most batches have no errors (null): skip the call for them.
     error_rows = [row for batch in unique if batch.get("errors") for row in build_error_rows(batch)]
     return batch_rows, error_rows
+
+
+# Columns SQLite stores as numbers; every other column is text.
+_NUMBER_COLUMNS = frozenset(
+    BATCH_COLUMNS[BATCH_COLUMNS.index("created_at") : BATCH_COLUMNS.index("metadata")]
+) | {"first_seen_at", "last_seen_at", "position", "line"}
+_INT64 = range(-(2**63), 2**63)
+# A str decoded from JSON holds a surrogate only when it came alone, which UTF-8 cannot carry.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _fit(column: str, value: Any) -> tuple[Any, str | None]:
+    """A value SQLite can store in `column`, and what was changed to get it (None: nothing)."""
+    if value is None or isinstance(value, float):
+        return value, None
+    if isinstance(value, int):
+        return (value, None) if value in _INT64 else (None, "is wider than 64 bits: NULL")
+    if isinstance(value, str):
+        if _LONE_SURROGATE.search(value):
+            return _LONE_SURROGATE.sub("\ufffd", value), "holds a lone surrogate: replaced"
+        return value, None
+    if column in _NUMBER_COLUMNS:
+        return None, f"is a {type(value).__name__}, not a number: NULL"
+    return None, f"is a {type(value).__name__}, not text: NULL"
+
+
+def _fit_row(
+    columns: Sequence[str], row: tuple[Any, ...], batch_id: str, warnings: list[str]
+) -> tuple[Any, ...]:
+    fitted = []
+    for column, value in zip(columns, row, strict=True):
+        kept, problem = _fit(column, value)
+        if problem:
+            warnings.append(f"batch {batch_id}: {column} {problem}")
+        fitted.append(kept)
+    return tuple(fitted)
+
+
+def build_page_rows_fitted(
+    batches: Iterable[Batch], seen_at: int
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[str]]:
+    """Like `build_page_rows`, with every value made storable, and a warning for each change.
+
+    For the rare page SQLite refuses (a `model` that is an object, a time that is a list,
+    text with a lone surrogate): such a value becomes NULL, or its text has the character
+    replaced, and `raw` keeps all that JSON can carry. Slower, so only used on refusal.
+    """
+    batch_rows, error_rows = build_page_rows(batches, seen_at)
+    warnings: list[str] = []
+    fitted_batches = [_fit_row(BATCH_COLUMNS, row, row[0], warnings) for row in batch_rows]
+    fitted_errors = [_fit_row(ERROR_COLUMNS, row, row[0], warnings) for row in error_rows]
+    return fitted_batches, fitted_errors, warnings

@@ -67,3 +67,6 @@ class Progress:
     batches: int
     retries: int
     elapsed: float
+    # Set on a retry's report, until the next page: what the run waits on, and why,
+    # e.g. "attempt 2/8: timed out, silent for 30 s".
+    retrying: str | None = None

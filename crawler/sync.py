@@ -11,11 +11,17 @@ from dataclasses import dataclass, field
 
 from .api import ApiClient, RetryEvent, RetryPolicy, create_session
 from .config import Settings
-from .errors import ConfigError, CrawlerError, UnknownCursorError, first_exception
+from .errors import (
+    ConfigError,
+    CrawlerError,
+    UnknownCursorError,
+    UnstorableBatchError,
+    first_exception,
+)
 from .pages import Batch, WalkStep, walk_pages
 from .ratelimit import RateLimiter
 from .refresh import refresh_by_id
-from .rows import build_page_rows
+from .rows import build_page_rows, build_page_rows_fitted
 from .runs import Progress, RunFigures, SyncResult
 from .store import Store, open_store
 from .walk import (
@@ -188,10 +194,21 @@ class _Run:
         Rows are built here, on the event loop while the fetcher waits for the next page:
         the database thread then runs SQLite's C code and needs no GIL.
         """
-        batch_rows, error_rows = build_page_rows(batches, int(time.time()))
-        counts = await self.store.save_page(
-            batch_rows, error_rows, walk, self.run_id, self.figures, gone
-        )
+        seen_at = int(time.time())
+        batch_rows, error_rows = build_page_rows(batches, seen_at)
+        try:
+            counts = await self.store.save_page(
+                batch_rows, error_rows, walk, self.run_id, self.figures, gone
+            )
+        except UnstorableBatchError:
+            # Nothing was written. Store every batch with what SQLite refused made storable,
+            # saying what changed: one odd batch must not block every page after it.
+            batch_rows, error_rows, warnings = build_page_rows_fitted(batches, seen_at)
+            for warning in warnings:
+                self.note(warning)
+            counts = await self.store.save_page(
+                batch_rows, error_rows, walk, self.run_id, self.figures, gone
+            )
         self.figures = self.figures.plus(
             batches_new=counts.new, batches_updated=counts.updated, error_lines=counts.error_lines
         )
@@ -208,15 +225,16 @@ class _Run:
         more = [f"... and {self.warnings_dropped:,} more"] if self.warnings_dropped else []
         return self.warnings + more
 
-    def count_retry(self, _event: RetryEvent) -> None:
+    def count_retry(self, event: RetryEvent) -> None:
         self.figures = self.figures.plus(retries=1)
-        self.report()
+        self.report(f"attempt {event.attempt + 1}/{event.max_attempts}: {event.reason}")
 
-    def report(self) -> None:
+    def report(self, retrying: str | None = None) -> None:
+        """Send the figures on; `retrying` says what a retry is waiting on."""
         if self.on_progress is not None:
             f = self.figures
             elapsed = self.clock() - self.started
-            self.on_progress(Progress(f.pages, f.batches_seen, f.retries, elapsed))
+            self.on_progress(Progress(f.pages, f.batches_seen, f.retries, elapsed, retrying))
 
 
 async def _close_run(store: Store, run: _Run, outcome: str, error: str | None) -> None:
@@ -250,6 +268,7 @@ async def _refresh(run: _Run, client: ApiClient) -> bool:
         concurrency=run.settings.concurrency,
         chunk=run.settings.page_size,
         save=save,
+        skip=lambda batch_id, error: run.note(f"batch {batch_id} was not refreshed: {error}"),
         stop=run.time_spent,
     )
 
@@ -282,9 +301,7 @@ async def sync(
         DatabaseError: the database is busy, not ours, or broken.
     """
     if not settings.api_key:
-        raise ConfigError(
-            f"no API key: set {settings.api_key_env} (or name another variable with api_key_env)"
-        )
+        raise ConfigError(settings.missing_key_message())
     started = clock()
     async with open_store(settings.db) as store, create_session(settings) as session:
         saved = await store.load_walk()
@@ -317,6 +334,10 @@ async def sync(
             raise
         except asyncio.CancelledError:
             outcome = "interrupted"
+            raise
+        except Exception as exc:
+            # Not expected, but never a failed run with no word of why in its ledger row.
+            error = f"unexpected {type(exc).__name__}: {exc}"
             raise
         finally:
             run.figures = dataclasses.replace(

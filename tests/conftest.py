@@ -14,7 +14,7 @@ import pytest
 from crawler.api import RetryPolicy
 from crawler.config import Settings
 
-BASE_URL = "http://api.test/v1"
+BASE_URL = "https://api.test/v1"
 API_KEY = "sk-test-0123456789abcdef"
 
 

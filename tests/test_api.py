@@ -10,8 +10,17 @@ from typing import Any
 import aiohttp
 import pytest
 from aioresponses import aioresponses
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
-from crawler.api import ApiClient, RetryEvent, RetryPolicy
+from crawler.api import (
+    MAX_BODY_BYTES,
+    ApiClient,
+    RetryEvent,
+    RetryPolicy,
+    create_session,
+    describe,
+)
 from crawler.config import Settings
 from crawler.errors import (
     AuthenticationError,
@@ -29,7 +38,7 @@ from crawler.replies import build_api_error, parse_retry_after
 
 from .conftest import API_KEY, BASE_URL, list_body, make_batch
 
-LIST_URL = re.compile(r"^http://api\.test/v1/batches\?.*$")
+LIST_URL = re.compile(r"^https://api\.test/v1/batches\?.*$")
 
 
 def envelope(message: str, code: str | None = None) -> dict[str, Any]:
@@ -365,3 +374,140 @@ def test_backoff_doubles_up_to_the_cap_with_jitter(
 def test_settings_repr_hides_the_key() -> None:
     """The key is left out of the settings' repr."""
     assert API_KEY not in repr(Settings(api_key=API_KEY))
+
+
+# Timeouts, encodings and sizes: said plainly, and not retried when asking again cannot help.
+
+
+@pytest.mark.parametrize(
+    ("exception", "text"),
+    [
+        (aiohttp.SocketTimeoutError(), "timed out, silent for 30 s"),
+        (aiohttp.ConnectionTimeoutError(), "connect timed out after 10 s"),
+        (TimeoutError(), "timed out after 60 s"),
+    ],
+    ids=["silence", "connect", "whole request"],
+)
+def test_a_timeout_names_the_limit_that_ran_out(exception: Exception, text: str) -> None:
+    """Each timeout says which of the session's limits ran out, and its value."""
+    timeout = aiohttp.ClientTimeout(total=60, sock_read=30, sock_connect=10)
+    assert describe(exception, timeout) == text
+
+
+def test_the_default_timeouts_suit_a_list_page() -> None:
+    """An attempt gets 60 s, 30 s of silence and 10 s to connect: a page is tens of KB."""
+    settings = Settings()
+    assert (settings.request_timeout, settings.read_timeout, settings.connect_timeout) == (
+        60.0,
+        30.0,
+        10.0,
+    )
+
+
+async def test_the_session_applies_the_three_timeouts() -> None:
+    """request_timeout bounds an attempt, read_timeout any silence, connect_timeout connecting."""
+    settings = Settings(api_key=API_KEY, request_timeout=61, read_timeout=31, connect_timeout=11)
+    async with create_session(settings) as session:
+        assert session.timeout == aiohttp.ClientTimeout(total=61, sock_read=31, sock_connect=11)
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        ({"status": 503, "body": "busy"}, "HTTP 503"),
+        ({"status": 429, "body": "slow down"}, "rate limited (HTTP 429)"),
+        ({"exception": TimeoutError()}, "timed out after 300 s"),
+        ({"body": "{not json"}, "an unusable response"),
+    ],
+    ids=["5xx", "429", "timeout", "broken"],
+)
+async def test_a_retry_event_says_why_in_a_few_words(
+    client: ApiClient, recorder: Recorder, answer: dict[str, Any], reason: str
+) -> None:
+    """What a progress line shows: the reason, the attempt that failed and how many there may be."""
+    with aioresponses() as mock:
+        mock.get(LIST_URL, **answer)
+        mock.get(LIST_URL, payload=list_body([], False))
+        await client.fetch_page(None, 100)
+    ((event),) = recorder.events
+    assert (event.reason, event.attempt, event.max_attempts) == (reason, 1, 4)
+
+
+def aiohttp_refusal(message: str) -> aiohttp.ClientResponseError:
+    """The error aiohttp raises on a response it cannot take, with the request it answered."""
+    url = URL(f"{BASE_URL}/batches")
+    headers = CIMultiDictProxy(CIMultiDict({"Accept-Encoding": "gzip, deflate"}))
+    return aiohttp.ClientResponseError(
+        aiohttp.RequestInfo(url, "GET", headers, url), (), status=400, message=message
+    )
+
+
+@pytest.mark.parametrize(
+    ("message", "named"),
+    [
+        ("Can not decode content-encoding: zstandard (zstd). Install `zstd`", "encoded as zstd"),
+        ("Can not decode content-encoding: brotli (br). Install `Brotli`", "encoded as br"),
+        ("Can not decode content-encoding: something new", "in a content encoding"),
+    ],
+    ids=["zstd", "br", "unnamed"],
+)
+async def test_an_encoding_aiohttp_cannot_decode_fails_at_once(
+    client: ApiClient, recorder: Recorder, message: str, named: str
+) -> None:
+    """A body aiohttp refuses to decode is named as such, and not asked for again."""
+    with aioresponses() as mock:
+        mock.get(LIST_URL, exception=aiohttp_refusal(message))
+        with pytest.raises(TransportError) as caught:
+            await client.fetch_page(None, 100)
+    assert str(caught.value).endswith(
+        f"failed: the server sent a body {named}, which batch-crawler cannot read "
+        "(it asks for gzip or deflate)"
+    )
+    assert recorder.events == []
+
+
+async def test_a_malformed_response_is_still_retried(client: ApiClient, recorder: Recorder) -> None:
+    """Garbled HTTP may be a proxy's hiccup: it is asked for again, unlike an encoding."""
+    with aioresponses() as mock:
+        mock.get(LIST_URL, exception=aiohttp_refusal("Invalid HTTP status line"))
+        mock.get(LIST_URL, payload=list_body([], False))
+        await client.fetch_page(None, 100)
+    assert [e.reason for e in recorder.events] == ["the server sent a malformed HTTP response"]
+
+
+async def test_an_encoding_aiohttp_passes_on_undecoded_is_refused(
+    client: ApiClient, recorder: Recorder
+) -> None:
+    """An encoding aiohttp does not know would reach the parser raw: refused at once instead."""
+    with aioresponses() as mock:
+        mock.get(LIST_URL, body=b"\x1f\x00", headers={"Content-Encoding": "x-custom"})
+        with pytest.raises(TransportError, match="a body encoded as x-custom, which batch-crawler"):
+            await client.fetch_page(None, 100)
+    assert recorder.events == []
+
+
+async def test_a_declared_length_over_the_cap_is_refused_unread(
+    client: ApiClient, recorder: Recorder
+) -> None:
+    """A Content-Length past the cap fails at once, before a byte of the body is read."""
+    with aioresponses() as mock:
+        mock.get(LIST_URL, body=b"{}", headers={"Content-Length": str(MAX_BODY_BYTES + 1)})
+        with pytest.raises(BrokenResponseError, match="is larger than 16 MiB"):
+            await client.fetch_page(None, 100)
+    assert recorder.events == []
+
+
+async def test_an_error_body_over_the_cap_leaves_the_status_to_speak(
+    client: ApiClient, recorder: Recorder
+) -> None:
+    """An error answer too large to read is its status, retried as such: "HTTP 503"."""
+    with aioresponses() as mock:
+        mock.get(
+            LIST_URL,
+            status=503,
+            payload=envelope("not read"),
+            headers={"Content-Length": str(MAX_BODY_BYTES + 1)},
+        )
+        mock.get(LIST_URL, payload=list_body([], False))
+        await client.fetch_page(None, 100)
+    assert str(recorder.events[0].error).startswith("API error 503: HTTP 503 [GET ")

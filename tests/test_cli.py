@@ -330,3 +330,72 @@ async def test_a_partial_sync_into_a_closed_pipe_still_exits_3(
         argv = ["sync", "--db", str(tmp_path / "b.db"), "--base-url", server.base_url]
         done = await asyncio.to_thread(run_into_a_closed_pipe, *argv, "--max-pages", "1")
     assert (done.returncode, done.stderr.decode()) == (3, "")
+
+
+def refused(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    """The one line `main(argv)` prints on stderr, once it has exited 2."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    return err
+
+
+def test_a_key_pasted_as_api_key_env_exits_2_without_showing_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """api_key_env = "sk-..." is refused by name, and the key is not echoed."""
+    pasted = "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"
+    config = tmp_path / "c.toml"
+    config.write_text(f'api_key_env = "{pasted}"\n')
+    err = refused(capsys, ["sync", "--db", str(tmp_path / "b.db"), "--config", str(config)])
+    assert "api_key_env: must name the environment variable" in err
+    assert pasted not in err
+
+
+def test_a_key_shaped_variable_name_is_not_shown_when_unset(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A pasted key that happens to be a valid name reaches "no API key", still unshown."""
+    pasted = "gsk_Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"
+    config = tmp_path / "c.toml"
+    config.write_text(f'api_key_env = "{pasted}"\n')
+    argv = ["sync", "--db", str(tmp_path / "b.db"), "--config", str(config)]
+    err = refused(capsys, [*argv, "--base-url", "https://api.test/v1"])
+    assert err.startswith("batch-crawler: no API key: api_key_env must name")
+    assert pasted not in err
+
+
+def test_credentials_in_the_base_url_exit_2_and_are_never_stored(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """user:password@ is refused before the database is opened, the password unshown."""
+    db = tmp_path / "b.db"
+    url = "https://user:hunter2@api.test/v1"
+    err = refused(capsys, ["sync", "--db", str(db), "--base-url", url])
+    assert err.startswith("batch-crawler: base_url: must not hold a user name or password")
+    assert "hunter2" not in err
+    assert not db.exists()
+
+
+def test_a_query_in_the_base_url_exits_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A base URL with ?api-version=... is refused, not mangled into a bare 404."""
+    url = "https://h.example/v1?api-version=2024-10-21"
+    err = refused(capsys, ["sync", "--db", str(tmp_path / "b.db"), "--base-url", url])
+    assert "base_url: query parameters (?...) are not supported" in err
+
+
+def test_plain_http_to_another_host_exits_2_unless_allowed(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """http:// to a remote host is refused, and --allow-insecure-http lets it through."""
+    remote = "http://api.example/v1"
+    argv = ["sync", "--db", str(tmp_path / "b.db"), "--base-url", remote, "--page-size", "2"]
+    err = refused(capsys, argv)
+    assert "would send the API key in clear text" in err
+    assert "--allow-insecure-http" in err
+    assert not (tmp_path / "b.db").exists()
+    with aioresponses() as mock:
+        mock.get(f"{remote}/batches?limit=2", payload=list_body([make_batch(1)], False))
+        assert main([*argv, "--allow-insecure-http", "-q"]) == 0

@@ -171,6 +171,33 @@ async def test_sigterm_is_recorded_as_interrupted_and_resumed(
     assert_database_matches(db_path, server.data.snapshot())
 
 
+@pytest.mark.parametrize(
+    ("signals", "codes"),
+    [
+        ((signal.SIGINT, signal.SIGINT), {130}),
+        ((signal.SIGTERM, signal.SIGTERM), {143}),
+        # Pending together, the kernel may deliver either first: the first handled wins.
+        ((signal.SIGINT, signal.SIGTERM, signal.SIGINT), {130, 143}),
+    ],
+    ids=["ctrl-c twice", "term twice", "three at once"],
+)
+async def test_signals_in_a_burst_stop_the_run_once_and_cleanly(
+    server: FakeApiServer, db_path: Path, signals: tuple[signal.Signals, ...], codes: set[int]
+) -> None:
+    """A second signal while the run winds down is ignored: no traceback, ledger interrupted."""
+    for attempt in range(4):
+        server.hold_list_requests(after=1)
+        proc = await start_cli(server, "sync", "--db", str(db_path), "-q", "--full")
+        await wait_for_pages(proc, db_path, attempt, 1)
+        for signum in signals:
+            proc.send_signal(signum)
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=HANG_GUARD)
+        server.release_list_requests()
+        assert proc.returncode in codes, err
+        assert err.decode().count("\n") == 1, err.decode()
+        assert ledger(db_path)[-1][1] == "interrupted"
+
+
 async def test_a_second_sync_on_a_busy_database_refuses_at_once(
     server: FakeApiServer, db_path: Path
 ) -> None:

@@ -30,13 +30,14 @@ def test_defaults() -> None:
 
 def test_flags_beat_env_beat_file(tmp_path: Path) -> None:
     """Each layer overrides the one below it, key by key."""
-    config = write(tmp_path, 'base_url = "http://file/v1"\npage_size = 10\nproject = "p-file"\n')
-    env = {"OPENAI_BASE_URL": "http://env/v1", "OPENAI_PROJECT_ID": "p-env"}
+    config = write(tmp_path, 'base_url = "https://file/v1"\npage_size = 10\nproject = "p-file"\n')
+    env = {"OPENAI_BASE_URL": "https://env/v1", "OPENAI_PROJECT_ID": "p-env"}
     settings = load_settings({"page_size": 20, "base_url": None}, env, config)
-    assert settings.base_url == "http://env/v1"
+    assert settings.base_url == "https://env/v1"
     assert settings.page_size == 20
     assert settings.project == "p-env"
-    assert load_settings({"base_url": "http://flag/v1/"}, env, config).base_url == "http://flag/v1"
+    flagged = load_settings({"base_url": "https://flag/v1/"}, env, config)
+    assert flagged.base_url == "https://flag/v1"
 
 
 def test_key_comes_from_the_named_variable(tmp_path: Path) -> None:
@@ -70,6 +71,13 @@ def test_org_and_project_from_env() -> None:
         ('base_url = "http://a..b/v1"', "base_url: expected an http(s) URL"),
         ('base_url = "http://host/v1 "', "base_url: expected an http(s) URL"),
         ('db = "a\\u0000b"', "db: expected a file path"),
+        ('api_key_env = "MY-KEY"', "api_key_env: must name the environment variable"),
+        ('api_key_env = "1KEY"', "got '1KEY'"),
+        ('api_key_env = ""', "api_key_env: must name the environment variable"),
+        ('allow_insecure_http = "yes"', "allow_insecure_http: expected true or false"),
+        ('base_url = "https://h/v1?api-version=1"', "base_url: query parameters (?...) are not"),
+        ('base_url = "https://h/v1?"', "base_url: query parameters (?...) are not supported"),
+        ('base_url = "https://h/v1#top"', "base_url: a fragment (#...) is not supported"),
     ],
 )
 def test_bad_config_names_the_file_and_key(tmp_path: Path, text: str, fragment: str) -> None:
@@ -130,3 +138,100 @@ def test_example_config_parses_and_covers_every_setting() -> None:
     defaults = Settings()
     for key, value in active.items():
         assert getattr(defaults, key) == (Path(value) if key == "db" else value), key
+
+
+PASTED_KEY = "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"
+
+
+@pytest.mark.parametrize(
+    "value", [PASTED_KEY, "sk-ant-api03-x", "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z-_.0"]
+)
+def test_a_key_pasted_as_api_key_env_is_refused_unshown(tmp_path: Path, value: str) -> None:
+    """api_key_env must be a variable's name; a value that looks like a key is not echoed."""
+    config = write(tmp_path, f'api_key_env = "{value}"\n')
+    with pytest.raises(ConfigError, match="api_key_env: must name the environment variable") as e:
+        load_settings({}, {"OPENAI_API_KEY": "sk-real"}, config)
+    assert value not in str(e.value)
+    assert "not shown" in str(e.value)
+
+
+def test_the_missing_key_message_does_not_echo_a_key_shaped_variable_name() -> None:
+    """A key pasted as api_key_env that is a valid name is accepted but never shown."""
+    pasted = "gsk_Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"
+    message = Settings(api_key_env=pasted).missing_key_message()
+    assert pasted not in message
+    assert "api_key_env must name the environment variable" in message
+    assert "set MY_KEY " in Settings(api_key_env="MY_KEY").missing_key_message()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:hunter2@api.example.com/v1",
+        "http://:hunter2@127.0.0.1:8000/v1",
+        "https://hunter2@api.example.com/v1",
+        "https://user:hunter2@api.example.com:99999/v1",
+        "https://user:hunter2@[::1/v1",
+    ],
+)
+@pytest.mark.parametrize("layer", ["flag", "env", "file"])
+def test_credentials_in_the_base_url_are_refused_unshown(
+    tmp_path: Path, url: str, layer: str
+) -> None:
+    """user:password@ in base_url is refused from any layer, and the password never echoed."""
+    flags = {"base_url": url} if layer == "flag" else {}
+    env = {"OPENAI_BASE_URL": url} if layer == "env" else {}
+    config = write(tmp_path, f'base_url = "{url}"\n') if layer == "file" else None
+    with pytest.raises(ConfigError, match="base_url: ") as caught:
+        load_settings(flags, env, config)
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://localhost:8000/v1",
+        "http://LOCALHOST/v1",
+        "http://127.0.0.1:8000/v1",
+        "http://127.8.9.10/v1",
+        "http://[::1]:8000/v1",
+        "https://api.example.com/v1",
+    ],
+)
+def test_http_to_this_machine_and_https_are_allowed(url: str) -> None:
+    """Loopback hosts may use plain http: the key does not leave the machine."""
+    assert load_settings({"base_url": url}, {}).base_url == url.rstrip("/")
+
+
+@pytest.mark.parametrize(
+    "url", ["http://api.example.com/v1", "http://10.0.0.5:8000/v1", "http://[::2]/v1"]
+)
+def test_plain_http_to_another_host_is_refused(url: str) -> None:
+    """The key would travel in clear text: refused, saying why and how to allow it."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"base_url": url}, {})
+    message = str(caught.value)
+    assert message.startswith("base_url: plain http to ")
+    assert "clear text" in message
+    assert "--allow-insecure-http" in message
+    assert "allow_insecure_http = true" in message
+
+
+def test_library_users_are_refused_plain_http_too() -> None:
+    """Settings built directly follow the same transport rule."""
+    with pytest.raises(ConfigError, match="clear text"):
+        Settings(base_url="http://api.example.com/v1")
+    assert Settings(base_url="http://api.example.com/v1", allow_insecure_http=True)
+
+
+def test_plain_http_can_be_allowed_from_any_layer(tmp_path: Path) -> None:
+    """allow_insecure_http from a flag or the file lets a URL from any other layer through."""
+    remote = "http://api.example.com/v1"
+    in_file = write(tmp_path, f'base_url = "{remote}"\n')
+    allowed = load_settings({"allow_insecure_http": True}, {}, in_file)
+    assert (allowed.base_url, allowed.allow_insecure_http) == (remote, True)
+    allowing_file = write(tmp_path, "allow_insecure_http = true\n")
+    from_env = load_settings(
+        {"allow_insecure_http": None}, {"OPENAI_BASE_URL": remote}, allowing_file
+    )
+    assert from_env.base_url == remote

@@ -15,7 +15,15 @@ import aiohttp
 import openai
 import pytest
 
-from crawler.fake import ID_STYLES, FakeApiOptions, FakeApiServer, FakeBatches, IdStyle, serve
+from crawler.fake import (
+    BAD_PAGE_MODES,
+    ID_STYLES,
+    FakeApiOptions,
+    FakeApiServer,
+    FakeBatches,
+    IdStyle,
+    serve,
+)
 from crawler.fake.content import DAY, IN_FLIGHT, UNKNOWN_STATUS
 from crawler.fake.faults import RequestBudget, format_go_duration
 
@@ -711,6 +719,7 @@ async def test_serve_reports_ready_and_stops_on_cancel() -> None:
         {"batches": -1},
         {"requests_per_second": 0},
         {"broken_pagination": "sideways"},
+        {"bad_page": "slightly-off"},
         {"ids": "sequential"},
     ],
 )
@@ -734,3 +743,41 @@ def test_options_reject_bad_values(bad: dict[str, Any]) -> None:
 def test_go_durations(seconds: float, text: str) -> None:
     """Reset headers use Go's duration spelling."""
     assert format_go_duration(seconds) == text
+
+
+# -- bad pages: answers a client must survive ------------------------------------------------
+
+
+async def raw_get(session: aiohttp.ClientSession, url: str) -> tuple[int, Any, bytes]:
+    """Status, headers and undecoded body of one GET, redirects not followed."""
+    async with session.get(url, allow_redirects=False) as response:
+        return response.status, response.headers, await response.read()
+
+
+@pytest.mark.parametrize("mode", BAD_PAGE_MODES)
+async def test_a_bad_page_answers_every_list_request_but_the_first(start: Start, mode: str) -> None:
+    """The first list request gets its page; each later one the bad answer, counted."""
+    server = await start(batches=5, bad_page=mode, slow_seconds=0.0)
+    url = server.base_url + "/batches?limit=2"
+    async with aiohttp.ClientSession(headers=AUTH, auto_decompress=False) as session:
+        first = await raw_get(session, url)
+        status, headers, body = await raw_get(session, url)
+        await raw_get(session, url)
+    page = first[2]
+    assert (first[0], json.loads(page)["object"]) == (200, "list")
+    deep = b"[" * 100_000 + b"]" * 100_000
+    huge = b" " * (64 * 2**20) + page
+    expected = {
+        "trickle": (200, page),
+        "redirect-loop": (302, b""),
+        "br-encoded": (200, page),
+        "huge": (200, huge),
+        "deep-json": (200, deep),
+        "deep-error": (400, deep),
+    }
+    assert (status, body) == expected[mode]
+    assert headers.get("Location") == ("/v1/batches?limit=2" if mode == "redirect-loop" else None)
+    assert headers.get("Content-Encoding") == ("br" if mode == "br-encoded" else None)
+    assert server.stats.bad_pages == 2
+    streamed = {"trickle": len(page), "huge": len(huge)}
+    assert server.stats.streamed_bytes == 2 * streamed.get(mode, 0)

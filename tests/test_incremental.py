@@ -210,7 +210,16 @@ async def test_a_refresh_by_id_within_a_request_budget_gets_no_429s(db_path: Pat
                 rows, errors = build_page_rows(batches, 1)
                 await store.save_page(rows, errors, None, run_id, RunFigures(), gone)
 
-            await refresh_by_id(client, ids, concurrency=16, chunk=100, save=save)
+            skipped: list[str] = []
+            await refresh_by_id(
+                client,
+                ids,
+                concurrency=16,
+                chunk=100,
+                save=save,
+                skip=lambda batch_id, _: skipped.append(batch_id),
+            )
+            assert skipped == []
         expected = [server.data.batch(i) for i in range(0, 5000, 10)]
         rate_limited = server.stats.rate_limited
     assert_database_matches(db_path, expected)

@@ -244,8 +244,12 @@ async def test_a_proxy_from_the_environment_is_used(
     monkeypatch.setenv("HTTP_PROXY", proxy)
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
+    # Plain http to a remote host must be allowed on purpose: the key travels in clear.
     settings = Settings(
-        db=db_path, base_url="http://api.invalid/v1", api_key=server.options.api_key
+        db=db_path,
+        base_url="http://api.invalid/v1",
+        api_key=server.options.api_key,
+        allow_insecure_http=True,
     )
     result = await sync(settings, retry=RETRY)
     assert result.batches_new == len(server.data)

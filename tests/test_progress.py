@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
 import sqlite3
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,6 +16,8 @@ from aioresponses import aioresponses
 
 from crawler import Progress, Settings, sync
 from crawler.api import RetryPolicy
+from crawler.cli import main
+from crawler.errors import TransportError
 from crawler.fake import FakeApiOptions, FakeApiServer
 from crawler.progress import ProgressLine
 
@@ -211,3 +215,78 @@ async def test_the_progress_line_fed_by_a_sync_ends_on_its_figures(
     assert tty.screen()[0].startswith("pages 5  batches 250  ")
     line.close()
     assert tty.screen() == (" " * len(tty.screen()[0]), 0)
+
+
+# What a run waiting on a slow or failing server shows.
+
+
+def test_a_retry_is_drawn_at_once_and_the_next_page_clears_it() -> None:
+    """A retry shows however soon after the last update; the next page replaces it at once."""
+    tty = Terminal()
+    line = ProgressLine(tty, clock=lambda: 10.0, interval=5.0, columns=lambda: 120)
+    line(progress(1, 100))
+    line(Progress(1, 100, 1, 1.0, retrying="attempt 2/8: HTTP 503"))
+    assert tty.screen()[0] == "pages 1  batches 100  1.0s  retrying, attempt 2/8: HTTP 503"
+    line(progress(2, 200, 1))
+    assert tty.screen()[0].rstrip() == "pages 2  batches 200  200/s  retries 1  1.0s"
+    line(progress(3, 300, 1))  # nothing new to say within the interval: skipped
+    assert tty.getvalue().count("\r") == 3
+
+
+def test_a_line_wider_than_the_terminal_is_cut_short() -> None:
+    """A line that would wrap could not be redrawn in place: it stops short of the last column."""
+    tty = Terminal()
+    line = ProgressLine(tty, clock=lambda: 0.0, columns=lambda: 40)
+    line(Progress(1, 1, 1, 1.0, retrying="attempt 2/8: cannot connect to api.example:443"))
+    assert tty.screen() == ("pages 1  batches 1  1.0s  retrying, att", 39)
+
+
+def test_a_terminal_of_unknown_width_is_taken_as_80_columns() -> None:
+    """A pseudo-terminal nobody sized (as under `script` or CI) says 0 columns: 80 it is."""
+    leader, follower = os.openpty()
+    with open(follower, "w", encoding="utf-8") as tty:
+        ProgressLine(tty, clock=lambda: 0.0)(Progress(1, 1, 1, 1.0, retrying="x" * 100))
+        shown = os.read(leader, 200).decode()  # what the write put there, all at once
+    os.close(leader)
+    assert shown == ("\r" + "pages 1  batches 1  1.0s  retrying, " + "x" * 100)[:80]
+
+
+async def test_a_sync_waiting_on_a_silent_server_says_so(db_path: Path) -> None:
+    """Each attempt that timed out is reported: why, and which attempt comes next."""
+    options = FakeApiOptions(batches=4, slow_rate=1.0, slow_seconds=3600.0)
+    retry = RetryPolicy(max_attempts=3, max_seconds=60, initial_backoff=0, max_backoff=0)
+    reports: list[Progress] = []
+    async with FakeApiServer(options) as server:
+        settings = Settings(
+            db=db_path, base_url=server.base_url, api_key=server.options.api_key, read_timeout=0.2
+        )
+        with pytest.raises(TransportError, match=r"timed out, silent for 0\.2 s"):
+            await sync(settings, retry=retry, on_progress=reports.append)
+    assert [(p.retries, p.retrying) for p in reports] == [
+        (1, "attempt 2/3: timed out, silent for 0.2 s"),
+        (2, "attempt 3/3: timed out, silent for 0.2 s"),
+    ]
+
+
+class Tty(Terminal):
+    """A stderr that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_the_progress_line_says_a_sync_is_retrying(
+    monkeypatch: pytest.MonkeyPatch, db_path: Path
+) -> None:
+    """`batch-crawler sync`, without -v, shows on its line that it is asking again, and why."""
+    loopback = "http://127.0.0.1:9/v1"  # mocked: nothing listens there
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setattr(sys, "stderr", Tty())
+    with aioresponses() as mock:
+        mock.get(f"{loopback}/batches?limit=2", status=503, headers={"retry-after-ms": "1"})
+        mock.get(f"{loopback}/batches?limit=2", payload=list_body([make_batch(1)], False))
+        argv = ["sync", "--db", str(db_path), "--base-url", loopback, "--page-size", "2"]
+        assert main(argv) == 0
+    drawn = sys.stderr.getvalue().split("\r")
+    assert any(d.endswith("  retrying, attempt 2/8: HTTP 503") for d in drawn), drawn
+    assert drawn[-1] == "", "the line is erased at the end"

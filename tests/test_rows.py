@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from crawler.rows import BATCH_COLUMNS, build_batch_row, build_error_rows, build_page_rows
+from crawler.rows import (
+    BATCH_COLUMNS,
+    build_batch_row,
+    build_error_rows,
+    build_page_rows,
+    build_page_rows_fitted,
+)
 
 from .conftest import make_batch
 
@@ -102,3 +108,35 @@ def test_page_rows_collect_batches_and_errors() -> None:
     batch_rows, error_rows = build_page_rows([make_batch(7), failed], seen_at=1)
     assert [r[0] for r in batch_rows] == [make_batch(7)["id"], failed["id"]]
     assert error_rows == [(failed["id"], 0, "c", "m", None, None)]
+
+
+def test_fitted_rows_make_every_value_storable_and_say_what_changed() -> None:
+    """Objects and lists become NULL, wide integers NULL, lone surrogates U+FFFD: each said."""
+    odd = make_batch(
+        3,
+        model={"name": "x"},
+        completed_at=[1],
+        created_at=2**70,
+        metadata={"k": "a\ud800b"},
+        errors={"data": [{"code": {"c": 1}, "message": "m", "param": None, "line": 2}]},
+    )
+    batch_rows, error_rows, warnings = build_page_rows_fitted([odd], seen_at=5)
+    row = as_dict(batch_rows[0])
+    assert (row["model"], row["completed_at"], row["created_at"]) == (None, None, None)
+    assert row["metadata"] == '{"k":"a\ufffdb"}'
+    assert "\ufffd" in str(row["raw"])
+    assert error_rows == [(odd["id"], 0, None, "m", None, 2)]
+    assert warnings == [
+        f"batch {odd['id']}: model is a dict, not text: NULL",
+        f"batch {odd['id']}: created_at is wider than 64 bits: NULL",
+        f"batch {odd['id']}: completed_at is a list, not a number: NULL",
+        f"batch {odd['id']}: metadata holds a lone surrogate: replaced",
+        f"batch {odd['id']}: raw holds a lone surrogate: replaced",
+        f"batch {odd['id']}: code is a dict, not text: NULL",
+    ]
+
+
+def test_fitted_rows_of_a_plain_page_are_the_plain_rows() -> None:
+    """Nothing to fit: the same rows, no warnings."""
+    batches = [make_batch(n) for n in range(3)]
+    assert build_page_rows_fitted(batches, 5) == (*build_page_rows(batches, 5), [])

@@ -12,10 +12,11 @@ from __future__ import annotations
 from .data import FakeBatches
 from .faults import FakeApiStats
 from .ids import ID_STYLES, IdStyle
-from .options import BROKEN_PAGINATION_MODES, FakeApiOptions
+from .options import BAD_PAGE_MODES, BROKEN_PAGINATION_MODES, FakeApiOptions
 from .server import FakeApiServer, serve
 
 __all__ = [
+    "BAD_PAGE_MODES",
     "BROKEN_PAGINATION_MODES",
     "ID_STYLES",
     "FakeApiOptions",

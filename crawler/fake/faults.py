@@ -34,6 +34,8 @@ class FakeApiStats:
     truncated: int = 0
     slow: int = 0
     held: int = 0  # list requests a test's gate held (see FakeApiServer.hold_list_requests)
+    bad_pages: int = 0  # list requests answered as FakeApiOptions.bad_page says
+    streamed_bytes: int = 0  # body bytes a trickled or huge page got written before it ended
     # (name, value) of every OpenAI-Organization and OpenAI-Project header received.
     headers: Counter[tuple[str, str]] = field(default_factory=Counter)
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from .ids import ID_STYLES, IdStyle
 
 BROKEN_PAGINATION_MODES = ("empty-has-more", "stuck-cursor", "wrong-last-id")
+# Answers no client should choke on; see FakeApiOptions.bad_page.
+BAD_PAGE_MODES = ("trickle", "redirect-loop", "br-encoded", "huge", "deep-json", "deep-error")
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,10 @@ class FakeApiOptions:
     add_per_request: int = 0  # new batches at the head on every list request after the first
     advance_per_request: int = 0  # in-flight batches moved on, same schedule
     broken_pagination: str | None = None  # one of BROKEN_PAGINATION_MODES
+    # One of BAD_PAGE_MODES, answered to every list request after the first: the page one
+    # byte every slow_seconds; a redirect to itself; a body marked as brotli-encoded; the
+    # page after 64 MiB of whitespace; JSON nested 100,000 deep, as a 200 or as a 400.
+    bad_page: str | None = None
 
     def __post_init__(self) -> None:
         """Reject impossible values, naming the field."""
@@ -50,3 +56,5 @@ class FakeApiOptions:
                 f"broken_pagination must be one of {BROKEN_PAGINATION_MODES}, "
                 f"got {self.broken_pagination!r}"
             )
+        if self.bad_page not in (None, *BAD_PAGE_MODES):
+            raise ValueError(f"bad_page must be one of {BAD_PAGE_MODES}, got {self.bad_page!r}")

@@ -17,6 +17,20 @@ from .faults import (
     mask_key,
 )
 
+# Far deeper than any JSON parser recurses (Python's own stops near 1,000 levels).
+DEEP_JSON = b"[" * 100_000 + b"]" * 100_000
+
+
+def redirect_to_itself(request: web.Request) -> web.Response:
+    """A 302 back to the same URL: a redirect loop, as a misconfigured proxy sends."""
+    return web.Response(status=302, headers={"Location": request.path_qs})
+
+
+def marked_brotli(page: web.Response) -> web.Response:
+    """The page, labelled `Content-Encoding: br`, which no client here asked for."""
+    page.headers["Content-Encoding"] = "br"
+    return page
+
 
 def encode(payload: Any) -> bytes:
     """Serialise compactly; ASCII escapes (emoji as surrogate pairs) are 25 % faster."""

@@ -19,6 +19,9 @@ Faults (off by default) apply to `/v1/batches*` and `/v1/files*`, chosen from
 `retry-after-ms: 150` or as fractional seconds `retry-after: 0.15` (alternating; the official
 SDK parses both as floats). The `requests_per_second` budget answers 429 with the real wait in
 `retry-after-ms`; under budget it sends `x-ratelimit-*` with the real remaining count.
+`bad_page` answers every list request after the first in a way a client must not choke on
+(see `FakeApiOptions`): a trickle, a redirect loop, an encoding never asked for, a 64 MiB page,
+JSON nested 100,000 deep.
 
 For tests: `FakeApiServer.hold_list_requests` stops a client at a known point of its walk,
 the budget can run on an injected clock, and `stats` counts what was received and done.
@@ -27,6 +30,7 @@ the budget can run on an injected clock, and `stats` counts what was received an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hmac
 import json
@@ -43,16 +47,21 @@ from .gate import ListGate
 from .listing import ListPages, parse_limit
 from .options import FakeApiOptions
 from .replies import (
+    DEEP_JSON,
     error_reply,
     json_reply,
+    marked_brotli,
     over_budget,
     rate_limited,
+    redirect_to_itself,
     reply,
     server_error,
     unauthorized,
 )
 
 _FAULTY_PREFIXES = ("/v1/batches", "/v1/files")
+# Whitespace before a "huge" bad page: valid JSON, far past what a client should read.
+HUGE_PADDING = 64 * 2**20
 _SEEN_HEADERS = ("OpenAI-Organization", "OpenAI-Project")
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -159,7 +168,7 @@ class _FakeApi:
             request.transport.close()
         return partial
 
-    async def _list(self, request: web.Request) -> web.Response:
+    async def _list(self, request: web.Request) -> web.StreamResponse:
         """GET /v1/batches."""
         await self.gate.enter()
         limit = parse_limit(request.query.get("limit"))
@@ -171,6 +180,8 @@ class _FakeApi:
         if after is not None and after_index is None:
             message = f"Invalid 'after': no batch with id '{after}' was found."
             return error_reply(400, message, "invalid_request_error", "after")
+        if self._list_requests and self.options.bad_page is not None:
+            return await self._bad_page(request, reply(200, self._pages.body(after_index, limit)))
         if self._list_requests:
             if self.options.add_per_request:
                 data.add_batches(self.options.add_per_request)
@@ -179,6 +190,39 @@ class _FakeApi:
         self._list_requests += 1
         self.stats.pages += 1
         return reply(200, self._pages.body(after_index, limit))
+
+    async def _bad_page(self, request: web.Request, page: web.Response) -> web.StreamResponse:
+        """Answer a list request as `bad_page` says, instead of with `page`."""
+        self.stats.bad_pages += 1
+        mode = self.options.bad_page
+        if mode == "redirect-loop":
+            return redirect_to_itself(request)
+        if mode == "br-encoded":
+            return marked_brotli(page)
+        if mode in ("deep-json", "deep-error"):
+            return reply(200 if mode == "deep-json" else 400, DEEP_JSON)
+        body = page.body if isinstance(page.body, bytes) else b""
+        if mode == "trickle":
+            return await self._stream(request, page, [body[i : i + 1] for i in range(len(body))])
+        padding = [b" " * 2**16] * (HUGE_PADDING // 2**16)
+        return await self._stream(request, page, [*padding, body])
+
+    async def _stream(
+        self, request: web.Request, page: web.Response, chunks: list[bytes]
+    ) -> web.StreamResponse:
+        """Send `chunks` as the body of `page`, with slow_seconds between them when trickling,
+        until they run out or the client goes away."""
+        response = web.StreamResponse(status=page.status, headers=page.headers)
+        response.content_length = sum(map(len, chunks))
+        await response.prepare(request)
+        pause = self.options.slow_seconds if self.options.bad_page == "trickle" else 0.0
+        with contextlib.suppress(ConnectionError):  # the client stopped reading
+            for chunk in chunks:
+                await response.write(chunk)
+                self.stats.streamed_bytes += len(chunk)
+                if pause:
+                    await asyncio.sleep(pause)
+        return response
 
     async def _retrieve(self, request: web.Request) -> web.Response:
         """GET /v1/batches/{batch_id}."""

@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import os
 import sqlite3
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -33,6 +34,7 @@ def check_file(path: Path, *, must_exist: bool = False) -> None:
             f"this Python's SQLite is {sqlite3.sqlite_version}; batch-crawler needs 3.24 or newer"
         )
     try:
+        _check_regular(path)
         with path.open("rb") as fh:
             header = fh.read(len(_SQLITE_MAGIC))
     except FileNotFoundError:
@@ -41,8 +43,25 @@ def check_file(path: Path, *, must_exist: bool = False) -> None:
         return
     except OSError as exc:
         raise DatabaseError(f"cannot read database {path}: {exc.strerror}") from exc
+    if must_exist and not header:
+        raise DatabaseError(
+            f"{path} is empty, not a batch-crawler database yet; run `batch-crawler sync` first"
+        )
     if header and header != _SQLITE_MAGIC:
         raise DatabaseError(f"{path} is not a SQLite database; choose another --db path")
+
+
+def _check_regular(path: Path) -> None:
+    """Refuse a FIFO, a device or a folder before opening it: opening a FIFO blocks for good.
+
+    Raises:
+        FileNotFoundError: nothing is there.
+        DatabaseError: something other than a regular file is there.
+    """
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise DatabaseError(f"{path} is {kind}; choose a file path for --db")
 
 
 def lock_path(path: Path) -> Path:
@@ -66,8 +85,11 @@ async def writer_lock(path: Path) -> AsyncIterator[None]:
         DatabaseBusyError: another sync holds the lock.
         DatabaseError: the lock file cannot be opened.
     """
+    lock = lock_path(path)
     try:
-        fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT, 0o644)
+        with contextlib.suppress(FileNotFoundError):
+            _check_regular(lock)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK, 0o644)
     except OSError as exc:
         raise DatabaseError(f"cannot open database {path}: {exc.strerror}") from exc
     try:
@@ -88,9 +110,11 @@ async def writer_lock(path: Path) -> AsyncIterator[None]:
 
 def sync_is_running(path: Path) -> bool:
     """Whether a sync holds the writer lock of `path` right now."""
+    lock = lock_path(path)
     try:
-        fd = os.open(lock_path(path), os.O_RDONLY)
-    except OSError:
+        _check_regular(lock)
+        fd = os.open(lock, os.O_RDONLY | os.O_NONBLOCK)
+    except (OSError, DatabaseError):
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

@@ -123,17 +123,36 @@ async def connect(
     try:
         conn = await aiosqlite.connect(target, uri=read_only, isolation_level=None)
     except sqlite3.Error as exc:
-        raise DatabaseError(f"cannot open database {path}: {exc}") from exc
+        raise database_error(path, exc) from exc
     try:
         yield conn, await _schema_version(conn, path)
-    except sqlite3.DatabaseError as exc:
-        raise DatabaseError(f"database {path} is unusable: {exc}") from exc
+    except sqlite3.Error as exc:
+        raise database_error(path, exc) from exc
     finally:
         await conn.close()
 
 
+def database_error(path: Path, exc: sqlite3.Error) -> DatabaseError:
+    """What went wrong with the database at `path`, and what to do, in one line."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if name == "SQLITE_FULL":
+        return DatabaseError(
+            f"the disk holding {path} is full; free some space and sync again: it resumes "
+            "after the last committed page"
+        )
+    if name.startswith("SQLITE_CANTOPEN") or name.startswith("SQLITE_READONLY"):
+        return DatabaseError(
+            f"cannot write {path}: SQLite needs write access to the file and to its folder "
+            f"(for the -wal and -shm files beside it), even to read it ({exc})"
+        )
+    if name in {"SQLITE_CORRUPT", "SQLITE_NOTADB"}:
+        return DatabaseError(f"{path} is damaged ({exc}); move it aside and sync into a new file")
+    return DatabaseError(f"database {path} is unusable: {exc}")
+
+
 async def in_thread(conn: aiosqlite.Connection, work: Callable[..., T], *args: Any) -> T:
-    """Run `work(db, *args)` on the connection's thread, as one call.
+    """Run `work(db, *args)` on the connection's thread, as one call; its sqlite3 errors are
+    the caller's to translate.
 
     aiosqlite sends each statement to its thread separately, and the thread then idles
     until the event loop sends the next; a page's eight statements as one call walk

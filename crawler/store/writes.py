@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -14,13 +15,13 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from ..errors import UnstorableBatchError
+from ..errors import DatabaseError, UnstorableBatchError
 from ..rows import BATCH_COLUMNS, ERROR_COLUMNS
 from ..runs import FIGURE_COLUMNS, RunFigures
 from ..walk import WalkState
 from .files import check_file, writer_lock
 from .reads import select_created_at, select_unsettled, select_walk
-from .schema import connect, in_thread, migrate
+from .schema import connect, database_error, in_thread, migrate
 
 T = TypeVar("T")
 
@@ -29,7 +30,7 @@ _UPSERT_BATCHES = (
     f"INSERT INTO batches ({', '.join(BATCH_COLUMNS)}) VALUES {{values}} "
     "ON CONFLICT(id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in BATCH_COLUMNS if c not in {"id", "first_seen_at"})
-    + ", gone_at = NULL"
+    + ", gone_at = NULL, not_found_runs = 0"
 )
 _INSERT_ERROR = (
     f"INSERT INTO batch_errors ({', '.join(ERROR_COLUMNS)}) "
@@ -54,6 +55,16 @@ _PRAGMAS = (
     # A many-row upsert stages its rows in a transient table: in a file, that was a file
     # opened and written for every page.
     "PRAGMA temp_store = MEMORY",
+)
+
+
+# What SQLite raises for a value it cannot store, as opposed to a fault of the database.
+_UNSTORABLE = (
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+    sqlite3.IntegrityError,
+    OverflowError,  # an integer wider than SQLite's 64 bits
+    ValueError,  # text SQLite cannot encode, such as a lone surrogate
 )
 
 
@@ -128,9 +139,12 @@ def _write_page(
             stored = ", ".join("?" * len(before))
             db.execute(f"DELETE FROM batch_errors WHERE batch_id IN ({stored})", list(before))
         db.executemany(_INSERT_ERROR, error_rows)
+        # gone_at keeps the first 404 of a streak; the count says how sure the mark is.
         gone_at = int(time.time())
         db.executemany(
-            "UPDATE batches SET gone_at = ? WHERE id = ?", [(gone_at, i) for i in gone_ids]
+            "UPDATE batches SET gone_at = coalesce(gone_at, ?), "
+            "not_found_runs = not_found_runs + 1 WHERE id = ?",
+            [(gone_at, i) for i in gone_ids],
         )
         if walk is not None:
             _write_walk(db, walk)
@@ -182,11 +196,18 @@ def _finish_run(
 class Store:
     """The reads and writes of a sync, each one call on the connection's own thread."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self._conn = conn
+        self._path = path
 
     async def _in_thread(self, work: Callable[..., T], *args: Any) -> T:
-        return await in_thread(self._conn, work, *args)
+        try:
+            return await in_thread(self._conn, work, *args)
+        except _UNSTORABLE:
+            raise  # a value on the page, not the database: save_page says so
+        except sqlite3.Error as exc:
+            # Translated here, so that the run records it in its ledger row.
+            raise database_error(self._path, exc) from exc
 
     async def load_walk(self) -> WalkState | None:
         """The saved walk state, or None before the first sync."""
@@ -222,7 +243,7 @@ class Store:
         Args:
             walk: the walk state to commit with the page; None leaves it as it is.
             figures: the run's figures so far, committed to its ledger row with the page.
-            gone_ids: batches the API answered 404 for, marked gone in the same commit.
+            gone_ids: batches the API answered 404 for, counted in the same commit.
 
         Raises:
             UnstorableBatchError: a field held a value SQLite cannot store (nothing is written).
@@ -231,14 +252,11 @@ class Store:
             return await self._in_thread(
                 _write_page, batch_rows, error_rows, walk, run_id, figures, gone_ids
             )
-        except (
-            sqlite3.InterfaceError,
-            sqlite3.ProgrammingError,
-            sqlite3.IntegrityError,
-            OverflowError,  # an integer wider than SQLite's 64 bits
-            ValueError,  # text SQLite cannot encode, such as a lone surrogate
-        ) as exc:
-            raise UnstorableBatchError(f"a batch on this page cannot be stored: {exc}") from exc
+        except _UNSTORABLE as exc:
+            ids = f"{batch_rows[0][0]} .. {batch_rows[-1][0]}" if batch_rows else "none"
+            raise UnstorableBatchError(
+                f"a batch on the page of {ids} cannot be stored: {exc}"
+            ) from exc
 
     async def finish_run(
         self,
@@ -265,4 +283,19 @@ async def open_store(path: Path) -> AsyncIterator[Store]:
         for pragma in _PRAGMAS:
             await conn.execute(pragma)
         await migrate(conn, version)
-        yield Store(conn)
+        opened = _identity(path)
+        yield Store(conn, path)
+        if _identity(path) != opened:
+            raise DatabaseError(
+                f"{path} was replaced or removed while the sync ran; what it wrote went to the "
+                "file that was there before: sync again"
+            )
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Which file `path` names now (device and inode), or None when none does."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino

@@ -1,0 +1,205 @@
+"""Servers that misbehave at the HTTP level: silence, trickles, redirect loops, encodings never
+asked for, huge pages and deep JSON. The real client against the fake API, on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aioresponses import aioresponses
+
+from crawler.api import MAX_BODY_BYTES, ApiClient, RetryEvent, RetryPolicy, create_session
+from crawler.config import Settings
+from crawler.errors import BadRequestError, BrokenResponseError, TransportError
+from crawler.fake import FakeApiOptions, FakeApiServer
+from crawler.jsontext import parse, to_text
+from crawler.sync import sync
+
+from .conftest import API_KEY, list_body, make_batch
+from .waits import HANG_GUARD
+
+ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK_URL = "http://127.0.0.1:9/v1"  # mocked: nothing listens there
+# Attempts come at once: what the server saw is the count of what the client asked.
+RETRY = RetryPolicy(max_attempts=3, max_seconds=60, initial_backoff=0, max_backoff=0)
+
+
+@contextlib.asynccontextmanager
+async def bad_server(mode: str | None = None, **options: Any) -> AsyncIterator[FakeApiServer]:
+    """The fake API with ten batches, answering list requests after the first as `mode` says."""
+    async with FakeApiServer(FakeApiOptions(batches=10, bad_page=mode, **options)) as server:
+        yield server
+
+
+@contextlib.asynccontextmanager
+async def client_for(
+    server: FakeApiServer, events: list[RetryEvent], **timeouts: float
+) -> AsyncIterator[ApiClient]:
+    """A client as a sync builds it (session, timeouts), retrying at once, events recorded."""
+    settings = Settings(base_url=server.base_url, api_key=server.options.api_key, **timeouts)
+    async with create_session(settings) as session:
+        yield ApiClient(
+            session, settings.base_url, retry=RETRY, secret=settings.api_key, on_retry=events.append
+        )
+
+
+async def second_page(client: ApiClient) -> None:
+    """Ask for a good first page, then for the page the fake answers badly."""
+    first = await client.fetch_page(None, 2)
+    await client.fetch_page(first.batches[-1]["id"], 2)
+
+
+async def test_a_silent_server_is_cut_off_by_the_read_timeout() -> None:
+    """No byte for read_timeout seconds ends the attempt, though request_timeout is far off."""
+    events: list[RetryEvent] = []
+    async with (
+        bad_server(slow_rate=1.0, slow_seconds=3600.0) as server,
+        client_for(server, events, read_timeout=0.2, request_timeout=3600.0) as client,
+    ):
+        with pytest.raises(TransportError) as caught:
+            await client.fetch_page(None, 2)
+    assert "failed: timed out, silent for 0.2 s (gave up after 3 attempts)" in str(caught.value)
+    assert [e.reason for e in events] == ["timed out, silent for 0.2 s"] * 2
+    assert server.stats.requests["list_batches"] == 3
+
+
+async def test_a_trickling_server_is_cut_off_by_the_request_timeout() -> None:
+    """A byte now and then keeps the read timeout at bay; the request timeout still ends it."""
+    events: list[RetryEvent] = []
+    async with (
+        bad_server("trickle", slow_seconds=0.01) as server,
+        client_for(server, events, read_timeout=3600.0, request_timeout=0.5) as client,
+    ):
+        with pytest.raises(TransportError, match=r"timed out after 0\.5 s"):
+            await second_page(client)
+    assert [e.reason for e in events] == ["timed out after 0.5 s"] * 2
+    assert server.stats.bad_pages == 3
+    assert server.stats.streamed_bytes > 3, "the server was trickling, not silent"
+
+
+async def test_a_redirect_loop_fails_at_once_saying_so() -> None:
+    """A loop of redirects is named, with where it led, and not asked again."""
+    events: list[RetryEvent] = []
+    async with bad_server("redirect-loop") as server, client_for(server, events) as client:
+        with pytest.raises(TransportError) as caught:
+            await second_page(client)
+    message = str(caught.value)
+    assert "failed: too many redirects (10, the last to /v1/batches?limit=2&after=" in message
+    assert "attempts" not in message
+    assert events == []
+    assert server.stats.bad_pages == 10  # aiohttp's limit, reached once
+
+
+async def test_a_body_encoded_as_never_asked_fails_at_once_saying_so() -> None:
+    """A brotli body the client cannot decode is named as such, and not asked again."""
+    events: list[RetryEvent] = []
+    async with bad_server("br-encoded") as server, client_for(server, events) as client:
+        with pytest.raises(TransportError) as caught:
+            await second_page(client)
+    assert str(caught.value).endswith(
+        "failed: the server sent a body encoded as br, which batch-crawler cannot read "
+        "(it asks for gzip or deflate)"
+    )
+    assert events == []
+    assert server.stats.bad_pages == 1
+
+
+async def test_a_page_over_the_cap_fails_at_once_without_being_read_whole() -> None:
+    """64 MiB of (valid) whitespace: reading stops past the cap; the page is not asked again."""
+    events: list[RetryEvent] = []
+    async with bad_server("huge") as server, client_for(server, events) as client:
+        with pytest.raises(BrokenResponseError) as caught:
+            await second_page(client)
+    assert f"is larger than {MAX_BODY_BYTES // 2**20} MiB" in str(caught.value)
+    assert events == []
+    assert server.stats.bad_pages == 1
+    assert server.stats.streamed_bytes < 64 * 2**20, "the client stopped reading early"
+
+
+async def test_a_page_nested_too_deep_is_a_broken_response_not_asked_again() -> None:
+    """JSON nested 100,000 deep is a clear error, not a RecursionError, and not retried."""
+    events: list[RetryEvent] = []
+    async with bad_server("deep-json") as server, client_for(server, events) as client:
+        with pytest.raises(BrokenResponseError, match="is nested too deeply to read"):
+            await second_page(client)
+    assert events == []
+    assert server.stats.bad_pages == 1
+
+
+async def test_an_error_body_nested_too_deep_reads_as_its_status() -> None:
+    """An error body nested 100,000 deep gives "HTTP 400", as any unreadable error body does."""
+    events: list[RetryEvent] = []
+    async with bad_server("deep-error") as server, client_for(server, events) as client:
+        with pytest.raises(BadRequestError, match=r"^API error 400: HTTP 400 \[GET "):
+            await second_page(client)
+
+
+def test_parse_refuses_deep_json_with_a_value_error() -> None:
+    """Too deep for either parser: a ValueError that says so, never a RecursionError."""
+    with pytest.raises(ValueError, match="nested too deeply"):
+        parse(b"[" * 100_000 + b"]" * 100_000)
+
+
+def test_what_parse_reads_to_text_writes_however_deep() -> None:
+    """orjson reads 1,024 levels, more than json writes on its own: to_text still writes them."""
+    text = "[" * 1024 + "]" * 1024
+    assert to_text(parse(text.encode())) == text
+
+
+async def test_a_batch_nested_as_deep_as_the_parser_reads_is_stored(db_path: Path) -> None:
+    """Metadata nested a thousand levels deep is stored, not a crash of the sync."""
+    settings = Settings(db=db_path, base_url=LOOPBACK_URL, api_key=API_KEY, page_size=2)
+    metadata = "[" * 1000 + "]" * 1000
+    body = to_text(list_body([make_batch(1)], False)).replace('{"team":"équipe"}', metadata)
+    with aioresponses() as mock:
+        mock.get(f"{LOOPBACK_URL}/batches?limit=2", body=body, content_type="application/json")
+        result = await sync(settings, retry=RETRY)
+    assert result.batches_new == 1
+    with contextlib.closing(sqlite3.connect(settings.db)) as conn:
+        (stored,) = conn.execute("SELECT metadata FROM batches").fetchone()
+    assert stored == metadata
+
+
+# What a user sees on stderr, in a real process whose stderr is not a terminal (cron, a log).
+
+
+async def run_sync(server: FakeApiServer, db: Path, *args: str) -> tuple[int, list[str]]:
+    """Run `batch-crawler sync` against `server`; its exit code and its stderr lines."""
+    env = {**os.environ, "OPENAI_API_KEY": server.options.api_key}
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "crawler", "sync", "--db", str(db)),
+        *("--base-url", server.base_url, "--page-size", "2", *args),
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), timeout=HANG_GUARD)
+    assert proc.returncode is not None
+    return proc.returncode, err.decode().splitlines()
+
+
+@pytest.mark.parametrize("quiet", [False, True], ids=["default", "--quiet"])
+async def test_off_a_terminal_each_retry_is_one_warning_line_unless_quiet(
+    db_path: Path, quiet: bool
+) -> None:
+    """A cron run says on stderr why and when it asks again, one line a retry; -q says nothing."""
+    async with bad_server(rate_limit_rate=0.5, seed=3) as server:
+        code, lines = await run_sync(server, db_path, *["-q"] * quiet)
+    assert code == 0
+    assert server.stats.rate_limited > 0
+    if quiet:
+        assert lines == []
+        return
+    assert len(lines) == server.stats.rate_limited
+    for line in lines:
+        assert line.startswith("WARNING crawler.api: API error 429 (rate_limit_exceeded): ")
+        assert "; retrying in 0." in line
+        assert line.endswith(" of 8)")

@@ -1,0 +1,195 @@
+"""One batch's answer never freezes it or blocks the sync: 404s, refusals, odd values."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aioresponses import aioresponses
+
+from crawler.api import RetryPolicy
+from crawler.config import Settings
+from crawler.errors import UnknownRouteError
+from crawler.sync import sync
+
+from .conftest import BASE_URL, list_body, make_batch
+
+NUMBERS = list(range(7, 0, -1))  # newest first; batch 2 is in flight, five pages down
+STRAGGLER = make_batch(2, status="in_progress", completed_at=None)
+BY_ID = f"{BASE_URL}/batches/{STRAGGLER['id']}"
+
+
+def serve_list(mock: aioresponses, batches: dict[int, dict[str, Any]], limit: int = 2) -> None:
+    """Every list page of NUMBERS, the batches given replacing the plain ones."""
+    after = ""
+    for start in range(0, len(NUMBERS), limit):
+        chunk = [batches.get(n) or make_batch(n) for n in NUMBERS[start : start + limit]]
+        more = start + limit < len(NUMBERS)
+        mock.get(f"{BASE_URL}/batches?limit={limit}{after}", payload=list_body(chunk, more))
+        after = f"&after={chunk[-1]['id']}"
+
+
+def serve_head(mock: aioresponses) -> None:
+    """The first page, all an incremental sync walks here (the head has not moved)."""
+    body = list_body([make_batch(7), make_batch(6)], True)
+    mock.get(f"{BASE_URL}/batches?limit=2", payload=body)
+
+
+def not_found(code: str | None, message: str = "No batch found with id 'x'.") -> dict[str, Any]:
+    return {"error": {"message": message, "type": "invalid_request_error", "code": code}}
+
+
+def straggler_row(db: Path) -> tuple[Any, ...]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return conn.execute(
+            "SELECT status, gone_at IS NOT NULL, not_found_runs FROM batches WHERE id = ?",
+            (STRAGGLER["id"],),
+        ).fetchone()
+
+
+async def first_sync(settings: Settings, retry: RetryPolicy) -> None:
+    with aioresponses() as mock:
+        serve_list(mock, {2: STRAGGLER})
+        result = await sync(settings, retry=retry)
+    assert result.complete
+    assert straggler_row(settings.db) == ("in_progress", 0, 0)
+
+
+async def test_one_404_does_not_freeze_a_batch(settings: Settings, fast_retry: RetryPolicy) -> None:
+    """A 404 by id once (a blip) is asked again next time, and the batch's end is stored."""
+    await first_sync(settings, fast_retry)
+    with aioresponses() as mock:
+        serve_head(mock)
+        mock.get(BY_ID, status=404, payload=not_found("batch_not_found"))
+        blip = await sync(settings, retry=fast_retry)
+    assert (blip.complete, blip.gone) == (True, 1)
+    assert straggler_row(settings.db) == ("in_progress", 1, 1)
+    with aioresponses() as mock:
+        serve_head(mock)
+        mock.get(BY_ID, payload=make_batch(2))
+        again = await sync(settings, retry=fast_retry)
+    assert (again.complete, again.refreshed_by_id, again.gone) == (True, 1, 0)
+    assert straggler_row(settings.db) == ("completed", 0, 0)
+
+
+async def test_three_404s_in_a_row_confirm_a_batch_gone(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """After three runs of 404 the batch is no longer asked about; its row stays."""
+    await first_sync(settings, fast_retry)
+    for runs in (1, 2, 3):
+        with aioresponses() as mock:
+            serve_head(mock)
+            mock.get(BY_ID, status=404, payload=not_found("batch_not_found"))
+            await sync(settings, retry=fast_retry)
+        assert straggler_row(settings.db) == ("in_progress", 1, runs)
+    with aioresponses() as mock:
+        serve_head(mock)  # a request by id now would fail: aioresponses knows no such URL
+        quiet = await sync(settings, retry=fast_retry)
+    assert (quiet.complete, quiet.refreshed_by_id) == (True, 0)
+
+
+async def test_a_listed_batch_clears_its_gone_mark(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """A batch marked gone that the list shows again is no longer marked."""
+    await first_sync(settings, fast_retry)
+    with aioresponses() as mock:
+        serve_head(mock)
+        mock.get(BY_ID, status=404, payload=not_found("batch_not_found"))
+        await sync(settings, retry=fast_retry)
+    with aioresponses() as mock:
+        serve_list(mock, {2: STRAGGLER})
+        await sync(settings, full=True, retry=fast_retry)
+    assert straggler_row(settings.db) == ("in_progress", 0, 0)
+
+
+@pytest.mark.parametrize("code", [None, "not_found", "batch_not_found"])
+async def test_a_404_by_id_with_any_code_means_not_found(
+    settings: Settings, fast_retry: RetryPolicy, code: str | None
+) -> None:
+    """OpenAI-compatible servers answer 404 with another code, or none: still not found."""
+    await first_sync(settings, fast_retry)
+    with aioresponses() as mock:
+        serve_head(mock)
+        mock.get(BY_ID, status=404, payload=not_found(code))
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.gone) == (True, 1)
+    with aioresponses() as mock:
+        serve_head(mock)
+        mock.get(BY_ID, payload=make_batch(2))
+        await sync(settings, retry=fast_retry)
+    assert straggler_row(settings.db) == ("completed", 0, 0)
+
+
+async def test_a_server_without_the_route_is_an_error_not_a_gone_batch(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """A 404 for the path itself ("Invalid URL") fails the run and marks nothing gone."""
+    await first_sync(settings, fast_retry)
+    with aioresponses() as mock:
+        serve_head(mock)
+        route = not_found(None, message=f"Invalid URL (GET /v1/batches/{STRAGGLER['id']})")
+        mock.get(BY_ID, status=404, payload=route)
+        with pytest.raises(UnknownRouteError, match="Invalid URL"):
+            await sync(settings, retry=fast_retry)
+    assert straggler_row(settings.db) == ("in_progress", 0, 0)
+
+
+async def test_a_batch_whose_refresh_is_refused_is_skipped_with_a_warning(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """A 400 for one batch leaves it as stored, says so, and the sync completes."""
+    await first_sync(settings, fast_retry)
+    with aioresponses() as mock:
+        serve_head(mock)
+        refused = {"error": {"message": "Invalid batch id.", "type": "invalid_request_error"}}
+        mock.get(BY_ID, status=400, payload=refused)
+        result = await sync(settings, retry=fast_retry)
+    assert result.complete
+    assert result.warnings == (
+        f"batch {STRAGGLER['id']} was not refreshed: API error 400 (invalid_request_error): "
+        f"Invalid batch id. [GET {BY_ID}]",
+    )
+    assert straggler_row(settings.db) == ("in_progress", 0, 0)
+
+
+ODD_FIELDS = {
+    "an object for a model": ({"model": {"name": "gpt-4o"}}, "model is a dict, not text: NULL"),
+    "a list for a time": ({"completed_at": [1, 2]}, "completed_at is a list, not a number: NULL"),
+    "a lone surrogate in metadata": (
+        {"metadata": {"team": "a\ud800b"}},
+        "metadata holds a lone surrogate: replaced",
+    ),
+}
+
+
+@pytest.mark.parametrize(("fields", "warning"), ODD_FIELDS.values(), ids=ODD_FIELDS.keys())
+async def test_a_batch_sqlite_cannot_store_is_stored_with_a_warning(
+    settings: Settings, fast_retry: RetryPolicy, fields: dict[str, Any], warning: str
+) -> None:
+    """The odd value becomes NULL (or its character is replaced); every page is stored."""
+    odd = make_batch(4, **fields)
+    with aioresponses() as mock:
+        after = ""
+        for start in range(0, len(NUMBERS), 2):
+            chunk = [odd if n == 4 else make_batch(n) for n in NUMBERS[start : start + 2]]
+            # Sent as text: a lone surrogate survives JSON's escapes, as from a real server.
+            text = json.dumps(list_body(chunk, start + 2 < len(NUMBERS)))
+            mock.get(f"{BASE_URL}/batches?limit=2{after}", body=text)
+            after = f"&after={chunk[-1]['id']}"
+        result = await sync(settings, retry=fast_retry)
+    assert result.complete
+    assert result.batches_new == len(NUMBERS)
+    assert any(w == f"batch {odd['id']}: {warning}" for w in result.warnings), result.warnings
+    column = next(iter(fields))
+    with contextlib.closing(sqlite3.connect(settings.db)) as conn:
+        (stored, raw) = conn.execute(
+            f"SELECT {column}, raw FROM batches WHERE id = ?", (odd["id"],)
+        ).fetchone()
+    assert stored == ('{"team":"a\ufffdb"}' if column == "metadata" else None)
+    assert json.loads(raw)["id"] == odd["id"]
