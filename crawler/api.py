@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
@@ -282,12 +283,21 @@ class ApiClient:
         Raises:
             UnknownRouteError: the server does not serve `GET /batches/{id}` here.
         """
+        # One path segment, whatever the id holds: `a/../../files` must not climb the path.
+        url = f"{self._base_url}/batches/{quote(batch_id, safe='')}"
         try:
-            return await self._retried(self._get_batch, f"{self._base_url}/batches/{batch_id}", {})
+            batch = await self._retried(self._get_batch, url, {})
         except UnknownRouteError:
             raise
         except NotFoundError:
             return None
+        if batch["id"] != batch_id:
+            # Storing it would add a row the list never showed and leave this one stale.
+            raise BrokenResponseError(
+                f"response from {url} is batch {batch['id']}, not the one asked for",
+                should_retry=False,
+            )
+        return batch
 
     async def _get_page(self, url: str, params: dict[str, str]) -> BatchPage:
         return parse_page(await self._get_json(url, params))

@@ -291,13 +291,13 @@ async def test_fetch_batch_returns_none_only_for_batch_not_found(client: ApiClie
             f"{BASE_URL}/batches/batch_a", status=404, payload=envelope("no", "batch_not_found")
         )
         mock.get(f"{BASE_URL}/batches/batch_b", status=404, payload=envelope("Invalid URL"))
-        mock.get(f"{BASE_URL}/batches/batch_c", payload=make_batch(3))
+        mock.get(f"{BASE_URL}/batches/batch_c", payload=make_batch(3, id="batch_c"))
         assert await client.fetch_batch("batch_a") is None
         with pytest.raises(NotFoundError, match="Invalid URL"):
             await client.fetch_batch("batch_b")
         batch = await client.fetch_batch("batch_c")
     assert batch is not None
-    assert batch["id"] == make_batch(3)["id"]
+    assert batch["id"] == "batch_c"
 
 
 async def test_the_key_never_appears_in_an_error(client: ApiClient) -> None:

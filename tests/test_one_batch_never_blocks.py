@@ -193,3 +193,37 @@ async def test_a_batch_sqlite_cannot_store_is_stored_with_a_warning(
         ).fetchone()
     assert stored == ('{"team":"a\ufffdb"}' if column == "metadata" else None)
     assert json.loads(raw)["id"] == odd["id"]
+
+
+async def test_an_answer_naming_another_batch_is_not_stored_as_a_new_row(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """A refresh whose answer names another id adds no phantom row; the asked one is skipped."""
+    await first_sync(settings, fast_retry)
+    with aioresponses() as mock:
+        serve_head(mock)
+        mock.get(BY_ID, payload=make_batch(99))
+        result = await sync(settings, retry=fast_retry)
+    assert result.complete
+    assert result.warnings == (
+        f"batch {STRAGGLER['id']} was not refreshed: response from {BY_ID} is batch "
+        f"{make_batch(99)['id']}, not the one asked for",
+    )
+    with contextlib.closing(sqlite3.connect(settings.db)) as conn:
+        assert conn.execute("SELECT count(*) FROM batches").fetchone() == (len(NUMBERS),)
+    assert straggler_row(settings.db) == ("in_progress", 0, 0)
+
+
+async def test_an_id_is_sent_as_one_path_segment(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """An id with slashes or a query mark cannot change the path it is asked at."""
+    odd = make_batch(2, id="batch_a/../../files?x=1", status="in_progress")
+    with aioresponses() as mock:
+        serve_list(mock, {2: odd})
+        await sync(settings, retry=fast_retry)
+    with aioresponses() as mock:
+        serve_head(mock)
+        mock.get(f"{BASE_URL}/batches/batch_a%2F..%2F..%2Ffiles%3Fx%3D1", payload=odd)
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.refreshed_by_id, result.warnings) == (True, 1, ())
