@@ -433,6 +433,17 @@ async def five_batches() -> AsyncIterator[FakeApiServer]:
         yield running
 
 
+def one_batch_a_page(server: FakeApiServer, db: Path, per_minute: float | None) -> Settings:
+    """Settings for `server` at one batch a page (a request per batch), capped at `per_minute`."""
+    return Settings(
+        db=db,
+        base_url=server.base_url,
+        api_key=server.options.api_key,
+        page_size=1,
+        requests_per_minute=per_minute,
+    )
+
+
 def limiter_ledger(db: Path) -> tuple[int, float]:
     with contextlib.closing(sqlite3.connect(db)) as conn:
         return conn.execute("SELECT limiter_waits, limiter_wait_seconds FROM sync_runs").fetchone()
@@ -464,13 +475,7 @@ async def test_a_request_cap_spaces_the_requests_and_counts_the_waits(
         "RateLimiter",
         functools.partial(RateLimiter, clock=virtual.clock, sleep=virtual.sleep),
     )
-    settings = Settings(
-        db=db_path,
-        base_url=five_batches.base_url,
-        api_key=five_batches.options.api_key,
-        page_size=1,
-        requests_per_minute=per_minute,
-    )
+    settings = one_batch_a_page(five_batches, db_path, per_minute)
     result = await sync(settings)
     requests = sum(five_batches.stats.requests.values())
     assert result.complete
@@ -487,13 +492,7 @@ async def test_without_a_cap_in_reach_no_request_waits(
     five_batches: FakeApiServer, db_path: Path, per_minute: float | None
 ) -> None:
     """No cap, or one far above what a run can send: the ledger records no waits at all."""
-    settings = Settings(
-        db=db_path,
-        base_url=five_batches.base_url,
-        api_key=five_batches.options.api_key,
-        page_size=1,
-        requests_per_minute=per_minute,
-    )
+    settings = one_batch_a_page(five_batches, db_path, per_minute)
     result = await sync(settings)
     assert result.complete
     assert limiter_ledger(db_path) == (0, 0.0)
