@@ -36,11 +36,15 @@ from .errors import (
 from .jsontext import TooDeepError, parse
 from .pages import Batch, BatchPage, parse_page
 from .ratelimit import RateLimiter
-from .replies import build_api_error, mask_secret
+from .redact import mask_secret
+from .replies import build_api_error
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# Where a request goes: the text of a URL, or a URL already encoded (a batch id's path).
+Target = str | URL
 
 # The most one response may take. A list page of 100 batches is tens of KB and a batch a few
 # KB: anything near this is not the Batches API answering, and is not read further.
@@ -163,7 +167,7 @@ def unreadable_body(encoding: str, request_headers: Any) -> str:
     return f"the server sent a body {named}, which batch-crawler cannot read (it asks for {asked})"
 
 
-def _check_encoding(resp: aiohttp.ClientResponse, url: str, secret: str | None) -> None:
+def _check_encoding(resp: aiohttp.ClientResponse, url: Target, secret: str | None) -> None:
     """Refuse a body in an encoding the request did not ask for, which aiohttp would pass
     on undecoded (those it knows but cannot decode, br or zstd, it refuses itself)."""
     readable = {"identity", *_asked_encodings(resp.request_info.headers)}
@@ -188,7 +192,7 @@ async def _read_capped(resp: aiohttp.ClientResponse) -> bytearray | None:
     return body
 
 
-def _decode(body: bytearray, shown_url: str, content_type: str) -> Any:
+def _decode(body: bytes | bytearray, shown_url: str, content_type: str) -> Any:
     """The JSON document of a 2xx body."""
     try:
         return parse(body)
@@ -237,7 +241,8 @@ def create_session(settings: Settings) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         headers=headers,
         timeout=timeout,
-        connector=aiohttp.TCPConnector(limit=32),
+        # A connection for each refresh worker, and one for the walk.
+        connector=aiohttp.TCPConnector(limit=settings.concurrency + 1),
         raise_for_status=False,
         proxy=proxy,
         proxy_auth=proxy_auth,
@@ -283,8 +288,12 @@ class ApiClient:
         Raises:
             UnknownRouteError: the server does not serve `GET /batches/{id}` here.
         """
-        # One path segment, whatever the id holds: `a/../../files` must not climb the path.
-        url = f"{self._base_url}/batches/{quote(batch_id, safe='')}"
+        # One path segment, whatever the id holds: `a/../../files` must not climb the path,
+        # nor `..` itself, which URL normalisation would drop, asking for another path.
+        segment = quote(batch_id, safe="")
+        if segment in {".", ".."}:
+            segment = segment.replace(".", "%2E")
+        url = URL(f"{self._base_url}/batches").joinpath(segment, encoded=True)
         try:
             batch = await self._retried(self._get_batch, url, {})
         except UnknownRouteError:
@@ -299,16 +308,16 @@ class ApiClient:
             )
         return batch
 
-    async def _get_page(self, url: str, params: dict[str, str]) -> BatchPage:
+    async def _get_page(self, url: Target, params: dict[str, str]) -> BatchPage:
         return parse_page(await self._get_json(url, params))
 
-    async def _get_batch(self, url: str, params: dict[str, str]) -> Batch:
+    async def _get_batch(self, url: Target, params: dict[str, str]) -> Batch:
         batch = await self._get_json(url, params)
         if not isinstance(batch, dict) or not isinstance(batch.get("id"), str):
             raise BrokenResponseError(f"response from {url} is not a batch object")
         return batch
 
-    async def _get_json(self, url: str, params: dict[str, str]) -> Any:
+    async def _get_json(self, url: Target, params: dict[str, str]) -> Any:
         await self._limiter.acquire()
         started = time.monotonic()
         try:
@@ -325,7 +334,9 @@ class ApiClient:
             ) from exc
         return _decode(body, str(resp.url), content_type)
 
-    async def _read(self, resp: aiohttp.ClientResponse, url: str, started: float) -> bytearray:
+    async def _read(
+        self, resp: aiohttp.ClientResponse, url: Target, started: float
+    ) -> bytes | bytearray:
         """The body of a 2xx answer; any other answer raised as the ApiError it stands for."""
         if resp.status < 300:
             _check_encoding(resp, url, self._secret)
@@ -352,7 +363,9 @@ class ApiClient:
             )
         return body
 
-    async def _retried(self, call: Callable[[str, dict[str, str]], Awaitable[T]], *args: Any) -> T:
+    async def _retried(
+        self, call: Callable[[Target, dict[str, str]], Awaitable[T]], *args: Any
+    ) -> T:
         retrying = AsyncRetrying(
             retry=retry_if_exception(lambda e: isinstance(e, ApiError) and e.retryable),
             stop=stop_after_attempt(self._retry.max_attempts)

@@ -264,7 +264,8 @@ def format_summary(result: SyncResult) -> str:
     if result.refreshed_by_id:
         lines.append(
             f"Refreshed {result.refreshed_by_id:,} in-flight batches by id "
-            f"({result.gone:,} no longer listed by the API, marked gone)."
+            f"({result.gone:,} answered not found: asked again on later runs, "
+            "until three in a row agree)."
         )
     lines.extend(f"warning: {w}" for w in result.warnings)
     if not result.complete:
@@ -279,9 +280,19 @@ def _progress_line(*, show: bool) -> Iterator[ProgressLine | None]:
         yield None
         return
     progress = ProgressLine(sys.stderr)
+
+    def erase_first(record: logging.LogRecord) -> bool:
+        progress.close()  # a log line written over the progress line would be garbled
+        return True
+
+    handlers = logging.getLogger().handlers
+    for handler in handlers:
+        handler.addFilter(erase_first)
     try:
         yield progress
     finally:
+        for handler in handlers:
+            handler.removeFilter(erase_first)
         progress.close()
 
 

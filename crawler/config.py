@@ -6,6 +6,7 @@ import dataclasses
 import ipaddress
 import math
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from .errors import ConfigError
+from .redact import looks_like_secret, mask_secret
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -59,6 +61,12 @@ class Settings:
                 f"base_url: plain http to {urlsplit(self.base_url).hostname} would send the API "
                 "key in clear text; use https, or allow it with --allow-insecure-http "
                 "(allow_insecure_http = true in a config file)"
+            )
+        if self.api_key and mask_secret(self.base_url, self.api_key) != self.base_url:
+            # It would be logged and stored with every run; the key belongs in the header only.
+            raise ConfigError(
+                "base_url holds the API key (not shown); give the base URL alone and the key "
+                "in the environment variable named by api_key_env"
             )
         object.__setattr__(self, "db", Path(self.db))
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
@@ -141,6 +149,8 @@ def number_rule(what: str, ok: Callable[[float], bool]) -> Rule:
 
 
 _SECONDS = number_rule("a positive number of seconds", lambda v: v > 0)
+# A timeout past an hour is a typo, and past about 1e9 s asyncio cannot even schedule it.
+_TIMEOUT = number_rule("a number of seconds above 0 and at most 3600", lambda v: 0 < v <= 3600)
 
 
 def _header_text(value: Any) -> str | None:
@@ -156,23 +166,6 @@ def _path(value: Any) -> str | None:
     if not isinstance(value, str | Path) or not str(value) or "\x00" in str(value):
         return f"expected a file path, got {value!r}"
     return None
-
-
-def looks_like_secret(value: Any) -> bool:
-    """Whether `value` may be an API key pasted in the wrong place, and so must not be shown.
-
-    A key prefix (sk-, as OpenAI's and many compatible servers' keys begin), or a long token
-    mixing lower case, upper case and digits, as random keys do and variable names rarely do.
-    """
-    if not isinstance(value, str):
-        return False
-    if value.startswith(("sk-", "sk_")):
-        return True
-    return (
-        len(value) >= 32
-        and re.fullmatch(r"[A-Za-z0-9_.\-]+", value) is not None
-        and all(re.search(kind, value) for kind in ("[a-z]", "[A-Z]", "[0-9]"))
-    )
 
 
 def _shown(value: Any) -> str:
@@ -274,9 +267,9 @@ _RULES: dict[str, Rule] = {
     "page_size": integer_rule(1, 100),
     "max_attempts": integer_rule(1, 100),
     "max_retry_seconds": _SECONDS,
-    "request_timeout": _SECONDS,
-    "read_timeout": _SECONDS,
-    "connect_timeout": _SECONDS,
+    "request_timeout": _TIMEOUT,
+    "read_timeout": _TIMEOUT,
+    "connect_timeout": _TIMEOUT,
     "max_pages": integer_rule(1),
     "max_seconds": _SECONDS,
     "concurrency": integer_rule(1, 64),
@@ -311,6 +304,9 @@ def setting_rule(name: str) -> Rule:
 def read_config_file(path: Path) -> dict[str, Any]:
     """Read a TOML config file into a dict of known keys, or raise ConfigError."""
     try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            # Opening a FIFO would wait for a writer for good.
+            raise ConfigError(f"config file {path} is not a regular file")
         with path.open("rb") as fh:
             data = tomllib.load(fh)
     except OSError as exc:
@@ -363,6 +359,8 @@ def load_settings(
             merged[key] = env[var]
     merged.update({k: v for k, v in flags.items() if v is not None})
     key_env = merged.get("api_key_env", Settings.api_key_env)
-    if isinstance(key_env, str) and env.get(key_env):
-        merged["api_key"] = env[key_env]
+    # A key copied with a space or a newline around it is still the key.
+    key = env.get(key_env, "").strip() if isinstance(key_env, str) else ""
+    if key:
+        merged["api_key"] = key
     return Settings(**merged)

@@ -18,6 +18,8 @@ class BatchPage:
     batches: list[Batch]
     has_more: bool
     last_id: str | None
+    # Items left out for want of an id we can store and ask with, as shown in a warning.
+    skipped: tuple[str, ...] = ()
 
     @property
     def next_after(self) -> str | None:
@@ -28,8 +30,12 @@ class BatchPage:
 def parse_page(payload: Any) -> BatchPage:
     """Check a decoded list response and wrap it.
 
+    An item without a usable id (not an object, an id that is not a non-empty string, or
+    one that cannot be encoded) is left out and named in `skipped`: asking again would get
+    the same page, and one odd item must not block every page after it.
+
     Raises:
-        BrokenResponseError: the body lacks `data` or `has_more`, or an item has no id.
+        BrokenResponseError: the body lacks a `data` list or a boolean `has_more`.
     """
     if not isinstance(payload, dict):
         raise BrokenResponseError("list response is not a JSON object")
@@ -37,11 +43,45 @@ def parse_page(payload: Any) -> BatchPage:
     has_more = payload.get("has_more")
     if not isinstance(data, list) or not isinstance(has_more, bool):
         raise BrokenResponseError("list response lacks a `data` list or a boolean `has_more`")
-    for item in data:
-        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
-            raise BrokenResponseError("list response holds an item without a string `id`")
+    batches = [item for item in data if _has_usable_id(item)]
+    skipped = () if len(batches) == len(data) else _describe_skipped(data)
     last_id = payload.get("last_id")
-    return BatchPage(data, has_more, last_id if isinstance(last_id, str) else None)
+    return BatchPage(batches, has_more, last_id if isinstance(last_id, str) else None, skipped)
+
+
+def _has_usable_id(item: Any) -> bool:
+    """Whether `item` is an object with an id we can store as text and send as a cursor."""
+    if not isinstance(item, dict):
+        return False
+    batch_id = item.get("id")
+    if not isinstance(batch_id, str) or not batch_id:
+        return False
+    try:
+        batch_id.encode()
+    except UnicodeEncodeError:  # a lone surrogate, from a JSON \ud800 escape
+        return False
+    return True
+
+
+def _describe_skipped(data: list[Any]) -> tuple[str, ...]:
+    """Each unusable item as a warning shows it: its position and its id, briefly."""
+    shown = []
+    for position, item in enumerate(data):
+        if not _has_usable_id(item):
+            what = f"id {item.get('id')!r:.40}" if isinstance(item, dict) else "not an object"
+            shown.append(f"item {position} ({what})")
+    return tuple(shown)
+
+
+def skipped_warning(page: BatchPage, after: str | None) -> str | None:
+    """A note naming the items a page held without a usable id, which were not stored."""
+    if not page.skipped:
+        return None
+    return (
+        f"page after {after or 'the top'}: {len(page.skipped)} item(s) without a usable id "
+        f"were not stored: {', '.join(page.skipped[:3])}"
+        + (", ..." if len(page.skipped) > 3 else "")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +91,7 @@ class WalkStep:
     page: BatchPage
     cursor: str | None
     done: bool
-    warning: str | None = None
+    warnings: tuple[str, ...] = ()
 
 
 def last_id_warning(page: BatchPage, after: str | None) -> str | None:
@@ -76,8 +116,9 @@ def check_next(page: BatchPage, after: str | None, seen: set[str]) -> str | None
     where = f"after {after}" if after else "at the top"
     cursor = page.next_after
     if cursor is None:
+        sent = "no batch with a usable id" if page.skipped else "no batches"
         raise PaginationError(
-            f"the API said has_more=true but sent no batches {where}; "
+            f"the API said has_more=true but sent {sent} {where}; "
             "stopped to avoid missing the rest (committed pages are kept)"
         )
     if cursor in seen:
@@ -117,11 +158,12 @@ async def walk_pages(
     cursor = after
     while True:
         page = await fetch_page(cursor, limit)
-        warning = last_id_warning(page, cursor)
+        notes = (skipped_warning(page, cursor), last_id_warning(page, cursor))
+        warnings = tuple(note for note in notes if note)
         reached_stop = _reached(page, stop_id, stop_below)
         following = None if reached_stop else check_next(page, cursor, seen)
         stored_cursor = page.next_after or cursor
-        yield WalkStep(page, stored_cursor, following is None, warning)
+        yield WalkStep(page, stored_cursor, following is None, warnings)
         if following is None:
             return
         cursor = following

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -66,8 +67,10 @@ class ProgressLine:
         self._width = len(line)
 
     def close(self) -> None:
-        """Erase the line, so that what follows starts on a clean one."""
+        """Erase the line, so that what follows starts on a clean one; the next figures
+        draw it again at once (after a log line, say)."""
         if self._width:
             self._stream.write("\r" + " " * self._width + "\r")
             self._stream.flush()
             self._width = 0
+            self._last_shown = -math.inf

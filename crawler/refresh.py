@@ -6,7 +6,13 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from .api import ApiClient
-from .errors import ApiError, BadRequestError, BrokenResponseError, first_exception
+from .errors import (
+    ApiError,
+    AuthenticationError,
+    BadRequestError,
+    BrokenResponseError,
+    first_exception,
+)
 from .pages import Batch
 
 SaveChunk = Callable[[Sequence[Batch], Sequence[str]], Awaitable[None]]
@@ -31,9 +37,10 @@ async def refresh_by_id(
     which the next sync fetches again. Writes happen one at a time, in no set order.
 
     `skip(batch_id, error)` hears of a batch whose own answer was refused (a 4xx other than
-    404, a body that is not a batch): it is left as it is stored and the others go on, so
-    that one batch cannot block the sync. Errors of the API as a whole (auth, quota, the
-    network, retries spent) end the refresh.
+    404, a 403 for this batch alone, a body that is not a batch): it is left as it is
+    stored and the others go on, so that one batch cannot block the sync. Errors of the
+    API as a whole (a bad key, quota, the network, retries spent) end the refresh, once
+    the batches already fetched are saved.
     """
     pending = iter(batch_ids)
     fetched: list[Batch] = []
@@ -61,6 +68,13 @@ async def refresh_by_id(
             except (BadRequestError, BrokenResponseError) as exc:
                 skip(batch_id, exc)
                 continue
+            except AuthenticationError as exc:
+                # The list was read with this key: a 403 here is about this batch alone
+                # (another project's, say). A 401 is about the key, and ends the refresh.
+                if exc.status != 403:
+                    raise
+                skip(batch_id, exc)
+                continue
             if batch is None:
                 gone.append(batch_id)
             else:
@@ -73,6 +87,9 @@ async def refresh_by_id(
             for _ in range(concurrency):
                 workers.create_task(worker())
     except BaseExceptionGroup as group:
-        raise first_exception(group) from None
+        error = first_exception(group)
+        if isinstance(error, ApiError):
+            await flush()  # the answers fetched before it are still good
+        raise error from None
     await flush()
     return not stopped

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import email.utils
-import json
-import re
 import time
 from typing import Any
-from urllib.parse import quote, quote_plus
 
 from .errors import (
     ApiError,
@@ -21,6 +18,7 @@ from .errors import (
     UnknownRouteError,
 )
 from .jsontext import parse
+from .redact import mask_secret
 
 
 def parse_retry_after(headers: Any, now: float | None = None) -> float | None:
@@ -91,61 +89,6 @@ def _error_class(status: int, code: str | None, param: str | None) -> type[ApiEr
     if status == 400 and param == "after":
         return UnknownCursorError
     return BadRequestError
-
-
-_MASK = "***"
-
-# A run this long of a key is masked even when the rest is cut off or altered: past the
-# prefix all keys share (sk-proj-), it identifies the key; shorter runs are not secret.
-_IDENTIFYING_RUN = 16
-
-
-def mask_secret(text: str, secret: str | None) -> str:
-    """`text` with `secret` masked as `***` in every form a server may echo it in.
-
-    As is, JSON-escaped, percent-encoded, with its whitespace collapsed, and any run of
-    `_IDENTIFYING_RUN` characters or more of one of these (a key cut short, say).
-    """
-    if not secret:
-        return text
-    forms = _secret_forms(secret)
-    for form in sorted(forms, key=len, reverse=True):
-        text = text.replace(form, _MASK)
-    return _mask_runs(text, forms)
-
-
-def _secret_forms(secret: str) -> set[str]:
-    """The spellings of `secret` an error message may hold."""
-    quoted = {quote(secret, safe=""), quote(secret), quote_plus(secret)}
-    lower_hex = {re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), q) for q in quoted}
-    forms = {
-        secret,
-        " ".join(secret.split()),  # messages are shown with their whitespace collapsed
-        json.dumps(secret)[1:-1],
-        json.dumps(secret)[1:-1].replace("/", "\\/"),  # as PHP's json_encode writes it
-        json.dumps(secret, ensure_ascii=False)[1:-1],
-        *quoted,
-        *lower_hex,
-    }
-    return {form for form in forms if form}
-
-
-def _mask_runs(text: str, forms: set[str]) -> str:
-    """`text` with every run of `_IDENTIFYING_RUN` or more characters of a form masked."""
-    size = _IDENTIFYING_RUN
-    pieces = {form[i : i + size] for form in forms for i in range(len(form) - size + 1)}
-    spans: list[tuple[int, int]] = []
-    for i in range(len(text) - size + 1):
-        if text[i : i + size] in pieces:
-            if spans and i <= spans[-1][1]:
-                spans[-1] = (spans[-1][0], i + size)
-            else:
-                spans.append((i, i + size))
-    kept, last = [], 0
-    for start, end in spans:
-        kept += [text[last:start], _MASK]
-        last = end
-    return "".join([*kept, text[last:]])
 
 
 def _envelope(body: bytes) -> tuple[str | None, str | None, str | None]:

@@ -182,8 +182,8 @@ class _Run:
                 return item.complete
             step, walk = item
             self.figures = self.figures.plus(pages=1, batches_seen=len(step.page.batches))
-            if step.warning:
-                self.note(step.warning)
+            for warning in step.warnings:
+                self.note(warning)
             await self.save(step.page.batches, walk)
 
     async def save(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def test_org_and_project_from_env() -> None:
         ('page_size = "ten"', "page_size: expected an integer"),
         ("max_attempts = true", "max_attempts: expected an integer"),
         ('base_url = "ftp://x"', "base_url: expected an http(s) URL"),
-        ("request_timeout = -1", "request_timeout: must be a positive number"),
+        ("request_timeout = -1", "request_timeout: must be a number of seconds above 0"),
         ("pagesize = 10", "unknown key 'pagesize'"),
         ("page_size = ", "is not valid TOML"),
         ('organization = ""', "organization: expected a non-empty string"),
@@ -98,11 +99,58 @@ def test_config_that_is_not_utf8(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("var", ["OPENAI_API_KEY", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID"])
 def test_header_values_with_control_characters_are_refused(var: str) -> None:
-    """A key read from a CRLF file is refused by name, without echoing the value."""
-    secret = "sk-secret-value-1234\r"
+    """A value broken by a line end is refused by name, without echoing the value."""
+    secret = "sk-secret-value\r\n-1234"
     with pytest.raises(ConfigError, match="control character") as caught:
         load_settings({}, {var: secret})
-    assert secret.strip() not in str(caught.value)
+    assert "sk-secret-value" not in str(caught.value)
+
+
+@pytest.mark.parametrize("copied", [" sk-copied-key", "sk-copied-key\n", "\tsk-copied-key\r\n"])
+def test_a_key_copied_with_whitespace_around_it_is_still_the_key(copied: str) -> None:
+    """Spaces and line ends around a pasted key are not part of it."""
+    assert load_settings({}, {"OPENAI_API_KEY": copied}).api_key == "sk-copied-key"
+
+
+def test_a_key_of_whitespace_alone_is_no_key() -> None:
+    assert load_settings({}, {"OPENAI_API_KEY": " \n"}).api_key is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://proxy.example/v1/sk-copied-0123456789abcdef",
+        "https://proxy.example/sk-copied-0123456789abcdef/v1",
+        "https://proxy.example/v1/sk-copied-0123456789abc",  # cut short: still identifying
+        "https://sk-copied-0123456789abcdef.example/v1",
+    ],
+)
+def test_a_base_url_holding_the_key_is_refused_unshown(url: str) -> None:
+    """The URL is logged and stored with every run: the key must not be in it."""
+    with pytest.raises(ConfigError, match="base_url holds the API key") as caught:
+        load_settings({"base_url": url}, {"OPENAI_API_KEY": "sk-copied-0123456789abcdef"})
+    assert "0123456789" not in str(caught.value)
+
+
+def test_a_config_file_that_is_a_fifo_is_refused_without_waiting(tmp_path: Path) -> None:
+    """Opening a FIFO waits for a writer for good; it is refused before it is opened."""
+    fifo = tmp_path / "config.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        load_settings({}, {}, fifo)
+
+
+def test_a_config_path_that_is_a_folder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        load_settings({}, {}, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["request_timeout", "read_timeout", "connect_timeout"])
+@pytest.mark.parametrize("value", [0, 3601, 1e12])
+def test_timeouts_are_bounded(name: str, value: float) -> None:
+    """Past an hour a timeout is a typo; past about 1e9 s asyncio cannot schedule it."""
+    with pytest.raises(ConfigError, match=f"{name}: must be a number of seconds above 0"):
+        load_settings({name: value}, {})
 
 
 def test_unreadable_config(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import aiohttp
 import openai
 import pytest
 
+from crawler.config import Settings
 from crawler.fake import (
     BAD_PAGE_MODES,
     ID_STYLES,
@@ -26,6 +27,7 @@ from crawler.fake import (
 )
 from crawler.fake.content import DAY, IN_FLIGHT, UNKNOWN_STATUS
 from crawler.fake.faults import RequestBudget, format_go_duration
+from crawler.fake.server import client_host
 
 from .waits import HANG_GUARD, until
 
@@ -781,3 +783,15 @@ async def test_a_bad_page_answers_every_list_request_but_the_first(start: Start,
     assert server.stats.bad_pages == 2
     streamed = {"trickle": len(page), "huge": len(huge)}
     assert server.stats.streamed_bytes == 2 * streamed.get(mode, 0)
+
+
+@pytest.mark.parametrize(
+    ("host", "url_host"),
+    [("0.0.0.0", "127.0.0.1"), ("", "127.0.0.1"), ("::", "[::1]"), ("::1", "[::1]"), ("h", "h")],
+)
+def test_a_server_on_every_interface_gives_a_loopback_url(host: str, url_host: str) -> None:
+    """Listening on a wildcard, the URL it gives is one a client here can use, key and all
+    (plain http is allowed to this machine only)."""
+    assert client_host(host) == url_host
+    if url_host != "h":
+        Settings(base_url=f"http://{url_host}:8000/v1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sqlite3
 from pathlib import Path
@@ -10,10 +11,11 @@ from typing import Any
 
 import pytest
 from aioresponses import aioresponses
+from yarl import URL
 
 from crawler.api import RetryPolicy
 from crawler.config import Settings
-from crawler.errors import UnknownRouteError
+from crawler.errors import AuthenticationError, UnknownRouteError
 from crawler.sync import sync
 
 from .conftest import BASE_URL, list_body, make_batch
@@ -224,6 +226,87 @@ async def test_an_id_is_sent_as_one_path_segment(
         await sync(settings, retry=fast_retry)
     with aioresponses() as mock:
         serve_head(mock)
-        mock.get(f"{BASE_URL}/batches/batch_a%2F..%2F..%2Ffiles%3Fx%3D1", payload=odd)
+        asked = URL(f"{BASE_URL}/batches/batch_a%2F..%2F..%2Ffiles%3Fx%3D1", encoded=True)
+        mock.get(asked, payload=odd)
         result = await sync(settings, retry=fast_retry)
     assert (result.complete, result.refreshed_by_id, result.warnings) == (True, 1, ())
+
+
+@pytest.mark.parametrize("dots", [".", ".."])
+async def test_a_dot_id_is_asked_for_as_itself(
+    settings: Settings, fast_retry: RetryPolicy, dots: str
+) -> None:
+    """An id of dots is not dropped as a dot segment, which would ask the list or the root."""
+    odd = make_batch(2, id=dots, status="in_progress")
+    with aioresponses() as mock:
+        serve_list(mock, {2: odd})
+        await sync(settings, retry=fast_retry)
+    with aioresponses() as mock:
+        serve_head(mock)
+        asked = URL(f"{BASE_URL}/batches").joinpath(dots.replace(".", "%2E"), encoded=True)
+        mock.get(asked, payload=make_batch(2, id=dots))
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.refreshed_by_id, result.warnings) == (True, 1, ())
+
+
+async def test_a_batch_forbidden_by_id_is_skipped_with_a_warning(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """A 403 for one batch after the list was read with the same key is that batch's answer."""
+    await first_sync(settings, fast_retry)
+    forbidden = {"error": {"message": "Not allowed.", "type": "invalid_request_error"}}
+    for _ in range(2):
+        with aioresponses() as mock:
+            serve_head(mock)
+            mock.get(BY_ID, status=403, payload=forbidden)
+            result = await sync(settings, retry=fast_retry)
+        assert result.complete
+        assert result.warnings == (
+            f"batch {STRAGGLER['id']} was not refreshed: API error 403 "
+            f"(invalid_request_error): Not allowed. [GET {BY_ID}]",
+        )
+    assert straggler_row(settings.db) == ("in_progress", 0, 0)
+
+
+async def test_refreshes_fetched_before_a_bad_key_are_kept(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """A 401 ends the refresh, but the batches already fetched are committed first."""
+    one_at_a_time = dataclasses.replace(settings, concurrency=1)
+    earlier = make_batch(3, status="in_progress", completed_at=None)
+    with aioresponses() as mock:
+        serve_list(mock, {2: STRAGGLER, 3: earlier})
+        await sync(one_at_a_time, retry=fast_retry)
+    # Asked in id order: batch 2 first (answered), then batch 3 (refused).
+    assert STRAGGLER["id"] < earlier["id"]
+    revoked = {"error": {"message": "Incorrect API key provided.", "code": "invalid_api_key"}}
+    with aioresponses() as mock:
+        serve_head(mock)
+        mock.get(BY_ID, payload=make_batch(2))
+        mock.get(f"{BASE_URL}/batches/{earlier['id']}", status=401, payload=revoked)
+        with pytest.raises(AuthenticationError):
+            await sync(one_at_a_time, retry=fast_retry)
+    assert straggler_row(settings.db) == ("completed", 0, 0)
+
+
+async def test_an_item_without_a_usable_id_is_skipped_not_retried(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """The same page would come again: its other batches are stored and the walk goes on."""
+    odd_ids: list[Any] = [None, 12, "", "batch_\ud800"]
+    with aioresponses() as mock:
+        after = ""
+        for start in range(0, len(NUMBERS), 2):
+            chunk = [make_batch(n) for n in NUMBERS[start : start + 2]]
+            body = list_body(chunk, start + 2 < len(NUMBERS))
+            if start == 2:  # a middle page: the walk must go on past it
+                body["data"].insert(0, {**make_batch(99), "id": odd_ids[0]})
+                body["data"][1:1] = [{"id": odd} for odd in odd_ids[1:]] + ["a string"]
+            mock.get(f"{BASE_URL}/batches?limit=2{after}", body=json.dumps(body))
+            after = f"&after={chunk[-1]['id']}"
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.batches_new, result.retries) == (True, len(NUMBERS), 0)
+    assert result.warnings == (
+        f"page after {make_batch(6)['id']}: 5 item(s) without a usable id were not stored: "
+        "item 0 (id None), item 1 (id 12), item 2 (id ''), ...",
+    )

@@ -34,15 +34,33 @@ def page_of(*numbers: int, has_more: bool = True, last_id: str | None = None) ->
         {"has_more": False},
         {"data": {}, "has_more": False},
         {"data": [], "has_more": "no"},
-        {"data": [{"no_id": 1}], "has_more": False},
-        {"data": [{"id": ""}], "has_more": False},
-        {"data": ["batch_1"], "has_more": False},
     ],
 )
 def test_parse_page_rejects_broken_bodies(payload: Any) -> None:
-    """A body without data, has_more or item ids is a broken response."""
+    """A body without a data list or a boolean has_more is a broken response."""
     with pytest.raises(BrokenResponseError):
         parse_page(payload)
+
+
+def test_parse_page_leaves_out_items_without_a_usable_id() -> None:
+    """Items that cannot be stored or asked with are named, not stored; the rest are kept."""
+    data = [{"no_id": 1}, make_batch(2), {"id": ""}, "batch_1", {"id": "a\ud800"}, make_batch(1)]
+    page = parse_page({"data": data, "has_more": True})
+    assert page.batches == [make_batch(2), make_batch(1)]
+    assert page.next_after == make_batch(1)["id"]
+    assert page.skipped == (
+        "item 0 (id None)",
+        "item 2 (id '')",
+        "item 3 (not an object)",
+        "item 4 (id 'a\\ud800')",
+    )
+
+
+def test_a_page_of_unusable_items_with_more_to_come_stops_the_walk() -> None:
+    """With no usable id there is no cursor to go on with: stop, saying why."""
+    page = parse_page({"data": [{"id": None}], "has_more": True})
+    with pytest.raises(PaginationError, match="sent no batch with a usable id at the top"):
+        check_next(page, None, set())
 
 
 def test_parse_page_needs_only_required_fields() -> None:

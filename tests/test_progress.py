@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import re
 import sqlite3
@@ -16,7 +17,7 @@ from aioresponses import aioresponses
 
 from crawler import Progress, Settings, sync
 from crawler.api import RetryPolicy
-from crawler.cli import main
+from crawler.cli import _progress_line, main
 from crawler.errors import TransportError
 from crawler.fake import FakeApiOptions, FakeApiServer
 from crawler.progress import ProgressLine
@@ -290,3 +291,22 @@ def test_on_a_terminal_the_progress_line_says_a_sync_is_retrying(
     drawn = sys.stderr.getvalue().split("\r")
     assert any(d.endswith("  retrying, attempt 2/8: HTTP 503") for d in drawn), drawn
     assert drawn[-1] == "", "the line is erased at the end"
+
+
+def test_a_log_line_on_a_terminal_starts_on_a_line_of_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With -v, a warning is written once the progress line is erased, not over its end,
+    and the line comes back with the next figures."""
+    tty = Tty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    monkeypatch.setattr(logging.root, "handlers", [logging.StreamHandler(tty)])
+    with _progress_line(show=True) as line:
+        assert line is not None
+        line(Progress(1, 100, 0, 1.0))
+        logging.getLogger("crawler.api").warning("asking again")
+        line(Progress(2, 200, 0, 1.01))
+    before, _, after = tty.getvalue().partition("asking again\n")
+    assert "pages 1" in before
+    assert before.split("\r")[-1] == "", repr(before)
+    assert "pages 2" in after

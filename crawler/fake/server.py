@@ -291,8 +291,7 @@ class FakeApiServer:
             raise
         self._runner = runner
         port = runner.addresses[0][1]
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        self.base_url = f"http://{host}:{port}/v1"
+        self.base_url = f"http://{client_host(self._host)}:{port}/v1"
         return self
 
     def hold_still(self) -> None:
@@ -325,6 +324,16 @@ class FakeApiServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+# A wildcard address listens on every interface; a client on this machine asks loopback.
+_LOOPBACK_FOR = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
+
+
+def client_host(host: str) -> str:
+    """The host part of a URL that reaches a server listening on `host` from this machine."""
+    host = _LOOPBACK_FOR.get(host, host)
+    return f"[{host}]" if ":" in host else host
 
 
 async def serve(
