@@ -20,6 +20,7 @@ from .errors import (
 )
 from .pages import Batch, WalkStep, walk_pages
 from .ratelimit import RateLimiter
+from .redact import mask_secret
 from .refresh import refresh_by_id
 from .rows import build_page_rows, build_page_rows_fitted
 from .runs import Progress, RunFigures, SyncResult
@@ -66,6 +67,7 @@ class _Run:
     # passes are struck off), and those of them the plan has the walk go on down to.
     to_refresh: set[str] = field(default_factory=set)
     walk_targets: set[str] = field(default_factory=set)
+    refresh_order: list[str] = field(default_factory=list)  # least recently seen first
     last_step: WalkStep | None = None
 
     def budget_spent(self, pages_fetched: int) -> bool:
@@ -215,6 +217,8 @@ class _Run:
         self.report()
 
     def note(self, warning: str) -> None:
+        # A warning may quote what the server sent, which may echo the key.
+        warning = mask_secret(warning, self.settings.api_key)
         if len(self.warnings) < MAX_WARNINGS:
             self.warnings.append(warning)
         else:
@@ -250,9 +254,14 @@ async def _close_run(store: Store, run: _Run, outcome: str, error: str | None) -
 
 async def _plan_refresh(store: Store, run: _Run) -> None:
     """Decide which unsettled batches the walk goes on down to, and which are fetched by id."""
-    plan = plan_refresh(await store.load_unsettled(), run.settings.page_size)
+    unsettled = await store.load_unsettled()
+    plan = plan_refresh(unsettled, run.settings.page_size)
     run.to_refresh = set(plan.to_refresh)
-    run.walk_targets = set(plan.walk_targets)
+    run.refresh_order = [batch_id for batch_id, _ in unsettled]
+    # A budget may stop a walk at the same depth on every run; by id, least recently
+    # seen first, every run gets further.
+    budgeted = run.settings.max_pages is not None or run.settings.max_seconds is not None
+    run.walk_targets = set() if budgeted else set(plan.walk_targets)
 
 
 async def _refresh(run: _Run, client: ApiClient) -> bool:
@@ -264,7 +273,7 @@ async def _refresh(run: _Run, client: ApiClient) -> bool:
 
     return await refresh_by_id(
         client,
-        sorted(run.to_refresh),
+        [batch_id for batch_id in run.refresh_order if batch_id in run.to_refresh],
         concurrency=run.settings.concurrency,
         chunk=run.settings.page_size,
         save=save,

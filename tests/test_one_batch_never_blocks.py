@@ -273,20 +273,22 @@ async def test_refreshes_fetched_before_a_bad_key_are_kept(
 ) -> None:
     """A 401 ends the refresh, but the batches already fetched are committed first."""
     one_at_a_time = dataclasses.replace(settings, concurrency=1)
-    earlier = make_batch(3, status="in_progress", completed_at=None)
+    newer = make_batch(3, status="in_progress", completed_at=None)
     with aioresponses() as mock:
-        serve_list(mock, {2: STRAGGLER, 3: earlier})
+        serve_list(mock, {2: STRAGGLER, 3: newer})
         await sync(one_at_a_time, retry=fast_retry)
-    # Asked in id order: batch 2 first (answered), then batch 3 (refused).
-    assert STRAGGLER["id"] < earlier["id"]
+    # Seen in the same run, they are asked newest first: batch 3 (answered), then 2 (refused).
     revoked = {"error": {"message": "Incorrect API key provided.", "code": "invalid_api_key"}}
     with aioresponses() as mock:
         serve_head(mock)
-        mock.get(BY_ID, payload=make_batch(2))
-        mock.get(f"{BASE_URL}/batches/{earlier['id']}", status=401, payload=revoked)
+        mock.get(f"{BASE_URL}/batches/{newer['id']}", payload=make_batch(3))
+        mock.get(BY_ID, status=401, payload=revoked)
         with pytest.raises(AuthenticationError):
             await sync(one_at_a_time, retry=fast_retry)
-    assert straggler_row(settings.db) == ("completed", 0, 0)
+    with contextlib.closing(sqlite3.connect(settings.db)) as conn:
+        status = conn.execute("SELECT status FROM batches WHERE id = ?", (newer["id"],))
+        assert status.fetchone() == ("completed",)
+    assert straggler_row(settings.db) == ("in_progress", 0, 0)
 
 
 async def test_an_item_without_a_usable_id_is_skipped_not_retried(
@@ -310,3 +312,19 @@ async def test_an_item_without_a_usable_id_is_skipped_not_retried(
         f"page after {make_batch(6)['id']}: 5 item(s) without a usable id were not stored: "
         "item 0 (id None), item 1 (id 12), item 2 (id ''), ...",
     )
+
+
+@pytest.mark.parametrize("status", [None, {"phase": "done"}], ids=["null", "an object"])
+async def test_a_batch_listed_without_a_usable_status_is_refreshed(
+    settings: Settings, fast_retry: RetryPolicy, status: Any
+) -> None:
+    """Stored with a NULL status, a batch has not settled: it is asked for next time."""
+    with aioresponses() as mock:
+        serve_list(mock, {2: make_batch(2, status=status)})
+        await sync(settings, retry=fast_retry)
+    with aioresponses() as mock:
+        serve_head(mock)
+        mock.get(BY_ID, payload=make_batch(2))
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.refreshed_by_id) == (True, 1)
+    assert straggler_row(settings.db) == ("completed", 0, 0)

@@ -56,7 +56,8 @@ def select_walk(db: sqlite3.Connection) -> WalkState | None:
 
 
 def select_unsettled(db: sqlite3.Connection) -> list[tuple[str, int]]:
-    """Batches stored as not yet terminal, with their position in the list, newest first.
+    """Batches stored as not yet terminal, with their position in the list, the least
+    recently seen first (the order to refresh them in).
 
     A position is the number of batches created later. One pass down the `created_at`
     index counts them: each step counts only the batches between two consecutive creation
@@ -65,13 +66,14 @@ def select_unsettled(db: sqlite3.Connection) -> list[tuple[str, int]]:
     """
     marks = ", ".join("?" * len(TERMINAL))
     rows = db.execute(
-        f"SELECT id, created_at FROM batches WHERE status NOT IN ({marks}) "
+        "SELECT id, created_at, last_seen_at FROM batches "
+        f"WHERE (status IS NULL OR status NOT IN ({marks})) "
         f"AND not_found_runs < {CONFIRMED_GONE} ORDER BY created_at DESC",
         TERMINAL,
     ).fetchall()
     positions = []
     newer, bound = 0, None
-    for batch_id, created in rows:
+    for batch_id, created, _ in rows:
         if created is None:  # no creation time: nothing counts as newer, as before
             positions.append((batch_id, 0))
             continue
@@ -84,7 +86,9 @@ def select_unsettled(db: sqlite3.Connection) -> list[tuple[str, int]]:
                 newer += db.execute(count, (created, bound)).fetchone()[0]
             bound = created
         positions.append((batch_id, newer))
-    return positions
+    # Least recently seen first: a run cut short by its budget leaves the others for the next.
+    seen = {batch_id: last_seen for batch_id, _, last_seen in rows}
+    return sorted(positions, key=lambda pair: seen[pair[0]])
 
 
 def select_created_at(db: sqlite3.Connection, batch_id: str) -> int | None:

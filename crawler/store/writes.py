@@ -214,7 +214,7 @@ class Store:
         return await self._in_thread(select_walk)
 
     async def load_unsettled(self) -> list[tuple[str, int]]:
-        """Ids of the batches stored as not yet terminal, each with its position, newest first."""
+        """Batches stored as not yet terminal, each with its position, least recently seen first."""
         return await self._in_thread(select_unsettled)
 
     async def created_at(self, batch_id: str) -> int | None:
