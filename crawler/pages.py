@@ -20,19 +20,23 @@ class BatchPage:
     last_id: str | None
     # Items left out for want of an id we can store and ask with, as shown in a warning.
     skipped: tuple[str, ...] = ()
+    # The last item was one of those: the server's `last_id` is the cursor, if usable.
+    tail_skipped: bool = False
 
     @property
     def next_after(self) -> str | None:
         """The cursor for the next page: the last item's id, as the official SDK uses."""
+        if self.tail_skipped and self.last_id is not None:
+            return self.last_id
         return self.batches[-1]["id"] if self.batches else None
 
 
 def parse_page(payload: Any) -> BatchPage:
     """Check a decoded list response and wrap it.
 
-    An item without a usable id (not an object, an id that is not a non-empty string, or
-    one that cannot be encoded) is left out and named in `skipped`: asking again would get
-    the same page, and one odd item must not block every page after it.
+    An item without a usable id (not an object, an id that is not a non-empty string, one
+    that cannot be encoded or is absurdly long) is left out and named in `skipped`: asking
+    again would get the same page, and one odd item must not block every page after it.
 
     Raises:
         BrokenResponseError: the body lacks a `data` list or a boolean `has_more`.
@@ -46,21 +50,34 @@ def parse_page(payload: Any) -> BatchPage:
     batches = [item for item in data if _has_usable_id(item)]
     skipped = () if len(batches) == len(data) else _describe_skipped(data)
     last_id = payload.get("last_id")
-    return BatchPage(batches, has_more, last_id if isinstance(last_id, str) else None, skipped)
+    return BatchPage(
+        batches,
+        has_more,
+        last_id if _is_usable_id(last_id) else None,
+        skipped,
+        tail_skipped=bool(data) and not _has_usable_id(data[-1]),
+    )
 
 
-def _has_usable_id(item: Any) -> bool:
-    """Whether `item` is an object with an id we can store as text and send as a cursor."""
-    if not isinstance(item, dict):
-        return False
-    batch_id = item.get("id")
-    if not isinstance(batch_id, str) or not batch_id:
+# Real ids are about 40 characters; one of thousands would not fit in a request line
+# (servers refuse URLs past about 8 KB), and as the cursor it would block the walk.
+MAX_ID_LENGTH = 256
+
+
+def _is_usable_id(value: Any) -> bool:
+    """Whether `value` is an id we can store as text and send as a cursor."""
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
         return False
     try:
-        batch_id.encode()
+        value.encode()
     except UnicodeEncodeError:  # a lone surrogate, from a JSON \ud800 escape
         return False
     return True
+
+
+def _has_usable_id(item: Any) -> bool:
+    """Whether `item` is an object with a usable id."""
+    return isinstance(item, dict) and _is_usable_id(item.get("id"))
 
 
 def _describe_skipped(data: list[Any]) -> tuple[str, ...]:

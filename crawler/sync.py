@@ -12,9 +12,13 @@ from dataclasses import dataclass, field
 from .api import ApiClient, RetryEvent, RetryPolicy, create_session
 from .config import Settings
 from .errors import (
+    AuthenticationError,
+    BadRequestError,
+    BrokenResponseError,
     ConfigError,
     CrawlerError,
     UnknownCursorError,
+    UnknownRouteError,
     UnstorableBatchError,
     first_exception,
 )
@@ -129,15 +133,14 @@ class _Run:
             stop_id=walk.stop_id,
             stop_below=stop_below,
         )
-        resumed_from = None if from_top else walk.cursor
         async with contextlib.aclosing(steps):
             async for step in steps:
-                if resumed_from is not None:
-                    if may_be_a_vanished_cursor(step) and not await client.fetch_batch(
-                        resumed_from
-                    ):
-                        return self.restart_segment(walk), fetched, False
-                    resumed_from = None
+                if (
+                    may_be_a_vanished_cursor(step)
+                    and step.cursor is not None
+                    and not await self.cursor_listed(client, step.cursor)
+                ):
+                    return self.restart_segment(walk), fetched, False
                 walk = advance_walk(walk, step, from_top)
                 self.last_step = step
                 self.to_refresh.difference_update(b["id"] for b in step.page.batches)
@@ -148,6 +151,19 @@ class _Run:
                 if self.budget_spent(fetched):
                     return walk, fetched, True
         return walk, fetched, False
+
+    async def cursor_listed(self, client: ApiClient, cursor: str) -> bool:
+        """Whether the batch a cursor names still exists; an answer that cannot say so
+        (refused, another batch) counts as no: walking from the top again loses nothing."""
+        try:
+            return await client.fetch_batch(cursor) is not None
+        except (BadRequestError, BrokenResponseError, UnknownRouteError) as exc:
+            self.note(f"could not confirm the cursor {cursor}: {exc}")
+        except AuthenticationError as exc:
+            if exc.status != 403:
+                raise
+            self.note(f"could not confirm the cursor {cursor}: {exc}")
+        return False
 
     def restart_segment(self, walk: WalkState) -> WalkState:
         """The stored cursor names a batch the API no longer lists: walk from the top."""
