@@ -147,11 +147,10 @@ def check_next(page: BatchPage, after: str | None, seen: set[str]) -> str | None
     return cursor
 
 
-def _reached(page: BatchPage, stop_id: str | None, stop_below: int | None) -> bool:
+def _below(page: BatchPage, stop_below: int | None) -> bool:
+    """Whether the page ends below the stop time (ties with it go on to the next page)."""
     created = page.batches[-1].get("created_at") if page.batches else None
-    if stop_below is not None and isinstance(created, int):
-        return created < stop_below
-    return stop_id is not None and any(b["id"] == stop_id for b in page.batches)
+    return stop_below is None or not isinstance(created, int) or created < stop_below
 
 
 async def walk_pages(
@@ -159,25 +158,29 @@ async def walk_pages(
     *,
     after: str | None,
     limit: int,
-    stop_id: str | None = None,
+    stop_ids: frozenset[str] = frozenset(),
     stop_below: int | None = None,
 ) -> AsyncGenerator[WalkStep, None]:
-    """Follow the chain from `after` (None = the top) until it ends or reaches `stop_id`.
+    """Follow the chain from `after` (None = the top) until it ends or reaches a stop.
 
-    With `stop_below`, the stop batch's creation time, the walk stops on the first page
-    that ends with a batch created before it: it has then passed the stop batch, and every
-    batch created in the same second, whichever order the server gives ties in, even if
-    the stop batch itself has vanished. Without it (the stop batch is not stored), the
-    walk stops on the page holding `stop_id`. The last step still carries its whole
-    page: rows above the stop are new, those below are fresh copies; storing all is right.
+    `stop_ids` are batches known to be at the stop (the old head, and the newest stored
+    batches beside it, should the head itself have vanished). Once the walk has met one,
+    it stops on the first page that ends below `stop_below`, the head's creation time:
+    every batch created in the head's second is then passed too, whichever order the
+    server gives ties in. A creation time alone never stops it: one batch listed with an
+    early `created_at` would otherwise end the walk above batches never stored. The last
+    step still carries its whole page: rows above the stop are new, those below are fresh
+    copies; storing all is right.
     """
     seen: set[str] = set() if after is None else {after}
     cursor = after
+    met_stop = False
     while True:
         page = await fetch_page(cursor, limit)
         notes = (skipped_warning(page, cursor), last_id_warning(page, cursor))
         warnings = tuple(note for note in notes if note)
-        reached_stop = _reached(page, stop_id, stop_below)
+        met_stop = met_stop or any(b["id"] in stop_ids for b in page.batches)
+        reached_stop = met_stop and _below(page, stop_below)
         following = None if reached_stop else check_next(page, cursor, seen)
         stored_cursor = page.next_after or cursor
         yield WalkStep(page, stored_cursor, following is None, warnings)

@@ -43,6 +43,10 @@ _Queue = asyncio.Queue["tuple[WalkStep, WalkState | None] | _End"]
 # Warnings kept word for word; past these, only counted (a proxy may get every page wrong).
 MAX_WARNINGS = 5
 
+# The newest stored batches a walk down to the old head also stops at, should the head
+# itself have vanished from the list.
+STOP_NEIGHBOURS = 20
+
 # Pages fetched ahead of the writer: enough to hide a slow commit, small enough
 # that memory does not grow with the size of the list.
 QUEUE_PAGES = 4
@@ -125,12 +129,15 @@ class _Run:
     ) -> tuple[WalkState, int, bool]:
         """Walk one segment; returns the new walk state, pages fetched, and budget spent."""
         from_top = walk.cursor is None
-        stop_below = None if walk.stop_id is None else await self.store.created_at(walk.stop_id)
+        stop_below, stop_ids = None, frozenset[str]()
+        if walk.stop_id is not None:
+            stop_below = await self.store.created_at(walk.stop_id)
+            stop_ids = frozenset({walk.stop_id, *await self.store.newest_ids(STOP_NEIGHBOURS)})
         steps = walk_pages(
             client.fetch_page,
             after=walk.cursor,
             limit=self.settings.page_size,
-            stop_id=walk.stop_id,
+            stop_ids=stop_ids,
             stop_below=stop_below,
         )
         async with contextlib.aclosing(steps):

@@ -406,3 +406,20 @@ async def test_a_page_of_unusable_items_goes_on_from_its_last_id(
         mock.get(f"{BASE_URL}/batches?limit=2&after=batch_cursor", payload=body)
         result = await sync(settings, retry=fast_retry)
     assert (result.complete, result.batches_new) == (True, 1)
+
+
+async def test_a_new_batch_with_an_early_creation_time_does_not_end_the_walk(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """One new batch listed with created_at 0 at the end of the first page: the walk goes on
+    down to the old head, and the batches between are stored."""
+    with aioresponses() as mock:
+        serve_list(mock, {})
+        await sync(settings, retry=fast_retry)
+    with aioresponses() as mock:
+        top = list_body([make_batch(10), make_batch(9, created_at=0)], True)
+        mock.get(f"{BASE_URL}/batches?limit=2", payload=top)
+        below = list_body([make_batch(8), make_batch(7)], True)
+        mock.get(f"{BASE_URL}/batches?limit=2&after={make_batch(9)['id']}", payload=below)
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.batches_new) == (True, 3)

@@ -91,6 +91,12 @@ def select_unsettled(db: sqlite3.Connection) -> list[tuple[str, int]]:
     return sorted(positions, key=lambda pair: seen[pair[0]])
 
 
+def select_newest_ids(db: sqlite3.Connection, count: int) -> list[str]:
+    """The ids of the `count` newest stored batches (down the created_at index)."""
+    rows = db.execute("SELECT id FROM batches ORDER BY created_at DESC LIMIT ?", (count,))
+    return [batch_id for (batch_id,) in rows]
+
+
 def select_created_at(db: sqlite3.Connection, batch_id: str) -> int | None:
     """The stored creation time of a batch, if it is stored and is a whole number."""
     row = db.execute("SELECT created_at FROM batches WHERE id = ?", (batch_id,)).fetchone()

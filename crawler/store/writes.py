@@ -20,7 +20,7 @@ from ..rows import BATCH_COLUMNS, ERROR_COLUMNS
 from ..runs import FIGURE_COLUMNS, RunFigures
 from ..walk import WalkState
 from .files import check_file, writer_lock
-from .reads import select_created_at, select_unsettled, select_walk
+from .reads import select_created_at, select_newest_ids, select_unsettled, select_walk
 from .schema import connect, database_error, in_thread, migrate
 
 T = TypeVar("T")
@@ -216,6 +216,10 @@ class Store:
     async def load_unsettled(self) -> list[tuple[str, int]]:
         """Batches stored as not yet terminal, each with its position, least recently seen first."""
         return await self._in_thread(select_unsettled)
+
+    async def newest_ids(self, count: int) -> list[str]:
+        """The ids of the `count` newest stored batches, by creation time."""
+        return await self._in_thread(select_newest_ids, count)
 
     async def created_at(self, batch_id: str) -> int | None:
         """The stored creation time of a batch, if it is stored and is a whole number."""
