@@ -421,5 +421,8 @@ async def test_a_new_batch_with_an_early_creation_time_does_not_end_the_walk(
         mock.get(f"{BASE_URL}/batches?limit=2", payload=top)
         below = list_body([make_batch(8), make_batch(7)], True)
         mock.get(f"{BASE_URL}/batches?limit=2&after={make_batch(9)['id']}", payload=below)
+        # The head's second may hold more: the walk ends on the first page below it.
+        ties = list_body([make_batch(6), make_batch(5)], True)
+        mock.get(f"{BASE_URL}/batches?limit=2&after={make_batch(7)['id']}", payload=ties)
         result = await sync(settings, retry=fast_retry)
     assert (result.complete, result.batches_new) == (True, 3)
