@@ -183,6 +183,9 @@ class _Run:
 
         Returns False when the page or time budget ran out first.
         """
+        # Below the oldest target's creation time, one not yet met has left the list: the
+        # refresh by id asks for it, instead of the walk going on to the end of the list.
+        floor = await self.store.oldest_created_at(self.walk_targets)
         steps = walk_pages(client.fetch_page, after=after, limit=self.settings.page_size)
         async with contextlib.aclosing(steps):
             async for step in steps:
@@ -191,7 +194,9 @@ class _Run:
                 self.walk_targets.difference_update(ids)
                 await queue.put((step, None))
                 fetched += 1
-                if not self.walk_targets:
+                last = step.page.batches[-1].get("created_at") if step.page.batches else None
+                passed = floor is not None and isinstance(last, int) and last < floor
+                if not self.walk_targets or passed:
                     return True
                 if self.budget_spent(fetched):
                     return False

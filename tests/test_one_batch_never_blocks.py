@@ -426,3 +426,31 @@ async def test_a_new_batch_with_an_early_creation_time_does_not_end_the_walk(
         mock.get(f"{BASE_URL}/batches?limit=2&after={make_batch(7)['id']}", payload=ties)
         result = await sync(settings, retry=fast_retry)
     assert (result.complete, result.batches_new) == (True, 3)
+
+
+def serve_pages(mock: aioresponses, numbers: list[int], batches: dict[int, Any]) -> None:
+    """Every list page of `numbers` (newest first), two a page."""
+    after = ""
+    for start in range(0, len(numbers), 2):
+        chunk = [batches.get(n) or make_batch(n) for n in numbers[start : start + 2]]
+        body = list_body(chunk, start + 2 < len(numbers))
+        mock.get(f"{BASE_URL}/batches?limit=2{after}", payload=body)
+        after = f"&after={chunk[-1]['id']}"
+
+
+async def test_a_walk_target_gone_from_the_list_does_not_walk_the_whole_list(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """The plan walks on below the head to four in-flight batches; one has left the list.
+    The walk stops once past its creation time, and asks for it by id instead."""
+    everything = list(range(20, 0, -1))
+    in_flight = {n: make_batch(n, status="in_progress") for n in (18, 17, 16, 15)}
+    with aioresponses() as mock:
+        serve_pages(mock, everything, in_flight)
+        await sync(settings, retry=fast_retry)
+    with aioresponses() as mock:
+        serve_pages(mock, [n for n in everything if n != 15], {})
+        mock.get(f"{BASE_URL}/batches/{make_batch(15)['id']}", status=404, payload=not_found(None))
+        result = await sync(settings, retry=fast_retry)
+    assert result.complete
+    assert (result.pages, result.refreshed_by_id, result.gone) == (3, 1, 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -89,6 +90,16 @@ def select_unsettled(db: sqlite3.Connection) -> list[tuple[str, int]]:
     # Least recently seen first: a run cut short by its budget leaves the others for the next.
     seen = {batch_id: last_seen for batch_id, _, last_seen in rows}
     return sorted(positions, key=lambda pair: seen[pair[0]])
+
+
+def select_oldest_created_at(db: sqlite3.Connection, batch_ids: list[str]) -> int | None:
+    """The earliest whole-number creation time stored for any of `batch_ids`."""
+    row = db.execute(
+        "SELECT min(created_at) FROM batches WHERE typeof(created_at) = 'integer' "
+        "AND id IN (SELECT value FROM json_each(?))",
+        (json.dumps(batch_ids),),
+    ).fetchone()
+    return row[0] if row else None
 
 
 def select_newest_ids(db: sqlite3.Connection, count: int) -> list[str]:

@@ -8,7 +8,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,7 +20,13 @@ from ..rows import BATCH_COLUMNS, ERROR_COLUMNS
 from ..runs import FIGURE_COLUMNS, RunFigures
 from ..walk import WalkState
 from .files import check_file, writer_lock
-from .reads import select_created_at, select_newest_ids, select_unsettled, select_walk
+from .reads import (
+    select_created_at,
+    select_newest_ids,
+    select_oldest_created_at,
+    select_unsettled,
+    select_walk,
+)
 from .schema import connect, database_error, in_thread, migrate
 
 T = TypeVar("T")
@@ -216,6 +222,10 @@ class Store:
     async def load_unsettled(self) -> list[tuple[str, int]]:
         """Batches stored as not yet terminal, each with its position, least recently seen first."""
         return await self._in_thread(select_unsettled)
+
+    async def oldest_created_at(self, batch_ids: Collection[str]) -> int | None:
+        """The earliest stored creation time among `batch_ids` (None: none known)."""
+        return await self._in_thread(select_oldest_created_at, list(batch_ids))
 
     async def newest_ids(self, count: int) -> list[str]:
         """The ids of the `count` newest stored batches, by creation time."""
