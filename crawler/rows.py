@@ -81,11 +81,18 @@ def build_batch_row(batch: Batch, seen_at: int) -> tuple[Any, ...]:
     )
 
 
+# A batch holds at most 50,000 requests, so its input file at most that many lines to
+# fault; a list past that is a hostile server's, and would take gigabytes as rows.
+MAX_ERROR_LINES = 50_000
+
+
 def build_error_rows(batch: Batch) -> list[tuple[Any, ...]]:
-    """The `batch_errors` rows of one batch: its `errors.data` lines, by position."""
+    """The `batch_errors` rows of one batch: its `errors.data` lines, by position (the
+    first MAX_ERROR_LINES of them)."""
     lines = _object(batch.get("errors")).get("data")
     if not isinstance(lines, list):
         return []
+    lines = lines[:MAX_ERROR_LINES]
     batch_id = batch["id"]
     return [
         (batch_id, position, e.get("code"), e.get("message"), e.get("param"), e.get("line"))
