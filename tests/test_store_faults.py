@@ -206,3 +206,16 @@ async def test_unsettled_batches_come_least_recently_seen_first(db_path: Path) -
         conn.commit()
         order = [batch_id for batch_id, _ in select_unsettled(conn)]
     assert order == ["batch_2", "batch_0", "batch_3", "batch_1"]
+
+
+def test_another_program_holding_the_database_says_so(tmp_path: Path) -> None:
+    """A real SQLITE_BUSY: another connection in a write transaction past the timeout."""
+    path = tmp_path / "b.db"
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as holder:
+        holder.execute("CREATE TABLE t (x)")
+        holder.execute("BEGIN IMMEDIATE")
+        with contextlib.closing(sqlite3.connect(path, timeout=0)) as writer:
+            with pytest.raises(sqlite3.OperationalError) as caught:
+                writer.execute("BEGIN IMMEDIATE")
+    error = database_error(path, caught.value)
+    assert str(error).startswith(f"another program has been writing {path}")
