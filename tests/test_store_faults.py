@@ -214,8 +214,10 @@ def test_another_program_holding_the_database_says_so(tmp_path: Path) -> None:
     with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as holder:
         holder.execute("CREATE TABLE t (x)")
         holder.execute("BEGIN IMMEDIATE")
-        with contextlib.closing(sqlite3.connect(path, timeout=0)) as writer:
-            with pytest.raises(sqlite3.OperationalError) as caught:
-                writer.execute("BEGIN IMMEDIATE")
+        with (
+            contextlib.closing(sqlite3.connect(path, timeout=0)) as writer,
+            pytest.raises(sqlite3.OperationalError) as caught,
+        ):
+            writer.execute("BEGIN IMMEDIATE")
     error = database_error(path, caught.value)
     assert str(error).startswith(f"another program has been writing {path}")
