@@ -132,10 +132,14 @@ async def test_moving_target_ends_exact_once_it_holds_still(db_path: Path) -> No
 
 
 def ledger(db: Path) -> list[tuple[str, int]]:
-    """(outcome, pages) of every run so far."""
+    """(outcome, pages) of every run so far (none before the schema is made: a run
+    cancelled while it migrates a new file leaves it empty)."""
     if not db.exists():
         return []
     with contextlib.closing(sqlite3.connect(db)) as conn:
+        tables = conn.execute("SELECT name FROM sqlite_schema WHERE name = 'sync_runs'")
+        if tables.fetchone() is None:
+            return []
         return conn.execute("SELECT outcome, pages FROM sync_runs ORDER BY id").fetchall()
 
 
