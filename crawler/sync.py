@@ -45,6 +45,7 @@ class _Run:
     to_refresh: set[str] = field(default_factory=set)
     walk_targets: set[str] = field(default_factory=set)
     refresh_order: list[str] = field(default_factory=list)  # least recently seen first
+    stored_mark: int = 0  # the store's last rowid when the run began
 
     def budget_spent(self, pages_fetched: int) -> bool:
         limit = self.settings.max_pages
@@ -65,6 +66,7 @@ class _Run:
             budget_spent=self.budget_spent,
             to_refresh=self.to_refresh,
             walk_targets=self.walk_targets,
+            stored_mark=self.stored_mark,
         )
         try:
             async with asyncio.TaskGroup() as tasks:
@@ -220,6 +222,7 @@ async def sync(
             await store.save_walk(walk)
         run_id = await store.start_run(mode, settings.base_url)
         run = _Run(store, settings, run_id, on_progress, clock, started)
+        run.stored_mark = await store.last_rowid()
         if mode != "full":
             # A resumed walk ends like an incremental one: the pages committed before the
             # interruption hold batches that may have moved on since.

@@ -454,3 +454,18 @@ async def test_a_walk_target_gone_from_the_list_does_not_walk_the_whole_list(
         result = await sync(settings, retry=fast_retry)
     assert result.complete
     assert (result.pages, result.refreshed_by_id, result.gone) == (3, 1, 1)
+
+
+async def test_a_head_dated_in_the_future_does_not_hide_the_batches_below_it(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """A server that sorts by created_at keeps a future-dated head on top: the new batches
+    listed below it are walked to, down to a page that ends with a batch stored before."""
+    future = make_batch(20, created_at=1_900_000_000)
+    with aioresponses() as mock:
+        serve_pages(mock, [20, 7, 6, 5, 4, 3, 2, 1], {20: future})
+        await sync(settings, retry=fast_retry)
+    with aioresponses() as mock:
+        serve_pages(mock, [20, 12, 11, 10, 7, 6, 5, 4, 3, 2, 1], {20: future})
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.batches_new, result.pages) == (True, 3, 3)

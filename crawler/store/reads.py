@@ -102,6 +102,19 @@ def select_oldest_created_at(db: sqlite3.Connection, batch_ids: list[str]) -> in
     return row[0] if row else None
 
 
+def select_last_rowid(db: sqlite3.Connection) -> int:
+    """The rowid of the last batch stored so far: an upsert keeps a row's rowid, so those
+    at or below it were stored before, whatever a run writes after."""
+    return int(db.execute("SELECT coalesce(max(rowid), 0) FROM batches").fetchone()[0])
+
+
+def select_stored_by(db: sqlite3.Connection, batch_id: str, last_rowid: int) -> bool:
+    """Whether the batch is stored, with a rowid at or below `last_rowid`."""
+    row = db.execute("SELECT rowid <= ? FROM batches WHERE id = ?", (last_rowid, batch_id))
+    found = row.fetchone()
+    return bool(found and found[0])
+
+
 def select_newest_ids(db: sqlite3.Connection, count: int) -> list[str]:
     """The ids of the `count` newest stored batches (down the created_at index)."""
     rows = db.execute("SELECT id FROM batches ORDER BY created_at DESC LIMIT ?", (count,))
