@@ -15,7 +15,7 @@ from yarl import URL
 
 from crawler.api import RetryPolicy
 from crawler.config import Settings
-from crawler.errors import AuthenticationError
+from crawler.errors import AuthenticationError, ServerError
 from crawler.sync import sync
 
 from .conftest import BASE_URL, list_body, make_batch
@@ -469,3 +469,47 @@ async def test_a_head_dated_in_the_future_does_not_hide_the_batches_below_it(
         serve_pages(mock, [20, 12, 11, 10, 7, 6, 5, 4, 3, 2, 1], {20: future})
         result = await sync(settings, retry=fast_retry)
     assert (result.complete, result.batches_new, result.pages) == (True, 3, 3)
+
+
+async def test_a_batch_whose_answers_keep_failing_is_skipped_not_the_run(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """A 500 for one batch, past every retry, while the others answer: that batch is
+    skipped with a warning (asked first next time, as the least recently seen)."""
+    newer = make_batch(3, status="in_progress", completed_at=None)
+    with aioresponses() as mock:
+        serve_list(mock, {2: STRAGGLER, 3: newer})
+        await sync(settings, retry=fast_retry)
+    broken = {"error": {"message": "internal error", "type": "server_error"}}
+    with aioresponses() as mock:
+        serve_head(mock)
+        mock.get(BY_ID, status=500, payload=broken, repeat=True)
+        mock.get(f"{BASE_URL}/batches/{newer['id']}", payload=make_batch(3))
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.refreshed_by_id) == (True, 1)
+    assert len(result.warnings) == 1
+    assert result.warnings[0].startswith(
+        f"batch {STRAGGLER['id']} was not refreshed: API error 500"
+    )
+    assert straggler_row(settings.db) == ("in_progress", 0, 0)
+
+
+async def test_failures_in_a_row_are_the_apis_and_end_the_run(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """Three batches in a row failing past their retries: the API is down, the run fails."""
+    stragglers = {n: make_batch(n, status="in_progress") for n in (5, 4, 3, 2)}
+    with aioresponses() as mock:
+        serve_list(mock, stragglers)
+        await sync(settings, retry=fast_retry)
+    broken = {"error": {"message": "internal error", "type": "server_error"}}
+    with aioresponses() as mock:
+        serve_head(mock)
+        for n in stragglers:
+            mock.get(
+                f"{BASE_URL}/batches/{make_batch(n)['id']}", status=500, payload=broken, repeat=True
+            )
+        # One at a time, and by id (a budget keeps the walk from going on below the head).
+        by_id = dataclasses.replace(settings, concurrency=1, max_pages=10)
+        with pytest.raises(ServerError):
+            await sync(by_id, retry=fast_retry)
