@@ -243,6 +243,10 @@ async def sync(
                 complete = await _refresh(run, client)
             outcome = "complete" if complete else "partial"
         except CrawlerError as exc:
+            # A message may quote what the server sent (a cursor, an id), which may echo
+            # the key: it is masked before anyone sees it or the ledger keeps it.
+            if exc.args and isinstance(exc.args[0], str):
+                exc.args = (mask_secret(exc.args[0], settings.api_key), *exc.args[1:])
             error = str(exc)
             raise
         except asyncio.CancelledError:
