@@ -216,7 +216,7 @@ async def sync(
         raise ConfigError(settings.missing_key_message())
     started = clock()
     async with open_store(settings.db) as store, create_session(settings) as session:
-        saved = await store.load_walk()
+        saved = None if restart else await store.load_walk()
         walk, mode = starting_walk(saved, restart=restart, full=full)
         if walk != saved:
             await store.save_walk(walk)

@@ -51,9 +51,20 @@ _RUN_COLUMNS = ("id", "started_at", "ended_at", "mode", "outcome", "error", *FIG
 
 
 def select_walk(db: sqlite3.Connection) -> WalkState | None:
-    """The walk state, or None before the first sync."""
+    """The walk state, or None before the first sync.
+
+    Raises:
+        DamagedRowError: an id in it is not text (the row was edited by hand).
+    """
     row = db.execute("SELECT cursor, stop_id, head_id, finished FROM walk_state").fetchone()
-    return None if row is None else WalkState(row[0], row[1], row[2], bool(row[3]))
+    if row is None:
+        return None
+    if not all(value is None or isinstance(value, str) for value in row[:3]):
+        raise DamagedRowError(
+            "its walk_state row holds an id that is not text; run `batch-crawler sync "
+            "--restart` to walk from the top again"
+        )
+    return WalkState(row[0], row[1], row[2], bool(row[3]))
 
 
 def select_unsettled(db: sqlite3.Connection) -> list[tuple[str, int]]:
@@ -121,6 +132,10 @@ def select_newest_ids(db: sqlite3.Connection, count: int) -> list[str]:
     return [batch_id for (batch_id,) in rows]
 
 
+class DamagedRowError(Exception):
+    """A row edited into a shape batch-crawler never writes."""
+
+
 def select_created_at(db: sqlite3.Connection, batch_id: str) -> int | None:
     """The stored creation time of a batch, if it is stored and is a whole number."""
     row = db.execute("SELECT created_at FROM batches WHERE id = ?", (batch_id,)).fetchone()
@@ -137,10 +152,13 @@ class Holdings:
 
 def select_holdings(db: sqlite3.Connection) -> Holdings:
     """Batch counts by status (most first) and the number of error lines."""
+    # A status that is not text (a value edited by hand) is shown by its type.
+    shown = (
+        "CASE typeof(status) WHEN 'text' THEN status WHEN 'null' THEN '(none)' "
+        "ELSE '(' || typeof(status) || ')' END"
+    )
     by_status = dict(
-        db.execute(
-            "SELECT coalesce(status, '(none)'), count(*) FROM batches GROUP BY 1 ORDER BY 2 DESC"
-        ).fetchall()
+        db.execute(f"SELECT {shown}, count(*) FROM batches GROUP BY 1 ORDER BY 2 DESC").fetchall()
     )
     (error_lines,) = db.execute("SELECT count(*) FROM batch_errors").fetchone()
     return Holdings(by_status, error_lines)
@@ -179,12 +197,16 @@ def answer_queries(
 class Reader:
     """Reads of an existing database, each one call on the connection's own thread."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self._conn = conn
+        self._path = path
 
     async def read(self, work: Callable[..., T], *args: Any) -> T:
         """`work(db, *args)` with one of this module's `select_*` functions."""
-        return await in_thread(self._conn, work, *args)
+        try:
+            return await in_thread(self._conn, work, *args)
+        except DamagedRowError as exc:
+            raise DatabaseError(f"{self._path}: {exc}") from None
 
 
 @contextlib.asynccontextmanager
@@ -200,4 +222,4 @@ async def open_reader(path: Path) -> AsyncIterator[Reader]:
             raise DatabaseError(
                 f"{path} has an older schema ({version}); run `batch-crawler sync` to upgrade it"
             )
-        yield Reader(conn)
+        yield Reader(conn, path)

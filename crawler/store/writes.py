@@ -21,6 +21,7 @@ from ..runs import FIGURE_COLUMNS, RunFigures
 from ..walk import WalkState
 from .files import check_file, writer_lock
 from .reads import (
+    DamagedRowError,
     select_created_at,
     select_last_rowid,
     select_newest_ids,
@@ -213,6 +214,8 @@ class Store:
             return await in_thread(self._conn, work, *args)
         except _UNSTORABLE:
             raise  # a value on the page, not the database: save_page says so
+        except DamagedRowError as exc:
+            raise DatabaseError(f"{self._path}: {exc}") from None
         except sqlite3.Error as exc:
             # Translated here, so that the run records it in its ledger row.
             raise database_error(self._path, exc) from exc
