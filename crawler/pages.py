@@ -46,6 +46,11 @@ def parse_page(payload: Any) -> BatchPage:
     data = payload.get("data")
     has_more = payload.get("has_more")
     if not isinstance(data, list) or not isinstance(has_more, bool):
+        error = payload.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            # An error envelope sent with a 200: say what the API said.
+            message = " ".join(error["message"].split())[:300]
+            raise BrokenResponseError(f"the API answered the list with an error: {message}")
         raise BrokenResponseError("list response lacks a `data` list or a boolean `has_more`")
     batches = [item for item in data if _has_usable_id(item)]
     skipped = () if len(batches) == len(data) else _describe_skipped(data)
@@ -76,8 +81,12 @@ def _is_usable_id(value: Any) -> bool:
 
 
 def _has_usable_id(item: Any) -> bool:
-    """Whether `item` is an object with a usable id."""
-    return isinstance(item, dict) and _is_usable_id(item.get("id"))
+    """Whether `item` is a batch object (or one that does not say) with a usable id."""
+    return (
+        isinstance(item, dict)
+        and item.get("object", "batch") in {"batch", None}
+        and _is_usable_id(item.get("id"))
+    )
 
 
 def _describe_skipped(data: list[Any]) -> tuple[str, ...]:
@@ -85,7 +94,13 @@ def _describe_skipped(data: list[Any]) -> tuple[str, ...]:
     shown = []
     for position, item in enumerate(data):
         if not _has_usable_id(item):
-            what = f"id {item.get('id')!r:.40}" if isinstance(item, dict) else "not an object"
+            what = (
+                "not an object"
+                if not isinstance(item, dict)
+                else f"a {item['object']!r:.20}, not a batch"
+                if item.get("object", "batch") not in {"batch", None}
+                else f"id {item.get('id')!r:.40}"
+            )
             shown.append(f"item {position} ({what})")
     return tuple(shown)
 

@@ -25,6 +25,7 @@ class StatusReport:
     batches: int
     error_lines: int
     by_status: dict[str, int]
+    gone: int  # answered 404 on 3 runs in a row: no longer asked about
     runs: list[RunRecord]
 
     def as_json(self) -> dict[str, Any]:
@@ -36,6 +37,7 @@ class StatusReport:
             "batches": self.batches,
             "error_lines": self.error_lines,
             "by_status": self.by_status,
+            "gone": self.gone,
             "runs": [dataclasses.asdict(run) for run in self.runs],
         }
 
@@ -57,6 +59,7 @@ async def read_status(path: Path, *, runs: int = 5) -> StatusReport:
         sum(holdings.by_status.values()),
         holdings.error_lines,
         holdings.by_status,
+        holdings.gone,
         records,
     )
 
@@ -82,6 +85,11 @@ def format_status(report: StatusReport) -> str:
     lines.append(f"batches: {report.batches:,}  error lines: {report.error_lines:,}")
     width = max((len(status) for status in report.by_status), default=0)
     lines.extend(f"  {status:<{width}} {count:>10,}" for status, count in report.by_status.items())
+    if report.gone:
+        lines.append(
+            f"gone: {report.gone:,} answered 404 on 3 runs in a row and are no longer asked "
+            "about; a `sync --full` that lists them again clears the mark"
+        )
     if report.runs:
         lines.append("last runs:")
     for run in report.runs:

@@ -54,7 +54,8 @@ def serve_three_pages(mock: aioresponses, statuses: dict[int, str] | None = None
         (["sync", "--max-seconds", "inf"], "--max-seconds: expected a finite number"),
         # The command line follows the config file's rules: 1..64, not merely positive.
         (["sync", "--concurrency", "65"], "--concurrency: must be between 1 and 64, got 65"),
-        (["sync", "--requests-per-minute", "0"], "--requests-per-minute: must be a positive"),
+        (["sync", "--requests-per-minute", "0"], "--requests-per-minute: must be at least 1"),
+        (["sync", "--requests-per-minute", "1e-300"], "--requests-per-minute: must be at least 1"),
         (["nope"], "invalid choice: 'nope'"),
         (["fake-api", "--port", "99999"], "--port: must be between 0 and 65535"),
         (["fake-api", "--requests-per-second", "inf"], "expected a finite number"),

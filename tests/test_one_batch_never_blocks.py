@@ -16,6 +16,7 @@ from yarl import URL
 from crawler.api import RetryPolicy
 from crawler.config import Settings
 from crawler.errors import AuthenticationError, ServerError
+from crawler.status import format_status, read_status
 from crawler.sync import sync
 
 from .conftest import BASE_URL, list_body, make_batch
@@ -93,6 +94,9 @@ async def test_three_404s_in_a_row_confirm_a_batch_gone(
         serve_head(mock)  # a request by id now would fail: aioresponses knows no such URL
         quiet = await sync(settings, retry=fast_retry)
     assert (quiet.complete, quiet.refreshed_by_id) == (True, 0)
+    report = await read_status(settings.db)
+    assert report.gone == 1
+    assert "gone: 1 answered 404 on 3 runs in a row" in format_status(report)
 
 
 async def test_a_listed_batch_clears_its_gone_mark(
@@ -513,3 +517,19 @@ async def test_failures_in_a_row_are_the_apis_and_end_the_run(
         by_id = dataclasses.replace(settings, concurrency=1, max_pages=10)
         with pytest.raises(ServerError):
             await sync(by_id, retry=fast_retry)
+
+
+async def test_in_flight_batches_without_a_creation_time_are_asked_for_by_id(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """With no place in the list known, they are not walked to without bound: by id."""
+    dateless = {n: make_batch(n, status="in_progress", created_at=None) for n in (4, 3, 2)}
+    with aioresponses() as mock:
+        serve_list(mock, dateless)
+        await sync(settings, retry=fast_retry)
+    with aioresponses() as mock:
+        serve_head(mock)
+        for n in dateless:
+            mock.get(f"{BASE_URL}/batches/{make_batch(n)['id']}", payload=make_batch(n))
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.pages, result.refreshed_by_id) == (True, 1, 3)

@@ -287,3 +287,17 @@ async def test_a_list_ending_above_the_stop_is_checked_once_more() -> None:
     walked = [b["id"] for s in steps for b in s.page.batches]
     assert make_batch(4)["id"] in walked
     assert "has_more was false above the last walk's head" in steps[0].warnings[0]
+
+
+def test_items_of_another_object_type_are_left_out() -> None:
+    """A file (or anything not a batch) in the list is no batch: named, not stored."""
+    data = [make_batch(2), {**make_batch(1), "object": "file"}, {**make_batch(3), "object": None}]
+    page = parse_page({"data": data, "has_more": False})
+    assert [b["id"] for b in page.batches] == [make_batch(2)["id"], make_batch(3)["id"]]
+    assert page.skipped == ("item 1 (a 'file', not a batch)",)
+
+
+def test_an_error_envelope_sent_with_a_200_says_what_the_api_said() -> None:
+    body = {"error": {"message": "Your organization has been deactivated.", "code": None}}
+    with pytest.raises(BrokenResponseError, match="with an error: Your organization has been"):
+        parse_page(body)

@@ -85,9 +85,14 @@ def select_unsettled(db: sqlite3.Connection) -> list[tuple[str, int]]:
     ).fetchall()
     positions = []
     newer, bound = 0, None
+    deepest = None
     for batch_id, created, _ in rows:
-        if created is None:  # no creation time: nothing counts as newer, as before
-            positions.append((batch_id, 0))
+        if not isinstance(created, int):
+            # No usable creation time, no known place in the list: planned as the deepest,
+            # so it is asked for by id rather than walked to without bound.
+            if deepest is None:
+                deepest = db.execute("SELECT count(*) FROM batches").fetchone()[0]
+            positions.append((batch_id, deepest))
             continue
         if created != bound:
             if bound is None:
@@ -144,10 +149,12 @@ def select_created_at(db: sqlite3.Connection, batch_id: str) -> int | None:
 
 @dataclass(frozen=True)
 class Holdings:
-    """What a database holds: batches by status, and their error lines."""
+    """What a database holds: batches by status, their error lines, and how many the API
+    answered 404 for on enough runs in a row to be no longer asked about."""
 
     by_status: dict[str, int]
     error_lines: int
+    gone: int
 
 
 def select_holdings(db: sqlite3.Connection) -> Holdings:
@@ -161,7 +168,10 @@ def select_holdings(db: sqlite3.Connection) -> Holdings:
         db.execute(f"SELECT {shown}, count(*) FROM batches GROUP BY 1 ORDER BY 2 DESC").fetchall()
     )
     (error_lines,) = db.execute("SELECT count(*) FROM batch_errors").fetchone()
-    return Holdings(by_status, error_lines)
+    (gone,) = db.execute(
+        f"SELECT count(*) FROM batches WHERE not_found_runs >= {CONFIRMED_GONE}"
+    ).fetchone()
+    return Holdings(by_status, error_lines, gone)
 
 
 def select_runs(db: sqlite3.Connection, limit: int) -> list[RunRecord]:
