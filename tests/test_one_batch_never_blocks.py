@@ -533,3 +533,46 @@ async def test_in_flight_batches_without_a_creation_time_are_asked_for_by_id(
             mock.get(f"{BASE_URL}/batches/{make_batch(n)['id']}", payload=make_batch(n))
         result = await sync(settings, retry=fast_retry)
     assert (result.complete, result.pages, result.refreshed_by_id) == (True, 1, 3)
+
+
+@pytest.mark.parametrize(
+    "by_id",
+    [
+        {"status": 404, "payload": {"detail": "Not Found"}},
+        {"status": 500, "payload": {"error": {"message": "boom", "type": "server_error"}}},
+    ],
+    ids=["no such route", "failing"],
+)
+async def test_a_cursor_that_cannot_be_confirmed_restarts_the_walk_once_not_forever(
+    settings: Settings, fast_retry: RetryPolicy, by_id: dict[str, Any]
+) -> None:
+    """A server that pages until an empty page, with no by-id route to confirm the last
+    cursor: the walk starts again from the top once, then takes the end as the end."""
+    numbers = [6, 5, 4, 3, 2, 1]
+    with aioresponses() as mock:
+        after = ""
+        for start in range(0, len(numbers), 2):
+            chunk = [make_batch(n) for n in numbers[start : start + 2]]
+            mock.get(
+                f"{BASE_URL}/batches?limit=2{after}", payload=list_body(chunk, True), repeat=True
+            )
+            after = f"&after={chunk[-1]['id']}"
+        mock.get(f"{BASE_URL}/batches?limit=2{after}", payload=list_body([], False), repeat=True)
+        mock.get(f"{BASE_URL}/batches/{make_batch(1)['id']}", **by_id, repeat=True)
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.batches_new, result.pages) == (True, 6, 7)
+
+
+async def test_a_block_of_batches_dated_in_the_future_does_not_hide_new_ones(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """More future-dated batches than a page hold the top of the list (a server that once
+    sent milliseconds): the walk stops at the newest plausibly dated batch, not in them."""
+    future = {n: make_batch(n, created_at=1_700_000_000_000 + n) for n in (30, 29, 28)}
+    with aioresponses() as mock:
+        serve_pages(mock, [30, 29, 28, 7, 6, 5, 4, 3, 2, 1], future)
+        await sync(settings, retry=fast_retry)
+    with aioresponses() as mock:
+        serve_pages(mock, [30, 29, 28, 12, 11, 10, 7, 6, 5, 4, 3, 2, 1], future)
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.batches_new) == (True, 3)
