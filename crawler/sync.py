@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from .api import ApiClient, RetryEvent, RetryPolicy, create_session
 from .config import Settings
-from .errors import ConfigError, CrawlerError, UnstorableBatchError, first_exception
+from .errors import ApiError, ConfigError, CrawlerError, UnstorableBatchError, first_exception
 from .listwalk import ListWalk, PageQueue, WalkEnd
 from .pages import Batch
 from .ratelimit import RateLimiter
@@ -182,7 +182,17 @@ async def _refresh(run: _Run, client: ApiClient) -> bool:
         save=save,
         skip=lambda batch_id, error: run.note(f"batch {batch_id} was not refreshed: {error}"),
         stop=run.time_spent,
+        api_answers=lambda: _answers(client),
     )
+
+
+async def _answers(client: ApiClient) -> bool:
+    """Whether the API answers a list request (of one batch): it is up."""
+    try:
+        await client.fetch_page(None, 1)
+    except ApiError:
+        return False
+    return True
 
 
 async def sync(

@@ -498,10 +498,11 @@ async def test_a_batch_whose_answers_keep_failing_is_skipped_not_the_run(
     assert straggler_row(settings.db) == ("in_progress", 0, 0)
 
 
-async def test_failures_in_a_row_are_the_apis_and_end_the_run(
+async def test_failures_in_a_row_with_the_api_down_end_the_run(
     settings: Settings, fast_retry: RetryPolicy
 ) -> None:
-    """Three batches in a row failing past their retries: the API is down, the run fails."""
+    """Three batches in a row failing past their retries, and a list request failing too:
+    the API is down, the run fails."""
     stragglers = {n: make_batch(n, status="in_progress") for n in (5, 4, 3, 2)}
     with aioresponses() as mock:
         serve_list(mock, stragglers)
@@ -576,3 +577,27 @@ async def test_a_block_of_batches_dated_in_the_future_does_not_hide_new_ones(
         serve_pages(mock, [30, 29, 28, 12, 11, 10, 7, 6, 5, 4, 3, 2, 1], future)
         result = await sync(settings, retry=fast_retry)
     assert (result.complete, result.batches_new) == (True, 3)
+
+
+async def test_failures_in_a_row_with_the_api_up_skip_those_batches(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """Three batches failing, asked first on every run as the least recently seen, while
+    a list request still answers: they are skipped, and the ones after them refreshed."""
+    failing = {n: make_batch(n, status="in_progress") for n in (5, 4, 3)}
+    fine = make_batch(2, status="in_progress")
+    with aioresponses() as mock:
+        serve_list(mock, {**failing, 2: fine})
+        await sync(settings, retry=fast_retry)
+    broken = {"error": {"message": "internal error", "type": "server_error"}}
+    with aioresponses() as mock:
+        serve_head(mock)
+        for n in failing:
+            url = f"{BASE_URL}/batches/{make_batch(n)['id']}"
+            mock.get(url, status=500, payload=broken, repeat=True)
+        mock.get(BY_ID, payload=make_batch(2))
+        mock.get(f"{BASE_URL}/batches?limit=1", payload=list_body([make_batch(7)], True))
+        by_id = dataclasses.replace(settings, concurrency=1, max_pages=10)
+        result = await sync(by_id, retry=fast_retry)
+    assert (result.complete, result.refreshed_by_id, len(result.warnings)) == (True, 1, 3)
+    assert straggler_row(settings.db) == ("completed", 0, 0)
