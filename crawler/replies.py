@@ -60,6 +60,7 @@ def build_api_error(
     `secret` (the API key) is masked should the server echo it back.
     """
     message, code, param = _envelope(body)
+    enveloped = message is not None
     if message is None:
         message = f"HTTP {status}"
     text = f"API error {status}" + (f" ({code})" if code else "") + f": {message} [GET {url}]"
@@ -72,7 +73,9 @@ def build_api_error(
         "retry_after": parse_retry_after(headers),
         "should_retry": _should_retry_header(headers),
     }
-    if status == 404 and message.startswith("Invalid URL"):
+    if status == 404 and (not enveloped or message.startswith("Invalid URL")):
+        # The API answers a missing object with its error envelope; a 404 without one
+        # (a web framework's {"detail": "Not Found"}, a proxy's page) is about the path.
         return UnknownRouteError(text, **fields)
     return _error_class(status, code, param)(text, **fields)
 

@@ -601,3 +601,18 @@ async def test_failures_in_a_row_with_the_api_up_skip_those_batches(
         result = await sync(by_id, retry=fast_retry)
     assert (result.complete, result.refreshed_by_id, len(result.warnings)) == (True, 1, 3)
     assert straggler_row(settings.db) == ("completed", 0, 0)
+
+
+async def test_a_404_without_the_apis_envelope_is_about_the_path_not_the_batch(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """A proxy with no by-id route answers {"detail": "Not Found"}: the batch is skipped
+    with a warning, run after run, and never counted gone."""
+    await first_sync(settings, fast_retry)
+    for _ in range(3):
+        with aioresponses() as mock:
+            serve_head(mock)
+            mock.get(BY_ID, status=404, payload={"detail": "Not Found"})
+            result = await sync(settings, retry=fast_retry)
+        assert (result.complete, result.gone, len(result.warnings)) == (True, 0, 1)
+    assert straggler_row(settings.db) == ("in_progress", 0, 0)
