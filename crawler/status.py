@@ -105,8 +105,11 @@ def format_status(report: StatusReport) -> str:
     return "\n".join(lines)
 
 
-def _when(unix: int) -> str:
-    return dt.datetime.fromtimestamp(unix, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+def _when(unix: Any) -> str:
+    try:
+        return dt.datetime.fromtimestamp(unix, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    except (TypeError, ValueError, OverflowError, OSError):  # a value edited by hand
+        return repr(unix)
 
 
 def dumps(report: StatusReport) -> str:

@@ -23,6 +23,7 @@ from .walk import WalkState, plan_refresh, starting_walk
 
 # Warnings kept word for word; past these, only counted (a proxy may get every page wrong).
 MAX_WARNINGS = 5
+MAX_WARNING_CHARS = 1000
 
 # Pages fetched ahead of the writer: enough to hide a slow commit, small enough
 # that memory does not grow with the size of the list.
@@ -120,12 +121,14 @@ class _Run:
         self.report()
 
     def note(self, warning: str) -> None:
-        # A warning may quote what the server sent, which may echo the key.
-        warning = mask_secret(warning, self.settings.api_key)
-        if len(self.warnings) < MAX_WARNINGS:
-            self.warnings.append(warning)
-        else:
+        if len(self.warnings) >= MAX_WARNINGS:
             self.warnings_dropped += 1
+            return
+        # A warning may quote what the server sent: kept short, and masked, since it may
+        # echo the key.
+        if len(warning) > MAX_WARNING_CHARS:
+            warning = warning[: MAX_WARNING_CHARS - 3] + "..."
+        self.warnings.append(mask_secret(warning, self.settings.api_key))
 
     def all_warnings(self) -> list[str]:
         """The warnings kept, and how many more there were."""
@@ -264,7 +267,7 @@ async def sync(
             raise
         except Exception as exc:
             # Not expected, but never a failed run with no word of why in its ledger row.
-            error = f"unexpected {type(exc).__name__}: {exc}"
+            error = mask_secret(f"unexpected {type(exc).__name__}: {exc}", settings.api_key)
             raise
         finally:
             run.figures = dataclasses.replace(
