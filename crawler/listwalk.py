@@ -106,10 +106,12 @@ class ListWalk:
             newest = await self.store.newest(STOP_NEIGHBOURS, horizon)
             head_second = await self.store.created_at(walk.stop_id)
             ids = {batch_id for batch_id, _ in newest}
-            if head_second is None or head_second <= horizon:
+            if head_second is None or head_second <= horizon or not newest:
+                # A head dated in the future is still the stop when nothing stored is
+                # dated plausibly (a server sending milliseconds for every batch).
                 ids.add(walk.stop_id)
                 stop_second = head_second
-            elif newest:
+            else:
                 stop_second = newest[0][1]
             stop_ids = frozenset(ids)
         steps = walk_pages(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Literal
 
 from .api import ApiClient
 from .errors import (
@@ -38,19 +39,19 @@ async def refresh_by_id(
 ) -> bool:
     """Fetch each batch by id with `concurrency` workers and save them `chunk` at a time.
 
-    Returns False when `stop()` said so before every batch was fetched (a time budget).
+    Returns False when `stop()` said so before every batch was fetched (a time budget), or
+    when requests by id kept failing while the list answered (see below).
 
     `save(batches, gone_ids)` receives the batches fetched and the ids the API answered 404
     for; each call is one transaction, so an interruption loses at most the unsaved chunk,
     which the next sync fetches again. Writes happen one at a time, in no set order.
 
     `skip(batch_id, error)` hears of a batch whose own answer was refused (a 4xx other
-    than 404, a 403 for this batch alone, a 404 for its path, a body that is not a batch):
-    it is left as it is stored and the others go on, so that one batch cannot block the
-    sync; so is one whose retries ran out (a 5xx, a timeout). After FAILURES_IN_A_ROW of
-    those, `api_answers()` asks the API something else: if that fails too, the API is down
-    and the refresh ends. Errors of the API as a whole (a bad key, quota) end it too, once
-    the batches already fetched are saved.
+    than 404, a 403 for this batch alone, a 404 for its path, a body that is not a batch)
+    or whose retries ran out (a 5xx, a timeout): it is left as it is stored and the others
+    go on, so that one batch cannot block the sync. See _FailureStreak for failures in a
+    row. Errors of the API as a whole (a bad key, quota) end the refresh, once the batches
+    already fetched are saved.
     """
     pending = iter(batch_ids)
     fetched: list[Batch] = []
@@ -66,12 +67,12 @@ async def refresh_by_id(
                 await save(batches, missing)
 
     stopped = False
-    failing_in_a_row = 0
+    streak = _FailureStreak(api_answers)
 
     async def worker() -> None:
-        nonlocal stopped, failing_in_a_row
+        nonlocal stopped
         for batch_id in pending:  # the iterator is shared: each id goes to one worker
-            if stop():
+            if stop() or stopped:
                 stopped = True
                 return
             try:
@@ -82,14 +83,16 @@ async def refresh_by_id(
                         raise
                     # Retries spent on one batch: that batch's trouble, unless the next
                     # ones fail too, which is the API's.
-                    failing_in_a_row += 1
-                    if failing_in_a_row >= FAILURES_IN_A_ROW:
-                        if not await api_answers():
-                            raise
-                        failing_in_a_row = 0  # the API answers: these batches are odd
+                    verdict = await streak.failed()
+                    if verdict == "down":
+                        raise
+                    if verdict == "route failing":
+                        skip(batch_id, exc)
+                        stopped = True
+                        return
                 skip(batch_id, exc)
                 continue
-            failing_in_a_row = 0
+            streak.answered()
             if batch is None:
                 gone.append(batch_id)
             else:
@@ -117,3 +120,33 @@ def _about_this_batch(error: ApiError) -> bool:
     if isinstance(error, AuthenticationError):
         return error.status == 403
     return isinstance(error, BadRequestError | BrokenResponseError | UnknownRouteError)
+
+
+class _FailureStreak:
+    """Batches failing past their retries one after the other, with no answer between.
+
+    After FAILURES_IN_A_ROW, `api_answers()` asks the API something else: if that fails
+    too, the API is down. If it answers, these batches are odd and skipped; should as many
+    in a row fail again, the by-id route itself is failing, and full retries for every
+    batch left would take minutes each: the refresh stops short, for the next run.
+    """
+
+    def __init__(self, api_answers: Callable[[], Awaitable[bool]]) -> None:
+        self._api_answers = api_answers
+        self._in_a_row = 0
+        self._list_answered = False
+
+    def answered(self) -> None:
+        self._in_a_row = 0
+
+    async def failed(self) -> Literal["skip", "down", "route failing"]:
+        self._in_a_row += 1
+        if self._in_a_row < FAILURES_IN_A_ROW:
+            return "skip"
+        if self._list_answered:
+            return "route failing"
+        if not await self._api_answers():
+            return "down"
+        self._list_answered = True
+        self._in_a_row = 0
+        return "skip"

@@ -171,13 +171,14 @@ async def _plan_refresh(store: Store, run: _Run) -> None:
 
 
 async def _refresh(run: _Run, client: ApiClient) -> bool:
-    """Fetch by id the unsettled batches the walk did not pass; False if time ran out."""
+    """Fetch by id the unsettled batches the walk did not pass; False if time ran out, or
+    if requests by id kept failing while the list answered."""
 
     async def save(batches: Sequence[Batch], gone: Sequence[str]) -> None:
         run.figures = run.figures.plus(refreshed_by_id=len(batches) + len(gone), gone=len(gone))
         await run.save(batches, None, gone)
 
-    return await refresh_by_id(
+    complete = await refresh_by_id(
         client,
         [batch_id for batch_id in run.refresh_order if batch_id in run.to_refresh],
         concurrency=run.settings.concurrency,
@@ -187,6 +188,12 @@ async def _refresh(run: _Run, client: ApiClient) -> bool:
         stop=run.time_spent,
         api_answers=lambda: _answers(client),
     )
+    if not complete and not run.time_spent():
+        run.note(
+            "requests by id kept failing while the list answered; the batches left are "
+            "asked for by the next sync"
+        )
+    return complete
 
 
 async def _answers(client: ApiClient) -> bool:

@@ -616,3 +616,49 @@ async def test_a_404_without_the_apis_envelope_is_about_the_path_not_the_batch(
             result = await sync(settings, retry=fast_retry)
         assert (result.complete, result.gone, len(result.warnings)) == (True, 0, 1)
     assert straggler_row(settings.db) == ("in_progress", 0, 0)
+
+
+async def test_a_failing_by_id_route_stops_the_refresh_short_not_after_every_retry(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """Every request by id fails while the list answers: after two streaks of failures the
+    refresh stops, the run is partial, and the batches left wait for the next sync."""
+    stragglers = {n: make_batch(n, status="in_progress") for n in range(12, 0, -1)}
+    with aioresponses() as mock:
+        serve_pages(mock, list(range(14, 0, -1)), stragglers)
+        await sync(settings, retry=fast_retry)
+    broken = {"error": {"message": "bad gateway", "type": "server_error"}}
+    asked: list[str] = []
+    with aioresponses() as mock:
+        head = list_body([make_batch(14), make_batch(13)], True)
+        mock.get(f"{BASE_URL}/batches?limit=2", payload=head)
+        mock.get(f"{BASE_URL}/batches?limit=1", payload=list_body([make_batch(14)], True))
+        for n in stragglers:
+            url = f"{BASE_URL}/batches/{make_batch(n)['id']}"
+            mock.get(
+                url,
+                status=502,
+                payload=broken,
+                repeat=True,
+                callback=lambda u, **_: asked.append(str(u)),
+            )
+        by_id = dataclasses.replace(settings, concurrency=1, max_pages=10)
+        result = await sync(by_id, retry=fast_retry)
+    assert not result.complete
+    assert len(set(asked)) == 6  # three, a list request that answered, three more
+    assert result.warnings[-1] == "... and 2 more"  # six skipped, and why the refresh stopped
+
+
+async def test_a_server_dating_every_batch_in_the_future_still_stops_at_the_head(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """Milliseconds for every created_at: nothing is plausibly dated, so the head is the
+    stop, as it would be for any server."""
+    ms = {n: make_batch(n, created_at=1_700_000_000_000 + n) for n in range(12, 0, -1)}
+    with aioresponses() as mock:
+        serve_pages(mock, [7, 6, 5, 4, 3, 2, 1], ms)
+        await sync(settings, retry=fast_retry)
+    with aioresponses() as mock:
+        serve_pages(mock, [12, 11, 10, 7, 6, 5, 4, 3, 2, 1], ms)
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.batches_new, result.pages) == (True, 3, 3)
