@@ -16,14 +16,12 @@ from dataclasses import dataclass
 
 from .api import ApiClient
 from .errors import (
-    AuthenticationError,
-    BadRequestError,
-    BrokenResponseError,
+    ApiError,
     CrawlerError,
     ServerError,
     TransportError,
     UnknownCursorError,
-    UnknownRouteError,
+    about_one_batch,
 )
 from .pages import WalkStep, walk_pages
 from .store import Store
@@ -153,16 +151,8 @@ class ListWalk:
         (refused, another batch) counts as no: walking from the top again loses nothing."""
         try:
             return await self.client.fetch_batch(cursor) is not None
-        except (
-            BadRequestError,
-            BrokenResponseError,
-            UnknownRouteError,
-            ServerError,
-            TransportError,
-        ) as exc:
-            self.note(f"could not confirm the cursor {cursor}: {exc}")
-        except AuthenticationError as exc:
-            if exc.status != 403:
+        except ApiError as exc:
+            if not (about_one_batch(exc) or isinstance(exc, ServerError | TransportError)):
                 raise
             self.note(f"could not confirm the cursor {cursor}: {exc}")
         return False

@@ -7,16 +7,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Literal
 
 from .api import ApiClient
-from .errors import (
-    ApiError,
-    AuthenticationError,
-    BadRequestError,
-    BrokenResponseError,
-    ServerError,
-    TransportError,
-    UnknownRouteError,
-    first_exception,
-)
+from .errors import ApiError, ServerError, TransportError, about_one_batch, first_exception
 from .pages import Batch
 
 # Batches whose retries ran out one after the other, with no answer between, before the
@@ -78,7 +69,7 @@ async def refresh_by_id(
             try:
                 batch = await client.fetch_batch(batch_id)
             except ApiError as exc:
-                if not _about_this_batch(exc):
+                if not about_one_batch(exc):
                     if not isinstance(exc, ServerError | TransportError):
                         raise
                     # Retries spent on one batch: that batch's trouble, unless the next
@@ -111,15 +102,6 @@ async def refresh_by_id(
         raise error from None
     await flush()
     return not stopped
-
-
-def _about_this_batch(error: ApiError) -> bool:
-    """Whether a refusal is about one batch, not the API: a 4xx other than 404 (a 403
-    too, since the list was read with this key; a 401 is about the key), a 404 for its
-    path, a body that is not that batch."""
-    if isinstance(error, AuthenticationError):
-        return error.status == 403
-    return isinstance(error, BadRequestError | BrokenResponseError | UnknownRouteError)
 
 
 class _FailureStreak:
