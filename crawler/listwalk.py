@@ -164,8 +164,17 @@ class ListWalk:
         self.restarted = True
         return walk
 
-    async def walk_on(self, after: str, queue: PageQueue, fetched: int) -> bool:
-        """Walk on below a finished walk until the batches planned for it are passed.
+    async def walk_down(self, queue: PageQueue, fetched: int) -> None:
+        """Walk from the top until the walk targets are passed, leaving the walk state as it
+        is: the refresh by id could not refresh them. Errors go through the queue."""
+        try:
+            complete = await self.walk_on(None, queue, fetched)
+            await queue.put(WalkEnd(complete=complete))
+        except CrawlerError as exc:
+            await queue.put(WalkEnd(complete=False, error=exc))
+
+    async def walk_on(self, after: str | None, queue: PageQueue, fetched: int) -> bool:
+        """Walk on below a finished walk (or from the top) until the walk targets are passed.
 
         Returns False when the page or time budget ran out first.
         """

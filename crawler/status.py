@@ -11,7 +11,7 @@ from typing import Any
 
 from .runs import RunRecord
 from .store import open_reader, sync_is_running
-from .store.reads import select_holdings, select_runs, select_walk
+from .store.reads import select_by_id_failed_at, select_holdings, select_runs, select_walk
 from .walk import WalkState
 
 
@@ -27,6 +27,7 @@ class StatusReport:
     by_status: dict[str, int]
     gone: int  # answered 404 on 3 runs in a row: no longer asked about
     runs: list[RunRecord]
+    by_id_failed_at: int | None = None  # requests by id last kept failing then
 
     def as_json(self) -> dict[str, Any]:
         """A plain-data form for `status --json`."""
@@ -38,6 +39,7 @@ class StatusReport:
             "error_lines": self.error_lines,
             "by_status": self.by_status,
             "gone": self.gone,
+            "by_id_failed_at": self.by_id_failed_at,
             "runs": [dataclasses.asdict(run) for run in self.runs],
         }
 
@@ -49,6 +51,7 @@ async def read_status(path: Path, *, runs: int = 5) -> StatusReport:
         walk = await reader.read(select_walk)
         holdings = await reader.read(select_holdings)
         records = await reader.read(select_runs, runs)
+        by_id_failed_at = await reader.read(select_by_id_failed_at)
     if records and records[0].outcome == "running" and not running:
         # The ledger says running but nobody holds the lock: that run was killed.
         records[0] = dataclasses.replace(records[0], outcome="killed")
@@ -61,6 +64,7 @@ async def read_status(path: Path, *, runs: int = 5) -> StatusReport:
         holdings.by_status,
         holdings.gone,
         records,
+        by_id_failed_at,
     )
 
 
@@ -89,6 +93,12 @@ def format_status(report: StatusReport) -> str:
         lines.append(
             f"gone: {report.gone:,} answered 404 on 3 runs in a row and are no longer asked "
             "about; a `sync --full` that lists them again clears the mark"
+        )
+    if report.by_id_failed_at is not None:
+        lines.append(
+            f"requests by id (GET /batches/{{id}}) kept failing at "
+            f"{_when(report.by_id_failed_at)}: in-flight batches are refreshed by walking "
+            "the list, for a day after that"
         )
     if report.runs:
         lines.append("last runs:")

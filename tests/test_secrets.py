@@ -165,6 +165,51 @@ async def test_an_id_holding_the_key_is_never_stored_nor_asked_for(
     assert settings.api_key not in dump
 
 
+@pytest.mark.parametrize("by_id", [False, True], ids=["listed", "refreshed by id"])
+async def test_a_key_echoed_into_a_batchs_fields_is_stored_masked(
+    settings: Settings, fast_retry: RetryPolicy, by_id: bool
+) -> None:
+    """A server echoing the key into a batch's model, file id, metadata and error lines:
+    stored with the key masked in every column, `raw` included, listed or by id."""
+    key = settings.api_key
+    assert key is not None
+    echo = make_batch(
+        1,
+        status="in_progress" if by_id else "failed",
+        model=key,
+        input_file_id=f"file-{key}",
+        metadata={"note": f"called with {key}"},
+        errors={"object": "list", "data": [{"code": "bad", "message": key, "param": key}]},
+    )
+    first = [make_batch(4), make_batch(3), make_batch(2)]
+    with aioresponses() as mock:
+        mock.get(f"{BASE_URL}/batches?limit=2", payload=list_body(first[:2], True))
+        below = list_body([first[2], make_batch(1, status="in_progress") if by_id else echo], False)
+        mock.get(f"{BASE_URL}/batches?limit=2&after={first[1]['id']}", payload=below)
+        await sync(settings, retry=fast_retry)
+    if by_id:
+        # The walk stops above batch 1: it is refreshed by id.
+        with aioresponses() as mock:
+            pages = [[make_batch(5), first[0]], first[1:]]
+            mock.get(f"{BASE_URL}/batches?limit=2", payload=list_body(pages[0], True))
+            after = f"{BASE_URL}/batches?limit=2&after={first[0]['id']}"
+            mock.get(after, payload=list_body(pages[1], True))
+            mock.get(f"{BASE_URL}/batches/{echo['id']}", payload=echo)
+            result = await sync(settings, retry=fast_retry)
+        assert result.refreshed_by_id == 1
+    with contextlib.closing(sqlite3.connect(settings.db)) as conn:
+        dump = "\n".join(conn.iterdump())
+        row = conn.execute(
+            "SELECT model, input_file_id, metadata, json_extract(raw, '$.model') FROM batches "
+            "WHERE id = ?",
+            (echo["id"],),
+        ).fetchone()
+        errors = conn.execute("SELECT message, param FROM batch_errors").fetchall()
+    assert key not in dump
+    assert row == ("***", "file-***", '{"note":"called with ***"}', "***")
+    assert errors == [("***", "***")]
+
+
 async def test_an_unexpected_error_quoting_the_key_is_stored_masked(
     settings: Settings, fast_retry: RetryPolicy
 ) -> None:
