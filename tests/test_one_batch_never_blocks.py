@@ -144,33 +144,39 @@ async def test_a_404_by_id_with_any_code_means_not_found(
     assert straggler_row(settings.db) == ("completed", 0, 0)
 
 
-async def test_a_404_for_the_path_of_one_batch_is_not_a_batch_gone(
-    settings: Settings, fast_retry: RetryPolicy
+UNUSABLE_ANSWERS = {
+    "a 404 for its path": {
+        "status": 404,
+        "payload": not_found(None, message=f"Invalid URL (GET /v1/batches/{STRAGGLER['id']})"),
+    },
+    "refused": {
+        "status": 400,
+        "payload": {"error": {"message": "Invalid batch id.", "type": "invalid_request_error"}},
+    },
+    # After the list was read with the same key: the batch's answer, not the key's.
+    "forbidden": {
+        "status": 403,
+        "payload": {"error": {"message": "Not allowed.", "type": "invalid_request_error"}},
+    },
+    "another batch": {"payload": make_batch(99)},
+}
+
+
+@pytest.mark.parametrize("answer", UNUSABLE_ANSWERS.values(), ids=UNUSABLE_ANSWERS.keys())
+async def test_a_batch_whose_answer_by_id_is_unusable_is_refreshed_from_the_list(
+    settings: Settings, fast_retry: RetryPolicy, answer: dict[str, Any]
 ) -> None:
-    """A 404 "Invalid URL" by id after the list worked is about that batch's path: never
-    counted gone; the batch is refreshed by walking the list down to it."""
+    """The walk goes down the list to it instead, in the same run; it is never counted
+    gone, and an answer naming another batch adds no row the list never showed."""
     await first_sync(settings, fast_retry)
     with aioresponses() as mock:
         serve_walk_down(mock)
-        route = not_found(None, message=f"Invalid URL (GET /v1/batches/{STRAGGLER['id']})")
-        mock.get(BY_ID, status=404, payload=route)
+        mock.get(BY_ID, **answer)
         result = await sync(settings, retry=fast_retry)
-    assert (result.complete, result.gone, result.warnings) == (True, 0, ())
+    assert (result.complete, result.pages, result.gone, result.warnings) == (True, 4, 0, ())
     assert straggler_row(settings.db) == ("completed", 0, 0)
-
-
-async def test_a_batch_whose_refresh_is_refused_is_refreshed_from_the_list(
-    settings: Settings, fast_retry: RetryPolicy
-) -> None:
-    """A 400 for one batch by id: the list walked down to it refreshes it instead."""
-    await first_sync(settings, fast_retry)
-    with aioresponses() as mock:
-        serve_walk_down(mock)
-        refused = {"error": {"message": "Invalid batch id.", "type": "invalid_request_error"}}
-        mock.get(BY_ID, status=400, payload=refused)
-        result = await sync(settings, retry=fast_retry)
-    assert (result.complete, result.pages, result.warnings) == (True, 4, ())
-    assert straggler_row(settings.db) == ("completed", 0, 0)
+    with contextlib.closing(sqlite3.connect(settings.db)) as conn:
+        assert conn.execute("SELECT count(*) FROM batches").fetchone() == (len(NUMBERS),)
 
 
 async def test_a_batch_refused_by_id_and_gone_from_the_list_is_named(
@@ -229,22 +235,6 @@ async def test_a_batch_sqlite_cannot_store_is_stored_with_a_warning(
     assert json.loads(raw)["id"] == odd["id"]
 
 
-async def test_an_answer_naming_another_batch_is_not_stored_as_a_new_row(
-    settings: Settings, fast_retry: RetryPolicy
-) -> None:
-    """A refresh whose answer names another id adds no phantom row; the asked one is
-    refreshed from the list instead."""
-    await first_sync(settings, fast_retry)
-    with aioresponses() as mock:
-        serve_walk_down(mock)
-        mock.get(BY_ID, payload=make_batch(99))
-        result = await sync(settings, retry=fast_retry)
-    assert (result.complete, result.warnings) == (True, ())
-    with contextlib.closing(sqlite3.connect(settings.db)) as conn:
-        assert conn.execute("SELECT count(*) FROM batches").fetchone() == (len(NUMBERS),)
-    assert straggler_row(settings.db) == ("completed", 0, 0)
-
-
 async def test_an_id_is_sent_as_one_path_segment(
     settings: Settings, fast_retry: RetryPolicy
 ) -> None:
@@ -276,21 +266,6 @@ async def test_a_dot_id_is_asked_for_as_itself(
         mock.get(asked, payload=make_batch(2, id=dots))
         result = await sync(settings, retry=fast_retry)
     assert (result.complete, result.refreshed_by_id, result.warnings) == (True, 1, ())
-
-
-async def test_a_batch_forbidden_by_id_is_refreshed_from_the_list(
-    settings: Settings, fast_retry: RetryPolicy
-) -> None:
-    """A 403 for one batch after the list was read with the same key is that batch's
-    answer, not the key's: the run goes on, and the list refreshes it."""
-    await first_sync(settings, fast_retry)
-    forbidden = {"error": {"message": "Not allowed.", "type": "invalid_request_error"}}
-    with aioresponses() as mock:
-        serve_walk_down(mock)
-        mock.get(BY_ID, status=403, payload=forbidden)
-        result = await sync(settings, retry=fast_retry)
-    assert (result.complete, result.warnings) == (True, ())
-    assert straggler_row(settings.db) == ("completed", 0, 0)
 
 
 async def test_refreshes_fetched_before_a_bad_key_are_kept(
