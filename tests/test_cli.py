@@ -402,17 +402,27 @@ def test_plain_http_to_another_host_exits_2_unless_allowed(
         assert main([*argv, "--allow-insecure-http", "-q"]) == 0
 
 
-def test_a_walk_state_edited_into_a_blob_is_one_line_and_restart_goes_on(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    """A cursor that is not text: exit 4 with what to do; --restart walks from the top."""
+def synced_then_edited(tmp_path: Path, *edits: str) -> Path:
+    """A database synced from three pages, then edited by hand with `edits`."""
     db = tmp_path / "b.db"
     with aioresponses() as mock:
         serve_three_pages(mock)
         assert main(["sync", "--db", str(db), "--page-size", "2", "-q"]) == 0
     with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE walk_state SET cursor = x'00ff', finished = 0")
-        conn.execute("UPDATE batches SET status = x'01' WHERE rowid = 1")
+        for edit in edits:
+            conn.execute(edit)
+    return db
+
+
+def test_a_walk_state_edited_into_a_blob_is_one_line_and_restart_goes_on(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A cursor that is not text: exit 4 with what to do; --restart walks from the top."""
+    db = synced_then_edited(
+        tmp_path,
+        "UPDATE walk_state SET cursor = x'00ff', finished = 0",
+        "UPDATE batches SET status = x'01' WHERE rowid = 1",
+    )
     assert main(["sync", "--db", str(db), "--page-size", "2"]) == 4
     assert main(["status", "--db", str(db)]) == 4
     err = capsys.readouterr().err.splitlines()
@@ -434,12 +444,7 @@ def test_a_walk_state_edited_into_a_blob_is_one_line_and_restart_goes_on(
 def test_a_status_edited_into_a_blob_is_shown_by_its_type(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    db = tmp_path / "b.db"
-    with aioresponses() as mock:
-        serve_three_pages(mock)
-        assert main(["sync", "--db", str(db), "--page-size", "2", "-q"]) == 0
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE batches SET status = x'01' WHERE rowid = 1")
+    db = synced_then_edited(tmp_path, "UPDATE batches SET status = x'01' WHERE rowid = 1")
     assert main(["status", "--db", str(db)]) == 0
     assert main(["status", "--db", str(db), "--json"]) == 0
     out = capsys.readouterr().out

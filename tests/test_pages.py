@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -101,18 +102,33 @@ def test_last_id_disagreeing_with_the_data_gives_a_warning() -> None:
 
 
 class FakeList:
-    """Serves a list of batch numbers newest first, as the API pages it."""
+    """Serves a list of batch numbers newest first, as the API pages it; `created` gives
+    some of them a creation time of their own."""
 
-    def __init__(self, numbers: list[int]) -> None:
+    def __init__(self, numbers: list[int], created: Callable[[int], int] | None = None) -> None:
         self.ids = [make_batch(n)["id"] for n in numbers]
         self.numbers = numbers
+        self.created = created
         self.calls: list[str | None] = []
 
     async def fetch(self, after: str | None, limit: int) -> BatchPage:
         self.calls.append(after)
         start = 0 if after is None else self.ids.index(after) + 1
-        chunk = self.numbers[start : start + limit]
-        return parse_page(list_body([make_batch(n) for n in chunk], start + limit < len(self.ids)))
+        chunk = [
+            make_batch(n) if self.created is None else make_batch(n, created_at=self.created(n))
+            for n in self.numbers[start : start + limit]
+        ]
+        return parse_page(list_body(chunk, start + limit < len(self.ids)))
+
+
+def stored_before(*numbers: int) -> Callable[[str], Awaitable[bool]]:
+    """The `known` test of a walk: these batches were stored before the run."""
+    ids = {make_batch(n)["id"] for n in numbers}
+
+    async def known(batch_id: str) -> bool:
+        return batch_id in ids
+
+    return known
 
 
 async def collect(**kwargs: Any) -> list[Any]:
@@ -151,25 +167,14 @@ async def test_walk_stops_on_the_page_holding_the_stop_id() -> None:
 async def test_a_tie_with_the_stop_batch_below_it_is_not_missed() -> None:
     """A batch created in the stop batch's second, listed after it, is still walked to."""
     created = {9: 105, 8: 100, 7: 100, 6: 99, 5: 98}
-
-    async def fetch(after: str | None, limit: int) -> BatchPage:
-        order = [9, 8, 7, 6, 5]  # 8 is the old head; 7 is new, in the same second
-        start = 0 if after is None else [make_batch(n)["id"] for n in order].index(after) + 1
-        chunk = [make_batch(n, created_at=created[n]) for n in order[start : start + limit]]
-        return parse_page(list_body(chunk, start + limit < len(order)))
-
-    known = {make_batch(n)["id"] for n in (8, 6, 5)}  # 9 and 7 are new
-
-    async def stored(batch_id: str) -> bool:
-        return batch_id in known
-
+    api = FakeList([9, 8, 7, 6, 5], created.__getitem__)  # 8 is the old head; 7 is new
     steps = await collect(
-        fetch_page=fetch,
+        fetch_page=api.fetch,
         after=None,
         limit=2,
         stop_ids=frozenset({make_batch(8)["id"]}),
         stop_second=100,
-        known=stored,
+        known=stored_before(8, 6, 5),
     )
     walked = [b["id"] for s in steps for b in s.page.batches]
     assert make_batch(7)["id"] in walked
@@ -190,26 +195,14 @@ async def test_an_early_creation_time_alone_does_not_stop_the_walk() -> None:
     """A new batch listed with an early created_at, at the end of a page above the head,
     must not end the walk before the batches between it and the head."""
     order = [12, 11, 10, 9, 8]  # 8 is the old head; 11 claims to be older than it
-
-    async def fetch(after: str | None, limit: int) -> BatchPage:
-        start = 0 if after is None else [make_batch(n)["id"] for n in order].index(after) + 1
-        chunk = [
-            make_batch(n, created_at=0 if n == 11 else 1_700_000_000 + n)
-            for n in order[start : start + limit]
-        ]
-        return parse_page(list_body(chunk, start + limit < len(order)))
-
-    async def stored(batch_id: str) -> bool:
-        return batch_id == make_batch(8)["id"]
-
-    stop_ids = frozenset({make_batch(8)["id"]})
+    api = FakeList(order, lambda n: 0 if n == 11 else 1_700_000_000 + n)
     steps = await collect(
-        fetch_page=fetch,
+        fetch_page=api.fetch,
         after=None,
         limit=2,
-        stop_ids=stop_ids,
+        stop_ids=frozenset({make_batch(8)["id"]}),
         stop_second=1_700_000_008,
-        known=stored,
+        known=stored_before(8),
     )
     walked = [b["id"] for s in steps for b in s.page.batches]
     assert walked == [make_batch(n)["id"] for n in order]
@@ -246,25 +239,14 @@ async def test_a_head_with_an_odd_creation_time_stops_the_walk_only_past_stored_
     """A head dated in the future sits at the top: the new batches listed below it are
     walked until a page ends with a batch stored before."""
     order = [20, 12, 11, 10, 9, 8]  # 20 is the old head, dated in the future; 12..10 are new
-
-    async def fetch(after: str | None, limit: int) -> BatchPage:
-        start = 0 if after is None else [make_batch(n)["id"] for n in order].index(after) + 1
-        chunk = [
-            make_batch(n, created_at=1_900_000_000 if n == 20 else 1_700_000_000 + n)
-            for n in order[start : start + limit]
-        ]
-        return parse_page(list_body(chunk, start + limit < len(order)))
-
-    async def stored(batch_id: str) -> bool:
-        return batch_id in {make_batch(n)["id"] for n in (20, 9, 8)}
-
+    api = FakeList(order, lambda n: 1_900_000_000 if n == 20 else 1_700_000_000 + n)
     steps = await collect(
-        fetch_page=fetch,
+        fetch_page=api.fetch,
         after=None,
         limit=2,
         stop_ids=frozenset({make_batch(20)["id"]}),
         stop_second=1_900_000_000,
-        known=stored,
+        known=stored_before(20, 9, 8),
     )
     walked = [b["id"] for s in steps for b in s.page.batches]
     assert walked == [make_batch(n)["id"] for n in order]
@@ -305,22 +287,13 @@ def test_an_error_envelope_sent_with_a_200_says_what_the_api_said() -> None:
 
 async def test_a_list_where_every_batch_shares_one_second_is_not_walked_to_its_end() -> None:
     """One page of the head's second is waited past, not every one."""
-    order = list(range(20, 0, -1))  # 12 is the old head; all share one second
-
-    async def fetch(after: str | None, limit: int) -> BatchPage:
-        start = 0 if after is None else [make_batch(n)["id"] for n in order].index(after) + 1
-        chunk = [make_batch(n, created_at=1_700_000_000) for n in order[start : start + limit]]
-        return parse_page(list_body(chunk, start + limit < len(order)))
-
-    async def stored(batch_id: str) -> bool:
-        return batch_id in {make_batch(n)["id"] for n in range(12, 0, -1)}
-
+    api = FakeList(list(range(20, 0, -1)), lambda n: 1_700_000_000)  # 12 is the old head
     steps = await collect(
-        fetch_page=fetch,
+        fetch_page=api.fetch,
         after=None,
         limit=4,
         stop_ids=frozenset({make_batch(12)["id"]}),
         stop_second=1_700_000_000,
-        known=stored,
+        known=stored_before(*range(12, 0, -1)),
     )
     assert len(steps) == 4  # 20..17, 16..13, 12..9 (the head's page), and one more
