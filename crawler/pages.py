@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import BrokenResponseError, PaginationError
+from .jsontext import is_storable_text
 
 Batch = dict[str, Any]
 
@@ -51,16 +52,7 @@ def parse_page(payload: Any) -> BatchPage:
 
 def _has_usable_id(item: Any) -> bool:
     """Whether `item` is an object with an id we can store as text and send as a cursor."""
-    if not isinstance(item, dict):
-        return False
-    batch_id = item.get("id")
-    if not isinstance(batch_id, str) or not batch_id:
-        return False
-    try:
-        batch_id.encode()
-    except UnicodeEncodeError:  # a lone surrogate, from a JSON \ud800 escape
-        return False
-    return True
+    return isinstance(item, dict) and is_storable_text(item.get("id"))
 
 
 def _describe_skipped(data: list[Any]) -> tuple[str, ...]:

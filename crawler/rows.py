@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .jsontext import to_text
+from .jsontext import is_storable_text, to_text
 from .pages import Batch
 
 # Order matters: it is the column order of the INSERT that `store` builds from it.
@@ -102,6 +102,23 @@ def build_page_rows(
     # Most batches have no errors (null): skip the call for them.
     error_rows = [row for batch in unique if batch.get("errors") for row in build_error_rows(batch)]
     return batch_rows, error_rows
+
+
+# Statuses a batch never leaves: its files are final and can be fetched.
+TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
+
+FILE_KINDS = {"output_file_id": "output", "error_file_id": "error"}
+
+
+def build_file_rows(batches: Iterable[Batch]) -> list[tuple[str, str, str]]:
+    """(file_id, batch_id, kind) for every file a terminal batch names: the files to fetch."""
+    return [
+        (file_id, batch["id"], kind)
+        for batch in batches
+        if batch.get("status") in TERMINAL_STATUSES
+        for field, kind in FILE_KINDS.items()
+        if is_storable_text(file_id := batch.get(field))
+    ]
 
 
 # Columns SQLite stores as numbers; every other column is text.

@@ -21,7 +21,7 @@ from .errors import (
 from .pages import Batch, WalkStep, walk_pages
 from .ratelimit import RateLimiter
 from .refresh import refresh_by_id
-from .rows import build_page_rows, build_page_rows_fitted
+from .rows import build_file_rows, build_page_rows, build_page_rows_fitted
 from .runs import Progress, RunFigures, SyncResult
 from .store import Store, open_store
 from .walk import (
@@ -196,9 +196,10 @@ class _Run:
         """
         seen_at = int(time.time())
         batch_rows, error_rows = build_page_rows(batches, seen_at)
+        file_rows = build_file_rows(batches)
         try:
             counts = await self.store.save_page(
-                batch_rows, error_rows, walk, self.run_id, self.figures, gone
+                batch_rows, error_rows, walk, self.run_id, self.figures, gone, file_rows
             )
         except UnstorableBatchError:
             # Nothing was written. Store every batch with what SQLite refused made storable,
@@ -207,7 +208,7 @@ class _Run:
             for warning in warnings:
                 self.note(warning)
             counts = await self.store.save_page(
-                batch_rows, error_rows, walk, self.run_id, self.figures, gone
+                batch_rows, error_rows, walk, self.run_id, self.figures, gone, file_rows
             )
         self.figures = self.figures.plus(
             batches_new=counts.new, batches_updated=counts.updated, error_lines=counts.error_lines

@@ -32,6 +32,9 @@ _UPSERT_BATCHES = (
     + ", ".join(f"{c} = excluded.{c}" for c in BATCH_COLUMNS if c not in {"id", "first_seen_at"})
     + ", gone_at = NULL, not_found_runs = 0"
 )
+_INSERT_FILE = (
+    "INSERT OR IGNORE INTO batch_files (file_id, batch_id, kind, state) VALUES (?, ?, ?, 'pending')"
+)
 _INSERT_ERROR = (
     f"INSERT INTO batch_errors ({', '.join(ERROR_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(ERROR_COLUMNS))})"
@@ -127,6 +130,7 @@ def _write_page(
     run_id: int,
     figures: RunFigures,
     gone_ids: Sequence[str],
+    file_rows: Sequence[tuple[str, str, str]] = (),
 ) -> PageCounts:
     ids = [row[0] for row in batch_rows]
     marks = ", ".join("?" * len(ids))
@@ -139,6 +143,8 @@ def _write_page(
             stored = ", ".join("?" * len(before))
             db.execute(f"DELETE FROM batch_errors WHERE batch_id IN ({stored})", list(before))
         db.executemany(_INSERT_ERROR, error_rows)
+        # In the same commit as the batch: a file to fetch is never lost to an interruption.
+        db.executemany(_INSERT_FILE, file_rows)
         # gone_at keeps the first 404 of a streak; the count says how sure the mark is.
         gone_at = int(time.time())
         db.executemany(
@@ -237,6 +243,7 @@ class Store:
         run_id: int,
         figures: RunFigures,
         gone_ids: Sequence[str] = (),
+        file_rows: Sequence[tuple[str, str, str]] = (),
     ) -> PageCounts:
         """Upsert a page's batches, replace their error lines, and move the walk: atomically.
 
@@ -244,13 +251,14 @@ class Store:
             walk: the walk state to commit with the page; None leaves it as it is.
             figures: the run's figures so far, committed to its ledger row with the page.
             gone_ids: batches the API answered 404 for, counted in the same commit.
+            file_rows: (file_id, batch_id, kind) of files to fetch, added unless known.
 
         Raises:
             UnstorableBatchError: a field held a value SQLite cannot store (nothing is written).
         """
         try:
             return await self._in_thread(
-                _write_page, batch_rows, error_rows, walk, run_id, figures, gone_ids
+                _write_page, batch_rows, error_rows, walk, run_id, figures, gone_ids, file_rows
             )
         except _UNSTORABLE as exc:
             ids = f"{batch_rows[0][0]} .. {batch_rows[-1][0]}" if batch_rows else "none"
