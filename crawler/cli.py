@@ -121,6 +121,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,  # None, not False: unset lets a config file's true stand
         help="allow a plain http:// base URL to another machine (sends the key in clear text)",
     )
+    sync_cmd.add_argument(
+        "--outputs",
+        action="store_true",
+        default=None,
+        help="store every request's outcome from the output files too, not only the error files",
+    )
+    sync_cmd.add_argument(
+        "--no-files",
+        dest="files",
+        action="store_false",
+        default=None,
+        help="store no request files (error nor output)",
+    )
+    sync_cmd.add_argument(
+        "--bodies",
+        action="store_true",
+        default=None,
+        help="keep each response body (large, and holds your content) in batch_requests.body",
+    )
     sync_cmd.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
 
     status_cmd = commands.add_parser(
@@ -306,6 +325,9 @@ def _cmd_sync(args: argparse.Namespace) -> int:
         "concurrency": args.concurrency,
         "requests_per_minute": args.requests_per_minute,
         "allow_insecure_http": args.allow_insecure_http,
+        "files": args.files,
+        "outputs": args.outputs,
+        "bodies": args.bodies,
     }
     settings = load_settings(flags, os.environ, args.config)
     with _progress_line(show=not args.quiet) as progress:

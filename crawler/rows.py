@@ -104,7 +104,7 @@ def build_page_rows(
     return batch_rows, error_rows
 
 
-# Statuses a batch never leaves: its files are final and can be fetched.
+# Statuses a batch never leaves: it never changes again, and its files are final.
 TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
 
 FILE_KINDS = {"output_file_id": "output", "error_file_id": "error"}

@@ -21,6 +21,9 @@ class RunFigures:
     gone: int = 0  # of those, answered 404
     limiter_waits: int = 0
     limiter_wait_seconds: float = 0.0
+    files: int = 0  # request files stored whole
+    request_lines: int = 0
+    file_bytes: int = 0
 
     def plus(self, **counts: float) -> RunFigures:
         """These figures with `counts` added to the named ones."""

@@ -21,6 +21,7 @@ from .errors import (
 from .pages import Batch, WalkStep, walk_pages
 from .ratelimit import RateLimiter
 from .refresh import refresh_by_id
+from .request_files import FileFetcher, FileOutcome
 from .rows import build_file_rows, build_page_rows, build_page_rows_fitted
 from .runs import Progress, RunFigures, SyncResult
 from .store import Store, open_store
@@ -67,6 +68,7 @@ class _Run:
     to_refresh: set[str] = field(default_factory=set)
     walk_targets: set[str] = field(default_factory=set)
     last_step: WalkStep | None = None
+    fetcher: FileFetcher | None = None
 
     def budget_spent(self, pages_fetched: int) -> bool:
         limit = self.settings.max_pages
@@ -213,7 +215,36 @@ class _Run:
         self.figures = self.figures.plus(
             batches_new=counts.new, batches_updated=counts.updated, error_lines=counts.error_lines
         )
+        if file_rows and self.fetcher is not None:
+            self.fetcher.more()
         self.report()
+
+    async def file_done(self, outcome: FileOutcome) -> None:
+        """Count a file, say what was odd in it, and record how it ended."""
+        file, read = outcome.file, outcome.read
+        where = f"file {file.file_id} of batch {file.batch_id}"
+        if outcome.error is not None:
+            self.note(f"{where} was not stored, and is asked for again next sync: {outcome.error}")
+            await self.store.finish_file(
+                file.file_id, "failed", self.run_id, self.figures, error=str(outcome.error)
+            )
+            return
+        if read is None:  # deleted or expired: nothing to store, ever
+            await self.store.finish_file(file.file_id, "expired", self.run_id, self.figures)
+            return
+        for warning in read.warnings:
+            self.note(warning)
+        if read.more_warnings:
+            self.note(f"{where}: {read.more_warnings:,} more odd lines, not stored")
+        if file.expected_lines is not None and read.lines != file.expected_lines:
+            self.note(
+                f"{where} holds {read.lines:,} request lines where the batch counts "
+                f"{file.expected_lines:,} (a transfer cut short?)"
+            )
+        self.figures = self.figures.plus(files=1, request_lines=read.lines, file_bytes=read.size)
+        await self.store.finish_file(
+            file.file_id, "complete", self.run_id, self.figures, size=read.size, lines=read.lines
+        )
 
     def note(self, warning: str) -> None:
         if len(self.warnings) < MAX_WARNINGS:
@@ -274,6 +305,33 @@ async def _refresh(run: _Run, client: ApiClient) -> bool:
     )
 
 
+async def _walk_and_refresh(run: _Run, client: ApiClient, walk: WalkState) -> bool:
+    """The list walk, then the refresh by id; False when a budget cut it short."""
+    complete = await run.pipeline(client, walk)
+    if complete and run.to_refresh:
+        complete = await _refresh(run, client)
+    return complete
+
+
+async def _walk_and_fetch(run: _Run, client: ApiClient, walk: WalkState) -> bool:
+    """The walk and the refresh, with the request files fetched alongside; False when a
+    budget cut either short."""
+    fetcher = run.fetcher
+    if fetcher is None:
+        return await _walk_and_refresh(run, client, walk)
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            files = tasks.create_task(fetcher.run())
+            complete = False
+            try:
+                complete = await _walk_and_refresh(run, client, walk)
+            finally:
+                fetcher.walk_ended(complete=complete)
+    except BaseExceptionGroup as group:
+        raise first_exception(group) from None
+    return complete and files.result()
+
+
 async def sync(
     settings: Settings,
     *,
@@ -324,11 +382,19 @@ async def sync(
             on_retry=run.count_retry,
             limiter=limiter,
         )
+        if settings.file_kinds:
+            run.fetcher = FileFetcher(
+                client,
+                store,
+                kinds=settings.file_kinds,
+                keep_body=settings.bodies,
+                concurrency=settings.concurrency,
+                on_outcome=run.file_done,
+                stop=run.time_spent,
+            )
         outcome, error = "failed", None
         try:
-            complete = await run.pipeline(client, walk)
-            if complete and run.to_refresh:
-                complete = await _refresh(run, client)
+            complete = await _walk_and_fetch(run, client, walk)
             outcome = "complete" if complete else "partial"
         except CrawlerError as exc:
             error = str(exc)

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from ..errors import DatabaseError
+from ..rows import TERMINAL_STATUSES
 from ..runs import FIGURE_COLUMNS, RunRecord
 from ..walk import WalkState
 from .files import check_file
@@ -19,9 +20,8 @@ from .schema import connect, in_thread, latest_version
 
 T = TypeVar("T")
 
-# Batches in these states never change again; any other status, known or not, may.
 # Compared as the API documents them: a status spelled otherwise is one we do not know.
-TERMINAL = ("completed", "failed", "expired", "cancelled")
+TERMINAL = tuple(sorted(TERMINAL_STATUSES))
 
 # A batch the API answered 404 for on this many runs in a row is no longer asked about.
 CONFIRMED_GONE = 3

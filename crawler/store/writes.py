@@ -8,7 +8,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,6 +21,7 @@ from ..runs import FIGURE_COLUMNS, RunFigures
 from ..walk import WalkState
 from .files import check_file, writer_lock
 from .reads import select_created_at, select_unsettled, select_walk
+from .requests import FileToFetch, select_files_to_fetch, update_file, upsert_requests
 from .schema import connect, database_error, in_thread, migrate
 
 T = TypeVar("T")
@@ -159,6 +160,24 @@ def _write_page(
     return PageCounts(len(ids) - len(before), updated, len(error_rows))
 
 
+def _write_requests(db: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    with _transaction(db):
+        upsert_requests(db, rows)
+
+
+def _finish_file(
+    db: sqlite3.Connection,
+    file_id: str,
+    state: str,
+    run_id: int,
+    figures: RunFigures,
+    outcome: dict[str, Any],
+) -> None:
+    with _transaction(db):
+        update_file(db, file_id, state, **outcome)
+        _write_figures(db, run_id, figures)
+
+
 def _start_run(db: sqlite3.Connection, mode: str, base_url: str) -> int:
     with _transaction(db):
         # Only one sync can hold the database, so a row still 'running' is a dead run.
@@ -265,6 +284,29 @@ class Store:
             raise UnstorableBatchError(
                 f"a batch on the page of {ids} cannot be stored: {exc}"
             ) from exc
+
+    async def files_to_fetch(
+        self, kinds: Collection[str], skip: Collection[str], limit: int
+    ) -> list[FileToFetch]:
+        """Files of `kinds` still to fetch, but for the `skip` ids; see select_files_to_fetch."""
+        return await self._in_thread(select_files_to_fetch, kinds, skip, limit)
+
+    async def save_requests(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Commit a chunk of a file's request rows.
+
+        Raises:
+            UnstorableBatchError: a value SQLite cannot store (nothing of the chunk is written).
+        """
+        try:
+            await self._in_thread(_write_requests, rows)
+        except _UNSTORABLE as exc:
+            raise UnstorableBatchError(f"a request line cannot be stored: {exc}") from exc
+
+    async def finish_file(
+        self, file_id: str, state: str, run_id: int, figures: RunFigures, **outcome: Any
+    ) -> None:
+        """Record how a file ended (see update_file), with the run's figures so far."""
+        await self._in_thread(_finish_file, file_id, state, run_id, figures, outcome)
 
     async def finish_run(
         self,

@@ -1,0 +1,235 @@
+"""The batches' output and error files, line by line into `batch_requests`, several at a time.
+
+A file is read as it arrives and committed a chunk of lines at a time, so that memory stays
+flat whatever its size; one read again after an interruption upserts the same rows. Which
+files are still to fetch is a query (`batch_files`), so a run killed anywhere loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .api import ApiClient
+from .errors import ApiError, AuthenticationError, BrokenResponseError, QuotaExceededError
+from .jsontext import parse
+from .request_rows import UnusableLineError, build_request_row
+from .store import FileToFetch, Store
+
+# Lines a transaction: few enough to keep memory flat, enough that commits cost little.
+LINES_PER_COMMIT = 2000
+
+# A line longer than this is no request outcome (a long answer is a few MB): the file is
+# broken, and reading on would hold it all in memory.
+MAX_LINE_BYTES = 64 * 2**20
+
+# Warnings kept word for word per file; past these, only counted.
+MAX_FILE_WARNINGS = 3
+
+
+class LineBuffer:
+    """Splits a byte stream into lines, whatever the chunks' boundaries."""
+
+    def __init__(self) -> None:
+        self._pending = bytearray()
+
+    def feed(self, chunk: bytes) -> list[bytearray]:
+        """The lines `chunk` completes; the unfinished rest is kept for the next chunk.
+
+        Raises:
+            BrokenResponseError: a line runs past MAX_LINE_BYTES.
+        """
+        self._pending += chunk
+        if b"\n" not in chunk:  # a long line going on: split nothing until it ends
+            if len(self._pending) > MAX_LINE_BYTES:
+                raise BrokenResponseError(
+                    f"a line runs past {MAX_LINE_BYTES // 2**20} MiB: not a batch file",
+                    should_retry=False,
+                )
+            return []
+        *lines, rest = self._pending.split(b"\n")
+        self._pending = rest
+        return lines
+
+    def end(self) -> list[bytearray]:
+        """The last line, when the stream does not end with a line break."""
+        rest, self._pending = self._pending, bytearray()
+        return [rest] if rest.strip() else []
+
+
+@dataclass
+class FileRead:
+    """What reading one file gave: its size, the request lines stored, what was odd."""
+
+    size: int = 0
+    lines: int = 0
+    warnings: list[str] = field(default_factory=list)
+    more_warnings: int = 0
+
+    def warn(self, warning: str) -> None:
+        if len(self.warnings) < MAX_FILE_WARNINGS:
+            self.warnings.append(warning)
+        else:
+            self.more_warnings += 1
+
+
+async def read_requests(
+    chunks: AsyncIterator[bytes],
+    file: FileToFetch,
+    save: Callable[[Sequence[tuple[Any, ...]]], Awaitable[None]],
+    *,
+    keep_body: bool,
+) -> FileRead:
+    """Store every request line of one file through `save`, a chunk of lines at a time.
+
+    Blank lines are skipped; a line that is not JSON, or holds no `custom_id`, is noted by
+    its number and the rest of the file is stored.
+    """
+    read = FileRead()
+    buffer = LineBuffer()
+    rows: list[tuple[Any, ...]] = []
+    number = 0
+
+    def add(line: bytearray) -> None:
+        nonlocal number
+        number += 1
+        if not line.strip():
+            return
+        try:
+            rows.append(
+                build_request_row(
+                    parse(line), file.batch_id, file.file_id, file.kind, keep_body=keep_body
+                )
+            )
+        except UnusableLineError as exc:
+            read.warn(f"file {file.file_id} line {number}: {exc}, not stored")
+        except ValueError:
+            read.warn(f"file {file.file_id} line {number} is not JSON, not stored")
+
+    async for chunk in chunks:
+        read.size += len(chunk)
+        for line in buffer.feed(chunk):
+            add(line)
+        if len(rows) >= LINES_PER_COMMIT:
+            await save(rows)
+            read.lines += len(rows)
+            rows = []
+    for line in buffer.end():
+        add(line)
+    if rows:
+        await save(rows)
+        read.lines += len(rows)
+    return read
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """How one file ended: `complete`, `expired` (404) or `failed`."""
+
+    file: FileToFetch
+    state: str
+    read: FileRead | None = None
+    error: ApiError | None = None
+
+
+# Refusals about the key or the account, not about one file: they end the run.
+_FATAL = (AuthenticationError, QuotaExceededError)
+
+
+class FileFetcher:
+    """Workers that fetch the files still to fetch until none is left, or told to stop.
+
+    The list walk records files as it commits pages; `more()` wakes idle workers, and
+    `walk_ended()` lets them stop once nothing is left.
+    """
+
+    def __init__(
+        self,
+        client: ApiClient,
+        store: Store,
+        *,
+        kinds: Collection[str],
+        keep_body: bool,
+        concurrency: int,
+        on_outcome: Callable[[FileOutcome], Awaitable[None]],
+        stop: Callable[[], bool],
+    ) -> None:
+        self._client = client
+        self._store = store
+        self._kinds = tuple(kinds)
+        self._keep_body = keep_body
+        self._concurrency = concurrency
+        self._on_outcome = on_outcome
+        self._stop = stop
+        self._more = asyncio.Event()
+        self._walking = True
+        self._claim_lock = asyncio.Lock()
+        self._claimed: collections.deque[FileToFetch] = collections.deque()
+        self._taken: set[str] = set()  # being fetched, or done with in this run
+        self.stopped = False
+
+    def more(self) -> None:
+        """New files may be waiting: a page was committed."""
+        self._more.set()
+
+    def walk_ended(self, *, complete: bool) -> None:
+        """The walk is over: fetch what is left, or, if a budget cut it short, stop."""
+        self._walking = False
+        if not complete:
+            self.stopped = True
+        self._more.set()
+
+    async def run(self) -> bool:
+        """Fetch until nothing is left; False when stopped with files still to fetch."""
+        async with asyncio.TaskGroup() as workers:
+            for _ in range(self._concurrency):
+                workers.create_task(self._work())
+        return not self.stopped
+
+    async def _work(self) -> None:
+        while True:
+            if self._stop():
+                self.stopped = True
+            if self.stopped:
+                return
+            file = await self._claim()
+            if file is None:
+                if not self._walking:
+                    return
+                await self._more.wait()
+                continue
+            await self._on_outcome(await self._fetch(file))
+
+    async def _claim(self) -> FileToFetch | None:
+        """The next file to fetch, claimed by this worker alone; None when none is waiting."""
+        async with self._claim_lock:
+            if not self._claimed:
+                # Cleared before asking: a page committed meanwhile sets it again.
+                self._more.clear()
+                batch = 2 * self._concurrency
+                found = await self._store.files_to_fetch(self._kinds, self._taken, batch)
+                self._claimed.extend(found)
+            if not self._claimed:
+                return None
+            file = self._claimed.popleft()
+            self._taken.add(file.file_id)
+            return file
+
+    async def _fetch(self, file: FileToFetch) -> FileOutcome:
+        async def consume(chunks: AsyncIterator[bytes]) -> FileRead:
+            return await read_requests(
+                chunks, file, self._store.save_requests, keep_body=self._keep_body
+            )
+
+        try:
+            read = await self._client.read_file(file.file_id, consume)
+        except _FATAL:
+            raise
+        except ApiError as exc:
+            return FileOutcome(file, "failed", error=exc)
+        if read is None:
+            return FileOutcome(file, "expired")
+        return FileOutcome(file, "complete", read)
