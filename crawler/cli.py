@@ -215,6 +215,32 @@ def _add_fake_api_command(commands: Any) -> None:
         help="answer every list request after the first with a page no client should choke "
         "on (trickle: one byte every --slow-seconds)",
     )
+    cmd.add_argument(
+        "--requests-per-batch",
+        type=_positive_int,
+        help="requests in every batch, so files of that many lines (default: 1 to 8192)",
+    )
+    cmd.add_argument(
+        "--deleted-file-rate", type=_rate, default=0.0, help="share of files answered 404"
+    )
+    cmd.add_argument(
+        "--file-drop-rate", type=_rate, default=0.0, help="share of downloads cut mid-line"
+    )
+    cmd.add_argument(
+        "--file-truncate-rate",
+        type=_rate,
+        default=0.0,
+        help="share of downloads cut after a whole line, short of Content-Length",
+    )
+    cmd.add_argument(
+        "--file-slow-rate", type=_rate, default=0.0, help="share of downloads sent line by line"
+    )
+    cmd.add_argument(
+        "--file-slow-seconds",
+        type=_seconds,
+        default=1.0,
+        help="pause between the lines of a slow download",
+    )
 
 
 class _Stopped(Exception):
