@@ -62,15 +62,21 @@ class FileRoutes:
         router.add_get("/v1/files/{file_id}", self._retrieve, name="retrieve_file")
         router.add_get("/v1/files/{file_id}/content", self._content, name="file_content")
 
-    def _find(self, file_id: str) -> FileSource | None:
+    def served(self, file_id: str) -> FileSource | None:
         """The file's source, or None when no terminal batch names it or it was deleted."""
         source = self._data.file_source(file_id)
         if source is None:
             return None
         roll = mix(source.key ^ self._k_deleted ^ (source.kind == "error"))
         if roll < self._options.deleted_file_rate * 2**64:
-            self._stats.files_deleted += 1
             return None
+        return source
+
+    def _find(self, file_id: str) -> FileSource | None:
+        """The file's source, as `served` says, counting deleted files asked for."""
+        source = self.served(file_id)
+        if source is None and self._data.file_source(file_id) is not None:
+            self._stats.files_deleted += 1
         return source
 
     async def _retrieve(self, request: web.Request) -> web.Response:

@@ -80,7 +80,7 @@ class _FakeApi:
             requests_per_batch=options.requests_per_batch,
         )
         self.stats = FakeApiStats()
-        self._files = FileRoutes(self.data, options, self.stats)
+        self.files = FileRoutes(self.data, options, self.stats)
         self.gate = ListGate(self.stats)
         self._faults = FaultPicker(
             options.seed,
@@ -101,7 +101,7 @@ class _FakeApi:
         app = web.Application(middlewares=[self._middleware])
         app.router.add_get("/v1/batches", self._list, name="list_batches")
         app.router.add_get("/v1/batches/{batch_id}", self._retrieve, name="retrieve_batch")
-        self._files.add_to(app.router)
+        self.files.add_to(app.router)
         app.router.add_route("*", "/{tail:.*}", self._not_found, name="not_found")
         return app
 
@@ -271,6 +271,7 @@ class FakeApiServer:
         self._api = _FakeApi(self.options, clock)
         self.data: FakeBatches = self._api.data
         self.stats: FakeApiStats = self._api.stats
+        self.files: FileRoutes = self._api.files
         self.base_url = ""  # set once listening, e.g. "http://127.0.0.1:54321/v1"
         self._host = host
         self._port = port
