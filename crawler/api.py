@@ -197,23 +197,24 @@ async def _read_capped(resp: aiohttp.ClientResponse) -> bytearray | None:
     return body
 
 
-def _decode(body: bytes | bytearray, shown_url: str, content_type: str) -> Any:
-    """The JSON document of a 2xx body."""
+def _decode(body: bytes | bytearray, url: str, content_type: str, secret: str | None) -> Any:
+    """The JSON document of a 2xx body from `url` (the last, after any redirect)."""
     try:
         return parse(body)
     except TooDeepError as exc:  # the same document again would fail again
-        raise BrokenResponseError(
-            f"the response from {shown_url} is {exc}", should_retry=False
-        ) from exc
-    except ValueError as exc:
+        message, retry = f"the response from {url} is {exc}", False
+    except ValueError:
         if content_type in {"application/json", "application/octet-stream"}:
             # Most likely cut short on the way: worth asking again.
-            raise BrokenResponseError(f"response from {shown_url} is not valid JSON") from exc
-        raise BrokenResponseError(
-            f"{shown_url} answered {content_type or 'something'} instead of JSON; "
-            "is the base URL an OpenAI-compatible API (usually ending in /v1)?",
-            should_retry=False,
-        ) from exc
+            message, retry = f"response from {url} is not valid JSON", True
+        else:
+            message, retry = (
+                f"{url} answered {content_type or 'something'} instead of JSON; "
+                "is the base URL an OpenAI-compatible API (usually ending in /v1)?",
+                False,
+            )
+    # A redirect's URL is the server's, and may echo the key.
+    raise BrokenResponseError(mask_secret(message, secret), should_retry=retry)
 
 
 def create_session(settings: Settings) -> aiohttp.ClientSession:
@@ -364,7 +365,7 @@ class ApiClient:
             async with self._session.get(url, params=params) as resp:
                 body = await self._read(resp, url, started)
                 content_type = resp.content_type
-        return _decode(body, str(resp.url), content_type)
+        return _decode(body, str(resp.url), content_type, self._secret)
 
     @contextlib.contextmanager
     def _transport_errors(self, url: Target, timeout: aiohttp.ClientTimeout) -> Iterator[None]:
@@ -388,9 +389,11 @@ class ApiClient:
             _check_encoding(resp, url, self._secret)
         body = await _read_capped(resp)
         shown_url = str(resp.url)
-        log.debug(
-            "GET %s -> %d in %.0f ms", shown_url, resp.status, (time.monotonic() - started) * 1000
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            # After a redirect the URL is the server's, and may echo the key.
+            elapsed = (time.monotonic() - started) * 1000
+            masked = mask_secret(shown_url, self._secret)
+            log.debug("GET %s -> %d in %.0f ms", masked, resp.status, elapsed)
         self._limiter.observe(resp.headers)
         if resp.status >= 300:
             # An error body past the cap is as unreadable as an HTML one: the status speaks.
@@ -402,11 +405,11 @@ class ApiClient:
                 self._limiter.pause(self._retry.wait_seconds(error, 1, 0.0))
             raise error
         if body is None:
-            raise BrokenResponseError(
+            message = (
                 f"the response from {shown_url} is larger than {MAX_BODY_BYTES // 2**20} MiB, "
-                "far more than a page of batches (tens of KB); it was not read further",
-                should_retry=False,
+                "far more than a page of batches (tens of KB); it was not read further"
             )
+            raise BrokenResponseError(mask_secret(message, self._secret), should_retry=False)
         return body
 
     async def _retried(self, call: Callable[..., Awaitable[T]], *args: Any) -> T:

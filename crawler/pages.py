@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import BrokenResponseError, PaginationError
-from .jsontext import is_storable_text
 
 Batch = dict[str, Any]
 
@@ -21,19 +20,23 @@ class BatchPage:
     last_id: str | None
     # Items left out for want of an id we can store and ask with, as shown in a warning.
     skipped: tuple[str, ...] = ()
+    # The last item was one of those: the server's `last_id` is the cursor, if usable.
+    tail_skipped: bool = False
 
     @property
     def next_after(self) -> str | None:
         """The cursor for the next page: the last item's id, as the official SDK uses."""
+        if self.tail_skipped and self.last_id is not None:
+            return self.last_id
         return self.batches[-1]["id"] if self.batches else None
 
 
 def parse_page(payload: Any) -> BatchPage:
     """Check a decoded list response and wrap it.
 
-    An item without a usable id (not an object, an id that is not a non-empty string, or
-    one that cannot be encoded) is left out and named in `skipped`: asking again would get
-    the same page, and one odd item must not block every page after it.
+    An item without a usable id (not an object, an id that is not a non-empty string, one
+    that cannot be encoded or is absurdly long) is left out and named in `skipped`: asking
+    again would get the same page, and one odd item must not block every page after it.
 
     Raises:
         BrokenResponseError: the body lacks a `data` list or a boolean `has_more`.
@@ -47,12 +50,34 @@ def parse_page(payload: Any) -> BatchPage:
     batches = [item for item in data if _has_usable_id(item)]
     skipped = () if len(batches) == len(data) else _describe_skipped(data)
     last_id = payload.get("last_id")
-    return BatchPage(batches, has_more, last_id if isinstance(last_id, str) else None, skipped)
+    return BatchPage(
+        batches,
+        has_more,
+        last_id if _is_usable_id(last_id) else None,
+        skipped,
+        tail_skipped=bool(data) and not _has_usable_id(data[-1]),
+    )
+
+
+# Real ids are about 40 characters; one of thousands would not fit in a request line
+# (servers refuse URLs past about 8 KB), and as the cursor it would block the walk.
+MAX_ID_LENGTH = 256
+
+
+def _is_usable_id(value: Any) -> bool:
+    """Whether `value` is an id we can store as text and send as a cursor."""
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:  # a lone surrogate, from a JSON \ud800 escape
+        return False
+    return True
 
 
 def _has_usable_id(item: Any) -> bool:
-    """Whether `item` is an object with an id we can store as text and send as a cursor."""
-    return isinstance(item, dict) and is_storable_text(item.get("id"))
+    """Whether `item` is an object with a usable id."""
+    return isinstance(item, dict) and _is_usable_id(item.get("id"))
 
 
 def _describe_skipped(data: list[Any]) -> tuple[str, ...]:
@@ -122,11 +147,10 @@ def check_next(page: BatchPage, after: str | None, seen: set[str]) -> str | None
     return cursor
 
 
-def _reached(page: BatchPage, stop_id: str | None, stop_below: int | None) -> bool:
+def _below(page: BatchPage, stop_below: int | None) -> bool:
+    """Whether the page ends below the stop time (ties with it go on to the next page)."""
     created = page.batches[-1].get("created_at") if page.batches else None
-    if stop_below is not None and isinstance(created, int):
-        return created < stop_below
-    return stop_id is not None and any(b["id"] == stop_id for b in page.batches)
+    return stop_below is None or not isinstance(created, int) or created < stop_below
 
 
 async def walk_pages(
@@ -134,25 +158,29 @@ async def walk_pages(
     *,
     after: str | None,
     limit: int,
-    stop_id: str | None = None,
+    stop_ids: frozenset[str] = frozenset(),
     stop_below: int | None = None,
 ) -> AsyncGenerator[WalkStep, None]:
-    """Follow the chain from `after` (None = the top) until it ends or reaches `stop_id`.
+    """Follow the chain from `after` (None = the top) until it ends or reaches a stop.
 
-    With `stop_below`, the stop batch's creation time, the walk stops on the first page
-    that ends with a batch created before it: it has then passed the stop batch, and every
-    batch created in the same second, whichever order the server gives ties in, even if
-    the stop batch itself has vanished. Without it (the stop batch is not stored), the
-    walk stops on the page holding `stop_id`. The last step still carries its whole
-    page: rows above the stop are new, those below are fresh copies; storing all is right.
+    `stop_ids` are batches known to be at the stop (the old head, and the newest stored
+    batches beside it, should the head itself have vanished). Once the walk has met one,
+    it stops on the first page that ends below `stop_below`, the head's creation time:
+    every batch created in the head's second is then passed too, whichever order the
+    server gives ties in. A creation time alone never stops it: one batch listed with an
+    early `created_at` would otherwise end the walk above batches never stored. The last
+    step still carries its whole page: rows above the stop are new, those below are fresh
+    copies; storing all is right.
     """
     seen: set[str] = set() if after is None else {after}
     cursor = after
+    met_stop = False
     while True:
         page = await fetch_page(cursor, limit)
         notes = (skipped_warning(page, cursor), last_id_warning(page, cursor))
         warnings = tuple(note for note in notes if note)
-        reached_stop = _reached(page, stop_id, stop_below)
+        met_stop = met_stop or any(b["id"] in stop_ids for b in page.batches)
+        reached_stop = met_stop and _below(page, stop_below)
         following = None if reached_stop else check_next(page, cursor, seen)
         stored_cursor = page.next_after or cursor
         yield WalkStep(page, stored_cursor, following is None, warnings)

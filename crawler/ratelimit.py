@@ -26,8 +26,9 @@ class RateLimiter:
     Every request of a run waits here first. When a response says that few requests are
     left (a quarter of the limit or less), requests are spaced at the rate the budget refills;
     a 429, or none left, pauses every worker at once, those already waiting included,
-    instead of each one learning it from its own 429. A pause never exceeds `max_pause`:
-    past that, requests go and meet the server's 429, which the retry policy handles.
+    instead of each one learning it from its own 429. A pause never exceeds `max_pause`,
+    nor the spacing `max_spacing`: past those, requests go and meet the server's 429,
+    which the retry policy handles and reports.
     """
 
     def __init__(
@@ -35,12 +36,14 @@ class RateLimiter:
         requests_per_minute: float | None = None,
         *,
         max_pause: float = 120.0,
+        max_spacing: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._interval = 60.0 / requests_per_minute if requests_per_minute else 0.0
         self._paced = 0.0  # the spacing the server's last rate-limit headers call for
         self._max_pause = max_pause
+        self._max_spacing = max_spacing
         self._clock = clock
         self._sleep = sleep
         self._next_slot = 0.0
@@ -90,4 +93,7 @@ class RateLimiter:
             return
         used = limit - left
         # The budget refills `used` requests over `seconds`; spend no faster once it runs low.
-        self._paced = seconds / used if used > 0 and left <= limit / 4 else 0.0
+        # A reset hours away over a small limit would space requests by many minutes,
+        # silently: past `max_spacing`, the server's own 429s say how long to wait.
+        spacing = seconds / used if used > 0 and left <= limit / 4 else 0.0
+        self._paced = min(spacing, self._max_spacing)

@@ -11,6 +11,7 @@ from .errors import (
     AuthenticationError,
     BadRequestError,
     BrokenResponseError,
+    UnknownRouteError,
     first_exception,
 )
 from .pages import Batch
@@ -36,11 +37,11 @@ async def refresh_by_id(
     for; each call is one transaction, so an interruption loses at most the unsaved chunk,
     which the next sync fetches again. Writes happen one at a time, in no set order.
 
-    `skip(batch_id, error)` hears of a batch whose own answer was refused (a 4xx other than
-    404, a 403 for this batch alone, a body that is not a batch): it is left as it is
-    stored and the others go on, so that one batch cannot block the sync. Errors of the
-    API as a whole (a bad key, quota, the network, retries spent) end the refresh, once
-    the batches already fetched are saved.
+    `skip(batch_id, error)` hears of a batch whose own answer was refused (a 4xx other
+    than 404, a 403 for this batch alone, a 404 for its path, a body that is not a batch):
+    it is left as it is stored and the others go on, so that one batch cannot block the
+    sync. Errors of the API as a whole (a bad key, quota, the network, retries spent) end
+    the refresh, once the batches already fetched are saved.
     """
     pending = iter(batch_ids)
     fetched: list[Batch] = []
@@ -65,7 +66,8 @@ async def refresh_by_id(
                 return
             try:
                 batch = await client.fetch_batch(batch_id)
-            except (BadRequestError, BrokenResponseError) as exc:
+            except (BadRequestError, BrokenResponseError, UnknownRouteError) as exc:
+                # A 404 "Invalid URL" after the list worked: about this id's path alone.
                 skip(batch_id, exc)
                 continue
             except AuthenticationError as exc:

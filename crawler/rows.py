@@ -81,11 +81,18 @@ def build_batch_row(batch: Batch, seen_at: int) -> tuple[Any, ...]:
     )
 
 
+# A batch holds at most 50,000 requests, so its input file at most that many lines to
+# fault; a list past that is a hostile server's, and would take gigabytes as rows.
+MAX_ERROR_LINES = 50_000
+
+
 def build_error_rows(batch: Batch) -> list[tuple[Any, ...]]:
-    """The `batch_errors` rows of one batch: its `errors.data` lines, by position."""
+    """The `batch_errors` rows of one batch: its `errors.data` lines, by position (the
+    first MAX_ERROR_LINES of them)."""
     lines = _object(batch.get("errors")).get("data")
     if not isinstance(lines, list):
         return []
+    lines = lines[:MAX_ERROR_LINES]
     batch_id = batch["id"]
     return [
         (batch_id, position, e.get("code"), e.get("message"), e.get("param"), e.get("line"))
@@ -110,12 +117,16 @@ TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
 FILE_KINDS = {"output_file_id": "output", "error_file_id": "error"}
 
 
+def _is_terminal(status: Any) -> bool:
+    return isinstance(status, str) and status in TERMINAL_STATUSES
+
+
 def build_file_rows(batches: Iterable[Batch]) -> list[tuple[str, str, str]]:
     """(file_id, batch_id, kind) for every file a terminal batch names: the files to fetch."""
     return [
         (file_id, batch["id"], kind)
         for batch in batches
-        if batch.get("status") in TERMINAL_STATUSES
+        if _is_terminal(batch.get("status"))
         for field, kind in FILE_KINDS.items()
         if is_storable_text(file_id := batch.get(field))
     ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
@@ -11,30 +10,17 @@ from dataclasses import dataclass, field
 
 from .api import ApiClient, RetryEvent, RetryPolicy, create_session
 from .config import Settings
-from .errors import (
-    ConfigError,
-    CrawlerError,
-    UnknownCursorError,
-    UnstorableBatchError,
-    first_exception,
-)
-from .pages import Batch, WalkStep, walk_pages
+from .errors import ConfigError, CrawlerError, UnstorableBatchError, first_exception
+from .listwalk import ListWalk, PageQueue, WalkEnd
+from .pages import Batch
 from .ratelimit import RateLimiter
+from .redact import mask_secret
 from .refresh import refresh_by_id
 from .request_files import FileFetcher, FileOutcome
 from .rows import build_file_rows, build_page_rows, build_page_rows_fitted
 from .runs import Progress, RunFigures, SyncResult
 from .store import Store, open_store
-from .walk import (
-    WalkState,
-    advance_walk,
-    may_be_a_vanished_cursor,
-    plan_refresh,
-    restart_from_top,
-    starting_walk,
-)
-
-_Queue = asyncio.Queue["tuple[WalkStep, WalkState | None] | _End"]
+from .walk import WalkState, plan_refresh, starting_walk
 
 # Warnings kept word for word; past these, only counted (a proxy may get every page wrong).
 MAX_WARNINGS = 5
@@ -42,14 +28,6 @@ MAX_WARNINGS = 5
 # Pages fetched ahead of the writer: enough to hide a slow commit, small enough
 # that memory does not grow with the size of the list.
 QUEUE_PAGES = 4
-
-
-@dataclass
-class _End:
-    """The fetcher's last word to the writer: why the walk stopped."""
-
-    complete: bool
-    error: CrawlerError | None = None
 
 
 @dataclass
@@ -67,7 +45,7 @@ class _Run:
     # passes are struck off), and those of them the plan has the walk go on down to.
     to_refresh: set[str] = field(default_factory=set)
     walk_targets: set[str] = field(default_factory=set)
-    last_step: WalkStep | None = None
+    refresh_order: list[str] = field(default_factory=list)  # least recently seen first
     fetcher: FileFetcher | None = None
 
     def budget_spent(self, pages_fetched: int) -> bool:
@@ -80,105 +58,30 @@ class _Run:
 
     async def pipeline(self, client: ApiClient, walk: WalkState) -> bool:
         """Fetch page k+1 while page k is written; True when the walk finished."""
-        queue: _Queue = asyncio.Queue(QUEUE_PAGES)
+        queue: PageQueue = asyncio.Queue(QUEUE_PAGES)
+        walker = ListWalk(
+            client,
+            self.store,
+            self.settings.page_size,
+            note=self.note,
+            budget_spent=self.budget_spent,
+            to_refresh=self.to_refresh,
+            walk_targets=self.walk_targets,
+        )
         try:
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self.fetch(client, walk, queue))
+                tasks.create_task(walker.run(walk, queue))
                 writer = tasks.create_task(self.write(queue))
         except BaseExceptionGroup as group:
             # Only the writer raises on purpose: hand its error on as it is, not a group.
             raise first_exception(group) from None
         return writer.result()
 
-    async def fetch(self, client: ApiClient, walk: WalkState, queue: _Queue) -> None:
-        """Walk segment after segment, handing each page on; errors go through the queue."""
-        fetched = 0
-        try:
-            while not walk.finished:
-                from_top = walk.cursor is None
-                try:
-                    walk, fetched, spent = await self.walk_segment(client, walk, queue, fetched)
-                except UnknownCursorError:
-                    if from_top:
-                        raise
-                    walk = self.restart_segment(walk)
-                    continue
-                if spent:
-                    await queue.put(_End(complete=False))
-                    return
-            self.walk_targets &= self.to_refresh
-            complete = True
-            last = self.last_step
-            if self.walk_targets and last and last.page.has_more and last.cursor is not None:
-                complete = await self.walk_on(client, last.cursor, queue, fetched)
-            await queue.put(_End(complete=complete))
-        except CrawlerError as exc:
-            # Pages already queued were fetched fine: let the writer commit them first.
-            await queue.put(_End(complete=False, error=exc))
-
-    async def walk_segment(
-        self, client: ApiClient, walk: WalkState, queue: _Queue, fetched: int
-    ) -> tuple[WalkState, int, bool]:
-        """Walk one segment; returns the new walk state, pages fetched, and budget spent."""
-        from_top = walk.cursor is None
-        stop_below = None if walk.stop_id is None else await self.store.created_at(walk.stop_id)
-        steps = walk_pages(
-            client.fetch_page,
-            after=walk.cursor,
-            limit=self.settings.page_size,
-            stop_id=walk.stop_id,
-            stop_below=stop_below,
-        )
-        resumed_from = None if from_top else walk.cursor
-        async with contextlib.aclosing(steps):
-            async for step in steps:
-                if resumed_from is not None:
-                    if may_be_a_vanished_cursor(step) and not await client.fetch_batch(
-                        resumed_from
-                    ):
-                        return self.restart_segment(walk), fetched, False
-                    resumed_from = None
-                walk = advance_walk(walk, step, from_top)
-                self.last_step = step
-                self.to_refresh.difference_update(b["id"] for b in step.page.batches)
-                await queue.put((step, walk))
-                fetched += 1
-                if walk.finished:
-                    break
-                if self.budget_spent(fetched):
-                    return walk, fetched, True
-        return walk, fetched, False
-
-    def restart_segment(self, walk: WalkState) -> WalkState:
-        """The stored cursor names a batch the API no longer lists: walk from the top."""
-        walk, warning = restart_from_top(walk)
-        self.note(warning)
-        return walk
-
-    async def walk_on(self, client: ApiClient, after: str, queue: _Queue, fetched: int) -> bool:
-        """Walk on below a finished walk until the batches planned for it are passed.
-
-        Returns False when the page or time budget ran out first.
-        """
-        steps = walk_pages(client.fetch_page, after=after, limit=self.settings.page_size)
-        async with contextlib.aclosing(steps):
-            async for step in steps:
-                ids = [b["id"] for b in step.page.batches]
-                self.to_refresh.difference_update(ids)
-                self.walk_targets.difference_update(ids)
-                await queue.put((step, None))
-                fetched += 1
-                if not self.walk_targets:
-                    return True
-                if self.budget_spent(fetched):
-                    return False
-        return True
-
-    async def write(self, queue: _Queue) -> bool:
+    async def write(self, queue: PageQueue) -> bool:
         """Commit pages in order until the fetcher's end mark; re-raise its error after."""
         while True:
             item = await queue.get()
-            if isinstance(item, _End):
+            if isinstance(item, WalkEnd):
                 if item.error is not None:
                     raise item.error
                 return item.complete
@@ -247,6 +150,8 @@ class _Run:
         )
 
     def note(self, warning: str) -> None:
+        # A warning may quote what the server sent, which may echo the key.
+        warning = mask_secret(warning, self.settings.api_key)
         if len(self.warnings) < MAX_WARNINGS:
             self.warnings.append(warning)
         else:
@@ -282,9 +187,14 @@ async def _close_run(store: Store, run: _Run, outcome: str, error: str | None) -
 
 async def _plan_refresh(store: Store, run: _Run) -> None:
     """Decide which unsettled batches the walk goes on down to, and which are fetched by id."""
-    plan = plan_refresh(await store.load_unsettled(), run.settings.page_size)
+    unsettled = await store.load_unsettled()
+    plan = plan_refresh(unsettled, run.settings.page_size)
     run.to_refresh = set(plan.to_refresh)
-    run.walk_targets = set(plan.walk_targets)
+    run.refresh_order = [batch_id for batch_id, _ in unsettled]
+    # A budget may stop a walk at the same depth on every run; by id, least recently
+    # seen first, every run gets further.
+    budgeted = run.settings.max_pages is not None or run.settings.max_seconds is not None
+    run.walk_targets = set() if budgeted else set(plan.walk_targets)
 
 
 async def _refresh(run: _Run, client: ApiClient) -> bool:
@@ -296,7 +206,7 @@ async def _refresh(run: _Run, client: ApiClient) -> bool:
 
     return await refresh_by_id(
         client,
-        sorted(run.to_refresh),
+        [batch_id for batch_id in run.refresh_order if batch_id in run.to_refresh],
         concurrency=run.settings.concurrency,
         chunk=run.settings.page_size,
         save=save,

@@ -75,8 +75,8 @@ def restart_from_top(walk: WalkState) -> tuple[WalkState, str]:
 
 
 def may_be_a_vanished_cursor(step: WalkStep) -> bool:
-    """Whether the first page after a stored cursor may have ended the list only because the
-    cursor is gone (the API may answer an unknown `after` with an empty page): ask by id."""
+    """Whether a page after a cursor may have ended the list only because the cursor's
+    batch is gone (the API may answer an unknown `after` with an empty page): ask by id."""
     return not step.page.batches and not step.page.has_more
 
 

@@ -24,7 +24,10 @@ RETRY = RetryPolicy(max_attempts=10, max_seconds=30, initial_backoff=0, max_back
 
 
 def settings_for(server: FakeApiServer, db: Path, **extra: object) -> Settings:
-    return Settings(db=db, base_url=server.base_url, api_key=server.options.api_key, **extra)
+    """Settings for the list alone: request files have tests of their own
+    (test_request_files.py), and the fault knobs here would slow their downloads too."""
+    layers: dict[str, object] = {"files": False, **extra}
+    return Settings(db=db, base_url=server.base_url, api_key=server.options.api_key, **layers)
 
 
 KNOWN = {"validating", "in_progress", "finalizing", "cancelling"} | {
@@ -129,16 +132,22 @@ async def test_a_run_resuming_an_interrupted_incremental_still_refreshes(db_path
     assert (resumed.mode, resumed.complete) == ("resume", True)
 
 
-async def test_the_page_budget_also_bounds_the_walk_below_the_head(db_path: Path) -> None:
-    """--max-pages counts the pages walked on below the last head too."""
+async def test_a_budgeted_run_refreshes_by_id_instead_of_walking_below_the_head(
+    db_path: Path,
+) -> None:
+    """A page budget would stop a walk below the head at the same depth on every run, and
+    the batches deeper down would never be refreshed: with a budget they are asked by id."""
     async with FakeApiServer(FakeApiOptions(batches=5000)) as server:
         settle_unknown_statuses(server)
-        for i in range(4000, 4400, 2):  # a dense in-flight region two to six pages down
+        in_flight = range(4000, 4400, 2)  # a dense region two to six pages down
+        for i in in_flight:
             server.data.change(i, status="in_progress")
         await sync(settings_for(server, db_path), retry=RETRY)
+        for i in in_flight:
+            server.data.change(i, status="completed")
         result = await sync(settings_for(server, db_path, max_pages=2), retry=RETRY)
-    assert result.pages == 2
-    assert not result.complete
+        assert_database_matches(db_path, server.data.snapshot())
+    assert (result.pages, result.refreshed_by_id, result.complete) == (1, 200, True)
 
 
 async def test_a_head_stored_without_a_creation_time_still_bounds_the_walk(

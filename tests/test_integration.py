@@ -36,7 +36,10 @@ async def server() -> AsyncIterator[FakeApiServer]:
 
 
 def settings_for(server: FakeApiServer, db: Path, **extra: Any) -> Settings:
-    return Settings(db=db, base_url=server.base_url, api_key=server.options.api_key, **extra)
+    """Settings for the list alone: request files have tests of their own
+    (test_request_files.py), and the fault knobs here would slow their downloads too."""
+    layers: dict[str, Any] = {"files": False, **extra}
+    return Settings(db=db, base_url=server.base_url, api_key=server.options.api_key, **layers)
 
 
 async def test_full_sync_is_exact_and_a_second_changes_nothing(
@@ -102,8 +105,7 @@ async def test_slow_answers_time_out_and_are_retried(db_path: Path) -> None:
     # A normal answer late on a loaded machine only adds a retry of its own.
     options = FakeApiOptions(batches=1000, seed=1, slow_rate=0.3, slow_seconds=60.0)
     async with FakeApiServer(options) as server:
-        # The list alone: a file asked for would wait out its own timeouts.
-        settings = settings_for(server, db_path, request_timeout=0.5, files=False)
+        settings = settings_for(server, db_path, request_timeout=0.5)
         result = await sync(settings, retry=RETRY)
         assert_database_matches(db_path, server.data.snapshot())
     assert result.complete

@@ -15,7 +15,7 @@ from yarl import URL
 
 from crawler.api import RetryPolicy
 from crawler.config import Settings
-from crawler.errors import AuthenticationError, UnknownRouteError
+from crawler.errors import AuthenticationError
 from crawler.sync import sync
 
 from .conftest import BASE_URL, list_body, make_batch
@@ -128,17 +128,22 @@ async def test_a_404_by_id_with_any_code_means_not_found(
     assert straggler_row(settings.db) == ("completed", 0, 0)
 
 
-async def test_a_server_without_the_route_is_an_error_not_a_gone_batch(
+async def test_a_404_for_the_path_of_one_batch_skips_it_not_marked_gone(
     settings: Settings, fast_retry: RetryPolicy
 ) -> None:
-    """A 404 for the path itself ("Invalid URL") fails the run and marks nothing gone."""
+    """A 404 "Invalid URL" by id after the list worked is about that batch's path: skipped
+    with a warning, never counted gone, and it does not fail the run."""
     await first_sync(settings, fast_retry)
-    with aioresponses() as mock:
-        serve_head(mock)
-        route = not_found(None, message=f"Invalid URL (GET /v1/batches/{STRAGGLER['id']})")
-        mock.get(BY_ID, status=404, payload=route)
-        with pytest.raises(UnknownRouteError, match="Invalid URL"):
-            await sync(settings, retry=fast_retry)
+    for _ in range(2):
+        with aioresponses() as mock:
+            serve_head(mock)
+            route = not_found(None, message=f"Invalid URL (GET /v1/batches/{STRAGGLER['id']})")
+            mock.get(BY_ID, status=404, payload=route)
+            result = await sync(settings, retry=fast_retry)
+        assert result.complete
+        assert len(result.warnings) == 1
+        assert "was not refreshed" in result.warnings[0]
+        assert "Invalid URL" in result.warnings[0]
     assert straggler_row(settings.db) == ("in_progress", 0, 0)
 
 
@@ -273,20 +278,22 @@ async def test_refreshes_fetched_before_a_bad_key_are_kept(
 ) -> None:
     """A 401 ends the refresh, but the batches already fetched are committed first."""
     one_at_a_time = dataclasses.replace(settings, concurrency=1)
-    earlier = make_batch(3, status="in_progress", completed_at=None)
+    newer = make_batch(3, status="in_progress", completed_at=None)
     with aioresponses() as mock:
-        serve_list(mock, {2: STRAGGLER, 3: earlier})
+        serve_list(mock, {2: STRAGGLER, 3: newer})
         await sync(one_at_a_time, retry=fast_retry)
-    # Asked in id order: batch 2 first (answered), then batch 3 (refused).
-    assert STRAGGLER["id"] < earlier["id"]
+    # Seen in the same run, they are asked newest first: batch 3 (answered), then 2 (refused).
     revoked = {"error": {"message": "Incorrect API key provided.", "code": "invalid_api_key"}}
     with aioresponses() as mock:
         serve_head(mock)
-        mock.get(BY_ID, payload=make_batch(2))
-        mock.get(f"{BASE_URL}/batches/{earlier['id']}", status=401, payload=revoked)
+        mock.get(f"{BASE_URL}/batches/{newer['id']}", payload=make_batch(3))
+        mock.get(BY_ID, status=401, payload=revoked)
         with pytest.raises(AuthenticationError):
             await sync(one_at_a_time, retry=fast_retry)
-    assert straggler_row(settings.db) == ("completed", 0, 0)
+    with contextlib.closing(sqlite3.connect(settings.db)) as conn:
+        status = conn.execute("SELECT status FROM batches WHERE id = ?", (newer["id"],))
+        assert status.fetchone() == ("completed",)
+    assert straggler_row(settings.db) == ("in_progress", 0, 0)
 
 
 async def test_an_item_without_a_usable_id_is_skipped_not_retried(
@@ -310,3 +317,140 @@ async def test_an_item_without_a_usable_id_is_skipped_not_retried(
         f"page after {make_batch(6)['id']}: 5 item(s) without a usable id were not stored: "
         "item 0 (id None), item 1 (id 12), item 2 (id ''), ...",
     )
+
+
+@pytest.mark.parametrize("status", [None, {"phase": "done"}], ids=["null", "an object"])
+async def test_a_batch_listed_without_a_usable_status_is_refreshed(
+    settings: Settings, fast_retry: RetryPolicy, status: Any
+) -> None:
+    """Stored with a NULL status, a batch has not settled: it is asked for next time."""
+    with aioresponses() as mock:
+        serve_list(mock, {2: make_batch(2, status=status)})
+        await sync(settings, retry=fast_retry)
+    with aioresponses() as mock:
+        serve_head(mock)
+        mock.get(BY_ID, payload=make_batch(2))
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.refreshed_by_id) == (True, 1)
+    assert straggler_row(settings.db) == ("completed", 0, 0)
+
+
+def serve_without_batch_4(mock: aioresponses, *, cursor_answer: dict[str, Any]) -> None:
+    """The list once batch 4, the last item of a page already walked, is gone: after it an
+    empty end; asked for by id it answers `cursor_answer`; from the top, the rest."""
+    mock.get(
+        f"{BASE_URL}/batches?limit=2&after={make_batch(4)['id']}", payload=list_body([], False)
+    )
+    mock.get(f"{BASE_URL}/batches/{make_batch(4)['id']}", **cursor_answer)
+    chunks = [[7, 6], [5, 3], [2, 1]]
+    after = ""
+    for n, chunk in enumerate(chunks):
+        body = list_body([make_batch(i) for i in chunk], n < len(chunks) - 1)
+        mock.get(f"{BASE_URL}/batches?limit=2{after}", payload=body)
+        after = f"&after={make_batch(chunk[-1])['id']}"
+
+
+CURSOR_ANSWERS = {
+    "not found": {"status": 404, "payload": not_found("batch_not_found")},
+    "forbidden": {"status": 403, "payload": not_found(None, "You do not have access.")},
+    "refused": {"status": 400, "payload": not_found(None, "Invalid batch id.")},
+    "another batch": {"payload": make_batch(99)},
+}
+
+
+@pytest.mark.parametrize("answer", CURSOR_ANSWERS.values(), ids=CURSOR_ANSWERS.keys())
+async def test_a_cursor_that_cannot_be_confirmed_restarts_the_walk_from_the_top(
+    settings: Settings, fast_retry: RetryPolicy, answer: dict[str, Any]
+) -> None:
+    """An empty end after a cursor whose batch is gone, refused or answered as another:
+    the walk starts again from the top rather than ending early or failing every run."""
+    with aioresponses() as mock:
+        body = list_body([make_batch(7), make_batch(6)], True)
+        mock.get(f"{BASE_URL}/batches?limit=2", payload=body)
+        body = list_body([make_batch(5), make_batch(4)], True)
+        mock.get(f"{BASE_URL}/batches?limit=2&after={make_batch(6)['id']}", payload=body)
+        serve_without_batch_4(mock, cursor_answer=answer)
+        result = await sync(settings, retry=fast_retry)
+    assert result.complete
+    assert any("gone from the list; walked from the top" in w for w in result.warnings)
+    with contextlib.closing(sqlite3.connect(settings.db)) as conn:
+        stored = {row[0] for row in conn.execute("SELECT id FROM batches")}
+    assert stored == {make_batch(n)["id"] for n in (7, 6, 5, 4, 3, 2, 1)}
+
+
+async def test_an_absurdly_long_id_is_skipped_not_used_as_the_cursor(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """An id no server would take back in a URL is left out, not made the cursor."""
+    long_id = "batch_" + "x" * 9000
+    with aioresponses() as mock:
+        page = list_body([make_batch(3), make_batch(2), {**make_batch(9), "id": long_id}], True)
+        page["last_id"] = make_batch(2)["id"]
+        mock.get(f"{BASE_URL}/batches?limit=2", payload=page)
+        body = list_body([make_batch(1)], False)
+        mock.get(f"{BASE_URL}/batches?limit=2&after={make_batch(2)['id']}", payload=body)
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.batches_new) == (True, 3)
+    assert "1 item(s) without a usable id" in result.warnings[0]
+
+
+async def test_a_page_of_unusable_items_goes_on_from_its_last_id(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """When the page's last item cannot be the cursor, the server's last_id can."""
+    with aioresponses() as mock:
+        page = list_body([{"id": None}, {"id": None}], True)
+        page["last_id"] = "batch_cursor"
+        mock.get(f"{BASE_URL}/batches?limit=2", payload=page)
+        body = list_body([make_batch(1)], False)
+        mock.get(f"{BASE_URL}/batches?limit=2&after=batch_cursor", payload=body)
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.batches_new) == (True, 1)
+
+
+async def test_a_new_batch_with_an_early_creation_time_does_not_end_the_walk(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """One new batch listed with created_at 0 at the end of the first page: the walk goes on
+    down to the old head, and the batches between are stored."""
+    with aioresponses() as mock:
+        serve_list(mock, {})
+        await sync(settings, retry=fast_retry)
+    with aioresponses() as mock:
+        top = list_body([make_batch(10), make_batch(9, created_at=0)], True)
+        mock.get(f"{BASE_URL}/batches?limit=2", payload=top)
+        below = list_body([make_batch(8), make_batch(7)], True)
+        mock.get(f"{BASE_URL}/batches?limit=2&after={make_batch(9)['id']}", payload=below)
+        # The head's second may hold more: the walk ends on the first page below it.
+        ties = list_body([make_batch(6), make_batch(5)], True)
+        mock.get(f"{BASE_URL}/batches?limit=2&after={make_batch(7)['id']}", payload=ties)
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.batches_new) == (True, 3)
+
+
+def serve_pages(mock: aioresponses, numbers: list[int], batches: dict[int, Any]) -> None:
+    """Every list page of `numbers` (newest first), two a page."""
+    after = ""
+    for start in range(0, len(numbers), 2):
+        chunk = [batches.get(n) or make_batch(n) for n in numbers[start : start + 2]]
+        body = list_body(chunk, start + 2 < len(numbers))
+        mock.get(f"{BASE_URL}/batches?limit=2{after}", payload=body)
+        after = f"&after={chunk[-1]['id']}"
+
+
+async def test_a_walk_target_gone_from_the_list_does_not_walk_the_whole_list(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """The plan walks on below the head to four in-flight batches; one has left the list.
+    The walk stops once past its creation time, and asks for it by id instead."""
+    everything = list(range(20, 0, -1))
+    in_flight = {n: make_batch(n, status="in_progress") for n in (18, 17, 16, 15)}
+    with aioresponses() as mock:
+        serve_pages(mock, everything, in_flight)
+        await sync(settings, retry=fast_retry)
+    with aioresponses() as mock:
+        serve_pages(mock, [n for n in everything if n != 15], {})
+        mock.get(f"{BASE_URL}/batches/{make_batch(15)['id']}", status=404, payload=not_found(None))
+        result = await sync(settings, retry=fast_retry)
+    assert result.complete
+    assert (result.pages, result.refreshed_by_id, result.gone) == (3, 1, 1)

@@ -141,7 +141,9 @@ async def test_walk_resumes_after_a_cursor() -> None:
 async def test_walk_stops_on_the_page_holding_the_stop_id() -> None:
     """A catch-up walk ends on the page where it meets the old head."""
     api = FakeList(list(range(10, 0, -1)))
-    steps = await collect(fetch_page=api.fetch, after=None, limit=3, stop_id=make_batch(6)["id"])
+    steps = await collect(
+        fetch_page=api.fetch, after=None, limit=3, stop_ids=frozenset({make_batch(6)["id"]})
+    )
     assert len(steps) == 2
     assert steps[-1].done
 
@@ -157,20 +159,47 @@ async def test_a_tie_with_the_stop_batch_below_it_is_not_missed() -> None:
         return parse_page(list_body(chunk, start + limit < len(order)))
 
     steps = await collect(
-        fetch_page=fetch, after=None, limit=2, stop_id=make_batch(8)["id"], stop_below=100
+        fetch_page=fetch,
+        after=None,
+        limit=2,
+        stop_ids=frozenset({make_batch(8)["id"]}),
+        stop_below=100,
     )
     walked = [b["id"] for s in steps for b in s.page.batches]
     assert make_batch(7)["id"] in walked
     assert len(steps) == 2
 
 
-async def test_a_vanished_stop_batch_stops_below_its_time() -> None:
-    """Without the stop batch in the list, the walk stops once past its creation time."""
+async def test_a_vanished_stop_batch_stops_at_a_neighbour_below_its_time() -> None:
+    """Without the head in the list, a stored neighbour of it stops the walk, once past
+    the head's creation time."""
     api = FakeList(list(range(10, 0, -1)))
+    stop_ids = frozenset({"batch_gone", make_batch(6)["id"], make_batch(5)["id"]})
     steps = await collect(
-        fetch_page=api.fetch, after=None, limit=3, stop_id="batch_gone", stop_below=1_700_000_007
+        fetch_page=api.fetch, after=None, limit=3, stop_ids=stop_ids, stop_below=1_700_000_007
     )
     assert len(steps) == 2
+
+
+async def test_an_early_creation_time_alone_does_not_stop_the_walk() -> None:
+    """A new batch listed with an early created_at, at the end of a page above the head,
+    must not end the walk before the batches between it and the head."""
+    order = [12, 11, 10, 9, 8]  # 8 is the old head; 11 claims to be older than it
+
+    async def fetch(after: str | None, limit: int) -> BatchPage:
+        start = 0 if after is None else [make_batch(n)["id"] for n in order].index(after) + 1
+        chunk = [
+            make_batch(n, created_at=0 if n == 11 else 1_700_000_000 + n)
+            for n in order[start : start + limit]
+        ]
+        return parse_page(list_body(chunk, start + limit < len(order)))
+
+    stop_ids = frozenset({make_batch(8)["id"]})
+    steps = await collect(
+        fetch_page=fetch, after=None, limit=2, stop_ids=stop_ids, stop_below=1_700_000_008
+    )
+    walked = [b["id"] for s in steps for b in s.page.batches]
+    assert walked == [make_batch(n)["id"] for n in order]
 
 
 async def test_empty_list_is_one_done_step() -> None:

@@ -127,6 +127,22 @@ async def test_a_pause_is_capped() -> None:
     assert time.sleeps == [120.0]
 
 
+async def test_spacing_is_capped() -> None:
+    """Limit 4, 1 left, full again in an hour would space requests 20 minutes apart."""
+    time = FakeTime()
+    limiter = RateLimiter(clock=time.clock, sleep=time.sleep, max_spacing=10)
+    limiter.observe(
+        {
+            "x-ratelimit-limit-requests": "4",
+            "x-ratelimit-remaining-requests": "1",
+            "x-ratelimit-reset-requests": "1h",
+        }
+    )
+    for _ in range(3):
+        await limiter.acquire()
+    assert [s for s in time.sleeps if s > 0.001] == [10.0, 10.0]
+
+
 async def test_a_pause_is_never_shortened() -> None:
     """A later, shorter pause does not cut an earlier, longer one."""
     time = FakeTime()

@@ -44,9 +44,13 @@ def stored_rows(db: Path) -> list[tuple[Any, ...]]:
         return sorted(conn.execute(f"SELECT {', '.join(REQUEST_COLUMNS)} FROM batch_requests"))
 
 
-def file_states(db: Path) -> dict[str, int]:
+def file_states(db: Path, kind: str = "error") -> dict[str, int]:
+    """Files of `kind` by state (output files are recorded pending while outputs are off)."""
     with contextlib.closing(sqlite3.connect(db)) as conn:
-        return dict(conn.execute("SELECT state, count(*) FROM batch_files GROUP BY state"))
+        rows = conn.execute(
+            "SELECT state, count(*) FROM batch_files WHERE kind = ? GROUP BY state", (kind,)
+        )
+        return dict(rows.fetchall())
 
 
 @pytest.mark.parametrize("outputs", [False, True], ids=["error files", "and output files"])

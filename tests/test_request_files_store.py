@@ -36,6 +36,7 @@ def test_a_terminal_batch_names_its_files_to_fetch(status: str) -> None:
         {"status": "in_progress"},
         {"status": "finalizing"},
         {"status": "COMPLETED"},  # not a status the API documents: maybe not final
+        {"status": {"phase": "completed"}},
         {"output_file_id": None},
         {"output_file_id": ""},
         {"output_file_id": {"id": "file-1"}},

@@ -8,6 +8,7 @@ import pytest
 
 from crawler.rows import (
     BATCH_COLUMNS,
+    MAX_ERROR_LINES,
     build_batch_row,
     build_error_rows,
     build_page_rows,
@@ -140,3 +141,11 @@ def test_fitted_rows_of_a_plain_page_are_the_plain_rows() -> None:
     """Nothing to fit: the same rows, no warnings."""
     batches = [make_batch(n) for n in range(3)]
     assert build_page_rows_fitted(batches, 5) == (*build_page_rows(batches, 5), [])
+
+
+def test_error_lines_past_what_a_batch_can_hold_are_not_kept() -> None:
+    """A batch has at most 50,000 requests: a longer error list is a hostile server's."""
+    batch = make_batch(1, errors={"object": "list", "data": [{}] * (MAX_ERROR_LINES + 5)})
+    rows = build_error_rows(batch)
+    assert len(rows) == MAX_ERROR_LINES
+    assert rows[-1][1] == MAX_ERROR_LINES - 1

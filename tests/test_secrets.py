@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import re
+import sqlite3
+from pathlib import Path
 from urllib.parse import quote, quote_plus
 
 import pytest
+from aiohttp import web
+from aioresponses import aioresponses
 
+from crawler.api import RetryPolicy
+from crawler.config import Settings
 from crawler.replies import build_api_error
+from crawler.sync import sync
+
+from .conftest import BASE_URL, list_body, make_batch
 
 # Characters that JSON, percent-encoding and whitespace collapsing all spell differently.
 ODD_KEY = 'sk-proj-a"b\\c/d+e=f  é~0123456789ABCDEFxyz'
@@ -80,3 +91,52 @@ def test_several_echoes_are_each_masked() -> None:
     """Every occurrence is masked, in whichever forms, and the text between them is kept."""
     echo = f"{ODD_KEY} and {quote(ODD_KEY, safe='')}"
     assert message_of(echo) == MASKED.replace("***", "*** and ***")
+
+
+async def test_warnings_quoting_what_the_server_sent_mask_the_key(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """A last_id or an odd item id echoing the key reaches the warnings masked."""
+    assert settings.api_key is not None
+    page = list_body([make_batch(2), {"id": ["echo", settings.api_key]}, make_batch(1)], False)
+    page["last_id"] = f"last-{settings.api_key}"
+    with aioresponses() as mock:
+        mock.get(f"{BASE_URL}/batches?limit=2", payload=page)
+        result = await sync(settings, retry=fast_retry)
+    assert len(result.warnings) == 2
+    assert all("***" in w and settings.api_key[8:24] not in w for w in result.warnings)
+    with contextlib.closing(sqlite3.connect(settings.db)) as conn:
+        (stored,) = conn.execute("SELECT warnings FROM sync_runs").fetchone()
+    assert settings.api_key[8:24] not in stored
+
+
+async def test_a_redirect_echoing_the_key_is_masked_in_the_request_log(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With -vv every request is logged with its URL: after a redirect, that is the server's."""
+    key = "sk-proj-0123456789abcdefSECRET"
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPFound(f"/v1/listed?limit=2&k={key}")
+
+    async def listed(request: web.Request) -> web.Response:
+        return web.json_response(list_body([make_batch(1)], False))
+
+    app = web.Application()
+    app.router.add_get("/v1/batches", redirect)
+    app.router.add_get("/v1/listed", listed)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        settings = Settings(db=db_path, base_url=f"http://127.0.0.1:{port}/v1", api_key=key)
+        with caplog.at_level(logging.DEBUG, logger="crawler"):
+            result = await sync(settings)
+    finally:
+        await runner.cleanup()
+    assert result.complete
+    requests = [r.getMessage() for r in caplog.records if r.getMessage().startswith("GET ")]
+    assert any("k=***" in line for line in requests), requests
+    assert not any("0123456789abcdef" in line for line in requests)

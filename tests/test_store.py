@@ -261,6 +261,17 @@ async def test_a_second_writer_is_refused_at_once(db_path: Path) -> None:
     assert not sync_is_running(db_path)
 
 
+async def test_a_second_writer_through_a_symlink_is_refused_too(db_path: Path) -> None:
+    """Two paths to one database share one lock: the second sync is refused."""
+    link = db_path.with_name("link.db")
+    link.symlink_to(db_path)
+    async with open_store(db_path):
+        assert sync_is_running(link)
+        with pytest.raises(DatabaseBusyError, match="another sync"):
+            async with open_store(link):
+                pass
+
+
 async def test_killed_runs_are_closed_by_the_next_run(db_path: Path) -> None:
     """A ledger row left 'running' is marked killed when the next run starts."""
     async with open_store(db_path) as store:

@@ -6,6 +6,7 @@ import contextlib
 import os
 import random
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -125,14 +126,15 @@ def unsettled_by_counting(conn: sqlite3.Connection) -> list[tuple[str, int]]:
     """The definition: a batch's position is the number of batches created after it."""
     marks = ", ".join("?" * len(TERMINAL))
     rows = conn.execute(
-        f"SELECT id, created_at FROM batches WHERE status NOT IN ({marks}) AND not_found_runs < 3",
+        "SELECT id, created_at FROM batches "
+        f"WHERE (status IS NULL OR status NOT IN ({marks})) AND not_found_runs < 3",
         TERMINAL,
     ).fetchall()
     newer = "SELECT count(*) FROM batches WHERE created_at > ?"
     return [(i, conn.execute(newer, (c,)).fetchone()[0]) for i, c in rows]
 
 
-async def fill(db: Path, rows: list[tuple[str, str, object, int]]) -> None:
+async def fill(db: Path, rows: Sequence[tuple[str, object, object, int]]) -> None:
     async with open_store(db):
         pass
     with contextlib.closing(sqlite3.connect(db)) as conn:
@@ -147,7 +149,7 @@ async def fill(db: Path, rows: list[tuple[str, str, object, int]]) -> None:
 async def test_unsettled_positions_match_their_definition(db_path: Path) -> None:
     """Ties, missing and text creation times, odd statuses and gone marks: same positions."""
     rng = random.Random(9)
-    statuses = ["completed", "in_progress", "COMPLETED", "validating", "failed", "paused"]
+    statuses = ["completed", "in_progress", "COMPLETED", "validating", "failed", "paused", None]
     times: list[object] = [None, "1700000000", "soon"]
     rows = [
         (
@@ -190,3 +192,32 @@ async def test_a_database_replaced_during_a_sync_is_reported(db_path: Path) -> N
     db_path.write_bytes(b"")
     with pytest.raises(DatabaseError, match="was replaced or removed while the sync ran"):
         await opened.__aexit__(None, None, None)
+
+
+async def test_unsettled_batches_come_least_recently_seen_first(db_path: Path) -> None:
+    """A run cut short refreshes some; the next starts with the others, not the same ones."""
+    rows = [(f"batch_{n}", "in_progress", 1000 + n, 0) for n in range(4)]
+    await fill(db_path, rows)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        conn.executemany(
+            "UPDATE batches SET last_seen_at = ? WHERE id = ?",
+            [(5, "batch_0"), (9, "batch_1"), (2, "batch_2"), (7, "batch_3")],
+        )
+        conn.commit()
+        order = [batch_id for batch_id, _ in select_unsettled(conn)]
+    assert order == ["batch_2", "batch_0", "batch_3", "batch_1"]
+
+
+def test_another_program_holding_the_database_says_so(tmp_path: Path) -> None:
+    """A real SQLITE_BUSY: another connection in a write transaction past the timeout."""
+    path = tmp_path / "b.db"
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as holder:
+        holder.execute("CREATE TABLE t (x)")
+        holder.execute("BEGIN IMMEDIATE")
+        with (
+            contextlib.closing(sqlite3.connect(path, timeout=0)) as writer,
+            pytest.raises(sqlite3.OperationalError) as caught,
+        ):
+            writer.execute("BEGIN IMMEDIATE")
+    error = database_error(path, caught.value)
+    assert str(error).startswith(f"another program has been writing {path}")

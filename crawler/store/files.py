@@ -68,9 +68,11 @@ def lock_path(path: Path) -> Path:
     """The file a sync locks while it writes `path`: `batches.db` -> `batches.db.lock`.
 
     A file of its own, not the database: closing any descriptor of the database would
-    drop SQLite's own locks on it, held by the same process.
+    drop SQLite's own locks on it, held by the same process. Beside the file a symlink
+    leads to, as SQLite's own `-wal` is: two paths to one database share one lock.
     """
-    return path.with_name(path.name + ".lock")
+    real = Path(os.path.realpath(path))
+    return real.with_name(real.name + ".lock")
 
 
 @contextlib.asynccontextmanager

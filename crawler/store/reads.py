@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -56,7 +57,8 @@ def select_walk(db: sqlite3.Connection) -> WalkState | None:
 
 
 def select_unsettled(db: sqlite3.Connection) -> list[tuple[str, int]]:
-    """Batches stored as not yet terminal, with their position in the list, newest first.
+    """Batches stored as not yet terminal, with their position in the list, the least
+    recently seen first (the order to refresh them in).
 
     A position is the number of batches created later. One pass down the `created_at`
     index counts them: each step counts only the batches between two consecutive creation
@@ -65,13 +67,14 @@ def select_unsettled(db: sqlite3.Connection) -> list[tuple[str, int]]:
     """
     marks = ", ".join("?" * len(TERMINAL))
     rows = db.execute(
-        f"SELECT id, created_at FROM batches WHERE status NOT IN ({marks}) "
+        "SELECT id, created_at, last_seen_at FROM batches "
+        f"WHERE (status IS NULL OR status NOT IN ({marks})) "
         f"AND not_found_runs < {CONFIRMED_GONE} ORDER BY created_at DESC",
         TERMINAL,
     ).fetchall()
     positions = []
     newer, bound = 0, None
-    for batch_id, created in rows:
+    for batch_id, created, _ in rows:
         if created is None:  # no creation time: nothing counts as newer, as before
             positions.append((batch_id, 0))
             continue
@@ -84,7 +87,25 @@ def select_unsettled(db: sqlite3.Connection) -> list[tuple[str, int]]:
                 newer += db.execute(count, (created, bound)).fetchone()[0]
             bound = created
         positions.append((batch_id, newer))
-    return positions
+    # Least recently seen first: a run cut short by its budget leaves the others for the next.
+    seen = {batch_id: last_seen for batch_id, _, last_seen in rows}
+    return sorted(positions, key=lambda pair: seen[pair[0]])
+
+
+def select_oldest_created_at(db: sqlite3.Connection, batch_ids: list[str]) -> int | None:
+    """The earliest whole-number creation time stored for any of `batch_ids`."""
+    row = db.execute(
+        "SELECT min(created_at) FROM batches WHERE typeof(created_at) = 'integer' "
+        "AND id IN (SELECT value FROM json_each(?))",
+        (json.dumps(batch_ids),),
+    ).fetchone()
+    return row[0] if row else None
+
+
+def select_newest_ids(db: sqlite3.Connection, count: int) -> list[str]:
+    """The ids of the `count` newest stored batches (down the created_at index)."""
+    rows = db.execute("SELECT id FROM batches ORDER BY created_at DESC LIMIT ?", (count,))
+    return [batch_id for (batch_id,) in rows]
 
 
 def select_created_at(db: sqlite3.Connection, batch_id: str) -> int | None:

@@ -147,6 +147,12 @@ def database_error(path: Path, exc: sqlite3.Error) -> DatabaseError:
         )
     if name in {"SQLITE_CORRUPT", "SQLITE_NOTADB"}:
         return DatabaseError(f"{path} is damaged ({exc}); move it aside and sync into a new file")
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        # Our own syncs queue on the lock file: this is another program writing the file.
+        return DatabaseError(
+            f"another program has been writing {path} for over 5 s (a sqlite3 shell in a "
+            "transaction?); let it finish, then sync again"
+        )
     return DatabaseError(f"database {path} is unusable: {exc}")
 
 

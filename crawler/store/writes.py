@@ -20,7 +20,13 @@ from ..rows import BATCH_COLUMNS, ERROR_COLUMNS
 from ..runs import FIGURE_COLUMNS, RunFigures
 from ..walk import WalkState
 from .files import check_file, writer_lock
-from .reads import select_created_at, select_unsettled, select_walk
+from .reads import (
+    select_created_at,
+    select_newest_ids,
+    select_oldest_created_at,
+    select_unsettled,
+    select_walk,
+)
 from .requests import FileToFetch, select_files_to_fetch, update_file, upsert_requests
 from .schema import connect, database_error, in_thread, migrate
 
@@ -239,8 +245,16 @@ class Store:
         return await self._in_thread(select_walk)
 
     async def load_unsettled(self) -> list[tuple[str, int]]:
-        """Ids of the batches stored as not yet terminal, each with its position, newest first."""
+        """Batches stored as not yet terminal, each with its position, least recently seen first."""
         return await self._in_thread(select_unsettled)
+
+    async def oldest_created_at(self, batch_ids: Collection[str]) -> int | None:
+        """The earliest stored creation time among `batch_ids` (None: none known)."""
+        return await self._in_thread(select_oldest_created_at, list(batch_ids))
+
+    async def newest_ids(self, count: int) -> list[str]:
+        """The ids of the `count` newest stored batches, by creation time."""
+        return await self._in_thread(select_newest_ids, count)
 
     async def created_at(self, batch_id: str) -> int | None:
         """The stored creation time of a batch, if it is stored and is a whole number."""
