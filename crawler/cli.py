@@ -312,6 +312,11 @@ def format_summary(result: SyncResult) -> str:
             f"({result.gone:,} answered not found: asked again on later runs, "
             "until three in a row agree)."
         )
+    if result.files:
+        lines.append(
+            f"Stored {result.files:,} request files: {result.request_lines:,} request lines, "
+            f"{result.file_bytes / 2**20:,.1f} MiB."
+        )
     lines.extend(f"warning: {w}" for w in result.warnings)
     if not result.complete:
         lines.append("Budget spent; the next `batch-crawler sync` resumes where this one stopped.")

@@ -14,9 +14,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .api import ApiClient
-from .errors import ApiError, AuthenticationError, BrokenResponseError, QuotaExceededError
+from .errors import (
+    ApiError,
+    AuthenticationError,
+    BrokenResponseError,
+    QuotaExceededError,
+    UnstorableBatchError,
+)
 from .jsontext import parse
-from .request_rows import UnusableLineError, build_request_row
+from .request_rows import REQUEST_COLUMNS, UnusableLineError, build_request_row
+from .rows import fit_rows
 from .store import FileToFetch, Store
 
 # Lines a transaction: few enough to keep memory flat, enough that commits cost little.
@@ -220,9 +227,20 @@ class FileFetcher:
 
     async def _fetch(self, file: FileToFetch) -> FileOutcome:
         async def consume(chunks: AsyncIterator[bytes]) -> FileRead:
-            return await read_requests(
-                chunks, file, self._store.save_requests, keep_body=self._keep_body
-            )
+            odd: list[str] = []
+
+            async def save(rows: Sequence[tuple[Any, ...]]) -> None:
+                try:
+                    await self._store.save_requests(rows)
+                except UnstorableBatchError:
+                    # Nothing was written: store the chunk with what SQLite refused made
+                    # storable (a lone surrogate replaced, say), saying what changed.
+                    await self._store.save_requests(fit_rows(REQUEST_COLUMNS, rows, odd))
+
+            read = await read_requests(chunks, file, save, keep_body=self._keep_body)
+            for warning in odd:
+                read.warn(f"file {file.file_id}: {warning}")
+            return read
 
         try:
             read = await self._client.read_file(file.file_id, consume)

@@ -168,6 +168,14 @@ def _fit_row(
     return tuple(fitted)
 
 
+def fit_rows(
+    columns: Sequence[str], rows: Sequence[tuple[Any, ...]], warnings: list[str]
+) -> list[tuple[Any, ...]]:
+    """`rows` with every value made storable (see `build_page_rows_fitted`); the first
+    column names the batch in each warning."""
+    return [_fit_row(columns, row, row[0], warnings) for row in rows]
+
+
 def build_page_rows_fitted(
     batches: Iterable[Batch], seen_at: int
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[str]]:
@@ -179,6 +187,6 @@ def build_page_rows_fitted(
     """
     batch_rows, error_rows = build_page_rows(batches, seen_at)
     warnings: list[str] = []
-    fitted_batches = [_fit_row(BATCH_COLUMNS, row, row[0], warnings) for row in batch_rows]
-    fitted_errors = [_fit_row(ERROR_COLUMNS, row, row[0], warnings) for row in error_rows]
+    fitted_batches = fit_rows(BATCH_COLUMNS, batch_rows, warnings)
+    fitted_errors = fit_rows(ERROR_COLUMNS, error_rows, warnings)
     return fitted_batches, fitted_errors, warnings

@@ -25,6 +25,8 @@ class StatusReport:
     batches: int
     error_lines: int
     by_status: dict[str, int]
+    files: dict[str, dict[str, int]]  # kind -> state -> count
+    request_lines: int
     runs: list[RunRecord]
 
     def as_json(self) -> dict[str, Any]:
@@ -36,6 +38,8 @@ class StatusReport:
             "batches": self.batches,
             "error_lines": self.error_lines,
             "by_status": self.by_status,
+            "files": self.files,
+            "request_lines": self.request_lines,
             "runs": [dataclasses.asdict(run) for run in self.runs],
         }
 
@@ -57,6 +61,8 @@ async def read_status(path: Path, *, runs: int = 5) -> StatusReport:
         sum(holdings.by_status.values()),
         holdings.error_lines,
         holdings.by_status,
+        holdings.files,
+        holdings.request_lines,
         records,
     )
 
@@ -82,6 +88,10 @@ def format_status(report: StatusReport) -> str:
     lines.append(f"batches: {report.batches:,}  error lines: {report.error_lines:,}")
     width = max((len(status) for status in report.by_status), default=0)
     lines.extend(f"  {status:<{width}} {count:>10,}" for status, count in report.by_status.items())
+    lines.append(f"request lines: {report.request_lines:,}")
+    for kind, states in report.files.items():
+        shown = ", ".join(f"{_FILE_STATES.get(state, state)} {n:,}" for state, n in states.items())
+        lines.append(f"  {kind} files: {shown}")
     if report.runs:
         lines.append("last runs:")
     for run in report.runs:
@@ -95,6 +105,10 @@ def format_status(report: StatusReport) -> str:
             line += f"\n      error: {run.error}"
         lines.append(line)
     return "\n".join(lines)
+
+
+# How `status` names a file's state: pending files are those still to fetch.
+_FILE_STATES = {"pending": "to fetch", "expired": "expired (404)", "failed": "failed (retried)"}
 
 
 def _when(unix: int) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aioresponses import aioresponses
 
 from crawler import Settings, sync
 from crawler.api import RetryPolicy
@@ -17,6 +18,8 @@ from crawler.fake import FakeApiOptions, FakeApiServer
 from crawler.fake.lines import iter_lines
 from crawler.request_files import LineBuffer
 from crawler.request_rows import REQUEST_COLUMNS, build_request_row
+
+from .conftest import API_KEY, BASE_URL, list_body, make_batch
 
 RETRY = RetryPolicy(max_attempts=10, max_seconds=60, initial_backoff=0, max_backoff=0)
 
@@ -141,3 +144,32 @@ async def test_output_files_asked_for_later_are_backfilled(db_path: Path) -> Non
     assert later.complete
     assert later.files > 0
     assert stored_rows(db_path) == expected
+
+
+async def test_odd_lines_are_named_and_the_rest_of_the_file_stored(
+    db_path: Path, fast_retry: RetryPolicy
+) -> None:
+    """A line that is not JSON, one without a custom_id, and text SQLite cannot store:
+    each is named in a warning; every other line lands."""
+    batch = make_batch(1, error_file_id="file-err-1", request_counts={"total": 4, "failed": 4})
+    good = {"custom_id": "ok", "response": None, "error": {"code": "batch_expired"}}
+    lone = {"custom_id": "odd", "response": None, "error": {"message": "a\ud800b"}}
+    content = "\n".join(
+        [json.dumps(good), "{not json", json.dumps({"id": "x"}), json.dumps(lone), ""]
+    )
+    settings = Settings(db=db_path, base_url=BASE_URL, api_key=API_KEY)
+    with aioresponses() as mock:
+        mock.get(f"{BASE_URL}/batches?limit=100", payload=list_body([batch], False))
+        mock.get(f"{BASE_URL}/files/file-err-1/content", body=content.encode())
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.files, result.request_lines) == (True, 1, 2)
+    assert result.warnings == (
+        "file file-err-1 line 2 is not JSON, not stored",
+        "file file-err-1 line 3: no custom_id, not stored",
+        f"file file-err-1: batch {batch['id']}: error_message holds a lone surrogate: replaced",
+        f"file file-err-1 of batch {batch['id']} holds 2 request lines where the batch counts "
+        "4 (a transfer cut short?)",
+    )
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        messages = dict(conn.execute("SELECT custom_id, error_message FROM batch_requests"))
+    assert messages == {"ok": None, "odd": "a\ufffdb"}

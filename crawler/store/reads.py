@@ -116,10 +116,13 @@ def select_created_at(db: sqlite3.Connection, batch_id: str) -> int | None:
 
 @dataclass(frozen=True)
 class Holdings:
-    """What a database holds: batches by status, and their error lines."""
+    """What a database holds: batches by status, their error lines, their request files
+    by kind and state, and the request lines stored from them."""
 
     by_status: dict[str, int]
     error_lines: int
+    files: dict[str, dict[str, int]]
+    request_lines: int
 
 
 def select_holdings(db: sqlite3.Connection) -> Holdings:
@@ -130,7 +133,13 @@ def select_holdings(db: sqlite3.Connection) -> Holdings:
         ).fetchall()
     )
     (error_lines,) = db.execute("SELECT count(*) FROM batch_errors").fetchone()
-    return Holdings(by_status, error_lines)
+    files: dict[str, dict[str, int]] = {}
+    for kind, state, count in db.execute(
+        "SELECT kind, state, count(*) FROM batch_files GROUP BY 1, 2 ORDER BY 1, 2"
+    ):
+        files.setdefault(kind, {})[state] = count
+    (request_lines,) = db.execute("SELECT count(*) FROM batch_requests").fetchone()
+    return Holdings(by_status, error_lines, files, request_lines)
 
 
 def select_runs(db: sqlite3.Connection, limit: int) -> list[RunRecord]:
