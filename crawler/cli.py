@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd = commands.add_parser(
         "demo",
         help="sync a local fake API into a database (no key, no network)",
-        description="Start the fake API on a free loopback port, sync it, and show three "
+        description="Start the fake API on a free loopback port, sync it, and show four "
         "example queries. Example:\n  batch-crawler demo --db demo.db --batches 5000",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -45,6 +45,12 @@ EXAMPLE_QUERIES = (
         "       substr(min(e.message), 1, 60) AS example\n"
         "FROM batch_errors e GROUP BY e.code ORDER BY batches DESC LIMIT 5",
     ),
+    (
+        "Why requests failed",
+        "SELECT coalesce(error_code, error_type, 'HTTP ' || status_code) AS reason,\n"
+        "       count(*) AS requests, substr(min(error_message), 1, 60) AS example\n"
+        "FROM batch_requests WHERE kind = 'error' GROUP BY 1 ORDER BY requests DESC LIMIT 5",
+    ),
 )
 
 _RUN_COLUMNS = ("id", "started_at", "ended_at", "mode", "outcome", "error", *FIGURE_COLUMNS)
