@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,7 +87,7 @@ class FileRead:
 async def read_requests(
     chunks: AsyncIterator[bytes],
     file: FileToFetch,
-    save: Callable[[Sequence[tuple[Any, ...]]], Awaitable[None]],
+    save: Callable[[Sequence[tuple[Any, ...]]], Coroutine[Any, Any, None]],
     *,
     keep_body: bool,
 ) -> FileRead:
@@ -99,6 +100,16 @@ async def read_requests(
     buffer = LineBuffer()
     rows: list[tuple[Any, ...]] = []
     number = 0
+    # One chunk is written while the next is read: the download never waits on a commit
+    # but that of the chunk before.
+    writing: asyncio.Task[None] | None = None
+
+    async def hand_on(chunk_rows: list[tuple[Any, ...]]) -> None:
+        nonlocal writing
+        if writing is not None:
+            await writing
+        writing = asyncio.create_task(save(chunk_rows))
+        read.lines += len(chunk_rows)
 
     def add(line: bytearray) -> None:
         nonlocal number
@@ -116,19 +127,27 @@ async def read_requests(
         except ValueError:
             read.warn(f"file {file.file_id} line {number} is not JSON, not stored")
 
-    async for chunk in chunks:
-        read.size += len(chunk)
-        for line in buffer.feed(chunk):
+    try:
+        async for chunk in chunks:
+            read.size += len(chunk)
+            for line in buffer.feed(chunk):
+                add(line)
+            if len(rows) >= LINES_PER_COMMIT:
+                await hand_on(rows)
+                rows = []
+        for line in buffer.end():
             add(line)
-        if len(rows) >= LINES_PER_COMMIT:
-            await save(rows)
-            read.lines += len(rows)
-            rows = []
-    for line in buffer.end():
-        add(line)
-    if rows:
-        await save(rows)
-        read.lines += len(rows)
+        if rows:
+            await hand_on(rows)
+        if writing is not None:
+            await writing
+    finally:
+        if writing is not None and not writing.done():
+            # The download failed or was cancelled: the chunk in hand is committed or not,
+            # whole either way; a retry reads the file again from its first line.
+            writing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writing
     return read
 
 

@@ -9,7 +9,6 @@ endpoint keeps what is common. No network, no disk.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from .jsontext import to_text
@@ -42,25 +41,31 @@ class UnusableLineError(ValueError):
     """A line that holds no request outcome we can key: not an object, or no `custom_id`."""
 
 
-def _object(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+# Lines are decoded from JSON, so objects are exactly dicts: `type() is` checks are several
+# times quicker than isinstance() against abstract types, at 50,000 lines a file.
+_EMPTY: dict[str, Any] = {}
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if type(value) is dict else _EMPTY
 
 
 def _text(value: Any) -> str | None:
     """Text as sent; a number or anything else shown as JSON, never dropped."""
-    if value is None or isinstance(value, str):
+    if value is None or type(value) is str:
         return value
     return to_text(value)
 
 
 def _number(value: Any) -> int | float | None:
     """A count or a code as sent; anything that is not a number (a bool, text, junk) is NULL."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return value if isinstance(value, float) or -(2**63) <= value < 2**63 else None
+    kind = type(value)
+    if kind is int:
+        return value if -(2**63) <= value < 2**63 else None
+    return value if kind is float else None  # bool, text, junk: NULL
 
 
-def _usage(usage: Mapping[str, Any]) -> tuple[Any, ...]:
+def _usage(usage: dict[str, Any]) -> tuple[Any, ...]:
     """Input, cached input, output, reasoning and total tokens, whichever names the endpoint
     uses: `input_tokens` (responses) or `prompt_tokens` (chat, completions, embeddings)."""
     if "input_tokens" in usage or "output_tokens" in usage:
@@ -81,7 +86,7 @@ def _usage(usage: Mapping[str, Any]) -> tuple[Any, ...]:
     return tuple(map(_number, counts))
 
 
-def _finish_reason(body: Mapping[str, Any]) -> Any:
+def _finish_reason(body: dict[str, Any]) -> Any:
     """The first choice's finish reason (chat, completions); for a response, `completed` or
     why it is incomplete; None for endpoints that have neither (embeddings, moderations)."""
     choices = body.get("choices")
@@ -106,10 +111,10 @@ def build_request_row(
     Raises:
         UnusableLineError: the line is not an object with a string `custom_id`.
     """
-    if not isinstance(line, Mapping):
+    if type(line) is not dict:
         raise UnusableLineError("not a JSON object")
     custom_id = line.get("custom_id")
-    if not isinstance(custom_id, str) or not custom_id:
+    if type(custom_id) is not str or not custom_id:
         raise UnusableLineError("no custom_id")
     response = _object(line.get("response"))
     raw_body = response.get("body")
