@@ -285,7 +285,8 @@ _RULES: dict[str, Rule] = {
     "max_pages": integer_rule(1),
     "max_seconds": _SECONDS,
     "concurrency": integer_rule(1, 64),
-    "requests_per_minute": number_rule("a positive number of requests per minute", lambda v: v > 0),
+    # Under one a minute, a sync of any size would take days, silently.
+    "requests_per_minute": number_rule("at least 1 request per minute", lambda v: v >= 1),
     "files": Rule(_flag, _convert_flag),
     "outputs": Rule(_flag, _convert_flag),
     "bodies": Rule(_flag, _convert_flag),

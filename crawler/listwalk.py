@@ -57,6 +57,7 @@ class ListWalk:
     budget_spent: Callable[[int], bool]
     to_refresh: set[str]
     walk_targets: set[str]
+    stored_mark: int  # the store's last rowid when the run began (see Store.stored_by)
     last_step: WalkStep | None = None
 
     async def run(self, walk: WalkState, queue: PageQueue) -> None:
@@ -90,16 +91,17 @@ class ListWalk:
     ) -> tuple[WalkState, int, bool]:
         """Walk one segment; returns the new walk state, pages fetched, and budget spent."""
         from_top = walk.cursor is None
-        stop_below, stop_ids = None, frozenset[str]()
+        stop_second, stop_ids = None, frozenset[str]()
         if walk.stop_id is not None:
-            stop_below = await self.store.created_at(walk.stop_id)
+            stop_second = await self.store.created_at(walk.stop_id)
             stop_ids = frozenset({walk.stop_id, *await self.store.newest_ids(STOP_NEIGHBOURS)})
         steps = walk_pages(
             self.client.fetch_page,
             after=walk.cursor,
             limit=self.page_size,
             stop_ids=stop_ids,
-            stop_below=stop_below,
+            stop_second=stop_second,
+            known=self.known,
         )
         async with contextlib.aclosing(steps):
             async for step in steps:
@@ -119,6 +121,10 @@ class ListWalk:
                 if self.budget_spent(fetched):
                     return walk, fetched, True
         return walk, fetched, False
+
+    async def known(self, batch_id: str) -> bool:
+        """Whether a batch was stored before this run began."""
+        return await self.store.stored_by(batch_id, self.stored_mark)
 
     async def cursor_listed(self, cursor: str) -> bool:
         """Whether the batch a cursor names still exists; an answer that cannot say so

@@ -46,6 +46,11 @@ def parse_page(payload: Any) -> BatchPage:
     data = payload.get("data")
     has_more = payload.get("has_more")
     if not isinstance(data, list) or not isinstance(has_more, bool):
+        error = payload.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            # An error envelope sent with a 200: say what the API said.
+            message = " ".join(error["message"].split())[:300]
+            raise BrokenResponseError(f"the API answered the list with an error: {message}")
         raise BrokenResponseError("list response lacks a `data` list or a boolean `has_more`")
     batches = [item for item in data if _has_usable_id(item)]
     skipped = () if len(batches) == len(data) else _describe_skipped(data)
@@ -76,8 +81,12 @@ def _is_usable_id(value: Any) -> bool:
 
 
 def _has_usable_id(item: Any) -> bool:
-    """Whether `item` is an object with a usable id."""
-    return isinstance(item, dict) and _is_usable_id(item.get("id"))
+    """Whether `item` is a batch object (or one that does not say) with a usable id."""
+    return (
+        isinstance(item, dict)
+        and item.get("object", "batch") in {"batch", None}
+        and _is_usable_id(item.get("id"))
+    )
 
 
 def _describe_skipped(data: list[Any]) -> tuple[str, ...]:
@@ -85,7 +94,13 @@ def _describe_skipped(data: list[Any]) -> tuple[str, ...]:
     shown = []
     for position, item in enumerate(data):
         if not _has_usable_id(item):
-            what = f"id {item.get('id')!r:.40}" if isinstance(item, dict) else "not an object"
+            what = (
+                "not an object"
+                if not isinstance(item, dict)
+                else f"a {item['object']!r:.20}, not a batch"
+                if item.get("object", "batch") not in {"batch", None}
+                else f"id {item.get('id')!r:.40}"
+            )
             shown.append(f"item {position} ({what})")
     return tuple(shown)
 
@@ -147,43 +162,66 @@ def check_next(page: BatchPage, after: str | None, seen: set[str]) -> str | None
     return cursor
 
 
-def _below(page: BatchPage, stop_below: int | None) -> bool:
-    """Whether the page ends below the stop time (ties with it go on to the next page)."""
-    created = page.batches[-1].get("created_at") if page.batches else None
-    return stop_below is None or not isinstance(created, int) or created < stop_below
-
-
 async def walk_pages(
     fetch_page: Callable[[str | None, int], Awaitable[BatchPage]],
     *,
     after: str | None,
     limit: int,
     stop_ids: frozenset[str] = frozenset(),
-    stop_below: int | None = None,
+    stop_second: int | None = None,
+    known: Callable[[str], Awaitable[bool]] | None = None,
 ) -> AsyncGenerator[WalkStep, None]:
     """Follow the chain from `after` (None = the top) until it ends or reaches a stop.
 
     `stop_ids` are batches known to be at the stop (the old head, and the newest stored
     batches beside it, should the head itself have vanished). Once the walk has met one,
-    it stops on the first page that ends below `stop_below`, the head's creation time:
-    every batch created in the head's second is then passed too, whichever order the
-    server gives ties in. A creation time alone never stops it: one batch listed with an
-    early `created_at` would otherwise end the walk above batches never stored. The last
-    step still carries its whole page: rows above the stop are new, those below are fresh
-    copies; storing all is right.
+    it stops on the first page whose last batch was `known` (stored before this run) and
+    was not created in `stop_second`, the head's creation second, since batches of that
+    second may come in any order. Neither a creation time alone nor the head alone stops
+    it: one batch listed with an odd `created_at` (early, or in the future) would otherwise
+    end the walk above batches never stored. The last step still carries its whole page:
+    rows above the stop are new, those below are fresh copies; storing all is right.
+
+    A list that ends before the walk has met any stop batch is checked with one more
+    request: a `has_more: false` sent by mistake would otherwise end the walk above
+    batches never stored, for good.
     """
     seen: set[str] = set() if after is None else {after}
     cursor = after
     met_stop = False
+    page = await fetch_page(cursor, limit)
     while True:
-        page = await fetch_page(cursor, limit)
-        notes = (skipped_warning(page, cursor), last_id_warning(page, cursor))
-        warnings = tuple(note for note in notes if note)
+        notes = [skipped_warning(page, cursor), last_id_warning(page, cursor)]
         met_stop = met_stop or any(b["id"] in stop_ids for b in page.batches)
-        reached_stop = met_stop and _below(page, stop_below)
+        reached_stop = met_stop and await _passed_stop(page, stop_second, known)
         following = None if reached_stop else check_next(page, cursor, seen)
-        stored_cursor = page.next_after or cursor
-        yield WalkStep(page, stored_cursor, following is None, warnings)
+        ahead = None
+        if following is None and stop_ids and not met_stop and page.next_after is not None:
+            # The list ended above every batch the walk was to stop at: most likely a
+            # has_more false sent by mistake. One more request tells.
+            ahead = await fetch_page(page.next_after, limit)
+            if ahead.batches:
+                notes.append(
+                    f"page after {cursor or 'the top'}: has_more was false above the last "
+                    "walk's head, but more batches came after it; walked on"
+                )
+                following = page.next_after
+                seen.add(following)
+        warnings = tuple(note for note in notes if note)
+        yield WalkStep(page, page.next_after or cursor, following is None, warnings)
         if following is None:
             return
         cursor = following
+        page = ahead if ahead is not None else await fetch_page(cursor, limit)
+
+
+async def _passed_stop(
+    page: BatchPage, stop_second: int | None, known: Callable[[str], Awaitable[bool]] | None
+) -> bool:
+    """Whether a page at or below the stop ends past it (see walk_pages)."""
+    if not page.batches:
+        return True
+    last = page.batches[-1]
+    if stop_second is not None and last.get("created_at") == stop_second:
+        return False
+    return known is None or await known(last["id"])

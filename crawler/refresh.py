@@ -11,10 +11,16 @@ from .errors import (
     AuthenticationError,
     BadRequestError,
     BrokenResponseError,
+    ServerError,
+    TransportError,
     UnknownRouteError,
     first_exception,
 )
 from .pages import Batch
+
+# Batches whose retries ran out one after the other, with no answer between, before the
+# refresh takes the API itself to be failing and ends.
+FAILURES_IN_A_ROW = 3
 
 SaveChunk = Callable[[Sequence[Batch], Sequence[str]], Awaitable[None]]
 
@@ -40,8 +46,9 @@ async def refresh_by_id(
     `skip(batch_id, error)` hears of a batch whose own answer was refused (a 4xx other
     than 404, a 403 for this batch alone, a 404 for its path, a body that is not a batch):
     it is left as it is stored and the others go on, so that one batch cannot block the
-    sync. Errors of the API as a whole (a bad key, quota, the network, retries spent) end
-    the refresh, once the batches already fetched are saved.
+    sync; so is one whose retries ran out (a 5xx, a timeout), unless FAILURES_IN_A_ROW do.
+    Errors of the API as a whole (a bad key, quota, failures in a row) end the refresh,
+    once the batches already fetched are saved.
     """
     pending = iter(batch_ids)
     fetched: list[Batch] = []
@@ -57,26 +64,28 @@ async def refresh_by_id(
                 await save(batches, missing)
 
     stopped = False
+    failing_in_a_row = 0
 
     async def worker() -> None:
-        nonlocal stopped
+        nonlocal stopped, failing_in_a_row
         for batch_id in pending:  # the iterator is shared: each id goes to one worker
             if stop():
                 stopped = True
                 return
             try:
                 batch = await client.fetch_batch(batch_id)
-            except (BadRequestError, BrokenResponseError, UnknownRouteError) as exc:
-                # A 404 "Invalid URL" after the list worked: about this id's path alone.
+            except ApiError as exc:
+                if not _about_this_batch(exc):
+                    if not isinstance(exc, ServerError | TransportError):
+                        raise
+                    # Retries spent on one batch: that batch's trouble, unless the next
+                    # ones fail too, which is the API's.
+                    failing_in_a_row += 1
+                    if failing_in_a_row >= FAILURES_IN_A_ROW:
+                        raise
                 skip(batch_id, exc)
                 continue
-            except AuthenticationError as exc:
-                # The list was read with this key: a 403 here is about this batch alone
-                # (another project's, say). A 401 is about the key, and ends the refresh.
-                if exc.status != 403:
-                    raise
-                skip(batch_id, exc)
-                continue
+            failing_in_a_row = 0
             if batch is None:
                 gone.append(batch_id)
             else:
@@ -95,3 +104,12 @@ async def refresh_by_id(
         raise error from None
     await flush()
     return not stopped
+
+
+def _about_this_batch(error: ApiError) -> bool:
+    """Whether a refusal is about one batch, not the API: a 4xx other than 404 (a 403
+    too, since the list was read with this key; a 401 is about the key), a 404 for its
+    path, a body that is not that batch."""
+    if isinstance(error, AuthenticationError):
+        return error.status == 403
+    return isinstance(error, BadRequestError | BrokenResponseError | UnknownRouteError)

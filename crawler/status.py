@@ -25,6 +25,7 @@ class StatusReport:
     batches: int
     error_lines: int
     by_status: dict[str, int]
+    gone: int  # answered 404 on 3 runs in a row: no longer asked about
     files: dict[str, dict[str, int]]  # kind -> state -> count
     request_lines: int
     runs: list[RunRecord]
@@ -38,6 +39,7 @@ class StatusReport:
             "batches": self.batches,
             "error_lines": self.error_lines,
             "by_status": self.by_status,
+            "gone": self.gone,
             "files": self.files,
             "request_lines": self.request_lines,
             "runs": [dataclasses.asdict(run) for run in self.runs],
@@ -61,6 +63,7 @@ async def read_status(path: Path, *, runs: int = 5) -> StatusReport:
         sum(holdings.by_status.values()),
         holdings.error_lines,
         holdings.by_status,
+        holdings.gone,
         holdings.files,
         holdings.request_lines,
         records,
@@ -88,6 +91,11 @@ def format_status(report: StatusReport) -> str:
     lines.append(f"batches: {report.batches:,}  error lines: {report.error_lines:,}")
     width = max((len(status) for status in report.by_status), default=0)
     lines.extend(f"  {status:<{width}} {count:>10,}" for status, count in report.by_status.items())
+    if report.gone:
+        lines.append(
+            f"gone: {report.gone:,} answered 404 on 3 runs in a row and are no longer asked "
+            "about; a `sync --full` that lists them again clears the mark"
+        )
     lines.append(f"request lines: {report.request_lines:,}")
     for kind, states in report.files.items():
         shown = ", ".join(f"{_FILE_STATES.get(state, state)} {n:,}" for state, n in states.items())

@@ -46,6 +46,7 @@ class _Run:
     to_refresh: set[str] = field(default_factory=set)
     walk_targets: set[str] = field(default_factory=set)
     refresh_order: list[str] = field(default_factory=list)  # least recently seen first
+    stored_mark: int = 0  # the store's last rowid when the run began
     fetcher: FileFetcher | None = None
 
     def budget_spent(self, pages_fetched: int) -> bool:
@@ -67,6 +68,7 @@ class _Run:
             budget_spent=self.budget_spent,
             to_refresh=self.to_refresh,
             walk_targets=self.walk_targets,
+            stored_mark=self.stored_mark,
         )
         try:
             async with asyncio.TaskGroup() as tasks:
@@ -273,12 +275,13 @@ async def sync(
         raise ConfigError(settings.missing_key_message())
     started = clock()
     async with open_store(settings.db) as store, create_session(settings) as session:
-        saved = await store.load_walk()
+        saved = None if restart else await store.load_walk()
         walk, mode = starting_walk(saved, restart=restart, full=full)
         if walk != saved:
             await store.save_walk(walk)
         run_id = await store.start_run(mode, settings.base_url)
         run = _Run(store, settings, run_id, on_progress, clock, started)
+        run.stored_mark = await store.last_rowid()
         if mode != "full":
             # A resumed walk ends like an incremental one: the pages committed before the
             # interruption hold batches that may have moved on since.
@@ -307,6 +310,10 @@ async def sync(
             complete = await _walk_and_fetch(run, client, walk)
             outcome = "complete" if complete else "partial"
         except CrawlerError as exc:
+            # A message may quote what the server sent (a cursor, an id), which may echo
+            # the key: it is masked before anyone sees it or the ledger keeps it.
+            if exc.args and isinstance(exc.args[0], str):
+                exc.args = (mask_secret(exc.args[0], settings.api_key), *exc.args[1:])
             error = str(exc)
             raise
         except asyncio.CancelledError:

@@ -54,7 +54,8 @@ def serve_three_pages(mock: aioresponses, statuses: dict[int, str] | None = None
         (["sync", "--max-seconds", "inf"], "--max-seconds: expected a finite number"),
         # The command line follows the config file's rules: 1..64, not merely positive.
         (["sync", "--concurrency", "65"], "--concurrency: must be between 1 and 64, got 65"),
-        (["sync", "--requests-per-minute", "0"], "--requests-per-minute: must be a positive"),
+        (["sync", "--requests-per-minute", "0"], "--requests-per-minute: must be at least 1"),
+        (["sync", "--requests-per-minute", "1e-300"], "--requests-per-minute: must be at least 1"),
         (["nope"], "invalid choice: 'nope'"),
         (["fake-api", "--port", "99999"], "--port: must be between 0 and 65535"),
         (["fake-api", "--requests-per-second", "inf"], "expected a finite number"),
@@ -402,3 +403,48 @@ def test_plain_http_to_another_host_exits_2_unless_allowed(
     with aioresponses() as mock:
         mock.get(f"{remote}/batches?limit=2", payload=list_body([make_batch(1)], False))
         assert main([*argv, "--allow-insecure-http", "-q"]) == 0
+
+
+def test_a_walk_state_edited_into_a_blob_is_one_line_and_restart_goes_on(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A cursor that is not text: exit 4 with what to do; --restart walks from the top."""
+    db = tmp_path / "b.db"
+    with aioresponses() as mock:
+        serve_three_pages(mock)
+        assert main(["sync", "--db", str(db), "--page-size", "2", "-q"]) == 0
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE walk_state SET cursor = x'00ff', finished = 0")
+        conn.execute("UPDATE batches SET status = x'01' WHERE rowid = 1")
+    assert main(["sync", "--db", str(db), "--page-size", "2"]) == 4
+    assert main(["status", "--db", str(db)]) == 4
+    err = capsys.readouterr().err.splitlines()
+    assert (
+        err
+        == [
+            f"batch-crawler: {db}: its walk_state row holds an id that is not text; run "
+            "`batch-crawler sync --restart` to walk from the top again"
+        ]
+        * 2
+    )
+    with aioresponses() as mock:
+        serve_three_pages(mock)
+        assert main(["sync", "--db", str(db), "--page-size", "2", "--restart", "-q"]) == 0
+    assert main(["status", "--db", str(db)]) == 0
+    assert "  (blob)" not in capsys.readouterr().out  # the listing restored its status
+
+
+def test_a_status_edited_into_a_blob_is_shown_by_its_type(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    db = tmp_path / "b.db"
+    with aioresponses() as mock:
+        serve_three_pages(mock)
+        assert main(["sync", "--db", str(db), "--page-size", "2", "-q"]) == 0
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE batches SET status = x'01' WHERE rowid = 1")
+    assert main(["status", "--db", str(db)]) == 0
+    assert main(["status", "--db", str(db), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "  (blob)" in out
+    assert '"(blob)": 1' in out

@@ -15,7 +15,8 @@ from yarl import URL
 
 from crawler.api import RetryPolicy
 from crawler.config import Settings
-from crawler.errors import AuthenticationError
+from crawler.errors import AuthenticationError, ServerError
+from crawler.status import format_status, read_status
 from crawler.sync import sync
 
 from .conftest import BASE_URL, list_body, make_batch
@@ -93,6 +94,9 @@ async def test_three_404s_in_a_row_confirm_a_batch_gone(
         serve_head(mock)  # a request by id now would fail: aioresponses knows no such URL
         quiet = await sync(settings, retry=fast_retry)
     assert (quiet.complete, quiet.refreshed_by_id) == (True, 0)
+    report = await read_status(settings.db)
+    assert report.gone == 1
+    assert "gone: 1 answered 404 on 3 runs in a row" in format_status(report)
 
 
 async def test_a_listed_batch_clears_its_gone_mark(
@@ -454,3 +458,78 @@ async def test_a_walk_target_gone_from_the_list_does_not_walk_the_whole_list(
         result = await sync(settings, retry=fast_retry)
     assert result.complete
     assert (result.pages, result.refreshed_by_id, result.gone) == (3, 1, 1)
+
+
+async def test_a_head_dated_in_the_future_does_not_hide_the_batches_below_it(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """A server that sorts by created_at keeps a future-dated head on top: the new batches
+    listed below it are walked to, down to a page that ends with a batch stored before."""
+    future = make_batch(20, created_at=1_900_000_000)
+    with aioresponses() as mock:
+        serve_pages(mock, [20, 7, 6, 5, 4, 3, 2, 1], {20: future})
+        await sync(settings, retry=fast_retry)
+    with aioresponses() as mock:
+        serve_pages(mock, [20, 12, 11, 10, 7, 6, 5, 4, 3, 2, 1], {20: future})
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.batches_new, result.pages) == (True, 3, 3)
+
+
+async def test_a_batch_whose_answers_keep_failing_is_skipped_not_the_run(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """A 500 for one batch, past every retry, while the others answer: that batch is
+    skipped with a warning (asked first next time, as the least recently seen)."""
+    newer = make_batch(3, status="in_progress", completed_at=None)
+    with aioresponses() as mock:
+        serve_list(mock, {2: STRAGGLER, 3: newer})
+        await sync(settings, retry=fast_retry)
+    broken = {"error": {"message": "internal error", "type": "server_error"}}
+    with aioresponses() as mock:
+        serve_head(mock)
+        mock.get(BY_ID, status=500, payload=broken, repeat=True)
+        mock.get(f"{BASE_URL}/batches/{newer['id']}", payload=make_batch(3))
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.refreshed_by_id) == (True, 1)
+    assert len(result.warnings) == 1
+    assert result.warnings[0].startswith(
+        f"batch {STRAGGLER['id']} was not refreshed: API error 500"
+    )
+    assert straggler_row(settings.db) == ("in_progress", 0, 0)
+
+
+async def test_failures_in_a_row_are_the_apis_and_end_the_run(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """Three batches in a row failing past their retries: the API is down, the run fails."""
+    stragglers = {n: make_batch(n, status="in_progress") for n in (5, 4, 3, 2)}
+    with aioresponses() as mock:
+        serve_list(mock, stragglers)
+        await sync(settings, retry=fast_retry)
+    broken = {"error": {"message": "internal error", "type": "server_error"}}
+    with aioresponses() as mock:
+        serve_head(mock)
+        for n in stragglers:
+            mock.get(
+                f"{BASE_URL}/batches/{make_batch(n)['id']}", status=500, payload=broken, repeat=True
+            )
+        # One at a time, and by id (a budget keeps the walk from going on below the head).
+        by_id = dataclasses.replace(settings, concurrency=1, max_pages=10)
+        with pytest.raises(ServerError):
+            await sync(by_id, retry=fast_retry)
+
+
+async def test_in_flight_batches_without_a_creation_time_are_asked_for_by_id(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """With no place in the list known, they are not walked to without bound: by id."""
+    dateless = {n: make_batch(n, status="in_progress", created_at=None) for n in (4, 3, 2)}
+    with aioresponses() as mock:
+        serve_list(mock, dateless)
+        await sync(settings, retry=fast_retry)
+    with aioresponses() as mock:
+        serve_head(mock)
+        for n in dateless:
+            mock.get(f"{BASE_URL}/batches/{make_batch(n)['id']}", payload=make_batch(n))
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.pages, result.refreshed_by_id) == (True, 1, 3)

@@ -158,25 +158,30 @@ async def test_a_tie_with_the_stop_batch_below_it_is_not_missed() -> None:
         chunk = [make_batch(n, created_at=created[n]) for n in order[start : start + limit]]
         return parse_page(list_body(chunk, start + limit < len(order)))
 
+    known = {make_batch(n)["id"] for n in (8, 6, 5)}  # 9 and 7 are new
+
+    async def stored(batch_id: str) -> bool:
+        return batch_id in known
+
     steps = await collect(
         fetch_page=fetch,
         after=None,
         limit=2,
         stop_ids=frozenset({make_batch(8)["id"]}),
-        stop_below=100,
+        stop_second=100,
+        known=stored,
     )
     walked = [b["id"] for s in steps for b in s.page.batches]
     assert make_batch(7)["id"] in walked
     assert len(steps) == 2
 
 
-async def test_a_vanished_stop_batch_stops_at_a_neighbour_below_its_time() -> None:
-    """Without the head in the list, a stored neighbour of it stops the walk, once past
-    the head's creation time."""
+async def test_a_vanished_stop_batch_stops_at_a_neighbour() -> None:
+    """Without the head in the list, a stored neighbour of it stops the walk."""
     api = FakeList(list(range(10, 0, -1)))
     stop_ids = frozenset({"batch_gone", make_batch(6)["id"], make_batch(5)["id"]})
     steps = await collect(
-        fetch_page=api.fetch, after=None, limit=3, stop_ids=stop_ids, stop_below=1_700_000_007
+        fetch_page=api.fetch, after=None, limit=3, stop_ids=stop_ids, stop_second=1_700_000_007
     )
     assert len(steps) == 2
 
@@ -194,9 +199,17 @@ async def test_an_early_creation_time_alone_does_not_stop_the_walk() -> None:
         ]
         return parse_page(list_body(chunk, start + limit < len(order)))
 
+    async def stored(batch_id: str) -> bool:
+        return batch_id == make_batch(8)["id"]
+
     stop_ids = frozenset({make_batch(8)["id"]})
     steps = await collect(
-        fetch_page=fetch, after=None, limit=2, stop_ids=stop_ids, stop_below=1_700_000_008
+        fetch_page=fetch,
+        after=None,
+        limit=2,
+        stop_ids=stop_ids,
+        stop_second=1_700_000_008,
+        known=stored,
     )
     walked = [b["id"] for s in steps for b in s.page.batches]
     assert walked == [make_batch(n)["id"] for n in order]
@@ -227,3 +240,64 @@ async def test_stuck_cursor_stops_the_walk_after_the_good_pages() -> None:
     with pytest.raises(PaginationError, match="twice"):
         await follow()
     assert len(seen) == 2
+
+
+async def test_a_head_with_an_odd_creation_time_stops_the_walk_only_past_stored_batches() -> None:
+    """A head dated in the future sits at the top: the new batches listed below it are
+    walked until a page ends with a batch stored before."""
+    order = [20, 12, 11, 10, 9, 8]  # 20 is the old head, dated in the future; 12..10 are new
+
+    async def fetch(after: str | None, limit: int) -> BatchPage:
+        start = 0 if after is None else [make_batch(n)["id"] for n in order].index(after) + 1
+        chunk = [
+            make_batch(n, created_at=1_900_000_000 if n == 20 else 1_700_000_000 + n)
+            for n in order[start : start + limit]
+        ]
+        return parse_page(list_body(chunk, start + limit < len(order)))
+
+    async def stored(batch_id: str) -> bool:
+        return batch_id in {make_batch(n)["id"] for n in (20, 9, 8)}
+
+    steps = await collect(
+        fetch_page=fetch,
+        after=None,
+        limit=2,
+        stop_ids=frozenset({make_batch(20)["id"]}),
+        stop_second=1_900_000_000,
+        known=stored,
+    )
+    walked = [b["id"] for s in steps for b in s.page.batches]
+    assert walked == [make_batch(n)["id"] for n in order]
+
+
+async def test_a_list_ending_above_the_stop_is_checked_once_more() -> None:
+    """has_more false before the walk met any stop batch: one more request, and on."""
+    api = FakeList(list(range(10, 0, -1)))
+    glitch = api.fetch
+
+    async def fetch(after: str | None, limit: int) -> BatchPage:
+        page = await glitch(after, limit)
+        if after is None:  # the first page says, wrongly, that the list ends there
+            return BatchPage(page.batches, False, page.last_id)
+        return page
+
+    steps = await collect(
+        fetch_page=fetch, after=None, limit=3, stop_ids=frozenset({make_batch(4)["id"]})
+    )
+    walked = [b["id"] for s in steps for b in s.page.batches]
+    assert make_batch(4)["id"] in walked
+    assert "has_more was false above the last walk's head" in steps[0].warnings[0]
+
+
+def test_items_of_another_object_type_are_left_out() -> None:
+    """A file (or anything not a batch) in the list is no batch: named, not stored."""
+    data = [make_batch(2), {**make_batch(1), "object": "file"}, {**make_batch(3), "object": None}]
+    page = parse_page({"data": data, "has_more": False})
+    assert [b["id"] for b in page.batches] == [make_batch(2)["id"], make_batch(3)["id"]]
+    assert page.skipped == ("item 1 (a 'file', not a batch)",)
+
+
+def test_an_error_envelope_sent_with_a_200_says_what_the_api_said() -> None:
+    body = {"error": {"message": "Your organization has been deactivated.", "code": None}}
+    with pytest.raises(BrokenResponseError, match="with an error: Your organization has been"):
+        parse_page(body)

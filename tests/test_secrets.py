@@ -16,6 +16,7 @@ from aioresponses import aioresponses
 
 from crawler.api import RetryPolicy
 from crawler.config import Settings
+from crawler.errors import PaginationError
 from crawler.replies import build_api_error
 from crawler.sync import sync
 
@@ -140,3 +141,21 @@ async def test_a_redirect_echoing_the_key_is_masked_in_the_request_log(
     requests = [r.getMessage() for r in caplog.records if r.getMessage().startswith("GET ")]
     assert any("k=***" in line for line in requests), requests
     assert not any("0123456789abcdef" in line for line in requests)
+
+
+async def test_an_error_quoting_the_key_as_a_cursor_is_masked_and_so_stored(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """A server sending the key as an id, twice: the loop guard's message masks it."""
+    assert settings.api_key is not None
+    page = list_body([make_batch(2), {**make_batch(1), "id": settings.api_key}], True)
+    with aioresponses() as mock:
+        mock.get(f"{BASE_URL}/batches?limit=2", payload=page)
+        mock.get(f"{BASE_URL}/batches?limit=2&after={settings.api_key}", payload=page)
+        with pytest.raises(PaginationError) as caught:
+            await sync(settings, retry=fast_retry)
+    assert settings.api_key not in str(caught.value)
+    assert "***" in str(caught.value)
+    with contextlib.closing(sqlite3.connect(settings.db)) as conn:
+        (error,) = conn.execute("SELECT error FROM sync_runs").fetchone()
+    assert settings.api_key not in error

@@ -131,7 +131,12 @@ def unsettled_by_counting(conn: sqlite3.Connection) -> list[tuple[str, int]]:
         TERMINAL,
     ).fetchall()
     newer = "SELECT count(*) FROM batches WHERE created_at > ?"
-    return [(i, conn.execute(newer, (c,)).fetchone()[0]) for i, c in rows]
+    (total,) = conn.execute("SELECT count(*) FROM batches").fetchone()
+    # No usable creation time, no known place: planned as the deepest.
+    return [
+        (i, conn.execute(newer, (c,)).fetchone()[0] if isinstance(c, int) else total)
+        for i, c in rows
+    ]
 
 
 async def fill(db: Path, rows: Sequence[tuple[str, object, object, int]]) -> None:

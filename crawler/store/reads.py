@@ -57,9 +57,20 @@ _RUN_COLUMNS = ("id", "started_at", "ended_at", "mode", "outcome", "error", *FIG
 
 
 def select_walk(db: sqlite3.Connection) -> WalkState | None:
-    """The walk state, or None before the first sync."""
+    """The walk state, or None before the first sync.
+
+    Raises:
+        DamagedRowError: an id in it is not text (the row was edited by hand).
+    """
     row = db.execute("SELECT cursor, stop_id, head_id, finished FROM walk_state").fetchone()
-    return None if row is None else WalkState(row[0], row[1], row[2], bool(row[3]))
+    if row is None:
+        return None
+    if not all(value is None or isinstance(value, str) for value in row[:3]):
+        raise DamagedRowError(
+            "its walk_state row holds an id that is not text; run `batch-crawler sync "
+            "--restart` to walk from the top again"
+        )
+    return WalkState(row[0], row[1], row[2], bool(row[3]))
 
 
 def select_unsettled(db: sqlite3.Connection) -> list[tuple[str, int]]:
@@ -80,9 +91,14 @@ def select_unsettled(db: sqlite3.Connection) -> list[tuple[str, int]]:
     ).fetchall()
     positions = []
     newer, bound = 0, None
+    deepest = None
     for batch_id, created, _ in rows:
-        if created is None:  # no creation time: nothing counts as newer, as before
-            positions.append((batch_id, 0))
+        if not isinstance(created, int):
+            # No usable creation time, no known place in the list: planned as the deepest,
+            # so it is asked for by id rather than walked to without bound.
+            if deepest is None:
+                deepest = db.execute("SELECT count(*) FROM batches").fetchone()[0]
+            positions.append((batch_id, deepest))
             continue
         if created != bound:
             if bound is None:
@@ -108,10 +124,27 @@ def select_oldest_created_at(db: sqlite3.Connection, batch_ids: list[str]) -> in
     return row[0] if row else None
 
 
+def select_last_rowid(db: sqlite3.Connection) -> int:
+    """The rowid of the last batch stored so far: an upsert keeps a row's rowid, so those
+    at or below it were stored before, whatever a run writes after."""
+    return int(db.execute("SELECT coalesce(max(rowid), 0) FROM batches").fetchone()[0])
+
+
+def select_stored_by(db: sqlite3.Connection, batch_id: str, last_rowid: int) -> bool:
+    """Whether the batch is stored, with a rowid at or below `last_rowid`."""
+    row = db.execute("SELECT rowid <= ? FROM batches WHERE id = ?", (last_rowid, batch_id))
+    found = row.fetchone()
+    return bool(found and found[0])
+
+
 def select_newest_ids(db: sqlite3.Connection, count: int) -> list[str]:
     """The ids of the `count` newest stored batches (down the created_at index)."""
     rows = db.execute("SELECT id FROM batches ORDER BY created_at DESC LIMIT ?", (count,))
     return [batch_id for (batch_id,) in rows]
+
+
+class DamagedRowError(Exception):
+    """A row edited into a shape batch-crawler never writes."""
 
 
 def select_created_at(db: sqlite3.Connection, batch_id: str) -> int | None:
@@ -122,30 +155,38 @@ def select_created_at(db: sqlite3.Connection, batch_id: str) -> int | None:
 
 @dataclass(frozen=True)
 class Holdings:
-    """What a database holds: batches by status, their error lines, their request files
-    by kind and state, and the request lines stored from them."""
+    """What a database holds: batches by status, their error lines, how many the API
+    answered 404 for on enough runs in a row to be no longer asked about, their request
+    files by kind and state, and the request lines stored from them."""
 
     by_status: dict[str, int]
     error_lines: int
+    gone: int
     files: dict[str, dict[str, int]]
     request_lines: int
 
 
 def select_holdings(db: sqlite3.Connection) -> Holdings:
     """Batch counts by status (most first) and the number of error lines."""
+    # A status that is not text (a value edited by hand) is shown by its type.
+    shown = (
+        "CASE typeof(status) WHEN 'text' THEN status WHEN 'null' THEN '(none)' "
+        "ELSE '(' || typeof(status) || ')' END"
+    )
     by_status = dict(
-        db.execute(
-            "SELECT coalesce(status, '(none)'), count(*) FROM batches GROUP BY 1 ORDER BY 2 DESC"
-        ).fetchall()
+        db.execute(f"SELECT {shown}, count(*) FROM batches GROUP BY 1 ORDER BY 2 DESC").fetchall()
     )
     (error_lines,) = db.execute("SELECT count(*) FROM batch_errors").fetchone()
+    (gone,) = db.execute(
+        f"SELECT count(*) FROM batches WHERE not_found_runs >= {CONFIRMED_GONE}"
+    ).fetchone()
     files: dict[str, dict[str, int]] = {}
     for kind, state, count in db.execute(
         "SELECT kind, state, count(*) FROM batch_files GROUP BY 1, 2 ORDER BY 1, 2"
     ):
         files.setdefault(kind, {})[state] = count
     (request_lines,) = db.execute("SELECT count(*) FROM batch_requests").fetchone()
-    return Holdings(by_status, error_lines, files, request_lines)
+    return Holdings(by_status, error_lines, gone, files, request_lines)
 
 
 def select_runs(db: sqlite3.Connection, limit: int) -> list[RunRecord]:
@@ -181,12 +222,16 @@ def answer_queries(
 class Reader:
     """Reads of an existing database, each one call on the connection's own thread."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self._conn = conn
+        self._path = path
 
     async def read(self, work: Callable[..., T], *args: Any) -> T:
         """`work(db, *args)` with one of this module's `select_*` functions."""
-        return await in_thread(self._conn, work, *args)
+        try:
+            return await in_thread(self._conn, work, *args)
+        except DamagedRowError as exc:
+            raise DatabaseError(f"{self._path}: {exc}") from None
 
 
 @contextlib.asynccontextmanager
@@ -202,4 +247,4 @@ async def open_reader(path: Path) -> AsyncIterator[Reader]:
             raise DatabaseError(
                 f"{path} has an older schema ({version}); run `batch-crawler sync` to upgrade it"
             )
-        yield Reader(conn)
+        yield Reader(conn, path)

@@ -21,9 +21,12 @@ from ..runs import FIGURE_COLUMNS, RunFigures
 from ..walk import WalkState
 from .files import check_file, writer_lock
 from .reads import (
+    DamagedRowError,
     select_created_at,
+    select_last_rowid,
     select_newest_ids,
     select_oldest_created_at,
+    select_stored_by,
     select_unsettled,
     select_walk,
 )
@@ -236,6 +239,8 @@ class Store:
             return await in_thread(self._conn, work, *args)
         except _UNSTORABLE:
             raise  # a value on the page, not the database: save_page says so
+        except DamagedRowError as exc:
+            raise DatabaseError(f"{self._path}: {exc}") from None
         except sqlite3.Error as exc:
             # Translated here, so that the run records it in its ledger row.
             raise database_error(self._path, exc) from exc
@@ -251,6 +256,14 @@ class Store:
     async def oldest_created_at(self, batch_ids: Collection[str]) -> int | None:
         """The earliest stored creation time among `batch_ids` (None: none known)."""
         return await self._in_thread(select_oldest_created_at, list(batch_ids))
+
+    async def last_rowid(self) -> int:
+        """A mark of what is stored now; see `stored_by`."""
+        return await self._in_thread(select_last_rowid)
+
+    async def stored_by(self, batch_id: str, last_rowid: int) -> bool:
+        """Whether the batch was stored when `last_rowid` was read."""
+        return await self._in_thread(select_stored_by, batch_id, last_rowid)
 
     async def newest_ids(self, count: int) -> list[str]:
         """The ids of the `count` newest stored batches, by creation time."""
