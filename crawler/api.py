@@ -441,7 +441,7 @@ class ApiClient:
         attempts = self._retry.max_attempts
         log.warning(
             "%s; retrying in %.1f s (attempt %d of %d)",
-            error,
+            mask_secret(str(error), self._secret),  # it may quote an id that echoes the key
             wait,
             state.attempt_number + 1,
             attempts,

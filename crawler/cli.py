@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from . import __version__
-from .config import Rule, integer_rule, load_settings, number_rule, setting_rule
+from .config import Rule, Settings, integer_rule, load_settings, number_rule, setting_rule
 from .demo import ask, format_answer, run_demo
 from .errors import (
     EXIT_INTERRUPTED,
@@ -28,6 +28,7 @@ from .errors import (
 )
 from .fake import BAD_PAGE_MODES, BROKEN_PAGINATION_MODES, ID_STYLES, FakeApiOptions, serve
 from .progress import ProgressLine
+from .redact import mask_secret
 from .runs import SyncResult
 from .status import dumps, format_status, read_status
 from .sync import sync
@@ -403,7 +404,9 @@ def _cmd_fake_api(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     report = _run_async(read_status(args.db))
-    _out(dumps(report) if args.json else format_status(report))
+    shown = dumps(report) if args.json else format_status(report)
+    # A stored id or message may echo the key a server was sent; mask the one at hand.
+    _out(mask_secret(shown, os.environ.get(Settings.api_key_env, "").strip() or None))
     return EXIT_OK
 
 

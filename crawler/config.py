@@ -167,7 +167,7 @@ _TIMEOUT = number_rule("a number of seconds above 0 and at most 3600", lambda v:
 
 def _header_text(value: Any) -> str | None:
     """A value sent in an HTTP header; the value itself is never echoed (it may be the key)."""
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str) or not value.strip():
         return "expected a non-empty string"
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         return "contains a control character (a stray newline or carriage return?)"
@@ -177,6 +177,8 @@ def _header_text(value: Any) -> str | None:
 def _path(value: Any) -> str | None:
     if not isinstance(value, str | Path) or not str(value) or "\x00" in str(value):
         return f"expected a file path, got {value!r}"
+    if str(value) == ":memory:":
+        return "expected a file path; SQLite's :memory: would keep nothing"
     return None
 
 

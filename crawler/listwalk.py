@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ from .errors import (
     BadRequestError,
     BrokenResponseError,
     CrawlerError,
+    ServerError,
+    TransportError,
     UnknownCursorError,
     UnknownRouteError,
 )
@@ -29,6 +32,9 @@ from .walk import WalkState, advance_walk, may_be_a_vanished_cursor, restart_fro
 # The newest stored batches a walk down to the old head also stops at, should the head
 # itself have vanished from the list.
 STOP_NEIGHBOURS = 20
+
+# A batch created more than this far ahead of the clock is dated wrongly.
+FUTURE_SLACK = 86_400
 
 
 @dataclass
@@ -59,6 +65,7 @@ class ListWalk:
     walk_targets: set[str]
     stored_mark: int  # the store's last rowid when the run began (see Store.stored_by)
     last_step: WalkStep | None = None
+    restarted: bool = False  # this run already walked from the top again
 
     async def run(self, walk: WalkState, queue: PageQueue) -> None:
         """Walk segment after segment, handing each page on; errors go through the queue."""
@@ -93,8 +100,18 @@ class ListWalk:
         from_top = walk.cursor is None
         stop_second, stop_ids = None, frozenset[str]()
         if walk.stop_id is not None:
-            stop_second = await self.store.created_at(walk.stop_id)
-            stop_ids = frozenset({walk.stop_id, *await self.store.newest_ids(STOP_NEIGHBOURS)})
+            # Batches dated in the future (a server that once sent milliseconds, say) stay
+            # on top of the list, above every new batch: they are no place to stop at.
+            horizon = int(time.time()) + FUTURE_SLACK
+            newest = await self.store.newest(STOP_NEIGHBOURS, horizon)
+            head_second = await self.store.created_at(walk.stop_id)
+            ids = {batch_id for batch_id, _ in newest}
+            if head_second is None or head_second <= horizon:
+                ids.add(walk.stop_id)
+                stop_second = head_second
+            elif newest:
+                stop_second = newest[0][1]
+            stop_ids = frozenset(ids)
         steps = walk_pages(
             self.client.fetch_page,
             after=walk.cursor,
@@ -105,9 +122,12 @@ class ListWalk:
         )
         async with contextlib.aclosing(steps):
             async for step in steps:
+                # Once a run: a server whose by-id route cannot confirm any cursor (none,
+                # or one that pages until an empty page) would restart the walk forever.
                 if (
                     may_be_a_vanished_cursor(step)
                     and step.cursor is not None
+                    and not self.restarted
                     and not await self.cursor_listed(step.cursor)
                 ):
                     return self.restart_segment(walk), fetched, False
@@ -131,7 +151,13 @@ class ListWalk:
         (refused, another batch) counts as no: walking from the top again loses nothing."""
         try:
             return await self.client.fetch_batch(cursor) is not None
-        except (BadRequestError, BrokenResponseError, UnknownRouteError) as exc:
+        except (
+            BadRequestError,
+            BrokenResponseError,
+            UnknownRouteError,
+            ServerError,
+            TransportError,
+        ) as exc:
             self.note(f"could not confirm the cursor {cursor}: {exc}")
         except AuthenticationError as exc:
             if exc.status != 403:
@@ -143,6 +169,7 @@ class ListWalk:
         """The stored cursor names a batch the API no longer lists: walk from the top."""
         walk, warning = restart_from_top(walk)
         self.note(warning)
+        self.restarted = True
         return walk
 
     async def walk_on(self, after: str, queue: PageQueue, fetched: int) -> bool:

@@ -189,11 +189,18 @@ async def walk_pages(
     seen: set[str] = set() if after is None else {after}
     cursor = after
     met_stop = False
+    tie_pages = 0
     page = await fetch_page(cursor, limit)
     while True:
         notes = [skipped_warning(page, cursor), last_id_warning(page, cursor)]
         met_stop = met_stop or any(b["id"] in stop_ids for b in page.batches)
-        reached_stop = met_stop and await _passed_stop(page, stop_second, known)
+        reached_stop = False
+        if met_stop:
+            # One page of the head's second is waited past; a list where every batch
+            # shares one second would otherwise be walked to its end every time.
+            second = stop_second if tie_pages == 0 else None
+            reached_stop = await _passed_stop(page, second, known)
+            tie_pages += not reached_stop
         following = None if reached_stop else check_next(page, cursor, seen)
         ahead = None
         if following is None and stop_ids and not met_stop and page.next_after is not None:

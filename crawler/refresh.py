@@ -19,7 +19,7 @@ from .errors import (
 from .pages import Batch
 
 # Batches whose retries ran out one after the other, with no answer between, before the
-# refresh takes the API itself to be failing and ends.
+# refresh checks whether the API itself is failing.
 FAILURES_IN_A_ROW = 3
 
 SaveChunk = Callable[[Sequence[Batch], Sequence[str]], Awaitable[None]]
@@ -34,6 +34,7 @@ async def refresh_by_id(
     save: SaveChunk,
     skip: Callable[[str, ApiError], None],
     stop: Callable[[], bool] = lambda: False,
+    api_answers: Callable[[], Awaitable[bool]],
 ) -> bool:
     """Fetch each batch by id with `concurrency` workers and save them `chunk` at a time.
 
@@ -46,9 +47,10 @@ async def refresh_by_id(
     `skip(batch_id, error)` hears of a batch whose own answer was refused (a 4xx other
     than 404, a 403 for this batch alone, a 404 for its path, a body that is not a batch):
     it is left as it is stored and the others go on, so that one batch cannot block the
-    sync; so is one whose retries ran out (a 5xx, a timeout), unless FAILURES_IN_A_ROW do.
-    Errors of the API as a whole (a bad key, quota, failures in a row) end the refresh,
-    once the batches already fetched are saved.
+    sync; so is one whose retries ran out (a 5xx, a timeout). After FAILURES_IN_A_ROW of
+    those, `api_answers()` asks the API something else: if that fails too, the API is down
+    and the refresh ends. Errors of the API as a whole (a bad key, quota) end it too, once
+    the batches already fetched are saved.
     """
     pending = iter(batch_ids)
     fetched: list[Batch] = []
@@ -82,7 +84,9 @@ async def refresh_by_id(
                     # ones fail too, which is the API's.
                     failing_in_a_row += 1
                     if failing_in_a_row >= FAILURES_IN_A_ROW:
-                        raise
+                        if not await api_answers():
+                            raise
+                        failing_in_a_row = 0  # the API answers: these batches are odd
                 skip(batch_id, exc)
                 continue
             failing_in_a_row = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from typing import Any
 
@@ -60,6 +61,7 @@ def build_api_error(
     `secret` (the API key) is masked should the server echo it back.
     """
     message, code, param = _envelope(body)
+    enveloped = message is not None
     if message is None:
         message = f"HTTP {status}"
     text = f"API error {status}" + (f" ({code})" if code else "") + f": {message} [GET {url}]"
@@ -72,7 +74,9 @@ def build_api_error(
         "retry_after": parse_retry_after(headers),
         "should_retry": _should_retry_header(headers),
     }
-    if status == 404 and message.startswith("Invalid URL"):
+    if status == 404 and (not enveloped or message.startswith("Invalid URL")):
+        # The API answers a missing object with its error envelope; a 404 without one
+        # (a web framework's {"detail": "Not Found"}, a proxy's page) is about the path.
         return UnknownRouteError(text, **fields)
     return _error_class(status, code, param)(text, **fields)
 
@@ -103,7 +107,18 @@ def _envelope(body: bytes) -> tuple[str | None, str | None, str | None]:
     if not isinstance(message, str):
         return None, None, None
     return (
-        " ".join(message.split()),
-        str(code) if code is not None else None,
-        param if isinstance(param, str) else None,
+        _one_line(message),
+        _one_line(str(code)) if code is not None else None,
+        _one_line(param) if isinstance(param, str) else None,
     )
+
+
+# What of a server's text a message quotes: enough to read, never a terminal's escapes.
+_MAX_QUOTED = 500
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def _one_line(text: str) -> str:
+    """`text` on one line, without control characters, cut to _MAX_QUOTED characters."""
+    text = " ".join(_CONTROL.sub(" ", text[: 4 * _MAX_QUOTED]).split())
+    return text if len(text) <= _MAX_QUOTED else text[: _MAX_QUOTED - 3] + "..."

@@ -119,8 +119,11 @@ def format_status(report: StatusReport) -> str:
 _FILE_STATES = {"pending": "to fetch", "expired": "expired (404)", "failed": "failed (retried)"}
 
 
-def _when(unix: int) -> str:
-    return dt.datetime.fromtimestamp(unix, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+def _when(unix: Any) -> str:
+    try:
+        return dt.datetime.fromtimestamp(unix, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    except (TypeError, ValueError, OverflowError, OSError):  # a value edited by hand
+        return repr(unix)
 
 
 def dumps(report: StatusReport) -> str:

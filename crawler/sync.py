@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from .api import ApiClient, RetryEvent, RetryPolicy, create_session
 from .config import Settings
-from .errors import ConfigError, CrawlerError, UnstorableBatchError, first_exception
+from .errors import ApiError, ConfigError, CrawlerError, UnstorableBatchError, first_exception
 from .listwalk import ListWalk, PageQueue, WalkEnd
 from .pages import Batch
 from .ratelimit import RateLimiter
@@ -24,6 +24,7 @@ from .walk import WalkState, plan_refresh, starting_walk
 
 # Warnings kept word for word; past these, only counted (a proxy may get every page wrong).
 MAX_WARNINGS = 5
+MAX_WARNING_CHARS = 1000
 
 # Pages fetched ahead of the writer: enough to hide a slow commit, small enough
 # that memory does not grow with the size of the list.
@@ -152,12 +153,14 @@ class _Run:
         )
 
     def note(self, warning: str) -> None:
-        # A warning may quote what the server sent, which may echo the key.
-        warning = mask_secret(warning, self.settings.api_key)
-        if len(self.warnings) < MAX_WARNINGS:
-            self.warnings.append(warning)
-        else:
+        if len(self.warnings) >= MAX_WARNINGS:
             self.warnings_dropped += 1
+            return
+        # A warning may quote what the server sent: kept short, and masked, since it may
+        # echo the key.
+        if len(warning) > MAX_WARNING_CHARS:
+            warning = warning[: MAX_WARNING_CHARS - 3] + "..."
+        self.warnings.append(mask_secret(warning, self.settings.api_key))
 
     def all_warnings(self) -> list[str]:
         """The warnings kept, and how many more there were."""
@@ -214,7 +217,17 @@ async def _refresh(run: _Run, client: ApiClient) -> bool:
         save=save,
         skip=lambda batch_id, error: run.note(f"batch {batch_id} was not refreshed: {error}"),
         stop=run.time_spent,
+        api_answers=lambda: _answers(client),
     )
+
+
+async def _answers(client: ApiClient) -> bool:
+    """Whether the API answers a list request (of one batch): it is up."""
+    try:
+        await client.fetch_page(None, 1)
+    except ApiError:
+        return False
+    return True
 
 
 async def _walk_and_refresh(run: _Run, client: ApiClient, walk: WalkState) -> bool:
@@ -321,7 +334,7 @@ async def sync(
             raise
         except Exception as exc:
             # Not expected, but never a failed run with no word of why in its ledger row.
-            error = f"unexpected {type(exc).__name__}: {exc}"
+            error = mask_secret(f"unexpected {type(exc).__name__}: {exc}", settings.api_key)
             raise
         finally:
             run.figures = dataclasses.replace(

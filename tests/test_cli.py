@@ -448,3 +448,23 @@ def test_a_status_edited_into_a_blob_is_shown_by_its_type(
     out = capsys.readouterr().out
     assert "  (blob)" in out
     assert '"(blob)": 1' in out
+
+
+def test_status_masks_the_key_and_reads_odd_ledger_values(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A cursor a server echoed the key in is shown masked; a start time out of range is
+    shown as it is, not a traceback."""
+    db = tmp_path / "b.db"
+    with aioresponses() as mock:
+        serve_three_pages(mock)
+        assert main(["sync", "--db", str(db), "--page-size", "2", "-q"]) == 0
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE walk_state SET cursor = ?, finished = 0", (API_KEY,))
+        conn.execute("UPDATE sync_runs SET started_at = 10000000000000000")
+    assert main(["status", "--db", str(db)]) == 0
+    assert main(["status", "--db", str(db), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert API_KEY not in out
+    assert "resumes after ***" in out
+    assert "#1 10000000000000000 full" in out

@@ -283,3 +283,13 @@ def test_plain_http_can_be_allowed_from_any_layer(tmp_path: Path) -> None:
         {"allow_insecure_http": None}, {"OPENAI_BASE_URL": remote}, allowing_file
     )
     assert from_env.base_url == remote
+
+
+def test_sqlites_memory_database_is_refused() -> None:
+    with pytest.raises(ConfigError, match="would keep nothing"):
+        Settings(db=Path(":memory:"))
+
+
+def test_a_blank_key_given_to_the_library_is_refused() -> None:
+    with pytest.raises(ConfigError, match="api_key: expected a non-empty string"):
+        Settings(api_key="   ")

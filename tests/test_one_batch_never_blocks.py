@@ -498,10 +498,11 @@ async def test_a_batch_whose_answers_keep_failing_is_skipped_not_the_run(
     assert straggler_row(settings.db) == ("in_progress", 0, 0)
 
 
-async def test_failures_in_a_row_are_the_apis_and_end_the_run(
+async def test_failures_in_a_row_with_the_api_down_end_the_run(
     settings: Settings, fast_retry: RetryPolicy
 ) -> None:
-    """Three batches in a row failing past their retries: the API is down, the run fails."""
+    """Three batches in a row failing past their retries, and a list request failing too:
+    the API is down, the run fails."""
     stragglers = {n: make_batch(n, status="in_progress") for n in (5, 4, 3, 2)}
     with aioresponses() as mock:
         serve_list(mock, stragglers)
@@ -533,3 +534,85 @@ async def test_in_flight_batches_without_a_creation_time_are_asked_for_by_id(
             mock.get(f"{BASE_URL}/batches/{make_batch(n)['id']}", payload=make_batch(n))
         result = await sync(settings, retry=fast_retry)
     assert (result.complete, result.pages, result.refreshed_by_id) == (True, 1, 3)
+
+
+@pytest.mark.parametrize(
+    "by_id",
+    [
+        {"status": 404, "payload": {"detail": "Not Found"}},
+        {"status": 500, "payload": {"error": {"message": "boom", "type": "server_error"}}},
+    ],
+    ids=["no such route", "failing"],
+)
+async def test_a_cursor_that_cannot_be_confirmed_restarts_the_walk_once_not_forever(
+    settings: Settings, fast_retry: RetryPolicy, by_id: dict[str, Any]
+) -> None:
+    """A server that pages until an empty page, with no by-id route to confirm the last
+    cursor: the walk starts again from the top once, then takes the end as the end."""
+    numbers = [6, 5, 4, 3, 2, 1]
+    with aioresponses() as mock:
+        after = ""
+        for start in range(0, len(numbers), 2):
+            chunk = [make_batch(n) for n in numbers[start : start + 2]]
+            mock.get(
+                f"{BASE_URL}/batches?limit=2{after}", payload=list_body(chunk, True), repeat=True
+            )
+            after = f"&after={chunk[-1]['id']}"
+        mock.get(f"{BASE_URL}/batches?limit=2{after}", payload=list_body([], False), repeat=True)
+        mock.get(f"{BASE_URL}/batches/{make_batch(1)['id']}", **by_id, repeat=True)
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.batches_new, result.pages) == (True, 6, 7)
+
+
+async def test_a_block_of_batches_dated_in_the_future_does_not_hide_new_ones(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """More future-dated batches than a page hold the top of the list (a server that once
+    sent milliseconds): the walk stops at the newest plausibly dated batch, not in them."""
+    future = {n: make_batch(n, created_at=1_700_000_000_000 + n) for n in (30, 29, 28)}
+    with aioresponses() as mock:
+        serve_pages(mock, [30, 29, 28, 7, 6, 5, 4, 3, 2, 1], future)
+        await sync(settings, retry=fast_retry)
+    with aioresponses() as mock:
+        serve_pages(mock, [30, 29, 28, 12, 11, 10, 7, 6, 5, 4, 3, 2, 1], future)
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.batches_new) == (True, 3)
+
+
+async def test_failures_in_a_row_with_the_api_up_skip_those_batches(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """Three batches failing, asked first on every run as the least recently seen, while
+    a list request still answers: they are skipped, and the ones after them refreshed."""
+    failing = {n: make_batch(n, status="in_progress") for n in (5, 4, 3)}
+    fine = make_batch(2, status="in_progress")
+    with aioresponses() as mock:
+        serve_list(mock, {**failing, 2: fine})
+        await sync(settings, retry=fast_retry)
+    broken = {"error": {"message": "internal error", "type": "server_error"}}
+    with aioresponses() as mock:
+        serve_head(mock)
+        for n in failing:
+            url = f"{BASE_URL}/batches/{make_batch(n)['id']}"
+            mock.get(url, status=500, payload=broken, repeat=True)
+        mock.get(BY_ID, payload=make_batch(2))
+        mock.get(f"{BASE_URL}/batches?limit=1", payload=list_body([make_batch(7)], True))
+        by_id = dataclasses.replace(settings, concurrency=1, max_pages=10)
+        result = await sync(by_id, retry=fast_retry)
+    assert (result.complete, result.refreshed_by_id, len(result.warnings)) == (True, 1, 3)
+    assert straggler_row(settings.db) == ("completed", 0, 0)
+
+
+async def test_a_404_without_the_apis_envelope_is_about_the_path_not_the_batch(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """A proxy with no by-id route answers {"detail": "Not Found"}: the batch is skipped
+    with a warning, run after run, and never counted gone."""
+    await first_sync(settings, fast_retry)
+    for _ in range(3):
+        with aioresponses() as mock:
+            serve_head(mock)
+            mock.get(BY_ID, status=404, payload={"detail": "Not Found"})
+            result = await sync(settings, retry=fast_retry)
+        assert (result.complete, result.gone, len(result.warnings)) == (True, 0, 1)
+    assert straggler_row(settings.db) == ("in_progress", 0, 0)

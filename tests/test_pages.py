@@ -301,3 +301,26 @@ def test_an_error_envelope_sent_with_a_200_says_what_the_api_said() -> None:
     body = {"error": {"message": "Your organization has been deactivated.", "code": None}}
     with pytest.raises(BrokenResponseError, match="with an error: Your organization has been"):
         parse_page(body)
+
+
+async def test_a_list_where_every_batch_shares_one_second_is_not_walked_to_its_end() -> None:
+    """One page of the head's second is waited past, not every one."""
+    order = list(range(20, 0, -1))  # 12 is the old head; all share one second
+
+    async def fetch(after: str | None, limit: int) -> BatchPage:
+        start = 0 if after is None else [make_batch(n)["id"] for n in order].index(after) + 1
+        chunk = [make_batch(n, created_at=1_700_000_000) for n in order[start : start + limit]]
+        return parse_page(list_body(chunk, start + limit < len(order)))
+
+    async def stored(batch_id: str) -> bool:
+        return batch_id in {make_batch(n)["id"] for n in range(12, 0, -1)}
+
+    steps = await collect(
+        fetch_page=fetch,
+        after=None,
+        limit=4,
+        stop_ids=frozenset({make_batch(12)["id"]}),
+        stop_second=1_700_000_000,
+        known=stored,
+    )
+    assert len(steps) == 4  # 20..17, 16..13, 12..9 (the head's page), and one more

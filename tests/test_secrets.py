@@ -159,3 +159,55 @@ async def test_an_error_quoting_the_key_as_a_cursor_is_masked_and_so_stored(
     with contextlib.closing(sqlite3.connect(settings.db)) as conn:
         (error,) = conn.execute("SELECT error FROM sync_runs").fetchone()
     assert settings.api_key not in error
+
+
+async def test_a_retry_quoting_an_id_that_echoes_the_key_is_logged_masked(
+    settings: Settings, fast_retry: RetryPolicy, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A batch whose id is the key, answered by id with something that is not a batch:
+    the retry's log line masks it."""
+    assert settings.api_key is not None
+    echo = make_batch(2, id=settings.api_key, status="in_progress")
+    with aioresponses() as mock:
+        pages = [[7, 6], [5, 4], [3, 2], [1]]
+        after = ""
+        for n, numbers in enumerate(pages):
+            chunk = [echo if i == 2 else make_batch(i) for i in numbers]
+            mock.get(f"{BASE_URL}/batches?limit=2{after}", payload=list_body(chunk, n < 3))
+            after = f"&after={chunk[-1]['id']}"
+        await sync(settings, retry=fast_retry)
+    with aioresponses() as mock:
+        head = list_body([make_batch(7), make_batch(6)], True)
+        mock.get(f"{BASE_URL}/batches?limit=2", payload=head)
+        mock.get(f"{BASE_URL}/batches/{settings.api_key}", payload={"object": "list"}, repeat=True)
+        with caplog.at_level(logging.WARNING, logger="crawler"):
+            result = await sync(settings, retry=fast_retry)
+    assert result.complete
+    logged = [r.getMessage() for r in caplog.records]
+    assert any("is not a batch object" in line for line in logged), logged
+    assert not any(settings.api_key in line for line in logged)
+
+
+async def test_an_unexpected_error_quoting_the_key_is_stored_masked(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    def boom(progress: object) -> None:
+        raise RuntimeError(f"callback failed with {settings.api_key}")
+
+    with aioresponses() as mock:
+        mock.get(f"{BASE_URL}/batches?limit=2", payload=list_body([make_batch(1)], False))
+        with pytest.raises(RuntimeError):
+            await sync(settings, retry=fast_retry, on_progress=boom)
+    with contextlib.closing(sqlite3.connect(settings.db)) as conn:
+        (error,) = conn.execute("SELECT error FROM sync_runs").fetchone()
+    assert error == "unexpected RuntimeError: callback failed with ***"
+
+
+def test_a_servers_message_is_quoted_on_one_line_short_and_without_escapes() -> None:
+    message = "\x1b]0;PWNED\x07\x1b[31mred " + "x" * 10_000
+    body = json.dumps({"error": {"message": message}}).encode()
+    text = str(build_api_error(400, body, {}, "https://h/v1/batches"))
+    assert "\x1b" not in text
+    assert "\x07" not in text
+    assert len(text) < 600
+    assert "PWNED" in text

@@ -137,10 +137,15 @@ def select_stored_by(db: sqlite3.Connection, batch_id: str, last_rowid: int) -> 
     return bool(found and found[0])
 
 
-def select_newest_ids(db: sqlite3.Connection, count: int) -> list[str]:
-    """The ids of the `count` newest stored batches (down the created_at index)."""
-    rows = db.execute("SELECT id FROM batches ORDER BY created_at DESC LIMIT ?", (count,))
-    return [batch_id for (batch_id,) in rows]
+def select_newest(db: sqlite3.Connection, count: int, horizon: int) -> list[tuple[str, int]]:
+    """The `count` newest stored batches created by `horizon` (down the created_at index),
+    newest first: (id, created_at)."""
+    rows = db.execute(
+        "SELECT id, created_at FROM batches WHERE created_at <= ? "
+        "AND typeof(created_at) = 'integer' ORDER BY created_at DESC LIMIT ?",
+        (horizon, count),
+    )
+    return [(batch_id, created) for batch_id, created in rows]
 
 
 class DamagedRowError(Exception):

@@ -24,7 +24,7 @@ from .reads import (
     DamagedRowError,
     select_created_at,
     select_last_rowid,
-    select_newest_ids,
+    select_newest,
     select_oldest_created_at,
     select_stored_by,
     select_unsettled,
@@ -265,9 +265,9 @@ class Store:
         """Whether the batch was stored when `last_rowid` was read."""
         return await self._in_thread(select_stored_by, batch_id, last_rowid)
 
-    async def newest_ids(self, count: int) -> list[str]:
-        """The ids of the `count` newest stored batches, by creation time."""
-        return await self._in_thread(select_newest_ids, count)
+    async def newest(self, count: int, horizon: int) -> list[tuple[str, int]]:
+        """The `count` newest stored batches created by `horizon`: (id, created_at)."""
+        return await self._in_thread(select_newest, count, horizon)
 
     async def created_at(self, batch_id: str) -> int | None:
         """The stored creation time of a batch, if it is stored and is a whole number."""
