@@ -315,7 +315,7 @@ class ApiClient:
         return batch
 
     async def _get_page(self, url: Target, params: dict[str, str]) -> BatchPage:
-        return parse_page(await self._get_json(url, params))
+        return parse_page(await self._get_json(url, params), self._secret)
 
     async def _get_batch(self, url: Target, params: dict[str, str]) -> Batch:
         batch = await self._get_json(url, params)

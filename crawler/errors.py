@@ -143,6 +143,15 @@ class DatabaseBusyError(DatabaseError):
     """Another sync is writing this database right now."""
 
 
+def about_one_batch(error: ApiError) -> bool:
+    """Whether an answer for one batch by id is about that batch, not the API: a 4xx other
+    than 404 (a 403 too, since the list was read with this key; a 401 is about the key), a
+    404 for its path, a body that is not that batch."""
+    if isinstance(error, AuthenticationError):
+        return error.status == 403
+    return isinstance(error, BadRequestError | BrokenResponseError | UnknownRouteError)
+
+
 def first_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The first error inside a (possibly nested) task group's exception group."""
     error: BaseException = group

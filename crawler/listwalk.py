@@ -16,14 +16,12 @@ from dataclasses import dataclass
 
 from .api import ApiClient
 from .errors import (
-    AuthenticationError,
-    BadRequestError,
-    BrokenResponseError,
+    ApiError,
     CrawlerError,
     ServerError,
     TransportError,
     UnknownCursorError,
-    UnknownRouteError,
+    about_one_batch,
 )
 from .pages import WalkStep, walk_pages
 from .store import Store
@@ -106,10 +104,12 @@ class ListWalk:
             newest = await self.store.newest(STOP_NEIGHBOURS, horizon)
             head_second = await self.store.created_at(walk.stop_id)
             ids = {batch_id for batch_id, _ in newest}
-            if head_second is None or head_second <= horizon:
+            if head_second is None or head_second <= horizon or not newest:
+                # A head dated in the future is still the stop when nothing stored is
+                # dated plausibly (a server sending milliseconds for every batch).
                 ids.add(walk.stop_id)
                 stop_second = head_second
-            elif newest:
+            else:
                 stop_second = newest[0][1]
             stop_ids = frozenset(ids)
         steps = walk_pages(
@@ -151,16 +151,8 @@ class ListWalk:
         (refused, another batch) counts as no: walking from the top again loses nothing."""
         try:
             return await self.client.fetch_batch(cursor) is not None
-        except (
-            BadRequestError,
-            BrokenResponseError,
-            UnknownRouteError,
-            ServerError,
-            TransportError,
-        ) as exc:
-            self.note(f"could not confirm the cursor {cursor}: {exc}")
-        except AuthenticationError as exc:
-            if exc.status != 403:
+        except ApiError as exc:
+            if not (about_one_batch(exc) or isinstance(exc, ServerError | TransportError)):
                 raise
             self.note(f"could not confirm the cursor {cursor}: {exc}")
         return False
@@ -172,8 +164,17 @@ class ListWalk:
         self.restarted = True
         return walk
 
-    async def walk_on(self, after: str, queue: PageQueue, fetched: int) -> bool:
-        """Walk on below a finished walk until the batches planned for it are passed.
+    async def walk_down(self, queue: PageQueue, fetched: int) -> None:
+        """Walk from the top until the walk targets are passed, leaving the walk state as it
+        is: the refresh by id could not refresh them. Errors go through the queue."""
+        try:
+            complete = await self.walk_on(None, queue, fetched)
+            await queue.put(WalkEnd(complete=complete))
+        except CrawlerError as exc:
+            await queue.put(WalkEnd(complete=False, error=exc))
+
+    async def walk_on(self, after: str | None, queue: PageQueue, fetched: int) -> bool:
+        """Walk on below a finished walk (or from the top) until the walk targets are passed.
 
         Returns False when the page or time budget ran out first.
         """

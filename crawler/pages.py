@@ -31,7 +31,7 @@ class BatchPage:
         return self.batches[-1]["id"] if self.batches else None
 
 
-def parse_page(payload: Any) -> BatchPage:
+def parse_page(payload: Any, secret: str | None = None) -> BatchPage:
     """Check a decoded list response and wrap it.
 
     An item without a usable id (not an object, an id that is not a non-empty string, one
@@ -52,15 +52,15 @@ def parse_page(payload: Any) -> BatchPage:
             message = " ".join(error["message"].split())[:300]
             raise BrokenResponseError(f"the API answered the list with an error: {message}")
         raise BrokenResponseError("list response lacks a `data` list or a boolean `has_more`")
-    batches = [item for item in data if _has_usable_id(item)]
-    skipped = () if len(batches) == len(data) else _describe_skipped(data)
+    batches = [item for item in data if _has_usable_id(item, secret)]
+    skipped = () if len(batches) == len(data) else _describe_skipped(data, secret)
     last_id = payload.get("last_id")
     return BatchPage(
         batches,
         has_more,
-        last_id if _is_usable_id(last_id) else None,
+        last_id if _is_usable_id(last_id, secret) else None,
         skipped,
-        tail_skipped=bool(data) and not _has_usable_id(data[-1]),
+        tail_skipped=bool(data) and not _has_usable_id(data[-1], secret),
     )
 
 
@@ -69,9 +69,12 @@ def parse_page(payload: Any) -> BatchPage:
 MAX_ID_LENGTH = 256
 
 
-def _is_usable_id(value: Any) -> bool:
-    """Whether `value` is an id we can store as text and send as a cursor."""
+def _is_usable_id(value: Any, secret: str | None = None) -> bool:
+    """Whether `value` is an id we can store as text and send as a cursor: never one
+    holding the API key (a hostile server's echo), which would then be stored and shown."""
     if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
+        return False
+    if secret and secret in value:
         return False
     try:
         value.encode()
@@ -80,20 +83,20 @@ def _is_usable_id(value: Any) -> bool:
     return True
 
 
-def _has_usable_id(item: Any) -> bool:
+def _has_usable_id(item: Any, secret: str | None = None) -> bool:
     """Whether `item` is a batch object (or one that does not say) with a usable id."""
     return (
         isinstance(item, dict)
         and item.get("object", "batch") in {"batch", None}
-        and _is_usable_id(item.get("id"))
+        and _is_usable_id(item.get("id"), secret)
     )
 
 
-def _describe_skipped(data: list[Any]) -> tuple[str, ...]:
+def _describe_skipped(data: list[Any], secret: str | None) -> tuple[str, ...]:
     """Each unusable item as a warning shows it: its position and its id, briefly."""
     shown = []
     for position, item in enumerate(data):
-        if not _has_usable_id(item):
+        if not _has_usable_id(item, secret):
             what = (
                 "not an object"
                 if not isinstance(item, dict)

@@ -4,25 +4,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
 
 from .api import ApiClient
-from .errors import (
-    ApiError,
-    AuthenticationError,
-    BadRequestError,
-    BrokenResponseError,
-    ServerError,
-    TransportError,
-    UnknownRouteError,
-    first_exception,
-)
+from .errors import ApiError, ServerError, TransportError, about_one_batch, first_exception
 from .pages import Batch
 
-# Batches whose retries ran out one after the other, with no answer between, before the
-# refresh checks whether the API itself is failing.
+# Batches failing one after the other, with no answer between, before the refresh checks
+# whether the API itself is failing.
 FAILURES_IN_A_ROW = 3
 
 SaveChunk = Callable[[Sequence[Batch], Sequence[str]], Awaitable[None]]
+
+
+@dataclass
+class RefreshEnd:
+    """How a refresh by id ended."""
+
+    answered: set[str] = field(default_factory=set)  # fetched, or answered 404
+    out_of_time: bool = False  # `stop()` said so before every batch was asked for
+    route_failing: bool = False  # requests by id kept failing while the list answered
 
 
 async def refresh_by_id(
@@ -35,22 +37,21 @@ async def refresh_by_id(
     skip: Callable[[str, ApiError], None],
     stop: Callable[[], bool] = lambda: False,
     api_answers: Callable[[], Awaitable[bool]],
-) -> bool:
+) -> RefreshEnd:
     """Fetch each batch by id with `concurrency` workers and save them `chunk` at a time.
 
-    Returns False when `stop()` said so before every batch was fetched (a time budget).
+    Stops short when `stop()` says so (a time budget), or when requests by id keep failing
+    while the list answers (see _FailureStreak).
 
     `save(batches, gone_ids)` receives the batches fetched and the ids the API answered 404
     for; each call is one transaction, so an interruption loses at most the unsaved chunk,
     which the next sync fetches again. Writes happen one at a time, in no set order.
 
     `skip(batch_id, error)` hears of a batch whose own answer was refused (a 4xx other
-    than 404, a 403 for this batch alone, a 404 for its path, a body that is not a batch):
-    it is left as it is stored and the others go on, so that one batch cannot block the
-    sync; so is one whose retries ran out (a 5xx, a timeout). After FAILURES_IN_A_ROW of
-    those, `api_answers()` asks the API something else: if that fails too, the API is down
-    and the refresh ends. Errors of the API as a whole (a bad key, quota) end it too, once
-    the batches already fetched are saved.
+    than 404, a 403 for this batch alone, a 404 for its path, a body that is not a batch)
+    or whose retries ran out (a 5xx, a timeout): it is left as it is stored and the others
+    go on, so that one batch cannot block the sync. Errors of the API as a whole (a bad
+    key, quota) end the refresh, once the batches already fetched are saved.
     """
     pending = iter(batch_ids)
     fetched: list[Batch] = []
@@ -65,31 +66,33 @@ async def refresh_by_id(
                 gone.clear()
                 await save(batches, missing)
 
-    stopped = False
-    failing_in_a_row = 0
+    end = RefreshEnd()
+    streak = _FailureStreak(api_answers)
 
     async def worker() -> None:
-        nonlocal stopped, failing_in_a_row
         for batch_id in pending:  # the iterator is shared: each id goes to one worker
+            if end.route_failing or end.out_of_time:
+                return
             if stop():
-                stopped = True
+                end.out_of_time = True
                 return
             try:
                 batch = await client.fetch_batch(batch_id)
             except ApiError as exc:
-                if not _about_this_batch(exc):
-                    if not isinstance(exc, ServerError | TransportError):
-                        raise
-                    # Retries spent on one batch: that batch's trouble, unless the next
-                    # ones fail too, which is the API's.
-                    failing_in_a_row += 1
-                    if failing_in_a_row >= FAILURES_IN_A_ROW:
-                        if not await api_answers():
-                            raise
-                        failing_in_a_row = 0  # the API answers: these batches are odd
+                if not (about_one_batch(exc) or isinstance(exc, ServerError | TransportError)):
+                    raise
+                # That batch's trouble, unless the next ones fail too: then the API's, or
+                # the route's.
+                verdict = await streak.failed()
+                if verdict == "down":
+                    raise
                 skip(batch_id, exc)
+                if verdict == "route failing":
+                    end.route_failing = True
+                    return
                 continue
-            failing_in_a_row = 0
+            streak.answered()
+            end.answered.add(batch_id)
             if batch is None:
                 gone.append(batch_id)
             else:
@@ -107,13 +110,34 @@ async def refresh_by_id(
             await flush()  # the answers fetched before it are still good
         raise error from None
     await flush()
-    return not stopped
+    return end
 
 
-def _about_this_batch(error: ApiError) -> bool:
-    """Whether a refusal is about one batch, not the API: a 4xx other than 404 (a 403
-    too, since the list was read with this key; a 401 is about the key), a 404 for its
-    path, a body that is not that batch."""
-    if isinstance(error, AuthenticationError):
-        return error.status == 403
-    return isinstance(error, BadRequestError | BrokenResponseError | UnknownRouteError)
+class _FailureStreak:
+    """Batches failing one after the other (refused, or past their retries), no answer between.
+
+    After FAILURES_IN_A_ROW, `api_answers()` asks the API something else: if that fails
+    too, the API is down. If it answers, these batches are odd and skipped; should as many
+    in a row fail again, the by-id route itself is failing (a proxy without it, say), and
+    full retries for every batch left would take minutes each: the refresh stops short.
+    """
+
+    def __init__(self, api_answers: Callable[[], Awaitable[bool]]) -> None:
+        self._api_answers = api_answers
+        self._in_a_row = 0
+        self._list_answered = False
+
+    def answered(self) -> None:
+        self._in_a_row = 0
+
+    async def failed(self) -> Literal["skip", "down", "route failing"]:
+        self._in_a_row += 1
+        if self._in_a_row < FAILURES_IN_A_ROW:
+            return "skip"
+        if self._list_answered:
+            return "route failing"
+        if not await self._api_answers():
+            return "down"
+        self._list_answered = True
+        self._in_a_row = 0
+        return "skip"

@@ -8,6 +8,7 @@ from typing import Any
 
 from .jsontext import is_storable_text, to_text
 from .pages import Batch
+from .redact import mask_secret
 
 # Order matters: it is the column order of the INSERT that `store` builds from it.
 BATCH_COLUMNS = (
@@ -47,6 +48,7 @@ ERROR_COLUMNS = ("batch_id", "position", "code", "message", "param", "line")
 
 # Top-level fields copied as they are, in BATCH_COLUMNS order.
 _PLAIN_FIELDS = BATCH_COLUMNS[: BATCH_COLUMNS.index("request_counts_total")]
+_RAW = BATCH_COLUMNS.index("raw")
 
 
 def _object(value: Any) -> dict[str, Any]:
@@ -101,14 +103,28 @@ def build_error_rows(batch: Batch) -> list[tuple[Any, ...]]:
 
 
 def build_page_rows(
-    batches: Iterable[Batch], seen_at: int
+    batches: Iterable[Batch], seen_at: int, secret: str | None = None
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """Batch rows and error rows for a page; a batch listed twice is kept once (its last copy)."""
+    """Batch rows and error rows for a page; a batch listed twice is kept once (its last copy).
+
+    A page holding `secret` (the API key, echoed by a server into a field or an error
+    line) has it masked in every value: the database is shared more widely than the key.
+    """
     unique = {b["id"]: b for b in batches}.values()
     batch_rows = [build_batch_row(batch, seen_at) for batch in unique]
     # Most batches have no errors (null): skip the call for them.
     error_rows = [row for batch in unique if batch.get("errors") for row in build_error_rows(batch)]
+    if secret:
+        # `raw` holds every value of the batch, error lines included, as JSON writes them.
+        written = to_text(secret)[1:-1]
+        if any(written in row[_RAW] for row in batch_rows):
+            batch_rows = [_masked(row, secret) for row in batch_rows]
+            error_rows = [_masked(row, secret) for row in error_rows]
     return batch_rows, error_rows
+
+
+def _masked(row: tuple[Any, ...], secret: str) -> tuple[Any, ...]:
+    return tuple(mask_secret(v, secret) if isinstance(v, str) else v for v in row)
 
 
 # Statuses a batch never leaves: it never changes again, and its files are final.
@@ -177,7 +193,7 @@ def fit_rows(
 
 
 def build_page_rows_fitted(
-    batches: Iterable[Batch], seen_at: int
+    batches: Iterable[Batch], seen_at: int, secret: str | None = None
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[str]]:
     """Like `build_page_rows`, with every value made storable, and a warning for each change.
 
@@ -185,7 +201,7 @@ def build_page_rows_fitted(
     text with a lone surrogate): such a value becomes NULL, or its text has the character
     replaced, and `raw` keeps all that JSON can carry. Slower, so only used on refusal.
     """
-    batch_rows, error_rows = build_page_rows(batches, seen_at)
+    batch_rows, error_rows = build_page_rows(batches, seen_at, secret)
     warnings: list[str] = []
     fitted_batches = fit_rows(BATCH_COLUMNS, batch_rows, warnings)
     fitted_errors = fit_rows(ERROR_COLUMNS, error_rows, warnings)

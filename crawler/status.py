@@ -11,7 +11,7 @@ from typing import Any
 
 from .runs import RunRecord
 from .store import open_reader, sync_is_running
-from .store.reads import select_holdings, select_runs, select_walk
+from .store.reads import select_by_id_failed_at, select_holdings, select_runs, select_walk
 from .walk import WalkState
 
 
@@ -29,6 +29,7 @@ class StatusReport:
     files: dict[str, dict[str, int]]  # kind -> state -> count
     request_lines: int
     runs: list[RunRecord]
+    by_id_failed_at: int | None = None  # requests by id last kept failing then
 
     def as_json(self) -> dict[str, Any]:
         """A plain-data form for `status --json`."""
@@ -42,6 +43,7 @@ class StatusReport:
             "gone": self.gone,
             "files": self.files,
             "request_lines": self.request_lines,
+            "by_id_failed_at": self.by_id_failed_at,
             "runs": [dataclasses.asdict(run) for run in self.runs],
         }
 
@@ -53,6 +55,7 @@ async def read_status(path: Path, *, runs: int = 5) -> StatusReport:
         walk = await reader.read(select_walk)
         holdings = await reader.read(select_holdings)
         records = await reader.read(select_runs, runs)
+        by_id_failed_at = await reader.read(select_by_id_failed_at)
     if records and records[0].outcome == "running" and not running:
         # The ledger says running but nobody holds the lock: that run was killed.
         records[0] = dataclasses.replace(records[0], outcome="killed")
@@ -67,6 +70,7 @@ async def read_status(path: Path, *, runs: int = 5) -> StatusReport:
         holdings.files,
         holdings.request_lines,
         records,
+        by_id_failed_at,
     )
 
 
@@ -100,6 +104,12 @@ def format_status(report: StatusReport) -> str:
     for kind, states in report.files.items():
         shown = ", ".join(f"{_FILE_STATES.get(state, state)} {n:,}" for state, n in states.items())
         lines.append(f"  {kind} files: {shown}")
+    if report.by_id_failed_at is not None:
+        lines.append(
+            f"requests by id (GET /batches/{{id}}) kept failing at "
+            f"{_when(report.by_id_failed_at)}: in-flight batches are refreshed by walking "
+            "the list, for a day after that"
+        )
     if report.runs:
         lines.append("last runs:")
     for run in report.runs:

@@ -15,7 +15,7 @@ from .listwalk import ListWalk, PageQueue, WalkEnd
 from .pages import Batch
 from .ratelimit import RateLimiter
 from .redact import mask_secret
-from .refresh import refresh_by_id
+from .refresh import RefreshEnd, refresh_by_id
 from .request_files import FileFetcher, FileOutcome
 from .rows import build_file_rows, build_page_rows, build_page_rows_fitted
 from .runs import Progress, RunFigures, SyncResult
@@ -25,6 +25,10 @@ from .walk import WalkState, plan_refresh, starting_walk
 # Warnings kept word for word; past these, only counted (a proxy may get every page wrong).
 MAX_WARNINGS = 5
 MAX_WARNING_CHARS = 1000
+
+# After requests by id kept failing while the list answered, syncs walk the list down to the
+# in-flight batches instead, for this long; then requests by id are tried again.
+WALK_INSTEAD_OF_BY_ID = 86_400
 
 # Pages fetched ahead of the writer: enough to hide a slow commit, small enough
 # that memory does not grow with the size of the list.
@@ -49,6 +53,12 @@ class _Run:
     refresh_order: list[str] = field(default_factory=list)  # least recently seen first
     stored_mark: int = 0  # the store's last rowid when the run began
     fetcher: FileFetcher | None = None
+    by_id_failed_at: int | None = None  # see WALK_INSTEAD_OF_BY_ID
+    by_id_failures: dict[str, str] = field(default_factory=dict)  # batch id: why
+
+    def walks_instead_of_by_id(self) -> bool:
+        failed = self.by_id_failed_at
+        return failed is not None and time.time() - failed < WALK_INSTEAD_OF_BY_ID
 
     def budget_spent(self, pages_fetched: int) -> bool:
         limit = self.settings.max_pages
@@ -58,8 +68,11 @@ class _Run:
         seconds = self.settings.max_seconds
         return seconds is not None and self.clock() - self.started >= seconds
 
-    async def pipeline(self, client: ApiClient, walk: WalkState) -> bool:
-        """Fetch page k+1 while page k is written; True when the walk finished."""
+    async def pipeline(self, client: ApiClient, walk: WalkState | None) -> bool:
+        """Fetch page k+1 while page k is written; True when the walk finished.
+
+        `walk` None walks from the top down to the walk targets only (ListWalk.walk_down).
+        """
         queue: PageQueue = asyncio.Queue(QUEUE_PAGES)
         walker = ListWalk(
             client,
@@ -73,7 +86,10 @@ class _Run:
         )
         try:
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(walker.run(walk, queue))
+                if walk is None:
+                    tasks.create_task(walker.walk_down(queue, self.figures.pages))
+                else:
+                    tasks.create_task(walker.run(walk, queue))
                 writer = tasks.create_task(self.write(queue))
         except BaseExceptionGroup as group:
             # Only the writer raises on purpose: hand its error on as it is, not a group.
@@ -103,7 +119,8 @@ class _Run:
         the database thread then runs SQLite's C code and needs no GIL.
         """
         seen_at = int(time.time())
-        batch_rows, error_rows = build_page_rows(batches, seen_at)
+        secret = self.settings.api_key
+        batch_rows, error_rows = build_page_rows(batches, seen_at, secret)
         file_rows = build_file_rows(batches)
         try:
             counts = await self.store.save_page(
@@ -112,7 +129,7 @@ class _Run:
         except UnstorableBatchError:
             # Nothing was written. Store every batch with what SQLite refused made storable,
             # saying what changed: one odd batch must not block every page after it.
-            batch_rows, error_rows, warnings = build_page_rows_fitted(batches, seen_at)
+            batch_rows, error_rows, warnings = build_page_rows_fitted(batches, seen_at, secret)
             for warning in warnings:
                 self.note(warning)
             counts = await self.store.save_page(
@@ -196,6 +213,15 @@ async def _plan_refresh(store: Store, run: _Run) -> None:
     plan = plan_refresh(unsettled, run.settings.page_size)
     run.to_refresh = set(plan.to_refresh)
     run.refresh_order = [batch_id for batch_id, _ in unsettled]
+    run.by_id_failed_at = await store.by_id_failed_at()
+    if run.walks_instead_of_by_id():
+        run.walk_targets = set(plan.to_refresh)
+        if unsettled:
+            run.note(
+                "requests by id (GET /batches/{id}) kept failing on an earlier sync: "
+                "in-flight batches are refreshed by walking the list, for a day after that"
+            )
+        return
     # A budget may stop a walk at the same depth on every run; by id, least recently
     # seen first, every run gets further.
     budgeted = run.settings.max_pages is not None or run.settings.max_seconds is not None
@@ -203,11 +229,39 @@ async def _plan_refresh(store: Store, run: _Run) -> None:
 
 
 async def _refresh(run: _Run, client: ApiClient) -> bool:
-    """Fetch by id the unsettled batches the walk did not pass; False if time ran out."""
+    """Bring up to date the unsettled batches the walk did not pass: by id, then those by
+    id failed by walking the list down to them. False if the budget ran out first."""
+    if not run.walks_instead_of_by_id():  # else the walk went on down to them already
+        end = await _refresh_by_id(run, client)
+        if end.out_of_time:
+            return False
+        if end.route_failing:
+            run.note(
+                "requests by id (GET /batches/{id}) kept failing while the list answered: "
+                "in-flight batches are refreshed by walking the list instead, for a day"
+            )
+            await run.store.mark_by_id_failed(int(time.time()))
+        elif run.by_id_failed_at is not None:
+            await run.store.mark_by_id_failed(None)
+        run.to_refresh -= end.answered
+        if run.to_refresh:
+            run.walk_targets = set(run.to_refresh)
+            if not await run.pipeline(client, None):
+                return False
+    # Neither by id nor in the list: deleted, or a server out of step with itself.
+    for batch_id in sorted(run.to_refresh):
+        why = run.by_id_failures.get(batch_id, "requests by id are failing")
+        run.note(f"batch {batch_id} was not refreshed: {why}; nor is it in the list")
+    return True
 
+
+async def _refresh_by_id(run: _Run, client: ApiClient) -> RefreshEnd:
     async def save(batches: Sequence[Batch], gone: Sequence[str]) -> None:
         run.figures = run.figures.plus(refreshed_by_id=len(batches) + len(gone), gone=len(gone))
         await run.save(batches, None, gone)
+
+    def skip(batch_id: str, error: ApiError) -> None:
+        run.by_id_failures[batch_id] = str(error)
 
     return await refresh_by_id(
         client,
@@ -215,7 +269,7 @@ async def _refresh(run: _Run, client: ApiClient) -> bool:
         concurrency=run.settings.concurrency,
         chunk=run.settings.page_size,
         save=save,
-        skip=lambda batch_id, error: run.note(f"batch {batch_id} was not refreshed: {error}"),
+        skip=skip,
         stop=run.time_spent,
         api_answers=lambda: _answers(client),
     )

@@ -42,6 +42,18 @@ def serve_head(mock: aioresponses) -> None:
     mock.get(f"{BASE_URL}/batches?limit=2", payload=body)
 
 
+def serve_walk_down(mock: aioresponses, listed: list[int] = NUMBERS) -> None:
+    """The head page, then the list again from the top, as a walk down to the batches that
+    requests by id could not refresh reads it; the batches `listed` all completed."""
+    serve_head(mock)
+    after = ""
+    for start in range(0, len(listed), 2):
+        chunk = [make_batch(n) for n in listed[start : start + 2]]
+        more = start + 2 < len(listed)
+        mock.get(f"{BASE_URL}/batches?limit=2{after}", payload=list_body(chunk, more))
+        after = f"&after={chunk[-1]['id']}"
+
+
 def not_found(code: str | None, message: str = "No batch found with id 'x'.") -> dict[str, Any]:
     return {"error": {"message": message, "type": "invalid_request_error", "code": code}}
 
@@ -132,39 +144,50 @@ async def test_a_404_by_id_with_any_code_means_not_found(
     assert straggler_row(settings.db) == ("completed", 0, 0)
 
 
-async def test_a_404_for_the_path_of_one_batch_skips_it_not_marked_gone(
+async def test_a_404_for_the_path_of_one_batch_is_not_a_batch_gone(
     settings: Settings, fast_retry: RetryPolicy
 ) -> None:
-    """A 404 "Invalid URL" by id after the list worked is about that batch's path: skipped
-    with a warning, never counted gone, and it does not fail the run."""
-    await first_sync(settings, fast_retry)
-    for _ in range(2):
-        with aioresponses() as mock:
-            serve_head(mock)
-            route = not_found(None, message=f"Invalid URL (GET /v1/batches/{STRAGGLER['id']})")
-            mock.get(BY_ID, status=404, payload=route)
-            result = await sync(settings, retry=fast_retry)
-        assert result.complete
-        assert len(result.warnings) == 1
-        assert "was not refreshed" in result.warnings[0]
-        assert "Invalid URL" in result.warnings[0]
-    assert straggler_row(settings.db) == ("in_progress", 0, 0)
-
-
-async def test_a_batch_whose_refresh_is_refused_is_skipped_with_a_warning(
-    settings: Settings, fast_retry: RetryPolicy
-) -> None:
-    """A 400 for one batch leaves it as stored, says so, and the sync completes."""
+    """A 404 "Invalid URL" by id after the list worked is about that batch's path: never
+    counted gone; the batch is refreshed by walking the list down to it."""
     await first_sync(settings, fast_retry)
     with aioresponses() as mock:
-        serve_head(mock)
+        serve_walk_down(mock)
+        route = not_found(None, message=f"Invalid URL (GET /v1/batches/{STRAGGLER['id']})")
+        mock.get(BY_ID, status=404, payload=route)
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.gone, result.warnings) == (True, 0, ())
+    assert straggler_row(settings.db) == ("completed", 0, 0)
+
+
+async def test_a_batch_whose_refresh_is_refused_is_refreshed_from_the_list(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """A 400 for one batch by id: the list walked down to it refreshes it instead."""
+    await first_sync(settings, fast_retry)
+    with aioresponses() as mock:
+        serve_walk_down(mock)
+        refused = {"error": {"message": "Invalid batch id.", "type": "invalid_request_error"}}
+        mock.get(BY_ID, status=400, payload=refused)
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.pages, result.warnings) == (True, 4, ())
+    assert straggler_row(settings.db) == ("completed", 0, 0)
+
+
+async def test_a_batch_refused_by_id_and_gone_from_the_list_is_named(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """Refused by id and not in the list (the walk down passes its creation time): left as
+    stored, and the warning says both."""
+    await first_sync(settings, fast_retry)
+    with aioresponses() as mock:
+        serve_walk_down(mock, [n for n in NUMBERS if n != 2])
         refused = {"error": {"message": "Invalid batch id.", "type": "invalid_request_error"}}
         mock.get(BY_ID, status=400, payload=refused)
         result = await sync(settings, retry=fast_retry)
     assert result.complete
     assert result.warnings == (
         f"batch {STRAGGLER['id']} was not refreshed: API error 400 (invalid_request_error): "
-        f"Invalid batch id. [GET {BY_ID}]",
+        f"Invalid batch id. [GET {BY_ID}]; nor is it in the list",
     )
     assert straggler_row(settings.db) == ("in_progress", 0, 0)
 
@@ -209,20 +232,17 @@ async def test_a_batch_sqlite_cannot_store_is_stored_with_a_warning(
 async def test_an_answer_naming_another_batch_is_not_stored_as_a_new_row(
     settings: Settings, fast_retry: RetryPolicy
 ) -> None:
-    """A refresh whose answer names another id adds no phantom row; the asked one is skipped."""
+    """A refresh whose answer names another id adds no phantom row; the asked one is
+    refreshed from the list instead."""
     await first_sync(settings, fast_retry)
     with aioresponses() as mock:
-        serve_head(mock)
+        serve_walk_down(mock)
         mock.get(BY_ID, payload=make_batch(99))
         result = await sync(settings, retry=fast_retry)
-    assert result.complete
-    assert result.warnings == (
-        f"batch {STRAGGLER['id']} was not refreshed: response from {BY_ID} is batch "
-        f"{make_batch(99)['id']}, not the one asked for",
-    )
+    assert (result.complete, result.warnings) == (True, ())
     with contextlib.closing(sqlite3.connect(settings.db)) as conn:
         assert conn.execute("SELECT count(*) FROM batches").fetchone() == (len(NUMBERS),)
-    assert straggler_row(settings.db) == ("in_progress", 0, 0)
+    assert straggler_row(settings.db) == ("completed", 0, 0)
 
 
 async def test_an_id_is_sent_as_one_path_segment(
@@ -258,23 +278,19 @@ async def test_a_dot_id_is_asked_for_as_itself(
     assert (result.complete, result.refreshed_by_id, result.warnings) == (True, 1, ())
 
 
-async def test_a_batch_forbidden_by_id_is_skipped_with_a_warning(
+async def test_a_batch_forbidden_by_id_is_refreshed_from_the_list(
     settings: Settings, fast_retry: RetryPolicy
 ) -> None:
-    """A 403 for one batch after the list was read with the same key is that batch's answer."""
+    """A 403 for one batch after the list was read with the same key is that batch's
+    answer, not the key's: the run goes on, and the list refreshes it."""
     await first_sync(settings, fast_retry)
     forbidden = {"error": {"message": "Not allowed.", "type": "invalid_request_error"}}
-    for _ in range(2):
-        with aioresponses() as mock:
-            serve_head(mock)
-            mock.get(BY_ID, status=403, payload=forbidden)
-            result = await sync(settings, retry=fast_retry)
-        assert result.complete
-        assert result.warnings == (
-            f"batch {STRAGGLER['id']} was not refreshed: API error 403 "
-            f"(invalid_request_error): Not allowed. [GET {BY_ID}]",
-        )
-    assert straggler_row(settings.db) == ("in_progress", 0, 0)
+    with aioresponses() as mock:
+        serve_walk_down(mock)
+        mock.get(BY_ID, status=403, payload=forbidden)
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.warnings) == (True, ())
+    assert straggler_row(settings.db) == ("completed", 0, 0)
 
 
 async def test_refreshes_fetched_before_a_bad_key_are_kept(
@@ -475,27 +491,23 @@ async def test_a_head_dated_in_the_future_does_not_hide_the_batches_below_it(
     assert (result.complete, result.batches_new, result.pages) == (True, 3, 3)
 
 
-async def test_a_batch_whose_answers_keep_failing_is_skipped_not_the_run(
+async def test_a_batch_whose_answers_keep_failing_is_refreshed_from_the_list(
     settings: Settings, fast_retry: RetryPolicy
 ) -> None:
     """A 500 for one batch, past every retry, while the others answer: that batch is
-    skipped with a warning (asked first next time, as the least recently seen)."""
+    refreshed by walking the list down to it, and the run completes."""
     newer = make_batch(3, status="in_progress", completed_at=None)
     with aioresponses() as mock:
         serve_list(mock, {2: STRAGGLER, 3: newer})
         await sync(settings, retry=fast_retry)
     broken = {"error": {"message": "internal error", "type": "server_error"}}
     with aioresponses() as mock:
-        serve_head(mock)
+        serve_walk_down(mock)
         mock.get(BY_ID, status=500, payload=broken, repeat=True)
         mock.get(f"{BASE_URL}/batches/{newer['id']}", payload=make_batch(3))
         result = await sync(settings, retry=fast_retry)
-    assert (result.complete, result.refreshed_by_id) == (True, 1)
-    assert len(result.warnings) == 1
-    assert result.warnings[0].startswith(
-        f"batch {STRAGGLER['id']} was not refreshed: API error 500"
-    )
-    assert straggler_row(settings.db) == ("in_progress", 0, 0)
+    assert (result.complete, result.refreshed_by_id, result.warnings) == (True, 1, ())
+    assert straggler_row(settings.db) == ("completed", 0, 0)
 
 
 async def test_failures_in_a_row_with_the_api_down_end_the_run(
@@ -583,7 +595,8 @@ async def test_failures_in_a_row_with_the_api_up_skip_those_batches(
     settings: Settings, fast_retry: RetryPolicy
 ) -> None:
     """Three batches failing, asked first on every run as the least recently seen, while
-    a list request still answers: they are skipped, and the ones after them refreshed."""
+    a list request still answers: the ones after them are refreshed by id, and those three
+    by walking the list down to them."""
     failing = {n: make_batch(n, status="in_progress") for n in (5, 4, 3)}
     fine = make_batch(2, status="in_progress")
     with aioresponses() as mock:
@@ -591,7 +604,7 @@ async def test_failures_in_a_row_with_the_api_up_skip_those_batches(
         await sync(settings, retry=fast_retry)
     broken = {"error": {"message": "internal error", "type": "server_error"}}
     with aioresponses() as mock:
-        serve_head(mock)
+        serve_walk_down(mock)
         for n in failing:
             url = f"{BASE_URL}/batches/{make_batch(n)['id']}"
             mock.get(url, status=500, payload=broken, repeat=True)
@@ -599,20 +612,98 @@ async def test_failures_in_a_row_with_the_api_up_skip_those_batches(
         mock.get(f"{BASE_URL}/batches?limit=1", payload=list_body([make_batch(7)], True))
         by_id = dataclasses.replace(settings, concurrency=1, max_pages=10)
         result = await sync(by_id, retry=fast_retry)
-    assert (result.complete, result.refreshed_by_id, len(result.warnings)) == (True, 1, 3)
-    assert straggler_row(settings.db) == ("completed", 0, 0)
+    assert (result.complete, result.refreshed_by_id, result.warnings) == (True, 1, ())
+    with contextlib.closing(sqlite3.connect(settings.db)) as conn:
+        statuses = conn.execute("SELECT DISTINCT status FROM batches").fetchall()
+    assert statuses == [("completed",)]
 
 
 async def test_a_404_without_the_apis_envelope_is_about_the_path_not_the_batch(
     settings: Settings, fast_retry: RetryPolicy
 ) -> None:
-    """A proxy with no by-id route answers {"detail": "Not Found"}: the batch is skipped
-    with a warning, run after run, and never counted gone."""
+    """A proxy with no by-id route answers {"detail": "Not Found"}: the batch is never
+    counted gone, run after run, and each run reads it from the list instead."""
     await first_sync(settings, fast_retry)
     for _ in range(3):
         with aioresponses() as mock:
             serve_head(mock)
+            serve_list(mock, {2: STRAGGLER})
             mock.get(BY_ID, status=404, payload={"detail": "Not Found"})
             result = await sync(settings, retry=fast_retry)
-        assert (result.complete, result.gone, len(result.warnings)) == (True, 0, 1)
+        assert (result.complete, result.gone, result.warnings) == (True, 0, ())
     assert straggler_row(settings.db) == ("in_progress", 0, 0)
+
+
+async def test_a_failing_by_id_route_gives_way_to_walking_the_list_for_a_day(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """Every request by id fails while the list answers: after two streaks of failures the
+    refresh walks the list down to the batches instead, and the run completes. Later
+    syncs walk without asking by id, until a day has passed; then by id is tried again."""
+    numbers = list(range(14, 0, -1))
+    stragglers = {n: make_batch(n, status="in_progress") for n in range(12, 0, -1)}
+    with aioresponses() as mock:
+        serve_pages(mock, numbers, stragglers)
+        await sync(settings, retry=fast_retry)
+    broken = {"error": {"message": "bad gateway", "type": "server_error"}}
+    asked: list[str] = []
+
+    def serve_by_id(mock: aioresponses, **answer: Any) -> None:
+        for n in stragglers:
+            mock.get(
+                f"{BASE_URL}/batches/{make_batch(n)['id']}",
+                **answer,
+                repeat=True,
+                callback=lambda u, **_: asked.append(str(u)),
+            )
+
+    by_id = dataclasses.replace(settings, concurrency=1, max_pages=20)
+    with aioresponses() as mock:
+        head = list_body([make_batch(14), make_batch(13)], True)
+        mock.get(f"{BASE_URL}/batches?limit=2", payload=head)
+        mock.get(f"{BASE_URL}/batches?limit=1", payload=list_body([make_batch(14)], True))
+        serve_pages(mock, numbers, stragglers)  # still in flight
+        serve_by_id(mock, status=502, payload=broken)
+        failing = await sync(by_id, retry=fast_retry)
+    assert (failing.complete, failing.pages, len(set(asked))) == (True, 1 + 7, 6)
+    assert failing.warnings == (
+        "requests by id (GET /batches/{id}) kept failing while the list answered: "
+        "in-flight batches are refreshed by walking the list instead, for a day",
+    )
+
+    asked.clear()
+    with aioresponses() as mock:
+        serve_pages(mock, numbers, {**stragglers, 1: make_batch(1)})
+        serve_by_id(mock, status=502, payload=broken)
+        walked = await sync(by_id, retry=fast_retry)
+    assert (walked.complete, walked.pages, asked) == (True, 7, [])
+    assert walked.warnings[0].startswith("requests by id (GET /batches/{id}) kept failing on")
+    assert "in-flight batches are refreshed by walking the list" in format_status(
+        await read_status(settings.db)
+    )
+
+    with contextlib.closing(sqlite3.connect(settings.db)) as conn, conn:
+        conn.execute("UPDATE walk_state SET by_id_failed_at = by_id_failed_at - 86400")
+    with aioresponses() as mock:
+        mock.get(f"{BASE_URL}/batches?limit=2", payload=head)
+        for n in range(12, 1, -1):
+            mock.get(f"{BASE_URL}/batches/{make_batch(n)['id']}", payload=make_batch(n))
+        again = await sync(by_id, retry=fast_retry)
+    assert (again.complete, again.refreshed_by_id, again.warnings) == (True, 11, ())
+    with contextlib.closing(sqlite3.connect(settings.db)) as conn:
+        assert conn.execute("SELECT by_id_failed_at FROM walk_state").fetchone() == (None,)
+
+
+async def test_a_server_dating_every_batch_in_the_future_still_stops_at_the_head(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """Milliseconds for every created_at: nothing is plausibly dated, so the head is the
+    stop, as it would be for any server."""
+    ms = {n: make_batch(n, created_at=1_700_000_000_000 + n) for n in range(12, 0, -1)}
+    with aioresponses() as mock:
+        serve_pages(mock, [7, 6, 5, 4, 3, 2, 1], ms)
+        await sync(settings, retry=fast_retry)
+    with aioresponses() as mock:
+        serve_pages(mock, [12, 11, 10, 7, 6, 5, 4, 3, 2, 1], ms)
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.batches_new, result.pages) == (True, 3, 3)

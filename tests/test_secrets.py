@@ -16,7 +16,6 @@ from aioresponses import aioresponses
 
 from crawler.api import RetryPolicy
 from crawler.config import Settings
-from crawler.errors import PaginationError
 from crawler.replies import build_api_error
 from crawler.sync import sync
 
@@ -104,8 +103,9 @@ async def test_warnings_quoting_what_the_server_sent_mask_the_key(
     with aioresponses() as mock:
         mock.get(f"{BASE_URL}/batches?limit=2", payload=page)
         result = await sync(settings, retry=fast_retry)
-    assert len(result.warnings) == 2
-    assert all("***" in w and settings.api_key[8:24] not in w for w in result.warnings)
+    (warning,) = result.warnings  # the last_id holding the key is not used, nor quoted
+    assert "***" in warning
+    assert settings.api_key[8:24] not in warning
     with contextlib.closing(sqlite3.connect(settings.db)) as conn:
         (stored,) = conn.execute("SELECT warnings FROM sync_runs").fetchone()
     assert settings.api_key[8:24] not in stored
@@ -143,49 +143,71 @@ async def test_a_redirect_echoing_the_key_is_masked_in_the_request_log(
     assert not any("0123456789abcdef" in line for line in requests)
 
 
-async def test_an_error_quoting_the_key_as_a_cursor_is_masked_and_so_stored(
-    settings: Settings, fast_retry: RetryPolicy
-) -> None:
-    """A server sending the key as an id, twice: the loop guard's message masks it."""
-    assert settings.api_key is not None
-    page = list_body([make_batch(2), {**make_batch(1), "id": settings.api_key}], True)
-    with aioresponses() as mock:
-        mock.get(f"{BASE_URL}/batches?limit=2", payload=page)
-        mock.get(f"{BASE_URL}/batches?limit=2&after={settings.api_key}", payload=page)
-        with pytest.raises(PaginationError) as caught:
-            await sync(settings, retry=fast_retry)
-    assert settings.api_key not in str(caught.value)
-    assert "***" in str(caught.value)
-    with contextlib.closing(sqlite3.connect(settings.db)) as conn:
-        (error,) = conn.execute("SELECT error FROM sync_runs").fetchone()
-    assert settings.api_key not in error
-
-
-async def test_a_retry_quoting_an_id_that_echoes_the_key_is_logged_masked(
+async def test_an_id_holding_the_key_is_never_stored_nor_asked_for(
     settings: Settings, fast_retry: RetryPolicy, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A batch whose id is the key, answered by id with something that is not a batch:
-    the retry's log line masks it."""
+    """A server sending the key as a batch id (and as last_id): the item is left out with
+    a masked warning, never stored, never a cursor, never asked for by id."""
     assert settings.api_key is not None
     echo = make_batch(2, id=settings.api_key, status="in_progress")
+    page = list_body([make_batch(3), echo], True)
     with aioresponses() as mock:
-        pages = [[7, 6], [5, 4], [3, 2], [1]]
-        after = ""
-        for n, numbers in enumerate(pages):
-            chunk = [echo if i == 2 else make_batch(i) for i in numbers]
-            mock.get(f"{BASE_URL}/batches?limit=2{after}", payload=list_body(chunk, n < 3))
-            after = f"&after={chunk[-1]['id']}"
-        await sync(settings, retry=fast_retry)
-    with aioresponses() as mock:
-        head = list_body([make_batch(7), make_batch(6)], True)
-        mock.get(f"{BASE_URL}/batches?limit=2", payload=head)
-        mock.get(f"{BASE_URL}/batches/{settings.api_key}", payload={"object": "list"}, repeat=True)
-        with caplog.at_level(logging.WARNING, logger="crawler"):
+        mock.get(f"{BASE_URL}/batches?limit=2", payload=page)
+        below = list_body([make_batch(1)], False)
+        mock.get(f"{BASE_URL}/batches?limit=2&after={make_batch(3)['id']}", payload=below)
+        with caplog.at_level(logging.DEBUG, logger="crawler"):
             result = await sync(settings, retry=fast_retry)
-    assert result.complete
-    logged = [r.getMessage() for r in caplog.records]
-    assert any("is not a batch object" in line for line in logged), logged
-    assert not any(settings.api_key in line for line in logged)
+    assert (result.complete, result.batches_new) == (True, 2)
+    assert "***" in result.warnings[0]
+    assert not any(settings.api_key in r.getMessage() for r in caplog.records)
+    with contextlib.closing(sqlite3.connect(settings.db)) as conn:
+        dump = "\n".join(conn.iterdump())
+    assert settings.api_key not in dump
+
+
+@pytest.mark.parametrize("by_id", [False, True], ids=["listed", "refreshed by id"])
+async def test_a_key_echoed_into_a_batchs_fields_is_stored_masked(
+    settings: Settings, fast_retry: RetryPolicy, by_id: bool
+) -> None:
+    """A server echoing the key into a batch's model, file id, metadata and error lines:
+    stored with the key masked in every column, `raw` included, listed or by id."""
+    key = settings.api_key
+    assert key is not None
+    echo = make_batch(
+        1,
+        status="in_progress" if by_id else "failed",
+        model=key,
+        input_file_id=f"file-{key}",
+        metadata={"note": f"called with {key}"},
+        errors={"object": "list", "data": [{"code": "bad", "message": key, "param": key}]},
+    )
+    first = [make_batch(4), make_batch(3), make_batch(2)]
+    with aioresponses() as mock:
+        mock.get(f"{BASE_URL}/batches?limit=2", payload=list_body(first[:2], True))
+        below = list_body([first[2], make_batch(1, status="in_progress") if by_id else echo], False)
+        mock.get(f"{BASE_URL}/batches?limit=2&after={first[1]['id']}", payload=below)
+        await sync(settings, retry=fast_retry)
+    if by_id:
+        # The walk stops above batch 1: it is refreshed by id.
+        with aioresponses() as mock:
+            pages = [[make_batch(5), first[0]], first[1:]]
+            mock.get(f"{BASE_URL}/batches?limit=2", payload=list_body(pages[0], True))
+            after = f"{BASE_URL}/batches?limit=2&after={first[0]['id']}"
+            mock.get(after, payload=list_body(pages[1], True))
+            mock.get(f"{BASE_URL}/batches/{echo['id']}", payload=echo)
+            result = await sync(settings, retry=fast_retry)
+        assert result.refreshed_by_id == 1
+    with contextlib.closing(sqlite3.connect(settings.db)) as conn:
+        dump = "\n".join(conn.iterdump())
+        row = conn.execute(
+            "SELECT model, input_file_id, metadata, json_extract(raw, '$.model') FROM batches "
+            "WHERE id = ?",
+            (echo["id"],),
+        ).fetchone()
+        errors = conn.execute("SELECT message, param FROM batch_errors").fetchall()
+    assert key not in dump
+    assert row == ("***", "file-***", '{"note":"called with ***"}', "***")
+    assert errors == [("***", "***")]
 
 
 async def test_an_unexpected_error_quoting_the_key_is_stored_masked(

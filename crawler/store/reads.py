@@ -73,6 +73,12 @@ def select_walk(db: sqlite3.Connection) -> WalkState | None:
     return WalkState(row[0], row[1], row[2], bool(row[3]))
 
 
+def select_by_id_failed_at(db: sqlite3.Connection) -> int | None:
+    """When requests by id last kept failing while the list answered (None: they did not)."""
+    row = db.execute("SELECT by_id_failed_at FROM walk_state").fetchone()
+    return row[0] if row and isinstance(row[0], int) else None
+
+
 def select_unsettled(db: sqlite3.Connection) -> list[tuple[str, int]]:
     """Batches stored as not yet terminal, with their position in the list, the least
     recently seen first (the order to refresh them in).

@@ -22,6 +22,7 @@ from ..walk import WalkState
 from .files import check_file, writer_lock
 from .reads import (
     DamagedRowError,
+    select_by_id_failed_at,
     select_created_at,
     select_last_rowid,
     select_newest,
@@ -169,6 +170,11 @@ def _write_page(
     return PageCounts(len(ids) - len(before), updated, len(error_rows))
 
 
+def _mark_by_id_failed(db: sqlite3.Connection, at: int | None) -> None:
+    with _transaction(db):
+        db.execute("UPDATE walk_state SET by_id_failed_at = ?", (at,))
+
+
 def _write_requests(db: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
     with _transaction(db):
         upsert_requests(db, rows)
@@ -272,6 +278,14 @@ class Store:
     async def created_at(self, batch_id: str) -> int | None:
         """The stored creation time of a batch, if it is stored and is a whole number."""
         return await self._in_thread(select_created_at, batch_id)
+
+    async def by_id_failed_at(self) -> int | None:
+        """When requests by id last kept failing while the list answered (None: they did not)."""
+        return await self._in_thread(select_by_id_failed_at)
+
+    async def mark_by_id_failed(self, at: int | None) -> None:
+        """Record when requests by id kept failing while the list answered; None clears it."""
+        await self._in_thread(_mark_by_id_failed, at)
 
     async def save_walk(self, walk: WalkState) -> None:
         """Replace the walk state on its own (a new walk begins)."""
