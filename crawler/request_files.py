@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Sequence
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,7 @@ from .errors import (
     UnstorableBatchError,
 )
 from .jsontext import parse
+from .redact import mask_values
 from .request_rows import REQUEST_COLUMNS, UnusableLineError, build_request_row
 from .rows import fit_rows
 from .store import FileToFetch, Store
@@ -84,63 +86,88 @@ class FileRead:
             self.more_warnings += 1
 
 
+@dataclass
+class LineChunk:
+    """A chunk of a file's lines on their way to the database: most as JSON text for SQLite
+    to map (see store.requests.store_lines), the rest as rows built here."""
+
+    texts: list[tuple[int, str]] = field(default_factory=list)  # (line number, JSON text)
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.texts) + len(self.rows)
+
+
+SaveChunk = Callable[[LineChunk], Coroutine[Any, Any, tuple[int, list[tuple[int, str]]]]]
+
+
 async def read_requests(
     chunks: AsyncIterator[bytes],
     file: FileToFetch,
-    save: Callable[[Sequence[tuple[Any, ...]]], Coroutine[Any, Any, None]],
+    save: SaveChunk,
     *,
     keep_body: bool,
+    secret: str | None = None,
 ) -> FileRead:
     """Store every request line of one file through `save`, a chunk of lines at a time.
 
+    `save` returns how many rows it stored and the (number, why) of the lines it left out.
     Blank lines are skipped; a line that is not JSON, or holds no `custom_id`, is noted by
     its number and the rest of the file is stored.
     """
     read = FileRead()
     buffer = LineBuffer()
-    rows: list[tuple[Any, ...]] = []
+    chunk = LineChunk()
     number = 0
     # One chunk is written while the next is read: the download never waits on a commit
     # but that of the chunk before.
-    writing: asyncio.Task[None] | None = None
+    writing: asyncio.Task[tuple[int, list[tuple[int, str]]]] | None = None
 
-    async def hand_on(chunk_rows: list[tuple[Any, ...]]) -> None:
-        nonlocal writing
+    async def written() -> None:
         if writing is not None:
-            await writing
-        writing = asyncio.create_task(save(chunk_rows))
-        read.lines += len(chunk_rows)
+            stored, unusable = await writing
+            read.lines += stored
+            for at, why in unusable:
+                read.warn(f"file {file.file_id} line {at}: {why}, not stored")
+
+    async def hand_on(full: LineChunk) -> None:
+        nonlocal writing
+        await written()
+        writing = asyncio.create_task(save(full))
 
     def add(line: bytearray) -> None:
         nonlocal number
         number += 1
         if not line.strip():
             return
+        text = _text_for_sqlite(line, secret)
+        if text is not None:
+            chunk.texts.append((number, text))
+            return
         try:
-            rows.append(
-                build_request_row(
-                    parse(line), file.batch_id, file.file_id, file.kind, keep_body=keep_body
-                )
+            row = build_request_row(
+                parse(line), file.batch_id, file.file_id, file.kind, keep_body=keep_body
             )
         except UnusableLineError as exc:
             read.warn(f"file {file.file_id} line {number}: {exc}, not stored")
         except ValueError:
-            read.warn(f"file {file.file_id} line {number} is not JSON, not stored")
+            read.warn(f"file {file.file_id} line {number}: not JSON, not stored")
+        else:
+            chunk.rows.append(mask_values(row, secret) if secret else row)
 
     try:
-        async for chunk in chunks:
-            read.size += len(chunk)
-            for line in buffer.feed(chunk):
+        async for data in chunks:
+            read.size += len(data)
+            for line in buffer.feed(data):
                 add(line)
-            if len(rows) >= LINES_PER_COMMIT:
-                await hand_on(rows)
-                rows = []
+            if len(chunk) >= LINES_PER_COMMIT:
+                await hand_on(chunk)
+                chunk = LineChunk()
         for line in buffer.end():
             add(line)
-        if rows:
-            await hand_on(rows)
-        if writing is not None:
-            await writing
+        if chunk:
+            await hand_on(chunk)
+        await written()
     finally:
         if writing is not None and not writing.done():
             # The download failed or was cancelled: the chunk in hand is committed or not,
@@ -149,6 +176,19 @@ async def read_requests(
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await writing
     return read
+
+
+def _text_for_sqlite(line: bytearray, secret: str | None) -> str | None:
+    """The line as text for SQLite to map, or None when it is for Python to: not UTF-8, a
+    surrogate escape (alone, it would become text SQLite stores broken), or the key (a
+    server echoing it: masked before it is stored)."""
+    try:
+        text = line.decode()
+    except UnicodeDecodeError:
+        return None
+    if "\\ud" in text or "\\uD" in text or (secret and secret in text):
+        return None
+    return text
 
 
 @dataclass(frozen=True)
@@ -182,6 +222,7 @@ class FileFetcher:
         concurrency: int,
         on_outcome: Callable[[FileOutcome], Awaitable[None]],
         stop: Callable[[], bool],
+        secret: str | None = None,
     ) -> None:
         self._client = client
         self._store = store
@@ -190,6 +231,7 @@ class FileFetcher:
         self._concurrency = concurrency
         self._on_outcome = on_outcome
         self._stop = stop
+        self._secret = secret  # the API key: masked in any line that holds it
         self._more = asyncio.Event()
         self._walking = True
         self._claim_lock = asyncio.Lock()
@@ -248,15 +290,20 @@ class FileFetcher:
         async def consume(chunks: AsyncIterator[bytes]) -> FileRead:
             odd: list[str] = []
 
-            async def save(rows: Sequence[tuple[Any, ...]]) -> None:
+            async def save(chunk: LineChunk) -> tuple[int, list[tuple[int, str]]]:
+                save_chunk = functools.partial(
+                    self._store.save_requests, file, chunk.texts, keep_body=self._keep_body
+                )
                 try:
-                    await self._store.save_requests(rows)
+                    return await save_chunk(chunk.rows)
                 except UnstorableBatchError:
                     # Nothing was written: store the chunk with what SQLite refused made
                     # storable (a lone surrogate replaced, say), saying what changed.
-                    await self._store.save_requests(fit_rows(REQUEST_COLUMNS, rows, odd))
+                    return await save_chunk(fit_rows(REQUEST_COLUMNS, chunk.rows, odd))
 
-            read = await read_requests(chunks, file, save, keep_body=self._keep_body)
+            read = await read_requests(
+                chunks, file, save, keep_body=self._keep_body, secret=self._secret
+            )
             for warning in odd:
                 read.warn(f"file {file.file_id}: {warning}")
             return read

@@ -8,7 +8,7 @@ from typing import Any
 
 from .jsontext import is_storable_text, to_text
 from .pages import Batch
-from .redact import mask_secret
+from .redact import mask_values
 
 # Order matters: it is the column order of the INSERT that `store` builds from it.
 BATCH_COLUMNS = (
@@ -118,13 +118,9 @@ def build_page_rows(
         # `raw` holds every value of the batch, error lines included, as JSON writes them.
         written = to_text(secret)[1:-1]
         if any(written in row[_RAW] for row in batch_rows):
-            batch_rows = [_masked(row, secret) for row in batch_rows]
-            error_rows = [_masked(row, secret) for row in error_rows]
+            batch_rows = [mask_values(row, secret) for row in batch_rows]
+            error_rows = [mask_values(row, secret) for row in error_rows]
     return batch_rows, error_rows
-
-
-def _masked(row: tuple[Any, ...], secret: str) -> tuple[Any, ...]:
-    return tuple(mask_secret(v, secret) if isinstance(v, str) else v for v in row)
 
 
 # Statuses a batch never leaves: it never changes again, and its files are final.

@@ -371,6 +371,7 @@ async def sync(
                 concurrency=settings.concurrency,
                 on_outcome=run.file_done,
                 stop=run.time_spent,
+                secret=settings.api_key,
             )
         outcome, error = "failed", None
         try:

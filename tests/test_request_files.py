@@ -164,7 +164,7 @@ async def test_odd_lines_are_named_and_the_rest_of_the_file_stored(
         result = await sync(settings, retry=fast_retry)
     assert (result.complete, result.files, result.request_lines) == (True, 1, 2)
     assert result.warnings == (
-        "file file-err-1 line 2 is not JSON, not stored",
+        "file file-err-1 line 2: not JSON, not stored",
         "file file-err-1 line 3: no custom_id, not stored",
         f"file file-err-1: batch {batch['id']}: error_message holds a lone surrogate: replaced",
         f"file file-err-1 of batch {batch['id']} holds 2 request lines where the batch counts "

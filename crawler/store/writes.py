@@ -31,7 +31,13 @@ from .reads import (
     select_unsettled,
     select_walk,
 )
-from .requests import FileToFetch, select_files_to_fetch, update_file, upsert_requests
+from .requests import (
+    FileToFetch,
+    select_files_to_fetch,
+    store_lines,
+    update_file,
+    upsert_requests,
+)
 from .schema import connect, database_error, in_thread, migrate
 
 T = TypeVar("T")
@@ -175,9 +181,24 @@ def _mark_by_id_failed(db: sqlite3.Connection, at: int | None) -> None:
         db.execute("UPDATE walk_state SET by_id_failed_at = ?", (at,))
 
 
-def _write_requests(db: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+def _write_requests(
+    db: sqlite3.Connection,
+    file: FileToFetch,
+    texts: Sequence[tuple[int, str]],
+    rows: Sequence[tuple[Any, ...]],
+    keep_body: bool,
+) -> tuple[int, list[tuple[int, str]]]:
     with _transaction(db):
         upsert_requests(db, rows)
+        stored, unusable = store_lines(
+            db,
+            texts,
+            batch_id=file.batch_id,
+            file_id=file.file_id,
+            kind=file.kind,
+            keep_body=keep_body,
+        )
+    return stored + len(rows), unusable
 
 
 def _finish_file(
@@ -332,14 +353,24 @@ class Store:
         """Files of `kinds` still to fetch, but for the `skip` ids; see select_files_to_fetch."""
         return await self._in_thread(select_files_to_fetch, kinds, skip, limit)
 
-    async def save_requests(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Commit a chunk of a file's request rows.
+    async def save_requests(
+        self,
+        file: FileToFetch,
+        texts: Sequence[tuple[int, str]],
+        rows: Sequence[tuple[Any, ...]],
+        *,
+        keep_body: bool,
+    ) -> tuple[int, list[tuple[int, str]]]:
+        """Commit a chunk of a file's lines: `texts`, (number, JSON text) pairs that SQLite
+        maps to rows (see store_lines), and `rows` built already.
+
+        Returns how many rows were stored, and the (number, why) of each text left out.
 
         Raises:
             UnstorableBatchError: a value SQLite cannot store (nothing of the chunk is written).
         """
         try:
-            await self._in_thread(_write_requests, rows)
+            return await self._in_thread(_write_requests, file, texts, rows, keep_body)
         except _UNSTORABLE as exc:
             raise UnstorableBatchError(f"a request line cannot be stored: {exc}") from exc
 
