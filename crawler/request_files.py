@@ -30,7 +30,7 @@ from .rows import fit_rows
 from .store import FileToFetch, Store
 
 # Lines a transaction: few enough to keep memory flat, enough that commits cost little.
-LINES_PER_COMMIT = 2000
+LINES_PER_COMMIT = 1000
 
 # A line longer than this is no request outcome (a long answer is a few MB): the file is
 # broken, and reading on would hold it all in memory.
