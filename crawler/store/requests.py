@@ -145,26 +145,27 @@ class FileToFetch:
     batch_id: str
     kind: str  # output, error
     expected_lines: int | None  # from the batch's request counts, when it has them
+    position: int  # its order in `batch_files` (the rowid)
 
 
 def select_files_to_fetch(
-    db: sqlite3.Connection, kinds: Collection[str], skip: Collection[str], limit: int
+    db: sqlite3.Connection, kinds: Collection[str], after: int, limit: int
 ) -> list[FileToFetch]:
     """Up to `limit` files of `kinds` still to fetch (pending, or failed before) in the order
-    they were recorded, leaving out the `skip` ids (being fetched, or failed in this run)."""
+    they were recorded, after the one at position `after` (those before are being fetched,
+    or were done with in this run)."""
     if not kinds:
         return []
     kind_marks = ", ".join("?" * len(kinds))
-    skip_marks = ", ".join("?" * len(skip))
     expected = " ".join(
         f"WHEN '{kind}' THEN b.{column}" for kind, column in _EXPECTED_LINES.items()
     )
     rows = db.execute(
-        f"SELECT f.file_id, f.batch_id, f.kind, CASE f.kind {expected} END "
+        f"SELECT f.file_id, f.batch_id, f.kind, CASE f.kind {expected} END, f.rowid "
         "FROM batch_files AS f JOIN batches AS b ON b.id = f.batch_id "
-        f"WHERE f.state IN ('pending', 'failed') AND f.kind IN ({kind_marks}) "
-        f"AND f.file_id NOT IN ({skip_marks}) ORDER BY f.rowid LIMIT ?",
-        (*kinds, *skip, limit),
+        f"WHERE f.rowid > ? AND f.state IN ('pending', 'failed') AND f.kind IN ({kind_marks}) "
+        "ORDER BY f.rowid LIMIT ?",
+        (after, *kinds, limit),
     ).fetchall()
     return [FileToFetch(*row) for row in rows]
 

@@ -348,10 +348,10 @@ class Store:
             ) from exc
 
     async def files_to_fetch(
-        self, kinds: Collection[str], skip: Collection[str], limit: int
+        self, kinds: Collection[str], after: int, limit: int
     ) -> list[FileToFetch]:
-        """Files of `kinds` still to fetch, but for the `skip` ids; see select_files_to_fetch."""
-        return await self._in_thread(select_files_to_fetch, kinds, skip, limit)
+        """Files of `kinds` still to fetch, after position `after`; see select_files_to_fetch."""
+        return await self._in_thread(select_files_to_fetch, kinds, after, limit)
 
     async def save_requests(
         self,
