@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +34,10 @@ LINES_PER_COMMIT = 1000
 # A line longer than this is no request outcome (a long answer is a few MB): the file is
 # broken, and reading on would hold it all in memory.
 MAX_LINE_BYTES = 64 * 2**20
+
+# Chunks and outcomes handed on ahead of the database: enough to keep requests going while
+# it commits, few enough that memory stays flat (a chunk of output lines is about 1 MB).
+WRITES_AHEAD = 4
 
 # Warnings kept word for word per file; past these, only counted.
 MAX_FILE_WARNINGS = 3
@@ -98,7 +101,7 @@ class LineChunk:
         return len(self.texts) + len(self.rows)
 
 
-SaveChunk = Callable[[LineChunk], Coroutine[Any, Any, tuple[int, list[tuple[int, str]]]]]
+SaveChunk = Callable[["FileRead", LineChunk], Awaitable[None]]
 
 
 async def read_requests(
@@ -109,31 +112,16 @@ async def read_requests(
     keep_body: bool,
     secret: str | None = None,
 ) -> FileRead:
-    """Store every request line of one file through `save`, a chunk of lines at a time.
+    """Hand every request line of one file to `save`, a chunk of lines at a time.
 
-    `save` returns how many rows it stored and the (number, why) of the lines it left out.
-    Blank lines are skipped; a line that is not JSON, or holds no `custom_id`, is noted by
-    its number and the rest of the file is stored.
+    `save(read, chunk)` stores the chunk, adding to `read` the rows it stored and the lines
+    it left out. Blank lines are skipped; a line that is not JSON, or holds no `custom_id`,
+    is noted by its number and the rest of the file is stored.
     """
     read = FileRead()
     buffer = LineBuffer()
     chunk = LineChunk()
     number = 0
-    # One chunk is written while the next is read: the download never waits on a commit
-    # but that of the chunk before.
-    writing: asyncio.Task[tuple[int, list[tuple[int, str]]]] | None = None
-
-    async def written() -> None:
-        if writing is not None:
-            stored, unusable = await writing
-            read.lines += stored
-            for at, why in unusable:
-                read.warn(f"file {file.file_id} line {at}: {why}, not stored")
-
-    async def hand_on(full: LineChunk) -> None:
-        nonlocal writing
-        await written()
-        writing = asyncio.create_task(save(full))
 
     def add(line: bytearray) -> None:
         nonlocal number
@@ -155,26 +143,17 @@ async def read_requests(
         else:
             chunk.rows.append(mask_values(row, secret) if secret else row)
 
-    try:
-        async for data in chunks:
-            read.size += len(data)
-            for line in buffer.feed(data):
-                add(line)
-            if len(chunk) >= LINES_PER_COMMIT:
-                await hand_on(chunk)
-                chunk = LineChunk()
-        for line in buffer.end():
+    async for data in chunks:
+        read.size += len(data)
+        for line in buffer.feed(data):
             add(line)
-        if chunk:
-            await hand_on(chunk)
-        await written()
-    finally:
-        if writing is not None and not writing.done():
-            # The download failed or was cancelled: the chunk in hand is committed or not,
-            # whole either way; a retry reads the file again from its first line.
-            writing.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await writing
+        if len(chunk) >= LINES_PER_COMMIT:
+            await save(read, chunk)
+            chunk = LineChunk()
+    for line in buffer.end():
+        add(line)
+    if chunk:
+        await save(read, chunk)
     return read
 
 
@@ -200,6 +179,8 @@ class FileOutcome:
     read: FileRead | None = None
     error: ApiError | None = None
 
+
+_Write = tuple[FileToFetch, FileRead, LineChunk] | FileOutcome
 
 # Refusals about the key or the account, not about one file: they end the run.
 _FATAL = (AuthenticationError, QuotaExceededError)
@@ -236,7 +217,10 @@ class FileFetcher:
         self._walking = True
         self._claim_lock = asyncio.Lock()
         self._claimed: collections.deque[FileToFetch] = collections.deque()
-        self._taken: set[str] = set()  # being fetched, or done with in this run
+        self._claimed_up_to = 0  # files are claimed in the order they were recorded
+        # Chunks and outcomes on their way to the database, in order: a worker hands its
+        # file's lines on and asks for the next file while the writer commits them.
+        self._writes: asyncio.Queue[_Write | None] = asyncio.Queue(WRITES_AHEAD)
         self.stopped = False
 
     def more(self) -> None:
@@ -252,10 +236,36 @@ class FileFetcher:
 
     async def run(self) -> bool:
         """Fetch until nothing is left; False when stopped with files still to fetch."""
-        async with asyncio.TaskGroup() as workers:
-            for _ in range(self._concurrency):
-                workers.create_task(self._work())
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._write())
+            async with asyncio.TaskGroup() as workers:
+                for _ in range(self._concurrency):
+                    workers.create_task(self._work())
+            await self._writes.put(None)
         return not self.stopped
+
+    async def _write(self) -> None:
+        """Commit chunks and record how files ended, in the order the workers handed them on."""
+        while (item := await self._writes.get()) is not None:
+            if isinstance(item, FileOutcome):
+                await self._on_outcome(item)
+                continue
+            file, read, chunk = item
+            odd: list[str] = []
+            save = functools.partial(
+                self._store.save_requests, file, chunk.texts, keep_body=self._keep_body
+            )
+            try:
+                stored, unusable = await save(chunk.rows)
+            except UnstorableBatchError:
+                # Nothing was written: store the chunk with what SQLite refused made
+                # storable (a lone surrogate replaced, say), saying what changed.
+                stored, unusable = await save(fit_rows(REQUEST_COLUMNS, chunk.rows, odd))
+            read.lines += stored
+            for number, why in unusable:
+                read.warn(f"file {file.file_id} line {number}: {why}, not stored")
+            for warning in odd:
+                read.warn(f"file {file.file_id}: {warning}")
 
     async def _work(self) -> None:
         while True:
@@ -269,7 +279,7 @@ class FileFetcher:
                     return
                 await self._more.wait()
                 continue
-            await self._on_outcome(await self._fetch(file))
+            await self._writes.put(await self._fetch(file))
 
     async def _claim(self) -> FileToFetch | None:
         """The next file to fetch, claimed by this worker alone; None when none is waiting."""
@@ -278,35 +288,23 @@ class FileFetcher:
                 # Cleared before asking: a page committed meanwhile sets it again.
                 self._more.clear()
                 batch = 2 * self._concurrency
-                found = await self._store.files_to_fetch(self._kinds, self._taken, batch)
+                found = await self._store.files_to_fetch(self._kinds, self._claimed_up_to, batch)
                 self._claimed.extend(found)
             if not self._claimed:
                 return None
             file = self._claimed.popleft()
-            self._taken.add(file.file_id)
+            self._claimed_up_to = file.position
             return file
 
     async def _fetch(self, file: FileToFetch) -> FileOutcome:
+        async def save(read: FileRead, chunk: LineChunk) -> None:
+            await self._writes.put((file, read, chunk))
+
         async def consume(chunks: AsyncIterator[bytes]) -> FileRead:
-            odd: list[str] = []
-
-            async def save(chunk: LineChunk) -> tuple[int, list[tuple[int, str]]]:
-                save_chunk = functools.partial(
-                    self._store.save_requests, file, chunk.texts, keep_body=self._keep_body
-                )
-                try:
-                    return await save_chunk(chunk.rows)
-                except UnstorableBatchError:
-                    # Nothing was written: store the chunk with what SQLite refused made
-                    # storable (a lone surrogate replaced, say), saying what changed.
-                    return await save_chunk(fit_rows(REQUEST_COLUMNS, chunk.rows, odd))
-
-            read = await read_requests(
+            # Each attempt counts into a FileRead of its own: a retry reads from line 1.
+            return await read_requests(
                 chunks, file, save, keep_body=self._keep_body, secret=self._secret
             )
-            for warning in odd:
-                read.warn(f"file {file.file_id}: {warning}")
-            return read
 
         try:
             read = await self._client.read_file(file.file_id, consume)
