@@ -25,6 +25,7 @@ from aiohttp import web
 
 from .data import FakeBatches
 from .faults import FakeApiStats, FaultDraw, FaultPicker
+from .gate import FileGate
 from .ids import derive_key, mix
 from .lines import FileSource, build_file_object, iter_lines
 from .options import FakeApiOptions
@@ -56,6 +57,7 @@ class FileRoutes:
         )
         self._k_deleted = derive_key(options.seed, 11)
         self._size = functools.lru_cache(maxsize=_SIZES_KEPT)(_measure)
+        self.gate = FileGate()
 
     def add_to(self, router: web.UrlDispatcher) -> None:
         """Route `GET /v1/files/{id}` and `GET /v1/files/{id}/content` here."""
@@ -119,6 +121,7 @@ class FileRoutes:
         chunk = bytearray()
         lines = 0
         sent = 0
+        sent_lines = 0
         for line in iter_lines(source):
             if sent + len(chunk) + len(line) > cut:
                 if draw.fault == "drop":
@@ -135,9 +138,11 @@ class FileRoutes:
             lines += 1
             if pause is not None or len(chunk) >= _CHUNK:
                 sent += await _write(response, chunk, lines, stats)
+                sent_lines += lines
                 chunk, lines = bytearray(), 0
                 if pause is not None:
                     await asyncio.sleep(pause)
+                await self.gate.pass_at(sent_lines)
         await _write(response, chunk, lines, stats)
         stats.files_served += 1
 

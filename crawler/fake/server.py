@@ -312,6 +312,15 @@ class FakeApiServer:
         """Answer the held list requests, and hold no more."""
         self._api.gate.release()
 
+    def hold_file_contents(self, lines: int) -> None:
+        """Stop every file's content once about `lines` lines of it are sent (at the next
+        64 KiB chunk), until `release_file_contents()` or until the server stops."""
+        self.files.gate.hold(lines)
+
+    def release_file_contents(self) -> None:
+        """Let the held file contents go on, and hold no more."""
+        self.files.gate.release()
+
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
@@ -320,6 +329,7 @@ class FakeApiServer:
     ) -> None:
         """Stop listening and close every connection."""
         self._api.gate.release()
+        self.files.gate.release()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
