@@ -173,3 +173,25 @@ async def test_odd_lines_are_named_and_the_rest_of_the_file_stored(
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
         messages = dict(conn.execute("SELECT custom_id, error_message FROM batch_requests"))
     assert messages == {"ok": None, "odd": "a\ufffdb"}
+
+
+async def test_a_line_holding_the_key_is_stored_masked(
+    db_path: Path, fast_retry: RetryPolicy
+) -> None:
+    """A server echoing the key into a request's error: stored with the key masked, and
+    the lines around it stored as usual."""
+    batch = make_batch(1, status="failed", error_file_id="file-err-1", output_file_id=None)
+    echo = {"custom_id": "echo", "response": None, "error": {"message": f"bad key {API_KEY}"}}
+    plain = {"custom_id": "plain", "response": None, "error": {"message": "expired"}}
+    content = "\n".join([json.dumps(echo), json.dumps(plain), ""])
+    settings = Settings(db=db_path, base_url=BASE_URL, api_key=API_KEY)
+    with aioresponses() as mock:
+        mock.get(f"{BASE_URL}/batches?limit=100", payload=list_body([batch], False))
+        mock.get(f"{BASE_URL}/files/file-err-1/content", body=content.encode())
+        result = await sync(settings, retry=fast_retry)
+    assert result.request_lines == 2
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        dump = "\n".join(conn.iterdump())
+        messages = dict(conn.execute("SELECT custom_id, error_message FROM batch_requests"))
+    assert API_KEY not in dump
+    assert messages == {"echo": "bad key ***", "plain": "expired"}
