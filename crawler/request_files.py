@@ -179,6 +179,32 @@ class FileOutcome:
     read: FileRead | None = None
     error: ApiError | None = None
 
+    def warnings(self) -> list[str]:
+        """What the run says of this file: why it failed, or what was odd in it."""
+        file, read = self.file, self.read
+        where = f"file {file.file_id} of batch {file.batch_id}"
+        if self.error is not None:
+            return [f"{where} was not stored, and is asked for again next sync: {self.error}"]
+        if read is None:  # deleted or expired: nothing to store, ever
+            return []
+        said = list(read.warnings)
+        if read.more_warnings:
+            said.append(f"{where}: {read.more_warnings:,} more odd lines, not stored")
+        if file.expected_lines is not None and read.lines != file.expected_lines:
+            said.append(
+                f"{where} holds {read.lines:,} request lines where the batch counts "
+                f"{file.expected_lines:,} (a transfer cut short?)"
+            )
+        return said
+
+    def record(self) -> dict[str, Any]:
+        """What `batch_files` keeps of how the file ended (see Store.finish_file)."""
+        if self.error is not None:
+            return {"error": str(self.error)}
+        if self.read is None:
+            return {}
+        return {"size": self.read.size, "lines": self.read.lines}
+
 
 _Write = tuple[FileToFetch, FileRead, LineChunk] | FileOutcome
 

@@ -73,3 +73,5 @@ class Progress:
     # Set on a retry's report, until the next page: what the run waits on, and why,
     # e.g. "attempt 2/8: timed out, silent for 30 s".
     retrying: str | None = None
+    files: int = 0  # request files stored whole
+    request_lines: int = 0

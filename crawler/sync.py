@@ -144,30 +144,17 @@ class _Run:
 
     async def file_done(self, outcome: FileOutcome) -> None:
         """Count a file, say what was odd in it, and record how it ended."""
-        file, read = outcome.file, outcome.read
-        where = f"file {file.file_id} of batch {file.batch_id}"
-        if outcome.error is not None:
-            self.note(f"{where} was not stored, and is asked for again next sync: {outcome.error}")
-            await self.store.finish_file(
-                file.file_id, "failed", self.run_id, self.figures, error=str(outcome.error)
-            )
-            return
-        if read is None:  # deleted or expired: nothing to store, ever
-            await self.store.finish_file(file.file_id, "expired", self.run_id, self.figures)
-            return
-        for warning in read.warnings:
+        for warning in outcome.warnings():
             self.note(warning)
-        if read.more_warnings:
-            self.note(f"{where}: {read.more_warnings:,} more odd lines, not stored")
-        if file.expected_lines is not None and read.lines != file.expected_lines:
-            self.note(
-                f"{where} holds {read.lines:,} request lines where the batch counts "
-                f"{file.expected_lines:,} (a transfer cut short?)"
+        if outcome.state == "complete" and outcome.read is not None:
+            read = outcome.read
+            self.figures = self.figures.plus(
+                files=1, request_lines=read.lines, file_bytes=read.size
             )
-        self.figures = self.figures.plus(files=1, request_lines=read.lines, file_bytes=read.size)
         await self.store.finish_file(
-            file.file_id, "complete", self.run_id, self.figures, size=read.size, lines=read.lines
+            outcome.file.file_id, outcome.state, self.run_id, self.figures, **outcome.record()
         )
+        self.report()
 
     def note(self, warning: str) -> None:
         if len(self.warnings) >= MAX_WARNINGS:
@@ -193,7 +180,11 @@ class _Run:
         if self.on_progress is not None:
             f = self.figures
             elapsed = self.clock() - self.started
-            self.on_progress(Progress(f.pages, f.batches_seen, f.retries, elapsed, retrying))
+            self.on_progress(
+                Progress(
+                    f.pages, f.batches_seen, f.retries, elapsed, retrying, f.files, f.request_lines
+                )
+            )
 
 
 async def _close_run(store: Store, run: _Run, outcome: str, error: str | None) -> None:

@@ -51,8 +51,10 @@ async def test_run_demo_syncs_exactly_the_batches_asked_for(
         batches,
     )
     assert fetch(db, "SELECT count(*), count(DISTINCT id) FROM batches") == [(batches, batches)]
-    assert [p.pages for p in reports] == list(range(1, pages + 1))
-    assert reports[-1].batches == batches
+    # A report after every page, and after every request file stored alongside.
+    assert sorted({p.pages for p in reports}) == list(range(1, pages + 1))
+    assert [p.pages for p in reports] == sorted(p.pages for p in reports)
+    assert (reports[-1].batches, reports[-1].files) == (batches, result.files)
 
 
 async def test_the_answers_are_the_demo_queries_in_order(demo_db: Path) -> None:
