@@ -60,7 +60,10 @@ async def run(batches: int, latency: float, new: int, advance: int, ids: IdStyle
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.db"
         async with FakeApiServer(options) as server:
-            settings = Settings(db=db, base_url=server.base_url, api_key=options.api_key)
+            # The list alone: bench/walk_files.py measures the request files.
+            settings = Settings(
+                db=db, base_url=server.base_url, api_key=options.api_key, files=False
+            )
             full = await timed_sync(server, settings)
             server.data.add_batches(new)
             server.data.advance_statuses(advance)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -49,6 +50,10 @@ Target = str | URL
 # The most one response may take. A list page of 100 batches is tens of KB and a batch a few
 # KB: anything near this is not the Batches API answering, and is not read further.
 MAX_BODY_BYTES = 16 * 2**20
+
+# How much of a file is handed on at a time: large enough that a 200 MB file is a few
+# thousand reads, small enough to keep memory flat.
+_FILE_CHUNK = 2**18
 
 
 @dataclass(frozen=True)
@@ -318,22 +323,63 @@ class ApiClient:
             raise BrokenResponseError(f"response from {url} is not a batch object")
         return batch
 
+    async def read_file(
+        self, file_id: str, consume: Callable[[AsyncIterator[bytes]], Awaitable[T]]
+    ) -> T | None:
+        """Stream a file's content (`GET /files/{id}/content`) through `consume`.
+
+        A connection dropped or a body cut short part-way is retried like any request, and
+        `consume` then reads the file again from its first byte. None when the API has no
+        such file (404: deleted or expired).
+        """
+        url = URL(f"{self._base_url}/files").joinpath(
+            quote(file_id, safe=""), "content", encoded=True
+        )
+        try:
+            return await self._retried(self._stream, url, consume)
+        except UnknownRouteError:
+            raise
+        except NotFoundError:
+            return None
+
+    async def _stream(self, url: URL, consume: Callable[[AsyncIterator[bytes]], Awaitable[T]]) -> T:
+        await self._limiter.acquire()
+        started = time.monotonic()
+        # A file may take minutes to come: only a silence or a slow connect cuts it off.
+        limits = self._session.timeout
+        timeout = aiohttp.ClientTimeout(
+            sock_read=limits.sock_read, sock_connect=limits.sock_connect
+        )
+        with self._transport_errors(url, timeout):
+            async with self._session.get(url, timeout=timeout) as resp:
+                if resp.status >= 300:
+                    await self._read(resp, url, started)  # raises the error it stands for
+                _check_encoding(resp, str(url), self._secret)
+                self._limiter.observe(resp.headers)
+                return await consume(resp.content.iter_chunked(_FILE_CHUNK))
+
     async def _get_json(self, url: Target, params: dict[str, str]) -> Any:
         await self._limiter.acquire()
         started = time.monotonic()
-        try:
+        with self._transport_errors(url, self._session.timeout):
             async with self._session.get(url, params=params) as resp:
                 body = await self._read(resp, url, started)
                 content_type = resp.content_type
+        return _decode(body, str(resp.url), content_type, self._secret)
+
+    @contextlib.contextmanager
+    def _transport_errors(self, url: Target, timeout: aiohttp.ClientTimeout) -> Iterator[None]:
+        """aiohttp's failures raised as TransportError, saying what happened."""
+        try:
+            yield
         except aiohttp.InvalidURL as exc:
             raise TransportError(f"cannot request {url}: invalid URL", should_retry=False) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
-            what = describe(exc, self._session.timeout)
+            what = describe(exc, timeout)
             raise TransportError(
                 mask_secret(f"request to {url} failed: {what}", self._secret),
                 should_retry=False if is_permanent(exc) else None,
             ) from exc
-        return _decode(body, str(resp.url), content_type, self._secret)
 
     async def _read(
         self, resp: aiohttp.ClientResponse, url: Target, started: float
@@ -366,9 +412,7 @@ class ApiClient:
             raise BrokenResponseError(mask_secret(message, self._secret), should_retry=False)
         return body
 
-    async def _retried(
-        self, call: Callable[[Target, dict[str, str]], Awaitable[T]], *args: Any
-    ) -> T:
+    async def _retried(self, call: Callable[..., Awaitable[T]], *args: Any) -> T:
         retrying = AsyncRetrying(
             retry=retry_if_exception(lambda e: isinstance(e, ApiError) and e.retryable),
             stop=stop_after_attempt(self._retry.max_attempts)

@@ -122,6 +122,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,  # None, not False: unset lets a config file's true stand
         help="allow a plain http:// base URL to another machine (sends the key in clear text)",
     )
+    sync_cmd.add_argument(
+        "--outputs",
+        action="store_true",
+        default=None,
+        help="store every request's outcome from the output files too, not only the error files",
+    )
+    sync_cmd.add_argument(
+        "--no-files",
+        dest="files",
+        action="store_false",
+        default=None,
+        help="store no request files (error nor output)",
+    )
+    sync_cmd.add_argument(
+        "--bodies",
+        action="store_true",
+        default=None,
+        help="keep each response body (large, and holds your content) in batch_requests.body",
+    )
     sync_cmd.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
 
     status_cmd = commands.add_parser(
@@ -137,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd = commands.add_parser(
         "demo",
         help="sync a local fake API into a database (no key, no network)",
-        description="Start the fake API on a free loopback port, sync it, and show three "
+        description="Start the fake API on a free loopback port, sync it, and show four "
         "example queries. Example:\n  batch-crawler demo --db demo.db --batches 5000",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -196,6 +215,32 @@ def _add_fake_api_command(commands: Any) -> None:
         choices=BAD_PAGE_MODES,
         help="answer every list request after the first with a page no client should choke "
         "on (trickle: one byte every --slow-seconds)",
+    )
+    cmd.add_argument(
+        "--requests-per-batch",
+        type=_positive_int,
+        help="requests in every batch, so files of that many lines (default: 1 to 8192)",
+    )
+    cmd.add_argument(
+        "--deleted-file-rate", type=_rate, default=0.0, help="share of files answered 404"
+    )
+    cmd.add_argument(
+        "--file-drop-rate", type=_rate, default=0.0, help="share of downloads cut mid-line"
+    )
+    cmd.add_argument(
+        "--file-truncate-rate",
+        type=_rate,
+        default=0.0,
+        help="share of downloads cut after a whole line, short of Content-Length",
+    )
+    cmd.add_argument(
+        "--file-slow-rate", type=_rate, default=0.0, help="share of downloads sent line by line"
+    )
+    cmd.add_argument(
+        "--file-slow-seconds",
+        type=_seconds,
+        default=1.0,
+        help="pause between the lines of a slow download",
     )
 
 
@@ -268,6 +313,11 @@ def format_summary(result: SyncResult) -> str:
             f"({result.gone:,} answered not found: asked again on later runs, "
             "until three in a row agree)."
         )
+    if result.files:
+        lines.append(
+            f"Stored {result.files:,} request files: {result.request_lines:,} request lines, "
+            f"{result.file_bytes / 2**20:,.1f} MiB."
+        )
     lines.extend(f"warning: {w}" for w in result.warnings)
     if not result.complete:
         lines.append("Budget spent; the next `batch-crawler sync` resumes where this one stopped.")
@@ -307,6 +357,9 @@ def _cmd_sync(args: argparse.Namespace) -> int:
         "concurrency": args.concurrency,
         "requests_per_minute": args.requests_per_minute,
         "allow_insecure_http": args.allow_insecure_http,
+        "files": args.files,
+        "outputs": args.outputs,
+        "bodies": args.bodies,
     }
     settings = load_settings(flags, os.environ, args.config)
     with _progress_line(show=not args.quiet) as progress:

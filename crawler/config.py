@@ -52,6 +52,18 @@ class Settings:
     max_seconds: float | None = None
     concurrency: int = 8
     requests_per_minute: float | None = None
+    # The batches' request files: error files unless `files` is off, output files too with
+    # `outputs`; response bodies (large, and the users' content) only with `bodies`.
+    files: bool = True
+    outputs: bool = False
+    bodies: bool = False
+
+    @property
+    def file_kinds(self) -> tuple[str, ...]:
+        """The kinds of request files a sync fetches."""
+        if not self.files:
+            return ()
+        return ("error", "output") if self.outputs else ("error",)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -277,6 +289,9 @@ _RULES: dict[str, Rule] = {
     "concurrency": integer_rule(1, 64),
     # Under one a minute, a sync of any size would take days, silently.
     "requests_per_minute": number_rule("at least 1 request per minute", lambda v: v >= 1),
+    "files": Rule(_flag, _convert_flag),
+    "outputs": Rule(_flag, _convert_flag),
+    "bodies": Rule(_flag, _convert_flag),
 }
 _OPTIONAL = {
     "api_key",

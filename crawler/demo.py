@@ -1,4 +1,4 @@
-"""The no-key demo: sync the local fake API into a database, then ask it three questions."""
+"""The no-key demo: sync the local fake API into a database, then ask it four questions."""
 
 from __future__ import annotations
 

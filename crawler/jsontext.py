@@ -12,7 +12,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -65,3 +65,15 @@ def _recursion_limit(limit: int) -> Iterator[None]:
         yield
     finally:
         sys.setrecursionlimit(before)
+
+
+def is_storable_text(value: Any) -> TypeGuard[str]:
+    """Whether `value` is non-empty text that SQLite and a URL can carry (UTF-8 encodable:
+    a str decoded from JSON holds a lone surrogate when its escape came alone)."""
+    if not isinstance(value, str) or not value:
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

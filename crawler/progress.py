@@ -24,6 +24,8 @@ def _line(progress: Progress) -> str:
     """The figures; while a retry waits, what it waits on instead of the rate and count,
     so that it fits 80 columns: "... 5.8s  retrying, attempt 2/8: timed out, silent for 30 s"."""
     done = f"pages {progress.pages:,}  batches {progress.batches:,}  "
+    if progress.files:
+        done += f"files {progress.files:,} ({progress.request_lines:,} lines)  "
     if progress.retrying:
         return done + f"{progress.elapsed:,.1f}s  retrying, {progress.retrying}"
     rate = progress.batches / progress.elapsed if progress.elapsed > 0 else 0.0

@@ -46,6 +46,11 @@ def mask_secret(text: str, secret: str | None) -> str:
     return _mask_runs(text, forms)
 
 
+def mask_values(row: tuple[Any, ...], secret: str) -> tuple[Any, ...]:
+    """`row` with `secret` masked in each of its text values."""
+    return tuple(mask_secret(v, secret) if isinstance(v, str) else v for v in row)
+
+
 def _secret_forms(secret: str) -> set[str]:
     """The spellings of `secret` an error message may hold."""
     quoted = {quote(secret, safe=""), quote(secret), quote_plus(secret)}

@@ -6,9 +6,9 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .jsontext import to_text
+from .jsontext import is_storable_text, to_text
 from .pages import Batch
-from .redact import mask_secret
+from .redact import mask_values
 
 # Order matters: it is the column order of the INSERT that `store` builds from it.
 BATCH_COLUMNS = (
@@ -118,13 +118,30 @@ def build_page_rows(
         # `raw` holds every value of the batch, error lines included, as JSON writes them.
         written = to_text(secret)[1:-1]
         if any(written in row[_RAW] for row in batch_rows):
-            batch_rows = [_masked(row, secret) for row in batch_rows]
-            error_rows = [_masked(row, secret) for row in error_rows]
+            batch_rows = [mask_values(row, secret) for row in batch_rows]
+            error_rows = [mask_values(row, secret) for row in error_rows]
     return batch_rows, error_rows
 
 
-def _masked(row: tuple[Any, ...], secret: str) -> tuple[Any, ...]:
-    return tuple(mask_secret(v, secret) if isinstance(v, str) else v for v in row)
+# Statuses a batch never leaves: it never changes again, and its files are final.
+TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
+
+FILE_KINDS = {"output_file_id": "output", "error_file_id": "error"}
+
+
+def _is_terminal(status: Any) -> bool:
+    return isinstance(status, str) and status in TERMINAL_STATUSES
+
+
+def build_file_rows(batches: Iterable[Batch]) -> list[tuple[str, str, str]]:
+    """(file_id, batch_id, kind) for every file a terminal batch names: the files to fetch."""
+    return [
+        (file_id, batch["id"], kind)
+        for batch in batches
+        if _is_terminal(batch.get("status"))
+        for field, kind in FILE_KINDS.items()
+        if is_storable_text(file_id := batch.get(field))
+    ]
 
 
 # Columns SQLite stores as numbers; every other column is text.
@@ -163,6 +180,14 @@ def _fit_row(
     return tuple(fitted)
 
 
+def fit_rows(
+    columns: Sequence[str], rows: Sequence[tuple[Any, ...]], warnings: list[str]
+) -> list[tuple[Any, ...]]:
+    """`rows` with every value made storable (see `build_page_rows_fitted`); the first
+    column names the batch in each warning."""
+    return [_fit_row(columns, row, row[0], warnings) for row in rows]
+
+
 def build_page_rows_fitted(
     batches: Iterable[Batch], seen_at: int, secret: str | None = None
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[str]]:
@@ -174,6 +199,6 @@ def build_page_rows_fitted(
     """
     batch_rows, error_rows = build_page_rows(batches, seen_at, secret)
     warnings: list[str] = []
-    fitted_batches = [_fit_row(BATCH_COLUMNS, row, row[0], warnings) for row in batch_rows]
-    fitted_errors = [_fit_row(ERROR_COLUMNS, row, row[0], warnings) for row in error_rows]
+    fitted_batches = fit_rows(BATCH_COLUMNS, batch_rows, warnings)
+    fitted_errors = fit_rows(ERROR_COLUMNS, error_rows, warnings)
     return fitted_batches, fitted_errors, warnings

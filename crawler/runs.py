@@ -21,6 +21,9 @@ class RunFigures:
     gone: int = 0  # of those, answered 404
     limiter_waits: int = 0
     limiter_wait_seconds: float = 0.0
+    files: int = 0  # request files stored whole
+    request_lines: int = 0
+    file_bytes: int = 0
 
     def plus(self, **counts: float) -> RunFigures:
         """These figures with `counts` added to the named ones."""
@@ -70,3 +73,5 @@ class Progress:
     # Set on a retry's report, until the next page: what the run waits on, and why,
     # e.g. "attempt 2/8: timed out, silent for 30 s".
     retrying: str | None = None
+    files: int = 0  # request files stored whole
+    request_lines: int = 0

@@ -26,6 +26,8 @@ class StatusReport:
     error_lines: int
     by_status: dict[str, int]
     gone: int  # answered 404 on 3 runs in a row: no longer asked about
+    files: dict[str, dict[str, int]]  # kind -> state -> count
+    request_lines: int
     runs: list[RunRecord]
     by_id_failed_at: int | None = None  # requests by id last kept failing then
 
@@ -39,6 +41,8 @@ class StatusReport:
             "error_lines": self.error_lines,
             "by_status": self.by_status,
             "gone": self.gone,
+            "files": self.files,
+            "request_lines": self.request_lines,
             "by_id_failed_at": self.by_id_failed_at,
             "runs": [dataclasses.asdict(run) for run in self.runs],
         }
@@ -63,6 +67,8 @@ async def read_status(path: Path, *, runs: int = 5) -> StatusReport:
         holdings.error_lines,
         holdings.by_status,
         holdings.gone,
+        holdings.files,
+        holdings.request_lines,
         records,
         by_id_failed_at,
     )
@@ -94,6 +100,10 @@ def format_status(report: StatusReport) -> str:
             f"gone: {report.gone:,} answered 404 on 3 runs in a row and are no longer asked "
             "about; a `sync --full` that lists them again clears the mark"
         )
+    lines.append(f"request lines: {report.request_lines:,}")
+    for kind, states in report.files.items():
+        shown = ", ".join(f"{_FILE_STATES.get(state, state)} {n:,}" for state, n in states.items())
+        lines.append(f"  {kind} files: {shown}")
     if report.by_id_failed_at is not None:
         lines.append(
             f"requests by id (GET /batches/{{id}}) kept failing at "
@@ -113,6 +123,10 @@ def format_status(report: StatusReport) -> str:
             line += f"\n      error: {run.error}"
         lines.append(line)
     return "\n".join(lines)
+
+
+# How `status` names a file's state: pending files are those still to fetch.
+_FILE_STATES = {"pending": "to fetch", "expired": "expired (404)", "failed": "failed (retried)"}
 
 
 def _when(unix: Any) -> str:

@@ -16,7 +16,8 @@ from .pages import Batch
 from .ratelimit import RateLimiter
 from .redact import mask_secret
 from .refresh import RefreshEnd, refresh_by_id
-from .rows import build_page_rows, build_page_rows_fitted
+from .request_files import FileFetcher, FileOutcome
+from .rows import build_file_rows, build_page_rows, build_page_rows_fitted
 from .runs import Progress, RunFigures, SyncResult
 from .store import Store, open_store
 from .walk import WalkState, plan_refresh, starting_walk
@@ -51,6 +52,7 @@ class _Run:
     walk_targets: set[str] = field(default_factory=set)
     refresh_order: list[str] = field(default_factory=list)  # least recently seen first
     stored_mark: int = 0  # the store's last rowid when the run began
+    fetcher: FileFetcher | None = None
     by_id_failed_at: int | None = None  # see WALK_INSTEAD_OF_BY_ID
     by_id_failures: dict[str, str] = field(default_factory=dict)  # batch id: why
 
@@ -119,9 +121,10 @@ class _Run:
         seen_at = int(time.time())
         secret = self.settings.api_key
         batch_rows, error_rows = build_page_rows(batches, seen_at, secret)
+        file_rows = build_file_rows(batches)
         try:
             counts = await self.store.save_page(
-                batch_rows, error_rows, walk, self.run_id, self.figures, gone
+                batch_rows, error_rows, walk, self.run_id, self.figures, gone, file_rows
             )
         except UnstorableBatchError:
             # Nothing was written. Store every batch with what SQLite refused made storable,
@@ -130,10 +133,26 @@ class _Run:
             for warning in warnings:
                 self.note(warning)
             counts = await self.store.save_page(
-                batch_rows, error_rows, walk, self.run_id, self.figures, gone
+                batch_rows, error_rows, walk, self.run_id, self.figures, gone, file_rows
             )
         self.figures = self.figures.plus(
             batches_new=counts.new, batches_updated=counts.updated, error_lines=counts.error_lines
+        )
+        if file_rows and self.fetcher is not None:
+            self.fetcher.more()
+        self.report()
+
+    async def file_done(self, outcome: FileOutcome) -> None:
+        """Count a file, say what was odd in it, and record how it ended."""
+        for warning in outcome.warnings():
+            self.note(warning)
+        if outcome.state == "complete" and outcome.read is not None:
+            read = outcome.read
+            self.figures = self.figures.plus(
+                files=1, request_lines=read.lines, file_bytes=read.size
+            )
+        await self.store.finish_file(
+            outcome.file.file_id, outcome.state, self.run_id, self.figures, **outcome.record()
         )
         self.report()
 
@@ -161,7 +180,11 @@ class _Run:
         if self.on_progress is not None:
             f = self.figures
             elapsed = self.clock() - self.started
-            self.on_progress(Progress(f.pages, f.batches_seen, f.retries, elapsed, retrying))
+            self.on_progress(
+                Progress(
+                    f.pages, f.batches_seen, f.retries, elapsed, retrying, f.files, f.request_lines
+                )
+            )
 
 
 async def _close_run(store: Store, run: _Run, outcome: str, error: str | None) -> None:
@@ -252,6 +275,33 @@ async def _answers(client: ApiClient) -> bool:
     return True
 
 
+async def _walk_and_refresh(run: _Run, client: ApiClient, walk: WalkState) -> bool:
+    """The list walk, then the refresh by id; False when a budget cut it short."""
+    complete = await run.pipeline(client, walk)
+    if complete and run.to_refresh:
+        complete = await _refresh(run, client)
+    return complete
+
+
+async def _walk_and_fetch(run: _Run, client: ApiClient, walk: WalkState) -> bool:
+    """The walk and the refresh, with the request files fetched alongside; False when a
+    budget cut either short."""
+    fetcher = run.fetcher
+    if fetcher is None:
+        return await _walk_and_refresh(run, client, walk)
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            files = tasks.create_task(fetcher.run())
+            complete = False
+            try:
+                complete = await _walk_and_refresh(run, client, walk)
+            finally:
+                fetcher.walk_ended(complete=complete)
+    except BaseExceptionGroup as group:
+        raise first_exception(group) from None
+    return complete and files.result()
+
+
 async def sync(
     settings: Settings,
     *,
@@ -303,11 +353,20 @@ async def sync(
             on_retry=run.count_retry,
             limiter=limiter,
         )
+        if settings.file_kinds:
+            run.fetcher = FileFetcher(
+                client,
+                store,
+                kinds=settings.file_kinds,
+                keep_body=settings.bodies,
+                concurrency=settings.concurrency,
+                on_outcome=run.file_done,
+                stop=run.time_spent,
+                secret=settings.api_key,
+            )
         outcome, error = "failed", None
         try:
-            complete = await run.pipeline(client, walk)
-            if complete and run.to_refresh:
-                complete = await _refresh(run, client)
+            complete = await _walk_and_fetch(run, client, walk)
             outcome = "complete" if complete else "partial"
         except CrawlerError as exc:
             # A message may quote what the server sent (a cursor, an id), which may echo

@@ -191,7 +191,9 @@ def test_status_reports_runs_walk_and_counts(
         f"walk: unfinished, the next sync resumes after {make_batch(3)['id']}",
         "batches: 4  error lines: 0",
     ]
-    table = lines[3 : lines.index("last runs:")]
+    table = lines[3 : lines.index("request lines: 0")]
+    # Output files are recorded for the finished batches, fetched once outputs are on.
+    assert lines[lines.index("request lines: 0") + 1] == "  output files: to fetch 3"
     counts = [re.fullmatch(r"  (\S+) +([\d,]+)", line) for line in table]
     assert all(counts), table
     shown = {m[1]: int(m[2].replace(",", "")) for m in counts if m}
@@ -207,6 +209,7 @@ def test_status_reports_runs_walk_and_counts(
     assert main(["status", "--db", str(db), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["batches"], report["error_lines"], report["by_status"]) == (4, 0, stored)
+    assert (report["files"], report["request_lines"]) == ({"output": {"pending": 3}}, 0)
     assert report["walk"] == {
         "cursor": make_batch(3)["id"],
         "stop_id": None,

@@ -21,8 +21,10 @@ from typing import Any
 import pytest
 
 from crawler.fake import FakeApiOptions, FakeApiServer
+from crawler.request_rows import REQUEST_COLUMNS
 
 from .exact import assert_database_matches
+from .test_request_files import expected_rows
 from .waits import HANG_GUARD, until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -227,3 +229,31 @@ async def test_wrong_key_exits_1_with_the_api_message_and_no_key(
     assert "Incorrect API key provided" in output
     assert secret not in output
     assert output.count("\n") == 1
+
+
+async def test_sigkill_mid_file_then_the_next_sync_stores_every_line_once(db_path: Path) -> None:
+    """Killed while files are half read and partly committed: the next sync reads those
+    files again from their first line, and every line of every file is stored once."""
+    options = FakeApiOptions(batches=12, seed=3, requests_per_batch=3000)
+    async with FakeApiServer(options) as files_server:
+        files_server.hold_file_contents(lines=1500)
+        proc = await start_cli(files_server, "sync", "--db", str(db_path), "--outputs", "-q")
+        # Lines committed of a file not stored whole yet: the kill lands mid-file.
+        half_stored = (
+            "SELECT 1 FROM batch_requests AS r JOIN batch_files AS f ON f.file_id = r.file_id "
+            "WHERE f.state = 'pending' LIMIT 1"
+        )
+        committed = await until(
+            lambda: bool(query(db_path, half_stored)), unless=lambda: proc.returncode is not None
+        )
+        assert committed, await proc.communicate()
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        assert query(db_path, half_stored)
+        files_server.release_file_contents()
+        code, output = await run_cli(files_server, "sync", "--db", str(db_path), "--outputs")
+        assert code == 0, output
+        expected = expected_rows(files_server, {"error", "output"})
+    stored = sorted(query(db_path, f"SELECT {', '.join(REQUEST_COLUMNS)} FROM batch_requests"))
+    assert stored == expected
+    assert query(db_path, "SELECT DISTINCT state FROM batch_files") == [("complete",)]

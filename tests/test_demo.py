@@ -1,4 +1,4 @@
-"""The demo, the README's first command: sync the fake API, then answer three example queries."""
+"""The demo, the README's first command: sync the fake API, then answer four example queries."""
 
 from __future__ import annotations
 
@@ -51,8 +51,10 @@ async def test_run_demo_syncs_exactly_the_batches_asked_for(
         batches,
     )
     assert fetch(db, "SELECT count(*), count(DISTINCT id) FROM batches") == [(batches, batches)]
-    assert [p.pages for p in reports] == list(range(1, pages + 1))
-    assert reports[-1].batches == batches
+    # A report after every page, and after every request file stored alongside.
+    assert sorted({p.pages for p in reports}) == list(range(1, pages + 1))
+    assert [p.pages for p in reports] == sorted(p.pages for p in reports)
+    assert (reports[-1].batches, reports[-1].files) == (batches, result.files)
 
 
 async def test_the_answers_are_the_demo_queries_in_order(demo_db: Path) -> None:
@@ -112,6 +114,25 @@ async def test_why_batches_failed_agrees_with_the_error_lines(demo_db: Path) -> 
         assert example == (min(messages[code])[:60] if messages[code] else None)
     shown = {code for code, _, _ in answer.rows}
     left_out = [len(ids) for code, ids in batches_by_code.items() if code not in shown]
+    assert min(row[1] for row in answer.rows) >= max(left_out, default=0)
+
+
+async def test_why_requests_failed_agrees_with_the_request_lines(demo_db: Path) -> None:
+    """The five most common reasons a request failed, from the error files' lines."""
+    answer = ask(demo_db)[3]
+    assert answer.columns == ("reason", "requests", "example")
+    reasons = Counter(
+        code or kind or f"HTTP {status}"
+        for code, kind, status in fetch(
+            demo_db,
+            "SELECT error_code, error_type, status_code FROM batch_requests WHERE kind = 'error'",
+        )
+    )
+    assert reasons, "the demo data has error files"
+    assert len(answer.rows) == min(5, len(reasons))
+    assert all(reasons[reason] == n for reason, n, _ in answer.rows)
+    shown = {reason for reason, _, _ in answer.rows}
+    left_out = [n for reason, n in reasons.items() if reason not in shown]
     assert min(row[1] for row in answer.rows) >= max(left_out, default=0)
 
 
@@ -175,10 +196,10 @@ def test_a_column_of_numbers_with_a_null_is_still_right_aligned() -> None:
     ]
 
 
-def test_the_demo_command_syncs_and_prints_the_three_answers(
+def test_the_demo_command_syncs_and_prints_the_four_answers(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    """`batch-crawler demo` exits 0: what it serves, the sync summary, three tables, a hint."""
+    """`batch-crawler demo` exits 0: what it serves, the sync summary, four tables, a hint."""
     db = tmp_path / "demo.db"
     assert main(["demo", "--db", str(db), "--batches", "300"]) == 0
     captured = capsys.readouterr()
@@ -190,6 +211,11 @@ def test_the_demo_command_syncs_and_prints_the_three_answers(
         "0 retries, "
     )
     assert summary.endswith(" s [full]")
+    files, rest = rest.split("\n", 1)
+    (stored, lines) = fetch(
+        db, "SELECT count(*), sum(lines) FROM batch_files WHERE state = 'complete'"
+    )[0]
+    assert files.startswith(f"Stored {stored:,} request files: {lines:,} request lines, ")
     tables = "".join(f"\n{format_answer(answer)}\n" for answer in ask(db))
     assert rest == f"{tables}\nExplore further: sqlite3 {db}\n"
     assert captured.err == ""

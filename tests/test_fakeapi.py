@@ -234,10 +234,10 @@ async def test_unknown_after_is_400(start: Start, http: aiohttp.ClientSession, a
 async def test_other_routes_are_404_envelopes(start: Start, http: aiohttp.ClientSession) -> None:
     """Unknown paths, methods and files answer OpenAI's 404 envelope."""
     server = await start(batches=200)
-    output_file = next(b["output_file_id"] for b in server.data.snapshot() if b["output_file_id"])
+    input_file = server.data.batch(5)["input_file_id"]
     for url in (
         server.base_url + "/models",
-        server.base_url + f"/files/{output_file}/content",
+        server.base_url + f"/files/{input_file}/content",
         server.base_url + "/files/file-nope/content",
     ):
         status, body = await get_json(http, url)
@@ -289,7 +289,7 @@ def test_content_is_realistic_and_consistent() -> None:
             assert counts["completed"] + counts["failed"] <= counts["total"]
             if status in TERMINAL | {"finalizing"}:
                 assert counts["completed"] + counts["failed"] == counts["total"]
-        has_files = status in {"completed", "expired", "cancelled"}
+        has_files = status in TERMINAL and counts is not None
         assert (b["error_file_id"] is not None) == (has_files and bool(counts["failed"]))
         assert (b["output_file_id"] is not None) == (has_files and bool(counts["completed"]))
         assert (b["errors"] is not None) == (status == "failed")
@@ -329,8 +329,10 @@ def test_advancing_reaches_consistent_terminal_states() -> None:
         assert b["status"] in {"completed", "cancelled"}
         assert counts["completed"] + counts["failed"] == counts["total"] > 0
         assert (b["error_file_id"] is not None) == bool(counts["failed"])
-        if b["error_file_id"]:
-            assert len(data.error_file_lines(b["error_file_id"]) or []) == counts["failed"]
+        assert (b["output_file_id"] is not None) == bool(counts["completed"])
+        for kind, lines in (("output", counts["completed"]), ("error", counts["failed"])):
+            source = data.file_source(b[f"{kind}_file_id"] or "")
+            assert (source.line_count if source else 0) == lines
         if b["status"] == "completed":
             assert b["created_at"] <= b["in_progress_at"] <= b["finalizing_at"] <= b["completed_at"]
             if b.get("usage") and counts["completed"]:

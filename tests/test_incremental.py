@@ -24,7 +24,10 @@ RETRY = RetryPolicy(max_attempts=10, max_seconds=30, initial_backoff=0, max_back
 
 
 def settings_for(server: FakeApiServer, db: Path, **extra: object) -> Settings:
-    return Settings(db=db, base_url=server.base_url, api_key=server.options.api_key, **extra)
+    """Settings for the list alone: request files have tests of their own
+    (test_request_files.py), and the fault knobs here would slow their downloads too."""
+    layers: dict[str, object] = {"files": False, **extra}
+    return Settings(db=db, base_url=server.base_url, api_key=server.options.api_key, **layers)
 
 
 KNOWN = {"validating", "in_progress", "finalizing", "cancelling"} | {

@@ -36,7 +36,10 @@ async def server() -> AsyncIterator[FakeApiServer]:
 
 
 def settings_for(server: FakeApiServer, db: Path, **extra: Any) -> Settings:
-    return Settings(db=db, base_url=server.base_url, api_key=server.options.api_key, **extra)
+    """Settings for the list alone: request files have tests of their own
+    (test_request_files.py), and the fault knobs here would slow their downloads too."""
+    layers: dict[str, Any] = {"files": False, **extra}
+    return Settings(db=db, base_url=server.base_url, api_key=server.options.api_key, **layers)
 
 
 async def test_full_sync_is_exact_and_a_second_changes_nothing(

@@ -165,6 +165,7 @@ async def test_progress_follows_every_committed_page(server: FakeApiServer, db_p
         base_url=server.base_url,
         api_key=server.options.api_key,
         page_size=50,
+        files=False,
     )
     reports: list[tuple[Progress, tuple[int, int]]] = []
     result = await sync(
@@ -211,9 +212,13 @@ async def test_the_progress_line_fed_by_a_sync_ends_on_its_figures(
     )
     tty = Terminal()
     line = ProgressLine(tty, clock=lambda: 0.0, interval=0.0)
-    await sync(settings, on_progress=line)
-    assert re.findall(r"\rpages (\d+) ", tty.getvalue()) == ["1", "2", "3", "4", "5"]
-    assert tty.screen()[0].startswith("pages 5  batches 250  ")
+    result = await sync(settings, on_progress=line)
+    assert sorted(set(re.findall(r"\rpages (\d+) ", tty.getvalue()))) == ["1", "2", "3", "4", "5"]
+    # The error files are fetched alongside the walk: the last figures count them all.
+    assert result.files > 0
+    assert tty.screen()[0].startswith(
+        f"pages 5  batches 250  files {result.files:,} ({result.request_lines:,} lines)  "
+    )
     line.close()
     assert tty.screen() == (" " * len(tty.screen()[0]), 0)
 

@@ -3,8 +3,9 @@
 `FakeApiServer` serves `FakeBatches` (synthetic batches, generated on demand from a seed) on a
 loopback port with the fault knobs of `FakeApiOptions`; `serve` runs it until cancelled
 (`batch-crawler fake-api`). Modules: `server` (the aiohttp app), `options`, `listing` (list
-pages), `replies` (answers and error bodies), `gate` (holding requests for tests), `data`,
-`content` (the fields of one batch), `ids` (batch and file ids), `faults`.
+pages), `files` (output and error file routes), `replies` (answers and error bodies), `gate`
+(holding requests for tests), `data`, `content` (the fields of one batch), `lines` (the lines
+of its files), `ids` (batch and file ids), `faults`.
 """
 
 from __future__ import annotations

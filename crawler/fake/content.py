@@ -7,13 +7,14 @@ terminal request counts that add up, files only when there is something in them.
 
 from __future__ import annotations
 
-import random
-from typing import Any
+from typing import Any, NamedTuple
 
 from .ids import mix
 
 DAY = 86_400
 IN_FLIGHT = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
+# Only these have output and error files (when they have lines to hold).
+TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 UNKNOWN_STATUS = "paused_for_review"
 NEXT = {
     "validating": "in_progress",
@@ -51,7 +52,6 @@ MODELS = (
     ("gpt-4.1", "o4-mini", "gpt-4.1-nano", "gpt-5-mini"),
     ("text-embedding-3-small", "text-embedding-3-large", "text-embedding-3-small", "ada-002"),
 )
-WITH_FILES = frozenset({"completed", "expired", "cancelled"})
 _REASONING = frozenset({"o4-mini", "gpt-5-mini"})
 _METADATA: tuple[dict[str, str], ...] = (
     {"team": "équipe données", "job": "nightly-eval"},
@@ -62,8 +62,10 @@ _METADATA: tuple[dict[str, str], ...] = (
 )
 
 
-def draw_total(r2: int) -> int:
-    """Number of requests in a batch (usually <= 1024, sometimes up to 8192)."""
+def draw_total(r2: int, requests_per_batch: int | None = None) -> int:
+    """Number of requests in a batch: as asked, else usually <= 1024, sometimes up to 8192."""
+    if requests_per_batch is not None:
+        return requests_per_batch
     return 1 + (r2 & 1023) if (r2 >> 10) & 15 else 1 + (r2 & 8191)
 
 
@@ -77,17 +79,32 @@ def draw_final_failed(total: int, r2: int) -> int:
     return total  # every request failed: no output file
 
 
-def build_usage(r: int, completed: int, endpoint_kind: int, model: str) -> dict[str, Any]:
-    """Token usage for `completed` requests with per-batch sizes drawn from `r`."""
-    inp = completed * (20 + ((r >> 34) & 1023))
-    out = 0 if endpoint_kind == 3 else completed * (5 + ((r >> 44) & 511))
+class RequestUsage(NamedTuple):
+    """The mean tokens of one request of a batch; its batch's usage is `completed` times this."""
+
+    input: int
+    cached: int
+    output: int
+    reasoning: int
+
+
+def draw_request_usage(r: int, endpoint: str, model: str) -> RequestUsage:
+    """Per-request token sizes of a batch, drawn from `r` (embeddings have no output)."""
+    inp = 20 + ((r >> 34) & 1023)
+    out = 0 if endpoint.endswith("/embeddings") else 5 + ((r >> 44) & 511)
     reasoning = out * ((r >> 56) & 3) // 4 if model in _REASONING else 0
+    return RequestUsage(inp, inp * ((r >> 53) & 7) // 16, out, reasoning)
+
+
+def build_usage(r: int, completed: int, endpoint: str, model: str) -> dict[str, Any]:
+    """Token usage of `completed` requests: the sum of what their output file lines say."""
+    inp, cached, out, reasoning = draw_request_usage(r, endpoint, model)
     return {
-        "input_tokens": inp,
-        "input_tokens_details": {"cached_tokens": inp * ((r >> 53) & 7) // 16},
-        "output_tokens": out,
-        "output_tokens_details": {"reasoning_tokens": reasoning},
-        "total_tokens": inp + out,
+        "input_tokens": completed * inp,
+        "input_tokens_details": {"cached_tokens": completed * cached},
+        "output_tokens": completed * out,
+        "output_tokens_details": {"reasoning_tokens": completed * reasoning},
+        "total_tokens": completed * (inp + out),
     }
 
 
@@ -104,10 +121,12 @@ def build_metadata(r: int, i: int) -> dict[str, str] | None:
     return metadata
 
 
-def fill_progress(b: dict[str, Any], *, limit: int, now: int, r2: int, r3: int, model: str) -> None:
-    """Set timestamps, request counts and errors of batch b consistently with its status."""
+def fill_progress(
+    b: dict[str, Any], *, total: int, limit: int, now: int, r2: int, r3: int, model: str
+) -> None:
+    """Set timestamps, request counts and errors of batch b of `total` requests consistently
+    with its status."""
     status, c = b["status"], b["created_at"]
-    total = draw_total(r2)
     failed_final = draw_final_failed(total, r2)
     frac = (r2 >> 37) & 255  # share of the work done when the batch stopped or is now
     done = total * frac // 256 - failed_final * frac // 256
@@ -160,47 +179,6 @@ _LINE_ERRORS = (
     ("missing_required_parameter", "Missing required parameter: 'custom_id'.", "custom_id"),
     ("duplicate_custom_id", "The custom_id for this request is a duplicate.", "custom_id"),
 )
-# (status_code, error body) of requests the model endpoint answered with an HTTP error.
-_HTTP_ERRORS: tuple[tuple[int, dict[str, Any]], ...] = (
-    (
-        400,
-        {
-            "message": "This model's maximum context length is 128000 tokens. However, your "
-            "messages resulted in 131072 tokens. Please reduce the length of the messages.",
-            "type": "invalid_request_error",
-            "param": "messages",
-            "code": "context_length_exceeded",
-        },
-    ),
-    (
-        400,
-        {
-            "message": "Invalid 'input': string too long. Expected a string with maximum "
-            "length 8192, but got a string with length 9001 instead.",
-            "type": "invalid_request_error",
-            "param": "input",
-            "code": "string_above_max_length",
-        },
-    ),
-    (
-        500,
-        {
-            "message": "The server had an error while processing your request. Sorry about that!",
-            "type": "server_error",
-            "param": None,
-            "code": None,
-        },
-    ),
-)
-# Requests that never got an HTTP answer, by batch status.
-_UNANSWERED = {
-    "expired": (
-        "batch_expired",
-        "This request could not be executed before the completion window expired.",
-    ),
-    "cancelled": ("batch_cancelled", "This request was not executed: the batch was cancelled."),
-}
-_TIMEOUT = ("request_timeout", "The request timed out.")
 
 
 def build_batch_errors(word: int, model: str, total: int) -> list[dict[str, Any]]:
@@ -216,39 +194,3 @@ def build_batch_errors(word: int, model: str, total: int) -> list[dict[str, Any]
     count = 1 + (word >> 4) % 3
     lines = sorted({1 + (word >> (8 + 12 * k)) % total for k in range(count)})
     return [{"code": code, "message": message, "param": param, "line": line} for line in lines]
-
-
-def build_error_lines(word: int, status: str, total: int, failed: int) -> list[dict[str, Any]]:
-    """Return the error-file records of a batch's `failed` requests, in no particular order.
-
-    HTTP-level failures carry `response` (with `body.error`) and `error: null`; the others
-    (timeouts, and requests an expired or cancelled batch never ran) carry `error` and
-    `response: null`. With two or more lines, both kinds occur.
-    """
-    rng = random.Random(word)
-    unanswered = _UNANSWERED.get(status)
-    # An expired/cancelled batch's failures are mostly requests it never got to.
-    answered = max(2, failed // 4) if unanswered else failed
-    records: list[dict[str, Any]] = []
-    for n, k in enumerate(rng.sample(range(total), failed)):
-        record: dict[str, Any] = {
-            "id": f"batch_req_{rng.getrandbits(128):032x}",
-            "custom_id": f"request-{k + 1}",
-            "response": None,
-            "error": None,
-        }
-        if n >= answered and unanswered is not None:
-            code, message = unanswered
-            record["error"] = {"code": code, "message": message}
-        elif n == 1 or (n > 1 and rng.random() < 0.3):
-            code, message = _TIMEOUT
-            record["error"] = {"code": code, "message": message}
-        else:
-            status_code, error = _HTTP_ERRORS[rng.randrange(len(_HTTP_ERRORS))]
-            record["response"] = {
-                "status_code": status_code,
-                "request_id": f"req_{rng.getrandbits(128):032x}",
-                "body": {"error": dict(error)},
-            }
-        records.append(record)
-    return records

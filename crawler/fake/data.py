@@ -7,7 +7,9 @@ as overrides. Listing order is newest first, i.e. index `len - 1` first.
 Content follows the reference: in-flight statuses only within 24 h of `now`, terminal ones
 before; `model` is absent on the oldest 30 %, `usage` absent there and null up to 40 %; a few
 batches carry `x_future_field` or the unknown status `paused_for_review`. Terminal request
-counts add up (completed + failed == total); in-flight ones are partial.
+counts add up (completed + failed == total); in-flight ones are partial. A terminal batch names
+an output file when some requests completed and an error file when some failed; both are
+served from `file_source` (see `crawler.fake.lines`).
 """
 
 from __future__ import annotations
@@ -26,25 +28,16 @@ from .content import (
     NEXT,
     OLD,
     RECENT,
+    TERMINAL,
     UNKNOWN_STATUS,
-    WITH_FILES,
-    build_error_lines,
     build_metadata,
     build_usage,
     draw_final_failed,
     draw_total,
     fill_progress,
 )
-from .ids import (
-    BatchIds,
-    IdStyle,
-    build_file_id,
-    build_opaque_file_id,
-    derive_key,
-    mix,
-    parse_file_id,
-    unmix,
-)
+from .ids import BatchIds, FileIds, IdStyle, build_opaque_file_id, derive_key, mix
+from .lines import FileSource
 
 _SPAN = 180 * DAY  # history length when batches are sparse enough
 _M64 = (1 << 64) - 1
@@ -56,25 +49,33 @@ class FakeBatches:
     """The fake server's dataset: `count` batches generated lazily from (seed, index).
 
     `ids` picks how batch ids are spelled (see `crawler.fake.ids`); the content is the same.
+    `requests_per_batch` gives every batch that many requests (a large file on demand).
     """
 
     def __init__(
-        self, count: int, seed: int = 0, now: int = 1_767_225_600, ids: IdStyle = "realistic"
+        self,
+        count: int,
+        seed: int = 0,
+        now: int = 1_767_225_600,
+        ids: IdStyle = "realistic",
+        requests_per_batch: int | None = None,
     ) -> None:
         if count < 0:
             raise ValueError(f"count must be >= 0, got {count}")
+        if requests_per_batch is not None and requests_per_batch < 1:
+            raise ValueError(f"requests_per_batch must be >= 1, got {requests_per_batch}")
         self.seed = seed
         self.ids = BatchIds(seed, ids)
+        self.files = FileIds(seed)
+        self.requests_per_batch = requests_per_batch
         self.now = now
         self.clock = now  # the fake "current time": moves 1 s per add/advance call
         self._base = count  # generation depends on the original count only
         self._count = count
         self._overrides: dict[int, dict[str, Any]] = {}
         self._in_flight: deque[int] | None = None
-        self._tag = derive_key(seed, 2)
         self._k_content = derive_key(seed, 3)
         self._k_time = derive_key(seed, 4)
-        self._k_error_file = derive_key(seed, 5)
         self._k_lines = derive_key(seed, 6)
         self._k_tie = derive_key(seed, 7)
         self._gap = max(2, min(900, _SPAN // max(count, 1)))
@@ -103,19 +104,6 @@ class FakeBatches:
         i = self.ids.index(word)
         # Re-encoding rejects other seeds' ids, wrong seconds and lenient hex spellings.
         return i if i < self._count and self.batch_id(i) == batch_id else None
-
-    def error_file_id(self, i: int) -> str:
-        """Return the id the error file of batch i has (whether or not the batch has one)."""
-        x = mix(i ^ self._k_error_file)
-        return build_file_id(x, mix(x ^ self._tag))
-
-    def _error_file_index(self, file_id: str) -> int | None:
-        """Map an error file id back to its batch index, or None."""
-        words = parse_file_id(file_id)
-        if words is None or words[1] != mix(words[0] ^ self._tag):
-            return None
-        i = unmix(words[0]) ^ self._k_error_file
-        return i if i < self._count else None
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -146,17 +134,31 @@ class FakeBatches:
         for i in range(self._count - 1, -1, -1):
             yield self.batch(i)
 
-    def error_file_lines(self, file_id: str) -> list[dict[str, Any]] | None:
-        """Return the JSONL records of an error file, or None when no batch has that file."""
-        i = self._error_file_index(file_id)
-        if i is None:
+    def file_source(self, file_id: str) -> FileSource | None:
+        """Return what the lines of a file are drawn from, or None unless a terminal batch
+        names that file now."""
+        found = self.files.parse(file_id)
+        if found is None or found[0] >= self._count:
             return None
-        current = self._overrides.get(i) or self._generate(i)
-        if current.get("error_file_id") != file_id:
+        i, kind = found
+        b = self._overrides.get(i) or self._generate(i)
+        if b["status"] not in TERMINAL or b.get(f"{kind}_file_id") != file_id:
             return None
-        counts = current["request_counts"]
-        return build_error_lines(
-            mix(i ^ self._k_lines), current["status"], counts["total"], counts["failed"]
+        r = self._words(i)[1]
+        endpoint_kind = (r >> 10) & 3
+        counts = b["request_counts"]
+        return FileSource(
+            file_id=file_id,
+            kind=kind,
+            batch_id=b["id"],
+            status=b["status"],
+            endpoint=b["endpoint"],
+            model=b.get("model") or MODELS[endpoint_kind][(r >> 12) & 3],
+            created_at=b.get(f"{b['status']}_at") or b["created_at"],  # when the batch ended
+            total=counts["total"],
+            failed=counts["failed"],
+            usage_word=r,
+            key=mix(i ^ self._k_lines),
         )
 
     # -- moving target ----------------------------------------------------------------------
@@ -202,9 +204,9 @@ class FakeBatches:
 
     def _step(self, i: int, b: dict[str, Any]) -> dict[str, Any]:
         """Advance batch dict b one status step in place, keeping every field consistent."""
-        _, r, r2, r3 = self._words(i)
+        _, r, r2, _ = self._words(i)
         status = b["status"]
-        total = draw_total(r2)
+        total = draw_total(r2, self.requests_per_batch)
         counts = b["request_counts"] or {"total": total, "completed": 0, "failed": 0}
         if status == "validating":
             b["in_progress_at"] = self.clock
@@ -221,10 +223,10 @@ class FakeBatches:
             counts = {"total": counts["total"], "completed": done, "failed": counts["total"] - done}
         b["status"] = NEXT[status]
         b["request_counts"] = counts
-        if b["status"] in WITH_FILES:
-            self._set_files(i, b, r, r3)
+        if b["status"] in TERMINAL:
+            self._set_files(i, b)
         if b.get("usage") is not None:
-            b["usage"] = build_usage(r, counts["completed"], (r >> 10) & 3, b.get("model") or "")
+            b["usage"] = build_usage(r, counts["completed"], b["endpoint"], b.get("model") or "")
         return b
 
     # -- generation -------------------------------------------------------------------------
@@ -246,11 +248,12 @@ class FakeBatches:
             j = i - 1
         return self._t0 + j * self._gap + (((j ^ self._k_time) * _ODD) & _M64) % (self._gap // 2)
 
-    def _set_files(self, i: int, b: dict[str, Any], r: int, r3: int) -> None:
-        """Set output/error file ids from the final request counts."""
-        counts = b["request_counts"]
-        b["output_file_id"] = build_opaque_file_id(r3 << 64 | r) if counts["completed"] else None
-        b["error_file_id"] = self.error_file_id(i) if counts["failed"] else None
+    def _set_files(self, i: int, b: dict[str, Any]) -> None:
+        """Set output/error file ids from the final request counts: a file only when it has
+        lines (a batch whose every request failed has no output file)."""
+        counts = b["request_counts"] or {"completed": 0, "failed": 0}
+        b["output_file_id"] = self.files.build(i, "output") if counts["completed"] else None
+        b["error_file_id"] = self.files.build(i, "error") if counts["failed"] else None
 
     def _roll_status(self, i: int, r: int, recent: bool) -> str:
         """Pick the status of generated batch i; only recent batches may still be moving."""
@@ -295,15 +298,16 @@ class FakeBatches:
             "request_counts": None,
             "metadata": build_metadata(r, i),
         }
-        fill_progress(b, limit=limit, now=self.now, r2=r2, r3=r3, model=model)
+        total = draw_total(r2, self.requests_per_batch)
+        fill_progress(b, total=total, limit=limit, now=self.now, r2=r2, r3=r3, model=model)
         counts = b["request_counts"]
-        if status in WITH_FILES:
-            self._set_files(i, b, r, r3)
+        if status in TERMINAL:
+            self._set_files(i, b)
         if i >= self._no_model:
             b["model"] = model
             in_usage = i >= self._null_usage
             b["usage"] = (
-                build_usage(r, counts["completed"] if counts else 0, kind, model)
+                build_usage(r, counts["completed"] if counts else 0, b["endpoint"], model)
                 if in_usage
                 else None
             )

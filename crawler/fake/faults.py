@@ -36,6 +36,13 @@ class FakeApiStats:
     held: int = 0  # list requests a test's gate held (see FakeApiServer.hold_list_requests)
     bad_pages: int = 0  # list requests answered as FakeApiOptions.bad_page says
     streamed_bytes: int = 0  # body bytes a trickled or huge page got written before it ended
+    files_served: int = 0  # file contents sent whole
+    file_lines: int = 0  # whole lines of file content written, cut downloads included
+    file_bytes: int = 0  # bytes of file content written, cut downloads included
+    files_deleted: int = 0  # file requests answered 404 by deleted_file_rate
+    file_dropped: int = 0
+    file_truncated: int = 0
+    file_slow: int = 0
     # (name, value) of every OpenAI-Organization and OpenAI-Project header received.
     headers: Counter[tuple[str, str]] = field(default_factory=Counter)
 

@@ -1,4 +1,4 @@
-"""A gate on list requests, so that a test can stop a client at a known point of its walk."""
+"""Gates on list requests and file contents, so that a test can stop a client at a known point."""
 
 from __future__ import annotations
 
@@ -41,3 +41,30 @@ class ListGate:
             return
         self._stats.held += 1
         await self._open.wait()
+
+
+class FileGate:
+    """Hold every file's content part-way: once `lines` lines of it are sent, until
+    `release()`. Open until `hold` is called."""
+
+    def __init__(self) -> None:
+        self._lines: int | None = None
+        self._open = asyncio.Event()
+        self._open.set()
+
+    def hold(self, lines: int) -> None:
+        """Stop every content response once it has sent `lines` lines."""
+        if lines < 0:
+            raise ValueError(f"lines must be >= 0, got {lines}")
+        self._lines = lines
+        self._open.clear()
+
+    def release(self) -> None:
+        """Let every held response go on, and hold no more."""
+        self._lines = None
+        self._open.set()
+
+    async def pass_at(self, sent: int) -> None:
+        """Return once a response that has sent `sent` lines may go on."""
+        if self._lines is not None and sent >= self._lines:
+            await self._open.wait()

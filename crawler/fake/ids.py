@@ -9,6 +9,8 @@ ids that were never issued. Two spellings, both 38 characters:
   earlier, as in recorded responses); ids then arrive nearly in key order, as in real use;
 - random: `batch_` + 16 hex of the mixed index + 16 hex of check: fully random keys, the
   worst case for SQLite's primary-key index.
+
+Output and error file ids (`FileIds`) invert the same way, to a batch index and a kind.
 """
 
 from __future__ import annotations
@@ -81,26 +83,45 @@ def parse_b62_word(text: str) -> int | None:
     return value if value <= _M64 else None
 
 
-def build_file_id(a: int, b: int) -> str:
-    """Build an OpenAI-looking file id (`file-` + 22 base62 characters) from two words."""
-    return "file-" + build_b62_word(a) + build_b62_word(b)
-
-
 def build_opaque_file_id(word: int) -> str:
     """Build a file id that only needs to look right: base64 in C, 3x cheaper than base62."""
-    raw = binascii.b2a_base64(word.to_bytes(17, "little"), newline=False)[:22]
+    raw = binascii.b2a_base64(word.to_bytes(18, "little"), newline=False)
     return "file-" + raw.translate(_NOT_ALNUM).decode()
 
 
-def parse_file_id(file_id: str) -> tuple[int, int] | None:
-    """Split a file id built by `build_file_id` back into its two words."""
-    if len(file_id) != 5 + 2 * _B62_WORD or not file_id.startswith("file-"):
-        return None
-    a = parse_b62_word(file_id[5 : 5 + _B62_WORD])
-    b = parse_b62_word(file_id[5 + _B62_WORD :])
-    if a is None or b is None:
-        return None
-    return a, b
+FileKind = Literal["output", "error"]
+_FILE_KINDS: tuple[FileKind, ...] = ("output", "error")
+_FILE_ID_LENGTH = 5 + 24
+
+
+class FileIds:
+    """The output and error file ids of one seed: (batch index, kind) -> id, and back in O(1).
+
+    An id is `file-` + 24 alphanumerics: 11 base62 digits of the mixed (index, kind), then 13
+    characters of a check derived from them; parsing re-encodes the id to confirm it was issued.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self._key = derive_key(seed, 8)
+        self._tag = derive_key(seed, 9)
+
+    def build(self, i: int, kind: FileKind) -> str:
+        """Return the id of batch i's file of this kind."""
+        word = mix((i << 1 | _FILE_KINDS.index(kind)) ^ self._key)
+        check = mix(word ^ self._tag) << 16 | word >> 48  # 80 bits: enough for 13 characters
+        raw = binascii.b2a_base64(check.to_bytes(10, "little"), newline=False)[:13]
+        return "file-" + build_b62_word(word) + raw.translate(_NOT_ALNUM).decode()
+
+    def parse(self, file_id: str) -> tuple[int, FileKind] | None:
+        """Return the batch index and kind of an issued file id, else None."""
+        if len(file_id) != _FILE_ID_LENGTH or not file_id.startswith("file-"):
+            return None
+        word = parse_b62_word(file_id[5 : 5 + _B62_WORD])
+        if word is None:
+            return None
+        n = unmix(word) ^ self._key
+        i, kind = n >> 1, _FILE_KINDS[n & 1]
+        return (i, kind) if self.build(i, kind) == file_id else None
 
 
 class BatchIds:

@@ -9,6 +9,17 @@ from .ids import ID_STYLES, IdStyle
 BROKEN_PAGINATION_MODES = ("empty-has-more", "stuck-cursor", "wrong-last-id")
 # Answers no client should choke on; see FakeApiOptions.bad_page.
 BAD_PAGE_MODES = ("trickle", "redirect-loop", "br-encoded", "huge", "deep-json", "deep-error")
+_RATES = (
+    "error_rate",
+    "rate_limit_rate",
+    "drop_rate",
+    "truncate_rate",
+    "slow_rate",
+    "deleted_file_rate",
+    "file_drop_rate",
+    "file_truncate_rate",
+    "file_slow_rate",
+)
 
 
 @dataclass(frozen=True)
@@ -35,16 +46,26 @@ class FakeApiOptions:
     # byte every slow_seconds; a redirect to itself; a body marked as brotli-encoded; the
     # page after 64 MiB of whitespace; JSON nested 100,000 deep, as a 200 or as a 400.
     bad_page: str | None = None
+    requests_per_batch: int | None = None  # every batch this many requests; None: 1 to 8192
+    # Files: a share answered 404 although their batch names them (the same files each time),
+    # and faults drawn per content request, so that a retry of the same file can succeed.
+    deleted_file_rate: float = 0.0
+    file_drop_rate: float = 0.0  # connection closed halfway through the body, mid-line
+    file_truncate_rate: float = 0.0  # the same, after a whole line: looks like a complete file
+    file_slow_rate: float = 0.0  # body trickled one line at a time, file_slow_seconds apart
+    file_slow_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         """Reject impossible values, naming the field."""
-        for name in ("error_rate", "rate_limit_rate", "drop_rate", "truncate_rate", "slow_rate"):
+        for name in _RATES:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
-        for name in ("batches", "latency", "slow_seconds", "add_per_request"):
+        for name in ("batches", "latency", "slow_seconds", "add_per_request", "file_slow_seconds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.requests_per_batch is not None and self.requests_per_batch < 1:
+            raise ValueError(f"requests_per_batch must be >= 1, got {self.requests_per_batch}")
         if self.advance_per_request < 0:
             raise ValueError(f"advance_per_request must be >= 0, got {self.advance_per_request}")
         if self.requests_per_second is not None and self.requests_per_second <= 0:

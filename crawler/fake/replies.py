@@ -37,6 +37,11 @@ def encode(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
+def new_request_id() -> str:
+    """A fresh `x-request-id`, which every OpenAI answer has."""
+    return f"req_{uuid.uuid4().hex}"
+
+
 def reply(
     status: int,
     body: bytes,
@@ -45,7 +50,7 @@ def reply(
 ) -> web.Response:
     """An answer with a request id, as every OpenAI answer has."""
     response = web.Response(status=status, body=body, content_type=content_type)
-    response.headers["x-request-id"] = f"req_{uuid.uuid4().hex}"
+    response.headers["x-request-id"] = new_request_id()
     if headers:
         response.headers.update(headers)
     return response

@@ -9,13 +9,15 @@ Routes (all need `Authorization: Bearer <api_key>`, else 401 `invalid_api_key`):
   issued -> 400 `invalid_request_error` with param `after` (the real API's answer is
   unconfirmed; an error is the safe guess, an empty page would hide a bad cursor).
 - `GET /v1/batches/{id}`: one batch; unknown -> 404 `batch_not_found`.
-- `GET /v1/files/{id}/content`: an error file as JSONL (`application/octet-stream`, one record
-  per line, newline-terminated); any other file id -> 404, like an expired file.
+- `GET /v1/files/{id}` and `GET /v1/files/{id}/content`: a terminal batch's output or error
+  file, its File object and its JSONL content (see `crawler.fake.files`, with its own faults);
+  any other file id -> 404, like an expired file.
 - Anything else -> 404 envelope `Invalid URL (METHOD /path)`.
 
 Faults (off by default) apply to `/v1/batches*` and `/v1/files*`, chosen from
 `random.Random(seed)` in request order; at most one of drop, 5xx, 429, truncation per request
-(in that precedence), and independently a slow answer. Injected 429s advertise <= 0.2 s, as
+(in that precedence; a streamed file content is cut by `file_truncate_rate` instead), and
+independently a slow answer. Injected 429s advertise <= 0.2 s, as
 `retry-after-ms: 150` or as fractional seconds `retry-after: 0.15` (alternating; the official
 SDK parses both as floats). The `requests_per_second` budget answers 429 with the real wait in
 `retry-after-ms`; under budget it sends `x-ratelimit-*` with the real remaining count.
@@ -33,7 +35,6 @@ import asyncio
 import contextlib
 import dataclasses
 import hmac
-import json
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -43,6 +44,7 @@ from aiohttp import web
 
 from .data import FakeBatches
 from .faults import NO_FAULT, FakeApiStats, Fault, FaultPicker, RequestBudget
+from .files import FileRoutes
 from .gate import ListGate
 from .listing import ListPages, parse_limit
 from .options import FakeApiOptions
@@ -71,8 +73,14 @@ class _FakeApi:
 
     def __init__(self, options: FakeApiOptions, clock: Callable[[], float]) -> None:
         self.options = options
-        self.data = FakeBatches(options.batches, options.seed, ids=options.ids)
+        self.data = FakeBatches(
+            options.batches,
+            options.seed,
+            ids=options.ids,
+            requests_per_batch=options.requests_per_batch,
+        )
         self.stats = FakeApiStats()
+        self.files = FileRoutes(self.data, options, self.stats)
         self.gate = ListGate(self.stats)
         self._faults = FaultPicker(
             options.seed,
@@ -93,7 +101,7 @@ class _FakeApi:
         app = web.Application(middlewares=[self._middleware])
         app.router.add_get("/v1/batches", self._list, name="list_batches")
         app.router.add_get("/v1/batches/{batch_id}", self._retrieve, name="retrieve_batch")
-        app.router.add_get("/v1/files/{file_id}/content", self._content, name="file_content")
+        self.files.add_to(app.router)
         app.router.add_route("*", "/{tail:.*}", self._not_found, name="not_found")
         return app
 
@@ -233,16 +241,6 @@ class _FakeApi:
             return error_reply(404, message, "invalid_request_error", None, "batch_not_found")
         return json_reply(200, self.data.batch(index))
 
-    async def _content(self, request: web.Request) -> web.Response:
-        """GET /v1/files/{file_id}/content: an error file as JSONL."""
-        file_id = request.match_info["file_id"]
-        lines = self.data.error_file_lines(file_id)
-        if lines is None:
-            message = f"No such File object: {file_id}"
-            return error_reply(404, message, "invalid_request_error", "id")
-        body = "".join(json.dumps(line) + "\n" for line in lines).encode()
-        return reply(200, body, content_type="application/octet-stream")
-
     async def _not_found(self, request: web.Request) -> web.Response:
         """Any other method or path."""
         return error_reply(
@@ -273,6 +271,7 @@ class FakeApiServer:
         self._api = _FakeApi(self.options, clock)
         self.data: FakeBatches = self._api.data
         self.stats: FakeApiStats = self._api.stats
+        self.files: FileRoutes = self._api.files
         self.base_url = ""  # set once listening, e.g. "http://127.0.0.1:54321/v1"
         self._host = host
         self._port = port
@@ -313,6 +312,15 @@ class FakeApiServer:
         """Answer the held list requests, and hold no more."""
         self._api.gate.release()
 
+    def hold_file_contents(self, lines: int) -> None:
+        """Stop every file's content once about `lines` lines of it are sent (at the next
+        64 KiB chunk), until `release_file_contents()` or until the server stops."""
+        self.files.gate.hold(lines)
+
+    def release_file_contents(self) -> None:
+        """Let the held file contents go on, and hold no more."""
+        self.files.gate.release()
+
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
@@ -321,6 +329,7 @@ class FakeApiServer:
     ) -> None:
         """Stop listening and close every connection."""
         self._api.gate.release()
+        self.files.gate.release()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -4,9 +4,11 @@ batch-crawler lives in this package."""
 
 from .files import lock_path, sync_is_running
 from .reads import Reader, open_reader
+from .requests import FileToFetch
 from .writes import PageCounts, Store, open_store
 
 __all__ = [
+    "FileToFetch",
     "PageCounts",
     "Reader",
     "Store",

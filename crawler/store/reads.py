@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from ..errors import DatabaseError
+from ..rows import TERMINAL_STATUSES
 from ..runs import FIGURE_COLUMNS, RunRecord
 from ..walk import WalkState
 from .files import check_file
@@ -20,9 +21,8 @@ from .schema import connect, in_thread, latest_version
 
 T = TypeVar("T")
 
-# Batches in these states never change again; any other status, known or not, may.
 # Compared as the API documents them: a status spelled otherwise is one we do not know.
-TERMINAL = ("completed", "failed", "expired", "cancelled")
+TERMINAL = tuple(sorted(TERMINAL_STATUSES))
 
 # A batch the API answered 404 for on this many runs in a row is no longer asked about.
 CONFIRMED_GONE = 3
@@ -44,6 +44,12 @@ EXAMPLE_QUERIES = (
         "SELECT e.code, count(DISTINCT e.batch_id) AS batches,\n"
         "       substr(min(e.message), 1, 60) AS example\n"
         "FROM batch_errors e GROUP BY e.code ORDER BY batches DESC LIMIT 5",
+    ),
+    (
+        "Why requests failed",
+        "SELECT coalesce(error_code, error_type, 'HTTP ' || status_code) AS reason,\n"
+        "       count(*) AS requests, substr(min(error_message), 1, 60) AS example\n"
+        "FROM batch_requests WHERE kind = 'error' GROUP BY 1 ORDER BY requests DESC LIMIT 5",
     ),
 )
 
@@ -160,12 +166,15 @@ def select_created_at(db: sqlite3.Connection, batch_id: str) -> int | None:
 
 @dataclass(frozen=True)
 class Holdings:
-    """What a database holds: batches by status, their error lines, and how many the API
-    answered 404 for on enough runs in a row to be no longer asked about."""
+    """What a database holds: batches by status, their error lines, how many the API
+    answered 404 for on enough runs in a row to be no longer asked about, their request
+    files by kind and state, and the request lines stored from them."""
 
     by_status: dict[str, int]
     error_lines: int
     gone: int
+    files: dict[str, dict[str, int]]
+    request_lines: int
 
 
 def select_holdings(db: sqlite3.Connection) -> Holdings:
@@ -182,7 +191,13 @@ def select_holdings(db: sqlite3.Connection) -> Holdings:
     (gone,) = db.execute(
         f"SELECT count(*) FROM batches WHERE not_found_runs >= {CONFIRMED_GONE}"
     ).fetchone()
-    return Holdings(by_status, error_lines, gone)
+    files: dict[str, dict[str, int]] = {}
+    for kind, state, count in db.execute(
+        "SELECT kind, state, count(*) FROM batch_files GROUP BY 1, 2 ORDER BY 1, 2"
+    ):
+        files.setdefault(kind, {})[state] = count
+    (request_lines,) = db.execute("SELECT count(*) FROM batch_requests").fetchone()
+    return Holdings(by_status, error_lines, gone, files, request_lines)
 
 
 def select_runs(db: sqlite3.Connection, limit: int) -> list[RunRecord]:

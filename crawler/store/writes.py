@@ -31,6 +31,13 @@ from .reads import (
     select_unsettled,
     select_walk,
 )
+from .requests import (
+    FileToFetch,
+    select_files_to_fetch,
+    store_lines,
+    update_file,
+    upsert_requests,
+)
 from .schema import connect, database_error, in_thread, migrate
 
 T = TypeVar("T")
@@ -41,6 +48,9 @@ _UPSERT_BATCHES = (
     "ON CONFLICT(id) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in BATCH_COLUMNS if c not in {"id", "first_seen_at"})
     + ", gone_at = NULL, not_found_runs = 0"
+)
+_INSERT_FILE = (
+    "INSERT OR IGNORE INTO batch_files (file_id, batch_id, kind, state) VALUES (?, ?, ?, 'pending')"
 )
 _INSERT_ERROR = (
     f"INSERT INTO batch_errors ({', '.join(ERROR_COLUMNS)}) "
@@ -137,6 +147,7 @@ def _write_page(
     run_id: int,
     figures: RunFigures,
     gone_ids: Sequence[str],
+    file_rows: Sequence[tuple[str, str, str]] = (),
 ) -> PageCounts:
     ids = [row[0] for row in batch_rows]
     marks = ", ".join("?" * len(ids))
@@ -149,6 +160,8 @@ def _write_page(
             stored = ", ".join("?" * len(before))
             db.execute(f"DELETE FROM batch_errors WHERE batch_id IN ({stored})", list(before))
         db.executemany(_INSERT_ERROR, error_rows)
+        # In the same commit as the batch: a file to fetch is never lost to an interruption.
+        db.executemany(_INSERT_FILE, file_rows)
         # gone_at keeps the first 404 of a streak; the count says how sure the mark is.
         gone_at = int(time.time())
         db.executemany(
@@ -166,6 +179,39 @@ def _write_page(
 def _mark_by_id_failed(db: sqlite3.Connection, at: int | None) -> None:
     with _transaction(db):
         db.execute("UPDATE walk_state SET by_id_failed_at = ?", (at,))
+
+
+def _write_requests(
+    db: sqlite3.Connection,
+    file: FileToFetch,
+    texts: Sequence[tuple[int, str]],
+    rows: Sequence[tuple[Any, ...]],
+    keep_body: bool,
+) -> tuple[int, list[tuple[int, str]]]:
+    with _transaction(db):
+        upsert_requests(db, rows)
+        stored, unusable = store_lines(
+            db,
+            texts,
+            batch_id=file.batch_id,
+            file_id=file.file_id,
+            kind=file.kind,
+            keep_body=keep_body,
+        )
+    return stored + len(rows), unusable
+
+
+def _finish_file(
+    db: sqlite3.Connection,
+    file_id: str,
+    state: str,
+    run_id: int,
+    figures: RunFigures,
+    outcome: dict[str, Any],
+) -> None:
+    with _transaction(db):
+        update_file(db, file_id, state, **outcome)
+        _write_figures(db, run_id, figures)
 
 
 def _start_run(db: sqlite3.Connection, mode: str, base_url: str) -> int:
@@ -278,6 +324,7 @@ class Store:
         run_id: int,
         figures: RunFigures,
         gone_ids: Sequence[str] = (),
+        file_rows: Sequence[tuple[str, str, str]] = (),
     ) -> PageCounts:
         """Upsert a page's batches, replace their error lines, and move the walk: atomically.
 
@@ -285,19 +332,53 @@ class Store:
             walk: the walk state to commit with the page; None leaves it as it is.
             figures: the run's figures so far, committed to its ledger row with the page.
             gone_ids: batches the API answered 404 for, counted in the same commit.
+            file_rows: (file_id, batch_id, kind) of files to fetch, added unless known.
 
         Raises:
             UnstorableBatchError: a field held a value SQLite cannot store (nothing is written).
         """
         try:
             return await self._in_thread(
-                _write_page, batch_rows, error_rows, walk, run_id, figures, gone_ids
+                _write_page, batch_rows, error_rows, walk, run_id, figures, gone_ids, file_rows
             )
         except _UNSTORABLE as exc:
             ids = f"{batch_rows[0][0]} .. {batch_rows[-1][0]}" if batch_rows else "none"
             raise UnstorableBatchError(
                 f"a batch on the page of {ids} cannot be stored: {exc}"
             ) from exc
+
+    async def files_to_fetch(
+        self, kinds: Collection[str], after: int, limit: int
+    ) -> list[FileToFetch]:
+        """Files of `kinds` still to fetch, after position `after`; see select_files_to_fetch."""
+        return await self._in_thread(select_files_to_fetch, kinds, after, limit)
+
+    async def save_requests(
+        self,
+        file: FileToFetch,
+        texts: Sequence[tuple[int, str]],
+        rows: Sequence[tuple[Any, ...]],
+        *,
+        keep_body: bool,
+    ) -> tuple[int, list[tuple[int, str]]]:
+        """Commit a chunk of a file's lines: `texts`, (number, JSON text) pairs that SQLite
+        maps to rows (see store_lines), and `rows` built already.
+
+        Returns how many rows were stored, and the (number, why) of each text left out.
+
+        Raises:
+            UnstorableBatchError: a value SQLite cannot store (nothing of the chunk is written).
+        """
+        try:
+            return await self._in_thread(_write_requests, file, texts, rows, keep_body)
+        except _UNSTORABLE as exc:
+            raise UnstorableBatchError(f"a request line cannot be stored: {exc}") from exc
+
+    async def finish_file(
+        self, file_id: str, state: str, run_id: int, figures: RunFigures, **outcome: Any
+    ) -> None:
+        """Record how a file ended (see update_file), with the run's figures so far."""
+        await self._in_thread(_finish_file, file_id, state, run_id, figures, outcome)
 
     async def finish_run(
         self,

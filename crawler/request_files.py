@@ -1,0 +1,343 @@
+"""The batches' output and error files, line by line into `batch_requests`, several at a time.
+
+A file is read as it arrives and committed a chunk of lines at a time, so that memory stays
+flat whatever its size; one read again after an interruption upserts the same rows. Which
+files are still to fetch is a query (`batch_files`), so a run killed anywhere loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+from .api import ApiClient
+from .errors import (
+    ApiError,
+    AuthenticationError,
+    BrokenResponseError,
+    QuotaExceededError,
+    UnstorableBatchError,
+)
+from .jsontext import parse
+from .redact import mask_values
+from .request_rows import REQUEST_COLUMNS, UnusableLineError, build_request_row
+from .rows import fit_rows
+from .store import FileToFetch, Store
+
+# Lines a transaction: few enough to keep memory flat, enough that commits cost little.
+LINES_PER_COMMIT = 1000
+
+# A line longer than this is no request outcome (a long answer is a few MB): the file is
+# broken, and reading on would hold it all in memory.
+MAX_LINE_BYTES = 64 * 2**20
+
+# Chunks and outcomes handed on ahead of the database: enough to keep requests going while
+# it commits, few enough that memory stays flat (a chunk of output lines is about 1 MB).
+WRITES_AHEAD = 4
+
+# Warnings kept word for word per file; past these, only counted.
+MAX_FILE_WARNINGS = 3
+
+
+class LineBuffer:
+    """Splits a byte stream into lines, whatever the chunks' boundaries."""
+
+    def __init__(self) -> None:
+        self._pending = bytearray()
+
+    def feed(self, chunk: bytes) -> list[bytearray]:
+        """The lines `chunk` completes; the unfinished rest is kept for the next chunk.
+
+        Raises:
+            BrokenResponseError: a line runs past MAX_LINE_BYTES.
+        """
+        self._pending += chunk
+        if b"\n" not in chunk:  # a long line going on: split nothing until it ends
+            if len(self._pending) > MAX_LINE_BYTES:
+                raise BrokenResponseError(
+                    f"a line runs past {MAX_LINE_BYTES // 2**20} MiB: not a batch file",
+                    should_retry=False,
+                )
+            return []
+        *lines, rest = self._pending.split(b"\n")
+        self._pending = rest
+        return lines
+
+    def end(self) -> list[bytearray]:
+        """The last line, when the stream does not end with a line break."""
+        rest, self._pending = self._pending, bytearray()
+        return [rest] if rest.strip() else []
+
+
+@dataclass
+class FileRead:
+    """What reading one file gave: its size, the request lines stored, what was odd."""
+
+    size: int = 0
+    lines: int = 0
+    warnings: list[str] = field(default_factory=list)
+    more_warnings: int = 0
+
+    def warn(self, warning: str) -> None:
+        if len(self.warnings) < MAX_FILE_WARNINGS:
+            self.warnings.append(warning)
+        else:
+            self.more_warnings += 1
+
+
+@dataclass
+class LineChunk:
+    """A chunk of a file's lines on their way to the database: most as JSON text for SQLite
+    to map (see store.requests.store_lines), the rest as rows built here."""
+
+    texts: list[tuple[int, str]] = field(default_factory=list)  # (line number, JSON text)
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.texts) + len(self.rows)
+
+
+SaveChunk = Callable[["FileRead", LineChunk], Awaitable[None]]
+
+
+async def read_requests(
+    chunks: AsyncIterator[bytes],
+    file: FileToFetch,
+    save: SaveChunk,
+    *,
+    keep_body: bool,
+    secret: str | None = None,
+) -> FileRead:
+    """Hand every request line of one file to `save`, a chunk of lines at a time.
+
+    `save(read, chunk)` stores the chunk, adding to `read` the rows it stored and the lines
+    it left out. Blank lines are skipped; a line that is not JSON, or holds no `custom_id`,
+    is noted by its number and the rest of the file is stored.
+    """
+    read = FileRead()
+    buffer = LineBuffer()
+    chunk = LineChunk()
+    number = 0
+
+    def add(line: bytearray) -> None:
+        nonlocal number
+        number += 1
+        if not line.strip():
+            return
+        text = _text_for_sqlite(line, secret)
+        if text is not None:
+            chunk.texts.append((number, text))
+            return
+        try:
+            row = build_request_row(
+                parse(line), file.batch_id, file.file_id, file.kind, keep_body=keep_body
+            )
+        except UnusableLineError as exc:
+            read.warn(f"file {file.file_id} line {number}: {exc}, not stored")
+        except ValueError:
+            read.warn(f"file {file.file_id} line {number}: not JSON, not stored")
+        else:
+            chunk.rows.append(mask_values(row, secret) if secret else row)
+
+    async for data in chunks:
+        read.size += len(data)
+        for line in buffer.feed(data):
+            add(line)
+        if len(chunk) >= LINES_PER_COMMIT:
+            await save(read, chunk)
+            chunk = LineChunk()
+    for line in buffer.end():
+        add(line)
+    if chunk:
+        await save(read, chunk)
+    return read
+
+
+def _text_for_sqlite(line: bytearray, secret: str | None) -> str | None:
+    """The line as text for SQLite to map, or None when it is for Python to: not UTF-8, a
+    surrogate escape (alone, it would become text SQLite stores broken), or the key (a
+    server echoing it: masked before it is stored)."""
+    try:
+        text = line.decode()
+    except UnicodeDecodeError:
+        return None
+    if "\\ud" in text or "\\uD" in text or (secret and secret in text):
+        return None
+    return text
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """How one file ended: `complete`, `expired` (404) or `failed`."""
+
+    file: FileToFetch
+    state: str
+    read: FileRead | None = None
+    error: ApiError | None = None
+
+    def warnings(self) -> list[str]:
+        """What the run says of this file: why it failed, or what was odd in it."""
+        file, read = self.file, self.read
+        where = f"file {file.file_id} of batch {file.batch_id}"
+        if self.error is not None:
+            return [f"{where} was not stored, and is asked for again next sync: {self.error}"]
+        if read is None:  # deleted or expired: nothing to store, ever
+            return []
+        said = list(read.warnings)
+        if read.more_warnings:
+            said.append(f"{where}: {read.more_warnings:,} more odd lines, not stored")
+        if file.expected_lines is not None and read.lines != file.expected_lines:
+            said.append(
+                f"{where} holds {read.lines:,} request lines where the batch counts "
+                f"{file.expected_lines:,} (a transfer cut short?)"
+            )
+        return said
+
+    def record(self) -> dict[str, Any]:
+        """What `batch_files` keeps of how the file ended (see Store.finish_file)."""
+        if self.error is not None:
+            return {"error": str(self.error)}
+        if self.read is None:
+            return {}
+        return {"size": self.read.size, "lines": self.read.lines}
+
+
+_Write = tuple[FileToFetch, FileRead, LineChunk] | FileOutcome
+
+# Refusals about the key or the account, not about one file: they end the run.
+_FATAL = (AuthenticationError, QuotaExceededError)
+
+
+class FileFetcher:
+    """Workers that fetch the files still to fetch until none is left, or told to stop.
+
+    The list walk records files as it commits pages; `more()` wakes idle workers, and
+    `walk_ended()` lets them stop once nothing is left.
+    """
+
+    def __init__(
+        self,
+        client: ApiClient,
+        store: Store,
+        *,
+        kinds: Collection[str],
+        keep_body: bool,
+        concurrency: int,
+        on_outcome: Callable[[FileOutcome], Awaitable[None]],
+        stop: Callable[[], bool],
+        secret: str | None = None,
+    ) -> None:
+        self._client = client
+        self._store = store
+        self._kinds = tuple(kinds)
+        self._keep_body = keep_body
+        self._concurrency = concurrency
+        self._on_outcome = on_outcome
+        self._stop = stop
+        self._secret = secret  # the API key: masked in any line that holds it
+        self._more = asyncio.Event()
+        self._walking = True
+        self._claim_lock = asyncio.Lock()
+        self._claimed: collections.deque[FileToFetch] = collections.deque()
+        self._claimed_up_to = 0  # files are claimed in the order they were recorded
+        # Chunks and outcomes on their way to the database, in order: a worker hands its
+        # file's lines on and asks for the next file while the writer commits them.
+        self._writes: asyncio.Queue[_Write | None] = asyncio.Queue(WRITES_AHEAD)
+        self.stopped = False
+
+    def more(self) -> None:
+        """New files may be waiting: a page was committed."""
+        self._more.set()
+
+    def walk_ended(self, *, complete: bool) -> None:
+        """The walk is over: fetch what is left, or, if a budget cut it short, stop."""
+        self._walking = False
+        if not complete:
+            self.stopped = True
+        self._more.set()
+
+    async def run(self) -> bool:
+        """Fetch until nothing is left; False when stopped with files still to fetch."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._write())
+            async with asyncio.TaskGroup() as workers:
+                for _ in range(self._concurrency):
+                    workers.create_task(self._work())
+            await self._writes.put(None)
+        return not self.stopped
+
+    async def _write(self) -> None:
+        """Commit chunks and record how files ended, in the order the workers handed them on."""
+        while (item := await self._writes.get()) is not None:
+            if isinstance(item, FileOutcome):
+                await self._on_outcome(item)
+                continue
+            file, read, chunk = item
+            odd: list[str] = []
+            save = functools.partial(
+                self._store.save_requests, file, chunk.texts, keep_body=self._keep_body
+            )
+            try:
+                stored, unusable = await save(chunk.rows)
+            except UnstorableBatchError:
+                # Nothing was written: store the chunk with what SQLite refused made
+                # storable (a lone surrogate replaced, say), saying what changed.
+                stored, unusable = await save(fit_rows(REQUEST_COLUMNS, chunk.rows, odd))
+            read.lines += stored
+            for number, why in unusable:
+                read.warn(f"file {file.file_id} line {number}: {why}, not stored")
+            for warning in odd:
+                read.warn(f"file {file.file_id}: {warning}")
+
+    async def _work(self) -> None:
+        while True:
+            if self._stop():
+                self.stopped = True
+            if self.stopped:
+                return
+            file = await self._claim()
+            if file is None:
+                if not self._walking:
+                    return
+                await self._more.wait()
+                continue
+            await self._writes.put(await self._fetch(file))
+
+    async def _claim(self) -> FileToFetch | None:
+        """The next file to fetch, claimed by this worker alone; None when none is waiting."""
+        async with self._claim_lock:
+            if not self._claimed:
+                # Cleared before asking: a page committed meanwhile sets it again.
+                self._more.clear()
+                batch = 2 * self._concurrency
+                found = await self._store.files_to_fetch(self._kinds, self._claimed_up_to, batch)
+                self._claimed.extend(found)
+            if not self._claimed:
+                return None
+            file = self._claimed.popleft()
+            self._claimed_up_to = file.position
+            return file
+
+    async def _fetch(self, file: FileToFetch) -> FileOutcome:
+        async def save(read: FileRead, chunk: LineChunk) -> None:
+            await self._writes.put((file, read, chunk))
+
+        async def consume(chunks: AsyncIterator[bytes]) -> FileRead:
+            # Each attempt counts into a FileRead of its own: a retry reads from line 1.
+            return await read_requests(
+                chunks, file, save, keep_body=self._keep_body, secret=self._secret
+            )
+
+        try:
+            read = await self._client.read_file(file.file_id, consume)
+        except _FATAL:
+            raise
+        except ApiError as exc:
+            return FileOutcome(file, "failed", error=exc)
+        if read is None:
+            return FileOutcome(file, "expired")
+        return FileOutcome(file, "complete", read)

@@ -1,0 +1,223 @@
+"""The SQL of the batches' request files: which to fetch, their lines, and how each ended."""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..request_rows import REQUEST_COLUMNS
+
+_REQUEST_VALUES = f"({', '.join('?' * len(REQUEST_COLUMNS))})"
+_UPSERT_REQUESTS = (
+    f"INSERT INTO batch_requests ({', '.join(REQUEST_COLUMNS)}) VALUES {{values}} "
+    "ON CONFLICT(batch_id, custom_id) DO UPDATE SET "
+    + ", ".join(
+        f"{c} = excluded.{c}" for c in REQUEST_COLUMNS if c not in {"batch_id", "custom_id"}
+    )
+)
+
+
+# The same mapping as `request_rows.build_request_row`, computed by SQLite from a line's JSON
+# text: parsing 50,000 lines and building their rows then runs in SQLite's C code on the
+# database thread, without the GIL, while the event loop reads the next chunk (a 50,000-line
+# output file was stored in about half the time). tests/test_request_lines_sql.py holds the
+# two to the same rows, line for line.
+_BODY = "$.response.body"
+
+
+def _text(path: str) -> str:
+    """Text as sent; a number or anything else as JSON text; null or missing is NULL."""
+    return (
+        f"CASE json_type(line, '{path}') WHEN 'text' THEN line ->> '{path}' "
+        f"WHEN 'null' THEN NULL ELSE line -> '{path}' END"
+    )
+
+
+def _number(path: str) -> str:
+    """A number as sent, if SQLite holds it exactly as an integer or a real; else NULL."""
+    value = f"json_extract(line, '{path}')"
+    return (
+        f"CASE json_type(line, '{path}') WHEN 'real' THEN {value} "
+        f"WHEN 'integer' THEN iif(typeof({value}) = 'integer', {value}, NULL) END"
+    )
+
+
+def _either(condition: str, then: str, otherwise: str) -> str:
+    return f"CASE WHEN {condition} THEN {then} ELSE {otherwise} END"
+
+
+# The endpoint's error when the body carries one (a refused request), else the line's own.
+_BODY_ERROR = f"json_type(line, '{_BODY}.error') = 'object' AND line -> '{_BODY}.error' != '{{}}'"
+# `input_tokens` naming (responses) rather than `prompt_tokens` (chat, completions, embeddings).
+_RESPONSES_USAGE = (
+    f"(json_type(line, '{_BODY}.usage.input_tokens') IS NOT NULL "
+    f"OR json_type(line, '{_BODY}.usage.output_tokens') IS NOT NULL)"
+)
+_FINISH_REASON = (
+    f"CASE WHEN json_type(line, '{_BODY}.choices') = 'array' "
+    f"AND json_array_length(line, '{_BODY}.choices') > 0 "
+    f"THEN {_text(_BODY + '.choices[0].finish_reason')} "
+    f"WHEN line ->> '{_BODY}.object' = 'response' "
+    f"OR json_type(line, '{_BODY}.incomplete_details') IS NOT NULL "
+    f"THEN coalesce({_text(_BODY + '.incomplete_details.reason')}, {_text(_BODY + '.status')}) "
+    "END"
+)
+_LINE_VALUES = {
+    "batch_id": ":batch_id",
+    "custom_id": "line ->> '$.custom_id'",
+    "batch_request_id": _text("$.id"),
+    "file_id": ":file_id",
+    "kind": ":kind",
+    "status_code": _number("$.response.status_code"),
+    "request_id": _text("$.response.request_id"),
+    **{
+        f"error_{field}": _either(
+            _BODY_ERROR, _text(f"{_BODY}.error.{field}"), _text(f"$.error.{field}")
+        )
+        for field in ("code", "message", "type", "param")
+    },
+    "model": _text(f"{_BODY}.model"),
+    "finish_reason": _FINISH_REASON,
+    "input_tokens": _either(
+        f"json_type(line, '{_BODY}.usage.input_tokens') IS NOT NULL",
+        _number(f"{_BODY}.usage.input_tokens"),
+        _number(f"{_BODY}.usage.prompt_tokens"),
+    ),
+    **{
+        column: _either(
+            _RESPONSES_USAGE,
+            _number(f"{_BODY}.usage.{responses}"),
+            _number(f"{_BODY}.usage.{chat}"),
+        )
+        for column, responses, chat in (
+            (
+                "cached_input_tokens",
+                "input_tokens_details.cached_tokens",
+                "prompt_tokens_details.cached_tokens",
+            ),
+            ("output_tokens", "output_tokens", "completion_tokens"),
+            (
+                "reasoning_tokens",
+                "output_tokens_details.reasoning_tokens",
+                "completion_tokens_details.reasoning_tokens",
+            ),
+        )
+    },
+    "total_tokens": _number(f"{_BODY}.usage.total_tokens"),
+    "body": f"iif(:keep_body AND json_type(line, '{_BODY}') != 'null', line -> '{_BODY}', NULL)",
+}
+# A line holding a request outcome: a JSON object with a non-empty text `custom_id`.
+_USABLE = (
+    "json_valid(line) AND json_type(line) = 'object' "
+    "AND json_type(line, '$.custom_id') IS 'text' AND line ->> '$.custom_id' != ''"
+)
+_CREATE_LINES = (
+    "CREATE TEMP TABLE IF NOT EXISTS request_lines (number INTEGER PRIMARY KEY, line TEXT)"
+)
+_STORE_LINES = (
+    f"INSERT INTO batch_requests ({', '.join(REQUEST_COLUMNS)}) "
+    f"SELECT {', '.join(_LINE_VALUES[c] for c in REQUEST_COLUMNS)} "
+    f"FROM temp.request_lines WHERE {_USABLE} ORDER BY number "
+    "ON CONFLICT(batch_id, custom_id) DO UPDATE SET "
+    + ", ".join(
+        f"{c} = excluded.{c}" for c in REQUEST_COLUMNS if c not in {"batch_id", "custom_id"}
+    )
+)
+_UNUSABLE_LINES = (
+    "SELECT number, CASE WHEN NOT json_valid(line) THEN 'not JSON' "
+    "WHEN json_type(line) != 'object' THEN 'not a JSON object' ELSE 'no custom_id' END "
+    f"FROM temp.request_lines WHERE NOT ({_USABLE}) ORDER BY number"
+)
+
+# The lines a file should hold, from its batch's request counts.
+_EXPECTED_LINES = {"output": "request_counts_completed", "error": "request_counts_failed"}
+
+
+@dataclass(frozen=True)
+class FileToFetch:
+    """A file a terminal batch names, not yet stored whole."""
+
+    file_id: str
+    batch_id: str
+    kind: str  # output, error
+    expected_lines: int | None  # from the batch's request counts, when it has them
+    position: int  # its order in `batch_files` (the rowid)
+
+
+def select_files_to_fetch(
+    db: sqlite3.Connection, kinds: Collection[str], after: int, limit: int
+) -> list[FileToFetch]:
+    """Up to `limit` files of `kinds` still to fetch (pending, or failed before) in the order
+    they were recorded, after the one at position `after` (those before are being fetched,
+    or were done with in this run)."""
+    if not kinds:
+        return []
+    kind_marks = ", ".join("?" * len(kinds))
+    expected = " ".join(
+        f"WHEN '{kind}' THEN b.{column}" for kind, column in _EXPECTED_LINES.items()
+    )
+    rows = db.execute(
+        f"SELECT f.file_id, f.batch_id, f.kind, CASE f.kind {expected} END, f.rowid "
+        "FROM batch_files AS f JOIN batches AS b ON b.id = f.batch_id "
+        f"WHERE f.rowid > ? AND f.state IN ('pending', 'failed') AND f.kind IN ({kind_marks}) "
+        "ORDER BY f.rowid LIMIT ?",
+        (after, *kinds, limit),
+    ).fetchall()
+    return [FileToFetch(*row) for row in rows]
+
+
+def upsert_requests(db: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Store request rows, replacing those of the same batch and custom_id (a file read
+    again after an interruption), in as few statements as SQLite's parameter limit allows."""
+    limit = db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    per_statement = max(1, limit // len(REQUEST_COLUMNS))
+    for start in range(0, len(rows), per_statement):
+        chunk = rows[start : start + per_statement]
+        sql = _UPSERT_REQUESTS.format(values=", ".join([_REQUEST_VALUES] * len(chunk)))
+        db.execute(sql, list(itertools.chain.from_iterable(chunk)))
+
+
+def store_lines(
+    db: sqlite3.Connection,
+    lines: Sequence[tuple[int, str]],
+    *,
+    batch_id: str,
+    file_id: str,
+    kind: str,
+    keep_body: bool,
+) -> tuple[int, list[tuple[int, str]]]:
+    """Store (line number, JSON text) pairs of one file as request rows, mapped by SQLite.
+
+    Returns how many rows were stored, and the (number, why) of each line left out: not
+    JSON, not an object, or without a `custom_id`.
+    """
+    if not lines:
+        return 0, []
+    db.execute(_CREATE_LINES)
+    db.executemany("INSERT INTO temp.request_lines (number, line) VALUES (?, ?)", lines)
+    names = {"batch_id": batch_id, "file_id": file_id, "kind": kind, "keep_body": keep_body}
+    stored = db.execute(_STORE_LINES, names).rowcount
+    unusable = db.execute(_UNUSABLE_LINES).fetchall()
+    db.execute("DELETE FROM temp.request_lines")
+    return stored, unusable
+
+
+def update_file(
+    db: sqlite3.Connection,
+    file_id: str,
+    state: str,
+    *,
+    size: int | None = None,
+    lines: int | None = None,
+    error: str | None = None,
+) -> None:
+    """Record how fetching a file ended: complete, expired (404) or failed (and why)."""
+    db.execute(
+        "UPDATE batch_files SET state = ?, bytes = ?, lines = ?, error = ?, fetched_at = ? "
+        "WHERE file_id = ?",
+        (state, size, lines, error, int(time.time()), file_id),
+    )

@@ -1,0 +1,197 @@
+"""Request files end to end: the real client against the fake API on 127.0.0.1, every line
+of every terminal batch's files in `batch_requests` exactly once, faults and all."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aioresponses import aioresponses
+
+from crawler import Settings, sync
+from crawler.api import RetryPolicy
+from crawler.fake import FakeApiOptions, FakeApiServer
+from crawler.fake.lines import iter_lines
+from crawler.request_files import LineBuffer
+from crawler.request_rows import REQUEST_COLUMNS, build_request_row
+
+from .conftest import API_KEY, BASE_URL, list_body, make_batch
+
+RETRY = RetryPolicy(max_attempts=10, max_seconds=60, initial_backoff=0, max_backoff=0)
+
+
+def settings_for(server: FakeApiServer, db: Path, **extra: Any) -> Settings:
+    return Settings(db=db, base_url=server.base_url, api_key=server.options.api_key, **extra)
+
+
+def expected_rows(server: FakeApiServer, kinds: set[str]) -> list[tuple[Any, ...]]:
+    """Every request row the fake's files hold, for the kinds asked, as the sync stores them."""
+    rows = []
+    for batch in server.data.snapshot():
+        for kind in sorted(kinds):
+            file_id = batch.get(f"{kind}_file_id")
+            source = server.files.served(file_id) if file_id else None
+            if source is None:
+                continue
+            for line in iter_lines(source):
+                rows.append(build_request_row(json.loads(line), batch["id"], file_id, kind))
+    return sorted(rows)
+
+
+def stored_rows(db: Path) -> list[tuple[Any, ...]]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return sorted(conn.execute(f"SELECT {', '.join(REQUEST_COLUMNS)} FROM batch_requests"))
+
+
+def file_states(db: Path, kind: str = "error") -> dict[str, int]:
+    """Files of `kind` by state (output files are recorded pending while outputs are off)."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute(
+            "SELECT state, count(*) FROM batch_files WHERE kind = ? GROUP BY state", (kind,)
+        )
+        return dict(rows.fetchall())
+
+
+@pytest.mark.parametrize("outputs", [False, True], ids=["error files", "and output files"])
+async def test_every_line_of_every_file_lands_once(db_path: Path, outputs: bool) -> None:
+    # Output files hold ten times the lines of error files: fewer batches keep it quick.
+    batches = 100 if outputs else 600
+    async with FakeApiServer(FakeApiOptions(batches=batches, seed=3)) as server:
+        result = await sync(settings_for(server, db_path, outputs=outputs), retry=RETRY)
+        kinds = {"error", "output"} if outputs else {"error"}
+        expected = expected_rows(server, kinds)
+    assert result.complete
+    assert len(expected) > 100
+    assert stored_rows(db_path) == expected
+    assert result.request_lines == len(expected)
+    assert result.warnings == ()
+
+
+def test_lines_are_split_whatever_the_chunks() -> None:
+    text = b'{"a": 1}\n\n{"b": 2}\n{"c": 3}'
+    for size in (1, 2, 3, 7, len(text)):
+        buffer = LineBuffer()
+        lines = [
+            line for i in range(0, len(text), size) for line in buffer.feed(text[i : i + size])
+        ]
+        lines += buffer.end()
+        assert [bytes(line) for line in lines] == [b'{"a": 1}', b"", b'{"b": 2}', b'{"c": 3}']
+
+
+FILE_FAULTS = {
+    "dropped mid-body": {"file_drop_rate": 0.3},
+    "cut short": {"file_truncate_rate": 0.3},
+    "server errors": {"error_rate": 0.1},
+}
+
+
+@pytest.mark.parametrize("faults", FILE_FAULTS.values(), ids=FILE_FAULTS.keys())
+async def test_a_file_cut_short_is_read_again_and_lands_once(
+    db_path: Path, faults: dict[str, Any]
+) -> None:
+    async with FakeApiServer(FakeApiOptions(batches=300, seed=5, **faults)) as server:
+        result = await sync(settings_for(server, db_path), retry=RETRY)
+        expected = expected_rows(server, {"error"})
+        stats = server.stats
+        injected = stats.file_dropped + stats.file_truncated + stats.errors
+    assert result.complete
+    assert injected > 0
+    assert stored_rows(db_path) == expected
+    assert result.retries >= stats.file_dropped + stats.file_truncated
+    assert file_states(db_path) == {"complete": result.files}
+
+
+async def test_a_deleted_file_is_recorded_expired_and_not_asked_for_again(db_path: Path) -> None:
+    options = FakeApiOptions(batches=300, seed=6, deleted_file_rate=0.3)
+    async with FakeApiServer(options) as server:
+        settings = settings_for(server, db_path)
+        first = await sync(settings, retry=RETRY)
+        expected = expected_rows(server, {"error"})
+        asked = server.stats.requests["file_content"]
+        again = await sync(settings, retry=RETRY)
+        asked_again = server.stats.requests["file_content"] - asked
+    assert first.complete
+    assert again.complete
+    assert stored_rows(db_path) == expected
+    states = file_states(db_path)
+    assert states["expired"] > 0
+    assert states == {"complete": first.files, "expired": asked - first.files}
+    assert (asked_again, again.files) == (0, 0)
+
+
+async def test_bodies_are_kept_only_when_asked_for(db_path: Path) -> None:
+    async with FakeApiServer(FakeApiOptions(batches=60, seed=3)) as server:
+        await sync(settings_for(server, db_path, outputs=True, bodies=True), retry=RETRY)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        kinds = dict(conn.execute("SELECT kind, count(body) FROM batch_requests GROUP BY kind"))
+        body, usage = conn.execute(
+            "SELECT body, total_tokens FROM batch_requests WHERE kind = 'output' LIMIT 1"
+        ).fetchone()
+    assert kinds["output"] > 0
+    assert json.loads(body)["usage"]["total_tokens"] == usage
+
+
+async def test_output_files_asked_for_later_are_backfilled(db_path: Path) -> None:
+    """Files recorded while outputs were off are fetched by the first run that wants them."""
+    async with FakeApiServer(FakeApiOptions(batches=100, seed=3)) as server:
+        await sync(settings_for(server, db_path), retry=RETRY)
+        later = await sync(settings_for(server, db_path, outputs=True), retry=RETRY)
+        expected = expected_rows(server, {"error", "output"})
+    assert later.complete
+    assert later.files > 0
+    assert stored_rows(db_path) == expected
+
+
+async def test_odd_lines_are_named_and_the_rest_of_the_file_stored(
+    db_path: Path, fast_retry: RetryPolicy
+) -> None:
+    """A line that is not JSON, one without a custom_id, and text SQLite cannot store:
+    each is named in a warning; every other line lands."""
+    batch = make_batch(1, error_file_id="file-err-1", request_counts={"total": 4, "failed": 4})
+    good = {"custom_id": "ok", "response": None, "error": {"code": "batch_expired"}}
+    lone = {"custom_id": "odd", "response": None, "error": {"message": "a\ud800b"}}
+    content = "\n".join(
+        [json.dumps(good), "{not json", json.dumps({"id": "x"}), json.dumps(lone), ""]
+    )
+    settings = Settings(db=db_path, base_url=BASE_URL, api_key=API_KEY)
+    with aioresponses() as mock:
+        mock.get(f"{BASE_URL}/batches?limit=100", payload=list_body([batch], False))
+        mock.get(f"{BASE_URL}/files/file-err-1/content", body=content.encode())
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.files, result.request_lines) == (True, 1, 2)
+    assert result.warnings == (
+        "file file-err-1 line 2: not JSON, not stored",
+        "file file-err-1 line 3: no custom_id, not stored",
+        f"file file-err-1: batch {batch['id']}: error_message holds a lone surrogate: replaced",
+        f"file file-err-1 of batch {batch['id']} holds 2 request lines where the batch counts "
+        "4 (a transfer cut short?)",
+    )
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        messages = dict(conn.execute("SELECT custom_id, error_message FROM batch_requests"))
+    assert messages == {"ok": None, "odd": "a\ufffdb"}
+
+
+async def test_a_line_holding_the_key_is_stored_masked(
+    db_path: Path, fast_retry: RetryPolicy
+) -> None:
+    """A server echoing the key into a request's error: stored with the key masked, and
+    the lines around it stored as usual."""
+    batch = make_batch(1, status="failed", error_file_id="file-err-1", output_file_id=None)
+    echo = {"custom_id": "echo", "response": None, "error": {"message": f"bad key {API_KEY}"}}
+    plain = {"custom_id": "plain", "response": None, "error": {"message": "expired"}}
+    content = "\n".join([json.dumps(echo), json.dumps(plain), ""])
+    settings = Settings(db=db_path, base_url=BASE_URL, api_key=API_KEY)
+    with aioresponses() as mock:
+        mock.get(f"{BASE_URL}/batches?limit=100", payload=list_body([batch], False))
+        mock.get(f"{BASE_URL}/files/file-err-1/content", body=content.encode())
+        result = await sync(settings, retry=fast_retry)
+    assert result.request_lines == 2
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        dump = "\n".join(conn.iterdump())
+        messages = dict(conn.execute("SELECT custom_id, error_message FROM batch_requests"))
+    assert API_KEY not in dump
+    assert messages == {"echo": "bad key ***", "plain": "expired"}

@@ -1,0 +1,90 @@
+"""The files to fetch: recorded with their batch, and backfilled for an older database."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crawler.rows import build_file_rows, build_page_rows
+from crawler.runs import RunFigures
+from crawler.store import open_store, schema
+from crawler.store.schema import load_migrations
+
+from .conftest import make_batch
+
+
+def query(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(sql).fetchall()
+
+
+@pytest.mark.parametrize("status", ["completed", "failed", "expired", "cancelled"])
+def test_a_terminal_batch_names_its_files_to_fetch(status: str) -> None:
+    batch = make_batch(1, status=status, error_file_id="file-err-1")
+    assert build_file_rows([batch]) == [
+        ("file-out-1", batch["id"], "output"),
+        ("file-err-1", batch["id"], "error"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"status": "in_progress"},
+        {"status": "finalizing"},
+        {"status": "COMPLETED"},  # not a status the API documents: maybe not final
+        {"status": {"phase": "completed"}},
+        {"output_file_id": None},
+        {"output_file_id": ""},
+        {"output_file_id": {"id": "file-1"}},
+        {"output_file_id": "file-\ud800"},
+    ],
+)
+def test_no_file_to_fetch_until_the_batch_is_final_and_names_a_usable_one(
+    fields: dict[str, Any],
+) -> None:
+    assert build_file_rows([make_batch(1, **fields)]) == []
+
+
+async def test_files_are_recorded_with_the_page_and_kept_when_seen_again(db_path: Path) -> None:
+    """A file is added pending once; seeing its batch again leaves its state as it is."""
+    batches = [make_batch(2, error_file_id="file-err-2"), make_batch(1, status="in_progress")]
+    async with open_store(db_path) as store:
+        run = await store.start_run("full", "http://x")
+        for _ in range(2):
+            rows, errors = build_page_rows(batches, 1)
+            await store.save_page(
+                rows, errors, None, run, RunFigures(), (), build_file_rows(batches)
+            )
+            with sqlite3.connect(db_path) as conn:
+                conn.execute("UPDATE batch_files SET state = 'complete' WHERE kind = 'error'")
+    assert query(db_path, "SELECT file_id, batch_id, kind, state FROM batch_files ORDER BY 1") == [
+        ("file-err-2", make_batch(2)["id"], "error", "complete"),
+        ("file-out-2", make_batch(2)["id"], "output", "pending"),
+    ]
+
+
+async def test_a_database_of_the_previous_version_gets_its_files_to_fetch(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches stored before files were kept have theirs fetched by the next sync."""
+    migrations = load_migrations()
+    monkeypatch.setattr(schema, "load_migrations", lambda: migrations[:-1])
+    async with open_store(db_path):
+        pass
+    with sqlite3.connect(db_path) as conn:
+        conn.executemany(
+            "INSERT INTO batches (id, status, output_file_id, error_file_id, raw, "
+            "first_seen_at, last_seen_at) VALUES (?, ?, ?, ?, '{}', 1, 1)",
+            [("b2", "completed", "file-out-2", "file-err-2"), ("b1", "in_progress", None, None)],
+        )
+    monkeypatch.undo()
+    async with open_store(db_path):
+        pass
+    assert query(db_path, "SELECT file_id, batch_id, kind, state FROM batch_files ORDER BY 1") == [
+        ("file-err-2", "b2", "error", "pending"),
+        ("file-out-2", "b2", "output", "pending"),
+    ]
