@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import sqlite3
 import statistics
 import subprocess
@@ -38,9 +37,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # Measure the code beside this script, even where an older copy is installed.
 sys.path.insert(0, str(ROOT))
 
+from fake_process import API_KEY, start_fake_api  # noqa: E402
+
 from crawler.fake import ID_STYLES  # noqa: E402
 
-API_KEY = "sk-fake-local"
 KINDS = ("ours", "baseline", "floor")
 
 
@@ -134,25 +134,6 @@ WORKERS = {"ours": run_ours, "baseline": run_baseline, "floor": run_floor}
 # The driver.
 
 
-def start_fake_api(batches: int, latency: float, ids: str) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "crawler", "fake-api", "--port", "0", "--ids", ids),
-            *("--batches", str(batches), "--latency", str(latency), "--api-key", API_KEY),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    match = re.search(r"(http://\S+/v1)", line)
-    if not match:
-        proc.kill()
-        raise SystemExit(f"the fake API did not start: {line!r}")
-    return proc, match[1]
-
-
 def measure(kind: str, base_url: str, workdir: Path) -> dict[str, Any]:
     """Run one worker process; its own timing plus CPU and peak RSS from wait4()."""
     db = workdir / f"{kind}.db"
@@ -223,7 +204,9 @@ def main() -> None:
 
     kinds = [k for k in args.only.split(",") if k]
     print(f"{args.batches:,} batches, {args.ids} ids, latency {args.latency * 1000:g} ms")
-    server, base_url = start_fake_api(args.batches, args.latency, args.ids)
+    server, base_url = start_fake_api(
+        "--ids", args.ids, "--batches", str(args.batches), "--latency", str(args.latency)
+    )
     runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
     try:
         with tempfile.TemporaryDirectory() as tmp:

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import sqlite3
 import statistics
 import subprocess
@@ -38,9 +37,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # Measure the code beside this script, even where an older copy is installed.
 sys.path.insert(0, str(ROOT))
 
+from fake_process import API_KEY, start_fake_api  # noqa: E402
+
 from crawler.fake import FakeBatches  # noqa: E402
 
-API_KEY = "sk-fake-local"
 KINDS = ("ours", "naive", "floor")
 
 
@@ -160,26 +160,6 @@ WORKERS = {"ours": run_ours, "naive": run_naive, "floor": run_floor}
 # The driver.
 
 
-def start_fake_api(lines: int) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "crawler", "fake-api", "--port", "0"),
-            *("--batches", str(BATCHES), "--requests-per-batch", str(lines)),
-            *("--api-key", API_KEY),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    match = re.search(r"(http://\S+/v1)", line)
-    if not match:
-        proc.kill()
-        raise SystemExit(f"the fake API did not start: {line!r}")
-    return proc, match[1]
-
-
 def measure(kind: str, base_url: str, index: int, requests: int, workdir: Path) -> dict[str, Any]:
     """Run one worker process; its own timing plus CPU and peak RSS from wait4()."""
     db = workdir / f"{kind}.db"
@@ -227,7 +207,9 @@ def main() -> None:
     index, batch = pick_batch(args.lines)
     lines = batch["request_counts"]["completed"]
     print(f"one output file of {lines:,} request lines ({batch['output_file_id']})")
-    server, base_url = start_fake_api(args.lines)
+    server, base_url = start_fake_api(
+        "--batches", str(BATCHES), "--requests-per-batch", str(args.lines)
+    )
     runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
     try:
         with tempfile.TemporaryDirectory() as tmp:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -28,8 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-API_KEY = "sk-fake-local"
+from fake_process import API_KEY, ROOT, start_fake_api
+
 KINDS = ("walk", "files", "ours")
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
 
@@ -65,24 +64,6 @@ async def download_error_files(base_url: str, concurrency: int) -> None:
         print(f"{time.perf_counter() - started:.6f} {len(file_ids)}")
 
 
-def start_fake_api(batches: int, latency: float) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "crawler", "fake-api", "--port", "0"),
-            *("--batches", str(batches), "--latency", str(latency), "--api-key", API_KEY),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    match = re.search(r"(http://\S+/v1)", proc.stdout.readline())
-    if not match:
-        proc.kill()
-        raise SystemExit("the fake API did not start")
-    return proc, match[1]
-
-
 def measure(kind: str, base_url: str, concurrency: int, workdir: Path) -> float:
     """Seconds for one run of `kind`, in a process of its own."""
     if kind == "files":
@@ -116,7 +97,9 @@ def main() -> None:
         asyncio.run(download_error_files(args.base_url, args.concurrency))
         return
 
-    server, base_url = start_fake_api(args.batches, args.latency)
+    server, base_url = start_fake_api(
+        "--batches", str(args.batches), "--latency", str(args.latency)
+    )
     seconds: dict[str, list[float]] = {kind: [] for kind in KINDS}
     try:
         with tempfile.TemporaryDirectory() as workdir:
