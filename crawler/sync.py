@@ -152,7 +152,7 @@ class _Run:
                 files=1, request_lines=read.lines, file_bytes=read.size
             )
         await self.store.finish_file(
-            outcome.file.file_id, outcome.state, self.run_id, self.figures, **outcome.record()
+            outcome.file, outcome.state, self.run_id, self.figures, **outcome.record()
         )
         self.report()
 

@@ -3,20 +3,21 @@
 
 -- One row per file a terminal batch names. A row is added `pending` in the transaction that
 -- stores the batch, so the files still to fetch are a query, and survive any interruption.
+-- Keyed by batch and kind, not by the file's random id: rows are then added at the end of
+-- the key's index as batches are walked, instead of all over it (a walk recording its files
+-- took 60 % longer keyed by file id).
 CREATE TABLE batch_files (
-    file_id    TEXT PRIMARY KEY NOT NULL,
     batch_id   TEXT NOT NULL REFERENCES batches (id) ON DELETE CASCADE,
     kind       TEXT NOT NULL,     -- output, error
+    file_id    TEXT NOT NULL,
     state      TEXT NOT NULL,     -- pending, complete, expired (404), failed (see error)
     bytes      INTEGER,           -- read, once complete
     lines      INTEGER,           -- request lines stored, once complete
     error      TEXT,              -- why the last attempt failed
     fetched_at INTEGER,           -- when it was last complete, expired or failed
-    expires_at INTEGER            -- when the API deletes it, where known
+    expires_at INTEGER,           -- when the API deletes it, where known
+    PRIMARY KEY (batch_id, kind)
 );
-
-CREATE INDEX batch_files_batch ON batch_files (batch_id);
-CREATE INDEX batch_files_to_fetch ON batch_files (kind) WHERE state IN ('pending', 'failed');
 
 -- One row per request line; `custom_id` is unique within a batch, lines come in no order.
 CREATE TABLE batch_requests (

@@ -208,7 +208,7 @@ def store_lines(
 
 def update_file(
     db: sqlite3.Connection,
-    file_id: str,
+    file: FileToFetch,
     state: str,
     *,
     size: int | None = None,
@@ -218,6 +218,6 @@ def update_file(
     """Record how fetching a file ended: complete, expired (404) or failed (and why)."""
     db.execute(
         "UPDATE batch_files SET state = ?, bytes = ?, lines = ?, error = ?, fetched_at = ? "
-        "WHERE file_id = ?",
-        (state, size, lines, error, int(time.time()), file_id),
+        "WHERE batch_id = ? AND kind = ?",
+        (state, size, lines, error, int(time.time()), file.batch_id, file.kind),
     )

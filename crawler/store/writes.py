@@ -203,14 +203,14 @@ def _write_requests(
 
 def _finish_file(
     db: sqlite3.Connection,
-    file_id: str,
+    file: FileToFetch,
     state: str,
     run_id: int,
     figures: RunFigures,
     outcome: dict[str, Any],
 ) -> None:
     with _transaction(db):
-        update_file(db, file_id, state, **outcome)
+        update_file(db, file, state, **outcome)
         _write_figures(db, run_id, figures)
 
 
@@ -375,10 +375,10 @@ class Store:
             raise UnstorableBatchError(f"a request line cannot be stored: {exc}") from exc
 
     async def finish_file(
-        self, file_id: str, state: str, run_id: int, figures: RunFigures, **outcome: Any
+        self, file: FileToFetch, state: str, run_id: int, figures: RunFigures, **outcome: Any
     ) -> None:
         """Record how a file ended (see update_file), with the run's figures so far."""
-        await self._in_thread(_finish_file, file_id, state, run_id, figures, outcome)
+        await self._in_thread(_finish_file, file, state, run_id, figures, outcome)
 
     async def finish_run(
         self,
