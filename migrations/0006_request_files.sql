@@ -19,6 +19,10 @@ CREATE TABLE batch_files (
     PRIMARY KEY (batch_id, kind)
 );
 
+-- The files still to fetch, in the order they were recorded: a short index, whatever the
+-- number of files stored already.
+CREATE INDEX batch_files_to_fetch ON batch_files (kind) WHERE state IN ('pending', 'failed');
+
 -- One row per request line; `custom_id` is unique within a batch, lines come in no order.
 CREATE TABLE batch_requests (
     batch_id            TEXT NOT NULL REFERENCES batches (id) ON DELETE CASCADE,
