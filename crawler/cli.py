@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import logging
 import os
 import signal
@@ -27,10 +28,12 @@ from .errors import (
     CrawlerError,
 )
 from .fake import BAD_PAGE_MODES, BROKEN_PAGINATION_MODES, ID_STYLES, FakeApiOptions, serve
+from .prices import PriceFile, PriceFileError, read_prices
 from .progress import ProgressLine
 from .redact import mask_secret
 from .runs import SyncResult
 from .status import dumps, format_status, read_status
+from .store import open_store
 from .sync import sync
 
 T = TypeVar("T")
@@ -164,6 +167,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd.add_argument(
         "--batches", type=_positive_int, default=3000, help="batches to serve (default: 3000)"
     )
+    prices_cmd = commands.add_parser(
+        "prices",
+        help="load model prices (USD per 1M tokens) for the cost views",
+        description="Replace or add model prices from a CSV in model_prices' columns (model, "
+        "input, cached_input, output, batch_input, batch_cached_input, batch_output; USD per "
+        "1M tokens) or from a LiteLLM-style price map (JSON, USD per token). Example:\n"
+        "  batch-crawler prices load prices.csv --db batches.db",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    prices_actions = prices_cmd.add_subparsers(dest="action", required=True, metavar="ACTION")
+    load_cmd = prices_actions.add_parser("load", help="replace or add prices from FILE")
+    load_cmd.add_argument("file", type=Path, metavar="FILE", help="a CSV or a JSON price map")
+    load_cmd.add_argument("--db", type=Path, default=Path("batches.db"), help="SQLite file")
     _add_fake_api_command(commands)
     return parser
 
@@ -410,7 +426,34 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_prices(args: argparse.Namespace) -> int:
+    prices = read_prices(_read_price_file(args.file), str(args.file))
+    as_of = dt.datetime.now(dt.UTC).date().isoformat()
+    _run_async(_save_prices(args.db, prices, source=args.file.name, as_of=as_of))
+    _out(f"Loaded {len(prices.prices):,} model prices from {args.file} into {args.db}.")
+    return EXIT_OK
+
+
+def _read_price_file(path: Path) -> str:
+    if not path.exists():
+        raise PriceFileError(f"no price file at {path}")
+    if not path.is_file():  # a FIFO would block the read
+        raise PriceFileError(f"price file {path} is not a regular file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise PriceFileError(f"price file {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise PriceFileError(f"cannot read price file {path}: {exc.strerror}") from exc
+
+
+async def _save_prices(db: Path, prices: PriceFile, *, source: str, as_of: str) -> None:
+    async with open_store(db) as store:
+        await store.save_prices(prices, source, as_of)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "prices": _cmd_prices,
     "sync": _cmd_sync,
     "status": _cmd_status,
     "demo": _cmd_demo,
