@@ -102,10 +102,19 @@ FROM (VALUES
     ('text-embedding-ada-002', 0.1, NULL, NULL, NULL, NULL, NULL)
 );
 
+-- A model's batch rates: the explicit ones, or half the standard ones, as the Batch API
+-- bills; cached input at the cached batch rate, half the cached standard rate, or the batch
+-- input rate.
+CREATE VIEW model_rates AS
+SELECT model,
+       coalesce(batch_input, input * 0.5) AS input_rate,
+       coalesce(batch_cached_input, cached_input * 0.5, batch_input, input * 0.5)
+           AS cached_input_rate,
+       coalesce(batch_output, output * 0.5) AS output_rate
+FROM model_prices;
+
 -- What each batch cost at batch rates, from its `usage` (sent for batches created after
--- 2025-09-07): uncached input at the batch input rate, cached input at the cached batch
--- rate (or half the cached standard rate, or the batch input rate), output at the batch
--- output rate. A dated model name (gpt-4o-mini-2024-07-18) falls back to its base name when
+-- 2025-09-07). A dated model name (gpt-4o-mini-2024-07-18) is priced as its base name when
 -- only that is priced. An unknown model, or no usage, costs NULL, never 0.
 CREATE VIEW batch_costs AS
 WITH named AS (
@@ -115,27 +124,85 @@ WITH named AS (
                 THEN substr(b.model, 1, length(b.model) - 11)
            END AS priced_as
     FROM batches AS b
-), rated AS (
-    SELECT n.*,
-           coalesce(p.batch_input, p.input * 0.5) AS input_rate,
-           coalesce(p.batch_cached_input, p.cached_input * 0.5, p.batch_input, p.input * 0.5)
-               AS cached_input_rate,
-           coalesce(p.batch_output, p.output * 0.5) AS output_rate,
-           p.model IS NOT NULL AS priced
-    FROM named AS n LEFT JOIN model_prices AS p ON p.model = n.priced_as
-), costed AS (
-    SELECT r.*,
-           CASE WHEN r.priced THEN
-               (r.input_tokens - coalesce(r.cached_input_tokens, 0)) * r.input_rate / 1e6
-               + coalesce(r.cached_input_tokens, 0) * r.cached_input_rate / 1e6
-           END AS input_usd,
-           CASE WHEN r.priced AND r.output_tokens IS NOT NULL THEN
-               iif(r.output_tokens = 0, 0, r.output_tokens * r.output_rate / 1e6)
-           END AS output_usd
-    FROM rated AS r
 )
-SELECT id AS batch_id, created_at, status, endpoint, model,
-       CASE WHEN priced THEN priced_as END AS priced_as,
-       input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, total_tokens,
-       input_usd, output_usd, input_usd + output_usd AS usd
-FROM costed;
+SELECT n.id AS batch_id, n.created_at, n.status, n.endpoint, n.model, r.model AS priced_as,
+       n.input_tokens, n.cached_input_tokens, n.output_tokens, n.reasoning_tokens,
+       n.total_tokens,
+       (n.input_tokens - coalesce(n.cached_input_tokens, 0)) * r.input_rate / 1e6
+           + coalesce(n.cached_input_tokens, 0) * r.cached_input_rate / 1e6 AS input_usd,
+       iif(n.output_tokens = 0, 0, n.output_tokens * r.output_rate / 1e6) AS output_usd,
+       (n.input_tokens - coalesce(n.cached_input_tokens, 0)) * r.input_rate / 1e6
+           + coalesce(n.cached_input_tokens, 0) * r.cached_input_rate / 1e6
+           + iif(n.output_tokens = 0, 0, n.output_tokens * r.output_rate / 1e6) AS usd
+FROM named AS n LEFT JOIN model_rates AS r ON r.model = n.priced_as;
+
+-- What each stored request cost at batch rates, priced by the model its answer names.
+CREATE VIEW request_costs AS
+WITH named AS (
+    SELECT q.*,
+           CASE WHEN EXISTS (SELECT 1 FROM model_prices WHERE model = q.model) THEN q.model
+                WHEN q.model GLOB '*-[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]'
+                THEN substr(q.model, 1, length(q.model) - 11)
+           END AS priced_as
+    FROM batch_requests AS q
+)
+SELECT n.batch_id, n.custom_id, n.kind, n.status_code, n.model, r.model AS priced_as,
+       n.input_tokens, n.cached_input_tokens, n.output_tokens, n.total_tokens,
+       (n.input_tokens - coalesce(n.cached_input_tokens, 0)) * r.input_rate / 1e6
+           + coalesce(n.cached_input_tokens, 0) * r.cached_input_rate / 1e6
+           + iif(coalesce(n.output_tokens, 0) = 0, 0, n.output_tokens * r.output_rate / 1e6)
+           AS usd
+FROM named AS n LEFT JOIN model_rates AS r ON r.model = n.priced_as;
+
+-- Per UTC day of creation, model and endpoint: batches, requests, tokens and what they cost
+-- (`unpriced_batches` of them had no price or no usage: `usd` leaves them out).
+CREATE VIEW daily_usage AS
+SELECT date(c.created_at, 'unixepoch') AS day, c.model, c.endpoint,
+       count(*) AS batches,
+       sum(b.request_counts_total) AS requests,
+       sum(b.request_counts_failed) AS failed_requests,
+       sum(c.input_tokens) AS input_tokens,
+       sum(c.cached_input_tokens) AS cached_input_tokens,
+       sum(c.output_tokens) AS output_tokens,
+       sum(c.total_tokens) AS total_tokens,
+       sum(c.usd) AS usd,
+       sum(c.usd IS NULL) AS unpriced_batches
+FROM batch_costs AS c JOIN batches AS b ON b.id = c.batch_id
+GROUP BY 1, 2, 3;
+
+-- Batches not settled yet, oldest first: their age in seconds and how far along they are.
+CREATE VIEW in_flight AS
+SELECT id AS batch_id, status, model, endpoint, created_at,
+       CAST(strftime('%s', 'now') AS INTEGER) - created_at AS age_seconds,
+       request_counts_completed, request_counts_failed, request_counts_total,
+       round(100.0 * (coalesce(request_counts_completed, 0) + coalesce(request_counts_failed, 0))
+             / nullif(request_counts_total, 0), 1) AS percent_done
+FROM batches
+WHERE (status IS NULL OR status NOT IN ('completed', 'failed', 'expired', 'cancelled'))
+  AND not_found_runs < 3
+ORDER BY created_at;
+
+-- Per model and endpoint: batches that failed, requests that failed, and the three most
+-- frequent error codes of the stored request lines.
+CREATE VIEW failure_rates AS
+SELECT b.model, b.endpoint,
+       count(*) AS batches,
+       sum(b.status = 'failed') AS failed_batches,
+       sum(b.request_counts_total) AS requests,
+       sum(b.request_counts_failed) AS failed_requests,
+       round(100.0 * sum(b.request_counts_failed) / nullif(sum(b.request_counts_total), 0), 2)
+           AS failed_percent,
+       (SELECT group_concat(code, ', ') FROM (
+            SELECT coalesce(q.error_code, q.error_type, 'HTTP ' || q.status_code) AS code
+            FROM batch_requests AS q JOIN batches AS x ON x.id = q.batch_id
+            WHERE q.kind = 'error' AND x.model IS b.model AND x.endpoint IS b.endpoint
+            GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 3)) AS top_error_codes
+FROM batches AS b
+GROUP BY b.model, b.endpoint;
+
+-- One row per metadata key of each batch, so that a tag can be grouped by without JSON.
+CREATE VIEW batch_metadata AS
+SELECT b.id AS batch_id, m.key, m.value
+FROM batches AS b,
+     json_each(CASE WHEN json_valid(b.metadata) AND json_type(b.metadata) = 'object'
+                    THEN b.metadata ELSE '{}' END) AS m;
