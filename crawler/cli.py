@@ -7,17 +7,19 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import json
 import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from . import __version__
 from .config import Rule, Settings, integer_rule, load_settings, number_rule, setting_rule
-from .demo import ask, format_answer, run_demo
+from .demo import ask, run_demo
 from .errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -31,6 +33,7 @@ from .fake import BAD_PAGE_MODES, BROKEN_PAGINATION_MODES, ID_STYLES, FakeApiOpt
 from .prices import PriceFile, PriceFileError, read_prices
 from .progress import ProgressLine
 from .redact import mask_secret
+from .report import format_answer, format_report, parse_since, read_report
 from .runs import SyncResult
 from .status import dumps, format_status, read_status
 from .store import open_store
@@ -167,6 +170,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd.add_argument(
         "--batches", type=_positive_int, default=3000, help="batches to serve (default: 3000)"
     )
+    report_cmd = commands.add_parser(
+        "report",
+        help="what batch work cost, how it ended, where it failed, what is in flight",
+        description="Answer the recurring questions for the batches created in a period: "
+        "spend by model and day, batches and requests by outcome, top error codes, the "
+        "slowest batches, work in flight. Example:\n"
+        "  batch-crawler report --db batches.db --since 7d",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report_cmd.add_argument("--db", type=Path, default=Path("batches.db"), help="SQLite file")
+    report_cmd.add_argument("--since", default="7d", help="the period: 12h, 7d, 2w (default: 7d)")
+    report_cmd.add_argument("--json", action="store_true", help="print the report as JSON")
+
     prices_cmd = commands.add_parser(
         "prices",
         help="load model prices (USD per 1M tokens) for the cost views",
@@ -426,6 +442,16 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    since = parse_since(args.since)
+    report = _run_async(read_report(args.db, since=since, now=int(time.time())))
+    if args.json:
+        _out(json.dumps(report.as_json(), indent=2, ensure_ascii=False))
+    else:
+        _out(format_report(report))
+    return EXIT_OK
+
+
 def _cmd_prices(args: argparse.Namespace) -> int:
     prices = read_prices(_read_price_file(args.file), str(args.file))
     as_of = dt.datetime.now(dt.UTC).date().isoformat()
@@ -454,6 +480,7 @@ async def _save_prices(db: Path, prices: PriceFile, *, source: str, as_of: str) 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "prices": _cmd_prices,
+    "report": _cmd_report,
     "sync": _cmd_sync,
     "status": _cmd_status,
     "demo": _cmd_demo,

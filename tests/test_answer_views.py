@@ -4,12 +4,16 @@ flight, where failures are, metadata tags as rows."""
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from crawler.cli import main
+from crawler.errors import ConfigError
+from crawler.report import format_report, parse_since, read_report
 from crawler.rows import build_page_rows
 from crawler.runs import RunFigures
 from crawler.store import open_store
@@ -137,3 +141,43 @@ def test_batch_metadata_has_a_row_per_tag(db: Path) -> None:
         ("team", "search", 1),
         ("team", "équipe", 1),
     ]
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("12h", 43_200), ("7d", 604_800), ("2w", 1_209_600)])
+def test_a_period_is_hours_days_or_weeks(text: str, seconds: int) -> None:
+    assert parse_since(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["7", "0d", "1y", "-1d", "d7"])
+def test_another_period_is_refused(text: str) -> None:
+    with pytest.raises(ConfigError, match="give a period such as 12h, 7d or 2w"):
+        parse_since(text)
+
+
+async def test_the_report_answers_for_the_period_only(db: Path) -> None:
+    """Two days after DAY, a day's report sees batch 4 alone; the in-flight section is now."""
+    report = await read_report(db, since=86_400, now=DAY + 2 * 86_400)
+    sections = {answer.title: answer for answer in report.answers}
+    spend = sections["Spend by model (USD at batch rates; unpriced: no price or no usage)"]
+    assert [row[:2] for row in spend.rows] == [("unpriced-model", 1)]
+    assert sections["Batches and requests by outcome"].rows == [("failed", 1, 10, 1)]
+    assert sections["In flight now"].rows[0][:2] == ("in_progress", 1)
+    text = format_report(report)
+    assert text.startswith("Batches created since 2026-01-02 00:00Z (to 2026-01-03 00:00Z)")
+    assert "-- Slowest batches\n  batch_id" in text
+
+
+def test_report_prints_tables_or_json(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", "--db", str(db), "--since", "10000d"]) == 0
+    assert "-- Top error codes\n  reason" in capsys.readouterr().out
+    assert main(["report", "--db", str(db), "--since", "10000d", "--json"]) == 0
+    sections = json.loads(capsys.readouterr().out)["sections"]
+    errors = next(s for s in sections if s["title"] == "Top error codes")
+    assert errors["rows"][0] == {"reason": "invalid_prompt", "times": 2, "example": None}
+
+
+def test_report_on_no_database_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["report", "--db", str(tmp_path / "none.db")]) == 4
+    assert capsys.readouterr().err.count("\n") == 1
