@@ -254,6 +254,12 @@ def _add_fake_api_command(commands: Any) -> None:
         help="requests in every batch, so files of that many lines (default: 1 to 8192)",
     )
     cmd.add_argument(
+        "--now",
+        type=_positive_int,
+        help="the fake's present, unix seconds: the newest batch is created just before it "
+        "(default: 2026-01-01, the same data on every run)",
+    )
+    cmd.add_argument(
         "--deleted-file-rate", type=_rate, default=0.0, help="share of files answered 404"
     )
     cmd.add_argument(
