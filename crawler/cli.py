@@ -6,17 +6,20 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
+import json
 import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from . import __version__
 from .config import Rule, Settings, integer_rule, load_settings, number_rule, setting_rule
-from .demo import ask, format_answer, run_demo
+from .demo import ask, run_demo
 from .errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -27,10 +30,13 @@ from .errors import (
     CrawlerError,
 )
 from .fake import BAD_PAGE_MODES, BROKEN_PAGINATION_MODES, ID_STYLES, FakeApiOptions, serve
+from .prices import PriceFile, PriceFileError, read_prices
 from .progress import ProgressLine
 from .redact import mask_secret
+from .report import format_answer, format_report, parse_since, read_report
 from .runs import SyncResult
 from .status import dumps, format_status, read_status
+from .store import open_store
 from .sync import sync
 
 T = TypeVar("T")
@@ -164,6 +170,32 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd.add_argument(
         "--batches", type=_positive_int, default=3000, help="batches to serve (default: 3000)"
     )
+    report_cmd = commands.add_parser(
+        "report",
+        help="what batch work cost, how it ended, where it failed, what is in flight",
+        description="Answer the recurring questions for the batches created in a period: "
+        "spend by model and day, batches and requests by outcome, top error codes, the "
+        "slowest batches, work in flight. Example:\n"
+        "  batch-crawler report --db batches.db --since 7d",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report_cmd.add_argument("--db", type=Path, default=Path("batches.db"), help="SQLite file")
+    report_cmd.add_argument("--since", default="7d", help="the period: 12h, 7d, 2w (default: 7d)")
+    report_cmd.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    prices_cmd = commands.add_parser(
+        "prices",
+        help="load model prices (USD per 1M tokens) for the cost views",
+        description="Replace or add model prices from a CSV in model_prices' columns (model, "
+        "input, cached_input, output, batch_input, batch_cached_input, batch_output; USD per "
+        "1M tokens) or from a LiteLLM-style price map (JSON, USD per token). Example:\n"
+        "  batch-crawler prices load prices.csv --db batches.db",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    prices_actions = prices_cmd.add_subparsers(dest="action", required=True, metavar="ACTION")
+    load_cmd = prices_actions.add_parser("load", help="replace or add prices from FILE")
+    load_cmd.add_argument("file", type=Path, metavar="FILE", help="a CSV or a JSON price map")
+    load_cmd.add_argument("--db", type=Path, default=Path("batches.db"), help="SQLite file")
     _add_fake_api_command(commands)
     return parser
 
@@ -220,6 +252,12 @@ def _add_fake_api_command(commands: Any) -> None:
         "--requests-per-batch",
         type=_positive_int,
         help="requests in every batch, so files of that many lines (default: 1 to 8192)",
+    )
+    cmd.add_argument(
+        "--now",
+        type=_positive_int,
+        help="the fake's present, unix seconds: the newest batch is created just before it "
+        "(default: 2026-01-01, the same data on every run)",
     )
     cmd.add_argument(
         "--deleted-file-rate", type=_rate, default=0.0, help="share of files answered 404"
@@ -410,7 +448,45 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    since = parse_since(args.since)
+    report = _run_async(read_report(args.db, since=since, now=int(time.time())))
+    if args.json:
+        _out(json.dumps(report.as_json(), indent=2, ensure_ascii=False))
+    else:
+        _out(format_report(report))
+    return EXIT_OK
+
+
+def _cmd_prices(args: argparse.Namespace) -> int:
+    prices = read_prices(_read_price_file(args.file), str(args.file))
+    as_of = dt.datetime.now(dt.UTC).date().isoformat()
+    _run_async(_save_prices(args.db, prices, source=args.file.name, as_of=as_of))
+    _out(f"Loaded {len(prices.prices):,} model prices from {args.file} into {args.db}.")
+    return EXIT_OK
+
+
+def _read_price_file(path: Path) -> str:
+    if not path.exists():
+        raise PriceFileError(f"no price file at {path}")
+    if not path.is_file():  # a FIFO would block the read
+        raise PriceFileError(f"price file {path} is not a regular file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise PriceFileError(f"price file {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise PriceFileError(f"cannot read price file {path}: {exc.strerror}") from exc
+
+
+async def _save_prices(db: Path, prices: PriceFile, *, source: str, as_of: str) -> None:
+    async with open_store(db) as store:
+        await store.save_prices(prices, source, as_of)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "prices": _cmd_prices,
+    "report": _cmd_report,
     "sync": _cmd_sync,
     "status": _cmd_status,
     "demo": _cmd_demo,

@@ -72,7 +72,9 @@ async def test_a_database_of_the_previous_version_gets_its_files_to_fetch(
 ) -> None:
     """Batches stored before files were kept have theirs fetched by the next sync."""
     migrations = load_migrations()
-    monkeypatch.setattr(schema, "load_migrations", lambda: migrations[:-1])
+    files_kept = next(m.version for m in migrations if m.name == "request_files")
+    before = [m for m in migrations if m.version < files_kept]
+    monkeypatch.setattr(schema, "load_migrations", lambda: before)
     async with open_store(db_path):
         pass
     with sqlite3.connect(db_path) as conn:

@@ -47,6 +47,9 @@ class FakeApiOptions:
     # page after 64 MiB of whitespace; JSON nested 100,000 deep, as a 200 or as a 400.
     bad_page: str | None = None
     requests_per_batch: int | None = None  # every batch this many requests; None: 1 to 8192
+    # The fake's present, unix seconds: the newest batch is created just before it. None:
+    # 2026-01-01, so that the data is the same on every run.
+    now: int | None = None
     # Files: a share answered 404 although their batch names them (the same files each time),
     # and faults drawn per content request, so that a retry of the same file can succeed.
     deleted_file_rate: float = 0.0

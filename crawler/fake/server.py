@@ -78,6 +78,7 @@ class _FakeApi:
             options.seed,
             ids=options.ids,
             requests_per_batch=options.requests_per_batch,
+            **({} if options.now is None else {"now": options.now}),
         )
         self.stats = FakeApiStats()
         self.files = FileRoutes(self.data, options, self.stats)

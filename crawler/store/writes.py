@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from ..errors import DatabaseError, UnstorableBatchError
+from ..prices import RATE_COLUMNS, PriceFile
 from ..rows import BATCH_COLUMNS, ERROR_COLUMNS
 from ..runs import FIGURE_COLUMNS, RunFigures
 from ..walk import WalkState
@@ -214,6 +215,18 @@ def _finish_file(
         _write_figures(db, run_id, figures)
 
 
+def _save_prices(db: sqlite3.Connection, prices: PriceFile, source: str, as_of: str) -> None:
+    columns = ("model", *RATE_COLUMNS)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in (*prices.columns, "source", "as_of"))
+    with _transaction(db):
+        db.executemany(
+            f"INSERT INTO model_prices ({', '.join(columns)}, source, as_of) "
+            f"VALUES ({', '.join('?' * (len(columns) + 2))}) "
+            f"ON CONFLICT(model) DO UPDATE SET {updates}",
+            [(*price.row(), source, as_of) for price in prices.prices],
+        )
+
+
 def _start_run(db: sqlite3.Connection, mode: str, base_url: str) -> int:
     with _transaction(db):
         # Only one sync can hold the database, so a row still 'running' is a dead run.
@@ -379,6 +392,11 @@ class Store:
     ) -> None:
         """Record how a file ended (see update_file), with the run's figures so far."""
         await self._in_thread(_finish_file, file, state, run_id, figures, outcome)
+
+    async def save_prices(self, prices: PriceFile, source: str, as_of: str) -> None:
+        """Add these models, or replace the rates the file gives of those priced already,
+        saying where they came from and when."""
+        await self._in_thread(_save_prices, prices, source, as_of)
 
     async def finish_run(
         self,

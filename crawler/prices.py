@@ -1,0 +1,173 @@
+"""Model prices read from a file: a CSV in `model_prices`' columns, or a LiteLLM-style price
+map (JSON, USD per token). Pure: text in, rows out, a one-line error naming the place of
+anything that is not a price."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import astuple, dataclass
+from typing import Any
+
+from .errors import ConfigError
+
+# USD per 1M tokens, as OpenAI's price pages and `model_prices` give them.
+RATE_COLUMNS = (
+    "input",
+    "cached_input",
+    "output",
+    "batch_input",
+    "batch_cached_input",
+    "batch_output",
+)
+
+# A LiteLLM price map's per-token keys, for each of our columns.
+_PRICE_MAP_KEYS = {
+    "input": "input_cost_per_token",
+    "cached_input": "cache_read_input_token_cost",
+    "output": "output_cost_per_token",
+    "batch_input": "input_cost_per_token_batches",
+    "batch_cached_input": "cache_read_input_token_cost_batches",
+    "batch_output": "output_cost_per_token_batches",
+}
+
+
+class PriceFileError(ConfigError):
+    """A price file that cannot be read as prices (exit 2, as for a bad config)."""
+
+
+@dataclass(frozen=True)
+class ModelPrice:
+    """One model's rates in USD per 1M tokens; None where the file gives none."""
+
+    model: str
+    input: float | None = None
+    cached_input: float | None = None
+    output: float | None = None
+    batch_input: float | None = None
+    batch_cached_input: float | None = None
+    batch_output: float | None = None
+
+    def row(self) -> tuple[Any, ...]:
+        """The `model_prices` values, in `("model", *RATE_COLUMNS)` order."""
+        return astuple(self)
+
+
+@dataclass(frozen=True)
+class PriceFile:
+    """The prices a file gives, and the rate columns it gives them in: loading it changes
+    those columns only."""
+
+    prices: list[ModelPrice]
+    columns: tuple[str, ...] = RATE_COLUMNS
+
+
+def read_prices(text: str, name: str) -> PriceFile:
+    """The prices in `text`, read from the file `name`: a price map if it is a JSON object,
+    else a CSV.
+
+    Raises:
+        PriceFileError: what is wrong, and where.
+    """
+    if text.lstrip().startswith("{"):
+        return PriceFile(read_price_map(text, name))
+    header, prices = read_price_csv(text, name)
+    return PriceFile(prices, header)
+
+
+def read_price_csv(text: str, name: str) -> tuple[tuple[str, ...], list[ModelPrice]]:
+    """The rate columns a CSV names and its prices: a `model` column and any of RATE_COLUMNS
+    (USD per 1M tokens); lines starting with `#` are comments, an empty cell is no rate."""
+    lines = [
+        (number, line)
+        for number, line in enumerate(text.splitlines(), start=1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    if not lines:
+        raise PriceFileError(f"{name}: no prices in it")
+    header_number, header_line = lines[0]
+    header = [cell.strip() for cell in next(csv.reader([header_line]))]
+    rates = [column for column in header if column in RATE_COLUMNS]
+    unknown = [column for column in header if column not in {"model", *RATE_COLUMNS}]
+    if "model" not in header or not rates or unknown:
+        raise PriceFileError(
+            f"{name} line {header_number}: the header must name `model` and rate columns "
+            f"among {', '.join(RATE_COLUMNS)}" + (f" (not {', '.join(unknown)})" if unknown else "")
+        )
+    prices = []
+    for number, line in lines[1:]:
+        cells = next(csv.reader(io.StringIO(line)))
+        if len(cells) != len(header):
+            raise PriceFileError(
+                f"{name} line {number}: {len(cells)} cells where the header has {len(header)}"
+            )
+        values = dict(zip(header, (cell.strip() for cell in cells), strict=True))
+        where = f"{name} line {number}"
+        model = _model(values["model"], where)
+        rates_of = {column: _per_million(values[column], column, where) for column in rates}
+        prices.append(ModelPrice(model, **rates_of))
+    return tuple(rates), _unique(prices, name)
+
+
+def read_price_map(text: str, name: str) -> list[ModelPrice]:
+    """Prices from a LiteLLM-style map: `{model: {"input_cost_per_token": ..., ...}}`, USD
+    per token; entries with no rate we know (an image model, `sample_spec`) are skipped."""
+    try:
+        entries = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PriceFileError(f"{name} line {exc.lineno}: not JSON ({exc.msg})") from None
+    if not isinstance(entries, dict):
+        raise PriceFileError(f"{name}: a price map is a JSON object of models")
+    prices = []
+    for model, entry in entries.items():
+        if model == "sample_spec" or not isinstance(entry, dict):
+            continue
+        where = f"{name}, model {model!r}"
+        rates = {
+            column: _per_token(entry[key], key, where)
+            for column, key in _PRICE_MAP_KEYS.items()
+            if entry.get(key) is not None
+        }
+        if rates:
+            prices.append(ModelPrice(_model(model, where), **rates))
+    if not prices:
+        raise PriceFileError(f"{name}: no model in it has a per-token price")
+    return _unique(prices, name)
+
+
+def _model(value: str, where: str) -> str:
+    if not value.strip():
+        raise PriceFileError(f"{where}: no model name")
+    return value.strip()
+
+
+def _number(value: Any, what: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise PriceFileError(f"{where}: {what} {value!r} is not a number")
+    try:
+        number = float(value)
+    except ValueError:
+        raise PriceFileError(f"{where}: {what} {value!r} is not a number") from None
+    if not math.isfinite(number) or number < 0:
+        raise PriceFileError(f"{where}: {what} {value!r} is not a price")
+    return number
+
+
+def _per_million(cell: str, column: str, where: str) -> float | None:
+    return None if cell == "" else _number(cell, column, where)
+
+
+def _per_token(value: Any, key: str, where: str) -> float:
+    # Rounded to what a decimal price per 1M tokens holds: 2.5e-06 * 1e6 is 2.4999999999999996.
+    return round(_number(value, key, where) * 1_000_000, 9)
+
+
+def _unique(prices: list[ModelPrice], name: str) -> list[ModelPrice]:
+    seen: set[str] = set()
+    for price in prices:
+        if price.model in seen:
+            raise PriceFileError(f"{name}: model {price.model!r} is priced twice")
+        seen.add(price.model)
+    return prices
