@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from .errors import ConfigError
-from .redact import looks_like_secret, mask_secret
+from .redact import holds_secret, looks_like_secret
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -74,7 +74,7 @@ class Settings:
                 "key in clear text; use https, or allow it with --allow-insecure-http "
                 "(allow_insecure_http = true in a config file)"
             )
-        if self.api_key and mask_secret(self.base_url, self.api_key) != self.base_url:
+        if holds_secret(self.base_url, self.api_key):
             # It would be logged and stored with every run; the key belongs in the header only.
             raise ConfigError(
                 "base_url holds the API key (not shown); give the base URL alone and the key "

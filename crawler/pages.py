@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import BrokenResponseError, PaginationError
+from .redact import holds_secret
 
 Batch = dict[str, Any]
 
@@ -74,7 +75,7 @@ def _is_usable_id(value: Any, secret: str | None = None) -> bool:
     holding the API key (a hostile server's echo), which would then be stored and shown."""
     if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
         return False
-    if secret and secret in value:
+    if holds_secret(value, secret):
         return False
     try:
         value.encode()

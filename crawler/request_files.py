@@ -23,10 +23,12 @@ from .errors import (
     UnstorableBatchError,
 )
 from .jsontext import parse
-from .redact import mask_values
+from .redact import holds_secret, mask_values
 from .request_rows import REQUEST_COLUMNS, UnusableLineError, build_request_row
 from .rows import fit_rows
 from .store import FileToFetch, Store
+
+_CUSTOM_ID = REQUEST_COLUMNS.index("custom_id")
 
 # Lines a transaction: few enough to keep memory flat, enough that commits cost little.
 LINES_PER_COMMIT = 500
@@ -142,7 +144,13 @@ async def read_requests(
         except ValueError:
             read.warn(f"file {file.file_id} line {number}: not JSON, not stored")
         else:
-            chunk.rows.append(mask_values(row, secret) if secret else row)
+            if holds_secret(row[_CUSTOM_ID], secret):
+                # Masked, it could merge with another line's id: left out instead.
+                read.warn(
+                    f"file {file.file_id} line {number}: custom_id holds the API key, not stored"
+                )
+            else:
+                chunk.rows.append(mask_values(row, secret) if secret else row)
 
     async for data in chunks:
         read.size += len(data)
@@ -166,7 +174,7 @@ def _text_for_sqlite(line: bytearray, secret: str | None) -> str | None:
         text = line.decode()
     except UnicodeDecodeError:
         return None
-    if "\\ud" in text or "\\uD" in text or (secret and secret in text):
+    if "\\ud" in text or "\\uD" in text or holds_secret(text, secret):
         return None
     return text
 

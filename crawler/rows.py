@@ -8,7 +8,7 @@ from typing import Any
 
 from .jsontext import is_storable_text, to_text
 from .pages import Batch
-from .redact import mask_values
+from .redact import holds_secret, mask_values
 
 # Order matters: it is the column order of the INSERT that `store` builds from it.
 BATCH_COLUMNS = (
@@ -114,12 +114,10 @@ def build_page_rows(
     batch_rows = [build_batch_row(batch, seen_at) for batch in unique]
     # Most batches have no errors (null): skip the call for them.
     error_rows = [row for batch in unique if batch.get("errors") for row in build_error_rows(batch)]
-    if secret:
-        # `raw` holds every value of the batch, error lines included, as JSON writes them.
-        written = to_text(secret)[1:-1]
-        if any(written in row[_RAW] for row in batch_rows):
-            batch_rows = [mask_values(row, secret) for row in batch_rows]
-            error_rows = [mask_values(row, secret) for row in error_rows]
+    # `raw` holds every value of the batch, error lines included, as JSON writes them.
+    if secret and holds_secret("\n".join(row[_RAW] for row in batch_rows), secret):
+        batch_rows = [mask_values(row, secret) for row in batch_rows]
+        error_rows = [mask_values(row, secret) for row in error_rows]
     return batch_rows, error_rows
 
 
@@ -133,14 +131,20 @@ def _is_terminal(status: Any) -> bool:
     return isinstance(status, str) and status in TERMINAL_STATUSES
 
 
-def build_file_rows(batches: Iterable[Batch]) -> list[tuple[str, str, str]]:
-    """(file_id, batch_id, kind) for every file a terminal batch names: the files to fetch."""
+def build_file_rows(
+    batches: Iterable[Batch], secret: str | None = None
+) -> list[tuple[str, str, str]]:
+    """(file_id, batch_id, kind) for every file a terminal batch names: the files to fetch.
+
+    A file id holding `secret` (a server's echo of the key) is no file to fetch: asking for
+    it would put the key in a URL, and storing it would keep the key.
+    """
     return [
         (file_id, batch["id"], kind)
         for batch in batches
         if _is_terminal(batch.get("status"))
         for field, kind in FILE_KINDS.items()
-        if is_storable_text(file_id := batch.get(field))
+        if is_storable_text(file_id := batch.get(field)) and not holds_secret(file_id, secret)
     ]
 
 

@@ -121,7 +121,7 @@ class _Run:
         seen_at = int(time.time())
         secret = self.settings.api_key
         batch_rows, error_rows = build_page_rows(batches, seen_at, secret)
-        file_rows = build_file_rows(batches)
+        file_rows = build_file_rows(batches, secret)
         try:
             counts = await self.store.save_page(
                 batch_rows, error_rows, walk, self.run_id, self.figures, gone, file_rows

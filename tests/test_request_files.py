@@ -195,3 +195,32 @@ async def test_a_line_holding_the_key_is_stored_masked(
         messages = dict(conn.execute("SELECT custom_id, error_message FROM batch_requests"))
     assert API_KEY not in dump
     assert messages == {"echo": "bad key ***", "plain": "expired"}
+
+
+async def test_a_line_holding_part_of_the_key_is_masked_and_a_custom_id_holding_it_left_out(
+    db_path: Path, fast_retry: RetryPolicy
+) -> None:
+    """16 characters of the key identify it: masked in a message; as a custom_id (which,
+    masked, could merge with another line's) the line is left out with a warning."""
+    run = API_KEY[3:21]
+    batch = make_batch(1, status="failed", error_file_id="file-err-1", output_file_id=None)
+    lines = [
+        {"custom_id": "echo", "response": None, "error": {"message": f"bad key {run}..."}},
+        {"custom_id": f"req-{run}-1", "response": None, "error": {"code": "batch_expired"}},
+        {"custom_id": f"req-{run}-2", "response": None, "error": {"code": "batch_expired"}},
+    ]
+    content = "\n".join([*map(json.dumps, lines), ""])
+    settings = Settings(db=db_path, base_url=BASE_URL, api_key=API_KEY)
+    with aioresponses() as mock:
+        mock.get(f"{BASE_URL}/batches?limit=100", payload=list_body([batch], False))
+        mock.get(f"{BASE_URL}/files/file-err-1/content", body=content.encode())
+        result = await sync(settings, retry=fast_retry)
+    assert result.request_lines == 1
+    assert result.warnings[:2] == tuple(
+        f"file file-err-1 line {n}: custom_id holds the API key, not stored" for n in (2, 3)
+    )
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        dump = "\n".join(conn.iterdump())
+        messages = dict(conn.execute("SELECT custom_id, error_message FROM batch_requests"))
+    assert run not in dump
+    assert messages == {"echo": "bad key ***..."}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import re
@@ -16,6 +17,7 @@ from aioresponses import aioresponses
 
 from crawler.api import RetryPolicy
 from crawler.config import Settings
+from crawler.redact import mask_secret
 from crawler.replies import build_api_error
 from crawler.sync import sync
 
@@ -208,6 +210,72 @@ async def test_a_key_echoed_into_a_batchs_fields_is_stored_masked(
     assert key not in dump
     assert row == ("***", "file-***", '{"note":"called with ***"}', "***")
     assert errors == [("***", "***")]
+
+
+async def test_part_of_the_key_echoed_into_a_page_is_stored_masked_and_ids_holding_it_left_out(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """A run of 16 characters identifies the key, whole or not: in a field it is masked; in
+    a batch id or a file id the item is left out, since masked ids would merge rows."""
+    key = settings.api_key
+    assert key is not None
+    run = key[4:22]
+    echo = make_batch(
+        3,
+        status="failed",
+        model=f"m-{run}",
+        error_file_id=f"file-{run}",
+        output_file_id=None,
+        metadata={"note": run},
+        errors={"object": "list", "data": [{"code": "bad", "message": f"{run}!"}]},
+    )
+    page = [
+        make_batch(5, id=f"batch_{run}_a"),
+        make_batch(4, id=f"batch_{run}_b"),
+        echo,
+        make_batch(2, model=key),  # the whole key too
+        make_batch(1),
+    ]
+    with aioresponses() as mock:
+        mock.get(f"{BASE_URL}/batches?limit=2", payload=list_body(page, False))
+        result = await sync(dataclasses.replace(settings, files=False), retry=fast_retry)
+    assert (result.complete, result.batches_new) == (True, 3)
+    with contextlib.closing(sqlite3.connect(settings.db)) as conn:
+        dump = "\n".join(conn.iterdump())
+        rows = conn.execute("SELECT id, model, metadata FROM batches ORDER BY id").fetchall()
+        errors = conn.execute("SELECT message FROM batch_errors").fetchall()
+        files = conn.execute("SELECT file_id FROM batch_files ORDER BY 1").fetchall()
+    assert run not in dump
+    assert rows == [
+        (make_batch(1)["id"], "gpt-4o-mini", '{"team":"équipe"}'),
+        (make_batch(2)["id"], "***", '{"team":"équipe"}'),
+        (echo["id"], "m-***", '{"note":"***"}'),
+    ]
+    assert (errors, files) == ([("***!",)], [("file-out-1",), ("file-out-2",)])
+
+
+@pytest.mark.parametrize("key", ["x", "completed", "0", "EMPTY"])
+async def test_a_placeholder_key_never_masks_stored_values(
+    db_path: Path, fast_retry: RetryPolicy, key: str
+) -> None:
+    """A short key (a placeholder a local server ignores) is no secret to search data for:
+    masking it would rewrite statuses and ids, and a batch marked `***` would never settle."""
+    settings = Settings(db=db_path, base_url="http://127.0.0.1:9/v1", api_key=key)
+    batches = [make_batch(2, status="completed", model="x-0"), make_batch(1, id="batch_x0x")]
+    with aioresponses() as mock:
+        mock.get("http://127.0.0.1:9/v1/batches?limit=100", payload=list_body(batches, False))
+        result = await sync(dataclasses.replace(settings, files=False), retry=fast_retry)
+    assert (result.complete, result.batches_new) == (True, 2)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        rows = conn.execute("SELECT id, status, model FROM batches ORDER BY id").fetchall()
+    assert rows == [
+        (make_batch(2)["id"], "completed", "x-0"),
+        ("batch_x0x", make_batch(1)["status"], make_batch(1)["model"]),
+    ]
+
+
+def test_a_short_key_is_masked_as_a_word_only() -> None:
+    assert mask_secret("key x in box-x and x.", "x") == "key *** in box-x and ***."
 
 
 async def test_an_unexpected_error_quoting_the_key_is_stored_masked(
