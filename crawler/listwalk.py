@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .api import ApiClient
+from .budget import OutOfTime, before_deadline
 from .errors import (
     ApiError,
     CrawlerError,
@@ -23,13 +24,17 @@ from .errors import (
     UnknownCursorError,
     about_one_batch,
 )
-from .pages import WalkStep, walk_pages
+from .pages import BatchPage, WalkStep, walk_pages
 from .store import Store
 from .walk import WalkState, advance_walk, may_be_a_vanished_cursor, restart_from_top
 
 # The newest stored batches a walk down to the old head also stops at, should the head
 # itself have vanished from the list.
 STOP_NEIGHBOURS = 20
+
+# Stored batches listed just above a walk target whose ids a visit tries as its cursor,
+# should the nearest have left the list.
+VISIT_CURSORS = 3
 
 # A batch created more than this far ahead of the clock is dated wrongly.
 FUTURE_SLACK = 86_400
@@ -59,11 +64,13 @@ class ListWalk:
     page_size: int
     note: Callable[[str], None]
     budget_spent: Callable[[int], bool]
+    time_left: Callable[[], float | None]
     to_refresh: set[str]
     walk_targets: set[str]
     stored_mark: int  # the store's last rowid when the run began (see Store.stored_by)
     last_step: WalkStep | None = None
     restarted: bool = False  # this run already walked from the top again
+    pages_read: int = 0
 
     async def run(self, walk: WalkState, queue: PageQueue) -> None:
         """Walk segment after segment, handing each page on; errors go through the queue."""
@@ -87,6 +94,8 @@ class ListWalk:
             if self.walk_targets and last and last.page.has_more and last.cursor is not None:
                 complete = await self.walk_on(last.cursor, queue, fetched)
             await queue.put(WalkEnd(complete=complete))
+        except OutOfTime:
+            await queue.put(WalkEnd(complete=False))
         except CrawlerError as exc:
             # Pages already queued were fetched fine: let the writer commit them first.
             await queue.put(WalkEnd(complete=False, error=exc))
@@ -113,7 +122,7 @@ class ListWalk:
                 stop_second = newest[0][1]
             stop_ids = frozenset(ids)
         steps = walk_pages(
-            self.client.fetch_page,
+            self.fetch_page,
             after=walk.cursor,
             limit=self.page_size,
             stop_ids=stop_ids,
@@ -142,6 +151,14 @@ class ListWalk:
                     return walk, fetched, True
         return walk, fetched, False
 
+    async def fetch_page(self, after: str | None, limit: int) -> BatchPage:
+        """One list page, abandoned (OutOfTime) once the time budget runs out; the first
+        is read whatever the budget, so that every run gets further."""
+        left = self.time_left() if self.pages_read else None
+        page = await before_deadline(self.client.fetch_page(after, limit), left)
+        self.pages_read += 1
+        return page
+
     async def known(self, batch_id: str) -> bool:
         """Whether a batch was stored before this run began."""
         return await self.store.stored_by(batch_id, self.stored_mark)
@@ -164,35 +181,89 @@ class ListWalk:
         self.restarted = True
         return walk
 
-    async def walk_down(self, queue: PageQueue, fetched: int) -> None:
-        """Walk from the top until the walk targets are passed, leaving the walk state as it
-        is: the refresh by id could not refresh them. Errors go through the queue."""
+    async def visit_targets(self, order: Sequence[str], queue: PageQueue, fetched: int) -> None:
+        """Read the walk targets where the list holds them, in `order`, leaving the walk
+        state as it is: the refresh by id could not refresh them. Errors go through the queue.
+
+        Each target is read from the page after a stored batch created just before it (that
+        batch's id as the cursor): a batch deep in the list costs a page or two, not every
+        page above it. One target is visited whatever the budget, so that runs on a budget,
+        each taking the least recently seen first, get through them all.
+        """
         try:
-            complete = await self.walk_on(None, queue, fetched)
+            complete, visited = True, False
+            for target in order:
+                if target not in self.walk_targets:
+                    continue  # read on a page visited for another target
+                if visited and self.budget_spent(fetched):
+                    complete = False
+                    break
+                fetched, finished = await self.visit(target, queue, fetched)
+                if not finished:
+                    complete = False
+                    break
+                visited = True
             await queue.put(WalkEnd(complete=complete))
+        except OutOfTime:
+            await queue.put(WalkEnd(complete=False))
         except CrawlerError as exc:
             await queue.put(WalkEnd(complete=False, error=exc))
 
+    async def visit(self, target: str, queue: PageQueue, fetched: int) -> tuple[int, bool]:
+        """Read the pages where `target` is listed: the pages fetched so far, and False
+        when the budget ran out before the visit could tell whether it is listed.
+
+        A target with no known creation time has no known place: it is left for the
+        refresh by id. One listed at the top is read from the top.
+        """
+        created = await self.store.created_at(target)
+        if created is None:
+            return fetched, True
+        above: list[str | None] = [*await self.store.created_just_after(created, VISIT_CURSORS)]
+        for cursor in above or [None]:
+            steps = walk_pages(self.fetch_page, after=cursor, limit=self.page_size)
+            try:
+                async with contextlib.aclosing(steps):
+                    async for step in steps:
+                        fetched = await self.hand_on(step, queue, fetched)
+                        if target not in self.walk_targets or listed_below(step.page, created):
+                            break
+                        if self.budget_spent(fetched):
+                            return fetched, False
+                return fetched, True
+            except UnknownCursorError:
+                continue  # that batch has left the list: start after the next one above
+        return fetched, True
+
     async def walk_on(self, after: str | None, queue: PageQueue, fetched: int) -> bool:
-        """Walk on below a finished walk (or from the top) until the walk targets are passed.
+        """Walk on below a finished walk until the walk targets are passed.
 
         Returns False when the page or time budget ran out first.
         """
         # Below the oldest target's creation time, one not yet met has left the list: the
         # refresh by id asks for it, instead of the walk going on to the end of the list.
         floor = await self.store.oldest_created_at(self.walk_targets)
-        steps = walk_pages(self.client.fetch_page, after=after, limit=self.page_size)
+        steps = walk_pages(self.fetch_page, after=after, limit=self.page_size)
         async with contextlib.aclosing(steps):
             async for step in steps:
-                ids = [b["id"] for b in step.page.batches]
-                self.to_refresh.difference_update(ids)
-                self.walk_targets.difference_update(ids)
-                await queue.put((step, None))
-                fetched += 1
-                last = step.page.batches[-1].get("created_at") if step.page.batches else None
-                passed = floor is not None and isinstance(last, int) and last < floor
-                if not self.walk_targets or passed:
+                fetched = await self.hand_on(step, queue, fetched)
+                if not self.walk_targets or (floor is not None and listed_below(step.page, floor)):
                     return True
                 if self.budget_spent(fetched):
                     return False
         return True
+
+    async def hand_on(self, step: WalkStep, queue: PageQueue, fetched: int) -> int:
+        """Strike a page's batches off the run's sets and queue it, with no walk state."""
+        ids = [b["id"] for b in step.page.batches]
+        self.to_refresh.difference_update(ids)
+        self.walk_targets.difference_update(ids)
+        await queue.put((step, None))
+        return fetched + 1
+
+
+def listed_below(page: BatchPage, second: int) -> bool:
+    """Whether a page lies below the batches created at `second`: half of its batches or
+    more were created before. One batch's odd creation time alone never says so."""
+    times = sorted(t for b in page.batches if isinstance(t := b.get("created_at"), int))
+    return bool(times) and times[(len(times) - 1) // 2] < second

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .api import ApiClient
+from .budget import OutOfTime, before_deadline
 from .errors import ApiError, ServerError, TransportError, about_one_batch, first_exception
 from .pages import Batch
 
@@ -23,7 +24,7 @@ class RefreshEnd:
     """How a refresh by id ended."""
 
     answered: set[str] = field(default_factory=set)  # fetched, or answered 404
-    out_of_time: bool = False  # `stop()` said so before every batch was asked for
+    out_of_time: bool = False  # the time budget ran out before every batch was answered
     route_failing: bool = False  # requests by id kept failing while the list answered
 
 
@@ -35,13 +36,14 @@ async def refresh_by_id(
     chunk: int,
     save: SaveChunk,
     skip: Callable[[str, ApiError], None],
-    stop: Callable[[], bool] = lambda: False,
+    time_left: Callable[[], float | None] = lambda: None,
     api_answers: Callable[[], Awaitable[bool]],
 ) -> RefreshEnd:
     """Fetch each batch by id with `concurrency` workers and save them `chunk` at a time.
 
-    Stops short when `stop()` says so (a time budget), or when requests by id keep failing
-    while the list answers (see _FailureStreak).
+    Stops short when `time_left()` runs out (a time budget, kept while a request is in
+    flight too), or when requests by id keep failing while the list answers (see
+    _FailureStreak).
 
     `save(batches, gone_ids)` receives the batches fetched and the ids the API answered 404
     for; each call is one transaction, so an interruption loses at most the unsaved chunk,
@@ -73,11 +75,11 @@ async def refresh_by_id(
         for batch_id in pending:  # the iterator is shared: each id goes to one worker
             if end.route_failing or end.out_of_time:
                 return
-            if stop():
+            try:
+                batch = await before_deadline(client.fetch_batch(batch_id), time_left())
+            except OutOfTime:
                 end.out_of_time = True
                 return
-            try:
-                batch = await client.fetch_batch(batch_id)
             except ApiError as exc:
                 if not (about_one_batch(exc) or isinstance(exc, ServerError | TransportError)):
                     raise

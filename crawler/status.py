@@ -107,7 +107,7 @@ def format_status(report: StatusReport) -> str:
     if report.by_id_failed_at is not None:
         lines.append(
             f"requests by id (GET /batches/{{id}}) kept failing at "
-            f"{_when(report.by_id_failed_at)}: in-flight batches are refreshed by walking "
+            f"{_when(report.by_id_failed_at)}: in-flight batches are refreshed from "
             "the list, for a day after that"
         )
     if report.runs:

@@ -58,20 +58,26 @@ class _Run:
 
     def walks_instead_of_by_id(self) -> bool:
         failed = self.by_id_failed_at
-        return failed is not None and time.time() - failed < WALK_INSTEAD_OF_BY_ID
+        # A mark ahead of the clock (set while the clock ran ahead) would hold for as long.
+        return failed is not None and 0 <= time.time() - failed < WALK_INSTEAD_OF_BY_ID
 
     def budget_spent(self, pages_fetched: int) -> bool:
         limit = self.settings.max_pages
         return (limit is not None and pages_fetched >= limit) or self.time_spent()
 
     def time_spent(self) -> bool:
+        left = self.time_left()
+        return left is not None and left <= 0
+
+    def time_left(self) -> float | None:
+        """Seconds left of the time budget (None: no budget)."""
         seconds = self.settings.max_seconds
-        return seconds is not None and self.clock() - self.started >= seconds
+        return None if seconds is None else seconds - (self.clock() - self.started)
 
     async def pipeline(self, client: ApiClient, walk: WalkState | None) -> bool:
         """Fetch page k+1 while page k is written; True when the walk finished.
 
-        `walk` None walks from the top down to the walk targets only (ListWalk.walk_down).
+        `walk` None reads only the pages listing the walk targets (ListWalk.visit_targets).
         """
         queue: PageQueue = asyncio.Queue(QUEUE_PAGES)
         walker = ListWalk(
@@ -80,6 +86,7 @@ class _Run:
             self.settings.page_size,
             note=self.note,
             budget_spent=self.budget_spent,
+            time_left=self.time_left,
             to_refresh=self.to_refresh,
             walk_targets=self.walk_targets,
             stored_mark=self.stored_mark,
@@ -87,7 +94,8 @@ class _Run:
         try:
             async with asyncio.TaskGroup() as tasks:
                 if walk is None:
-                    tasks.create_task(walker.walk_down(queue, self.figures.pages))
+                    order = [b for b in self.refresh_order if b in self.walk_targets]
+                    tasks.create_task(walker.visit_targets(order, queue, self.figures.pages))
                 else:
                     tasks.create_task(walker.run(walk, queue))
                 writer = tasks.create_task(self.write(queue))
@@ -205,14 +213,11 @@ async def _plan_refresh(store: Store, run: _Run) -> None:
     run.to_refresh = set(plan.to_refresh)
     run.refresh_order = [batch_id for batch_id, _ in unsettled]
     run.by_id_failed_at = await store.by_id_failed_at()
-    if run.walks_instead_of_by_id():
-        run.walk_targets = set(plan.to_refresh)
-        if unsettled:
-            run.note(
-                "requests by id (GET /batches/{id}) kept failing on an earlier sync: "
-                "in-flight batches are refreshed by walking the list, for a day after that"
-            )
-        return
+    if run.walks_instead_of_by_id() and unsettled:
+        run.note(
+            "requests by id (GET /batches/{id}) kept failing on an earlier sync: "
+            "in-flight batches are refreshed from the list, for a day after that"
+        )
     # A budget may stop a walk at the same depth on every run; by id, least recently
     # seen first, every run gets further.
     budgeted = run.settings.max_pages is not None or run.settings.max_seconds is not None
@@ -221,24 +226,18 @@ async def _plan_refresh(store: Store, run: _Run) -> None:
 
 async def _refresh(run: _Run, client: ApiClient) -> bool:
     """Bring up to date the unsettled batches the walk did not pass: by id, then those by
-    id failed by walking the list down to them. False if the budget ran out first."""
-    if not run.walks_instead_of_by_id():  # else the walk went on down to them already
-        end = await _refresh_by_id(run, client)
-        if end.out_of_time:
+    id failed from the pages of the list that hold them. While requests by id are known to
+    fail, from the list first, and by id only those it did not show. False if the budget
+    ran out first."""
+    walking = run.walks_instead_of_by_id()
+    if not walking and not await _refresh_by_id(run, client):
+        return False
+    if run.to_refresh:
+        run.walk_targets = set(run.to_refresh)
+        if not await run.pipeline(client, None):
             return False
-        if end.route_failing:
-            run.note(
-                "requests by id (GET /batches/{id}) kept failing while the list answered: "
-                "in-flight batches are refreshed by walking the list instead, for a day"
-            )
-            await run.store.mark_by_id_failed(int(time.time()))
-        elif run.by_id_failed_at is not None:
-            await run.store.mark_by_id_failed(None)
-        run.to_refresh -= end.answered
-        if run.to_refresh:
-            run.walk_targets = set(run.to_refresh)
-            if not await run.pipeline(client, None):
-                return False
+    if walking and run.to_refresh and not await _refresh_by_id(run, client):
+        return False
     # Neither by id nor in the list: deleted, or a server out of step with itself.
     for batch_id in sorted(run.to_refresh):
         why = run.by_id_failures.get(batch_id, "requests by id are failing")
@@ -246,7 +245,25 @@ async def _refresh(run: _Run, client: ApiClient) -> bool:
     return True
 
 
-async def _refresh_by_id(run: _Run, client: ApiClient) -> RefreshEnd:
+async def _refresh_by_id(run: _Run, client: ApiClient) -> bool:
+    """Ask for each batch left to refresh by id; False if the time budget ran out first."""
+    end = await _ask_by_id(run, client)
+    if end.out_of_time:
+        return False
+    if end.route_failing:
+        if not run.walks_instead_of_by_id():
+            run.note(
+                "requests by id (GET /batches/{id}) kept failing while the list answered: "
+                "in-flight batches are refreshed from the list instead, for a day"
+            )
+        await run.store.mark_by_id_failed(int(time.time()))
+    elif run.by_id_failed_at is not None and (end.answered or not run.walks_instead_of_by_id()):
+        await run.store.mark_by_id_failed(None)  # requests by id work again
+    run.to_refresh -= end.answered
+    return True
+
+
+async def _ask_by_id(run: _Run, client: ApiClient) -> RefreshEnd:
     async def save(batches: Sequence[Batch], gone: Sequence[str]) -> None:
         run.figures = run.figures.plus(refreshed_by_id=len(batches) + len(gone), gone=len(gone))
         await run.save(batches, None, gone)
@@ -261,7 +278,7 @@ async def _refresh_by_id(run: _Run, client: ApiClient) -> RefreshEnd:
         chunk=run.settings.page_size,
         save=save,
         skip=skip,
-        stop=run.time_spent,
+        time_left=run.time_left,
         api_answers=lambda: _answers(client),
     )
 

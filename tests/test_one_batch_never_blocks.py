@@ -42,16 +42,13 @@ def serve_head(mock: aioresponses) -> None:
     mock.get(f"{BASE_URL}/batches?limit=2", payload=body)
 
 
-def serve_walk_down(mock: aioresponses, listed: list[int] = NUMBERS) -> None:
-    """The head page, then the list again from the top, as a walk down to the batches that
-    requests by id could not refresh reads it; the batches `listed` all completed."""
+def serve_visit(mock: aioresponses, listed: list[int] = NUMBERS) -> None:
+    """The head page, then the page after batch 3 (stored just above batch 2), as a visit
+    to the batches that requests by id could not refresh reads it; those `listed` completed."""
     serve_head(mock)
-    after = ""
-    for start in range(0, len(listed), 2):
-        chunk = [make_batch(n) for n in listed[start : start + 2]]
-        more = start + 2 < len(listed)
-        mock.get(f"{BASE_URL}/batches?limit=2{after}", payload=list_body(chunk, more))
-        after = f"&after={chunk[-1]['id']}"
+    below = [make_batch(n) for n in listed if n < 3]
+    after = f"&after={make_batch(3)['id']}"
+    mock.get(f"{BASE_URL}/batches?limit=2{after}", payload=list_body(below, False))
 
 
 def not_found(code: str | None, message: str = "No batch found with id 'x'.") -> dict[str, Any]:
@@ -170,10 +167,10 @@ async def test_a_batch_whose_answer_by_id_is_unusable_is_refreshed_from_the_list
     gone, and an answer naming another batch adds no row the list never showed."""
     await first_sync(settings, fast_retry)
     with aioresponses() as mock:
-        serve_walk_down(mock)
+        serve_visit(mock)
         mock.get(BY_ID, **answer)
         result = await sync(settings, retry=fast_retry)
-    assert (result.complete, result.pages, result.gone, result.warnings) == (True, 4, 0, ())
+    assert (result.complete, result.pages, result.gone, result.warnings) == (True, 2, 0, ())
     assert straggler_row(settings.db) == ("completed", 0, 0)
     with contextlib.closing(sqlite3.connect(settings.db)) as conn:
         assert conn.execute("SELECT count(*) FROM batches").fetchone() == (len(NUMBERS),)
@@ -186,7 +183,7 @@ async def test_a_batch_refused_by_id_and_gone_from_the_list_is_named(
     stored, and the warning says both."""
     await first_sync(settings, fast_retry)
     with aioresponses() as mock:
-        serve_walk_down(mock, [n for n in NUMBERS if n != 2])
+        serve_visit(mock, [n for n in NUMBERS if n != 2])
         refused = {"error": {"message": "Invalid batch id.", "type": "invalid_request_error"}}
         mock.get(BY_ID, status=400, payload=refused)
         result = await sync(settings, retry=fast_retry)
@@ -433,6 +430,15 @@ def serve_pages(mock: aioresponses, numbers: list[int], batches: dict[int, Any])
         after = f"&after={chunk[-1]['id']}"
 
 
+def serve_after(mock: aioresponses, numbers: list[int], batches: dict[int, Any]) -> None:
+    """The page after each batch of `numbers` (newest first), two a page: whichever stored
+    batch a visit starts after."""
+    for i, n in enumerate(numbers):
+        chunk = [batches.get(m) or make_batch(m) for m in numbers[i + 1 : i + 3]]
+        body = list_body(chunk, i + 3 < len(numbers))
+        mock.get(f"{BASE_URL}/batches?limit=2&after={make_batch(n)['id']}", payload=body)
+
+
 async def test_a_walk_target_gone_from_the_list_does_not_walk_the_whole_list(
     settings: Settings, fast_retry: RetryPolicy
 ) -> None:
@@ -470,14 +476,14 @@ async def test_a_batch_whose_answers_keep_failing_is_refreshed_from_the_list(
     settings: Settings, fast_retry: RetryPolicy
 ) -> None:
     """A 500 for one batch, past every retry, while the others answer: that batch is
-    refreshed by walking the list down to it, and the run completes."""
+    refreshed from the list, and the run completes."""
     newer = make_batch(3, status="in_progress", completed_at=None)
     with aioresponses() as mock:
         serve_list(mock, {2: STRAGGLER, 3: newer})
         await sync(settings, retry=fast_retry)
     broken = {"error": {"message": "internal error", "type": "server_error"}}
     with aioresponses() as mock:
-        serve_walk_down(mock)
+        serve_visit(mock)
         mock.get(BY_ID, status=500, payload=broken, repeat=True)
         mock.get(f"{BASE_URL}/batches/{newer['id']}", payload=make_batch(3))
         result = await sync(settings, retry=fast_retry)
@@ -579,7 +585,8 @@ async def test_failures_in_a_row_with_the_api_up_skip_those_batches(
         await sync(settings, retry=fast_retry)
     broken = {"error": {"message": "internal error", "type": "server_error"}}
     with aioresponses() as mock:
-        serve_walk_down(mock)
+        serve_head(mock)
+        serve_after(mock, NUMBERS, {})
         for n in failing:
             url = f"{BASE_URL}/batches/{make_batch(n)['id']}"
             mock.get(url, status=500, payload=broken, repeat=True)
@@ -602,7 +609,7 @@ async def test_a_404_without_the_apis_envelope_is_about_the_path_not_the_batch(
     for _ in range(3):
         with aioresponses() as mock:
             serve_head(mock)
-            serve_list(mock, {2: STRAGGLER})
+            serve_after(mock, NUMBERS, {2: STRAGGLER})
             mock.get(BY_ID, status=404, payload={"detail": "Not Found"})
             result = await sync(settings, retry=fast_retry)
         assert (result.complete, result.gone, result.warnings) == (True, 0, ())
@@ -640,10 +647,10 @@ async def test_a_failing_by_id_route_gives_way_to_walking_the_list_for_a_day(
         serve_pages(mock, numbers, stragglers)  # still in flight
         serve_by_id(mock, status=502, payload=broken)
         failing = await sync(by_id, retry=fast_retry)
-    assert (failing.complete, failing.pages, len(set(asked))) == (True, 1 + 7, 6)
+    assert (failing.complete, failing.pages, len(set(asked))) == (True, 1 + 6, 6)
     assert failing.warnings == (
         "requests by id (GET /batches/{id}) kept failing while the list answered: "
-        "in-flight batches are refreshed by walking the list instead, for a day",
+        "in-flight batches are refreshed from the list instead, for a day",
     )
 
     asked.clear()
@@ -653,7 +660,7 @@ async def test_a_failing_by_id_route_gives_way_to_walking_the_list_for_a_day(
         walked = await sync(by_id, retry=fast_retry)
     assert (walked.complete, walked.pages, asked) == (True, 7, [])
     assert walked.warnings[0].startswith("requests by id (GET /batches/{id}) kept failing on")
-    assert "in-flight batches are refreshed by walking the list" in format_status(
+    assert "in-flight batches are refreshed from the list" in format_status(
         await read_status(settings.db)
     )
 
@@ -682,3 +689,95 @@ async def test_a_server_dating_every_batch_in_the_future_still_stops_at_the_head
         serve_pages(mock, [12, 11, 10, 7, 6, 5, 4, 3, 2, 1], ms)
         result = await sync(settings, retry=fast_retry)
     assert (result.complete, result.batches_new, result.pages) == (True, 3, 3)
+
+
+def mark_by_id_failed(db: Path, seconds_ago: int) -> None:
+    """As a sync records that requests by id kept failing while the list answered."""
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("UPDATE walk_state SET by_id_failed_at = unixepoch() - ?", (seconds_ago,))
+
+
+async def test_runs_on_a_budget_reach_deep_batches_when_requests_by_id_fail(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """Requests by id known to fail, two batches in flight deep in the list, one page of
+    budget: each run reads a page where one of them is listed, so the second run completes.
+    Walking down from the top, every run would spend its page on the top and exit 3."""
+    numbers = list(range(20, 0, -1))
+    deep = {n: make_batch(n, status="in_progress") for n in (9, 3)}
+    with aioresponses() as mock:
+        serve_pages(mock, numbers, deep)
+        await sync(settings, retry=fast_retry)
+    mark_by_id_failed(settings.db, 60)
+    one_page = dataclasses.replace(settings, max_pages=1)
+    ended = []
+    for _ in range(2):
+        with aioresponses() as mock:
+            serve_pages(mock, numbers[:2], {})  # the head
+            serve_after(mock, numbers, {})  # both completed since
+            result = await sync(one_page, retry=fast_retry)
+        ended.append((result.complete, result.pages))
+    assert ended == [(False, 2), (True, 2)]
+    with contextlib.closing(sqlite3.connect(settings.db)) as conn:
+        assert conn.execute("SELECT DISTINCT status FROM batches").fetchall() == [("completed",)]
+
+
+async def test_one_odd_creation_time_does_not_end_a_walk_on_to_batches_in_flight(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """A batch dated long ago, listed last on a page above the batches in flight: the walk
+    goes on to them rather than stopping there and asking for each by id."""
+    odd = make_batch(100, created_at=5)
+    numbers = [21, 20, 19, 18, 17, 16, 15, 100, 14, 13, 12, 11]
+    in_flight = {n: make_batch(n, status="in_progress") for n in (17, 16, 14)}
+    four = dataclasses.replace(settings, page_size=4)
+
+    def serve(mock: aioresponses, batches: dict[int, Any]) -> None:
+        after = ""
+        for start in range(0, len(numbers), 4):
+            chunk = [batches.get(n) or make_batch(n) for n in numbers[start : start + 4]]
+            body = list_body(chunk, start + 4 < len(numbers))
+            mock.get(f"{BASE_URL}/batches?limit=4{after}", payload=body)
+            after = f"&after={chunk[-1]['id']}"
+
+    with aioresponses() as mock:
+        serve(mock, {**in_flight, 100: odd})
+        await sync(four, retry=fast_retry)
+    with aioresponses() as mock:
+        serve(mock, {100: odd})
+        result = await sync(four, retry=fast_retry)
+    assert (result.complete, result.pages, result.refreshed_by_id) == (True, 3, 0)
+    with contextlib.closing(sqlite3.connect(settings.db)) as conn:
+        assert conn.execute("SELECT DISTINCT status FROM batches").fetchall() == [("completed",)]
+
+
+async def test_a_mark_dated_ahead_of_the_clock_does_not_hold(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """Requests by id marked failing while the clock ran a year ahead: once the clock is
+    right again they are tried at once, not a year later."""
+    await first_sync(settings, fast_retry)
+    mark_by_id_failed(settings.db, -365 * 86_400)
+    with aioresponses() as mock:
+        serve_head(mock)
+        mock.get(BY_ID, payload=make_batch(2))
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.refreshed_by_id, result.warnings) == (True, 1, ())
+    assert straggler_row(settings.db) == ("completed", 0, 0)
+
+
+async def test_while_requests_by_id_fail_a_batch_with_no_place_in_the_list_is_asked_by_id(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """No creation time, no page to read it from: by id all the same, not left stale."""
+    dateless = make_batch(2, status="in_progress", created_at=None)
+    with aioresponses() as mock:
+        serve_list(mock, {2: dateless})
+        await sync(settings, retry=fast_retry)
+    mark_by_id_failed(settings.db, 60)
+    with aioresponses() as mock:
+        serve_head(mock)
+        mock.get(BY_ID, payload=make_batch(2))
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.refreshed_by_id) == (True, 1)
+    assert straggler_row(settings.db) == ("completed", 0, 0)

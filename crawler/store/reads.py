@@ -130,6 +130,17 @@ def select_oldest_created_at(db: sqlite3.Connection, batch_ids: list[str]) -> in
     return row[0] if row else None
 
 
+def select_created_just_after(db: sqlite3.Connection, second: int, count: int) -> list[str]:
+    """The ids of the `count` stored batches created soonest after `second`, soonest first:
+    those listed just above a batch created then."""
+    rows = db.execute(
+        "SELECT id FROM batches WHERE created_at > ? AND typeof(created_at) = 'integer' "
+        "ORDER BY created_at, id LIMIT ?",
+        (second, count),
+    ).fetchall()
+    return [batch_id for (batch_id,) in rows]
+
+
 def select_last_rowid(db: sqlite3.Connection) -> int:
     """The rowid of the last batch stored so far: an upsert keeps a row's rowid, so those
     at or below it were stored before, whatever a run writes after."""

@@ -25,6 +25,7 @@ from .reads import (
     DamagedRowError,
     select_by_id_failed_at,
     select_created_at,
+    select_created_just_after,
     select_last_rowid,
     select_newest,
     select_oldest_created_at,
@@ -312,6 +313,10 @@ class Store:
     async def created_at(self, batch_id: str) -> int | None:
         """The stored creation time of a batch, if it is stored and is a whole number."""
         return await self._in_thread(select_created_at, batch_id)
+
+    async def created_just_after(self, second: int, count: int) -> list[str]:
+        """The `count` stored batches created soonest after `second`, soonest first."""
+        return await self._in_thread(select_created_just_after, second, count)
 
     async def by_id_failed_at(self) -> int | None:
         """When requests by id last kept failing while the list answered (None: they did not)."""
