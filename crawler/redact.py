@@ -29,17 +29,21 @@ def looks_like_secret(value: Any) -> bool:
 
 _MASK = "***"
 
-# A run this long of a key is masked even when the rest is cut off or altered: past the
-# prefix all keys share (sk-proj-), it identifies the key; shorter runs are not secret.
+# In a message, a run this long of a key is masked even when the rest is cut off or
+# altered: past the prefix all keys share (sk-proj-), it tells which key it was.
 _IDENTIFYING_RUN = 16
 
-# Every run of _IDENTIFYING_RUN characters of a form holds one of the form's blocks of this
-# size (aligned at multiples of it): finding none of them rules a text out quickly.
-_BLOCK = _IDENTIFYING_RUN // 2
+
+def _stored_run(secret: str) -> int:
+    """The run of a key that stored data must never hold: half the key, 16 characters at
+    least. Less leaves the rest of the key (78 characters of a project key) as unguessable
+    as the whole; searching every page for shorter runs would cost the walk a sixth of its
+    speed, for no secret kept."""
+    return max(_IDENTIFYING_RUN, (len(secret) + 1) // 2)
 
 
 def mask_secret(text: str, secret: str | None) -> str:
-    """`text` with `secret` masked as `***` in every form a server may echo it in.
+    """`text` (a message) with `secret` masked as `***` in every form a server may echo it in.
 
     As is, JSON-escaped, percent-encoded, with its whitespace collapsed, and any run of
     `_IDENTIFYING_RUN` characters or more of one of these (a key cut short, say). A key
@@ -50,37 +54,38 @@ def mask_secret(text: str, secret: str | None) -> str:
         return text
     if len(secret) < _IDENTIFYING_RUN:
         return re.sub(rf"(?<![\w-]){re.escape(secret)}(?![\w-])", _MASK, text)
-    scan = _scan(secret)
-    if not scan.may_hold(text):
-        return text
-    for form in scan.forms:
-        text = text.replace(form, _MASK)
-    return _mask_runs(text, scan.runs)
+    return _mask(text, _scan(secret, _IDENTIFYING_RUN))
 
 
 def holds_secret(text: str, secret: str | None) -> bool:
-    """Whether `text` holds `secret`, or a run of it long enough to identify it, in any form.
+    """Whether stored `text` holds `secret`, or half of it or more, in any form.
 
     Always False for a key shorter than an identifying run: stored data is never searched
     for a placeholder key, which ordinary values (a status, a digit) may spell.
     """
     if not secret or len(secret) < _IDENTIFYING_RUN:
         return False
-    scan = _scan(secret)
-    return scan.may_hold(text) and _find_runs(text, scan.runs) != []
+    scan = _scan(secret, _stored_run(secret))
+    return scan.may_hold(text) and _find_runs(text, scan) != []
 
 
 def mask_values(row: tuple[Any, ...], secret: str) -> tuple[Any, ...]:
-    """`row` with `secret` masked in each of its text values."""
-    return tuple(mask_secret(v, secret) if isinstance(v, str) else v for v in row)
+    """`row` (values to store) with what `holds_secret` finds masked in each text value."""
+    if len(secret) < _IDENTIFYING_RUN:
+        return row
+    scan = _scan(secret, _stored_run(secret))
+    return tuple(_mask(v, scan) if isinstance(v, str) else v for v in row)
 
 
 @dataclass(frozen=True)
 class _Scan:
-    """What searching for one key takes, worked out once per key."""
+    """What searching for runs of one key takes, worked out once per key and run."""
 
     forms: tuple[str, ...]  # longest first, so that no form is masked only in part
-    runs: frozenset[str]  # every identifying run of every form
+    run: int
+    runs: frozenset[str]  # every run of `run` characters of every form
+    # Every run holds one of its form's blocks of (run + 1) // 2 characters, aligned at
+    # multiples of that size: finding none of them rules a text out quickly.
     blocks: tuple[str, ...]
 
     def may_hold(self, text: str) -> bool:
@@ -88,20 +93,30 @@ class _Scan:
 
 
 @functools.lru_cache(maxsize=4)
-def _scan(secret: str) -> _Scan:
+def _scan(secret: str, run: int) -> _Scan:
     forms = _secret_forms(secret)
-    size = _IDENTIFYING_RUN
+    size = (run + 1) // 2
     return _Scan(
         forms=tuple(sorted(forms, key=len, reverse=True)),
-        runs=frozenset(form[i : i + size] for form in forms for i in range(len(form) - size + 1)),
+        run=run,
+        runs=frozenset(form[i : i + run] for form in forms for i in range(len(form) - run + 1)),
         blocks=tuple(
-            {
-                form[i : i + _BLOCK]
-                for form in forms
-                for i in range(0, len(form) - _BLOCK + 1, _BLOCK)
-            }
+            {form[i : i + size] for form in forms for i in range(0, len(form) - size + 1, size)}
         ),
     )
+
+
+def _mask(text: str, scan: _Scan) -> str:
+    """`text` with every form of the key, and every span of its runs, masked."""
+    if not scan.may_hold(text):
+        return text
+    for form in scan.forms:
+        text = text.replace(form, _MASK)
+    kept, last = [], 0
+    for start, end in _find_runs(text, scan):
+        kept += [text[last:start], _MASK]
+        last = end
+    return "".join([*kept, text[last:]])
 
 
 def _secret_forms(secret: str) -> set[str]:
@@ -120,23 +135,14 @@ def _secret_forms(secret: str) -> set[str]:
     return {form for form in forms if form}
 
 
-def _find_runs(text: str, runs: frozenset[str]) -> list[tuple[int, int]]:
-    """The spans of `text` made of identifying runs, overlapping ones joined."""
-    size = _IDENTIFYING_RUN
+def _find_runs(text: str, scan: _Scan) -> list[tuple[int, int]]:
+    """The spans of `text` made of the scan's runs, overlapping ones joined."""
+    size = scan.run
     spans: list[tuple[int, int]] = []
     for i in range(len(text) - size + 1):
-        if text[i : i + size] in runs:
+        if text[i : i + size] in scan.runs:
             if spans and i <= spans[-1][1]:
                 spans[-1] = (spans[-1][0], i + size)
             else:
                 spans.append((i, i + size))
     return spans
-
-
-def _mask_runs(text: str, runs: frozenset[str]) -> str:
-    """`text` with every span of identifying runs masked."""
-    kept, last = [], 0
-    for start, end in _find_runs(text, runs):
-        kept += [text[last:start], _MASK]
-        last = end
-    return "".join([*kept, text[last:]])

@@ -17,7 +17,7 @@ from aioresponses import aioresponses
 
 from crawler.api import RetryPolicy
 from crawler.config import Settings
-from crawler.redact import mask_secret
+from crawler.redact import holds_secret, mask_secret, mask_values
 from crawler.replies import build_api_error
 from crawler.sync import sync
 
@@ -272,6 +272,17 @@ async def test_a_placeholder_key_never_masks_stored_values(
         (make_batch(2)["id"], "completed", "x-0"),
         ("batch_x0x", make_batch(1)["status"], make_batch(1)["model"]),
     ]
+
+
+def test_stored_values_mask_half_a_long_key_or_more() -> None:
+    """164 characters, as project keys are: half of it is masked in what is stored (the
+    rest would stay unguessable, but no more is let through); messages mask 16."""
+    key = "sk-proj-" + "".join(f"{n:02d}aB" for n in range(39))
+    assert len(key) == 164
+    half, less = key[10:92], key[10:91]
+    assert (holds_secret(f"x{half}y", key), holds_secret(f"x{less}y", key)) == (True, False)
+    assert mask_values((f"x{half}y", f"x{less}y", 1), key) == ("x***y", f"x{less}y", 1)
+    assert mask_secret(f"x{key[30:46]}y", key) == "x***y"
 
 
 def test_a_short_key_is_masked_as_a_word_only() -> None:
