@@ -33,7 +33,8 @@ from .fake import BAD_PAGE_MODES, BROKEN_PAGINATION_MODES, ID_STYLES, FakeApiOpt
 from .prices import PriceFile, PriceFileError, read_prices
 from .progress import ProgressLine
 from .redact import mask_secret
-from .report import format_answer, format_report, parse_since, read_report
+from .report import format_answer, format_report, parse_since, read_report, utc
+from .report_html import render_html
 from .runs import SyncResult
 from .status import dumps, format_status, read_status
 from .store import open_store
@@ -182,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     report_cmd.add_argument("--db", type=Path, default=Path("batches.db"), help="SQLite file")
     report_cmd.add_argument("--since", default="7d", help="the period: 12h, 7d, 2w (default: 7d)")
     report_cmd.add_argument("--json", action="store_true", help="print the report as JSON")
+    report_cmd.add_argument(
+        "--html",
+        type=Path,
+        metavar="FILE",
+        help="also write the report as one self-contained page with charts (no scripts)",
+    )
 
     prices_cmd = commands.add_parser(
         "prices",
@@ -451,11 +458,26 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     since = parse_since(args.since)
     report = _run_async(read_report(args.db, since=since, now=int(time.time())))
+    if args.html is not None:
+        _write_page(args.html, render_html(report))
     if args.json:
         _out(json.dumps(report.as_json(), indent=2, ensure_ascii=False))
+    elif args.html is not None:
+        _out(f"Wrote {args.html}: the report of batches created since {utc(report.start)}.")
     else:
         _out(format_report(report))
     return EXIT_OK
+
+
+def _write_page(path: Path, page: str) -> None:
+    """Write `page` whole or not at all: a reader never opens half a report."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_text(page, encoding="utf-8")
+        partial.replace(path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
 
 
 def _cmd_prices(args: argparse.Namespace) -> int:

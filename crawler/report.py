@@ -79,14 +79,34 @@ def report_queries(start: int) -> list[tuple[str, str]]:
     ]
 
 
+def chart_queries(start: int) -> list[tuple[str, str]]:
+    """The charts' (title, SQL) pairs: rows of (day, series, value), for `report --html`."""
+    since = f"created_at >= {int(start)}"
+    return [
+        (
+            "Daily spend by model",
+            "SELECT date(created_at, 'unixepoch') AS day,\n"
+            "       coalesce(model, '(not recorded)') AS model, sum(usd) AS usd\n"
+            f"FROM batch_costs WHERE {since} AND usd > 0 GROUP BY 1, 2 ORDER BY 1, 2",
+        ),
+        (
+            "Outcomes by day of creation",
+            "SELECT date(created_at, 'unixepoch') AS day, coalesce(status, '(none)') AS status,\n"
+            "       count(*) AS batches\n"
+            f"FROM batches WHERE {since} GROUP BY 1, 2 ORDER BY 1, 2",
+        ),
+    ]
+
+
 @dataclass(frozen=True)
 class Report:
-    """A period's answers."""
+    """A period's answers, and the rows its charts are drawn from."""
 
     db: Path
     start: int
     end: int
     answers: list[QueryAnswer]
+    charts: list[QueryAnswer]
 
     def as_json(self) -> dict[str, Any]:
         """A plain-data form for `report --json`."""
@@ -110,19 +130,21 @@ async def read_report(db: Path, *, since: int, now: int) -> Report:
     start = now - since
     async with open_reader(db) as reader:
         answers = await reader.read(answer_queries, report_queries(start))
-    return Report(db, start, now, answers)
+        charts = await reader.read(answer_queries, chart_queries(start))
+    return Report(db, start, now, answers, charts)
 
 
 def format_report(report: Report) -> str:
     """The report as text: a heading, then each answer as a table (its SQL left out)."""
-    start = _utc(report.start)
-    lines = [f"Batches created since {start} (to {_utc(report.end)}), from {report.db}"]
+    start = utc(report.start)
+    lines = [f"Batches created since {start} (to {utc(report.end)}), from {report.db}"]
     for answer in report.answers:
         lines += ["", format_answer(answer, with_sql=False)]
     return "\n".join(lines)
 
 
-def _utc(unix: int) -> str:
+def utc(unix: int) -> str:
+    """Unix time as a UTC minute: 2026-12-05 04:30Z."""
     return dt.datetime.fromtimestamp(unix, dt.UTC).strftime("%Y-%m-%d %H:%MZ")
 
 

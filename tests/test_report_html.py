@@ -1,0 +1,96 @@
+"""`report --html`: one self-contained page, its charts drawn from the period's rows."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from crawler.cli import main
+from crawler.report import Report
+from crawler.report_html import PALETTE, chart_series, render_html
+from crawler.store.reads import QueryAnswer
+
+from .test_answer_views import db  # noqa: F401  (a fixture: a database with known costs)
+
+DAY = 1_767_225_600  # 2026-01-01 00:00Z
+
+
+def answer(
+    rows: list[tuple[object, ...]], columns: tuple[str, ...] = ("a", "b", "c")
+) -> QueryAnswer:
+    return QueryAnswer("t", "SELECT 1", columns, rows)
+
+
+def report(spend: list[tuple[object, ...]], outcomes: list[tuple[object, ...]]) -> Report:
+    table = answer([("<gpt>", 2, 1.5)], ("model", "batches", "usd"))
+    return Report(Path("b.db"), DAY, DAY + 2 * 86_400, [table], [answer(spend), answer(outcomes)])
+
+
+def test_the_page_fetches_nothing_and_runs_no_script() -> None:
+    page = render_html(report([("2026-01-01", "gpt-4o", 1.0)], [("2026-01-01", "failed", 3)]))
+    assert page.count("<svg") == 2
+    for fetch in ("<script", "src=", "href=", "url(", "@import", "http:", "https:"):
+        assert fetch not in page, fetch
+    assert "<td>&lt;gpt&gt;</td>" in page, "values are escaped"
+
+
+def test_each_day_of_the_period_has_a_slot_and_each_bar_its_value() -> None:
+    """$3 and $1 on the first day, $2 on the third: bar heights in proportion, the top of
+    the scale a round $5; the second day has a label but no bar."""
+    spend = [("2026-01-01", "gpt-4o", 3.0), ("2026-01-01", "o3", 1.0), ("2026-01-03", "o3", 2.0)]
+    page = render_html(report(spend, []))
+    chart = page[: page.index("Outcomes by day of creation</h2>")]
+    heights = {
+        title: float(height)
+        for height, title in re.findall(r'height="([\d.]+)" fill="[^"]+"><title>([^<]+)<', chart)
+    }
+    assert heights.keys() == {
+        "2026-01-01 gpt-4o: $3.00",
+        "2026-01-01 o3: $1.00",
+        "2026-01-03 o3: $2.00",
+    }
+    unit = heights["2026-01-01 o3: $1.00"]
+    assert heights["2026-01-01 gpt-4o: $3.00"] == pytest.approx(3 * unit, abs=0.1)
+    assert heights["2026-01-03 o3: $2.00"] == pytest.approx(2 * unit, abs=0.1)
+    assert ">$5.00</text>" in chart
+    assert [label for label in ("01-01", "01-02", "01-03") if f">{label}</text>" in chart] == [
+        "01-01",
+        "01-02",
+        "01-03",
+    ]
+
+
+def test_past_the_palette_the_smallest_series_are_summed_as_others() -> None:
+    rows = [("2026-01-01", f"model-{n}", float(n + 1)) for n in range(len(PALETTE) + 2)]
+    series = chart_series(answer(rows))
+    assert len(series) == len(PALETTE) + 1
+    assert series[0].name == f"model-{len(PALETTE) + 1}"  # the largest first
+    assert (series[-1].name, series[-1].by_day) == ("others", {"2026-01-01": 3.0})
+
+
+def test_report_html_writes_the_page(
+    db: Path,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    page = tmp_path / "report.html"
+    assert main(["report", "--db", str(db), "--since", "10000d", "--html", str(page)]) == 0
+    assert capsys.readouterr().out.startswith(f"Wrote {page}: the report of batches created since")
+    text = page.read_text(encoding="utf-8")
+    assert "<h2>Top error codes</h2>" in text
+    assert "gpt-4o-mini: $0.53" in text, "batch 1 and 2's day, at batch rates"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+def test_an_unwritable_page_is_one_line_and_exit_2(
+    db: Path,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    page = tmp_path / "missing" / "report.html"
+    assert main(["report", "--db", str(db), "--html", str(page)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"cannot write {page}" in err
