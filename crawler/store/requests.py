@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import sqlite3
 import time
 from collections.abc import Collection, Sequence
@@ -10,8 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..request_rows import REQUEST_COLUMNS
+from .statements import execute_rows
 
-_REQUEST_VALUES = f"({', '.join('?' * len(REQUEST_COLUMNS))})"
 _UPSERT_REQUESTS = (
     f"INSERT INTO batch_requests ({', '.join(REQUEST_COLUMNS)}) VALUES {{values}} "
     "ON CONFLICT(batch_id, custom_id) DO UPDATE SET "
@@ -172,13 +171,8 @@ def select_files_to_fetch(
 
 def upsert_requests(db: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
     """Store request rows, replacing those of the same batch and custom_id (a file read
-    again after an interruption), in as few statements as SQLite's parameter limit allows."""
-    limit = db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-    per_statement = max(1, limit // len(REQUEST_COLUMNS))
-    for start in range(0, len(rows), per_statement):
-        chunk = rows[start : start + per_statement]
-        sql = _UPSERT_REQUESTS.format(values=", ".join([_REQUEST_VALUES] * len(chunk)))
-        db.execute(sql, list(itertools.chain.from_iterable(chunk)))
+    again after an interruption)."""
+    execute_rows(db, _UPSERT_REQUESTS, rows)
 
 
 def store_lines(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import sqlite3
@@ -41,10 +40,10 @@ from .requests import (
     upsert_requests,
 )
 from .schema import connect, database_error, in_thread, migrate
+from .statements import execute_rows
 
 T = TypeVar("T")
 
-_BATCH_VALUES = f"({', '.join('?' * len(BATCH_COLUMNS))})"
 _UPSERT_BATCHES = (
     f"INSERT INTO batches ({', '.join(BATCH_COLUMNS)}) VALUES {{values}} "
     "ON CONFLICT(id) DO UPDATE SET "
@@ -54,10 +53,7 @@ _UPSERT_BATCHES = (
 _INSERT_FILE = (
     "INSERT OR IGNORE INTO batch_files (file_id, batch_id, kind, state) VALUES (?, ?, ?, 'pending')"
 )
-_INSERT_ERROR = (
-    f"INSERT INTO batch_errors ({', '.join(ERROR_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(ERROR_COLUMNS))})"
-)
+_INSERT_ERRORS = f"INSERT INTO batch_errors ({', '.join(ERROR_COLUMNS)}) VALUES {{values}}"
 _UPDATE_FIGURES = (
     f"UPDATE sync_runs SET {', '.join(f'{name} = ?' for name in FIGURE_COLUMNS)} WHERE id = ?"
 )
@@ -124,23 +120,6 @@ def _write_figures(db: sqlite3.Connection, run_id: int, figures: RunFigures) -> 
     db.execute(_UPDATE_FIGURES, (*figures.columns().values(), run_id))
 
 
-def _upsert_sql(rows: int) -> str:
-    return _UPSERT_BATCHES.format(values=", ".join([_BATCH_VALUES] * rows))
-
-
-def _upsert_batches(db: sqlite3.Connection, batch_rows: Sequence[tuple[Any, ...]]) -> None:
-    """Upsert rows with as few statements as SQLite's limit on parameters allows.
-
-    The sqlite3 module hands the GIL back and forth around every statement it steps, and
-    the event loop holds it for long stretches: one statement a page instead of one a row
-    walked about 10 % faster at L = 0 (bench/bench.py, 200,000 batches, 4 alternated runs).
-    """
-    per_statement = max(1, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(BATCH_COLUMNS))
-    for start in range(0, len(batch_rows), per_statement):
-        chunk = batch_rows[start : start + per_statement]
-        db.execute(_upsert_sql(len(chunk)), list(itertools.chain.from_iterable(chunk)))
-
-
 def _write_page(
     db: sqlite3.Connection,
     batch_rows: Sequence[tuple[Any, ...]],
@@ -155,13 +134,13 @@ def _write_page(
     marks = ", ".join("?" * len(ids))
     with _transaction(db):
         before = dict(db.execute(f"SELECT id, raw FROM batches WHERE id IN ({marks})", ids))
-        _upsert_batches(db, batch_rows)
+        execute_rows(db, _UPSERT_BATCHES, batch_rows)
         if before:
             # Only a batch stored before can have error lines to replace: a first walk
             # skips a hundred index probes a page.
             stored = ", ".join("?" * len(before))
             db.execute(f"DELETE FROM batch_errors WHERE batch_id IN ({stored})", list(before))
-        db.executemany(_INSERT_ERROR, error_rows)
+        execute_rows(db, _INSERT_ERRORS, error_rows)
         # In the same commit as the batch: a file to fetch is never lost to an interruption.
         db.executemany(_INSERT_FILE, file_rows)
         # gone_at keeps the first 404 of a streak; the count says how sure the mark is.

@@ -1,0 +1,110 @@
+"""Full-text search over error messages: the indexes follow every write, and a database
+of the previous version gets its messages indexed."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crawler.rows import build_page_rows
+from crawler.runs import RunFigures
+from crawler.store import open_store, schema
+from crawler.store.schema import load_migrations
+
+from .conftest import make_batch
+
+
+def errors(*messages: str) -> dict[str, Any]:
+    return {"object": "list", "data": [{"code": "invalid", "message": m} for m in messages]}
+
+
+async def save(db: Path, *batches: dict[str, Any]) -> None:
+    async with open_store(db) as store:
+        run = await store.start_run("full", "http://x")
+        rows, error_rows = build_page_rows(list(batches), 1)
+        await store.save_page(rows, error_rows, None, run, RunFigures())
+
+
+def search(db: Path, table: str, words: str) -> list[tuple[Any, ...]]:
+    """The rows of `table` whose indexed text matches `words`, as Datasette finds them."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        key = "batch_id, position" if table == "batch_errors" else "batch_id, custom_id"
+        return conn.execute(
+            f"SELECT {key} FROM {table} WHERE rowid IN "
+            f"(SELECT rowid FROM {table}_fts WHERE {table}_fts MATCH ?) ORDER BY 1, 2",
+            (words,),
+        ).fetchall()
+
+
+async def test_a_batchs_error_lines_are_found_and_replaced_lines_are_not(db_path: Path) -> None:
+    batch_id = make_batch(1)["id"]
+    await save(db_path, make_batch(1, errors=errors("Line 3: model not found", "bad JSON")))
+    assert search(db_path, "batch_errors", "model found") == [(batch_id, 0)]
+    await save(db_path, make_batch(1, errors=errors("token limit reached")))
+    assert search(db_path, "batch_errors", "model") == []
+    assert search(db_path, "batch_errors", "token limit") == [(batch_id, 0)]
+    assert search(db_path, "batch_errors", "invalid") == [(batch_id, 0)], "codes too"
+
+
+async def test_a_requests_error_is_found_after_insert_update_and_delete(db_path: Path) -> None:
+    await save(db_path, make_batch(1))
+    batch_id = make_batch(1)["id"]
+    upsert = (
+        "INSERT INTO batch_requests (batch_id, custom_id, file_id, kind, error_code, "
+        "error_message) VALUES (?, ?, 'f', 'error', ?, ?) ON CONFLICT(batch_id, custom_id) "
+        "DO UPDATE SET error_code = excluded.error_code, error_message = excluded.error_message"
+    )
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.executemany(
+            upsert,
+            [
+                (batch_id, "a", "context_length_exceeded", "maximum context length is 8192"),
+                (batch_id, "b", None, None),  # an answer: nothing to index
+            ],
+        )
+    assert search(db_path, "batch_requests", "context length") == [(batch_id, "a")]
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.execute(upsert, (batch_id, "a", "rate_limit", "too many requests"))
+        conn.execute(upsert, (batch_id, "b", None, "server overloaded"))
+    assert search(db_path, "batch_requests", "context") == []
+    assert search(db_path, "batch_requests", "requests OR overloaded") == [
+        (batch_id, "a"),
+        (batch_id, "b"),
+    ]
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.execute("DELETE FROM batch_requests WHERE custom_id = 'a'")
+        # Raises should a 'delete' have been given other values than those indexed.
+        conn.execute(
+            "INSERT INTO batch_requests_fts (batch_requests_fts, rank) "
+            "VALUES ('integrity-check', 0)"
+        )
+    assert search(db_path, "batch_requests", "requests OR overloaded") == [(batch_id, "b")]
+
+
+async def test_a_database_of_the_previous_version_has_its_messages_indexed(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migrations = load_migrations()
+    indexed = next(m.version for m in migrations if m.name == "error_search")
+    monkeypatch.setattr(
+        schema, "load_migrations", lambda: [m for m in migrations if m.version < indexed]
+    )
+    await save(db_path, make_batch(2, errors=errors("quota exceeded")), make_batch(1))
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.execute(
+            "INSERT INTO batch_requests (batch_id, custom_id, file_id, kind, error_message) "
+            "VALUES (?, 'r1', 'f', 'error', 'the server had an error')",
+            (make_batch(1)["id"],),
+        )
+    monkeypatch.undo()
+    async with open_store(db_path):
+        pass
+    assert search(db_path, "batch_errors", "quota") == [(make_batch(2)["id"], 0)]
+    assert search(db_path, "batch_requests", "server error") == [(make_batch(1)["id"], "r1")]
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        kept = conn.execute("SELECT batch_id, position, code, message FROM batch_errors").fetchall()
+    assert kept == [(make_batch(2)["id"], 0, "invalid", "quota exceeded")]
