@@ -19,6 +19,7 @@ from typing import Any, NoReturn, TypeVar
 
 from . import __version__
 from .config import Rule, Settings, integer_rule, load_settings, number_rule, setting_rule
+from .datasette import datasette_metadata
 from .demo import ask, run_demo
 from .errors import (
     EXIT_INTERRUPTED,
@@ -203,6 +204,18 @@ def build_parser() -> argparse.ArgumentParser:
     load_cmd = prices_actions.add_parser("load", help="replace or add prices from FILE")
     load_cmd.add_argument("file", type=Path, metavar="FILE", help="a CSV or a JSON price map")
     load_cmd.add_argument("--db", type=Path, default=Path("batches.db"), help="SQLite file")
+    metadata_cmd = commands.add_parser(
+        "datasette-metadata",
+        help="write the metadata Datasette reads to browse the database",
+        description="Print (or write to -o FILE) Datasette's metadata for the database: "
+        "what each table and view holds, facets on status, model and endpoint, newest "
+        "first, and the full-text search over error messages. Example:\n"
+        "  batch-crawler datasette-metadata --db batches.db -o metadata.json\n"
+        "  datasette batches.db -m metadata.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    metadata_cmd.add_argument("--db", type=Path, default=Path("batches.db"), help="SQLite file")
+    metadata_cmd.add_argument("-o", "--output", type=Path, metavar="FILE", help="write to FILE")
     _add_fake_api_command(commands)
     return parser
 
@@ -459,7 +472,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     since = parse_since(args.since)
     report = _run_async(read_report(args.db, since=since, now=int(time.time())))
     if args.html is not None:
-        _write_page(args.html, render_html(report))
+        _write_whole(args.html, render_html(report))
     if args.json:
         _out(json.dumps(report.as_json(), indent=2, ensure_ascii=False))
     elif args.html is not None:
@@ -469,8 +482,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _write_page(path: Path, page: str) -> None:
-    """Write `page` whole or not at all: a reader never opens half a report."""
+def _write_whole(path: Path, page: str) -> None:
+    """Write `page` whole or not at all: a reader never opens half a file."""
     partial = path.with_name(f".{path.name}.partial")
     try:
         partial.write_text(page, encoding="utf-8")
@@ -478,6 +491,17 @@ def _write_page(path: Path, page: str) -> None:
     except OSError as exc:
         partial.unlink(missing_ok=True)
         raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _cmd_datasette_metadata(args: argparse.Namespace) -> int:
+    # Datasette names a database after its file's stem.
+    text = json.dumps(datasette_metadata(args.db.stem), indent=2, ensure_ascii=False)
+    if args.output is None:
+        _out(text)
+    else:
+        _write_whole(args.output, text + "\n")
+        _out(f"Wrote {args.output}; browse with: datasette {args.db} -m {args.output}")
+    return EXIT_OK
 
 
 def _cmd_prices(args: argparse.Namespace) -> int:
@@ -509,6 +533,7 @@ async def _save_prices(db: Path, prices: PriceFile, *, source: str, as_of: str) 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "prices": _cmd_prices,
     "report": _cmd_report,
+    "datasette-metadata": _cmd_datasette_metadata,
     "sync": _cmd_sync,
     "status": _cmd_status,
     "demo": _cmd_demo,
