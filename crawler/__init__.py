@@ -20,16 +20,21 @@ from .errors import (
     PaginationError,
     UnstorableBatchError,
 )
+from .events import Event
+from .pages import BatchPage
 from .runs import Progress, SyncResult
+from .stream import iter_batches, iter_pages
 from .sync import sync
 
 __all__ = [
     "ApiError",
     "AuthenticationError",
+    "BatchPage",
     "ConfigError",
     "CrawlerError",
     "DatabaseBusyError",
     "DatabaseError",
+    "Event",
     "PaginationError",
     "Progress",
     "RetryPolicy",
@@ -37,6 +42,8 @@ __all__ = [
     "SyncResult",
     "UnstorableBatchError",
     "__version__",
+    "iter_batches",
+    "iter_pages",
     "load_settings",
     "sync",
 ]

@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from . import __version__
-from .config import Rule, Settings, integer_rule, load_settings, number_rule, setting_rule
+from .config import (
+    ENV_LOG_FORMAT,
+    LOG_FORMATS,
+    Rule,
+    Settings,
+    integer_rule,
+    load_settings,
+    number_rule,
+    setting_rule,
+)
 from .datasette import datasette_metadata
 from .demo import ask, run_demo
 from .errors import (
@@ -30,7 +39,9 @@ from .errors import (
     ConfigError,
     CrawlerError,
 )
+from .events import WARNING, Event, failure_event
 from .fake import BAD_PAGE_MODES, BROKEN_PAGINATION_MODES, ID_STYLES, FakeApiOptions, serve
+from .logs import JsonEvents, configure_logging
 from .prices import PriceFile, PriceFileError, read_prices
 from .progress import ProgressLine
 from .redact import mask_secret
@@ -150,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep each response body (large, and holds your content) in batch_requests.body",
     )
     sync_cmd.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    sync_cmd.add_argument(
+        "--json", action="store_true", help="print the run's result as one JSON object"
+    )
 
     status_cmd = commands.add_parser(
         "status",
@@ -217,6 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
     metadata_cmd.add_argument("--db", type=Path, default=Path("batches.db"), help="SQLite file")
     metadata_cmd.add_argument("-o", "--output", type=Path, metavar="FILE", help="write to FILE")
     _add_fake_api_command(commands)
+    # Every command takes it: a pipeline may run any of them and parse what it logs.
+    for command in [c for c in commands.choices.values() if c is not prices_cmd] + [load_cmd]:
+        command.add_argument(
+            "--log-format",
+            choices=LOG_FORMATS,
+            help=f"stderr as text lines (default) or JSON lines (also ${ENV_LOG_FORMAT})",
+        )
     return parser
 
 
@@ -418,13 +439,25 @@ def _cmd_sync(args: argparse.Namespace) -> int:
         "files": args.files,
         "outputs": args.outputs,
         "bodies": args.bodies,
+        "log_format": args.log_format,
     }
     settings = load_settings(flags, os.environ, args.config)
-    with _progress_line(show=not args.quiet) as progress:
+    json_lines = settings.log_format == "json"
+    if json_lines != (args.events is not None):  # the config file chose it
+        _configure_logging(args, settings.log_format)
+    with _progress_line(show=not (args.quiet or json_lines)) as progress:
         result = _run_async(
-            sync(settings, restart=args.restart, full=args.full, on_progress=progress)
+            sync(
+                settings,
+                restart=args.restart,
+                full=args.full,
+                on_progress=progress,
+                on_event=args.events,
+            )
         )
-    if not args.quiet:
+    if args.json:
+        _out(json.dumps(result.as_json()))
+    elif not args.quiet:
         _out(format_summary(result))
     return EXIT_OK if result.complete else EXIT_PARTIAL
 
@@ -541,24 +574,33 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
-def _configure_logging(args: argparse.Namespace) -> None:
-    """Log to stderr: errors; -v: retries too; -vv: every request.
-
-    Without -v, a retry is still one warning line, so that a run waiting on a slow or failing
-    server says so (a cron job's mail, a CI log), unless -q asks for silence or a terminal's
-    progress line shows it instead.
-    """
-    level = {0: logging.ERROR, 1: logging.WARNING}.get(args.verbose, logging.DEBUG)
-    handler = logging.StreamHandler()
-    if level > logging.WARNING and not getattr(args, "quiet", False) and not _draws_progress():
-        level = logging.WARNING
-        # Only ours: other libraries' warnings stay hidden without -v, as they always were.
-        handler.addFilter(lambda r: r.levelno >= logging.ERROR or r.name.startswith("crawler."))
-    logging.basicConfig(
-        level=level, format="%(levelname)s %(name)s: %(message)s", handlers=[handler]
+def _configure_logging(args: argparse.Namespace, log_format: str) -> None:
+    """Logs in `log_format`; `args.events` receives a run's events in JSON."""
+    json_lines = log_format == "json"
+    args.events = JsonEvents(sys.stderr) if json_lines else None
+    quiet = getattr(args, "quiet", False)
+    configure_logging(
+        args.verbose,
+        json_lines=json_lines,
+        retries_as_warnings=not quiet and not _draws_progress(),
     )
-    # aiosqlite's debug log echoes every row written: far too much, and never useful here.
-    logging.getLogger("aiosqlite").setLevel(max(level, logging.INFO))
+
+
+def _log_format(args: argparse.Namespace) -> str:
+    """The flag's format, else the environment's; a sync's config file may still choose.
+
+    Raises:
+        ConfigError: the environment names no format.
+    """
+    if args.log_format is not None:
+        return str(args.log_format)
+    text = os.environ.get(ENV_LOG_FORMAT, "").strip()
+    if not text:
+        return "text"
+    problem = setting_rule("log_format").problem(text)
+    if problem:
+        raise ConfigError(f"{ENV_LOG_FORMAT}: {problem}")
+    return text
 
 
 def _draws_progress() -> bool:
@@ -569,18 +611,31 @@ def _draws_progress() -> bool:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     args = build_parser().parse_args(argv)
-    _configure_logging(args)
+    args.events = None
     try:
+        _configure_logging(args, _log_format(args))
         return COMMANDS[args.command](args)
     except CrawlerError as exc:
-        print(f"batch-crawler: {exc}", file=sys.stderr)
+        events: JsonEvents | None = args.events
+        if events is None:
+            print(f"batch-crawler: {exc}", file=sys.stderr)
+        elif not events.failure_told:  # the failure came before or outside a sync
+            events(failure_event(exc))
         return exc.exit_code
     except _Stopped as stopped:
         if stopped.signum == signal.SIGTERM:
-            print("batch-crawler: terminated; the next sync resumes", file=sys.stderr)
-            return EXIT_TERMINATED
-        print("batch-crawler: interrupted; the next sync resumes", file=sys.stderr)
-        return EXIT_INTERRUPTED
+            return _stopped(args, "terminated", EXIT_TERMINATED)
+        return _stopped(args, "interrupted", EXIT_INTERRUPTED)
     except KeyboardInterrupt:  # before or after the asynchronous work
-        print("batch-crawler: interrupted; the next sync resumes", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _stopped(args, "interrupted", EXIT_INTERRUPTED)
+
+
+def _stopped(args: argparse.Namespace, how: str, exit_code: int) -> int:
+    """Say that a signal stopped the command (a warning event in JSON); its exit code."""
+    message = f"{how}; the next sync resumes"
+    events: JsonEvents | None = args.events
+    if events is None:
+        print(f"batch-crawler: {message}", file=sys.stderr)
+    else:
+        events(Event(WARNING, {"message": message, "exit_code": exit_code}, "warning"))
+    return exit_code

@@ -23,6 +23,9 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 ENV_BASE_URL = "OPENAI_BASE_URL"
 ENV_ORGANIZATION = "OPENAI_ORG_ID"
 ENV_PROJECT = "OPENAI_PROJECT_ID"
+ENV_LOG_FORMAT = "BATCH_CRAWLER_LOG_FORMAT"
+
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ class Settings:
     files: bool = True
     outputs: bool = False
     bodies: bool = False
+    # How the command line logs: `text` for people, `json` (one object a line) for pipelines.
+    log_format: str = "text"
 
     @property
     def file_kinds(self) -> tuple[str, ...]:
@@ -257,6 +262,12 @@ def _variable_name(value: Any) -> str | None:
     )
 
 
+def _log_format(value: Any) -> str | None:
+    if value not in LOG_FORMATS:
+        return f"expected one of {', '.join(LOG_FORMATS)}, got {_shown(value)}"
+    return None
+
+
 def _flag(value: Any) -> str | None:
     if not isinstance(value, bool):
         return f"expected true or false, got {value!r}"
@@ -292,6 +303,7 @@ _RULES: dict[str, Rule] = {
     "files": Rule(_flag, _convert_flag),
     "outputs": Rule(_flag, _convert_flag),
     "bodies": Rule(_flag, _convert_flag),
+    "log_format": Rule(_log_format),
 }
 _OPTIONAL = {
     "api_key",
@@ -372,6 +384,7 @@ def load_settings(
         ("base_url", ENV_BASE_URL),
         ("organization", ENV_ORGANIZATION),
         ("project", ENV_PROJECT),
+        ("log_format", ENV_LOG_FORMAT),
     ):
         if env.get(var):
             merged[key] = env[var]

@@ -2,7 +2,8 @@
 
     CrawlerError                    any expected failure (exit 1)
     ├── ConfigError                 a bad flag, config file or environment (exit 2)
-    ├── ApiError                    the API answered, or failed to, in a way we cannot use
+    ├── ApiError                    the API answered, or failed to, in a way we cannot use;
+    │                               exit 75 when retrying later may help, else 1
     │   ├── AuthenticationError     401, 403: a bad key or no permission
     │   ├── NotFoundError           404
     │   │   └── UnknownRouteError   404 "Invalid URL": the server does not serve this path
@@ -28,21 +29,43 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_PARTIAL = 3
 EXIT_DATABASE = 4
+# sysexits.h's EX_TEMPFAIL: a transient failure (retries ran out on a server or network
+# fault) that the same run may get past later. Orchestrators retry on it.
+EXIT_TRANSIENT = 75
 EXIT_INTERRUPTED = 130  # Ctrl-C
 EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports it
 
 
 class CrawlerError(Exception):
-    """Base class of every expected failure; `str(error)` is the one line a user sees."""
+    """Base class of every expected failure; `str(error)` is the one line a user sees.
 
-    exit_code = EXIT_FAILED
+    `retryable` says whether the same request, or the same run, may succeed later.
+    """
+
     retryable = False
+
+    @property
+    def exit_code(self) -> int:
+        """The process exit code for this failure."""
+        return EXIT_FAILED
+
+    @property
+    def failure_type(self) -> str:
+        """Airbyte's words for who can fix it: `config_error` (the user),
+        `transient_error` (time), `system_error` (anything else)."""
+        return "transient_error" if self.retryable else "system_error"
 
 
 class ConfigError(CrawlerError):
     """A setting is missing or invalid."""
 
-    exit_code = EXIT_USAGE
+    @property
+    def exit_code(self) -> int:
+        return EXIT_USAGE
+
+    @property
+    def failure_type(self) -> str:
+        return "config_error"
 
 
 class ApiError(CrawlerError):
@@ -70,6 +93,11 @@ class ApiError(CrawlerError):
         if should_retry is not None:
             self.retryable = should_retry
 
+    @property
+    def exit_code(self) -> int:
+        # Raised once retries ran out on a fault that may pass, or at once on a refusal.
+        return EXIT_TRANSIENT if self.retryable else EXIT_FAILED
+
     def __str__(self) -> str:
         message = super().__str__()
         if self.attempts > 1:
@@ -79,6 +107,10 @@ class ApiError(CrawlerError):
 
 class AuthenticationError(ApiError):
     """401 or 403: the key is wrong, revoked, or lacks permission."""
+
+    @property
+    def failure_type(self) -> str:
+        return "config_error"  # the user fixes the key or its permissions
 
 
 class NotFoundError(ApiError):
@@ -99,6 +131,10 @@ class UnknownCursorError(BadRequestError):
 
 class QuotaExceededError(ApiError):
     """429 insufficient_quota: the organization is out of credit."""
+
+    @property
+    def failure_type(self) -> str:
+        return "config_error"  # billing, not time, fixes it
 
 
 class RateLimitedError(ApiError):
@@ -136,11 +172,15 @@ class UnstorableBatchError(CrawlerError):
 class DatabaseError(CrawlerError):
     """The database file cannot be used: not ours, newer than us, or broken."""
 
-    exit_code = EXIT_DATABASE
+    @property
+    def exit_code(self) -> int:
+        return EXIT_DATABASE
 
 
 class DatabaseBusyError(DatabaseError):
-    """Another sync is writing this database right now."""
+    """Another sync is writing this database right now: trying again later may work."""
+
+    retryable = True
 
 
 def about_one_batch(error: ApiError) -> bool:

@@ -49,6 +49,18 @@ class SyncResult(RunFigures):
     seconds: float
     warnings: tuple[str, ...] = ()
 
+    def as_json(self) -> dict[str, Any]:
+        """The result as `sync --json` prints it: the ledger's figures, `outcome` as the
+        ledger says it (`complete` or `partial`), the run's id, mode, seconds and warnings."""
+        return {
+            "run_id": self.run_id,
+            "mode": self.mode,
+            "outcome": "complete" if self.complete else "partial",
+            **self.columns(),
+            "seconds": round(self.seconds, 3),
+            "warnings": list(self.warnings),
+        }
+
 
 @dataclass(frozen=True, kw_only=True)
 class RunRecord(RunFigures):

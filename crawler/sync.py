@@ -7,10 +7,31 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
 
 from .api import ApiClient, RetryEvent, RetryPolicy, create_session
 from .config import Settings
-from .errors import ApiError, ConfigError, CrawlerError, UnstorableBatchError, first_exception
+from .errors import (
+    ApiError,
+    ConfigError,
+    CrawlerError,
+    UnstorableBatchError,
+    first_exception,
+)
+from .events import (
+    FILE_STORED,
+    PAGE_COMMITTED,
+    REFRESH_DONE,
+    RUN_FINISHED,
+    RUN_STARTED,
+    WARNING,
+    Event,
+    EventHandler,
+    Level,
+    failure_event,
+    retry_event,
+)
 from .listwalk import ListWalk, PageQueue, WalkEnd
 from .pages import Batch
 from .ratelimit import RateLimiter
@@ -30,6 +51,9 @@ MAX_WARNING_CHARS = 1000
 # in-flight batches instead, for this long; then requests by id are tried again.
 WALK_INSTEAD_OF_BY_ID = 86_400
 
+# A page_committed event every this many pages, and one for the last.
+PAGE_EVENT_EVERY = 10
+
 # Pages fetched ahead of the writer: enough to hide a slow commit, small enough
 # that memory does not grow with the size of the list.
 QUEUE_PAGES = 4
@@ -43,7 +67,9 @@ class _Run:
     on_progress: Callable[[Progress], None] | None
     clock: Callable[[], float]
     started: float
+    on_event: EventHandler | None = None
     figures: RunFigures = field(default_factory=RunFigures)
+    pages_told: int = 0  # pages as of the last page_committed event
     warnings: list[str] = field(default_factory=list)
     warnings_dropped: int = 0
     # Incremental and resumed runs: the unsettled batches still to refresh (those the walk
@@ -109,6 +135,7 @@ class _Run:
         while True:
             item = await queue.get()
             if isinstance(item, WalkEnd):
+                self.tell_pages()
                 if item.error is not None:
                     raise item.error
                 return item.complete
@@ -117,6 +144,25 @@ class _Run:
             for warning in step.warnings:
                 self.note(warning)
             await self.save(step.page.batches, walk)
+            if self.figures.pages % PAGE_EVENT_EVERY == 0:
+                self.tell_pages()
+
+    def tell_pages(self) -> None:
+        """A page_committed event, unless the last one told these pages already."""
+        f = self.figures
+        if f.pages == self.pages_told:
+            return
+        self.pages_told = f.pages
+        elapsed = self.clock() - self.started
+        self.emit(
+            PAGE_COMMITTED,
+            pages=f.pages,
+            batches=f.batches_seen,
+            batches_new=f.batches_new,
+            batches_updated=f.batches_updated,
+            rate=round(f.batches_seen / elapsed, 1) if elapsed > 0 else None,
+            elapsed=round(elapsed, 3),
+        )
 
     async def save(
         self, batches: Sequence[Batch], walk: WalkState | None, gone: Sequence[str] = ()
@@ -159,20 +205,41 @@ class _Run:
             self.figures = self.figures.plus(
                 files=1, request_lines=read.lines, file_bytes=read.size
             )
+        record = outcome.record()
         await self.store.finish_file(
-            outcome.file, outcome.state, self.run_id, self.figures, **outcome.record()
+            outcome.file, outcome.state, self.run_id, self.figures, **record
+        )
+        file = outcome.file
+        self.emit(
+            FILE_STORED,
+            "warning" if outcome.state == "failed" else "info",
+            file_id=file.file_id,
+            batch_id=file.batch_id,
+            kind=file.kind,
+            state=outcome.state,
+            **{name: self.masked(v) if isinstance(v, str) else v for name, v in record.items()},
         )
         self.report()
 
     def note(self, warning: str) -> None:
-        if len(self.warnings) >= MAX_WARNINGS:
-            self.warnings_dropped += 1
-            return
         # A warning may quote what the server sent: kept short, and masked, since it may
         # echo the key.
         if len(warning) > MAX_WARNING_CHARS:
             warning = warning[: MAX_WARNING_CHARS - 3] + "..."
-        self.warnings.append(mask_secret(warning, self.settings.api_key))
+        warning = self.masked(warning)
+        self.emit(WARNING, "warning", message=warning)
+        if len(self.warnings) >= MAX_WARNINGS:
+            self.warnings_dropped += 1
+            return
+        self.warnings.append(warning)
+
+    def masked(self, text: str) -> str:
+        return mask_secret(text, self.settings.api_key)
+
+    def emit(self, name: str, level: Level = "info", **fields: Any) -> None:
+        """Tell the embedding program (or the JSON log) what just happened."""
+        if self.on_event is not None:
+            self.on_event(Event(name, fields, level))
 
     def all_warnings(self) -> list[str]:
         """The warnings kept, and how many more there were."""
@@ -181,6 +248,8 @@ class _Run:
 
     def count_retry(self, event: RetryEvent) -> None:
         self.figures = self.figures.plus(retries=1)
+        if self.on_event is not None:
+            self.on_event(retry_event(event, self.settings.api_key))
         self.report(f"attempt {event.attempt + 1}/{event.max_attempts}: {event.reason}")
 
     def report(self, retrying: str | None = None) -> None:
@@ -242,6 +311,12 @@ async def _refresh(run: _Run, client: ApiClient) -> bool:
     for batch_id in sorted(run.to_refresh):
         why = run.by_id_failures.get(batch_id, "requests by id are failing")
         run.note(f"batch {batch_id} was not refreshed: {why}; nor is it in the list")
+    run.emit(
+        REFRESH_DONE,
+        refreshed_by_id=run.figures.refreshed_by_id,
+        gone=run.figures.gone,
+        not_refreshed=len(run.to_refresh),
+    )
     return True
 
 
@@ -325,6 +400,7 @@ async def sync(
     restart: bool = False,
     full: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
+    on_event: EventHandler | None = None,
     retry: RetryPolicy | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> SyncResult:
@@ -336,6 +412,8 @@ async def sync(
         full: after a finished walk, walk the whole list again instead of only what can
             have changed.
         on_progress: called after every committed page and every retry.
+        on_event: called with each event of the run, as the JSON log shows them: a
+            `run_finished` or `run_failed` event is the last.
         retry: the retry policy; by default built from `settings`.
         clock: a monotonic clock, for the time budget and the figures.
 
@@ -346,6 +424,23 @@ async def sync(
         UnstorableBatchError: a batch holds a value SQLite cannot store.
         DatabaseError: the database is busy, not ours, or broken.
     """
+    try:
+        return await _sync(settings, restart, full, on_progress, on_event, retry, clock)
+    except Exception as exc:
+        if on_event is not None:
+            on_event(failure_event(exc, settings.api_key))
+        raise
+
+
+async def _sync(
+    settings: Settings,
+    restart: bool,
+    full: bool,
+    on_progress: Callable[[Progress], None] | None,
+    on_event: EventHandler | None,
+    retry: RetryPolicy | None,
+    clock: Callable[[], float],
+) -> SyncResult:
     if not settings.api_key:
         raise ConfigError(settings.missing_key_message())
     started = clock()
@@ -355,7 +450,15 @@ async def sync(
         if walk != saved:
             await store.save_walk(walk)
         run_id = await store.start_run(mode, settings.base_url)
-        run = _Run(store, settings, run_id, on_progress, clock, started)
+        run = _Run(store, settings, run_id, on_progress, clock, started, on_event)
+        run.emit(
+            RUN_STARTED,
+            run_id=run_id,
+            mode=mode,
+            db=str(settings.db),
+            host=urlsplit(settings.base_url).hostname,
+            files=list(settings.file_kinds),
+        )
         run.stored_mark = await store.last_rowid()
         if mode != "full":
             # A resumed walk ends like an incremental one: the pages committed before the
@@ -406,6 +509,16 @@ async def sync(
                 limiter_wait_seconds=round(limiter.waited, 3),
             )
             await _close_run(store, run, outcome, error)
+            if outcome != "failed":
+                run.emit(
+                    RUN_FINISHED,
+                    run_id=run_id,
+                    mode=mode,
+                    outcome=outcome,
+                    seconds=round(clock() - started, 3),
+                    **run.figures.columns(),
+                    warnings=run.all_warnings(),
+                )
         return SyncResult(
             **run.figures.columns(),
             run_id=run_id,

@@ -81,3 +81,8 @@ def test_ruff_is_clean() -> None:
 def test_mypy_strict_is_clean() -> None:
     """mypy --strict passes on the package."""
     run(sys.executable, "-m", "mypy", cwd=ROOT)
+
+
+def test_installed_wheel_is_marked_typed(installed_wheel: Path) -> None:
+    """Users' type checkers read the package's types (PEP 561)."""
+    assert (installed_wheel / "crawler" / "py.typed").is_file()

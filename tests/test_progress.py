@@ -306,11 +306,16 @@ def test_a_log_line_on_a_terminal_starts_on_a_line_of_its_own(
     tty = Tty()
     monkeypatch.setattr(sys, "stderr", tty)
     monkeypatch.setattr(logging.root, "handlers", [logging.StreamHandler(tty)])
-    with _progress_line(show=True) as line:
-        assert line is not None
-        line(Progress(1, 100, 0, 1.0))
-        logging.getLogger("crawler.api").warning("asking again")
-        line(Progress(2, 200, 0, 1.01))
+    level = logging.root.level
+    logging.root.setLevel(logging.WARNING)  # as -v sets it, whatever an earlier test set
+    try:
+        with _progress_line(show=True) as line:
+            assert line is not None
+            line(Progress(1, 100, 0, 1.0))
+            logging.getLogger("crawler.api").warning("asking again")
+            line(Progress(2, 200, 0, 1.01))
+    finally:
+        logging.root.setLevel(level)
     before, _, after = tty.getvalue().partition("asking again\n")
     assert "pages 1" in before
     assert before.split("\r")[-1] == "", repr(before)

@@ -1,0 +1,63 @@
+"""Where the command line's logs go: text lines for people, or JSON lines for pipelines."""
+
+from __future__ import annotations
+
+import logging
+from typing import TextIO
+
+from .events import RUN_FAILED, Event, Level
+
+_LEVELS: dict[int, Level] = {
+    logging.DEBUG: "debug",
+    logging.INFO: "info",
+    logging.WARNING: "warning",
+    logging.ERROR: "error",
+    logging.CRITICAL: "error",
+}
+
+
+class JsonEvents:
+    """An event handler that writes each event as one JSON line to `stream`."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.failure_told = False  # a run_failed event was written
+
+    def __call__(self, event: Event) -> None:
+        self.failure_told = self.failure_told or event.name == RUN_FAILED
+        self._stream.write(event.json_line())
+        self._stream.flush()
+
+
+class JsonRecords(logging.Formatter):
+    """Formats a log record as a `log` event, so that stderr holds JSON lines only."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = {"logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            fields["exception"] = self.formatException(record.exc_info)
+        level = _LEVELS.get(record.levelno, "error")
+        return Event("log", fields, level, record.created).json_line().rstrip("\n")
+
+
+def configure_logging(verbose: int, *, json_lines: bool, retries_as_warnings: bool) -> None:
+    """Log to stderr: errors; -v: retries too; -vv: every request.
+
+    `retries_as_warnings`: without -v, a retry is still one warning line, so that a run
+    waiting on a slow or failing server says so (a cron job's mail, a CI log). In JSON,
+    retries are `retry` events instead, and the same warnings would say them twice.
+    """
+    level = {0: logging.ERROR, 1: logging.WARNING}.get(verbose, logging.DEBUG)
+    handler = logging.StreamHandler()
+    if json_lines:
+        handler.setFormatter(JsonRecords())
+        handler.addFilter(lambda r: not (r.name == "crawler.api" and r.levelno == logging.WARNING))
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        if level > logging.WARNING and retries_as_warnings:
+            level = logging.WARNING
+            # Only ours: other libraries' warnings stay hidden without -v, as they always were.
+            handler.addFilter(lambda r: r.levelno >= logging.ERROR or r.name.startswith("crawler."))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    # aiosqlite's debug log echoes every row written: far too much, and never useful here.
+    logging.getLogger("aiosqlite").setLevel(max(level, logging.INFO))

@@ -1,0 +1,80 @@
+"""The list walk on its own, as async iterators, for pipelines that load the batches elsewhere.
+
+The same client as `sync` (retries, rate limiter, timeouts, key scrubbing) and the same
+cursor guards (a chain that loops or ends early raises PaginationError); no database, so
+no resume: a pipeline that wants one keeps the last id it loaded and passes it as `after`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator
+
+from .api import ApiClient, RetryEvent, RetryPolicy, create_session
+from .config import Settings
+from .errors import ConfigError
+from .events import WARNING, Event, EventHandler, retry_event
+from .pages import Batch, BatchPage, walk_pages
+from .ratelimit import RateLimiter
+from .redact import mask_secret
+
+
+async def iter_pages(
+    settings: Settings,
+    *,
+    after: str | None = None,
+    on_event: EventHandler | None = None,
+    retry: RetryPolicy | None = None,
+) -> AsyncGenerator[BatchPage, None]:
+    """Every page of `GET /batches`, newest first, from the top or from after batch `after`.
+
+    `settings.page_size`, the retry and timeout settings and `requests_per_minute` apply;
+    the sync's budgets and database settings do not (stop by leaving the loop).
+    `on_event` receives the `retry`, `rate_limited` and `warning` events.
+
+    Raises:
+        ConfigError: no API key.
+        ApiError: the API refused, or kept failing past the retry budget.
+        PaginationError: the cursor chain loops or ends early.
+    """
+    if not settings.api_key:
+        raise ConfigError(settings.missing_key_message())
+    secret = settings.api_key
+
+    def tell_retry(event: RetryEvent) -> None:
+        if on_event is not None:
+            on_event(retry_event(event, secret))
+
+    async with create_session(settings) as session:
+        client = ApiClient(
+            session,
+            settings.base_url,
+            retry=retry or RetryPolicy.from_settings(settings),
+            secret=secret,
+            on_retry=tell_retry,
+            limiter=RateLimiter(settings.requests_per_minute),
+        )
+        steps = walk_pages(client.fetch_page, after=after, limit=settings.page_size)
+        async with contextlib.aclosing(steps):
+            async for step in steps:
+                for warning in step.warnings:
+                    if on_event is not None:
+                        message = mask_secret(warning, secret)
+                        on_event(Event(WARNING, {"message": message}, "warning"))
+                yield step.page
+
+
+async def iter_batches(
+    settings: Settings,
+    *,
+    after: str | None = None,
+    on_event: EventHandler | None = None,
+    retry: RetryPolicy | None = None,
+) -> AsyncGenerator[Batch, None]:
+    """Every batch the list walk yields, newest first, each a Batch object as the API sent
+    it (a dict); see `iter_pages`, whose arguments and errors these are."""
+    pages = iter_pages(settings, after=after, on_event=on_event, retry=retry)
+    async with contextlib.aclosing(pages):
+        async for page in pages:
+            for batch in page.batches:
+                yield batch

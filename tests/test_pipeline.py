@@ -1,0 +1,239 @@
+"""batch-crawler in a pipeline: JSON logs, the result on stdout, exit codes by kind, events
+for embedding programs, and the list as an async iterator. Real processes and the real
+client against the fake API on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crawler import Event, iter_batches, iter_pages, sync
+from crawler.api import RetryPolicy
+from crawler.config import Settings
+from crawler.errors import (
+    EXIT_TRANSIENT,
+    AuthenticationError,
+    ConfigError,
+    DatabaseBusyError,
+    PaginationError,
+    ServerError,
+)
+from crawler.fake import FakeApiOptions, FakeApiServer
+from crawler.runs import FIGURE_COLUMNS
+
+from .waits import HANG_GUARD
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "sk-proj-" + "Pipe1ineKey" * 6
+FAST = RetryPolicy(max_attempts=10, max_seconds=30, initial_backoff=0, max_backoff=0)
+FLAKY = {"error_rate": 0.15, "rate_limit_rate": 0.1, "drop_rate": 0.05}
+
+
+async def run_cli(
+    server: FakeApiServer, *args: str, key: str = KEY, **env: str
+) -> tuple[int, str, str]:
+    """The exit code, stdout and stderr of `python -m crawler ARGS` against `server`."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "crawler",
+        *args,
+        cwd=ROOT,
+        env={**os.environ, "OPENAI_API_KEY": key, "OPENAI_BASE_URL": server.base_url, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=HANG_GUARD)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    """Every line of `text` parsed as a JSON log object; fails on any other line."""
+    events = [json.loads(line) for line in text.splitlines()]
+    for event in events:
+        assert isinstance(event, dict)
+        assert {"ts", "level", "event"} <= event.keys(), event
+        assert event["ts"].endswith("Z")
+    return events
+
+
+def ledger_row(db: Path) -> dict[str, Any]:
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        return dict(conn.execute("SELECT * FROM sync_runs ORDER BY id DESC").fetchone())
+
+
+async def test_a_flaky_sync_logs_only_json_lines_and_its_last_figures_are_the_ledgers(
+    db_path: Path,
+) -> None:
+    """`sync --log-format json --json` under faults: stderr is JSON lines (retries, pages,
+    files, the end), stdout one JSON result; both agree with the ledger; no key anywhere."""
+    options = FakeApiOptions(batches=600, seed=5, api_key=KEY, **FLAKY)
+    async with FakeApiServer(options) as server:
+        code, out, err = await run_cli(
+            server, "sync", "--db", str(db_path), "--log-format", "json", "--json"
+        )
+    assert code == 0, err
+    assert KEY[:16] not in out + err
+    events = json_lines(err)
+    names = [e["event"] for e in events]
+    assert names[0] == "run_started"
+    assert names[-1] == "run_finished"
+    assert {"retry", "rate_limited", "page_committed", "file_stored"} <= set(names)
+    ledger = ledger_row(db_path)
+    finished = events[-1]
+    assert finished["outcome"] == ledger["outcome"] == "complete"
+    assert {c: finished[c] for c in FIGURE_COLUMNS} == {c: ledger[c] for c in FIGURE_COLUMNS}
+    retried = sum(n in {"retry", "rate_limited"} for n in names)
+    assert retried == ledger["retries"] > 0
+    pages = [e for e in events if e["event"] == "page_committed"]
+    assert pages[-1]["pages"] == ledger["pages"] == 6
+    assert sum(e["event"] == "file_stored" for e in events) == ledger["files"]
+    result = json.loads(out)
+    assert {c: result[c] for c in FIGURE_COLUMNS} == {c: ledger[c] for c in FIGURE_COLUMNS}
+    assert (result["run_id"], result["outcome"]) == (ledger["id"], "complete")
+
+
+async def test_retries_running_out_exit_with_the_transient_code(
+    db_path: Path, tmp_path: Path
+) -> None:
+    """A server failing every request: exit 75, and run_failed says a retry may help."""
+    config = tmp_path / "sync.toml"
+    config.write_text("max_attempts = 2\nlog_format = 'json'\n")
+    async with FakeApiServer(FakeApiOptions(batches=10, api_key=KEY, error_rate=1.0)) as server:
+        code, out, err = await run_cli(
+            server, "sync", "--db", str(db_path), "--config", str(config)
+        )
+    assert code == EXIT_TRANSIENT == 75
+    assert out == ""
+    events = json_lines(err)
+    assert [e["event"] for e in events] == ["run_started", "retry", "run_failed"]
+    failed = events[-1]
+    assert failed["retryable"] is True
+    assert failed["exit_code"] == 75
+    assert failed["failure_type"] == "transient_error"
+    assert failed["error_kind"] == "ServerError"
+    assert ledger_row(db_path)["outcome"] == "failed"
+
+
+async def test_a_refused_key_exits_1_as_a_config_error_that_retrying_cannot_fix(
+    db_path: Path,
+) -> None:
+    wrong = "sk-proj-" + "WrongKeyWrongKey" * 4
+    async with FakeApiServer(FakeApiOptions(batches=10, api_key=KEY)) as server:
+        code, _, err = await run_cli(server, "sync", "--db", str(db_path), key=wrong)
+        json_code, _, json_err = await run_cli(
+            server, "sync", "--db", str(db_path), key=wrong, BATCH_CRAWLER_LOG_FORMAT="json"
+        )
+    assert code == json_code == 1
+    assert err.startswith("batch-crawler: ")
+    assert err.count("\n") == 1
+    failed = json_lines(json_err)[-1]
+    assert failed["event"] == "run_failed"
+    assert (failed["retryable"], failed["failure_type"]) == (False, "config_error")
+    assert failed["error_kind"] == "AuthenticationError"
+    assert wrong[:16] not in err + json_err
+
+
+async def test_a_bad_setting_in_json_is_one_run_failed_line(db_path: Path) -> None:
+    async with FakeApiServer(FakeApiOptions(batches=10, api_key=KEY)) as server:
+        code, out, err = await run_cli(
+            server, "sync", "--db", str(db_path), "--log-format", "json", OPENAI_BASE_URL="ftp://x"
+        )
+        env_code, _, env_err = await run_cli(
+            server, "status", "--db", str(db_path), BATCH_CRAWLER_LOG_FORMAT="xml"
+        )
+    assert (code, out) == (2, "")
+    [failed] = json_lines(err)
+    assert failed["event"] == "run_failed"
+    assert failed["failure_type"] == "config_error"
+    assert failed["exit_code"] == 2
+    assert "base_url" in failed["message"]
+    assert env_code == 2
+    assert (
+        env_err
+        == "batch-crawler: BATCH_CRAWLER_LOG_FORMAT: expected one of text, json, got 'xml'\n"
+    )
+
+
+async def test_a_budget_cut_run_finishes_partial_in_the_log(db_path: Path) -> None:
+    async with FakeApiServer(FakeApiOptions(batches=3000, api_key=KEY)) as server:
+        code, out, err = await run_cli(
+            server, "sync", "--db", str(db_path), "--max-pages", "12", "--log-format", "json",
+            "--no-files", "-q",
+        )  # fmt: skip
+    assert (code, out) == (3, "")
+    events = json_lines(err)
+    pages = [e["pages"] for e in events if e["event"] == "page_committed"]
+    assert pages == [10, 12], "every ten pages, and the last"
+    assert events[-1]["event"] == "run_finished"
+    assert events[-1]["outcome"] == "partial"
+
+
+async def test_an_embedding_program_receives_the_same_events(db_path: Path) -> None:
+    """on_event gets every event the JSON log shows, run_finished last; a failing run ends
+    with run_failed."""
+    received: list[Event] = []
+    async with FakeApiServer(FakeApiOptions(batches=250, seed=2, api_key=KEY, **FLAKY)) as server:
+        settings = Settings(db=db_path, base_url=server.base_url, api_key=KEY)
+        result = await sync(settings, retry=FAST, on_event=received.append)
+    names = [e.name for e in received]
+    assert names[0] == "run_started"
+    assert names[-1] == "run_finished"
+    assert received[-1].fields["batches_seen"] == result.batches_seen == 250
+    assert sum(n in {"retry", "rate_limited"} for n in names) == result.retries
+    assert all(e.level == "warning" for e in received if e.name in {"retry", "rate_limited"})
+
+    failing: list[Event] = []
+    with pytest.raises(ConfigError):
+        await sync(Settings(db=db_path), on_event=failing.append)
+    assert [e.name for e in failing] == ["run_failed"]
+    assert failing[0].fields["exit_code"] == 2
+
+
+async def test_iter_batches_yields_exactly_the_served_batches_under_faults() -> None:
+    options = FakeApiOptions(batches=2345, seed=9, api_key=KEY, truncate_rate=0.05, **FLAKY)
+    async with FakeApiServer(options) as server:
+        settings = Settings(base_url=server.base_url, api_key=KEY)
+        retries: list[Event] = []
+        batches = [b async for b in iter_batches(settings, retry=FAST, on_event=retries.append)]
+        served = list(server.data.snapshot())
+    assert batches == served
+    assert retries
+    assert {e.name for e in retries} <= {"retry", "rate_limited", "warning"}
+
+
+async def test_iter_pages_starts_after_a_cursor_and_guards_the_chain() -> None:
+    async with FakeApiServer(FakeApiOptions(batches=250, api_key=KEY)) as server:
+        settings = Settings(base_url=server.base_url, api_key=KEY)
+        ids = [b["id"] for b in server.data.snapshot()]
+        pages = [p async for p in iter_pages(settings, after=ids[99])]
+    assert [len(p.batches) for p in pages] == [100, 50]
+    assert [b["id"] for p in pages for b in p.batches] == ids[100:]
+    options = FakeApiOptions(batches=500, api_key=KEY, broken_pagination="stuck-cursor")
+    async with FakeApiServer(options) as server:
+        settings = Settings(base_url=server.base_url, api_key=KEY)
+        with pytest.raises(PaginationError):
+            [p async for p in iter_pages(settings)]
+
+
+async def test_iter_batches_without_a_key_says_which_variable() -> None:
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
+        [b async for b in iter_batches(Settings())]
+
+
+def test_exit_codes_follow_what_a_retry_can_do() -> None:
+    assert ServerError("HTTP 503").exit_code == EXIT_TRANSIENT
+    assert ServerError("HTTP 503", should_retry=False).exit_code == 1
+    assert AuthenticationError("HTTP 401").exit_code == 1
+    assert PaginationError("loop").exit_code == 1
+    busy = DatabaseBusyError("busy")
+    assert (busy.exit_code, busy.retryable, busy.failure_type) == (4, True, "transient_error")
