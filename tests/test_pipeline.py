@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sqlite3
 import sys
 from pathlib import Path
@@ -28,7 +29,7 @@ from crawler.errors import (
 from crawler.fake import FakeApiOptions, FakeApiServer
 from crawler.runs import FIGURE_COLUMNS
 
-from .waits import HANG_GUARD
+from .waits import HANG_GUARD, until
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-proj-" + "Pipe1ineKey" * 6
@@ -237,3 +238,47 @@ def test_exit_codes_follow_what_a_retry_can_do() -> None:
     assert PaginationError("loop").exit_code == 1
     busy = DatabaseBusyError("busy")
     assert (busy.exit_code, busy.retryable, busy.failure_type) == (4, True, "transient_error")
+
+
+async def test_sigterm_in_json_ends_the_log_with_an_interrupted_run(db_path: Path) -> None:
+    """SIGTERM mid-walk: the log ends with run_finished `interrupted`, then a warning with
+    the exit code, every line JSON."""
+    async with FakeApiServer(FakeApiOptions(batches=3000, api_key=KEY)) as server:
+        server.hold_list_requests(after=2)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "crawler", "sync", "--db", str(db_path),
+            "--log-format", "json", "--no-files",
+            cwd=ROOT,
+            env={**os.environ, "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": server.base_url},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        await until(lambda: server.stats.held == 1, unless=lambda: proc.returncode is not None)
+        proc.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=HANG_GUARD)
+        server.release_list_requests()
+    assert proc.returncode == 143, err
+    assert out == b""
+    *_, finished, stopped = json_lines(err.decode())
+    assert (finished["event"], finished["outcome"], finished["pages"]) == (
+        "run_finished",
+        "interrupted",
+        2,
+    )
+    assert (stopped["event"], stopped["exit_code"]) == ("warning", 143)
+    assert ledger_row(db_path)["outcome"] == "interrupted"
+
+
+async def test_an_incremental_run_tells_what_its_refresh_did(db_path: Path) -> None:
+    async with FakeApiServer(FakeApiOptions(batches=400, seed=3, api_key=KEY)) as server:
+        settings = Settings(db=db_path, base_url=server.base_url, api_key=KEY, files=False)
+        await sync(settings, retry=FAST)
+        events: list[Event] = []
+        result = await sync(settings, retry=FAST, on_event=events.append)
+    assert result.mode == "incremental"
+    assert result.refreshed_by_id > 0
+    [refresh] = [e for e in events if e.name == "refresh_done"]
+    assert refresh.fields == {
+        "refreshed_by_id": result.refreshed_by_id,
+        "gone": 0,
+        "not_refreshed": 0,
+    }
