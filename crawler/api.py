@@ -8,7 +8,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -222,7 +222,7 @@ def create_session(settings: Settings) -> aiohttp.ClientSession:
     if not settings.api_key:
         raise AssertionError("create_session needs settings.api_key")
     headers = {
-        "Authorization": f"Bearer {settings.api_key}",
+        **settings.auth_headers,
         "User-Agent": f"batch-crawler/{__version__}",
         "Accept": "application/json",
     }
@@ -255,6 +255,28 @@ def create_session(settings: Settings) -> aiohttp.ClientSession:
     )
 
 
+def build_client(
+    session: aiohttp.ClientSession,
+    settings: Settings,
+    *,
+    retry: RetryPolicy | None = None,
+    on_retry: Callable[[RetryEvent], None] | None = None,
+    limiter: RateLimiter | None = None,
+) -> ApiClient:
+    """The client a run with these settings uses: their retry policy unless `retry` is
+    given, their request rate unless `limiter` is, their provider's ways."""
+    return ApiClient(
+        session,
+        settings.base_url,
+        retry=retry or RetryPolicy.from_settings(settings),
+        secret=settings.api_key,
+        on_retry=on_retry,
+        limiter=limiter or RateLimiter(settings.requests_per_minute),
+        query=settings.query,
+        has_more_optional=settings.provider == "compatible",
+    )
+
+
 class ApiClient:
     """Typed, retried calls to the Batches API over a session the caller owns."""
 
@@ -268,8 +290,14 @@ class ApiClient:
         on_retry: Callable[[RetryEvent], None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         limiter: RateLimiter | None = None,
+        query: Mapping[str, str] | None = None,
+        has_more_optional: bool = False,
     ) -> None:
+        """`query`: parameters every request carries (Azure's `api-version`);
+        `has_more_optional`: the list may not say has_more (see `parse_page`)."""
         self._limiter = limiter or RateLimiter(sleep=sleep)
+        self._query = dict(query or {})
+        self._has_more_optional = has_more_optional
         self._session = session
         self._base_url = base_url.rstrip("/")
         self._retry = retry
@@ -315,7 +343,8 @@ class ApiClient:
         return batch
 
     async def _get_page(self, url: Target, params: dict[str, str]) -> BatchPage:
-        return parse_page(await self._get_json(url, params), self._secret)
+        payload = await self._get_json(url, params)
+        return parse_page(payload, self._secret, has_more_optional=self._has_more_optional)
 
     async def _get_batch(self, url: Target, params: dict[str, str]) -> Batch:
         batch = await self._get_json(url, params)
@@ -351,7 +380,7 @@ class ApiClient:
             sock_read=limits.sock_read, sock_connect=limits.sock_connect
         )
         with self._transport_errors(url, timeout):
-            async with self._session.get(url, timeout=timeout) as resp:
+            async with self._session.get(url, params=self._query, timeout=timeout) as resp:
                 if resp.status >= 300:
                     await self._read(resp, url, started)  # raises the error it stands for
                 _check_encoding(resp, str(url), self._secret)
@@ -362,7 +391,7 @@ class ApiClient:
         await self._limiter.acquire()
         started = time.monotonic()
         with self._transport_errors(url, self._session.timeout):
-            async with self._session.get(url, params=params) as resp:
+            async with self._session.get(url, params={**self._query, **params}) as resp:
                 body = await self._read(resp, url, started)
                 content_type = resp.content_type
         return _decode(body, str(resp.url), content_type, self._secret)

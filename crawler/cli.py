@@ -40,7 +40,15 @@ from .errors import (
     CrawlerError,
 )
 from .events import WARNING, Event, failure_event
-from .fake import BAD_PAGE_MODES, BROKEN_PAGINATION_MODES, ID_STYLES, FakeApiOptions, serve
+from .fake import (
+    AZURE_API_VERSIONS,
+    BAD_PAGE_MODES,
+    BROKEN_PAGINATION_MODES,
+    FLAVORS,
+    ID_STYLES,
+    FakeApiOptions,
+    serve,
+)
 from .logs import JsonEvents, configure_logging
 from .prices import PriceFile, PriceFileError, read_prices
 from .progress import ProgressLine
@@ -109,6 +117,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sync_cmd.add_argument("--db", type=Path, help="SQLite file to write (default: batches.db)")
     sync_cmd.add_argument("--base-url", help="API base URL (default: $OPENAI_BASE_URL or OpenAI)")
+    sync_cmd.add_argument(
+        "--provider",
+        type=_setting("provider"),
+        help="openai (default), azure (Azure OpenAI) or compatible (an OpenAI-compatible API)",
+    )
+    sync_cmd.add_argument(
+        "--azure-endpoint",
+        type=_setting("azure_endpoint"),
+        help="Azure OpenAI's https://NAME.openai.azure.com (default: $AZURE_OPENAI_ENDPOINT)",
+    )
+    sync_cmd.add_argument(
+        "--api-version",
+        type=_setting("api_version"),
+        help="Azure's dated API version, such as 2024-10-21 (default: the v1 API)",
+    )
     sync_cmd.add_argument("--config", type=Path, help="TOML file with settings")
     sync_cmd.add_argument(
         "--page-size", type=_setting("page_size"), help="batches per page, 1..100"
@@ -279,6 +302,13 @@ def _add_fake_api_command(commands: Any) -> None:
         "--advance-per-request", type=_count, default=0, help="status moves per list request"
     )
     cmd.add_argument(
+        "--flavor",
+        choices=FLAVORS,
+        default="openai",
+        help="pass for OpenAI's API (default), Azure OpenAI's dated API (api-key header, "
+        "api-version) or v1 API, or a compatible list that never says has_more",
+    )
+    cmd.add_argument(
         "--broken-pagination",
         choices=BROKEN_PAGINATION_MODES,
         help="serve a broken cursor chain from the third page on",
@@ -430,6 +460,9 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     flags = {
         "db": args.db,
         "base_url": args.base_url,
+        "provider": args.provider,
+        "azure_endpoint": args.azure_endpoint,
+        "api_version": args.api_version,
         "page_size": args.page_size,
         "max_pages": args.max_pages,
         "max_seconds": args.max_seconds,
@@ -482,7 +515,7 @@ def _cmd_fake_api(args: argparse.Namespace) -> int:
 
     def ready(base_url: str) -> None:
         _out(f"Fake Batches API on {base_url} ({options.batches:,} batches); Ctrl-C stops it.")
-        _out(f"Try: OPENAI_API_KEY={options.api_key} batch-crawler sync --base-url {base_url}")
+        _out(f"Try: {_sync_command(options, base_url)}")
 
     try:
         _run_async(serve(options, args.host, args.port, ready))
@@ -491,6 +524,20 @@ def _cmd_fake_api(args: argparse.Namespace) -> int:
     except _Stopped:
         pass  # Ctrl-C and SIGTERM are how a server is meant to stop.
     return EXIT_OK
+
+
+def _sync_command(options: FakeApiOptions, base_url: str) -> str:
+    """The sync command that reads the fake serving `options` at `base_url`."""
+    key = options.api_key
+    if options.flavor in {"azure", "azure-v1"}:
+        endpoint = base_url.removesuffix("/v1").removesuffix("/openai")
+        version = f" --api-version {AZURE_API_VERSIONS[0]}" if options.flavor == "azure" else ""
+        return (
+            f"AZURE_OPENAI_API_KEY={key} batch-crawler sync --provider azure "
+            f"--azure-endpoint {endpoint}{version}"
+        )
+    provider = " --provider compatible" if options.flavor == "no-has-more" else ""
+    return f"OPENAI_API_KEY={key} batch-crawler sync --base-url {base_url}{provider}"
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

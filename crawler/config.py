@@ -24,6 +24,12 @@ ENV_BASE_URL = "OPENAI_BASE_URL"
 ENV_ORGANIZATION = "OPENAI_ORG_ID"
 ENV_PROJECT = "OPENAI_PROJECT_ID"
 ENV_LOG_FORMAT = "BATCH_CRAWLER_LOG_FORMAT"
+# Azure OpenAI's, as the official SDK's AzureOpenAI client reads them (provider = "azure").
+ENV_AZURE_ENDPOINT = "AZURE_OPENAI_ENDPOINT"
+ENV_AZURE_KEY = "AZURE_OPENAI_API_KEY"
+ENV_API_VERSION = "OPENAI_API_VERSION"
+
+PROVIDERS = ("openai", "azure", "compatible")
 
 LOG_FORMATS = ("text", "json")
 
@@ -36,7 +42,13 @@ class Settings:
     """
 
     db: Path = Path("batches.db")
+    # `openai`; `azure` (Azure OpenAI: the `api-key` header, `azure_endpoint`, and with
+    # `api_version` the dated API, else the v1 API); `compatible` (an OpenAI-compatible list
+    # that may not say has_more).
+    provider: str = "openai"
     base_url: str = DEFAULT_BASE_URL
+    azure_endpoint: str | None = None  # https://NAME.openai.azure.com; sets base_url
+    api_version: str | None = None  # Azure's dated API, such as 2024-10-21
     allow_insecure_http: bool = False
     api_key: str | None = field(default=None, repr=False)
     api_key_env: str = "OPENAI_API_KEY"
@@ -70,9 +82,38 @@ class Settings:
             return ()
         return ("error", "output") if self.outputs else ("error",)
 
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """The headers that carry the key."""
+        if not self.api_key:
+            return {}
+        if self.provider == "azure":
+            return {"api-key": self.api_key}
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    @property
+    def query(self) -> dict[str, str]:
+        """Query parameters every request carries: Azure's dated API wants its version."""
+        return {"api-version": self.api_version} if self.api_version else {}
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             _check(f.name, getattr(self, f.name))
+        if self.api_version is not None and self.provider != "azure":
+            raise ConfigError('api_version: only for provider = "azure"')
+        if self.azure_endpoint is not None:
+            if self.provider != "azure":
+                raise ConfigError('azure_endpoint: only for provider = "azure"')
+            if self.base_url != DEFAULT_BASE_URL:
+                raise ConfigError("give azure_endpoint or base_url, not both")
+            # The dated API lives under /openai, the v1 API under /openai/v1.
+            path = "/openai" if self.api_version else "/openai/v1"
+            object.__setattr__(self, "base_url", self.azure_endpoint.rstrip("/") + path)
+        elif self.provider == "azure" and self.base_url == DEFAULT_BASE_URL:
+            raise ConfigError(
+                f'azure_endpoint: a value is required for provider = "azure" (or set '
+                f"{ENV_AZURE_ENDPOINT}), such as https://NAME.openai.azure.com"
+            )
         if not self.allow_insecure_http and not _private_transport(self.base_url):
             raise ConfigError(
                 f"base_url: plain http to {urlsplit(self.base_url).hostname} would send the API "
@@ -268,6 +309,22 @@ def _log_format(value: Any) -> str | None:
     return None
 
 
+def _provider(value: Any) -> str | None:
+    if value not in PROVIDERS:
+        return f"expected one of {', '.join(PROVIDERS)}, got {_shown(value)}"
+    return None
+
+
+# Azure's API versions: a date, and for previews `-preview`.
+_API_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}(-preview)?")
+
+
+def _api_version(value: Any) -> str | None:
+    if isinstance(value, str) and _API_VERSION.fullmatch(value):
+        return None
+    return f"expected a version such as 2024-10-21 or 2025-04-01-preview, got {_shown(value)}"
+
+
 def _flag(value: Any) -> str | None:
     if not isinstance(value, bool):
         return f"expected true or false, got {value!r}"
@@ -304,9 +361,14 @@ _RULES: dict[str, Rule] = {
     "outputs": Rule(_flag, _convert_flag),
     "bodies": Rule(_flag, _convert_flag),
     "log_format": Rule(_log_format),
+    "provider": Rule(_provider),
+    "azure_endpoint": Rule(_url),
+    "api_version": Rule(_api_version),
 }
 _OPTIONAL = {
     "api_key",
+    "azure_endpoint",
+    "api_version",
     "organization",
     "project",
     "max_pages",
@@ -389,9 +451,25 @@ def load_settings(
         if env.get(var):
             merged[key] = env[var]
     merged.update({k: v for k, v in flags.items() if v is not None})
+    if merged.get("provider") == "azure":
+        _merge_azure_env(merged, env, flags)
     key_env = merged.get("api_key_env", Settings.api_key_env)
     # A key copied with a space or a newline around it is still the key.
     key = env.get(key_env, "").strip() if isinstance(key_env, str) else ""
     if key:
         merged["api_key"] = key
     return Settings(**merged)
+
+
+def _merge_azure_env(
+    merged: dict[str, Any], env: Mapping[str, str], flags: Mapping[str, Any]
+) -> None:
+    """The official SDK's Azure variables, under what the file and the flags set."""
+    for key, var in (("azure_endpoint", ENV_AZURE_ENDPOINT), ("api_version", ENV_API_VERSION)):
+        if env.get(var) and flags.get(key) is None:
+            merged[key] = env[var]
+    # OPENAI_BASE_URL names OpenAI's endpoint, not Azure's: an Azure endpoint wins over it.
+    from_env = env.get(ENV_BASE_URL) and merged.get("base_url") == env[ENV_BASE_URL]
+    if "azure_endpoint" in merged and from_env and flags.get("base_url") is None:
+        del merged["base_url"]
+    merged.setdefault("api_key_env", ENV_AZURE_KEY)

@@ -140,6 +140,8 @@ TABLES: dict[str, dict[str, Any]] = {
             "mode": "full, resume or incremental",
             "outcome": "running, complete, partial, failed, interrupted, killed",
             "pages": "list pages walked",
+            "pages_without_has_more": "of those, pages of a list that never says has_more "
+            "(walked until an empty page)",
             "refreshed_by_id": "batches asked for one by one",
             "files": "request files stored",
             "request_lines": "request lines stored",

@@ -23,6 +23,9 @@ class BatchPage:
     skipped: tuple[str, ...] = ()
     # The last item was one of those: the server's `last_id` is the cursor, if usable.
     tail_skipped: bool = False
+    # False for a compatible list that does not say `has_more` (Groq's, say): `has_more`
+    # is then whether the page held anything, so that the walk goes on until an empty page.
+    has_more_sent: bool = True
 
     @property
     def next_after(self) -> str | None:
@@ -32,27 +35,41 @@ class BatchPage:
         return self.batches[-1]["id"] if self.batches else None
 
 
-def parse_page(payload: Any, secret: str | None = None) -> BatchPage:
+def parse_page(
+    payload: Any, secret: str | None = None, *, has_more_optional: bool = False
+) -> BatchPage:
     """Check a decoded list response and wrap it.
 
     An item without a usable id (not an object, an id that is not a non-empty string, one
     that cannot be encoded or is absurdly long) is left out and named in `skipped`: asking
     again would get the same page, and one odd item must not block every page after it.
 
+    With `has_more_optional` (a compatible list: OpenAI always sends it), a list without
+    `has_more` (or with null) goes on while its pages hold anything, as the official SDK
+    pages such lists.
+
     Raises:
-        BrokenResponseError: the body lacks a `data` list or a boolean `has_more`.
+        BrokenResponseError: the body lacks a `data` list, or its `has_more` is no boolean.
     """
     if not isinstance(payload, dict):
         raise BrokenResponseError("list response is not a JSON object")
     data = payload.get("data")
     has_more = payload.get("has_more")
+    has_more_sent = has_more is not None
+    if has_more_optional and not has_more_sent and isinstance(data, list):
+        has_more = bool(data)
     if not isinstance(data, list) or not isinstance(has_more, bool):
         error = payload.get("error")
         if isinstance(error, dict) and isinstance(error.get("message"), str):
             # An error envelope sent with a 200: say what the API said.
             message = " ".join(error["message"].split())[:300]
             raise BrokenResponseError(f"the API answered the list with an error: {message}")
-        raise BrokenResponseError("list response lacks a `data` list or a boolean `has_more`")
+        hint = (
+            "" if has_more_sent else ' (a compatible list without it? set provider = "compatible")'
+        )
+        raise BrokenResponseError(
+            f"list response lacks a `data` list or a boolean `has_more`{hint}"
+        )
     batches = [item for item in data if _has_usable_id(item, secret)]
     skipped = () if len(batches) == len(data) else _describe_skipped(data, secret)
     last_id = payload.get("last_id")
@@ -62,6 +79,7 @@ def parse_page(payload: Any, secret: str | None = None) -> BatchPage:
         last_id if _is_usable_id(last_id, secret) else None,
         skipped,
         tail_skipped=bool(data) and not _has_usable_id(data[-1], secret),
+        has_more_sent=has_more_sent,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -49,6 +50,8 @@ ERROR_COLUMNS = ("batch_id", "position", "code", "message", "param", "line")
 # Top-level fields copied as they are, in BATCH_COLUMNS order.
 _PLAIN_FIELDS = BATCH_COLUMNS[: BATCH_COLUMNS.index("request_counts_total")]
 _RAW = BATCH_COLUMNS.index("raw")
+_ENDPOINT = BATCH_COLUMNS.index("endpoint")
+_TIMES = range(BATCH_COLUMNS.index("created_at"), BATCH_COLUMNS.index("cancelled_at") + 1)
 
 
 def _object(value: Any) -> dict[str, Any]:
@@ -60,8 +63,20 @@ def build_batch_row(batch: Batch, seen_at: int) -> tuple[Any, ...]:
     """The `batches` row for one Batch object, seen at unix time `seen_at`.
 
     Missing and null fields become NULL; the whole object is kept as JSON in `raw`,
-    so fields and statuses this version does not know are not lost.
+    so fields and statuses this version does not know are not lost. A compatible API's
+    times sent as text and unversioned endpoints are read as OpenAI's (`_compatible_row`).
     """
+    endpoint = batch.get("endpoint")
+    # Checked on two fields, not all: this runs for every batch of every page.
+    if type(batch.get("created_at")) is str or (
+        isinstance(endpoint, str) and not endpoint.startswith("/v1/")
+    ):
+        return _compatible_row(_row_as_sent(batch, seen_at))
+    return _row_as_sent(batch, seen_at)
+
+
+def _row_as_sent(batch: Batch, seen_at: int) -> tuple[Any, ...]:
+    """The `batches` row of a batch as OpenAI sends it: every value as it came."""
     get = batch.get
     counts = _object(get("request_counts"))
     usage = _object(get("usage"))
@@ -81,6 +96,36 @@ def build_batch_row(batch: Batch, seen_at: int) -> tuple[Any, ...]:
         seen_at,
         seen_at,
     )
+
+
+def _compatible_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row of a compatible API's batch made like OpenAI's (`raw` keeps what it sent):
+    times sent as text (Novita's) as unix seconds, NULL where they do not parse; an
+    endpoint without its version (Azure's `/chat/completions`) as `/v1/chat/completions`."""
+    fixed = list(row)
+    for i in _TIMES:
+        if isinstance(fixed[i], str):
+            fixed[i] = _unix_seconds(fixed[i])
+    endpoint = fixed[_ENDPOINT]
+    if isinstance(endpoint, str) and endpoint.startswith("/") and not endpoint.startswith("/v1/"):
+        fixed[_ENDPOINT] = "/v1" + endpoint
+    return tuple(fixed)
+
+
+def _unix_seconds(text: str) -> int | None:
+    """Unix seconds from "1714000000", "1714000000.5" or an ISO 8601 time (UTC unless it
+    says otherwise); None when it is none of those."""
+    try:
+        return int(float(text))
+    except (ValueError, OverflowError):
+        pass
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp())
 
 
 # A batch holds at most 50,000 requests, so its input file at most that many lines to

@@ -12,6 +12,7 @@ class RunFigures:
     """What a run did, counted as it goes. Each field is a column of `sync_runs`."""
 
     pages: int = 0  # list pages walked
+    pages_without_has_more: int = 0  # of those, pages of a list that never says has_more
     batches_seen: int = 0
     batches_new: int = 0
     batches_updated: int = 0

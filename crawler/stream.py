@@ -10,12 +10,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncGenerator
 
-from .api import ApiClient, RetryEvent, RetryPolicy, create_session
+from .api import RetryEvent, RetryPolicy, build_client, create_session
 from .config import Settings
 from .errors import ConfigError
 from .events import WARNING, Event, EventHandler, retry_event
 from .pages import Batch, BatchPage, walk_pages
-from .ratelimit import RateLimiter
 from .redact import mask_secret
 
 
@@ -46,14 +45,7 @@ async def iter_pages(
             on_event(retry_event(event, secret))
 
     async with create_session(settings) as session:
-        client = ApiClient(
-            session,
-            settings.base_url,
-            retry=retry or RetryPolicy.from_settings(settings),
-            secret=secret,
-            on_retry=tell_retry,
-            limiter=RateLimiter(settings.requests_per_minute),
-        )
+        client = build_client(session, settings, retry=retry, on_retry=tell_retry)
         steps = walk_pages(client.fetch_page, after=after, limit=settings.page_size)
         async with contextlib.aclosing(steps):
             async for step in steps:

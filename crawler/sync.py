@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from .api import ApiClient, RetryEvent, RetryPolicy, create_session
+from .api import ApiClient, RetryEvent, RetryPolicy, build_client, create_session
 from .config import Settings
 from .errors import (
     ApiError,
@@ -140,10 +140,17 @@ class _Run:
                     raise item.error
                 return item.complete
             step, walk = item
-            self.figures = self.figures.plus(pages=1, batches_seen=len(step.page.batches))
+            page = step.page
+            if not (page.has_more_sent or self.figures.pages_without_has_more):
+                self.note("the list does not say has_more: walked on until an empty page")
+            self.figures = self.figures.plus(
+                pages=1,
+                batches_seen=len(page.batches),
+                pages_without_has_more=not page.has_more_sent,
+            )
             for warning in step.warnings:
                 self.note(warning)
-            await self.save(step.page.batches, walk)
+            await self.save(page.batches, walk)
             if self.figures.pages % PAGE_EVENT_EVERY == 0:
                 self.tell_pages()
 
@@ -465,13 +472,8 @@ async def _sync(
             # interruption hold batches that may have moved on since.
             await _plan_refresh(store, run)
         limiter = RateLimiter(settings.requests_per_minute)
-        client = ApiClient(
-            session,
-            settings.base_url,
-            retry=retry or RetryPolicy.from_settings(settings),
-            secret=settings.api_key,
-            on_retry=run.count_retry,
-            limiter=limiter,
+        client = build_client(
+            session, settings, retry=retry, on_retry=run.count_retry, limiter=limiter
         )
         if settings.file_kinds:
             run.fetcher = FileFetcher(

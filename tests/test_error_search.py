@@ -93,8 +93,19 @@ async def test_a_database_of_the_previous_version_has_its_messages_indexed(
     monkeypatch.setattr(
         schema, "load_migrations", lambda: [m for m in migrations if m.version < indexed]
     )
-    await save(db_path, make_batch(2, errors=errors("quota exceeded")), make_batch(1))
+    async with open_store(db_path):
+        pass
+    # Written as that version wrote them: this version's writes need this version's schema.
     with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.executemany(
+            "INSERT INTO batches (id, raw, first_seen_at, last_seen_at) VALUES (?, '{}', 1, 1)",
+            [(make_batch(2)["id"],), (make_batch(1)["id"],)],
+        )
+        conn.execute(
+            "INSERT INTO batch_errors (batch_id, position, code, message) "
+            "VALUES (?, 0, 'invalid', 'quota exceeded')",
+            (make_batch(2)["id"],),
+        )
         conn.execute(
             "INSERT INTO batch_requests (batch_id, custom_id, file_id, kind, error_message) "
             "VALUES (?, 'r1', 'f', 'error', 'the server had an error')",

@@ -43,6 +43,23 @@ def test_parse_page_rejects_broken_bodies(payload: Any) -> None:
         parse_page(payload)
 
 
+@pytest.mark.parametrize("has_more", [{}, {"has_more": None}], ids=["missing", "null"])
+def test_a_list_that_does_not_say_has_more_goes_on_until_an_empty_page(
+    has_more: dict[str, Any],
+) -> None:
+    """Groq's list has no has_more: a page with batches asks for the next, an empty one ends."""
+    full = parse_page({"data": [make_batch(2), make_batch(1)], **has_more}, has_more_optional=True)
+    empty = parse_page({"data": [], **has_more}, has_more_optional=True)
+    assert (full.has_more, full.has_more_sent) == (True, False)
+    assert (empty.has_more, empty.has_more_sent) == (False, False)
+    seen: set[str] = set()
+    assert check_next(full, None, seen) == make_batch(1)["id"]
+    assert check_next(empty, make_batch(1)["id"], seen) is None
+    assert parse_page({"data": [], "has_more": False}, has_more_optional=True).has_more_sent
+    with pytest.raises(BrokenResponseError, match='set provider = "compatible"'):
+        parse_page({"data": [], **has_more})  # OpenAI always sends it
+
+
 def test_parse_page_leaves_out_items_without_a_usable_id() -> None:
     """Items that cannot be stored or asked with are named, not stored; the rest are kept."""
     data = [{"no_id": 1}, make_batch(2), {"id": ""}, "batch_1", {"id": "a\ud800"}, make_batch(1)]

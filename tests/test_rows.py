@@ -149,3 +149,41 @@ def test_error_lines_past_what_a_batch_can_hold_are_not_kept() -> None:
     rows = build_error_rows(batch)
     assert len(rows) == MAX_ERROR_LINES
     assert rows[-1][1] == MAX_ERROR_LINES - 1
+
+
+@pytest.mark.parametrize(
+    ("sent", "stored"),
+    [
+        ("1700000007", 1_700_000_007),
+        ("1700000007.9", 1_700_000_007),
+        ("2023-11-14T22:13:27Z", 1_700_000_007),
+        ("2023-11-14T23:13:27+01:00", 1_700_000_007),
+        ("2023-11-14 22:13:27", 1_700_000_007),
+        ("yesterday", None),
+        ("nan", None),
+    ],
+)
+def test_times_sent_as_text_are_stored_as_unix_seconds(sent: str, stored: int | None) -> None:
+    """Novita sends created_at as a string: the column holds seconds, `raw` what was sent."""
+    batch = make_batch(7, created_at=sent, completed_at="1700000207")
+    row = as_dict(build_batch_row(batch, seen_at=99))
+    assert row["created_at"] == stored
+    assert row["completed_at"] == 1_700_000_207
+    assert json.loads(str(row["raw"]))["created_at"] == sent
+
+
+@pytest.mark.parametrize(
+    ("sent", "stored"),
+    [
+        ("/chat/completions", "/v1/chat/completions"),
+        ("/embeddings", "/v1/embeddings"),
+        ("/v1/responses", "/v1/responses"),
+        ("chat", "chat"),
+    ],
+)
+def test_an_endpoint_without_its_version_is_stored_as_openais(sent: str, stored: str) -> None:
+    """Azure's batches say /chat/completions: stored as /v1/chat/completions, so that the
+    views group both providers' batches together; `raw` keeps what was sent."""
+    row = as_dict(build_batch_row(make_batch(7, endpoint=sent), seen_at=99))
+    assert row["endpoint"] == stored
+    assert json.loads(str(row["raw"]))["endpoint"] == sent

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from .data import FakeBatches
 from .faults import FakeApiStats
+from .flavors import AZURE_API_VERSIONS, FLAVORS
 from .ids import ID_STYLES, IdStyle
 from .options import BAD_PAGE_MODES, BROKEN_PAGINATION_MODES, FakeApiOptions
 from .server import FakeApiServer, serve
 
 __all__ = [
+    "AZURE_API_VERSIONS",
     "BAD_PAGE_MODES",
     "BROKEN_PAGINATION_MODES",
+    "FLAVORS",
     "ID_STYLES",
     "FakeApiOptions",
     "FakeApiServer",

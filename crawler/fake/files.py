@@ -59,10 +59,10 @@ class FileRoutes:
         self._size = functools.lru_cache(maxsize=_SIZES_KEPT)(_measure)
         self.gate = FileGate()
 
-    def add_to(self, router: web.UrlDispatcher) -> None:
-        """Route `GET /v1/files/{id}` and `GET /v1/files/{id}/content` here."""
-        router.add_get("/v1/files/{file_id}", self._retrieve, name="retrieve_file")
-        router.add_get("/v1/files/{file_id}/content", self._content, name="file_content")
+    def add_to(self, router: web.UrlDispatcher, prefix: str = "/v1") -> None:
+        """Route `GET {prefix}/files/{id}` and `GET {prefix}/files/{id}/content` here."""
+        router.add_get(prefix + "/files/{file_id}", self._retrieve, name="retrieve_file")
+        router.add_get(prefix + "/files/{file_id}/content", self._content, name="file_content")
 
     def served(self, file_id: str) -> FileSource | None:
         """The file's source, or None when no terminal batch names it or it was deleted."""

@@ -7,6 +7,7 @@ from typing import Any
 
 from .data import FakeBatches
 from .faults import build_envelope
+from .flavors import Flavor
 from .replies import encode
 
 _INTEGER = re.compile(r"-?[0-9]+")
@@ -43,8 +44,9 @@ class ListPages:
     benchmark's runs) measure the client rather than the data generator.
     """
 
-    def __init__(self, data: FakeBatches, broken_pagination: str | None) -> None:
+    def __init__(self, data: FakeBatches, broken_pagination: str | None, flavor: Flavor) -> None:
         self.data = data
+        self._flavor = flavor
         self._mode = broken_pagination
         self._rendered: dict[tuple[int | None, int], bytes] = {}
         self._rendered_bytes = 0
@@ -74,7 +76,7 @@ class ListPages:
             indices, has_more = [], True
         elif late and mode == "stuck-cursor":
             indices, has_more = data.page(len(data) - 2 * limit, limit)[0], True
-        items = [data.batch(i) for i in indices]
+        items = [self._flavor.batch(data.batch(i)) for i in indices]
         last_id = items[-1]["id"] if items else None
         if mode == "wrong-last-id" and indices:
             last = indices[-1]
@@ -86,4 +88,4 @@ class ListPages:
             "last_id": last_id,
             "has_more": has_more,
         }
-        return encode(page)
+        return encode(self._flavor.page(page))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .flavors import FLAVORS
 from .ids import ID_STYLES, IdStyle
 
 BROKEN_PAGINATION_MODES = ("empty-has-more", "stuck-cursor", "wrong-last-id")
@@ -57,6 +58,7 @@ class FakeApiOptions:
     file_truncate_rate: float = 0.0  # the same, after a whole line: looks like a complete file
     file_slow_rate: float = 0.0  # body trickled one line at a time, file_slow_seconds apart
     file_slow_seconds: float = 1.0
+    flavor: str = "openai"  # the API the fake passes for: one of FLAVORS (see .flavors)
 
     def __post_init__(self) -> None:
         """Reject impossible values, naming the field."""
@@ -80,5 +82,7 @@ class FakeApiOptions:
                 f"broken_pagination must be one of {BROKEN_PAGINATION_MODES}, "
                 f"got {self.broken_pagination!r}"
             )
+        if self.flavor not in FLAVORS:
+            raise ValueError(f"flavor must be one of {FLAVORS}, got {self.flavor!r}")
         if self.bad_page not in (None, *BAD_PAGE_MODES):
             raise ValueError(f"bad_page must be one of {BAD_PAGE_MODES}, got {self.bad_page!r}")

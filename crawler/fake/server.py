@@ -34,17 +34,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hmac
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from aiohttp import web
 
 from .data import FakeBatches
 from .faults import NO_FAULT, FakeApiStats, Fault, FaultPicker, RequestBudget
 from .files import FileRoutes
+from .flavors import Flavor
 from .gate import ListGate
 from .listing import ListPages, parse_limit
 from .options import FakeApiOptions
@@ -58,10 +58,8 @@ from .replies import (
     redirect_to_itself,
     reply,
     server_error,
-    unauthorized,
 )
 
-_FAULTY_PREFIXES = ("/v1/batches", "/v1/files")
 # Whitespace before a "huge" bad page: valid JSON, far past what a client should read.
 HUGE_PADDING = 64 * 2**20
 _SEEN_HEADERS = ("OpenAI-Organization", "OpenAI-Project")
@@ -94,15 +92,18 @@ class _FakeApi:
         rps = options.requests_per_second
         self._budget = RequestBudget(rps, clock) if rps is not None else None
         self._list_requests = 0
-        self._pages = ListPages(self.data, options.broken_pagination)
-        self._bearer = f"Bearer {options.api_key}".encode()
+        self.flavor = Flavor(options.flavor, options.api_key)
+        self._pages = ListPages(self.data, options.broken_pagination, self.flavor)
+        prefix = self.flavor.prefix
+        self._faulty_prefixes = (prefix + "/batches", prefix + "/files")
 
     def build_app(self) -> web.Application:
         """Return the aiohttp application serving this fake."""
         app = web.Application(middlewares=[self._middleware])
-        app.router.add_get("/v1/batches", self._list, name="list_batches")
-        app.router.add_get("/v1/batches/{batch_id}", self._retrieve, name="retrieve_batch")
-        self.files.add_to(app.router)
+        prefix = self.flavor.prefix
+        app.router.add_get(prefix + "/batches", self._list, name="list_batches")
+        app.router.add_get(prefix + "/batches/{batch_id}", self._retrieve, name="retrieve_batch")
+        self.files.add_to(app.router, prefix)
         app.router.add_route("*", "/{tail:.*}", self._not_found, name="not_found")
         return app
 
@@ -114,7 +115,7 @@ class _FakeApi:
             value = request.headers.get(name)
             if value is not None:
                 self.stats.headers[name, value] += 1
-        faulty = request.path.startswith(_FAULTY_PREFIXES)
+        faulty = request.path.startswith(self._faulty_prefixes)
         draw = self._faults.draw() if faulty else NO_FAULT
         delay = self.options.latency
         if draw.slow:
@@ -130,7 +131,7 @@ class _FakeApi:
                 self.stats.rate_limited += 1
                 early = over_budget(quota)
         if early is None:
-            early = self._check_key(request)
+            early = self.flavor.refusal(request)
         if early is not None:
             return early
         response = await handler(request)
@@ -158,13 +159,6 @@ class _FakeApi:
             limit = self._budget.limit if self._budget is not None else 5000
             return rate_limited(delay, as_ms, limit)
         return None
-
-    def _check_key(self, request: web.Request) -> web.Response | None:
-        """Return the 401 answer when the bearer key is missing or wrong, else None."""
-        header = request.headers.get("Authorization", "")
-        if hmac.compare_digest(header.encode(), self._bearer):
-            return None
-        return unauthorized(header)
 
     async def _truncate(self, request: web.Request, full: web.Response) -> web.StreamResponse:
         """Send the headers and half the body, then close: Content-Length promised more."""
@@ -240,7 +234,7 @@ class _FakeApi:
         if index is None:
             message = f"No batch found with id '{batch_id}'."
             return error_reply(404, message, "invalid_request_error", None, "batch_not_found")
-        return json_reply(200, self.data.batch(index))
+        return json_reply(200, self.flavor.batch(self.data.batch(index)))
 
     async def _not_found(self, request: web.Request) -> web.Response:
         """Any other method or path."""
@@ -274,6 +268,7 @@ class FakeApiServer:
         self.stats: FakeApiStats = self._api.stats
         self.files: FileRoutes = self._api.files
         self.base_url = ""  # set once listening, e.g. "http://127.0.0.1:54321/v1"
+        self.root_url = ""  # without the path: an Azure flavor's endpoint
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
@@ -291,8 +286,13 @@ class FakeApiServer:
             raise
         self._runner = runner
         port = runner.addresses[0][1]
-        self.base_url = f"http://{client_host(self._host)}:{port}/v1"
+        self.root_url = f"http://{client_host(self._host)}:{port}"
+        self.base_url = self.root_url + self._api.flavor.prefix
         return self
+
+    def served(self) -> Iterator[dict[str, Any]]:
+        """Every batch in its current state as this server's flavor sends it, newest first."""
+        return map(self._api.flavor.batch, self.data.snapshot())
 
     def hold_still(self) -> None:
         """Stop the moving target: from now on no batch is added or advanced."""
