@@ -10,7 +10,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -219,8 +219,8 @@ def _decode(body: bytes | bytearray, url: str, content_type: str, secret: str | 
 
 def create_session(settings: Settings) -> aiohttp.ClientSession:
     """The one HTTP session of a run: auth headers, timeouts, keep-alive connections."""
-    if not settings.api_key:
-        raise AssertionError("create_session needs settings.api_key")
+    if not settings.has_credentials:
+        raise AssertionError("create_session needs a key or Entra ID tokens")
     headers = {
         **settings.auth_headers,
         "User-Agent": f"batch-crawler/{__version__}",
@@ -262,9 +262,11 @@ def build_client(
     retry: RetryPolicy | None = None,
     on_retry: Callable[[RetryEvent], None] | None = None,
     limiter: RateLimiter | None = None,
+    auth: TokenSource | None = None,
 ) -> ApiClient:
     """The client a run with these settings uses: their retry policy unless `retry` is
-    given, their request rate unless `limiter` is, their provider's ways."""
+    given, their request rate unless `limiter` is, their provider's ways; `auth` gives
+    each request its token (Entra ID)."""
     return ApiClient(
         session,
         settings.base_url,
@@ -274,7 +276,15 @@ def build_client(
         limiter=limiter or RateLimiter(settings.requests_per_minute),
         query=settings.query,
         has_more_optional=settings.provider == "compatible",
+        auth=auth,
     )
+
+
+class TokenSource(Protocol):
+    """Where each request's token comes from (see crawler.entra.EntraTokens)."""
+
+    async def headers(self) -> Mapping[str, str]:
+        """The headers carrying a valid token."""
 
 
 class ApiClient:
@@ -292,9 +302,12 @@ class ApiClient:
         limiter: RateLimiter | None = None,
         query: Mapping[str, str] | None = None,
         has_more_optional: bool = False,
+        auth: TokenSource | None = None,
     ) -> None:
         """`query`: parameters every request carries (Azure's `api-version`);
-        `has_more_optional`: the list may not say has_more (see `parse_page`)."""
+        `has_more_optional`: the list may not say has_more (see `parse_page`); `auth`: the
+        headers of each request's token, asked for before it is sent."""
+        self._auth = auth
         self._limiter = limiter or RateLimiter(sleep=sleep)
         self._query = dict(query or {})
         self._has_more_optional = has_more_optional
@@ -380,7 +393,10 @@ class ApiClient:
             sock_read=limits.sock_read, sock_connect=limits.sock_connect
         )
         with self._transport_errors(url, timeout):
-            async with self._session.get(url, params=self._query, timeout=timeout) as resp:
+            headers = await self._auth.headers() if self._auth else None
+            async with self._session.get(
+                url, params=self._query, timeout=timeout, headers=headers
+            ) as resp:
                 if resp.status >= 300:
                     await self._read(resp, url, started)  # raises the error it stands for
                 _check_encoding(resp, str(url), self._secret)
@@ -391,7 +407,10 @@ class ApiClient:
         await self._limiter.acquire()
         started = time.monotonic()
         with self._transport_errors(url, self._session.timeout):
-            async with self._session.get(url, params={**self._query, **params}) as resp:
+            headers = await self._auth.headers() if self._auth else None
+            async with self._session.get(
+                url, params={**self._query, **params}, headers=headers
+            ) as resp:
                 body = await self._read(resp, url, started)
                 content_type = resp.content_type
         return _decode(body, str(resp.url), content_type, self._secret)

@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Azure OpenAI's https://NAME.openai.azure.com (default: $AZURE_OPENAI_ENDPOINT)",
     )
     sync_cmd.add_argument(
+        "--auth",
+        type=_setting("auth"),
+        help='with Azure: "key" (default) or "entra" (Microsoft Entra ID tokens, '
+        'pip install "batch-crawler[azure]")',
+    )
+    sync_cmd.add_argument(
         "--api-version",
         type=_setting("api_version"),
         help="Azure's dated API version, such as 2024-10-21 (default: the v1 API)",
@@ -463,6 +469,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
         "provider": args.provider,
         "azure_endpoint": args.azure_endpoint,
         "api_version": args.api_version,
+        "auth": args.auth,
         "page_size": args.page_size,
         "max_pages": args.max_pages,
         "max_seconds": args.max_seconds,

@@ -49,6 +49,8 @@ class Settings:
     base_url: str = DEFAULT_BASE_URL
     azure_endpoint: str | None = None  # https://NAME.openai.azure.com; sets base_url
     api_version: str | None = None  # Azure's dated API, such as 2024-10-21
+    # `key`, or with Azure `entra`: Microsoft Entra ID tokens instead (see crawler.entra).
+    auth: str = "key"
     allow_insecure_http: bool = False
     api_key: str | None = field(default=None, repr=False)
     api_key_env: str = "OPENAI_API_KEY"
@@ -83,9 +85,14 @@ class Settings:
         return ("error", "output") if self.outputs else ("error",)
 
     @property
+    def has_credentials(self) -> bool:
+        """Whether a run can authenticate: a key, or Entra ID tokens to ask for."""
+        return bool(self.api_key) or self.auth == "entra"
+
+    @property
     def auth_headers(self) -> dict[str, str]:
-        """The headers that carry the key."""
-        if not self.api_key:
+        """The headers that carry the key (none with Entra ID: each request gets a token)."""
+        if not self.api_key or self.auth == "entra":
             return {}
         if self.provider == "azure":
             return {"api-key": self.api_key}
@@ -99,6 +106,8 @@ class Settings:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             _check(f.name, getattr(self, f.name))
+        if self.auth == "entra" and self.provider != "azure":
+            raise ConfigError('auth: "entra" is only for provider = "azure"')
         if self.api_version is not None and self.provider != "azure":
             raise ConfigError('api_version: only for provider = "azure"')
         if self.azure_endpoint is not None:
@@ -325,6 +334,12 @@ def _api_version(value: Any) -> str | None:
     return f"expected a version such as 2024-10-21 or 2025-04-01-preview, got {_shown(value)}"
 
 
+def _auth(value: Any) -> str | None:
+    if value not in ("key", "entra"):
+        return f"expected key or entra, got {_shown(value)}"
+    return None
+
+
 def _flag(value: Any) -> str | None:
     if not isinstance(value, bool):
         return f"expected true or false, got {value!r}"
@@ -364,6 +379,7 @@ _RULES: dict[str, Rule] = {
     "provider": Rule(_provider),
     "azure_endpoint": Rule(_url),
     "api_version": Rule(_api_version),
+    "auth": Rule(_auth),
 }
 _OPTIONAL = {
     "api_key",

@@ -12,6 +12,7 @@ from collections.abc import AsyncGenerator
 
 from .api import RetryEvent, RetryPolicy, build_client, create_session
 from .config import Settings
+from .entra import entra_tokens
 from .errors import ConfigError
 from .events import WARNING, Event, EventHandler, retry_event
 from .pages import Batch, BatchPage, walk_pages
@@ -36,7 +37,7 @@ async def iter_pages(
         ApiError: the API refused, or kept failing past the retry budget.
         PaginationError: the cursor chain loops or ends early.
     """
-    if not settings.api_key:
+    if not settings.has_credentials:
         raise ConfigError(settings.missing_key_message())
     secret = settings.api_key
 
@@ -44,8 +45,8 @@ async def iter_pages(
         if on_event is not None:
             on_event(retry_event(event, secret))
 
-    async with create_session(settings) as session:
-        client = build_client(session, settings, retry=retry, on_retry=tell_retry)
+    async with create_session(settings) as session, entra_tokens(settings) as tokens:
+        client = build_client(session, settings, retry=retry, on_retry=tell_retry, auth=tokens)
         steps = walk_pages(client.fetch_page, after=after, limit=settings.page_size)
         async with contextlib.aclosing(steps):
             async for step in steps:

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from .api import ApiClient, RetryEvent, RetryPolicy, build_client, create_session
 from .config import Settings
+from .entra import entra_tokens
 from .errors import (
     ApiError,
     ConfigError,
@@ -448,10 +449,14 @@ async def _sync(
     retry: RetryPolicy | None,
     clock: Callable[[], float],
 ) -> SyncResult:
-    if not settings.api_key:
+    if not settings.has_credentials:
         raise ConfigError(settings.missing_key_message())
     started = clock()
-    async with open_store(settings.db) as store, create_session(settings) as session:
+    async with (
+        open_store(settings.db) as store,
+        create_session(settings) as session,
+        entra_tokens(settings) as tokens,
+    ):
         saved = None if restart else await store.load_walk()
         walk, mode = starting_walk(saved, restart=restart, full=full)
         if walk != saved:
@@ -473,7 +478,7 @@ async def _sync(
             await _plan_refresh(store, run)
         limiter = RateLimiter(settings.requests_per_minute)
         client = build_client(
-            session, settings, retry=retry, on_retry=run.count_retry, limiter=limiter
+            session, settings, retry=retry, on_retry=run.count_retry, limiter=limiter, auth=tokens
         )
         if settings.file_kinds:
             run.fetcher = FileFetcher(

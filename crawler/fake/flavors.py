@@ -3,8 +3,8 @@ without `has_more`. Each has its own path, its own way of checking the key, and 
 
 - `openai`: `/v1/...`, `Authorization: Bearer KEY`.
 - `azure`: the dated API, `/openai/...?api-version=V` (V one of AZURE_API_VERSIONS; none is a
-  404, another a 400), the key in an `api-key` header; batches say `/chat/completions`, not
-  `/v1/chat/completions`.
+  404, another a 400), the key in an `api-key` header, or an Entra ID token as a bearer
+  (here: the key); batches say `/chat/completions`, not `/v1/chat/completions`.
 - `azure-v1`: Azure's v1 API, `/openai/v1/...`, no version, `api-key` or bearer.
 - `no-has-more`: as `openai`, but list pages never say `has_more` (Groq's list): a client
   walks on until an empty page.
@@ -58,9 +58,11 @@ class Flavor:
         if self.name not in {"azure", "azure-v1"}:
             return self._bearer_refusal(request)
         key = request.headers.get("api-key")
-        if key is None and self.name == "azure-v1" and "Authorization" in request.headers:
-            return self._bearer_refusal(request)
-        if key is None or not hmac.compare_digest(key.encode(), self.api_key.encode()):
+        if key is None and "Authorization" in request.headers:
+            refusal = self._bearer_refusal(request)
+            if refusal is not None:
+                return refusal
+        elif key is None or not hmac.compare_digest(key.encode(), self.api_key.encode()):
             return _azure_error(401, _AZURE_DENIED)
         if self.name == "azure":
             version = request.query.get("api-version")
