@@ -24,9 +24,10 @@ from .events import Event
 from .pages import BatchPage
 from .runs import Progress, SyncResult
 from .stream import iter_batches, iter_pages
-from .sync import sync
+from .sync import AccountOutcome, sync, sync_accounts
 
 __all__ = [
+    "AccountOutcome",
     "ApiError",
     "AuthenticationError",
     "BatchPage",
@@ -46,4 +47,5 @@ __all__ = [
     "iter_pages",
     "load_settings",
     "sync",
+    "sync_accounts",
 ]

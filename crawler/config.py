@@ -42,6 +42,8 @@ class Settings:
     """
 
     db: Path = Path("batches.db")
+    # The account's name in the database (see migrations/0010_accounts.sql).
+    account: str = "default"
     # `openai`; `azure` (Azure OpenAI: the `api-key` header, `azure_endpoint`, and with
     # `api_version` the dated API, else the v1 API); `compatible` (an OpenAI-compatible list
     # that may not say has_more).
@@ -334,6 +336,18 @@ def _api_version(value: Any) -> str | None:
     return f"expected a version such as 2024-10-21 or 2025-04-01-preview, got {_shown(value)}"
 
 
+_ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def _account_name(value: Any) -> str | None:
+    if isinstance(value, str) and _ACCOUNT_NAME.fullmatch(value):
+        return None
+    return (
+        "expected a name of letters, digits, '_', '-' and '.' (64 at most, starting with a "
+        f"letter or digit), got {_shown(value)}"
+    )
+
+
 def _auth(value: Any) -> str | None:
     if value not in ("key", "entra"):
         return f"expected key or entra, got {_shown(value)}"
@@ -376,6 +390,7 @@ _RULES: dict[str, Rule] = {
     "outputs": Rule(_flag, _convert_flag),
     "bodies": Rule(_flag, _convert_flag),
     "log_format": Rule(_log_format),
+    "account": Rule(_account_name),
     "provider": Rule(_provider),
     "azure_endpoint": Rule(_url),
     "api_version": Rule(_api_version),

@@ -43,6 +43,7 @@ BATCH_COLUMNS = (
     "raw",
     "first_seen_at",
     "last_seen_at",
+    "account",  # the one that stored it first (see migrations/0010_accounts.sql)
 )
 
 ERROR_COLUMNS = ("batch_id", "position", "code", "message", "param", "line")
@@ -59,8 +60,8 @@ def _object(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def build_batch_row(batch: Batch, seen_at: int) -> tuple[Any, ...]:
-    """The `batches` row for one Batch object, seen at unix time `seen_at`.
+def build_batch_row(batch: Batch, seen_at: int, account: str = "default") -> tuple[Any, ...]:
+    """The `batches` row for one Batch object, seen at unix time `seen_at` by `account`.
 
     Missing and null fields become NULL; the whole object is kept as JSON in `raw`,
     so fields and statuses this version does not know are not lost. A compatible API's
@@ -71,11 +72,11 @@ def build_batch_row(batch: Batch, seen_at: int) -> tuple[Any, ...]:
     if type(batch.get("created_at")) is str or (
         isinstance(endpoint, str) and not endpoint.startswith("/v1/")
     ):
-        return _compatible_row(_row_as_sent(batch, seen_at))
-    return _row_as_sent(batch, seen_at)
+        return _compatible_row(_row_as_sent(batch, seen_at, account))
+    return _row_as_sent(batch, seen_at, account)
 
 
-def _row_as_sent(batch: Batch, seen_at: int) -> tuple[Any, ...]:
+def _row_as_sent(batch: Batch, seen_at: int, account: str) -> tuple[Any, ...]:
     """The `batches` row of a batch as OpenAI sends it: every value as it came."""
     get = batch.get
     counts = _object(get("request_counts"))
@@ -95,6 +96,7 @@ def _row_as_sent(batch: Batch, seen_at: int) -> tuple[Any, ...]:
         to_text(batch),
         seen_at,
         seen_at,
+        account,
     )
 
 
@@ -148,7 +150,7 @@ def build_error_rows(batch: Batch) -> list[tuple[Any, ...]]:
 
 
 def build_page_rows(
-    batches: Iterable[Batch], seen_at: int, secret: str | None = None
+    batches: Iterable[Batch], seen_at: int, secret: str | None = None, account: str = "default"
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """Batch rows and error rows for a page; a batch listed twice is kept once (its last copy).
 
@@ -156,7 +158,7 @@ def build_page_rows(
     line) has it masked in every value: the database is shared more widely than the key.
     """
     unique = {b["id"]: b for b in batches}.values()
-    batch_rows = [build_batch_row(batch, seen_at) for batch in unique]
+    batch_rows = [build_batch_row(batch, seen_at, account) for batch in unique]
     # Most batches have no errors (null): skip the call for them.
     error_rows = [row for batch in unique if batch.get("errors") for row in build_error_rows(batch)]
     # `raw` holds every value of the batch, error lines included, as JSON writes them.
@@ -238,7 +240,7 @@ def fit_rows(
 
 
 def build_page_rows_fitted(
-    batches: Iterable[Batch], seen_at: int, secret: str | None = None
+    batches: Iterable[Batch], seen_at: int, secret: str | None = None, account: str = "default"
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[str]]:
     """Like `build_page_rows`, with every value made storable, and a warning for each change.
 
@@ -246,7 +248,7 @@ def build_page_rows_fitted(
     text with a lone surrogate): such a value becomes NULL, or its text has the character
     replaced, and `raw` keeps all that JSON can carry. Slower, so only used on refusal.
     """
-    batch_rows, error_rows = build_page_rows(batches, seen_at, secret)
+    batch_rows, error_rows = build_page_rows(batches, seen_at, secret, account)
     warnings: list[str] = []
     fitted_batches = fit_rows(BATCH_COLUMNS, batch_rows, warnings)
     fitted_errors = fit_rows(ERROR_COLUMNS, error_rows, warnings)

@@ -73,6 +73,7 @@ class RunRecord(RunFigures):
     mode: str
     outcome: str
     error: str | None
+    account: str = "default"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 from .runs import RunRecord
 from .store import open_reader, sync_is_running
-from .store.reads import select_by_id_failed_at, select_holdings, select_runs, select_walk
+from .store.reads import AccountState, select_accounts, select_holdings, select_runs
 from .walk import WalkState
 
 
@@ -21,7 +21,7 @@ class StatusReport:
 
     path: Path
     sync_running: bool
-    walk: WalkState | None
+    walk: WalkState | None  # the default account's (the only one before accounts existed)
     batches: int
     error_lines: int
     by_status: dict[str, int]
@@ -29,7 +29,8 @@ class StatusReport:
     files: dict[str, dict[str, int]]  # kind -> state -> count
     request_lines: int
     runs: list[RunRecord]
-    by_id_failed_at: int | None = None  # requests by id last kept failing then
+    by_id_failed_at: int | None = None  # the default account's requests by id kept failing
+    accounts: dict[str, AccountState] = dataclasses.field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         """A plain-data form for `status --json`."""
@@ -44,6 +45,7 @@ class StatusReport:
             "files": self.files,
             "request_lines": self.request_lines,
             "by_id_failed_at": self.by_id_failed_at,
+            "accounts": {name: dataclasses.asdict(a) for name, a in self.accounts.items()},
             "runs": [dataclasses.asdict(run) for run in self.runs],
         }
 
@@ -52,17 +54,17 @@ async def read_status(path: Path, *, runs: int = 5) -> StatusReport:
     """Read the report for the database at `path`."""
     running = sync_is_running(path)
     async with open_reader(path) as reader:
-        walk = await reader.read(select_walk)
+        accounts = await reader.read(select_accounts)
         holdings = await reader.read(select_holdings)
         records = await reader.read(select_runs, runs)
-        by_id_failed_at = await reader.read(select_by_id_failed_at)
+    default = accounts.get("default", AccountState(None, 0, None))
     if records and records[0].outcome == "running" and not running:
         # The ledger says running but nobody holds the lock: that run was killed.
         records[0] = dataclasses.replace(records[0], outcome="killed")
     return StatusReport(
         path,
         running,
-        walk,
+        default.walk,
         sum(holdings.by_status.values()),
         holdings.error_lines,
         holdings.by_status,
@@ -70,7 +72,8 @@ async def read_status(path: Path, *, runs: int = 5) -> StatusReport:
         holdings.files,
         holdings.request_lines,
         records,
-        by_id_failed_at,
+        default.by_id_failed_at,
+        accounts,
     )
 
 
@@ -79,19 +82,14 @@ def format_status(report: StatusReport) -> str:
     lines = [f"database: {report.path}"]
     if report.sync_running:
         lines.append("a sync is running now")
-    walk = report.walk
-    if walk is None:
-        lines.append("walk: never started")
-    elif walk.finished:
-        lines.append(
-            f"walk: finished (newest batch {walk.head_id or '-'}); the next sync is incremental"
-        )
-    elif walk.cursor is None and walk.stop_id is None:
-        lines.append("walk: unfinished, no page committed yet; the next sync starts at the top")
-    elif walk.cursor is None:
-        lines.append(f"walk: unfinished, catching up from the top down to {walk.stop_id}")
-    else:
-        lines.append(f"walk: unfinished, the next sync resumes after {walk.cursor}")
+    named = set(report.accounts) - {"default"}
+    if not named:
+        lines.append(f"walk: {_walk_words(report.walk)}")
+    for name, account in report.accounts.items():
+        if named:
+            lines.append(
+                f"account {name}: {account.batches:,} batches; walk {_walk_words(account.walk)}"
+            )
     lines.append(f"batches: {report.batches:,}  error lines: {report.error_lines:,}")
     width = max((len(status) for status in report.by_status), default=0)
     lines.extend(f"  {status:<{width}} {count:>10,}" for status, count in report.by_status.items())
@@ -104,17 +102,20 @@ def format_status(report: StatusReport) -> str:
     for kind, states in report.files.items():
         shown = ", ".join(f"{_FILE_STATES.get(state, state)} {n:,}" for state, n in states.items())
         lines.append(f"  {kind} files: {shown}")
-    if report.by_id_failed_at is not None:
-        lines.append(
-            f"requests by id (GET /batches/{{id}}) kept failing at "
-            f"{_when(report.by_id_failed_at)}: in-flight batches are refreshed from "
-            "the list, for a day after that"
-        )
+    for name, account in report.accounts.items():
+        if account.by_id_failed_at is not None:
+            whose = f"account {name}: " if named else ""
+            lines.append(
+                f"{whose}requests by id (GET /batches/{{id}}) kept failing at "
+                f"{_when(account.by_id_failed_at)}: in-flight batches are refreshed from "
+                "the list, for a day after that"
+            )
     if report.runs:
         lines.append("last runs:")
     for run in report.runs:
+        whose = f"{run.account} " if named else ""
         line = (
-            f"  #{run.id} {_when(run.started_at)} {run.mode:<11} {run.outcome:<11} "
+            f"  #{run.id} {whose}{_when(run.started_at)} {run.mode:<11} {run.outcome:<11} "
             f"pages {run.pages:,}  batches {run.batches_seen:,} "
             f"(new {run.batches_new:,}, updated {run.batches_updated:,})  "
             f"by id {run.refreshed_by_id:,}  retries {run.retries:,}"
@@ -123,6 +124,19 @@ def format_status(report: StatusReport) -> str:
             line += f"\n      error: {run.error}"
         lines.append(line)
     return "\n".join(lines)
+
+
+def _walk_words(walk: WalkState | None) -> str:
+    """Where a walk stands, and what the next sync does with it."""
+    if walk is None:
+        return "never started"
+    if walk.finished:
+        return f"finished (newest batch {walk.head_id or '-'}); the next sync is incremental"
+    if walk.cursor is None and walk.stop_id is None:
+        return "unfinished, no page committed yet; the next sync starts at the top"
+    if walk.cursor is None:
+        return f"unfinished, catching up from the top down to {walk.stop_id}"
+    return f"unfinished, the next sync resumes after {walk.cursor}"
 
 
 # How `status` names a file's state: pending files are those still to fetch.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -182,7 +183,8 @@ class _Run:
         """
         seen_at = int(time.time())
         secret = self.settings.api_key
-        batch_rows, error_rows = build_page_rows(batches, seen_at, secret)
+        account = self.settings.account
+        batch_rows, error_rows = build_page_rows(batches, seen_at, secret, account)
         file_rows = build_file_rows(batches, secret)
         try:
             counts = await self.store.save_page(
@@ -191,7 +193,9 @@ class _Run:
         except UnstorableBatchError:
             # Nothing was written. Store every batch with what SQLite refused made storable,
             # saying what changed: one odd batch must not block every page after it.
-            batch_rows, error_rows, warnings = build_page_rows_fitted(batches, seen_at, secret)
+            batch_rows, error_rows, warnings = build_page_rows_fitted(
+                batches, seen_at, secret, account
+            )
             for warning in warnings:
                 self.note(warning)
             counts = await self.store.save_page(
@@ -246,8 +250,13 @@ class _Run:
 
     def emit(self, name: str, level: Level = "info", **fields: Any) -> None:
         """Tell the embedding program (or the JSON log) what just happened."""
+        self.tell(Event(name, fields, level))
+
+    def tell(self, event: Event) -> None:
+        """Hand `event` on, naming this run's account."""
         if self.on_event is not None:
-            self.on_event(Event(name, fields, level))
+            fields = {"account": self.settings.account, **event.fields}
+            self.on_event(dataclasses.replace(event, fields=fields))
 
     def all_warnings(self) -> list[str]:
         """The warnings kept, and how many more there were."""
@@ -256,8 +265,7 @@ class _Run:
 
     def count_retry(self, event: RetryEvent) -> None:
         self.figures = self.figures.plus(retries=1)
-        if self.on_event is not None:
-            self.on_event(retry_event(event, self.settings.api_key))
+        self.tell(retry_event(event, self.settings.api_key))
         self.report(f"attempt {event.attempt + 1}/{event.max_attempts}: {event.reason}")
 
     def report(self, retrying: str | None = None) -> None:
@@ -402,6 +410,17 @@ async def _walk_and_fetch(run: _Run, client: ApiClient, walk: WalkState) -> bool
     return complete and files.result()
 
 
+@dataclass(frozen=True)
+class _Options:
+    """How every account of a sync runs (see `sync`)."""
+
+    restart: bool
+    full: bool
+    on_event: EventHandler | None
+    retry: RetryPolicy | None
+    clock: Callable[[], float]
+
+
 async def sync(
     settings: Settings,
     *,
@@ -415,7 +434,7 @@ async def sync(
     """Copy every batch the API lists into `settings.db`, resuming an unfinished walk.
 
     Args:
-        settings: where to read from and write to.
+        settings: where to read from and write to (and which account that is).
         restart: forget an unfinished walk and start again from the top.
         full: after a finished walk, walk the whole list again instead of only what can
             have changed.
@@ -432,37 +451,92 @@ async def sync(
         UnstorableBatchError: a batch holds a value SQLite cannot store.
         DatabaseError: the database is busy, not ours, or broken.
     """
+    options = _Options(restart, full, on_event, retry, clock)
     try:
-        return await _sync(settings, restart, full, on_progress, on_event, retry, clock)
+        if not settings.has_credentials:
+            raise ConfigError(settings.missing_key_message())
+        async with open_store(settings.db) as store:
+            return await _sync(store.for_account(settings.account), settings, on_progress, options)
     except Exception as exc:
-        if on_event is not None:
-            on_event(failure_event(exc, settings.api_key))
+        _tell_failure(on_event, exc, settings)
         raise
 
 
+@dataclass(frozen=True)
+class AccountOutcome:
+    """How one account's sync ended: its result, or the error that ended it."""
+
+    account: str
+    result: SyncResult | None = None
+    error: CrawlerError | None = None
+
+
+async def sync_accounts(
+    accounts: Sequence[Settings],
+    *,
+    restart: bool = False,
+    full: bool = False,
+    on_progress: Callable[[str, Progress], None] | None = None,
+    on_event: EventHandler | None = None,
+    retry: RetryPolicy | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[AccountOutcome]:
+    """Sync several accounts into their one database at once, each with its own walk,
+    resume, rate limiter and ledger rows: one failing leaves the others to finish.
+
+    Every event names its account; `on_progress` receives the account's name too.
+
+    Raises:
+        ConfigError: the accounts name two databases, or one name twice.
+        DatabaseError: the database is busy, not ours, or broken.
+    """
+    options = _Options(restart, full, on_event, retry, clock)
+    names = [a.account for a in accounts]
+    if len({a.db for a in accounts}) > 1 or len(set(names)) < len(names):
+        raise ConfigError("accounts synced together need one database and names of their own")
+
+    async def one(store: Store, settings: Settings) -> AccountOutcome:
+        name = settings.account
+        progress = None if on_progress is None else functools.partial(on_progress, name)
+        try:
+            if not settings.has_credentials:
+                raise ConfigError(settings.missing_key_message())
+            result = await _sync(store.for_account(name), settings, progress, options)
+        except CrawlerError as exc:
+            _tell_failure(on_event, exc, settings)
+            return AccountOutcome(name, error=exc)
+        return AccountOutcome(name, result)
+
+    try:
+        async with open_store(accounts[0].db) as store, asyncio.TaskGroup() as tasks:
+            running = [tasks.create_task(one(store, settings)) for settings in accounts]
+    except BaseExceptionGroup as group:
+        raise first_exception(group) from None
+    return [task.result() for task in running]
+
+
+def _tell_failure(on_event: EventHandler | None, error: BaseException, settings: Settings) -> None:
+    if on_event is not None:
+        event = failure_event(error, settings.api_key)
+        on_event(dataclasses.replace(event, fields={"account": settings.account, **event.fields}))
+
+
 async def _sync(
+    store: Store,
     settings: Settings,
-    restart: bool,
-    full: bool,
     on_progress: Callable[[Progress], None] | None,
-    on_event: EventHandler | None,
-    retry: RetryPolicy | None,
-    clock: Callable[[], float],
+    options: _Options,
 ) -> SyncResult:
-    if not settings.has_credentials:
-        raise ConfigError(settings.missing_key_message())
+    """One account's run on an open store (see `sync`)."""
+    clock = options.clock
     started = clock()
-    async with (
-        open_store(settings.db) as store,
-        create_session(settings) as session,
-        entra_tokens(settings) as tokens,
-    ):
-        saved = None if restart else await store.load_walk()
-        walk, mode = starting_walk(saved, restart=restart, full=full)
+    async with create_session(settings) as session, entra_tokens(settings) as tokens:
+        saved = None if options.restart else await store.load_walk()
+        walk, mode = starting_walk(saved, restart=options.restart, full=options.full)
         if walk != saved:
             await store.save_walk(walk)
         run_id = await store.start_run(mode, settings.base_url)
-        run = _Run(store, settings, run_id, on_progress, clock, started, on_event)
+        run = _Run(store, settings, run_id, on_progress, clock, started, options.on_event)
         run.emit(
             RUN_STARTED,
             run_id=run_id,
@@ -478,7 +552,12 @@ async def _sync(
             await _plan_refresh(store, run)
         limiter = RateLimiter(settings.requests_per_minute)
         client = build_client(
-            session, settings, retry=retry, on_retry=run.count_retry, limiter=limiter, auth=tokens
+            session,
+            settings,
+            retry=options.retry,
+            on_retry=run.count_retry,
+            limiter=limiter,
+            auth=tokens,
         )
         if settings.file_kinds:
             run.fetcher = FileFetcher(

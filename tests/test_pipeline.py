@@ -29,6 +29,7 @@ from crawler.errors import (
 from crawler.fake import FakeApiOptions, FakeApiServer
 from crawler.runs import FIGURE_COLUMNS
 
+from .test_cli_process import wait_for_pages
 from .waits import HANG_GUARD, until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -252,7 +253,8 @@ async def test_sigterm_in_json_ends_the_log_with_an_interrupted_run(db_path: Pat
             env={**os.environ, "OPENAI_API_KEY": KEY, "OPENAI_BASE_URL": server.base_url},
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
-        await until(lambda: server.stats.held == 1, unless=lambda: proc.returncode is not None)
+        await wait_for_pages(proc, db_path, 0, 2)
+        await until(lambda: server.stats.held == 1)
         proc.send_signal(signal.SIGTERM)
         out, err = await asyncio.wait_for(proc.communicate(), timeout=HANG_GUARD)
         server.release_list_requests()
@@ -278,6 +280,7 @@ async def test_an_incremental_run_tells_what_its_refresh_did(db_path: Path) -> N
     assert result.refreshed_by_id > 0
     [refresh] = [e for e in events if e.name == "refresh_done"]
     assert refresh.fields == {
+        "account": "default",
         "refreshed_by_id": result.refreshed_by_id,
         "gone": 0,
         "not_refreshed": 0,

@@ -290,9 +290,11 @@ async def test_pages_are_whole_where_sqlite_allows_few_parameters(db_path: Path)
         pass
     db = sqlite3.connect(db_path, isolation_level=None)
     db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 2 * len(BATCH_COLUMNS) + 1)
-    run_id = store_module._start_run(db, "full", "http://x")
+    run_id = store_module._start_run(db, "default", "full", "http://x")
     batch_rows, error_rows = build_page_rows([make_batch(n) for n in range(7)], 1)
-    counts = store_module._write_page(db, batch_rows, error_rows, None, run_id, RunFigures(), ())
+    counts = store_module._write_page(
+        db, "default", batch_rows, error_rows, None, run_id, RunFigures(), ()
+    )
     db.close()
     assert counts.new == 7
     assert query(db_path, "SELECT count(*) FROM batches") == [(7,)]

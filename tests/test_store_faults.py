@@ -167,7 +167,7 @@ async def test_unsettled_positions_match_their_definition(db_path: Path) -> None
     ]
     await fill(db_path, rows)
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
-        assert sorted(select_unsettled(conn)) == sorted(unsettled_by_counting(conn))
+        assert sorted(select_unsettled(conn, "default")) == sorted(unsettled_by_counting(conn))
 
 
 async def test_planning_reads_the_index_once_not_once_per_unsettled_batch(db_path: Path) -> None:
@@ -183,7 +183,7 @@ async def test_planning_reads_the_index_once_not_once_per_unsettled_batch(db_pat
 
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
         conn.set_progress_handler(count, 100)  # called every 100 virtual machine steps
-        unsettled = select_unsettled(conn)
+        unsettled = select_unsettled(conn, "default")
     assert len(unsettled) == 4000
     # Counting from the top for each would step about 8,000 * 4,000 / 2 times: 160,000 calls.
     assert steps * 100 < 100 * 8000
@@ -209,7 +209,7 @@ async def test_unsettled_batches_come_least_recently_seen_first(db_path: Path) -
             [(5, "batch_0"), (9, "batch_1"), (2, "batch_2"), (7, "batch_3")],
         )
         conn.commit()
-        order = [batch_id for batch_id, _ in select_unsettled(conn)]
+        order = [batch_id for batch_id, _ in select_unsettled(conn, "default")]
     assert order == ["batch_2", "batch_0", "batch_3", "batch_1"]
 
 

@@ -53,16 +53,27 @@ EXAMPLE_QUERIES = (
     ),
 )
 
-_RUN_COLUMNS = ("id", "started_at", "ended_at", "mode", "outcome", "error", *FIGURE_COLUMNS)
+_RUN_COLUMNS = (
+    "id",
+    "started_at",
+    "ended_at",
+    "mode",
+    "outcome",
+    "error",
+    "account",
+    *FIGURE_COLUMNS,
+)
 
 
-def select_walk(db: sqlite3.Connection) -> WalkState | None:
-    """The walk state, or None before the first sync.
+def select_walk(db: sqlite3.Connection, account: str) -> WalkState | None:
+    """The walk state of `account`'s list, or None before its first sync.
 
     Raises:
         DamagedRowError: an id in it is not text (the row was edited by hand).
     """
-    row = db.execute("SELECT cursor, stop_id, head_id, finished FROM walk_state").fetchone()
+    row = db.execute(
+        "SELECT cursor, stop_id, head_id, finished FROM walk_state WHERE account = ?", (account,)
+    ).fetchone()
     if row is None:
         return None
     if not all(value is None or isinstance(value, str) for value in row[:3]):
@@ -73,15 +84,18 @@ def select_walk(db: sqlite3.Connection) -> WalkState | None:
     return WalkState(row[0], row[1], row[2], bool(row[3]))
 
 
-def select_by_id_failed_at(db: sqlite3.Connection) -> int | None:
-    """When requests by id last kept failing while the list answered (None: they did not)."""
-    row = db.execute("SELECT by_id_failed_at FROM walk_state").fetchone()
+def select_by_id_failed_at(db: sqlite3.Connection, account: str) -> int | None:
+    """When `account`'s requests by id last kept failing while its list answered (None:
+    they did not)."""
+    row = db.execute(
+        "SELECT by_id_failed_at FROM walk_state WHERE account = ?", (account,)
+    ).fetchone()
     return row[0] if row and isinstance(row[0], int) else None
 
 
-def select_unsettled(db: sqlite3.Connection) -> list[tuple[str, int]]:
-    """Batches stored as not yet terminal, with their position in the list, the least
-    recently seen first (the order to refresh them in).
+def select_unsettled(db: sqlite3.Connection, account: str) -> list[tuple[str, int]]:
+    """`account`'s batches stored as not yet terminal, with their position in its list, the
+    least recently seen first (the order to refresh them in).
 
     A position is the number of batches created later. One pass down the `created_at`
     index counts them: each step counts only the batches between two consecutive creation
@@ -91,9 +105,9 @@ def select_unsettled(db: sqlite3.Connection) -> list[tuple[str, int]]:
     marks = ", ".join("?" * len(TERMINAL))
     rows = db.execute(
         "SELECT id, created_at, last_seen_at FROM batches "
-        f"WHERE (status IS NULL OR status NOT IN ({marks})) "
+        f"WHERE account = ? AND (status IS NULL OR status NOT IN ({marks})) "
         f"AND not_found_runs < {CONFIRMED_GONE} ORDER BY created_at DESC",
-        TERMINAL,
+        (account, *TERMINAL),
     ).fetchall()
     positions = []
     newer, bound = 0, None
@@ -103,16 +117,20 @@ def select_unsettled(db: sqlite3.Connection) -> list[tuple[str, int]]:
             # No usable creation time, no known place in the list: planned as the deepest,
             # so it is asked for by id rather than walked to without bound.
             if deepest is None:
-                deepest = db.execute("SELECT count(*) FROM batches").fetchone()[0]
+                count = "SELECT count(*) FROM batches WHERE account = ?"
+                deepest = db.execute(count, (account,)).fetchone()[0]
             positions.append((batch_id, deepest))
             continue
         if created != bound:
             if bound is None:
-                count = "SELECT count(*) FROM batches WHERE created_at > ?"
-                newer += db.execute(count, (created,)).fetchone()[0]
+                count = "SELECT count(*) FROM batches WHERE created_at > ? AND account = ?"
+                newer += db.execute(count, (created, account)).fetchone()[0]
             else:
-                count = "SELECT count(*) FROM batches WHERE created_at > ? AND created_at <= ?"
-                newer += db.execute(count, (created, bound)).fetchone()[0]
+                count = (
+                    "SELECT count(*) FROM batches WHERE created_at > ? AND created_at <= ? "
+                    "AND account = ?"
+                )
+                newer += db.execute(count, (created, bound, account)).fetchone()[0]
             bound = created
         positions.append((batch_id, newer))
     # Least recently seen first: a run cut short by its budget leaves the others for the next.
@@ -130,13 +148,15 @@ def select_oldest_created_at(db: sqlite3.Connection, batch_ids: list[str]) -> in
     return row[0] if row else None
 
 
-def select_created_just_after(db: sqlite3.Connection, second: int, count: int) -> list[str]:
-    """The ids of the `count` stored batches created soonest after `second`, soonest first:
-    those listed just above a batch created then."""
+def select_created_just_after(
+    db: sqlite3.Connection, account: str, second: int, count: int
+) -> list[str]:
+    """The ids of `account`'s `count` stored batches created soonest after `second`, soonest
+    first: those its list holds just above a batch created then."""
     rows = db.execute(
         "SELECT id FROM batches WHERE created_at > ? AND typeof(created_at) = 'integer' "
-        "ORDER BY created_at, id LIMIT ?",
-        (second, count),
+        "AND account = ? ORDER BY created_at, id LIMIT ?",
+        (second, account, count),
     ).fetchall()
     return [batch_id for (batch_id,) in rows]
 
@@ -154,13 +174,15 @@ def select_stored_by(db: sqlite3.Connection, batch_id: str, last_rowid: int) -> 
     return bool(found and found[0])
 
 
-def select_newest(db: sqlite3.Connection, count: int, horizon: int) -> list[tuple[str, int]]:
-    """The `count` newest stored batches created by `horizon` (down the created_at index),
-    newest first: (id, created_at)."""
+def select_newest(
+    db: sqlite3.Connection, account: str, count: int, horizon: int
+) -> list[tuple[str, int]]:
+    """`account`'s `count` newest stored batches created by `horizon` (down the created_at
+    index), newest first: (id, created_at)."""
     rows = db.execute(
         "SELECT id, created_at FROM batches WHERE created_at <= ? "
-        "AND typeof(created_at) = 'integer' ORDER BY created_at DESC LIMIT ?",
-        (horizon, count),
+        "AND typeof(created_at) = 'integer' AND account = ? ORDER BY created_at DESC LIMIT ?",
+        (horizon, account, count),
     )
     return [(batch_id, created) for batch_id, created in rows]
 
@@ -209,6 +231,28 @@ def select_holdings(db: sqlite3.Connection) -> Holdings:
         files.setdefault(kind, {})[state] = count
     (request_lines,) = db.execute("SELECT count(*) FROM batch_requests").fetchone()
     return Holdings(by_status, error_lines, gone, files, request_lines)
+
+
+@dataclass(frozen=True)
+class AccountState:
+    """Where one account's sync stands: its walk, its batches, its requests by id."""
+
+    walk: WalkState | None
+    batches: int
+    by_id_failed_at: int | None
+
+
+def select_accounts(db: sqlite3.Connection) -> dict[str, AccountState]:
+    """Every account the database knows (it has a walk, batches or runs), by name."""
+    counts = dict(db.execute("SELECT account, count(*) FROM batches GROUP BY account"))
+    names = {name for (name,) in db.execute("SELECT account FROM walk_state")}
+    names |= {name for (name,) in db.execute("SELECT DISTINCT account FROM sync_runs")}
+    return {
+        name: AccountState(
+            select_walk(db, name), counts.get(name, 0), select_by_id_failed_at(db, name)
+        )
+        for name in sorted(names | counts.keys())
+    }
 
 
 def select_runs(db: sqlite3.Connection, limit: int) -> list[RunRecord]:

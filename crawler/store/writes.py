@@ -47,7 +47,10 @@ T = TypeVar("T")
 _UPSERT_BATCHES = (
     f"INSERT INTO batches ({', '.join(BATCH_COLUMNS)}) VALUES {{values}} "
     "ON CONFLICT(id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in BATCH_COLUMNS if c not in {"id", "first_seen_at"})
+    # A batch another account stored first stays that account's (see 0010_accounts.sql).
+    + ", ".join(
+        f"{c} = excluded.{c}" for c in BATCH_COLUMNS if c not in {"id", "first_seen_at", "account"}
+    )
     + ", gone_at = NULL, not_found_runs = 0"
 )
 _INSERT_FILE = (
@@ -106,13 +109,13 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     db.commit()
 
 
-def _write_walk(db: sqlite3.Connection, walk: WalkState) -> None:
+def _write_walk(db: sqlite3.Connection, account: str, walk: WalkState) -> None:
     db.execute(
-        "INSERT INTO walk_state (singleton, cursor, stop_id, head_id, finished, updated_at) "
-        "VALUES (1, ?, ?, ?, ?, ?) ON CONFLICT(singleton) DO UPDATE SET "
+        "INSERT INTO walk_state (account, cursor, stop_id, head_id, finished, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(account) DO UPDATE SET "
         "cursor = excluded.cursor, stop_id = excluded.stop_id, head_id = excluded.head_id, "
         "finished = excluded.finished, updated_at = excluded.updated_at",
-        (walk.cursor, walk.stop_id, walk.head_id, int(walk.finished), int(time.time())),
+        (account, walk.cursor, walk.stop_id, walk.head_id, int(walk.finished), int(time.time())),
     )
 
 
@@ -122,6 +125,7 @@ def _write_figures(db: sqlite3.Connection, run_id: int, figures: RunFigures) -> 
 
 def _write_page(
     db: sqlite3.Connection,
+    account: str,
     batch_rows: Sequence[tuple[Any, ...]],
     error_rows: Sequence[tuple[Any, ...]],
     walk: WalkState | None,
@@ -151,15 +155,15 @@ def _write_page(
             [(gone_at, i) for i in gone_ids],
         )
         if walk is not None:
-            _write_walk(db, walk)
+            _write_walk(db, account, walk)
         _write_figures(db, run_id, figures)
     updated = sum(row[0] in before and before[row[0]] != row[_RAW] for row in batch_rows)
     return PageCounts(len(ids) - len(before), updated, len(error_rows))
 
 
-def _mark_by_id_failed(db: sqlite3.Connection, at: int | None) -> None:
+def _mark_by_id_failed(db: sqlite3.Connection, account: str, at: int | None) -> None:
     with _transaction(db):
-        db.execute("UPDATE walk_state SET by_id_failed_at = ?", (at,))
+        db.execute("UPDATE walk_state SET by_id_failed_at = ? WHERE account = ?", (at, account))
 
 
 def _write_requests(
@@ -207,22 +211,26 @@ def _save_prices(db: sqlite3.Connection, prices: PriceFile, source: str, as_of: 
         )
 
 
-def _start_run(db: sqlite3.Connection, mode: str, base_url: str) -> int:
+def _start_run(db: sqlite3.Connection, account: str, mode: str, base_url: str) -> int:
     with _transaction(db):
-        # Only one sync can hold the database, so a row still 'running' is a dead run.
-        db.execute("UPDATE sync_runs SET outcome = 'killed' WHERE outcome = 'running'")
+        # Only one sync can hold the database, and it runs each account once: a row of this
+        # account still 'running' is a dead run.
+        db.execute(
+            "UPDATE sync_runs SET outcome = 'killed' WHERE outcome = 'running' AND account = ?",
+            (account,),
+        )
         cur = db.execute(
-            "INSERT INTO sync_runs (started_at, mode, outcome, base_url) "
-            "VALUES (?, ?, 'running', ?)",
-            (int(time.time()), mode, base_url),
+            "INSERT INTO sync_runs (started_at, mode, outcome, base_url, account) "
+            "VALUES (?, ?, 'running', ?, ?)",
+            (int(time.time()), mode, base_url, account),
         )
     assert cur.lastrowid is not None
     return cur.lastrowid
 
 
-def _save_walk(db: sqlite3.Connection, walk: WalkState) -> None:
+def _save_walk(db: sqlite3.Connection, account: str, walk: WalkState) -> None:
     with _transaction(db):
-        _write_walk(db, walk)
+        _write_walk(db, account, walk)
 
 
 def _finish_run(
@@ -248,11 +256,18 @@ def _finish_run(
 
 
 class Store:
-    """The reads and writes of a sync, each one call on the connection's own thread."""
+    """The reads and writes of one account's sync, each one call on the connection's own
+    thread. Reads of the walk are of that account's list; `for_account` gives another
+    account's view of the same connection."""
 
-    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, conn: aiosqlite.Connection, path: Path, account: str = "default") -> None:
         self._conn = conn
         self._path = path
+        self.account = account
+
+    def for_account(self, account: str) -> Store:
+        """The same database, as `account`'s sync reads and writes it."""
+        return Store(self._conn, self._path, account)
 
     async def _in_thread(self, work: Callable[..., T], *args: Any) -> T:
         try:
@@ -267,11 +282,11 @@ class Store:
 
     async def load_walk(self) -> WalkState | None:
         """The saved walk state, or None before the first sync."""
-        return await self._in_thread(select_walk)
+        return await self._in_thread(select_walk, self.account)
 
     async def load_unsettled(self) -> list[tuple[str, int]]:
         """Batches stored as not yet terminal, each with its position, least recently seen first."""
-        return await self._in_thread(select_unsettled)
+        return await self._in_thread(select_unsettled, self.account)
 
     async def oldest_created_at(self, batch_ids: Collection[str]) -> int | None:
         """The earliest stored creation time among `batch_ids` (None: none known)."""
@@ -287,7 +302,7 @@ class Store:
 
     async def newest(self, count: int, horizon: int) -> list[tuple[str, int]]:
         """The `count` newest stored batches created by `horizon`: (id, created_at)."""
-        return await self._in_thread(select_newest, count, horizon)
+        return await self._in_thread(select_newest, self.account, count, horizon)
 
     async def created_at(self, batch_id: str) -> int | None:
         """The stored creation time of a batch, if it is stored and is a whole number."""
@@ -295,23 +310,23 @@ class Store:
 
     async def created_just_after(self, second: int, count: int) -> list[str]:
         """The `count` stored batches created soonest after `second`, soonest first."""
-        return await self._in_thread(select_created_just_after, second, count)
+        return await self._in_thread(select_created_just_after, self.account, second, count)
 
     async def by_id_failed_at(self) -> int | None:
         """When requests by id last kept failing while the list answered (None: they did not)."""
-        return await self._in_thread(select_by_id_failed_at)
+        return await self._in_thread(select_by_id_failed_at, self.account)
 
     async def mark_by_id_failed(self, at: int | None) -> None:
         """Record when requests by id kept failing while the list answered; None clears it."""
-        await self._in_thread(_mark_by_id_failed, at)
+        await self._in_thread(_mark_by_id_failed, self.account, at)
 
     async def save_walk(self, walk: WalkState) -> None:
         """Replace the walk state on its own (a new walk begins)."""
-        await self._in_thread(_save_walk, walk)
+        await self._in_thread(_save_walk, self.account, walk)
 
     async def start_run(self, mode: str, base_url: str) -> int:
         """Open a ledger row for this run; rows left 'running' by a killed run are closed."""
-        return await self._in_thread(_start_run, mode, base_url)
+        return await self._in_thread(_start_run, self.account, mode, base_url)
 
     async def save_page(
         self,
@@ -336,7 +351,15 @@ class Store:
         """
         try:
             return await self._in_thread(
-                _write_page, batch_rows, error_rows, walk, run_id, figures, gone_ids, file_rows
+                _write_page,
+                self.account,
+                batch_rows,
+                error_rows,
+                walk,
+                run_id,
+                figures,
+                gone_ids,
+                file_rows,
             )
         except _UNSTORABLE as exc:
             ids = f"{batch_rows[0][0]} .. {batch_rows[-1][0]}" if batch_rows else "none"
@@ -348,7 +371,7 @@ class Store:
         self, kinds: Collection[str], after: int, limit: int
     ) -> list[FileToFetch]:
         """Files of `kinds` still to fetch, after position `after`; see select_files_to_fetch."""
-        return await self._in_thread(select_files_to_fetch, kinds, after, limit)
+        return await self._in_thread(select_files_to_fetch, self.account, kinds, after, limit)
 
     async def save_requests(
         self,
