@@ -550,22 +550,27 @@ def _sync_command(options: FakeApiOptions, base_url: str) -> str:
 def _cmd_status(args: argparse.Namespace) -> int:
     report = _run_async(read_status(args.db))
     shown = dumps(report) if args.json else format_status(report)
-    # A stored id or message may echo the key a server was sent; mask the one at hand.
-    _out(mask_secret(shown, os.environ.get(Settings.api_key_env, "").strip() or None))
+    _out(_masked(shown))
     return EXIT_OK
+
+
+def _masked(text: str) -> str:
+    """`text` with the key at hand masked: a stored value may hold up to half the key a
+    server echoed (see README, Config file), and printing it would show it again."""
+    return mask_secret(text, os.environ.get(Settings.api_key_env, "").strip() or None)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     since = parse_since(args.since)
     report = _run_async(read_report(args.db, since=since, now=int(time.time())))
     if args.html is not None:
-        _write_whole(args.html, render_html(report))
+        _write_whole(args.html, _masked(render_html(report)))
     if args.json:
-        _out(json.dumps(report.as_json(), indent=2, ensure_ascii=False))
+        _out(_masked(json.dumps(report.as_json(), indent=2, ensure_ascii=False)))
     elif args.html is not None:
         _out(f"Wrote {args.html}: the report of batches created since {utc(report.start)}.")
     else:
-        _out(format_report(report))
+        _out(_masked(format_report(report)))
     return EXIT_OK
 
 

@@ -110,7 +110,8 @@ class AuthenticationError(ApiError):
 
     @property
     def failure_type(self) -> str:
-        return "config_error"  # the user fixes the key or its permissions
+        # The user fixes the key or its permissions, unless the server says to ask again.
+        return "transient_error" if self.retryable else "config_error"
 
 
 class NotFoundError(ApiError):
@@ -134,7 +135,8 @@ class QuotaExceededError(ApiError):
 
     @property
     def failure_type(self) -> str:
-        return "config_error"  # billing, not time, fixes it
+        # Billing, not time, fixes it, unless the server says to ask again.
+        return "transient_error" if self.retryable else "config_error"
 
 
 class RateLimitedError(ApiError):

@@ -64,12 +64,14 @@ def parse_page(
             # An error envelope sent with a 200: say what the API said.
             message = " ".join(error["message"].split())[:300]
             raise BrokenResponseError(f"the API answered the list with an error: {message}")
-        hint = (
-            "" if has_more_sent else ' (a compatible list without it? set provider = "compatible")'
-        )
-        raise BrokenResponseError(
-            f"list response lacks a `data` list or a boolean `has_more`{hint}"
-        )
+        if not has_more_sent and isinstance(data, list):
+            # Asking again gets the same answer: say what to set, and do not retry.
+            raise BrokenResponseError(
+                "list response has no `has_more`: a compatible list without it? "
+                'set provider = "compatible"',
+                should_retry=False,
+            )
+        raise BrokenResponseError("list response lacks a `data` list or a boolean `has_more`")
     batches = [item for item in data if _has_usable_id(item, secret)]
     skipped = () if len(batches) == len(data) else _describe_skipped(data, secret)
     last_id = payload.get("last_id")
@@ -106,7 +108,7 @@ def _has_usable_id(item: Any, secret: str | None = None) -> bool:
     """Whether `item` is a batch object (or one that does not say) with a usable id."""
     return (
         isinstance(item, dict)
-        and item.get("object", "batch") in {"batch", None}
+        and item.get("object", "batch") in ("batch", None)
         and _is_usable_id(item.get("id"), secret)
     )
 
@@ -120,7 +122,7 @@ def _describe_skipped(data: list[Any], secret: str | None) -> tuple[str, ...]:
                 "not an object"
                 if not isinstance(item, dict)
                 else f"a {item['object']!r:.20}, not a batch"
-                if item.get("object", "batch") not in {"batch", None}
+                if item.get("object", "batch") not in ("batch", None)
                 else f"id {item.get('id')!r:.40}"
             )
             shown.append(f"item {position} ({what})")

@@ -143,8 +143,6 @@ class _Run:
                 return item.complete
             step, walk = item
             page = step.page
-            if not (page.has_more_sent or self.figures.pages_without_has_more):
-                self.note("the list does not say has_more: walked on until an empty page")
             self.figures = self.figures.plus(
                 pages=1,
                 batches_seen=len(page.batches),

@@ -76,8 +76,11 @@ def restart_from_top(walk: WalkState) -> tuple[WalkState, str]:
 
 def may_be_a_vanished_cursor(step: WalkStep) -> bool:
     """Whether a page after a cursor may have ended the list only because the cursor's
-    batch is gone (the API may answer an unknown `after` with an empty page): ask by id."""
-    return not step.page.batches and not step.page.has_more
+    batch is gone (the API may answer an unknown `after` with an empty page): ask by id.
+    Not so for a list that never says has_more: an empty page is how every walk of it ends,
+    and asking each time would cost a walk from the top where the server has no by-id route."""
+    page = step.page
+    return not page.batches and not page.has_more and page.has_more_sent
 
 
 def walk_depth(positions: Iterable[int], page_size: int) -> int:

@@ -21,8 +21,8 @@ DB = os.environ.get("BATCH_CRAWLER_DB", "batches.db")
 
 def sync_batches(db: str = DB) -> dict[str, Any]:
     """One sync; its figures, as `batch-crawler sync --json` prints them."""
-    settings = load_settings({"db": db, "max_seconds": 840}, os.environ)
     try:
+        settings = load_settings({"db": db, "max_seconds": 840}, os.environ)
         result = asyncio.run(sync(settings))
     except CrawlerError as error:
         if error.retryable:

@@ -60,6 +60,16 @@ def test_a_list_that_does_not_say_has_more_goes_on_until_an_empty_page(
         parse_page({"data": [], **has_more})  # OpenAI always sends it
 
 
+def test_an_item_whose_object_is_no_string_is_left_out_not_a_crash() -> None:
+    """`"object": {}` once raised TypeError (unhashable) out of the page check."""
+    page = parse_page(
+        {"data": [make_batch(3, object={}), make_batch(2, object=[]), make_batch(1)],
+         "has_more": False}
+    )  # fmt: skip
+    assert [b["id"] for b in page.batches] == [make_batch(1)["id"]]
+    assert page.skipped == ("item 0 (a {}, not a batch)", "item 1 (a [], not a batch)")
+
+
 def test_parse_page_leaves_out_items_without_a_usable_id() -> None:
     """Items that cannot be stored or asked with are named, not stored; the rest are kept."""
     data = [{"no_id": 1}, make_batch(2), {"id": ""}, "batch_1", {"id": "a\ud800"}, make_batch(1)]

@@ -236,6 +236,8 @@ def test_exit_codes_follow_what_a_retry_can_do() -> None:
     assert ServerError("HTTP 503").exit_code == EXIT_TRANSIENT
     assert ServerError("HTTP 503", should_retry=False).exit_code == 1
     assert AuthenticationError("HTTP 401").exit_code == 1
+    asked_again = AuthenticationError("HTTP 401", should_retry=True)
+    assert (asked_again.exit_code, asked_again.failure_type) == (75, "transient_error")
     assert PaginationError("loop").exit_code == 1
     busy = DatabaseBusyError("busy")
     assert (busy.exit_code, busy.retryable, busy.failure_type) == (4, True, "transient_error")

@@ -197,6 +197,28 @@ async def test_a_line_holding_the_key_is_stored_masked(
     assert messages == {"echo": "bad key ***", "plain": "expired"}
 
 
+@pytest.mark.parametrize("share", [1, 10], ids=["every-character", "one-in-ten"])
+async def test_a_key_spelled_in_json_escapes_is_stored_masked(
+    db_path: Path, fast_retry: RetryPolicy, share: int
+) -> None:
+    """A server writing the key as \\u escapes: SQLite would decode them after the search
+    for the key had run on the line's text. Such a line is decoded first, then masked."""
+    spelled = "".join(f"\\u{ord(c):04x}" if i % share == 0 else c for i, c in enumerate(API_KEY))
+    batch = make_batch(1, status="failed", error_file_id="file-err-1", output_file_id=None)
+    line = '{"custom_id": "echo", "response": null, "error": {"message": "bad key %s"}}'
+    settings = Settings(db=db_path, base_url=BASE_URL, api_key=API_KEY)
+    with aioresponses() as mock:
+        mock.get(f"{BASE_URL}/batches?limit=100", payload=list_body([batch], False))
+        mock.get(f"{BASE_URL}/files/file-err-1/content", body=(line % spelled).encode())
+        result = await sync(settings, retry=fast_retry)
+    assert result.request_lines == 1
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        dump = "\n".join(conn.iterdump())
+        message = conn.execute("SELECT error_message FROM batch_requests").fetchone()
+    assert API_KEY[:16] not in dump
+    assert message == ("bad key ***",)
+
+
 async def test_a_line_holding_part_of_the_key_is_masked_and_a_custom_id_holding_it_left_out(
     db_path: Path, fast_retry: RetryPolicy
 ) -> None:

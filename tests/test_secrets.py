@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import sqlite3
+import time
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
@@ -16,6 +17,7 @@ from aiohttp import web
 from aioresponses import aioresponses
 
 from crawler.api import RetryPolicy
+from crawler.cli import main
 from crawler.config import Settings
 from crawler.redact import holds_secret, mask_secret, mask_values
 from crawler.replies import build_api_error
@@ -312,3 +314,43 @@ def test_a_servers_message_is_quoted_on_one_line_short_and_without_escapes() -> 
     assert "\x07" not in text
     assert len(text) < 600
     assert "PWNED" in text
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["report"], ["report", "--json"], ["report", "--html", "page.html"], ["status", "--json"]],
+    ids=["report", "report-json", "report-html", "status-json"],
+)
+def test_what_the_commands_print_masks_the_key_a_server_echoed_into_stored_values(
+    db_path: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+) -> None:
+    """Stored values may keep less than half of a long key; what a command prints or
+    writes masks any 16 characters of the key at hand, as messages do."""
+    key = "sk-proj-" + "Q7wErTy9uIoP" * 6
+    run = key[8:44]  # 36 characters: under half of a 80-character key, so stored as sent
+    batch = make_batch(
+        1,
+        created_at=int(time.time()) - 60,
+        status="failed",
+        errors={"data": [{"code": "bad_key", "message": f"the key {run} was refused"}]},
+    )
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    monkeypatch.chdir(tmp_path)
+    with aioresponses() as mock:
+        mock.get(f"{BASE_URL}/batches?limit=100", payload=list_body([batch], False))
+        assert main(["sync", "--db", str(db_path), "--base-url", BASE_URL, "--no-files", "-q"]) == 0
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        assert conn.execute("SELECT message FROM batch_errors").fetchone() == (
+            f"the key {run} was refused",
+        )
+    assert main([*argv, "--db", str(db_path)]) == 0
+    printed = capsys.readouterr().out
+    if "--html" in argv:
+        printed += (tmp_path / "page.html").read_text()
+    assert run[:16] not in printed
+    if argv == ["report"]:
+        assert "the key *** was refused" in printed
