@@ -92,7 +92,7 @@ async def run_ours(base_url: str, db: Path, batch: dict[str, Any]) -> dict[str, 
             keep_body=False,
             concurrency=1,
             on_outcome=done,
-            stop=lambda: False,
+            time_left=lambda: None,
         )
         fetcher.walk_ended(complete=True)
         started = time.perf_counter()

@@ -85,7 +85,10 @@ async def refresh_by_id(
                     raise
                 # That batch's trouble, unless the next ones fail too: then the API's, or
                 # the route's.
-                verdict = await streak.failed()
+                verdict = await streak.failed(time_left)
+                if verdict == "out of time":
+                    end.out_of_time = True
+                    return
                 if verdict == "down":
                     raise
                 skip(batch_id, exc)
@@ -128,18 +131,31 @@ class _FailureStreak:
         self._api_answers = api_answers
         self._in_a_row = 0
         self._list_answered = False
+        self._asking = asyncio.Lock()  # one worker asks; those failing meanwhile wait
 
     def answered(self) -> None:
         self._in_a_row = 0
 
-    async def failed(self) -> Literal["skip", "down", "route failing"]:
+    async def failed(
+        self, time_left: Callable[[], float | None]
+    ) -> Literal["skip", "down", "route failing", "out of time"]:
+        """What one more failure says; asking the API takes a request, within the budget."""
+        try:
+            return await before_deadline(self._verdict(), time_left())
+        except OutOfTime:
+            return "out of time"
+
+    async def _verdict(self) -> Literal["skip", "down", "route failing"]:
         self._in_a_row += 1
         if self._in_a_row < FAILURES_IN_A_ROW:
             return "skip"
-        if self._list_answered:
-            return "route failing"
-        if not await self._api_answers():
-            return "down"
-        self._list_answered = True
-        self._in_a_row = 0
-        return "skip"
+        async with self._asking:
+            if self._in_a_row < FAILURES_IN_A_ROW:
+                return "skip"  # another worker asked meanwhile, and the streak began again
+            if self._list_answered:
+                return "route failing"
+            if not await self._api_answers():
+                return "down"
+            self._list_answered = True
+            self._in_a_row = 0
+            return "skip"

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .api import ApiClient
+from .budget import OutOfTime, before_deadline
 from .errors import (
     ApiError,
     AuthenticationError,
@@ -37,6 +38,10 @@ LINES_PER_COMMIT = 500
 # A line longer than this is no request outcome (a long answer is a few MB): the file is
 # broken, and reading on would hold it all in memory.
 MAX_LINE_BYTES = 64 * 2**20
+
+# A batch holds at most 50,000 requests: a file of more lines is no batch's, and one that
+# never ends would fill the disk.
+MAX_FILE_LINES = 50_000
 
 # Chunks and outcomes handed on ahead of the database: enough to keep requests going while
 # it commits, few enough that memory stays flat (bench/files.py: 50,000 lines within 8 MB
@@ -129,9 +134,12 @@ async def read_requests(
 
     def add(line: bytearray) -> None:
         nonlocal number
-        number += 1
         if not line.strip():
+            number += 1
             return
+        if number >= MAX_FILE_LINES:
+            raise _TooLong
+        number += 1
         text = _text_for_sqlite(line, secret)
         if text is not None:
             chunk.texts.append((number, text))
@@ -153,18 +161,30 @@ async def read_requests(
             else:
                 chunk.rows.append(mask_values(row, secret) if secret else row)
 
-    async for data in chunks:
-        read.size += len(data)
-        for line in buffer.feed(data):
+    try:
+        async for data in chunks:
+            read.size += len(data)
+            for line in buffer.feed(data):
+                add(line)
+            if len(chunk) >= LINES_PER_COMMIT:
+                await save(read, chunk)
+                chunk = LineChunk()
+        for line in buffer.end():
             add(line)
-        if len(chunk) >= LINES_PER_COMMIT:
-            await save(read, chunk)
-            chunk = LineChunk()
-    for line in buffer.end():
-        add(line)
+    except _TooLong:
+        await save(read, chunk)
+        raise BrokenResponseError(
+            f"file {file.file_id} holds more than {MAX_FILE_LINES:,} lines, more than a batch "
+            "has requests: not a batch file; the lines before were stored",
+            should_retry=False,
+        ) from None
     if chunk:
         await save(read, chunk)
     return read
+
+
+class _TooLong(Exception):
+    """A file went on past MAX_FILE_LINES."""
 
 
 # A \u escape of a printable ASCII character: JSON writers escape none, so a line holding
@@ -246,16 +266,18 @@ class FileFetcher:
         keep_body: bool,
         concurrency: int,
         on_outcome: Callable[[FileOutcome], Awaitable[None]],
-        stop: Callable[[], bool],
+        time_left: Callable[[], float | None],
         secret: str | None = None,
     ) -> None:
+        """`time_left`: seconds left of the run's time budget (None: no budget); a download
+        still going when it runs out is abandoned, its file left to fetch next time."""
         self._client = client
         self._store = store
         self._kinds = tuple(kinds)
         self._keep_body = keep_body
         self._concurrency = concurrency
         self._on_outcome = on_outcome
-        self._stop = stop
+        self._time_left = time_left
         self._secret = secret  # the API key: masked in any line that holds it
         self._more = asyncio.Event()
         self._walking = True
@@ -313,7 +335,8 @@ class FileFetcher:
 
     async def _work(self) -> None:
         while True:
-            if self._stop():
+            left = self._time_left()
+            if left is not None and left <= 0:
                 self.stopped = True
             if self.stopped:
                 return
@@ -323,7 +346,12 @@ class FileFetcher:
                     return
                 await self._more.wait()
                 continue
-            await self._writes.put(await self._fetch(file))
+            try:
+                outcome = await before_deadline(self._fetch(file), self._time_left())
+            except OutOfTime:
+                self.stopped = True  # the file stays to fetch: the next sync reads it whole
+                return
+            await self._writes.put(outcome)
 
     async def _claim(self) -> FileToFetch | None:
         """The next file to fetch, claimed by this worker alone; None when none is waiting."""

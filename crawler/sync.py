@@ -565,7 +565,7 @@ async def _sync(
                 keep_body=settings.bodies,
                 concurrency=settings.concurrency,
                 on_outcome=run.file_done,
-                stop=run.time_spent,
+                time_left=run.time_left,
                 secret=settings.api_key,
             )
         outcome, error = "failed", None

@@ -4,6 +4,7 @@ of every terminal batch's files in `batch_requests` exactly once, faults and all
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sqlite3
 from pathlib import Path
@@ -246,3 +247,31 @@ async def test_a_line_holding_part_of_the_key_is_masked_and_a_custom_id_holding_
         messages = dict(conn.execute("SELECT custom_id, error_message FROM batch_requests"))
     assert run not in dump
     assert messages == {"echo": "bad key ***..."}
+
+
+async def test_a_time_budget_abandons_a_download_still_going_and_the_file_stays_to_fetch(
+    db_path: Path,
+) -> None:
+    """A file that stops coming (the server holds it; no read timeout would cut it for an
+    hour) is abandoned when --max-seconds runs out: the run ends partial, the file is
+    still to fetch, and the next sync stores it whole."""
+    options = FakeApiOptions(batches=12, seed=3, requests_per_batch=3000)
+    async with FakeApiServer(options) as server:
+        server.hold_file_contents(lines=1000)
+        settings = Settings(
+            db=db_path,
+            base_url=server.base_url,
+            api_key=options.api_key,
+            outputs=True,
+            read_timeout=3600,
+            max_seconds=1,
+        )
+        result = await sync(settings)
+        assert not result.complete
+        assert file_states(db_path, "output").get("complete", 0) < sum(
+            file_states(db_path, "output").values()
+        )
+        server.release_file_contents()
+        again = await sync(dataclasses.replace(settings, max_seconds=None))
+        assert again.complete
+        assert stored_rows(db_path) == expected_rows(server, {"error", "output"})
