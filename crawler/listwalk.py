@@ -18,10 +18,13 @@ from .api import ApiClient
 from .budget import OutOfTime, before_deadline
 from .errors import (
     ApiError,
+    BadRequestError,
     CrawlerError,
+    NotFoundError,
     ServerError,
     TransportError,
     UnknownCursorError,
+    UnknownRouteError,
     about_one_batch,
 )
 from .pages import BatchPage, WalkStep, walk_pages
@@ -71,6 +74,7 @@ class ListWalk:
     last_step: WalkStep | None = None
     restarted: bool = False  # this run already walked from the top again
     pages_read: int = 0
+    asked_after: str | None = None  # the cursor of the last list request
 
     async def run(self, walk: WalkState, queue: PageQueue) -> None:
         """Walk segment after segment, handing each page on; errors go through the queue."""
@@ -82,6 +86,13 @@ class ListWalk:
                     walk, fetched, spent = await self.walk_segment(walk, queue, fetched)
                 except UnknownCursorError:
                     if from_top:
+                        raise
+                    walk = self.restart_segment(walk)
+                    continue
+                except (NotFoundError, BadRequestError, ServerError, TransportError) as exc:
+                    # The API may say an unknown cursor other ways: 404, a 400 naming no
+                    # parameter, or failing. Asked by id, a cursor batch that is gone says so.
+                    if not await self.cursor_vanished(exc):
                         raise
                     walk = self.restart_segment(walk)
                     continue
@@ -154,6 +165,7 @@ class ListWalk:
     async def fetch_page(self, after: str | None, limit: int) -> BatchPage:
         """One list page, abandoned (OutOfTime) once the time budget runs out; the first
         is read whatever the budget, so that every run gets further."""
+        self.asked_after = after
         left = self.time_left() if self.pages_read else None
         page = await before_deadline(self.client.fetch_page(after, limit), left)
         self.pages_read += 1
@@ -162,6 +174,18 @@ class ListWalk:
     async def known(self, batch_id: str) -> bool:
         """Whether a batch was stored before this run began."""
         return await self.store.stored_by(batch_id, self.stored_mark)
+
+    async def cursor_vanished(self, error: ApiError) -> bool:
+        """Whether a list request failed because its cursor's batch is gone: once a run, and
+        not for a wrong path (the base URL's fault) or a request from the top."""
+        cursor = self.asked_after
+        if cursor is None or self.restarted or isinstance(error, UnknownRouteError):
+            return False
+        try:
+            # Only a plain "no such batch" says so: in an outage this request fails too.
+            return await self.client.fetch_batch(cursor) is None
+        except ApiError:
+            return False
 
     async def cursor_listed(self, cursor: str) -> bool:
         """Whether the batch a cursor names still exists; an answer that cannot say so

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aioresponses import aioresponses
 
 from crawler.api import RetryPolicy
 from crawler.config import Settings
@@ -21,6 +22,7 @@ from crawler.fake import FakeApiOptions, FakeApiServer
 from crawler.runs import Progress, SyncResult
 from crawler.sync import sync
 
+from .conftest import API_KEY, BASE_URL, list_body, make_batch
 from .exact import assert_database_matches
 from .waits import until
 
@@ -283,3 +285,41 @@ async def test_organization_and_project_go_with_every_request(
     assert server.stats.headers == Counter(
         {("OpenAI-Organization", "org-test"): sent, ("OpenAI-Project", "proj_test"): sent}
     )
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (404, {"error": {"message": "No batch found", "type": "invalid_request_error"}}),
+        (400, {"error": {"message": "Invalid cursor", "type": "invalid_request_error"}}),
+        (500, {"error": {"message": "The server had an error", "type": "server_error"}}),
+    ],
+    ids=["404", "400-without-param", "500"],
+)
+async def test_a_cursor_batch_gone_is_walked_around_however_the_list_refuses_it(
+    db_path: Path, status: int, body: dict[str, Any]
+) -> None:
+    """The list may refuse a deleted cursor other ways than a 400 naming `after`: when
+    the cursor batch answers 404 by id, the resume walks from the top, not fail forever."""
+    batches = [make_batch(n) for n in range(6, 0, -1)]
+    gone = batches[1]["id"]
+    listed = [b for b in batches if b["id"] != gone]
+    settings = Settings(db=db_path, base_url=BASE_URL, api_key=API_KEY, page_size=2, files=False)
+    with aioresponses() as mock:
+        mock.get(f"{BASE_URL}/batches?limit=2", payload=list_body(batches[:2], True))
+        await sync(dataclasses.replace(settings, max_pages=1), retry=RETRY)
+    with aioresponses() as mock:
+        mock.get(f"{BASE_URL}/batches?after={gone}&limit=2", status=status, payload=body,
+                 repeat=True)  # fmt: skip
+        mock.get(f"{BASE_URL}/batches/{gone}", status=404, payload=body)
+        mock.get(f"{BASE_URL}/batches?limit=2", payload=list_body(listed[:2], True))
+        after = listed[1]["id"]
+        mock.get(f"{BASE_URL}/batches?after={after}&limit=2", payload=list_body(listed[2:4], True))
+        last = listed[3]["id"]
+        mock.get(f"{BASE_URL}/batches?after={last}&limit=2", payload=list_body(listed[4:], False))
+        result = await sync(settings, retry=RETRY)
+    assert result.complete
+    assert any(f"the stored cursor {gone} is gone" in w for w in result.warnings)
+    with sqlite3.connect(db_path) as conn:
+        stored = {row[0] for row in conn.execute("SELECT id FROM batches")}
+    assert stored == {b["id"] for b in batches}
