@@ -66,9 +66,16 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class _Parser(argparse.ArgumentParser):
+    # Set by `main` before parsing: a bad flag of a run asked to log JSON is said in JSON.
+    json_errors = False
+
     def error(self, message: str) -> NoReturn:
         """One line, not a usage dump: the user sees what is wrong and where to look."""
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+        line = f"{self.prog}: error: {message} (see --help)"
+        if _Parser.json_errors:
+            event = failure_event(ConfigError(line))
+            self.exit(EXIT_USAGE, event.json_line())
+        self.exit(EXIT_USAGE, line + "\n")
 
 
 def _checked(rule: Rule) -> Callable[[str], Any]:
@@ -645,6 +652,15 @@ def _configure_logging(args: argparse.Namespace, log_format: str) -> None:
     )
 
 
+def _asks_for_json(words: list[str]) -> bool:
+    """Whether a command line (or the environment) asks for JSON logs, read before parsing
+    it: its own errors are then said in JSON too."""
+    for word, following in zip(words, [*words[1:], ""], strict=True):
+        if (word == "--log-format" and following == "json") or word == "--log-format=json":
+            return True
+    return os.environ.get(ENV_LOG_FORMAT, "").strip().lower() == "json"
+
+
 def _log_format(args: argparse.Namespace) -> str:
     """The flag's format, else the environment's; a sync's config file may still choose.
 
@@ -653,7 +669,7 @@ def _log_format(args: argparse.Namespace) -> str:
     """
     if args.log_format is not None:
         return str(args.log_format)
-    text = os.environ.get(ENV_LOG_FORMAT, "").strip()
+    text = os.environ.get(ENV_LOG_FORMAT, "").strip().lower()
     if not text:
         return "text"
     problem = setting_rule("log_format").problem(text)
@@ -669,6 +685,8 @@ def _draws_progress() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
+    words = sys.argv[1:] if argv is None else argv
+    _Parser.json_errors = _asks_for_json(words)
     args = build_parser().parse_args(argv)
     args.events = None
     try:

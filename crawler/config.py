@@ -481,6 +481,8 @@ def load_settings(
     ):
         if env.get(var):
             merged[key] = env[var]
+    if isinstance(merged.get("log_format"), str):  # "JSON", as dlt spells it, is json too
+        merged["log_format"] = merged["log_format"].strip().lower()
     merged.update({k: v for k, v in flags.items() if v is not None})
     if merged.get("provider") == "azure":
         _merge_azure_env(merged, env, flags)

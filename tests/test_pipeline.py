@@ -17,6 +17,7 @@ import pytest
 
 from crawler import Event, iter_batches, iter_pages, sync
 from crawler.api import RetryPolicy
+from crawler.cli import main
 from crawler.config import Settings
 from crawler.errors import (
     EXIT_TRANSIENT,
@@ -287,3 +288,43 @@ async def test_an_incremental_run_tells_what_its_refresh_did(db_path: Path) -> N
         "gone": 0,
         "not_refreshed": 0,
     }
+
+
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [
+        (["sync", "--page-size", "1000", "--log-format", "json"], {}),
+        (["sync", "--log-format=json", "--no-such-flag"], {}),
+        (["sync", "--no-such-flag"], {"BATCH_CRAWLER_LOG_FORMAT": " JSON"}),
+    ],
+    ids=["bad-value", "unknown-flag", "from-the-environment"],
+)
+def test_a_bad_flag_of_a_run_logging_json_is_said_in_json(
+    argv: list[str],
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    [failed] = json_lines(capsys.readouterr().err)
+    assert (failed["event"], failed["failure_type"], failed["exit_code"]) == (
+        "run_failed",
+        "config_error",
+        2,
+    )
+    assert "error:" in failed["message"]
+
+
+def test_the_environments_log_format_is_read_as_dlt_spells_it(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`JSON`, or with spaces around: both the sync and the other commands read it."""
+    monkeypatch.setenv("BATCH_CRAWLER_LOG_FORMAT", " JSON ")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert main(["sync", "--db", str(db_path)]) == 2
+    [failed] = json_lines(capsys.readouterr().err)
+    assert failed["message"].startswith("no API key")
