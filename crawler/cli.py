@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import itertools
 import json
 import logging
 import os
@@ -655,7 +656,7 @@ def _configure_logging(args: argparse.Namespace, log_format: str) -> None:
 def _asks_for_json(words: list[str]) -> bool:
     """Whether a command line (or the environment) asks for JSON logs, read before parsing
     it: its own errors are then said in JSON too."""
-    for word, following in zip(words, [*words[1:], ""], strict=True):
+    for word, following in itertools.pairwise([*words, ""]):
         if (word == "--log-format" and following == "json") or word == "--log-format=json":
             return True
     return os.environ.get(ENV_LOG_FORMAT, "").strip().lower() == "json"

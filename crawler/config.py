@@ -462,7 +462,7 @@ def load_settings(
         ConfigError: a value is invalid; the message names the key and, for a
             file, the file.
     """
-    merged: dict[str, Any] = {}
+    from_file: dict[str, Any] = {}
     if config_file is not None:
         from_file = read_config_file(config_file)
         try:
@@ -472,20 +472,17 @@ def load_settings(
                 _check(key, value)
         except ConfigError as exc:
             raise ConfigError(f"config file {config_file}: {exc}") from None
-        merged.update(from_file)
-    for key, var in (
-        ("base_url", ENV_BASE_URL),
-        ("organization", ENV_ORGANIZATION),
-        ("project", ENV_PROJECT),
-        ("log_format", ENV_LOG_FORMAT),
-    ):
-        if env.get(var):
-            merged[key] = env[var]
-    if isinstance(merged.get("log_format"), str):  # "JSON", as dlt spells it, is json too
-        merged["log_format"] = merged["log_format"].strip().lower()
-    merged.update({k: v for k, v in flags.items() if v is not None})
-    if merged.get("provider") == "azure":
-        _merge_azure_env(merged, env, flags)
+    given = {k: v for k, v in flags.items() if v is not None}
+    azure = given.get("provider", from_file.get("provider")) == "azure"
+    merged: dict[str, Any] = {}
+    for layer in (from_file, _from_env(env, azure=azure), given):
+        # base_url and azure_endpoint say the same thing: the layer above wins either way.
+        for one, other in (("base_url", "azure_endpoint"), ("azure_endpoint", "base_url")):
+            if one in layer:
+                merged.pop(other, None)
+        merged.update(layer)
+    if azure:
+        merged.setdefault("api_key_env", ENV_AZURE_KEY)
     key_env = merged.get("api_key_env", Settings.api_key_env)
     # A key copied with a space or a newline around it is still the key.
     key = env.get(key_env, "").strip() if isinstance(key_env, str) else ""
@@ -494,15 +491,23 @@ def load_settings(
     return Settings(**merged)
 
 
-def _merge_azure_env(
-    merged: dict[str, Any], env: Mapping[str, str], flags: Mapping[str, Any]
-) -> None:
-    """The official SDK's Azure variables, under what the file and the flags set."""
-    for key, var in (("azure_endpoint", ENV_AZURE_ENDPOINT), ("api_version", ENV_API_VERSION)):
-        if env.get(var) and flags.get(key) is None:
-            merged[key] = env[var]
-    # OPENAI_BASE_URL names OpenAI's endpoint, not Azure's: an Azure endpoint wins over it.
-    from_env = env.get(ENV_BASE_URL) and merged.get("base_url") == env[ENV_BASE_URL]
-    if "azure_endpoint" in merged and from_env and flags.get("base_url") is None:
-        del merged["base_url"]
-    merged.setdefault("api_key_env", ENV_AZURE_KEY)
+def _from_env(env: Mapping[str, str], *, azure: bool) -> dict[str, Any]:
+    """The settings the environment gives, read as the official SDK reads them: for Azure
+    OpenAI, its endpoint and API version, and not OPENAI_BASE_URL (OpenAI's endpoint)."""
+    names = {
+        "organization": ENV_ORGANIZATION,
+        "project": ENV_PROJECT,
+        "log_format": ENV_LOG_FORMAT,
+        **(
+            {"azure_endpoint": ENV_AZURE_ENDPOINT, "api_version": ENV_API_VERSION}
+            if azure
+            else {"base_url": ENV_BASE_URL}
+        ),
+    }
+    values: dict[str, Any] = {key: env[var] for key, var in names.items() if env.get(var)}
+    if _api_version(values.get("api_version", "2024-10-21")):
+        # The SDK's `preview` (the v1 API's) or another tool's value: not a dated version.
+        del values["api_version"]
+    if "log_format" in values:  # "JSON", as dlt spells it, is json too
+        values["log_format"] = values["log_format"].strip().lower()
+    return values

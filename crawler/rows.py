@@ -70,7 +70,7 @@ def build_batch_row(batch: Batch, seen_at: int, account: str = "default") -> tup
     endpoint = batch.get("endpoint")
     # Checked on two fields, not all: this runs for every batch of every page.
     if type(batch.get("created_at")) is str or (
-        isinstance(endpoint, str) and not endpoint.startswith("/v1/")
+        isinstance(endpoint, str) and not endpoint.startswith("/v1")
     ):
         return _compatible_row(_row_as_sent(batch, seen_at, account))
     return _row_as_sent(batch, seen_at, account)
@@ -109,7 +109,7 @@ def _compatible_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
         if isinstance(fixed[i], str):
             fixed[i] = _unix_seconds(fixed[i])
     endpoint = fixed[_ENDPOINT]
-    if isinstance(endpoint, str) and endpoint.startswith("/") and not endpoint.startswith("/v1/"):
+    if isinstance(endpoint, str) and endpoint.startswith("/") and not endpoint.startswith("/v1"):
         fixed[_ENDPOINT] = "/v1" + endpoint
     return tuple(fixed)
 

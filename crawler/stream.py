@@ -2,7 +2,9 @@
 
 The same client as `sync` (retries, rate limiter, timeouts, key scrubbing) and the same
 cursor guards (a chain that loops or ends early raises PaginationError); no database, so
-no resume: a pipeline that wants one keeps the last id it loaded and passes it as `after`.
+no resume: the list is newest first, so a pipeline continues an interrupted walk by passing
+the last id it loaded as `after`, and loads only what is new by stopping at the newest id
+its last run loaded.
 """
 
 from __future__ import annotations

@@ -171,3 +171,41 @@ def test_azure_reads_the_sdks_variables_and_its_own_key() -> None:
     assert (settings.api_key, settings.api_version) == ("azure-key", "2024-10-21")
     assert settings.base_url == "https://a.openai.azure.com/openai"
     assert load_settings({}, env).api_key == "openai-key", "only for provider azure"
+
+
+AZURE = "https://a.openai.azure.com"
+GATEWAY = "https://gw.example/v1"
+
+
+@pytest.mark.parametrize(
+    ("flags", "file", "env", "base_url"),
+    [
+        # A flag wins over the environment, and base_url and azure_endpoint are one setting.
+        ({"base_url": GATEWAY}, "", {"AZURE_OPENAI_ENDPOINT": AZURE}, GATEWAY),
+        ({"azure_endpoint": AZURE}, f'base_url = "{GATEWAY}"', {}, AZURE + "/openai/v1"),
+        # The environment wins over the file.
+        ({}, f'base_url = "{GATEWAY}"', {"AZURE_OPENAI_ENDPOINT": AZURE}, AZURE + "/openai/v1"),
+        # OPENAI_API_VERSION=preview is the SDK's v1 API, not a dated version.
+        (
+            {},
+            f'azure_endpoint = "{AZURE}"',
+            {"OPENAI_API_VERSION": "preview"},
+            AZURE + "/openai/v1",
+        ),
+    ],
+    ids=["flag-over-env", "flag-over-file", "env-over-file", "sdk-preview-version"],
+)
+def test_azure_settings_take_flags_over_the_environment_over_the_file(
+    tmp_path: Path, flags: dict[str, str], file: str, env: dict[str, str], base_url: str
+) -> None:
+    config = tmp_path / "azure.toml"
+    config.write_text(f'provider = "azure"\n{file}\n')
+    settings = load_settings(flags, env, config)
+    assert settings.base_url == base_url
+
+
+def test_openais_base_url_variable_does_not_point_azure_elsewhere() -> None:
+    """OPENAI_BASE_URL names OpenAI's endpoint: an Azure key is not sent there."""
+    env = {"OPENAI_BASE_URL": "https://gw.example/v1", "AZURE_OPENAI_API_KEY": "k"}
+    with pytest.raises(ConfigError, match="azure_endpoint: a value is required"):
+        load_settings({"provider": "azure"}, env)

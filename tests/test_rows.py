@@ -178,6 +178,7 @@ def test_times_sent_as_text_are_stored_as_unix_seconds(sent: str, stored: int | 
         ("/chat/completions", "/v1/chat/completions"),
         ("/embeddings", "/v1/embeddings"),
         ("/v1/responses", "/v1/responses"),
+        ("/v1", "/v1"),
         ("chat", "chat"),
     ],
 )
