@@ -83,6 +83,7 @@ class _Run:
     fetcher: FileFetcher | None = None
     by_id_failed_at: int | None = None  # see WALK_INSTEAD_OF_BY_ID
     by_id_failures: dict[str, str] = field(default_factory=dict)  # batch id: why
+    answered_gone: set[str] = field(default_factory=set)  # answered 404 by id this run
 
     def walks_instead_of_by_id(self) -> bool:
         failed = self.by_id_failed_at
@@ -322,7 +323,7 @@ async def _refresh(run: _Run, client: ApiClient) -> bool:
     if walking and run.to_refresh and not await _refresh_by_id(run, client):
         return False
     # Neither by id nor in the list: deleted, or a server out of step with itself.
-    for batch_id in sorted(run.to_refresh):
+    for batch_id in sorted(run.to_refresh - run.answered_gone):
         why = run.by_id_failures.get(batch_id, "requests by id are failing")
         run.note(f"batch {batch_id} was not refreshed: {why}; nor is it in the list")
     run.emit(
@@ -348,12 +349,15 @@ async def _refresh_by_id(run: _Run, client: ApiClient) -> bool:
         await run.store.mark_by_id_failed(int(time.time()))
     elif run.by_id_failed_at is not None and (end.answered or not run.walks_instead_of_by_id()):
         await run.store.mark_by_id_failed(None)  # requests by id work again
-    run.to_refresh -= end.answered
+    # One 404 is not the last word (a replica behind, a blip): a batch answered so is looked
+    # for in the list too, where it may stand changed; listed, it is no longer counted gone.
+    run.to_refresh -= end.answered - run.answered_gone
     return True
 
 
 async def _ask_by_id(run: _Run, client: ApiClient) -> RefreshEnd:
     async def save(batches: Sequence[Batch], gone: Sequence[str]) -> None:
+        run.answered_gone.update(gone)
         run.figures = run.figures.plus(refreshed_by_id=len(batches) + len(gone), gone=len(gone))
         await run.save(batches, None, gone)
 

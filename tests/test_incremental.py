@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+from aioresponses import aioresponses
 
 from crawler.api import ApiClient, RetryPolicy
 from crawler.config import Settings
@@ -18,6 +20,7 @@ from crawler.runs import RunFigures
 from crawler.store import open_store
 from crawler.sync import sync
 
+from .conftest import API_KEY, BASE_URL, list_body, make_batch
 from .exact import assert_database_matches
 
 RETRY = RetryPolicy(max_attempts=10, max_seconds=30, initial_backoff=0, max_backoff=0)
@@ -239,3 +242,51 @@ async def test_a_refresh_by_id_within_a_request_budget_gets_no_429s(db_path: Pat
     assert rate_limited == 0
     assert limiter.waits > 0
     assert 4.0 <= virtual.now < 4.5
+
+
+async def test_a_batch_answering_404_by_id_is_looked_for_in_the_list_too(
+    db_path: Path, fast_retry: RetryPolicy
+) -> None:
+    """One 404 by id (a replica behind) while the list shows the batch completed: the run
+    reads it from the list page that holds it, instead of counting it gone and leaving it
+    in progress for good."""
+    first = [
+        make_batch(n, status="in_progress" if n == 4 else "completed") for n in range(20, 0, -1)
+    ]
+    later = [make_batch(n) for n in range(20, 0, -1)]
+    settings = Settings(db=db_path, base_url=BASE_URL, api_key=API_KEY, page_size=2, files=False)
+    with aioresponses() as mock:
+        mock_pages(mock, first)
+        await sync(settings, retry=fast_retry)
+    target, above = make_batch(4)["id"], make_batch(5)["id"]
+    with aioresponses() as mock:
+        mock.get(f"{BASE_URL}/batches?limit=2", payload=list_body(later[:2], True))
+        mock.get(f"{BASE_URL}/batches/{target}", status=404, payload=NOT_FOUND)
+        mock.get(f"{BASE_URL}/batches?after={above}&limit=2", payload=list_body(later[16:18], True))
+        result = await sync(settings, retry=fast_retry)
+    assert (result.mode, result.gone) == ("incremental", 1)
+    with sqlite3.connect(db_path) as conn:
+        row = conn.execute(
+            "SELECT status, gone_at, not_found_runs FROM batches WHERE id = ?", (target,)
+        ).fetchone()
+    assert row == ("completed", None, 0)
+    assert result.warnings == ()
+
+
+NOT_FOUND = {
+    "error": {
+        "message": "No batch found",
+        "type": "invalid_request_error",
+        "code": "batch_not_found",
+    }
+}
+
+
+def mock_pages(mock: aioresponses, batches: list[dict[str, Any]]) -> None:
+    """The list of `batches` in pages of two, from the top."""
+    after = None
+    for start in range(0, len(batches), 2):
+        page = batches[start : start + 2]
+        query = "limit=2" if after is None else f"after={after}&limit=2"
+        mock.get(f"{BASE_URL}/batches?{query}", payload=list_body(page, start + 2 < len(batches)))
+        after = page[-1]["id"]

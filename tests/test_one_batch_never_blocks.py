@@ -75,7 +75,7 @@ async def test_one_404_does_not_freeze_a_batch(settings: Settings, fast_retry: R
     """A 404 by id once (a blip) is asked again next time, and the batch's end is stored."""
     await first_sync(settings, fast_retry)
     with aioresponses() as mock:
-        serve_head(mock)
+        serve_visit(mock, listed=[1])  # gone from the list too
         mock.get(BY_ID, status=404, payload=not_found("batch_not_found"))
         blip = await sync(settings, retry=fast_retry)
     assert (blip.complete, blip.gone) == (True, 1)
@@ -95,7 +95,7 @@ async def test_three_404s_in_a_row_confirm_a_batch_gone(
     await first_sync(settings, fast_retry)
     for runs in (1, 2, 3):
         with aioresponses() as mock:
-            serve_head(mock)
+            serve_visit(mock, listed=[1])  # gone from the list too
             mock.get(BY_ID, status=404, payload=not_found("batch_not_found"))
             await sync(settings, retry=fast_retry)
         assert straggler_row(settings.db) == ("in_progress", 1, runs)
@@ -114,7 +114,7 @@ async def test_a_listed_batch_clears_its_gone_mark(
     """A batch marked gone that the list shows again is no longer marked."""
     await first_sync(settings, fast_retry)
     with aioresponses() as mock:
-        serve_head(mock)
+        serve_visit(mock, listed=[1])  # gone from the list too
         mock.get(BY_ID, status=404, payload=not_found("batch_not_found"))
         await sync(settings, retry=fast_retry)
     with aioresponses() as mock:
@@ -130,7 +130,7 @@ async def test_a_404_by_id_with_any_code_means_not_found(
     """OpenAI-compatible servers answer 404 with another code, or none: still not found."""
     await first_sync(settings, fast_retry)
     with aioresponses() as mock:
-        serve_head(mock)
+        serve_visit(mock, listed=[1])  # gone from the list too
         mock.get(BY_ID, status=404, payload=not_found(code))
         result = await sync(settings, retry=fast_retry)
     assert (result.complete, result.gone) == (True, 1)
@@ -452,9 +452,12 @@ async def test_a_walk_target_gone_from_the_list_does_not_walk_the_whole_list(
     with aioresponses() as mock:
         serve_pages(mock, [n for n in everything if n != 15], {})
         mock.get(f"{BASE_URL}/batches/{make_batch(15)['id']}", status=404, payload=not_found(None))
+        # One 404 is not the last word: the page after batch 16 is read, and 15 is not there.
+        below = list_body([make_batch(14), make_batch(13)], True)
+        mock.get(f"{BASE_URL}/batches?after={make_batch(16)['id']}&limit=2", payload=below)
         result = await sync(settings, retry=fast_retry)
     assert result.complete
-    assert (result.pages, result.refreshed_by_id, result.gone) == (3, 1, 1)
+    assert (result.pages, result.refreshed_by_id, result.gone) == (4, 1, 1)
 
 
 async def test_a_head_dated_in_the_future_does_not_hide_the_batches_below_it(
