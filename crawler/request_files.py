@@ -134,6 +134,8 @@ async def read_requests(
 
     def add(line: bytearray) -> None:
         nonlocal number
+        if number == 0 and line.startswith(_BOM):
+            del line[: len(_BOM)]  # a file written by a Windows tool; the line is as good
         if not line.strip():
             number += 1
             return
@@ -181,6 +183,9 @@ async def read_requests(
     if chunk:
         await save(read, chunk)
     return read
+
+
+_BOM = "\ufeff".encode()
 
 
 class _TooLong(Exception):

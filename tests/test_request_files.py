@@ -275,3 +275,21 @@ async def test_a_time_budget_abandons_a_download_still_going_and_the_file_stays_
         again = await sync(dataclasses.replace(settings, max_seconds=None))
         assert again.complete
         assert stored_rows(db_path) == expected_rows(server, {"error", "output"})
+
+
+async def test_a_file_beginning_with_a_byte_order_mark_keeps_its_first_line(
+    db_path: Path, fast_retry: RetryPolicy
+) -> None:
+    """A UTF-8 byte order mark (a file written by a Windows tool) once cost the first line."""
+    counts = {"total": 2, "completed": 0, "failed": 2}
+    batch = make_batch(
+        1, status="failed", error_file_id="file-err-1", output_file_id=None, request_counts=counts
+    )
+    lines = [{"custom_id": f"r{n}", "response": None, "error": {"code": "x"}} for n in (1, 2)]
+    content = "\ufeff" + "\n".join(map(json.dumps, lines)) + "\n"
+    settings = Settings(db=db_path, base_url=BASE_URL, api_key=API_KEY)
+    with aioresponses() as mock:
+        mock.get(f"{BASE_URL}/batches?limit=100", payload=list_body([batch], False))
+        mock.get(f"{BASE_URL}/files/file-err-1/content", body=content.encode())
+        result = await sync(settings, retry=fast_retry)
+    assert (result.request_lines, result.warnings) == (2, ())
