@@ -9,7 +9,7 @@ result = asyncio.run(sync(Settings(db="batches.db", api_key="sk-...")))
 __version__ = "0.1.0"
 
 from .api import RetryPolicy
-from .config import Settings, load_settings
+from .config import Settings, load_accounts, load_settings
 from .errors import (
     ApiError,
     AuthenticationError,
@@ -45,6 +45,7 @@ __all__ = [
     "__version__",
     "iter_batches",
     "iter_pages",
+    "load_accounts",
     "load_settings",
     "sync",
     "sync_accounts",

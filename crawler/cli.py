@@ -25,17 +25,20 @@ from .config import (
     Rule,
     Settings,
     integer_rule,
-    load_settings,
+    load_accounts,
     number_rule,
     setting_rule,
 )
 from .datasette import datasette_metadata
 from .demo import ask, run_demo
 from .errors import (
+    EXIT_DATABASE,
+    EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_PARTIAL,
     EXIT_TERMINATED,
+    EXIT_TRANSIENT,
     EXIT_USAGE,
     ConfigError,
     CrawlerError,
@@ -52,14 +55,14 @@ from .fake import (
 )
 from .logs import JsonEvents, configure_logging
 from .prices import PriceFile, PriceFileError, read_prices
-from .progress import ProgressLine
+from .progress import AccountsProgress, ProgressLine
 from .redact import mask_secret
 from .report import format_answer, format_report, parse_since, read_report, utc
 from .report_html import render_html
 from .runs import SyncResult
 from .status import dumps, format_status, read_status
 from .store import open_store
-from .sync import sync
+from .sync import sync, sync_accounts
 
 T = TypeVar("T")
 
@@ -147,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Azure's dated API version, such as 2024-10-21 (default: the v1 API)",
     )
     sync_cmd.add_argument("--config", type=Path, help="TOML file with settings")
+    sync_cmd.add_argument(
+        "--account",
+        action="append",
+        metavar="NAME",
+        help="sync only this account of the config file's [accounts.NAME] tables (repeatable)",
+    )
     sync_cmd.add_argument(
         "--page-size", type=_setting("page_size"), help="batches per page, 1..100"
     )
@@ -489,14 +498,17 @@ def _cmd_sync(args: argparse.Namespace) -> int:
         "bodies": args.bodies,
         "log_format": args.log_format,
     }
-    settings = load_settings(flags, os.environ, args.config)
-    json_lines = settings.log_format == "json"
+    accounts = load_accounts(flags, os.environ, args.config, only=args.account or ())
+    log_format = accounts[0].log_format
+    json_lines = log_format == "json"
     if json_lines != (args.events is not None):  # the config file chose it
-        _configure_logging(args, settings.log_format)
+        _configure_logging(args, log_format)
+    if len(accounts) > 1 or accounts[0].account != "default":
+        return _sync_accounts(args, accounts, show_progress=not (args.quiet or json_lines))
     with _progress_line(show=not (args.quiet or json_lines)) as progress:
         result = _run_async(
             sync(
-                settings,
+                accounts[0],
                 restart=args.restart,
                 full=args.full,
                 on_progress=progress,
@@ -508,6 +520,48 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     elif not args.quiet:
         _out(format_summary(result))
     return EXIT_OK if result.complete else EXIT_PARTIAL
+
+
+# Which of several accounts' exit codes the run ends with: the one that most needs a person.
+_WORST_FIRST = (EXIT_USAGE, EXIT_DATABASE, EXIT_FAILED, EXIT_TRANSIENT, EXIT_PARTIAL, EXIT_OK)
+
+
+def _sync_accounts(
+    args: argparse.Namespace, accounts: list[Settings], *, show_progress: bool
+) -> int:
+    """Sync named accounts at once: a summary (or a JSON line) and an exit code each, the
+    run ending with the worst."""
+    with _progress_line(show=show_progress) as line:
+        combined = None if line is None else AccountsProgress(line)
+        outcomes = _run_async(
+            sync_accounts(
+                accounts,
+                restart=args.restart,
+                full=args.full,
+                on_progress=combined,
+                on_event=args.events,
+            )
+        )
+    codes = []
+    for outcome in outcomes:
+        result, error = outcome.result, outcome.error
+        if result is not None:
+            codes.append(EXIT_OK if result.complete else EXIT_PARTIAL)
+            if args.json:
+                _out(json.dumps({"account": outcome.account, **result.as_json()}))
+            elif not args.quiet:
+                _out(f"[{outcome.account}] " + format_summary(result).replace("\n", "\n  "))
+        elif error is not None:
+            codes.append(error.exit_code)
+            if args.json:
+                _out(
+                    json.dumps(
+                        {"account": outcome.account, "outcome": "failed", "error": str(error)}
+                    )
+                )
+            if args.events is None:
+                print(f"batch-crawler: [{outcome.account}] {error}", file=sys.stderr)
+    return min(codes, key=_WORST_FIRST.index)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

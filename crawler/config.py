@@ -8,7 +8,7 @@ import math
 import re
 import stat
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,6 +153,12 @@ class Settings:
 # Keys a config file may set: every field but the key itself, which only the
 # environment holds so that it never sits in a file next to the database.
 CONFIG_KEYS = tuple(f.name for f in dataclasses.fields(Settings) if f.name != "api_key")
+
+# Keys an `[accounts.NAME]` table may set: all but those of the whole run.
+ACCOUNT_KEYS = tuple(k for k in CONFIG_KEYS if k not in {"db", "log_format", "account"})
+
+# Flags that name one account's API: with several accounts, their tables say it.
+_ACCOUNT_FLAGS = ("base_url", "provider", "azure_endpoint", "api_version", "auth")
 
 
 @dataclass(frozen=True)
@@ -438,12 +444,29 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not UTF-8 text") from None
-    unknown = sorted(set(data) - set(CONFIG_KEYS))
+    unknown = sorted(set(data) - {*CONFIG_KEYS, "accounts"})
     if unknown:
         raise ConfigError(
             f"config file {path}: unknown key {unknown[0]!r} (known keys: {', '.join(CONFIG_KEYS)})"
         )
+    _check_account_tables(path, data.get("accounts", {}))
     return data
+
+
+def _check_account_tables(path: Path, tables: Any) -> None:
+    """`[accounts.NAME]` tables: names and keys an account may have."""
+    if not isinstance(tables, dict) or not all(isinstance(t, dict) for t in tables.values()):
+        raise ConfigError(f"config file {path}: accounts must be [accounts.NAME] tables")
+    for name, table in tables.items():
+        problem = _account_name(name)
+        if problem:
+            raise ConfigError(f"config file {path}: [accounts.{name}]: {problem}")
+        unknown = sorted(set(table) - set(ACCOUNT_KEYS))
+        if unknown:
+            raise ConfigError(
+                f"config file {path}: [accounts.{name}]: unknown key {unknown[0]!r} (an account "
+                f"may set: {', '.join(ACCOUNT_KEYS)})"
+            )
 
 
 def load_settings(
@@ -462,20 +485,81 @@ def load_settings(
         ConfigError: a value is invalid; the message names the key and, for a
             file, the file.
     """
-    from_file: dict[str, Any] = {}
-    if config_file is not None:
-        from_file = read_config_file(config_file)
-        try:
-            # Key by key: a rule across keys (http needs allow_insecure_http) is checked
-            # once every layer is merged, since a flag may satisfy it.
-            for key, value in from_file.items():
-                _check(key, value)
-        except ConfigError as exc:
-            raise ConfigError(f"config file {config_file}: {exc}") from None
+    from_file = {} if config_file is None else read_config_file(config_file)
+    if "accounts" in from_file:
+        raise ConfigError(
+            f"config file {config_file} names several accounts: load them with load_accounts"
+        )
+    return _settings(from_file, env, flags, config_file, account_env=True)
+
+
+def load_accounts(
+    flags: Mapping[str, Any],
+    env: Mapping[str, str],
+    config_file: Path | None = None,
+    only: Sequence[str] = (),
+) -> list[Settings]:
+    """Every account a sync reads: the config file's `[accounts.NAME]` tables, each over the
+    file's other settings, or else the one account `load_settings` gives; `only` names
+    those to keep.
+
+    The environment's OpenAI and Azure variables (base URL, organization, project,
+    endpoint, version) describe one account: named accounts take theirs from their tables,
+    and their keys from the variables their `api_key_env` names.
+
+    Raises:
+        ConfigError: as load_settings; a flag naming one account's API given for several,
+            or an account in `only` that the configuration does not name.
+    """
+    from_file = {} if config_file is None else read_config_file(config_file)
+    tables: dict[str, dict[str, Any]] = from_file.pop("accounts", {})
+    if not tables:
+        accounts = [_settings(from_file, env, flags, config_file, account_env=True)]
+    else:
+        given = sorted(k for k in _ACCOUNT_FLAGS if flags.get(k) is not None)
+        if given:
+            option = "--" + given[0].replace("_", "-")
+            raise ConfigError(
+                f"{option} names one account's API, and {config_file} names several: "
+                "set it in their [accounts.NAME] tables"
+            )
+        accounts = [
+            _settings(
+                {**from_file, **table, "account": name}, env, flags, config_file, account_env=False
+            )
+            for name, table in tables.items()
+        ]
+    names = [a.account for a in accounts]
+    unknown = sorted(set(only) - set(names))
+    if unknown:
+        raise ConfigError(f"no account {unknown[0]!r} here (accounts: {', '.join(names)})")
+    return [a for a in accounts if not only or a.account in only]
+
+
+def _settings(
+    from_file: dict[str, Any],
+    env: Mapping[str, str],
+    flags: Mapping[str, Any],
+    config_file: Path | None,
+    *,
+    account_env: bool,
+) -> Settings:
+    """Settings from the layers: a file's (or an account table's) values, the environment's
+    (its account variables only with `account_env`), the flags'."""
+    try:
+        # Key by key: a rule across keys (http needs allow_insecure_http) is checked
+        # once every layer is merged, since a flag may satisfy it.
+        for key, value in from_file.items():
+            _check(key, value)
+    except ConfigError as exc:
+        raise ConfigError(f"config file {config_file}: {exc}") from None
     given = {k: v for k, v in flags.items() if v is not None}
     azure = given.get("provider", from_file.get("provider")) == "azure"
+    from_env = _from_env(env, azure=azure)
+    if not account_env:
+        from_env = {k: v for k, v in from_env.items() if k == "log_format"}
     merged: dict[str, Any] = {}
-    for layer in (from_file, _from_env(env, azure=azure), given):
+    for layer in (from_file, from_env, given):
         # base_url and azure_endpoint say the same thing: the layer above wins either way.
         for one, other in (("base_url", "azure_endpoint"), ("azure_endpoint", "base_url")):
             if one in layer:

@@ -76,3 +76,27 @@ class ProgressLine:
             self._stream.flush()
             self._width = 0
             self._last_shown = -math.inf
+
+
+class AccountsProgress:
+    """Several accounts' figures on one progress line: their sums, and the retry one waits on."""
+
+    def __init__(self, line: Callable[[Progress], None]) -> None:
+        self._line = line
+        self._latest: dict[str, Progress] = {}
+
+    def __call__(self, account: str, progress: Progress) -> None:
+        self._latest[account] = progress
+        every = self._latest.values()
+        waiting = next(((a, p.retrying) for a, p in self._latest.items() if p.retrying), None)
+        self._line(
+            Progress(
+                pages=sum(p.pages for p in every),
+                batches=sum(p.batches for p in every),
+                retries=sum(p.retries for p in every),
+                elapsed=max(p.elapsed for p in every),
+                retrying=None if waiting is None else f"{waiting[0]}: {waiting[1]}",
+                files=sum(p.files for p in every),
+                request_lines=sum(p.request_lines for p in every),
+            )
+        )

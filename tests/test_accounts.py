@@ -4,20 +4,26 @@ account named `default` without a walk again."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import sqlite3
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from crawler import AccountOutcome, Settings, sync, sync_accounts
 from crawler.api import RetryPolicy
-from crawler.errors import AuthenticationError
+from crawler.config import load_accounts, load_settings
+from crawler.errors import AuthenticationError, ConfigError
 from crawler.fake import FakeApiOptions, FakeApiServer
 from crawler.rows import BATCH_COLUMNS, build_page_rows
 from crawler.store import open_store, schema
 
 from .exact import assert_database_matches
+from .waits import HANG_GUARD, until
 
 FAST = RetryPolicy(max_attempts=3, max_seconds=10, initial_backoff=0, max_backoff=0)
 
@@ -100,3 +106,113 @@ async def test_a_database_of_one_account_becomes_the_default_account_without_a_n
         result = await sync(Settings(db=db_path, base_url=server.base_url, api_key="k"))
     assert (result.mode, result.pages, result.batches_new) == ("incremental", 1, 0)
     assert owners(db_path) == {"default": 250}
+
+
+async def test_the_command_syncs_three_kinds_of_account_and_resumes_each_after_kill_9(
+    db_path: Path, tmp_path: Path
+) -> None:
+    """OpenAI-style, Azure's dated API and a compatible list without has_more, each served
+    by the fake in its flavor, into one database at once; killed mid-walk, each account
+    resumes on its own; --account limits a run; a wrong key fails that account alone."""
+    keys = {"KEY_OPENAI": "sk-openai-" + "1" * 30, "KEY_AZURE": "az-" + "2" * 30,
+            "KEY_GROQ": "gsk_" + "3" * 30}  # fmt: skip
+    async with (
+        FakeApiServer(FakeApiOptions(batches=900, seed=1, api_key=keys["KEY_OPENAI"])) as openai,
+        FakeApiServer(FakeApiOptions(batches=400, seed=2, api_key=keys["KEY_AZURE"],
+                                     flavor="azure")) as azure,
+        FakeApiServer(FakeApiOptions(batches=300, seed=3, api_key=keys["KEY_GROQ"],
+                                     flavor="no-has-more")) as groq,
+    ):  # fmt: skip
+        config = tmp_path / "accounts.toml"
+        config.write_text(
+            "files = false\n"
+            f'[accounts.openai]\nbase_url = "{openai.base_url}"\napi_key_env = "KEY_OPENAI"\n'
+            f'[accounts.azure]\nprovider = "azure"\nazure_endpoint = "{azure.root_url}"\n'
+            'api_version = "2024-10-21"\napi_key_env = "KEY_AZURE"\n'
+            f'[accounts.groq]\nprovider = "compatible"\nbase_url = "{groq.base_url}"\n'
+            'api_key_env = "KEY_GROQ"\n'
+        )
+        argv = ["sync", "--db", str(db_path), "--config", str(config), "-q"]
+        openai.hold_list_requests(after=3)
+        killed = await start(argv, keys)
+        await until(
+            lambda: pages_of(db_path, "openai") >= 3, unless=lambda: killed.returncode is not None
+        )
+        killed.kill()
+        await killed.wait()
+        openai.release_list_requests()
+        code, output = await run(argv, keys)
+        assert (code, output) == (0, "")
+        assert_database_matches(db_path, [*openai.served(), *azure.served(), *groq.served()])
+        assert owners(db_path) == {"openai": 900, "azure": 400, "groq": 300}
+        modes = dict(
+            ledger(
+                db_path,
+                "SELECT account, mode FROM sync_runs WHERE outcome = 'complete' ORDER BY id",
+            )
+        )
+        assert modes["openai"] == "resume"
+        code, _ = await run([*argv, "--account", "groq"], keys)
+        assert code == 0
+        code, output = await run(argv, {**keys, "KEY_AZURE": "az-wrong-key-" + "9" * 20})
+    assert code == 1
+    assert output.startswith("batch-crawler: [azure] API error 401")
+    last = ledger(db_path, "SELECT account, outcome FROM sync_runs ORDER BY id DESC LIMIT 3")
+    assert sorted(last) == [("azure", "failed"), ("groq", "complete"), ("openai", "complete")]
+    # Killed, resumed, alone, and beside the failing one: four runs, each its own row.
+    assert ledger(db_path, "SELECT count(*) FROM sync_runs WHERE account = 'groq'") == [(4,)]
+    assert ledger(db_path, "SELECT count(*) FROM sync_runs WHERE account = 'openai'") == [(3,)]
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def start(argv: list[str], env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "crawler", *argv, cwd=ROOT, env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def run(argv: list[str], env: dict[str, str]) -> tuple[int | None, str]:
+    proc = await start(argv, env)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=HANG_GUARD)
+    return proc.returncode, (out + err).decode()
+
+
+def ledger(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def pages_of(db: Path, account: str) -> int:
+    """Pages the account's running sync has committed (0 before the database exists)."""
+    if not db.exists():
+        return 0
+    try:
+        rows = ledger(db, f"SELECT max(pages) FROM sync_runs WHERE account = '{account}'")
+    except sqlite3.OperationalError:
+        return 0
+    return rows[0][0] or 0
+
+
+def test_account_tables_are_checked_and_named(tmp_path: Path) -> None:
+    config = tmp_path / "accounts.toml"
+    config.write_text(
+        '[accounts.a]\nbase_url = "https://a.example/v1"\n[accounts.b]\ndb = "x.db"\n'
+    )
+    with pytest.raises(ConfigError, match=r"\[accounts.b\]: unknown key 'db'"):
+        load_accounts({}, {}, config)
+    config.write_text('page_size = 50\n[accounts.a]\nbase_url = "https://a.example/v1"\n')
+    [account] = load_accounts({}, {"OPENAI_BASE_URL": "https://elsewhere/v1"}, config)
+    assert (account.account, account.base_url, account.page_size) == (
+        "a",
+        "https://a.example/v1",
+        50,
+    )
+    with pytest.raises(ConfigError, match=r"no account 'b' here \(accounts: a\)"):
+        load_accounts({}, {}, config, only=["b"])
+    with pytest.raises(ConfigError, match="--base-url names one account's API"):
+        load_accounts({"base_url": "https://b.example/v1"}, {}, config)
+    with pytest.raises(ConfigError, match="load them with load_accounts"):
+        load_settings({}, {}, config)
