@@ -30,7 +30,7 @@ from .config import (
     setting_rule,
 )
 from .datasette import datasette_metadata
-from .demo import ask, run_demo
+from .demo import ACCOUNTS_QUERY, DEMO_QUERIES, ask, run_accounts_demo, run_demo
 from .errors import (
     EXIT_DATABASE,
     EXIT_FAILED,
@@ -231,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd.add_argument("--db", type=Path, default=Path("demo.db"), help="SQLite file")
     demo_cmd.add_argument(
         "--batches", type=_positive_int, default=3000, help="batches to serve (default: 3000)"
+    )
+    demo_cmd.add_argument(
+        "--accounts",
+        action="store_true",
+        help="two accounts, an OpenAI project and an Azure OpenAI resource, into one database",
     )
     report_cmd = commands.add_parser(
         "report",
@@ -550,7 +555,7 @@ def _sync_accounts(
             if args.json:
                 _out(json.dumps({"account": outcome.account, **result.as_json()}))
             elif not args.quiet:
-                _out(f"[{outcome.account}] " + format_summary(result).replace("\n", "\n  "))
+                _out(_account_summary(outcome.account, result))
         elif error is not None:
             codes.append(error.exit_code)
             if args.json:
@@ -565,11 +570,35 @@ def _sync_accounts(
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.accounts:
+        return _demo_accounts(args)
     _out(f"Serving {args.batches:,} synthetic batches on 127.0.0.1; syncing them into {args.db}")
     with _progress_line(show=True) as progress:
         result = _run_async(run_demo(args.db, args.batches, progress))
     _out(format_summary(result))
     for answer in ask(args.db):
+        _out("\n" + format_answer(answer))
+    _out(f"\nExplore further: sqlite3 {args.db}")
+    return EXIT_OK
+
+
+def _account_summary(account: str, result: SyncResult) -> str:
+    """`format_summary` for one of several accounts: named, its lines indented."""
+    return f"[{account}] " + format_summary(result).replace("\n", "\n  ")
+
+
+def _demo_accounts(args: argparse.Namespace) -> int:
+    _out(
+        f"Serving two accounts on 127.0.0.1, an OpenAI project and an Azure OpenAI resource, "
+        f"{args.batches:,} synthetic batches each; syncing both into {args.db}"
+    )
+    with _progress_line(show=True) as line:
+        combined = None if line is None else AccountsProgress(line)
+        outcomes = _run_async(run_accounts_demo(args.db, args.batches, combined))
+    for outcome in outcomes:
+        if outcome.result is not None:
+            _out(_account_summary(outcome.account, outcome.result))
+    for answer in ask(args.db, [*DEMO_QUERIES, ACCOUNTS_QUERY]):
         _out("\n" + format_answer(answer))
     _out(f"\nExplore further: sqlite3 {args.db}")
     return EXIT_OK

@@ -236,3 +236,19 @@ async def test_every_readme_example_query_runs_on_a_synced_database(demo_db: Pat
     # Only two may find nothing in the demo: answers cut off (its outputs are not stored)
     # and a field the API does not send.
     assert len(answered) >= len(queries) - 2
+
+
+def test_the_accounts_demo_syncs_two_accounts_into_one_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`demo --accounts`: an OpenAI project and an Azure OpenAI resource (each served by the
+    fake in its flavor) into one database, and a query by account."""
+    db = tmp_path / "accounts.db"
+    assert main(["demo", "--accounts", "--db", str(db), "--batches", "150"]) == 0
+    out = capsys.readouterr().out
+    assert "[project] Synced: 2 pages, 150 batches (150 new" in out
+    assert "[azure] Synced: 2 pages, 150 batches (150 new" in out
+    assert "-- Batches and spend by account" in out
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        owners = dict(conn.execute("SELECT account, count(*) FROM batches GROUP BY 1"))
+    assert owners == {"azure": 150, "project": 150}
