@@ -4,7 +4,8 @@ without `has_more`. Each has its own path, its own way of checking the key, and 
 - `openai`: `/v1/...`, `Authorization: Bearer KEY`.
 - `azure`: the dated API, `/openai/...?api-version=V` (V one of AZURE_API_VERSIONS; none is a
   404, another a 400), the key in an `api-key` header, or an Entra ID token as a bearer
-  (here: the key); batches say `/chat/completions`, not `/v1/chat/completions`.
+  (here: the key); batches say `/chat/completions`, not `/v1/chat/completions`, and carry
+  `first_id` and `last_id` of their own, as Azure's examples show them.
 - `azure-v1`: Azure's v1 API, `/openai/v1/...`, no version, `api-key` or bearer.
 - `no-has-more`: as `openai`, but list pages never say `has_more` (Groq's list): a client
   walks on until an empty page.
@@ -82,7 +83,8 @@ class Flavor:
         """A batch object as this API sends it."""
         endpoint = batch.get("endpoint")
         if self.name == "azure" and isinstance(endpoint, str):
-            return {**batch, "endpoint": endpoint.removeprefix("/v1")}
+            own = {"first_id": batch["id"], "last_id": batch["id"]}
+            return {**batch, "endpoint": endpoint.removeprefix("/v1"), **own}
         return batch
 
     def page(self, page: dict[str, Any]) -> dict[str, Any]:
