@@ -126,6 +126,7 @@ TABLES: dict[str, dict[str, Any]] = {
             "error": "why it failed",
             "fetched_at": "unix seconds",
             "expires_at": "when the API deletes the file (unix seconds)",
+            "not_found_runs": "syncs in a row that got a 404 (asked again until three agree)",
         },
         facets=["kind", "state"],
     ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import sqlite3
 from pathlib import Path
@@ -106,22 +107,52 @@ async def test_a_file_cut_short_is_read_again_and_lands_once(
     assert file_states(db_path) == {"complete": result.files}
 
 
-async def test_a_deleted_file_is_recorded_expired_and_not_asked_for_again(db_path: Path) -> None:
+async def test_a_deleted_file_is_asked_for_on_three_syncs_then_taken_as_expired(
+    db_path: Path,
+) -> None:
+    """A 404 is recorded expired, and asked again on the next two syncs (one 404 may be a
+    blip): after three in a row, no more."""
     options = FakeApiOptions(batches=300, seed=6, deleted_file_rate=0.3)
     async with FakeApiServer(options) as server:
         settings = settings_for(server, db_path)
         first = await sync(settings, retry=RETRY)
         expected = expected_rows(server, {"error"})
-        asked = server.stats.requests["file_content"]
-        again = await sync(settings, retry=RETRY)
-        asked_again = server.stats.requests["file_content"] - asked
+        asked = [server.stats.requests["file_content"]]
+        for _ in range(3):
+            again = await sync(settings, retry=RETRY)
+            assert (again.complete, again.files) == (True, 0)
+            asked.append(server.stats.requests["file_content"])
     assert first.complete
-    assert again.complete
     assert stored_rows(db_path) == expected
     states = file_states(db_path)
-    assert states["expired"] > 0
-    assert states == {"complete": first.files, "expired": asked - first.files}
-    assert (asked_again, again.files) == (0, 0)
+    deleted = asked[0] - first.files
+    assert deleted > 0
+    assert states == {"complete": first.files, "expired": deleted}
+    assert [b - a for a, b in itertools.pairwise(asked)] == [deleted, deleted, 0]
+
+
+async def test_a_file_answering_404_once_is_stored_when_it_answers_again(
+    db_path: Path, fast_retry: RetryPolicy
+) -> None:
+    """One 404 for a freshly completed batch's file (a replica behind) once marked it
+    expired for good: it is asked for again on the next sync, and stored."""
+    batch = make_batch(1, status="failed", error_file_id="file-err-1", output_file_id=None)
+    line = {"custom_id": "r1", "response": None, "error": {"code": "batch_expired"}}
+    settings = Settings(db=db_path, base_url=BASE_URL, api_key=API_KEY)
+    missing = {
+        "error": {"message": "No such File object: file-err-1", "type": "invalid_request_error"}
+    }
+    with aioresponses() as mock:
+        mock.get(f"{BASE_URL}/batches?limit=100", payload=list_body([batch], False))
+        mock.get(f"{BASE_URL}/files/file-err-1/content", status=404, payload=missing)
+        await sync(settings, retry=fast_retry)
+    assert file_states(db_path) == {"expired": 1}
+    with aioresponses() as mock:
+        mock.get(f"{BASE_URL}/batches?limit=100", payload=list_body([batch], False))
+        mock.get(f"{BASE_URL}/files/file-err-1/content", body=json.dumps(line).encode())
+        result = await sync(settings, retry=fast_retry)
+    assert (result.files, result.request_lines) == (1, 1)
+    assert file_states(db_path) == {"complete": 1}
 
 
 async def test_bodies_are_kept_only_when_asked_for(db_path: Path) -> None:

@@ -147,6 +147,12 @@ class FileToFetch:
     position: int  # its order in `batch_files` (the rowid)
 
 
+# The files still to fetch, as the index batch_files_to_fetch spells them (SQLite uses a
+# partial index only for a query that says its condition): pending, failed, and answered
+# 404 on fewer than three syncs in a row (see migrations/0011_file_not_found_runs.sql).
+_TO_FETCH = "f.state IN ('pending', 'failed') OR (f.state = 'expired' AND f.not_found_runs < 3)"
+
+
 def select_files_to_fetch(
     db: sqlite3.Connection, account: str, kinds: Collection[str], after: int, limit: int
 ) -> list[FileToFetch]:
@@ -162,7 +168,7 @@ def select_files_to_fetch(
     rows = db.execute(
         f"SELECT f.file_id, f.batch_id, f.kind, CASE f.kind {expected} END, f.rowid "
         "FROM batch_files AS f JOIN batches AS b ON b.id = f.batch_id "
-        f"WHERE f.rowid > ? AND f.state IN ('pending', 'failed') AND f.kind IN ({kind_marks}) "
+        f"WHERE f.rowid > ? AND ({_TO_FETCH}) AND f.kind IN ({kind_marks}) "
         "AND b.account = ? ORDER BY f.rowid LIMIT ?",
         (after, *kinds, account, limit),
     ).fetchall()
@@ -211,7 +217,8 @@ def update_file(
 ) -> None:
     """Record how fetching a file ended: complete, expired (404) or failed (and why)."""
     db.execute(
-        "UPDATE batch_files SET state = ?, bytes = ?, lines = ?, error = ?, fetched_at = ? "
+        "UPDATE batch_files SET state = ?, bytes = ?, lines = ?, error = ?, fetched_at = ?, "
+        "not_found_runs = CASE ? WHEN 'expired' THEN not_found_runs + 1 ELSE 0 END "
         "WHERE batch_id = ? AND kind = ?",
-        (state, size, lines, error, int(time.time()), file.batch_id, file.kind),
+        (state, size, lines, error, int(time.time()), state, file.batch_id, file.kind),
     )
