@@ -36,6 +36,8 @@ def owners(db: Path) -> dict[str, int]:
 async def test_accounts_sync_at_once_into_one_database_and_one_failing_spares_the_others(
     db_path: Path,
 ) -> None:
+    """Two accounts complete and a third with a wrong key fails alone; each keeps its walk and
+    ledger rows."""
     async with (
         FakeApiServer(FakeApiOptions(batches=300, seed=1, api_key="key-one")) as one,
         FakeApiServer(FakeApiOptions(batches=200, seed=2, api_key="key-two")) as two,
@@ -197,6 +199,8 @@ def pages_of(db: Path, account: str) -> int:
 
 
 def test_account_tables_are_checked_and_named(tmp_path: Path) -> None:
+    """[accounts.NAME] tables: their keys checked, the file's settings their defaults, names to
+    select."""
     config = tmp_path / "accounts.toml"
     config.write_text(
         '[accounts.a]\nbase_url = "https://a.example/v1"\n[accounts.b]\ndb = "x.db"\n'

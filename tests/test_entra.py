@@ -51,6 +51,7 @@ class StubCredential:
 
 
 async def test_a_token_is_asked_for_once_and_again_before_it_expires() -> None:
+    """One token until five minutes before it expires, then a new one."""
     credential = StubCredential()
     tokens = EntraTokens(credential, V1_API_SCOPE, clock=lambda: credential.now)
     assert await tokens.headers() == {"Authorization": f"Bearer {TOKEN}"}
@@ -63,6 +64,7 @@ async def test_a_token_is_asked_for_once_and_again_before_it_expires() -> None:
 
 
 async def test_no_token_is_an_authentication_error_in_one_line() -> None:
+    """azure-identity's many-line explanation becomes its first line."""
     tokens = EntraTokens(StubCredential(fails=True), V1_API_SCOPE)
     with pytest.raises(AuthenticationError) as caught:
         await tokens.headers()
@@ -78,6 +80,7 @@ async def test_no_token_is_an_authentication_error_in_one_line() -> None:
 async def test_a_sync_with_entra_tokens_is_exact_and_closes_its_credential(
     db_path: Path, monkeypatch: pytest.MonkeyPatch, flavor: str, version: str | None, scope: str
 ) -> None:
+    """Both API styles with a bearer token of the right scope; the credential is closed after."""
     credential = StubCredential()
     monkeypatch.setattr(entra, "default_credential", lambda: credential)
     # The fake takes its key as the only valid bearer token.
@@ -97,6 +100,7 @@ async def test_a_sync_with_entra_tokens_is_exact_and_closes_its_credential(
 
 
 def test_entra_is_for_azure_and_needs_its_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """auth entra elsewhere is refused; without azure-identity, the message says what to install."""
     with pytest.raises(ConfigError, match='"entra" is only for provider = "azure"'):
         Settings(auth="entra")
     monkeypatch.setitem(sys.modules, "azure.identity.aio", None)  # not installed

@@ -130,6 +130,8 @@ async def test_retries_running_out_exit_with_the_transient_code(
 async def test_a_refused_key_exits_1_as_a_config_error_that_retrying_cannot_fix(
     db_path: Path,
 ) -> None:
+    """A 401 in text and in JSON: exit 1, one line, a config_error an orchestrator does not
+    retry."""
     wrong = "sk-proj-" + "WrongKeyWrongKey" * 4
     async with FakeApiServer(FakeApiOptions(batches=10, api_key=KEY)) as server:
         code, _, err = await run_cli(server, "sync", "--db", str(db_path), key=wrong)
@@ -147,6 +149,8 @@ async def test_a_refused_key_exits_1_as_a_config_error_that_retrying_cannot_fix(
 
 
 async def test_a_bad_setting_in_json_is_one_run_failed_line(db_path: Path) -> None:
+    """A setting refused before any run still ends a JSON log with its run_failed line; a bad
+    log format in the environment is said in words."""
     async with FakeApiServer(FakeApiOptions(batches=10, api_key=KEY)) as server:
         code, out, err = await run_cli(
             server, "sync", "--db", str(db_path), "--log-format", "json", OPENAI_BASE_URL="ftp://x"
@@ -168,6 +172,8 @@ async def test_a_bad_setting_in_json_is_one_run_failed_line(db_path: Path) -> No
 
 
 async def test_a_budget_cut_run_finishes_partial_in_the_log(db_path: Path) -> None:
+    """--max-pages: page_committed every ten pages and for the last, and run_finished says
+    partial."""
     async with FakeApiServer(FakeApiOptions(batches=3000, api_key=KEY)) as server:
         code, out, err = await run_cli(
             server, "sync", "--db", str(db_path), "--max-pages", "12", "--log-format", "json",
@@ -203,6 +209,8 @@ async def test_an_embedding_program_receives_the_same_events(db_path: Path) -> N
 
 
 async def test_iter_batches_yields_exactly_the_served_batches_under_faults() -> None:
+    """Retried through 5xx, 429, drops and cut bodies, the stream holds each batch once, in
+    order."""
     options = FakeApiOptions(batches=2345, seed=9, api_key=KEY, truncate_rate=0.05, **FLAKY)
     async with FakeApiServer(options) as server:
         settings = Settings(base_url=server.base_url, api_key=KEY)
@@ -215,6 +223,7 @@ async def test_iter_batches_yields_exactly_the_served_batches_under_faults() -> 
 
 
 async def test_iter_pages_starts_after_a_cursor_and_guards_the_chain() -> None:
+    """`after` continues a walk; a stuck cursor raises as the sync's walk does."""
     async with FakeApiServer(FakeApiOptions(batches=250, api_key=KEY)) as server:
         settings = Settings(base_url=server.base_url, api_key=KEY)
         ids = [b["id"] for b in server.data.snapshot()]
@@ -229,11 +238,14 @@ async def test_iter_pages_starts_after_a_cursor_and_guards_the_chain() -> None:
 
 
 async def test_iter_batches_without_a_key_says_which_variable() -> None:
+    """No key: the same one-line ConfigError as sync, before any request."""
     with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
         [b async for b in iter_batches(Settings())]
 
 
 def test_exit_codes_follow_what_a_retry_can_do() -> None:
+    """75 where a later run may pass, 1 where a person must look; the server's x-should-retry
+    counts."""
     assert ServerError("HTTP 503").exit_code == EXIT_TRANSIENT
     assert ServerError("HTTP 503", should_retry=False).exit_code == 1
     assert AuthenticationError("HTTP 401").exit_code == 1
@@ -274,6 +286,7 @@ async def test_sigterm_in_json_ends_the_log_with_an_interrupted_run(db_path: Pat
 
 
 async def test_an_incremental_run_tells_what_its_refresh_did(db_path: Path) -> None:
+    """refresh_done carries the by-id figures of the run, and its account."""
     async with FakeApiServer(FakeApiOptions(batches=400, seed=3, api_key=KEY)) as server:
         settings = Settings(db=db_path, base_url=server.base_url, api_key=KEY, files=False)
         await sync(settings, retry=FAST)
@@ -305,6 +318,7 @@ def test_a_bad_flag_of_a_run_logging_json_is_said_in_json(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """argparse's own errors, before logging is set up, are one run_failed line too."""
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(SystemExit) as caught:

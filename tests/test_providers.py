@@ -61,6 +61,7 @@ async def test_azure_syncs_exactly_with_its_request_files(
 
 
 async def test_azure_refusals_say_what_azure_said(db_path: Path) -> None:
+    """Azure's 401 and its refusal of an unknown api-version reach the user in Azure's words."""
     options = FakeApiOptions(batches=10, api_key=KEY, flavor="azure")
     async with FakeApiServer(options) as server:
         with pytest.raises(AuthenticationError, match="Access denied due to invalid subscription"):
@@ -107,6 +108,8 @@ async def test_a_list_without_has_more_is_walked_until_an_empty_page(db_path: Pa
 async def test_the_command_syncs_azure_from_flags_and_from_the_sdks_variables(
     db_path: Path, tmp_path: Path
 ) -> None:
+    """The same Azure resource from flags, and from AZURE_OPENAI_* with OPENAI_BASE_URL set for
+    OpenAI."""
     options = FakeApiOptions(batches=120, api_key=KEY, flavor="azure")
     async with FakeApiServer(options) as server:
         by_flags = await run_cli(
@@ -140,6 +143,7 @@ async def run_cli(argv: list[str], **env: str) -> tuple[int | None, str]:
 
 
 def test_azure_settings_are_checked_together() -> None:
+    """Settings across keys: the endpoint is required, the version only for Azure, one base URL."""
     with pytest.raises(ConfigError, match="azure_endpoint: a value is required"):
         Settings(provider="azure")
     with pytest.raises(ConfigError, match='api_version: only for provider = "azure"'):
@@ -166,6 +170,7 @@ def test_azure_settings_are_checked_together() -> None:
 
 
 def test_azure_reads_the_sdks_variables_and_its_own_key() -> None:
+    """With provider azure, AZURE_OPENAI_API_KEY is the key; without it, OPENAI_API_KEY stays."""
     env = {
         "AZURE_OPENAI_ENDPOINT": "https://a.openai.azure.com",
         "AZURE_OPENAI_API_KEY": "azure-key",
@@ -203,6 +208,7 @@ GATEWAY = "https://gw.example/v1"
 def test_azure_settings_take_flags_over_the_environment_over_the_file(
     tmp_path: Path, flags: dict[str, str], file: str, env: dict[str, str], base_url: str
 ) -> None:
+    """The layers' usual order holds for Azure's settings too."""
     config = tmp_path / "azure.toml"
     config.write_text(f'provider = "azure"\n{file}\n')
     settings = load_settings(flags, env, config)

@@ -57,6 +57,7 @@ async def run(
 
 
 def test_the_readme_has_python_examples() -> None:
+    """The blocks below are found: a README without them would pass every test vacuously."""
     assert len(python_blocks()) >= 3
 
 
@@ -64,6 +65,7 @@ def test_the_readme_has_python_examples() -> None:
 async def test_each_readme_python_block_runs(
     server: FakeApiServer, tmp_path: Path, number: int
 ) -> None:
+    """Each block runs as written, in a process of its own, and shows what it got, keyless."""
     code, out, err = await run(server, tmp_path, sys.executable, "-c", python_blocks()[number])
     assert code == 0, err
     assert KEY[:16] not in out + err
@@ -73,6 +75,7 @@ async def test_each_readme_python_block_runs(
 async def test_the_library_example_syncs_and_reports_its_events(
     server: FakeApiServer, tmp_path: Path
 ) -> None:
+    """The first library example syncs every batch and prints events as the JSON log would."""
     first = next(b for b in python_blocks() if "on_event=show" in b)
     code, out, err = await run(server, tmp_path, sys.executable, "-c", first)
     assert code == 0, err
@@ -86,6 +89,7 @@ async def test_the_library_example_syncs_and_reports_its_events(
 async def test_the_cron_example_syncs_once_and_skips_while_another_holds_the_lock(
     server: FakeApiServer, tmp_path: Path
 ) -> None:
+    """cron.sh syncs, skips while the lock is held, and fails loudly only for a person's fault."""
     script = str(ROOT / "examples" / "cron.sh")
     code, out, err = await run(server, tmp_path, "sh", script, BATCH_CRAWLER_DB="b.db")
     assert (code, out) == (0, ""), err
