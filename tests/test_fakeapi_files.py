@@ -14,7 +14,7 @@ import openai
 import pytest
 from aiohttp import web
 
-from crawler.cli import build_parser
+from crawler.cli_args import build_parser
 from crawler.fake import FakeApiOptions, FakeApiServer, FakeBatches
 from crawler.request_rows import REQUEST_COLUMNS, build_request_row
 
