@@ -8,6 +8,7 @@ result = asyncio.run(sync(Settings(db="batches.db", api_key="sk-...")))
 
 __version__ = "0.1.0"
 
+from .accounts import AccountOutcome, sync_accounts
 from .api import RetryPolicy
 from .config import Settings, load_accounts, load_settings
 from .errors import (
@@ -24,7 +25,7 @@ from .events import Event
 from .pages import BatchPage
 from .runs import Progress, SyncResult
 from .stream import iter_batches, iter_pages
-from .sync import AccountOutcome, sync, sync_accounts
+from .sync import sync
 
 __all__ = [
     "AccountOutcome",

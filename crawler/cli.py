@@ -18,6 +18,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .accounts import sync_accounts
 from .cli_args import Parser, build_parser
 from .config import (
     ENV_LOG_FORMAT,
@@ -54,7 +55,7 @@ from .report_html import render_html
 from .runs import SyncResult
 from .status import dumps, format_status, read_status
 from .store import open_store
-from .sync import sync, sync_accounts
+from .sync import sync
 
 T = TypeVar("T")
 

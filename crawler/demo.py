@@ -8,11 +8,12 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .accounts import AccountOutcome, sync_accounts
 from .config import Settings
 from .fake import AZURE_API_VERSIONS, FakeApiOptions, FakeApiServer
 from .runs import Progress, SyncResult
 from .store.reads import EXAMPLE_QUERIES, QueryAnswer, answer_queries
-from .sync import AccountOutcome, sync, sync_accounts
+from .sync import sync
 
 DEMO_QUERIES = EXAMPLE_QUERIES
 

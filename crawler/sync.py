@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -413,7 +412,7 @@ async def _walk_and_fetch(run: _Run, client: ApiClient, walk: WalkState) -> bool
 
 
 @dataclass(frozen=True)
-class _Options:
+class RunOptions:
     """How every account of a sync runs (see `sync`)."""
 
     restart: bool
@@ -453,83 +452,32 @@ async def sync(
         UnstorableBatchError: a batch holds a value SQLite cannot store.
         DatabaseError: the database is busy, not ours, or broken.
     """
-    options = _Options(restart, full, on_event, retry, clock)
+    options = RunOptions(restart, full, on_event, retry, clock)
     try:
         if not settings.has_credentials:
             raise ConfigError(settings.missing_key_message())
         async with open_store(settings.db) as store:
-            return await _sync(store.for_account(settings.account), settings, on_progress, options)
+            return await sync_account(
+                store.for_account(settings.account), settings, on_progress, options
+            )
     except Exception as exc:
-        _tell_failure(on_event, exc, settings)
+        tell_failure(on_event, exc, settings)
         raise
 
 
-@dataclass(frozen=True)
-class AccountOutcome:
-    """How one account's sync ended: its result, or the error that ended it."""
-
-    account: str
-    result: SyncResult | None = None
-    error: CrawlerError | None = None
-
-
-async def sync_accounts(
-    accounts: Sequence[Settings],
-    *,
-    restart: bool = False,
-    full: bool = False,
-    on_progress: Callable[[str, Progress], None] | None = None,
-    on_event: EventHandler | None = None,
-    retry: RetryPolicy | None = None,
-    clock: Callable[[], float] = time.monotonic,
-) -> list[AccountOutcome]:
-    """Sync several accounts into their one database at once, each with its own walk,
-    resume, rate limiter and ledger rows: one failing leaves the others to finish.
-
-    Every event names its account; `on_progress` receives the account's name too.
-
-    Raises:
-        ConfigError: the accounts name two databases, or one name twice.
-        DatabaseError: the database is busy, not ours, or broken.
-    """
-    options = _Options(restart, full, on_event, retry, clock)
-    names = [a.account for a in accounts]
-    if len({a.db for a in accounts}) > 1 or len(set(names)) < len(names):
-        raise ConfigError("accounts synced together need one database and names of their own")
-
-    async def one(store: Store, settings: Settings) -> AccountOutcome:
-        name = settings.account
-        progress = None if on_progress is None else functools.partial(on_progress, name)
-        try:
-            if not settings.has_credentials:
-                raise ConfigError(settings.missing_key_message())
-            result = await _sync(store.for_account(name), settings, progress, options)
-        except CrawlerError as exc:
-            _tell_failure(on_event, exc, settings)
-            return AccountOutcome(name, error=exc)
-        return AccountOutcome(name, result)
-
-    try:
-        async with open_store(accounts[0].db) as store, asyncio.TaskGroup() as tasks:
-            running = [tasks.create_task(one(store, settings)) for settings in accounts]
-    except BaseExceptionGroup as group:
-        raise first_exception(group) from None
-    return [task.result() for task in running]
-
-
-def _tell_failure(on_event: EventHandler | None, error: BaseException, settings: Settings) -> None:
+def tell_failure(on_event: EventHandler | None, error: BaseException, settings: Settings) -> None:
     if on_event is not None:
         event = failure_event(error, settings.api_key)
         on_event(dataclasses.replace(event, fields={"account": settings.account, **event.fields}))
 
 
-async def _sync(
+async def sync_account(
     store: Store,
     settings: Settings,
     on_progress: Callable[[Progress], None] | None,
-    options: _Options,
+    options: RunOptions,
 ) -> SyncResult:
-    """One account's run on an open store (see `sync`)."""
+    """One account's run on an open store (see `sync`): the accounts runner's part too."""
     clock = options.clock
     started = clock()
     async with create_session(settings) as session, entra_tokens(settings) as tokens:

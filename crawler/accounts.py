@@ -1,0 +1,70 @@
+"""Several accounts synced into one database at once, one failing while the others finish."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from .api import RetryPolicy
+from .config import Settings
+from .errors import ConfigError, CrawlerError, first_exception
+from .events import EventHandler
+from .runs import Progress, SyncResult
+from .store import Store, open_store
+from .sync import RunOptions, sync_account, tell_failure
+
+
+@dataclass(frozen=True)
+class AccountOutcome:
+    """How one account's sync ended: its result, or the error that ended it."""
+
+    account: str
+    result: SyncResult | None = None
+    error: CrawlerError | None = None
+
+
+async def sync_accounts(
+    accounts: Sequence[Settings],
+    *,
+    restart: bool = False,
+    full: bool = False,
+    on_progress: Callable[[str, Progress], None] | None = None,
+    on_event: EventHandler | None = None,
+    retry: RetryPolicy | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[AccountOutcome]:
+    """Sync several accounts into their one database at once, each with its own walk,
+    resume, rate limiter and ledger rows: one failing leaves the others to finish.
+
+    Every event names its account; `on_progress` receives the account's name too.
+
+    Raises:
+        ConfigError: the accounts name two databases, or one name twice.
+        DatabaseError: the database is busy, not ours, or broken.
+    """
+    options = RunOptions(restart, full, on_event, retry, clock)
+    names = [a.account for a in accounts]
+    if len({a.db for a in accounts}) > 1 or len(set(names)) < len(names):
+        raise ConfigError("accounts synced together need one database and names of their own")
+
+    async def one(store: Store, settings: Settings) -> AccountOutcome:
+        name = settings.account
+        progress = None if on_progress is None else functools.partial(on_progress, name)
+        try:
+            if not settings.has_credentials:
+                raise ConfigError(settings.missing_key_message())
+            result = await sync_account(store.for_account(name), settings, progress, options)
+        except CrawlerError as exc:
+            tell_failure(on_event, exc, settings)
+            return AccountOutcome(name, error=exc)
+        return AccountOutcome(name, result)
+
+    try:
+        async with open_store(accounts[0].db) as store, asyncio.TaskGroup() as tasks:
+            running = [tasks.create_task(one(store, settings)) for settings in accounts]
+    except BaseExceptionGroup as group:
+        raise first_exception(group) from None
+    return [task.result() for task in running]
