@@ -7,7 +7,9 @@ set -u
 db="${BATCH_CRAWLER_DB:-batches.db}"
 exec 9>"$db.cron-lock"
 if ! flock -n 9; then
-    echo '{"event": "skipped", "message": "the previous sync still runs"}' >&2
+    # A line like batch-crawler's own JSON log lines, for the same log reader.
+    printf '{"ts": "%s", "level": "info", "event": "skipped", "message": "%s"}\n' \
+        "$(date -u +%Y-%m-%dT%H:%M:%S.000Z)" "the previous sync still runs" >&2
     exit 0
 fi
 batch-crawler sync --db "$db" --log-format json --max-seconds 840 -q

@@ -106,7 +106,9 @@ async def test_the_cron_example_syncs_once_and_skips_while_another_holds_the_loc
     holder.stdin.close()
     await holder.wait()
     assert code == 0
-    assert json.loads(err)["event"] == "skipped"
+    skipped = json.loads(err)
+    assert (skipped["event"], skipped["level"]) == ("skipped", "info")
+    assert skipped["ts"].endswith("Z")
     # A refused key is not the next run's to get past: the exit code says so.
     code, _, err = await run(
         server, tmp_path, "sh", script, BATCH_CRAWLER_DB="b.db", OPENAI_API_KEY="sk-wrong-key"
