@@ -393,9 +393,8 @@ class ApiClient:
             sock_read=limits.sock_read, sock_connect=limits.sock_connect
         )
         with self._transport_errors(url, timeout):
-            headers = await self._auth.headers() if self._auth else None
             async with self._session.get(
-                url, params=self._query, timeout=timeout, headers=headers
+                url, params=self._query, timeout=timeout, headers=await self._token()
             ) as resp:
                 if resp.status >= 300:
                     await self._read(resp, url, started)  # raises the error it stands for
@@ -407,13 +406,16 @@ class ApiClient:
         await self._limiter.acquire()
         started = time.monotonic()
         with self._transport_errors(url, self._session.timeout):
-            headers = await self._auth.headers() if self._auth else None
             async with self._session.get(
-                url, params={**self._query, **params}, headers=headers
+                url, params={**self._query, **params}, headers=await self._token()
             ) as resp:
                 body = await self._read(resp, url, started)
                 content_type = resp.content_type
         return _decode(body, str(resp.url), content_type, self._secret)
+
+    async def _token(self) -> Mapping[str, str] | None:
+        """The headers of this request's token (Entra ID), if the run has a token source."""
+        return await self._auth.headers() if self._auth else None
 
     @contextlib.contextmanager
     def _transport_errors(self, url: Target, timeout: aiohttp.ClientTimeout) -> Iterator[None]:

@@ -30,6 +30,7 @@ ENV_AZURE_KEY = "AZURE_OPENAI_API_KEY"
 ENV_API_VERSION = "OPENAI_API_VERSION"
 
 PROVIDERS = ("openai", "azure", "compatible")
+AUTH_MODES = ("key", "entra")  # with Azure, entra: Microsoft Entra ID tokens instead of a key
 
 LOG_FORMATS = ("text", "json")
 
@@ -320,16 +321,15 @@ def _variable_name(value: Any) -> str | None:
     )
 
 
-def _log_format(value: Any) -> str | None:
-    if value not in LOG_FORMATS:
-        return f"expected one of {', '.join(LOG_FORMATS)}, got {_shown(value)}"
-    return None
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
+    """The check of a setting that takes one of `choices`."""
 
+    def problem(value: Any) -> str | None:
+        if value not in choices:
+            return f"expected one of {', '.join(choices)}, got {_shown(value)}"
+        return None
 
-def _provider(value: Any) -> str | None:
-    if value not in PROVIDERS:
-        return f"expected one of {', '.join(PROVIDERS)}, got {_shown(value)}"
-    return None
+    return problem
 
 
 # Azure's API versions: a date, and for previews `-preview`.
@@ -352,12 +352,6 @@ def _account_name(value: Any) -> str | None:
         "expected a name of letters, digits, '_', '-' and '.' (64 at most, starting with a "
         f"letter or digit), got {_shown(value)}"
     )
-
-
-def _auth(value: Any) -> str | None:
-    if value not in ("key", "entra"):
-        return f"expected key or entra, got {_shown(value)}"
-    return None
 
 
 def _flag(value: Any) -> str | None:
@@ -395,12 +389,12 @@ _RULES: dict[str, Rule] = {
     "files": Rule(_flag, _convert_flag),
     "outputs": Rule(_flag, _convert_flag),
     "bodies": Rule(_flag, _convert_flag),
-    "log_format": Rule(_log_format),
+    "log_format": Rule(_one_of(LOG_FORMATS)),
     "account": Rule(_account_name),
-    "provider": Rule(_provider),
+    "provider": Rule(_one_of(PROVIDERS)),
     "azure_endpoint": Rule(_url),
     "api_version": Rule(_api_version),
-    "auth": Rule(_auth),
+    "auth": Rule(_one_of(AUTH_MODES)),
 }
 _OPTIONAL = {
     "api_key",
