@@ -89,6 +89,16 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
+class FileBody:
+    """A file's content as it arrives, and whether a cut could pass for its end."""
+
+    chunks: AsyncIterator[bytes]
+    # No Content-Length and no chunked framing (HTTP/1.0, some proxies): the body ends when
+    # the connection closes, so a connection cut short looks like the end of the file.
+    ends_at_close: bool
+
+
+@dataclass(frozen=True)
 class RetryEvent:
     """One retry about to happen, for counters and progress lines."""
 
@@ -366,7 +376,7 @@ class ApiClient:
         return batch
 
     async def read_file(
-        self, file_id: str, consume: Callable[[AsyncIterator[bytes]], Awaitable[T]]
+        self, file_id: str, consume: Callable[[FileBody], Awaitable[T]]
     ) -> T | None:
         """Stream a file's content (`GET /files/{id}/content`) through `consume`.
 
@@ -384,7 +394,7 @@ class ApiClient:
         except NotFoundError:
             return None
 
-    async def _stream(self, url: URL, consume: Callable[[AsyncIterator[bytes]], Awaitable[T]]) -> T:
+    async def _stream(self, url: URL, consume: Callable[[FileBody], Awaitable[T]]) -> T:
         await self._limiter.acquire()
         started = time.monotonic()
         # A file may take minutes to come: only a silence or a slow connect cuts it off.
@@ -400,7 +410,12 @@ class ApiClient:
                     await self._read(resp, url, started)  # raises the error it stands for
                 _check_encoding(resp, str(url), self._secret)
                 self._limiter.observe(resp.headers)
-                return await consume(resp.content.iter_chunked(_FILE_CHUNK))
+                framed = (
+                    resp.content_length is not None
+                    or "chunked" in resp.headers.get("Transfer-Encoding", "").lower()
+                )
+                body = FileBody(resp.content.iter_chunked(_FILE_CHUNK), ends_at_close=not framed)
+                return await consume(body)
 
     async def _get_json(self, url: Target, params: dict[str, str]) -> Any:
         await self._limiter.acquire()

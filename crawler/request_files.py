@@ -11,11 +11,11 @@ import asyncio
 import collections
 import functools
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from .api import ApiClient
+from .api import ApiClient, FileBody
 from .budget import OutOfTime, before_deadline
 from .errors import (
     ApiError,
@@ -114,7 +114,7 @@ SaveChunk = Callable[["FileRead", LineChunk], Awaitable[None]]
 
 
 async def read_requests(
-    chunks: AsyncIterator[bytes],
+    body: FileBody,
     file: FileToFetch,
     save: SaveChunk,
     *,
@@ -126,6 +126,11 @@ async def read_requests(
     `save(read, chunk)` stores the chunk, adding to `read` the rows it stored and the lines
     it left out. Blank lines are skipped; a line that is not JSON, or holds no `custom_id`,
     is noted by its number and the rest of the file is stored.
+
+    Raises:
+        BrokenResponseError: the file ends in the middle of a line that is not JSON in a
+            body with no declared length, so cut short (asked again), or runs past
+            MAX_FILE_LINES lines (not asked again).
     """
     read = FileRead()
     buffer = LineBuffer()
@@ -164,14 +169,20 @@ async def read_requests(
                 chunk.rows.append(mask_values(row, secret) if secret else row)
 
     try:
-        async for data in chunks:
+        async for data in body.chunks:
             read.size += len(data)
             for line in buffer.feed(data):
                 add(line)
             if len(chunk) >= LINES_PER_COMMIT:
                 await save(read, chunk)
                 chunk = LineChunk()
-        for line in buffer.end():
+        tail = buffer.end()
+        if tail and body.ends_at_close and not _is_json(tail[0]):
+            raise BrokenResponseError(
+                f"file {file.file_id} ended in the middle of a line, and the server declared "
+                "no length: the transfer was cut short"
+            )
+        for line in tail:
             add(line)
     except _TooLong:
         await save(read, chunk)
@@ -186,6 +197,14 @@ async def read_requests(
 
 
 _BOM = "\ufeff".encode()
+
+
+def _is_json(line: bytearray) -> bool:
+    try:
+        parse(line)
+    except ValueError:
+        return False
+    return True
 
 
 class _TooLong(Exception):
@@ -377,10 +396,10 @@ class FileFetcher:
         async def save(read: FileRead, chunk: LineChunk) -> None:
             await self._writes.put((file, read, chunk))
 
-        async def consume(chunks: AsyncIterator[bytes]) -> FileRead:
+        async def consume(body: FileBody) -> FileRead:
             # Each attempt counts into a FileRead of its own: a retry reads from line 1.
             return await read_requests(
-                chunks, file, save, keep_body=self._keep_body, secret=self._secret
+                body, file, save, keep_body=self._keep_body, secret=self._secret
             )
 
         try:

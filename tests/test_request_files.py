@@ -3,6 +3,7 @@ of every terminal batch's files in `batch_requests` exactly once, faults and all
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import itertools
@@ -324,3 +325,52 @@ async def test_a_file_beginning_with_a_byte_order_mark_keeps_its_first_line(
         mock.get(f"{BASE_URL}/files/file-err-1/content", body=content.encode())
         result = await sync(settings, retry=fast_retry)
     assert (result.request_lines, result.warnings) == (2, ())
+
+
+class UnframedServer:
+    """An API answering as HTTP/1.0 does: no Content-Length, the body ends when the
+    connection closes, so a cut looks like an end. It lists one completed batch with an
+    error file, whose first answer is cut in the middle of its last line."""
+
+    def __init__(self, batch: dict[str, Any], lines: list[bytes]) -> None:
+        self.batch = batch
+        self.content = b"".join(lines)
+        self.file_answers = 0
+
+    async def answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        path = request.split(b" ", 2)[1]
+        if path.startswith(b"/v1/batches"):
+            kind, body = b"application/json", json.dumps(list_body([self.batch], False)).encode()
+        else:
+            self.file_answers += 1
+            kind, body = b"application/octet-stream", self.content
+            if self.file_answers == 1:
+                body = body[:-10]
+        writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: " + kind + b"\r\n\r\n" + body)
+        await writer.drain()
+        writer.close()
+
+
+async def test_a_file_cut_mid_line_with_no_declared_length_is_read_again(db_path: Path) -> None:
+    """With no length to check, a cut shows only as a last line broken off: the file is
+    asked again and stored whole, not marked complete with its last line missing."""
+    batch = make_batch(1, error_file_id="file-err", output_file_id=None)
+    batch["request_counts"] = {"total": 3, "completed": 0, "failed": 3}
+    error = {"code": "invalid_request", "message": "bad"}
+    lines = [
+        json.dumps(
+            {"id": f"batch_req_{n}", "custom_id": f"r{n}", "response": None, "error": error}
+        ).encode()
+        + b"\n"
+        for n in range(3)
+    ]
+    server = UnframedServer(batch, lines)
+    listening = await asyncio.start_server(server.answer, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    settings = Settings(db=db_path, base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY)
+    async with listening:
+        result = await sync(settings, retry=RETRY)
+    assert (result.complete, server.file_answers, result.request_lines) == (True, 2, 3)
+    assert result.warnings == ()
+    assert file_states(db_path) == {"complete": 1}
