@@ -139,6 +139,7 @@ class ListWalk:
             stop_ids=stop_ids,
             stop_second=stop_second,
             known=self.known,
+            check_full_end=True,
         )
         async with contextlib.aclosing(steps):
             async for step in steps:

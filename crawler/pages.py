@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -194,21 +195,28 @@ async def walk_pages(
     stop_ids: frozenset[str] = frozenset(),
     stop_second: int | None = None,
     known: Callable[[str], Awaitable[bool]] | None = None,
+    check_full_end: bool = False,
 ) -> AsyncGenerator[WalkStep, None]:
     """Follow the chain from `after` (None = the top) until it ends or reaches a stop.
 
     `stop_ids` are batches known to be at the stop (the old head, and the newest stored
     batches beside it, should the head itself have vanished). Once the walk has met one,
     it stops on the first page whose last batch was `known` (stored before this run) and
-    was not created in `stop_second`, the head's creation second, since batches of that
-    second may come in any order. Neither a creation time alone nor the head alone stops
-    it: one batch listed with an odd `created_at` (early, or in the future) would otherwise
-    end the walk above batches never stored. The last step still carries its whole page:
-    rows above the stop are new, those below are fresh copies; storing all is right.
+    was not created in `stop_second`, the head's creation second; since batches of that
+    second may come in any order, a page ending in it stops the walk only once one such
+    page was walked past and every batch on it is known. Neither a creation time alone
+    nor the head alone stops it: one batch listed with an odd `created_at` (early, or in
+    the future) would otherwise end the walk above batches never stored. The last step
+    still carries its whole page: rows above the stop are new, those below are fresh
+    copies; storing all is right.
 
-    A list that ends before the walk has met any stop batch is checked with one more
-    request: a `has_more: false` sent by mistake would otherwise end the walk above
-    batches never stored, for good.
+    A list served oldest first (a proxy's, say) grows at its end, below any stop: once a
+    page shows that order, the walk goes on to the end, with a warning.
+
+    A list that ends before the walk has met any stop batch, or (with `check_full_end`, for
+    a walk that stores the list, which no later walk goes below) one that ends on a full
+    page, is checked with one more request: a `has_more: false` sent by mistake would
+    otherwise end the walk above batches never stored, for good.
     """
     seen: set[str] = set() if after is None else {after}
     cursor = after
@@ -217,24 +225,28 @@ async def walk_pages(
     page = await fetch_page(cursor, limit)
     while True:
         notes = [skipped_warning(page, cursor), last_id_warning(page, cursor)]
+        if stop_ids and _listed_oldest_first(page):
+            stop_ids = frozenset()
+            notes.append(
+                f"page after {cursor or 'the top'}: the list is served oldest first, so new "
+                "batches come at its end: walked to the end (an incremental sync needs the "
+                "newest first)"
+            )
         met_stop = met_stop or any(b["id"] in stop_ids for b in page.batches)
         reached_stop = False
         if met_stop:
-            # One page of the head's second is waited past; a list where every batch
-            # shares one second would otherwise be walked to its end every time.
-            second = stop_second if tie_pages == 0 else None
-            reached_stop = await _passed_stop(page, second, known)
+            reached_stop = await _passed_stop(page, stop_second, known, waited=tie_pages > 0)
             tie_pages += not reached_stop
         following = None if reached_stop else check_next(page, cursor, seen)
         ahead = None
-        if following is None and stop_ids and not met_stop and page.next_after is not None:
-            # The list ended above every batch the walk was to stop at: most likely a
-            # has_more false sent by mistake. One more request tells.
+        doubtful = bool(stop_ids) or (check_full_end and _is_full(page, limit))
+        if following is None and doubtful and not met_stop and page.next_after is not None:
             ahead = await fetch_page(page.next_after, limit)
             if ahead.batches:
                 notes.append(
-                    f"page after {cursor or 'the top'}: has_more was false above the last "
-                    "walk's head, but more batches came after it; walked on"
+                    f"page after {cursor or 'the top'}: has_more was false "
+                    + ("above the last walk's head" if stop_ids else "on a full page")
+                    + ", but more batches came after it; walked on"
                 )
                 following = page.next_after
                 seen.add(following)
@@ -246,13 +258,37 @@ async def walk_pages(
         page = ahead if ahead is not None else await fetch_page(cursor, limit)
 
 
+def _is_full(page: BatchPage, limit: int) -> bool:
+    """Whether the page held as many items as asked for: the list may go on below it."""
+    return len(page.batches) + len(page.skipped) >= limit
+
+
+def _listed_oldest_first(page: BatchPage) -> bool:
+    """Whether a page's creation times rise more often than they fall (OpenAI's fall)."""
+    times = [b.get("created_at") for b in page.batches]
+    rises = falls = 0
+    for earlier, later in itertools.pairwise(times):
+        if isinstance(earlier, int) and isinstance(later, int):
+            rises += later > earlier
+            falls += later < earlier
+    return rises >= 2 and rises > falls
+
+
 async def _passed_stop(
-    page: BatchPage, stop_second: int | None, known: Callable[[str], Awaitable[bool]] | None
+    page: BatchPage,
+    stop_second: int | None,
+    known: Callable[[str], Awaitable[bool]] | None,
+    *,
+    waited: bool,
 ) -> bool:
     """Whether a page at or below the stop ends past it (see walk_pages)."""
-    if not page.batches:
+    if not page.batches or known is None:
         return True
     last = page.batches[-1]
     if stop_second is not None and last.get("created_at") == stop_second:
-        return False
-    return known is None or await known(last["id"])
+        # New batches of the head's second may be listed below it, a page or many: walk
+        # on while such pages hold any, but not to the end of a list all of one second.
+        if not waited:
+            return False
+        return all([await known(batch["id"]) for batch in page.batches])
+    return await known(last["id"])

@@ -65,6 +65,15 @@ def list_body(batches: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
     }
 
 
+def serve_the_end(
+    mock: aioresponses.aioresponses, last: dict[str, Any], limit: int = 2, base_url: str = BASE_URL
+) -> None:
+    """The empty page after a list's last batch: what the API answers the check that a
+    walk ending on a full page makes (a `has_more` false sent by mistake would end it)."""
+    url = f"{base_url}/batches?after={last['id']}&limit={limit}"
+    mock.get(url, payload=list_body([], False))
+
+
 class _ResponseWithWriter(aiohttp.ClientResponse):
     """aiohttp 3.14 made `stream_writer` required; aioresponses 0.7.9 does not pass it yet."""
 

@@ -19,7 +19,7 @@ from aioresponses import aioresponses
 from crawler.cli import main
 from crawler.fake import FakeApiOptions, FakeApiServer
 
-from .conftest import API_KEY, BASE_URL, list_body, make_batch
+from .conftest import API_KEY, BASE_URL, list_body, make_batch, serve_the_end
 
 
 @pytest.fixture(autouse=True)
@@ -41,6 +41,7 @@ def serve_three_pages(mock: aioresponses, statuses: dict[int, str] | None = None
         body = list_body(batches, i < len(pages) - 1)
         mock.get(f"{BASE_URL}/batches?limit=2{after}", payload=body)
         after = f"&after={make_batch(numbers[-1])['id']}"
+    serve_the_end(mock, make_batch(1))
 
 
 @pytest.mark.parametrize(

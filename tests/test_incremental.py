@@ -20,7 +20,7 @@ from crawler.runs import RunFigures
 from crawler.store import open_store
 from crawler.sync import sync
 
-from .conftest import API_KEY, BASE_URL, list_body, make_batch
+from .conftest import API_KEY, BASE_URL, list_body, make_batch, serve_the_end
 from .exact import assert_database_matches
 
 RETRY = RetryPolicy(max_attempts=10, max_seconds=30, initial_backoff=0, max_backoff=0)
@@ -290,3 +290,4 @@ def mock_pages(mock: aioresponses, batches: list[dict[str, Any]]) -> None:
         query = "limit=2" if after is None else f"after={after}&limit=2"
         mock.get(f"{BASE_URL}/batches?{query}", payload=list_body(page, start + 2 < len(batches)))
         after = page[-1]["id"]
+    serve_the_end(mock, batches[-1])

@@ -19,7 +19,7 @@ from crawler.errors import AuthenticationError, ServerError
 from crawler.status import format_status, read_status
 from crawler.sync import sync
 
-from .conftest import BASE_URL, list_body, make_batch
+from .conftest import BASE_URL, list_body, make_batch, serve_the_end
 
 NUMBERS = list(range(7, 0, -1))  # newest first; batch 2 is in flight, five pages down
 STRAGGLER = make_batch(2, status="in_progress", completed_at=None)
@@ -34,6 +34,7 @@ def serve_list(mock: aioresponses, batches: dict[int, dict[str, Any]], limit: in
         more = start + limit < len(NUMBERS)
         mock.get(f"{BASE_URL}/batches?limit={limit}{after}", payload=list_body(chunk, more))
         after = f"&after={chunk[-1]['id']}"
+    serve_the_end(mock, make_batch(NUMBERS[-1]), limit)
 
 
 def serve_head(mock: aioresponses) -> None:
@@ -340,6 +341,7 @@ def serve_without_batch_4(mock: aioresponses, *, cursor_answer: dict[str, Any]) 
         body = list_body([make_batch(i) for i in chunk], n < len(chunks) - 1)
         mock.get(f"{BASE_URL}/batches?limit=2{after}", payload=body)
         after = f"&after={make_batch(chunk[-1])['id']}"
+    serve_the_end(mock, make_batch(1))
 
 
 CURSOR_ANSWERS = {
@@ -428,6 +430,7 @@ def serve_pages(mock: aioresponses, numbers: list[int], batches: dict[int, Any])
         body = list_body(chunk, start + 2 < len(numbers))
         mock.get(f"{BASE_URL}/batches?limit=2{after}", payload=body)
         after = f"&after={chunk[-1]['id']}"
+    serve_the_end(mock, make_batch(numbers[-1]))
 
 
 def serve_after(mock: aioresponses, numbers: list[int], batches: dict[int, Any]) -> None:
@@ -742,6 +745,7 @@ async def test_one_odd_creation_time_does_not_end_a_walk_on_to_batches_in_flight
             body = list_body(chunk, start + 4 < len(numbers))
             mock.get(f"{BASE_URL}/batches?limit=4{after}", payload=body)
             after = f"&after={chunk[-1]['id']}"
+        serve_the_end(mock, make_batch(numbers[-1]), 4)
 
     with aioresponses() as mock:
         serve(mock, {**in_flight, 100: odd})

@@ -324,3 +324,38 @@ async def test_a_list_where_every_batch_shares_one_second_is_not_walked_to_its_e
         known=stored_before(*range(12, 0, -1)),
     )
     assert len(steps) == 4  # 20..17, 16..13, 12..9 (the head's page), and one more
+
+
+async def test_new_batches_of_the_heads_second_listed_pages_below_it_are_walked_to() -> None:
+    """Batches of one second come in any order: new ones listed two pages below the old
+    head are walked to, the walk ending on the first page of that second all stored."""
+    order = [7, 8, 6, 9, 10, 5, 11, 12, 4, 3, 2, 1]  # 6 is the old head; 7..12 are new
+    api = FakeList(order, lambda n: 1_700_000_000)
+    steps = await collect(
+        fetch_page=api.fetch,
+        after=None,
+        limit=2,
+        stop_ids=frozenset({make_batch(6)["id"]}),
+        stop_second=1_700_000_000,
+        known=stored_before(*range(6, 0, -1)),
+    )
+    walked = {b["id"] for s in steps for b in s.page.batches}
+    assert {make_batch(n)["id"] for n in range(7, 13)} <= walked
+    assert len(steps) == 5  # down to 4, 3: the first page of that second all stored
+
+
+async def test_a_list_served_oldest_first_is_walked_to_its_end_with_a_warning() -> None:
+    """A proxy listing the oldest first grows at its end: the old head on the first page
+    does not stop the walk above the new batches."""
+    api = FakeList(list(range(1, 11)))  # 1..6 stored, 6 the old head; 7..10 are new
+    steps = await collect(
+        fetch_page=api.fetch,
+        after=None,
+        limit=3,
+        stop_ids=frozenset({make_batch(1)["id"], make_batch(6)["id"]}),
+        stop_second=1_700_000_006,
+        known=stored_before(*range(1, 7)),
+    )
+    walked = [b["id"] for s in steps for b in s.page.batches]
+    assert walked == [make_batch(n)["id"] for n in range(1, 11)]
+    assert "the list is served oldest first" in steps[0].warnings[0]

@@ -23,7 +23,7 @@ from crawler.redact import holds_secret, mask_secret, mask_values
 from crawler.replies import build_api_error
 from crawler.sync import sync
 
-from .conftest import BASE_URL, list_body, make_batch
+from .conftest import BASE_URL, list_body, make_batch, serve_the_end
 
 # Characters that JSON, percent-encoding and whitespace collapsing all spell differently.
 ODD_KEY = 'sk-proj-a"b\\c/d+e=f  é~0123456789ABCDEFxyz'
@@ -106,6 +106,7 @@ async def test_warnings_quoting_what_the_server_sent_mask_the_key(
     page["last_id"] = f"last-{settings.api_key}"
     with aioresponses() as mock:
         mock.get(f"{BASE_URL}/batches?limit=2", payload=page)
+        serve_the_end(mock, make_batch(1))
         result = await sync(settings, retry=fast_retry)
     (warning,) = result.warnings  # the last_id holding the key is not used, nor quoted
     assert "***" in warning
@@ -190,6 +191,7 @@ async def test_a_key_echoed_into_a_batchs_fields_is_stored_masked(
         mock.get(f"{BASE_URL}/batches?limit=2", payload=list_body(first[:2], True))
         below = list_body([first[2], make_batch(1, status="in_progress") if by_id else echo], False)
         mock.get(f"{BASE_URL}/batches?limit=2&after={first[1]['id']}", payload=below)
+        serve_the_end(mock, echo)
         await sync(settings, retry=fast_retry)
     if by_id:
         # The walk stops above batch 1: it is refreshed by id.
@@ -240,6 +242,7 @@ async def test_part_of_the_key_echoed_into_a_page_is_stored_masked_and_ids_holdi
     ]
     with aioresponses() as mock:
         mock.get(f"{BASE_URL}/batches?limit=2", payload=list_body(page, False))
+        serve_the_end(mock, page[-1])
         result = await sync(dataclasses.replace(settings, files=False), retry=fast_retry)
     assert (result.complete, result.batches_new) == (True, 3)
     with contextlib.closing(sqlite3.connect(settings.db)) as conn:

@@ -65,11 +65,12 @@ class FakeList:
         self.mock.get(url, payload=body, repeat=repeat, **options)
 
     def serve_all(self, after: int | None = None) -> None:
-        """Every page from `after` to the end."""
+        """Every page from `after` to the end, and the empty one past it."""
         start = 0 if after is None else self.numbers.index(after) + 1
         self.serve(after)
         for i in range(start + self.limit - 1, len(self.numbers) - 1, self.limit):
             self.serve(self.numbers[i])
+        self.serve(self.numbers[-1])
 
 
 def stored_ids(db: Path) -> list[str]:
@@ -167,6 +168,26 @@ async def test_budget_stops_at_a_page_boundary_and_resume_continues(
     assert stored_ids(settings.db) == ids(*grown)
     assert walk_row(settings.db) == (None, None, ids(11)[0], 1)
     assert [r[:2] for r in runs(settings.db)] == [("full", "partial"), ("resume", "complete")]
+
+
+async def test_a_first_walk_ending_on_a_full_page_checks_that_the_list_ended(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """A `has_more` false sent by mistake on a full page of a first walk: one more request
+    finds the rest, which no later (incremental) walk would ever go down to."""
+    numbers = list(range(6, 0, -1))
+    with aioresponses() as mock:
+        api = FakeList(mock, numbers, 2)
+        body = list_body([make_batch(6), make_batch(5)], False)
+        mock.get(f"{BASE_URL}/batches?limit=2", payload=body)
+        api.serve_all(5)
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.batches_new) == (True, 6)
+    assert stored_ids(settings.db) == ids(*numbers)
+    assert result.warnings == (
+        "page after the top: has_more was false on a full page, but more batches came after "
+        "it; walked on",
+    )
 
 
 @pytest.mark.parametrize("still_there", [True, False])
@@ -479,7 +500,8 @@ async def test_a_request_cap_spaces_the_requests_and_counts_the_waits(
     result = await sync(settings)
     requests = sum(five_batches.stats.requests.values())
     assert result.complete
-    assert requests == result.pages == 5
+    # One page a batch: the last is full, so one more request checks that the list ended.
+    assert requests == result.pages + 1 == 6
     assert virtual.now == pytest.approx((requests - 1) * spacing)
     waits, waited = limiter_ledger(db_path)
     assert (result.limiter_waits, result.limiter_wait_seconds) == (waits, waited)
