@@ -160,8 +160,9 @@ TABLES: dict[str, dict[str, Any]] = {
         sort_desc="created_at",
     ),
     "daily_usage": _table(
-        "Per UTC day of creation, model and endpoint: batches, requests, failures, tokens, USD.",
-        facets=["model", "endpoint"],
+        "Per UTC day of creation, account, model and endpoint: batches, requests, failures, "
+        "tokens, USD.",
+        facets=["account", "model", "endpoint"],
         sort_desc="day",
     ),
     "request_costs": _table(

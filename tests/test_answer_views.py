@@ -105,6 +105,21 @@ def test_daily_usage_sums_a_days_batches_and_counts_the_unpriced(db: Path) -> No
     ]
 
 
+def test_costs_and_batches_in_flight_say_which_account_they_are_of(db: Path) -> None:
+    """Two accounts in one database: daily_usage sums each apart; every row names its own."""
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("UPDATE batches SET account = 'azure' WHERE id = ?", (BATCHES[1]["id"],))
+    rows = query(
+        db,
+        "SELECT day, account, batches, round(usd, 6) FROM daily_usage "
+        "WHERE model = 'gpt-4o-mini' ORDER BY account",
+    )
+    assert rows == [("2026-01-01", "azure", 1, 0.15), ("2026-01-01", "default", 2, 0.375)]
+    costs = query(db, "SELECT batch_id, account FROM batch_costs WHERE account = 'azure'")
+    assert costs == [(BATCHES[1]["id"], "azure")]
+    assert query(db, "SELECT account FROM in_flight") == [("default",)]
+
+
 def test_request_costs_price_each_request_by_its_answers_model(db: Path) -> None:
     """Request d: 1,000 uncached input at 0.075, 1,000 cached at 0.0375, 400 output at 0.3
     per 1M, priced as gpt-4o-mini (its dated name is priced too: the same rates)."""

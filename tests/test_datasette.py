@@ -96,7 +96,7 @@ async def test_datasette_serves_facets_search_and_views(
 
         view = await get(session, f"{base}/demo/daily_usage.json?_shape=objects&_size=max")
         assert (view["is_view"], len(view["rows"])) == (True, days)
-        assert sorted(view["facet_results"]) == ["endpoint", "model"]
+        assert sorted(view["facet_results"]) == ["account", "endpoint", "model"]
 
         served = await get(session, f"{base}/-/metadata.json")
     assert served == json.loads(metadata.read_text(encoding="utf-8"))
