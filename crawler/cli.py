@@ -20,12 +20,7 @@ from typing import Any, TypeVar
 
 from .accounts import sync_accounts
 from .cli_args import Parser, build_parser
-from .config import (
-    ENV_LOG_FORMAT,
-    Settings,
-    load_accounts,
-    setting_rule,
-)
+from .config import ENV_LOG_FORMAT, Settings, load_accounts
 from .datasette import datasette_metadata
 from .demo import ACCOUNTS_QUERY, DEMO_QUERIES, ask, run_accounts_demo, run_demo
 from .errors import (
@@ -53,6 +48,7 @@ from .redact import mask_secret
 from .report import format_answer, format_report, parse_since, read_report, utc
 from .report_html import render_html
 from .runs import SyncResult
+from .setting_rules import setting_rule
 from .status import dumps, format_status, read_status
 from .store import open_store
 from .sync import sync

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
-from .config import ENV_LOG_FORMAT, LOG_FORMATS, Rule, integer_rule, number_rule, setting_rule
+from .config import ENV_LOG_FORMAT
 from .errors import EXIT_USAGE, ConfigError
 from .events import failure_event
 from .fake import BAD_PAGE_MODES, BROKEN_PAGINATION_MODES, FLAVORS, ID_STYLES
+from .setting_rules import LOG_FORMATS, Rule, integer_rule, number_rule, setting_rule
 
 
 class Parser(argparse.ArgumentParser):

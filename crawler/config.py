@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
-import math
-import re
 import stat
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .redact import holds_secret, looks_like_secret
-
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
+from .setting_rules import (
+    DEFAULT_BASE_URL,
+    account_name_problem,
+    api_version_problem,
+    check_setting,
+    is_private_transport,
+)
 
 # Environment variables read the way the official SDK reads them.
 ENV_BASE_URL = "OPENAI_BASE_URL"
@@ -28,11 +30,6 @@ ENV_LOG_FORMAT = "BATCH_CRAWLER_LOG_FORMAT"
 ENV_AZURE_ENDPOINT = "AZURE_OPENAI_ENDPOINT"
 ENV_AZURE_KEY = "AZURE_OPENAI_API_KEY"
 ENV_API_VERSION = "OPENAI_API_VERSION"
-
-PROVIDERS = ("openai", "azure", "compatible")
-AUTH_MODES = ("key", "entra")  # with Azure, entra: Microsoft Entra ID tokens instead of a key
-
-LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
@@ -108,7 +105,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            _check(f.name, getattr(self, f.name))
+            check_setting(f.name, getattr(self, f.name))
         if self.auth == "entra" and self.provider != "azure":
             raise ConfigError('auth: "entra" is only for provider = "azure"')
         if self.api_version is not None and self.provider != "azure":
@@ -126,7 +123,7 @@ class Settings:
                 f'azure_endpoint: a value is required for provider = "azure" (or set '
                 f"{ENV_AZURE_ENDPOINT}), such as https://NAME.openai.azure.com"
             )
-        if not self.allow_insecure_http and not _private_transport(self.base_url):
+        if not self.allow_insecure_http and not is_private_transport(self.base_url):
             raise ConfigError(
                 f"base_url: plain http to {urlsplit(self.base_url).hostname} would send the API "
                 "key in clear text; use https, or allow it with --allow-insecure-http "
@@ -162,268 +159,6 @@ ACCOUNT_KEYS = tuple(k for k in CONFIG_KEYS if k not in {"db", "log_format", "ac
 _ACCOUNT_FLAGS = ("base_url", "provider", "azure_endpoint", "api_version", "auth")
 
 
-@dataclass(frozen=True)
-class Rule:
-    """What values a setting takes: `problem` says what is wrong with a value (None: nothing),
-    `convert` reads one from command-line text. The config file, the environment and the
-    command line are all checked by the same rules."""
-
-    problem: Callable[[Any], str | None]
-    convert: Callable[[str], Any] = str
-
-    def from_text(self, text: str) -> Any:
-        """The value `text` spells, checked.
-
-        Raises:
-            ValueError: its message says what is wrong, without naming the setting.
-        """
-        value = self.convert(text)
-        problem = self.problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
-
-
-def _convert(kind: type[int] | type[float], noun: str) -> Callable[[str], Any]:
-    def convert(text: str) -> Any:
-        try:
-            return kind(text)
-        except ValueError:
-            raise ValueError(f"expected {noun}, got {text!r}") from None
-
-    return convert
-
-
-def integer_rule(low: int, high: int | None = None) -> Rule:
-    """Whole numbers from `low` to `high` (no upper bound when None)."""
-
-    def problem(value: Any) -> str | None:
-        if not isinstance(value, int) or isinstance(value, bool):
-            return f"expected an integer, got {value!r}"
-        if high is not None and not low <= value <= high:
-            return f"must be between {low} and {high}, got {value}"
-        if value < low:
-            return f"must be at least {low}, got {value}"
-        return None
-
-    return Rule(problem, _convert(int, "an integer"))
-
-
-def number_rule(what: str, ok: Callable[[float], bool]) -> Rule:
-    """Finite numbers for which `ok` holds; `what` names them ("a positive number of seconds")."""
-
-    def problem(value: Any) -> str | None:
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            return f"expected {what}, got {value!r}"
-        if not math.isfinite(value):
-            return f"expected a finite number, got {value}"
-        if not ok(value):
-            return f"must be {what}, got {value}"
-        return None
-
-    return Rule(problem, _convert(float, "a number"))
-
-
-_SECONDS = number_rule("a positive number of seconds", lambda v: v > 0)
-# A timeout past an hour is a typo, and past about 1e9 s asyncio cannot even schedule it.
-_TIMEOUT = number_rule("a number of seconds above 0 and at most 3600", lambda v: 0 < v <= 3600)
-
-
-def _header_text(value: Any) -> str | None:
-    """A value sent in an HTTP header; the value itself is never echoed (it may be the key)."""
-    if not isinstance(value, str) or not value.strip():
-        return "expected a non-empty string"
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        return "contains a control character (a stray newline or carriage return?)"
-    return None
-
-
-def _path(value: Any) -> str | None:
-    if not isinstance(value, str | Path) or not str(value) or "\x00" in str(value):
-        return f"expected a file path, got {value!r}"
-    if str(value) == ":memory:":
-        return "expected a file path; SQLite's :memory: would keep nothing"
-    return None
-
-
-def _shown(value: Any) -> str:
-    """`value` for an error message, unless it may hold a secret."""
-    if looks_like_secret(value) or (isinstance(value, str) and "@" in value):
-        return "a value not shown here (it may hold a secret)"
-    return repr(value)
-
-
-def _url(value: Any) -> str | None:
-    parts = _split_url(value)
-    if parts is None:
-        return f"expected an http(s) URL such as {DEFAULT_BASE_URL}, got {_shown(value)}"
-    return _url_extras(value, parts)
-
-
-def _split_url(value: Any) -> SplitResult | None:
-    """The parts of `value` if it is an http(s) URL with a valid host and port, else None."""
-    if not isinstance(value, str) or any(ord(c) <= 32 or ord(c) == 127 for c in value):
-        return None
-    try:
-        parts = urlsplit(value)
-        host = parts.hostname
-        _ = parts.port  # raises ValueError when out of range
-        if host:
-            host.encode("idna")
-    except (ValueError, UnicodeError):
-        return None
-    if parts.scheme not in {"http", "https"} or not host:
-        return None
-    return parts
-
-
-def _url_extras(value: str, parts: SplitResult) -> str | None:
-    """What `value` holds besides a base URL: credentials, a query or a fragment."""
-    # aiohttp refuses credentials in the URL next to the Authorization header, and the URL is
-    # stored in sync_runs: a password must never get that far.
-    if "@" in parts.netloc:
-        return (
-            "must not hold a user name or password (user:password@...); the API key goes "
-            "in the environment variable named by api_key_env"
-        )
-    # Paths are appended to the base URL, so a query or a fragment would end up mid-URL.
-    alone = f"give the API's base URL alone, such as {DEFAULT_BASE_URL}"
-    if "?" in value.partition("#")[0]:
-        return f"query parameters (?...) are not supported; {alone}"
-    if "#" in value:
-        return f"a fragment (#...) is not supported; {alone}"
-    return None
-
-
-def _private_transport(url: str) -> bool:
-    """Whether the key sent to `url` stays out of sight: https, or http to this machine."""
-    parts = urlsplit(url)
-    if parts.scheme != "http":
-        return True
-    host = (parts.hostname or "").rstrip(".")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _variable_name(value: Any) -> str | None:
-    if isinstance(value, str) and _VARIABLE_NAME.fullmatch(value):
-        return None
-    return (
-        "must name the environment variable that holds the key (letters, digits and _, not "
-        f"starting with a digit), such as OPENAI_API_KEY, not the key itself; got {_shown(value)}"
-    )
-
-
-def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
-    """The check of a setting that takes one of `choices`."""
-
-    def problem(value: Any) -> str | None:
-        if value not in choices:
-            return f"expected one of {', '.join(choices)}, got {_shown(value)}"
-        return None
-
-    return problem
-
-
-# Azure's API versions: a date, and for previews `-preview`.
-_API_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}(-preview)?")
-
-
-def _api_version(value: Any) -> str | None:
-    if isinstance(value, str) and _API_VERSION.fullmatch(value):
-        return None
-    return f"expected a version such as 2024-10-21 or 2025-04-01-preview, got {_shown(value)}"
-
-
-_ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-
-
-def _account_name(value: Any) -> str | None:
-    if isinstance(value, str) and _ACCOUNT_NAME.fullmatch(value):
-        return None
-    return (
-        "expected a name of letters, digits, '_', '-' and '.' (64 at most, starting with a "
-        f"letter or digit), got {_shown(value)}"
-    )
-
-
-def _flag(value: Any) -> str | None:
-    if not isinstance(value, bool):
-        return f"expected true or false, got {value!r}"
-    return None
-
-
-def _convert_flag(text: str) -> bool:
-    try:
-        return {"true": True, "false": False}[text.lower()]
-    except KeyError:
-        raise ValueError(f"expected true or false, got {text!r}") from None
-
-
-_RULES: dict[str, Rule] = {
-    "db": Rule(_path),
-    "base_url": Rule(_url),
-    "allow_insecure_http": Rule(_flag, _convert_flag),
-    "api_key": Rule(_header_text),
-    "api_key_env": Rule(_variable_name),
-    "organization": Rule(_header_text),
-    "project": Rule(_header_text),
-    "page_size": integer_rule(1, 100),
-    "max_attempts": integer_rule(1, 100),
-    "max_retry_seconds": _SECONDS,
-    "request_timeout": _TIMEOUT,
-    "read_timeout": _TIMEOUT,
-    "connect_timeout": _TIMEOUT,
-    "max_pages": integer_rule(1),
-    "max_seconds": _SECONDS,
-    "concurrency": integer_rule(1, 64),
-    # Under one a minute, a sync of any size would take days, silently.
-    "requests_per_minute": number_rule("at least 1 request per minute", lambda v: v >= 1),
-    "files": Rule(_flag, _convert_flag),
-    "outputs": Rule(_flag, _convert_flag),
-    "bodies": Rule(_flag, _convert_flag),
-    "log_format": Rule(_one_of(LOG_FORMATS)),
-    "account": Rule(_account_name),
-    "provider": Rule(_one_of(PROVIDERS)),
-    "azure_endpoint": Rule(_url),
-    "api_version": Rule(_api_version),
-    "auth": Rule(_one_of(AUTH_MODES)),
-}
-_OPTIONAL = {
-    "api_key",
-    "azure_endpoint",
-    "api_version",
-    "organization",
-    "project",
-    "max_pages",
-    "max_seconds",
-    "requests_per_minute",
-}
-
-
-def _check(name: str, value: Any) -> None:
-    """Raise ConfigError naming the setting if `value` is not acceptable for it."""
-    if value is None:
-        if name in _OPTIONAL:
-            return
-        raise ConfigError(f"{name}: a value is required")
-    problem = _RULES[name].problem(value)
-    if problem:
-        raise ConfigError(f"{name}: {problem}")
-
-
-def setting_rule(name: str) -> Rule:
-    """The rule that values of setting `name` follow, wherever they come from."""
-    return _RULES[name]
-
-
 def read_config_file(path: Path) -> dict[str, Any]:
     """Read a TOML config file into a dict of known keys, or raise ConfigError."""
     try:
@@ -452,7 +187,7 @@ def _check_account_tables(path: Path, tables: Any) -> None:
     if not isinstance(tables, dict) or not all(isinstance(t, dict) for t in tables.values()):
         raise ConfigError(f"config file {path}: accounts must be [accounts.NAME] tables")
     for name, table in tables.items():
-        problem = _account_name(name)
+        problem = account_name_problem(name)
         if problem:
             raise ConfigError(f"config file {path}: [accounts.{name}]: {problem}")
         unknown = sorted(set(table) - set(ACCOUNT_KEYS))
@@ -544,7 +279,7 @@ def _settings(
         # Key by key: a rule across keys (http needs allow_insecure_http) is checked
         # once every layer is merged, since a flag may satisfy it.
         for key, value in from_file.items():
-            _check(key, value)
+            check_setting(key, value)
     except ConfigError as exc:
         raise ConfigError(f"config file {config_file}: {exc}") from None
     given = {k: v for k, v in flags.items() if v is not None}
@@ -583,7 +318,7 @@ def _from_env(env: Mapping[str, str], *, azure: bool) -> dict[str, Any]:
         ),
     }
     values: dict[str, Any] = {key: env[var] for key, var in names.items() if env.get(var)}
-    if _api_version(values.get("api_version", "2024-10-21")):
+    if api_version_problem(values.get("api_version", "2024-10-21")):
         # The SDK's `preview` (the v1 API's) or another tool's value: not a dated version.
         del values["api_version"]
     if "log_format" in values:  # "JSON", as dlt spells it, is json too

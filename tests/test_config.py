@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from crawler.config import CONFIG_KEYS, DEFAULT_BASE_URL, Settings, load_settings
+from crawler.config import CONFIG_KEYS, Settings, load_settings
 from crawler.errors import ConfigError
+from crawler.setting_rules import DEFAULT_BASE_URL
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
 

@@ -1,0 +1,285 @@
+"""What values each setting takes: the checks that the config file, the environment and the
+command line share, so that a value is refused with the same words wherever it comes from."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import SplitResult, urlsplit
+
+from .errors import ConfigError
+from .redact import looks_like_secret
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+PROVIDERS = ("openai", "azure", "compatible")
+AUTH_MODES = ("key", "entra")  # with Azure, entra: Microsoft Entra ID tokens instead of a key
+
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What values a setting takes: `problem` says what is wrong with a value (None: nothing),
+    `convert` reads one from command-line text. The config file, the environment and the
+    command line are all checked by the same rules."""
+
+    problem: Callable[[Any], str | None]
+    convert: Callable[[str], Any] = str
+
+    def from_text(self, text: str) -> Any:
+        """The value `text` spells, checked.
+
+        Raises:
+            ValueError: its message says what is wrong, without naming the setting.
+        """
+        value = self.convert(text)
+        problem = self.problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+def _convert(kind: type[int] | type[float], noun: str) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return kind(text)
+        except ValueError:
+            raise ValueError(f"expected {noun}, got {text!r}") from None
+
+    return convert
+
+
+def integer_rule(low: int, high: int | None = None) -> Rule:
+    """Whole numbers from `low` to `high` (no upper bound when None)."""
+
+    def problem(value: Any) -> str | None:
+        if not isinstance(value, int) or isinstance(value, bool):
+            return f"expected an integer, got {value!r}"
+        if high is not None and not low <= value <= high:
+            return f"must be between {low} and {high}, got {value}"
+        if value < low:
+            return f"must be at least {low}, got {value}"
+        return None
+
+    return Rule(problem, _convert(int, "an integer"))
+
+
+def number_rule(what: str, ok: Callable[[float], bool]) -> Rule:
+    """Finite numbers for which `ok` holds; `what` names them ("a positive number of seconds")."""
+
+    def problem(value: Any) -> str | None:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return f"expected {what}, got {value!r}"
+        if not math.isfinite(value):
+            return f"expected a finite number, got {value}"
+        if not ok(value):
+            return f"must be {what}, got {value}"
+        return None
+
+    return Rule(problem, _convert(float, "a number"))
+
+
+_SECONDS = number_rule("a positive number of seconds", lambda v: v > 0)
+# A timeout past an hour is a typo, and past about 1e9 s asyncio cannot even schedule it.
+_TIMEOUT = number_rule("a number of seconds above 0 and at most 3600", lambda v: 0 < v <= 3600)
+
+
+def _header_text(value: Any) -> str | None:
+    """A value sent in an HTTP header; the value itself is never echoed (it may be the key)."""
+    if not isinstance(value, str) or not value.strip():
+        return "expected a non-empty string"
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return "contains a control character (a stray newline or carriage return?)"
+    return None
+
+
+def _path(value: Any) -> str | None:
+    if not isinstance(value, str | Path) or not str(value) or "\x00" in str(value):
+        return f"expected a file path, got {value!r}"
+    if str(value) == ":memory:":
+        return "expected a file path; SQLite's :memory: would keep nothing"
+    return None
+
+
+def _shown(value: Any) -> str:
+    """`value` for an error message, unless it may hold a secret."""
+    if looks_like_secret(value) or (isinstance(value, str) and "@" in value):
+        return "a value not shown here (it may hold a secret)"
+    return repr(value)
+
+
+def _url(value: Any) -> str | None:
+    parts = _split_url(value)
+    if parts is None:
+        return f"expected an http(s) URL such as {DEFAULT_BASE_URL}, got {_shown(value)}"
+    return _url_extras(value, parts)
+
+
+def _split_url(value: Any) -> SplitResult | None:
+    """The parts of `value` if it is an http(s) URL with a valid host and port, else None."""
+    if not isinstance(value, str) or any(ord(c) <= 32 or ord(c) == 127 for c in value):
+        return None
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        _ = parts.port  # raises ValueError when out of range
+        if host:
+            host.encode("idna")
+    except (ValueError, UnicodeError):
+        return None
+    if parts.scheme not in {"http", "https"} or not host:
+        return None
+    return parts
+
+
+def _url_extras(value: str, parts: SplitResult) -> str | None:
+    """What `value` holds besides a base URL: credentials, a query or a fragment."""
+    # aiohttp refuses credentials in the URL next to the Authorization header, and the URL is
+    # stored in sync_runs: a password must never get that far.
+    if "@" in parts.netloc:
+        return (
+            "must not hold a user name or password (user:password@...); the API key goes "
+            "in the environment variable named by api_key_env"
+        )
+    # Paths are appended to the base URL, so a query or a fragment would end up mid-URL.
+    alone = f"give the API's base URL alone, such as {DEFAULT_BASE_URL}"
+    if "?" in value.partition("#")[0]:
+        return f"query parameters (?...) are not supported; {alone}"
+    if "#" in value:
+        return f"a fragment (#...) is not supported; {alone}"
+    return None
+
+
+def is_private_transport(url: str) -> bool:
+    """Whether the key sent to `url` stays out of sight: https, or http to this machine."""
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return True
+    host = (parts.hostname or "").rstrip(".")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _variable_name(value: Any) -> str | None:
+    if isinstance(value, str) and _VARIABLE_NAME.fullmatch(value):
+        return None
+    return (
+        "must name the environment variable that holds the key (letters, digits and _, not "
+        f"starting with a digit), such as OPENAI_API_KEY, not the key itself; got {_shown(value)}"
+    )
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
+    """The check of a setting that takes one of `choices`."""
+
+    def problem(value: Any) -> str | None:
+        if value not in choices:
+            return f"expected one of {', '.join(choices)}, got {_shown(value)}"
+        return None
+
+    return problem
+
+
+# Azure's API versions: a date, and for previews `-preview`.
+_API_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}(-preview)?")
+
+
+def api_version_problem(value: Any) -> str | None:
+    if isinstance(value, str) and _API_VERSION.fullmatch(value):
+        return None
+    return f"expected a version such as 2024-10-21 or 2025-04-01-preview, got {_shown(value)}"
+
+
+_ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def account_name_problem(value: Any) -> str | None:
+    if isinstance(value, str) and _ACCOUNT_NAME.fullmatch(value):
+        return None
+    return (
+        "expected a name of letters, digits, '_', '-' and '.' (64 at most, starting with a "
+        f"letter or digit), got {_shown(value)}"
+    )
+
+
+def _flag(value: Any) -> str | None:
+    if not isinstance(value, bool):
+        return f"expected true or false, got {value!r}"
+    return None
+
+
+def _convert_flag(text: str) -> bool:
+    try:
+        return {"true": True, "false": False}[text.lower()]
+    except KeyError:
+        raise ValueError(f"expected true or false, got {text!r}") from None
+
+
+_RULES: dict[str, Rule] = {
+    "db": Rule(_path),
+    "base_url": Rule(_url),
+    "allow_insecure_http": Rule(_flag, _convert_flag),
+    "api_key": Rule(_header_text),
+    "api_key_env": Rule(_variable_name),
+    "organization": Rule(_header_text),
+    "project": Rule(_header_text),
+    "page_size": integer_rule(1, 100),
+    "max_attempts": integer_rule(1, 100),
+    "max_retry_seconds": _SECONDS,
+    "request_timeout": _TIMEOUT,
+    "read_timeout": _TIMEOUT,
+    "connect_timeout": _TIMEOUT,
+    "max_pages": integer_rule(1),
+    "max_seconds": _SECONDS,
+    "concurrency": integer_rule(1, 64),
+    # Under one a minute, a sync of any size would take days, silently.
+    "requests_per_minute": number_rule("at least 1 request per minute", lambda v: v >= 1),
+    "files": Rule(_flag, _convert_flag),
+    "outputs": Rule(_flag, _convert_flag),
+    "bodies": Rule(_flag, _convert_flag),
+    "log_format": Rule(_one_of(LOG_FORMATS)),
+    "account": Rule(account_name_problem),
+    "provider": Rule(_one_of(PROVIDERS)),
+    "azure_endpoint": Rule(_url),
+    "api_version": Rule(api_version_problem),
+    "auth": Rule(_one_of(AUTH_MODES)),
+}
+_OPTIONAL = {
+    "api_key",
+    "azure_endpoint",
+    "api_version",
+    "organization",
+    "project",
+    "max_pages",
+    "max_seconds",
+    "requests_per_minute",
+}
+
+
+def check_setting(name: str, value: Any) -> None:
+    """Raise ConfigError naming the setting if `value` is not acceptable for it."""
+    if value is None:
+        if name in _OPTIONAL:
+            return
+        raise ConfigError(f"{name}: a value is required")
+    problem = _RULES[name].problem(value)
+    if problem:
+        raise ConfigError(f"{name}: {problem}")
+
+
+def setting_rule(name: str) -> Rule:
+    """The rule that values of setting `name` follow, wherever they come from."""
+    return _RULES[name]
