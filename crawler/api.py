@@ -186,13 +186,35 @@ def _check_encoding(resp: aiohttp.ClientResponse, url: Target, secret: str | Non
     """Refuse a body in an encoding the request did not ask for, which aiohttp would pass
     on undecoded (those it knows but cannot decode, br or zstd, it refuses itself)."""
     readable = {"identity", *_asked_encodings(resp.request_info.headers)}
-    sent = [e.strip() for e in resp.headers.get("Content-Encoding", "").lower().split(",")]
-    unknown = [e for e in sent if e and e not in readable]
+    # Shown as sent: a header a server filled with the key is then masked as the key.
+    sent = [e.strip() for e in resp.headers.get("Content-Encoding", "").split(",")]
+    unknown = [e for e in sent if e and e.lower() not in readable]
     if unknown:
         what = unreadable_body(unknown[0], resp.request_info.headers)
         raise TransportError(
             mask_secret(f"request to {url} failed: {what}", secret), should_retry=False
         )
+
+
+# Past the request timeout, a file coming slower than this on average is a server holding the
+# connection open a few bytes at a time (which no read timeout catches), not a download.
+MIN_FILE_BYTES_PER_SECOND = 1024
+
+
+async def _at_a_download_pace(
+    chunks: AsyncIterator[bytes], url: URL, started: float, grace: float | None
+) -> AsyncIterator[bytes]:
+    """`chunks`, cut off (TransportError, asked again) once they come too slowly."""
+    received = 0
+    async for chunk in chunks:
+        received += len(chunk)
+        elapsed = time.monotonic() - started
+        if grace is not None and elapsed > grace and received < elapsed * MIN_FILE_BYTES_PER_SECOND:
+            raise TransportError(
+                f"request to {url} failed: the file came at {received / elapsed:.0f} bytes/s "
+                f"over {elapsed:.0f} s, too slow to be a download"
+            )
+        yield chunk
 
 
 async def _read_capped(resp: aiohttp.ClientResponse) -> bytearray | None:
@@ -397,15 +419,19 @@ class ApiClient:
     async def _stream(self, url: URL, consume: Callable[[FileBody], Awaitable[T]]) -> T:
         await self._limiter.acquire()
         started = time.monotonic()
-        # A file may take minutes to come: only a silence or a slow connect cuts it off.
+        # A file may take minutes to come: its head within the request timeout, as any
+        # answer's, then only a silence, or a body too slow to be a download, cuts it off.
         limits = self._session.timeout
         timeout = aiohttp.ClientTimeout(
             sock_read=limits.sock_read, sock_connect=limits.sock_connect
         )
         with self._transport_errors(url, timeout):
-            async with self._session.get(
+            request = self._session.get(
                 url, params=self._query, timeout=timeout, headers=await self._token()
-            ) as resp:
+            )
+            async with asyncio.timeout(limits.total):
+                answer = await request
+            async with answer as resp:
                 if resp.status >= 300:
                     await self._read(resp, url, started)  # raises the error it stands for
                 _check_encoding(resp, str(url), self._secret)
@@ -414,8 +440,10 @@ class ApiClient:
                     resp.content_length is not None
                     or "chunked" in resp.headers.get("Transfer-Encoding", "").lower()
                 )
-                body = FileBody(resp.content.iter_chunked(_FILE_CHUNK), ends_at_close=not framed)
-                return await consume(body)
+                chunks = _at_a_download_pace(
+                    resp.content.iter_chunked(_FILE_CHUNK), url, started, limits.total
+                )
+                return await consume(FileBody(chunks, ends_at_close=not framed))
 
     async def _get_json(self, url: Target, params: dict[str, str]) -> Any:
         await self._limiter.acquire()

@@ -27,7 +27,7 @@ from .errors import (
     UnknownRouteError,
     about_one_batch,
 )
-from .pages import BatchPage, WalkStep, walk_pages
+from .pages import Batch, BatchPage, WalkStep, walk_pages
 from .store import Store
 from .walk import WalkState, advance_walk, may_be_a_vanished_cursor, restart_from_top
 
@@ -81,20 +81,20 @@ class ListWalk:
         fetched = 0
         try:
             while not walk.finished:
-                from_top = walk.cursor is None
                 try:
                     walk, fetched, spent = await self.walk_segment(walk, queue, fetched)
                 except UnknownCursorError:
-                    if from_top:
+                    # Once a run, whether the segment began at the top or after a cursor.
+                    if self.asked_after is None or self.restarted:
                         raise
-                    walk = self.restart_segment(walk)
+                    walk = self.restart_segment(walk, self.asked_after)
                     continue
                 except (NotFoundError, BadRequestError, ServerError, TransportError) as exc:
                     # The API may say an unknown cursor other ways: 404, a 400 naming no
                     # parameter, or failing. Asked by id, a cursor batch that is gone says so.
                     if not await self.cursor_vanished(exc):
                         raise
-                    walk = self.restart_segment(walk)
+                    walk = self.restart_segment(walk, self.asked_after)
                     continue
                 if spent:
                     await queue.put(WalkEnd(complete=False))
@@ -151,7 +151,7 @@ class ListWalk:
                     and not self.restarted
                     and not await self.cursor_listed(step.cursor)
                 ):
-                    return self.restart_segment(walk), fetched, False
+                    return self.restart_segment(walk, step.cursor), fetched, False
                 walk = advance_walk(walk, step, from_top)
                 self.last_step = step
                 self.to_refresh.difference_update(b["id"] for b in step.page.batches)
@@ -172,6 +172,10 @@ class ListWalk:
         self.pages_read += 1
         return page
 
+    async def fetch_batch(self, batch_id: str) -> Batch | None:
+        """One batch by id, abandoned (OutOfTime) once the time budget runs out."""
+        return await before_deadline(self.client.fetch_batch(batch_id), self.time_left())
+
     async def known(self, batch_id: str) -> bool:
         """Whether a batch was stored before this run began."""
         return await self.store.stored_by(batch_id, self.stored_mark)
@@ -184,7 +188,7 @@ class ListWalk:
             return False
         try:
             # Only a plain "no such batch" says so: in an outage this request fails too.
-            return await self.client.fetch_batch(cursor) is None
+            return await self.fetch_batch(cursor) is None
         except ApiError:
             return False
 
@@ -192,16 +196,16 @@ class ListWalk:
         """Whether the batch a cursor names still exists; an answer that cannot say so
         (refused, another batch) counts as no: walking from the top again loses nothing."""
         try:
-            return await self.client.fetch_batch(cursor) is not None
+            return await self.fetch_batch(cursor) is not None
         except ApiError as exc:
             if not (about_one_batch(exc) or isinstance(exc, ServerError | TransportError)):
                 raise
             self.note(f"could not confirm the cursor {cursor}: {exc}")
         return False
 
-    def restart_segment(self, walk: WalkState) -> WalkState:
-        """The stored cursor names a batch the API no longer lists: walk from the top."""
-        walk, warning = restart_from_top(walk)
+    def restart_segment(self, walk: WalkState, gone: str | None) -> WalkState:
+        """A cursor (`gone`) names a batch the API no longer lists: walk from the top."""
+        walk, warning = restart_from_top(walk, gone)
         self.note(warning)
         self.restarted = True
         return walk

@@ -216,15 +216,16 @@ async def walk_pages(
     A list that ends before the walk has met any stop batch, or (with `check_full_end`, for
     a walk that stores the list, which no later walk goes below) one that ends on a full
     page, is checked with one more request: a `has_more: false` sent by mistake would
-    otherwise end the walk above batches never stored, for good.
+    otherwise end the walk above batches never stored, for good. So is an empty end right
+    after a cursor (often a page that said `has_more: true`): it is asked for again.
     """
     seen: set[str] = set() if after is None else {after}
     cursor = after
     met_stop = False
     tie_pages = 0
-    page = await fetch_page(cursor, limit)
+    page, again = await _fetch_doubting_an_empty_end(fetch_page, cursor, limit)
     while True:
-        notes = [skipped_warning(page, cursor), last_id_warning(page, cursor)]
+        notes = [skipped_warning(page, cursor), last_id_warning(page, cursor), again]
         if stop_ids and _listed_oldest_first(page):
             stop_ids = frozenset()
             notes.append(
@@ -255,7 +256,26 @@ async def walk_pages(
         if following is None:
             return
         cursor = following
-        page = ahead if ahead is not None else await fetch_page(cursor, limit)
+        if ahead is not None:
+            page, again = ahead, None
+        else:
+            page, again = await _fetch_doubting_an_empty_end(fetch_page, cursor, limit)
+
+
+async def _fetch_doubting_an_empty_end(
+    fetch_page: Callable[[str | None, int], Awaitable[BatchPage]], cursor: str | None, limit: int
+) -> tuple[BatchPage, str | None]:
+    """The page after `cursor`, asked for twice when it is an empty end, and a note when
+    the second answer held batches. An empty end is how some lists end (those that say
+    `has_more` while a page is full), and how a server out of step with itself answers
+    once; ending the walk there would leave the batches below out of every later walk."""
+    page = await fetch_page(cursor, limit)
+    if cursor is None or page.batches or page.skipped or page.has_more:
+        return page, None
+    again = await fetch_page(cursor, limit)
+    if not again.batches:
+        return again, None
+    return again, f"page after {cursor}: an empty end, but asked again it held batches; walked on"
 
 
 def _is_full(page: BatchPage, limit: int) -> bool:

@@ -53,8 +53,8 @@ def mask_secret(text: str, secret: str | None) -> str:
     if not secret:
         return text
     if len(secret) < _IDENTIFYING_RUN:
-        return re.sub(rf"(?<![\w-]){re.escape(secret)}(?![\w-])", _MASK, text)
-    return _mask(text, _scan(secret, _IDENTIFYING_RUN))
+        return re.sub(rf"(?<![\w-]){re.escape(secret)}(?![\w-])", _MASK, text, flags=re.I)
+    return _mask(text, _scan(secret, _IDENTIFYING_RUN, any_case=True))
 
 
 def holds_secret(text: str, secret: str | None) -> bool:
@@ -65,7 +65,7 @@ def holds_secret(text: str, secret: str | None) -> bool:
     """
     if not secret or len(secret) < _IDENTIFYING_RUN:
         return False
-    scan = _scan(secret, _stored_run(secret))
+    scan = _scan(secret, _stored_run(secret), any_case=_one_case(secret))
     return scan.may_hold(text) and _find_runs(text, scan) != []
 
 
@@ -73,7 +73,7 @@ def mask_values(row: tuple[Any, ...], secret: str) -> tuple[Any, ...]:
     """`row` (values to store) with what `holds_secret` finds masked in each text value."""
     if len(secret) < _IDENTIFYING_RUN:
         return row
-    scan = _scan(secret, _stored_run(secret))
+    scan = _scan(secret, _stored_run(secret), any_case=_one_case(secret))
     return tuple(_mask(v, scan) if isinstance(v, str) else v for v in row)
 
 
@@ -92,9 +92,21 @@ class _Scan:
         return any(block in text for block in self.blocks)
 
 
-@functools.lru_cache(maxsize=4)
-def _scan(secret: str, run: int) -> _Scan:
+def _one_case(secret: str) -> bool:
+    """Whether `secret` is spelled in one case (hex, say), so that in another it is the
+    same key to a server that reads it either way: stored data is searched for both."""
+    return secret.lower() == secret or secret.upper() == secret
+
+
+@functools.lru_cache(maxsize=8)
+def _scan(secret: str, run: int, *, any_case: bool) -> _Scan:
+    """`any_case`: look for the key in upper and lower case too. Messages always are (cheap,
+    and a key in one case tells most of it); stored data only for a key of one case, since
+    searching every page for more forms costs the walk, and an OpenAI key in one case is
+    no longer the key."""
     forms = _secret_forms(secret)
+    if any_case:
+        forms |= {case for form in forms for case in (form.lower(), form.upper())}
     size = (run + 1) // 2
     return _Scan(
         forms=tuple(sorted(forms, key=len, reverse=True)),

@@ -130,22 +130,26 @@ async def read_requests(
     Raises:
         BrokenResponseError: the file ends in the middle of a line that is not JSON in a
             body with no declared length, so cut short (asked again), or runs past
-            MAX_FILE_LINES lines (not asked again).
+            MAX_FILE_LINES request lines or blank lines (not asked again).
     """
     read = FileRead()
     buffer = LineBuffer()
     chunk = LineChunk()
-    number = 0
+    number = blanks = 0
 
     def add(line: bytearray) -> None:
-        nonlocal number
+        nonlocal number, blanks
         if number == 0 and line.startswith(_BOM):
             del line[: len(_BOM)]  # a file written by a Windows tool; the line is as good
         if not line.strip():
+            # Skipped, but counted: a file of blank lines without end is no batch's either.
+            blanks += 1
+            if blanks > MAX_FILE_LINES:
+                raise _TooLong("blank lines")
             number += 1
             return
-        if number >= MAX_FILE_LINES:
-            raise _TooLong
+        if number - blanks >= MAX_FILE_LINES:
+            raise _TooLong("lines")
         number += 1
         text = _text_for_sqlite(line, secret)
         if text is not None:
@@ -184,11 +188,11 @@ async def read_requests(
             )
         for line in tail:
             add(line)
-    except _TooLong:
+    except _TooLong as too_long:
         await save(read, chunk)
         raise BrokenResponseError(
-            f"file {file.file_id} holds more than {MAX_FILE_LINES:,} lines, more than a batch "
-            "has requests: not a batch file; the lines before were stored",
+            f"file {file.file_id} holds more than {MAX_FILE_LINES:,} {too_long}, more than a "
+            "batch has requests: not a batch file; the lines before were stored",
             should_retry=False,
         ) from None
     if chunk:

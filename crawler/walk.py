@@ -65,12 +65,13 @@ def advance_walk(walk: WalkState, step: WalkStep, from_top: bool) -> WalkState:
     return WalkState(cursor=None, stop_id=head, head_id=head)
 
 
-def restart_from_top(walk: WalkState) -> tuple[WalkState, str]:
-    """The stored cursor names a batch the API no longer lists: walk from the top instead.
+def restart_from_top(walk: WalkState, gone: str | None) -> tuple[WalkState, str]:
+    """A cursor of the walk (`gone`) names a batch the API no longer lists: walk from the
+    top instead.
 
     Returns the new state and the warning the run records.
     """
-    warning = f"the stored cursor {walk.cursor} is gone from the list; walked from the top"
+    warning = f"the cursor {gone} is gone from the list; walked from the top"
     return WalkState(cursor=None, stop_id=walk.stop_id, head_id=walk.head_id), warning
 
 

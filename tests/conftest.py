@@ -71,7 +71,7 @@ def serve_the_end(
     """The empty page after a list's last batch: what the API answers the check that a
     walk ending on a full page makes (a `has_more` false sent by mistake would end it)."""
     url = f"{base_url}/batches?after={last['id']}&limit={limit}"
-    mock.get(url, payload=list_body([], False))
+    mock.get(url, payload=list_body([], False), repeat=True)
 
 
 class _ResponseWithWriter(aiohttp.ClientResponse):

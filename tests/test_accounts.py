@@ -76,6 +76,30 @@ async def test_a_batch_two_accounts_list_stays_with_the_first(db_path: Path) -> 
     assert owners(db_path) == {"direct": 150}
 
 
+async def test_an_account_listing_batches_another_stored_refreshes_them_and_fetches_their_files(
+    db_path: Path,
+) -> None:
+    """A database synced as `default`, then through an `[accounts.prod]` table naming the same
+    API: `default`'s batches stay its own, but prod, which lists them, refreshes those in
+    flight and fetches their files, rather than leaving them to an account no longer synced."""
+    async with FakeApiServer(FakeApiOptions(batches=400, api_key="k")) as server:
+        default = Settings(db=db_path, base_url=server.base_url, api_key="k", files=False)
+        await sync(default, retry=FAST)
+        prod = Settings(db=db_path, account="prod", base_url=server.base_url, api_key="k")
+        await sync(prod, retry=FAST)
+        server.data.advance_statuses(400)
+        await sync(prod, retry=FAST)
+        assert_database_matches(db_path, server.served())
+    assert owners(db_path) == {"default": 400}
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        states = dict(
+            conn.execute("SELECT state, count(*) FROM batch_files WHERE kind = 'error' GROUP BY 1")
+        )
+        (lines,) = conn.execute("SELECT count(*) FROM batch_requests").fetchone()
+    assert set(states) == {"complete"}
+    assert lines > 0
+
+
 async def test_a_database_of_one_account_becomes_the_default_account_without_a_new_walk(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

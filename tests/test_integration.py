@@ -319,7 +319,7 @@ async def test_a_cursor_batch_gone_is_walked_around_however_the_list_refuses_it(
         mock.get(f"{BASE_URL}/batches?after={last}&limit=2", payload=list_body(listed[4:], False))
         result = await sync(settings, retry=RETRY)
     assert result.complete
-    assert any(f"the stored cursor {gone} is gone" in w for w in result.warnings)
+    assert any(f"the cursor {gone} is gone" in w for w in result.warnings)
     with sqlite3.connect(db_path) as conn:
         stored = {row[0] for row in conn.execute("SELECT id FROM batches")}
     assert stored == {b["id"] for b in batches}

@@ -331,9 +331,8 @@ async def test_a_batch_listed_without_a_usable_status_is_refreshed(
 def serve_without_batch_4(mock: aioresponses, *, cursor_answer: dict[str, Any]) -> None:
     """The list once batch 4, the last item of a page already walked, is gone: after it an
     empty end; asked for by id it answers `cursor_answer`; from the top, the rest."""
-    mock.get(
-        f"{BASE_URL}/batches?limit=2&after={make_batch(4)['id']}", payload=list_body([], False)
-    )
+    after_4 = f"{BASE_URL}/batches?limit=2&after={make_batch(4)['id']}"
+    mock.get(after_4, payload=list_body([], False), repeat=True)  # asked twice: an empty end
     mock.get(f"{BASE_URL}/batches/{make_batch(4)['id']}", **cursor_answer)
     chunks = [[7, 6], [5, 3], [2, 1]]
     after = ""
@@ -370,6 +369,42 @@ async def test_a_cursor_that_cannot_be_confirmed_restarts_the_walk_from_the_top(
     with contextlib.closing(sqlite3.connect(settings.db)) as conn:
         stored = {row[0] for row in conn.execute("SELECT id FROM batches")}
     assert stored == {make_batch(n)["id"] for n in (7, 6, 5, 4, 3, 2, 1)}
+
+
+async def test_a_cursor_gone_in_a_walk_from_the_top_restarts_it_once(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """Batch 5 leaves the list between the first page and the second, and `after` naming it
+    answers 400: a first walk starts again from the top, as a resumed one does."""
+    gone = {
+        "error": {
+            "message": "Invalid after",
+            "type": "invalid_request_error",
+            "param": "after",
+            "code": None,
+        }
+    }
+    with aioresponses() as mock:
+        mock.get(
+            f"{BASE_URL}/batches?limit=2", payload=list_body([make_batch(6), make_batch(5)], True)
+        )
+        mock.get(
+            f"{BASE_URL}/batches?limit=2&after={make_batch(5)['id']}", status=400, payload=gone
+        )
+        chunks = [[6, 4], [3, 2], [1]]
+        after = ""
+        for n, chunk in enumerate(chunks):
+            body = list_body([make_batch(i) for i in chunk], n < len(chunks) - 1)
+            mock.get(f"{BASE_URL}/batches?limit=2{after}", payload=body)
+            after = f"&after={make_batch(chunk[-1])['id']}"
+        result = await sync(settings, retry=fast_retry)
+    assert result.complete
+    assert result.warnings == (
+        f"the cursor {make_batch(5)['id']} is gone from the list; walked from the top",
+    )
+    with contextlib.closing(sqlite3.connect(settings.db)) as conn:
+        stored = {row[0] for row in conn.execute("SELECT id FROM batches")}
+    assert stored == {make_batch(n)["id"] for n in (6, 5, 4, 3, 2, 1)}
 
 
 async def test_an_absurdly_long_id_is_skipped_not_used_as_the_cursor(

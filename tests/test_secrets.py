@@ -19,6 +19,7 @@ from aioresponses import aioresponses
 from crawler.api import RetryPolicy
 from crawler.cli import main
 from crawler.config import Settings
+from crawler.errors import TransportError
 from crawler.redact import holds_secret, mask_secret, mask_values
 from crawler.replies import build_api_error
 from crawler.sync import sync
@@ -55,6 +56,8 @@ MASKED = 'API error 401: bad header "Bearer ***" (x) [GET https://h/v1/batches]'
         pytest.param(lower_hex(quote(ODD_KEY, safe="")), id="percent-lower-hex"),
         pytest.param(quote(ODD_KEY), id="percent-path"),
         pytest.param(quote_plus(ODD_KEY), id="percent-form"),
+        pytest.param(ODD_KEY.lower(), id="lower-case"),
+        pytest.param(ODD_KEY.upper(), id="upper-case"),
     ],
 )
 def test_the_key_is_masked_in_every_form_a_server_echoes_it(echo: str) -> None:
@@ -357,3 +360,26 @@ def test_what_the_commands_print_masks_the_key_a_server_echoed_into_stored_value
     assert run[:16] not in printed
     if argv == ["report"]:
         assert "the key *** was refused" in printed
+
+
+HEX_KEY = "0123456789ABCDEF0123456789ABCDEF01234567"  # one case: in another, the same key
+
+
+def test_stored_data_is_searched_for_a_key_of_one_case_in_the_other() -> None:
+    """A hex key lower-cased is still the key to a server reading hex either way; a mixed-case
+    key in one case is not (and searching every page for more forms would cost the walk)."""
+    assert holds_secret(f"note {HEX_KEY.lower()}", HEX_KEY)
+    assert mask_values((f"x{HEX_KEY.lower()}y",), HEX_KEY) == ("x***y",)
+    mixed = "sk-proj-0123456789abcdefGHIJKLMNOPqrstuvwxyz"
+    assert not holds_secret(mixed.upper(), mixed)
+
+
+async def test_a_key_sent_back_as_the_content_encoding_is_masked(db_path: Path) -> None:
+    """The header is quoted as sent, not lower-cased first: the key in it stays masked."""
+    settings = Settings(db=db_path, base_url=BASE_URL, api_key=HEX_KEY, page_size=2)
+    with aioresponses() as mock:
+        body = json.dumps(list_body([make_batch(1)], False))
+        mock.get(f"{BASE_URL}/batches?limit=2", body=body, headers={"Content-Encoding": HEX_KEY})
+        with pytest.raises(TransportError, match=r"encoded as \*\*\*") as failure:
+            await sync(settings)
+    assert HEX_KEY.lower()[:16] not in str(failure.value).lower()

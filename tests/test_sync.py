@@ -190,6 +190,28 @@ async def test_a_first_walk_ending_on_a_full_page_checks_that_the_list_ended(
     )
 
 
+async def test_an_empty_end_answered_once_after_a_page_with_more_does_not_end_the_walk(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """The page after batch 5 comes back empty once (a server out of step with itself): it is
+    asked for again, and the batches below are stored, not left out of every later walk."""
+    numbers = list(range(6, 0, -1))
+    with aioresponses() as mock:
+        api = FakeList(mock, numbers, 2)
+        api.serve(None)
+        mock.get(
+            f"{BASE_URL}/batches?limit=2&after={make_batch(5)['id']}", payload=list_body([], False)
+        )
+        api.serve_all(5)
+        mock.get(f"{BASE_URL}/batches/{make_batch(5)['id']}", payload=make_batch(5))  # it exists
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.batches_new) == (True, 6)
+    assert result.warnings == (
+        f"page after {make_batch(5)['id']}: an empty end, but asked again it held batches; "
+        "walked on",
+    )
+
+
 @pytest.mark.parametrize("still_there", [True, False])
 async def test_an_empty_end_after_a_stored_cursor_is_checked(
     settings: Settings, fast_retry: RetryPolicy, still_there: bool
@@ -202,7 +224,8 @@ async def test_an_empty_end_after_a_stored_cursor_is_checked(
     cursor = make_batch(5)["id"]
     with aioresponses() as mock:
         api = FakeList(mock, numbers, 2)
-        mock.get(f"{BASE_URL}/batches?limit=2&after={cursor}", payload=list_body([], False))
+        for _ in range(2):  # an empty end after a cursor is asked for twice
+            mock.get(f"{BASE_URL}/batches?limit=2&after={cursor}", payload=list_body([], False))
         if still_there:
             mock.get(f"{BASE_URL}/batches/{cursor}", payload=make_batch(5))
         else:

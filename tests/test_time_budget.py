@@ -9,16 +9,18 @@ import dataclasses
 import itertools
 import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import pytest
 from aiohttp import web
 
 from crawler.api import RetryPolicy
 from crawler.config import Settings
 from crawler.request_files import MAX_FILE_LINES
-from crawler.sync import sync
+from crawler.sync import SyncResult, sync
 
 from .conftest import API_KEY, list_body, make_batch
 
@@ -36,6 +38,7 @@ class HangingServer:
     release: asyncio.Event = field(default_factory=asyncio.Event)
     batches: list[dict[str, object]] = field(default_factory=lambda: BATCHES)
     refuse_by_id: bool = False
+    empty_after: bool = False  # every page after a cursor is an empty end
 
     async def list_page(self, request: web.Request) -> web.Response:
         after = request.query.get("after")
@@ -48,7 +51,7 @@ class HangingServer:
             await self.release.wait()
         half = len(self.batches) // 2
         batches = self.batches[half:] if after else self.batches[:half]
-        if after and after == self.batches[-1]["id"]:
+        if (after and self.empty_after) or (after and after == self.batches[-1]["id"]):
             batches = []  # past the end, as a check of a full last page asks
         return web.json_response(list_body(batches, has_more=after is None))
 
@@ -115,6 +118,18 @@ async def test_a_refresh_by_id_that_hangs_is_abandoned_when_the_budget_ends(
     assert server.served["by id"] == 1, "abandoned, not retried"
 
 
+async def test_the_check_of_a_cursor_by_id_is_abandoned_when_the_budget_ends(
+    db_path: Path, fast_retry: RetryPolicy
+) -> None:
+    """An empty end after a page that said has_more: the cursor's batch is asked for by id
+    (is it gone?), within the budget when that request hangs."""
+    server = HangingServer(hang={"by id"}, empty_after=True)
+    async with serving(server) as base_url:
+        result = await sync(budgeted(db_path, base_url), retry=fast_retry)
+    assert (result.complete, stored(db_path)) == (False, 2)
+    assert server.served["by id"] == 1, "abandoned, not retried"
+
+
 async def test_the_check_of_the_list_after_failures_by_id_is_abandoned_when_the_budget_ends(
     db_path: Path, fast_retry: RetryPolicy
 ) -> None:
@@ -143,39 +158,99 @@ async def test_the_first_page_is_read_whatever_the_budget(
     assert (result.complete, result.pages, stored(db_path)) == (False, 1, 2)
 
 
-async def test_a_file_that_never_ends_is_cut_off_past_a_batchs_requests(
-    db_path: Path, fast_retry: RetryPolicy
-) -> None:
-    """A file streamed without end would fill the disk, with or without a budget: past
-    50,000 lines (the most requests a batch holds) it is no batch's file."""
-    batch = make_batch(1, status="failed", error_file_id="file-err-1", output_file_id=None)
+ENDLESS = {
+    "request lines": (b'{"custom_id": "r%d", "response": null, "error": {"code": "x"}}\n', "lines"),
+    "blank lines": (b"\n" * 1000, "blank lines"),
+}
 
-    async def endless(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
-        await response.prepare(request)
-        line = b'{"custom_id": "r%d", "response": null, "error": {"code": "batch_expired"}}\n'
-        with contextlib.suppress(ConnectionError):  # until the client hangs up
-            for n in itertools.count():
-                await response.write(line % n)
-        return response
+
+FileHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+async def sync_one_file(db: Path, content: FileHandler, **settings: Any) -> SyncResult:
+    """A sync of one failed batch whose error file `content` serves."""
+    batch = make_batch(1, status="failed", error_file_id="file-err-1", output_file_id=None)
 
     async def listing(request: web.Request) -> web.Response:
         return web.json_response(list_body([batch], has_more=False))
 
     app = web.Application()
     app.router.add_get("/v1/batches", listing)
-    app.router.add_get("/v1/files/{file_id}/content", endless)
+    app.router.add_get("/v1/files/{file_id}/content", content)
     runner = web.AppRunner(app, shutdown_timeout=0.25)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     try:
         base_url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
-        settings = Settings(db=db_path, base_url=base_url, api_key=API_KEY)
-        result = await sync(settings, retry=fast_retry)
+        run = Settings(db=db, base_url=base_url, api_key=API_KEY, **settings)
+        return await sync(run, retry=RetryPolicy(max_attempts=2, initial_backoff=0, max_backoff=0))
     finally:
         await runner.cleanup()
+
+
+def file_state(db: Path) -> tuple[str, int]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        (state,) = conn.execute("SELECT state FROM batch_files").fetchone()
+        (lines,) = conn.execute("SELECT count(*) FROM batch_requests").fetchone()
+    return state, lines
+
+
+@pytest.mark.parametrize(("line", "counted"), ENDLESS.values(), ids=ENDLESS.keys())
+async def test_a_file_that_never_ends_is_cut_off_past_a_batchs_requests(
+    db_path: Path, line: bytes, counted: str
+) -> None:
+    """A file streamed without end would fill the disk, or read on for good, with or without
+    a budget: past 50,000 lines (the most requests a batch holds) it is no batch's file."""
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):  # until the client hangs up
+            for n in itertools.count():
+                await response.write(line % n if b"%d" in line else line)
+        return response
+
+    result = await sync_one_file(db_path, endless)
     assert result.files == 0
-    assert f"holds more than {MAX_FILE_LINES:,} lines" in result.warnings[0]
-    with contextlib.closing(sqlite3.connect(db_path)) as conn:
-        assert conn.execute("SELECT count(*) FROM batch_requests").fetchone() == (MAX_FILE_LINES,)
-        assert conn.execute("SELECT state FROM batch_files").fetchone() == ("failed",)
+    assert f"holds more than {MAX_FILE_LINES:,} {counted}," in result.warnings[0]
+    assert file_state(db_path) == ("failed", MAX_FILE_LINES if counted == "lines" else 0)
+
+
+async def test_a_file_trickled_a_byte_at_a_time_is_cut_off(db_path: Path) -> None:
+    """A byte now and then keeps a read timeout from firing: past the request timeout, a
+    file coming at a few bytes a second is cut off, asked again, and left to fetch."""
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):  # until the client hangs up
+            for _ in range(10_000):
+                await response.write(b" ")
+                await asyncio.sleep(0.01)
+        return response
+
+    result = await sync_one_file(db_path, trickle, request_timeout=0.2, read_timeout=5)
+    assert (result.complete, result.files) == (True, 0)
+    assert "too slow to be a download" in result.warnings[0]
+    assert file_state(db_path) == ("failed", 0)
+
+
+async def test_a_file_whose_head_never_ends_is_cut_off_at_the_request_timeout(
+    db_path: Path,
+) -> None:
+    """Headers sent a byte now and then: the head of a file's answer must come within the
+    request timeout, as any answer's must."""
+
+    async def endless_head(request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        request.transport.write(b"HTTP/1.1 200 OK\r\n")
+        with contextlib.suppress(ConnectionError):
+            for n in range(10_000):
+                request.transport.write(b"x-slow-%d: 1\r\n" % n)
+                await asyncio.sleep(0.01)
+        return web.StreamResponse()
+
+    result = await sync_one_file(db_path, endless_head, request_timeout=0.2, read_timeout=5)
+    assert (result.complete, result.files) == (True, 0)
+    assert "timed out" in result.warnings[0] or "timeout" in result.warnings[0]
+    assert file_state(db_path) == ("failed", 0)

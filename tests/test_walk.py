@@ -88,9 +88,9 @@ def test_where_a_run_starts(
 def test_a_vanished_cursor_is_walked_around_from_the_top_keeping_the_stop() -> None:
     """Restarting from the top keeps where the walk must stop and its head, and says why."""
     walk = WalkState(cursor="batch_gone", stop_id="batch_s", head_id="batch_h")
-    restarted, warning = restart_from_top(walk)
+    restarted, warning = restart_from_top(walk, "batch_gone")
     assert restarted == WalkState(cursor=None, stop_id="batch_s", head_id="batch_h")
-    assert warning == "the stored cursor batch_gone is gone from the list; walked from the top"
+    assert warning == "the cursor batch_gone is gone from the list; walked from the top"
 
 
 @pytest.mark.parametrize(

@@ -94,8 +94,9 @@ def select_by_id_failed_at(db: sqlite3.Connection, account: str) -> int | None:
 
 
 def select_unsettled(db: sqlite3.Connection, account: str) -> list[tuple[str, int]]:
-    """`account`'s batches stored as not yet terminal, with their position in its list, the
-    least recently seen first (the order to refresh them in).
+    """`account`'s batches stored as not yet terminal (those it stored first, and those its
+    list showed last), with their position in its list, the least recently seen first (the
+    order to refresh them in).
 
     A position is the number of batches created later. One pass down the `created_at`
     index counts them: each step counts only the batches between two consecutive creation
@@ -105,9 +106,9 @@ def select_unsettled(db: sqlite3.Connection, account: str) -> list[tuple[str, in
     marks = ", ".join("?" * len(TERMINAL))
     rows = db.execute(
         "SELECT id, created_at, last_seen_at FROM batches "
-        f"WHERE account = ? AND (status IS NULL OR status NOT IN ({marks})) "
+        f"WHERE (account = ? OR listed_by = ?) AND (status IS NULL OR status NOT IN ({marks})) "
         f"AND not_found_runs < {CONFIRMED_GONE} ORDER BY created_at DESC",
-        (account, *TERMINAL),
+        (account, account, *TERMINAL),
     ).fetchall()
     positions = []
     newer, bound = 0, None

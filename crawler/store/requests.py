@@ -156,9 +156,10 @@ _TO_FETCH = "f.state IN ('pending', 'failed') OR (f.state = 'expired' AND f.not_
 def select_files_to_fetch(
     db: sqlite3.Connection, account: str, kinds: Collection[str], after: int, limit: int
 ) -> list[FileToFetch]:
-    """Up to `limit` files of `account`'s batches, of `kinds`, still to fetch (pending, or
-    failed before) in the order they were recorded, after the one at position `after` (those
-    before are being fetched, or were done with in this run)."""
+    """Up to `limit` files of `account`'s batches (stored first, or listed last by it), of
+    `kinds`, still to fetch (pending, or failed before) in the order they were recorded,
+    after the one at position `after` (those before are being fetched, or were done with in
+    this run)."""
     if not kinds:
         return []
     kind_marks = ", ".join("?" * len(kinds))
@@ -169,8 +170,8 @@ def select_files_to_fetch(
         f"SELECT f.file_id, f.batch_id, f.kind, CASE f.kind {expected} END, f.rowid "
         "FROM batch_files AS f JOIN batches AS b ON b.id = f.batch_id "
         f"WHERE f.rowid > ? AND ({_TO_FETCH}) AND f.kind IN ({kind_marks}) "
-        "AND b.account = ? ORDER BY f.rowid LIMIT ?",
-        (after, *kinds, account, limit),
+        "AND (b.account = ? OR b.listed_by = ?) ORDER BY f.rowid LIMIT ?",
+        (after, *kinds, account, account, limit),
     ).fetchall()
     return [FileToFetch(*row) for row in rows]
 
