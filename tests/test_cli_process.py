@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from crawler.fake import FakeApiOptions, FakeApiServer
+from crawler.request_files import LINES_PER_COMMIT
 from crawler.request_rows import REQUEST_COLUMNS
 
 from .exact import assert_database_matches
@@ -234,9 +235,10 @@ async def test_wrong_key_exits_1_with_the_api_message_and_no_key(
 async def test_sigkill_mid_file_then_the_next_sync_stores_every_line_once(db_path: Path) -> None:
     """Killed while files are half read and partly committed: the next sync reads those
     files again from their first line, and every line of every file is stored once."""
-    options = FakeApiOptions(batches=12, seed=3, requests_per_batch=3000)
+    # Files of two commits' lines, held halfway through the second: one commit lands mid-file.
+    options = FakeApiOptions(batches=12, seed=3, requests_per_batch=2 * LINES_PER_COMMIT)
     async with FakeApiServer(options) as files_server:
-        files_server.hold_file_contents(lines=1500)
+        files_server.hold_file_contents(lines=LINES_PER_COMMIT * 3 // 2)
         proc = await start_cli(files_server, "sync", "--db", str(db_path), "--outputs", "-q")
         # Lines committed of a file not stored whole yet: the kill lands mid-file.
         half_stored = (

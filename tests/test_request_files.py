@@ -16,11 +16,19 @@ import pytest
 from aioresponses import aioresponses
 
 from crawler import Settings, sync
-from crawler.api import RetryPolicy
+from crawler.api import FileBody, RetryPolicy
 from crawler.fake import FakeApiOptions, FakeApiServer
 from crawler.fake.lines import iter_lines
-from crawler.request_files import LineBuffer
+from crawler.request_files import (
+    BYTES_PER_COMMIT,
+    LINES_PER_COMMIT,
+    FileRead,
+    LineBuffer,
+    LineChunk,
+    read_requests,
+)
 from crawler.request_rows import REQUEST_COLUMNS, build_request_row
+from crawler.store import FileToFetch
 
 from .conftest import API_KEY, BASE_URL, list_body, make_batch
 
@@ -83,6 +91,28 @@ def test_lines_are_split_whatever_the_chunks() -> None:
         ]
         lines += buffer.end()
         assert [bytes(line) for line in lines] == [b'{"a": 1}', b"", b'{"b": 2}', b'{"c": 3}']
+
+
+async def test_a_chunk_of_long_lines_is_committed_before_it_holds_too_many_bytes() -> None:
+    """Chunks end at LINES_PER_COMMIT lines, or sooner at BYTES_PER_COMMIT bytes of lines:
+    a file of long lines (bodies) keeps memory as flat as one of short lines."""
+    line = json.dumps({"custom_id": "r", "response": {"body": {"text": "x" * 100_000}}})
+    data = (line + "\n").encode() * (2 * BYTES_PER_COMMIT // len(line) + 1)
+    sizes: list[tuple[int, int]] = []
+
+    async def save(read: FileRead, chunk: LineChunk) -> None:
+        sizes.append((len(chunk), chunk.size))
+
+    async def chunks() -> Any:
+        for start in range(0, len(data), 2**16):
+            yield data[start : start + 2**16]
+
+    file = FileToFetch("file-1", "batch_1", "output", None, 1)
+    await read_requests(FileBody(chunks(), ends_at_close=False), file, save, keep_body=True)
+    assert sum(lines for lines, _ in sizes) == data.count(b"\n")
+    assert len(sizes) > 1
+    assert all(lines < LINES_PER_COMMIT for lines, _ in sizes)
+    assert all(size < BYTES_PER_COMMIT + len(line) + 2**16 for _, size in sizes)
 
 
 FILE_FAULTS = {

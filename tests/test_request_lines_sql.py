@@ -150,7 +150,9 @@ def test_a_custom_id_twice_keeps_the_last_line() -> None:
     first, last = output_line(CHAT, "a"), output_line({**CHAT, "model": "last"}, "a")
     with database() as db:
         lines = [(1, json.dumps(first)), (2, json.dumps(last))]
-        store_lines(db, lines, batch_id="b", file_id="f", kind="output", keep_body=False)
+        # Both lines count as stored (the second an upsert): none is taken for unusable.
+        result = store_lines(db, lines, batch_id="b", file_id="f", kind="output", keep_body=False)
+        assert result == (2, [])
         assert db.execute("SELECT custom_id, model FROM batch_requests").fetchall() == [
             ("a", "last")
         ]

@@ -202,7 +202,9 @@ def store_lines(
     db.executemany("INSERT INTO temp.request_lines (number, line) VALUES (?, ?)", lines)
     names = {"batch_id": batch_id, "file_id": file_id, "kind": kind, "keep_body": keep_body}
     stored = db.execute(_STORE_LINES, names).rowcount
-    unusable = db.execute(_UNUSABLE_LINES).fetchall()
+    # Each usable line counts once, inserted or upserted: when all were stored, none is left
+    # to look for (and looking parses every line again).
+    unusable = db.execute(_UNUSABLE_LINES).fetchall() if stored < len(lines) else []
     db.execute("DELETE FROM temp.request_lines")
     return stored, unusable
 
