@@ -94,8 +94,10 @@ class FileBody:
 
     chunks: AsyncIterator[bytes]
     # No Content-Length and no chunked framing (HTTP/1.0, some proxies): the body ends when
-    # the connection closes, so a connection cut short looks like the end of the file.
-    ends_at_close: bool
+    # the connection closes, so a connection cut short looks like the end of the file. So
+    # does a gzip stream cut short inside a body of the declared length: aiohttp does not
+    # check that the stream ended.
+    cut_may_pass_unseen: bool
 
 
 @dataclass(frozen=True)
@@ -443,7 +445,9 @@ class ApiClient:
                 chunks = _at_a_download_pace(
                     resp.content.iter_chunked(_FILE_CHUNK), url, started, limits.total
                 )
-                return await consume(FileBody(chunks, ends_at_close=not framed))
+                compressed = resp.headers.get("Content-Encoding", "").strip().lower()
+                unseen = not framed or compressed not in ("", "identity")
+                return await consume(FileBody(chunks, cut_may_pass_unseen=unseen))
 
     async def _get_json(self, url: Target, params: dict[str, str]) -> Any:
         await self._limiter.acquire()

@@ -141,17 +141,19 @@ class ListWalk:
             known=self.known,
             check_full_end=True,
         )
+        resumed = walk.cursor is not None
         async with contextlib.aclosing(steps):
             async for step in steps:
                 # Once a run: a server whose by-id route cannot confirm any cursor (none,
                 # or one that pages until an empty page) would restart the walk forever.
                 if (
-                    may_be_a_vanished_cursor(step)
+                    may_be_a_vanished_cursor(step, resumed=resumed)
                     and step.cursor is not None
                     and not self.restarted
                     and not await self.cursor_listed(step.cursor)
                 ):
                     return self.restart_segment(walk, step.cursor), fetched, False
+                resumed = False
                 walk = advance_walk(walk, step, from_top)
                 self.last_step = step
                 self.to_refresh.difference_update(b["id"] for b in step.page.batches)

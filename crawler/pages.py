@@ -203,12 +203,12 @@ async def walk_pages(
     batches beside it, should the head itself have vanished). Once the walk has met one,
     it stops on the first page whose last batch was `known` (stored before this run) and
     was not created in `stop_second`, the head's creation second; since batches of that
-    second may come in any order, a page ending in it stops the walk only once one such
-    page was walked past and every batch on it is known. Neither a creation time alone
-    nor the head alone stops it: one batch listed with an odd `created_at` (early, or in
-    the future) would otherwise end the walk above batches never stored. The last step
-    still carries its whole page: rows above the stop are new, those below are fresh
-    copies; storing all is right.
+    second may come in any order, a page ending in it stops the walk only once TIE_PAGES
+    pages were walked past since the stop was met and every batch on it is known. Neither
+    a creation time alone nor the head alone stops it: one batch listed with an odd
+    `created_at` (early, or in the future) would otherwise end the walk above batches
+    never stored. The last step still carries its whole page: rows above the stop are
+    new, those below are fresh copies; storing all is right.
 
     A list served oldest first (a proxy's, say) grows at its end, below any stop: once a
     page shows that order, the walk goes on to the end, with a warning.
@@ -236,7 +236,8 @@ async def walk_pages(
         met_stop = met_stop or any(b["id"] in stop_ids for b in page.batches)
         reached_stop = False
         if met_stop:
-            reached_stop = await _passed_stop(page, stop_second, known, waited=tie_pages > 0)
+            waited = tie_pages >= TIE_PAGES
+            reached_stop = await _passed_stop(page, stop_second, known, waited=waited)
             tie_pages += not reached_stop
         following = None if reached_stop else check_next(page, cursor, seen)
         ahead = None
@@ -276,6 +277,13 @@ async def _fetch_doubting_an_empty_end(
     if not again.batches:
         return again, None
     return again, f"page after {cursor}: an empty end, but asked again it held batches; walked on"
+
+
+# Pages walked on past the stop before a page of the head's creation second, all of it
+# stored before, may end the walk: new batches of that second may be listed below the old
+# head in any order, and a list all of one second (a proxy's constant created_at) would
+# otherwise be walked to its end every time. At most this many pages more a sync.
+TIE_PAGES = 5
 
 
 def _is_full(page: BatchPage, limit: int) -> bool:

@@ -138,7 +138,7 @@ async def read_requests(
 
     Raises:
         BrokenResponseError: the file ends in the middle of a line that is not JSON in a
-            body with no declared length, so cut short (asked again), or runs past
+            body whose end nothing checks, so cut short (asked again), or runs past
             MAX_FILE_LINES request lines or blank lines (not asked again).
     """
     read = FileRead()
@@ -191,10 +191,10 @@ async def read_requests(
                 await save(read, chunk)
                 chunk = LineChunk()
         tail = buffer.end()
-        if tail and body.ends_at_close and not _is_json(tail[0]):
+        if tail and body.cut_may_pass_unseen and not _is_json(tail[0]):
             raise BrokenResponseError(
-                f"file {file.file_id} ended in the middle of a line, and the server declared "
-                "no length: the transfer was cut short"
+                f"file {file.file_id} ended in the middle of a line, in a body whose end "
+                "nothing checks (no declared length, or compressed): the transfer was cut short"
             )
         for line in tail:
             add(line)

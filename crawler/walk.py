@@ -75,13 +75,14 @@ def restart_from_top(walk: WalkState, gone: str | None) -> tuple[WalkState, str]
     return WalkState(cursor=None, stop_id=walk.stop_id, head_id=walk.head_id), warning
 
 
-def may_be_a_vanished_cursor(step: WalkStep) -> bool:
+def may_be_a_vanished_cursor(step: WalkStep, *, resumed: bool = False) -> bool:
     """Whether a page after a cursor may have ended the list only because the cursor's
     batch is gone (the API may answer an unknown `after` with an empty page): ask by id.
-    Not so for a list that never says has_more: an empty page is how every walk of it ends,
-    and asking each time would cost a walk from the top where the server has no by-id route."""
+    For a list that never says has_more, only on the first page after a stored cursor
+    (`resumed`): an empty page is how every walk of it ends, and asking each time would
+    cost a walk from the top where the server has no by-id route."""
     page = step.page
-    return not page.batches and not page.has_more and page.has_more_sent
+    return not page.batches and not page.has_more and (page.has_more_sent or resumed)
 
 
 def walk_depth(positions: Iterable[int], page_size: int) -> int:

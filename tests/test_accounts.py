@@ -100,6 +100,25 @@ async def test_an_account_listing_batches_another_stored_refreshes_them_and_fetc
     assert lines > 0
 
 
+async def test_a_batch_two_accounts_list_is_refreshed_by_either_after_the_other_stops(
+    db_path: Path,
+) -> None:
+    """A project reached directly and through a gateway, then the direct account dropped:
+    the gateway refreshes the batches the direct one stored, though the direct one listed
+    them last."""
+    async with FakeApiServer(FakeApiOptions(batches=300, api_key="k")) as server:
+        settled = server.data.batch(10)  # deep in the list: no incremental walk goes there
+        server.data.change(10, status="in_progress", completed_at=None, error_file_id=None)
+        direct = Settings(db=db_path, account="direct", base_url=server.base_url, api_key="k")
+        gateway = Settings(db=db_path, account="gateway", base_url=server.base_url, api_key="k")
+        for account in (direct, gateway, direct):
+            await sync(account, retry=FAST)
+        server.data.change(10, **settled)
+        await sync(gateway, retry=FAST)
+        assert_database_matches(db_path, server.served())
+    assert owners(db_path) == {"direct": 300}
+
+
 async def test_a_database_of_one_account_becomes_the_default_account_without_a_new_walk(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -407,6 +407,40 @@ async def test_a_cursor_gone_in_a_walk_from_the_top_restarts_it_once(
     assert stored == {make_batch(n)["id"] for n in (6, 5, 4, 3, 2, 1)}
 
 
+async def test_a_stored_cursor_gone_from_a_list_without_has_more_restarts_the_walk(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """A compatible list (no has_more) whose walk a budget cut after batch 5; batch 5 is
+    then deleted and `after` it answers an empty page: the resume asks for batch 5 by id
+    and walks from the top, rather than taking the empty page for the end of the list."""
+
+    def page(*numbers: int) -> dict[str, Any]:
+        body = list_body([make_batch(n) for n in numbers], False)
+        del body["has_more"]
+        return body
+
+    def serve(mock: aioresponses, pages: list[list[int]]) -> None:
+        after = ""
+        for numbers in pages:
+            mock.get(f"{BASE_URL}/batches?limit=2{after}", payload=page(*numbers), repeat=True)
+            after = f"&after={make_batch(numbers[-1])['id']}" if numbers else after
+
+    compatible = dataclasses.replace(settings, provider="compatible")
+    with aioresponses() as mock:
+        serve(mock, [[8, 7], [6, 5]])
+        await sync(dataclasses.replace(compatible, max_pages=2), retry=fast_retry)
+    with aioresponses() as mock:
+        gone = make_batch(5)["id"]
+        mock.get(f"{BASE_URL}/batches?limit=2&after={gone}", payload=page(), repeat=True)
+        mock.get(f"{BASE_URL}/batches/{gone}", status=404, payload=not_found(None), repeat=True)
+        serve(mock, [[8, 7], [6, 4], [3, 2], [1], []])
+        result = await sync(compatible, retry=fast_retry)
+    assert result.complete
+    with contextlib.closing(sqlite3.connect(settings.db)) as conn:
+        stored = {row[0] for row in conn.execute("SELECT id FROM batches")}
+    assert stored == {make_batch(n)["id"] for n in range(8, 0, -1)}
+
+
 async def test_an_absurdly_long_id_is_skipped_not_used_as_the_cursor(
     settings: Settings, fast_retry: RetryPolicy
 ) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from crawler.errors import BrokenResponseError, PaginationError
 from crawler.pages import (
+    TIE_PAGES,
     BatchPage,
     WalkStep,
     check_next,
@@ -313,35 +314,38 @@ def test_an_error_envelope_sent_with_a_200_says_what_the_api_said() -> None:
 
 
 async def test_a_list_where_every_batch_shares_one_second_is_not_walked_to_its_end() -> None:
-    """One page of the head's second is waited past, not every one."""
-    api = FakeList(list(range(20, 0, -1)), lambda n: 1_700_000_000)  # 12 is the old head
+    """TIE_PAGES pages of the head's second are waited past, not every one."""
+    api = FakeList(list(range(60, 0, -1)), lambda n: 1_700_000_000)  # 52 is the old head
     steps = await collect(
         fetch_page=api.fetch,
         after=None,
         limit=4,
-        stop_ids=frozenset({make_batch(12)["id"]}),
+        stop_ids=frozenset({make_batch(52)["id"]}),
         stop_second=1_700_000_000,
-        known=stored_before(*range(12, 0, -1)),
+        known=stored_before(*range(52, 0, -1)),
     )
-    assert len(steps) == 4  # 20..17, 16..13, 12..9 (the head's page), and one more
+    # Two pages of new batches, the head's page, then TIE_PAGES more, ending at 29.
+    assert len(steps) == 3 + TIE_PAGES
+    assert steps[-1].page.batches[-1]["id"] == make_batch(29)["id"]
 
 
 async def test_new_batches_of_the_heads_second_listed_pages_below_it_are_walked_to() -> None:
-    """Batches of one second come in any order: new ones listed two pages below the old
-    head are walked to, the walk ending on the first page of that second all stored."""
-    order = [7, 8, 6, 9, 10, 5, 11, 12, 4, 3, 2, 1]  # 6 is the old head; 7..12 are new
+    """Batches of one second come in any order: a new one listed pages below the old head,
+    under pages all stored before, is walked to; the walk ends on the first page of that
+    second all stored once TIE_PAGES were waited past."""
+    order = [27, 26, 25, 24, 23, 22, 28, *range(21, 0, -1)]  # 26 is the old head
     api = FakeList(order, lambda n: 1_700_000_000)
     steps = await collect(
         fetch_page=api.fetch,
         after=None,
         limit=2,
-        stop_ids=frozenset({make_batch(6)["id"]}),
+        stop_ids=frozenset({make_batch(26)["id"]}),
         stop_second=1_700_000_000,
-        known=stored_before(*range(6, 0, -1)),
+        known=stored_before(*range(26, 0, -1)),
     )
     walked = {b["id"] for s in steps for b in s.page.batches}
-    assert {make_batch(n)["id"] for n in range(7, 13)} <= walked
-    assert len(steps) == 5  # down to 4, 3: the first page of that second all stored
+    assert make_batch(28)["id"] in walked
+    assert len(steps) == 1 + TIE_PAGES  # the head's page, then five, down to 18, 17
 
 
 async def test_a_list_served_oldest_first_is_walked_to_its_end_with_a_warning() -> None:

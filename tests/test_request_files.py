@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gzip
 import itertools
 import json
 import sqlite3
@@ -108,7 +109,7 @@ async def test_a_chunk_of_long_lines_is_committed_before_it_holds_too_many_bytes
             yield data[start : start + 2**16]
 
     file = FileToFetch("file-1", "batch_1", "output", None, 1)
-    await read_requests(FileBody(chunks(), ends_at_close=False), file, save, keep_body=True)
+    await read_requests(FileBody(chunks(), cut_may_pass_unseen=False), file, save, keep_body=True)
     assert sum(lines for lines, _ in sizes) == data.count(b"\n")
     assert len(sizes) > 1
     assert all(lines < LINES_PER_COMMIT for lines, _ in sizes)
@@ -357,50 +358,62 @@ async def test_a_file_beginning_with_a_byte_order_mark_keeps_its_first_line(
     assert (result.request_lines, result.warnings) == (2, ())
 
 
-class UnframedServer:
-    """An API answering as HTTP/1.0 does: no Content-Length, the body ends when the
-    connection closes, so a cut looks like an end. It lists one completed batch with an
-    error file, whose first answer is cut in the middle of its last line."""
+class CutOnceServer:
+    """An API whose file's first answer is cut in the middle of its last line, where nothing
+    checks its end: as HTTP/1.0 answers (no Content-Length, the body ends when the connection
+    closes), or gzip-compressed with a declared length (aiohttp does not check that a gzip
+    stream ended). It lists one completed batch with an error file; the next answer is whole.
+    """
 
-    def __init__(self, batch: dict[str, Any], lines: list[bytes]) -> None:
+    def __init__(self, batch: dict[str, Any], lines: list[bytes], *, gzipped: bool) -> None:
         self.batch = batch
         self.content = b"".join(lines)
+        self.gzipped = gzipped
         self.file_answers = 0
 
     async def answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         request = await reader.readuntil(b"\r\n\r\n")
         path = request.split(b" ", 2)[1]
+        head = b"HTTP/1.0 200 OK\r\n"
         if path.startswith(b"/v1/batches"):
-            kind, body = b"application/json", json.dumps(list_body([self.batch], False)).encode()
+            body = json.dumps(list_body([self.batch], False)).encode()
+            head += b"Content-Type: application/json\r\n"
         else:
             self.file_answers += 1
-            kind, body = b"application/octet-stream", self.content
-            if self.file_answers == 1:
-                body = body[:-10]
-        writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: " + kind + b"\r\n\r\n" + body)
+            cut = self.file_answers == 1
+            if self.gzipped:
+                body = gzip.compress(self.content)
+                body = body[: len(body) * 2 // 3] if cut else body
+                head += b"Content-Encoding: gzip\r\nContent-Length: %d\r\n" % len(body)
+            else:
+                body = self.content[:-10] if cut else self.content
+        writer.write(head + b"\r\n" + body)
         await writer.drain()
         writer.close()
 
 
-async def test_a_file_cut_mid_line_with_no_declared_length_is_read_again(db_path: Path) -> None:
-    """With no length to check, a cut shows only as a last line broken off: the file is
-    asked again and stored whole, not marked complete with its last line missing."""
+@pytest.mark.parametrize("gzipped", [False, True], ids=["no declared length", "gzip cut short"])
+async def test_a_file_cut_mid_line_where_nothing_checks_its_end_is_read_again(
+    db_path: Path, gzipped: bool
+) -> None:
+    """With no end to check, a cut shows only as a last line broken off: the file is asked
+    again and stored whole, not marked complete with its last lines missing."""
     batch = make_batch(1, error_file_id="file-err", output_file_id=None)
-    batch["request_counts"] = {"total": 3, "completed": 0, "failed": 3}
+    batch["request_counts"] = {"total": 300, "completed": 0, "failed": 300}
     error = {"code": "invalid_request", "message": "bad"}
     lines = [
         json.dumps(
             {"id": f"batch_req_{n}", "custom_id": f"r{n}", "response": None, "error": error}
         ).encode()
         + b"\n"
-        for n in range(3)
+        for n in range(300)
     ]
-    server = UnframedServer(batch, lines)
+    server = CutOnceServer(batch, lines, gzipped=gzipped)
     listening = await asyncio.start_server(server.answer, "127.0.0.1", 0)
     port = listening.sockets[0].getsockname()[1]
     settings = Settings(db=db_path, base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY)
     async with listening:
         result = await sync(settings, retry=RETRY)
-    assert (result.complete, server.file_answers, result.request_lines) == (True, 2, 3)
+    assert (result.complete, server.file_answers, result.request_lines) == (True, 2, 300)
     assert result.warnings == ()
     assert file_states(db_path) == {"complete": 1}

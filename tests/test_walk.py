@@ -110,6 +110,14 @@ def test_only_an_empty_end_after_a_cursor_is_suspect(
     assert may_be_a_vanished_cursor(step) is suspect
 
 
+def test_a_list_without_has_more_is_suspect_only_right_after_a_stored_cursor() -> None:
+    """Its every walk ends with an empty page: only a resume's first page is asked about."""
+    page = BatchPage([], False, None, has_more_sent=False)
+    step = WalkStep(page, "batch_c", done=True)
+    assert not may_be_a_vanished_cursor(step)
+    assert may_be_a_vanished_cursor(step, resumed=True)
+
+
 @pytest.mark.parametrize(
     ("positions", "depth"),
     [

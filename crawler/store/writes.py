@@ -48,11 +48,13 @@ _UPSERT_BATCHES = (
     f"INSERT INTO batches ({', '.join(BATCH_COLUMNS)}) VALUES {{values}} "
     "ON CONFLICT(id) DO UPDATE SET "
     # A batch another account stored first stays that account's (see 0010_accounts.sql);
-    # the account listing it now refreshes it and fetches its files (0013_listed_by.sql).
+    # the last other account that listed it refreshes it and fetches its files too, even
+    # after the owner listed it again (0013_listed_by.sql).
     + ", ".join(
         f"{c} = excluded.{c}" for c in BATCH_COLUMNS if c not in {"id", "first_seen_at", "account"}
     )
-    + ", listed_by = nullif(excluded.account, batches.account), gone_at = NULL, not_found_runs = 0"
+    + ", listed_by = coalesce(nullif(excluded.account, batches.account), batches.listed_by)"
+    + ", gone_at = NULL, not_found_runs = 0"
 )
 _INSERT_FILE = (
     "INSERT OR IGNORE INTO batch_files (file_id, batch_id, kind, state) VALUES (?, ?, ?, 'pending')"
