@@ -134,7 +134,10 @@ def format_summary(result: SyncResult) -> str:
         )
     lines.extend(f"warning: {w}" for w in result.warnings)
     if not result.complete:
-        lines.append("Budget spent; the next `batch-crawler sync` resumes where this one stopped.")
+        lines.append(
+            "Stopped early (a budget spent, or files failing one after the other); the next "
+            "`batch-crawler sync` resumes where this one stopped."
+        )
     return "\n".join(lines)
 
 

@@ -250,12 +250,18 @@ class ListWalk:
         created = await self.store.created_at(target)
         if created is None:
             return fetched, True
-        above: list[str | None] = [*await self.store.created_just_after(created, VISIT_CURSORS)]
-        for cursor in above or [None]:
+        above = await self.store.created_just_after(created, VISIT_CURSORS)
+        # Each cursor's batch may have left the list (a 400, or an empty end after it): then
+        # the next one above, and last the top.
+        for cursor in [*above, None]:
             steps = walk_pages(self.fetch_page, after=cursor, limit=self.page_size)
+            first = cursor is not None
             try:
                 async with contextlib.aclosing(steps):
                     async for step in steps:
+                        if first and may_be_a_vanished_cursor(step, resumed=True):
+                            raise UnknownCursorError(f"nothing listed after {cursor}")
+                        first = False
                         fetched = await self.hand_on(step, queue, fetched)
                         if target not in self.walk_targets or listed_below(step.page, created):
                             break

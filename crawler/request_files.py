@@ -22,6 +22,8 @@ from .errors import (
     AuthenticationError,
     BrokenResponseError,
     QuotaExceededError,
+    ServerError,
+    TransportError,
     UnstorableBatchError,
 )
 from .jsontext import parse
@@ -55,6 +57,11 @@ MAX_FILE_LINES = 50_000
 # it commits, few enough that memory stays flat (two ahead cost 1 MB more at the peak, for
 # no time measurably saved).
 WRITES_AHEAD = 1
+
+# Files whose retries ran out on server errors or failed connections, one after the other
+# with none fetched between, before the run stops fetching files: the files route is down,
+# and going on would cost every file its retries (8 attempts, half a minute each).
+FAILURES_IN_A_ROW = 3
 
 # Warnings kept word for word per file; past these, only counted.
 MAX_FILE_WARNINGS = 3
@@ -325,6 +332,7 @@ class FileFetcher:
         # Chunks and outcomes on their way to the database, in order: a worker hands its
         # file's lines on and asks for the next file while the writer commits them.
         self._writes: asyncio.Queue[_Write | None] = asyncio.Queue(WRITES_AHEAD)
+        self._failing = 0  # files failed in a row, the files route seeming down
         self.stopped = False
 
     def more(self) -> None:
@@ -389,6 +397,12 @@ class FileFetcher:
             except OutOfTime:
                 self.stopped = True  # the file stays to fetch: the next sync reads it whole
                 return
+            if isinstance(outcome.error, ServerError | TransportError):
+                self._failing += 1
+                # The files left stay to fetch: the run ends partial, the next one goes on.
+                self.stopped = self.stopped or self._failing >= FAILURES_IN_A_ROW
+            else:
+                self._failing = 0
             await self._writes.put(outcome)
 
     async def _claim(self) -> FileToFetch | None:

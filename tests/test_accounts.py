@@ -119,6 +119,22 @@ async def test_a_batch_two_accounts_list_is_refreshed_by_either_after_the_other_
     assert owners(db_path) == {"direct": 300}
 
 
+async def test_batches_another_account_stored_have_their_place_in_the_list_that_shows_them(
+    db_path: Path,
+) -> None:
+    """An account listing `default`'s batches plans their refresh by where they stand in
+    its list, as `default` does, not as if all stood at the top (a walk of the whole list)."""
+    async with FakeApiServer(FakeApiOptions(batches=400, api_key="k")) as server:
+        await sync(Settings(db=db_path, base_url=server.base_url, api_key="k"), retry=FAST)
+        prod = Settings(db=db_path, account="prod", base_url=server.base_url, api_key="k")
+        await sync(prod, retry=FAST)
+    async with open_store(db_path) as store:
+        default_plan = await store.for_account("default").load_unsettled()
+        prod_plan = await store.for_account("prod").load_unsettled()
+    assert len(default_plan) > 1
+    assert sorted(prod_plan) == sorted(default_plan)
+
+
 async def test_a_database_of_one_account_becomes_the_default_account_without_a_new_walk(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

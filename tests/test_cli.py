@@ -140,7 +140,10 @@ def test_page_budget_exits_3_and_says_how_to_go_on(
         "Partly synced: 1 pages, 2 batches (2 new, 0 updated), 0 error lines, 0 retries, "
     )
     assert summary.endswith(" s [full]")
-    assert advice == "Budget spent; the next `batch-crawler sync` resumes where this one stopped."
+    assert advice == (
+        "Stopped early (a budget spent, or files failing one after the other); the next "
+        "`batch-crawler sync` resumes where this one stopped."
+    )
 
 
 def test_wrong_key_exits_1_with_the_api_message(
@@ -247,7 +250,8 @@ def test_a_time_budget_exits_3_and_the_next_sync_continues(
     out = capsys.readouterr().out
     assert out.startswith("Partly synced: 1 pages, 2 batches (2 new, 0 updated), ")
     assert out.endswith(
-        "Budget spent; the next `batch-crawler sync` resumes where this one stopped.\n"
+        "Stopped early (a budget spent, or files failing one after the other); the next "
+        "`batch-crawler sync` resumes where this one stopped.\n"
     )
     with aioresponses() as mock:
         serve_three_pages(mock)  # the rest, then the top again down to the first head

@@ -177,6 +177,24 @@ async def test_a_batch_whose_answer_by_id_is_unusable_is_refreshed_from_the_list
         assert conn.execute("SELECT count(*) FROM batches").fetchone() == (len(NUMBERS),)
 
 
+async def test_a_visit_whose_cursor_left_the_list_tries_the_next_batch_above(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """Batch 3, stored just above the straggler, has left the list, and `after` it answers
+    an empty page: the visit goes on from batch 4 rather than taking that for the end."""
+    await first_sync(settings, fast_retry)
+    with aioresponses() as mock:
+        serve_head(mock)
+        mock.get(BY_ID, status=403, payload=not_found(None, "Not allowed."), repeat=True)
+        gone = f"{BASE_URL}/batches?limit=2&after={make_batch(3)['id']}"
+        mock.get(gone, payload=list_body([], False), repeat=True)
+        below = list_body([make_batch(2), make_batch(1)], False)
+        mock.get(f"{BASE_URL}/batches?limit=2&after={make_batch(4)['id']}", payload=below)
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.gone, result.warnings) == (True, 0, ())
+    assert straggler_row(settings.db) == ("completed", 0, 0)
+
+
 async def test_a_batch_refused_by_id_and_gone_from_the_list_is_named(
     settings: Settings, fast_retry: RetryPolicy
 ) -> None:

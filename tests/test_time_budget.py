@@ -19,7 +19,7 @@ from aiohttp import web
 
 from crawler.api import RetryPolicy
 from crawler.config import Settings
-from crawler.request_files import MAX_FILE_LINES
+from crawler.request_files import FAILURES_IN_A_ROW, MAX_FILE_LINES
 from crawler.sync import SyncResult, sync
 
 from .conftest import API_KEY, list_body, make_batch
@@ -254,3 +254,41 @@ async def test_a_file_whose_head_never_ends_is_cut_off_at_the_request_timeout(
     assert (result.complete, result.files) == (True, 0)
     assert "timed out" in result.warnings[0] or "timeout" in result.warnings[0]
     assert file_state(db_path) == ("failed", 0)
+
+
+async def test_a_files_route_that_keeps_failing_stops_the_files_of_the_run(
+    db_path: Path,
+) -> None:
+    """Every file answers 503: after FAILURES_IN_A_ROW files whose retries ran out, the run
+    stops asking (partial: the rest stay to fetch) instead of spending every file's retries."""
+    batches = [
+        make_batch(n, status="failed", error_file_id=f"file-err-{n}", output_file_id=None)
+        for n in range(20, 0, -1)
+    ]
+    asked: Counter[str] = Counter()
+
+    async def listing(request: web.Request) -> web.Response:
+        return web.json_response(list_body(batches, has_more=False))
+
+    async def down(request: web.Request) -> web.Response:
+        asked[request.match_info["file_id"]] += 1
+        return web.json_response({"error": {"message": "down", "type": "server_error"}}, status=503)
+
+    app = web.Application()
+    app.router.add_get("/v1/batches", listing)
+    app.router.add_get("/v1/files/{file_id}/content", down)
+    runner = web.AppRunner(app, shutdown_timeout=0.25)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        base_url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+        settings = Settings(db=db_path, base_url=base_url, api_key=API_KEY, concurrency=1)
+        retry = RetryPolicy(max_attempts=2, initial_backoff=0, max_backoff=0)
+        result = await sync(settings, retry=retry)
+    finally:
+        await runner.cleanup()
+    assert (result.complete, result.files) == (False, 0)
+    assert len(asked) == FAILURES_IN_A_ROW
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        states = dict(conn.execute("SELECT state, count(*) FROM batch_files GROUP BY 1"))
+    assert states == {"failed": FAILURES_IN_A_ROW, "pending": 20 - FAILURES_IN_A_ROW}

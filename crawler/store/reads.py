@@ -93,6 +93,11 @@ def select_by_id_failed_at(db: sqlite3.Connection, account: str) -> int | None:
     return row[0] if row and isinstance(row[0], int) else None
 
 
+# The batches of an account's list: those it stored first, and those another stored first
+# that it listed (see migrations/0013_listed_by.sql).
+_LISTED_BY = "(account = ? OR listed_by = ?)"
+
+
 def select_unsettled(db: sqlite3.Connection, account: str) -> list[tuple[str, int]]:
     """`account`'s batches stored as not yet terminal (those it stored first, and those its
     list showed last), with their position in its list, the least recently seen first (the
@@ -106,7 +111,7 @@ def select_unsettled(db: sqlite3.Connection, account: str) -> list[tuple[str, in
     marks = ", ".join("?" * len(TERMINAL))
     rows = db.execute(
         "SELECT id, created_at, last_seen_at FROM batches "
-        f"WHERE (account = ? OR listed_by = ?) AND (status IS NULL OR status NOT IN ({marks})) "
+        f"WHERE {_LISTED_BY} AND (status IS NULL OR status NOT IN ({marks})) "
         f"AND not_found_runs < {CONFIRMED_GONE} ORDER BY created_at DESC",
         (account, account, *TERMINAL),
     ).fetchall()
@@ -118,20 +123,20 @@ def select_unsettled(db: sqlite3.Connection, account: str) -> list[tuple[str, in
             # No usable creation time, no known place in the list: planned as the deepest,
             # so it is asked for by id rather than walked to without bound.
             if deepest is None:
-                count = "SELECT count(*) FROM batches WHERE account = ?"
-                deepest = db.execute(count, (account,)).fetchone()[0]
+                count = f"SELECT count(*) FROM batches WHERE {_LISTED_BY}"
+                deepest = db.execute(count, (account, account)).fetchone()[0]
             positions.append((batch_id, deepest))
             continue
         if created != bound:
             if bound is None:
-                count = "SELECT count(*) FROM batches WHERE created_at > ? AND account = ?"
-                newer += db.execute(count, (created, account)).fetchone()[0]
+                count = f"SELECT count(*) FROM batches WHERE created_at > ? AND {_LISTED_BY}"
+                newer += db.execute(count, (created, account, account)).fetchone()[0]
             else:
                 count = (
                     "SELECT count(*) FROM batches WHERE created_at > ? AND created_at <= ? "
-                    "AND account = ?"
+                    f"AND {_LISTED_BY}"
                 )
-                newer += db.execute(count, (created, bound, account)).fetchone()[0]
+                newer += db.execute(count, (created, bound, account, account)).fetchone()[0]
             bound = created
         positions.append((batch_id, newer))
     # Least recently seen first: a run cut short by its budget leaves the others for the next.
