@@ -93,9 +93,9 @@ def select_by_id_failed_at(db: sqlite3.Connection, account: str) -> int | None:
     return row[0] if row and isinstance(row[0], int) else None
 
 
-# The batches of an account's list: those it stored first, and those another stored first
-# that it listed (see migrations/0013_listed_by.sql).
-_LISTED_BY = "(account = ? OR listed_by = ?)"
+# The batches of an account's list, its name given twice: those it stored first, and those
+# another stored first that it listed (see migrations/0013_listed_by.sql).
+IN_ACCOUNT_LIST = "(account = ? OR listed_by = ?)"
 
 
 def select_unsettled(db: sqlite3.Connection, account: str) -> list[tuple[str, int]]:
@@ -111,7 +111,7 @@ def select_unsettled(db: sqlite3.Connection, account: str) -> list[tuple[str, in
     marks = ", ".join("?" * len(TERMINAL))
     rows = db.execute(
         "SELECT id, created_at, last_seen_at FROM batches "
-        f"WHERE {_LISTED_BY} AND (status IS NULL OR status NOT IN ({marks})) "
+        f"WHERE {IN_ACCOUNT_LIST} AND (status IS NULL OR status NOT IN ({marks})) "
         f"AND not_found_runs < {CONFIRMED_GONE} ORDER BY created_at DESC",
         (account, account, *TERMINAL),
     ).fetchall()
@@ -123,18 +123,18 @@ def select_unsettled(db: sqlite3.Connection, account: str) -> list[tuple[str, in
             # No usable creation time, no known place in the list: planned as the deepest,
             # so it is asked for by id rather than walked to without bound.
             if deepest is None:
-                count = f"SELECT count(*) FROM batches WHERE {_LISTED_BY}"
+                count = f"SELECT count(*) FROM batches WHERE {IN_ACCOUNT_LIST}"
                 deepest = db.execute(count, (account, account)).fetchone()[0]
             positions.append((batch_id, deepest))
             continue
         if created != bound:
             if bound is None:
-                count = f"SELECT count(*) FROM batches WHERE created_at > ? AND {_LISTED_BY}"
+                count = f"SELECT count(*) FROM batches WHERE created_at > ? AND {IN_ACCOUNT_LIST}"
                 newer += db.execute(count, (created, account, account)).fetchone()[0]
             else:
                 count = (
                     "SELECT count(*) FROM batches WHERE created_at > ? AND created_at <= ? "
-                    f"AND {_LISTED_BY}"
+                    f"AND {IN_ACCOUNT_LIST}"
                 )
                 newer += db.execute(count, (created, bound, account, account)).fetchone()[0]
             bound = created

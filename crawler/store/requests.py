@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..request_rows import REQUEST_COLUMNS
+from .reads import IN_ACCOUNT_LIST
 from .statements import execute_rows
 
 _UPSERT_REQUESTS = (
@@ -170,7 +171,7 @@ def select_files_to_fetch(
         f"SELECT f.file_id, f.batch_id, f.kind, CASE f.kind {expected} END, f.rowid "
         "FROM batch_files AS f JOIN batches AS b ON b.id = f.batch_id "
         f"WHERE f.rowid > ? AND ({_TO_FETCH}) AND f.kind IN ({kind_marks}) "
-        "AND (b.account = ? OR b.listed_by = ?) ORDER BY f.rowid LIMIT ?",
+        f"AND {IN_ACCOUNT_LIST} ORDER BY f.rowid LIMIT ?",
         (after, *kinds, account, account, limit),
     ).fetchall()
     return [FileToFetch(*row) for row in rows]
