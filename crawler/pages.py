@@ -318,5 +318,8 @@ async def _passed_stop(
         # on while such pages hold any, but not to the end of a list all of one second.
         if not waited:
             return False
-        return all([await known(batch["id"]) for batch in page.batches])
+        for batch in page.batches:  # one new batch is enough to go on: ask no further
+            if not await known(batch["id"]):
+                return False
+        return True
     return await known(last["id"])
