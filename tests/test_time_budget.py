@@ -167,12 +167,17 @@ ENDLESS = {
 FileHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-async def sync_one_file(db: Path, content: FileHandler, **settings: Any) -> SyncResult:
-    """A sync of one failed batch whose error file `content` serves."""
-    batch = make_batch(1, status="failed", error_file_id="file-err-1", output_file_id=None)
+async def sync_files(
+    db: Path, content: FileHandler, batches: int = 1, **settings: Any
+) -> SyncResult:
+    """A sync of `batches` failed batches whose error files `content` serves."""
+    listed = [
+        make_batch(n, status="failed", error_file_id=f"file-err-{n}", output_file_id=None)
+        for n in range(batches, 0, -1)
+    ]
 
     async def listing(request: web.Request) -> web.Response:
-        return web.json_response(list_body([batch], has_more=False))
+        return web.json_response(list_body(listed, has_more=False))
 
     app = web.Application()
     app.router.add_get("/v1/batches", listing)
@@ -210,7 +215,7 @@ async def test_a_file_that_never_ends_is_cut_off_past_a_batchs_requests(
                 await response.write(line % n if b"%d" in line else line)
         return response
 
-    result = await sync_one_file(db_path, endless)
+    result = await sync_files(db_path, endless)
     assert result.files == 0
     assert f"holds more than {MAX_FILE_LINES:,} {counted}," in result.warnings[0]
     assert file_state(db_path) == ("failed", MAX_FILE_LINES if counted == "lines" else 0)
@@ -229,7 +234,7 @@ async def test_a_file_trickled_a_byte_at_a_time_is_cut_off(db_path: Path) -> Non
                 await asyncio.sleep(0.01)
         return response
 
-    result = await sync_one_file(db_path, trickle, request_timeout=0.2, read_timeout=5)
+    result = await sync_files(db_path, trickle, request_timeout=0.2, read_timeout=5)
     assert (result.complete, result.files) == (True, 0)
     assert "too slow to be a download" in result.warnings[0]
     assert file_state(db_path) == ("failed", 0)
@@ -250,7 +255,7 @@ async def test_a_file_whose_head_never_ends_is_cut_off_at_the_request_timeout(
                 await asyncio.sleep(0.01)
         return web.StreamResponse()
 
-    result = await sync_one_file(db_path, endless_head, request_timeout=0.2, read_timeout=5)
+    result = await sync_files(db_path, endless_head, request_timeout=0.2, read_timeout=5)
     assert (result.complete, result.files) == (True, 0)
     assert "timed out" in result.warnings[0] or "timeout" in result.warnings[0]
     assert file_state(db_path) == ("failed", 0)
@@ -261,32 +266,13 @@ async def test_a_files_route_that_keeps_failing_stops_the_files_of_the_run(
 ) -> None:
     """Every file answers 503: after FAILURES_IN_A_ROW files whose retries ran out, the run
     stops asking (partial: the rest stay to fetch) instead of spending every file's retries."""
-    batches = [
-        make_batch(n, status="failed", error_file_id=f"file-err-{n}", output_file_id=None)
-        for n in range(20, 0, -1)
-    ]
     asked: Counter[str] = Counter()
-
-    async def listing(request: web.Request) -> web.Response:
-        return web.json_response(list_body(batches, has_more=False))
 
     async def down(request: web.Request) -> web.Response:
         asked[request.match_info["file_id"]] += 1
         return web.json_response({"error": {"message": "down", "type": "server_error"}}, status=503)
 
-    app = web.Application()
-    app.router.add_get("/v1/batches", listing)
-    app.router.add_get("/v1/files/{file_id}/content", down)
-    runner = web.AppRunner(app, shutdown_timeout=0.25)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        base_url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
-        settings = Settings(db=db_path, base_url=base_url, api_key=API_KEY, concurrency=1)
-        retry = RetryPolicy(max_attempts=2, initial_backoff=0, max_backoff=0)
-        result = await sync(settings, retry=retry)
-    finally:
-        await runner.cleanup()
+    result = await sync_files(db_path, down, batches=20, concurrency=1)
     assert (result.complete, result.files) == (False, 0)
     assert len(asked) == FAILURES_IN_A_ROW
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
