@@ -26,6 +26,7 @@ from yarl import URL
 
 from . import __version__
 from .config import Settings
+from .content_coding import FILE_ENCODINGS, BrokenEncodingError, decoded
 from .errors import (
     ApiError,
     BrokenResponseError,
@@ -93,10 +94,9 @@ class FileBody:
     """A file's content as it arrives, and whether a cut could pass for its end."""
 
     chunks: AsyncIterator[bytes]
-    # No Content-Length and no chunked framing (HTTP/1.0, some proxies): the body ends when
-    # the connection closes, so a connection cut short looks like the end of the file. So
-    # does a gzip stream cut short inside a body of the declared length: aiohttp does not
-    # check that the stream ended.
+    # No Content-Length, no chunked framing and no compression (HTTP/1.0, some proxies): the
+    # body ends when the connection closes, so a connection cut short looks like the end of
+    # the file. (A compressed stream's end is checked: see content_coding.)
     cut_may_pass_unseen: bool
 
 
@@ -219,16 +219,45 @@ async def _at_a_download_pace(
         yield chunk
 
 
-async def _read_capped(resp: aiohttp.ClientResponse) -> bytearray | None:
-    """The body, read as it comes; None, and the rest left unread, once past MAX_BODY_BYTES."""
+async def _read_capped(
+    resp: aiohttp.ClientResponse, pieces: AsyncIterator[bytes] | None = None
+) -> bytearray | None:
+    """The body, read as it comes (from `pieces`, decoded, if given); None, and the rest left
+    unread, once past MAX_BODY_BYTES."""
     if (resp.content_length or 0) > MAX_BODY_BYTES:
         return None
     body = bytearray()
-    async for chunk in resp.content.iter_any():
+    async for chunk in pieces or resp.content.iter_any():
         body += chunk
         if len(body) > MAX_BODY_BYTES:
             return None
     return body
+
+
+def _file_encoding(resp: aiohttp.ClientResponse, url: URL, secret: str | None) -> str | None:
+    """The encoding a file body is compressed in, if any (one this client decodes)."""
+    sent = resp.headers.get("Content-Encoding", "")
+    applied = [e for e in (e.strip().lower() for e in sent.split(",")) if e not in ("", "identity")]
+    if len(applied) > 1:
+        what = unreadable_body(sent.strip(), resp.request_info.headers)
+        raise TransportError(
+            mask_secret(f"request to {url} failed: {what}", secret), should_retry=False
+        )
+    return applied[0] if applied and applied[0] in FILE_ENCODINGS else None
+
+
+def _decoded(chunks: AsyncIterator[bytes], encoding: str | None) -> AsyncIterator[bytes]:
+    return chunks if encoding is None else decoded(chunks, encoding)
+
+
+@contextlib.contextmanager
+def _cut_if_broken(url: URL, secret: str | None) -> Iterator[None]:
+    """A compressed body that is corrupt or stops short raised as a cut transfer (asked again)."""
+    try:
+        yield
+    except BrokenEncodingError as exc:
+        message = mask_secret(f"request to {url} failed: {exc}", secret)
+        raise TransportError(message) from None
 
 
 def _decode(body: bytes | bytearray, url: str, content_type: str, secret: str | None) -> Any:
@@ -427,26 +456,34 @@ class ApiClient:
         timeout = aiohttp.ClientTimeout(
             sock_read=limits.sock_read, sock_connect=limits.sock_connect
         )
-        with self._transport_errors(url, timeout):
+        # Decoded here, not by aiohttp, so that a compressed stream cut short is seen as cut.
+        headers = {"Accept-Encoding": ", ".join(FILE_ENCODINGS), **(await self._token() or {})}
+        with self._transport_errors(url, timeout), _cut_if_broken(url, self._secret):
             request = self._session.get(
-                url, params=self._query, timeout=timeout, headers=await self._token()
+                url, params=self._query, timeout=timeout, headers=headers, auto_decompress=False
             )
             async with asyncio.timeout(limits.total):
                 answer = await request
             async with answer as resp:
+                encoding = _file_encoding(resp, url, self._secret)
                 if resp.status >= 300:
-                    await self._read(resp, url, started)  # raises the error it stands for
+                    # Raises the error it stands for.
+                    await self._read(
+                        resp, url, started, _decoded(resp.content.iter_any(), encoding)
+                    )
                 _check_encoding(resp, str(url), self._secret)
                 self._limiter.observe(resp.headers)
                 framed = (
                     resp.content_length is not None
                     or "chunked" in resp.headers.get("Transfer-Encoding", "").lower()
                 )
-                chunks = _at_a_download_pace(
-                    resp.content.iter_chunked(_FILE_CHUNK), url, started, limits.total
+                chunks = _decoded(
+                    _at_a_download_pace(
+                        resp.content.iter_chunked(_FILE_CHUNK), url, started, limits.total
+                    ),
+                    encoding,
                 )
-                compressed = resp.headers.get("Content-Encoding", "").strip().lower()
-                unseen = not framed or compressed not in ("", "identity")
+                unseen = not framed and encoding is None
                 return await consume(FileBody(chunks, cut_may_pass_unseen=unseen))
 
     async def _get_json(self, url: Target, params: dict[str, str]) -> Any:
@@ -479,12 +516,17 @@ class ApiClient:
             ) from exc
 
     async def _read(
-        self, resp: aiohttp.ClientResponse, url: Target, started: float
+        self,
+        resp: aiohttp.ClientResponse,
+        url: Target,
+        started: float,
+        pieces: AsyncIterator[bytes] | None = None,
     ) -> bytes | bytearray:
-        """The body of a 2xx answer; any other answer raised as the ApiError it stands for."""
+        """The body of a 2xx answer (from `pieces`, decoded, if given); any other answer
+        raised as the ApiError it stands for."""
         if resp.status < 300:
             _check_encoding(resp, url, self._secret)
-        body = await _read_capped(resp)
+        body = await _read_capped(resp, pieces)
         shown_url = str(resp.url)
         if log.isEnabledFor(logging.DEBUG):
             # After a redirect the URL is the server's, and may echo the key.

@@ -10,6 +10,7 @@ import gzip
 import itertools
 import json
 import sqlite3
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -359,17 +360,25 @@ async def test_a_file_beginning_with_a_byte_order_mark_keeps_its_first_line(
 
 
 class CutOnceServer:
-    """An API whose file's first answer is cut in the middle of its last line, where nothing
-    checks its end: as HTTP/1.0 answers (no Content-Length, the body ends when the connection
-    closes), or gzip-compressed with a declared length (aiohttp does not check that a gzip
-    stream ended). It lists one completed batch with an error file; the next answer is whole.
+    """An API whose file's first answer is cut short where aiohttp checks nothing: as HTTP/1.0
+    answers (no Content-Length, the body ends when the connection closes) cut in the middle
+    of the last line; or gzip-compressed with a declared length (aiohttp does not check that
+    a gzip stream ended), cut anywhere or at a flush point after a whole line. It lists one
+    completed batch with an error file; the next answer is whole.
     """
 
-    def __init__(self, batch: dict[str, Any], lines: list[bytes], *, gzipped: bool) -> None:
+    def __init__(self, batch: dict[str, Any], lines: list[bytes], *, cut: str) -> None:
         self.batch = batch
+        self.lines = lines
         self.content = b"".join(lines)
-        self.gzipped = gzipped
+        self.cut = cut
         self.file_answers = 0
+
+    def gzip_cut_at_a_flush_point(self) -> bytes:
+        """The first two thirds of the lines, flushed: a gzip stream with no end."""
+        packer = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+        body = packer.compress(b"".join(self.lines[: len(self.lines) * 2 // 3]))
+        return body + packer.flush(zlib.Z_SYNC_FLUSH)
 
     async def answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         request = await reader.readuntil(b"\r\n\r\n")
@@ -380,24 +389,30 @@ class CutOnceServer:
             head += b"Content-Type: application/json\r\n"
         else:
             self.file_answers += 1
-            cut = self.file_answers == 1
-            if self.gzipped:
-                body = gzip.compress(self.content)
-                body = body[: len(body) * 2 // 3] if cut else body
-                head += b"Content-Encoding: gzip\r\nContent-Length: %d\r\n" % len(body)
-            else:
+            cut = self.cut if self.file_answers == 1 else ""
+            if self.cut == "no declared length":
                 body = self.content[:-10] if cut else self.content
+            else:
+                body = gzip.compress(self.content)
+                if cut == "gzip cut short":
+                    body = body[: len(body) * 2 // 3]
+                elif cut == "gzip cut at a flush point":
+                    body = self.gzip_cut_at_a_flush_point()
+                head += b"Content-Encoding: gzip\r\nContent-Length: %d\r\n" % len(body)
         writer.write(head + b"\r\n" + body)
         await writer.drain()
         writer.close()
 
 
-@pytest.mark.parametrize("gzipped", [False, True], ids=["no declared length", "gzip cut short"])
-async def test_a_file_cut_mid_line_where_nothing_checks_its_end_is_read_again(
-    db_path: Path, gzipped: bool
+@pytest.mark.parametrize(
+    "cut", ["no declared length", "gzip cut short", "gzip cut at a flush point"]
+)
+async def test_a_file_cut_where_aiohttp_checks_nothing_is_read_again(
+    db_path: Path, cut: str
 ) -> None:
-    """With no end to check, a cut shows only as a last line broken off: the file is asked
-    again and stored whole, not marked complete with its last lines missing."""
+    """A cut that aiohttp lets pass for the end of the body is caught (a last line broken
+    off, a gzip stream without its end): the file is asked again and stored whole, not
+    marked complete with its last lines missing."""
     batch = make_batch(1, error_file_id="file-err", output_file_id=None)
     batch["request_counts"] = {"total": 300, "completed": 0, "failed": 300}
     error = {"code": "invalid_request", "message": "bad"}
@@ -408,7 +423,7 @@ async def test_a_file_cut_mid_line_where_nothing_checks_its_end_is_read_again(
         + b"\n"
         for n in range(300)
     ]
-    server = CutOnceServer(batch, lines, gzipped=gzipped)
+    server = CutOnceServer(batch, lines, cut=cut)
     listening = await asyncio.start_server(server.answer, "127.0.0.1", 0)
     port = listening.sockets[0].getsockname()[1]
     settings = Settings(db=db_path, base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY)
@@ -417,3 +432,31 @@ async def test_a_file_cut_mid_line_where_nothing_checks_its_end_is_read_again(
     assert (result.complete, server.file_answers, result.request_lines) == (True, 2, 300)
     assert result.warnings == ()
     assert file_states(db_path) == {"complete": 1}
+
+
+async def test_a_deleted_file_answered_gzipped_is_recorded_expired(db_path: Path) -> None:
+    """File bodies are decoded by the crawler, error bodies too: a gzip 404 still reads as
+    the file gone, not as an unknown route."""
+    batch = make_batch(1, error_file_id="file-gone", output_file_id=None)
+    gone = {"error": {"message": "No such File object: file-gone", "type": "invalid_request_error"}}
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        if request.split(b" ", 2)[1].startswith(b"/v1/batches"):
+            head, body = b"200 OK", gzip.compress(json.dumps(list_body([batch], False)).encode())
+        else:
+            head, body = b"404 Not Found", gzip.compress(json.dumps(gone).encode())
+        writer.write(
+            b"HTTP/1.0 %s\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (head, len(body), body)
+        )
+        await writer.drain()
+        writer.close()
+
+    listening = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    settings = Settings(db=db_path, base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY)
+    async with listening:
+        result = await sync(settings, retry=RETRY)
+    assert result.complete
+    assert file_states(db_path) == {"expired": 1}

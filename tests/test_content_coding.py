@@ -1,0 +1,89 @@
+"""Compressed file bodies decoded as they arrive: whole streams read, cut or corrupt ones
+refused, and no piece larger than the bound however much a few bytes unpack to."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from crawler.content_coding import PIECE_BYTES, BrokenEncodingError, decoded
+
+CONTENT = b"".join(b'{"custom_id": "r%d"}\n' % n for n in range(5000))
+
+
+async def arriving(body: bytes, size: int = 1000) -> AsyncIterator[bytes]:
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+async def decode(body: bytes, encoding: str, size: int = 1000) -> bytes:
+    return b"".join([piece async for piece in decoded(arriving(body, size), encoding)])
+
+
+def deflated(content: bytes, wbits: int) -> bytes:
+    packer = zlib.compressobj(wbits=wbits)
+    return packer.compress(content) + packer.flush()
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body"),
+    [
+        ("gzip", gzip.compress(CONTENT)),
+        ("deflate", deflated(CONTENT, zlib.MAX_WBITS)),
+        ("deflate", deflated(CONTENT, -zlib.MAX_WBITS)),
+    ],
+    ids=["gzip", "deflate (zlib)", "deflate (raw, as some servers send it)"],
+)
+@pytest.mark.parametrize("size", [1, 7, 1000, 10**7], ids=lambda size: f"{size} bytes a chunk")
+async def test_a_whole_stream_decodes_to_its_content(encoding: str, body: bytes, size: int) -> None:
+    assert await decode(body, encoding, size) == CONTENT
+
+
+async def test_gzip_members_one_after_another_read_as_one_body_padding_ignored() -> None:
+    half = len(CONTENT) // 2
+    body = gzip.compress(CONTENT[:half]) + gzip.compress(CONTENT[half:]) + b"\0" * 9
+    assert await decode(body, "gzip", 13) == CONTENT
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_stream_flushed_at_a_line_end_but_never_ended_is_cut(encoding: str) -> None:
+    """What aiohttp lets pass for gzip: whole lines, then no end of stream."""
+    wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
+    packer = zlib.compressobj(wbits=wbits)
+    body = packer.compress(CONTENT) + packer.flush(zlib.Z_SYNC_FLUSH)
+    with pytest.raises(BrokenEncodingError, match="stopped before its stream's end"):
+        await decode(body, encoding)
+
+
+@pytest.mark.parametrize("keep", [0.2, 0.9])
+async def test_a_gzip_body_cut_anywhere_is_cut(keep: float) -> None:
+    body = gzip.compress(CONTENT)
+    with pytest.raises(BrokenEncodingError, match="stopped before"):
+        await decode(body[: int(len(body) * keep)], "gzip")
+
+
+async def test_corrupt_data_is_refused() -> None:
+    """A stream whose checksum does not match its content."""
+    body = bytearray(gzip.compress(CONTENT))
+    body[-8] ^= 0xFF
+    with pytest.raises(BrokenEncodingError, match="gzip body is corrupt"):
+        await decode(bytes(body), "gzip")
+
+
+async def test_an_empty_body_is_an_empty_file() -> None:
+    assert await decode(b"", "gzip") == b""
+
+
+async def test_a_bomb_unpacks_a_bounded_piece_at_a_time() -> None:
+    """A few hundred KB that unpack to 400 MB come out in pieces of at most PIECE_BYTES."""
+    size = 400 * 2**20
+    body = deflated(b"\n" * size, 16 + zlib.MAX_WBITS)
+    assert len(body) < 2**20
+    total = 0
+    async for piece in decoded(arriving(body, 2**16), "gzip"):
+        assert len(piece) <= PIECE_BYTES
+        total += len(piece)
+    assert total == size
