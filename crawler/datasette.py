@@ -54,7 +54,8 @@ _REQUEST_COLUMNS = {
     "status_code": "the HTTP status of the request; NULL if never run (expired, cancelled)",
     "request_id": "the API's request id",
     "error_code": "why it failed: context_length_exceeded, batch_expired, ...",
-    "error_message": "the API's message (full-text searchable)",
+    "error_message": "the API's message (search them in request_error_messages, or with "
+    "the query failed_requests_by_message)",
     "error_type": "invalid_request_error, server_error, ...",
     "error_param": "the parameter at fault",
     "model": "the model the answer names",
@@ -115,7 +116,12 @@ TABLES: dict[str, dict[str, Any]] = {
         "with --outputs): kept after the API deletes the files, 30 days on.",
         _REQUEST_COLUMNS,
         facets=["kind", "error_code", "status_code", "model"],
-        fts_table="batch_requests_fts",
+    ),
+    "request_error_messages": _table(
+        "Every error message a request line holds, once: search them with the search box, "
+        "then find their requests with the query failed_requests_by_message.",
+        {"message": "an error_message of batch_requests (full-text searchable)"},
+        fts_table="request_error_messages_fts",
     ),
     "batch_files": _table(
         "Every file a finished batch names, and whether its lines are stored.",
@@ -198,6 +204,18 @@ TABLES: dict[str, dict[str, Any]] = {
 }
 
 
+# Requests are found by their messages' words: the index holds each distinct message once.
+QUERIES: dict[str, dict[str, str]] = {
+    "failed_requests_by_message": {
+        "title": "Failed requests by the words of their error message",
+        "description": "Full-text search (FTS5): every word must appear, in any order; "
+        '"quotes" for a phrase, OR between words for either.',
+        "sql": "SELECT * FROM failed_requests WHERE error_message IN (SELECT message FROM "
+        "request_error_messages_fts WHERE request_error_messages_fts MATCH :words)",
+    },
+}
+
+
 def datasette_metadata(database: str) -> dict[str, Any]:
     """Datasette's metadata for a database Datasette names `database` (its file's stem)."""
     return {
@@ -205,5 +223,5 @@ def datasette_metadata(database: str) -> dict[str, Any]:
         "description": "Every batch of an OpenAI organization and the outcome of each of its "
         "requests, copied by batch-crawler.",
         "source": "OpenAI Batches API, via batch-crawler",
-        "databases": {database: {"tables": TABLES}},
+        "databases": {database: {"tables": TABLES, "queries": QUERIES}},
     }

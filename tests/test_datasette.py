@@ -76,8 +76,9 @@ async def test_datasette_serves_facets_search_and_views(
     capsys.readouterr()
     with contextlib.closing(sqlite3.connect(demo_db)) as conn:
         statuses = dict(conn.execute("SELECT status, count(*) FROM batches GROUP BY 1"))
-        (matching,) = conn.execute(
-            "SELECT count(*) FROM batch_requests WHERE error_message LIKE '%context length%'"
+        matching, messages = conn.execute(
+            "SELECT count(*), count(DISTINCT error_message) FROM batch_requests "
+            "WHERE kind = 'error' AND error_message LIKE '%context length%'"
         ).fetchone()
         (days,) = conn.execute("SELECT count(*) FROM daily_usage").fetchone()
     assert matching > 0, "the demo stores request errors to search"
@@ -90,15 +91,24 @@ async def test_datasette_serves_facets_search_and_views(
         assert created == sorted(created, reverse=True), "newest first"
 
         found = await get(
-            session, f'{base}/demo/batch_requests.json?_search="context length"&_shape=objects'
+            session,
+            f'{base}/demo/request_error_messages.json?_search="context length"&_shape=objects',
         )
-        assert found["filtered_table_rows_count"] == matching
+        assert found["filtered_table_rows_count"] == messages
+        found = await get(
+            session,
+            f'{base}/demo/failed_requests_by_message.json?words="context length"&_shape=objects'
+            "&_size=max",
+        )
+        assert len(found["rows"]) == matching
 
         view = await get(session, f"{base}/demo/daily_usage.json?_shape=objects&_size=max")
         assert (view["is_view"], len(view["rows"])) == (True, days)
         assert sorted(view["facet_results"]) == ["account", "endpoint", "model"]
 
         served = await get(session, f"{base}/-/metadata.json")
+    for query in served["databases"]["demo"]["queries"].values():
+        del query["name"]  # Datasette's own addition
     assert served == json.loads(metadata.read_text(encoding="utf-8"))
 
 

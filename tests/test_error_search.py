@@ -1,5 +1,5 @@
 """Full-text search over error messages: the indexes follow every write, and a database
-of the previous version gets its messages indexed."""
+of a previous version gets its messages indexed."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from crawler.datasette import QUERIES
 from crawler.rows import build_page_rows
 from crawler.runs import RunFigures
 from crawler.store import open_store, schema
@@ -32,12 +33,18 @@ async def save(db: Path, *batches: dict[str, Any]) -> None:
 def search(db: Path, table: str, words: str) -> list[tuple[Any, ...]]:
     """The rows of `table` whose indexed text matches `words`, as Datasette finds them."""
     with contextlib.closing(sqlite3.connect(db)) as conn:
-        key = "batch_id, position" if table == "batch_errors" else "batch_id, custom_id"
         return conn.execute(
-            f"SELECT {key} FROM {table} WHERE rowid IN "
+            f"SELECT batch_id, position FROM {table} WHERE rowid IN "
             f"(SELECT rowid FROM {table}_fts WHERE {table}_fts MATCH ?) ORDER BY 1, 2",
             (words,),
         ).fetchall()
+
+
+def search_requests(db: Path, words: str) -> list[tuple[Any, ...]]:
+    """The failed requests whose message matches `words`, by Datasette's canned query."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        found = conn.execute(QUERIES["failed_requests_by_message"]["sql"], {"words": words})
+        return sorted((row[0], row[2]) for row in found)
 
 
 async def test_a_batchs_error_lines_are_found_and_replaced_lines_are_not(db_path: Path) -> None:
@@ -64,25 +71,29 @@ async def test_a_requests_error_is_found_after_insert_update_and_delete(db_path:
             [
                 (batch_id, "a", "context_length_exceeded", "maximum context length is 8192"),
                 (batch_id, "b", None, None),  # an answer: nothing to index
+                (batch_id, "c", "context_length_exceeded", "maximum context length is 8192"),
             ],
         )
-    assert search(db_path, "batch_requests", "context length") == [(batch_id, "a")]
+    assert search_requests(db_path, "context length") == [(batch_id, "a"), (batch_id, "c")]
     with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
         conn.execute(upsert, (batch_id, "a", "rate_limit", "too many requests"))
         conn.execute(upsert, (batch_id, "b", None, "server overloaded"))
-    assert search(db_path, "batch_requests", "context") == []
-    assert search(db_path, "batch_requests", "requests OR overloaded") == [
-        (batch_id, "a"),
-        (batch_id, "b"),
-    ]
-    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
-        conn.execute("DELETE FROM batch_requests WHERE custom_id = 'a'")
-        # Raises should a 'delete' have been given other values than those indexed.
+        # A file read again (after an interruption): its lines and messages stored before.
         conn.execute(
-            "INSERT INTO batch_requests_fts (batch_requests_fts, rank) "
+            upsert, (batch_id, "c", "context_length_exceeded", "maximum context length is 8192")
+        )
+        conn.execute(upsert, (batch_id, "b", "overloaded", "server overloaded"))
+    assert search_requests(db_path, "too many") == [(batch_id, "a")]
+    assert search_requests(db_path, "requests OR overloaded") == [(batch_id, "a"), (batch_id, "b")]
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.execute("DELETE FROM batch_requests WHERE custom_id IN ('a', 'c')")
+        messages = conn.execute("SELECT count(*) FROM request_error_messages").fetchone()[0]
+        conn.execute(
+            "INSERT INTO request_error_messages_fts (request_error_messages_fts, rank) "
             "VALUES ('integrity-check', 0)"
         )
-    assert search(db_path, "batch_requests", "requests OR overloaded") == [(batch_id, "b")]
+    assert messages == 3, "each message once"
+    assert search_requests(db_path, "requests OR overloaded OR context") == [(batch_id, "b")]
 
 
 async def test_a_database_of_the_previous_version_has_its_messages_indexed(
@@ -115,7 +126,7 @@ async def test_a_database_of_the_previous_version_has_its_messages_indexed(
     async with open_store(db_path):
         pass
     assert search(db_path, "batch_errors", "quota") == [(make_batch(2)["id"], 0)]
-    assert search(db_path, "batch_requests", "server error") == [(make_batch(1)["id"], "r1")]
+    assert search_requests(db_path, "server error") == [(make_batch(1)["id"], "r1")]
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
         kept = conn.execute("SELECT batch_id, position, code, message FROM batch_errors").fetchall()
     assert kept == [(make_batch(2)["id"], 0, "invalid", "quota exceeded")]
