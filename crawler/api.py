@@ -25,8 +25,22 @@ from tenacity import (
 from yarl import URL
 
 from . import __version__
+from .bodies import (
+    FILE_CHUNK,
+    MAX_BODY_BYTES,
+    FileBody,
+    Target,
+    at_a_download_pace,
+    check_encoding,
+    cut_if_broken,
+    decode_json,
+    decoded_as,
+    file_encoding,
+    read_capped,
+    unreadable_body,
+)
 from .config import Settings
-from .content_coding import FILE_ENCODINGS, BrokenEncodingError, decoded
+from .content_coding import FILE_ENCODINGS
 from .errors import (
     ApiError,
     BrokenResponseError,
@@ -35,7 +49,6 @@ from .errors import (
     TransportError,
     UnknownRouteError,
 )
-from .jsontext import TooDeepError, parse
 from .pages import Batch, BatchPage, parse_page
 from .ratelimit import RateLimiter
 from .redact import mask_secret
@@ -44,17 +57,6 @@ from .replies import build_api_error
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# Where a request goes: the text of a URL, or a URL already encoded (a batch id's path).
-Target = str | URL
-
-# The most one response may take. A list page of 100 batches is tens of KB and a batch a few
-# KB: anything near this is not the Batches API answering, and is not read further.
-MAX_BODY_BYTES = 16 * 2**20
-
-# How much of a file is handed on at a time: large enough that a 200 MB file is a few
-# thousand reads, small enough to keep memory flat.
-_FILE_CHUNK = 2**18
 
 
 @dataclass(frozen=True)
@@ -87,17 +89,6 @@ class RetryPolicy:
             return float(delay)
         backoff = min(self.initial_backoff * 2.0 ** (attempt - 1), self.max_backoff)
         return backoff * (1 - 0.25 * jitter)
-
-
-@dataclass(frozen=True)
-class FileBody:
-    """A file's content as it arrives, and whether a cut could pass for its end."""
-
-    chunks: AsyncIterator[bytes]
-    # No Content-Length, no chunked framing and no compression (HTTP/1.0, some proxies): the
-    # body ends when the connection closes, so a connection cut short looks like the end of
-    # the file. (A compressed stream's end is checked: see content_coding.)
-    cut_may_pass_unseen: bool
 
 
 @dataclass(frozen=True)
@@ -169,115 +160,6 @@ def _unreadable_encoding(exc: aiohttp.ClientResponseError) -> str | None:
     if found:
         return found[1]
     return "" if "content-encoding" in exc.message.lower() else None
-
-
-def _asked_encodings(request_headers: Any) -> list[str]:
-    """The content encodings a request accepts (aiohttp's own choice when none is recorded)."""
-    asked = request_headers.get("Accept-Encoding") or "gzip, deflate"
-    return [e for e in (e.strip().lower() for e in asked.split(",")) if e]
-
-
-def unreadable_body(encoding: str, request_headers: Any) -> str:
-    """What to say of a body in a content encoding the request did not ask for."""
-    asked = " or ".join(_asked_encodings(request_headers))
-    named = f"encoded as {encoding}" if encoding else "in a content encoding"
-    return f"the server sent a body {named}, which batch-crawler cannot read (it asks for {asked})"
-
-
-def _check_encoding(resp: aiohttp.ClientResponse, url: Target, secret: str | None) -> None:
-    """Refuse a body in an encoding the request did not ask for, which aiohttp would pass
-    on undecoded (those it knows but cannot decode, br or zstd, it refuses itself)."""
-    readable = {"identity", *_asked_encodings(resp.request_info.headers)}
-    # Shown as sent: a header a server filled with the key is then masked as the key.
-    sent = [e.strip() for e in resp.headers.get("Content-Encoding", "").split(",")]
-    unknown = [e for e in sent if e and e.lower() not in readable]
-    if unknown:
-        what = unreadable_body(unknown[0], resp.request_info.headers)
-        raise TransportError(
-            mask_secret(f"request to {url} failed: {what}", secret), should_retry=False
-        )
-
-
-# Past the request timeout, a file coming slower than this on average is a server holding the
-# connection open a few bytes at a time (which no read timeout catches), not a download.
-MIN_FILE_BYTES_PER_SECOND = 1024
-
-
-async def _at_a_download_pace(
-    chunks: AsyncIterator[bytes], url: URL, started: float, grace: float | None
-) -> AsyncIterator[bytes]:
-    """`chunks`, cut off (TransportError, asked again) once they come too slowly."""
-    received = 0
-    async for chunk in chunks:
-        received += len(chunk)
-        elapsed = time.monotonic() - started
-        if grace is not None and elapsed > grace and received < elapsed * MIN_FILE_BYTES_PER_SECOND:
-            raise TransportError(
-                f"request to {url} failed: the file came at {received / elapsed:.0f} bytes/s "
-                f"over {elapsed:.0f} s, too slow to be a download"
-            )
-        yield chunk
-
-
-async def _read_capped(
-    resp: aiohttp.ClientResponse, pieces: AsyncIterator[bytes] | None = None
-) -> bytearray | None:
-    """The body, read as it comes (from `pieces`, decoded, if given); None, and the rest left
-    unread, once past MAX_BODY_BYTES."""
-    if (resp.content_length or 0) > MAX_BODY_BYTES:
-        return None
-    body = bytearray()
-    async for chunk in pieces or resp.content.iter_any():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            return None
-    return body
-
-
-def _file_encoding(resp: aiohttp.ClientResponse, url: URL, secret: str | None) -> str | None:
-    """The encoding a file body is compressed in, if any (one this client decodes)."""
-    sent = resp.headers.get("Content-Encoding", "")
-    applied = [e for e in (e.strip().lower() for e in sent.split(",")) if e not in ("", "identity")]
-    if len(applied) > 1:
-        what = unreadable_body(sent.strip(), resp.request_info.headers)
-        raise TransportError(
-            mask_secret(f"request to {url} failed: {what}", secret), should_retry=False
-        )
-    return applied[0] if applied and applied[0] in FILE_ENCODINGS else None
-
-
-def _decoded(chunks: AsyncIterator[bytes], encoding: str | None) -> AsyncIterator[bytes]:
-    return chunks if encoding is None else decoded(chunks, encoding)
-
-
-@contextlib.contextmanager
-def _cut_if_broken(url: URL, secret: str | None) -> Iterator[None]:
-    """A compressed body that is corrupt or stops short raised as a cut transfer (asked again)."""
-    try:
-        yield
-    except BrokenEncodingError as exc:
-        message = mask_secret(f"request to {url} failed: {exc}", secret)
-        raise TransportError(message) from None
-
-
-def _decode(body: bytes | bytearray, url: str, content_type: str, secret: str | None) -> Any:
-    """The JSON document of a 2xx body from `url` (the last, after any redirect)."""
-    try:
-        return parse(body)
-    except TooDeepError as exc:  # the same document again would fail again
-        message, retry = f"the response from {url} is {exc}", False
-    except ValueError:
-        if content_type in {"application/json", "application/octet-stream"}:
-            # Most likely cut short on the way: worth asking again.
-            message, retry = f"response from {url} is not valid JSON", True
-        else:
-            message, retry = (
-                f"{url} answered {content_type or 'something'} instead of JSON; "
-                "is the base URL an OpenAI-compatible API (usually ending in /v1)?",
-                False,
-            )
-    # A redirect's URL is the server's, and may echo the key.
-    raise BrokenResponseError(mask_secret(message, secret), should_retry=retry)
 
 
 def create_session(settings: Settings) -> aiohttp.ClientSession:
@@ -458,28 +340,28 @@ class ApiClient:
         )
         # Decoded here, not by aiohttp, so that a compressed stream cut short is seen as cut.
         headers = {"Accept-Encoding": ", ".join(FILE_ENCODINGS), **(await self._token() or {})}
-        with self._transport_errors(url, timeout), _cut_if_broken(url, self._secret):
+        with self._transport_errors(url, timeout), cut_if_broken(url, self._secret):
             request = self._session.get(
                 url, params=self._query, timeout=timeout, headers=headers, auto_decompress=False
             )
             async with asyncio.timeout(limits.total):
                 answer = await request
             async with answer as resp:
-                encoding = _file_encoding(resp, url, self._secret)
+                encoding = file_encoding(resp, url, self._secret)
                 if resp.status >= 300:
                     # Raises the error it stands for.
                     await self._read(
-                        resp, url, started, _decoded(resp.content.iter_any(), encoding)
+                        resp, url, started, decoded_as(resp.content.iter_any(), encoding)
                     )
-                _check_encoding(resp, str(url), self._secret)
+                check_encoding(resp, str(url), self._secret)
                 self._limiter.observe(resp.headers)
                 framed = (
                     resp.content_length is not None
                     or "chunked" in resp.headers.get("Transfer-Encoding", "").lower()
                 )
-                chunks = _decoded(
-                    _at_a_download_pace(
-                        resp.content.iter_chunked(_FILE_CHUNK), url, started, limits.total
+                chunks = decoded_as(
+                    at_a_download_pace(
+                        resp.content.iter_chunked(FILE_CHUNK), url, started, limits.total
                     ),
                     encoding,
                 )
@@ -495,7 +377,7 @@ class ApiClient:
             ) as resp:
                 body = await self._read(resp, url, started)
                 content_type = resp.content_type
-        return _decode(body, str(resp.url), content_type, self._secret)
+        return decode_json(body, str(resp.url), content_type, self._secret)
 
     async def _token(self) -> Mapping[str, str] | None:
         """The headers of this request's token (Entra ID), if the run has a token source."""
@@ -525,8 +407,8 @@ class ApiClient:
         """The body of a 2xx answer (from `pieces`, decoded, if given); any other answer
         raised as the ApiError it stands for."""
         if resp.status < 300:
-            _check_encoding(resp, url, self._secret)
-        body = await _read_capped(resp, pieces)
+            check_encoding(resp, url, self._secret)
+        body = await read_capped(resp, pieces)
         shown_url = str(resp.url)
         if log.isEnabledFor(logging.DEBUG):
             # After a redirect the URL is the server's, and may echo the key.

@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from .api import ApiClient, FileBody
+from .api import ApiClient
+from .bodies import FileBody
 from .budget import OutOfTime, before_deadline
 from .errors import (
     ApiError,

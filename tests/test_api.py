@@ -13,14 +13,8 @@ from aioresponses import aioresponses
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from crawler.api import (
-    MAX_BODY_BYTES,
-    ApiClient,
-    RetryEvent,
-    RetryPolicy,
-    create_session,
-    describe,
-)
+from crawler.api import ApiClient, RetryEvent, RetryPolicy, create_session, describe
+from crawler.bodies import MAX_BODY_BYTES
 from crawler.config import Settings
 from crawler.errors import (
     AuthenticationError,

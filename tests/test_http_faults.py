@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from aioresponses import aioresponses
 
-from crawler.api import MAX_BODY_BYTES, ApiClient, RetryEvent, RetryPolicy, create_session
+from crawler.api import ApiClient, RetryEvent, RetryPolicy, create_session
+from crawler.bodies import MAX_BODY_BYTES
 from crawler.config import Settings
 from crawler.errors import BadRequestError, BrokenResponseError, TransportError
 from crawler.fake import FakeApiOptions, FakeApiServer

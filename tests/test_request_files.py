@@ -18,7 +18,8 @@ import pytest
 from aioresponses import aioresponses
 
 from crawler import Settings, sync
-from crawler.api import FileBody, RetryPolicy
+from crawler.api import RetryPolicy
+from crawler.bodies import FileBody
 from crawler.fake import FakeApiOptions, FakeApiServer
 from crawler.fake.lines import iter_lines
 from crawler.request_files import (

@@ -1,0 +1,151 @@
+"""Answers' bodies, read within bounds: a page or an error reply whole under a size cap;
+a file as it arrives, at a download's pace, decoded here (see content_coding), its end
+checked where it can be."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from .content_coding import FILE_ENCODINGS, BrokenEncodingError, decoded
+from .errors import BrokenResponseError, TransportError
+from .jsontext import TooDeepError, parse
+from .redact import mask_secret
+
+# Where a request goes: the text of a URL, or a URL already encoded (a batch id's path).
+Target = str | URL
+
+# The most one response may take. A list page of 100 batches is tens of KB and a batch a few
+# KB: anything near this is not the Batches API answering, and is not read further.
+MAX_BODY_BYTES = 16 * 2**20
+
+# How much of a file is handed on at a time: large enough that a 200 MB file is a few
+# thousand reads, small enough to keep memory flat.
+FILE_CHUNK = 2**18
+
+
+@dataclass(frozen=True)
+class FileBody:
+    """A file's content as it arrives, and whether a cut could pass for its end."""
+
+    chunks: AsyncIterator[bytes]
+    # No Content-Length, no chunked framing and no compression (HTTP/1.0, some proxies): the
+    # body ends when the connection closes, so a connection cut short looks like the end of
+    # the file. (A compressed stream's end is checked: see content_coding.)
+    cut_may_pass_unseen: bool
+
+
+def _asked_encodings(request_headers: Any) -> list[str]:
+    """The content encodings a request accepts (aiohttp's own choice when none is recorded)."""
+    asked = request_headers.get("Accept-Encoding") or "gzip, deflate"
+    return [e for e in (e.strip().lower() for e in asked.split(",")) if e]
+
+
+def unreadable_body(encoding: str, request_headers: Any) -> str:
+    """What to say of a body in a content encoding the request did not ask for."""
+    asked = " or ".join(_asked_encodings(request_headers))
+    named = f"encoded as {encoding}" if encoding else "in a content encoding"
+    return f"the server sent a body {named}, which batch-crawler cannot read (it asks for {asked})"
+
+
+def check_encoding(resp: aiohttp.ClientResponse, url: Target, secret: str | None) -> None:
+    """Refuse a body in an encoding the request did not ask for, which aiohttp would pass
+    on undecoded (those it knows but cannot decode, br or zstd, it refuses itself)."""
+    readable = {"identity", *_asked_encodings(resp.request_info.headers)}
+    # Shown as sent: a header a server filled with the key is then masked as the key.
+    sent = [e.strip() for e in resp.headers.get("Content-Encoding", "").split(",")]
+    unknown = [e for e in sent if e and e.lower() not in readable]
+    if unknown:
+        what = unreadable_body(unknown[0], resp.request_info.headers)
+        raise TransportError(
+            mask_secret(f"request to {url} failed: {what}", secret), should_retry=False
+        )
+
+
+# Past the request timeout, a file coming slower than this on average is a server holding the
+# connection open a few bytes at a time (which no read timeout catches), not a download.
+MIN_FILE_BYTES_PER_SECOND = 1024
+
+
+async def at_a_download_pace(
+    chunks: AsyncIterator[bytes], url: URL, started: float, grace: float | None
+) -> AsyncIterator[bytes]:
+    """`chunks`, cut off (TransportError, asked again) once they come too slowly."""
+    received = 0
+    async for chunk in chunks:
+        received += len(chunk)
+        elapsed = time.monotonic() - started
+        if grace is not None and elapsed > grace and received < elapsed * MIN_FILE_BYTES_PER_SECOND:
+            raise TransportError(
+                f"request to {url} failed: the file came at {received / elapsed:.0f} bytes/s "
+                f"over {elapsed:.0f} s, too slow to be a download"
+            )
+        yield chunk
+
+
+async def read_capped(
+    resp: aiohttp.ClientResponse, pieces: AsyncIterator[bytes] | None = None
+) -> bytearray | None:
+    """The body, read as it comes (from `pieces`, decoded, if given); None, and the rest left
+    unread, once past MAX_BODY_BYTES."""
+    if (resp.content_length or 0) > MAX_BODY_BYTES:
+        return None
+    body = bytearray()
+    async for chunk in pieces or resp.content.iter_any():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            return None
+    return body
+
+
+def file_encoding(resp: aiohttp.ClientResponse, url: URL, secret: str | None) -> str | None:
+    """The encoding a file body is compressed in, if any (one this client decodes)."""
+    sent = resp.headers.get("Content-Encoding", "")
+    applied = [e for e in (e.strip().lower() for e in sent.split(",")) if e not in ("", "identity")]
+    if len(applied) > 1:
+        what = unreadable_body(sent.strip(), resp.request_info.headers)
+        raise TransportError(
+            mask_secret(f"request to {url} failed: {what}", secret), should_retry=False
+        )
+    return applied[0] if applied and applied[0] in FILE_ENCODINGS else None
+
+
+def decoded_as(chunks: AsyncIterator[bytes], encoding: str | None) -> AsyncIterator[bytes]:
+    """`chunks` decoded from `encoding`, or as they come when it is None."""
+    return chunks if encoding is None else decoded(chunks, encoding)
+
+
+@contextlib.contextmanager
+def cut_if_broken(url: URL, secret: str | None) -> Iterator[None]:
+    """A compressed body that is corrupt or stops short raised as a cut transfer (asked again)."""
+    try:
+        yield
+    except BrokenEncodingError as exc:
+        message = mask_secret(f"request to {url} failed: {exc}", secret)
+        raise TransportError(message) from None
+
+
+def decode_json(body: bytes | bytearray, url: str, content_type: str, secret: str | None) -> Any:
+    """The JSON document of a 2xx body from `url` (the last, after any redirect)."""
+    try:
+        return parse(body)
+    except TooDeepError as exc:  # the same document again would fail again
+        message, retry = f"the response from {url} is {exc}", False
+    except ValueError:
+        if content_type in {"application/json", "application/octet-stream"}:
+            # Most likely cut short on the way: worth asking again.
+            message, retry = f"response from {url} is not valid JSON", True
+        else:
+            message, retry = (
+                f"{url} answered {content_type or 'something'} instead of JSON; "
+                "is the base URL an OpenAI-compatible API (usually ending in /v1)?",
+                False,
+            )
+    # A redirect's URL is the server's, and may echo the key.
+    raise BrokenResponseError(mask_secret(message, secret), should_retry=retry)
