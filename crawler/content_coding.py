@@ -35,38 +35,53 @@ async def decoded(chunks: AsyncIterator[bytes], encoding: str) -> AsyncIterator[
     """The bytes of `chunks` decoded from `encoding` (gzip or deflate), a piece at a time.
 
     Raises BrokenEncodingError for corrupt data and for a stream that stops before its end.
-    Gzip members following each other are read as one body, as gzip tools do; zero bytes
-    after the last member are padding.
+    Gzip members following each other are read as one body, as gzip tools do; what follows
+    the last stream and is not one (zero padding, a stray line end) is ignored, as they do.
     """
     unpacker: zlib._Decompress | None = None
+    after_the_end = b""  # bytes past a finished stream, too few yet to tell what they are
+    ignoring = False  # past the last stream: the rest is not the file's
     try:
         async for chunk in chunks:
-            data = chunk
+            data = b"" if ignoring else chunk
             while data:
-                if unpacker is None or unpacker.eof:
-                    data = _after_a_stream(unpacker, data, encoding)
+                if unpacker is not None and unpacker.eof:
+                    after_the_end, data = _next_stream(after_the_end + data, encoding)
+                    ignoring = not (after_the_end or data)
                     if not data:
                         break
+                if unpacker is None or unpacker.eof:
                     unpacker = _decompressor(encoding, data)
                 while True:
                     piece = unpacker.decompress(data, PIECE_BYTES)
                     if piece:
                         yield piece
+                    if unpacker.eof:
+                        # What follows the stream (zlib keeps it in unused_data).
+                        data = unpacker.unused_data
+                        break
                     data = unpacker.unconsumed_tail
                     # A full piece may leave more output inside, with all input taken.
                     if not data and len(piece) < PIECE_BYTES:
                         break
-                data = unpacker.unused_data if unpacker.eof else b""
     except zlib.error as exc:
         raise BrokenEncodingError(f"the {encoding} body is corrupt ({exc})") from None
     if unpacker is not None and not unpacker.eof:
         raise BrokenEncodingError(f"the {encoding} body stopped before its stream's end")
 
 
-def _after_a_stream(previous: zlib._Decompress | None, data: bytes, encoding: str) -> bytes:
-    """What of `data`, coming after a finished stream (or first), starts a new one."""
-    if previous is None:
-        return data
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _next_stream(data: bytes, encoding: str) -> tuple[bytes, bytes]:
+    """Of `data`, coming after a finished stream: (bytes to hold until more come, bytes that
+    start the next stream); both empty when the rest of the body is to be ignored. Only a
+    gzip member follows another, after any zero padding."""
     if encoding != "gzip":
-        return b""  # a deflate body holds one stream; what follows it is not the file's
-    return data.lstrip(b"\0")
+        return b"", b""
+    rest = data.lstrip(b"\0")
+    if not rest:
+        return b"\0", b""  # padding so far: held (as one zero) until more comes
+    if len(rest) < len(_GZIP_MAGIC):
+        return rest, b""
+    return b"", rest if rest.startswith(_GZIP_MAGIC) else b""

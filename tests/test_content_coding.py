@@ -3,13 +3,18 @@ refused, and no piece larger than the bound however much a few bytes unpack to."
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+import multiprocessing
+import sys
 import zlib
 from collections.abc import AsyncIterator
 
 import pytest
 
 from crawler.content_coding import PIECE_BYTES, BrokenEncodingError, decoded
+
+from .waits import HANG_GUARD
 
 CONTENT = b"".join(b'{"custom_id": "r%d"}\n' % n for n in range(5000))
 
@@ -44,8 +49,50 @@ async def test_a_whole_stream_decodes_to_its_content(encoding: str, body: bytes,
 
 async def test_gzip_members_one_after_another_read_as_one_body_padding_ignored() -> None:
     half = len(CONTENT) // 2
-    body = gzip.compress(CONTENT[:half]) + gzip.compress(CONTENT[half:]) + b"\0" * 9
+    body = gzip.compress(CONTENT[:half]) + b"\0" * 3 + gzip.compress(CONTENT[half:]) + b"\0" * 9
     assert await decode(body, "gzip", 13) == CONTENT
+
+
+def decodes_to(body: bytes, encoding: str, content: bytes) -> None:
+    """Exit 0 if `body` decodes to `content` (run in a process of its own)."""
+    sys.exit(0 if asyncio.run(decode(body, encoding, 2**16)) == content else 1)
+
+
+def decoded_in_a_process(body: bytes, encoding: str, content: bytes) -> bool:
+    """Whether `body` decodes to `content`, in a process of its own: a loop that never hands
+    back control (nor the GIL) is killed after the hang guard instead of hanging the tests."""
+    process = multiprocessing.get_context("spawn").Process(
+        target=decodes_to, args=(body, encoding, content)
+    )
+    process.start()
+    process.join(HANG_GUARD)
+    if process.exitcode is None:
+        process.kill()
+        process.join()
+        pytest.fail("still decoding after the hang guard")
+    return process.exitcode == 0
+
+
+LARGE = CONTENT * 8  # past PIECE_BYTES decoded: a stream ends inside a call that filled a piece
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body", "content"),
+    [
+        ("gzip", gzip.compress(LARGE) + b"\r\n", LARGE),
+        ("gzip", gzip.compress(LARGE) + gzip.compress(LARGE), LARGE * 2),
+        ("gzip", gzip.compress(LARGE) + b"junk" + gzip.compress(b"not the file's"), LARGE),
+        ("deflate", deflated(LARGE, zlib.MAX_WBITS) + b"junk", LARGE),
+    ],
+    ids=["gzip, a line end", "gzip, a second member", "gzip, junk", "deflate, junk"],
+)
+def test_what_follows_a_large_stream_is_read_or_ignored_never_spun_on(
+    encoding: str, body: bytes, content: bytes
+) -> None:
+    """Bytes after the end of a stream decoded in full pieces: zlib keeps them as input not
+    taken too, and asking it again returned nothing, forever, the event loop blocked."""
+    assert len(LARGE) > PIECE_BYTES
+    assert decoded_in_a_process(body, encoding, content)
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate"])
