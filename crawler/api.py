@@ -365,7 +365,7 @@ class ApiClient:
                     ),
                     encoding,
                 )
-                unseen = not framed and encoding is None
+                unseen = not framed
                 return await consume(FileBody(chunks, cut_may_pass_unseen=unseen))
 
     async def _get_json(self, url: Target, params: dict[str, str]) -> Any:

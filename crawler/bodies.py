@@ -35,9 +35,10 @@ class FileBody:
     """A file's content as it arrives, and whether a cut could pass for its end."""
 
     chunks: AsyncIterator[bytes]
-    # No Content-Length, no chunked framing and no compression (HTTP/1.0, some proxies): the
-    # body ends when the connection closes, so a connection cut short looks like the end of
-    # the file. (A compressed stream's end is checked: see content_coding.)
+    # No Content-Length and no chunked framing (HTTP/1.0, some proxies): the body ends when
+    # the connection closes, so a connection cut short looks like the end of the file. A
+    # compressed stream's end is checked (content_coding), but a gzip body may hold several
+    # streams (members), and a cut between two looks like the end too.
     cut_may_pass_unseen: bool
 
 

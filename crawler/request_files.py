@@ -202,7 +202,7 @@ async def read_requests(
         if tail and body.cut_may_pass_unseen and not _is_json(tail[0]):
             raise BrokenResponseError(
                 f"file {file.file_id} ended in the middle of a line, in a body whose end "
-                "nothing checks (no declared length, or compressed): the transfer was cut short"
+                "nothing checks (no declared length): the transfer was cut short"
             )
         for line in tail:
             add(line)

@@ -363,9 +363,10 @@ async def test_a_file_beginning_with_a_byte_order_mark_keeps_its_first_line(
 class CutOnceServer:
     """An API whose file's first answer is cut short where aiohttp checks nothing: as HTTP/1.0
     answers (no Content-Length, the body ends when the connection closes) cut in the middle
-    of the last line; or gzip-compressed with a declared length (aiohttp does not check that
-    a gzip stream ended), cut anywhere or at a flush point after a whole line. It lists one
-    completed batch with an error file; the next answer is whole.
+    of the last line, plain or after the first of two gzip members; or gzip-compressed with
+    a declared length (aiohttp does not check that a gzip stream ended), cut anywhere or at
+    a flush point after a whole line. It lists one completed batch with an error file; the
+    next answer is whole.
     """
 
     def __init__(self, batch: dict[str, Any], lines: list[bytes], *, cut: str) -> None:
@@ -393,6 +394,12 @@ class CutOnceServer:
             cut = self.cut if self.file_answers == 1 else ""
             if self.cut == "no declared length":
                 body = self.content[:-10] if cut else self.content
+            elif self.cut == "gzip members, no declared length":
+                # Two members, the first ending in the middle of a line: cut after it.
+                half = len(self.content) // 2 + 7
+                body = gzip.compress(self.content[:half])
+                body += b"" if cut else gzip.compress(self.content[half:])
+                head += b"Content-Encoding: gzip\r\n"
             else:
                 body = gzip.compress(self.content)
                 if cut == "gzip cut short":
@@ -406,7 +413,13 @@ class CutOnceServer:
 
 
 @pytest.mark.parametrize(
-    "cut", ["no declared length", "gzip cut short", "gzip cut at a flush point"]
+    "cut",
+    [
+        "no declared length",
+        "gzip cut short",
+        "gzip cut at a flush point",
+        "gzip members, no declared length",
+    ],
 )
 async def test_a_file_cut_where_aiohttp_checks_nothing_is_read_again(
     db_path: Path, cut: str
