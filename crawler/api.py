@@ -6,9 +6,8 @@ import asyncio
 import contextlib
 import logging
 import random
-import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
@@ -30,17 +29,17 @@ from .bodies import (
     MAX_BODY_BYTES,
     FileBody,
     Target,
+    as_far_as_it_decodes,
     at_a_download_pace,
-    check_encoding,
-    cut_if_broken,
+    body_encoding,
+    broken_encoding_raised,
     decode_json,
     decoded_as,
-    file_encoding,
+    error_body_encoding,
     read_capped,
-    unreadable_body,
 )
 from .config import Settings
-from .content_coding import FILE_ENCODINGS
+from .content_coding import ENCODINGS
 from .errors import (
     ApiError,
     BrokenResponseError,
@@ -102,10 +101,6 @@ class RetryEvent:
     max_attempts: int
 
 
-# aiohttp's words when a body comes in an encoding it cannot decode ("... brotli (br) ...").
-_UNREADABLE_ENCODING = re.compile(r"content-encoding: \S+ \((\w+)\)", re.IGNORECASE)
-
-
 _PLAIN_WORDS: tuple[tuple[type[BaseException], str], ...] = (
     (aiohttp.ClientPayloadError, "the response body was cut short"),
     (aiohttp.ServerDisconnectedError, "the server closed the connection"),
@@ -126,13 +121,10 @@ def describe(exc: BaseException, timeout: aiohttp.ClientTimeout | None = None) -
 
 
 def _describe_refusal(exc: aiohttp.ClientResponseError) -> str:
-    """What aiohttp would not take: a redirect loop, an encoding, or malformed HTTP."""
+    """What aiohttp would not take: a redirect loop, or malformed HTTP."""
     if isinstance(exc, aiohttp.TooManyRedirects):
         last = exc.history[-1].headers.get("Location") if exc.history else None
         return f"too many redirects ({len(exc.history)}, the last to {last})"
-    encoding = _unreadable_encoding(exc)
-    if encoding is not None:
-        return unreadable_body(encoding, exc.request_info.headers)
     return "the server sent a malformed HTTP response"
 
 
@@ -148,18 +140,8 @@ def _describe_timeout(exc: TimeoutError, timeout: aiohttp.ClientTimeout) -> str:
 
 
 def is_permanent(exc: BaseException) -> bool:
-    """Whether asking again cannot help: a redirect loop, an encoding we cannot read."""
-    if isinstance(exc, aiohttp.TooManyRedirects):
-        return True
-    return isinstance(exc, aiohttp.ClientResponseError) and _unreadable_encoding(exc) is not None
-
-
-def _unreadable_encoding(exc: aiohttp.ClientResponseError) -> str | None:
-    """The content encoding aiohttp could not decode ("" if unnamed), if that is the failure."""
-    found = _UNREADABLE_ENCODING.search(exc.message)
-    if found:
-        return found[1]
-    return "" if "content-encoding" in exc.message.lower() else None
+    """Whether asking again cannot help: a redirect loop."""
+    return isinstance(exc, aiohttp.TooManyRedirects)
 
 
 def create_session(settings: Settings) -> aiohttp.ClientSession:
@@ -170,6 +152,9 @@ def create_session(settings: Settings) -> aiohttp.ClientSession:
         **settings.auth_headers,
         "User-Agent": f"batch-crawler/{__version__}",
         "Accept": "application/json",
+        # Bodies are decoded here, not by aiohttp (bodies.py): a gzip stream cut short is
+        # then seen as cut, and a body that unpacks past the cap is not unpacked further.
+        "Accept-Encoding": ", ".join(ENCODINGS),
     }
     if settings.organization:
         headers["OpenAI-Organization"] = settings.organization
@@ -195,6 +180,7 @@ def create_session(settings: Settings) -> aiohttp.ClientSession:
         # A connection for each refresh worker, and one for the walk.
         connector=aiohttp.TCPConnector(limit=settings.concurrency + 1),
         raise_for_status=False,
+        auto_decompress=False,
         proxy=proxy,
         proxy_auth=proxy_auth,
     )
@@ -338,22 +324,16 @@ class ApiClient:
         timeout = aiohttp.ClientTimeout(
             sock_read=limits.sock_read, sock_connect=limits.sock_connect
         )
-        # Decoded here, not by aiohttp, so that a compressed stream cut short is seen as cut.
-        headers = {"Accept-Encoding": ", ".join(FILE_ENCODINGS), **(await self._token() or {})}
-        with self._transport_errors(url, timeout), cut_if_broken(url, self._secret):
+        with self._transport_errors(url, timeout), broken_encoding_raised(url, self._secret):
             request = self._session.get(
-                url, params=self._query, timeout=timeout, headers=headers, auto_decompress=False
+                url, params=self._query, timeout=timeout, headers=await self._token()
             )
             async with asyncio.timeout(limits.total):
                 answer = await request
             async with answer as resp:
-                encoding = file_encoding(resp, url, self._secret)
                 if resp.status >= 300:
-                    # Raises the error it stands for.
-                    await self._read(
-                        resp, url, started, decoded_as(resp.content.iter_any(), encoding)
-                    )
-                check_encoding(resp, str(url), self._secret)
+                    await self._read(resp, url, started)  # raises the error it stands for
+                encoding = body_encoding(resp, url, self._secret)
                 self._limiter.observe(resp.headers)
                 framed = (
                     resp.content_length is not None
@@ -371,7 +351,10 @@ class ApiClient:
     async def _get_json(self, url: Target, params: dict[str, str]) -> Any:
         await self._limiter.acquire()
         started = time.monotonic()
-        with self._transport_errors(url, self._session.timeout):
+        with (
+            self._transport_errors(url, self._session.timeout),
+            broken_encoding_raised(url, self._secret),
+        ):
             async with self._session.get(
                 url, params={**self._query, **params}, headers=await self._token()
             ) as resp:
@@ -398,16 +381,14 @@ class ApiClient:
             ) from exc
 
     async def _read(
-        self,
-        resp: aiohttp.ClientResponse,
-        url: Target,
-        started: float,
-        pieces: AsyncIterator[bytes] | None = None,
+        self, resp: aiohttp.ClientResponse, url: Target, started: float
     ) -> bytes | bytearray:
-        """The body of a 2xx answer (from `pieces`, decoded, if given); any other answer
-        raised as the ApiError it stands for."""
+        """The body of a 2xx answer, decoded; any other answer raised as the ApiError it
+        stands for."""
         if resp.status < 300:
-            check_encoding(resp, url, self._secret)
+            pieces = decoded_as(resp.content.iter_any(), body_encoding(resp, url, self._secret))
+        else:
+            pieces = as_far_as_it_decodes(resp.content.iter_any(), error_body_encoding(resp))
         body = await read_capped(resp, pieces)
         shown_url = str(resp.url)
         if log.isEnabledFor(logging.DEBUG):

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from .content_coding import FILE_ENCODINGS, BrokenEncodingError, decoded
+from .content_coding import ENCODINGS, BrokenEncodingError, decoded
 from .errors import BrokenResponseError, TransportError
 from .jsontext import TooDeepError, parse
 from .redact import mask_secret
@@ -43,30 +43,47 @@ class FileBody:
 
 
 def _asked_encodings(request_headers: Any) -> list[str]:
-    """The content encodings a request accepts (aiohttp's own choice when none is recorded)."""
-    asked = request_headers.get("Accept-Encoding") or "gzip, deflate"
+    """The content encodings a request accepts, as its Accept-Encoding says."""
+    asked = request_headers.get("Accept-Encoding") or ", ".join(ENCODINGS)
     return [e for e in (e.strip().lower() for e in asked.split(",")) if e]
 
 
-def unreadable_body(encoding: str, request_headers: Any) -> str:
-    """What to say of a body in a content encoding the request did not ask for."""
-    asked = " or ".join(_asked_encodings(request_headers))
-    named = f"encoded as {encoding}" if encoding else "in a content encoding"
-    return f"the server sent a body {named}, which batch-crawler cannot read (it asks for {asked})"
+def _named(encoding: str) -> str:
+    """An encoding by the name it is decoded as (RFC 9110: x-gzip is gzip)."""
+    name = encoding.lower()
+    return "gzip" if name == "x-gzip" else name
 
 
-def check_encoding(resp: aiohttp.ClientResponse, url: Target, secret: str | None) -> None:
-    """Refuse a body in an encoding the request did not ask for, which aiohttp would pass
-    on undecoded (those it knows but cannot decode, br or zstd, it refuses itself)."""
-    readable = {"identity", *_asked_encodings(resp.request_info.headers)}
+def _applied(resp: aiohttp.ClientResponse) -> list[str]:
+    """The encodings a body says it was compressed in, as sent ("identity" left out)."""
+    sent = (e.strip() for e in resp.headers.get("Content-Encoding", "").split(","))
+    return [e for e in sent if e and e.lower() != "identity"]
+
+
+def body_encoding(resp: aiohttp.ClientResponse, url: Target, secret: str | None) -> str | None:
+    """The encoding a 2xx body is compressed in (gzip or deflate), None if plain. One the
+    request did not ask for, or several, is refused at once: asking again gets the same."""
+    applied = _applied(resp)
+    asked = _asked_encodings(resp.request_info.headers)
     # Shown as sent: a header a server filled with the key is then masked as the key.
-    sent = [e.strip() for e in resp.headers.get("Content-Encoding", "").split(",")]
-    unknown = [e for e in sent if e and e.lower() not in readable]
-    if unknown:
-        what = unreadable_body(unknown[0], resp.request_info.headers)
+    unknown = [e for e in applied if _named(e) not in asked or _named(e) not in ENCODINGS]
+    if unknown or len(applied) > 1:
+        named = f"encoded as {unknown[0] if unknown else ', '.join(applied)}"
+        what = (
+            f"the server sent a body {named}, which batch-crawler cannot read "
+            f"(it asks for {' or '.join(asked)})"
+        )
         raise TransportError(
             mask_secret(f"request to {url} failed: {what}", secret), should_retry=False
         )
+    return _named(applied[0]) if applied else None
+
+
+def error_body_encoding(resp: aiohttp.ClientResponse) -> str | None:
+    """The encoding an error reply is compressed in, if one this client decodes; its body is
+    otherwise read as it comes (the status speaks for an unreadable one)."""
+    applied = [_named(e) for e in _applied(resp)]
+    return applied[0] if len(applied) == 1 and applied[0] in ENCODINGS else None
 
 
 # Past the request timeout, a file coming slower than this on average is a server holding the
@@ -91,30 +108,18 @@ async def at_a_download_pace(
 
 
 async def read_capped(
-    resp: aiohttp.ClientResponse, pieces: AsyncIterator[bytes] | None = None
+    resp: aiohttp.ClientResponse, pieces: AsyncIterator[bytes]
 ) -> bytearray | None:
-    """The body, read as it comes (from `pieces`, decoded, if given); None, and the rest left
+    """The body of `resp`, its `pieces` (decoded) read as they come; None, and the rest left
     unread, once past MAX_BODY_BYTES."""
     if (resp.content_length or 0) > MAX_BODY_BYTES:
         return None
     body = bytearray()
-    async for chunk in pieces or resp.content.iter_any():
+    async for chunk in pieces:
         body += chunk
         if len(body) > MAX_BODY_BYTES:
             return None
     return body
-
-
-def file_encoding(resp: aiohttp.ClientResponse, url: URL, secret: str | None) -> str | None:
-    """The encoding a file body is compressed in, if any (one this client decodes)."""
-    sent = resp.headers.get("Content-Encoding", "")
-    applied = [e for e in (e.strip().lower() for e in sent.split(",")) if e not in ("", "identity")]
-    if len(applied) > 1:
-        what = unreadable_body(sent.strip(), resp.request_info.headers)
-        raise TransportError(
-            mask_secret(f"request to {url} failed: {what}", secret), should_retry=False
-        )
-    return applied[0] if applied and applied[0] in FILE_ENCODINGS else None
 
 
 def decoded_as(chunks: AsyncIterator[bytes], encoding: str | None) -> AsyncIterator[bytes]:
@@ -122,14 +127,24 @@ def decoded_as(chunks: AsyncIterator[bytes], encoding: str | None) -> AsyncItera
     return chunks if encoding is None else decoded(chunks, encoding)
 
 
+async def as_far_as_it_decodes(
+    chunks: AsyncIterator[bytes], encoding: str | None
+) -> AsyncIterator[bytes]:
+    """An error reply's body decoded as far as it decodes: its status speaks for the rest."""
+    with contextlib.suppress(BrokenEncodingError):
+        async for piece in decoded_as(chunks, encoding):
+            yield piece
+
+
 @contextlib.contextmanager
-def cut_if_broken(url: URL, secret: str | None) -> Iterator[None]:
-    """A compressed body that is corrupt or stops short raised as a cut transfer (asked again)."""
+def broken_encoding_raised(url: Target, secret: str | None) -> Iterator[None]:
+    """A compressed body that stops short raised as a cut transfer, one that is corrupt as a
+    broken response: both are asked again."""
     try:
         yield
     except BrokenEncodingError as exc:
         message = mask_secret(f"request to {url} failed: {exc}", secret)
-        raise TransportError(message) from None
+        raise (TransportError if exc.cut else BrokenResponseError)(message) from None
 
 
 def decode_json(body: bytes | bytearray, url: str, content_type: str, secret: str | None) -> Any:

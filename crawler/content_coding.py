@@ -10,8 +10,8 @@ from __future__ import annotations
 import zlib
 from collections.abc import AsyncIterator
 
-# The encodings a file request accepts (the request says so in its Accept-Encoding).
-FILE_ENCODINGS = ("gzip", "deflate")
+# The encodings every request accepts (its Accept-Encoding), decoded here.
+ENCODINGS = ("gzip", "deflate")
 
 # Decoded pieces are at most this large: a few KB of gzip can unpack to gigabytes, and the
 # reader takes each piece before the next is unpacked.
@@ -19,7 +19,11 @@ PIECE_BYTES = 2**18
 
 
 class BrokenEncodingError(Exception):
-    """A compressed body that is corrupt, or that stopped before its stream's end."""
+    """A compressed body that is corrupt, or that stopped before its stream's end (`cut`)."""
+
+    def __init__(self, message: str, *, cut: bool) -> None:
+        super().__init__(message)
+        self.cut = cut
 
 
 def _decompressor(encoding: str, first: bytes) -> zlib._Decompress:
@@ -65,9 +69,9 @@ async def decoded(chunks: AsyncIterator[bytes], encoding: str) -> AsyncIterator[
                     if not data and len(piece) < PIECE_BYTES:
                         break
     except zlib.error as exc:
-        raise BrokenEncodingError(f"the {encoding} body is corrupt ({exc})") from None
+        raise BrokenEncodingError(f"the {encoding} body is corrupt ({exc})", cut=False) from None
     if unpacker is not None and not unpacker.eof:
-        raise BrokenEncodingError(f"the {encoding} body stopped before its stream's end")
+        raise BrokenEncodingError(f"the {encoding} body stopped before its stream's end", cut=True)
 
 
 _GZIP_MAGIC = b"\x1f\x8b"

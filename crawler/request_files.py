@@ -296,6 +296,13 @@ _Write = tuple[FileToFetch, FileRead, LineChunk] | FileOutcome
 _FATAL = (AuthenticationError, QuotaExceededError)
 
 
+def _route_failing(error: ApiError | None) -> bool:
+    """Whether a file's failure says the files route is failing: server errors and failed
+    connections, asked again until retries ran out; not a body refused at once (an
+    encoding not asked for) or broken (corrupt compression), which is that file's alone."""
+    return isinstance(error, ServerError | TransportError) and error.retryable
+
+
 class FileFetcher:
     """Workers that fetch the files still to fetch until none is left, or told to stop.
 
@@ -398,7 +405,7 @@ class FileFetcher:
             except OutOfTime:
                 self.stopped = True  # the file stays to fetch: the next sync reads it whole
                 return
-            if isinstance(outcome.error, ServerError | TransportError):
+            if _route_failing(outcome.error):
                 self._failing += 1
                 # The files left stay to fetch: the run ends partial, the next one goes on.
                 self.stopped = self.stopped or self._failing >= FAILURES_IN_A_ROW

@@ -436,30 +436,6 @@ def aiohttp_refusal(message: str) -> aiohttp.ClientResponseError:
     )
 
 
-@pytest.mark.parametrize(
-    ("message", "named"),
-    [
-        ("Can not decode content-encoding: zstandard (zstd). Install `zstd`", "encoded as zstd"),
-        ("Can not decode content-encoding: brotli (br). Install `Brotli`", "encoded as br"),
-        ("Can not decode content-encoding: something new", "in a content encoding"),
-    ],
-    ids=["zstd", "br", "unnamed"],
-)
-async def test_an_encoding_aiohttp_cannot_decode_fails_at_once(
-    client: ApiClient, recorder: Recorder, message: str, named: str
-) -> None:
-    """A body aiohttp refuses to decode is named as such, and not asked for again."""
-    with aioresponses() as mock:
-        mock.get(LIST_URL, exception=aiohttp_refusal(message))
-        with pytest.raises(TransportError) as caught:
-            await client.fetch_page(None, 100)
-    assert str(caught.value).endswith(
-        f"failed: the server sent a body {named}, which batch-crawler cannot read "
-        "(it asks for gzip or deflate)"
-    )
-    assert recorder.events == []
-
-
 async def test_a_malformed_response_is_still_retried(client: ApiClient, recorder: Recorder) -> None:
     """Garbled HTTP may be a proxy's hiccup: it is asked for again, unlike an encoding."""
     with aioresponses() as mock:
@@ -469,10 +445,10 @@ async def test_a_malformed_response_is_still_retried(client: ApiClient, recorder
     assert [e.reason for e in recorder.events] == ["the server sent a malformed HTTP response"]
 
 
-async def test_an_encoding_aiohttp_passes_on_undecoded_is_refused(
+async def test_an_encoding_never_asked_for_is_refused_at_once(
     client: ApiClient, recorder: Recorder
 ) -> None:
-    """An encoding aiohttp does not know would reach the parser raw: refused at once instead."""
+    """An encoding batch-crawler does not decode would reach the parser raw: refused at once."""
     with aioresponses() as mock:
         mock.get(LIST_URL, body=b"\x1f\x00", headers={"Content-Encoding": "x-custom"})
         with pytest.raises(TransportError, match="a body encoded as x-custom, which batch-crawler"):

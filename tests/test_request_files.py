@@ -11,6 +11,7 @@ import itertools
 import json
 import sqlite3
 import zlib
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -448,29 +449,102 @@ async def test_a_file_cut_where_aiohttp_checks_nothing_is_read_again(
     assert file_states(db_path) == {"complete": 1}
 
 
-async def test_a_deleted_file_answered_gzipped_is_recorded_expired(db_path: Path) -> None:
-    """File bodies are decoded by the crawler, error bodies too: a gzip 404 still reads as
-    the file gone, not as an unknown route."""
-    batch = make_batch(1, error_file_id="file-gone", output_file_id=None)
-    gone = {"error": {"message": "No such File object: file-gone", "type": "invalid_request_error"}}
+# An answer as a raw server sends it: status line, headers, body.
+RawAnswer = tuple[bytes, dict[str, str], bytes]
+
+
+@contextlib.asynccontextmanager
+async def raw_api(
+    batches: list[dict[str, Any]], file_answer: Callable[[str], RawAnswer], list_encoding: str = ""
+) -> AsyncIterator[str]:
+    """An API on 127.0.0.1 answering in HTTP/1.0 with a declared length: `batches` on one
+    list page (gzip members, one a batch, when `list_encoding` is "gzip"), and each file
+    as `file_answer(file_id)` says. Yields its base URL."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         request = await reader.readuntil(b"\r\n\r\n")
-        if request.split(b" ", 2)[1].startswith(b"/v1/batches"):
-            head, body = b"200 OK", gzip.compress(json.dumps(list_body([batch], False)).encode())
+        path = request.split(b" ", 2)[1].decode()
+        if path.startswith("/v1/batches"):
+            page = json.dumps(list_body(batches, False)).encode()
+            status, headers, body = b"200 OK", {"Content-Type": "application/json"}, page
+            if list_encoding == "gzip":
+                cuts = [page.index(b'{"id"', page.index(b"[") + 1 + at) for at in (0, 10)]
+                parts = [page[: cuts[1]], page[cuts[1] :]]
+                body = b"".join(gzip.compress(part) for part in parts)
+                headers["Content-Encoding"] = "gzip"
         else:
-            head, body = b"404 Not Found", gzip.compress(json.dumps(gone).encode())
-        writer.write(
-            b"HTTP/1.0 %s\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (head, len(body), body)
-        )
+            status, headers, body = file_answer(path.split("/")[3])
+        head = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in headers.items())
+        writer.write(b"HTTP/1.0 %s\r\n%sContent-Length: %d\r\n\r\n" % (status, head, len(body)))
+        writer.write(body)
         await writer.drain()
         writer.close()
 
     listening = await asyncio.start_server(answer, "127.0.0.1", 0)
-    port = listening.sockets[0].getsockname()[1]
-    settings = Settings(db=db_path, base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY)
     async with listening:
-        result = await sync(settings, retry=RETRY)
+        yield f"http://127.0.0.1:{listening.sockets[0].getsockname()[1]}/v1"
+
+
+def error_lines(count: int) -> bytes:
+    error = {"code": "invalid_request", "message": "bad"}
+    return b"".join(
+        json.dumps(
+            {"id": f"req_{n}", "custom_id": f"r{n}", "response": None, "error": error}
+        ).encode()
+        + b"\n"
+        for n in range(count)
+    )
+
+
+def failed_batch(n: int, lines: int = 2) -> dict[str, Any]:
+    """Batch n, every request failed, its error file `file-err-n`."""
+    batch = make_batch(n, error_file_id=f"file-err-{n}", output_file_id=None)
+    batch["request_counts"] = {"total": lines, "completed": 0, "failed": lines}
+    return batch
+
+
+async def test_a_deleted_file_answered_gzipped_is_recorded_expired(db_path: Path) -> None:
+    """File bodies are decoded by the crawler, error bodies too: a gzip 404 still reads as
+    the file gone, not as an unknown route."""
+    gone = {"error": {"message": "No such File object: file-gone", "type": "invalid_request_error"}}
+    body = gzip.compress(json.dumps(gone).encode())
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    async with raw_api([failed_batch(1)], lambda _: (b"404 Not Found", headers, body)) as url:
+        result = await sync(Settings(db=db_path, base_url=url, api_key=API_KEY), retry=RETRY)
     assert result.complete
     assert file_states(db_path) == {"expired": 1}
+
+
+async def test_files_refused_for_their_encoding_do_not_stop_the_others(db_path: Path) -> None:
+    """Three files in a row in an encoding never asked for are those files' fault, not a
+    files route down: the files after them are fetched (the breaker stopped the run)."""
+    batches = [failed_batch(n) for n in range(6, 0, -1)]
+
+    def file_answer(file_id: str) -> RawAnswer:
+        refused = file_id in {"file-err-6", "file-err-5", "file-err-4"}
+        return b"200 OK", {"Content-Encoding": "x-custom"} if refused else {}, error_lines(2)
+
+    async with raw_api(batches, file_answer) as url:
+        settings = Settings(db=db_path, base_url=url, api_key=API_KEY, concurrency=1)
+        result = await sync(settings, retry=RETRY)
+    assert (result.complete, result.request_lines) == (True, 6)
+    assert file_states(db_path) == {"failed": 3, "complete": 3}
+
+
+@pytest.mark.parametrize("encoding", ["x-gzip", "GZIP", "identity, gzip"])
+async def test_a_file_in_a_name_of_gzip_is_read_as_gzip(db_path: Path, encoding: str) -> None:
+    """RFC 9110: x-gzip is gzip; encodings are named in any case; identity changes nothing."""
+    answer = (b"200 OK", {"Content-Encoding": encoding}, gzip.compress(error_lines(2)))
+    async with raw_api([failed_batch(1)], lambda _: answer) as url:
+        result = await sync(Settings(db=db_path, base_url=url, api_key=API_KEY), retry=RETRY)
+    assert (result.complete, result.request_lines, result.warnings) == (True, 2, ())
+
+
+async def test_a_list_page_in_gzip_members_is_read_whole(db_path: Path) -> None:
+    """Pages are decoded by batch-crawler too (as files are): gzip members one after another
+    are one body."""
+    batches = [make_batch(n) for n in range(20, 0, -1)]
+    async with raw_api(batches, lambda _: (b"404 Not Found", {}, b""), "gzip") as url:
+        settings = Settings(db=db_path, base_url=url, api_key=API_KEY, files=False)
+        result = await sync(settings, retry=RETRY)
+    assert (result.complete, result.batches_seen) == (True, 20)
