@@ -361,6 +361,19 @@ async def test_a_file_beginning_with_a_byte_order_mark_keeps_its_first_line(
     assert (result.request_lines, result.warnings) == (2, ())
 
 
+async def test_custom_ids_apart_only_after_a_nul_are_two_requests(db_path: Path) -> None:
+    """SQLite's JSON functions end a text at a NUL: "a\\u0000b" and "a\\u0000c" were both
+    stored as "a", one outcome lost without a word. Such lines are mapped in Python."""
+    lines = [{"custom_id": f"a\u0000{end}", "response": {"status_code": 400}} for end in "bc"]
+    content = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    async with raw_api([failed_batch(1)], lambda _: (b"200 OK", {}, content)) as url:
+        result = await sync(Settings(db=db_path, base_url=url, api_key=API_KEY), retry=RETRY)
+    assert (result.request_lines, result.warnings) == (2, ())
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        stored = conn.execute("SELECT custom_id FROM batch_requests ORDER BY 1").fetchall()
+    assert stored == [("a\0b",), ("a\0c",)]
+
+
 class CutOnceServer:
     """An API whose file's first answer is cut short where aiohttp checks nothing: as HTTP/1.0
     answers (no Content-Length, the body ends when the connection closes) cut in the middle
