@@ -374,6 +374,28 @@ async def test_custom_ids_apart_only_after_a_nul_are_two_requests(db_path: Path)
     assert stored == [("a\0b",), ("a\0c",)]
 
 
+async def test_a_batch_naming_another_file_has_it_fetched_and_the_old_lines_dropped(
+    db_path: Path,
+) -> None:
+    """A finished batch whose error file id changed (a gateway minting new ids) kept the
+    old file's row and lines, the new file never fetched, even with --full."""
+    files = {"file-A": error_lines(3), "file-B": error_lines(5).replace(b'"r', b'"b')}
+    batch = failed_batch(1, lines=3)
+    batch["error_file_id"] = "file-A"
+    async with raw_api([batch], lambda file_id: (b"200 OK", {}, files[file_id])) as url:
+        settings = Settings(db=db_path, base_url=url, api_key=API_KEY)
+        await sync(settings, retry=RETRY)
+        batch.update(
+            error_file_id="file-B", request_counts={"total": 5, "completed": 0, "failed": 5}
+        )
+        result = await sync(settings, full=True, retry=RETRY)
+    assert (result.request_lines, result.warnings) == (5, ())
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        stored = conn.execute("SELECT file_id, state, lines FROM batch_files").fetchall()
+        requests = conn.execute("SELECT file_id, count(*) FROM batch_requests GROUP BY 1")
+        assert (stored, requests.fetchall()) == ([("file-B", "complete", 5)], [("file-B", 5)])
+
+
 class CutOnceServer:
     """An API whose file's first answer is cut short where aiohttp checks nothing: as HTTP/1.0
     answers (no Content-Length, the body ends when the connection closes) cut in the middle

@@ -223,6 +223,17 @@ def update_file(
     db.execute(
         "UPDATE batch_files SET state = ?, bytes = ?, lines = ?, error = ?, fetched_at = ?, "
         "not_found_runs = CASE ? WHEN 'expired' THEN not_found_runs + 1 ELSE 0 END "
-        "WHERE batch_id = ? AND kind = ?",
-        (state, size, lines, error, int(time.time()), state, file.batch_id, file.kind),
+        # The file fetched, not another the batch names since (a gateway minting new ids).
+        "WHERE batch_id = ? AND kind = ? AND file_id = ?",
+        (
+            state,
+            size,
+            lines,
+            error,
+            int(time.time()),
+            state,
+            file.batch_id,
+            file.kind,
+            file.file_id,
+        ),
     )

@@ -56,8 +56,13 @@ _UPSERT_BATCHES = (
     + ", listed_by = coalesce(nullif(excluded.account, batches.account), batches.listed_by)"
     + ", gone_at = NULL, not_found_runs = 0"
 )
-_INSERT_FILE = (
-    "INSERT OR IGNORE INTO batch_files (file_id, batch_id, kind, state) VALUES (?, ?, ?, 'pending')"
+# A batch naming another file than the one stored (a gateway minting new ids) has it
+# fetched afresh; the old file's lines go with it (migrations/0015_file_replaced.sql).
+_UPSERT_FILE = (
+    "INSERT INTO batch_files (file_id, batch_id, kind, state) VALUES (?, ?, ?, 'pending') "
+    "ON CONFLICT (batch_id, kind) DO UPDATE SET file_id = excluded.file_id, state = 'pending', "
+    "bytes = NULL, lines = NULL, error = NULL, fetched_at = NULL, expires_at = NULL, "
+    "not_found_runs = 0 WHERE file_id != excluded.file_id"
 )
 _INSERT_ERRORS = f"INSERT INTO batch_errors ({', '.join(ERROR_COLUMNS)}) VALUES {{values}}"
 _UPDATE_FIGURES = (
@@ -149,7 +154,7 @@ def _write_page(
             db.execute(f"DELETE FROM batch_errors WHERE batch_id IN ({stored})", list(before))
         execute_rows(db, _INSERT_ERRORS, error_rows)
         # In the same commit as the batch: a file to fetch is never lost to an interruption.
-        db.executemany(_INSERT_FILE, file_rows)
+        db.executemany(_UPSERT_FILE, file_rows)
         # gone_at keeps the first 404 of a streak; the count says how sure the mark is.
         gone_at = int(time.time())
         db.executemany(
