@@ -66,7 +66,7 @@ def body_encoding(resp: aiohttp.ClientResponse, url: Target, secret: str | None)
     applied = _applied(resp)
     asked = _asked_encodings(resp.request_info.headers)
     # Shown as sent: a header a server filled with the key is then masked as the key.
-    unknown = [e for e in applied if _named(e) not in asked or _named(e) not in ENCODINGS]
+    unknown = [e for e in applied if _named(e) not in ENCODINGS]
     if unknown or len(applied) > 1:
         named = f"encoded as {unknown[0] if unknown else ', '.join(applied)}"
         what = (
@@ -138,13 +138,14 @@ async def as_far_as_it_decodes(
 
 @contextlib.contextmanager
 def broken_encoding_raised(url: Target, secret: str | None) -> Iterator[None]:
-    """A compressed body that stops short raised as a cut transfer, one that is corrupt as a
-    broken response: both are asked again."""
+    """A compressed body that is corrupt or stops before its end raised as a broken response,
+    asked again: with a declared length, the whole body came and is wrong; that file's
+    failure, not the route's (a connection cut short is aiohttp's to tell)."""
     try:
         yield
     except BrokenEncodingError as exc:
         message = mask_secret(f"request to {url} failed: {exc}", secret)
-        raise (TransportError if exc.cut else BrokenResponseError)(message) from None
+        raise BrokenResponseError(message) from None
 
 
 def decode_json(body: bytes | bytearray, url: str, content_type: str, secret: str | None) -> Any:

@@ -1,8 +1,8 @@
-"""A compressed file body decoded as it arrives, its end checked.
+"""A compressed body decoded as it arrives, its end checked.
 
 aiohttp checks that a deflate stream ended, not a gzip one: a gzip body cut at a flush
-point inside its declared length would pass for the whole file. Decoding file bodies here
-makes every compressed stream that stops before its end a cut transfer.
+point inside its declared length would pass for the whole file. Decoding every body here
+makes each compressed stream that stops before its end a broken body, asked again.
 """
 
 from __future__ import annotations
@@ -19,11 +19,7 @@ PIECE_BYTES = 2**18
 
 
 class BrokenEncodingError(Exception):
-    """A compressed body that is corrupt, or that stopped before its stream's end (`cut`)."""
-
-    def __init__(self, message: str, *, cut: bool) -> None:
-        super().__init__(message)
-        self.cut = cut
+    """A compressed body that is corrupt, or that stopped before its stream's end."""
 
 
 def _decompressor(encoding: str, first: bytes) -> zlib._Decompress:
@@ -40,7 +36,8 @@ async def decoded(chunks: AsyncIterator[bytes], encoding: str) -> AsyncIterator[
 
     Raises BrokenEncodingError for corrupt data and for a stream that stops before its end.
     Gzip members following each other are read as one body, as gzip tools do; what follows
-    the last stream and is not one (zero padding, a stray line end) is ignored, as they do.
+    the last stream and is not one (zero padding, a stray line end) is ignored, as GNU gzip
+    does (with a warning): a request file's line count is checked against its batch's.
     """
     unpacker: zlib._Decompress | None = None
     after_the_end = b""  # bytes past a finished stream, too few yet to tell what they are
@@ -69,9 +66,9 @@ async def decoded(chunks: AsyncIterator[bytes], encoding: str) -> AsyncIterator[
                     if not data and len(piece) < PIECE_BYTES:
                         break
     except zlib.error as exc:
-        raise BrokenEncodingError(f"the {encoding} body is corrupt ({exc})", cut=False) from None
+        raise BrokenEncodingError(f"the {encoding} body is corrupt ({exc})") from None
     if unpacker is not None and not unpacker.eof:
-        raise BrokenEncodingError(f"the {encoding} body stopped before its stream's end", cut=True)
+        raise BrokenEncodingError(f"the {encoding} body stopped before its stream's end")
 
 
 _GZIP_MAGIC = b"\x1f\x8b"

@@ -55,7 +55,7 @@ _REQUEST_COLUMNS = {
     "request_id": "the API's request id",
     "error_code": "why it failed: context_length_exceeded, batch_expired, ...",
     "error_message": "the API's message (search them in request_error_messages, or with "
-    "the query failed_requests_by_message)",
+    "the query requests_by_error_message)",
     "error_type": "invalid_request_error, server_error, ...",
     "error_param": "the parameter at fault",
     "model": "the model the answer names",
@@ -119,7 +119,7 @@ TABLES: dict[str, dict[str, Any]] = {
     ),
     "request_error_messages": _table(
         "Every error message a request line holds, once: search them with the search box, "
-        "then find their requests with the query failed_requests_by_message.",
+        "then find their requests with the query requests_by_error_message.",
         {"message": "an error_message of batch_requests (full-text searchable)"},
         fts_table="request_error_messages_fts",
     ),
@@ -206,12 +206,13 @@ TABLES: dict[str, dict[str, Any]] = {
 
 # Requests are found by their messages' words: the index holds each distinct message once.
 QUERIES: dict[str, dict[str, str]] = {
-    "failed_requests_by_message": {
-        "title": "Failed requests by the words of their error message",
+    "requests_by_error_message": {
+        "title": "Requests by the words of their error message",
         "description": "Full-text search (FTS5): every word must appear, in any order; "
         '"quotes" for a phrase, OR between words for either.',
-        "sql": "SELECT * FROM failed_requests WHERE error_message IN (SELECT message FROM "
-        "request_error_messages_fts WHERE request_error_messages_fts MATCH :words)",
+        "sql": "SELECT batch_id, custom_id, kind, status_code, error_code, error_type, "
+        "error_message, model FROM batch_requests WHERE error_message IN (SELECT message "
+        "FROM request_error_messages_fts WHERE request_error_messages_fts MATCH :words)",
     },
 }
 

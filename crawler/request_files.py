@@ -240,8 +240,8 @@ _ESCAPED_ASCII = re.compile(r"\\u00[2-7][0-9a-fA-F]")
 
 def _text_for_sqlite(line: bytearray, secret: str | None) -> str | None:
     """The line as text for SQLite to map, or None when it is for Python to: not UTF-8, a
-    surrogate escape (alone, it would become text SQLite stores broken), an escaped NUL
-    (SQLite's JSON functions end a text there), the key (a server echoing it: masked before
+    surrogate escape (alone, it would become text SQLite stores broken), a NUL, escaped or
+    not (SQLite's JSON functions end a text there), the key (a server echoing it: masked before
     it is stored), or an escaped ASCII character (the key may hide in escapes: Python
     decodes them, then masks)."""
     try:
@@ -251,6 +251,8 @@ def _text_for_sqlite(line: bytearray, secret: str | None) -> str | None:
     if "\\u" in text and (
         "\\ud" in text or "\\uD" in text or "\\u0000" in text or _ESCAPED_ASCII.search(text)
     ):
+        return None
+    if "\x00" in text:  # SQLite's JSON parser stops at a NUL byte, and takes what came before
         return None
     if holds_secret(text, secret):
         return None

@@ -2,7 +2,7 @@
 -- repeats a few messages over thousands of lines, and indexing every line cost the database
 -- thread about 40 % more time per error line (and the files' writer is what a first sync
 -- waits on); one more message to index is rare. Find the requests by their message:
---   SELECT * FROM failed_requests WHERE error_message IN
+--   SELECT * FROM batch_requests WHERE error_message IN
 --     (SELECT message FROM request_error_messages_fts
 --      WHERE request_error_messages_fts MATCH 'context length');
 -- Messages are kept once seen (a message no request holds any more finds no request).

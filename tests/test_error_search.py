@@ -41,10 +41,10 @@ def search(db: Path, table: str, words: str) -> list[tuple[Any, ...]]:
 
 
 def search_requests(db: Path, words: str) -> list[tuple[Any, ...]]:
-    """The failed requests whose message matches `words`, by Datasette's canned query."""
+    """The requests whose error message matches `words`, by Datasette's canned query."""
     with contextlib.closing(sqlite3.connect(db)) as conn:
-        found = conn.execute(QUERIES["failed_requests_by_message"]["sql"], {"words": words})
-        return sorted((row[0], row[2]) for row in found)
+        found = conn.execute(QUERIES["requests_by_error_message"]["sql"], {"words": words})
+        return sorted((row[0], row[1]) for row in found)
 
 
 async def test_a_batchs_error_lines_are_found_and_replaced_lines_are_not(db_path: Path) -> None:

@@ -374,26 +374,53 @@ async def test_custom_ids_apart_only_after_a_nul_are_two_requests(db_path: Path)
     assert stored == [("a\0b",), ("a\0c",)]
 
 
+async def test_a_line_with_a_nul_byte_is_not_json_and_the_next_line_is_kept(
+    db_path: Path,
+) -> None:
+    """SQLite's JSON parser stopped at a raw NUL: the line before it passed for the whole
+    line, and a line glued after it was lost without a word."""
+    content = b'{"custom_id": "a", "response": null}\x00{"custom_id": "b"}\n{"custom_id": "c"}\n'
+    async with raw_api([failed_batch(1)], lambda _: (b"200 OK", {}, content)) as url:
+        result = await sync(Settings(db=db_path, base_url=url, api_key=API_KEY), retry=RETRY)
+    assert result.request_lines == 1
+    assert any("line 1: not JSON" in warning for warning in result.warnings)
+
+
 async def test_a_batch_naming_another_file_has_it_fetched_and_the_old_lines_dropped(
     db_path: Path,
 ) -> None:
     """A finished batch whose error file id changed (a gateway minting new ids) kept the
-    old file's row and lines, the new file never fetched, even with --full."""
+    old file's row and lines, the new file never fetched, even with --full. The old lines
+    stay until the new file is stored: it may be gone (404) already."""
     files = {"file-A": error_lines(3), "file-B": error_lines(5).replace(b'"r', b'"b')}
+    served = {"file-A"}
+
+    def file_answer(file_id: str) -> RawAnswer:
+        if file_id in served:
+            return b"200 OK", {}, files[file_id]
+        gone = {"error": {"message": f"No such File object: {file_id}", "type": "invalid"}}
+        return b"404 Not Found", {"Content-Type": "application/json"}, json.dumps(gone).encode()
+
+    def stored(db: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            state = conn.execute("SELECT file_id, state FROM batch_files").fetchall()
+            requests = conn.execute("SELECT file_id, count(*) FROM batch_requests GROUP BY 1")
+            return state, requests.fetchall()
+
     batch = failed_batch(1, lines=3)
     batch["error_file_id"] = "file-A"
-    async with raw_api([batch], lambda file_id: (b"200 OK", {}, files[file_id])) as url:
+    async with raw_api([batch], file_answer) as url:
         settings = Settings(db=db_path, base_url=url, api_key=API_KEY)
         await sync(settings, retry=RETRY)
         batch.update(
             error_file_id="file-B", request_counts={"total": 5, "completed": 0, "failed": 5}
         )
+        await sync(settings, full=True, retry=RETRY)
+        assert stored(db_path) == ([("file-B", "expired")], [("file-A", 3)])
+        served.add("file-B")
         result = await sync(settings, full=True, retry=RETRY)
     assert (result.request_lines, result.warnings) == (5, ())
-    with contextlib.closing(sqlite3.connect(db_path)) as conn:
-        stored = conn.execute("SELECT file_id, state, lines FROM batch_files").fetchall()
-        requests = conn.execute("SELECT file_id, count(*) FROM batch_requests GROUP BY 1")
-        assert (stored, requests.fetchall()) == ([("file-B", "complete", 5)], [("file-B", 5)])
+    assert stored(db_path) == ([("file-B", "complete")], [("file-B", 5)])
 
 
 class CutOnceServer:

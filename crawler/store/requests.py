@@ -254,3 +254,11 @@ def update_file(
             file.file_id,
         ),
     )
+    if state == "complete" and db.execute("SELECT changes()").fetchone()[0]:
+        # The batch's record is now this file's lines: those of a file it named before (a
+        # gateway minting new ids), or written late by a fetch of it, go. Not sooner: the
+        # new file may never be fetched (deleted after 30 days), and the old lines then stay.
+        db.execute(
+            "DELETE FROM batch_requests WHERE batch_id = ? AND kind = ? AND file_id != ?",
+            (file.batch_id, file.kind, file.file_id),
+        )

@@ -57,7 +57,7 @@ _UPSERT_BATCHES = (
     + ", gone_at = NULL, not_found_runs = 0"
 )
 # A batch naming another file than the one stored (a gateway minting new ids) has it
-# fetched afresh; the old file's lines go with it (migrations/0015_file_replaced.sql).
+# fetched afresh; the old file's lines go once it is stored whole (requests.update_file).
 _UPSERT_FILE = (
     "INSERT INTO batch_files (file_id, batch_id, kind, state) VALUES (?, ?, ?, 'pending') "
     "ON CONFLICT (batch_id, kind) DO UPDATE SET file_id = excluded.file_id, state = 'pending', "
@@ -352,7 +352,8 @@ class Store:
             walk: the walk state to commit with the page; None leaves it as it is.
             figures: the run's figures so far, committed to its ledger row with the page.
             gone_ids: batches the API answered 404 for, counted in the same commit.
-            file_rows: (file_id, batch_id, kind) of files to fetch, added unless known.
+            file_rows: (file_id, batch_id, kind) of files to fetch, added, or replacing
+                another file the batch named before.
 
         Raises:
             UnstorableBatchError: a field held a value SQLite cannot store (nothing is written).
