@@ -67,7 +67,8 @@ async def decoded(chunks: AsyncIterator[bytes], encoding: str) -> AsyncIterator[
                         break
     except zlib.error as exc:
         raise BrokenEncodingError(f"the {encoding} body is corrupt ({exc})") from None
-    if unpacker is not None and not unpacker.eof:
+    # A lone first byte of a member's magic at the end is a member cut short, not padding.
+    if (unpacker is not None and not unpacker.eof) or after_the_end == _GZIP_MAGIC[:1]:
         raise BrokenEncodingError(f"the {encoding} body stopped before its stream's end")
 
 

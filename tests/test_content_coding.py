@@ -112,6 +112,16 @@ async def test_a_gzip_body_cut_anywhere_is_cut(keep: float) -> None:
         await decode(body[: int(len(body) * keep)], "gzip")
 
 
+@pytest.mark.parametrize("padding", [b"", b"\0\0"], ids=["right after", "after padding"])
+async def test_a_second_member_cut_after_its_first_byte_is_cut(padding: bytes) -> None:
+    """The first byte of a gzip member's magic was held to tell what it begins, then taken,
+    at the end, for padding: half the file passed for the whole."""
+    half = len(CONTENT) // 2
+    body = gzip.compress(CONTENT[:half]) + padding + gzip.compress(CONTENT[half:])[:1]
+    with pytest.raises(BrokenEncodingError, match="stopped before"):
+        await decode(body, "gzip", 7)
+
+
 async def test_corrupt_data_is_refused() -> None:
     """A stream whose checksum does not match its content."""
     body = bytearray(gzip.compress(CONTENT))
