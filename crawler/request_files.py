@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import functools
 import re
 from collections.abc import Awaitable, Callable, Collection
@@ -301,6 +302,20 @@ _Write = tuple[FileToFetch, FileRead, LineChunk] | FileOutcome
 _FATAL = (AuthenticationError, QuotaExceededError)
 
 
+def _none_stored_is_no_file(outcome: FileOutcome) -> FileOutcome:
+    """A file read whole without one request line where its batch counts some is not the
+    file (a proxy's page answered 200, an error object, an empty body): failed, asked for
+    again next sync, not recorded complete and never asked for again."""
+    file, read = outcome.file, outcome.read
+    if outcome.state != "complete" or read is None or read.lines or not file.expected_lines:
+        return outcome
+    error = BrokenResponseError(
+        f"its {read.size:,} bytes hold no request line where the batch counts "
+        f"{file.expected_lines:,}: not the file (a proxy's page?)"
+    )
+    return dataclasses.replace(outcome, state="failed", error=error)
+
+
 def _route_failing(error: ApiError | None) -> bool:
     """Whether a file's failure says the files route is failing: server errors and failed
     connections, asked again until retries ran out; not a body refused at once (an
@@ -373,7 +388,7 @@ class FileFetcher:
         """Commit chunks and record how files ended, in the order the workers handed them on."""
         while (item := await self._writes.get()) is not None:
             if isinstance(item, FileOutcome):
-                await self._on_outcome(item)
+                await self._on_outcome(_none_stored_is_no_file(item))
                 continue
             file, read, chunk = item
             odd: list[str] = []

@@ -423,6 +423,29 @@ async def test_a_batch_naming_another_file_has_it_fetched_and_the_old_lines_drop
     assert stored(db_path) == ([("file-B", "complete")], [("file-B", 5)])
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        (b"200 OK", {"Content-Type": "text/html"}, b"<html><body>Sign in</body></html>\n"),
+        (b"200 OK", {}, b'{"error": {"message": "try later"}}\n'),
+        (b"200 OK", {"Content-Encoding": "gzip"}, b""),
+    ],
+    ids=["a proxy's page", "an error object", "an empty gzip body"],
+)
+async def test_a_file_answered_without_one_request_line_is_asked_again_next_sync(
+    db_path: Path, answer: RawAnswer
+) -> None:
+    """It was recorded complete with 0 lines, and never asked for again."""
+    answers = iter([answer, (b"200 OK", {}, error_lines(2))])
+    async with raw_api([failed_batch(1)], lambda _: next(answers)) as url:
+        settings = Settings(db=db_path, base_url=url, api_key=API_KEY)
+        first = await sync(settings, retry=RETRY)
+        assert file_states(db_path) == {"failed": 1}
+        assert "hold no request line where the batch counts 2" in " ".join(first.warnings)
+        again = await sync(settings, retry=RETRY)
+    assert (again.request_lines, file_states(db_path)) == (2, {"complete": 1})
+
+
 class CutOnceServer:
     """An API whose file's first answer is cut short where aiohttp checks nothing: as HTTP/1.0
     answers (no Content-Length, the body ends when the connection closes) cut in the middle
