@@ -60,9 +60,10 @@ MAX_FILE_LINES = 50_000
 # no time measurably saved).
 WRITES_AHEAD = 1
 
-# Files whose retries ran out on server errors or failed connections, one after the other
-# with none fetched between, before the run stops fetching files: the files route is down,
-# and going on would cost every file its retries (8 attempts, half a minute each).
+# Files not failed before whose retries ran out on server errors or failed connections (or
+# that answered 403), one after the other with none fetched between, before the run stops
+# fetching files: the files route is down (or out of the key's reach), and going on would
+# cost every file its retries (8 attempts, half a minute each).
 FAILURES_IN_A_ROW = 3
 
 # Warnings kept word for word per file; past these, only counted.
@@ -298,8 +299,14 @@ class FileOutcome:
 
 _Write = tuple[FileToFetch, FileRead, LineChunk] | FileOutcome
 
-# Refusals about the key or the account, not about one file: they end the run.
-_FATAL = (AuthenticationError, QuotaExceededError)
+
+def _about_the_key(error: ApiError) -> bool:
+    """Whether a refusal is about the key or the account, not about one file: it ends the
+    run. A 403 is the file's (that file, or files, out of the key's reach: 3 fresh files
+    in a row stop the run's files, as an outage does)."""
+    if isinstance(error, AuthenticationError):
+        return error.status != 403
+    return isinstance(error, QuotaExceededError)
 
 
 def _none_stored_is_no_file(outcome: FileOutcome) -> FileOutcome:
@@ -316,10 +323,17 @@ def _none_stored_is_no_file(outcome: FileOutcome) -> FileOutcome:
     return dataclasses.replace(outcome, state="failed", error=error)
 
 
-def _route_failing(error: ApiError | None) -> bool:
-    """Whether a file's failure says the files route is failing: server errors and failed
-    connections, asked again until retries ran out; not a body refused at once (an
-    encoding not asked for) or broken (corrupt compression), which is that file's alone."""
+def _route_failing(outcome: FileOutcome) -> bool:
+    """Whether a file's failure says the files route is failing (or out of the key's reach):
+    server errors and failed connections, asked again until retries ran out, and 403s; not
+    a body refused at once (an encoding not asked for) or broken, which is that file's
+    alone, nor a file failing again after an earlier sync (the same few would otherwise
+    stop every sync before the files after them)."""
+    error = outcome.error
+    if outcome.file.state != "pending" or error is None:
+        return False
+    if isinstance(error, AuthenticationError):
+        return True  # a 403: the others raise
     return isinstance(error, ServerError | TransportError) and error.retryable
 
 
@@ -425,7 +439,7 @@ class FileFetcher:
             except OutOfTime:
                 self.stopped = True  # the file stays to fetch: the next sync reads it whole
                 return
-            if _route_failing(outcome.error):
+            if _route_failing(outcome):
                 self._failing += 1
                 # The files left stay to fetch: the run ends partial, the next one goes on.
                 self.stopped = self.stopped or self._failing >= FAILURES_IN_A_ROW
@@ -460,9 +474,9 @@ class FileFetcher:
 
         try:
             read = await self._client.read_file(file.file_id, consume)
-        except _FATAL:
-            raise
         except ApiError as exc:
+            if _about_the_key(exc):
+                raise
             return FileOutcome(file, "failed", error=exc)
         if read is None:
             return FileOutcome(file, "expired")

@@ -446,6 +446,42 @@ async def test_a_file_answered_without_one_request_line_is_asked_again_next_sync
     assert (again.request_lines, file_states(db_path)) == (2, {"complete": 1})
 
 
+async def test_files_failing_on_every_sync_do_not_stop_the_files_after_them(
+    db_path: Path,
+) -> None:
+    """Failed files come first in the next sync: three answering 503 for good stopped
+    every sync's files before the others (counted as the files route down again)."""
+    batches = [failed_batch(n) for n in range(6, 0, -1)]
+    broken = {"file-err-6", "file-err-5", "file-err-4"}
+
+    def file_answer(file_id: str) -> RawAnswer:
+        return (b"503 Busy", {}, b"") if file_id in broken else (b"200 OK", {}, error_lines(2))
+
+    async with raw_api(batches, file_answer) as url:
+        settings = Settings(db=db_path, base_url=url, api_key=API_KEY, concurrency=1)
+        first = await sync(settings, retry=RETRY)
+        assert (first.complete, file_states(db_path)) == (False, {"failed": 3, "pending": 3})
+        again = await sync(settings, retry=RETRY)
+    assert (again.request_lines, file_states(db_path)) == (6, {"failed": 3, "complete": 3})
+
+
+async def test_a_file_out_of_the_keys_reach_fails_alone(db_path: Path) -> None:
+    """A 403 on one file ended the run (exit 1) before the files after it, on every sync."""
+    refused = {"error": {"message": "Missing scopes: api.files.read", "type": "invalid"}}
+
+    def file_answer(file_id: str) -> RawAnswer:
+        if file_id == "file-err-2":
+            return b"403 Forbidden", {}, json.dumps(refused).encode()
+        return b"200 OK", {}, error_lines(2)
+
+    async with raw_api([failed_batch(n) for n in (3, 2, 1)], file_answer) as url:
+        settings = Settings(db=db_path, base_url=url, api_key=API_KEY, concurrency=1)
+        result = await sync(settings, retry=RETRY)
+    assert (result.complete, result.request_lines) == (True, 4)
+    assert file_states(db_path) == {"failed": 1, "complete": 2}
+    assert "Missing scopes" in " ".join(result.warnings)
+
+
 class CutOnceServer:
     """An API whose file's first answer is cut short where aiohttp checks nothing: as HTTP/1.0
     answers (no Content-Length, the body ends when the connection closes) cut in the middle

@@ -160,6 +160,7 @@ class FileToFetch:
     kind: str  # output, error
     expected_lines: int | None  # from the batch's request counts, when it has them
     position: int  # its order in `batch_files` (the rowid)
+    state: str = "pending"  # pending, or failed (or expired) on an earlier sync
 
 
 # The files still to fetch, as the index batch_files_to_fetch spells them (SQLite uses a
@@ -182,7 +183,7 @@ def select_files_to_fetch(
         f"WHEN '{kind}' THEN b.{column}" for kind, column in _EXPECTED_LINES.items()
     )
     rows = db.execute(
-        f"SELECT f.file_id, f.batch_id, f.kind, CASE f.kind {expected} END, f.rowid "
+        f"SELECT f.file_id, f.batch_id, f.kind, CASE f.kind {expected} END, f.rowid, f.state "
         "FROM batch_files AS f JOIN batches AS b ON b.id = f.batch_id "
         f"WHERE f.rowid > ? AND ({_TO_FETCH}) AND f.kind IN ({kind_marks}) "
         f"AND {IN_ACCOUNT_LIST} ORDER BY f.rowid LIMIT ?",
