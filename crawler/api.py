@@ -7,8 +7,9 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
@@ -144,6 +145,30 @@ def is_permanent(exc: BaseException) -> bool:
     return isinstance(exc, aiohttp.TooManyRedirects)
 
 
+def _key_kept_to_its_origin(names: Iterable[str]) -> aiohttp.TraceConfig:
+    """Drop the headers `names` from a request redirected to another origin, as aiohttp
+    drops Authorization: Azure's `api-key` would otherwise reach the host redirected to."""
+
+    async def on_redirect(
+        session: aiohttp.ClientSession,
+        context: SimpleNamespace,
+        params: aiohttp.TraceRequestRedirectParams,
+    ) -> None:
+        location = params.response.headers.get("Location", "")
+        try:
+            leaves = params.url.join(URL(location)).origin() != params.url.origin()
+        except ValueError:
+            return  # aiohttp refuses such a redirect itself
+        if leaves:
+            # The headers of the next hop: aiohttp passes on those it holds.
+            for name in names:
+                params.headers.popall(name, None)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_redirect.append(on_redirect)
+    return trace
+
+
 def create_session(settings: Settings) -> aiohttp.ClientSession:
     """The one HTTP session of a run: auth headers, timeouts, keep-alive connections."""
     if not settings.has_credentials:
@@ -181,6 +206,7 @@ def create_session(settings: Settings) -> aiohttp.ClientSession:
         connector=aiohttp.TCPConnector(limit=settings.concurrency + 1),
         raise_for_status=False,
         auto_decompress=False,
+        trace_configs=[_key_kept_to_its_origin(settings.auth_headers)],
         proxy=proxy,
         proxy_auth=proxy_auth,
     )

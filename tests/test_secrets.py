@@ -9,7 +9,9 @@ import logging
 import re
 import sqlite3
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, quote_plus
 
 import pytest
@@ -149,6 +151,48 @@ async def test_a_redirect_echoing_the_key_is_masked_in_the_request_log(
     requests = [r.getMessage() for r in caplog.records if r.getMessage().startswith("GET ")]
     assert any("k=***" in line for line in requests), requests
     assert not any("0123456789abcdef" in line for line in requests)
+
+
+@contextlib.asynccontextmanager
+async def serving(routes: dict[str, Any]) -> AsyncIterator[str]:
+    """An aiohttp app on 127.0.0.1 answering GET `routes` (path: handler); yields its root URL."""
+    app = web.Application()
+    for path, handler in routes.items():
+        app.router.add_get(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("provider", ["openai", "azure"])
+async def test_a_redirect_to_another_origin_does_not_take_the_key_along(
+    db_path: Path, provider: str
+) -> None:
+    """aiohttp drops Authorization on a redirect to another origin, not Azure's api-key:
+    the key reached the host redirected to."""
+    key = "0123456789abcdef0123456789abcdef"
+    seen: list[dict[str, str]] = []
+
+    async def listed(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        return web.json_response(list_body([make_batch(1)], False))
+
+    async with serving({"/{path:.*}": listed}) as elsewhere:
+
+        async def redirect(request: web.Request) -> web.Response:
+            raise web.HTTPFound(f"{elsewhere}{request.path_qs}")
+
+        async with serving({"/{path:.*}": redirect}) as root:
+            place = {"azure_endpoint": root} if provider == "azure" else {"base_url": f"{root}/v1"}
+            settings = Settings(db=db_path, provider=provider, api_key=key, **place)
+            result = await sync(settings)
+    assert result.complete
+    assert seen, "the list was asked for where the redirect pointed"
+    assert not any(key in json.dumps(headers) for headers in seen)
 
 
 async def test_an_id_holding_the_key_is_never_stored_nor_asked_for(
