@@ -51,6 +51,10 @@ BYTES_PER_COMMIT = 2**20
 # broken, and reading on would hold it all in memory.
 MAX_LINE_BYTES = 64 * 2**20
 
+# Lines longer than this (a long answer) are mapped in Python: SQLite (before 3.45) held
+# about 50 times a line's size while mapping it (a 60 MB line took 3 GB), Python a few times.
+SQL_LINE_BYTES = 2**18
+
 # A batch holds at most 50,000 requests: a file of more lines is no batch's, and one that
 # never ends would fill the disk.
 MAX_FILE_LINES = 50_000
@@ -171,7 +175,7 @@ async def read_requests(
             raise _TooLong("lines")
         number += 1
         chunk.size += len(line)
-        text = _text_for_sqlite(line, secret)
+        text = text_for_sqlite(line, secret)
         if text is not None:
             chunk.texts.append((number, text))
             return
@@ -240,12 +244,14 @@ class _TooLong(Exception):
 _ESCAPED_ASCII = re.compile(r"\\u00[2-7][0-9a-fA-F]")
 
 
-def _text_for_sqlite(line: bytearray, secret: str | None) -> str | None:
-    """The line as text for SQLite to map, or None when it is for Python to: not UTF-8, a
-    surrogate escape (alone, it would become text SQLite stores broken), a NUL, escaped or
-    not (SQLite's JSON functions end a text there), the key (a server echoing it: masked before
-    it is stored), or an escaped ASCII character (the key may hide in escapes: Python
-    decodes them, then masks)."""
+def text_for_sqlite(line: bytearray, secret: str | None) -> str | None:
+    """The line as text for SQLite to map, or None when it is for Python to: longer than
+    SQL_LINE_BYTES, not UTF-8, a surrogate escape (alone, it would become text SQLite
+    stores broken), a NUL, escaped or not (SQLite's JSON functions end a text there), the
+    key (a server echoing it: masked before it is stored), or an escaped ASCII character
+    (the key may hide in escapes: Python decodes them, then masks)."""
+    if len(line) > SQL_LINE_BYTES:
+        return None
     try:
         text = line.decode()
     except UnicodeDecodeError:
