@@ -12,7 +12,8 @@ from .config import ENV_LOG_FORMAT
 from .errors import EXIT_USAGE, ConfigError
 from .events import failure_event
 from .fake import BAD_PAGE_MODES, BROKEN_PAGINATION_MODES, FLAVORS, ID_STYLES
-from .setting_rules import LOG_FORMATS, Rule, integer_rule, number_rule, setting_rule
+from .redact import looks_like_secret
+from .setting_rules import LOG_FORMATS, Rule, integer_rule, number_rule, setting_rule, shown
 
 
 class Parser(argparse.ArgumentParser):
@@ -21,7 +22,12 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         """One line, not a usage dump: the user sees what is wrong and where to look."""
-        line = f"{self.prog}: error: {message} (see --help)"
+        # argparse quotes what it refused (an invalid choice): a key pasted there is not shown.
+        words = (
+            shown(word.strip("'")) if looks_like_secret(word.strip("'")) else word
+            for word in message.split(" ")
+        )
+        line = f"{self.prog}: error: {' '.join(words)} (see --help)"
         if Parser.json_errors:
             event = failure_event(ConfigError(line))
             self.exit(EXIT_USAGE, event.json_line())

@@ -19,6 +19,7 @@ from .setting_rules import (
     api_version_problem,
     check_setting,
     is_private_transport,
+    shown,
 )
 
 # Environment variables read the way the official SDK reads them.
@@ -189,7 +190,8 @@ def _check_account_tables(path: Path, tables: Any) -> None:
     for name, table in tables.items():
         problem = account_name_problem(name)
         if problem:
-            raise ConfigError(f"config file {path}: [accounts.{name}]: {problem}")
+            table_name = "NAME" if looks_like_secret(name) else name
+            raise ConfigError(f"config file {path}: [accounts.{table_name}]: {problem}")
         unknown = sorted(set(table) - set(ACCOUNT_KEYS))
         if unknown:
             raise ConfigError(
@@ -261,7 +263,9 @@ def load_accounts(
     names = [a.account for a in accounts]
     unknown = sorted(set(only) - set(names))
     if unknown:
-        raise ConfigError(f"no account {unknown[0]!r} here (accounts: {', '.join(names)})")
+        raise ConfigError(
+            f"no account here is named {shown(unknown[0])} (accounts: {', '.join(names)})"
+        )
     return [a for a in accounts if not only or a.account in only]
 
 

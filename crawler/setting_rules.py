@@ -50,7 +50,7 @@ def _convert(kind: type[int] | type[float], noun: str) -> Callable[[str], Any]:
         try:
             return kind(text)
         except ValueError:
-            raise ValueError(f"expected {noun}, got {text!r}") from None
+            raise ValueError(f"expected {noun}, got {shown(text)}") from None
 
     return convert
 
@@ -60,7 +60,7 @@ def integer_rule(low: int, high: int | None = None) -> Rule:
 
     def problem(value: Any) -> str | None:
         if not isinstance(value, int) or isinstance(value, bool):
-            return f"expected an integer, got {value!r}"
+            return f"expected an integer, got {shown(value)}"
         if high is not None and not low <= value <= high:
             return f"must be between {low} and {high}, got {value}"
         if value < low:
@@ -75,7 +75,7 @@ def number_rule(what: str, ok: Callable[[float], bool]) -> Rule:
 
     def problem(value: Any) -> str | None:
         if not isinstance(value, int | float) or isinstance(value, bool):
-            return f"expected {what}, got {value!r}"
+            return f"expected {what}, got {shown(value)}"
         if not math.isfinite(value):
             return f"expected a finite number, got {value}"
         if not ok(value):
@@ -101,13 +101,13 @@ def _header_text(value: Any) -> str | None:
 
 def _path(value: Any) -> str | None:
     if not isinstance(value, str | Path) or not str(value) or "\x00" in str(value):
-        return f"expected a file path, got {value!r}"
+        return f"expected a file path, got {shown(value)}"
     if str(value) == ":memory:":
         return "expected a file path; SQLite's :memory: would keep nothing"
     return None
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
     """`value` for an error message, unless it may hold a secret."""
     if looks_like_secret(value) or (isinstance(value, str) and "@" in value):
         return "a value not shown here (it may hold a secret)"
@@ -117,7 +117,7 @@ def _shown(value: Any) -> str:
 def _url(value: Any) -> str | None:
     parts = _split_url(value)
     if parts is None:
-        return f"expected an http(s) URL such as {DEFAULT_BASE_URL}, got {_shown(value)}"
+        return f"expected an http(s) URL such as {DEFAULT_BASE_URL}, got {shown(value)}"
     return _url_extras(value, parts)
 
 
@@ -178,7 +178,7 @@ def _variable_name(value: Any) -> str | None:
         return None
     return (
         "must name the environment variable that holds the key (letters, digits and _, not "
-        f"starting with a digit), such as OPENAI_API_KEY, not the key itself; got {_shown(value)}"
+        f"starting with a digit), such as OPENAI_API_KEY, not the key itself; got {shown(value)}"
     )
 
 
@@ -187,7 +187,7 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
 
     def problem(value: Any) -> str | None:
         if value not in choices:
-            return f"expected one of {', '.join(choices)}, got {_shown(value)}"
+            return f"expected one of {', '.join(choices)}, got {shown(value)}"
         return None
 
     return problem
@@ -200,24 +200,29 @@ _API_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}(-preview)?")
 def api_version_problem(value: Any) -> str | None:
     if isinstance(value, str) and _API_VERSION.fullmatch(value):
         return None
-    return f"expected a version such as 2024-10-21 or 2025-04-01-preview, got {_shown(value)}"
+    return f"expected a version such as 2024-10-21 or 2025-04-01-preview, got {shown(value)}"
 
 
 _ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def account_name_problem(value: Any) -> str | None:
+    if looks_like_secret(value):
+        return (
+            "looks like an API key, not a name: name the account, and give its key in the "
+            "variable its api_key_env names"
+        )
     if isinstance(value, str) and _ACCOUNT_NAME.fullmatch(value):
         return None
     return (
         "expected a name of letters, digits, '_', '-' and '.' (64 at most, starting with a "
-        f"letter or digit), got {_shown(value)}"
+        f"letter or digit), got {shown(value)}"
     )
 
 
 def _flag(value: Any) -> str | None:
     if not isinstance(value, bool):
-        return f"expected true or false, got {value!r}"
+        return f"expected true or false, got {shown(value)}"
     return None
 
 
@@ -225,7 +230,7 @@ def _convert_flag(text: str) -> bool:
     try:
         return {"true": True, "false": False}[text.lower()]
     except KeyError:
-        raise ValueError(f"expected true or false, got {text!r}") from None
+        raise ValueError(f"expected true or false, got {shown(text)}") from None
 
 
 _RULES: dict[str, Rule] = {

@@ -11,6 +11,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -359,6 +360,44 @@ def test_a_key_pasted_as_api_key_env_exits_2_without_showing_it(
     err = refused(capsys, ["sync", "--db", str(tmp_path / "b.db"), "--config", str(config)])
     assert "api_key_env: must name the environment variable" in err
     assert pasted not in err
+
+
+@pytest.mark.parametrize(
+    ("where", "argv_of"),
+    [
+        ("--page-size", lambda key, config: ["--page-size", key]),
+        ("--max-seconds", lambda key, config: ["--max-seconds", key]),
+        ("--log-format", lambda key, config: ["--log-format", key]),
+        ("--account", lambda key, config: ["--account", key]),
+        ("page_size", lambda key, config: ["--config", config(f'page_size = "{key}"')]),
+        (
+            "[accounts.KEY]",
+            lambda key, config: ["--config", config(f'[accounts."{key}"]\napi_key_env = "X"')],
+        ),
+    ],
+)
+def test_a_key_pasted_into_any_setting_is_not_shown(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    where: str,
+    argv_of: Callable[[str, Callable[[str], str]], list[str]],
+) -> None:
+    """Each echoed what it refused, the key pasted there too ([accounts."sk-..."] became an
+    account so named, shown and stored)."""
+    pasted = "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"
+
+    def config(text: str) -> str:
+        path = tmp_path / "c.toml"
+        path.write_text(text + "\n")
+        return str(path)
+
+    argv = ["sync", "--db", str(tmp_path / "b.db"), *argv_of(pasted, config)]
+    with contextlib.suppress(SystemExit):  # argparse's refusals exit; the config's return 2
+        assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert pasted not in err
+    assert "not shown here" in err or "looks like an API key" in err
 
 
 def test_a_key_shaped_variable_name_is_not_shown_when_unset(
