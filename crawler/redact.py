@@ -54,7 +54,7 @@ def mask_secret(text: str, secret: str | None) -> str:
         return text
     if len(secret) < _IDENTIFYING_RUN:
         return re.sub(rf"(?<![\w-]){re.escape(secret)}(?![\w-])", _MASK, text, flags=re.I)
-    return _mask(text, _scan(secret, _IDENTIFYING_RUN, any_case=True))
+    return _mask(text, _scan(secret, _IDENTIFYING_RUN, in_a_message=True))
 
 
 def holds_secret(text: str, secret: str | None) -> bool:
@@ -65,7 +65,7 @@ def holds_secret(text: str, secret: str | None) -> bool:
     """
     if not secret or len(secret) < _IDENTIFYING_RUN:
         return False
-    scan = _scan(secret, _stored_run(secret), any_case=_one_case(secret))
+    scan = _scan(secret, _stored_run(secret), in_a_message=False)
     return scan.may_hold(text) and _find_runs(text, scan) != []
 
 
@@ -73,7 +73,7 @@ def mask_values(row: tuple[Any, ...], secret: str) -> tuple[Any, ...]:
     """`row` (values to store) with what `holds_secret` finds masked in each text value."""
     if len(secret) < _IDENTIFYING_RUN:
         return row
-    scan = _scan(secret, _stored_run(secret), any_case=_one_case(secret))
+    scan = _scan(secret, _stored_run(secret), in_a_message=False)
     return tuple(_mask(v, scan) if isinstance(v, str) else v for v in row)
 
 
@@ -99,13 +99,17 @@ def _one_case(secret: str) -> bool:
 
 
 @functools.lru_cache(maxsize=8)
-def _scan(secret: str, run: int, *, any_case: bool) -> _Scan:
-    """`any_case`: look for the key in upper and lower case too. Messages always are (cheap,
-    and a key in one case tells most of it); stored data only for a key of one case, since
-    searching every page for more forms costs the walk, and an OpenAI key in one case is
-    no longer the key."""
+def _scan(secret: str, run: int, *, in_a_message: bool) -> _Scan:
+    """Messages are searched for the key in upper and lower case too (cheap, and a key in
+    one case tells most of it), and percent-encoded byte by byte; stored data for the key
+    in another case only if it has one case, since searching every page for more forms
+    costs the walk (the byte-by-byte form alone, a third of it), and an OpenAI key in one
+    case is no longer the key."""
     forms = _secret_forms(secret)
-    if any_case:
+    if in_a_message:
+        every_byte = "".join(f"%{byte:02X}" for byte in secret.encode())  # letters too
+        forms |= {every_byte}
+    if in_a_message or _one_case(secret):
         forms |= {case for form in forms for case in (form.lower(), form.upper())}
     size = (run + 1) // 2
     return _Scan(

@@ -58,6 +58,8 @@ MASKED = 'API error 401: bad header "Bearer ***" (x) [GET https://h/v1/batches]'
         pytest.param(lower_hex(quote(ODD_KEY, safe="")), id="percent-lower-hex"),
         pytest.param(quote(ODD_KEY), id="percent-path"),
         pytest.param(quote_plus(ODD_KEY), id="percent-form"),
+        pytest.param("".join(f"%{b:02X}" for b in ODD_KEY.encode()), id="percent-every-byte"),
+        pytest.param("".join(f"%{b:02x}" for b in ODD_KEY.encode()), id="percent-every-byte-lower"),
         pytest.param(ODD_KEY.lower(), id="lower-case"),
         pytest.param(ODD_KEY.upper(), id="upper-case"),
     ],
