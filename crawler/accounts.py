@@ -14,7 +14,7 @@ from .errors import ConfigError, CrawlerError, first_exception
 from .events import EventHandler
 from .runs import Progress, SyncResult
 from .store import Store, open_store
-from .sync import RunOptions, sync_account, tell_failure
+from .sync_run import RunOptions, sync_account, tell_failure
 
 
 @dataclass(frozen=True)

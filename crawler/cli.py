@@ -51,7 +51,7 @@ from .runs import SyncResult
 from .setting_rules import setting_rule
 from .status import dumps, format_status, read_status
 from .store import open_store
-from .sync import sync
+from .sync_run import sync
 
 T = TypeVar("T")
 

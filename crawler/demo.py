@@ -13,7 +13,7 @@ from .config import Settings
 from .fake import AZURE_API_VERSIONS, FakeApiOptions, FakeApiServer
 from .runs import Progress, SyncResult
 from .store.reads import EXAMPLE_QUERIES, QueryAnswer, answer_queries
-from .sync import sync
+from .sync_run import sync
 
 DEMO_QUERIES = EXAMPLE_QUERIES
 

@@ -13,6 +13,7 @@ import os
 import random
 import signal
 import sqlite3
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -259,3 +260,29 @@ async def test_sigkill_mid_file_then_the_next_sync_stores_every_line_once(db_pat
     stored = sorted(query(db_path, f"SELECT {', '.join(REQUEST_COLUMNS)} FROM batch_requests"))
     assert stored == expected
     assert query(db_path, "SELECT DISTINCT state FROM batch_files") == [("complete",)]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [["-m", "crawler"], ["-c", "import sys; from crawler.launch import main; sys.exit(main())"]],
+    ids=["python -m crawler", "the batch-crawler script"],
+)
+def test_ctrl_c_while_the_command_loads_ends_with_one_line(
+    tmp_path: Path, entry: list[str]
+) -> None:
+    """Ctrl-C in the half second the command's modules take to load: exit 130 and one line,
+    no traceback. An aiohttp that raises KeyboardInterrupt as it loads stands in for it."""
+    shadow = tmp_path / "shadow" / "aiohttp"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise KeyboardInterrupt\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "shadow"), str(ROOT)])}
+    done = subprocess.run(
+        [sys.executable, *entry, "status", "--db", str(tmp_path / "b.db")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (130, "batch-crawler: interrupted\n")

@@ -21,7 +21,7 @@ from crawler.config import Settings
 from crawler.errors import BadRequestError, BrokenResponseError, TransportError
 from crawler.fake import FakeApiOptions, FakeApiServer
 from crawler.jsontext import parse, to_text
-from crawler.sync import sync
+from crawler.sync_run import sync
 
 from .conftest import API_KEY, list_body, make_batch
 from .waits import HANG_GUARD

@@ -18,7 +18,7 @@ from crawler.refresh import refresh_by_id
 from crawler.rows import build_page_rows
 from crawler.runs import RunFigures
 from crawler.store import open_store
-from crawler.sync import sync
+from crawler.sync_run import sync
 
 from .conftest import API_KEY, BASE_URL, list_body, make_batch, serve_the_end
 from .exact import assert_database_matches

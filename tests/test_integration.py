@@ -20,7 +20,7 @@ from crawler.config import Settings
 from crawler.errors import AuthenticationError, PaginationError
 from crawler.fake import FakeApiOptions, FakeApiServer
 from crawler.runs import Progress, SyncResult
-from crawler.sync import sync
+from crawler.sync_run import sync
 
 from .conftest import API_KEY, BASE_URL, list_body, make_batch
 from .exact import assert_database_matches

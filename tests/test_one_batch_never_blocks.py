@@ -17,7 +17,7 @@ from crawler.api import RetryPolicy
 from crawler.config import Settings
 from crawler.errors import AuthenticationError, ServerError
 from crawler.status import format_status, read_status
-from crawler.sync import sync
+from crawler.sync_run import sync
 
 from .conftest import BASE_URL, list_body, make_batch, serve_the_end
 

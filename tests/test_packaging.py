@@ -86,3 +86,12 @@ def test_mypy_strict_is_clean() -> None:
 def test_installed_wheel_is_marked_typed(installed_wheel: Path) -> None:
     """Users' type checkers read the package's types (PEP 561)."""
     assert (installed_wheel / "crawler" / "py.typed").is_file()
+
+
+def test_every_public_name_loads_from_the_package() -> None:
+    """The package loads its names on first use: each one named in __all__ is there."""
+    import crawler  # noqa: PLC0415 (the package's own loading is what is tested)
+
+    missing = [name for name in crawler.__all__ if getattr(crawler, name, None) is None]
+    assert missing == []
+    assert crawler.sync.__module__ == "crawler.sync_run"

@@ -24,7 +24,7 @@ from crawler.config import Settings
 from crawler.errors import TransportError
 from crawler.redact import holds_secret, mask_secret, mask_values
 from crawler.replies import build_api_error
-from crawler.sync import sync
+from crawler.sync_run import sync
 
 from .conftest import BASE_URL, list_body, make_batch, serve_the_end
 

@@ -19,7 +19,7 @@ from crawler.store import open_reader, open_store
 from crawler.store import writes as store_writes
 from crawler.store.reads import TERMINAL, select_unsettled
 from crawler.store.schema import database_error
-from crawler.sync import sync
+from crawler.sync_run import sync
 
 from .conftest import API_KEY, BASE_URL, list_body, make_batch
 

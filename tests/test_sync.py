@@ -27,7 +27,7 @@ from crawler.errors import (
 from crawler.fake import FakeApiOptions, FakeApiServer
 from crawler.ratelimit import RateLimiter
 from crawler.store import Store
-from crawler.sync import sync
+from crawler.sync_run import sync
 
 from .conftest import BASE_URL, list_body, make_batch
 
@@ -515,7 +515,7 @@ async def test_a_request_cap_spaces_the_requests_and_counts_the_waits(
     spacing = 60 / per_minute
     virtual = VirtualTime()
     monkeypatch.setattr(
-        sys.modules["crawler.sync"],  # `crawler.sync` itself names the function
+        sys.modules["crawler.sync_run"],
         "RateLimiter",
         functools.partial(RateLimiter, clock=virtual.clock, sleep=virtual.sleep),
     )

@@ -20,7 +20,7 @@ from aiohttp import web
 from crawler.api import RetryPolicy
 from crawler.config import Settings
 from crawler.request_files import FAILURES_IN_A_ROW, MAX_FILE_LINES
-from crawler.sync import SyncResult, sync
+from crawler.sync_run import SyncResult, sync
 
 from .conftest import API_KEY, list_body, make_batch
 
