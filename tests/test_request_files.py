@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from aioresponses import aioresponses
 
-from crawler import Settings, sync
+from crawler import Settings, request_files, sync
 from crawler.api import RetryPolicy
 from crawler.bodies import FileBody
 from crawler.fake import FakeApiOptions, FakeApiServer
@@ -30,6 +30,7 @@ from crawler.request_files import (
     FileRead,
     LineBuffer,
     LineChunk,
+    plain_lines,
     read_requests,
     text_for_sqlite,
 )
@@ -92,11 +93,78 @@ def test_lines_are_split_whatever_the_chunks() -> None:
     text = b'{"a": 1}\n\n{"b": 2}\n{"c": 3}'
     for size in (1, 2, 3, 7, len(text)):
         buffer = LineBuffer()
-        lines = [
-            line for i in range(0, len(text), size) for line in buffer.feed(text[i : i + size])
-        ]
+        blocks = [buffer.feed(text[i : i + size]) for i in range(0, len(text), size)]
+        lines = [line for block in blocks if block is not None for line in block.split(b"\n")]
         lines += buffer.end()
         assert [bytes(line) for line in lines] == [b'{"a": 1}', b"", b'{"b": 2}', b'{"c": 3}']
+
+
+def request_line(custom_id: str, message: str = "The request timed out.") -> bytes:
+    return json.dumps(
+        {
+            "id": "batch_req_1",
+            "custom_id": custom_id,
+            "response": None,
+            "error": {"code": "request_timeout", "message": message},
+        },
+        ensure_ascii=False,
+    ).encode()
+
+
+# Lines that each need a look of their own (see text_for_sqlite, and the blank ones skipped).
+ODD_LINES = {
+    "empty": b"",
+    "spaces": b"   ",
+    "carriage return": b"\r",
+    "byte order mark": "\ufeff".encode() + request_line("bom"),
+    "escaped letter": request_line("esc").replace(b"timed", b"\\u0074imed"),
+    "escaped nul": request_line("e\\u0000x"),
+    "nul byte": request_line("nul").replace(b"timed", b"ti\x00med"),
+    "not UTF-8": request_line("latin").replace(b"timed", b"t\xe9med"),
+    "the key": request_line("key", f"Incorrect API key provided: {API_KEY}"),
+    "a run of the key": request_line("run", f"key ...{API_KEY[10:60]}..."),
+    "long": request_line("long", "x" * SQL_LINE_BYTES),
+    "long in letters of 2 bytes": request_line("wide", "é" * (SQL_LINE_BYTES // 2)),
+    "an array": b"[1, 2]",
+    "not JSON": b"not json",
+    "a character after {": b"|x",
+    "CRLF": request_line("crlf") + b"\r",
+    "no custom_id": b'{"id": "batch_req_2"}',
+}
+
+
+async def read_in_chunks(data: bytes, secret: str | None) -> tuple[Any, ...]:
+    """What read_requests hands on and notes for `data`, read 64 KiB at a time."""
+    saved: list[tuple[list[tuple[int, str]], list[tuple[Any, ...]]]] = []
+
+    async def save(read: FileRead, chunk: LineChunk) -> None:
+        saved.append((chunk.texts, chunk.rows))
+
+    async def chunks() -> Any:
+        for start in range(0, len(data), 2**16):
+            yield data[start : start + 2**16]
+
+    file = FileToFetch("file-1", "batch_1", "error", None, 1)
+    body = FileBody(chunks(), cut_may_pass_unseen=False)
+    read = await read_requests(body, file, save, keep_body=False, secret=secret)
+    return saved, read.warnings, read.size
+
+
+@pytest.mark.parametrize("odd", ODD_LINES.values(), ids=ODD_LINES.keys())
+@pytest.mark.parametrize("where", [0, 1, 7])
+async def test_lines_looked_at_by_the_chunk_are_stored_as_when_looked_at_one_by_one(
+    odd: bytes, where: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk of plain lines is looked at once (request_files.plain_lines); any line in it
+    that needs a look of its own sends the chunk line by line: both store the same."""
+    lines = [request_line(f"request-{n}") for n in range(10)]
+    plain = b"\n".join(lines) + b"\n"
+    lines[where] = odd
+    data = b"\n".join(lines) + b"\n"
+    assert plain_lines(bytearray(plain.rstrip(b"\n")), API_KEY) is not None
+    by_chunk = await read_in_chunks(data, API_KEY)
+    monkeypatch.setattr(request_files, "plain_lines", lambda block, secret: None)
+    assert by_chunk == await read_in_chunks(data, API_KEY)
 
 
 async def test_a_chunk_of_long_lines_is_committed_before_it_holds_too_many_bytes() -> None:
