@@ -42,12 +42,6 @@ class FileBody:
     cut_may_pass_unseen: bool
 
 
-def _asked_encodings(request_headers: Any) -> list[str]:
-    """The content encodings a request accepts, as its Accept-Encoding says."""
-    asked = request_headers.get("Accept-Encoding") or ", ".join(ENCODINGS)
-    return [e for e in (e.strip().lower() for e in asked.split(",")) if e]
-
-
 def _named(encoding: str) -> str:
     """An encoding by the name it is decoded as (RFC 9110: x-gzip is gzip)."""
     name = encoding.lower()
@@ -64,14 +58,13 @@ def body_encoding(resp: aiohttp.ClientResponse, url: Target, secret: str | None)
     """The encoding a 2xx body is compressed in (gzip or deflate), None if plain. One the
     request did not ask for, or several, is refused at once: asking again gets the same."""
     applied = _applied(resp)
-    asked = _asked_encodings(resp.request_info.headers)
     # Shown as sent: a header a server filled with the key is then masked as the key.
     unknown = [e for e in applied if _named(e) not in ENCODINGS]
     if unknown or len(applied) > 1:
         named = f"encoded as {unknown[0] if unknown else ', '.join(applied)}"
         what = (
             f"the server sent a body {named}, which batch-crawler cannot read "
-            f"(it asks for {' or '.join(asked)})"
+            f"(it asks for {' or '.join(ENCODINGS)})"
         )
         raise TransportError(
             mask_secret(f"request to {url} failed: {what}", secret), should_retry=False
