@@ -145,9 +145,10 @@ def is_permanent(exc: BaseException) -> bool:
     return isinstance(exc, aiohttp.TooManyRedirects)
 
 
-def _key_kept_to_its_origin(names: Iterable[str]) -> aiohttp.TraceConfig:
+def _kept_to_their_origin(names: Iterable[str]) -> aiohttp.TraceConfig:
     """Drop the headers `names` from a request redirected to another origin, as aiohttp
-    drops Authorization: Azure's `api-key` would otherwise reach the host redirected to."""
+    drops Authorization: Azure's `api-key`, and the organization and project the key
+    belongs to, would otherwise reach the host redirected to."""
 
     async def on_redirect(
         session: aiohttp.ClientSession,
@@ -169,6 +170,10 @@ def _key_kept_to_its_origin(names: Iterable[str]) -> aiohttp.TraceConfig:
     return trace
 
 
+# The organization and project a key belongs to, when the account has several.
+_ACCOUNT_HEADERS = ("OpenAI-Organization", "OpenAI-Project")
+
+
 def create_session(settings: Settings) -> aiohttp.ClientSession:
     """The one HTTP session of a run: auth headers, timeouts, keep-alive connections."""
     if not settings.has_credentials:
@@ -181,10 +186,11 @@ def create_session(settings: Settings) -> aiohttp.ClientSession:
         # then seen as cut, and a body that unpacks past the cap is not unpacked further.
         "Accept-Encoding": ", ".join(ENCODINGS),
     }
-    if settings.organization:
-        headers["OpenAI-Organization"] = settings.organization
-    if settings.project:
-        headers["OpenAI-Project"] = settings.project
+    for name, value in zip(
+        _ACCOUNT_HEADERS, (settings.organization, settings.project), strict=True
+    ):
+        if value:
+            headers[name] = value
     # HTTPS_PROXY, HTTP_PROXY and NO_PROXY are honoured, as by the official SDK. They are
     # read once here: aiohttp's trust_env reads them in a thread on every request, which
     # costs over a millisecond a page.
@@ -206,7 +212,7 @@ def create_session(settings: Settings) -> aiohttp.ClientSession:
         connector=aiohttp.TCPConnector(limit=settings.concurrency + 1),
         raise_for_status=False,
         auto_decompress=False,
-        trace_configs=[_key_kept_to_its_origin(settings.auth_headers)],
+        trace_configs=[_kept_to_their_origin([*settings.auth_headers, *_ACCOUNT_HEADERS])],
         proxy=proxy,
         proxy_auth=proxy_auth,
     )

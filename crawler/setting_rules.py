@@ -99,6 +99,18 @@ def _header_text(value: Any) -> str | None:
     return None
 
 
+def _account_id(prefix: str) -> Callable[[Any], str | None]:
+    """An organization or project id (sent in a header of its own, so never the key)."""
+
+    def problem(value: Any) -> str | None:
+        header_problem = _header_text(value)
+        if header_problem is None and looks_like_secret(value) and not value.startswith(prefix):
+            return f"looks like an API key, not an id ({prefix}…); the key goes in OPENAI_API_KEY"
+        return header_problem
+
+    return problem
+
+
 def _path(value: Any) -> str | None:
     if not isinstance(value, str | Path) or not str(value) or "\x00" in str(value):
         return f"expected a file path, got {shown(value)}"
@@ -161,7 +173,8 @@ def is_private_transport(url: str) -> bool:
     parts = urlsplit(url)
     if parts.scheme != "http":
         return True
-    host = (parts.hostname or "").rstrip(".")
+    # Not "localhost." with its trailing dot: that name is for DNS to resolve, not the hosts file.
+    host = parts.hostname or ""
     if host == "localhost":
         return True
     try:
@@ -239,8 +252,8 @@ _RULES: dict[str, Rule] = {
     "allow_insecure_http": Rule(_flag, _convert_flag),
     "api_key": Rule(_header_text),
     "api_key_env": Rule(_variable_name),
-    "organization": Rule(_header_text),
-    "project": Rule(_header_text),
+    "organization": Rule(_account_id("org-")),
+    "project": Rule(_account_id("proj_")),
     "page_size": integer_rule(1, 100),
     "max_attempts": integer_rule(1, 100),
     "max_retry_seconds": _SECONDS,

@@ -253,7 +253,13 @@ def test_http_to_this_machine_and_https_are_allowed(url: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["http://api.example.com/v1", "http://10.0.0.5:8000/v1", "http://[::2]/v1"]
+    "url",
+    [
+        "http://api.example.com/v1",
+        "http://10.0.0.5:8000/v1",
+        "http://[::2]/v1",
+        "http://localhost.:8000/v1",  # with its dot, a name DNS resolves, not the hosts file
+    ],
 )
 def test_plain_http_to_another_host_is_refused(url: str) -> None:
     """The key would travel in clear text: refused, saying why and how to allow it."""

@@ -21,7 +21,7 @@ from aioresponses import aioresponses
 from crawler.api import RetryPolicy
 from crawler.cli import main
 from crawler.config import Settings
-from crawler.errors import TransportError
+from crawler.errors import ConfigError, TransportError
 from crawler.redact import holds_secret, mask_secret, mask_values
 from crawler.replies import build_api_error
 from crawler.sync_run import sync
@@ -175,7 +175,8 @@ async def test_a_redirect_to_another_origin_does_not_take_the_key_along(
     db_path: Path, provider: str
 ) -> None:
     """aiohttp drops Authorization on a redirect to another origin, not Azure's api-key:
-    the key reached the host redirected to."""
+    the key reached the host redirected to. The organization and project go no further
+    either: they name the account to its own server only."""
     key = "0123456789abcdef0123456789abcdef"
     seen: list[dict[str, str]] = []
 
@@ -190,11 +191,30 @@ async def test_a_redirect_to_another_origin_does_not_take_the_key_along(
 
         async with serving({"/{path:.*}": redirect}) as root:
             place = {"azure_endpoint": root} if provider == "azure" else {"base_url": f"{root}/v1"}
-            settings = Settings(db=db_path, provider=provider, api_key=key, **place)
+            account = {"organization": "org-ADV", "project": "proj_ADV"}
+            settings = Settings(db=db_path, provider=provider, api_key=key, **place, **account)
             result = await sync(settings)
     assert result.complete
     assert seen, "the list was asked for where the redirect pointed"
     assert not any(key in json.dumps(headers) for headers in seen)
+    assert not any("ADV" in json.dumps(headers) for headers in seen)
+
+
+@pytest.mark.parametrize("setting", ["organization", "project"])
+def test_a_key_given_as_the_organization_or_project_is_refused_unseen(
+    db_path: Path, setting: str
+) -> None:
+    """A key pasted as the organization (or project) would go out in a header of its own,
+    to any server redirected to: refused, and not shown."""
+    key = "sk-proj-0123456789abcdefABCDEF0123456789"
+    with pytest.raises(ConfigError, match=f"^{setting}: looks like an API key") as refused:
+        Settings(db=db_path, api_key="sk-other", **{setting: key})
+    assert key[8:24] not in str(refused.value)
+    # Ids as OpenAI spells them pass, however long they grow.
+    prefix = {"organization": "org-", "project": "proj_"}[setting]
+    Settings(
+        db=db_path, api_key="sk-other", **{setting: f"{prefix}AbCdEfGhIjKlMnOpQrStUvWx0123456789"}
+    )
 
 
 async def test_an_id_holding_the_key_is_never_stored_nor_asked_for(
