@@ -340,13 +340,19 @@ class FileOutcome:
     state: str
     read: FileRead | None = None
     error: ApiError | None = None
+    bodies: bool = False  # complete, its lines stored with their bodies
 
     def warnings(self) -> list[str]:
         """What the run says of this file: why it failed, or what was odd in it."""
         file, read = self.file, self.read
         where = f"file {file.file_id} of batch {file.batch_id}"
+        again_for_bodies = file.state == "complete"  # its lines stay as stored before
+        if self.error is not None and again_for_bodies:
+            return [f"{where} (stored without bodies) was not read again: {self.error}"]
         if self.error is not None:
             return [f"{where} was not stored, and is asked for again next sync: {self.error}"]
+        if read is None and again_for_bodies:
+            return [f"{where} answers 404: its lines stay stored without bodies"]
         if read is None:  # deleted or expired: nothing to store, ever
             return []
         said = list(read.warnings)
@@ -365,7 +371,7 @@ class FileOutcome:
             return {"error": str(self.error)}
         if self.read is None:
             return {}
-        return {"size": self.read.size, "lines": self.read.lines}
+        return {"size": self.read.size, "lines": self.read.lines, "bodies": self.bodies}
 
 
 _Write = tuple[FileToFetch, FileRead, LineChunk] | FileOutcome
@@ -525,7 +531,9 @@ class FileFetcher:
                 # Cleared before asking: a page committed meanwhile sets it again.
                 self._more.clear()
                 batch = 2 * self._concurrency
-                found = await self._store.files_to_fetch(self._kinds, self._claimed_up_to, batch)
+                found = await self._store.files_to_fetch(
+                    self._kinds, self._claimed_up_to, batch, bodies=self._keep_body
+                )
                 self._claimed.extend(found)
             if not self._claimed:
                 return None
@@ -551,4 +559,4 @@ class FileFetcher:
             return FileOutcome(file, "failed", error=exc)
         if read is None:
             return FileOutcome(file, "expired")
-        return FileOutcome(file, "complete", read)
+        return FileOutcome(file, "complete", read, bodies=self._keep_body)

@@ -283,6 +283,50 @@ async def test_output_files_asked_for_later_are_backfilled(db_path: Path) -> Non
     assert stored_rows(db_path) == expected
 
 
+async def test_bodies_asked_for_later_are_filled_in_once(db_path: Path) -> None:
+    """A run keeping bodies reads again the files stored without them: turning bodies on
+    after earlier syncs fills them in, as turning outputs on fetches the output files."""
+    async with FakeApiServer(FakeApiOptions(batches=60, seed=3)) as server:
+        first = await sync(settings_for(server, db_path, outputs=True), retry=RETRY)
+        with_bodies = settings_for(server, db_path, outputs=True, bodies=True)
+        later = await sync(with_bodies, retry=RETRY)
+        again = await sync(with_bodies, retry=RETRY)
+        expected = expected_rows(server, {"error", "output"})
+    assert (first.files, later.files, again.files) == (first.files, first.files, 0)
+    assert first.files > 0
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        (without,) = conn.execute(
+            "SELECT count(*) FROM batch_requests WHERE kind = 'output' AND body IS NULL"
+        ).fetchone()
+    assert without == 0
+    assert [row[:-1] for row in stored_rows(db_path)] == [row[:-1] for row in expected]
+
+
+async def test_a_file_gone_before_its_bodies_were_asked_for_keeps_its_lines(
+    db_path: Path,
+) -> None:
+    """Files deleted since they were stored without bodies answer 404: they stay complete
+    with their lines, are asked on three syncs (a 404 may be a blip), and then no more."""
+    options = FakeApiOptions(batches=300, seed=6)
+    async with FakeApiServer(options) as server:
+        first = await sync(settings_for(server, db_path), retry=RETRY)
+    stored = stored_rows(db_path)
+    async with FakeApiServer(dataclasses.replace(options, deleted_file_rate=0.3)) as server:
+        settings = settings_for(server, db_path, bodies=True)
+        runs, asked = [], [0]
+        for _ in range(4):
+            runs.append(await sync(settings, retry=RETRY))
+            asked.append(server.stats.requests["file_content"])
+    gone = first.files - runs[0].files
+    assert gone > 0
+    assert [run.files for run in runs] == [first.files - gone, 0, 0, 0]
+    assert [b - a for a, b in itertools.pairwise(asked)] == [first.files, gone, gone, 0]
+    assert all("stay stored without bodies" in run.warnings[0] for run in runs[:3])
+    assert file_states(db_path) == {"complete": first.files}
+    kept = {row[:2]: row for row in stored}
+    assert {row[:2] for row in stored_rows(db_path)} == set(kept)
+
+
 async def test_odd_lines_are_named_and_the_rest_of_the_file_stored(
     db_path: Path, fast_retry: RetryPolicy
 ) -> None:

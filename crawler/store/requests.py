@@ -166,28 +166,43 @@ class FileToFetch:
 # The files still to fetch, as the index batch_files_to_fetch spells them (SQLite uses a
 # partial index only for a query that says its condition): pending, failed, and answered
 # 404 on fewer than three syncs in a row (see migrations/0011_file_not_found_runs.sql).
-_TO_FETCH = "f.state IN ('pending', 'failed') OR (f.state = 'expired' AND f.not_found_runs < 3)"
+_TO_FETCH = "state IN ('pending', 'failed') OR (state = 'expired' AND not_found_runs < 3)"
+# And, for a run that keeps bodies, those stored without (batch_files_without_bodies, see
+# migrations/0015_bodies_asked_later.sql).
+_WITHOUT_BODIES = "state = 'complete' AND bodies = 0 AND not_found_runs < 3"
 
 
 def select_files_to_fetch(
-    db: sqlite3.Connection, account: str, kinds: Collection[str], after: int, limit: int
+    db: sqlite3.Connection,
+    account: str,
+    kinds: Collection[str],
+    after: int,
+    limit: int,
+    *,
+    bodies: bool,
 ) -> list[FileToFetch]:
     """Up to `limit` files of `account`'s batches (stored first, or listed last by it), of
-    `kinds`, still to fetch (pending, or failed before) in the order they were recorded,
-    after the one at position `after` (those before are being fetched, or were done with in
-    this run)."""
+    `kinds`, still to fetch (pending, or failed before; with `bodies`, also those stored
+    without) in the order they were recorded, after the one at position `after` (those
+    before are being fetched, or were done with in this run)."""
     if not kinds:
         return []
     kind_marks = ", ".join("?" * len(kinds))
     expected = " ".join(
         f"WHEN '{kind}' THEN b.{column}" for kind, column in _EXPECTED_LINES.items()
     )
+    # One query a condition, each on its own partial index (ORed, SQLite scans the table).
+    conditions = (_TO_FETCH, _WITHOUT_BODIES) if bodies else (_TO_FETCH,)
+    files = " UNION ALL ".join(
+        "SELECT rowid AS position, file_id, batch_id, kind, state FROM batch_files "
+        f"WHERE rowid > ? AND kind IN ({kind_marks}) AND ({condition})"
+        for condition in conditions
+    )
     rows = db.execute(
-        f"SELECT f.file_id, f.batch_id, f.kind, CASE f.kind {expected} END, f.rowid, f.state "
-        "FROM batch_files AS f JOIN batches AS b ON b.id = f.batch_id "
-        f"WHERE f.rowid > ? AND ({_TO_FETCH}) AND f.kind IN ({kind_marks}) "
-        f"AND {IN_ACCOUNT_LIST} ORDER BY f.rowid LIMIT ?",
-        (after, *kinds, account, account, limit),
+        f"SELECT f.file_id, f.batch_id, f.kind, CASE f.kind {expected} END, f.position, f.state "
+        f"FROM ({files}) AS f JOIN batches AS b ON b.id = f.batch_id "
+        f"WHERE {IN_ACCOUNT_LIST} ORDER BY f.position LIMIT ?",
+        (*[value for _ in conditions for value in (after, *kinds)], account, account, limit),
     ).fetchall()
     return [FileToFetch(*row) for row in rows]
 
@@ -236,23 +251,34 @@ def update_file(
     size: int | None = None,
     lines: int | None = None,
     error: str | None = None,
+    bodies: bool = False,
 ) -> None:
-    """Record how fetching a file ended: complete, expired (404) or failed (and why)."""
+    """Record how fetching a file ended: complete (its lines stored `bodies` or not),
+    expired (404) or failed (and why). A file stored whole before, fetched again for its
+    bodies, stays complete with its lines unless it is stored whole again."""
+    now = int(time.time())
+    # The file fetched, not another the batch names since (a gateway minting new ids).
+    where = "WHERE batch_id = ? AND kind = ? AND file_id = ?"
+    key = (file.batch_id, file.kind, file.file_id)
+    not_found_runs = "CASE ? WHEN 'expired' THEN not_found_runs + 1 ELSE 0 END"
+    if state != "complete" and file.state == "complete":
+        db.execute(
+            f"UPDATE batch_files SET error = ?, not_found_runs = {not_found_runs} {where}",
+            (error, state, *key),
+        )
+        return
     db.execute(
         "UPDATE batch_files SET state = ?, bytes = ?, lines = ?, error = ?, fetched_at = ?, "
-        "not_found_runs = CASE ? WHEN 'expired' THEN not_found_runs + 1 ELSE 0 END "
-        # The file fetched, not another the batch names since (a gateway minting new ids).
-        "WHERE batch_id = ? AND kind = ? AND file_id = ?",
+        f"bodies = ?, not_found_runs = {not_found_runs} {where}",
         (
             state,
             size,
             lines,
             error,
-            int(time.time()),
+            now,
+            bodies if state == "complete" else None,
             state,
-            file.batch_id,
-            file.kind,
-            file.file_id,
+            *key,
         ),
     )
     if state == "complete" and db.execute("SELECT changes()").fetchone()[0]:

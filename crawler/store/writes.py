@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sqlite3
@@ -62,7 +63,7 @@ _UPSERT_FILE = (
     "INSERT INTO batch_files (file_id, batch_id, kind, state) VALUES (?, ?, ?, 'pending') "
     "ON CONFLICT (batch_id, kind) DO UPDATE SET file_id = excluded.file_id, state = 'pending', "
     "bytes = NULL, lines = NULL, error = NULL, fetched_at = NULL, expires_at = NULL, "
-    "not_found_runs = 0 WHERE file_id != excluded.file_id"
+    "not_found_runs = 0, bodies = NULL WHERE file_id != excluded.file_id"
 )
 _INSERT_ERRORS = f"INSERT INTO batch_errors ({', '.join(ERROR_COLUMNS)}) VALUES {{values}}"
 _UPDATE_FIGURES = (
@@ -377,10 +378,11 @@ class Store:
             ) from exc
 
     async def files_to_fetch(
-        self, kinds: Collection[str], after: int, limit: int
+        self, kinds: Collection[str], after: int, limit: int, *, bodies: bool
     ) -> list[FileToFetch]:
         """Files of `kinds` still to fetch, after position `after`; see select_files_to_fetch."""
-        return await self._in_thread(select_files_to_fetch, self.account, kinds, after, limit)
+        select = functools.partial(select_files_to_fetch, bodies=bodies)
+        return await self._in_thread(select, self.account, kinds, after, limit)
 
     async def save_requests(
         self,
