@@ -131,6 +131,7 @@ class LineChunk:
     texts: list[tuple[int, str]] = field(default_factory=list)  # (line number, JSON text)
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     size: int = 0  # bytes of its lines
+    first: bool = False  # the first of a reading of the file, from line 1
 
     def __len__(self) -> int:
         return len(self.texts) + len(self.rows)
@@ -198,7 +199,7 @@ class _FileLines:
         self._keep_body = keep_body
         self._secret = secret
         self.read = FileRead()
-        self._chunk = LineChunk()
+        self._chunk = LineChunk(first=True)
         self._number = 0  # of the last line, blank ones counted
         self._blanks = 0
 
@@ -484,7 +485,14 @@ class FileFetcher:
             file, read, chunk = item
             odd: list[str] = []
             save = functools.partial(
-                self._store.save_requests, file, chunk.texts, keep_body=self._keep_body
+                self._store.save_requests,
+                file,
+                chunk.texts,
+                keep_body=self._keep_body,
+                # A reading from line 1 replaces the lines of one cut short before (a file
+                # served anew may hold other lines). Not those of a file stored whole, read
+                # again for its bodies: they stay until it is stored whole again.
+                replacing=chunk.first and file.state != "complete",
             )
             try:
                 stored, unusable = await save(chunk.rows)

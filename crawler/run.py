@@ -198,10 +198,16 @@ class Run:
                 files=1, request_lines=read.lines, file_bytes=read.size
             )
         record = outcome.record()
-        await self.store.finish_file(
+        held = await self.store.finish_file(
             outcome.file, outcome.state, self.run_id, self.figures, **record
         )
         file = outcome.file
+        if held is not None and outcome.read is not None and held < outcome.read.lines:
+            self.note(
+                f"file {file.file_id} of batch {file.batch_id}: "
+                f"{outcome.read.lines - held:,} lines repeat the custom_id of another "
+                "(a request is one line): the last of each was kept"
+            )
         self.emit(
             FILE_STORED,
             "warning" if outcome.state == "failed" else "info",

@@ -728,11 +728,11 @@ async def raw_api(
         yield f"http://127.0.0.1:{listening.sockets[0].getsockname()[1]}/v1"
 
 
-def error_lines(count: int) -> bytes:
+def error_lines(count: int, prefix: str = "r") -> bytes:
     error = {"code": "invalid_request", "message": "bad"}
     return b"".join(
         json.dumps(
-            {"id": f"req_{n}", "custom_id": f"r{n}", "response": None, "error": error}
+            {"id": f"req_{n}", "custom_id": f"{prefix}{n}", "response": None, "error": error}
         ).encode()
         + b"\n"
         for n in range(count)
@@ -744,6 +744,46 @@ def failed_batch(n: int, lines: int = 2) -> dict[str, Any]:
     batch = make_batch(n, error_file_id=f"file-err-{n}", output_file_id=None)
     batch["request_counts"] = {"total": lines, "completed": 0, "failed": lines}
     return batch
+
+
+async def test_a_file_read_again_holds_only_the_lines_of_its_last_reading(
+    db_path: Path,
+) -> None:
+    """A file cut short after some chunks were committed, then answered whole with other
+    lines (a gateway serving another copy): the lines of the attempt cut short go, those
+    of the whole one stay. They stayed, and the batch held both."""
+    answers = iter(
+        [
+            gzip.compress(error_lines(3 * LINES_PER_COMMIT, prefix="cut-"))[:-1000],
+            gzip.compress(error_lines(5, prefix="whole-")),
+        ]
+    )
+    gzipped = {"Content-Type": "application/octet-stream", "Content-Encoding": "gzip"}
+    batch = failed_batch(1, lines=5)
+    async with raw_api([batch], lambda _: (b"200 OK", gzipped, next(answers))) as url:
+        result = await sync(Settings(db=db_path, base_url=url, api_key=API_KEY), retry=RETRY)
+    assert result.complete
+    assert [row[1] for row in stored_rows(db_path)] == [f"whole-{n}" for n in range(5)]
+
+
+async def test_lines_repeating_a_custom_id_are_said_and_the_last_kept(db_path: Path) -> None:
+    """A custom_id is one request: a file repeating one (a broken gateway) keeps the last
+    line of it, records the requests it holds, and says so. It said nothing."""
+    lines = [json.loads(line) for line in error_lines(3).splitlines()]
+    lines[1]["custom_id"] = lines[0]["custom_id"]
+    lines[1]["error"]["message"] = "the second"
+    body = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+    plain = {"Content-Type": "application/octet-stream"}
+    async with raw_api([failed_batch(1, lines=3)], lambda _: (b"200 OK", plain, body)) as url:
+        result = await sync(Settings(db=db_path, base_url=url, api_key=API_KEY), retry=RETRY)
+    assert result.complete
+    assert [row[1] for row in stored_rows(db_path)] == ["r0", "r2"]
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        assert conn.execute("SELECT error_message FROM batch_requests LIMIT 1").fetchone() == (
+            "the second",
+        )
+        assert conn.execute("SELECT lines FROM batch_files").fetchone() == (2,)
+    assert any("1 lines repeat the custom_id of another" in w for w in result.warnings)
 
 
 async def test_a_deleted_file_answered_gzipped_is_recorded_expired(db_path: Path) -> None:

@@ -213,6 +213,14 @@ def upsert_requests(db: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> 
     execute_rows(db, _UPSERT_REQUESTS, rows)
 
 
+def delete_file_lines(db: sqlite3.Connection, file: FileToFetch) -> None:
+    """Delete the lines stored of `file` (by a reading of it cut short)."""
+    db.execute(
+        "DELETE FROM batch_requests WHERE batch_id = ? AND kind = ? AND file_id = ?",
+        (file.batch_id, file.kind, file.file_id),
+    )
+
+
 def store_lines(
     db: sqlite3.Connection,
     lines: Sequence[tuple[int, str]],
@@ -252,10 +260,14 @@ def update_file(
     lines: int | None = None,
     error: str | None = None,
     bodies: bool = False,
-) -> None:
+) -> int | None:
     """Record how fetching a file ended: complete (its lines stored `bodies` or not),
     expired (404) or failed (and why). A file stored whole before, fetched again for its
-    bodies, stays complete with its lines unless it is stored whole again."""
+    bodies, stays complete with its lines unless it is stored whole again.
+
+    Returns, for a file complete, the requests it holds: fewer than its `lines` when some
+    lines repeat a custom_id (the last of each kept).
+    """
     now = int(time.time())
     # The file fetched, not another the batch names since (a gateway minting new ids).
     where = "WHERE batch_id = ? AND kind = ? AND file_id = ?"
@@ -266,7 +278,9 @@ def update_file(
             f"UPDATE batch_files SET error = ?, not_found_runs = {not_found_runs} {where}",
             (error, state, *key),
         )
-        return
+        return None
+    if state == "complete":
+        (lines,) = db.execute(f"SELECT count(*) FROM batch_requests {where}", key).fetchone()
     db.execute(
         "UPDATE batch_files SET state = ?, bytes = ?, lines = ?, error = ?, fetched_at = ?, "
         f"bodies = ?, not_found_runs = {not_found_runs} {where}",
@@ -289,3 +303,4 @@ def update_file(
             "DELETE FROM batch_requests WHERE batch_id = ? AND kind = ? AND file_id != ?",
             (file.batch_id, file.kind, file.file_id),
         )
+    return lines if state == "complete" else None

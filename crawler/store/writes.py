@@ -35,6 +35,7 @@ from .reads import (
 )
 from .requests import (
     FileToFetch,
+    delete_file_lines,
     select_files_to_fetch,
     store_lines,
     update_file,
@@ -181,8 +182,11 @@ def _write_requests(
     texts: Sequence[tuple[int, str]],
     rows: Sequence[tuple[Any, ...]],
     keep_body: bool,
+    replacing: bool,
 ) -> tuple[int, list[tuple[int, str]]]:
     with _transaction(db):
+        if replacing:
+            delete_file_lines(db, file)
         upsert_requests(db, rows)
         stored, unusable = store_lines(
             db,
@@ -202,10 +206,11 @@ def _finish_file(
     run_id: int,
     figures: RunFigures,
     outcome: dict[str, Any],
-) -> None:
+) -> int | None:
     with _transaction(db):
-        update_file(db, file, state, **outcome)
+        held = update_file(db, file, state, **outcome)
         _write_figures(db, run_id, figures)
+    return held
 
 
 def _save_prices(db: sqlite3.Connection, prices: PriceFile, source: str, as_of: str) -> None:
@@ -391,9 +396,11 @@ class Store:
         rows: Sequence[tuple[Any, ...]],
         *,
         keep_body: bool,
+        replacing: bool = False,
     ) -> tuple[int, list[tuple[int, str]]]:
         """Commit a chunk of a file's lines: `texts`, (number, JSON text) pairs that SQLite
-        maps to rows (see store_lines), and `rows` built already.
+        maps to rows (see store_lines), and `rows` built already; `replacing` the lines
+        stored of the file before, in the same transaction.
 
         Returns how many rows were stored, and the (number, why) of each text left out.
 
@@ -401,15 +408,16 @@ class Store:
             UnstorableBatchError: a value SQLite cannot store (nothing of the chunk is written).
         """
         try:
-            return await self._in_thread(_write_requests, file, texts, rows, keep_body)
+            return await self._in_thread(_write_requests, file, texts, rows, keep_body, replacing)
         except _UNSTORABLE as exc:
             raise UnstorableBatchError(f"a request line cannot be stored: {exc}") from exc
 
     async def finish_file(
         self, file: FileToFetch, state: str, run_id: int, figures: RunFigures, **outcome: Any
-    ) -> None:
-        """Record how a file ended (see update_file), with the run's figures so far."""
-        await self._in_thread(_finish_file, file, state, run_id, figures, outcome)
+    ) -> int | None:
+        """Record how a file ended (see update_file), with the run's figures so far; for a
+        file complete, the requests it holds."""
+        return await self._in_thread(_finish_file, file, state, run_id, figures, outcome)
 
     async def save_prices(self, prices: PriceFile, source: str, as_of: str) -> None:
         """Add these models, or replace the rates the file gives of those priced already,
