@@ -69,10 +69,17 @@ async def test_a_newer_database_is_refused_and_untouched(db_path: Path) -> None:
     assert db_path.read_bytes() == before
 
 
-async def test_another_programs_database_is_refused_and_untouched(db_path: Path) -> None:
-    """A SQLite file with other tables is not ours: refused, not written."""
+@pytest.mark.parametrize(
+    "marks", ["CREATE TABLE notes (x)", "PRAGMA user_version = 3"], ids=["tables", "a version"]
+)
+async def test_another_programs_database_is_refused_and_untouched(
+    db_path: Path, marks: str
+) -> None:
+    """A SQLite file with other tables, or a version of another program's (and no tables
+    yet), is not ours: refused, not written. The second read as our schema 3, and failed
+    migrating with "no such index"."""
     with sqlite3.connect(db_path) as conn:
-        conn.execute("CREATE TABLE notes (x)")
+        conn.execute(marks)
     before = db_path.read_bytes()
     with pytest.raises(DatabaseError, match="another program"):
         async with open_store(db_path):

@@ -70,7 +70,7 @@ async def _schema_version(conn: aiosqlite.Connection, path: Path) -> int:
         version = int((await cur.fetchone() or (0,))[0])
     async with conn.execute("SELECT count(*) FROM sqlite_master") as cur:
         objects = (await cur.fetchone() or (0,))[0]
-    if app_id != APPLICATION_ID and (app_id != 0 or objects):
+    if app_id != APPLICATION_ID and (app_id != 0 or objects or version):
         raise DatabaseError(
             f"{path} is a SQLite database of another program; choose another --db path"
         )
