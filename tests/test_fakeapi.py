@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
+from aiohttp import web
 
 from crawler.config import Settings
 from crawler.fake import (
@@ -797,3 +798,23 @@ def test_a_server_on_every_interface_gives_a_loopback_url(host: str, url_host: s
     assert client_host(host) == url_host
     if url_host != "h":
         Settings(base_url=f"http://{url_host}:8000/v1")
+
+
+async def test_a_client_gone_before_a_truncated_answer_leaves_no_traceback(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fake cutting an answer short for a client already gone (killed by a test) goes
+    on quietly; it logged "Error handling request" with a traceback."""
+
+    async def gone(self: web.StreamResponse, request: web.BaseRequest) -> None:
+        raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
+
+    monkeypatch.setattr(web.StreamResponse, "prepare", gone)
+    async with FakeApiServer(FakeApiOptions(batches=5, truncate_rate=1.0)) as server:
+        headers = {"Authorization": f"Bearer {server.options.api_key}"}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            with pytest.raises(aiohttp.ClientError):
+                async with session.get(f"{server.base_url}/batches") as resp:
+                    await resp.read()
+    assert server.stats.truncated >= 1  # aiohttp asks again once on a fresh connection
+    assert "Error handling request" not in caplog.text

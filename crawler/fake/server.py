@@ -165,8 +165,9 @@ class _FakeApi:
         body = full.body if isinstance(full.body, bytes) else b""
         partial = web.StreamResponse(status=full.status, headers=full.headers)
         partial.content_length = len(body)
-        await partial.prepare(request)
-        await partial.write(body[: len(body) // 2])
+        with contextlib.suppress(ConnectionError):  # the client gone already (killed, say)
+            await partial.prepare(request)
+            await partial.write(body[: len(body) // 2])
         if request.transport is not None:
             request.transport.close()
         return partial
