@@ -60,10 +60,14 @@ SQL_LINE_BYTES = 2**18
 # never ends would fill the disk.
 MAX_FILE_LINES = 50_000
 
-# Chunks and outcomes handed on ahead of the database: enough to keep requests going while
-# it commits, few enough that memory stays flat (two ahead cost 1 MB more at the peak, for
-# no time measurably saved).
-WRITES_AHEAD = 1
+# Bytes of lines handed on ahead of the database (see _WriteQueue): a large file's chunks
+# one at a time, enough that memory stays flat (two ahead cost 1 MB more at the peak, for
+# no time measurably saved), and many small files' chunks at once, so that their workers
+# go on asking while the writer commits (one chunk or outcome ahead, a first sync of
+# 10,000 batches with their error files took 9 % longer at 20 ms latency).
+BYTES_AHEAD = BYTES_PER_COMMIT // 2
+# And at most this many chunks and outcomes.
+WRITES_AHEAD = 32
 
 # Files not failed before whose retries ran out on server errors or failed connections (or
 # that answered 403), one after the other with none fetched between, before the run stops
@@ -415,6 +419,37 @@ def _route_failing(outcome: FileOutcome) -> bool:
     return isinstance(error, ServerError | TransportError) and error.retryable
 
 
+class _WriteQueue:
+    """Chunks (and outcomes) on their way to the writer, in order: one waits to be handed on
+    while the chunks waiting hold BYTES_AHEAD of lines, or WRITES_AHEAD are waiting. A chunk
+    larger than that waits for the queue to empty."""
+
+    def __init__(self) -> None:
+        self._waiting: collections.deque[tuple[_Write | None, int]] = collections.deque()
+        self._bytes = 0
+        self._changed = asyncio.Condition()
+
+    def _has_room(self, size: int) -> bool:
+        if not self._waiting:
+            return True
+        return self._bytes + size <= BYTES_AHEAD and len(self._waiting) < WRITES_AHEAD
+
+    async def put(self, item: _Write | None, size: int = 0) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._has_room(size))
+            self._waiting.append((item, size))
+            self._bytes += size
+            self._changed.notify_all()
+
+    async def get(self) -> _Write | None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: bool(self._waiting))
+            item, size = self._waiting.popleft()
+            self._bytes -= size
+            self._changed.notify_all()
+        return item
+
+
 class FileFetcher:
     """Workers that fetch the files still to fetch until none is left, or told to stop.
 
@@ -451,7 +486,7 @@ class FileFetcher:
         self._claimed_up_to = 0  # files are claimed in the order they were recorded
         # Chunks and outcomes on their way to the database, in order: a worker hands its
         # file's lines on and asks for the next file while the writer commits them.
-        self._writes: asyncio.Queue[_Write | None] = asyncio.Queue(WRITES_AHEAD)
+        self._writes = _WriteQueue()
         self._failing = 0  # files failed in a row, the files route seeming down
         self.stopped = False
 
@@ -551,7 +586,7 @@ class FileFetcher:
 
     async def _fetch(self, file: FileToFetch) -> FileOutcome:
         async def save(read: FileRead, chunk: LineChunk) -> None:
-            await self._writes.put((file, read, chunk))
+            await self._writes.put((file, read, chunk), chunk.size)
 
         async def consume(body: FileBody) -> FileRead:
             # Each attempt counts into a FileRead of its own: a retry reads from line 1.
