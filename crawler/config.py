@@ -107,6 +107,10 @@ class Settings:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             check_setting(f.name, getattr(self, f.name))
+        for name in ("organization", "project"):
+            value = getattr(self, name)
+            if value and self.api_key and len(self.api_key) >= 16 and self.api_key in value:
+                raise ConfigError(f"{name}: holds the API key; the key goes in OPENAI_API_KEY")
         if self.auth == "entra" and self.provider != "azure":
             raise ConfigError('auth: "entra" is only for provider = "azure"')
         if self.api_version is not None and self.provider != "azure":

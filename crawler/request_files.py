@@ -133,7 +133,7 @@ class LineChunk:
     to map (see store.requests.store_lines), the rest as rows built here."""
 
     texts: list[tuple[int, str]] = field(default_factory=list)  # (line number, JSON text)
-    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    rows: list[tuple[int, tuple[Any, ...]]] = field(default_factory=list)  # (number, row)
     size: int = 0  # bytes of its lines
     first: bool = False  # the first of a reading of the file, from line 1
 
@@ -189,7 +189,7 @@ async def read_requests(
             should_retry=False,
         ) from None
     chunk = lines.take_chunk()
-    if chunk:
+    if chunk or chunk.first:  # a reading of no line replaces an earlier one's lines too
         await save(lines.read, chunk)
     return lines.read
 
@@ -263,7 +263,7 @@ class _FileLines:
                     f"file {file.file_id} line {number}: custom_id holds the API key, not stored"
                 )
             else:
-                self._chunk.rows.append(mask_values(row, secret) if secret else row)
+                self._chunk.rows.append((number, mask_values(row, secret) if secret else row))
 
 
 _BOM = "\ufeff".encode()
@@ -357,7 +357,7 @@ class FileOutcome:
         if self.error is not None:
             return [f"{where} was not stored, and is asked for again next sync: {self.error}"]
         if read is None and again_for_bodies:
-            return [f"{where} answers 404: its lines stay stored without bodies"]
+            return [f"{where} answers 404: its lines stay as they were stored"]
         if read is None:  # deleted or expired: nothing to store, ever
             return []
         said = list(read.warnings)
@@ -410,9 +410,10 @@ def _route_failing(outcome: FileOutcome) -> bool:
     server errors and failed connections, asked again until retries ran out, and 403s; not
     a body refused at once (an encoding not asked for) or broken, which is that file's
     alone, nor a file failing again after an earlier sync (the same few would otherwise
-    stop every sync before the files after them)."""
+    stop every sync before the files after them). A file stored without bodies, read again
+    for them, counts as a fresh one until such a reading fails."""
     error = outcome.error
-    if outcome.file.state != "pending" or error is None:
+    if outcome.file.failed_before or error is None:
         return False
     if isinstance(error, AuthenticationError):
         return True  # a 403: the others raise
@@ -534,7 +535,9 @@ class FileFetcher:
             except UnstorableBatchError:
                 # Nothing was written: store the chunk with what SQLite refused made
                 # storable (a lone surrogate replaced, say), saying what changed.
-                stored, unusable = await save(fit_rows(REQUEST_COLUMNS, chunk.rows, odd))
+                numbers = [number for number, _ in chunk.rows]
+                fitted = fit_rows(REQUEST_COLUMNS, [row for _, row in chunk.rows], odd)
+                stored, unusable = await save(list(zip(numbers, fitted, strict=True)))
             read.lines += stored
             for number, why in unusable:
                 read.warn(f"file {file.file_id} line {number}: {why}, not stored")
@@ -563,7 +566,7 @@ class FileFetcher:
                 self._failing += 1
                 # The files left stay to fetch: the run ends partial, the next one goes on.
                 self.stopped = self.stopped or self._failing >= FAILURES_IN_A_ROW
-            else:
+            elif outcome.error is None:  # the route answered: stored, or 404
                 self._failing = 0
             await self._writes.put(outcome)
 

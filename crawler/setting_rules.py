@@ -104,9 +104,13 @@ def _account_id(prefix: str) -> Callable[[Any], str | None]:
 
     def problem(value: Any) -> str | None:
         header_problem = _header_text(value)
-        if header_problem is None and looks_like_secret(value) and not value.startswith(prefix):
+        if header_problem is not None:
+            return header_problem
+        if value.split() != [value]:
+            return f"expected one id ({prefix}…), without spaces"
+        if looks_like_secret(value) and not value.startswith(prefix):
             return f"looks like an API key, not an id ({prefix}…); the key goes in OPENAI_API_KEY"
-        return header_problem
+        return None
 
     return problem
 

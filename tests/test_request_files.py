@@ -321,7 +321,7 @@ async def test_a_file_gone_before_its_bodies_were_asked_for_keeps_its_lines(
     assert gone > 0
     assert [run.files for run in runs] == [first.files - gone, 0, 0, 0]
     assert [b - a for a, b in itertools.pairwise(asked)] == [first.files, gone, gone, 0]
-    assert all("stay stored without bodies" in run.warnings[0] for run in runs[:3])
+    assert all("its lines stay as they were stored" in run.warnings[0] for run in runs[:3])
     assert file_states(db_path) == {"complete": first.files}
     kept = {row[:2]: row for row in stored}
     assert {row[:2] for row in stored_rows(db_path)} == set(kept)
@@ -579,6 +579,35 @@ async def test_files_failing_on_every_sync_do_not_stop_the_files_after_them(
     assert (again.request_lines, file_states(db_path)) == (6, {"failed": 3, "complete": 3})
 
 
+async def test_files_read_again_for_bodies_stop_when_the_files_route_is_down(
+    db_path: Path,
+) -> None:
+    """Files stored without bodies, read again for them while the files route answers 503,
+    count toward the three failures in a row that stop the run's files, as fresh files do,
+    and files failed before (not counted) no longer hide them. Every file was asked for
+    until its retries ran out: hours for thousands of files."""
+    batches = [failed_batch(n) for n in range(10, 0, -1)]
+    down: set[str] = {f"file-err-{n}" for n in range(10, 0, -2)}  # every other one, first
+    asked: list[str] = []
+
+    def file_answer(file_id: str) -> RawAnswer:
+        asked.append(file_id)
+        return (b"503 Busy", {}, b"") if file_id in down else (b"200 OK", {}, error_lines(2))
+
+    async with raw_api(batches, file_answer) as url:
+        settings = Settings(db=db_path, base_url=url, api_key=API_KEY, concurrency=1)
+        first = await sync(settings, retry=RETRY)
+        assert file_states(db_path) == {"failed": 5, "complete": 5}
+        down |= {f"file-err-{n}" for n in range(1, 11)}
+        asked.clear()
+        later = await sync(dataclasses.replace(settings, bodies=True), retry=RETRY)
+    assert first.complete
+    assert not later.complete
+    # Positions 1 to 6 (failed before, then stored without bodies, in turn): stopped at the
+    # third of the latter.
+    assert sorted(set(asked)) == sorted(f"file-err-{n}" for n in range(10, 4, -1))
+
+
 async def test_a_file_out_of_the_keys_reach_fails_alone(db_path: Path) -> None:
     """A 403 on one file ended the run (exit 1) before the files after it, on every sync."""
     refused = {"error": {"message": "Missing scopes: api.files.read", "type": "invalid"}}
@@ -766,6 +795,24 @@ async def test_a_file_read_again_holds_only_the_lines_of_its_last_reading(
     assert [row[1] for row in stored_rows(db_path)] == [f"whole-{n}" for n in range(5)]
 
 
+async def test_a_file_read_again_without_a_line_keeps_none_of_a_reading_cut_short(
+    db_path: Path,
+) -> None:
+    """The same, when the whole reading holds no line (an empty answer, for a batch that
+    gives no request counts): the lines of the reading cut short stayed, counted as the
+    file's."""
+    answers = iter([gzip.compress(error_lines(3 * LINES_PER_COMMIT))[:-1000], b""])
+    gzipped = {"Content-Type": "application/octet-stream", "Content-Encoding": "gzip"}
+    batch = failed_batch(1)
+    batch["request_counts"] = None
+    async with raw_api([batch], lambda _: (b"200 OK", gzipped, next(answers))) as url:
+        result = await sync(Settings(db=db_path, base_url=url, api_key=API_KEY), retry=RETRY)
+    assert result.complete
+    assert stored_rows(db_path) == []
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        assert conn.execute("SELECT state, lines FROM batch_files").fetchall() == [("complete", 0)]
+
+
 async def test_lines_repeating_a_custom_id_are_said_and_the_last_kept(db_path: Path) -> None:
     """A custom_id is one request: a file repeating one (a broken gateway) keeps the last
     line of it, records the requests it holds, and says so. It said nothing."""
@@ -784,6 +831,29 @@ async def test_lines_repeating_a_custom_id_are_said_and_the_last_kept(db_path: P
         )
         assert conn.execute("SELECT lines FROM batch_files").fetchone() == (2,)
     assert any("1 lines repeat the custom_id of another" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize("escaped", [0, 2], ids=["first mapped in Python", "last"])
+async def test_of_lines_repeating_a_custom_id_the_last_is_kept_whichever_maps_it(
+    db_path: Path, escaped: int
+) -> None:
+    """Lines mapped by SQLite and lines mapped in Python (an escape) are stored in the
+    file's order: the first was kept when Python mapped the other."""
+    lines = [json.loads(line) for line in error_lines(3).splitlines()]
+    lines[2]["custom_id"] = lines[0]["custom_id"]
+    lines[0]["error"]["message"], lines[2]["error"]["message"] = "first", "last"
+    texts = [json.dumps(line).encode() for line in lines]
+    escape = (b'"invalid_request"', b'"inv\\u0061lid_request"')  # mapped in Python
+    texts[escaped] = texts[escaped].replace(*escape)
+    assert escape[1] in texts[escaped]
+    body = b"\n".join(texts) + b"\n"
+    plain = {"Content-Type": "application/octet-stream"}
+    async with raw_api([failed_batch(1, lines=3)], lambda _: (b"200 OK", plain, body)) as url:
+        result = await sync(Settings(db=db_path, base_url=url, api_key=API_KEY), retry=RETRY)
+    assert result.complete
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        kept = conn.execute("SELECT error_message FROM batch_requests WHERE custom_id = 'r0'")
+        assert kept.fetchall() == [("last",)]
 
 
 async def test_a_deleted_file_answered_gzipped_is_recorded_expired(db_path: Path) -> None:

@@ -210,6 +210,15 @@ def test_a_key_given_as_the_organization_or_project_is_refused_unseen(
     with pytest.raises(ConfigError, match=f"^{setting}: looks like an API key") as refused:
         Settings(db=db_path, api_key="sk-other", **{setting: key})
     assert key[8:24] not in str(refused.value)
+    # Pasted with a space before it, or after an id; or not shaped like a key at all.
+    for pasted in (f" {key}", f"org-abc {key}"):
+        with pytest.raises(ConfigError, match=f"^{setting}: expected one id") as refused:
+            Settings(db=db_path, api_key="sk-other", **{setting: pasted})
+        assert key[8:24] not in str(refused.value)
+    plain_key = "0123456789abcdef0123"
+    with pytest.raises(ConfigError, match=f"^{setting}: holds the API key") as refused:
+        Settings(db=db_path, api_key=plain_key, **{setting: f"org-{plain_key}"})
+    assert plain_key not in str(refused.value)
     # Ids as OpenAI spells them pass, however long they grow.
     prefix = {"organization": "org-", "project": "proj_"}[setting]
     Settings(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,7 +161,10 @@ class FileToFetch:
     kind: str  # output, error
     expected_lines: int | None  # from the batch's request counts, when it has them
     position: int  # its order in `batch_files` (the rowid)
-    state: str = "pending"  # pending, or failed (or expired) on an earlier sync
+    state: str = "pending"  # pending, failed or expired on an earlier sync, or complete
+    # Asked for on an earlier sync and not had: failed, expired, or, stored whole without
+    # bodies, read again for them and failed.
+    failed_before: bool = False
 
 
 # The files still to fetch, as the index batch_files_to_fetch spells them (SQLite uses a
@@ -194,17 +198,37 @@ def select_files_to_fetch(
     # One query a condition, each on its own partial index (ORed, SQLite scans the table).
     conditions = (_TO_FETCH, _WITHOUT_BODIES) if bodies else (_TO_FETCH,)
     files = " UNION ALL ".join(
-        "SELECT rowid AS position, file_id, batch_id, kind, state FROM batch_files "
+        "SELECT rowid AS position, file_id, batch_id, kind, state, error FROM batch_files "
         f"WHERE rowid > ? AND kind IN ({kind_marks}) AND ({condition})"
         for condition in conditions
     )
     rows = db.execute(
-        f"SELECT f.file_id, f.batch_id, f.kind, CASE f.kind {expected} END, f.position, f.state "
+        f"SELECT f.file_id, f.batch_id, f.kind, CASE f.kind {expected} END, f.position, "
+        "f.state, f.state IN ('failed', 'expired') OR f.error IS NOT NULL "
         f"FROM ({files}) AS f JOIN batches AS b ON b.id = f.batch_id "
         f"WHERE {IN_ACCOUNT_LIST} ORDER BY f.position LIMIT ?",
         (*[value for _ in conditions for value in (after, *kinds)], account, account, limit),
     ).fetchall()
-    return [FileToFetch(*row) for row in rows]
+    return [
+        FileToFetch(file_id, batch_id, kind, expected, position, state, bool(failed_before))
+        for file_id, batch_id, kind, expected, position, state, failed_before in rows
+    ]
+
+
+def in_file_order(
+    texts: Sequence[tuple[int, str]], rows: Sequence[tuple[int, tuple[Any, ...]]]
+) -> Iterator[tuple[bool, list[Any]]]:
+    """A chunk's lines in the file's order, numbered: runs of texts for SQLite to map
+    (False, pairs) and of rows built already (True, pairs). One run each, mostly."""
+    if not rows or not texts:  # one run, or none
+        if rows:
+            yield True, list(rows)
+        if texts:
+            yield False, list(texts)
+        return
+    lines = sorted([*((n, False, t) for n, t in texts), *((n, True, r) for n, r in rows)])
+    for mapped, run in itertools.groupby(lines, key=lambda line: line[1]):
+        yield mapped, [(number, value) for number, _, value in run]
 
 
 def upsert_requests(db: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:

@@ -36,6 +36,7 @@ from .reads import (
 from .requests import (
     FileToFetch,
     delete_file_lines,
+    in_file_order,
     select_files_to_fetch,
     store_lines,
     update_file,
@@ -180,23 +181,31 @@ def _write_requests(
     db: sqlite3.Connection,
     file: FileToFetch,
     texts: Sequence[tuple[int, str]],
-    rows: Sequence[tuple[Any, ...]],
+    rows: Sequence[tuple[int, tuple[Any, ...]]],
     keep_body: bool,
     replacing: bool,
 ) -> tuple[int, list[tuple[int, str]]]:
+    stored, unusable = 0, []
     with _transaction(db):
         if replacing:
             delete_file_lines(db, file)
-        upsert_requests(db, rows)
-        stored, unusable = store_lines(
-            db,
-            texts,
-            batch_id=file.batch_id,
-            file_id=file.file_id,
-            kind=file.kind,
-            keep_body=keep_body,
-        )
-    return stored + len(rows), unusable
+        # In the file's order: a custom_id on two lines is then the later line's.
+        for mapped, run in in_file_order(texts, rows):
+            if mapped:
+                upsert_requests(db, [row for _, row in run])
+                stored += len(run)
+                continue
+            run_stored, run_unusable = store_lines(
+                db,
+                run,
+                batch_id=file.batch_id,
+                file_id=file.file_id,
+                kind=file.kind,
+                keep_body=keep_body,
+            )
+            stored += run_stored
+            unusable += run_unusable
+    return stored, unusable
 
 
 def _finish_file(
@@ -393,13 +402,13 @@ class Store:
         self,
         file: FileToFetch,
         texts: Sequence[tuple[int, str]],
-        rows: Sequence[tuple[Any, ...]],
+        rows: Sequence[tuple[int, tuple[Any, ...]]],
         *,
         keep_body: bool,
         replacing: bool = False,
     ) -> tuple[int, list[tuple[int, str]]]:
         """Commit a chunk of a file's lines: `texts`, (number, JSON text) pairs that SQLite
-        maps to rows (see store_lines), and `rows` built already; `replacing` the lines
+        maps to rows (see store_lines), and (number, row) pairs built already; `replacing` the lines
         stored of the file before, in the same transaction.
 
         Returns how many rows were stored, and the (number, why) of each text left out.
