@@ -171,7 +171,7 @@ def _kept_to_their_origin(names: Iterable[str]) -> aiohttp.TraceConfig:
 
 
 # The organization and project a key belongs to, when the account has several.
-_ACCOUNT_HEADERS = ("OpenAI-Organization", "OpenAI-Project")
+_ORGANIZATION, _PROJECT = "OpenAI-Organization", "OpenAI-Project"
 
 
 def create_session(settings: Settings) -> aiohttp.ClientSession:
@@ -186,11 +186,10 @@ def create_session(settings: Settings) -> aiohttp.ClientSession:
         # then seen as cut, and a body that unpacks past the cap is not unpacked further.
         "Accept-Encoding": ", ".join(ENCODINGS),
     }
-    for name, value in zip(
-        _ACCOUNT_HEADERS, (settings.organization, settings.project), strict=True
-    ):
-        if value:
-            headers[name] = value
+    if settings.organization:
+        headers[_ORGANIZATION] = settings.organization
+    if settings.project:
+        headers[_PROJECT] = settings.project
     # HTTPS_PROXY, HTTP_PROXY and NO_PROXY are honoured, as by the official SDK. They are
     # read once here: aiohttp's trust_env reads them in a thread on every request, which
     # costs over a millisecond a page.
@@ -212,7 +211,7 @@ def create_session(settings: Settings) -> aiohttp.ClientSession:
         connector=aiohttp.TCPConnector(limit=settings.concurrency + 1),
         raise_for_status=False,
         auto_decompress=False,
-        trace_configs=[_kept_to_their_origin([*settings.auth_headers, *_ACCOUNT_HEADERS])],
+        trace_configs=[_kept_to_their_origin([*settings.auth_headers, _ORGANIZATION, _PROJECT])],
         proxy=proxy,
         proxy_auth=proxy_auth,
     )
