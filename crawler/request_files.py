@@ -394,13 +394,19 @@ def _about_the_key(error: ApiError) -> bool:
 def _none_stored_is_no_file(outcome: FileOutcome) -> FileOutcome:
     """A file read whole without one request line where its batch counts some is not the
     file (a proxy's page answered 200, an error object, an empty body): failed, asked for
-    again next sync, not recorded complete and never asked for again."""
+    again next sync, not recorded complete and never asked for again. So is a file stored
+    whole before with lines (read again for its bodies), whatever its batch counts."""
     file, read = outcome.file, outcome.read
-    if outcome.state != "complete" or read is None or read.lines or not file.expected_lines:
+    if outcome.state != "complete" or read is None or read.lines:
+        return outcome
+    if file.expected_lines:
+        held = f"where the batch counts {file.expected_lines:,}"
+    elif file.state == "complete":
+        held = "where it held some before"
+    else:
         return outcome
     error = BrokenResponseError(
-        f"its {read.size:,} bytes hold no request line where the batch counts "
-        f"{file.expected_lines:,}: not the file (a proxy's page?)"
+        f"its {read.size:,} bytes hold no request line {held}: not the file (a proxy's page?)"
     )
     return dataclasses.replace(outcome, state="failed", error=error)
 
@@ -563,9 +569,14 @@ class FileFetcher:
                 self.stopped = True  # the file stays to fetch: the next sync reads it whole
                 return
             if _route_failing(outcome):
+                if self.stopped:
+                    # In flight when the route was found down: left as it was, to fetch
+                    # next sync, not failed (each sync would add that many files failed
+                    # before, each retried in full on every later sync).
+                    return
                 self._failing += 1
                 # The files left stay to fetch: the run ends partial, the next one goes on.
-                self.stopped = self.stopped or self._failing >= FAILURES_IN_A_ROW
+                self.stopped = self._failing >= FAILURES_IN_A_ROW
             elif outcome.error is None:  # the route answered: stored, or 404
                 self._failing = 0
             await self._writes.put(outcome)

@@ -25,6 +25,7 @@ from crawler.fake import FakeApiOptions, FakeApiServer
 from crawler.fake.lines import iter_lines
 from crawler.request_files import (
     BYTES_PER_COMMIT,
+    FAILURES_IN_A_ROW,
     LINES_PER_COMMIT,
     SQL_LINE_BYTES,
     FileRead,
@@ -608,6 +609,20 @@ async def test_files_read_again_for_bodies_stop_when_the_files_route_is_down(
     assert sorted(set(asked)) == sorted(f"file-err-{n}" for n in range(10, 4, -1))
 
 
+async def test_files_in_flight_when_the_files_route_is_found_down_stay_to_fetch(
+    db_path: Path,
+) -> None:
+    """The three failures in a row that stop a run's files are the only files it records
+    failed: those in flight then stay as they were. They were recorded failed too, and in
+    an outage each sync added about --concurrency files retried in full on every later one."""
+    batches = [failed_batch(n) for n in range(12, 0, -1)]
+    async with raw_api(batches, lambda _: (b"503 Busy", {}, b"")) as url:
+        settings = Settings(db=db_path, base_url=url, api_key=API_KEY, concurrency=4)
+        result = await sync(settings, retry=RETRY)
+    assert not result.complete
+    assert file_states(db_path) == {"failed": FAILURES_IN_A_ROW, "pending": 12 - FAILURES_IN_A_ROW}
+
+
 async def test_a_file_out_of_the_keys_reach_fails_alone(db_path: Path) -> None:
     """A 403 on one file ended the run (exit 1) before the files after it, on every sync."""
     refused = {"error": {"message": "Missing scopes: api.files.read", "type": "invalid"}}
@@ -811,6 +826,55 @@ async def test_a_file_read_again_without_a_line_keeps_none_of_a_reading_cut_shor
     assert stored_rows(db_path) == []
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
         assert conn.execute("SELECT state, lines FROM batch_files").fetchall() == [("complete", 0)]
+
+
+async def test_a_batch_naming_a_new_file_keeps_the_old_lines_while_it_is_cut_short(
+    db_path: Path,
+) -> None:
+    """A gateway minting a new file id, whose first reading is cut short (its lines taking
+    over the old file's by key) and the next one empty: the old file's requests stay, as
+    promised until the new file is stored whole. The next reading deleted those taken
+    over, and they were lost for good once the new file was gone."""
+    lines = 3 * LINES_PER_COMMIT
+    batch = failed_batch(1, lines=lines)
+    answers = {
+        "file-err-1": iter([error_lines(lines)]),
+        "file-new": iter([gzip.compress(error_lines(lines))[:-1000], b""]),
+    }
+    gzipped = {"Content-Type": "application/octet-stream", "Content-Encoding": "gzip"}
+
+    def file_answer(file_id: str) -> RawAnswer:
+        body = next(answers[file_id])
+        return b"200 OK", gzipped if file_id == "file-new" else {}, body
+
+    async with raw_api([batch], file_answer) as url:
+        settings = Settings(db=db_path, base_url=url, api_key=API_KEY)
+        await sync(settings, retry=RETRY)
+        batch["error_file_id"] = "file-new"
+        later = await sync(settings, full=True, retry=RETRY)
+    assert any("was not stored" in warning for warning in later.warnings)
+    assert len(stored_rows(db_path)) == lines
+
+
+async def test_a_file_read_again_for_its_bodies_without_a_line_is_not_taken_for_them(
+    db_path: Path,
+) -> None:
+    """A file stored without bodies, read again for them, answered without a line (an
+    empty 200, a batch giving no request counts): not recorded as stored with bodies,
+    which it was, never to be read again."""
+    batch = failed_batch(1)
+    batch["request_counts"] = None
+    answers = iter([error_lines(2), b"", error_lines(2)])
+    async with raw_api([batch], lambda _: (b"200 OK", {}, next(answers))) as url:
+        settings = Settings(db=db_path, base_url=url, api_key=API_KEY)
+        await sync(settings, retry=RETRY)
+        with_bodies = dataclasses.replace(settings, bodies=True)
+        empty = await sync(with_bodies, retry=RETRY)
+        whole = await sync(with_bodies, retry=RETRY)
+    assert any("hold no request line where it held some" in w for w in empty.warnings)
+    assert whole.files == 1
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        assert conn.execute("SELECT bodies, lines FROM batch_files").fetchall() == [(1, 2)]
 
 
 async def test_lines_repeating_a_custom_id_are_said_and_the_last_kept(db_path: Path) -> None:

@@ -172,8 +172,8 @@ class FileToFetch:
 # 404 on fewer than three syncs in a row (see migrations/0011_file_not_found_runs.sql).
 _TO_FETCH = "state IN ('pending', 'failed') OR (state = 'expired' AND not_found_runs < 3)"
 # And, for a run that keeps bodies, those stored without (batch_files_without_bodies, see
-# migrations/0015_bodies_asked_later.sql).
-_WITHOUT_BODIES = "state = 'complete' AND bodies = 0 AND not_found_runs < 3"
+# migrations/0015_bodies_asked_later.sql), holding lines.
+_WITHOUT_BODIES = "state = 'complete' AND bodies = 0 AND not_found_runs < 3 AND lines > 0"
 
 
 def select_files_to_fetch(
@@ -238,10 +238,15 @@ def upsert_requests(db: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> 
 
 
 def delete_file_lines(db: sqlite3.Connection, file: FileToFetch) -> None:
-    """Delete the lines stored of `file` (by a reading of it cut short)."""
+    """Delete the lines stored of `file` (by a reading of it cut short). Not while the
+    batch keeps lines of a file it named before (a gateway minting new ids): those of this
+    file may be that file's requests, taken over by key, and the old file's lines are to
+    stay until this one is stored whole."""
     db.execute(
-        "DELETE FROM batch_requests WHERE batch_id = ? AND kind = ? AND file_id = ?",
-        (file.batch_id, file.kind, file.file_id),
+        "DELETE FROM batch_requests WHERE batch_id = :batch AND kind = :kind AND file_id = :file "
+        "AND NOT EXISTS (SELECT 1 FROM batch_requests "
+        "WHERE batch_id = :batch AND kind = :kind AND file_id != :file)",
+        {"batch": file.batch_id, "kind": file.kind, "file": file.file_id},
     )
 
 
