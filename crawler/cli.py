@@ -44,7 +44,7 @@ from .fake import (
 from .logs import JsonEvents, configure_logging
 from .prices import PriceFile, PriceFileError, read_prices
 from .progress import AccountsProgress, ProgressLine
-from .redact import mask_secret
+from .redact import mask_key_like, mask_secret
 from .report import format_answer, format_report, parse_since, read_report, utc
 from .report_html import render_html
 from .runs import SyncResult
@@ -457,11 +457,13 @@ def main(argv: list[str] | None = None) -> int:
         _configure_logging(args, _log_format(args))
         return COMMANDS[args.command](args)
     except CrawlerError as exc:
+        # A key pasted into a path or a host is said back in the message: never shown.
+        key = os.environ.get(Settings.api_key_env)
         events: JsonEvents | None = args.events
         if events is None:
-            print(f"batch-crawler: {exc}", file=sys.stderr)
+            print(f"batch-crawler: {mask_key_like(mask_secret(str(exc), key))}", file=sys.stderr)
         elif not events.failure_told:  # the failure came before or outside a sync
-            events(failure_event(exc))
+            events(failure_event(exc, key))
         return exc.exit_code
     except _Stopped as stopped:
         if stopped.signum == signal.SIGTERM:

@@ -15,7 +15,7 @@ import orjson
 
 from .api import RetryEvent
 from .errors import EXIT_FAILED, CrawlerError, RateLimitedError
-from .redact import mask_secret
+from .redact import mask_key_like, mask_secret
 
 Level = Literal["debug", "info", "warning", "error"]
 
@@ -68,7 +68,7 @@ def failure_event(error: BaseException, secret: str | None = None) -> Event:
         exit_code, retryable, failure_type = EXIT_FAILED, False, "system_error"
     fields = {
         "error_kind": type(error).__name__,
-        "message": mask_secret(message, secret),
+        "message": mask_key_like(mask_secret(message, secret)),
         "exit_code": exit_code,
         "retryable": retryable,
         "failure_type": failure_type,

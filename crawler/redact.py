@@ -57,6 +57,16 @@ def mask_secret(text: str, secret: str | None) -> str:
     return _mask(text, _scan(secret, _IDENTIFYING_RUN, in_a_message=True))
 
 
+# A word spelled like a key (OpenAI's and many compatible servers' keys begin sk-), any case.
+_KEY_LIKE = re.compile(r"(?<![A-Za-z0-9])sk[-_][A-Za-z0-9_\-]{8,}", re.IGNORECASE)
+
+
+def mask_key_like(text: str) -> str:
+    """`text` with every word spelled like a key masked: for what the command line says of
+    a value no rule checks for the key (a path, a host), before any key is known."""
+    return _KEY_LIKE.sub(_MASK, text)
+
+
 def holds_secret(text: str, secret: str | None) -> bool:
     """Whether stored `text` holds `secret`, or half of it or more, in any form.
 

@@ -458,3 +458,36 @@ async def test_a_key_sent_back_as_the_content_encoding_is_masked(db_path: Path) 
         with pytest.raises(TransportError, match=r"encoded as \*\*\*") as failure:
             await sync(settings)
     assert HEX_KEY.lower()[:16] not in str(failure.value).lower()
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        ["sync", "--config", "{key}.toml"],
+        ["sync", "--config", "/nowhere/{key}.toml"],
+        ["status", "--db", "/nowhere/{key}.db"],
+        ["sync", "--db", "/nowhere/{key}.db"],
+        ["sync", "--base-url", "http://{key}/v1"],
+    ],
+    ids=["config", "config path", "status db", "sync db", "plain http host"],
+)
+@pytest.mark.parametrize("json_log", [False, True], ids=["text", "json"])
+def test_a_key_pasted_into_a_path_or_host_is_not_said_back(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    where: list[str],
+    json_log: bool,
+) -> None:
+    """Paths and hosts are said back when refused: one holding the key was shown whole
+    (a host in lower case)."""
+    key = "sk-test-ADV19secretKEY1234567890abcdef"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    monkeypatch.chdir(tmp_path)
+    argv = [word.format(key=key) for word in where]
+    code = main([*argv, *(["--log-format", "json"] if json_log else [])])
+    said = capsys.readouterr()
+    assert code != 0
+    assert said.err.strip() or said.out.strip()
+    assert "ADV19" not in said.out + said.err
+    assert "adv19" not in said.out + said.err
