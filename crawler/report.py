@@ -14,6 +14,8 @@ from .store.reads import QueryAnswer, answer_queries
 
 _SINCE = re.compile(r"^(\d+)([hdw])$")
 _UNIT_SECONDS = {"h": 3600, "d": 86_400, "w": 7 * 86_400}
+# A longer period would start before the calendar's first year.
+_LONGEST = 5200 * _UNIT_SECONDS["w"]
 
 
 def parse_since(text: str) -> int:
@@ -25,7 +27,10 @@ def parse_since(text: str) -> int:
     match = _SINCE.match(text.strip())
     if not match or int(match[1]) == 0:
         raise ConfigError(f"--since {text!r}: give a period such as 12h, 7d or 2w")
-    return int(match[1]) * _UNIT_SECONDS[match[2]]
+    seconds = int(match[1]) * _UNIT_SECONDS[match[2]]
+    if seconds > _LONGEST:
+        raise ConfigError(f"--since {text!r}: at most 100 years (5200w)")
+    return seconds
 
 
 def report_queries(start: int) -> list[tuple[str, str]]:

@@ -169,6 +169,13 @@ def test_another_period_is_refused(text: str) -> None:
         parse_since(text)
 
 
+@pytest.mark.parametrize("text", ["3000000d", "99999999999h", "5201w"])
+def test_a_period_longer_than_a_century_is_refused(text: str) -> None:
+    """It ended in a traceback (a year before the calendar's first)."""
+    with pytest.raises(ConfigError, match="at most 100 years"):
+        parse_since(text)
+
+
 async def test_the_report_answers_for_the_period_only(db: Path) -> None:
     """Two days after DAY, a day's report sees batch 4 alone; the in-flight section is now."""
     report = await read_report(db, since=86_400, now=DAY + 2 * 86_400)
