@@ -13,17 +13,20 @@ from urllib.parse import quote, quote_plus
 def looks_like_secret(value: Any) -> bool:
     """Whether `value` may be an API key pasted in the wrong place, and so must not be shown.
 
-    A key prefix (sk-, as OpenAI's and many compatible servers' keys begin), or a long token
-    mixing lower case, upper case and digits, as random keys do and variable names rarely do.
+    A key prefix (sk-, as OpenAI's and many compatible servers' keys begin), a long token of
+    hexadecimal digits (Azure's classic keys), or a long token mixing lower case, upper case
+    and digits, as random keys do and variable names rarely do.
     """
     if not isinstance(value, str):
         return False
     if value.startswith(("sk-", "sk_")):
         return True
-    return (
-        len(value) >= 32
-        and re.fullmatch(r"[A-Za-z0-9_.\-]+", value) is not None
-        and all(re.search(kind, value) for kind in ("[a-z]", "[A-Z]", "[0-9]"))
+    if len(value) < 32:
+        return False
+    if re.fullmatch(r"[0-9a-fA-F]+", value):  # hexadecimal, as Azure's classic keys are
+        return re.search("[0-9]", value) is not None and re.search("[a-fA-F]", value) is not None
+    return re.fullmatch(r"[A-Za-z0-9_.\-]+", value) is not None and all(
+        re.search(kind, value) for kind in ("[a-z]", "[A-Z]", "[0-9]")
     )
 
 

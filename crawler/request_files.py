@@ -392,21 +392,22 @@ def _about_the_key(error: ApiError) -> bool:
 
 
 def _none_stored_is_no_file(outcome: FileOutcome) -> FileOutcome:
-    """A file read whole without one request line where its batch counts some is not the
-    file (a proxy's page answered 200, an error object, an empty body): failed, asked for
-    again next sync, not recorded complete and never asked for again. So is a file stored
-    whole before with lines (read again for its bodies), whatever its batch counts."""
+    """A file read whole without one request line is not the file (a proxy's page answered
+    200, an error object, an empty body): failed, asked for again next sync, not recorded
+    complete and never asked for again. Whatever its batch counts: an expired batch's
+    error file holds its requests never run, which its `failed` count may leave out, and
+    some servers give no counts. (A batch names no file for requests it does not have.)"""
     file, read = outcome.file, outcome.read
     if outcome.state != "complete" or read is None or read.lines:
         return outcome
     if file.expected_lines:
-        held = f"where the batch counts {file.expected_lines:,}"
+        held = f" where the batch counts {file.expected_lines:,}"
     elif file.state == "complete":
-        held = "where it held some before"
+        held = " where it held some before"
     else:
-        return outcome
+        held = ""
     error = BrokenResponseError(
-        f"its {read.size:,} bytes hold no request line {held}: not the file (a proxy's page?)"
+        f"its {read.size:,} bytes hold no request line{held}: not the file (a proxy's page?)"
     )
     return dataclasses.replace(outcome, state="failed", error=error)
 

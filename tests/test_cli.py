@@ -350,15 +350,24 @@ def refused(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
     return err
 
 
+@pytest.mark.parametrize(
+    "pasted",
+    [
+        "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z",
+        "9f8e7d6c5b4a39281706f5e4d3c2b1a0",  # Azure's keys are 32 hexadecimal digits
+        "f9e8d7c6b5a4938271605f4e3d2c1b0a",  # ... which may spell a variable's name
+    ],
+)
 def test_a_key_pasted_as_api_key_env_exits_2_without_showing_it(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, pasted: str
 ) -> None:
-    """api_key_env = "sk-..." is refused by name, and the key is not echoed."""
-    pasted = "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"
+    """api_key_env = "<the key>" is refused by name, and the key is not echoed (an Azure
+    key was, whole)."""
     config = tmp_path / "c.toml"
-    config.write_text(f'api_key_env = "{pasted}"\n')
-    err = refused(capsys, ["sync", "--db", str(tmp_path / "b.db"), "--config", str(config)])
-    assert "api_key_env: must name the environment variable" in err
+    config.write_text(f'provider = "azure"\napi_key_env = "{pasted}"\n')
+    base = ["--base-url", "https://example.openai.azure.com/openai/v1"]
+    err = refused(capsys, ["sync", "--db", str(tmp_path / "b.db"), "--config", str(config), *base])
+    assert "api_key_env" in err
     assert pasted not in err
 
 

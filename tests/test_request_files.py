@@ -824,8 +824,7 @@ async def test_a_file_read_again_without_a_line_keeps_none_of_a_reading_cut_shor
         result = await sync(Settings(db=db_path, base_url=url, api_key=API_KEY), retry=RETRY)
     assert result.complete
     assert stored_rows(db_path) == []
-    with contextlib.closing(sqlite3.connect(db_path)) as conn:
-        assert conn.execute("SELECT state, lines FROM batch_files").fetchall() == [("complete", 0)]
+    assert file_states(db_path) == {"failed": 1}  # no line is no file: asked again
 
 
 async def test_a_batch_naming_a_new_file_keeps_the_old_lines_while_it_is_cut_short(
@@ -875,6 +874,33 @@ async def test_a_file_read_again_for_its_bodies_without_a_line_is_not_taken_for_
     assert whole.files == 1
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
         assert conn.execute("SELECT bodies, lines FROM batch_files").fetchall() == [(1, 2)]
+
+
+@pytest.mark.parametrize(
+    ("counts", "answer"),
+    [
+        ({"total": 3, "completed": 0, "failed": 0}, b""),
+        (None, b"<html><body>Please wait</body></html>"),
+    ],
+    ids=["counted 0, empty", "no counts, a proxy's page"],
+)
+async def test_a_file_answered_without_a_line_is_asked_again_whatever_its_batch_counts(
+    db_path: Path, counts: dict[str, int] | None, answer: bytes
+) -> None:
+    """An expired batch's error file holds its requests never run, which `failed` may not
+    count; some servers give no counts. Answered once without a line, it was recorded
+    complete with 0 lines and never asked for again."""
+    batch = make_batch(1, status="expired", error_file_id="file-err-1", output_file_id=None)
+    batch["request_counts"] = counts
+    answers = iter([answer, error_lines(3)])
+    async with raw_api([batch], lambda _: (b"200 OK", {}, next(answers))) as url:
+        settings = Settings(db=db_path, base_url=url, api_key=API_KEY)
+        first = await sync(settings, retry=RETRY)
+        assert file_states(db_path) == {"failed": 1}
+        await sync(settings, retry=RETRY)
+    assert first.complete
+    assert file_states(db_path) == {"complete": 1}
+    assert len(stored_rows(db_path)) == 3
 
 
 async def test_lines_repeating_a_custom_id_are_said_and_the_last_kept(db_path: Path) -> None:

@@ -41,6 +41,19 @@ def test_a_fifo_for_a_database_is_refused_at_once(
     assert err == f"batch-crawler: {fifo} is not a regular file; choose a file path for --db\n"
 
 
+async def test_a_database_with_another_name_is_refused(db_path: Path) -> None:
+    """A hard link is a second name with a lock and a journal of its own: two syncs by two
+    names wrote at once, and the database was damaged. Refused, whichever name is given."""
+    async with open_store(db_path):
+        pass
+    other = db_path.with_name("other.db")
+    os.link(db_path, other)
+    for name in (db_path, other):
+        with pytest.raises(DatabaseError, match=r"1 other name\(s\) \(hard links\)"):
+            async with open_store(name):
+                pass
+
+
 async def test_a_fifo_for_the_lock_file_is_refused_at_once(db_path: Path) -> None:
     """The lock file beside the database is checked the same way."""
     os.mkfifo(db_path.with_name(db_path.name + ".lock"))

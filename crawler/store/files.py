@@ -52,16 +52,24 @@ def check_file(path: Path, *, must_exist: bool = False) -> None:
 
 
 def _check_regular(path: Path) -> None:
-    """Refuse a FIFO, a device or a folder before opening it: opening a FIFO blocks for good.
+    """Refuse a FIFO, a device or a folder before opening it (opening a FIFO blocks for
+    good), and a file with hard links.
 
     Raises:
         FileNotFoundError: nothing is there.
         DatabaseError: something other than a regular file is there.
     """
-    mode = path.stat().st_mode
-    if not stat.S_ISREG(mode):
-        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+    status = path.stat()
+    if not stat.S_ISREG(status.st_mode):
+        kind = "a folder" if stat.S_ISDIR(status.st_mode) else "not a regular file"
         raise DatabaseError(f"{path} is {kind}; choose a file path for --db")
+    if status.st_nlink > 1:
+        # SQLite finds a database's journal, and this its lock, by the name it is opened by:
+        # two syncs by two names would write at once, and damage it.
+        raise DatabaseError(
+            f"{path} has {status.st_nlink - 1} other name(s) (hard links), by which another "
+            "sync could write it at once; give it a file of its own (cp, not ln)"
+        )
 
 
 def lock_path(path: Path) -> Path:
