@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import re
@@ -162,6 +163,8 @@ def _secret_forms(secret: str) -> set[str]:
     forms = {
         secret,
         " ".join(secret.split()),  # messages are shown with their whitespace collapsed
+        " ".join(secret),  # spelled out, a character at a time
+        *_base64_cores(secret),
         json.dumps(secret)[1:-1],
         json.dumps(secret)[1:-1].replace("/", "\\/"),  # as PHP's json_encode writes it
         json.dumps(secret, ensure_ascii=False)[1:-1],
@@ -169,6 +172,18 @@ def _secret_forms(secret: str) -> set[str]:
         *lower_hex,
     }
     return {form for form in forms if form}
+
+
+def _base64_cores(secret: str) -> set[str]:
+    """What every base64 text holding `secret` holds of it (a header echoed encoded, as
+    `Bearer sk-...`): the key encoded at each of the three offsets it can start at, less
+    the characters that depend on the bytes around it, in both alphabets."""
+    cores = set()
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + secret.encode()).decode()
+        core = encoded[(0, 2, 3)[offset] : -4]
+        cores |= {core, core.replace("+", "-").replace("/", "_")}
+    return {core for core in cores if len(core) >= _IDENTIFYING_RUN}
 
 
 def _find_runs(text: str, scan: _Scan) -> list[tuple[int, int]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import json
@@ -491,3 +492,19 @@ def test_a_key_pasted_into_a_path_or_host_is_not_said_back(
     assert said.err.strip() or said.out.strip()
     assert "ADV19" not in said.out + said.err
     assert "adv19" not in said.out + said.err
+
+
+@pytest.mark.parametrize("prefix", ["", "x", "xy", "Bearer "], ids=["at 0", "at 1", "at 2", "auth"])
+def test_a_key_echoed_in_base64_is_masked_in_messages_and_stored_data(prefix: str) -> None:
+    """A server echoing the Authorization header base64-encoded (at any of the three
+    offsets a key can start at), or the key spelled a character at a time: shown and
+    stored whole before."""
+    key = "sk-test-ADV21secretKEY1234567890abcdef"
+    encoded = base64.b64encode(f"{prefix}{key}!".encode()).decode()
+    for echo in (encoded, " ".join(key)):
+        text = f"the server got {echo} and refused it"
+        assert holds_secret(text, key)
+        masked = mask_secret(text, key)
+        assert "***" in masked
+        assert echo not in masked
+        assert echo not in mask_values((text,), key)[0]
