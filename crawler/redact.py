@@ -77,25 +77,30 @@ def holds_secret(text: str, secret: str | None) -> bool:
     Always False for a key shorter than an identifying run: stored data is never searched
     for a placeholder key, which ordinary values (a status, a digit) may spell.
     """
-    if not may_hold_secret(text, secret):
-        return False
-    assert secret is not None  # for the type checker: may_hold_secret says so
-    return _find_runs(text, _scan(secret, _stored_run(secret), in_a_message=False)) != []
+    scan = _stored_data_scan(secret)
+    return scan is not None and scan.may_hold(text) and _find_runs(text, scan) != []
 
 
 def may_hold_secret(text: str, secret: str | None) -> bool:
     """A quick first look for `holds_secret`, C-fast on long texts: False rules `text` out."""
-    if not secret or len(secret) < _IDENTIFYING_RUN:
-        return False
-    return _scan(secret, _stored_run(secret), in_a_message=False).may_hold(text)
+    scan = _stored_data_scan(secret)
+    return scan is not None and scan.may_hold(text)
 
 
 def mask_values(row: tuple[Any, ...], secret: str) -> tuple[Any, ...]:
     """`row` (values to store) with what `holds_secret` finds masked in each text value."""
-    if len(secret) < _IDENTIFYING_RUN:
+    scan = _stored_data_scan(secret)
+    if scan is None:
         return row
-    scan = _scan(secret, _stored_run(secret), in_a_message=False)
     return tuple(_mask(v, scan) if isinstance(v, str) else v for v in row)
+
+
+def _stored_data_scan(secret: str | None) -> _Scan | None:
+    """How stored data is searched for `secret`: None for no key, or one too short to
+    search for."""
+    if not secret or len(secret) < _IDENTIFYING_RUN:
+        return None
+    return _scan(secret, _stored_run(secret), in_a_message=False)
 
 
 @dataclass(frozen=True)
