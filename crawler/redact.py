@@ -71,20 +71,27 @@ def mask_key_like(text: str) -> str:
     return _KEY_LIKE.sub(_MASK, text)
 
 
-def holds_secret(text: str, secret: str | None) -> bool:
+def holds_secret(text: str, secret: str | None, *, json_lines: bool = False) -> bool:
     """Whether stored `text` holds `secret`, or half of it or more, in any form.
+
+    With `json_lines`, `text` is JSON texts one a line: they hold their own line breaks
+    escaped, and a key is never looked for across the breaks between them.
 
     Always False for a key shorter than an identifying run: stored data is never searched
     for a placeholder key, which ordinary values (a status, a digit) may spell.
     """
     scan = _stored_data_scan(secret)
-    return scan is not None and scan.may_hold(text) and _find_runs(text, scan) != []
+    return (
+        scan is not None
+        and scan.may_hold(text, json_lines)
+        and _spans(text, scan, json_lines) != []
+    )
 
 
-def may_hold_secret(text: str, secret: str | None) -> bool:
+def may_hold_secret(text: str, secret: str | None, *, json_lines: bool = False) -> bool:
     """A quick first look for `holds_secret`, C-fast on long texts: False rules `text` out."""
     scan = _stored_data_scan(secret)
-    return scan is not None and scan.may_hold(text)
+    return scan is not None and scan.may_hold(text, json_lines)
 
 
 def mask_values(row: tuple[Any, ...], secret: str) -> tuple[Any, ...]:
@@ -114,7 +121,12 @@ class _Scan:
     # multiples of that size: finding none of them rules a text out quickly.
     blocks: tuple[str, ...]
 
-    def may_hold(self, text: str) -> bool:
+    def may_hold(self, text: str, json_lines: bool = False) -> bool:
+        if self._has_a_block(text):
+            return True
+        return _has_a_line_break(text, json_lines) and self._has_a_block(_unfolded(text))
+
+    def _has_a_block(self, text: str) -> bool:
         return any(block in text for block in self.blocks)
 
 
@@ -155,7 +167,7 @@ def _mask(text: str, scan: _Scan) -> str:
     for form in scan.forms:
         text = text.replace(form, _MASK)
     kept, last = [], 0
-    for start, end in _find_runs(text, scan):
+    for start, end in _spans(text, scan):
         kept += [text[last:start], _MASK]
         last = end
     return "".join([*kept, text[last:]])
@@ -189,6 +201,72 @@ def _base64_cores(secret: str) -> set[str]:
         core = encoded[(0, 2, 3)[offset] : -4]
         cores |= {core, core.replace("+", "-").replace("/", "_")}
     return {core for core in cores if len(core) >= _IDENTIFYING_RUN}
+
+
+# A key folded over lines (base64 wrapped at 76 columns, a text at 64, an indent after each
+# break) has no run of half its length on any one line: text holding a line break, raw or
+# JSON-escaped, is searched with its breaks and blanks taken out too. Runs of backslashes
+# are made one first, so that a break escaped twice (JSON in a JSON string) goes as well.
+_ESCAPED_FOLDS = (("\\\\", "\\"), ("\\r", ""), ("\\n", ""), ("\\t", ""))
+_BLANKS = " \r\n\t"
+_NO_BLANKS = str.maketrans("", "", _BLANKS)
+# Without one of these, only \n of the escaped folds can be in a text (taking out one
+# \n never makes another escape): the common case, taken in two C passes.
+_RARE_ESCAPES = re.compile(r"\\[\\rt]")
+
+
+def _has_a_line_break(text: str, json_lines: bool) -> bool:
+    """Whether `text` holds a break a key may be folded at: in JSON lines, an escaped one."""
+    escaped = "\\n" in text or "\\r" in text
+    return escaped or (not json_lines and ("\n" in text or "\r" in text))
+
+
+def _unfolded(text: str) -> str:
+    """`text` with what may fold a key taken out."""
+    if _RARE_ESCAPES.search(text):
+        for old, new in _ESCAPED_FOLDS:
+            while old in text:
+                text = text.replace(old, new)
+    else:
+        text = text.replace("\\n", "")
+    return text.translate(_NO_BLANKS)
+
+
+def _unfolded_with_positions(text: str) -> tuple[str, list[int]]:
+    """`_unfolded(text)`, and where each of its characters stands in `text`."""
+    positions = list(range(len(text)))
+    for old, new in (*_ESCAPED_FOLDS, *((blank, "") for blank in _BLANKS)):
+        while old in text:
+            pieces = text.split(old)
+            kept, at = [], 0
+            for piece in pieces:  # the piece, then the characters `new` takes the place of
+                kept += positions[at : at + len(piece) + len(new)]
+                at += len(piece) + len(old)
+            text, positions = new.join(pieces), kept
+    return text, positions
+
+
+def _spans(text: str, scan: _Scan, json_lines: bool = False) -> list[tuple[int, int]]:
+    """The spans of `text` holding runs of the key, as they stand or folded over lines."""
+    spans = _find_runs(text, scan)
+    if not _has_a_line_break(text, json_lines):
+        return spans
+    unfolded, positions = _unfolded_with_positions(text)
+    folded = [
+        (positions[start], positions[end - 1] + 1) for start, end in _find_runs(unfolded, scan)
+    ]
+    return _joined(spans + folded)
+
+
+def _joined(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """`spans` in order, overlapping ones joined."""
+    joined: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if joined and start <= joined[-1][1]:
+            joined[-1] = (joined[-1][0], max(end, joined[-1][1]))
+        else:
+            joined.append((start, end))
+    return joined
 
 
 def _find_runs(text: str, scan: _Scan) -> list[tuple[int, int]]:

@@ -300,7 +300,7 @@ def plain_lines(block: bytearray, secret: str | None) -> list[str] | None:
         text = block.decode()
     except UnicodeDecodeError:
         return None
-    if not text.startswith("{") or may_hold_secret(text, secret):  # not a BOM either
+    if not text.startswith("{") or may_hold_secret(text, secret, json_lines=True):  # no BOM
         return None
     lines = text.split("\n")
     # Every line begins with "{" or a character after it, so none is blank: a blank one

@@ -162,7 +162,8 @@ def build_page_rows(
     # Most batches have no errors (null): skip the call for them.
     error_rows = [row for batch in unique if batch.get("errors") for row in build_error_rows(batch)]
     # `raw` holds every value of the batch, error lines included, as JSON writes them.
-    if secret and holds_secret("\n".join(row[_RAW] for row in batch_rows), secret):
+    raws = (row[_RAW] for row in batch_rows)
+    if secret and holds_secret("\n".join(raws), secret, json_lines=True):
         batch_rows = [mask_values(row, secret) for row in batch_rows]
         error_rows = [mask_values(row, secret) for row in error_rows]
     return batch_rows, error_rows

@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import itertools
 import json
 import logging
+import random
 import re
 import sqlite3
 import time
@@ -508,3 +510,102 @@ def test_a_key_echoed_in_base64_is_masked_in_messages_and_stored_data(prefix: st
         assert "***" in masked
         assert echo not in masked
         assert echo not in mask_values((text,), key)[0]
+
+
+PROJECT_KEY = "sk-proj-" + "".join(f"{n:02d}aB" for n in range(39))  # 164 characters
+
+
+def folded(text: str, width: int, line_break: str = "\n", indent: str = "") -> str:
+    """`text` wrapped at `width` columns, as MIME base64 and text wrapping write it."""
+    lines = [text[i : i + width] for i in range(0, len(text), width)]
+    return (line_break + indent).join(lines)
+
+
+WRAPPED_ECHOES = [
+    pytest.param(
+        folded(base64.b64encode(f"Bearer {PROJECT_KEY}".encode()).decode(), 76, "\r\n"),
+        id="mime-base64",
+    ),
+    pytest.param(folded(PROJECT_KEY, 64), id="text-at-64"),
+    pytest.param(folded(PROJECT_KEY, 40, "\n", "    "), id="indented-at-40"),
+    pytest.param(json.dumps(folded(PROJECT_KEY, 64))[1:-1], id="json-escaped-break"),
+]
+
+
+@pytest.mark.parametrize("echo", WRAPPED_ECHOES)
+def test_a_key_folded_over_lines_is_masked_in_stored_data(echo: str) -> None:
+    """A 164-character key echoed wrapped over lines has no run of half the key on any
+    line: it was stored in pieces. Found across the breaks, it is masked whole."""
+    text = f"the server got\n{echo}\nand refused it"
+    assert holds_secret(text, PROJECT_KEY)
+    (masked,) = mask_values((text,), PROJECT_KEY)
+    assert masked.startswith("the server got")
+    assert masked.endswith("and refused it")
+    assert not holds_secret(masked, PROJECT_KEY)
+    assert masked.count("***") == 1
+    for piece in re.split(r"\r\n|\n|\\n|    ", echo):
+        assert len(piece) < 16 or piece not in masked
+
+
+@pytest.mark.parametrize("echo", WRAPPED_ECHOES)
+async def test_a_key_folded_over_lines_in_a_page_or_a_file_is_stored_masked(
+    db_path: Path, fast_retry: RetryPolicy, echo: str
+) -> None:
+    """The folded key in a batch's error line and in a request line's error and body
+    (which SQLite would otherwise map): stored masked, the lines around it as usual."""
+    batch = make_batch(
+        1,
+        status="failed",
+        error_file_id="file-err-1",
+        output_file_id=None,
+        errors={"object": "list", "data": [{"code": "bad", "message": f"got\n{echo}"}]},
+    )
+    answer = {"status_code": 401, "body": {"error": {"message": f"got\n{echo}"}}}
+    lines = [
+        {"custom_id": "echo", "response": answer, "error": None},
+        {"custom_id": "plain", "response": None, "error": {"message": "expired"}},
+    ]
+    settings = Settings(db=db_path, base_url=BASE_URL, api_key=PROJECT_KEY, bodies=True)
+    with aioresponses() as mock:
+        mock.get(f"{BASE_URL}/batches?limit=100", payload=list_body([batch], False))
+        content = "\n".join([*map(json.dumps, lines), ""])
+        mock.get(f"{BASE_URL}/files/file-err-1/content", body=content.encode())
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.request_lines) == (True, 2)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        dump = "\n".join(conn.iterdump())
+        stored = conn.execute("SELECT custom_id, error_message FROM batch_requests").fetchall()
+        (message,) = conn.execute("SELECT message FROM batch_errors").fetchone()
+    assert ("plain", "expired") in stored
+    assert message.startswith("got\n")
+    assert "***" in message
+    for text in (dump, dump.replace("''", "'")):
+        assert not holds_secret(text, PROJECT_KEY)
+
+
+def fold_randomly(rng: random.Random, folds: list[str]) -> str:
+    """The project key cut in up to 7 pieces, with up to 2 of `folds` between two."""
+    cuts = sorted(rng.sample(range(1, len(PROJECT_KEY)), rng.randint(1, 6)))
+    pieces = [PROJECT_KEY[a:b] for a, b in itertools.pairwise([0, *cuts, len(PROJECT_KEY)])]
+    return pieces[0] + "".join(
+        "".join(rng.choices(folds, k=rng.randint(1, 2))) + piece for piece in pieces[1:]
+    )
+
+
+# Line breaks, raw or escaped once, twice or more, and blanks after them.
+FOLDS = ["\n", "\r\n", "\\n", "\\\\n", "\\\\\\r", "\\\\\\\\r\\n", "\n  ", "\\n\\t", "\n\t"]
+
+
+def test_a_key_folded_any_way_is_found_and_masked_in_stored_data() -> None:
+    """Stored data is searched with folds taken out in two ways, a quick one and one
+    keeping track of positions to mask: whatever the way, the key is found and masked,
+    and what else is found is masked too."""
+    rng = random.Random(22)
+    for _ in range(300):
+        text = fold_randomly(rng, FOLDS)
+        assert holds_secret(text, PROJECT_KEY), text
+        assert mask_values((text,), PROJECT_KEY) == ("***",)
+    for _ in range(300):  # with what may join a fold into something else
+        text = fold_randomly(rng, [*FOLDS, "\\", "n", "x\\"])
+        (masked,) = mask_values((text,), PROJECT_KEY)
+        assert not holds_secret(masked, PROJECT_KEY), text

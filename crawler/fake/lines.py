@@ -27,6 +27,7 @@ _TEXTS = (
     "Voilà : la réponse est prête.",
     "東京の天気は晴れです。",
     "Done ✅",
+    "Three points:\n\n1. **Cost**: half the price.\n2. **Time**: within 24 hours.\n3. Done.",
 )
 # (status_code, error body) of requests the model endpoint answered with an HTTP error.
 _HTTP_ERRORS: tuple[tuple[int, dict[str, Any]], ...] = (
