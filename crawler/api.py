@@ -114,6 +114,8 @@ def describe(exc: BaseException, timeout: aiohttp.ClientTimeout | None = None) -
         return _describe_timeout(exc, timeout or aiohttp.ClientTimeout(total=None))
     if isinstance(exc, aiohttp.ClientResponseError):
         return _describe_refusal(exc)
+    if isinstance(exc, aiohttp.RedirectClientError):
+        return _describe_redirect(exc)
     if isinstance(exc, aiohttp.ClientConnectorError):
         return f"cannot connect to {exc.host}:{exc.port} ({exc.strerror or exc.os_error})"
     plain = next((words for kind, words in _PLAIN_WORDS if isinstance(exc, kind)), None)
@@ -129,6 +131,14 @@ def _describe_refusal(exc: aiohttp.ClientResponseError) -> str:
     return "the server sent a malformed HTTP response"
 
 
+def _describe_redirect(exc: aiohttp.RedirectClientError) -> str:
+    """A redirect aiohttp would not follow (or we would not: see _kept_to_their_origin)."""
+    if isinstance(exc, aiohttp.InvalidURL):
+        why = exc.description or "not a URL"
+        return f"redirected to {exc.url} ({why}), which is not followed"
+    return f"redirected to {exc.args[0] if exc.args else 'a URL'}, which is not http(s)"
+
+
 def _describe_timeout(exc: TimeoutError, timeout: aiohttp.ClientTimeout) -> str:
     """Which limit ran out, briefly (a progress line shows it): connect, silence or the whole."""
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
@@ -141,8 +151,8 @@ def _describe_timeout(exc: TimeoutError, timeout: aiohttp.ClientTimeout) -> str:
 
 
 def is_permanent(exc: BaseException) -> bool:
-    """Whether asking again cannot help: a redirect loop."""
-    return isinstance(exc, aiohttp.TooManyRedirects)
+    """Whether asking again cannot help: a redirect loop, or one that cannot be followed."""
+    return isinstance(exc, aiohttp.TooManyRedirects | aiohttp.RedirectClientError)
 
 
 def _kept_to_their_origin(names: Iterable[str]) -> aiohttp.TraceConfig:
@@ -157,9 +167,13 @@ def _kept_to_their_origin(names: Iterable[str]) -> aiohttp.TraceConfig:
     ) -> None:
         location = params.response.headers.get("Location", "")
         try:
-            leaves = params.url.join(URL(location)).origin() != params.url.origin()
+            target = params.url.join(URL(location))
+            leaves = target.origin() != params.url.origin()
         except ValueError:
             return  # aiohttp refuses such a redirect itself
+        if target.user is not None or target.password is not None:
+            # aiohttp would send them as Basic auth beside our key: it fails with a ValueError.
+            raise aiohttp.InvalidUrlRedirectClientError(location, "it holds a user name")
         if leaves:
             # The headers of the next hop: aiohttp passes on those it holds.
             for name in names:
@@ -402,9 +416,12 @@ class ApiClient:
         """aiohttp's failures raised as TransportError, saying what happened."""
         try:
             yield
-        except aiohttp.InvalidURL as exc:
-            raise TransportError(f"cannot request {url}: invalid URL", should_retry=False) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
+            if isinstance(exc, aiohttp.InvalidURL) and not isinstance(
+                exc, aiohttp.RedirectClientError
+            ):
+                message = f"cannot request {url}: invalid URL"
+                raise TransportError(message, should_retry=False) from exc
             what = describe(exc, timeout)
             raise TransportError(
                 mask_secret(f"request to {url} failed: {what}", self._secret),
@@ -488,7 +505,8 @@ class ApiClient:
         """Why an attempt failed, in a few words: "HTTP 503", "timed out, ..."."""
         cause = error.__cause__
         if isinstance(error, TransportError) and cause is not None:
-            return describe(cause, self._session.timeout)
+            # A redirect's URL is the server's, and may echo the key.
+            return mask_secret(describe(cause, self._session.timeout), self._secret)
         if isinstance(error, RateLimitedError):
             return "rate limited (HTTP 429)"
         if error.status is not None:

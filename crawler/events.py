@@ -84,7 +84,7 @@ def retry_event(retry: RetryEvent, secret: str | None = None) -> Event:
         "attempt": retry.attempt + 1,  # the one about to start
         "max_attempts": retry.max_attempts,
         "wait": round(retry.wait, 3),
-        "reason": retry.reason,
+        "reason": mask_secret(retry.reason, secret),
         "error": mask_secret(str(error), secret),
     }
     name = RATE_LIMITED if isinstance(error, RateLimitedError) else RETRY

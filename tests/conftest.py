@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -10,6 +12,7 @@ from unittest import mock
 import aiohttp
 import aioresponses.core
 import pytest
+from aiohttp import web
 
 from crawler.api import RetryPolicy
 from crawler.config import Settings
@@ -105,3 +108,18 @@ def fast_retry() -> RetryPolicy:
 def settings(db_path: Path) -> Settings:
     """Settings pointing at the mocked API and the temporary database."""
     return Settings(db=db_path, base_url=BASE_URL, api_key=API_KEY, page_size=2)
+
+
+@contextlib.asynccontextmanager
+async def serving(routes: dict[str, Any]) -> AsyncIterator[str]:
+    """An aiohttp app on 127.0.0.1 answering GET `routes` (path: handler); yields its root URL."""
+    app = web.Application()
+    for path, handler in routes.items():
+        app.router.add_get(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()

@@ -12,18 +12,21 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 from aioresponses import aioresponses
 
 from crawler.api import ApiClient, RetryEvent, RetryPolicy, create_session
 from crawler.bodies import MAX_BODY_BYTES
 from crawler.config import Settings
 from crawler.errors import BadRequestError, BrokenResponseError, TransportError
+from crawler.events import retry_event
 from crawler.fake import FakeApiOptions, FakeApiServer
 from crawler.jsontext import parse, to_text
 from crawler.sync_run import sync
 
-from .conftest import API_KEY, list_body, make_batch
+from .conftest import API_KEY, list_body, make_batch, serving
 from .waits import HANG_GUARD
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -204,3 +207,75 @@ async def test_off_a_terminal_each_retry_is_one_warning_line_unless_quiet(
         assert line.startswith("WARNING crawler.api: API error 429 (rate_limit_exceeded): ")
         assert "; retrying in 0." in line
         assert line.endswith(" of 8)")
+
+
+LONG_KEY = "sk-proj-" + "".join(f"{n:02d}xQ" for n in range(39))
+
+
+@pytest.mark.parametrize(
+    ("location", "said"),
+    [
+        (
+            "ftp://127.0.0.1/x?k={key}",
+            "redirected to ftp://127.0.0.1/x?k=***, which is not http(s)",
+        ),
+        ("mailto:{key}", "redirected to mailto:***, which is not http(s)"),
+        ("{root}/v1/listed?k={key}", None),  # followed: the control
+        (
+            "http://user:pass@127.0.0.1:{port}/v1/listed",
+            "redirected to http://user:pass@127.0.0.1:{port}/v1/listed (it holds a user name), "
+            "which is not followed",
+        ),
+    ],
+    ids=["ftp", "mailto", "followed", "credentials"],
+)
+async def test_a_redirect_that_cannot_be_followed_fails_at_once_saying_where(
+    location: str, said: str | None
+) -> None:
+    """A redirect to another scheme was retried as if it might pass, its URL (the key in
+    it) shown in retry events; one holding a user name ended in a ValueError traceback
+    (aiohttp will not send it beside the key)."""
+    events: list[RetryEvent] = []
+    target: list[str] = []
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPFound(target[0])
+
+    async def listed(request: web.Request) -> web.Response:
+        return web.json_response(list_body([make_batch(1)], False))
+
+    async with serving({"/v1/batches": redirect, "/v1/listed": listed}) as root:
+        port = root.rsplit(":", 1)[1]
+        target.append(location.format(key=LONG_KEY, root=root, port=port))
+        settings = Settings(base_url=f"{root}/v1", api_key=LONG_KEY)
+        async with create_session(settings) as session:
+            client = ApiClient(
+                session, settings.base_url, retry=RETRY, secret=LONG_KEY, on_retry=events.append
+            )
+            if said is None:
+                assert (await client.fetch_page(None, 2)).batches == [make_batch(1)]
+                return
+            with pytest.raises(TransportError) as caught:
+                await client.fetch_page(None, 2)
+    assert str(caught.value).endswith(f"failed: {said.format(port=port)}")
+    assert events == []
+
+
+async def test_why_a_request_is_retried_never_shows_the_key() -> None:
+    """The reason given to progress lines and retry events is the transport's own words,
+    which may quote the server: it showed the key whole."""
+    events: list[RetryEvent] = []
+    settings = Settings(base_url=LOOPBACK_URL, api_key=LONG_KEY)
+    async with create_session(settings) as session:
+        client = ApiClient(
+            session, settings.base_url, retry=RETRY, secret=LONG_KEY, on_retry=events.append
+        )
+        with aioresponses() as mock:
+            refusal = aiohttp.ClientOSError(f"the proxy said: no route for {LONG_KEY}")
+            mock.get(f"{LOOPBACK_URL}/batches?limit=2", exception=refusal, repeat=True)
+            with pytest.raises(TransportError):
+                await client.fetch_page(None, 2)
+    assert [event.reason for event in events] == ["the proxy said: no route for ***"] * 2
+    assert [retry_event(event, LONG_KEY).fields["reason"] for event in events[:1]] == [
+        "the proxy said: no route for ***"
+    ]

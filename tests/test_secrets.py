@@ -12,9 +12,7 @@ import random
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote, quote_plus
 
 import pytest
@@ -29,7 +27,7 @@ from crawler.redact import holds_secret, mask_secret, mask_values
 from crawler.replies import build_api_error
 from crawler.sync_run import sync
 
-from .conftest import BASE_URL, list_body, make_batch, serve_the_end
+from .conftest import BASE_URL, list_body, make_batch, serve_the_end, serving
 
 # Characters that JSON, percent-encoding and whitespace collapsing all spell differently.
 ODD_KEY = 'sk-proj-a"b\\c/d+e=f  é~0123456789ABCDEFxyz'
@@ -156,21 +154,6 @@ async def test_a_redirect_echoing_the_key_is_masked_in_the_request_log(
     requests = [r.getMessage() for r in caplog.records if r.getMessage().startswith("GET ")]
     assert any("k=***" in line for line in requests), requests
     assert not any("0123456789abcdef" in line for line in requests)
-
-
-@contextlib.asynccontextmanager
-async def serving(routes: dict[str, Any]) -> AsyncIterator[str]:
-    """An aiohttp app on 127.0.0.1 answering GET `routes` (path: handler); yields its root URL."""
-    app = web.Application()
-    for path, handler in routes.items():
-        app.router.add_get(path, handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
 
 
 @pytest.mark.parametrize("provider", ["openai", "azure"])
