@@ -44,7 +44,7 @@ from .fake import (
 from .logs import JsonEvents, configure_logging
 from .prices import PriceFile, PriceFileError, read_prices
 from .progress import AccountsProgress, ProgressLine
-from .redact import mask_key_like, mask_secret
+from .redact import keys_among, mask_keys
 from .report import format_answer, format_report, parse_since, read_report, utc
 from .report_html import render_html
 from .runs import SyncResult
@@ -326,9 +326,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _masked(text: str) -> str:
-    """`text` with the key at hand masked: a stored value may hold up to half the key a
+    """`text` with the keys at hand masked: a stored value may hold up to half the key a
     server echoed (see README, Config file), and printing it would show it again."""
-    return mask_secret(text, os.environ.get(Settings.api_key_env, "").strip() or None)
+    return mask_keys(text, keys_among(os.environ.values()))
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -458,12 +458,12 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except CrawlerError as exc:
         # A key pasted into a path or a host is said back in the message: never shown.
-        key = os.environ.get(Settings.api_key_env)
+        keys = keys_among(os.environ.values())
         events: JsonEvents | None = args.events
         if events is None:
-            print(f"batch-crawler: {mask_key_like(mask_secret(str(exc), key))}", file=sys.stderr)
+            print(f"batch-crawler: {mask_keys(str(exc), keys)}", file=sys.stderr)
         elif not events.failure_told:  # the failure came before or outside a sync
-            events(failure_event(exc, key))
+            events(failure_event(exc, *keys))
         return exc.exit_code
     except _Stopped as stopped:
         if stopped.signum == signal.SIGTERM:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -12,7 +13,7 @@ from .config import ENV_LOG_FORMAT
 from .errors import EXIT_USAGE, ConfigError
 from .events import failure_event
 from .fake import BAD_PAGE_MODES, BROKEN_PAGINATION_MODES, FLAVORS, ID_STYLES
-from .redact import looks_like_secret
+from .redact import keys_among, looks_like_secret, mask_keys
 from .setting_rules import LOG_FORMATS, Rule, integer_rule, number_rule, setting_rule, shown
 
 
@@ -27,7 +28,8 @@ class Parser(argparse.ArgumentParser):
             shown(word.strip("'")) if looks_like_secret(word.strip("'")) else word
             for word in message.split(" ")
         )
-        line = f"{self.prog}: error: {' '.join(words)} (see --help)"
+        keys = keys_among(os.environ.values())
+        line = mask_keys(f"{self.prog}: error: {' '.join(words)} (see --help)", keys)
         if Parser.json_errors:
             event = failure_event(ConfigError(line))
             self.exit(EXIT_USAGE, event.json_line())

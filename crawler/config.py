@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
-from .redact import holds_secret, looks_like_secret
+from .redact import holds_secret, looks_like_secret, mask_keys
 from .setting_rules import (
     DEFAULT_BASE_URL,
     account_name_problem,
@@ -105,6 +105,16 @@ class Settings:
         return {"api-version": self.api_version} if self.api_version else {}
 
     def __post_init__(self) -> None:
+        try:
+            self._check()
+        except ConfigError as exc:  # it may quote a value holding the key (a URL, a path)
+            keys = [self.api_key] if isinstance(self.api_key, str) else []
+            raise ConfigError(mask_keys(str(exc), keys)) from None
+        object.__setattr__(self, "db", Path(self.db))
+        object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+
+    def _check(self) -> None:
+        """Every setting by its rule, and the rules between settings."""
         for f in dataclasses.fields(self):
             check_setting(f.name, getattr(self, f.name))
         for name in ("organization", "project"):
@@ -140,8 +150,6 @@ class Settings:
                 "base_url holds the API key (not shown); give the base URL alone and the key "
                 "in the environment variable named by api_key_env"
             )
-        object.__setattr__(self, "db", Path(self.db))
-        object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
 
     def missing_key_message(self) -> str:
         """What to tell a user who has no key, never echoing a key pasted as the variable name."""

@@ -15,7 +15,7 @@ import orjson
 
 from .api import RetryEvent
 from .errors import EXIT_FAILED, CrawlerError, RateLimitedError
-from .redact import mask_key_like, mask_secret
+from .redact import mask_keys, mask_secret
 
 Level = Literal["debug", "info", "warning", "error"]
 
@@ -57,9 +57,9 @@ class Event:
 EventHandler = Callable[[Event], None]
 
 
-def failure_event(error: BaseException, secret: str | None = None) -> Event:
-    """The `run_failed` event for `error`: what kind, the message, the exit code the command
-    line ends with, and whether a later retry of the run may help."""
+def failure_event(error: BaseException, *secrets: str | None) -> Event:
+    """The `run_failed` event for `error`: what kind, the message (`secrets` masked), the
+    exit code the command line ends with, and whether a later retry of the run may help."""
     if isinstance(error, CrawlerError):
         message, exit_code = str(error), error.exit_code
         retryable, failure_type = error.retryable, error.failure_type
@@ -68,7 +68,7 @@ def failure_event(error: BaseException, secret: str | None = None) -> Event:
         exit_code, retryable, failure_type = EXIT_FAILED, False, "system_error"
     fields = {
         "error_kind": type(error).__name__,
-        "message": mask_key_like(mask_secret(message, secret)),
+        "message": mask_keys(message, secrets),
         "exit_code": exit_code,
         "retryable": retryable,
         "failure_type": failure_type,

@@ -6,6 +6,7 @@ import base64
 import functools
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -69,6 +70,25 @@ def mask_key_like(text: str) -> str:
     """`text` with every word spelled like a key masked: for what the command line says of
     a value no rule checks for the key (a path, a host), before any key is known."""
     return _KEY_LIKE.sub(_MASK, text)
+
+
+def keys_among(values: Iterable[str]) -> tuple[str, ...]:
+    """The values (an environment's) spelled like a key: the key a run uses is one of them,
+    under whatever name `api_key_env` gives it."""
+    return tuple(sorted({v.strip() for v in values if looks_like_secret(v.strip())}))
+
+
+def mask_keys(text: str, keys: Iterable[str | None]) -> str:
+    """`text` (what a command says) with each of `keys`, and any word spelled like a key,
+    masked."""
+    for key in keys:
+        text = mask_secret(text, key)
+    return mask_key_like(text)
+
+
+def holds_a_key_like_word(value: str) -> bool:
+    """Whether a word of `value` (between characters no key holds) is spelled like a key."""
+    return any(looks_like_secret(word) for word in re.findall(r"[A-Za-z0-9_\-]+", value))
 
 
 def holds_secret(text: str, secret: str | None, *, json_lines: bool = False) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from .errors import ConfigError
-from .redact import looks_like_secret
+from .redact import holds_a_key_like_word, looks_like_secret
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -125,7 +125,9 @@ def _path(value: Any) -> str | None:
 
 def shown(value: Any) -> str:
     """`value` for an error message, unless it may hold a secret."""
-    if looks_like_secret(value) or (isinstance(value, str) and "@" in value):
+    if looks_like_secret(value) or (
+        isinstance(value, str) and ("@" in value or holds_a_key_like_word(value))
+    ):
         return "a value not shown here (it may hold a secret)"
     return repr(value)
 

@@ -592,3 +592,57 @@ def test_a_key_folded_any_way_is_found_and_masked_in_stored_data() -> None:
         text = fold_randomly(rng, [*FOLDS, "\\", "n", "x\\"])
         (masked,) = mask_values((text,), PROJECT_KEY)
         assert not holds_secret(masked, PROJECT_KEY), text
+
+
+AZURE_KEY = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("variable", "key", "argv"),
+    [
+        ("OPENAI_API_KEY", PROJECT_KEY, ["sync", "--provider", "openai,{key}"]),
+        ("OPENAI_API_KEY", PROJECT_KEY, ["sync", "--page-size", "={key}"]),
+        ("OPENAI_API_KEY", PROJECT_KEY, ["sync", "--log-format", "json:{key}"]),
+        ("OPENAI_API_KEY", PROJECT_KEY, ["sync", "--azure-endpoint", "https://{key}.azure.com"]),
+        ("MY_KEY", AZURE_KEY, ["fake-api", "--port", "x{key}"]),
+        ("AZURE_OPENAI_API_KEY", AZURE_KEY, ["sync", "--base-url", "ftp://{key}.example"]),
+        ("AZURE_OPENAI_API_KEY", AZURE_KEY, ["status", "--db", "/nowhere/x{key}/d.db"]),
+    ],
+    ids=["choice", "integer", "log format", "endpoint", "port", "url", "db path"],
+)
+@pytest.mark.parametrize("json_log", [False, True], ids=["text", "json"])
+def test_a_key_inside_a_flags_value_is_not_said_back(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variable: str,
+    key: str,
+    argv: list[str],
+    json_log: bool,
+) -> None:
+    """A value refused was quoted whole unless it was a key itself; and only the key in
+    OPENAI_API_KEY was masked, not one under another name (Azure's, or api_key_env's)."""
+    monkeypatch.setenv(variable, key)
+    monkeypatch.chdir(tmp_path)
+    words = [word.format(key=key) for word in argv]
+    try:
+        code = main([*words, *(["--log-format", "json"] if json_log else [])])
+    except SystemExit as refused:  # a flag argparse refused
+        code = refused.code
+    said = capsys.readouterr()
+    assert code not in (0, None)
+    assert said.err.strip() or said.out.strip()
+    assert key[10:26] not in said.out + said.err
+
+
+def test_a_setting_refused_in_the_library_never_quotes_the_key() -> None:
+    """`Settings` refusing a value holding the key (pasted into a URL or a path) said it
+    in the ConfigError a pipeline would print."""
+    for key, place in [
+        (PROJECT_KEY, {"base_url": f"ftp://{PROJECT_KEY}"}),
+        (AZURE_KEY, {"base_url": f"ftp://x/{AZURE_KEY}"}),
+        (AZURE_KEY, {"db": f"x{AZURE_KEY}\0"}),
+    ]:
+        with pytest.raises(ConfigError) as refused:
+            Settings(api_key=key, **place)  # type: ignore[arg-type]
+        assert key[:16] not in str(refused.value)
