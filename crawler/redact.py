@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import bisect
 import functools
 import json
 import re
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import quote, quote_plus
 
 
@@ -224,15 +226,21 @@ def _base64_cores(secret: str) -> set[str]:
 
 
 # A key folded over lines (base64 wrapped at 76 columns, a text at 64, an indent after each
-# break) has no run of half its length on any one line: text holding a line break, raw or
-# JSON-escaped, is searched with its breaks and blanks taken out too. Runs of backslashes
-# are made one first, so that a break escaped twice (JSON in a JSON string) goes as well.
-_ESCAPED_FOLDS = (("\\\\", "\\"), ("\\r", ""), ("\\n", ""), ("\\t", ""))
+# break, quoted-printable's soft breaks) has no run of half its length on any one line: text
+# holding a line break, raw or JSON-escaped, is searched with its breaks and blanks taken out
+# too. Runs of backslashes are made one first, so that a break escaped twice (JSON in a JSON
+# string) goes as well; then the soft breaks, = and a break.
+_ESCAPED_FOLDS = (
+    ("\\\\", "\\"),
+    *((fold, "") for fold in ("=\\r\\n", "=\\n", "=\r\n", "=\n", "\\r", "\\n", "\\t")),
+)
 _BLANKS = " \r\n\t"
 _NO_BLANKS = str.maketrans("", "", _BLANKS)
 # Without one of these, only \n of the escaped folds can be in a text (taking out one
-# \n never makes another escape): the common case, taken in two C passes.
+# \n never makes another escape): the common case, taken in two C passes. (Two searches,
+# each fast on its first character, where one for either is slow.)
 _RARE_ESCAPES = re.compile(r"\\[\\rt]")
+_SOFT_BREAKS = re.compile(r"=(?:\\n|[\r\n])")
 
 
 def _has_a_line_break(text: str, json_lines: bool) -> bool:
@@ -243,7 +251,7 @@ def _has_a_line_break(text: str, json_lines: bool) -> bool:
 
 def _unfolded(text: str) -> str:
     """`text` with what may fold a key taken out."""
-    if _RARE_ESCAPES.search(text):
+    if _RARE_ESCAPES.search(text) or _SOFT_BREAKS.search(text):
         for old, new in _ESCAPED_FOLDS:
             while old in text:
                 text = text.replace(old, new)
@@ -252,18 +260,35 @@ def _unfolded(text: str) -> str:
     return text.translate(_NO_BLANKS)
 
 
-def _unfolded_with_positions(text: str) -> tuple[str, list[int]]:
-    """`_unfolded(text)`, and where each of its characters stands in `text`."""
-    positions = list(range(len(text)))
+# Where the pieces a step of unfolding kept start: in the text after it, and before it.
+_Cut: TypeAlias = "tuple[array[int], array[int]]"
+
+
+def _unfolded_with_cuts(text: str) -> tuple[str, list[_Cut]]:
+    """`_unfolded(text)`, and the cuts that lead back from its positions to `text`'s: two
+    numbers a fold taken out (a position per character took 60 times a long line's size)."""
+    cuts: list[_Cut] = []
     for old, new in (*_ESCAPED_FOLDS, *((blank, "") for blank in _BLANKS)):
         while old in text:
-            pieces = text.split(old)
-            kept, at = [], 0
-            for piece in pieces:  # the piece, then the characters `new` takes the place of
-                kept += positions[at : at + len(piece) + len(new)]
-                at += len(piece) + len(old)
-            text, positions = new.join(pieces), kept
-    return text, positions
+            shrink = len(old) - len(new)
+            after, before = array("q", [0]), array("q", [0])
+            at = text.find(old)
+            while at != -1:  # as str.replace finds them, left to right, none overlapping
+                before.append(at + len(old))
+                after.append(at + len(old) - shrink * len(after))
+                at = text.find(old, at + len(old))
+            cuts.append((after, before))
+            text = text.replace(old, new)
+    return text, cuts
+
+
+def _position_before(position: int, cuts: list[_Cut]) -> int:
+    """Where `position` of an unfolded text stands in the text it was unfolded from: a
+    character that stands for `old` (a backslash of two) is that of `old`'s first."""
+    for after, before in reversed(cuts):
+        piece = bisect.bisect_right(after, position) - 1
+        position = before[piece] + position - after[piece]
+    return position
 
 
 def _spans(text: str, scan: _Scan, json_lines: bool = False) -> list[tuple[int, int]]:
@@ -271,9 +296,10 @@ def _spans(text: str, scan: _Scan, json_lines: bool = False) -> list[tuple[int, 
     spans = _find_runs(text, scan)
     if not _has_a_line_break(text, json_lines):
         return spans
-    unfolded, positions = _unfolded_with_positions(text)
+    unfolded, cuts = _unfolded_with_cuts(text)
     folded = [
-        (positions[start], positions[end - 1] + 1) for start, end in _find_runs(unfolded, scan)
+        (_position_before(start, cuts), _position_before(end - 1, cuts) + 1)
+        for start, end in _find_runs(unfolded, scan)
     ]
     return _joined(spans + folded)
 
@@ -290,10 +316,20 @@ def _joined(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def _find_runs(text: str, scan: _Scan) -> list[tuple[int, int]]:
-    """The spans of `text` made of the scan's runs, overlapping ones joined."""
+    """The spans of `text` made of the scan's runs, overlapping ones joined.
+
+    Every run holds one of the scan's blocks whole: only the places around a block found
+    are looked at, so that a long text (a 16 MiB line) is not gone through a character at
+    a time in Python."""
     size = scan.run
+    starts: set[int] = set()
+    for block in scan.blocks:
+        at = text.find(block)
+        while at != -1:
+            starts.update(range(max(0, at + len(block) - size), at + 1))
+            at = text.find(block, at + 1)
     spans: list[tuple[int, int]] = []
-    for i in range(len(text) - size + 1):
+    for i in sorted(starts):
         if text[i : i + size] in scan.runs:
             if spans and i <= spans[-1][1]:
                 spans[-1] = (spans[-1][0], i + size)

@@ -281,9 +281,10 @@ class _TooLong(Exception):
     """A file went on past MAX_FILE_LINES."""
 
 
-# A \u escape of a printable ASCII character: JSON writers escape none, so a line holding
-# one may spell the key out of sight of the search on its text (SQLite decodes it later).
-_ESCAPED_ASCII = re.compile(r"\\u00[2-7][0-9a-fA-F]")
+# A \u escape of an ASCII character: of the printable ones JSON writers escape none, so a
+# line holding one may spell the key out of sight of the search on its text (SQLite decodes
+# it later); of the others, \u000a folds the key over lines as \n does.
+_ESCAPED_ASCII = re.compile(r"\\u00[0-7][0-9a-fA-F]")
 
 
 def plain_lines(block: bytearray, secret: str | None) -> list[str] | None:
@@ -319,16 +320,15 @@ def text_for_sqlite(line: bytearray, secret: str | None) -> str | None:
     SQL_LINE_BYTES, not UTF-8, a surrogate escape (alone, it would become text SQLite
     stores broken), a NUL, escaped or not (SQLite's JSON functions end a text there), the
     key (a server echoing it: masked before it is stored), or an escaped ASCII character
-    (the key may hide in escapes: Python decodes them, then masks)."""
+    (the key may hide in escapes, or be folded over lines by \\u000a: Python decodes them,
+    then masks)."""
     if len(line) > SQL_LINE_BYTES:
         return None
     try:
         text = line.decode()
     except UnicodeDecodeError:
         return None
-    if "\\u" in text and (
-        "\\ud" in text or "\\uD" in text or "\\u0000" in text or _ESCAPED_ASCII.search(text)
-    ):
+    if "\\u" in text and ("\\ud" in text or "\\uD" in text or _ESCAPED_ASCII.search(text)):
         return None
     if "\x00" in text:  # SQLite's JSON parser stops at a NUL byte, and takes what came before
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import dataclasses
 import itertools
@@ -12,6 +13,7 @@ import random
 import re
 import sqlite3
 import time
+import tracemalloc
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
@@ -512,6 +514,7 @@ WRAPPED_ECHOES = [
     pytest.param(folded(PROJECT_KEY, 64), id="text-at-64"),
     pytest.param(folded(PROJECT_KEY, 40, "\n", "    "), id="indented-at-40"),
     pytest.param(json.dumps(folded(PROJECT_KEY, 64))[1:-1], id="json-escaped-break"),
+    pytest.param(binascii.b2a_qp(f"Bearer {PROJECT_KEY}".encode()).decode(), id="quoted-printable"),
 ]
 
 
@@ -577,6 +580,7 @@ def fold_randomly(rng: random.Random, folds: list[str]) -> str:
 
 # Line breaks, raw or escaped once, twice or more, and blanks after them.
 FOLDS = ["\n", "\r\n", "\\n", "\\\\n", "\\\\\\r", "\\\\\\\\r\\n", "\n  ", "\\n\\t", "\n\t"]
+FOLDS += ["=\r\n", "=\n", "=\\r\\n", "=\\n"]  # quoted-printable's soft breaks
 
 
 def test_a_key_folded_any_way_is_found_and_masked_in_stored_data() -> None:
@@ -646,3 +650,61 @@ def test_a_setting_refused_in_the_library_never_quotes_the_key() -> None:
         with pytest.raises(ConfigError) as refused:
             Settings(api_key=key, **place)  # type: ignore[arg-type]
         assert key[:16] not in str(refused.value)
+
+
+@pytest.mark.parametrize("escape", ["\\u000a", "\\u000A", "\\u000d\\u000a\\u0009"])
+async def test_a_key_folded_at_breaks_written_as_unicode_escapes_is_stored_masked(
+    db_path: Path, fast_retry: RetryPolicy, escape: str
+) -> None:
+    """JSON may write a line break as \\u000a: SQLite decoded it after the search for the
+    folded key had looked at the line's text, and stored the key whole."""
+    batch = make_batch(1, status="failed", error_file_id="file-err-1", output_file_id=None)
+    echo = folded(PROJECT_KEY, 64)
+    answer = {"status_code": 401, "body": {"error": {"message": f"got\n{echo}"}}}
+    lines = [
+        {"custom_id": "echo", "response": answer, "error": {"message": f"got\n{echo}"}},
+        {"custom_id": "plain", "response": None, "error": {"message": "expired"}},
+    ]
+    content = "\n".join(json.dumps(line).replace("\\n", escape) for line in lines)
+    settings = Settings(db=db_path, base_url=BASE_URL, api_key=PROJECT_KEY, bodies=True)
+    with aioresponses() as mock:
+        mock.get(f"{BASE_URL}/batches?limit=100", payload=list_body([batch], False))
+        mock.get(f"{BASE_URL}/files/file-err-1/content", body=content.encode())
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.request_lines) == (True, 2)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        dump = "\n".join(conn.iterdump())
+        stored = dict(conn.execute("SELECT custom_id, error_message FROM batch_requests"))
+    assert stored["plain"] == "expired"
+    assert stored["echo"].startswith("got")
+    assert "***" in stored["echo"]
+    for text in (dump, dump.replace("''", "'")):
+        assert not holds_secret(text, PROJECT_KEY)
+
+
+def test_masking_a_long_text_takes_a_few_times_its_size() -> None:
+    """A 16 MiB request line holding a folded key took 66 times its size in memory (a
+    position kept per character) and 7 s; the cuts kept are a few per line break."""
+    filler = "Lorem ipsum dolor sit amet,\\n consectetur adipiscing elit. " * 8_000
+    text = f"{filler}{folded(PROJECT_KEY, 64)}\n{filler}"
+    tracemalloc.start()
+    try:
+        (masked,) = mask_values((text,), PROJECT_KEY)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert masked == f"{filler}***\n{filler}"
+    assert peak < 8 * len(text), f"{peak / len(text):.1f} times the text's size"
+
+
+@pytest.mark.parametrize("length", [164, 165], ids=["even run", "odd run"])
+def test_every_run_of_half_the_key_is_found_wherever_it_starts(length: int) -> None:
+    """Runs are looked for only around the blocks of the key a text holds: a run holding
+    one block, at its very end, is found as well as any."""
+    key = PROJECT_KEY + "Z" * (length - len(PROJECT_KEY))
+    run = (length + 1) // 2
+    for start in range(length - run + 1):
+        text = f"<{key[start : start + run]}>"
+        assert holds_secret(text, key), start
+        assert mask_values((text,), key) == ("<***>",)
+        assert mask_secret(f"<{key[start : start + 16]}>", key) == "<***>"
