@@ -346,11 +346,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _write_whole(path: Path, page: str) -> None:
-    """Write `page` whole or not at all: a reader never opens half a file."""
-    partial = path.with_name(f".{path.name}.partial")
+    """Write `page` to `path`, whole or not at all where that is a file: a reader never opens
+    half a file. A link is followed, its file written and the link kept; a pipe, a terminal
+    or a device (/dev/stdout) is written to, never replaced by a file."""
+    target = path.resolve()  # the file a link leads to, itself if none
+    partial = target.with_name(f".{target.name}.partial")
     try:
+        if (target.exists() and not target.is_file()) or target.parts[1:2] in (("dev",), ("proc",)):
+            with path.open("w", encoding="utf-8") as stream:
+                stream.write(page)
+            return
         partial.write_text(page, encoding="utf-8")
-        partial.replace(path)
+        partial.replace(target)
     except OSError as exc:
         partial.unlink(missing_ok=True)
         raise ConfigError(f"cannot write {path}: {exc.strerror}") from None

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import os
 import re
+import stat
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,7 @@ from crawler.report_html import PALETTE, chart_series, render_html
 from crawler.store.reads import QueryAnswer
 
 from .test_answer_views import db  # noqa: F401  (a fixture: a database with known costs)
+from .waits import HANG_GUARD
 
 DAY = 1_767_225_600  # 2026-01-01 00:00Z
 
@@ -94,3 +99,39 @@ def test_an_unwritable_page_is_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert f"cannot write {page}" in err
+
+
+def test_a_page_written_through_a_link_keeps_the_link(
+    db: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The page was renamed over the link: the file it led to (served, say) stayed stale."""
+    (tmp_path / "www").mkdir()
+    served = tmp_path / "www" / "report.html"
+    served.write_text("old", encoding="utf-8")
+    link = tmp_path / "report.html"
+    link.symlink_to(served)
+    assert main(["report", "--db", str(db), "--html", str(link)]) == 0
+    assert link.is_symlink()
+    assert "<h2>Top error codes</h2>" in served.read_text(encoding="utf-8")
+    assert [p.name for p in served.parent.iterdir()] == ["report.html"]
+
+
+def test_a_page_written_to_a_pipe_reaches_its_reader(
+    db: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A FIFO (or /dev/stdout) was replaced by a regular file: its reader got nothing."""
+    fifo = tmp_path / "page.fifo"
+    os.mkfifo(fifo)
+    handle = tmp_path / "the same fifo"  # still the FIFO if the page is renamed over its name
+    os.link(fifo, handle)
+    with concurrent.futures.ThreadPoolExecutor(1) as reader:
+        read = reader.submit(fifo.read_text, encoding="utf-8")
+        try:
+            assert main(["report", "--db", str(db), "--html", str(fifo)]) == 0
+        finally:  # a reader never written to waits for a writer: one comes and goes
+            with contextlib.suppress(OSError):  # none waits
+                os.close(os.open(handle, os.O_WRONLY | os.O_NONBLOCK))
+        assert "<h2>Top error codes</h2>" in read.result(timeout=HANG_GUARD)
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
