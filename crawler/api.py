@@ -46,6 +46,7 @@ from .errors import (
     BrokenResponseError,
     NotFoundError,
     RateLimitedError,
+    ResponseTooLargeError,
     TransportError,
     UnknownRouteError,
 )
@@ -295,11 +296,19 @@ class ApiClient:
         self._sleep = sleep
 
     async def fetch_page(self, after: str | None, limit: int) -> BatchPage:
-        """One page of `GET /batches`, newest first, strictly after `after`."""
-        params: dict[str, str] = {"limit": str(limit)}
-        if after is not None:
-            params["after"] = after
-        return await self._retried(self._get_page, f"{self._base_url}/batches", params)
+        """One page of `GET /batches`, newest first, strictly after `after`, of `limit`
+        batches or fewer: a page past the body cap (batches of tens of thousands of error
+        lines each) is asked for again with half the limit, down to one batch."""
+        params: dict[str, str] = {} if after is None else {"after": after}
+        while True:
+            try:
+                return await self._retried(
+                    self._get_page, f"{self._base_url}/batches", {"limit": str(limit), **params}
+                )
+            except ResponseTooLargeError:
+                if limit == 1:
+                    raise
+                limit //= 2
 
     async def fetch_batch(self, batch_id: str) -> Batch | None:
         """One batch by id (`GET /batches/{id}`); None when the API says it has no such batch.
@@ -459,7 +468,7 @@ class ApiClient:
                 f"the response from {shown_url} is larger than {MAX_BODY_BYTES // 2**20} MiB, "
                 "far more than a page of batches (tens of KB); it was not read further"
             )
-            raise BrokenResponseError(mask_secret(message, self._secret), should_retry=False)
+            raise ResponseTooLargeError(mask_secret(message, self._secret), should_retry=False)
         return body
 
     async def _retried(self, call: Callable[..., Awaitable[T]], *args: Any) -> T:

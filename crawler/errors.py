@@ -14,6 +14,7 @@
     │   ├── ServerError             408, 409, 5xx (retryable)
     │   ├── TransportError          connection refused, reset, timed out (retryable)
     │   └── BrokenResponseError     not JSON, truncated, or missing required fields (retryable)
+    │       └── ResponseTooLargeError   past the body cap: not read further, not asked again
     ├── PaginationError             the cursor chain cannot be trusted (a loop guard fired)
     ├── UnstorableBatchError        a batch holds a value SQLite cannot store
     └── DatabaseError               the SQLite file is unusable for us (exit 4)
@@ -161,6 +162,10 @@ class BrokenResponseError(ApiError):
     """A 2xx response whose body is not the JSON we were promised."""
 
     retryable = True
+
+
+class ResponseTooLargeError(BrokenResponseError):
+    """A response past the cap on what one body may take (bodies.MAX_BODY_BYTES)."""
 
 
 class PaginationError(CrawlerError):

@@ -25,6 +25,7 @@ from .errors import (
     AuthenticationError,
     BrokenResponseError,
     QuotaExceededError,
+    RateLimitedError,
     ServerError,
     TransportError,
     UnstorableBatchError,
@@ -414,7 +415,7 @@ def _none_stored_is_no_file(outcome: FileOutcome) -> FileOutcome:
 
 def _route_failing(outcome: FileOutcome) -> bool:
     """Whether a file's failure says the files route is failing (or out of the key's reach):
-    server errors and failed connections, asked again until retries ran out, and 403s; not
+    server errors, failed connections and 429s, asked again until retries ran out, and 403s; not
     a body refused at once (an encoding not asked for) or broken, which is that file's
     alone, nor a file failing again after an earlier sync (the same few would otherwise
     stop every sync before the files after them). A file stored without bodies, read again
@@ -424,7 +425,7 @@ def _route_failing(outcome: FileOutcome) -> bool:
         return False
     if isinstance(error, AuthenticationError):
         return True  # a 403: the others raise
-    return isinstance(error, ServerError | TransportError) and error.retryable
+    return isinstance(error, ServerError | TransportError | RateLimitedError) and error.retryable
 
 
 class _WriteQueue:

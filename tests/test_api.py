@@ -459,12 +459,21 @@ async def test_an_encoding_never_asked_for_is_refused_at_once(
 async def test_a_declared_length_over_the_cap_is_refused_unread(
     client: ApiClient, recorder: Recorder
 ) -> None:
-    """A Content-Length past the cap fails at once, before a byte of the body is read."""
+    """A Content-Length past the cap fails at once, before a byte of the body is read (for
+    pages of fewer batches, down to one, then not asked again)."""
+    asked: list[str] = []
     with aioresponses() as mock:
-        mock.get(LIST_URL, body=b"{}", headers={"Content-Length": str(MAX_BODY_BYTES + 1)})
+        mock.get(
+            re.compile(r".*/batches\?limit=\d+$"),
+            body=b"{}",
+            headers={"Content-Length": str(MAX_BODY_BYTES + 1)},
+            callback=lambda url, **_: asked.append(url.query["limit"]),
+            repeat=True,
+        )
         with pytest.raises(BrokenResponseError, match="is larger than 16 MiB"):
             await client.fetch_page(None, 100)
     assert recorder.events == []
+    assert asked == ["100", "50", "25", "12", "6", "3", "1"]
 
 
 async def test_an_error_body_over_the_cap_leaves_the_status_to_speak(

@@ -116,15 +116,38 @@ async def test_a_body_encoded_as_never_asked_fails_at_once_saying_so() -> None:
 
 
 async def test_a_page_over_the_cap_fails_at_once_without_being_read_whole() -> None:
-    """64 MiB of (valid) whitespace: reading stops past the cap; the page is not asked again."""
+    """64 MiB of (valid) whitespace: reading stops past the cap; the page is not asked again,
+    but for one batch (then the page of two is asked for as two of one)."""
     events: list[RetryEvent] = []
     async with bad_server("huge") as server, client_for(server, events) as client:
         with pytest.raises(BrokenResponseError) as caught:
             await second_page(client)
     assert f"is larger than {MAX_BODY_BYTES // 2**20} MiB" in str(caught.value)
     assert events == []
-    assert server.stats.bad_pages == 1
-    assert server.stats.streamed_bytes < 64 * 2**20, "the client stopped reading early"
+    assert server.stats.bad_pages == 2
+    assert server.stats.streamed_bytes < 2 * 64 * 2**20, "the client stopped reading early"
+
+
+async def test_a_page_over_the_cap_is_asked_for_in_smaller_pages(db_path: Path) -> None:
+    """Batches of 45,000 error lines each: a page of several is past the cap, every run
+    failed at the same cursor, and --page-size was the only way on. Half the limit is
+    asked for, down to one batch, and the walk goes on."""
+    batches = [make_batch(n) for n in range(7, 0, -1)]
+    asked: list[int] = []
+
+    async def listed(request: web.Request) -> web.Response:
+        limit, after = int(request.query["limit"]), request.query.get("after")
+        asked.append(limit)
+        start = next(i + 1 for i, b in enumerate(batches) if b["id"] == after) if after else 0
+        page = list_body(batches[start : start + limit], start + limit < len(batches))
+        padding = b" " * (MAX_BODY_BYTES + 1) if limit > 2 else b""  # as if 8 MiB a batch
+        return web.Response(body=padding + to_text(page).encode(), content_type="application/json")
+
+    async with serving({"/v1/batches": listed}) as root:
+        settings = Settings(db=db_path, base_url=f"{root}/v1", api_key=API_KEY, page_size=5)
+        result = await sync(settings, retry=RETRY)
+    assert (result.complete, result.batches_new) == (True, 7)
+    assert asked[:3] == [5, 2, 5]
 
 
 async def test_a_page_nested_too_deep_is_a_broken_response_not_asked_again() -> None:

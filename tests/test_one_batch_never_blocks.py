@@ -709,12 +709,14 @@ async def test_a_404_without_the_apis_envelope_is_about_the_path_not_the_batch(
     assert straggler_row(settings.db) == ("in_progress", 0, 0)
 
 
+@pytest.mark.parametrize("status", [502, 429])
 async def test_a_failing_by_id_route_gives_way_to_walking_the_list_for_a_day(
-    settings: Settings, fast_retry: RetryPolicy
+    settings: Settings, fast_retry: RetryPolicy, status: int
 ) -> None:
     """Every request by id fails while the list answers: after two streaks of failures the
     refresh walks the list down to the batches instead, and the run completes. Later
-    syncs walk without asking by id, until a day has passed; then by id is tried again."""
+    syncs walk without asking by id, until a day has passed; then by id is tried again.
+    A 429 past its retries ended every run (exit 75), the batches never refreshed."""
     numbers = list(range(14, 0, -1))
     stragglers = {n: make_batch(n, status="in_progress") for n in range(12, 0, -1)}
     with aioresponses() as mock:
@@ -738,7 +740,7 @@ async def test_a_failing_by_id_route_gives_way_to_walking_the_list_for_a_day(
         mock.get(f"{BASE_URL}/batches?limit=2", payload=head)
         mock.get(f"{BASE_URL}/batches?limit=1", payload=list_body([make_batch(14)], True))
         serve_pages(mock, numbers, stragglers)  # still in flight
-        serve_by_id(mock, status=502, payload=broken)
+        serve_by_id(mock, status=status, payload=broken)
         failing = await sync(by_id, retry=fast_retry)
     assert (failing.complete, failing.pages, len(set(asked))) == (True, 1 + 6, 6)
     assert failing.warnings == (
@@ -749,7 +751,7 @@ async def test_a_failing_by_id_route_gives_way_to_walking_the_list_for_a_day(
     asked.clear()
     with aioresponses() as mock:
         serve_pages(mock, numbers, {**stragglers, 1: make_batch(1)})
-        serve_by_id(mock, status=502, payload=broken)
+        serve_by_id(mock, status=status, payload=broken)
         walked = await sync(by_id, retry=fast_retry)
     assert (walked.complete, walked.pages, asked) == (True, 7, [])
     assert walked.warnings[0].startswith("requests by id (GET /batches/{id}) kept failing on")

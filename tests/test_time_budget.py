@@ -261,16 +261,19 @@ async def test_a_file_whose_head_never_ends_is_cut_off_at_the_request_timeout(
     assert file_state(db_path) == ("failed", 0)
 
 
+@pytest.mark.parametrize("status", [503, 429])
 async def test_a_files_route_that_keeps_failing_stops_the_files_of_the_run(
-    db_path: Path,
+    db_path: Path, status: int
 ) -> None:
     """Every file answers 503: after FAILURES_IN_A_ROW files whose retries ran out, the run
-    stops asking (partial: the rest stay to fetch) instead of spending every file's retries."""
+    stops asking (partial: the rest stay to fetch) instead of spending every file's retries.
+    So with 429s: each file took all its retries, the run ended 0 with every file failed."""
     asked: Counter[str] = Counter()
 
     async def down(request: web.Request) -> web.Response:
         asked[request.match_info["file_id"]] += 1
-        return web.json_response({"error": {"message": "down", "type": "server_error"}}, status=503)
+        error = {"message": "down", "type": "server_error", "code": "rate_limit_exceeded"}
+        return web.json_response({"error": error}, status=status)
 
     result = await sync_files(db_path, down, batches=20, concurrency=1)
     assert (result.complete, result.files) == (False, 0)
