@@ -498,6 +498,7 @@ class FileFetcher:
         self._writes = _WriteQueue()
         self._failing = 0  # files failed in a row, the files route seeming down
         self.stopped = False
+        self.cut_by_the_budget: list[str] = []  # file ids whose download the budget ended
 
     def more(self) -> None:
         """New files may be waiting: a page was committed."""
@@ -569,6 +570,7 @@ class FileFetcher:
                 outcome = await before_deadline(self._fetch(file), self._time_left())
             except OutOfTime:
                 self.stopped = True  # the file stays to fetch: the next sync reads it whole
+                self.cut_by_the_budget.append(file.file_id)
                 return
             if _route_failing(outcome):
                 if self.stopped:

@@ -435,7 +435,9 @@ async def test_a_time_budget_abandons_a_download_still_going_and_the_file_stays_
 ) -> None:
     """A file that stops coming (the server holds it; no read timeout would cut it for an
     hour) is abandoned when --max-seconds runs out: the run ends partial, the file is
-    still to fetch, and the next sync stores it whole."""
+    still to fetch, and the next sync stores it whole. The run says so: the file is read
+    from its first line again, and one that never fits in the budget never completes (a
+    cron run with a short budget said nothing, and resumed nothing, run after run)."""
     options = FakeApiOptions(batches=12, seed=3, requests_per_batch=3000)
     async with FakeApiServer(options) as server:
         server.hold_file_contents(lines=1000)
@@ -449,6 +451,9 @@ async def test_a_time_budget_abandons_a_download_still_going_and_the_file_stays_
         )
         result = await sync(settings)
         assert not result.complete
+        (said,) = [w for w in result.warnings if "time budget" in w]
+        assert said.startswith("the time budget (--max-seconds) ended the download of ")
+        assert said.endswith("never completes: give one sync more time, or none")
         assert file_states(db_path, "output").get("complete", 0) < sum(
             file_states(db_path, "output").values()
         )
