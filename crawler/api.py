@@ -174,7 +174,9 @@ def _kept_to_their_origin(names: Iterable[str]) -> aiohttp.TraceConfig:
             return  # aiohttp refuses such a redirect itself
         if target.user is not None or target.password is not None:
             # aiohttp would send them as Basic auth beside our key: it fails with a ValueError.
-            raise aiohttp.InvalidUrlRedirectClientError(location, "it holds a user name")
+            # They are not shown: a password, or a token as the user name.
+            shown = str(target.with_user(None))
+            raise aiohttp.InvalidUrlRedirectClientError(shown, "with a user name or password")
         if leaves:
             # The headers of the next hop: aiohttp passes on those it holds.
             for name in names:

@@ -246,7 +246,7 @@ LONG_KEY = "sk-proj-" + "".join(f"{n:02d}xQ" for n in range(39))
         ("{root}/v1/listed?k={key}", None),  # followed: the control
         (
             "http://user:pass@127.0.0.1:{port}/v1/listed",
-            "redirected to http://user:pass@127.0.0.1:{port}/v1/listed (it holds a user name), "
+            "redirected to http://127.0.0.1:{port}/v1/listed (with a user name or password), "
             "which is not followed",
         ),
     ],
@@ -302,3 +302,32 @@ async def test_why_a_request_is_retried_never_shows_the_key() -> None:
     assert [retry_event(event, LONG_KEY).fields["reason"] for event in events[:1]] == [
         "the proxy said: no route for ***"
     ]
+
+
+async def test_a_file_redirected_with_a_user_name_fails_alone(db_path: Path) -> None:
+    """The redirect's ValueError failed the whole run, and every later one, while that one
+    file kept answering so: now that file fails, and the others are stored."""
+    batches = [
+        make_batch(n, status="failed", error_file_id=f"file-err-{n}", output_file_id=None)
+        for n in (2, 1)
+    ]
+    line = {"custom_id": "r1", "response": None, "error": {"code": "batch_expired"}}
+
+    async def listed(request: web.Request) -> web.Response:
+        return web.json_response(list_body(batches, False))
+
+    async def content(request: web.Request) -> web.Response:
+        if request.match_info["file_id"] == "file-err-2":
+            port = request.url.port
+            raise web.HTTPFound(f"http://user:pass@127.0.0.1:{port}/v1/files/file-err-1/content")
+        return web.Response(text=to_text(line) + "\n")
+
+    routes = {"/v1/batches": listed, "/v1/files/{file_id}/content": content}
+    async with serving(routes) as root:
+        settings = Settings(db=db_path, base_url=f"{root}/v1", api_key=API_KEY)
+        result = await sync(settings, retry=RETRY)
+    assert (result.complete, result.files, result.request_lines) == (True, 1, 1)
+    (said,) = [w for w in result.warnings if "file-err-2" in w]
+    assert "(with a user name or password), which is not followed" in said
+    assert "user" not in said.replace("user name", "")
+    assert "pass" not in said.replace("password", "")
