@@ -230,28 +230,31 @@ def _base64_cores(secret: str) -> set[str]:
 # holding a line break, raw or JSON-escaped, is searched with its breaks and blanks taken out
 # too. Runs of backslashes are made one first, so that a break escaped twice (JSON in a JSON
 # string) goes as well; then the soft breaks, = and a break.
+_UNICODE_BREAKS = ("\\u000a", "\\u000A", "\\u000d", "\\u000D")  # left by an escape escaped
 _ESCAPED_FOLDS = (
     ("\\\\", "\\"),
     *((fold, "") for fold in ("=\\r\\n", "=\\n", "=\r\n", "=\n", "\\r", "\\n", "\\t")),
+    *((fold, "") for fold in _UNICODE_BREAKS),
 )
 _BLANKS = " \r\n\t"
 _NO_BLANKS = str.maketrans("", "", _BLANKS)
 # Without one of these, only \n of the escaped folds can be in a text (taking out one
-# \n never makes another escape): the common case, taken in two C passes. (Two searches,
-# each fast on its first character, where one for either is slow.)
+# \n never makes another escape): the common case, taken in two C passes. (Searches each
+# fast on its first characters, where one for any is slow.)
 _RARE_ESCAPES = re.compile(r"\\[\\rt]")
 _SOFT_BREAKS = re.compile(r"=(?:\\n|[\r\n])")
+_UNICODE_BREAK = re.compile(r"\\u000[aAdD]")
 
 
 def _has_a_line_break(text: str, json_lines: bool) -> bool:
     """Whether `text` holds a break a key may be folded at: in JSON lines, an escaped one."""
-    escaped = "\\n" in text or "\\r" in text
+    escaped = "\\n" in text or "\\r" in text or "\\u000" in text
     return escaped or (not json_lines and ("\n" in text or "\r" in text))
 
 
 def _unfolded(text: str) -> str:
     """`text` with what may fold a key taken out."""
-    if _RARE_ESCAPES.search(text) or _SOFT_BREAKS.search(text):
+    if any(rare.search(text) for rare in (_RARE_ESCAPES, _SOFT_BREAKS, _UNICODE_BREAK)):
         for old, new in _ESCAPED_FOLDS:
             while old in text:
                 text = text.replace(old, new)

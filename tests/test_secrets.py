@@ -581,6 +581,7 @@ def fold_randomly(rng: random.Random, folds: list[str]) -> str:
 # Line breaks, raw or escaped once, twice or more, and blanks after them.
 FOLDS = ["\n", "\r\n", "\\n", "\\\\n", "\\\\\\r", "\\\\\\\\r\\n", "\n  ", "\\n\\t", "\n\t"]
 FOLDS += ["=\r\n", "=\n", "=\\r\\n", "=\\n"]  # quoted-printable's soft breaks
+FOLDS += ["\\u000a", "\\\\u000D\\\\u000A"]  # \u000a escaped once more (JSON in JSON)
 
 
 def test_a_key_folded_any_way_is_found_and_masked_in_stored_data() -> None:
@@ -652,7 +653,7 @@ def test_a_setting_refused_in_the_library_never_quotes_the_key() -> None:
         assert key[:16] not in str(refused.value)
 
 
-@pytest.mark.parametrize("escape", ["\\u000a", "\\u000A", "\\u000d\\u000a\\u0009"])
+@pytest.mark.parametrize("escape", ["\\u000a", "\\u000A", "\\u000d\\u000a\\u0009", "\\\\u000a"])
 async def test_a_key_folded_at_breaks_written_as_unicode_escapes_is_stored_masked(
     db_path: Path, fast_retry: RetryPolicy, escape: str
 ) -> None:
