@@ -66,11 +66,12 @@ def build_api_error(
         message = f"HTTP {status}"
     text = f"API error {status}" + (f" ({code})" if code else "") + f": {message} [GET {url}]"
     text = mask_secret(text, secret)
+    # Kept on the error for programs to read (and log): as masked as its message.
     fields: dict[str, Any] = {
         "status": status,
-        "code": code,
-        "param": param,
-        "url": url,
+        "code": None if code is None else mask_secret(code, secret),
+        "param": None if param is None else mask_secret(param, secret),
+        "url": mask_secret(url, secret),
         "retry_after": parse_retry_after(headers),
         "should_retry": _should_retry_header(headers),
     }

@@ -709,3 +709,13 @@ def test_every_run_of_half_the_key_is_found_wherever_it_starts(length: int) -> N
         assert holds_secret(text, key), start
         assert mask_values((text,), key) == ("<***>",)
         assert mask_secret(f"<{key[start : start + 16]}>", key) == "<***>"
+
+
+def test_an_api_errors_fields_are_as_masked_as_its_message() -> None:
+    """A program logging the error's fields (Sentry, structlog) stored the key: `param`,
+    `code` and `url` kept what the server sent."""
+    body = json.dumps({"error": {"message": "no", "code": PROJECT_KEY, "param": PROJECT_KEY}})
+    url = f"https://h/v1/batches?token={PROJECT_KEY}"
+    error = build_api_error(401, body.encode(), {}, url, secret=PROJECT_KEY)
+    assert PROJECT_KEY[:16] not in repr(vars(error)) + str(error)
+    assert (error.code, error.param, error.url) == ("***", "***", "https://h/v1/batches?token=***")
