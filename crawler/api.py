@@ -44,6 +44,7 @@ from .content_coding import ENCODINGS
 from .errors import (
     ApiError,
     BrokenResponseError,
+    ConfigError,
     NotFoundError,
     RateLimitedError,
     ResponseTooLargeError,
@@ -54,6 +55,7 @@ from .pages import Batch, BatchPage, parse_page
 from .ratelimit import RateLimiter
 from .redact import mask_secret
 from .replies import build_api_error
+from .setting_rules import is_private_transport
 
 log = logging.getLogger(__name__)
 
@@ -207,13 +209,7 @@ def create_session(settings: Settings) -> aiohttp.ClientSession:
         headers[_ORGANIZATION] = settings.organization
     if settings.project:
         headers[_PROJECT] = settings.project
-    # HTTPS_PROXY, HTTP_PROXY and NO_PROXY are honoured, as by the official SDK. They are
-    # read once here: aiohttp's trust_env reads them in a thread on every request, which
-    # costs over a millisecond a page.
-    try:
-        proxy, proxy_auth = get_env_proxy_for_url(URL(settings.base_url))
-    except LookupError:
-        proxy, proxy_auth = None, None
+    proxy, proxy_auth = _environment_proxy(settings)
     # Per attempt. A silent server is cut off by sock_read, one trickling a byte now and then
     # by total.
     timeout = aiohttp.ClientTimeout(
@@ -232,6 +228,40 @@ def create_session(settings: Settings) -> aiohttp.ClientSession:
         proxy=proxy,
         proxy_auth=proxy_auth,
     )
+
+
+def _environment_proxy(settings: Settings) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+    """The proxy the environment gives the base URL, if any: HTTPS_PROXY, HTTP_PROXY and
+    NO_PROXY are honoured, as by the official SDK. Read once here: aiohttp's trust_env reads
+    them in a thread on every request, which costs over a millisecond a page.
+
+    Raises:
+        ConfigError: a proxy variable is no URL (aiohttp reads them all), the proxy is not
+            http(s) with a host, or plain http to this machine would reach the key to a
+            proxy elsewhere.
+    """
+    try:
+        proxy, proxy_auth = get_env_proxy_for_url(URL(settings.base_url))
+    except LookupError:
+        return None, None
+    except ValueError as exc:
+        raise ConfigError(
+            f"a proxy variable (HTTP_PROXY, HTTPS_PROXY, ...) is no URL: {exc}"
+        ) from None
+    if proxy.scheme not in ("http", "https") or not proxy.host:
+        raise ConfigError(  # not shown: where its password is, is unclear
+            "the proxy in HTTP_PROXY or HTTPS_PROXY is not a URL such as "
+            "http://proxy.example:3128 (a scheme and a host)"
+        )
+    shown = proxy.with_user(None)  # its password is not said
+    in_clear = URL(settings.base_url).scheme == "http" and not settings.allow_insecure_http
+    if in_clear and not is_private_transport(str(shown.with_scheme("http"))):  # not here
+        raise ConfigError(
+            f"base_url {settings.base_url} is plain http: through the proxy {shown} the "
+            "API key would travel in clear text; set NO_PROXY=localhost,127.0.0.1, or "
+            "allow it with --allow-insecure-http"
+        )
+    return proxy, proxy_auth
 
 
 def build_client(

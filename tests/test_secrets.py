@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 from aioresponses import aioresponses
 
-from crawler.api import RetryPolicy
+from crawler.api import RetryPolicy, create_session
 from crawler.cli import main
 from crawler.config import Settings
 from crawler.errors import ConfigError, TransportError
@@ -719,3 +719,46 @@ def test_an_api_errors_fields_are_as_masked_as_its_message() -> None:
     error = build_api_error(401, body.encode(), {}, url, secret=PROJECT_KEY)
     assert PROJECT_KEY[:16] not in repr(vars(error)) + str(error)
     assert (error.code, error.param, error.url) == ("***", "***", "https://h/v1/batches?token=***")
+
+
+@pytest.mark.parametrize(
+    ("variables", "base_url", "refused"),
+    [
+        ({"HTTP_PROXY": "http://proxy.corp.example:3128"}, "http://localhost:4000/v1", "clear"),
+        ({"HTTP_PROXY": "http://10.0.0.1:3128"}, "http://127.0.0.1:4000/v1", "clear"),
+        (
+            {"HTTP_PROXY": "http://proxy.corp.example:3128", "NO_PROXY": "localhost"},
+            "http://localhost:4000/v1",
+            None,
+        ),
+        ({"HTTP_PROXY": "http://127.0.0.1:3128"}, "http://localhost:4000/v1", None),
+        ({"HTTPS_PROXY": "http://proxy.corp.example:3128"}, "https://api.example/v1", None),
+        ({"HTTPS_PROXY": "http://127.0.0.1:99999"}, "https://api.example/v1", "no URL"),
+        ({"WSS_PROXY": "http://[::1"}, "https://api.example/v1", "no URL"),
+        ({"HTTP_PROXY": "proxy.corp.example:3128"}, "http://localhost:4000/v1", "not a URL"),
+    ],
+    ids=["remote", "remote address", "no proxy", "local", "https", "port", "ipv6", "no scheme"],
+)
+async def test_a_proxy_from_the_environment_is_checked_before_any_request(
+    monkeypatch: pytest.MonkeyPatch,
+    variables: dict[str, str],
+    base_url: str,
+    refused: str | None,
+) -> None:
+    """Plain http to this machine went through a remote proxy, the key in clear text; a
+    proxy variable that is no URL ended in a ValueError traceback (aiohttp reads them all,
+    used or not); one without a scheme was blamed on the base URL."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "WSS_PROXY", "NO_PROXY"):
+        for spelled in (name, name.lower()):
+            monkeypatch.delenv(spelled, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(base_url=base_url, api_key=PROJECT_KEY)
+    if refused is None:
+        await create_session(settings).close()
+        return
+    with pytest.raises(ConfigError) as caught:
+        create_session(settings)
+    assert {"clear": "in clear text", "no URL": "is no URL", "not a URL": "is not a URL"}[
+        refused
+    ] in str(caught.value)
