@@ -133,6 +133,7 @@ TABLES: dict[str, dict[str, Any]] = {
             "fetched_at": "unix seconds",
             "expires_at": "when the API deletes the file (unix seconds)",
             "not_found_runs": "syncs in a row that got a 404 (asked again until three agree)",
+            "empty_runs": "syncs in a row that read it without one request line",
         },
         facets=["kind", "state"],
     ),

@@ -75,6 +75,8 @@ WRITES_AHEAD = 32
 # fetching files: the files route is down (or out of the key's reach), and going on would
 # cost every file its retries (8 attempts, half a minute each).
 FAILURES_IN_A_ROW = 3
+# Syncs in a row a file is read without one request line before it is taken to be empty.
+EMPTY_AGREEMENT = 3
 
 # Warnings kept word for word per file; past these, only counted.
 MAX_FILE_WARNINGS = 3
@@ -347,6 +349,7 @@ class FileOutcome:
     read: FileRead | None = None
     error: ApiError | None = None
     bodies: bool = False  # complete, its lines stored with their bodies
+    empty: bool = False  # read whole, without one request line
 
     def warnings(self) -> list[str]:
         """What the run says of this file: why it failed, or what was odd in it."""
@@ -374,10 +377,11 @@ class FileOutcome:
     def record(self) -> dict[str, Any]:
         """What `batch_files` keeps of how the file ended (see Store.finish_file)."""
         if self.error is not None:
-            return {"error": str(self.error)}
+            return {"error": str(self.error), "empty": self.empty}
         if self.read is None:
             return {}
-        return {"size": self.read.size, "lines": self.read.lines, "bodies": self.bodies}
+        read = self.read
+        return {"size": read.size, "lines": read.lines, "bodies": self.bodies, "empty": self.empty}
 
 
 _Write = tuple[FileToFetch, FileRead, LineChunk] | FileOutcome
@@ -397,10 +401,19 @@ def _none_stored_is_no_file(outcome: FileOutcome) -> FileOutcome:
     200, an error object, an empty body): failed, asked for again next sync, not recorded
     complete and never asked for again. Whatever its batch counts: an expired batch's
     error file holds its requests never run, which its `failed` count may leave out, and
-    some servers give no counts. (A batch names no file for requests it does not have.)"""
+    some servers give no counts. Some servers do name an empty file, though (an error file
+    where nothing failed): where the batch counts none, EMPTY_AGREEMENT syncs in a row
+    reading it so record it empty, as three 404s record a file expired."""
     file, read = outcome.file, outcome.read
     if outcome.state != "complete" or read is None or read.lines:
         return outcome
+    agreed = file.empty_runs + 1 >= EMPTY_AGREEMENT
+    if agreed and not file.expected_lines and file.state != "complete":
+        read.warn(
+            f"file {file.file_id}: read without one request line on {EMPTY_AGREEMENT} syncs "
+            "in a row: recorded empty, no longer asked for"
+        )
+        return dataclasses.replace(outcome, empty=True)
     if file.expected_lines:
         held = f" where the batch counts {file.expected_lines:,}"
     elif file.state == "complete":
@@ -410,7 +423,7 @@ def _none_stored_is_no_file(outcome: FileOutcome) -> FileOutcome:
     error = BrokenResponseError(
         f"its {read.size:,} bytes hold no request line{held}: not the file (a proxy's page?)"
     )
-    return dataclasses.replace(outcome, state="failed", error=error)
+    return dataclasses.replace(outcome, state="failed", error=error, empty=True)
 
 
 def _route_failing(outcome: FileOutcome) -> bool:

@@ -165,6 +165,7 @@ class FileToFetch:
     # Asked for on an earlier sync and not had: failed, expired, or, stored whole without
     # bodies, read again for them and failed.
     failed_before: bool = False
+    empty_runs: int = 0  # syncs in a row it was read whole without one request line
 
 
 # The files still to fetch, as the index batch_files_to_fetch spells them (SQLite uses a
@@ -198,20 +199,21 @@ def select_files_to_fetch(
     # One query a condition, each on its own partial index (ORed, SQLite scans the table).
     conditions = (_TO_FETCH, _WITHOUT_BODIES) if bodies else (_TO_FETCH,)
     files = " UNION ALL ".join(
-        "SELECT rowid AS position, file_id, batch_id, kind, state, error FROM batch_files "
+        "SELECT rowid AS position, file_id, batch_id, kind, state, error, empty_runs "
+        "FROM batch_files "
         f"WHERE rowid > ? AND kind IN ({kind_marks}) AND ({condition})"
         for condition in conditions
     )
     rows = db.execute(
         f"SELECT f.file_id, f.batch_id, f.kind, CASE f.kind {expected} END, f.position, "
-        "f.state, f.state IN ('failed', 'expired') OR f.error IS NOT NULL "
+        "f.state, f.state IN ('failed', 'expired') OR f.error IS NOT NULL, f.empty_runs "
         f"FROM ({files}) AS f JOIN batches AS b ON b.id = f.batch_id "
         f"WHERE {IN_ACCOUNT_LIST} ORDER BY f.position LIMIT ?",
         (*[value for _ in conditions for value in (after, *kinds)], account, account, limit),
     ).fetchall()
     return [
-        FileToFetch(file_id, batch_id, kind, expected, position, state, bool(failed_before))
-        for file_id, batch_id, kind, expected, position, state, failed_before in rows
+        FileToFetch(file_id, batch_id, kind, expected, position, state, bool(failed), empty)
+        for file_id, batch_id, kind, expected, position, state, failed, empty in rows
     ]
 
 
@@ -289,10 +291,12 @@ def update_file(
     lines: int | None = None,
     error: str | None = None,
     bodies: bool = False,
+    empty: bool = False,
 ) -> int | None:
     """Record how fetching a file ended: complete (its lines stored `bodies` or not),
-    expired (404) or failed (and why). A file stored whole before, fetched again for its
-    bodies, stays complete with its lines unless it is stored whole again.
+    expired (404) or failed (and why; `empty`: read whole, without one request line). A
+    file stored whole before, fetched again for its bodies, stays complete with its lines
+    unless it is stored whole again.
 
     Returns, for a file complete, the requests it holds: fewer than its `lines` when some
     lines repeat a custom_id (the last of each kept).
@@ -308,6 +312,10 @@ def update_file(
             (error, state, *key),
         )
         return None
+    db.execute(
+        f"UPDATE batch_files SET empty_runs = CASE WHEN ? THEN empty_runs + 1 ELSE 0 END {where}",
+        (empty, *key),
+    )
     if state == "complete":
         (lines,) = db.execute(f"SELECT count(*) FROM batch_requests {where}", key).fetchone()
     db.execute(
