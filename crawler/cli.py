@@ -482,7 +482,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _stopped(args: argparse.Namespace, how: str, exit_code: int) -> int:
     """Say that a signal stopped the command (a warning event in JSON); its exit code."""
-    message = f"{how}; the next sync resumes"
+    # Only a sync (the demo runs one) has anything to resume.
+    message = f"{how}; the next sync resumes" if args.command in ("sync", "demo") else how
     events: JsonEvents | None = args.events
     if events is None:
         print(f"batch-crawler: {message}", file=sys.stderr)

@@ -150,15 +150,17 @@ async def _walk_and_fetch(run: Run, client: ApiClient, walk: WalkState) -> bool:
 
 
 def _cut_by_the_budget(file_ids: list[str]) -> str:
-    """What to say of downloads the time budget ended: a file is read from its first line
-    again, so one longer to download than the budget never completes under it."""
+    """What to say of files the time budget ended in flight (downloading, or waiting to ask
+    again): a file is read from its first line again, so one longer to download than the
+    budget never completes under it."""
     some = ", ".join(file_ids[:3]) + (
         f" and {len(file_ids) - 3:,} more" if len(file_ids) > 3 else ""
     )
     return (
-        f"the time budget (--max-seconds) ended the download of {len(file_ids):,} files "
-        f"({some}); each is read again from its first line next sync, so a file that takes "
-        "longer than the budget to download never completes: give one sync more time, or none"
+        f"the time budget (--max-seconds) ended {len(file_ids):,} files in flight ({some}: "
+        "downloading, or waiting to ask again); each is read from its first line next sync, "
+        "so a file that takes longer than the budget to download never completes: if these "
+        "come back, give one sync more time, or none"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import io
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 from aioresponses import aioresponses
 
+from crawler import cli
 from crawler.cli import main
 from crawler.fake import FakeApiOptions, FakeApiServer
 
@@ -526,3 +528,18 @@ def test_status_masks_the_key_and_reads_odd_ledger_values(
     assert API_KEY not in out
     assert "resumes after ***" in out
     assert "#1 10000000000000000 full" in out
+
+
+@pytest.mark.parametrize(("command", "resumes"), [("sync", True), ("report", False)])
+def test_a_command_stopped_by_a_signal_says_a_sync_resumes_only_for_a_sync(
+    capsys: pytest.CaptureFixture[str], command: str, resumes: bool
+) -> None:
+    """`report --html` to a pipe with no reader, interrupted, said "the next sync resumes"."""
+    args = argparse.Namespace(command=command, events=None)
+    assert cli._stopped(args, "interrupted", 130) == 130
+    said = capsys.readouterr().err
+    assert said == (
+        "batch-crawler: interrupted; the next sync resumes\n"
+        if resumes
+        else "batch-crawler: interrupted\n"
+    )
