@@ -383,19 +383,24 @@ class ApiClient:
         return batch
 
     async def read_file(
-        self, file_id: str, consume: Callable[[FileBody], Awaitable[T]]
+        self,
+        file_id: str,
+        consume: Callable[[FileBody], Awaitable[T]],
+        *,
+        attempts: int | None = None,
     ) -> T | None:
         """Stream a file's content (`GET /files/{id}/content`) through `consume`.
 
-        A connection dropped or a body cut short part-way is retried like any request, and
-        `consume` then reads the file again from its first byte. None when the API has no
-        such file (404: deleted or expired).
+        A connection dropped or a body cut short part-way is retried like any request (up
+        to `attempts`, if given, instead of the policy's), and `consume` then reads the file
+        again from its first byte. None when the API has no such file (404: deleted or
+        expired).
         """
         url = URL(f"{self._base_url}/files").joinpath(
             quote(file_id, safe=""), "content", encoded=True
         )
         try:
-            return await self._retried(self._stream, url, consume)
+            return await self._retried(self._stream, url, consume, attempts=attempts)
         except UnknownRouteError:
             raise
         except NotFoundError:
@@ -503,10 +508,12 @@ class ApiClient:
             raise ResponseTooLargeError(mask_secret(message, self._secret), should_retry=False)
         return body
 
-    async def _retried(self, call: Callable[..., Awaitable[T]], *args: Any) -> T:
+    async def _retried(
+        self, call: Callable[..., Awaitable[T]], *args: Any, attempts: int | None = None
+    ) -> T:
         retrying = AsyncRetrying(
             retry=retry_if_exception(lambda e: isinstance(e, ApiError) and e.retryable),
-            stop=stop_after_attempt(self._retry.max_attempts)
+            stop=stop_after_attempt(attempts or self._retry.max_attempts)
             | stop_before_delay(self._retry.max_seconds),
             wait=self._wait,
             before_sleep=self._before_sleep,

@@ -625,8 +625,11 @@ class FileFetcher:
                 body, file, save, keep_body=self._keep_body, secret=self._secret
             )
 
+        # A file that failed on an earlier sync is asked once: through an outage, each
+        # sync would otherwise spend every such file's retries, more with each sync.
+        attempts = 1 if file.failed_before else None
         try:
-            read = await self._client.read_file(file.file_id, consume)
+            read = await self._client.read_file(file.file_id, consume, attempts=attempts)
         except ApiError as exc:
             if _about_the_key(exc):
                 raise

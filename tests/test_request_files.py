@@ -11,6 +11,7 @@ import itertools
 import json
 import sqlite3
 import zlib
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -609,6 +610,27 @@ async def test_files_failing_on_every_sync_do_not_stop_the_files_after_them(
         assert (first.complete, file_states(db_path)) == (False, {"failed": 3, "pending": 3})
         again = await sync(settings, retry=RETRY)
     assert (again.request_lines, file_states(db_path)) == (6, {"failed": 3, "complete": 3})
+
+
+async def test_a_file_failed_on_an_earlier_sync_is_asked_once_a_sync(db_path: Path) -> None:
+    """Through an outage of the files route, each sync spent the retries of every file that
+    had failed before, and 3 more failed each sync: every sync longer than the last."""
+    asked: Counter[str] = Counter()
+
+    def file_answer(file_id: str) -> RawAnswer:
+        asked[file_id] += 1
+        return (b"503 Busy", {}, b"")
+
+    async with raw_api([failed_batch(1)], file_answer) as url:
+        settings = Settings(db=db_path, base_url=url, api_key=API_KEY)
+        await sync(settings, retry=RETRY)
+        first = asked["file-err-1"]
+        asked.clear()
+        for _ in range(2):
+            again = await sync(settings, retry=RETRY)
+            assert file_states(db_path) == {"failed": 1}
+    assert (first, asked["file-err-1"]) == (RETRY.max_attempts, 2)
+    assert "asked for again next sync" in " ".join(again.warnings)
 
 
 async def test_files_read_again_for_bodies_stop_when_the_files_route_is_down(
