@@ -66,6 +66,7 @@ _REQUEST_COLUMNS = {
     "reasoning_tokens": "output tokens spent reasoning",
     "total_tokens": "input and output",
     "body": "the whole answer as JSON, only when synced with --bodies",
+    "reading": "which reading of its file wrote the row (a random number)",
 }
 
 _FACETS = ["status", "model", "endpoint"]

@@ -12,6 +12,7 @@ import collections
 import dataclasses
 import functools
 import itertools
+import random
 import re
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
@@ -118,6 +119,8 @@ class LineBuffer:
 class FileRead:
     """What reading one file gave: its size, the request lines stored, what was odd."""
 
+    # Marks the rows this reading writes: read whole, the file's other rows go.
+    reading: int = field(default_factory=lambda: random.getrandbits(62))
     size: int = 0
     lines: int = 0
     warnings: list[str] = field(default_factory=list)
@@ -381,7 +384,13 @@ class FileOutcome:
         if self.read is None:
             return {}
         read = self.read
-        return {"size": read.size, "lines": read.lines, "bodies": self.bodies, "empty": self.empty}
+        return {
+            "size": read.size,
+            "lines": read.lines,
+            "bodies": self.bodies,
+            "empty": self.empty,
+            "reading": read.reading,
+        }
 
 
 _Write = tuple[FileToFetch, FileRead, LineChunk] | FileOutcome
@@ -547,6 +556,7 @@ class FileFetcher:
                 file,
                 chunk.texts,
                 keep_body=self._keep_body,
+                reading=read.reading,
                 # A reading from line 1 replaces the lines of one cut short before (a file
                 # served anew may hold other lines). Not those of a file stored whole, read
                 # again for its bodies: they stay until it is stored whole again.

@@ -39,6 +39,10 @@ PAGE_EVENT_EVERY = 10
 QUEUE_PAGES = 4
 
 
+# What a `file_stored` event tells of how a file ended (the README lists them).
+_FILE_EVENT_FIELDS = frozenset({"size", "lines", "bodies", "error"})
+
+
 @dataclass
 class Run:
     """One sync run of one account: its store, settings, figures and warnings, and the
@@ -215,7 +219,11 @@ class Run:
             batch_id=file.batch_id,
             kind=file.kind,
             state=outcome.state,
-            **{name: self.masked(v) if isinstance(v, str) else v for name, v in record.items()},
+            **{
+                name: self.masked(v) if isinstance(v, str) else v
+                for name, v in record.items()
+                if name in _FILE_EVENT_FIELDS
+            },
         )
         self.report()
 

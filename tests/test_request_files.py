@@ -908,6 +908,53 @@ async def test_a_batch_naming_a_new_file_keeps_the_old_lines_while_it_is_cut_sho
     assert len(stored_rows(db_path)) == lines
 
 
+async def test_a_new_file_cut_short_then_read_whole_with_other_lines_keeps_only_those(
+    db_path: Path,
+) -> None:
+    """A gateway minting a new file id, cut short (its lines kept beside the old file's),
+    then serving it whole with other custom_ids: the cut reading's lines stayed beside the
+    whole one's, the batch holding more requests than it has."""
+    lines = 3 * LINES_PER_COMMIT
+    batch = failed_batch(1, lines=lines)
+    answers = {
+        "file-err-1": iter([error_lines(lines)]),
+        "file-new": iter(
+            [
+                gzip.compress(error_lines(lines, prefix="cut-"))[:-1000],
+                gzip.compress(error_lines(lines, prefix="whole-")),
+            ]
+        ),
+    }
+    gzipped = {"Content-Type": "application/octet-stream", "Content-Encoding": "gzip"}
+
+    def file_answer(file_id: str) -> RawAnswer:
+        body = next(answers[file_id])
+        return b"200 OK", gzipped if file_id == "file-new" else {}, body
+
+    async with raw_api([batch], file_answer) as url:
+        settings = Settings(db=db_path, base_url=url, api_key=API_KEY)
+        await sync(settings, retry=RETRY)
+        batch["error_file_id"] = "file-new"
+        later = await sync(settings, full=True, retry=RETRY)
+    assert later.complete
+    assert [row[1] for row in stored_rows(db_path)] == sorted(f"whole-{n}" for n in range(lines))
+
+
+async def test_a_file_read_again_for_its_bodies_with_other_lines_keeps_only_those(
+    db_path: Path,
+) -> None:
+    """A file stored without bodies whose content changed under the same id (other
+    custom_ids), read again for its bodies: the old lines stayed beside the new ones."""
+    answers = iter([error_lines(2, prefix="old-"), error_lines(2, prefix="new-")])
+    async with raw_api([failed_batch(1)], lambda _: (b"200 OK", {}, next(answers))) as url:
+        settings = Settings(db=db_path, base_url=url, api_key=API_KEY)
+        await sync(settings, retry=RETRY)
+        await sync(dataclasses.replace(settings, bodies=True), retry=RETRY)
+    assert [row[1] for row in stored_rows(db_path)] == ["new-0", "new-1"]
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        assert conn.execute("SELECT bodies, lines FROM batch_files").fetchall() == [(1, 2)]
+
+
 async def test_a_file_read_again_for_its_bodies_without_a_line_is_not_taken_for_them(
     db_path: Path,
 ) -> None:

@@ -111,7 +111,13 @@ def database() -> Iterator[sqlite3.Connection]:
 def by_sql(line: str, keep_body: bool) -> tuple[Any, ...]:
     with database() as db:
         stored, unusable = store_lines(
-            db, [(1, line)], batch_id="batch_1", file_id="file-1", kind="error", keep_body=keep_body
+            db,
+            [(1, line)],
+            batch_id="batch_1",
+            file_id="file-1",
+            kind="error",
+            keep_body=keep_body,
+            reading=1,
         )
         assert (stored, unusable) == (1, [])
         return db.execute(f"SELECT {', '.join(REQUEST_COLUMNS)} FROM batch_requests").fetchone()
@@ -134,7 +140,13 @@ def test_a_line_without_a_custom_id_is_left_out_alike(line: Any, why: str) -> No
         build_request_row(line, "batch_1", "file-1", "error")
     with database() as db:
         result = store_lines(
-            db, [(7, json.dumps(line))], batch_id="b", file_id="f", kind="error", keep_body=False
+            db,
+            [(7, json.dumps(line))],
+            batch_id="b",
+            file_id="f",
+            kind="error",
+            keep_body=False,
+            reading=1,
         )
     assert result == (0, [(7, why)])
 
@@ -142,7 +154,9 @@ def test_a_line_without_a_custom_id_is_left_out_alike(line: Any, why: str) -> No
 def test_a_line_that_is_not_json_is_named_by_its_number() -> None:
     lines = [(1, json.dumps(output_line(CHAT, "a"))), (2, '{"custom_id": "b"'), (3, "[1,]")]
     with database() as db:
-        result = store_lines(db, lines, batch_id="b", file_id="f", kind="output", keep_body=False)
+        result = store_lines(
+            db, lines, batch_id="b", file_id="f", kind="output", keep_body=False, reading=1
+        )
     assert result == (1, [(2, "not JSON"), (3, "not JSON")])
 
 
@@ -151,7 +165,9 @@ def test_a_custom_id_twice_keeps_the_last_line() -> None:
     with database() as db:
         lines = [(1, json.dumps(first)), (2, json.dumps(last))]
         # Both lines count as stored (the second an upsert): none is taken for unusable.
-        result = store_lines(db, lines, batch_id="b", file_id="f", kind="output", keep_body=False)
+        result = store_lines(
+            db, lines, batch_id="b", file_id="f", kind="output", keep_body=False, reading=1
+        )
         assert result == (2, [])
         assert db.execute("SELECT custom_id, model FROM batch_requests").fetchall() == [
             ("a", "last")

@@ -13,12 +13,13 @@ from ..request_rows import REQUEST_COLUMNS
 from .reads import IN_ACCOUNT_LIST
 from .statements import execute_rows
 
+# Each row with the reading of its file that wrote it (migrations/0017_request_readings.sql).
+_WRITTEN_COLUMNS = (*REQUEST_COLUMNS, "reading")
+_ON_CONFLICT = "ON CONFLICT(batch_id, custom_id) DO UPDATE SET " + ", ".join(
+    f"{c} = excluded.{c}" for c in _WRITTEN_COLUMNS if c not in {"batch_id", "custom_id"}
+)
 _UPSERT_REQUESTS = (
-    f"INSERT INTO batch_requests ({', '.join(REQUEST_COLUMNS)}) VALUES {{values}} "
-    "ON CONFLICT(batch_id, custom_id) DO UPDATE SET "
-    + ", ".join(
-        f"{c} = excluded.{c}" for c in REQUEST_COLUMNS if c not in {"batch_id", "custom_id"}
-    )
+    f"INSERT INTO batch_requests ({', '.join(_WRITTEN_COLUMNS)}) VALUES {{values}} " + _ON_CONFLICT
 )
 
 
@@ -134,13 +135,9 @@ _STORE_LINES = (
     "WITH parts AS MATERIALIZED (SELECT number, "
     + ", ".join(f"{value} AS {name}" for name, value in _LINE_PARTS.items())
     + f" FROM temp.request_lines WHERE {_USABLE}) "
-    f"INSERT INTO batch_requests ({', '.join(REQUEST_COLUMNS)}) "
-    f"SELECT {', '.join(_LINE_VALUES[c] for c in REQUEST_COLUMNS)} "
-    "FROM parts WHERE true ORDER BY number "
-    "ON CONFLICT(batch_id, custom_id) DO UPDATE SET "
-    + ", ".join(
-        f"{c} = excluded.{c}" for c in REQUEST_COLUMNS if c not in {"batch_id", "custom_id"}
-    )
+    f"INSERT INTO batch_requests ({', '.join(_WRITTEN_COLUMNS)}) "
+    f"SELECT {', '.join(_LINE_VALUES[c] for c in REQUEST_COLUMNS)}, :reading "
+    "FROM parts WHERE true ORDER BY number " + _ON_CONFLICT
 )
 _UNUSABLE_LINES = (
     "SELECT number, CASE WHEN NOT json_valid(line) THEN 'not JSON' "
@@ -233,10 +230,12 @@ def in_file_order(
         yield mapped, [(number, value) for number, _, value in run]
 
 
-def upsert_requests(db: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Store request rows, replacing those of the same batch and custom_id (a file read
-    again after an interruption)."""
-    execute_rows(db, _UPSERT_REQUESTS, rows)
+def upsert_requests(
+    db: sqlite3.Connection, rows: Sequence[tuple[Any, ...]], *, reading: int
+) -> None:
+    """Store request rows, written by `reading`, replacing those of the same batch and
+    custom_id (a file read again after an interruption)."""
+    execute_rows(db, _UPSERT_REQUESTS, [(*row, reading) for row in rows])
 
 
 def delete_file_lines(db: sqlite3.Connection, file: FileToFetch) -> None:
@@ -260,8 +259,10 @@ def store_lines(
     file_id: str,
     kind: str,
     keep_body: bool,
+    reading: int,
 ) -> tuple[int, list[tuple[int, str]]]:
-    """Store (line number, JSON text) pairs of one file as request rows, mapped by SQLite.
+    """Store (line number, JSON text) pairs of one file as request rows, mapped by SQLite,
+    written by `reading`.
 
     Returns how many rows were stored, and the (number, why) of each line left out: not
     JSON, not an object, or without a `custom_id`.
@@ -270,7 +271,13 @@ def store_lines(
         return 0, []
     db.execute(_CREATE_LINES)
     db.executemany("INSERT INTO temp.request_lines (number, line) VALUES (?, ?)", lines)
-    names = {"batch_id": batch_id, "file_id": file_id, "kind": kind, "keep_body": keep_body}
+    names = {
+        "batch_id": batch_id,
+        "file_id": file_id,
+        "kind": kind,
+        "keep_body": keep_body,
+        "reading": reading,
+    }
     db.execute(_STORE_LINES, names)
     # Not the cursor's rowcount: the sqlite3 module counts only statements that begin with
     # INSERT, and this one begins with WITH. changes() leaves out the triggers' rows.
@@ -292,6 +299,7 @@ def update_file(
     error: str | None = None,
     bodies: bool = False,
     empty: bool = False,
+    reading: int | None = None,
 ) -> int | None:
     """Record how fetching a file ended: complete (its lines stored `bodies` or not),
     expired (404) or failed (and why; `empty`: read whole, without one request line). A
@@ -317,6 +325,16 @@ def update_file(
         (empty, *key),
     )
     if state == "complete":
+        if db.execute(f"SELECT 1 FROM batch_files {where}", key).fetchone():
+            # The batch's record is now this reading's lines: those of a file it named
+            # before (a gateway minting new ids), written late by a fetch of it, or of an
+            # earlier reading of this file (other content under the same id) go. Not sooner:
+            # the new file may never be fetched (deleted after 30 days), and the old lines
+            # then stay. (Not if the batch names another file since.)
+            db.execute(
+                "DELETE FROM batch_requests WHERE batch_id = ? AND kind = ? AND reading IS NOT ?",
+                (file.batch_id, file.kind, reading),
+            )
         (lines,) = db.execute(f"SELECT count(*) FROM batch_requests {where}", key).fetchone()
     db.execute(
         "UPDATE batch_files SET state = ?, bytes = ?, lines = ?, error = ?, fetched_at = ?, "
@@ -332,12 +350,4 @@ def update_file(
             *key,
         ),
     )
-    if state == "complete" and db.execute("SELECT changes()").fetchone()[0]:
-        # The batch's record is now this file's lines: those of a file it named before (a
-        # gateway minting new ids), or written late by a fetch of it, go. Not sooner: the
-        # new file may never be fetched (deleted after 30 days), and the old lines then stay.
-        db.execute(
-            "DELETE FROM batch_requests WHERE batch_id = ? AND kind = ? AND file_id != ?",
-            (file.batch_id, file.kind, file.file_id),
-        )
     return lines if state == "complete" else None

@@ -184,6 +184,7 @@ def _write_requests(
     rows: Sequence[tuple[int, tuple[Any, ...]]],
     keep_body: bool,
     replacing: bool,
+    reading: int,
 ) -> tuple[int, list[tuple[int, str]]]:
     stored, unusable = 0, []
     with _transaction(db):
@@ -192,7 +193,7 @@ def _write_requests(
         # In the file's order: a custom_id on two lines is then the later line's.
         for mapped, run in in_file_order(texts, rows):
             if mapped:
-                upsert_requests(db, [row for _, row in run])
+                upsert_requests(db, [row for _, row in run], reading=reading)
                 stored += len(run)
                 continue
             run_stored, run_unusable = store_lines(
@@ -202,6 +203,7 @@ def _write_requests(
                 file_id=file.file_id,
                 kind=file.kind,
                 keep_body=keep_body,
+                reading=reading,
             )
             stored += run_stored
             unusable += run_unusable
@@ -405,11 +407,13 @@ class Store:
         rows: Sequence[tuple[int, tuple[Any, ...]]],
         *,
         keep_body: bool,
+        reading: int,
         replacing: bool = False,
     ) -> tuple[int, list[tuple[int, str]]]:
-        """Commit a chunk of a file's lines: `texts`, (number, JSON text) pairs that SQLite
-        maps to rows (see store_lines), and (number, row) pairs built already; `replacing` the lines
-        stored of the file before, in the same transaction.
+        """Commit a chunk of a file's lines, written by `reading` (of that file): `texts`,
+        (number, JSON text) pairs that SQLite maps to rows (see store_lines), and (number,
+        row) pairs built already; `replacing` the lines stored of the file before, in the
+        same transaction.
 
         Returns how many rows were stored, and the (number, why) of each text left out.
 
@@ -417,7 +421,9 @@ class Store:
             UnstorableBatchError: a value SQLite cannot store (nothing of the chunk is written).
         """
         try:
-            return await self._in_thread(_write_requests, file, texts, rows, keep_body, replacing)
+            return await self._in_thread(
+                _write_requests, file, texts, rows, keep_body, replacing, reading
+            )
         except _UNSTORABLE as exc:
             raise UnstorableBatchError(f"a request line cannot be stored: {exc}") from exc
 
