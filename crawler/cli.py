@@ -44,7 +44,7 @@ from .fake import (
 from .logs import JsonEvents, configure_logging
 from .prices import PriceFile, PriceFileError, read_prices
 from .progress import AccountsProgress, ProgressLine
-from .redact import keys_among, mask_keys
+from .redact import environment_keys, mask_keys
 from .report import format_answer, format_report, parse_since, read_report, utc
 from .report_html import render_html
 from .runs import SyncResult
@@ -328,7 +328,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _masked(text: str) -> str:
     """`text` with the keys at hand masked: a stored value may hold up to half the key a
     server echoed (see README, Config file), and printing it would show it again."""
-    return mask_keys(text, keys_among(os.environ.values()))
+    return mask_keys(text, environment_keys(os.environ, Settings.api_key_env))
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -347,20 +347,27 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _write_whole(path: Path, page: str) -> None:
     """Write `page` to `path`, whole or not at all where that is a file: a reader never opens
-    half a file. A link is followed, its file written and the link kept; a pipe, a terminal
-    or a device (/dev/stdout) is written to, never replaced by a file."""
-    target = path.resolve()  # the file a link leads to, itself if none
-    partial = target.with_name(f".{target.name}.partial")
+    half a file. A link is followed, its file written and the link kept. A pipe, a terminal,
+    a device, or any name under /dev or /proc (/dev/stdout, whatever it leads to: a file
+    the shell appends to) is written to as it is, never replaced by a file."""
+    partial = None
     try:
-        if (target.exists() and not target.is_file()) or target.parts[1:2] in (("dev",), ("proc",)):
-            with path.open("w", encoding="utf-8") as stream:
+        target = path.resolve()  # the file a link leads to, itself if none
+        streams = [p.parts[1:2] for p in (path.absolute(), target)]
+        if (target.exists() and not target.is_file()) or {("dev",), ("proc",)} & set(streams):
+            # Appended: /dev/stdout reopens the file the shell appends to, and "w" would
+            # empty it.
+            with path.open("a", encoding="utf-8") as stream:
                 stream.write(page)
             return
+        partial = target.with_name(f".{target.name}.partial")
         partial.write_text(page, encoding="utf-8")
         partial.replace(target)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a loop of links (Python 3.11)
+        if partial is not None:
+            partial.unlink(missing_ok=True)
+        why = exc.strerror if isinstance(exc, OSError) else "a loop of symbolic links"
+        raise ConfigError(f"cannot write {path}: {why}") from None
 
 
 def _cmd_datasette_metadata(args: argparse.Namespace) -> int:
@@ -465,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except CrawlerError as exc:
         # A key pasted into a path or a host is said back in the message: never shown.
-        keys = keys_among(os.environ.values())
+        keys = environment_keys(os.environ, Settings.api_key_env)
         events: JsonEvents | None = args.events
         if events is None:
             print(f"batch-crawler: {mask_keys(str(exc), keys)}", file=sys.stderr)

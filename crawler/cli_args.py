@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
-from .config import ENV_LOG_FORMAT
+from .config import ENV_LOG_FORMAT, Settings
 from .errors import EXIT_USAGE, ConfigError
 from .events import failure_event
 from .fake import BAD_PAGE_MODES, BROKEN_PAGINATION_MODES, FLAVORS, ID_STYLES
-from .redact import keys_among, looks_like_secret, mask_keys
+from .redact import environment_keys, looks_like_secret, mask_keys
 from .setting_rules import LOG_FORMATS, Rule, integer_rule, number_rule, setting_rule, shown
 
 
@@ -28,7 +28,7 @@ class Parser(argparse.ArgumentParser):
             shown(word.strip("'")) if looks_like_secret(word.strip("'")) else word
             for word in message.split(" ")
         )
-        keys = keys_among(os.environ.values())
+        keys = environment_keys(os.environ, Settings.api_key_env)
         line = mask_keys(f"{self.prog}: error: {' '.join(words)} (see --help)", keys)
         if Parser.json_errors:
             event = failure_event(ConfigError(line))

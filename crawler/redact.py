@@ -8,7 +8,7 @@ import functools
 import json
 import re
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 from urllib.parse import quote, quote_plus
@@ -74,10 +74,12 @@ def mask_key_like(text: str) -> str:
     return _KEY_LIKE.sub(_MASK, text)
 
 
-def keys_among(values: Iterable[str]) -> tuple[str, ...]:
-    """The values (an environment's) spelled like a key: the key a run uses is one of them,
-    under whatever name `api_key_env` gives it."""
-    return tuple(sorted({v.strip() for v in values if looks_like_secret(v.strip())}))
+def environment_keys(environ: Mapping[str, str], named: str) -> tuple[str, ...]:
+    """The keys `environ` may hold: the value of the variable `named` (the default key's,
+    whatever its shape: a local server's token may look like no key) and every value
+    spelled like a key (the key under whatever name `api_key_env` gives it, Azure's)."""
+    values = {v.strip() for v in environ.values() if looks_like_secret(v.strip())}
+    return tuple(sorted(values | {environ.get(named, "").strip()} - {""}))
 
 
 def mask_keys(text: str, keys: Iterable[str | None]) -> str:

@@ -7,6 +7,8 @@ import contextlib
 import os
 import re
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -135,3 +137,38 @@ def test_a_page_written_to_a_pipe_reaches_its_reader(
                 os.close(os.open(handle, os.O_WRONLY | os.O_NONBLOCK))
         assert "<h2>Top error codes</h2>" in read.result(timeout=HANG_GUARD)
     assert stat.S_ISFIFO(fifo.stat().st_mode)
+
+
+def test_a_page_written_to_dev_stdout_sent_to_a_file_is_appended_to_it(
+    db: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """/dev/stdout leads to the file the shell opened: the page was renamed over it, what
+    it held lost, and all printed after it went to a file no longer there."""
+    log = tmp_path / "log"
+    log.write_text("EXISTING\n", encoding="utf-8")
+    with log.open("a", encoding="utf-8") as out:
+        done = subprocess.run(
+            [sys.executable, "-m", "crawler", "report", "--db", str(db), "--html", "/dev/stdout"],
+            stdout=out,
+            stderr=subprocess.PIPE,
+            timeout=HANG_GUARD,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    said = log.read_text(encoding="utf-8")
+    assert said.startswith("EXISTING\n")
+    assert "<h2>Top error codes</h2>" in said
+    assert "Wrote /dev/stdout" in said
+
+
+def test_a_loop_of_links_is_one_line_and_exit_2(
+    db: Path,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Python 3.11 raises RuntimeError resolving a loop: it was a traceback."""
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    assert main(["report", "--db", str(db), "--html", str(tmp_path / "a")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

@@ -762,3 +762,16 @@ async def test_a_proxy_from_the_environment_is_checked_before_any_request(
     assert {"clear": "in clear text", "no URL": "is no URL", "not a URL": "is not a URL"}[
         refused
     ] in str(caught.value)
+
+
+def test_a_key_of_no_key_shape_in_openai_api_key_is_still_not_said_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A local server's token that looks like no key was masked as OPENAI_API_KEY's value;
+    masking only values spelled like keys let it through."""
+    key = "mylocalserverkey-abcdefghijklmnopqrstuvwxyz"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    monkeypatch.chdir(tmp_path)
+    assert main(["status", "--db", f"/nowhere/{key}/x.db"]) != 0
+    said = capsys.readouterr()
+    assert key[:16] not in said.out + said.err
