@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -135,11 +136,17 @@ def _describe_refusal(exc: aiohttp.ClientResponseError) -> str:
 
 
 def _describe_redirect(exc: aiohttp.RedirectClientError) -> str:
-    """A redirect aiohttp would not follow (or we would not: see _kept_to_their_origin)."""
+    """A redirect aiohttp would not follow (or we would not: see _kept_to_their_origin),
+    without a user name or password the URL may hold (one past parsing holds them still)."""
     if isinstance(exc, aiohttp.InvalidURL):
         why = exc.description or "not a URL"
-        return f"redirected to {exc.url} ({why}), which is not followed"
-    return f"redirected to {exc.args[0] if exc.args else 'a URL'}, which is not http(s)"
+        return f"redirected to {_USER_INFO.sub('//', str(exc.url))} ({why}), which is not followed"
+    where = str(exc.args[0]) if exc.args else "a URL"
+    return f"redirected to {_USER_INFO.sub('//', where)}, which is not http(s)"
+
+
+# The user name and password of a URL: `//user:password@`.
+_USER_INFO = re.compile(r"//[^/?#@]*@")
 
 
 def _describe_timeout(exc: TimeoutError, timeout: aiohttp.ClientTimeout) -> str:

@@ -14,7 +14,8 @@
     │   ├── ServerError             408, 409, 5xx (retryable)
     │   ├── TransportError          connection refused, reset, timed out (retryable)
     │   └── BrokenResponseError     not JSON, truncated, or missing required fields (retryable)
-    │       └── ResponseTooLargeError   past the body cap: not read further, not asked again
+    │       └── ResponseTooLargeError   past the body cap: not read further (a list page is
+    │                                   asked for again with half the limit, down to 1)
     ├── PaginationError             the cursor chain cannot be trusted (a loop guard fired)
     ├── UnstorableBatchError        a batch holds a value SQLite cannot store
     └── DatabaseError               the SQLite file is unusable for us (exit 4)

@@ -98,8 +98,9 @@ def holds_a_key_like_word(value: str) -> bool:
 def holds_secret(text: str, secret: str | None, *, json_lines: bool = False) -> bool:
     """Whether stored `text` holds `secret`, or half of it or more, in any form.
 
-    With `json_lines`, `text` is JSON texts one a line: they hold their own line breaks
-    escaped, and a key is never looked for across the breaks between them.
+    With `json_lines`, `text` is JSON texts one a line, which hold their own line breaks
+    escaped: the breaks between them alone never make a text searched unfolded (once one
+    is, a key folded across two texts is found too: more masking, never less).
 
     Always False for a key shorter than an identifying run: stored data is never searched
     for a placeholder key, which ordinary values (a status, a digit) may spell.
@@ -146,11 +147,11 @@ class _Scan:
     blocks: tuple[str, ...]
 
     def may_hold(self, text: str, json_lines: bool = False) -> bool:
-        if self._has_a_block(text):
+        if self.has_a_block(text):
             return True
-        return _has_a_line_break(text, json_lines) and self._has_a_block(_unfolded(text))
+        return _has_a_line_break(text, json_lines) and self.has_a_block(_unfolded(text))
 
-    def _has_a_block(self, text: str) -> bool:
+    def has_a_block(self, text: str) -> bool:
         return any(block in text for block in self.blocks)
 
 
@@ -299,7 +300,7 @@ def _position_before(position: int, cuts: list[_Cut]) -> int:
 def _spans(text: str, scan: _Scan, json_lines: bool = False) -> list[tuple[int, int]]:
     """The spans of `text` holding runs of the key, as they stand or folded over lines."""
     spans = _find_runs(text, scan)
-    if not _has_a_line_break(text, json_lines):
+    if not _has_a_line_break(text, json_lines) or not scan.has_a_block(_unfolded(text)):
         return spans
     unfolded, cuts = _unfolded_with_cuts(text)
     folded = [

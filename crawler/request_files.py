@@ -406,18 +406,20 @@ def _about_the_key(error: ApiError) -> bool:
 
 
 def _none_stored_is_no_file(outcome: FileOutcome) -> FileOutcome:
-    """A file read whole without one request line is not the file (a proxy's page answered
-    200, an error object, an empty body): failed, asked for again next sync, not recorded
-    complete and never asked for again. Whatever its batch counts: an expired batch's
-    error file holds its requests never run, which its `failed` count may leave out, and
-    some servers give no counts. Some servers do name an empty file, though (an error file
-    where nothing failed): where the batch counts none, EMPTY_AGREEMENT syncs in a row
-    reading it so record it empty, as three 404s record a file expired."""
+    """How a file read whole without one request line ended. Mostly it is not the file (a
+    proxy's page answered 200, an error object, an empty body): failed, asked for again
+    next sync, not recorded complete and never asked for again. Whatever its batch counts:
+    an expired batch's error file holds its requests never run, which its `failed` count
+    may leave out, and some servers give no counts. Some servers do name an empty file,
+    though (an error file where nothing failed): where the batch counts none and nothing in
+    it was refused (no page, no object), EMPTY_AGREEMENT syncs in a row reading it so
+    record it empty, as three 404s record a file expired."""
     file, read = outcome.file, outcome.read
     if outcome.state != "complete" or read is None or read.lines:
         return outcome
     agreed = file.empty_runs + 1 >= EMPTY_AGREEMENT
-    if agreed and not file.expected_lines and file.state != "complete":
+    nothing_refused = not read.warnings and not read.more_warnings
+    if agreed and nothing_refused and not file.expected_lines and file.state != "complete":
         read.warn(
             f"file {file.file_id}: read without one request line on {EMPTY_AGREEMENT} syncs "
             "in a row: recorded empty, no longer asked for"
@@ -519,6 +521,7 @@ class FileFetcher:
         # file's lines on and asks for the next file while the writer commits them.
         self._writes = _WriteQueue()
         self._failing = 0  # files failed in a row, the files route seeming down
+        self._route_answered = False  # a file of this run was stored, or answered 404
         self.stopped = False
         self.cut_by_the_budget: list[str] = []  # file ids whose download the budget ended
 
@@ -606,6 +609,7 @@ class FileFetcher:
                 self.stopped = self._failing >= FAILURES_IN_A_ROW
             elif outcome.error is None:  # the route answered: stored, or 404
                 self._failing = 0
+                self._route_answered = True
             await self._writes.put(outcome)
 
     async def _claim(self) -> FileToFetch | None:
@@ -635,9 +639,10 @@ class FileFetcher:
                 body, file, save, keep_body=self._keep_body, secret=self._secret
             )
 
-        # A file that failed on an earlier sync is asked once: through an outage, each
-        # sync would otherwise spend every such file's retries, more with each sync.
-        attempts = 1 if file.failed_before else None
+        # A file that failed on an earlier sync is asked once until a file of this sync is
+        # stored: through an outage, each sync would otherwise spend every such file's
+        # retries, more with each sync. Once the route answers, it gets them all again.
+        attempts = 1 if file.failed_before and not self._route_answered else None
         try:
             read = await self._client.read_file(file.file_id, consume, attempts=attempts)
         except ApiError as exc:

@@ -249,8 +249,13 @@ LONG_KEY = "sk-proj-" + "".join(f"{n:02d}xQ" for n in range(39))
             "redirected to http://127.0.0.1:{port}/v1/listed (with a user name or password), "
             "which is not followed",
         ),
+        (
+            "http://user:pass@127.0.0.1:99999/x",
+            "redirected to http://127.0.0.1:99999/x (Server attempted redirecting to a location "
+            "that does not look like a URL), which is not followed",
+        ),
     ],
-    ids=["ftp", "mailto", "followed", "credentials"],
+    ids=["ftp", "mailto", "followed", "credentials", "credentials past parsing"],
 )
 async def test_a_redirect_that_cannot_be_followed_fails_at_once_saying_where(
     location: str, said: str | None
@@ -262,7 +267,7 @@ async def test_a_redirect_that_cannot_be_followed_fails_at_once_saying_where(
     target: list[str] = []
 
     async def redirect(request: web.Request) -> web.Response:
-        raise web.HTTPFound(target[0])
+        return web.Response(status=302, headers={"Location": target[0]})  # as sent, unchecked
 
     async def listed(request: web.Request) -> web.Response:
         return web.json_response(list_body([make_batch(1)], False))

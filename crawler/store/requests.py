@@ -325,6 +325,8 @@ def update_file(
         (empty, *key),
     )
     if state == "complete":
+        if reading is None:
+            raise ValueError("a file complete needs the reading that stored it")
         if db.execute(f"SELECT 1 FROM batch_files {where}", key).fetchone():
             # The batch's record is now this reading's lines: those of a file it named
             # before (a gateway minting new ids), written late by a fetch of it, or of an
