@@ -37,6 +37,7 @@ from crawler.request_files import (
     text_for_sqlite,
 )
 from crawler.request_rows import REQUEST_COLUMNS, build_request_row
+from crawler.runs import SyncResult
 from crawler.store import FileToFetch
 
 from .conftest import API_KEY, BASE_URL, list_body, make_batch
@@ -884,6 +885,30 @@ async def test_a_file_read_again_without_a_line_keeps_none_of_a_reading_cut_shor
     assert file_states(db_path) == {"failed": 1}  # no line is no file: asked again
 
 
+async def sync_a_new_file_cut_short_then(db_path: Path, second: bytes) -> SyncResult:
+    """A batch whose error file is stored whole; then, naming a new file id (a gateway
+    minting ids), a sync whose first reading of it is cut short and the next is `second`
+    (gzipped): that sync's result."""
+    lines = 3 * LINES_PER_COMMIT
+    batch = failed_batch(1, lines=lines)
+    answers = {
+        "file-err-1": iter([error_lines(lines)]),
+        # Cut short, the new file's lines take over the old file's by key.
+        "file-new": iter([gzip.compress(error_lines(lines))[:-1000], second]),
+    }
+    gzipped = {"Content-Type": "application/octet-stream", "Content-Encoding": "gzip"}
+
+    def file_answer(file_id: str) -> RawAnswer:
+        body = next(answers[file_id])
+        return b"200 OK", gzipped if file_id == "file-new" else {}, body
+
+    async with raw_api([batch], file_answer) as url:
+        settings = Settings(db=db_path, base_url=url, api_key=API_KEY)
+        await sync(settings, retry=RETRY)
+        batch["error_file_id"] = "file-new"
+        return await sync(settings, full=True, retry=RETRY)
+
+
 async def test_a_batch_naming_a_new_file_keeps_the_old_lines_while_it_is_cut_short(
     db_path: Path,
 ) -> None:
@@ -891,55 +916,19 @@ async def test_a_batch_naming_a_new_file_keeps_the_old_lines_while_it_is_cut_sho
     over the old file's by key) and the next one empty: the old file's requests stay, as
     promised until the new file is stored whole. The next reading deleted those taken
     over, and they were lost for good once the new file was gone."""
-    lines = 3 * LINES_PER_COMMIT
-    batch = failed_batch(1, lines=lines)
-    answers = {
-        "file-err-1": iter([error_lines(lines)]),
-        "file-new": iter([gzip.compress(error_lines(lines))[:-1000], b""]),
-    }
-    gzipped = {"Content-Type": "application/octet-stream", "Content-Encoding": "gzip"}
-
-    def file_answer(file_id: str) -> RawAnswer:
-        body = next(answers[file_id])
-        return b"200 OK", gzipped if file_id == "file-new" else {}, body
-
-    async with raw_api([batch], file_answer) as url:
-        settings = Settings(db=db_path, base_url=url, api_key=API_KEY)
-        await sync(settings, retry=RETRY)
-        batch["error_file_id"] = "file-new"
-        later = await sync(settings, full=True, retry=RETRY)
+    later = await sync_a_new_file_cut_short_then(db_path, b"")
     assert any("was not stored" in warning for warning in later.warnings)
-    assert len(stored_rows(db_path)) == lines
+    assert len(stored_rows(db_path)) == 3 * LINES_PER_COMMIT
 
 
 async def test_a_new_file_cut_short_then_read_whole_with_other_lines_keeps_only_those(
     db_path: Path,
 ) -> None:
-    """A gateway minting a new file id, cut short (its lines kept beside the old file's),
-    then serving it whole with other custom_ids: the cut reading's lines stayed beside the
-    whole one's, the batch holding more requests than it has."""
+    """The same, the next reading whole with other custom_ids: the cut reading's lines
+    stayed beside the whole one's, the batch holding more requests than it has."""
     lines = 3 * LINES_PER_COMMIT
-    batch = failed_batch(1, lines=lines)
-    answers = {
-        "file-err-1": iter([error_lines(lines)]),
-        "file-new": iter(
-            [
-                gzip.compress(error_lines(lines, prefix="cut-"))[:-1000],
-                gzip.compress(error_lines(lines, prefix="whole-")),
-            ]
-        ),
-    }
-    gzipped = {"Content-Type": "application/octet-stream", "Content-Encoding": "gzip"}
-
-    def file_answer(file_id: str) -> RawAnswer:
-        body = next(answers[file_id])
-        return b"200 OK", gzipped if file_id == "file-new" else {}, body
-
-    async with raw_api([batch], file_answer) as url:
-        settings = Settings(db=db_path, base_url=url, api_key=API_KEY)
-        await sync(settings, retry=RETRY)
-        batch["error_file_id"] = "file-new"
-        later = await sync(settings, full=True, retry=RETRY)
+    whole = gzip.compress(error_lines(lines, prefix="whole-"))
+    later = await sync_a_new_file_cut_short_then(db_path, whole)
     assert later.complete
     assert [row[1] for row in stored_rows(db_path)] == sorted(f"whole-{n}" for n in range(lines))
 
