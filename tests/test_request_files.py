@@ -638,6 +638,30 @@ async def test_a_file_failed_on_an_earlier_sync_is_asked_once_a_sync(db_path: Pa
     assert "asked for again next sync" in " ".join(again.warnings)
 
 
+async def test_a_file_failed_before_gets_its_retries_once_the_route_answers(
+    db_path: Path,
+) -> None:
+    """Asked once a sync while nothing answers; once a file of the sync is stored, the
+    route is up and a file failed before is retried as any (a body cut short, a 429)."""
+    batches = [failed_batch(2), failed_batch(1)]  # file-err-2 is recorded first
+    busy = {"file-err-1": 99}  # 503s still to answer
+
+    def file_answer(file_id: str) -> RawAnswer:
+        if busy.get(file_id, 0) > 0:
+            busy[file_id] -= 1
+            return (b"503 Busy", {}, b"")
+        return (b"200 OK", {}, error_lines(2))
+
+    async with raw_api(batches, file_answer) as url:
+        settings = Settings(db=db_path, base_url=url, api_key=API_KEY, concurrency=1)
+        await sync(settings, retry=RETRY)
+        assert file_states(db_path) == {"complete": 1, "failed": 1}
+        busy["file-err-1"] = 2
+        # file-err-2, stored without bodies, is read again first: the route answers.
+        again = await sync(dataclasses.replace(settings, bodies=True), retry=RETRY)
+    assert (again.complete, file_states(db_path)) == (True, {"complete": 2})
+
+
 async def test_files_read_again_for_bodies_stop_when_the_files_route_is_down(
     db_path: Path,
 ) -> None:
