@@ -191,6 +191,11 @@ class DatabaseBusyError(DatabaseError):
     retryable = True
 
 
+# Failures asking again may mend, of a route that fails for now: past their retries, the
+# sign that it is down (the files route's breaker, the by-id refresh's fallback to the list).
+ROUTE_FAILURES = (ServerError, TransportError, RateLimitedError)
+
+
 def about_one_batch(error: ApiError) -> bool:
     """Whether an answer for one batch by id is about that batch, not the API: a 4xx other
     than 404 (a 403 too, since the list was read with this key; a 401 is about the key), a

@@ -334,11 +334,4 @@ def _find_runs(text: str, scan: _Scan) -> list[tuple[int, int]]:
         while at != -1:
             starts.update(range(max(0, at + len(block) - size), at + 1))
             at = text.find(block, at + 1)
-    spans: list[tuple[int, int]] = []
-    for i in sorted(starts):
-        if text[i : i + size] in scan.runs:
-            if spans and i <= spans[-1][1]:
-                spans[-1] = (spans[-1][0], i + size)
-            else:
-                spans.append((i, i + size))
-    return spans
+    return _joined([(i, i + size) for i in starts if text[i : i + size] in scan.runs])

@@ -9,14 +9,7 @@ from typing import Literal
 
 from .api import ApiClient
 from .budget import OutOfTime, before_deadline
-from .errors import (
-    ApiError,
-    RateLimitedError,
-    ServerError,
-    TransportError,
-    about_one_batch,
-    first_exception,
-)
+from .errors import ROUTE_FAILURES, ApiError, about_one_batch, first_exception
 from .pages import Batch
 
 # Batches failing one after the other, with no answer between, before the refresh checks
@@ -33,10 +26,6 @@ class RefreshEnd:
     answered: set[str] = field(default_factory=set)  # fetched, or answered 404
     out_of_time: bool = False  # the time budget ran out before every batch was answered
     route_failing: bool = False  # requests by id kept failing while the list answered
-
-
-# Failures that asking again did not mend: the route's, or that batch's, not the API's.
-_PAST_RETRIES = (ServerError, TransportError, RateLimitedError)
 
 
 async def refresh_by_id(
@@ -92,7 +81,7 @@ async def refresh_by_id(
                 end.out_of_time = True
                 return
             except ApiError as exc:
-                if not (about_one_batch(exc) or isinstance(exc, _PAST_RETRIES)):
+                if not (about_one_batch(exc) or isinstance(exc, ROUTE_FAILURES)):
                     raise
                 # That batch's trouble, unless the next ones fail too: then the API's, or
                 # the route's.

@@ -22,13 +22,11 @@ from .api import ApiClient
 from .bodies import FileBody
 from .budget import OutOfTime, before_deadline
 from .errors import (
+    ROUTE_FAILURES,
     ApiError,
     AuthenticationError,
     BrokenResponseError,
     QuotaExceededError,
-    RateLimitedError,
-    ServerError,
-    TransportError,
     UnstorableBatchError,
 )
 from .jsontext import parse
@@ -449,7 +447,7 @@ def _route_failing(outcome: FileOutcome) -> bool:
         return False
     if isinstance(error, AuthenticationError):
         return True  # a 403: the others raise
-    return isinstance(error, ServerError | TransportError | RateLimitedError) and error.retryable
+    return isinstance(error, ROUTE_FAILURES) and error.retryable
 
 
 class _WriteQueue:

@@ -320,10 +320,6 @@ def update_file(
             (error, state, *key),
         )
         return None
-    db.execute(
-        f"UPDATE batch_files SET empty_runs = CASE WHEN ? THEN empty_runs + 1 ELSE 0 END {where}",
-        (empty, *key),
-    )
     if state == "complete":
         if reading is None:
             raise ValueError("a file complete needs the reading that stored it")
@@ -340,7 +336,8 @@ def update_file(
         (lines,) = db.execute(f"SELECT count(*) FROM batch_requests {where}", key).fetchone()
     db.execute(
         "UPDATE batch_files SET state = ?, bytes = ?, lines = ?, error = ?, fetched_at = ?, "
-        f"bodies = ?, not_found_runs = {not_found_runs} {where}",
+        f"bodies = ?, not_found_runs = {not_found_runs}, "
+        f"empty_runs = CASE WHEN ? THEN empty_runs + 1 ELSE 0 END {where}",
         (
             state,
             size,
@@ -349,6 +346,7 @@ def update_file(
             now,
             bodies if state == "complete" else None,
             state,
+            empty,
             *key,
         ),
     )
