@@ -42,6 +42,7 @@ from .bodies import (
 )
 from .config import Settings
 from .content_coding import ENCODINGS
+from .entra import EntraTokens, run_secret
 from .errors import (
     ApiError,
     BrokenResponseError,
@@ -54,7 +55,7 @@ from .errors import (
 )
 from .pages import Batch, BatchPage, parse_page
 from .ratelimit import RateLimiter
-from .redact import mask_secret
+from .redact import Secret, mask_secret
 from .replies import build_api_error
 from .setting_rules import is_private_transport
 
@@ -278,16 +279,16 @@ def build_client(
     retry: RetryPolicy | None = None,
     on_retry: Callable[[RetryEvent], None] | None = None,
     limiter: RateLimiter | None = None,
-    auth: TokenSource | None = None,
+    auth: EntraTokens | None = None,
 ) -> ApiClient:
     """The client a run with these settings uses: their retry policy unless `retry` is
     given, their request rate unless `limiter` is, their provider's ways; `auth` gives
-    each request its token (Entra ID)."""
+    each request its token (Entra ID), masked as the key is."""
     return ApiClient(
         session,
         settings.base_url,
         retry=retry or RetryPolicy.from_settings(settings),
-        secret=settings.api_key,
+        secret=run_secret(settings, auth),
         on_retry=on_retry,
         limiter=limiter or RateLimiter(settings.requests_per_minute),
         query=settings.query,
@@ -312,7 +313,7 @@ class ApiClient:
         base_url: str,
         *,
         retry: RetryPolicy,
-        secret: str | None = None,
+        secret: Secret = None,
         on_retry: Callable[[RetryEvent], None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         limiter: RateLimiter | None = None,

@@ -16,7 +16,7 @@ from yarl import URL
 from .content_coding import ENCODINGS, BrokenEncodingError, decoded
 from .errors import BrokenResponseError, TransportError
 from .jsontext import TooDeepError, parse
-from .redact import mask_secret
+from .redact import Secret, mask_secret
 
 # Where a request goes: the text of a URL, or a URL already encoded (a batch id's path).
 Target = str | URL
@@ -54,7 +54,7 @@ def _applied(resp: aiohttp.ClientResponse) -> list[str]:
     return [e for e in sent if e and e.lower() != "identity"]
 
 
-def body_encoding(resp: aiohttp.ClientResponse, url: Target, secret: str | None) -> str | None:
+def body_encoding(resp: aiohttp.ClientResponse, url: Target, secret: Secret) -> str | None:
     """The encoding a 2xx body is compressed in (gzip or deflate), None if plain. One the
     request did not ask for, or several, is refused at once: asking again gets the same."""
     applied = _applied(resp)
@@ -130,7 +130,7 @@ async def as_far_as_it_decodes(
 
 
 @contextlib.contextmanager
-def broken_encoding_raised(url: Target, secret: str | None) -> Iterator[None]:
+def broken_encoding_raised(url: Target, secret: Secret) -> Iterator[None]:
     """A compressed body that is corrupt or stops before its end raised as a broken response,
     asked again: with a declared length, the whole body came and is wrong; that file's
     failure, not the route's (a connection cut short is aiohttp's to tell)."""
@@ -141,7 +141,7 @@ def broken_encoding_raised(url: Target, secret: str | None) -> Iterator[None]:
         raise BrokenResponseError(message) from None
 
 
-def decode_json(body: bytes | bytearray, url: str, content_type: str, secret: str | None) -> Any:
+def decode_json(body: bytes | bytearray, url: str, content_type: str, secret: Secret) -> Any:
     """The JSON document of a 2xx body from `url` (the last, after any redirect)."""
     try:
         return parse(body)

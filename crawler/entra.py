@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from .config import Settings
 from .errors import AuthenticationError, ConfigError
+from .redact import Secret
 
 # The scope of a token, by API: the dated API is Cognitive Services', the v1 API Azure AI's.
 DATED_API_SCOPE = "https://cognitiveservices.azure.com/.default"
@@ -64,6 +65,10 @@ class EntraTokens:
         self._token: str | None = None
         self._expires_on = 0.0
         self._lock = asyncio.Lock()  # one renewal, however many requests wait on it
+        # The token in use and the one before it, masked as a key is wherever a server may
+        # echo them: the one before stays valid for REFRESH_MARGIN after its renewal, and a
+        # request sent with it may be answered later. Older ones have expired.
+        self.sent: list[str] = []
 
     async def headers(self) -> dict[str, str]:
         """The header carrying a token valid for REFRESH_MARGIN seconds at least.
@@ -80,7 +85,15 @@ class EntraTokens:
                     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                     raise AuthenticationError(f"no Entra ID token: {first}") from exc
                 self._token, self._expires_on = access.token, float(access.expires_on)
+                if access.token not in self.sent:
+                    self.sent[:] = [*self.sent[-1:], access.token]  # the run's list, kept
         return {"Authorization": f"Bearer {self._token}"}
+
+
+def run_secret(settings: Settings, tokens: EntraTokens | None) -> Secret:
+    """What a run masks wherever a server may echo it: its key, or the tokens still valid
+    (`EntraTokens.sent`, read at each use as renewals change it)."""
+    return settings.api_key if tokens is None else tokens.sent
 
 
 @contextlib.asynccontextmanager

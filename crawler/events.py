@@ -15,7 +15,7 @@ import orjson
 
 from .api import RetryEvent
 from .errors import EXIT_FAILED, CrawlerError, RateLimitedError
-from .redact import mask_keys, mask_secret
+from .redact import Secret, mask_keys, mask_secret
 
 Level = Literal["debug", "info", "warning", "error"]
 
@@ -57,7 +57,7 @@ class Event:
 EventHandler = Callable[[Event], None]
 
 
-def failure_event(error: BaseException, *secrets: str | None) -> Event:
+def failure_event(error: BaseException, *secrets: Secret) -> Event:
     """The `run_failed` event for `error`: what kind, the message (`secrets` masked), the
     exit code the command line ends with, and whether a later retry of the run may help."""
     if isinstance(error, CrawlerError):
@@ -76,7 +76,7 @@ def failure_event(error: BaseException, *secrets: str | None) -> Event:
     return Event(RUN_FAILED, fields, "error")
 
 
-def retry_event(retry: RetryEvent, secret: str | None = None) -> Event:
+def retry_event(retry: RetryEvent, secret: Secret = None) -> Event:
     """The `retry` event (`rate_limited` for a 429) for a request about to be asked again."""
     error = retry.error
     fields = {

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import BrokenResponseError, PaginationError
-from .redact import holds_secret
+from .redact import Secret, holds_secret
 
 Batch = dict[str, Any]
 
@@ -37,7 +37,7 @@ class BatchPage:
 
 
 def parse_page(
-    payload: Any, secret: str | None = None, *, has_more_optional: bool = False
+    payload: Any, secret: Secret = None, *, has_more_optional: bool = False
 ) -> BatchPage:
     """Check a decoded list response and wrap it.
 
@@ -91,7 +91,7 @@ def parse_page(
 MAX_ID_LENGTH = 256
 
 
-def _is_usable_id(value: Any, secret: str | None = None) -> bool:
+def _is_usable_id(value: Any, secret: Secret = None) -> bool:
     """Whether `value` is an id we can store as text and send as a cursor: never one
     holding the API key (a hostile server's echo), which would then be stored and shown."""
     if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
@@ -105,7 +105,7 @@ def _is_usable_id(value: Any, secret: str | None = None) -> bool:
     return True
 
 
-def _has_usable_id(item: Any, secret: str | None = None) -> bool:
+def _has_usable_id(item: Any, secret: Secret = None) -> bool:
     """Whether `item` is a batch object (or one that does not say) with a usable id."""
     return (
         isinstance(item, dict)
@@ -114,7 +114,7 @@ def _has_usable_id(item: Any, secret: str | None = None) -> bool:
     )
 
 
-def _describe_skipped(data: list[Any], secret: str | None) -> tuple[str, ...]:
+def _describe_skipped(data: list[Any], secret: Secret) -> tuple[str, ...]:
     """Each unusable item as a warning shows it: its position and its id, briefly."""
     shown = []
     for position, item in enumerate(data):

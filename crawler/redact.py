@@ -1,4 +1,8 @@
-"""Keeping the API key out of sight: masked wherever it may be echoed, never shown."""
+"""Keeping the API key out of sight: masked wherever it may be echoed, never shown.
+
+What is masked is a `Secret`: the key, or the Entra ID tokens a run holds valid (a list its
+token source updates as it renews them, read at each use), or nothing.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,19 @@ import functools
 import json
 import re
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 from urllib.parse import quote, quote_plus
+
+Secret: TypeAlias = str | Sequence[str] | None
+
+
+def _each(secret: Secret) -> tuple[str, ...]:
+    """The keys `secret` holds, empty ones left out."""
+    if isinstance(secret, str):
+        return (secret,) if secret else ()
+    return tuple(key for key in secret or () if key)
 
 
 def looks_like_secret(value: Any) -> bool:
@@ -49,7 +62,7 @@ def _stored_run(secret: str) -> int:
     return max(_IDENTIFYING_RUN, (len(secret) + 1) // 2)
 
 
-def mask_secret(text: str, secret: str | None) -> str:
+def mask_secret(text: str, secret: Secret) -> str:
     """`text` (a message) with `secret` masked as `***` in every form a server may echo it in.
 
     As is, JSON-escaped, percent-encoded, with its whitespace collapsed, and any run of
@@ -57,11 +70,12 @@ def mask_secret(text: str, secret: str | None) -> str:
     shorter than that (`x`, `EMPTY`: a placeholder a local server ignores, or a short test
     key) is masked only where it stands as a word of its own, never inside other words.
     """
-    if not secret:
-        return text
-    if len(secret) < _IDENTIFYING_RUN:
-        return re.sub(rf"(?<![\w-]){re.escape(secret)}(?![\w-])", _MASK, text, flags=re.I)
-    return _mask(text, _scan(secret, _IDENTIFYING_RUN, in_a_message=True))
+    for key in _each(secret):
+        if len(key) < _IDENTIFYING_RUN:
+            text = re.sub(rf"(?<![\w-]){re.escape(key)}(?![\w-])", _MASK, text, flags=re.I)
+        else:
+            text = _mask(text, _scan(key, _IDENTIFYING_RUN, in_a_message=True))
+    return text
 
 
 # A word spelled like a key (OpenAI's and many compatible servers' keys begin sk-), any case.
@@ -82,7 +96,7 @@ def environment_keys(environ: Mapping[str, str], named: str) -> tuple[str, ...]:
     return tuple(sorted(values | {environ.get(named, "").strip()} - {""}))
 
 
-def mask_keys(text: str, keys: Iterable[str | None]) -> str:
+def mask_keys(text: str, keys: Iterable[Secret]) -> str:
     """`text` (what a command says) with each of `keys`, and any word spelled like a key,
     masked."""
     for key in keys:
@@ -95,7 +109,7 @@ def holds_a_key_like_word(value: str) -> bool:
     return any(looks_like_secret(word) for word in re.findall(r"[A-Za-z0-9_\-]+", value))
 
 
-def holds_secret(text: str, secret: str | None, *, json_lines: bool = False) -> bool:
+def holds_secret(text: str, secret: Secret, *, json_lines: bool = False) -> bool:
     """Whether stored `text` holds `secret`, or half of it or more, in any form.
 
     With `json_lines`, `text` is JSON texts one a line, which hold their own line breaks
@@ -105,34 +119,32 @@ def holds_secret(text: str, secret: str | None, *, json_lines: bool = False) -> 
     Always False for a key shorter than an identifying run: stored data is never searched
     for a placeholder key, which ordinary values (a status, a digit) may spell.
     """
-    scan = _stored_data_scan(secret)
-    return (
-        scan is not None
-        and scan.may_hold(text, json_lines)
-        and _spans(text, scan, json_lines) != []
+    return any(
+        scan.may_hold(text, json_lines) and _spans(text, scan, json_lines) != []
+        for scan in _stored_data_scans(secret)
     )
 
 
-def may_hold_secret(text: str, secret: str | None, *, json_lines: bool = False) -> bool:
+def may_hold_secret(text: str, secret: Secret, *, json_lines: bool = False) -> bool:
     """A quick first look for `holds_secret`, C-fast on long texts: False rules `text` out."""
-    scan = _stored_data_scan(secret)
-    return scan is not None and scan.may_hold(text, json_lines)
+    return any(scan.may_hold(text, json_lines) for scan in _stored_data_scans(secret))
 
 
-def mask_values(row: tuple[Any, ...], secret: str) -> tuple[Any, ...]:
+def mask_values(row: tuple[Any, ...], secret: Secret) -> tuple[Any, ...]:
     """`row` (values to store) with what `holds_secret` finds masked in each text value."""
-    scan = _stored_data_scan(secret)
-    if scan is None:
-        return row
-    return tuple(_mask(v, scan) if isinstance(v, str) else v for v in row)
+    for scan in _stored_data_scans(secret):
+        row = tuple(_mask(v, scan) if isinstance(v, str) else v for v in row)
+    return row
 
 
-def _stored_data_scan(secret: str | None) -> _Scan | None:
-    """How stored data is searched for `secret`: None for no key, or one too short to
+def _stored_data_scans(secret: Secret) -> list[_Scan]:
+    """How stored data is searched for each key of `secret`: none for a key too short to
     search for."""
-    if not secret or len(secret) < _IDENTIFYING_RUN:
-        return None
-    return _scan(secret, _stored_run(secret), in_a_message=False)
+    return [
+        _scan(key, _stored_run(key), in_a_message=False)
+        for key in _each(secret)
+        if len(key) >= _IDENTIFYING_RUN
+    ]
 
 
 @dataclass(frozen=True)

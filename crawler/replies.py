@@ -19,7 +19,7 @@ from .errors import (
     UnknownRouteError,
 )
 from .jsontext import parse
-from .redact import mask_secret
+from .redact import Secret, mask_secret
 
 
 def parse_retry_after(headers: Any, now: float | None = None) -> float | None:
@@ -54,7 +54,7 @@ def _should_retry_header(headers: Any) -> bool | None:
 
 
 def build_api_error(
-    status: int, body: bytes, headers: Any, url: str, *, secret: str | None = None
+    status: int, body: bytes, headers: Any, url: str, *, secret: Secret = None
 ) -> ApiError:
     """Map a non-2xx response to the error type that says what to do about it.
 

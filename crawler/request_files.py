@@ -30,7 +30,7 @@ from .errors import (
     UnstorableBatchError,
 )
 from .jsontext import parse
-from .redact import holds_secret, mask_values, may_hold_secret
+from .redact import Secret, holds_secret, mask_values, may_hold_secret
 from .request_rows import REQUEST_COLUMNS, UnusableLineError, build_request_row
 from .rows import fit_rows
 from .store import FileToFetch, Store
@@ -154,7 +154,7 @@ async def read_requests(
     save: SaveChunk,
     *,
     keep_body: bool,
-    secret: str | None = None,
+    secret: Secret = None,
 ) -> FileRead:
     """Hand every request line of one file to `save`, a chunk of lines at a time.
 
@@ -202,7 +202,7 @@ class _FileLines:
     """One file's lines as they come, numbered, into chunks: texts for SQLite to map, or rows
     built here (see text_for_sqlite), and what was odd in `read`."""
 
-    def __init__(self, file: FileToFetch, *, keep_body: bool, secret: str | None) -> None:
+    def __init__(self, file: FileToFetch, *, keep_body: bool, secret: Secret) -> None:
         self._file = file
         self._keep_body = keep_body
         self._secret = secret
@@ -291,7 +291,7 @@ class _TooLong(Exception):
 _ESCAPED_ASCII = re.compile(r"\\u00[0-7][0-9a-fA-F]")
 
 
-def plain_lines(block: bytearray, secret: str | None) -> list[str] | None:
+def plain_lines(block: bytearray, secret: Secret) -> list[str] | None:
     """The lines of `block` (one chunk's whole lines) as texts for SQLite to map, when a look
     at the block shows that none needs a look of its own (see text_for_sqlite): none blank,
     too long, holding a \\u escape, a NUL, or what may be a run of the key. None otherwise:
@@ -319,7 +319,7 @@ def plain_lines(block: bytearray, secret: str | None) -> list[str] | None:
     return lines
 
 
-def text_for_sqlite(line: bytearray, secret: str | None) -> str | None:
+def text_for_sqlite(line: bytearray, secret: Secret) -> str | None:
     """The line as text for SQLite to map, or None when it is for Python to: longer than
     SQL_LINE_BYTES, not UTF-8, a surrogate escape (alone, it would become text SQLite
     stores broken), a NUL, escaped or not (SQLite's JSON functions end a text there), the
@@ -498,7 +498,7 @@ class FileFetcher:
         concurrency: int,
         on_outcome: Callable[[FileOutcome], Awaitable[None]],
         time_left: Callable[[], float | None],
-        secret: str | None = None,
+        secret: Secret = None,
     ) -> None:
         """`time_left`: seconds left of the run's time budget (None: no budget); a download
         still going when it runs out is abandoned, its file left to fetch next time."""

@@ -9,7 +9,7 @@ from typing import Any
 
 from .jsontext import is_storable_text, to_text
 from .pages import Batch
-from .redact import holds_secret, mask_values
+from .redact import Secret, holds_secret, mask_values
 
 # Order matters: it is the column order of the INSERT that `store` builds from it.
 BATCH_COLUMNS = (
@@ -150,7 +150,7 @@ def build_error_rows(batch: Batch) -> list[tuple[Any, ...]]:
 
 
 def build_page_rows(
-    batches: Iterable[Batch], seen_at: int, secret: str | None = None, account: str = "default"
+    batches: Iterable[Batch], seen_at: int, secret: Secret = None, account: str = "default"
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """Batch rows and error rows for a page; a batch listed twice is kept once (its last copy).
 
@@ -179,9 +179,7 @@ def _is_terminal(status: Any) -> bool:
     return isinstance(status, str) and status in TERMINAL_STATUSES
 
 
-def build_file_rows(
-    batches: Iterable[Batch], secret: str | None = None
-) -> list[tuple[str, str, str]]:
+def build_file_rows(batches: Iterable[Batch], secret: Secret = None) -> list[tuple[str, str, str]]:
     """(file_id, batch_id, kind) for every file a terminal batch names: the files to fetch.
 
     A file id holding `secret` (a server's echo of the key) is no file to fetch: asking for
@@ -241,7 +239,7 @@ def fit_rows(
 
 
 def build_page_rows_fitted(
-    batches: Iterable[Batch], seen_at: int, secret: str | None = None, account: str = "default"
+    batches: Iterable[Batch], seen_at: int, secret: Secret = None, account: str = "default"
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[str]]:
     """Like `build_page_rows`, with every value made storable, and a warning for each change.
 

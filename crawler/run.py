@@ -16,7 +16,7 @@ from .errors import UnstorableBatchError, first_exception
 from .events import FILE_STORED, PAGE_COMMITTED, WARNING, Event, EventHandler, Level, retry_event
 from .listwalk import ListWalk, PageQueue, WalkEnd
 from .pages import Batch
-from .redact import mask_secret
+from .redact import Secret, mask_secret
 from .request_files import FileFetcher, FileOutcome
 from .rows import build_file_rows, build_page_rows, build_page_rows_fitted
 from .runs import Progress, RunFigures
@@ -54,6 +54,7 @@ class Run:
     on_progress: Callable[[Progress], None] | None
     clock: Callable[[], float]
     started: float
+    secret: Secret  # masked wherever a server may echo it: the key or the tokens sent
     on_event: EventHandler | None = None
     figures: RunFigures = field(default_factory=RunFigures)
     pages_told: int = 0  # pages as of the last page_committed event
@@ -166,7 +167,7 @@ class Run:
         the database thread then runs SQLite's C code and needs no GIL.
         """
         seen_at = int(time.time())
-        secret = self.settings.api_key
+        secret = self.secret
         account = self.settings.account
         batch_rows, error_rows = build_page_rows(batches, seen_at, secret, account)
         file_rows = build_file_rows(batches, secret)
@@ -240,7 +241,7 @@ class Run:
         self.warnings.append(warning)
 
     def masked(self, text: str) -> str:
-        return mask_secret(text, self.settings.api_key)
+        return mask_secret(text, self.secret)
 
     def emit(self, name: str, level: Level = "info", **fields: Any) -> None:
         """Tell the embedding program (or the JSON log) what just happened."""
@@ -259,7 +260,7 @@ class Run:
 
     def count_retry(self, event: RetryEvent) -> None:
         self.figures = self.figures.plus(retries=1)
-        self.tell(retry_event(event, self.settings.api_key))
+        self.tell(retry_event(event, self.secret))
         self.report(f"attempt {event.attempt + 1}/{event.max_attempts}: {event.reason}")
 
     def report(self, retrying: str | None = None) -> None:

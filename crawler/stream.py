@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator
 
 from .api import RetryEvent, RetryPolicy, build_client, create_session
 from .config import Settings
-from .entra import entra_tokens
+from .entra import entra_tokens, run_secret
 from .errors import ConfigError
 from .events import WARNING, Event, EventHandler, retry_event
 from .pages import Batch, BatchPage, walk_pages
@@ -41,13 +41,13 @@ async def iter_pages(
     """
     if not settings.has_credentials:
         raise ConfigError(settings.missing_key_message())
-    secret = settings.api_key
-
-    def tell_retry(event: RetryEvent) -> None:
-        if on_event is not None:
-            on_event(retry_event(event, secret))
-
     async with create_session(settings) as session, entra_tokens(settings) as tokens:
+        secret = run_secret(settings, tokens)
+
+        def tell_retry(event: RetryEvent) -> None:
+            if on_event is not None:
+                on_event(retry_event(event, secret))
+
         client = build_client(session, settings, retry=retry, on_retry=tell_retry, auth=tokens)
         steps = walk_pages(client.fetch_page, after=after, limit=settings.page_size)
         async with contextlib.aclosing(steps):

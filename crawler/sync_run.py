@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from .api import ApiClient, RetryPolicy, build_client, create_session
 from .config import Settings
-from .entra import entra_tokens
+from .entra import entra_tokens, run_secret
 from .errors import ApiError, ConfigError, CrawlerError, first_exception
 from .events import REFRESH_DONE, RUN_FINISHED, RUN_STARTED, EventHandler, failure_event
 from .pages import Batch
@@ -239,7 +239,8 @@ async def sync_account(
         if walk != saved:
             await store.save_walk(walk)
         run_id = await store.start_run(mode, settings.base_url)
-        run = Run(store, settings, run_id, on_progress, clock, started, options.on_event)
+        secret = run_secret(settings, tokens)
+        run = Run(store, settings, run_id, on_progress, clock, started, secret, options.on_event)
         run.emit(
             RUN_STARTED,
             run_id=run_id,
@@ -271,7 +272,7 @@ async def sync_account(
                 concurrency=settings.concurrency,
                 on_outcome=run.file_done,
                 time_left=run.time_left,
-                secret=settings.api_key,
+                secret=secret,
             )
         outcome, error = "failed", None
         try:
@@ -281,7 +282,7 @@ async def sync_account(
             # A message may quote what the server sent (a cursor, an id), which may echo
             # the key: it is masked before anyone sees it or the ledger keeps it.
             if exc.args and isinstance(exc.args[0], str):
-                exc.args = (mask_secret(exc.args[0], settings.api_key), *exc.args[1:])
+                exc.args = (mask_secret(exc.args[0], secret), *exc.args[1:])
             error = str(exc)
             raise
         except asyncio.CancelledError:
@@ -289,7 +290,7 @@ async def sync_account(
             raise
         except Exception as exc:
             # Not expected, but never a failed run with no word of why in its ledger row.
-            error = mask_secret(f"unexpected {type(exc).__name__}: {exc}", settings.api_key)
+            error = mask_secret(f"unexpected {type(exc).__name__}: {exc}", secret)
             raise
         finally:
             run.figures = dataclasses.replace(

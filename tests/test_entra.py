@@ -4,19 +4,28 @@ credential stands in for DefaultAzureCredential here."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import json
+import os
+import sqlite3
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
-from crawler import entra, sync
+from crawler import entra, iter_batches, sync
 from crawler.api import RetryPolicy
 from crawler.config import Settings
 from crawler.entra import DATED_API_SCOPE, REFRESH_MARGIN, V1_API_SCOPE, EntraTokens
 from crawler.errors import AuthenticationError, ConfigError
+from crawler.events import Event
 from crawler.fake import FakeApiOptions, FakeApiServer
+from crawler.redact import holds_secret
 
+from .conftest import list_body, make_batch, serving
 from .exact import assert_database_matches
 
 TOKEN = "entra-token-" + "x" * 40
@@ -106,3 +115,97 @@ def test_entra_is_for_azure_and_needs_its_extra(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setitem(sys.modules, "azure.identity.aio", None)  # not installed
     with pytest.raises(ConfigError, match=r'pip install "batch-crawler\[azure\]"'):
         entra.default_credential()
+
+
+def jwt_like(n: int) -> str:
+    """A token shaped as Entra ID's are: a JWT of about 1,400 characters, the same header
+    as every other, a payload and signature of its own."""
+    header = base64.urlsafe_b64encode(b'{"typ":"JWT","alg":"RS256","kid":"k1"}').rstrip(b"=")
+    claims = json.dumps({"aud": V1_API_SCOPE, "oid": n, "pad": os.urandom(500).hex()})
+    payload = base64.urlsafe_b64encode(claims.encode()).rstrip(b"=")
+    signature = base64.urlsafe_b64encode(os.urandom(256)).rstrip(b"=")
+    return b".".join([header, payload, signature]).decode()
+
+
+@dataclass
+class MintingCredential:
+    """A new token on each ask, already near its end: every request renews it."""
+
+    minted: list[str] = field(default_factory=list)
+
+    async def get_token(self, *scopes: str) -> AccessToken:
+        self.minted.append(jwt_like(len(self.minted)))
+        return AccessToken(self.minted[-1], 0)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_every_token_a_server_echoes_is_masked_as_a_key_is(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server echoing each request's bearer token into an error body, a page's fields
+    and cursor, and a file's lines: none of the tokens renewed over the run is shown,
+    logged, told (by a sync or the list stream) or stored, and a refusal quoting one says
+    it masked."""
+    credential = MintingCredential()
+    monkeypatch.setattr(entra, "default_credential", lambda: credential)
+    asked: list[str] = []
+    refuse = False
+
+    async def echo(request: web.Request) -> web.Response:
+        token = request.headers["Authorization"].removeprefix("Bearer ")
+        asked.append(request.path)
+        if refuse:
+            return web.json_response({"error": {"message": f"bad token {token}"}}, status=401)
+        if len(asked) == 1:
+            return web.json_response({"error": {"message": f"busy with {token}"}}, status=500)
+        if request.path.endswith("/content"):
+            line = {"custom_id": "r1", "response": None, "error": {"message": f"got {token}"}}
+            return web.Response(text=json.dumps(line) + "\n")
+        batch = make_batch(
+            1,
+            status="failed",
+            model=token,
+            metadata={"note": f"called with {token}"},
+            error_file_id="file-err-1",
+            output_file_id=None,
+            errors={"object": "list", "data": [{"code": "bad", "message": token}]},
+        )
+        page = list_body([batch], False)
+        page["last_id"] = f"last-{token}"
+        return web.json_response(page)
+
+    events: list[Event] = []
+    async with serving({"/{path:.*}": echo}) as root:
+        settings = Settings(db=db_path, provider="azure", azure_endpoint=root, auth="entra")
+        result = await sync(settings, retry=FAST, on_event=events.append)
+        asked.clear()
+        assert [
+            b["id"] async for b in iter_batches(settings, on_event=events.append, retry=FAST)
+        ] == [make_batch(1)["id"]]
+        refuse = True
+        with pytest.raises(AuthenticationError) as refused:
+            await sync(settings, retry=FAST, on_event=events.append)
+    assert (result.complete, result.request_lines, result.retries) == (True, 1, 1)
+    assert len(credential.minted) >= 4  # a token renewed for each request
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        dump = "\n".join(conn.iterdump())
+    told = json.dumps([(e.name, e.fields) for e in events])
+    shown = [dump, told, "\n".join(result.warnings), str(refused.value), caplog.text]
+    for token in credential.minted:
+        assert not any(holds_secret(text, token) or token[-40:] in text for text in shown)
+    assert [e.name for e in events].count("retry") == 2
+    assert "***" in str(refused.value)
+    assert "called with ***" in dump
+
+
+async def test_the_token_in_use_and_the_one_before_it_are_masked() -> None:
+    """A renewed token joins the tokens masked; the one before it stays (still valid, and a
+    request sent with it may be answered after the renewal), older ones leave."""
+    credential = MintingCredential()
+    tokens = EntraTokens(credential, V1_API_SCOPE)
+    masked = tokens.sent  # what a run reads at each use
+    for _ in range(3):
+        await tokens.headers()
+    assert masked == credential.minted[1:]
