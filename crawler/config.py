@@ -199,6 +199,11 @@ def _check_account_tables(path: Path, tables: Any) -> None:
     """`[accounts.NAME]` tables: names and keys an account may have."""
     if not isinstance(tables, dict) or not all(isinstance(t, dict) for t in tables.values()):
         raise ConfigError(f"config file {path}: accounts must be [accounts.NAME] tables")
+    if not tables:
+        raise ConfigError(
+            f"config file {path}: [accounts] names no account: add [accounts.NAME] tables, "
+            "or remove it for one account"
+        )
     for name, table in tables.items():
         problem = account_name_problem(name)
         if problem:

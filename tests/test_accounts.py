@@ -279,3 +279,12 @@ def test_account_tables_are_checked_and_named(tmp_path: Path) -> None:
         load_accounts({"base_url": "https://b.example/v1"}, {}, config)
     with pytest.raises(ConfigError, match="load them with load_accounts"):
         load_settings({}, {}, config)
+
+
+def test_an_accounts_table_naming_no_account_is_refused(tmp_path: Path) -> None:
+    """`[accounts]` with its account tables left out (commented out, say) is no config for
+    one default account: that sync would store the batches under an account never meant."""
+    config = tmp_path / "accounts.toml"
+    config.write_text("page_size = 50\n[accounts]\n# [accounts.a]\n")
+    with pytest.raises(ConfigError, match=r"\[accounts\] names no account: add \[accounts.NAME\]"):
+        load_accounts({}, {}, config)
