@@ -520,7 +520,10 @@ class FileFetcher:
         self._writes = _WriteQueue()
         self._failing = 0  # files failed in a row, the files route seeming down
         self._route_answered = False  # a file of this run was stored, or answered 404
+        self._refused = 0  # files of this run refused (403)
+        self._not_refused = 0  # and those that ended otherwise
         self.stopped = False
+        self.route_down = False  # files failing one after the other stopped the run's files
         self.cut_by_the_budget: list[str] = []  # file ids whose download the budget ended
 
     def more(self) -> None:
@@ -604,11 +607,21 @@ class FileFetcher:
                     return
                 self._failing += 1
                 # The files left stay to fetch: the run ends partial, the next one goes on.
-                self.stopped = self._failing >= FAILURES_IN_A_ROW
+                self.route_down = self.stopped = self._failing >= FAILURES_IN_A_ROW
             elif outcome.error is None:  # the route answered: stored, or 404
                 self._failing = 0
                 self._route_answered = True
+            if isinstance(outcome.error, AuthenticationError):  # a 403: the others raise
+                self._refused += 1
+            else:
+                self._not_refused += 1
             await self._writes.put(outcome)
+
+    @property
+    def key_refused(self) -> bool:
+        """Whether every file this run asked for was refused (403): the key may not read
+        files, which only the user can change; every sync would fail so."""
+        return self._refused > 0 and not self._not_refused
 
     async def _claim(self) -> FileToFetch | None:
         """The next file to fetch, claimed by this worker alone; None when none is waiting."""

@@ -228,13 +228,18 @@ class Run:
         )
         self.report()
 
-    def note(self, warning: str) -> None:
+    def note(self, warning: str, *, summary: bool = False) -> None:
+        """Keep `warning` (and tell it); a `summary` of many (what to do about them) is kept
+        ahead of them, whatever their number."""
         # A warning may quote what the server sent: kept short, and masked, since it may
         # echo the key.
         if len(warning) > MAX_WARNING_CHARS:
             warning = warning[: MAX_WARNING_CHARS - 3] + "..."
         warning = self.masked(warning)
         self.emit(WARNING, "warning", message=warning)
+        if summary:
+            self.warnings.insert(0, warning)
+            return
         if len(self.warnings) >= MAX_WARNINGS:
             self.warnings_dropped += 1
             return

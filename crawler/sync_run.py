@@ -18,7 +18,7 @@ from .pages import Batch
 from .ratelimit import RateLimiter
 from .redact import mask_secret
 from .refresh import RefreshEnd, refresh_by_id
-from .request_files import FileFetcher
+from .request_files import FAILURES_IN_A_ROW, FileFetcher
 from .run import Run, close_run
 from .runs import Progress, SyncResult
 from .store import Store, open_store
@@ -144,6 +144,19 @@ async def _walk_and_fetch(run: Run, client: ApiClient, walk: WalkState) -> bool:
                 fetcher.walk_ended(complete=complete)
     except BaseExceptionGroup as group:
         raise first_exception(group) from None
+    if fetcher.key_refused:
+        run.note(
+            "every request file asked for was refused (HTTP 403): this key may not read "
+            "files. Give it read access to files, or sync with --no-files (files = false) "
+            "for the batches alone",
+            summary=True,
+        )
+    elif fetcher.route_down:
+        run.note(
+            f"{FAILURES_IN_A_ROW} request files in a row failed past their retries (the "
+            "files route seems down): the run stopped fetching files; the next sync goes on",
+            summary=True,
+        )
     if fetcher.cut_by_the_budget:
         run.note(_cut_by_the_budget(fetcher.cut_by_the_budget))
     return complete and files.result()

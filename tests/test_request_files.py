@@ -722,6 +722,30 @@ async def test_a_file_out_of_the_keys_reach_fails_alone(db_path: Path) -> None:
     assert "Missing scopes" in " ".join(result.warnings)
 
 
+async def test_a_key_that_may_read_no_file_is_told_what_to_do_on_every_sync(
+    db_path: Path,
+) -> None:
+    """A 403 on every file failed each sync (exit 3) with a warning per file and no word of
+    why: it now says first that the key may not read files, and what to do, on the sync
+    that finds it and every one after (which ask each file once, past the few warnings
+    kept). A route that is down says so instead."""
+    refused = {"error": {"message": "Missing scopes: api.files.read", "type": "invalid"}}
+    batches = [failed_batch(n) for n in range(8, 0, -1)]
+    async with raw_api(
+        batches, lambda _: (b"403 Forbidden", {}, json.dumps(refused).encode())
+    ) as url:
+        settings = Settings(db=db_path, base_url=url, api_key=API_KEY, concurrency=1)
+        results = [await sync(settings, retry=RETRY) for _ in range(2)]
+    for result in results:
+        assert not result.complete
+        assert result.warnings[0].startswith("every request file asked for was refused (HTTP 403)")
+        assert "--no-files" in result.warnings[0]
+    async with raw_api(batches, lambda _: (b"503 Busy", {}, b"")) as url:
+        settings = Settings(db=db_path.with_name("down.db"), base_url=url, api_key=API_KEY)
+        result = await sync(settings, retry=RETRY)
+    assert result.warnings[0].startswith(f"{FAILURES_IN_A_ROW} request files in a row failed")
+
+
 def test_a_long_line_is_mapped_in_python_not_by_sqlite() -> None:
     """SQLite held about 50 times a long line's size while mapping it (3 GB for 60 MB)."""
     line = json.dumps({"custom_id": "r", "response": {"body": {"x": "y" * SQL_LINE_BYTES}}})
