@@ -146,6 +146,10 @@ def _describe_redirect(exc: aiohttp.RedirectClientError) -> str:
     return f"redirected to {_USER_INFO.sub('//', where)}, which is not http(s)"
 
 
+# After a list page past the body cap, pages are asked for at the limit that fitted; after
+# this many fit, twice that is tried (the walk may be past the batches that did not fit).
+PAGES_BEFORE_GROWING = 10
+
 # The user name and password of a URL: `//user:password@`.
 _USER_INFO = re.compile(r"//[^/?#@]*@")
 
@@ -334,21 +338,34 @@ class ApiClient:
         self._secret = secret
         self._on_retry = on_retry
         self._sleep = sleep
+        self._fitting_limit: int | None = None  # see PAGES_BEFORE_GROWING
+        self._pages_fitted = 0
 
     async def fetch_page(self, after: str | None, limit: int) -> BatchPage:
         """One page of `GET /batches`, newest first, strictly after `after`, of `limit`
         batches or fewer: a page past the body cap (batches of tens of thousands of error
-        lines each) is asked for again with half the limit, down to one batch."""
+        lines each) is asked for again with half the limit, down to one batch, and the pages
+        after it at the limit that fitted (see PAGES_BEFORE_GROWING)."""
         params: dict[str, str] = {} if after is None else {"after": after}
+        asked = min(limit, self._fitting_limit or limit)
         while True:
             try:
-                return await self._retried(
-                    self._get_page, f"{self._base_url}/batches", {"limit": str(limit), **params}
+                page = await self._retried(
+                    self._get_page, f"{self._base_url}/batches", {"limit": str(asked), **params}
                 )
             except ResponseTooLargeError:
-                if limit == 1:
+                if asked == 1:
                     raise
-                limit //= 2
+                asked //= 2
+                self._fitting_limit, self._pages_fitted = asked, 0
+                continue
+            if self._fitting_limit is not None:
+                self._pages_fitted += 1
+                if self._pages_fitted >= PAGES_BEFORE_GROWING:
+                    grown = self._fitting_limit * 2
+                    self._fitting_limit = None if grown >= limit else grown
+                    self._pages_fitted = 0
+            return page
 
     async def fetch_batch(self, batch_id: str) -> Batch | None:
         """One batch by id (`GET /batches/{id}`); None when the API says it has no such batch.

@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 from aioresponses import aioresponses
 
-from crawler.api import ApiClient, RetryEvent, RetryPolicy, create_session
+from crawler.api import PAGES_BEFORE_GROWING, ApiClient, RetryEvent, RetryPolicy, create_session
 from crawler.bodies import MAX_BODY_BYTES
 from crawler.config import Settings
 from crawler.errors import BadRequestError, BrokenResponseError, TransportError
@@ -131,8 +131,11 @@ async def test_a_page_over_the_cap_fails_at_once_without_being_read_whole() -> N
 async def test_a_page_over_the_cap_is_asked_for_in_smaller_pages(db_path: Path) -> None:
     """Batches of 45,000 error lines each: a page of several is past the cap, every run
     failed at the same cursor, and --page-size was the only way on. Half the limit is
-    asked for, down to one batch, and the walk goes on."""
-    batches = [make_batch(n) for n in range(7, 0, -1)]
+    asked for, down to one batch, and the walk goes on: at the limit that fitted (each page
+    was past the cap once more before), twice that after PAGES_BEFORE_GROWING pages."""
+    total = 2 * PAGES_BEFORE_GROWING + 10
+    batches = [make_batch(n) for n in range(total, 0, -1)]
+    giants = {b["id"] for b in batches[:7]}  # as if 8 MiB each
     asked: list[int] = []
 
     async def listed(request: web.Request) -> web.Response:
@@ -140,14 +143,15 @@ async def test_a_page_over_the_cap_is_asked_for_in_smaller_pages(db_path: Path) 
         asked.append(limit)
         start = next(i + 1 for i, b in enumerate(batches) if b["id"] == after) if after else 0
         page = list_body(batches[start : start + limit], start + limit < len(batches))
-        padding = b" " * (MAX_BODY_BYTES + 1) if limit > 2 else b""  # as if 8 MiB a batch
+        too_large = sum(b["id"] in giants for b in page["data"]) > 2
+        padding = b" " * (MAX_BODY_BYTES + 1) if too_large else b""
         return web.Response(body=padding + to_text(page).encode(), content_type="application/json")
 
     async with serving({"/v1/batches": listed}) as root:
         settings = Settings(db=db_path, base_url=f"{root}/v1", api_key=API_KEY, page_size=5)
         result = await sync(settings, retry=RETRY)
-    assert (result.complete, result.batches_new) == (True, 7)
-    assert asked[:3] == [5, 2, 5]
+    assert (result.complete, result.batches_new) == (True, total)
+    assert asked == [5] + [2] * PAGES_BEFORE_GROWING + [4] * 3
 
 
 async def test_a_page_nested_too_deep_is_a_broken_response_not_asked_again() -> None:
