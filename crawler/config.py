@@ -191,7 +191,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"config file {path}: unknown key {unknown[0]!r} (known keys: {', '.join(CONFIG_KEYS)})"
         )
-    _check_account_tables(path, data.get("accounts", {}))
+    if "accounts" in data:
+        _check_account_tables(path, data["accounts"])
     return data
 
 
