@@ -403,7 +403,7 @@ def _about_the_key(error: ApiError) -> bool:
     return isinstance(error, QuotaExceededError)
 
 
-def _none_stored_is_no_file(outcome: FileOutcome) -> FileOutcome:
+def _judge_an_empty_reading(outcome: FileOutcome) -> FileOutcome:
     """How a file read whole without one request line ended. Mostly it is not the file (a
     proxy's page answered 200, an error object, an empty body): failed, asked for again
     next sync, not recorded complete and never asked for again. Whatever its batch counts:
@@ -551,7 +551,7 @@ class FileFetcher:
         """Commit chunks and record how files ended, in the order the workers handed them on."""
         while (item := await self._writes.get()) is not None:
             if isinstance(item, FileOutcome):
-                await self._on_outcome(_none_stored_is_no_file(item))
+                await self._on_outcome(_judge_an_empty_reading(item))
                 continue
             file, read, chunk = item
             odd: list[str] = []
