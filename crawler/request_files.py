@@ -624,21 +624,24 @@ class FileFetcher:
         return self._refused > 0 and not self._not_refused
 
     async def _claim(self) -> FileToFetch | None:
-        """The next file to fetch, claimed by this worker alone; None when none is waiting."""
+        """The next file to fetch, claimed by this worker alone (and this run's other
+        accounts: see Store.claim_file); None when none is waiting."""
         async with self._claim_lock:
-            if not self._claimed:
-                # Cleared before asking: a page committed meanwhile sets it again.
-                self._more.clear()
-                batch = 2 * self._concurrency
-                found = await self._store.files_to_fetch(
-                    self._kinds, self._claimed_up_to, batch, bodies=self._keep_body
-                )
-                self._claimed.extend(found)
-            if not self._claimed:
-                return None
-            file = self._claimed.popleft()
-            self._claimed_up_to = file.position
-            return file
+            while True:
+                if not self._claimed:
+                    # Cleared before asking: a page committed meanwhile sets it again.
+                    self._more.clear()
+                    batch = 2 * self._concurrency
+                    found = await self._store.files_to_fetch(
+                        self._kinds, self._claimed_up_to, batch, bodies=self._keep_body
+                    )
+                    self._claimed.extend(found)
+                if not self._claimed:
+                    return None
+                file = self._claimed.popleft()
+                self._claimed_up_to = file.position
+                if self._store.claim_file(file.file_id):
+                    return file
 
     async def _fetch(self, file: FileToFetch) -> FileOutcome:
         async def save(read: FileRead, chunk: LineChunk) -> None:

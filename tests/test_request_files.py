@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from aioresponses import aioresponses
 
-from crawler import Settings, request_files, sync
+from crawler import Settings, request_files, sync, sync_accounts
 from crawler.api import RetryPolicy
 from crawler.bodies import FileBody
 from crawler.fake import FakeApiOptions, FakeApiServer
@@ -90,6 +90,28 @@ async def test_every_line_of_every_file_lands_once(db_path: Path, outputs: bool)
     assert stored_rows(db_path) == expected
     assert result.request_lines == len(expected)
     assert result.warnings == ()
+
+
+@pytest.mark.parametrize("concurrency", [1, 8])
+async def test_two_accounts_listing_the_same_files_at_once_keep_every_line(
+    db_path: Path, concurrency: int
+) -> None:
+    """One API reached directly and through a gateway, synced at once: both accounts read
+    each file, and each reading, finished, deleted the rows the other wrote (at one file at
+    a time, every row). A file is now read by one account a run."""
+    async with FakeApiServer(FakeApiOptions(batches=150, seed=3)) as server:
+        accounts = [
+            settings_for(server, db_path, account=name, concurrency=concurrency)
+            for name in ("direct", "gateway")
+        ]
+        outcomes = await sync_accounts(accounts, retry=RETRY)
+        expected = expected_rows(server, {"error"})
+    results = [outcome.result for outcome in outcomes]
+    assert all(result is not None and result.complete for result in results)
+    assert stored_rows(db_path) == expected
+    assert sum(result.request_lines for result in results if result) == len(expected)
+    assert set(file_states(db_path)) == {"complete"}
+    assert [result.warnings for result in results if result] == [(), ()]
 
 
 def test_lines_are_split_whatever_the_chunks() -> None:

@@ -285,14 +285,31 @@ class Store:
     thread. Reads of the walk are of that account's list; `for_account` gives another
     account's view of the same connection."""
 
-    def __init__(self, conn: aiosqlite.Connection, path: Path, account: str = "default") -> None:
+    def __init__(
+        self,
+        conn: aiosqlite.Connection,
+        path: Path,
+        account: str = "default",
+        files_claimed: set[str] | None = None,
+    ) -> None:
         self._conn = conn
         self._path = path
         self.account = account
+        self._files_claimed = set() if files_claimed is None else files_claimed
 
     def for_account(self, account: str) -> Store:
         """The same database, as `account`'s sync reads and writes it."""
-        return Store(self._conn, self._path, account)
+        return Store(self._conn, self._path, account, self._files_claimed)
+
+    def claim_file(self, file_id: str) -> bool:
+        """Whether the file is this sync's to read: no account's sync on this store claimed
+        it before. Two accounts list the same files (one API reached directly and through a
+        gateway); two readings of one file at once would each, finished, delete the rows
+        the other wrote."""
+        if file_id in self._files_claimed:
+            return False
+        self._files_claimed.add(file_id)
+        return True
 
     async def _in_thread(self, work: Callable[..., T], *args: Any) -> T:
         try:
