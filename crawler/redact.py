@@ -78,6 +78,13 @@ def mask_secret(text: str, secret: Secret) -> str:
     return text
 
 
+def mask_error(error: BaseException, secret: Secret) -> None:
+    """Mask `secret` in `error`'s message, in place, before anyone sees it: a message may
+    quote what the server sent (a cursor, an error it answered with a 200)."""
+    if error.args and isinstance(error.args[0], str):
+        error.args = (mask_secret(error.args[0], secret), *error.args[1:])
+
+
 # A word spelled like a key (OpenAI's and many compatible servers' keys begin sk-), any case.
 _KEY_LIKE = re.compile(r"(?<![A-Za-z0-9])sk[-_][A-Za-z0-9_\-]{8,}", re.IGNORECASE)
 

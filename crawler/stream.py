@@ -15,10 +15,10 @@ from collections.abc import AsyncGenerator
 from .api import RetryEvent, RetryPolicy, build_client, create_session
 from .config import Settings
 from .entra import entra_tokens, run_secret
-from .errors import ConfigError
+from .errors import ConfigError, CrawlerError
 from .events import WARNING, Event, EventHandler, retry_event
 from .pages import Batch, BatchPage, walk_pages
-from .redact import mask_secret
+from .redact import mask_error, mask_secret
 
 
 async def iter_pages(
@@ -51,12 +51,16 @@ async def iter_pages(
         client = build_client(session, settings, retry=retry, on_retry=tell_retry, auth=tokens)
         steps = walk_pages(client.fetch_page, after=after, limit=settings.page_size)
         async with contextlib.aclosing(steps):
-            async for step in steps:
-                for warning in step.warnings:
-                    if on_event is not None:
-                        message = mask_secret(warning, secret)
-                        on_event(Event(WARNING, {"message": message}, "warning"))
-                yield step.page
+            try:
+                async for step in steps:
+                    for warning in step.warnings:
+                        if on_event is not None:
+                            message = mask_secret(warning, secret)
+                            on_event(Event(WARNING, {"message": message}, "warning"))
+                    yield step.page
+            except CrawlerError as exc:
+                mask_error(exc, secret)  # it may quote what the server sent
+                raise
 
 
 async def iter_batches(

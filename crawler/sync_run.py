@@ -16,7 +16,7 @@ from .errors import ApiError, ConfigError, CrawlerError, first_exception
 from .events import REFRESH_DONE, RUN_FINISHED, RUN_STARTED, EventHandler, failure_event
 from .pages import Batch
 from .ratelimit import RateLimiter
-from .redact import mask_secret
+from .redact import mask_error, mask_secret
 from .refresh import RefreshEnd, refresh_by_id
 from .request_files import FAILURES_IN_A_ROW, FileFetcher
 from .run import Run, close_run
@@ -294,8 +294,7 @@ async def sync_account(
         except CrawlerError as exc:
             # A message may quote what the server sent (a cursor, an id), which may echo
             # the key: it is masked before anyone sees it or the ledger keeps it.
-            if exc.args and isinstance(exc.args[0], str):
-                exc.args = (mask_secret(exc.args[0], secret), *exc.args[1:])
+            mask_error(exc, secret)
             error = str(exc)
             raise
         except asyncio.CancelledError:

@@ -21,10 +21,11 @@ import pytest
 from aiohttp import web
 from aioresponses import aioresponses
 
+from crawler import iter_batches
 from crawler.api import RetryPolicy, create_session
 from crawler.cli import main
 from crawler.config import Settings
-from crawler.errors import ConfigError, TransportError
+from crawler.errors import ConfigError, CrawlerError, TransportError
 from crawler.redact import holds_secret, mask_secret, mask_values
 from crawler.replies import build_api_error
 from crawler.sync_run import sync
@@ -775,3 +776,28 @@ def test_a_key_of_no_key_shape_in_openai_api_key_is_still_not_said_back(
     assert main(["status", "--db", f"/nowhere/{key}/x.db"]) != 0
     said = capsys.readouterr()
     assert key[:16] not in said.out + said.err
+
+
+@pytest.mark.parametrize("fault", ["error envelope", "cursor twice"])
+async def test_the_list_streams_errors_mask_the_key(
+    db_path: Path, fast_retry: RetryPolicy, fault: str
+) -> None:
+    """An error a 200 brought, quoting the key, and a cursor sent twice holding 30 of its
+    characters: masked by `sync`, but raised by `iter_batches` as the server sent them."""
+    echo = make_batch(1, id=f"batch_{PROJECT_KEY[:30]}")
+
+    async def listed(request: web.Request) -> web.Response:
+        if fault == "error envelope":
+            return web.json_response({"error": {"message": f"key {PROJECT_KEY} not allowed"}})
+        return web.json_response(list_body([echo], True))  # the same page, whatever `after`
+
+    async with serving({"/v1/batches": listed}) as root:
+        settings = Settings(db=db_path, base_url=f"{root}/v1", api_key=PROJECT_KEY)
+        with pytest.raises(CrawlerError) as streamed:
+            async for _ in iter_batches(settings, retry=fast_retry):
+                pass
+        with pytest.raises(CrawlerError) as synced:
+            await sync(settings, retry=fast_retry)
+    for caught in (streamed, synced):
+        assert "***" in str(caught.value)
+        assert PROJECT_KEY[8:24] not in str(caught.value)
