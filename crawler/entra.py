@@ -65,10 +65,12 @@ class EntraTokens:
         self._token: str | None = None
         self._expires_on = 0.0
         self._lock = asyncio.Lock()  # one renewal, however many requests wait on it
-        # The token in use and the one before it, masked as a key is wherever a server may
-        # echo them: the one before stays valid for REFRESH_MARGIN after its renewal, and a
-        # request sent with it may be answered later. Older ones have expired.
+        # The tokens handed out that have not expired, masked as a key is wherever a server
+        # may echo them: one renewed stays valid, and a request sent with it may be answered
+        # after the renewal (two renewals after, where a credential hands out tokens close
+        # to their end).
         self.sent: list[str] = []
+        self._expiry: dict[str, float] = {}
 
     async def headers(self) -> dict[str, str]:
         """The header carrying a token valid for REFRESH_MARGIN seconds at least.
@@ -85,13 +87,20 @@ class EntraTokens:
                     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                     raise AuthenticationError(f"no Entra ID token: {first}") from exc
                 self._token, self._expires_on = access.token, float(access.expires_on)
-                if access.token not in self.sent:
-                    self.sent[:] = [*self.sent[-1:], access.token]  # the run's list, kept
+                self._keep_valid(access.token)
         return {"Authorization": f"Bearer {self._token}"}
+
+    def _keep_valid(self, token: str) -> None:
+        """Add `token` to those sent, and leave out those expired (the list kept: a run
+        reads it at each use)."""
+        now = self._clock()
+        self._expiry[token] = self._expires_on
+        self._expiry = {t: at for t, at in self._expiry.items() if at > now or t == token}
+        self.sent[:] = self._expiry
 
 
 def run_secret(settings: Settings, tokens: EntraTokens | None) -> Secret:
-    """What a run masks wherever a server may echo it: its key, or the tokens still valid
+    """What a run masks wherever a server may echo it: its key, or the tokens not expired
     (`EntraTokens.sent`, read at each use as renewals change it)."""
     return settings.api_key if tokens is None else tokens.sent
 

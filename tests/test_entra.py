@@ -10,6 +10,8 @@ import json
 import os
 import sqlite3
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,13 +131,15 @@ def jwt_like(n: int) -> str:
 
 @dataclass
 class MintingCredential:
-    """A new token on each ask, already near its end: every request renews it."""
+    """A new token on each ask, valid for `lifetime` seconds from `now()`."""
 
+    now: Callable[[], float] = time.time
+    lifetime: float = 3600.0
     minted: list[str] = field(default_factory=list)
 
     async def get_token(self, *scopes: str) -> AccessToken:
         self.minted.append(jwt_like(len(self.minted)))
-        return AccessToken(self.minted[-1], 0)
+        return AccessToken(self.minted[-1], int(self.now() + self.lifetime))
 
     async def close(self) -> None:
         pass
@@ -150,6 +154,7 @@ async def test_every_token_a_server_echoes_is_masked_as_a_key_is(
     it masked."""
     credential = MintingCredential()
     monkeypatch.setattr(entra, "default_credential", lambda: credential)
+    monkeypatch.setattr(entra, "REFRESH_MARGIN", 2 * credential.lifetime)  # renewed each time
     asked: list[str] = []
     refuse = False
 
@@ -200,12 +205,18 @@ async def test_every_token_a_server_echoes_is_masked_as_a_key_is(
     assert "called with ***" in dump
 
 
-async def test_the_token_in_use_and_the_one_before_it_are_masked() -> None:
-    """A renewed token joins the tokens masked; the one before it stays (still valid, and a
-    request sent with it may be answered after the renewal), older ones leave."""
-    credential = MintingCredential()
-    tokens = EntraTokens(credential, V1_API_SCOPE)
+async def test_every_token_not_expired_is_masked() -> None:
+    """A renewed token joins the tokens masked; those before it stay until they expire (a
+    request sent with one may be answered after the renewal, even two after, where the
+    credential hands out tokens close to their end)."""
+    now = [1_000_000.0]
+    credential = MintingCredential(now=lambda: now[0], lifetime=REFRESH_MARGIN + 60)
+    tokens = EntraTokens(credential, V1_API_SCOPE, clock=lambda: now[0])
     masked = tokens.sent  # what a run reads at each use
     for _ in range(3):
         await tokens.headers()
+        now[0] += 61  # each token has less than the margin left: renewed at the next ask
+    assert masked == credential.minted
+    now[0] += 200  # past the first one's end (REFRESH_MARGIN + 60 after it was minted)
+    await tokens.headers()
     assert masked == credential.minted[1:]
