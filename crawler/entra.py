@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
@@ -25,6 +26,15 @@ V1_API_SCOPE = "https://ai.azure.com/.default"
 # A token is replaced this long before it expires: a page asked for with it then still
 # arrives in time, and a clock a little off does not matter.
 REFRESH_MARGIN = 300.0
+
+# A renewal that failed is tried again after this long, while the token in hand lasts: each
+# request would otherwise wait on a credential that is failing.
+RENEWAL_RETRY = 30.0
+
+# azure-identity's explanations, cut to this many characters.
+MAX_EXPLANATION = 1000
+
+log = logging.getLogger(__name__)
 
 
 class TokenCredential(Protocol):
@@ -49,7 +59,10 @@ def default_credential() -> TokenCredential:
         raise ConfigError(
             'auth = "entra" needs azure-identity: pip install "batch-crawler[azure]"'
         ) from None
-    credential: TokenCredential = DefaultAzureCredential()
+    try:
+        credential: TokenCredential = DefaultAzureCredential()
+    except Exception as exc:  # a setting it reads from the environment, refused
+        raise ConfigError(f'auth = "entra": {_one_line(exc)}') from exc
     return credential
 
 
@@ -57,13 +70,22 @@ class EntraTokens:
     """The Authorization header of each request, its token renewed before it expires."""
 
     def __init__(
-        self, credential: TokenCredential, scope: str, clock: Callable[[], float] = time.time
+        self,
+        credential: TokenCredential,
+        scope: str,
+        *,
+        timeout: float,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """`timeout`: how long one token is waited for (a credential that never answers
+        would hold the run for good)."""
         self._credential = credential
         self._scope = scope
+        self._timeout = timeout
         self._clock = clock
         self._token: str | None = None
         self._expires_on = 0.0
+        self._renew_after = 0.0  # see RENEWAL_RETRY
         self._lock = asyncio.Lock()  # one renewal, however many requests wait on it
         # The tokens handed out that have not expired, masked as a key is wherever a server
         # may echo them: one renewed stays valid, and a request sent with it may be answered
@@ -73,22 +95,40 @@ class EntraTokens:
         self._expiry: dict[str, float] = {}
 
     async def headers(self) -> dict[str, str]:
-        """The header carrying a token valid for REFRESH_MARGIN seconds at least.
+        """The header carrying a token valid for REFRESH_MARGIN seconds at least, or, while
+        renewing it fails, the token in hand until it expires.
 
         Raises:
-            AuthenticationError: no token could be had (no identity, or it was refused).
+            AuthenticationError: no token could be had (no identity, it was refused, or the
+                credential did not answer: then retryable).
         """
         async with self._lock:
-            if self._token is None or self._expires_on - self._clock() < REFRESH_MARGIN:
+            now = self._clock()
+            valid = self._token is not None and self._expires_on > now
+            due = not valid or self._expires_on - now < REFRESH_MARGIN
+            if due and not (valid and now < self._renew_after):
                 try:
-                    access = await self._credential.get_token(self._scope)
-                except Exception as exc:
-                    # azure-identity explains over many lines; the first says what failed.
-                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                    raise AuthenticationError(f"no Entra ID token: {first}") from exc
-                self._token, self._expires_on = access.token, float(access.expires_on)
-                self._keep_valid(access.token)
+                    await self._renew()
+                except AuthenticationError as exc:
+                    if not valid:
+                        raise
+                    log.warning("%s; the token in hand is used until it expires", exc)
+                    self._renew_after = now + RENEWAL_RETRY
         return {"Authorization": f"Bearer {self._token}"}
+
+    async def _renew(self) -> None:
+        try:
+            async with asyncio.timeout(self._timeout):
+                access = await self._credential.get_token(self._scope)
+        except TimeoutError:
+            raise AuthenticationError(
+                f"no Entra ID token: the credential did not answer in {self._timeout:g} s",
+                should_retry=True,
+            ) from None
+        except Exception as exc:
+            raise AuthenticationError(f"no Entra ID token: {_one_line(exc)}") from exc
+        self._token, self._expires_on = access.token, float(access.expires_on)
+        self._keep_valid(access.token)
 
     def _keep_valid(self, token: str) -> None:
         """Add `token` to those sent, and leave out those expired (the list kept: a run
@@ -97,6 +137,13 @@ class EntraTokens:
         self._expiry[token] = self._expires_on
         self._expiry = {t: at for t, at in self._expiry.items() if at > now or t == token}
         self.sent[:] = self._expiry
+
+
+def _one_line(error: Exception) -> str:
+    """azure-identity's explanation on one line: which credentials it tried, and why each
+    failed (its first line alone is the same whatever went wrong)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= MAX_EXPLANATION else text[: MAX_EXPLANATION - 3] + "..."
 
 
 def run_secret(settings: Settings, tokens: EntraTokens | None) -> Secret:
@@ -114,6 +161,9 @@ async def entra_tokens(settings: Settings) -> AsyncIterator[EntraTokens | None]:
     held = default_credential()
     scope = DATED_API_SCOPE if settings.api_version else V1_API_SCOPE
     try:
-        yield EntraTokens(held, scope)
+        yield EntraTokens(held, scope, timeout=settings.request_timeout)
     finally:
-        await held.close()
+        try:
+            await held.close()
+        except Exception as exc:  # the run's work is done: not worth failing it for
+            log.warning("closing the Entra ID credential failed: %s", _one_line(exc))

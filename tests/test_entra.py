@@ -4,6 +4,7 @@ credential stands in for DefaultAzureCredential here."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -11,6 +12,7 @@ import os
 import sqlite3
 import sys
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +20,16 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from crawler import entra, iter_batches, sync
+from crawler import entra, iter_batches, sync, sync_accounts
 from crawler.api import RetryPolicy
 from crawler.config import Settings
-from crawler.entra import DATED_API_SCOPE, REFRESH_MARGIN, V1_API_SCOPE, EntraTokens
+from crawler.entra import (
+    DATED_API_SCOPE,
+    REFRESH_MARGIN,
+    RENEWAL_RETRY,
+    V1_API_SCOPE,
+    EntraTokens,
+)
 from crawler.errors import AuthenticationError, ConfigError
 from crawler.events import Event
 from crawler.fake import FakeApiOptions, FakeApiServer
@@ -54,7 +62,10 @@ class StubCredential:
     async def get_token(self, *scopes: str) -> AccessToken:
         self.scopes.append(scopes)
         if self.fails:
-            raise RuntimeError("DefaultAzureCredential failed to retrieve a token.\nAttempted: ...")
+            raise RuntimeError(
+                "DefaultAzureCredential failed to retrieve a token.\n"
+                "Attempted:\n\tAzureCliCredential: Please run 'az login' to set up an account"
+            )
         return AccessToken(self.token, int(self.now + self.lifetime))
 
     async def close(self) -> None:
@@ -64,7 +75,7 @@ class StubCredential:
 async def test_a_token_is_asked_for_once_and_again_before_it_expires() -> None:
     """One token until five minutes before it expires, then a new one."""
     credential = StubCredential()
-    tokens = EntraTokens(credential, V1_API_SCOPE, clock=lambda: credential.now)
+    tokens = EntraTokens(credential, V1_API_SCOPE, timeout=60, clock=lambda: credential.now)
     assert await tokens.headers() == {"Authorization": f"Bearer {TOKEN}"}
     credential.now += 3600 - REFRESH_MARGIN - 1  # still valid for the margin and a second
     await tokens.headers()
@@ -75,13 +86,53 @@ async def test_a_token_is_asked_for_once_and_again_before_it_expires() -> None:
 
 
 async def test_no_token_is_an_authentication_error_in_one_line() -> None:
-    """azure-identity's many-line explanation becomes its first line."""
-    tokens = EntraTokens(StubCredential(fails=True), V1_API_SCOPE)
+    """azure-identity's many-line explanation, on one line: its first line alone is the
+    same whatever went wrong; the credentials it tried say what to fix."""
+    tokens = EntraTokens(StubCredential(fails=True), V1_API_SCOPE, timeout=60)
     with pytest.raises(AuthenticationError) as caught:
         await tokens.headers()
     assert str(caught.value) == (
-        "no Entra ID token: DefaultAzureCredential failed to retrieve a token."
+        "no Entra ID token: DefaultAzureCredential failed to retrieve a token. "
+        "Attempted: AzureCliCredential: Please run 'az login' to set up an account"
     )
+    assert not caught.value.retryable
+
+
+async def test_a_credential_that_never_answers_is_a_retryable_error() -> None:
+    """A token that never came held the sync for good, past every HTTP timeout."""
+    never = asyncio.Event()
+
+    class Silent(StubCredential):
+        async def get_token(self, *scopes: str) -> AccessToken:
+            await never.wait()
+            raise AssertionError("never answered")
+
+    tokens = EntraTokens(Silent(), V1_API_SCOPE, timeout=0.01)
+    with pytest.raises(AuthenticationError, match=r"the credential did not answer in 0\.01 s"):
+        await tokens.headers()
+    with pytest.raises(AuthenticationError) as caught:
+        await tokens.headers()
+    assert caught.value.retryable
+
+
+async def test_a_renewal_failing_keeps_the_token_in_hand_until_it_expires() -> None:
+    """A renewal failing (a managed identity endpoint not answering for a while) failed the
+    run at once, though the token in hand had minutes left: it is used until it expires,
+    the renewal tried again every RENEWAL_RETRY seconds meanwhile."""
+    credential = StubCredential()
+    tokens = EntraTokens(credential, V1_API_SCOPE, timeout=60, clock=lambda: credential.now)
+    await tokens.headers()
+    credential.now += 3600 - REFRESH_MARGIN + 1  # due for renewal
+    credential.fails = True
+    for _ in range(3):  # one failed renewal, then none until RENEWAL_RETRY has passed
+        assert await tokens.headers() == {"Authorization": f"Bearer {TOKEN}"}
+    assert len(credential.scopes) == 2
+    credential.now += RENEWAL_RETRY
+    await tokens.headers()
+    assert len(credential.scopes) == 3
+    credential.now += REFRESH_MARGIN  # expired
+    with pytest.raises(AuthenticationError):
+        await tokens.headers()
 
 
 @pytest.mark.parametrize(
@@ -117,6 +168,58 @@ def test_entra_is_for_azure_and_needs_its_extra(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setitem(sys.modules, "azure.identity.aio", None)  # not installed
     with pytest.raises(ConfigError, match=r'pip install "batch-crawler\[azure\]"'):
         entra.default_credential()
+
+
+async def test_a_credential_refusing_its_settings_fails_its_account_alone_in_one_line(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DefaultAzureCredential() refusing a setting it reads from the environment was a
+    traceback that stopped every account of the run, the key account too."""
+
+    class Refusing:
+        def __init__(self) -> None:
+            raise ValueError("Invalid value for AZURE_TOKEN_CREDENTIALS: laptop.\nValid: ...")
+
+    identity = types.ModuleType("azure.identity.aio")
+    identity.DefaultAzureCredential = Refusing  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "azure.identity.aio", identity)
+    async with FakeApiServer(FakeApiOptions(batches=30, api_key="k")) as server:
+        with_key = Settings(db=db_path, account="key", base_url=server.base_url, api_key="k")
+        with_entra = Settings(
+            db=db_path,
+            account="entra",
+            provider="azure",
+            azure_endpoint=server.root_url,
+            auth="entra",
+        )
+        keyed, refused = await sync_accounts([with_key, with_entra], retry=FAST)
+    assert keyed.result is not None
+    assert keyed.result.complete
+    assert isinstance(refused.error, ConfigError)
+    assert str(refused.error) == (
+        'auth = "entra": Invalid value for AZURE_TOKEN_CREDENTIALS: laptop. Valid: ...'
+    )
+
+
+async def test_a_credential_failing_to_close_does_not_fail_the_sync(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The run's work is done when the credential is closed: a failure then is logged."""
+
+    class Unclosable(StubCredential):
+        async def close(self) -> None:
+            raise RuntimeError("transport already closed")
+
+    monkeypatch.setattr(entra, "default_credential", Unclosable)
+    async with FakeApiServer(
+        FakeApiOptions(batches=30, api_key=TOKEN, flavor="azure-v1")
+    ) as server:
+        settings = Settings(
+            db=db_path, provider="azure", azure_endpoint=server.root_url, auth="entra"
+        )
+        result = await sync(settings, retry=FAST)
+    assert result.complete
+    assert "closing the Entra ID credential failed: transport already closed" in caplog.text
 
 
 def jwt_like(n: int) -> str:
@@ -211,7 +314,7 @@ async def test_every_token_not_expired_is_masked() -> None:
     credential hands out tokens close to their end)."""
     now = [1_000_000.0]
     credential = MintingCredential(now=lambda: now[0], lifetime=REFRESH_MARGIN + 60)
-    tokens = EntraTokens(credential, V1_API_SCOPE, clock=lambda: now[0])
+    tokens = EntraTokens(credential, V1_API_SCOPE, timeout=60, clock=lambda: now[0])
     masked = tokens.sent  # what a run reads at each use
     for _ in range(3):
         await tokens.headers()
