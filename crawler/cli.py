@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import stat
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -390,15 +391,15 @@ def _cmd_prices(args: argparse.Namespace) -> int:
 
 
 def _read_price_file(path: Path) -> str:
-    if not path.exists():
-        raise PriceFileError(f"no price file at {path}")
-    if not path.is_file():  # a FIFO would block the read
-        raise PriceFileError(f"price file {path} is not a regular file")
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the read
+            raise PriceFileError(f"price file {path} is not a regular file")
         return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PriceFileError(f"no price file at {path}") from None
     except UnicodeDecodeError:
         raise PriceFileError(f"price file {path} is not UTF-8 text") from None
-    except OSError as exc:
+    except OSError as exc:  # a name too long, a folder it may not enter...
         raise PriceFileError(f"cannot read price file {path}: {exc.strerror}") from exc
 
 

@@ -158,7 +158,10 @@ class Settings:
                 "no API key: api_key_env must name the environment variable that holds the key, "
                 "and its value looks like a key itself (not shown)"
             )
-        return f"no API key: set {self.api_key_env} (or name another variable with api_key_env)"
+        message = f"no API key: set {self.api_key_env} (or name another variable with api_key_env)"
+        if self.provider == "azure":
+            return f"{message}, or use Microsoft Entra ID instead of a key: --auth entra"
+        return message
 
 
 # Keys a config file may set: every field but the key itself, which only the

@@ -213,6 +213,15 @@ def test_the_missing_key_message_does_not_echo_a_key_shaped_variable_name() -> N
     assert "set MY_KEY " in Settings(api_key_env="MY_KEY").missing_key_message()
 
 
+def test_the_missing_key_message_with_azure_names_entra_id_too() -> None:
+    """Azure's users may have no key at all, only an identity: the message says how."""
+    azure = Settings(provider="azure", azure_endpoint="https://x.openai.azure.com")
+    assert azure.missing_key_message().endswith(
+        "or use Microsoft Entra ID instead of a key: --auth entra"
+    )
+    assert "entra" not in Settings().missing_key_message()
+
+
 @pytest.mark.parametrize(
     "url",
     [

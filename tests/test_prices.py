@@ -163,13 +163,16 @@ def test_prices_load_adds_models_and_replaces_only_the_rates_it_gives(
         (None, "no price file at"),
         ("model,input\ngpt,x\n", "line 2: input 'x' is not a number"),
         (b"\xff\xfe", "is not UTF-8 text"),
+        ("a name too long", "File name too long"),  # was a traceback: Path.exists raised
     ],
 )
 def test_a_bad_price_file_is_one_line_and_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | bytes | None, message: str
 ) -> None:
     prices = tmp_path / "prices.csv"
-    if isinstance(content, bytes):
+    if content == "a name too long":
+        prices = tmp_path / ("a" * 300 + ".csv")
+    elif isinstance(content, bytes):
         prices.write_bytes(content)
     elif content is not None:
         prices.write_text(content)
