@@ -127,8 +127,12 @@ class EntraTokens:
             ) from None
         except Exception as exc:
             raise AuthenticationError(f"no Entra ID token: {_one_line(exc)}") from exc
-        self._token, self._expires_on = access.token, float(access.expires_on)
-        self._keep_valid(access.token)
+        token = access.token
+        if not isinstance(token, str) or not token or not (token.isascii() and token.isprintable()):
+            # Not shown: it may be a token all the same, with a line end in it.
+            raise AuthenticationError("no Entra ID token: the credential gave no header value")
+        self._token, self._expires_on = token, float(access.expires_on)
+        self._keep_valid(token)
 
     def _keep_valid(self, token: str) -> None:
         """Add `token` to those sent, and leave out those expired (the list kept: a run

@@ -98,6 +98,15 @@ async def test_no_token_is_an_authentication_error_in_one_line() -> None:
     assert not caught.value.retryable
 
 
+@pytest.mark.parametrize("token", ["", f"{TOKEN}\r\nX-Injected: 1", "tökén"])
+async def test_a_token_that_is_no_header_value_is_refused_unseen(token: str) -> None:
+    """A line end in a token was aiohttp's ValueError traceback."""
+    tokens = EntraTokens(StubCredential(token=token), V1_API_SCOPE, timeout=60)
+    with pytest.raises(AuthenticationError) as caught:
+        await tokens.headers()
+    assert str(caught.value) == "no Entra ID token: the credential gave no header value"
+
+
 async def test_a_credential_that_never_answers_is_a_retryable_error() -> None:
     """A token that never came held the sync for good, past every HTTP timeout."""
     never = asyncio.Event()
