@@ -417,7 +417,7 @@ def _judge_an_empty_reading(outcome: FileOutcome) -> FileOutcome:
         return outcome
     agreed = file.empty_runs + 1 >= EMPTY_AGREEMENT
     nothing_refused = not read.warnings and not read.more_warnings
-    if agreed and nothing_refused and not file.expected_lines and file.state != "complete":
+    if agreed and nothing_refused and file.expected_lines == 0 and file.state != "complete":
         read.warn(
             f"file {file.file_id}: read without one request line on {EMPTY_AGREEMENT} syncs "
             "in a row: recorded empty, no longer asked for"

@@ -26,6 +26,7 @@ from crawler.fake import FakeApiOptions, FakeApiServer
 from crawler.fake.lines import iter_lines
 from crawler.request_files import (
     BYTES_PER_COMMIT,
+    EMPTY_AGREEMENT,
     FAILURES_IN_A_ROW,
     LINES_PER_COMMIT,
     SQL_LINE_BYTES,
@@ -593,17 +594,21 @@ async def test_a_file_answered_without_one_request_line_is_asked_again_next_sync
 
 @pytest.mark.parametrize(
     ("counts", "body"),
-    [(0, b""), (2, b""), (0, b"<html>Sign in</html>\n")],
-    ids=["counted none", "counted some", "a proxy's page"],
+    [(0, b""), (2, b""), (0, b"<html>Sign in</html>\n"), (None, b"")],
+    ids=["counted none", "counted some", "a proxy's page", "no counts"],
 )
 async def test_a_file_empty_on_three_syncs_in_a_row_is_recorded_empty_if_its_batch_counts_none(
-    db_path: Path, counts: int, body: bytes
+    db_path: Path, counts: int | None, body: bytes
 ) -> None:
     """An error file of a batch where nothing failed, which some servers name: it was
     asked for, and warned about, on every sync for good. Three syncs agreeing end that,
-    unless the batch counts requests the file should hold, or what came was not empty."""
+    unless the batch counts requests the file should hold, or counts none at all (a
+    compatible server's: a proxy's empty answers would be recorded for good), or what
+    came was not empty."""
     batch = failed_batch(1)
-    batch["request_counts"] = {"total": 2, "completed": 2 - counts, "failed": counts}
+    batch["request_counts"] = (
+        None if counts is None else {"total": 2, "completed": 2 - counts, "failed": counts}
+    )
     async with raw_api([batch], lambda _: (b"200 OK", {}, body)) as url:
         settings = Settings(db=db_path, base_url=url, api_key=API_KEY)
         for _ in range(2):
@@ -611,13 +616,36 @@ async def test_a_file_empty_on_three_syncs_in_a_row_is_recorded_empty_if_its_bat
             assert file_states(db_path) == {"failed": 1}
         third = await sync(settings, retry=RETRY)
         fourth = await sync(settings, retry=RETRY)
-    if counts or body:
+    if counts != 0 or body:
         assert file_states(db_path) == {"failed": 1}
         assert "hold no request line" in " ".join(fourth.warnings)
         return
     assert file_states(db_path) == {"complete": 1}
     assert any("on 3 syncs in a row: recorded empty" in w for w in third.warnings)
     assert (fourth.files, fourth.warnings) == (0, ())
+
+
+async def test_a_new_file_of_a_batch_is_not_recorded_empty_on_the_old_ones_syncs(
+    db_path: Path,
+) -> None:
+    """A batch naming a new file kept the old one's count of syncs read empty: the new one
+    was recorded empty after one reading."""
+    batch = failed_batch(1)
+    batch["request_counts"] = {"total": 2, "completed": 2, "failed": 0}
+    asked: list[str] = []
+
+    def file_answer(file_id: str) -> RawAnswer:
+        asked.append(file_id)
+        return b"200 OK", {}, b""
+
+    async with raw_api([batch], file_answer) as url:
+        settings = Settings(db=db_path, base_url=url, api_key=API_KEY)
+        for _ in range(2):
+            await sync(settings, retry=RETRY)
+        batch["error_file_id"] = "file-err-new"
+        while file_states(db_path) != {"complete": 1} and len(asked) < 10:
+            await sync(settings, full=True, retry=RETRY)
+    assert asked.count("file-err-new") == EMPTY_AGREEMENT
 
 
 async def test_files_failing_on_every_sync_do_not_stop_the_files_after_them(

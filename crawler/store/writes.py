@@ -65,7 +65,7 @@ _UPSERT_FILE = (
     "INSERT INTO batch_files (file_id, batch_id, kind, state) VALUES (?, ?, ?, 'pending') "
     "ON CONFLICT (batch_id, kind) DO UPDATE SET file_id = excluded.file_id, state = 'pending', "
     "bytes = NULL, lines = NULL, error = NULL, fetched_at = NULL, expires_at = NULL, "
-    "not_found_runs = 0, bodies = NULL WHERE file_id != excluded.file_id"
+    "not_found_runs = 0, empty_runs = 0, bodies = NULL WHERE file_id != excluded.file_id"
 )
 _INSERT_ERRORS = f"INSERT INTO batch_errors ({', '.join(ERROR_COLUMNS)}) VALUES {{values}}"
 _UPDATE_FIGURES = (
