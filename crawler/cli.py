@@ -51,7 +51,7 @@ from .report_html import render_html
 from .runs import SyncResult
 from .setting_rules import setting_rule
 from .status import dumps, format_status, read_status
-from .store import open_store
+from .store import is_a_database, open_store
 from .sync_run import sync
 
 T = TypeVar("T")
@@ -361,6 +361,10 @@ def _write_whole(path: Path, page: str) -> None:
             with path.open("a", encoding="utf-8") as stream:
                 stream.write(page)
             return
+        if is_a_database(target):
+            raise ConfigError(
+                f"{path} is a SQLite database: not written over (choose another file)"
+            )
         partial = target.with_name(f".{target.name}.partial")
         partial.write_text(page, encoding="utf-8")
         partial.replace(target)

@@ -172,3 +172,27 @@ def test_a_loop_of_links_is_one_line_and_exit_2(
     (tmp_path / "b").symlink_to(tmp_path / "a")
     assert main(["report", "--db", str(db), "--html", str(tmp_path / "a")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["report --html", "datasette-metadata -o"])
+@pytest.mark.parametrize("target", ["the database", "another database", "a link to it"])
+def test_a_database_is_never_written_over(
+    db: Path,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+    target: str,
+) -> None:
+    """`--html batches.db` mistyped replaced a synced database with a page, exit 0."""
+    other = tmp_path / "other.db"
+    other.write_bytes(db.read_bytes())
+    path = {"the database": db, "another database": other, "a link to it": tmp_path / "l"}[target]
+    if target == "a link to it":
+        path.symlink_to(other)
+    before = path.read_bytes()
+    name, flag = command.split()
+    assert main([name, "--db", str(db), flag, str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"batch-crawler: {path} is a SQLite database: not written over (choose another file)\n"
+    )
+    assert path.read_bytes() == before

@@ -51,6 +51,19 @@ def check_file(path: Path, *, must_exist: bool = False) -> None:
         raise DatabaseError(f"{path} is not a SQLite database; choose another --db path")
 
 
+def is_a_database(path: Path) -> bool:
+    """Whether a SQLite database is at `path` (a page must never be written over one).
+
+    Raises:
+        OSError: `path` cannot be read.
+    """
+    try:
+        with path.open("rb") as fh:
+            return fh.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
+    except FileNotFoundError:
+        return False
+
+
 def _check_regular(path: Path) -> None:
     """Refuse a FIFO, a device or a folder before opening it (opening a FIFO blocks for
     good), and a file with hard links.
