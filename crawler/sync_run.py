@@ -159,6 +159,7 @@ async def _walk_and_fetch(run: Run, client: ApiClient, walk: WalkState) -> bool:
         )
     if fetcher.cut_by_the_budget:
         run.note(_cut_by_the_budget(fetcher.cut_by_the_budget))
+        await run.store.put_files_last(fetcher.cut_by_the_budget)
     return complete and files.result()
 
 
@@ -171,9 +172,9 @@ def _cut_by_the_budget(file_ids: list[str]) -> str:
     )
     return (
         f"the time budget (--max-seconds) ended {len(file_ids):,} files in flight ({some}: "
-        "downloading, or waiting to ask again); each is read from its first line next sync, "
-        "so a file that takes longer than the budget to download never completes: if these "
-        "come back, give one sync more time, or none"
+        "downloading, or waiting to ask again); each is read from its first line, after the "
+        "other files, next sync, so a file that takes longer than the budget to download "
+        "never completes: if these come back, give one sync more time, or none"
     )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aioresponses import aioresponses
 
 from crawler import Settings, request_files, sync, sync_accounts
@@ -41,7 +42,7 @@ from crawler.request_rows import REQUEST_COLUMNS, build_request_row
 from crawler.runs import SyncResult
 from crawler.store import FileToFetch
 
-from .conftest import API_KEY, BASE_URL, list_body, make_batch
+from .conftest import API_KEY, BASE_URL, list_body, make_batch, serving
 
 RETRY = RetryPolicy(max_attempts=10, max_seconds=60, initial_backoff=0, max_backoff=0)
 
@@ -487,6 +488,40 @@ async def test_a_time_budget_abandons_a_download_still_going_and_the_file_stays_
         again = await sync(dataclasses.replace(settings, max_seconds=None))
         assert again.complete
         assert stored_rows(db_path) == expected_rows(server, {"error", "output"})
+
+
+async def test_files_the_budget_cut_wait_behind_the_others_next_sync(db_path: Path) -> None:
+    """Files longer to download than the budget were claimed first on every sync: as many
+    of them as workers held every worker until the budget ended, and no other file was
+    ever fetched. Cut, they are asked for after the others next sync."""
+    batches = [failed_batch(n) for n in range(6, 0, -1)]
+    slow = {"file-err-6", "file-err-5"}
+    release = asyncio.Event()
+    asked: list[list[str]] = []
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        if request.path == "/v1/batches":
+            return web.json_response(list_body(batches, False))
+        file_id = request.match_info["file_id"]
+        asked[-1].append(file_id)
+        if file_id in slow:
+            await release.wait()  # longer than any budget
+        return web.Response(body=error_lines(2))
+
+    routes = {"/v1/batches": answer, "/v1/files/{file_id}/content": answer}
+    async with serving(routes) as root:
+        settings = Settings(
+            db=db_path, base_url=f"{root}/v1", api_key=API_KEY, concurrency=2, max_seconds=2
+        )
+        try:
+            for _ in range(2):
+                asked.append([])
+                result = await sync(settings, retry=RETRY)
+                assert not result.complete
+        finally:
+            release.set()
+    assert set(asked[0][:2]) == slow
+    assert not slow & set(asked[1][:2])
 
 
 async def test_a_file_beginning_with_a_byte_order_mark_keeps_its_first_line(

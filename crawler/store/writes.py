@@ -37,6 +37,7 @@ from .requests import (
     FileToFetch,
     delete_file_lines,
     in_file_order,
+    put_files_last,
     select_files_to_fetch,
     store_lines,
     update_file,
@@ -222,6 +223,11 @@ def _finish_file(
         held = update_file(db, file, state, **outcome)
         _write_figures(db, run_id, figures)
     return held
+
+
+def _put_files_last(db: sqlite3.Connection, file_ids: Sequence[str]) -> None:
+    with _transaction(db):
+        put_files_last(db, file_ids)
 
 
 def _save_prices(db: sqlite3.Connection, prices: PriceFile, source: str, as_of: str) -> None:
@@ -450,6 +456,10 @@ class Store:
         """Record how a file ended (see update_file), with the run's figures so far; for a
         file complete, the requests it holds."""
         return await self._in_thread(_finish_file, file, state, run_id, figures, outcome)
+
+    async def put_files_last(self, file_ids: Sequence[str]) -> None:
+        """Fetch these files after every other, from the next sync on (see put_files_last)."""
+        await self._in_thread(_put_files_last, file_ids)
 
     async def save_prices(self, prices: PriceFile, source: str, as_of: str) -> None:
         """Add these models, or replace the rates the file gives of those priced already,
