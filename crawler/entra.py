@@ -117,16 +117,19 @@ class EntraTokens:
         return {"Authorization": f"Bearer {self._token}"}
 
     async def _renew(self) -> None:
+        timeout = asyncio.timeout(self._timeout)
         try:
-            async with asyncio.timeout(self._timeout):
+            async with timeout:
                 access = await self._credential.get_token(self._scope)
-        except TimeoutError:
-            raise AuthenticationError(
-                f"no Entra ID token: the credential did not answer in {self._timeout:g} s",
-                should_retry=True,
-            ) from None
         except Exception as exc:
-            raise AuthenticationError(f"no Entra ID token: {_one_line(exc)}") from exc
+            if isinstance(exc, TimeoutError) and timeout.expired():
+                raise AuthenticationError(
+                    f"no Entra ID token: the credential did not answer in {self._timeout:g} s",
+                    should_retry=True,
+                ) from None
+            raise AuthenticationError(
+                f"no Entra ID token: {_one_line(exc)}", should_retry=_may_pass(exc)
+            ) from exc
         token = access.token
         if not isinstance(token, str) or not token or not (token.isascii() and token.isprintable()):
             # Not shown: it may be a token all the same, with a line end in it.
@@ -141,6 +144,14 @@ class EntraTokens:
         self._expiry[token] = self._expires_on
         self._expiry = {t: at for t, at in self._expiry.items() if at > now or t == token}
         self.sent[:] = self._expiry
+
+
+def _may_pass(error: Exception) -> bool:
+    """Whether asking for a token again later may succeed: the network failed on the way
+    to the identity endpoint (a connection reset, a timeout; azure-core's own words for
+    it), not the identity, which only the user can fix."""
+    network = ("ServiceRequestError", "ServiceResponseError")  # azure.core.exceptions
+    return isinstance(error, OSError) or type(error).__name__ in network
 
 
 def _one_line(error: Exception) -> str:

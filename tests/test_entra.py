@@ -30,7 +30,7 @@ from crawler.entra import (
     V1_API_SCOPE,
     EntraTokens,
 )
-from crawler.errors import AuthenticationError, ConfigError
+from crawler.errors import EXIT_TRANSIENT, AuthenticationError, ConfigError
 from crawler.events import Event
 from crawler.fake import FakeApiOptions, FakeApiServer
 from crawler.redact import holds_secret
@@ -105,6 +105,31 @@ async def test_a_token_that_is_no_header_value_is_refused_unseen(token: str) -> 
     with pytest.raises(AuthenticationError) as caught:
         await tokens.headers()
     assert str(caught.value) == "no Entra ID token: the credential gave no header value"
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        ConnectionResetError("Connection reset by peer"),
+        TimeoutError("the IMDS endpoint timed out"),
+        type("ServiceRequestError", (Exception,), {})("Failed to establish a new connection"),
+    ],
+    ids=["reset", "timed out", "azure-core's network error"],
+)
+async def test_a_network_failure_on_the_way_to_a_token_is_retryable(failure: Exception) -> None:
+    """It read as a refusal (exit 1, "config_error"): an orchestrator did not run again
+    what an identity endpoint's blip had failed."""
+
+    class Unreachable(StubCredential):
+        async def get_token(self, *scopes: str) -> AccessToken:
+            raise failure
+
+    tokens = EntraTokens(Unreachable(), V1_API_SCOPE, timeout=60)
+    with pytest.raises(AuthenticationError) as caught:
+        await tokens.headers()
+    assert caught.value.retryable
+    assert caught.value.exit_code == EXIT_TRANSIENT
+    assert str(caught.value) == f"no Entra ID token: {failure}"
 
 
 async def test_a_credential_that_never_answers_is_a_retryable_error() -> None:
