@@ -23,6 +23,9 @@ RATE_COLUMNS = (
     "batch_output",
 )
 
+# A value a message quotes is cut to this many characters.
+MAX_SHOWN = 60
+
 # A LiteLLM price map's per-token keys, for each of our columns.
 _PRICE_MAP_KEYS = {
     "input": "input_cost_per_token",
@@ -73,7 +76,10 @@ def read_prices(text: str, name: str) -> PriceFile:
     """
     if text.lstrip().startswith("{"):
         return PriceFile(read_price_map(text, name))
-    header, prices = read_price_csv(text, name)
+    try:
+        header, prices = read_price_csv(text, name)
+    except csv.Error as exc:  # a cell past the csv module's limit (128 KiB), say
+        raise PriceFileError(f"{name}: not a price CSV ({exc})") from None
     return PriceFile(prices, header)
 
 
@@ -92,9 +98,11 @@ def read_price_csv(text: str, name: str) -> tuple[tuple[str, ...], list[ModelPri
     rates = [column for column in header if column in RATE_COLUMNS]
     unknown = [column for column in header if column not in {"model", *RATE_COLUMNS}]
     if "model" not in header or not rates or unknown:
+        named = ", ".join(_cut(column) for column in unknown[:3])
+        more = ", ..." if len(unknown) > 3 else ""
         raise PriceFileError(
             f"{name} line {header_number}: the header must name `model` and rate columns "
-            f"among {', '.join(RATE_COLUMNS)}" + (f" (not {', '.join(unknown)})" if unknown else "")
+            f"among {', '.join(RATE_COLUMNS)}" + (f" (not {named}{more})" if unknown else "")
         )
     prices = []
     for number, line in lines[1:]:
@@ -118,13 +126,15 @@ def read_price_map(text: str, name: str) -> list[ModelPrice]:
         entries = json.loads(text)
     except json.JSONDecodeError as exc:
         raise PriceFileError(f"{name} line {exc.lineno}: not JSON ({exc.msg})") from None
+    except RecursionError:
+        raise PriceFileError(f"{name}: JSON nested too deeply to be a price map") from None
     if not isinstance(entries, dict):
         raise PriceFileError(f"{name}: a price map is a JSON object of models")
     prices = []
     for model, entry in entries.items():
         if model == "sample_spec" or not isinstance(entry, dict):
             continue
-        where = f"{name}, model {model!r}"
+        where = f"{name}, model {_cut(repr(model))}"
         rates = {
             column: _per_token(entry[key], key, where)
             for column, key in _PRICE_MAP_KEYS.items()
@@ -145,13 +155,13 @@ def _model(value: str, where: str) -> str:
 
 def _number(value: Any, what: str, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise PriceFileError(f"{where}: {what} {value!r} is not a number")
+        raise PriceFileError(f"{where}: {what} {_cut(repr(value))} is not a number")
     try:
         number = float(value)
     except ValueError:
-        raise PriceFileError(f"{where}: {what} {value!r} is not a number") from None
+        raise PriceFileError(f"{where}: {what} {_cut(repr(value))} is not a number") from None
     if not math.isfinite(number) or number < 0:
-        raise PriceFileError(f"{where}: {what} {value!r} is not a price")
+        raise PriceFileError(f"{where}: {what} {_cut(repr(value))} is not a price")
     return number
 
 
@@ -164,10 +174,15 @@ def _per_token(value: Any, key: str, where: str) -> float:
     return round(_number(value, key, where) * 1_000_000, 9)
 
 
+def _cut(text: str) -> str:
+    """`text` as a message quotes it: a file may hold one line of 280 KB."""
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
+
+
 def _unique(prices: list[ModelPrice], name: str) -> list[ModelPrice]:
     seen: set[str] = set()
     for price in prices:
         if price.model in seen:
-            raise PriceFileError(f"{name}: model {price.model!r} is priced twice")
+            raise PriceFileError(f"{name}: model {_cut(repr(price.model))} is priced twice")
         seen.add(price.model)
     return prices

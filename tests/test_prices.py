@@ -164,6 +164,9 @@ def test_prices_load_adds_models_and_replaces_only_the_rates_it_gives(
         ("model,input\ngpt,x\n", "line 2: input 'x' is not a number"),
         (b"\xff\xfe", "is not UTF-8 text"),
         ("a name too long", "File name too long"),  # was a traceback: Path.exists raised
+        ("[" * 200_000, "not a price CSV (field larger than field limit"),  # a traceback
+        ('{"a":' * 5000 + "1" + "}" * 5000, "JSON nested too deeply"),  # a RecursionError
+        ("model," + ",".join(f"m{n}" for n in range(50_000)), "(not m0, m1, m2, ...)"),
     ],
 )
 def test_a_bad_price_file_is_one_line_and_exit_2(
@@ -180,4 +183,5 @@ def test_a_bad_price_file_is_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert message in err
+    assert len(err) < 1000  # a 280 KB line was quoted whole
     assert not (tmp_path / "b.db").exists()
