@@ -260,6 +260,11 @@ def _environment_proxy(settings: Settings) -> tuple[URL | None, aiohttp.BasicAut
         raise ConfigError(
             f"a proxy variable (HTTP_PROXY, HTTPS_PROXY, ...) is no URL: {exc}"
         ) from None
+    if proxy.host and proxy.scheme not in ("http", "https"):
+        raise ConfigError(
+            f"the proxy in HTTP_PROXY or HTTPS_PROXY is a {proxy.scheme} proxy: aiohttp "
+            "speaks to http and https proxies only"
+        )
     if proxy.scheme not in ("http", "https") or not proxy.host:
         raise ConfigError(  # not shown: where its password is, is unclear
             "the proxy in HTTP_PROXY or HTTPS_PROXY is not a URL such as "

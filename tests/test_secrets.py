@@ -737,8 +737,19 @@ def test_an_api_errors_fields_are_as_masked_as_its_message() -> None:
         ({"HTTPS_PROXY": "http://127.0.0.1:99999"}, "https://api.example/v1", "no URL"),
         ({"WSS_PROXY": "http://[::1"}, "https://api.example/v1", "no URL"),
         ({"HTTP_PROXY": "proxy.corp.example:3128"}, "http://localhost:4000/v1", "not a URL"),
+        ({"HTTPS_PROXY": "socks5://u:pw@proxy:1080"}, "https://api.example/v1", "socks"),
     ],
-    ids=["remote", "remote address", "no proxy", "local", "https", "port", "ipv6", "no scheme"],
+    ids=[
+        "remote",
+        "remote address",
+        "no proxy",
+        "local",
+        "https",
+        "port",
+        "ipv6",
+        "no scheme",
+        "socks",
+    ],
 )
 async def test_a_proxy_from_the_environment_is_checked_before_any_request(
     monkeypatch: pytest.MonkeyPatch,
@@ -760,9 +771,13 @@ async def test_a_proxy_from_the_environment_is_checked_before_any_request(
         return
     with pytest.raises(ConfigError) as caught:
         create_session(settings)
-    assert {"clear": "in clear text", "no URL": "is no URL", "not a URL": "is not a URL"}[
-        refused
-    ] in str(caught.value)
+    assert {
+        "clear": "in clear text",
+        "no URL": "is no URL",
+        "not a URL": "is not a URL",
+        "socks": "is a socks5 proxy: aiohttp speaks to http and https proxies only",
+    }[refused] in str(caught.value)
+    assert "pw" not in str(caught.value)
 
 
 def test_a_key_of_no_key_shape_in_openai_api_key_is_still_not_said_back(
