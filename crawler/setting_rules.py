@@ -176,11 +176,13 @@ def _url_extras(value: str, parts: SplitResult) -> str | None:
 
 def is_private_transport(url: str) -> bool:
     """Whether the key sent to `url` stays out of sight: https, or http to this machine."""
-    parts = urlsplit(url)
-    if parts.scheme != "http":
-        return True
+    return urlsplit(url).scheme != "http" or is_on_this_machine(url)
+
+
+def is_on_this_machine(url: str) -> bool:
+    """Whether `url`'s host is this machine: localhost or a loopback address."""
     # Not "localhost." with its trailing dot: that name is for DNS to resolve, not the hosts file.
-    host = parts.hostname or ""
+    host = urlsplit(url).hostname or ""
     if host == "localhost":
         return True
     try:

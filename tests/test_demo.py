@@ -252,3 +252,26 @@ def test_the_accounts_demo_syncs_two_accounts_into_one_database(
     with contextlib.closing(sqlite3.connect(db)) as conn:
         owners = dict(conn.execute("SELECT account, count(*) FROM batches GROUP BY 1"))
     assert owners == {"azure": 150, "project": 150}
+
+
+@pytest.mark.parametrize("accounts", [False, True], ids=["one account", "two accounts"])
+def test_the_demo_never_mixes_its_batches_into_a_real_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], accounts: bool
+) -> None:
+    """`demo --db batches.db` mixed synthetic batches into the real ones for good, exit 0.
+    A database the demo made, run again, is the demo's still."""
+    demo_db = tmp_path / "demo.db"
+    for _ in range(2):
+        assert main(["demo", "--db", str(demo_db), "--batches", "20"]) == 0
+    with contextlib.closing(sqlite3.connect(demo_db)) as conn, conn:
+        conn.execute("UPDATE sync_runs SET base_url = 'https://api.openai.com/v1' WHERE id = 1")
+    before = fetch(demo_db, "SELECT count(*) FROM batches")
+    capsys.readouterr()
+    argv = ["demo", "--db", str(demo_db), *(["--accounts"] if accounts else [])]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"batch-crawler: {demo_db} holds batches synced from https://api.openai.com/v1: the "
+        "demo would mix synthetic ones into them; choose another --db (the demo's own is "
+        "demo.db)\n"
+    )
+    assert fetch(demo_db, "SELECT count(*) FROM batches") == before
