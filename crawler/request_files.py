@@ -409,9 +409,10 @@ def _judge_an_empty_reading(outcome: FileOutcome) -> FileOutcome:
     next sync, not recorded complete and never asked for again. Whatever its batch counts:
     an expired batch's error file holds its requests never run, which its `failed` count
     may leave out, and some servers give no counts. Some servers do name an empty file,
-    though (an error file where nothing failed): where the batch counts none and nothing in
-    it was refused (no page, no object), EMPTY_AGREEMENT syncs in a row reading it so
-    record it empty, as three 404s record a file expired."""
+    though (an error file where nothing failed): where the batch's counts say it holds none
+    (a batch without counts never) and nothing in it was refused (no page, no object),
+    EMPTY_AGREEMENT syncs in a row reading it so record it empty, as three 404s record a
+    file expired."""
     file, read = outcome.file, outcome.read
     if outcome.state != "complete" or read is None or read.lines:
         return outcome
