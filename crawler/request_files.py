@@ -525,7 +525,7 @@ class FileFetcher:
         self._not_refused = 0  # and those that ended otherwise
         self.stopped = False
         self.route_down = False  # files failing one after the other stopped the run's files
-        self.cut_by_the_budget: list[str] = []  # file ids whose download the budget ended
+        self.cut_by_the_budget: list[FileToFetch] = []  # files whose download the budget ended
 
     def more(self) -> None:
         """New files may be waiting: a page was committed."""
@@ -598,7 +598,7 @@ class FileFetcher:
                 outcome = await before_deadline(self._fetch(file), self._time_left())
             except OutOfTime:
                 self.stopped = True  # the file stays to fetch: the next sync reads it whole
-                self.cut_by_the_budget.append(file.file_id)
+                self.cut_by_the_budget.append(file)
                 return
             if _route_failing(outcome):
                 if self.stopped:

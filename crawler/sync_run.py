@@ -158,7 +158,7 @@ async def _walk_and_fetch(run: Run, client: ApiClient, walk: WalkState) -> bool:
             summary=True,
         )
     if fetcher.cut_by_the_budget:
-        run.note(_cut_by_the_budget(fetcher.cut_by_the_budget))
+        run.note(_cut_by_the_budget([file.file_id for file in fetcher.cut_by_the_budget]))
         await run.store.put_files_last(fetcher.cut_by_the_budget)
     return complete and files.result()
 

@@ -490,12 +490,21 @@ async def test_a_time_budget_abandons_a_download_still_going_and_the_file_stays_
         assert stored_rows(db_path) == expected_rows(server, {"error", "output"})
 
 
-async def test_files_the_budget_cut_wait_behind_the_others_next_sync(db_path: Path) -> None:
+@pytest.mark.parametrize(
+    "shared", [False, True], ids=["files of their own", "one file named twice"]
+)
+async def test_files_the_budget_cut_wait_behind_the_others_next_sync(
+    db_path: Path, shared: bool
+) -> None:
     """Files longer to download than the budget were claimed first on every sync: as many
     of them as workers held every worker until the budget ended, and no other file was
-    ever fetched. Cut, they are asked for after the others next sync."""
+    ever fetched. Cut, they are asked for after the others next sync (a file two batches
+    name, moved behind them, failed every sync on a rowid taken twice)."""
     batches = [failed_batch(n) for n in range(6, 0, -1)]
     slow = {"file-err-6", "file-err-5"}
+    if shared:
+        batches[0]["error_file_id"] = batches[2]["error_file_id"] = "file-err-5"
+        slow = {"file-err-5"}
     release = asyncio.Event()
     asked: list[list[str]] = []
 
@@ -520,8 +529,9 @@ async def test_files_the_budget_cut_wait_behind_the_others_next_sync(db_path: Pa
                 assert not result.complete
         finally:
             release.set()
-    assert set(asked[0][:2]) == slow
-    assert not slow & set(asked[1][:2])
+    assert slow <= set(asked[0][:2])
+    if not shared:  # else another batch's row of the same file comes first: asked again
+        assert not slow & set(asked[1][:2])
 
 
 async def test_a_file_beginning_with_a_byte_order_mark_keeps_its_first_line(

@@ -289,15 +289,16 @@ def store_lines(
     return stored, unusable
 
 
-def put_files_last(db: sqlite3.Connection, file_ids: Sequence[str]) -> None:
+def put_files_last(db: sqlite3.Connection, files: Sequence[FileToFetch]) -> None:
     """Move these files after every other to fetch (files are fetched in the order of their
     rowid): a file the time budget cut, read from its first line each sync, would
-    otherwise take a worker first thing every sync, a few of them every worker."""
-    for file_id in file_ids:
+    otherwise take a worker first thing every sync, a few of them every worker. One row a
+    statement: two batches may name the same file."""
+    for file in files:
         db.execute(
             "UPDATE batch_files SET rowid = (SELECT max(rowid) + 1 FROM batch_files) "
-            "WHERE file_id = ?",
-            (file_id,),
+            "WHERE batch_id = ? AND kind = ?",
+            (file.batch_id, file.kind),
         )
 
 

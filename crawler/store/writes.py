@@ -225,9 +225,9 @@ def _finish_file(
     return held
 
 
-def _put_files_last(db: sqlite3.Connection, file_ids: Sequence[str]) -> None:
+def _put_files_last(db: sqlite3.Connection, files: Sequence[FileToFetch]) -> None:
     with _transaction(db):
-        put_files_last(db, file_ids)
+        put_files_last(db, files)
 
 
 def _save_prices(db: sqlite3.Connection, prices: PriceFile, source: str, as_of: str) -> None:
@@ -457,9 +457,9 @@ class Store:
         file complete, the requests it holds."""
         return await self._in_thread(_finish_file, file, state, run_id, figures, outcome)
 
-    async def put_files_last(self, file_ids: Sequence[str]) -> None:
+    async def put_files_last(self, files: Sequence[FileToFetch]) -> None:
         """Fetch these files after every other, from the next sync on (see put_files_last)."""
-        await self._in_thread(_put_files_last, file_ids)
+        await self._in_thread(_put_files_last, files)
 
     async def save_prices(self, prices: PriceFile, source: str, as_of: str) -> None:
         """Add these models, or replace the rates the file gives of those priced already,
