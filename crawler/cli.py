@@ -363,7 +363,8 @@ def _write_whole(path: Path, page: str) -> None:
             return
         if is_a_database(target):
             raise ConfigError(
-                f"{path} is a SQLite database: not written over (choose another file)"
+                f"{path} is a SQLite database or a file beside one: not written over "
+                "(choose another file)"
             )
         partial = target.with_name(f".{target.name}.partial")
         partial.write_text(page, encoding="utf-8")

@@ -175,7 +175,9 @@ def test_a_loop_of_links_is_one_line_and_exit_2(
 
 
 @pytest.mark.parametrize("command", ["report --html", "datasette-metadata -o"])
-@pytest.mark.parametrize("target", ["the database", "another database", "a link to it"])
+@pytest.mark.parametrize(
+    "target", ["the database", "another database", "a link to it", "its WAL", "its lock"]
+)
 def test_a_database_is_never_written_over(
     db: Path,  # noqa: F811
     tmp_path: Path,
@@ -183,16 +185,26 @@ def test_a_database_is_never_written_over(
     command: str,
     target: str,
 ) -> None:
-    """`--html batches.db` mistyped replaced a synced database with a page, exit 0."""
+    """`--html batches.db` mistyped replaced a synced database with a page, exit 0; its
+    `-wal` (tab completion offers it) lost every page a killed sync had committed."""
     other = tmp_path / "other.db"
     other.write_bytes(db.read_bytes())
-    path = {"the database": db, "another database": other, "a link to it": tmp_path / "l"}[target]
+    path = {
+        "the database": db,
+        "another database": other,
+        "a link to it": tmp_path / "l",
+        "its WAL": tmp_path / "other.db-wal",  # a killed sync's committed pages
+        "its lock": tmp_path / "other.db.lock",
+    }[target]
     if target == "a link to it":
         path.symlink_to(other)
+    elif not path.exists():
+        path.write_bytes(b"pages a killed sync committed")
     before = path.read_bytes()
     name, flag = command.split()
     assert main([name, "--db", str(db), flag, str(path)]) == 2
     assert capsys.readouterr().err == (
-        f"batch-crawler: {path} is a SQLite database: not written over (choose another file)\n"
+        f"batch-crawler: {path} is a SQLite database or a file beside one: not written over "
+        "(choose another file)\n"
     )
     assert path.read_bytes() == before

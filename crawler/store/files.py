@@ -51,12 +51,25 @@ def check_file(path: Path, *, must_exist: bool = False) -> None:
         raise DatabaseError(f"{path} is not a SQLite database; choose another --db path")
 
 
+# The files kept beside a database: SQLite's WAL, its shared memory and rollback journal,
+# and a sync's lock. Written over, the first loses every page a killed sync committed.
+_BESIDE_A_DATABASE = ("-wal", "-shm", "-journal", ".lock")
+
+
 def is_a_database(path: Path) -> bool:
-    """Whether a SQLite database is at `path` (a page must never be written over one).
+    """Whether a SQLite database, or a file kept beside one, is at `path`: a page must never
+    be written over either.
 
     Raises:
         OSError: `path` cannot be read.
     """
+    for suffix in _BESIDE_A_DATABASE:
+        if path.name.endswith(suffix) and _holds_sqlite(path.with_name(path.name[: -len(suffix)])):
+            return True
+    return _holds_sqlite(path)
+
+
+def _holds_sqlite(path: Path) -> bool:
     try:
         with path.open("rb") as fh:
             return fh.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
