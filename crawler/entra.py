@@ -134,7 +134,13 @@ class EntraTokens:
         if not isinstance(token, str) or not token or not (token.isascii() and token.isprintable()):
             # Not shown: it may be a token all the same, with a line end in it.
             raise AuthenticationError("no Entra ID token: the credential gave no header value")
-        self._token, self._expires_on = token, float(access.expires_on)
+        try:
+            expires_on = float(access.expires_on)
+        except (TypeError, ValueError):
+            raise AuthenticationError(
+                "no Entra ID token: the credential gave an expiry that is no time"
+            ) from None
+        self._token, self._expires_on = token, expires_on
         self._keep_valid(token)
 
     def _keep_valid(self, token: str) -> None:
@@ -178,7 +184,14 @@ async def entra_tokens(settings: Settings) -> AsyncIterator[EntraTokens | None]:
     try:
         yield EntraTokens(held, scope, timeout=settings.request_timeout)
     finally:
+        # The run's work is done: not worth failing it for, nor waiting on for good.
         try:
-            await held.close()
-        except Exception as exc:  # the run's work is done: not worth failing it for
+            async with asyncio.timeout(settings.request_timeout):
+                await held.close()
+        except TimeoutError:
+            log.warning(
+                "closing the Entra ID credential did not end in %g s: left",
+                settings.request_timeout,
+            )
+        except Exception as exc:
             log.warning("closing the Entra ID credential failed: %s", _one_line(exc))

@@ -132,6 +132,19 @@ async def test_a_network_failure_on_the_way_to_a_token_is_retryable(failure: Exc
     assert str(caught.value) == f"no Entra ID token: {failure}"
 
 
+@pytest.mark.parametrize("expires_on", [None, "soon"])
+async def test_an_expiry_that_is_no_time_is_refused_in_one_line(expires_on: object) -> None:
+    """It was a TypeError or ValueError traceback."""
+
+    class Odd(StubCredential):
+        async def get_token(self, *scopes: str) -> AccessToken:
+            return AccessToken(TOKEN, expires_on)  # type: ignore[arg-type]
+
+    tokens = EntraTokens(Odd(), V1_API_SCOPE, timeout=60)
+    with pytest.raises(AuthenticationError, match="the credential gave an expiry that is no time"):
+        await tokens.headers()
+
+
 async def test_a_credential_that_never_answers_is_a_retryable_error() -> None:
     """A token that never came held the sync for good, past every HTTP timeout."""
     never = asyncio.Event()
@@ -235,13 +248,18 @@ async def test_a_credential_refusing_its_settings_fails_its_account_alone_in_one
     )
 
 
+@pytest.mark.parametrize("fault", ["raises", "never ends"])
 async def test_a_credential_failing_to_close_does_not_fail_the_sync(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fault: str
 ) -> None:
-    """The run's work is done when the credential is closed: a failure then is logged."""
+    """The run's work is done when the credential is closed: a failure then is logged, and
+    a close that never ends is left after a request's timeout (the run, complete, hung)."""
+    never = asyncio.Event()
 
     class Unclosable(StubCredential):
         async def close(self) -> None:
+            if fault == "never ends":
+                await never.wait()
             raise RuntimeError("transport already closed")
 
     monkeypatch.setattr(entra, "default_credential", Unclosable)
@@ -249,11 +267,19 @@ async def test_a_credential_failing_to_close_does_not_fail_the_sync(
         FakeApiOptions(batches=30, api_key=TOKEN, flavor="azure-v1")
     ) as server:
         settings = Settings(
-            db=db_path, provider="azure", azure_endpoint=server.root_url, auth="entra"
+            db=db_path,
+            provider="azure",
+            azure_endpoint=server.root_url,
+            auth="entra",
+            request_timeout=2,
         )
         result = await sync(settings, retry=FAST)
     assert result.complete
-    assert "closing the Entra ID credential failed: transport already closed" in caplog.text
+    said = {
+        "raises": "closing the Entra ID credential failed: transport already closed",
+        "never ends": "closing the Entra ID credential did not end in 2 s: left",
+    }
+    assert said[fault] in caplog.text
 
 
 def jwt_like(n: int) -> str:
