@@ -399,7 +399,7 @@ def _read_price_file(path: Path) -> str:
     try:
         if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the read
             raise PriceFileError(f"price file {path} is not a regular file")
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # Excel's "CSV UTF-8" begins with a BOM
     except FileNotFoundError:
         raise PriceFileError(f"no price file at {path}") from None
     except UnicodeDecodeError:

@@ -157,6 +157,14 @@ def test_prices_load_adds_models_and_replaces_only_the_rates_it_gives(
     ]
 
 
+def test_a_price_csv_saved_by_excel_loads(tmp_path: Path) -> None:
+    """Excel's "CSV UTF-8" begins with a byte order mark: its header was refused, "(not
+    model)", the mark unseen."""
+    prices = tmp_path / "prices.csv"
+    prices.write_bytes("model,batch_input\ngpt-4o-mini,0.075\n".encode("utf-8-sig"))
+    assert main(["prices", "load", str(prices), "--db", str(tmp_path / "b.db")]) == 0
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
