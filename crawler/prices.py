@@ -97,6 +97,11 @@ def read_price_csv(text: str, name: str) -> tuple[tuple[str, ...], list[ModelPri
     header = [cell.strip() for cell in next(csv.reader([header_line]))]
     rates = [column for column in header if column in RATE_COLUMNS]
     unknown = [column for column in header if column not in {"model", *RATE_COLUMNS}]
+    twice = sorted({column for column in header if header.count(column) > 1})
+    if twice:
+        raise PriceFileError(
+            f"{name} line {header_number}: the header names {_cut(twice[0])} twice"
+        )
     if "model" not in header or not rates or unknown:
         named = ", ".join(_cut(column) for column in unknown[:3])
         more = ", ..." if len(unknown) > 3 else ""
@@ -150,6 +155,8 @@ def read_price_map(text: str, name: str) -> list[ModelPrice]:
 def _model(value: str, where: str) -> str:
     if not value.strip():
         raise PriceFileError(f"{where}: no model name")
+    if not value.isprintable():  # a NUL, a line end: no model the API names
+        raise PriceFileError(f"{where}: model name {_cut(repr(value))} holds a control character")
     return value.strip()
 
 

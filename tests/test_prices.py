@@ -172,6 +172,8 @@ def test_a_price_csv_saved_by_excel_loads(tmp_path: Path) -> None:
         ("model,input\ngpt,x\n", "line 2: input 'x' is not a number"),
         (b"\xff\xfe", "is not UTF-8 text"),
         ("a name too long", "File name too long"),  # was a traceback: Path.exists raised
+        ("model,input,input\ngpt,1,2\n", "line 1: the header names input twice"),  # kept 2
+        ("model,input\ng\x00pt,1\n", "model name 'g\\x00pt' holds a control character"),
         ("[" * 200_000, "not a price CSV (field larger than field limit"),  # a traceback
         ('{"a":' * 5000 + "1" + "}" * 5000, "JSON nested too deeply"),  # a RecursionError
         ("model," + ",".join(f"m{n}" for n in range(50_000)), "(not m0, m1, m2, ...)"),
