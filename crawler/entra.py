@@ -27,8 +27,9 @@ V1_API_SCOPE = "https://ai.azure.com/.default"
 # arrives in time, and a clock a little off does not matter.
 REFRESH_MARGIN = 300.0
 
-# A renewal that failed is tried again after this long, while the token in hand lasts: each
-# request would otherwise wait on a credential that is failing.
+# A renewal that failed, or gave a token close to its end, is tried again after this long,
+# while the token in hand lasts: each request would otherwise wait on a credential that is
+# failing, or get a token of its own.
 RENEWAL_RETRY = 30.0
 
 # azure-identity's explanations, cut to this many characters.
@@ -110,10 +111,17 @@ class EntraTokens:
                 try:
                     await self._renew()
                 except AuthenticationError as exc:
-                    if not valid:
+                    now = self._clock()  # a renewal may take request_timeout to fail
+                    if self._token is None or self._expires_on <= now:
                         raise
                     log.warning("%s; the token in hand is used until it expires", exc)
                     self._renew_after = now + RENEWAL_RETRY
+                else:
+                    now = self._clock()
+                    if self._expires_on - now < REFRESH_MARGIN:
+                        # Close to its end already (a credential's cache): asking again at
+                        # once would get another for every request, each masked to its end.
+                        self._renew_after = now + RENEWAL_RETRY
         return {"Authorization": f"Bearer {self._token}"}
 
     async def _renew(self) -> None:

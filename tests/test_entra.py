@@ -145,6 +145,42 @@ async def test_an_expiry_that_is_no_time_is_refused_in_one_line(expires_on: obje
         await tokens.headers()
 
 
+async def test_a_renewal_failing_slowly_is_not_tried_again_by_the_next_request() -> None:
+    """A renewal failing after 40 s (a request's timeout) was asked again at once by every
+    request, each waiting as long, until the token in hand expired."""
+
+    class SlowToFail(StubCredential):
+        async def get_token(self, *scopes: str) -> AccessToken:
+            if not self.fails:
+                return await super().get_token(*scopes)
+            self.now += 40
+            raise RuntimeError("ManagedIdentityCredential: no response from the IMDS endpoint")
+
+    credential = SlowToFail()
+    tokens = EntraTokens(credential, V1_API_SCOPE, timeout=60, clock=lambda: credential.now)
+    await tokens.headers()
+    credential.now += 3600 - REFRESH_MARGIN + 1  # due for renewal
+    credential.fails = True
+    await tokens.headers()
+    before = credential.now
+    await tokens.headers()
+    assert credential.now == before  # not asked again
+
+
+async def test_tokens_close_to_their_end_are_asked_for_every_renewal_retry_at_most() -> None:
+    """A credential handing out a new token with less than REFRESH_MARGIN left was asked on
+    every request: each token masked to its end made every page's masking slower."""
+    now = [1_000_000.0]
+    credential = MintingCredential(now=lambda: now[0], lifetime=REFRESH_MARGIN - 60)
+    tokens = EntraTokens(credential, V1_API_SCOPE, timeout=60, clock=lambda: now[0])
+    for _ in range(5):
+        await tokens.headers()
+    assert len(credential.minted) == 1
+    now[0] += RENEWAL_RETRY
+    await tokens.headers()
+    assert len(credential.minted) == 2
+
+
 async def test_a_credential_that_never_answers_is_a_retryable_error() -> None:
     """A token that never came held the sync for good, past every HTTP timeout."""
     never = asyncio.Event()
@@ -318,6 +354,7 @@ async def test_every_token_a_server_echoes_is_masked_as_a_key_is(
     credential = MintingCredential()
     monkeypatch.setattr(entra, "default_credential", lambda: credential)
     monkeypatch.setattr(entra, "REFRESH_MARGIN", 2 * credential.lifetime)  # renewed each time
+    monkeypatch.setattr(entra, "RENEWAL_RETRY", 0)
     asked: list[str] = []
     refuse = False
 
