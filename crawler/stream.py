@@ -59,8 +59,10 @@ async def iter_pages(
                             on_event(Event(WARNING, {"message": message}, "warning"))
                     yield step.page
             except CrawlerError as exc:
-                mask_error(exc, secret)  # it may quote what the server sent
-                raise
+                # It may quote what the server sent, and so may its cause (aiohttp's error,
+                # a URL the server named): masked, and the cause left behind, as sync does.
+                mask_error(exc, secret)
+                raise exc from None
 
 
 async def iter_batches(

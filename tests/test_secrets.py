@@ -13,6 +13,7 @@ import random
 import re
 import sqlite3
 import time
+import traceback
 import tracemalloc
 from pathlib import Path
 from urllib.parse import quote, quote_plus
@@ -793,17 +794,20 @@ def test_a_key_of_no_key_shape_in_openai_api_key_is_still_not_said_back(
     assert key[:16] not in said.out + said.err
 
 
-@pytest.mark.parametrize("fault", ["error envelope", "cursor twice"])
+@pytest.mark.parametrize("fault", ["error envelope", "cursor twice", "redirect elsewhere"])
 async def test_the_list_streams_errors_mask_the_key(
     db_path: Path, fast_retry: RetryPolicy, fault: str
 ) -> None:
-    """An error a 200 brought, quoting the key, and a cursor sent twice holding 30 of its
-    characters: masked by `sync`, but raised by `iter_batches` as the server sent them."""
+    """An error a 200 brought, quoting the key, a cursor sent twice holding 30 of its
+    characters, a redirect naming it: masked by `sync`, but raised by `iter_batches` as
+    the server sent them, or with aiohttp's error holding it as its cause."""
     echo = make_batch(1, id=f"batch_{PROJECT_KEY[:30]}")
 
     async def listed(request: web.Request) -> web.Response:
         if fault == "error envelope":
             return web.json_response({"error": {"message": f"key {PROJECT_KEY} not allowed"}})
+        if fault == "redirect elsewhere":
+            raise web.HTTPFound(f"ftp://example/{PROJECT_KEY}")
         return web.json_response(list_body([echo], True))  # the same page, whatever `after`
 
     async with serving({"/v1/batches": listed}) as root:
@@ -815,4 +819,4 @@ async def test_the_list_streams_errors_mask_the_key(
             await sync(settings, retry=fast_retry)
     for caught in (streamed, synced):
         assert "***" in str(caught.value)
-        assert PROJECT_KEY[8:24] not in str(caught.value)
+        assert PROJECT_KEY[8:24] not in "".join(traceback.format_exception(caught.value))
