@@ -239,14 +239,11 @@ def _sync_accounts(
                 _out(_account_summary(outcome.account, result))
         elif error is not None:
             codes.append(error.exit_code)
+            said = _masked(str(error))  # each account's own key is masked already, not others'
             if args.json:
-                _out(
-                    json.dumps(
-                        {"account": outcome.account, "outcome": "failed", "error": str(error)}
-                    )
-                )
+                _out(json.dumps({"account": outcome.account, "outcome": "failed", "error": said}))
             if args.events is None:
-                print(f"batch-crawler: [{outcome.account}] {error}", file=sys.stderr)
+                print(f"batch-crawler: [{outcome.account}] {said}", file=sys.stderr)
     return min(codes, key=_WORST_FIRST.index)
 
 

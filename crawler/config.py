@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
-from .redact import holds_secret, looks_like_secret, mask_keys
+from .redact import holds_a_key_like_word, holds_secret, looks_like_secret, mask_keys
 from .setting_rules import (
     DEFAULT_BASE_URL,
     account_name_problem,
@@ -144,11 +144,12 @@ class Settings:
                 "key in clear text; use https, or allow it with --allow-insecure-http "
                 "(allow_insecure_http = true in a config file)"
             )
-        if holds_secret(self.base_url, self.api_key):
-            # It would be logged and stored with every run; the key belongs in the header only.
+        if holds_secret(self.base_url, self.api_key) or holds_a_key_like_word(self.base_url):
+            # It would be logged and stored with every run, and sent in the URL: a key (this
+            # account's or another's) belongs in the header only.
             raise ConfigError(
-                "base_url holds the API key (not shown); give the base URL alone and the key "
-                "in the environment variable named by api_key_env"
+                "base_url holds an API key, or a word spelled like one (not shown); give the "
+                "base URL alone and the key in the environment variable named by api_key_env"
             )
 
     def missing_key_message(self) -> str:

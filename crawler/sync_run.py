@@ -145,8 +145,9 @@ async def _walk_and_fetch(run: Run, client: ApiClient, walk: WalkState) -> bool:
     except BaseExceptionGroup as group:
         raise first_exception(group) from None
     if fetcher.key_refused:
+        who = "identity (Entra ID)" if run.settings.auth == "entra" else "key"
         run.note(
-            "every request file asked for was refused (HTTP 403): this key may not read "
+            f"every request file asked for was refused (HTTP 403): this {who} may not read "
             "files. Give it read access to files, or sync with --no-files (files = false) "
             "for the batches alone",
             summary=True,

@@ -124,11 +124,13 @@ def test_a_key_of_whitespace_alone_is_no_key() -> None:
         "https://proxy.example/sk-copied-0123456789abcdef/v1",
         "https://proxy.example/v1/sk-copied-0123456789abc",  # cut short: still identifying
         "https://sk-copied-0123456789abcdef.example/v1",
+        "https://proxy.example/sk-proj-another0123456789abcdef/v1",  # another account's key
     ],
 )
 def test_a_base_url_holding_the_key_is_refused_unshown(url: str) -> None:
-    """The URL is logged and stored with every run: the key must not be in it."""
-    with pytest.raises(ConfigError, match="base_url holds the API key") as caught:
+    """The URL is logged and stored with every run: the key must not be in it, nor another
+    account's (it was shown in retry lines and events, and stored with that run)."""
+    with pytest.raises(ConfigError, match="base_url holds an API key") as caught:
         load_settings({"base_url": url}, {"OPENAI_API_KEY": "sk-copied-0123456789abcdef"})
     assert "0123456789" not in str(caught.value)
 

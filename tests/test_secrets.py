@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -9,9 +10,11 @@ import dataclasses
 import itertools
 import json
 import logging
+import os
 import random
 import re
 import sqlite3
+import sys
 import time
 import traceback
 import tracemalloc
@@ -820,3 +823,39 @@ async def test_the_list_streams_errors_mask_the_key(
     for caught in (streamed, synced):
         assert "***" in str(caught.value)
         assert PROJECT_KEY[8:24] not in "".join(traceback.format_exception(caught.value))
+
+
+@pytest.mark.parametrize("json_output", [False, True], ids=["text", "--json"])
+async def test_one_accounts_failure_quoting_another_accounts_key_is_masked(
+    tmp_path: Path, json_output: bool
+) -> None:
+    """Each account masks its own key: a failure of one quoting another's was said whole."""
+    other_key = "sk-proj-" + "Zz9" * 20
+
+    async def refused(request: web.Request) -> web.Response:
+        return web.json_response({"error": {"message": f"not {other_key}"}}, status=401)
+
+    async with serving({"/{path:.*}": refused}) as root:
+        config = tmp_path / "accounts.toml"
+        config.write_text(
+            f'db = "{tmp_path / "b.db"}"\n'
+            f'[accounts.a]\nbase_url = "{root}/v1"\napi_key_env = "KEY_A"\n'
+            f'[accounts.b]\nbase_url = "{root}/v1"\napi_key_env = "KEY_B"\n'
+        )
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "crawler",
+            "sync",
+            "--config",
+            str(config),
+            *(["--json"] if json_output else []),
+            env={**os.environ, "KEY_A": PROJECT_KEY, "KEY_B": other_key},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+    said = (out + err).decode()
+    assert proc.returncode == 1
+    assert said.count("not ***") == (4 if json_output else 2)  # --json: stdout and stderr
+    assert other_key[8:30] not in said
