@@ -151,7 +151,7 @@ def database_error(path: Path, exc: sqlite3.Error) -> DatabaseError:
         # Our own syncs queue on the lock file: this is another program writing the file.
         return DatabaseError(
             f"another program has been writing {path} for over 5 s (a sqlite3 shell in a "
-            "transaction?); let it finish, then sync again"
+            "transaction?); let it finish, then run the command again"
         )
     return DatabaseError(f"database {path} is unusable: {exc}")
 
