@@ -83,7 +83,9 @@ async def run_ours(base_url: str, db: Path, batch: dict[str, Any]) -> dict[str, 
             nonlocal lines
             assert outcome.read is not None, outcome
             lines = outcome.read.lines
-            await store.finish_file(outcome.file, "complete", run_id, RunFigures())
+            await store.finish_file(
+                outcome.file, outcome.state, run_id, RunFigures(), **outcome.record()
+            )
 
         fetcher = FileFetcher(
             client,
