@@ -56,7 +56,7 @@ async def sync_accounts(
         try:
             if not settings.has_credentials:
                 raise ConfigError(settings.missing_key_message())
-            result = await sync_account(store.for_account(name), settings, progress, options)
+            result = await sync_account(store, settings, progress, options)
         except CrawlerError as exc:
             tell_failure(on_event, exc, settings)
             return AccountOutcome(name, error=exc)
@@ -64,7 +64,13 @@ async def sync_accounts(
 
     try:
         async with open_store(accounts[0].db) as store, asyncio.TaskGroup() as tasks:
-            running = [tasks.create_task(one(store, settings)) for settings in accounts]
+            # Every account's view made first: each knows the others of the run from the
+            # start (see Store.files_to_fetch).
+            views = [store.for_account(settings.account) for settings in accounts]
+            running = [
+                tasks.create_task(one(view, settings))
+                for view, settings in zip(views, accounts, strict=True)
+            ]
     except BaseExceptionGroup as group:
         raise first_exception(group) from None
     return [task.result() for task in running]

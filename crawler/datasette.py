@@ -135,6 +135,7 @@ TABLES: dict[str, dict[str, Any]] = {
             "expires_at": "when the API deletes the file (unix seconds)",
             "not_found_runs": "syncs in a row that got a 404 (asked again until three agree)",
             "empty_runs": "syncs in a row that read it without one request line",
+            "named_by": "the account whose list named it (the batch's owner)",
         },
         facets=["kind", "state"],
     ),

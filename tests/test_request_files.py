@@ -116,6 +116,38 @@ async def test_two_accounts_listing_the_same_files_at_once_keep_every_line(
     assert [result.warnings for result in results if result] == [(), ()]
 
 
+async def test_two_accounts_naming_the_files_of_one_batch_by_ids_of_their_own_keep_every_line(
+    db_path: Path,
+) -> None:
+    """A project reached directly and through a gateway that mints file ids of its own:
+    each listing rewrote the batch's file id, each account asked its API for the other's
+    ids (404s, files recorded expired for good), and the lines stored changed from sync to
+    sync. The batch's owner names its files and fetches them."""
+    missing = json.dumps({"error": {"message": "No such File object", "code": None}}).encode()
+
+    def served(prefix: str) -> tuple[list[dict[str, Any]], Callable[[str], RawAnswer]]:
+        batches = [failed_batch(n, lines=3) for n in range(5, 0, -1)]
+        for batch in batches:
+            batch["error_file_id"] = batch["error_file_id"].replace("file-", f"file-{prefix}")
+
+        def answer(file_id: str) -> RawAnswer:
+            if file_id.startswith(f"file-{prefix}"):
+                return b"200 OK", {}, error_lines(3)
+            return b"404 Not Found", {}, missing
+
+        return batches, answer
+
+    async with raw_api(*served("A")) as direct, raw_api(*served("B")) as gateway:
+        accounts = [
+            Settings(db=db_path, account=name, base_url=url, api_key=API_KEY, concurrency=1)
+            for name, url in (("direct", direct), ("gateway", gateway))
+        ]
+        for _ in range(3):
+            outcomes = await sync_accounts(accounts, retry=RETRY)
+            assert all(o.result is not None and o.result.complete for o in outcomes)
+            assert (len(stored_rows(db_path)), file_states(db_path)) == (15, {"complete": 5})
+
+
 def test_lines_are_split_whatever_the_chunks() -> None:
     text = b'{"a": 1}\n\n{"b": 2}\n{"c": 3}'
     for size in (1, 2, 3, 7, len(text)):

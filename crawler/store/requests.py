@@ -182,11 +182,14 @@ def select_files_to_fetch(
     limit: int,
     *,
     bodies: bool,
+    others: Sequence[str] = (),
 ) -> list[FileToFetch]:
     """Up to `limit` files of `account`'s batches (stored first, or listed last by it), of
     `kinds`, still to fetch (pending, or failed before; with `bodies`, also those stored
     without) in the order they were recorded, after the one at position `after` (those
-    before are being fetched, or were done with in this run)."""
+    before are being fetched, or were done with in this run). Not those another account
+    synced in this run (`others`) named: its API's ids, which this account's API may not
+    know (a gateway minting its own)."""
     if not kinds:
         return []
     kind_marks = ", ".join("?" * len(kinds))
@@ -196,17 +199,24 @@ def select_files_to_fetch(
     # One query a condition, each on its own partial index (ORed, SQLite scans the table).
     conditions = (_TO_FETCH, _WITHOUT_BODIES) if bodies else (_TO_FETCH,)
     files = " UNION ALL ".join(
-        "SELECT rowid AS position, file_id, batch_id, kind, state, error, empty_runs "
+        "SELECT rowid AS position, file_id, batch_id, kind, state, error, empty_runs, named_by "
         "FROM batch_files "
         f"WHERE rowid > ? AND kind IN ({kind_marks}) AND ({condition})"
         for condition in conditions
     )
+    named = f"AND coalesce(f.named_by, '') NOT IN ({', '.join('?' * len(others))}) "
     rows = db.execute(
         f"SELECT f.file_id, f.batch_id, f.kind, CASE f.kind {expected} END, f.position, "
         "f.state, f.state IN ('failed', 'expired') OR f.error IS NOT NULL, f.empty_runs "
         f"FROM ({files}) AS f JOIN batches AS b ON b.id = f.batch_id "
-        f"WHERE {IN_ACCOUNT_LIST} ORDER BY f.position LIMIT ?",
-        (*[value for _ in conditions for value in (after, *kinds)], account, account, limit),
+        f"WHERE {IN_ACCOUNT_LIST} {named if others else ''}ORDER BY f.position LIMIT ?",
+        (
+            *[value for _ in conditions for value in (after, *kinds)],
+            account,
+            account,
+            *others,
+            limit,
+        ),
     ).fetchall()
     return [
         FileToFetch(file_id, batch_id, kind, expected, position, state, bool(failed), empty)

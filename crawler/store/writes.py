@@ -9,7 +9,7 @@ import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -62,11 +62,15 @@ _UPSERT_BATCHES = (
 )
 # A batch naming another file than the one stored (a gateway minting new ids) has it
 # fetched afresh; the old file's lines go once it is stored whole (requests.update_file).
+# A batch naming another file replaces it only in its owner's listing (0018_file_named_by.sql).
 _UPSERT_FILE = (
-    "INSERT INTO batch_files (file_id, batch_id, kind, state) VALUES (?, ?, ?, 'pending') "
+    "INSERT INTO batch_files (file_id, batch_id, kind, state, named_by) "
+    "VALUES (?, ?, ?, 'pending', ?) "
     "ON CONFLICT (batch_id, kind) DO UPDATE SET file_id = excluded.file_id, state = 'pending', "
     "bytes = NULL, lines = NULL, error = NULL, fetched_at = NULL, expires_at = NULL, "
-    "not_found_runs = 0, empty_runs = 0, bodies = NULL WHERE file_id != excluded.file_id"
+    "not_found_runs = 0, empty_runs = 0, bodies = NULL, named_by = excluded.named_by "
+    "WHERE file_id != excluded.file_id "
+    "AND excluded.named_by = (SELECT account FROM batches WHERE id = excluded.batch_id)"
 )
 _INSERT_ERRORS = f"INSERT INTO batch_errors ({', '.join(ERROR_COLUMNS)}) VALUES {{values}}"
 _UPDATE_FIGURES = (
@@ -158,7 +162,7 @@ def _write_page(
             db.execute(f"DELETE FROM batch_errors WHERE batch_id IN ({stored})", list(before))
         execute_rows(db, _INSERT_ERRORS, error_rows)
         # In the same commit as the batch: a file to fetch is never lost to an interruption.
-        db.executemany(_UPSERT_FILE, file_rows)
+        db.executemany(_UPSERT_FILE, [(*row, account) for row in file_rows])
         # gone_at keeps the first 404 of a streak; the count says how sure the mark is.
         gone_at = int(time.time())
         db.executemany(
@@ -286,6 +290,15 @@ def _finish_run(
         )
 
 
+@dataclass
+class _SharedRun:
+    """What the accounts synced at once on one store share: their names, and the files
+    one of them is reading (see Store.claim_file)."""
+
+    accounts: set[str] = field(default_factory=set)
+    files_claimed: set[str] = field(default_factory=set)
+
+
 class Store:
     """The reads and writes of one account's sync, each one call on the connection's own
     thread. Reads of the walk are of that account's list; `for_account` gives another
@@ -296,25 +309,27 @@ class Store:
         conn: aiosqlite.Connection,
         path: Path,
         account: str = "default",
-        files_claimed: set[str] | None = None,
+        run: _SharedRun | None = None,
     ) -> None:
         self._conn = conn
         self._path = path
         self.account = account
-        self._files_claimed = set() if files_claimed is None else files_claimed
+        self._run = _SharedRun() if run is None else run
 
     def for_account(self, account: str) -> Store:
-        """The same database, as `account`'s sync reads and writes it."""
-        return Store(self._conn, self._path, account, self._files_claimed)
+        """The same database, as `account`'s sync reads and writes it: one of this run's
+        accounts (see files_to_fetch)."""
+        self._run.accounts.add(account)
+        return Store(self._conn, self._path, account, self._run)
 
     def claim_file(self, file_id: str) -> bool:
         """Whether the file is this sync's to read: no account's sync on this store claimed
         it before. Two accounts list the same files (one API reached directly and through a
         gateway); two readings of one file at once would each, finished, delete the rows
         the other wrote."""
-        if file_id in self._files_claimed:
+        if file_id in self._run.files_claimed:
             return False
-        self._files_claimed.add(file_id)
+        self._run.files_claimed.add(file_id)
         return True
 
     async def _in_thread(self, work: Callable[..., T], *args: Any) -> T:
@@ -419,8 +434,10 @@ class Store:
     async def files_to_fetch(
         self, kinds: Collection[str], after: int, limit: int, *, bodies: bool
     ) -> list[FileToFetch]:
-        """Files of `kinds` still to fetch, after position `after`; see select_files_to_fetch."""
-        select = functools.partial(select_files_to_fetch, bodies=bodies)
+        """Files of `kinds` still to fetch, after position `after`; see select_files_to_fetch
+        (the other accounts of this run fetch the files their listings named)."""
+        others = sorted(self._run.accounts - {self.account})
+        select = functools.partial(select_files_to_fetch, bodies=bodies, others=others)
         return await self._in_thread(select, self.account, kinds, after, limit)
 
     async def save_requests(
