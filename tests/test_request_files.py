@@ -148,6 +148,31 @@ async def test_two_accounts_naming_the_files_of_one_batch_by_ids_of_their_own_ke
             assert (len(stored_rows(db_path)), file_states(db_path)) == (15, {"complete": 5})
 
 
+async def test_a_file_another_account_recorded_is_fetched_by_the_owner_in_a_joint_run(
+    db_path: Path,
+) -> None:
+    """A batch stored by one account while in flight, its file then recorded by another's
+    listing: the owner skipped it on every joint run as that account's (which could not
+    read it), each run complete."""
+    batch = failed_batch(1)
+    batch.update(status="in_progress", error_file_id=None)
+    refused = json.dumps({"error": {"message": "Missing scopes: api.files.read"}}).encode()
+    async with (
+        raw_api([batch], lambda _: (b"200 OK", {}, error_lines(2))) as owner_url,
+        raw_api([batch], lambda _: (b"403 Forbidden", {}, refused)) as other_url,
+    ):
+        owner, other = (
+            Settings(db=db_path, account=name, base_url=url, api_key=API_KEY)
+            for name, url in (("owner", owner_url), ("other", other_url))
+        )
+        await sync(owner, retry=RETRY)
+        batch.update(status="failed", error_file_id="file-err-1")
+        await sync(other, retry=RETRY)  # records the file; its key may not read it
+        assert file_states(db_path) == {"failed": 1}
+        await sync_accounts([owner, other], retry=RETRY)
+    assert (file_states(db_path), len(stored_rows(db_path))) == ({"complete": 1}, 2)
+
+
 def test_lines_are_split_whatever_the_chunks() -> None:
     text = b'{"a": 1}\n\n{"b": 2}\n{"c": 3}'
     for size in (1, 2, 3, 7, len(text)):

@@ -187,9 +187,9 @@ def select_files_to_fetch(
     """Up to `limit` files of `account`'s batches (stored first, or listed last by it), of
     `kinds`, still to fetch (pending, or failed before; with `bodies`, also those stored
     without) in the order they were recorded, after the one at position `after` (those
-    before are being fetched, or were done with in this run). Not those another account
-    synced in this run (`others`) named: its API's ids, which this account's API may not
-    know (a gateway minting its own)."""
+    before are being fetched, or were done with in this run). Not those the batch's owner
+    named when it is synced in this run too (one of `others`): its API's ids, which this
+    account's API may not know (a gateway minting its own)."""
     if not kinds:
         return []
     kind_marks = ", ".join("?" * len(kinds))
@@ -204,7 +204,12 @@ def select_files_to_fetch(
         f"WHERE rowid > ? AND kind IN ({kind_marks}) AND ({condition})"
         for condition in conditions
     )
-    named = f"AND coalesce(f.named_by, '') NOT IN ({', '.join('?' * len(others))}) "
+    # Left to the owner, when another account of the run is that owner and named the file
+    # (a row some other account inserted, when the batch came to name a file, is for any).
+    named = (
+        f"AND NOT (coalesce(f.named_by, '') = b.account "
+        f"AND b.account IN ({', '.join('?' * len(others))})) "
+    )
     rows = db.execute(
         f"SELECT f.file_id, f.batch_id, f.kind, CASE f.kind {expected} END, f.position, "
         "f.state, f.state IN ('failed', 'expired') OR f.error IS NOT NULL, f.empty_runs "
