@@ -620,9 +620,10 @@ class FileFetcher:
 
     @property
     def key_refused(self) -> bool:
-        """Whether every file this run asked for was refused (403): the key may not read
-        files, which only the user can change; every sync would fail so."""
-        return self._refused > 0 and not self._not_refused
+        """Whether every file this run asked for, FAILURES_IN_A_ROW at least, was refused
+        (403): the key may not read files, which only the user can change; every sync would
+        fail so. (One file out of the key's reach, left alone to ask again, is not that.)"""
+        return self._refused >= FAILURES_IN_A_ROW and not self._not_refused
 
     async def _claim(self) -> FileToFetch | None:
         """The next file to fetch, claimed by this worker alone (and this run's other
@@ -641,7 +642,7 @@ class FileFetcher:
                     return None
                 file = self._claimed.popleft()
                 self._claimed_up_to = file.position
-                if self._store.claim_file(file.file_id):
+                if self._store.claim_file(file):
                     return file
 
     async def _fetch(self, file: FileToFetch) -> FileOutcome:

@@ -869,9 +869,27 @@ async def test_a_file_out_of_the_keys_reach_fails_alone(db_path: Path) -> None:
     async with raw_api([failed_batch(n) for n in (3, 2, 1)], file_answer) as url:
         settings = Settings(db=db_path, base_url=url, api_key=API_KEY, concurrency=1)
         result = await sync(settings, retry=RETRY)
+        again = await sync(settings, retry=RETRY)  # the refused file alone is asked
     assert (result.complete, result.request_lines) == (True, 4)
     assert file_states(db_path) == {"failed": 1, "complete": 2}
     assert "Missing scopes" in " ".join(result.warnings)
+    # Not "every request file asked for was refused": this key reads the others.
+    assert not any(w.startswith("every request file") for w in again.warnings)
+
+
+async def test_a_file_two_batches_name_is_stored_for_each(db_path: Path) -> None:
+    """A run read a file two batches name for the first alone (claimed by its id): the
+    other batch's waited for the next sync, the run complete all the same."""
+    batches = [failed_batch(2), failed_batch(1)]
+    batches[0]["error_file_id"] = "file-err-1"
+    async with raw_api(batches, lambda _: (b"200 OK", {}, error_lines(2))) as url:
+        settings = Settings(db=db_path, base_url=url, api_key=API_KEY)
+        result = await sync(settings, retry=RETRY)
+    assert (result.complete, file_states(db_path), len(stored_rows(db_path))) == (
+        True,
+        {"complete": 2},
+        4,
+    )
 
 
 async def test_a_key_that_may_read_no_file_is_told_what_to_do_on_every_sync(

@@ -296,7 +296,7 @@ class _SharedRun:
     one of them is reading (see Store.claim_file)."""
 
     accounts: set[str] = field(default_factory=set)
-    files_claimed: set[str] = field(default_factory=set)
+    files_claimed: set[tuple[str, str]] = field(default_factory=set)  # batch id, kind
 
 
 class Store:
@@ -322,14 +322,15 @@ class Store:
         self._run.accounts.add(account)
         return Store(self._conn, self._path, account, self._run)
 
-    def claim_file(self, file_id: str) -> bool:
-        """Whether the file is this sync's to read: no account's sync on this store claimed
-        it before. Two accounts list the same files (one API reached directly and through a
-        gateway); two readings of one file at once would each, finished, delete the rows
-        the other wrote."""
-        if file_id in self._run.files_claimed:
+    def claim_file(self, file: FileToFetch) -> bool:
+        """Whether the file (of its batch) is this sync's to read: no account's sync on this
+        store claimed it before. Two accounts list the same files (one API reached directly
+        and through a gateway); two readings of one batch's file at once would each,
+        finished, delete the rows the other wrote."""
+        key = (file.batch_id, file.kind)
+        if key in self._run.files_claimed:
             return False
-        self._run.files_claimed.add(file_id)
+        self._run.files_claimed.add(key)
         return True
 
     async def _in_thread(self, work: Callable[..., T], *args: Any) -> T:
