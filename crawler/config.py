@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
-from .redact import holds_a_key_like_word, holds_secret, looks_like_secret, mask_keys
+from .redact import has_a_key_prefixed_word, holds_secret, looks_like_secret, mask_keys
 from .setting_rules import (
     DEFAULT_BASE_URL,
     account_name_problem,
@@ -144,7 +144,9 @@ class Settings:
                 "key in clear text; use https, or allow it with --allow-insecure-http "
                 "(allow_insecure_http = true in a config file)"
             )
-        if holds_secret(self.base_url, self.api_key) or holds_a_key_like_word(self.base_url):
+        if holds_secret(self.base_url, self.api_key) or has_a_key_prefixed_word(
+            urlsplit(self.base_url).path
+        ):
             # It would be logged and stored with every run, and sent in the URL: a key (this
             # account's or another's) belongs in the header only.
             raise ConfigError(
@@ -282,6 +284,12 @@ def load_accounts(
             )
             for name, table in tables.items()
         ]
+    for account in accounts:
+        if any(holds_secret(account.base_url, other.api_key) for other in accounts):
+            raise ConfigError(
+                f"[accounts.{account.account}]: base_url holds another account's API key (not "
+                "shown); give the base URL alone"
+            )
     names = [a.account for a in accounts]
     unknown = sorted(set(only) - set(names))
     if unknown:

@@ -111,6 +111,12 @@ def mask_keys(text: str, keys: Iterable[Secret]) -> str:
     return mask_key_like(text)
 
 
+def has_a_key_prefixed_word(value: str) -> bool:
+    """Whether `value` holds a word spelled `sk-…`, as OpenAI's keys are (not the longer
+    shapes `looks_like_secret` takes too: a gateway's URL holds a 32-digit hex account id)."""
+    return _KEY_LIKE.search(value) is not None
+
+
 def holds_a_key_like_word(value: str) -> bool:
     """Whether a word of `value` (between characters no key holds) is spelled like a key."""
     return any(looks_like_secret(word) for word in re.findall(r"[A-Za-z0-9_\-]+", value))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from crawler.config import CONFIG_KEYS, Settings, load_settings
+from crawler.config import CONFIG_KEYS, Settings, load_accounts, load_settings
 from crawler.errors import ConfigError
 from crawler.setting_rules import DEFAULT_BASE_URL
 
@@ -133,6 +133,34 @@ def test_a_base_url_holding_the_key_is_refused_unshown(url: str) -> None:
     with pytest.raises(ConfigError, match="base_url holds an API key") as caught:
         load_settings({"base_url": url}, {"OPENAI_API_KEY": "sk-copied-0123456789abcdef"})
     assert "0123456789" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://gateway.ai.cloudflare.com/v1/0123456789abcdef0123456789abcdef/gw/openai",
+        "https://sk-openai-prod.openai.azure.com/openai/v1",
+    ],
+    ids=["a gateway's hex account id", "a host beginning sk-"],
+)
+def test_a_base_url_spelled_somewhat_like_a_key_is_taken(url: str) -> None:
+    """Refusing every word shaped like a key refused Cloudflare AI Gateway's documented URLs."""
+    assert load_settings({"base_url": url}, {"OPENAI_API_KEY": "sk-x"}).base_url == url
+
+
+def test_a_base_url_holding_another_accounts_key_is_refused_unshown(tmp_path: Path) -> None:
+    """Shown in retry lines and events, stored with the run, and sent in the URL."""
+    azure_key = "0123456789abcdef0123456789abcdef"
+    config = tmp_path / "accounts.toml"
+    config.write_text(
+        f'[accounts.a]\nbase_url = "https://proxy.example/{azure_key}/v1"\n'
+        '[accounts.b]\nprovider = "azure"\nazure_endpoint = "https://b.openai.azure.com"\n'
+        'api_key_env = "KEY_B"\n'
+    )
+    env = {"OPENAI_API_KEY": "sk-a-0123456789", "KEY_B": azure_key}
+    with pytest.raises(ConfigError, match=r"\[accounts.a\]: base_url holds another") as caught:
+        load_accounts({}, env, config)
+    assert azure_key[:16] not in str(caught.value)
 
 
 def test_a_config_file_that_is_a_fifo_is_refused_without_waiting(tmp_path: Path) -> None:
