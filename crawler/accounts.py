@@ -58,7 +58,7 @@ async def sync_accounts(
                 raise ConfigError(settings.missing_key_message())
             result = await sync_account(store, settings, progress, options)
         except CrawlerError as exc:
-            tell_failure(on_event, exc, settings)
+            tell_failure(on_event, exc, settings, accounts)
             return AccountOutcome(name, error=exc)
         return AccountOutcome(name, result)
 

@@ -233,9 +233,16 @@ async def sync(
         raise
 
 
-def tell_failure(on_event: EventHandler | None, error: BaseException, settings: Settings) -> None:
+def tell_failure(
+    on_event: EventHandler | None,
+    error: BaseException,
+    settings: Settings,
+    others: Sequence[Settings] = (),
+) -> None:
+    """The run_failed event, with the account's key masked, and those of `others` synced
+    with it (a server may quote any of them)."""
     if on_event is not None:
-        event = failure_event(error, settings.api_key)
+        event = failure_event(error, settings.api_key, *(other.api_key for other in others))
         on_event(dataclasses.replace(event, fields={"account": settings.account, **event.fields}))
 
 
@@ -298,7 +305,7 @@ async def sync_account(
             # the key: it is masked before anyone sees it or the ledger keeps it.
             mask_error(exc, secret)
             error = str(exc)
-            raise
+            raise exc from None  # its cause (aiohttp's error) may quote the key unmasked
         except asyncio.CancelledError:
             outcome = "interrupted"
             raise
