@@ -14,7 +14,7 @@ from .errors import ConfigError
 from .fake import AZURE_API_VERSIONS, FakeApiOptions, FakeApiServer
 from .runs import Progress, SyncResult
 from .setting_rules import is_on_this_machine
-from .store.reads import EXAMPLE_QUERIES, QueryAnswer, answer_queries
+from .store.reads import EXAMPLE_QUERIES, QueryAnswer, answer_queries, select_base_urls
 from .sync_run import sync
 
 DEMO_QUERIES = EXAMPLE_QUERIES
@@ -49,7 +49,7 @@ def check_no_real_batches(db: Path) -> None:
         with contextlib.closing(
             sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
         ) as conn:
-            urls = [url for (url,) in conn.execute("SELECT DISTINCT base_url FROM sync_runs")]
+            urls = select_base_urls(conn)
     except sqlite3.Error:
         return  # not a database of ours: the sync refuses it, saying why
     elsewhere = sorted(url for url in urls if not is_on_this_machine(url))

@@ -261,6 +261,11 @@ def select_accounts(db: sqlite3.Connection) -> dict[str, AccountState]:
     }
 
 
+def select_base_urls(db: sqlite3.Connection) -> list[str]:
+    """The base URLs the ledger's runs synced from, each once."""
+    return [url for (url,) in db.execute("SELECT DISTINCT base_url FROM sync_runs")]
+
+
 def select_runs(db: sqlite3.Connection, limit: int) -> list[RunRecord]:
     """The last `limit` runs of the ledger, newest first."""
     cur = db.execute(
