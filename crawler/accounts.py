@@ -64,12 +64,11 @@ async def sync_accounts(
 
     try:
         async with open_store(accounts[0].db) as store, asyncio.TaskGroup() as tasks:
-            # Every account's view made first: each knows the others of the run from the
-            # start (see Store.files_to_fetch).
-            views = [store.for_account(settings.account) for settings in accounts]
+            # Every account's view is made here, before any task runs: each knows the
+            # others of the run from the start (see Store.files_to_fetch).
             running = [
-                tasks.create_task(one(view, settings))
-                for view, settings in zip(views, accounts, strict=True)
+                tasks.create_task(one(store.for_account(settings.account), settings))
+                for settings in accounts
             ]
     except BaseExceptionGroup as group:
         raise first_exception(group) from None

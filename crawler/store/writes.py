@@ -61,8 +61,8 @@ _UPSERT_BATCHES = (
     + ", gone_at = NULL, not_found_runs = 0"
 )
 # A batch naming another file than the one stored (a gateway minting new ids) has it
-# fetched afresh; the old file's lines go once it is stored whole (requests.update_file).
-# A batch naming another file replaces it only in its owner's listing (0018_file_named_by.sql).
+# fetched afresh, in its owner's listing only (0018_file_named_by.sql); the old file's lines
+# go once it is stored whole (requests.update_file).
 _UPSERT_FILE = (
     "INSERT INTO batch_files (file_id, batch_id, kind, state, named_by) "
     "VALUES (?, ?, ?, 'pending', ?) "
