@@ -51,9 +51,12 @@ def check_file(path: Path, *, must_exist: bool = False) -> None:
         raise DatabaseError(f"{path} is not a SQLite database; choose another --db path")
 
 
+# What a sync's lock file adds to the database's name (see lock_path).
+_LOCK_SUFFIX = ".lock"
+
 # The files kept beside a database: SQLite's WAL, its shared memory and rollback journal,
 # and a sync's lock. Written over, the first loses every page a killed sync committed.
-_BESIDE_A_DATABASE = ("-wal", "-shm", "-journal", ".lock")
+_BESIDE_A_DATABASE = ("-wal", "-shm", "-journal", _LOCK_SUFFIX)
 
 
 def is_a_database(path: Path) -> bool:
@@ -106,7 +109,7 @@ def lock_path(path: Path) -> Path:
     leads to, as SQLite's own `-wal` is: two paths to one database share one lock.
     """
     real = Path(os.path.realpath(path))
-    return real.with_name(real.name + ".lock")
+    return real.with_name(real.name + _LOCK_SUFFIX)
 
 
 @contextlib.asynccontextmanager
