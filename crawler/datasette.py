@@ -136,6 +136,7 @@ TABLES: dict[str, dict[str, Any]] = {
             "not_found_runs": "syncs in a row that got a 404 (asked again until three agree)",
             "empty_runs": "syncs in a row that read it without one request line",
             "named_by": "the account whose list named it (the batch's owner)",
+            "not_found_by": "the account whose API answered the last 404",
         },
         facets=["kind", "state"],
     ),

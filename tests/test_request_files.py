@@ -173,6 +173,41 @@ async def test_a_file_another_account_recorded_is_fetched_by_the_owner_in_a_join
     assert (file_states(db_path), len(stored_rows(db_path))) == ({"complete": 1}, 2)
 
 
+def file_not_found_runs(db: Path) -> list[tuple[str, int]]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return conn.execute("SELECT state, not_found_runs FROM batch_files").fetchall()
+
+
+@pytest.mark.parametrize("other_reads", [True, False], ids=["other reads", "expired for all"])
+async def test_a_file_its_owner_cannot_find_is_asked_of_the_other_account_listing_it(
+    db_path: Path, other_reads: bool
+) -> None:
+    """Two accounts listing one batch under the same file ids, the owner's route answering
+    404 for every file (a gateway without the files route): the owner alone asked, and
+    after three syncs the file was recorded expired for good though the other account
+    could read it. After the owner's 404, the other account asks; a file expires once
+    every account listing it has answered 404."""
+    missing = json.dumps({"error": {"message": "No such File object", "code": None}}).encode()
+    batches = [failed_batch(n) for n in (2, 1)]
+    read = (b"200 OK", {}, error_lines(2)) if other_reads else (b"404 Not Found", {}, missing)
+    async with (
+        raw_api(batches, lambda _: (b"404 Not Found", {}, missing)) as owner_url,
+        raw_api(batches, lambda _: read) as other_url,
+    ):
+        owner, other = (
+            Settings(db=db_path, account=name, base_url=url, api_key=API_KEY, concurrency=1)
+            for name, url in (("owner", owner_url), ("other", other_url))
+        )
+        await sync(owner, retry=RETRY)  # the owner stores the batches, and answers 404
+        for _ in range(3):
+            outcomes = await sync_accounts([owner, other], retry=RETRY)
+            assert all(o.result is not None and o.result.complete for o in outcomes)
+    if other_reads:
+        assert (file_states(db_path), len(stored_rows(db_path))) == ({"complete": 2}, 4)
+    else:
+        assert file_not_found_runs(db_path) == [("expired", 3), ("expired", 3)]
+
+
 def test_lines_are_split_whatever_the_chunks() -> None:
     text = b'{"a": 1}\n\n{"b": 2}\n{"c": 3}'
     for size in (1, 2, 3, 7, len(text)):

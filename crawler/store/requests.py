@@ -189,7 +189,8 @@ def select_files_to_fetch(
     without) in the order they were recorded, after the one at position `after` (those
     before are being fetched, or were done with in this run). Not those the batch's owner
     named when it is synced in this run too (one of `others`): its API's ids, which this
-    account's API may not know (a gateway minting its own)."""
+    account's API may not know (a gateway minting its own). Not those this account's API
+    answered 404 last, when the other account listing the batch is synced in this run."""
     if not kinds:
         return []
     kind_marks = ", ".join("?" * len(kinds))
@@ -199,27 +200,34 @@ def select_files_to_fetch(
     # One query a condition, each on its own partial index (ORed, SQLite scans the table).
     conditions = (_TO_FETCH, _WITHOUT_BODIES) if bodies else (_TO_FETCH,)
     files = " UNION ALL ".join(
-        "SELECT rowid AS position, file_id, batch_id, kind, state, error, empty_runs, named_by "
+        "SELECT rowid AS position, file_id, batch_id, kind, state, error, empty_runs, named_by, "
+        "not_found_by "
         "FROM batch_files "
         f"WHERE rowid > ? AND kind IN ({kind_marks}) AND ({condition})"
         for condition in conditions
     )
+    in_run = f"IN ({', '.join('?' * len(others))})"
     # Left to the owner, when another account of the run is that owner and named the file
-    # (a row some other account inserted, when the batch came to name a file, is for any).
-    named = (
-        f"AND NOT (coalesce(f.named_by, '') = b.account "
-        f"AND b.account IN ({', '.join('?' * len(others))})) "
+    # (a row some other account inserted, when the batch came to name a file, is for any),
+    # unless the owner's API answered its last 404. Left to the other account listing the
+    # batch, when this one's API answered the last 404 and that account is of the run: a
+    # file expires once each has answered 404.
+    shared = (
+        f"AND NOT (coalesce(f.named_by, '') = b.account AND b.account {in_run} "
+        "AND f.not_found_by IS NOT b.account) "
+        "AND NOT (coalesce(f.not_found_by, '') = ? "
+        f"AND coalesce(CASE b.account WHEN ? THEN b.listed_by ELSE b.account END, '') {in_run}) "
     )
     rows = db.execute(
         f"SELECT f.file_id, f.batch_id, f.kind, CASE f.kind {expected} END, f.position, "
         "f.state, f.state IN ('failed', 'expired') OR f.error IS NOT NULL, f.empty_runs "
         f"FROM ({files}) AS f JOIN batches AS b ON b.id = f.batch_id "
-        f"WHERE {IN_ACCOUNT_LIST} {named if others else ''}ORDER BY f.position LIMIT ?",
+        f"WHERE {IN_ACCOUNT_LIST} {shared if others else ''}ORDER BY f.position LIMIT ?",
         (
             *[value for _ in conditions for value in (after, *kinds)],
             account,
             account,
-            *others,
+            *((*others, account, account, *others) if others else ()),
             limit,
         ),
     ).fetchall()
@@ -322,6 +330,7 @@ def update_file(
     file: FileToFetch,
     state: str,
     *,
+    account: str,
     size: int | None = None,
     lines: int | None = None,
     error: str | None = None,
@@ -330,7 +339,8 @@ def update_file(
     reading: int | None = None,
 ) -> int | None:
     """Record how fetching a file ended: complete (its lines stored `bodies` or not),
-    expired (404) or failed (and why; `empty`: read whole, without one request line). A
+    expired (404, from `account`'s API) or failed (and why; `empty`: read whole, without
+    one request line). A
     file stored whole before, fetched again for its bodies, stays complete with its lines
     unless it is stored whole again.
 
@@ -341,11 +351,15 @@ def update_file(
     # The file fetched, not another the batch names since (a gateway minting new ids).
     where = "WHERE batch_id = ? AND kind = ? AND file_id = ?"
     key = (file.batch_id, file.kind, file.file_id)
-    not_found_runs = "CASE ? WHEN 'expired' THEN not_found_runs + 1 ELSE 0 END"
+    not_found = (
+        "not_found_runs = CASE ? WHEN 'expired' THEN not_found_runs + 1 ELSE 0 END, "
+        "not_found_by = CASE ? WHEN 'expired' THEN ? END"
+    )
+    not_found_values = (state, state, account)
     if state != "complete" and file.state == "complete":
         db.execute(
-            f"UPDATE batch_files SET error = ?, not_found_runs = {not_found_runs} {where}",
-            (error, state, *key),
+            f"UPDATE batch_files SET error = ?, {not_found} {where}",
+            (error, *not_found_values, *key),
         )
         return None
     if state == "complete":
@@ -364,7 +378,7 @@ def update_file(
         (lines,) = db.execute(f"SELECT count(*) FROM batch_requests {where}", key).fetchone()
     db.execute(
         "UPDATE batch_files SET state = ?, bytes = ?, lines = ?, error = ?, fetched_at = ?, "
-        f"bodies = ?, not_found_runs = {not_found_runs}, "
+        f"bodies = ?, {not_found}, "
         f"empty_runs = CASE WHEN ? THEN empty_runs + 1 ELSE 0 END {where}",
         (
             state,
@@ -373,7 +387,7 @@ def update_file(
             error,
             now,
             bodies if state == "complete" else None,
-            state,
+            *not_found_values,
             empty,
             *key,
         ),

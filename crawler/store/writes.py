@@ -219,12 +219,13 @@ def _finish_file(
     db: sqlite3.Connection,
     file: FileToFetch,
     state: str,
+    account: str,
     run_id: int,
     figures: RunFigures,
     outcome: dict[str, Any],
 ) -> int | None:
     with _transaction(db):
-        held = update_file(db, file, state, **outcome)
+        held = update_file(db, file, state, account=account, **outcome)
         _write_figures(db, run_id, figures)
     return held
 
@@ -473,7 +474,9 @@ class Store:
     ) -> int | None:
         """Record how a file ended (see update_file), with the run's figures so far; for a
         file complete, the requests it holds."""
-        return await self._in_thread(_finish_file, file, state, run_id, figures, outcome)
+        return await self._in_thread(
+            _finish_file, file, state, self.account, run_id, figures, outcome
+        )
 
     async def put_files_last(self, files: Sequence[FileToFetch]) -> None:
         """Fetch these files after every other, from the next sync on (see put_files_last)."""
