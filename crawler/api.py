@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import re
@@ -370,7 +371,7 @@ class ApiClient:
                     grown = self._fitting_limit * 2
                     self._fitting_limit = None if grown >= limit else grown
                     self._pages_fitted = 0
-            return page
+            return page if asked == limit else dataclasses.replace(page, limit=asked)
 
     async def fetch_batch(self, batch_id: str) -> Batch | None:
         """One batch by id (`GET /batches/{id}`); None when the API says it has no such batch.

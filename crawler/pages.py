@@ -27,6 +27,8 @@ class BatchPage:
     # False for a compatible list that does not say `has_more` (Groq's, say): `has_more`
     # is then whether the page held anything, so that the walk goes on until an empty page.
     has_more_sent: bool = True
+    # The limit it was asked for with, when under the walk's (fitted under the body cap).
+    limit: int | None = None
 
     @property
     def next_after(self) -> str | None:
@@ -288,7 +290,7 @@ TIE_PAGES = 5
 
 def _is_full(page: BatchPage, limit: int) -> bool:
     """Whether the page held as many items as asked for: the list may go on below it."""
-    return len(page.batches) + len(page.skipped) >= limit
+    return len(page.batches) + len(page.skipped) >= (page.limit or limit)
 
 
 def _listed_oldest_first(page: BatchPage) -> bool:

@@ -154,6 +154,32 @@ async def test_a_page_over_the_cap_is_asked_for_in_smaller_pages(db_path: Path) 
     assert asked == [5] + [2] * PAGES_BEFORE_GROWING + [4] * 3
 
 
+async def test_a_page_asked_at_the_limit_that_fitted_is_full_at_that_limit(db_path: Path) -> None:
+    """A `has_more` false sent by mistake on a full page of a first walk, asked for at the
+    limit that fitted under the cap: the page was taken as short of the walk's limit, so the
+    list's end went unchecked and the batches below were never stored."""
+    batches = [make_batch(n) for n in range(10, 0, -1)]
+    giants = {b["id"] for b in batches[:3]}
+
+    async def listed(request: web.Request) -> web.Response:
+        limit, after = int(request.query["limit"]), request.query.get("after")
+        start = next(i + 1 for i, b in enumerate(batches) if b["id"] == after) if after else 0
+        more = start + limit < len(batches) and start != 2  # wrong once, on a full page
+        page = list_body(batches[start : start + limit], more)
+        too_large = sum(b["id"] in giants for b in page["data"]) > 2
+        padding = b" " * (MAX_BODY_BYTES + 1) if too_large else b""
+        return web.Response(body=padding + to_text(page).encode(), content_type="application/json")
+
+    async with serving({"/v1/batches": listed}) as root:
+        settings = Settings(db=db_path, base_url=f"{root}/v1", api_key=API_KEY, page_size=4)
+        result = await sync(settings, retry=RETRY)
+    assert (result.complete, result.batches_new) == (True, len(batches))
+    assert result.warnings == (
+        f"page after {batches[1]['id']}: has_more was false on a full page, but more batches "
+        "came after it; walked on",
+    )
+
+
 async def test_a_page_nested_too_deep_is_a_broken_response_not_asked_again() -> None:
     """JSON nested 100,000 deep is a clear error, not a RecursionError, and not retried."""
     events: list[RetryEvent] = []
