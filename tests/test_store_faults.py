@@ -226,6 +226,22 @@ async def test_unsettled_batches_come_least_recently_seen_first(db_path: Path) -
     assert order == ["batch_2", "batch_0", "batch_3", "batch_1"]
 
 
+def test_a_write_a_constraint_refuses_says_the_tables_may_have_been_changed(
+    tmp_path: Path,
+) -> None:
+    """A trigger added by hand refusing a write read "database ... is unusable"."""
+    path = tmp_path / "b.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE t (x)")
+        conn.execute("CREATE TRIGGER no BEFORE INSERT ON t BEGIN SELECT RAISE(ABORT, 'no'); END")
+        with pytest.raises(sqlite3.IntegrityError) as caught:
+            conn.execute("INSERT INTO t VALUES (1)")
+    assert str(database_error(path, caught.value)) == (
+        f"{path} refused a write (no): its tables or triggers may have been changed by hand; "
+        "undo that or sync into a new file (if they were not, please report it)"
+    )
+
+
 def test_another_program_holding_the_database_says_so(tmp_path: Path) -> None:
     """A real SQLITE_BUSY: another connection in a write transaction past the timeout."""
     path = tmp_path / "b.db"

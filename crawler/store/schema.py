@@ -153,6 +153,12 @@ def database_error(path: Path, exc: sqlite3.Error) -> DatabaseError:
             f"another program has been writing {path} for over 5 s (a sqlite3 shell in a "
             "transaction?); let it finish, then run the command again"
         )
+    if name.startswith("SQLITE_CONSTRAINT"):
+        # Our statements keep our own constraints: a table or trigger changed by hand does not.
+        return DatabaseError(
+            f"{path} refused a write ({exc}): its tables or triggers may have been changed "
+            "by hand; undo that or sync into a new file (if they were not, please report it)"
+        )
     return DatabaseError(f"database {path} is unusable: {exc}")
 
 
