@@ -208,6 +208,35 @@ async def test_a_file_its_owner_cannot_find_is_asked_of_the_other_account_listin
         assert file_not_found_runs(db_path) == [("expired", 3), ("expired", 3)]
 
 
+async def test_a_new_file_of_a_batch_is_asked_of_its_owner_whatever_answered_the_old(
+    db_path: Path,
+) -> None:
+    """The owner's 404 for a batch's file was kept when the batch came to name another: the
+    owner left the new file to the other account, which could not read it."""
+    batch = failed_batch(1)
+    missing = json.dumps({"error": {"message": "No such File object", "code": None}}).encode()
+
+    def owner_answer(file_id: str) -> RawAnswer:
+        if file_id == "file-err-new":
+            return b"200 OK", {}, error_lines(2)
+        return b"404 Not Found", {}, missing
+
+    async with (
+        raw_api([batch], owner_answer) as owner_url,
+        raw_api([batch], lambda _: (b"404 Not Found", {}, missing)) as other_url,
+    ):
+        owner, other = (
+            Settings(db=db_path, account=name, base_url=url, api_key=API_KEY)
+            for name, url in (("owner", owner_url), ("other", other_url))
+        )
+        await sync(owner, retry=RETRY)  # 404 for the file the batch names first
+        await sync(dataclasses.replace(other, files=False), retry=RETRY)  # lists it too
+        batch["error_file_id"] = "file-err-new"
+        await sync(dataclasses.replace(owner, files=False), full=True, retry=RETRY)
+        await sync_accounts([owner, other], retry=RETRY)
+    assert (file_states(db_path), len(stored_rows(db_path))) == ({"complete": 1}, 2)
+
+
 def test_lines_are_split_whatever_the_chunks() -> None:
     text = b'{"a": 1}\n\n{"b": 2}\n{"c": 3}'
     for size in (1, 2, 3, 7, len(text)):

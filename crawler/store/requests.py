@@ -340,9 +340,8 @@ def update_file(
 ) -> int | None:
     """Record how fetching a file ended: complete (its lines stored `bodies` or not),
     expired (404, from `account`'s API) or failed (and why; `empty`: read whole, without
-    one request line). A
-    file stored whole before, fetched again for its bodies, stays complete with its lines
-    unless it is stored whole again.
+    one request line). A file stored whole before, fetched again for its bodies, stays
+    complete with its lines unless it is stored whole again.
 
     Returns, for a file complete, the requests it holds: fewer than its `lines` when some
     lines repeat a custom_id (the last of each kept).

@@ -68,7 +68,8 @@ _UPSERT_FILE = (
     "VALUES (?, ?, ?, 'pending', ?) "
     "ON CONFLICT (batch_id, kind) DO UPDATE SET file_id = excluded.file_id, state = 'pending', "
     "bytes = NULL, lines = NULL, error = NULL, fetched_at = NULL, expires_at = NULL, "
-    "not_found_runs = 0, empty_runs = 0, bodies = NULL, named_by = excluded.named_by "
+    "not_found_runs = 0, not_found_by = NULL, empty_runs = 0, bodies = NULL, "
+    "named_by = excluded.named_by "
     "WHERE file_id != excluded.file_id "
     "AND excluded.named_by = (SELECT account FROM batches WHERE id = excluded.batch_id)"
 )
