@@ -65,9 +65,19 @@ async def sync_accounts(
     try:
         async with open_store(accounts[0].db) as store, asyncio.TaskGroup() as tasks:
             # Every account's view is made here, before any task runs: each knows the
-            # others of the run from the start (see Store.files_to_fetch).
+            # files the others ask for from the start (see Store.files_to_fetch); one
+            # without credentials asks for none.
             running = [
-                tasks.create_task(one(store.for_account(settings.account), settings))
+                tasks.create_task(
+                    one(
+                        store.for_account(
+                            settings.account,
+                            kinds=settings.file_kinds if settings.has_credentials else (),
+                            bodies=settings.bodies,
+                        ),
+                        settings,
+                    )
+                )
                 for settings in accounts
             ]
     except BaseExceptionGroup as group:

@@ -9,6 +9,7 @@ import dataclasses
 import gzip
 import itertools
 import json
+import socket
 import sqlite3
 import zlib
 from collections import Counter
@@ -175,7 +176,8 @@ async def test_a_file_another_account_recorded_is_fetched_by_the_owner_in_a_join
 
 def file_not_found_runs(db: Path) -> list[tuple[str, int]]:
     with contextlib.closing(sqlite3.connect(db)) as conn:
-        return conn.execute("SELECT state, not_found_runs FROM batch_files").fetchall()
+        query = "SELECT state, not_found_runs FROM batch_files ORDER BY batch_id"
+        return conn.execute(query).fetchall()
 
 
 @pytest.mark.parametrize("other_reads", [True, False], ids=["other reads", "expired for all"])
@@ -235,6 +237,82 @@ async def test_a_new_file_of_a_batch_is_asked_of_its_owner_whatever_answered_the
         await sync(dataclasses.replace(owner, files=False), full=True, retry=RETRY)
         await sync_accounts([owner, other], retry=RETRY)
     assert (file_states(db_path), len(stored_rows(db_path))) == ({"complete": 1}, 2)
+
+
+async def test_files_the_owner_does_not_ask_for_are_fetched_by_the_other_account_listing_them(
+    db_path: Path,
+) -> None:
+    """Two accounts of one API, only the other one asking for output files (or the owner's
+    run failing): every file was left to the owner while it was of the run, and none was
+    ever fetched."""
+    batches = [failed_batch(n) for n in (2, 1)]
+    for batch in batches:
+        batch["output_file_id"] = batch["error_file_id"].replace("err", "out")
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    down = f"http://127.0.0.1:{closed.getsockname()[1]}/v1"
+    closed.close()
+    async with raw_api(batches, lambda _: (b"200 OK", {}, error_lines(2))) as url:
+        owner = Settings(db=db_path, account="owner", base_url=url, api_key=API_KEY)
+        other = Settings(db=db_path, account="other", base_url=url, api_key=API_KEY)
+        await sync(dataclasses.replace(owner, files=False), retry=RETRY)  # owns the batches
+        await sync_accounts([owner, dataclasses.replace(other, outputs=True)], retry=RETRY)
+        assert file_states(db_path, "output") == {"complete": 2}
+        await sync_accounts([dataclasses.replace(owner, base_url=down), other], retry=RETRY)
+    assert file_states(db_path, "error") == {"complete": 2}
+
+
+async def test_a_file_one_account_cannot_find_expires_only_once_each_account_has_asked(
+    db_path: Path,
+) -> None:
+    """Accounts synced in runs of their own, one through a gateway answering 404 for every
+    file: its three 404s recorded expired for good the files of batches the other account
+    owns, and of those it owns that the other lists, though the other reads them."""
+    missing = json.dumps({"error": {"message": "No such File object", "code": None}}).encode()
+    batches = [failed_batch(n) for n in (2, 1)]
+    async with (
+        raw_api(batches[1:], lambda _: (b"200 OK", {}, error_lines(2))) as direct_url,
+        raw_api(batches, lambda _: (b"404 Not Found", {}, missing)) as gateway_url,
+    ):
+        direct, gateway = (
+            Settings(db=db_path, account=name, base_url=url, api_key=API_KEY)
+            for name, url in (("direct", direct_url), ("gateway", gateway_url))
+        )
+        await sync(dataclasses.replace(direct, files=False), retry=RETRY)  # owns batch 1
+        for _ in range(3):
+            await sync(gateway, retry=RETRY)  # owns batch 2, not listed by direct yet
+        assert file_not_found_runs(db_path) == [("expired", 2), ("expired", 3)]
+        async with raw_api(batches, lambda _: (b"200 OK", {}, error_lines(2))) as url:
+            # direct now lists batch 2 too, and asks for both files
+            await sync(dataclasses.replace(direct, base_url=url), full=True, retry=RETRY)
+    assert (file_states(db_path), len(stored_rows(db_path))) == ({"complete": 2}, 4)
+
+
+async def test_a_file_answered_404_once_is_asked_again_when_no_other_account_asks_for_it(
+    db_path: Path,
+) -> None:
+    """One 404 (a blip) for an output file, the other account listing the batch asking for
+    no output files: the file was left to that account for good, recorded expired."""
+    batch = failed_batch(1)
+    batch["output_file_id"] = "file-out-1"
+    missing = json.dumps({"error": {"message": "No such File object", "code": None}}).encode()
+    answers = iter([(b"404 Not Found", {}, missing)])
+
+    def owner_answer(file_id: str) -> RawAnswer:
+        if file_id == "file-out-1":
+            return next(answers, (b"200 OK", {}, error_lines(2, prefix="out")))
+        return b"200 OK", {}, error_lines(2)
+
+    async with raw_api([batch], owner_answer) as owner_url:
+        owner = Settings(
+            db=db_path, account="owner", base_url=owner_url, api_key=API_KEY, outputs=True
+        )
+        other = Settings(db=db_path, account="other", base_url=owner_url, api_key=API_KEY)
+        await sync(owner, retry=RETRY)
+        await sync(dataclasses.replace(other, files=False), retry=RETRY)  # lists it too
+        assert file_states(db_path, "output") == {"expired": 1}
+        await sync_accounts([owner, other], retry=RETRY)
+    assert file_states(db_path, "output") == {"complete": 1}
 
 
 def test_lines_are_split_whatever_the_chunks() -> None:

@@ -90,3 +90,36 @@ async def test_a_database_of_the_previous_version_gets_its_files_to_fetch(
         ("file-err-2", "b2", "error", "pending"),
         ("file-out-2", "b2", "output", "pending"),
     ]
+
+
+async def test_files_recorded_under_schema_18_may_be_read_by_the_other_account_listing_them(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Schema 18 let the last other account listing a batch fetch its files while the
+    owner was not synced; schema 19 keeps that for the files still to fetch."""
+    migrations = load_migrations()
+    readers = next(m.version for m in migrations if m.name == "file_readers")
+    monkeypatch.setattr(
+        schema, "load_migrations", lambda: [m for m in migrations if m.version < readers]
+    )
+    async with open_store(db_path):
+        pass
+    with sqlite3.connect(db_path) as conn:
+        conn.executemany(
+            "INSERT INTO batches (id, status, account, listed_by, raw, first_seen_at, "
+            "last_seen_at) VALUES (?, 'failed', 'owner', ?, '{}', 1, 1)",
+            [("b1", "other"), ("b2", "other"), ("b3", None)],
+        )
+        conn.executemany(
+            "INSERT INTO batch_files (file_id, batch_id, kind, state, named_by) "
+            "VALUES (?, ?, 'error', ?, 'owner')",
+            [("f1", "b1", "pending"), ("f2", "b2", "complete"), ("f3", "b3", "failed")],
+        )
+    monkeypatch.undo()
+    async with open_store(db_path):
+        pass
+    assert query(db_path, "SELECT file_id, shared_with FROM batch_files ORDER BY 1") == [
+        ("f1", "other"),
+        ("f2", None),
+        ("f3", None),
+    ]

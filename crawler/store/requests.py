@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import sqlite3
 import time
 from collections.abc import Collection, Iterator, Sequence
@@ -10,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..request_rows import REQUEST_COLUMNS
-from .reads import IN_ACCOUNT_LIST
 from .statements import execute_rows
 
 # Each row with the reading of its file that wrote it (migrations/0017_request_readings.sql).
@@ -168,10 +168,35 @@ class FileToFetch:
 # The files still to fetch, as the index batch_files_to_fetch spells them (SQLite uses a
 # partial index only for a query that says its condition): pending, failed, and answered
 # 404 on fewer than three syncs in a row (see migrations/0011_file_not_found_runs.sql).
-_TO_FETCH = "state IN ('pending', 'failed') OR (state = 'expired' AND not_found_runs < 3)"
+EXPIRED_RUNS = 3
+_TO_FETCH = (
+    f"state IN ('pending', 'failed') OR (state = 'expired' AND not_found_runs < {EXPIRED_RUNS})"
+)
 # And, for a run that keeps bodies, those stored without (batch_files_without_bodies, see
 # migrations/0015_bodies_asked_later.sql), holding lines.
-_WITHOUT_BODIES = "state = 'complete' AND bodies = 0 AND not_found_runs < 3 AND lines > 0"
+_WITHOUT_BODIES = (
+    f"state = 'complete' AND bodies = 0 AND not_found_runs < {EXPIRED_RUNS} AND lines > 0"
+)
+
+
+@dataclass(frozen=True)
+class FileAsker:
+    """An account of the run that fetches files: of which kinds, and whether with bodies
+    (then also those stored without)."""
+
+    account: str
+    kinds: Collection[str]
+    bodies: bool
+
+
+# Whether the account bound to `?` may ask for the file: the batch's owner, the account
+# whose listing named the file (for files recorded before schema 18, the last other account
+# listing the batch), and another whose listing names the same id (0019_file_readers.sql).
+_MAY_READ = (
+    "? IN (b.account, coalesce(f.named_by, b.listed_by, ''), coalesce(f.shared_with, ''))"
+)
+# Whether the account bound to `?` answered 404 in the file's current run of 404s.
+_ANSWERED_404 = "EXISTS (SELECT 1 FROM json_each(f.not_found_by) WHERE value = ?)"
 
 
 def select_files_to_fetch(
@@ -182,15 +207,16 @@ def select_files_to_fetch(
     limit: int,
     *,
     bodies: bool,
-    others: Sequence[str] = (),
+    others: Sequence[FileAsker] = (),
 ) -> list[FileToFetch]:
-    """Up to `limit` files of `account`'s batches (stored first, or listed last by it), of
-    `kinds`, still to fetch (pending, or failed before; with `bodies`, also those stored
-    without) in the order they were recorded, after the one at position `after` (those
-    before are being fetched, or were done with in this run). Not those the batch's owner
-    named when it is synced in this run too (one of `others`): its API's ids, which this
-    account's API may not know (a gateway minting its own). Not those this account's API
-    answered 404 last, when the other account listing the batch is synced in this run."""
+    """Up to `limit` files `account` may ask for (see _MAY_READ), of `kinds`, still to
+    fetch (pending, or failed before; with `bodies`, also those stored without) in the
+    order they were recorded, after the one at position `after` (those before are being
+    fetched, or were done with in this run).
+
+    Not those this account's API answered 404 for in their current run of 404s while
+    another account of this run (`others`) that may read them, and asks for them, has
+    not: it asks first, since one account's route may lack the files another reads."""
     if not kinds:
         return []
     kind_marks = ", ".join("?" * len(kinds))
@@ -200,34 +226,31 @@ def select_files_to_fetch(
     # One query a condition, each on its own partial index (ORed, SQLite scans the table).
     conditions = (_TO_FETCH, _WITHOUT_BODIES) if bodies else (_TO_FETCH,)
     files = " UNION ALL ".join(
-        "SELECT rowid AS position, file_id, batch_id, kind, state, error, empty_runs, named_by, "
-        "not_found_by "
+        "SELECT rowid AS position, file_id, batch_id, kind, state, error, empty_runs, "
+        "named_by, shared_with, not_found_by "
         "FROM batch_files "
         f"WHERE rowid > ? AND kind IN ({kind_marks}) AND ({condition})"
         for condition in conditions
     )
-    in_run = f"IN ({', '.join('?' * len(others))})"
-    # Left to the owner, when another account of the run is that owner and named the file
-    # (a row some other account inserted, when the batch came to name a file, is for any),
-    # unless the owner's API answered its last 404. Left to the other account listing the
-    # batch, when this one's API answered the last 404 and that account is of the run: a
-    # file expires once each has answered 404.
-    shared = (
-        f"AND NOT (coalesce(f.named_by, '') = b.account AND b.account {in_run} "
-        "AND f.not_found_by IS NOT b.account) "
-        "AND NOT (coalesce(f.not_found_by, '') = ? "
-        f"AND coalesce(CASE b.account WHEN ? THEN b.listed_by ELSE b.account END, '') {in_run}) "
-    )
+    asks_first, asks_first_values = [], []
+    for other in others:
+        if other.kinds:
+            stored_whole = "" if other.bodies else "AND f.state != 'complete' "
+            asks_first.append(
+                f"({_MAY_READ} AND f.kind IN ({', '.join('?' * len(other.kinds))}) "
+                f"{stored_whole}AND NOT {_ANSWERED_404})"
+            )
+            asks_first_values += [other.account, *other.kinds, other.account]
+    deferred = f"AND NOT ({_ANSWERED_404} AND ({' OR '.join(asks_first)})) " if asks_first else ""
     rows = db.execute(
         f"SELECT f.file_id, f.batch_id, f.kind, CASE f.kind {expected} END, f.position, "
         "f.state, f.state IN ('failed', 'expired') OR f.error IS NOT NULL, f.empty_runs "
         f"FROM ({files}) AS f JOIN batches AS b ON b.id = f.batch_id "
-        f"WHERE {IN_ACCOUNT_LIST} {shared if others else ''}ORDER BY f.position LIMIT ?",
+        f"WHERE {_MAY_READ} {deferred}ORDER BY f.position LIMIT ?",
         (
             *[value for _ in conditions for value in (after, *kinds)],
             account,
-            account,
-            *((*others, account, account, *others) if others else ()),
+            *((account, *asks_first_values) if asks_first else ()),
             limit,
         ),
     ).fetchall()
@@ -325,6 +348,26 @@ def put_files_last(db: sqlite3.Connection, files: Sequence[FileToFetch]) -> None
         )
 
 
+def _not_found(db: sqlite3.Connection, file: FileToFetch, account: str) -> tuple[int, str]:
+    """The file's run of 404s, with `account`'s API's: the syncs in a row, stopping at 2
+    until each account that may read it has answered one (0019_file_readers.sql), and
+    those accounts so far."""
+    found = db.execute(
+        "SELECT f.not_found_runs, f.not_found_by, b.account, coalesce(f.named_by, b.listed_by), "
+        "f.shared_with FROM batch_files AS f JOIN batches AS b ON b.id = f.batch_id "
+        "WHERE f.batch_id = ? AND f.kind = ? AND f.file_id = ?",
+        (file.batch_id, file.kind, file.file_id),
+    ).fetchone()
+    if found is None:  # the batch names another file since: nothing to update
+        return 0, "[]"
+    runs, answered, *readers = found
+    streak = set(json.loads(answered or "[]")) | {account}
+    everyone = {reader for reader in readers if reader is not None} <= streak
+    return min(runs + 1, EXPIRED_RUNS if everyone else EXPIRED_RUNS - 1), json.dumps(
+        sorted(streak)
+    )
+
+
 def update_file(
     db: sqlite3.Connection,
     file: FileToFetch,
@@ -350,11 +393,8 @@ def update_file(
     # The file fetched, not another the batch names since (a gateway minting new ids).
     where = "WHERE batch_id = ? AND kind = ? AND file_id = ?"
     key = (file.batch_id, file.kind, file.file_id)
-    not_found = (
-        "not_found_runs = CASE ? WHEN 'expired' THEN not_found_runs + 1 ELSE 0 END, "
-        "not_found_by = CASE ? WHEN 'expired' THEN ? END"
-    )
-    not_found_values = (state, state, account)
+    not_found = "not_found_runs = ?, not_found_by = ?"
+    not_found_values = _not_found(db, file, account) if state == "expired" else (0, None)
     if state != "complete" and file.state == "complete":
         db.execute(
             f"UPDATE batch_files SET error = ?, {not_found} {where}",

@@ -34,6 +34,7 @@ from .reads import (
     select_walk,
 )
 from .requests import (
+    FileAsker,
     FileToFetch,
     delete_file_lines,
     in_file_order,
@@ -60,18 +61,40 @@ _UPSERT_BATCHES = (
     + ", listed_by = coalesce(nullif(excluded.account, batches.account), batches.listed_by)"
     + ", gone_at = NULL, not_found_runs = 0"
 )
-# A batch naming another file than the one stored (a gateway minting new ids) has it
-# fetched afresh, in its owner's listing only (0018_file_named_by.sql); the old file's lines
-# go once it is stored whole (requests.update_file).
+# A file as first recorded, or as recorded again when its batch names another (a gateway
+# minting new ids): fetched afresh; the old file's lines go once it is stored whole
+# (requests.update_file).
+_NEW_FILE = {
+    "file_id": "excluded.file_id",
+    "state": "'pending'",
+    "bytes": "NULL",
+    "lines": "NULL",
+    "error": "NULL",
+    "fetched_at": "NULL",
+    "expires_at": "NULL",
+    "not_found_by": "NULL",
+    "empty_runs": "0",
+    "bodies": "NULL",
+    "named_by": "excluded.named_by",
+}
+_OWNER = "(SELECT account FROM batches WHERE id = excluded.batch_id)"
+# Only the owner's listing replaces a batch's file (0018_file_named_by.sql). Another
+# account's listing naming the same id makes that account one that may read it, and gives
+# it its ask should the file be expired (it was not asked of that account); naming another
+# id (one its gateway minted) makes it one no longer (0019_file_readers.sql).
+_REPLACING = f"batch_files.file_id != excluded.file_id AND excluded.named_by = {_OWNER}"
+_SAME_ID = "batch_files.file_id = excluded.file_id"
 _UPSERT_FILE = (
     "INSERT INTO batch_files (file_id, batch_id, kind, state, named_by) "
-    "VALUES (?, ?, ?, 'pending', ?) "
-    "ON CONFLICT (batch_id, kind) DO UPDATE SET file_id = excluded.file_id, state = 'pending', "
-    "bytes = NULL, lines = NULL, error = NULL, fetched_at = NULL, expires_at = NULL, "
-    "not_found_runs = 0, not_found_by = NULL, empty_runs = 0, bodies = NULL, "
-    "named_by = excluded.named_by "
-    "WHERE file_id != excluded.file_id "
-    "AND excluded.named_by = (SELECT account FROM batches WHERE id = excluded.batch_id)"
+    "VALUES (?, ?, ?, 'pending', ?) ON CONFLICT (batch_id, kind) DO UPDATE SET "
+    + ", ".join(f"{c} = CASE WHEN {_REPLACING} THEN {v} ELSE {c} END" for c, v in _NEW_FILE.items())
+    + f", not_found_runs = CASE WHEN {_REPLACING} THEN 0 "
+    f"WHEN {_SAME_ID} THEN min(not_found_runs, 2) ELSE not_found_runs END"
+    + f", shared_with = CASE WHEN {_SAME_ID} THEN excluded.named_by END "
+    f"WHERE ({_REPLACING}) "
+    f"OR ({_SAME_ID} AND excluded.named_by NOT IN "
+    f"(coalesce(batch_files.named_by, ''), coalesce(batch_files.shared_with, ''), {_OWNER})) "
+    "OR (batch_files.file_id != excluded.file_id AND batch_files.shared_with = excluded.named_by)"
 )
 _INSERT_ERRORS = f"INSERT INTO batch_errors ({', '.join(ERROR_COLUMNS)}) VALUES {{values}}"
 _UPDATE_FIGURES = (
@@ -294,10 +317,10 @@ def _finish_run(
 
 @dataclass
 class _SharedRun:
-    """What the accounts synced at once on one store share: their names, and the files
-    one of them is reading (see Store.claim_file)."""
+    """What the accounts synced at once on one store share: which files each asks for,
+    and the files one of them is reading (see Store.claim_file)."""
 
-    accounts: set[str] = field(default_factory=set)
+    askers: dict[str, FileAsker] = field(default_factory=dict)
     files_claimed: set[tuple[str, str]] = field(default_factory=set)  # batch id, kind
 
 
@@ -318,10 +341,12 @@ class Store:
         self.account = account
         self._run = _SharedRun() if run is None else run
 
-    def for_account(self, account: str) -> Store:
+    def for_account(
+        self, account: str, *, kinds: Collection[str] = (), bodies: bool = False
+    ) -> Store:
         """The same database, as `account`'s sync reads and writes it: one of this run's
-        accounts (see files_to_fetch)."""
-        self._run.accounts.add(account)
+        accounts, asking for files of `kinds` (see files_to_fetch)."""
+        self._run.askers[account] = FileAsker(account, tuple(kinds), bodies)
         return Store(self._conn, self._path, account, self._run)
 
     def claim_file(self, file: FileToFetch) -> bool:
@@ -438,8 +463,8 @@ class Store:
         self, kinds: Collection[str], after: int, limit: int, *, bodies: bool
     ) -> list[FileToFetch]:
         """Files of `kinds` still to fetch, after position `after`; see select_files_to_fetch
-        (the other accounts of this run fetch the files their listings named)."""
-        others = sorted(self._run.accounts - {self.account})
+        (another account of this run asks first for those this one's API answered 404)."""
+        others = [asker for name, asker in self._run.askers.items() if name != self.account]
         select = functools.partial(select_files_to_fetch, bodies=bodies, others=others)
         return await self._in_thread(select, self.account, kinds, after, limit)
 
