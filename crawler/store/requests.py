@@ -192,9 +192,7 @@ class FileAsker:
 # Whether the account bound to `?` may ask for the file: the batch's owner, the account
 # whose listing named the file (for files recorded before schema 18, the last other account
 # listing the batch), and another whose listing names the same id (0019_file_readers.sql).
-_MAY_READ = (
-    "? IN (b.account, coalesce(f.named_by, b.listed_by, ''), coalesce(f.shared_with, ''))"
-)
+_MAY_READ = "? IN (b.account, coalesce(f.named_by, b.listed_by, ''), coalesce(f.shared_with, ''))"
 # Whether the account bound to `?` answered 404 in the file's current run of 404s.
 _ANSWERED_404 = "EXISTS (SELECT 1 FROM json_each(f.not_found_by) WHERE value = ?)"
 
@@ -363,9 +361,7 @@ def _not_found(db: sqlite3.Connection, file: FileToFetch, account: str) -> tuple
     runs, answered, *readers = found
     streak = set(json.loads(answered or "[]")) | {account}
     everyone = {reader for reader in readers if reader is not None} <= streak
-    return min(runs + 1, EXPIRED_RUNS if everyone else EXPIRED_RUNS - 1), json.dumps(
-        sorted(streak)
-    )
+    return min(runs + 1, EXPIRED_RUNS if everyone else EXPIRED_RUNS - 1), json.dumps(sorted(streak))
 
 
 def update_file(
