@@ -12,6 +12,7 @@ from .api import RetryPolicy
 from .config import Settings
 from .errors import ConfigError, CrawlerError, first_exception
 from .events import EventHandler
+from .redact import Secrets
 from .runs import Progress, SyncResult
 from .store import Store, open_store
 from .sync_run import RunOptions, sync_account, tell_failure
@@ -45,7 +46,9 @@ async def sync_accounts(
         ConfigError: the accounts name two databases, or one name twice.
         DatabaseError: the database is busy, not ours, or broken.
     """
-    options = RunOptions(restart, full, on_event, retry, clock)
+    options = RunOptions(
+        restart, full, on_event, retry, clock, Secrets(*(a.api_key for a in accounts))
+    )
     names = [a.account for a in accounts]
     if len({a.db for a in accounts}) > 1 or len(set(names)) < len(names):
         raise ConfigError("accounts synced together need one database and names of their own")
@@ -58,7 +61,7 @@ async def sync_accounts(
                 raise ConfigError(settings.missing_key_message())
             result = await sync_account(store, settings, progress, options)
         except CrawlerError as exc:
-            tell_failure(on_event, exc, settings, accounts)
+            tell_failure(on_event, exc, settings, options.secrets)
             return AccountOutcome(name, error=exc)
         return AccountOutcome(name, result)
 

@@ -46,6 +46,7 @@ from .content_coding import ENCODINGS
 from .entra import EntraTokens, run_secret
 from .errors import (
     ApiError,
+    AuthenticationError,
     BrokenResponseError,
     ConfigError,
     NotFoundError,
@@ -271,6 +272,13 @@ def _environment_proxy(settings: Settings) -> tuple[URL | None, aiohttp.BasicAut
             "the proxy in HTTP_PROXY or HTTPS_PROXY is not a URL such as "
             "http://proxy.example:3128 (a scheme and a host)"
         )
+    try:
+        proxy.host.encode("idna")
+    except UnicodeError:
+        raise ConfigError(  # not shown: a key pasted as the host, say
+            "the proxy in HTTP_PROXY or HTTPS_PROXY names no host (a part of its name is "
+            "empty or over 63 characters)"
+        ) from None
     shown = proxy.with_user(None)  # its password is not said
     in_clear = URL(settings.base_url).scheme == "http" and not settings.allow_insecure_http
     if in_clear and not is_private_transport(str(shown.with_scheme("http"))):  # not here
@@ -290,15 +298,17 @@ def build_client(
     on_retry: Callable[[RetryEvent], None] | None = None,
     limiter: RateLimiter | None = None,
     auth: EntraTokens | None = None,
+    secret: Secret = None,
 ) -> ApiClient:
     """The client a run with these settings uses: their retry policy unless `retry` is
     given, their request rate unless `limiter` is, their provider's ways; `auth` gives
-    each request its token (Entra ID), masked as the key is."""
+    each request its token (Entra ID), masked as the key is, or as `secret` is (every
+    account's of the run)."""
     return ApiClient(
         session,
         settings.base_url,
         retry=retry or RetryPolicy.from_settings(settings),
-        secret=run_secret(settings, auth),
+        secret=run_secret(settings, auth) if secret is None else secret,
         on_retry=on_retry,
         limiter=limiter or RateLimiter(settings.requests_per_minute),
         query=settings.query,
@@ -493,6 +503,12 @@ class ApiClient:
         """aiohttp's failures raised as TransportError, saying what happened."""
         try:
             yield
+        except UnicodeError as exc:
+            if isinstance(exc, UnicodeDecodeError):
+                raise
+            # A redirect to a host name IDNA cannot encode (a part empty or too long).
+            message = f"request to {url} failed: redirected to a host name that cannot be sent"
+            raise TransportError(mask_secret(message, self._secret), should_retry=False) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             if isinstance(exc, aiohttp.InvalidURL) and not isinstance(
                 exc, aiohttp.RedirectClientError
@@ -590,4 +606,6 @@ class ApiClient:
             return "rate limited (HTTP 429)"
         if error.status is not None:
             return f"HTTP {error.status}"
+        if isinstance(error, AuthenticationError):  # no answer of the API's: Entra ID's
+            return "no Entra ID token"
         return "an unusable response"

@@ -332,22 +332,26 @@ def _masked(text: str) -> str:
 def _cmd_report(args: argparse.Namespace) -> int:
     since = parse_since(args.since)
     report = _run_async(read_report(args.db, since=since, now=int(time.time())))
-    if args.html is not None:
-        _write_whole(args.html, _masked(render_html(report)))
+    to_a_file = args.html is not None and _write_whole(args.html, _masked(render_html(report)))
     if args.json:
         _out(_masked(json.dumps(report.as_json(), indent=2, ensure_ascii=False)))
-    elif args.html is not None:
-        _out(f"Wrote {args.html}: the report of batches created since {utc(report.start)}.")
-    else:
+    elif args.html is None:
         _out(_masked(format_report(report)))
+    elif to_a_file:  # not after a page sent to stdout or a pipe: the line would join it
+        _out(f"Wrote {args.html}: the report of batches created since {utc(report.start)}.")
     return EXIT_OK
 
 
-def _write_whole(path: Path, page: str) -> None:
+def _write_whole(path: Path, page: str) -> bool:
     """Write `page` to `path`, whole or not at all where that is a file: a reader never opens
     half a file. A link is followed, its file written and the link kept. A pipe, a terminal,
     a device, or any name under /dev or /proc (/dev/stdout, whatever it leads to: a file
-    the shell appends to) is written to as it is, never replaced by a file."""
+    the shell appends to) is written to as it is, never replaced by a file; `-` is stdout.
+
+    Returns whether `page` went to a file (not a stream)."""
+    if str(path) == "-":
+        _out(page.removesuffix("\n"))
+        return False
     partial = None
     try:
         target = path.resolve()  # the file a link leads to, itself if none
@@ -357,7 +361,7 @@ def _write_whole(path: Path, page: str) -> None:
             # empty it.
             with path.open("a", encoding="utf-8") as stream:
                 stream.write(page)
-            return
+            return False
         if is_a_database(target):
             raise ConfigError(
                 f"{path} is a SQLite database or a file beside one: not written over "
@@ -371,6 +375,7 @@ def _write_whole(path: Path, page: str) -> None:
             partial.unlink(missing_ok=True)
         why = exc.strerror if isinstance(exc, OSError) else "a loop of symbolic links"
         raise ConfigError(f"cannot write {path}: {why}") from None
+    return True
 
 
 def _cmd_datasette_metadata(args: argparse.Namespace) -> int:
@@ -378,8 +383,7 @@ def _cmd_datasette_metadata(args: argparse.Namespace) -> int:
     text = json.dumps(datasette_metadata(args.db.stem), indent=2, ensure_ascii=False)
     if args.output is None:
         _out(text)
-    else:
-        _write_whole(args.output, text + "\n")
+    elif _write_whole(args.output, text + "\n"):
         _out(f"Wrote {args.output}; browse with: datasette {args.db} -m {args.output}")
     return EXIT_OK
 

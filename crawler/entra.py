@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
 from .config import Settings
 from .errors import AuthenticationError, ConfigError
-from .redact import Secret
+from .redact import Secret, mask_secret
 
 # The scope of a token, by API: the dated API is Cognitive Services', the v1 API Azure AI's.
 DATED_API_SCOPE = "https://cognitiveservices.azure.com/.default"
@@ -31,6 +32,9 @@ REFRESH_MARGIN = 300.0
 # while the token in hand lasts: each request would otherwise wait on a credential that is
 # failing, or get a token of its own.
 RENEWAL_RETRY = 30.0
+
+# How long closing the credential (its HTTP sessions) is waited for at the end of a run.
+CLOSE_TIMEOUT = 5.0
 
 # azure-identity's explanations, cut to this many characters.
 MAX_EXPLANATION = 1000
@@ -114,7 +118,9 @@ class EntraTokens:
                     now = self._clock()  # a renewal may take request_timeout to fail
                     if self._token is None or self._expires_on <= now:
                         raise
-                    log.warning("%s; the token in hand is used until it expires", exc)
+                    # azure-identity's words may quote the token in hand, still valid.
+                    said = mask_secret(str(exc), self.sent)
+                    log.warning("%s; the token in hand is used until it expires", said)
                     self._renew_after = now + RENEWAL_RETRY
                 else:
                     now = self._clock()
@@ -145,9 +151,11 @@ class EntraTokens:
         try:
             expires_on = float(access.expires_on)
         except (TypeError, ValueError):
+            expires_on = math.nan
+        if not math.isfinite(expires_on):
             raise AuthenticationError(
                 "no Entra ID token: the credential gave an expiry that is no time"
-            ) from None
+            )
         self._token, self._expires_on = token, expires_on
         self._keep_valid(token)
 
@@ -155,7 +163,9 @@ class EntraTokens:
         """Add `token` to those sent, and leave out those expired (the list kept: a run
         reads it at each use)."""
         now = self._clock()
-        self._expiry[token] = self._expires_on
+        # One that expires at once (a clock off, a credential's stale cache) is sent all
+        # the same: masked for as long as an answer to it may take.
+        self._expiry[token] = max(self._expires_on, now + self._timeout)
         self._expiry = {t: at for t, at in self._expiry.items() if at > now or t == token}
         self.sent[:] = self._expiry
 
@@ -189,17 +199,17 @@ async def entra_tokens(settings: Settings) -> AsyncIterator[EntraTokens | None]:
         return
     held = default_credential()
     scope = DATED_API_SCOPE if settings.api_version else V1_API_SCOPE
+    tokens = EntraTokens(held, scope, timeout=settings.request_timeout)
     try:
-        yield EntraTokens(held, scope, timeout=settings.request_timeout)
+        yield tokens
     finally:
-        # The run's work is done: not worth failing it for, nor waiting on for good.
+        # The run's work is done: not worth failing it for, nor holding up its end (a
+        # signal, an orchestrator's grace period) to wait on.
         try:
-            async with asyncio.timeout(settings.request_timeout):
+            async with asyncio.timeout(CLOSE_TIMEOUT):
                 await held.close()
         except TimeoutError:
-            log.warning(
-                "closing the Entra ID credential did not end in %g s: left",
-                settings.request_timeout,
-            )
+            log.warning("closing the Entra ID credential did not end in %g s: left", CLOSE_TIMEOUT)
         except Exception as exc:
-            log.warning("closing the Entra ID credential failed: %s", _one_line(exc))
+            said = mask_secret(_one_line(exc), tokens.sent)
+            log.warning("closing the Entra ID credential failed: %s", said)

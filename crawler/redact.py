@@ -1,7 +1,8 @@
 """Keeping the API key out of sight: masked wherever it may be echoed, never shown.
 
 What is masked is a `Secret`: the key, or the Entra ID tokens a run holds valid (a list its
-token source updates as it renews them, read at each use), or nothing.
+token source updates as it renews them, read at each use), several of these (`Secrets`), or
+nothing.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ import functools
 import json
 import re
 from array import array
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, overload
 from urllib.parse import quote, quote_plus
 
 Secret: TypeAlias = str | Sequence[str] | None
@@ -25,6 +26,34 @@ def _each(secret: Secret) -> tuple[str, ...]:
     if isinstance(secret, str):
         return (secret,) if secret else ()
     return tuple(key for key in secret or () if key)
+
+
+class Secrets(Sequence[str]):
+    """The secrets of the accounts synced at once, as one: a server may echo one account's
+    key or token in its answer to another's request (a gateway's cached answer). Each is
+    read at each use, since Entra ID tokens change as they are renewed."""
+
+    def __init__(self, *secrets: Secret) -> None:
+        self._secrets = list(secrets)
+
+    def add(self, secret: Secret) -> None:
+        self._secrets.append(secret)
+
+    def _keys(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(key for secret in self._secrets for key in _each(secret)))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        return self._keys()[index]
 
 
 def looks_like_secret(value: Any) -> bool:
@@ -80,9 +109,11 @@ def mask_secret(text: str, secret: Secret) -> str:
 
 def mask_error(error: BaseException, secret: Secret) -> None:
     """Mask `secret` in `error`'s message, in place, before anyone sees it: a message may
-    quote what the server sent (a cursor, an error it answered with a 200)."""
+    quote what the server sent (a cursor, an error it answered with a 200). The errors it
+    came from are left behind: aiohttp's may quote a redirect URL naming the key."""
     if error.args and isinstance(error.args[0], str):
         error.args = (mask_secret(error.args[0], secret), *error.args[1:])
+    error.__cause__ = error.__context__ = None
 
 
 # A word spelled like a key (OpenAI's and many compatible servers' keys begin sk-), any case.
@@ -186,7 +217,7 @@ def _one_case(secret: str) -> bool:
     return secret.lower() == secret or secret.upper() == secret
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=32)
 def _scan(secret: str, run: int, *, in_a_message: bool) -> _Scan:
     """Messages are searched for the key in upper and lower case too (cheap, and a key in
     one case tells most of it), and percent-encoded byte by byte; stored data for the key

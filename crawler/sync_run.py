@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from .api import ApiClient, RetryPolicy, build_client, create_session
@@ -16,7 +16,7 @@ from .errors import ApiError, ConfigError, CrawlerError, first_exception
 from .events import REFRESH_DONE, RUN_FINISHED, RUN_STARTED, EventHandler, failure_event
 from .pages import Batch
 from .ratelimit import RateLimiter
-from .redact import mask_error, mask_secret
+from .redact import Secret, Secrets, mask_error, mask_secret
 from .refresh import RefreshEnd, refresh_by_id
 from .request_files import FAILURES_IN_A_ROW, FileFetcher
 from .run import Run, close_run
@@ -188,6 +188,9 @@ class RunOptions:
     on_event: EventHandler | None
     retry: RetryPolicy | None
     clock: Callable[[], float]
+    # What every account's run masks: each account's key, and the tokens of those on Entra
+    # ID, added as each run starts (a server may echo any account's to another's request).
+    secrets: Secrets = field(default_factory=Secrets)
 
 
 async def sync(
@@ -229,20 +232,17 @@ async def sync(
                 store.for_account(settings.account), settings, on_progress, options
             )
     except Exception as exc:
-        tell_failure(on_event, exc, settings)
+        tell_failure(on_event, exc, settings, options.secrets)
         raise
 
 
 def tell_failure(
-    on_event: EventHandler | None,
-    error: BaseException,
-    settings: Settings,
-    others: Sequence[Settings] = (),
+    on_event: EventHandler | None, error: BaseException, settings: Settings, secret: Secret
 ) -> None:
-    """The run_failed event, with the account's key masked, and those of `others` synced
-    with it (a server may quote any of them)."""
+    """The run_failed event, with the account's key masked, and `secret` (the keys and
+    tokens of the accounts synced with it: a server may quote any of them)."""
     if on_event is not None:
-        event = failure_event(error, settings.api_key, *(other.api_key for other in others))
+        event = failure_event(error, settings.api_key, secret)
         on_event(dataclasses.replace(event, fields={"account": settings.account, **event.fields}))
 
 
@@ -261,7 +261,8 @@ async def sync_account(
         if walk != saved:
             await store.save_walk(walk)
         run_id = await store.start_run(mode, settings.base_url)
-        secret = run_secret(settings, tokens)
+        options.secrets.add(run_secret(settings, tokens))
+        secret = options.secrets
         run = Run(store, settings, run_id, on_progress, clock, started, secret, options.on_event)
         run.emit(
             RUN_STARTED,
@@ -284,6 +285,7 @@ async def sync_account(
             on_retry=run.count_retry,
             limiter=limiter,
             auth=tokens,
+            secret=secret,
         )
         if settings.file_kinds:
             run.fetcher = FileFetcher(

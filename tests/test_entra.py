@@ -132,9 +132,10 @@ async def test_a_network_failure_on_the_way_to_a_token_is_retryable(failure: Exc
     assert str(caught.value) == f"no Entra ID token: {failure}"
 
 
-@pytest.mark.parametrize("expires_on", [None, "soon"])
+@pytest.mark.parametrize("expires_on", [None, "soon", "nan", float("inf")])
 async def test_an_expiry_that_is_no_time_is_refused_in_one_line(expires_on: object) -> None:
-    """It was a TypeError or ValueError traceback."""
+    """It was a TypeError or ValueError traceback; NaN was taken, and a token asked for at
+    each request, each dropped from those masked as the next came."""
 
     class Odd(StubCredential):
         async def get_token(self, *scopes: str) -> AccessToken:
@@ -244,6 +245,31 @@ async def test_a_sync_with_entra_tokens_is_exact_and_closes_its_credential(
     assert credential.closed
 
 
+async def test_a_retry_after_a_credential_failure_says_no_token_was_had(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It read "an unusable response", though no request had been sent."""
+    credential = StubCredential()
+    answers = iter([OSError("connection reset by the identity endpoint")])
+
+    async def once_reset(*scopes: str) -> AccessToken:
+        failure = next(answers, None)
+        if failure is not None:
+            raise failure
+        return await StubCredential.get_token(credential, *scopes)
+
+    credential.get_token = once_reset  # type: ignore[method-assign]
+    monkeypatch.setattr(entra, "default_credential", lambda: credential)
+    events: list[Event] = []
+    async with FakeApiServer(FakeApiOptions(batches=5, api_key=TOKEN, flavor="azure-v1")) as server:
+        settings = Settings(
+            db=db_path, provider="azure", azure_endpoint=server.root_url, auth="entra"
+        )
+        result = await sync(settings, retry=FAST, on_event=events.append)
+    assert result.complete
+    assert [e.fields["reason"] for e in events if e.name == "retry"] == ["no Entra ID token"]
+
+
 def test_entra_is_for_azure_and_needs_its_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     """auth entra elsewhere is refused; without azure-identity, the message says what to install."""
     with pytest.raises(ConfigError, match='"entra" is only for provider = "azure"'):
@@ -288,17 +314,20 @@ async def test_a_credential_refusing_its_settings_fails_its_account_alone_in_one
 async def test_a_credential_failing_to_close_does_not_fail_the_sync(
     db_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fault: str
 ) -> None:
-    """The run's work is done when the credential is closed: a failure then is logged, and
-    a close that never ends is left after a request's timeout (the run, complete, hung)."""
+    """The run's work is done when the credential is closed: a failure then is logged, its
+    words masked (they quoted the token, valid still), and a close that never ends is left
+    after CLOSE_TIMEOUT (the run, complete, hung; then it held a signal for a request's
+    timeout, up to an hour)."""
     never = asyncio.Event()
 
     class Unclosable(StubCredential):
         async def close(self) -> None:
             if fault == "never ends":
                 await never.wait()
-            raise RuntimeError("transport already closed")
+            raise RuntimeError(f"transport already closed for {TOKEN}")
 
     monkeypatch.setattr(entra, "default_credential", Unclosable)
+    monkeypatch.setattr(entra, "CLOSE_TIMEOUT", 0.5)
     async with FakeApiServer(
         FakeApiOptions(batches=30, api_key=TOKEN, flavor="azure-v1")
     ) as server:
@@ -307,13 +336,13 @@ async def test_a_credential_failing_to_close_does_not_fail_the_sync(
             provider="azure",
             azure_endpoint=server.root_url,
             auth="entra",
-            request_timeout=2,
+            request_timeout=600,
         )
         result = await sync(settings, retry=FAST)
     assert result.complete
     said = {
-        "raises": "closing the Entra ID credential failed: transport already closed",
-        "never ends": "closing the Entra ID credential did not end in 2 s: left",
+        "raises": "closing the Entra ID credential failed: transport already closed for ***",
+        "never ends": "closing the Entra ID credential did not end in 0.5 s: left",
     }
     assert said[fault] in caplog.text
 
@@ -403,6 +432,36 @@ async def test_every_token_a_server_echoes_is_masked_as_a_key_is(
     assert [e.name for e in events].count("retry") == 2
     assert "***" in str(refused.value)
     assert "called with ***" in dump
+
+
+async def test_a_renewal_failing_in_words_quoting_the_token_in_hand_logs_it_masked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The token in hand, valid still, was logged as the credential's error quoted it."""
+    credential = StubCredential()
+    tokens = EntraTokens(credential, V1_API_SCOPE, timeout=60, clock=lambda: credential.now)
+    await tokens.headers()
+    credential.now += 3600 - REFRESH_MARGIN + 1
+
+    async def refusing(*scopes: str) -> AccessToken:
+        raise ConnectionResetError(f"reset while renewing {TOKEN}")
+
+    credential.get_token = refusing  # type: ignore[method-assign]
+    await tokens.headers()
+    assert "reset while renewing ***; the token in hand is used" in caplog.text
+    assert TOKEN not in caplog.text
+
+
+async def test_a_token_expired_when_handed_out_is_masked_all_the_same() -> None:
+    """Tokens already past their expiry (a clock off) are sent, one a request, and each was
+    dropped from those masked as the next came, its request still in flight."""
+    now = [1_000_000.0]
+    credential = MintingCredential(now=lambda: now[0], lifetime=-5)
+    tokens = EntraTokens(credential, V1_API_SCOPE, timeout=60, clock=lambda: now[0])
+    for _ in range(3):
+        await tokens.headers()
+    assert tokens.sent == credential.minted
+    assert len(credential.minted) == 3
 
 
 async def test_every_token_not_expired_is_masked() -> None:

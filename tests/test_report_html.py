@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import json
 import os
 import re
 import stat
@@ -144,7 +145,8 @@ def test_a_page_written_to_dev_stdout_sent_to_a_file_is_appended_to_it(
     tmp_path: Path,
 ) -> None:
     """/dev/stdout leads to the file the shell opened: the page was renamed over it, what
-    it held lost, and all printed after it went to a file no longer there."""
+    it held lost, and all printed after it went to a file no longer there. Nothing follows
+    the page (a "Wrote" line joined it)."""
     log = tmp_path / "log"
     log.write_text("EXISTING\n", encoding="utf-8")
     with log.open("a", encoding="utf-8") as out:
@@ -159,7 +161,7 @@ def test_a_page_written_to_dev_stdout_sent_to_a_file_is_appended_to_it(
     said = log.read_text(encoding="utf-8")
     assert said.startswith("EXISTING\n")
     assert "<h2>Top error codes</h2>" in said
-    assert "Wrote /dev/stdout" in said
+    assert said.endswith("</html>\n")
 
 
 def test_a_loop_of_links_is_one_line_and_exit_2(
@@ -208,3 +210,21 @@ def test_a_database_is_never_written_over(
         "(choose another file)\n"
     )
     assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("command", ["report --html", "datasette-metadata -o"])
+def test_a_dash_sends_the_output_to_stdout_alone(
+    db: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+) -> None:
+    """`-o -` wrote a file named `-`, and said "Wrote -"."""
+    monkeypatch.chdir(tmp_path)
+    name, flag = command.split()
+    assert main([name, "--db", str(db), flag, "-"]) == 0
+    out = capsys.readouterr().out
+    assert not (tmp_path / "-").exists()
+    assert "Wrote" not in out
+    assert out.endswith("</html>\n") if name == "report" else json.loads(out)

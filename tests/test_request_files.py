@@ -315,6 +315,25 @@ async def test_a_file_answered_404_once_is_asked_again_when_no_other_account_ask
     assert file_states(db_path, "output") == {"complete": 1}
 
 
+async def test_a_file_redirected_to_a_host_name_that_cannot_be_sent_fails_alone(
+    db_path: Path,
+) -> None:
+    """A redirect to a host name IDNA cannot encode (a part over 63 characters) was a
+    UnicodeError traceback, on every later sync too: the batches after it never stored."""
+    long_host = {"Location": f"http://{'a' * 64}.invalid:1/x"}
+    async with raw_api(
+        [failed_batch(1)], lambda _: (b"307 Temporary Redirect", long_host, b"")
+    ) as url:
+        settings = Settings(db=db_path, base_url=url, api_key=API_KEY)
+        for _ in range(2):
+            result = await sync(settings, retry=RETRY)
+            assert (result.batches_seen, len(result.warnings)) == (1, 1), result.warnings
+    assert file_states(db_path) == {"failed": 1}
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        (error,) = conn.execute("SELECT error FROM batch_files").fetchone()
+    assert error.endswith("redirected to a host name that cannot be sent")
+
+
 def test_lines_are_split_whatever_the_chunks() -> None:
     text = b'{"a": 1}\n\n{"b": 2}\n{"c": 3}'
     for size in (1, 2, 3, 7, len(text)):

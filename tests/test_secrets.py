@@ -26,6 +26,7 @@ from aiohttp import web
 from aioresponses import aioresponses
 
 from crawler import iter_batches
+from crawler.accounts import sync_accounts
 from crawler.api import RetryPolicy, create_session
 from crawler.cli import main
 from crawler.config import Settings
@@ -742,6 +743,7 @@ def test_an_api_errors_fields_are_as_masked_as_its_message() -> None:
         ({"WSS_PROXY": "http://[::1"}, "https://api.example/v1", "no URL"),
         ({"HTTP_PROXY": "proxy.corp.example:3128"}, "http://localhost:4000/v1", "not a URL"),
         ({"HTTPS_PROXY": "socks5://u:pw@proxy:1080"}, "https://api.example/v1", "socks"),
+        ({"HTTPS_PROXY": f"http://{'a' * 64}.example:1"}, "https://api.example/v1", "host"),
     ],
     ids=[
         "remote",
@@ -753,6 +755,7 @@ def test_an_api_errors_fields_are_as_masked_as_its_message() -> None:
         "ipv6",
         "no scheme",
         "socks",
+        "a name part too long",
     ],
 )
 async def test_a_proxy_from_the_environment_is_checked_before_any_request(
@@ -763,7 +766,9 @@ async def test_a_proxy_from_the_environment_is_checked_before_any_request(
 ) -> None:
     """Plain http to this machine went through a remote proxy, the key in clear text; a
     proxy variable that is no URL ended in a ValueError traceback (aiohttp reads them all,
-    used or not); one without a scheme was blamed on the base URL."""
+    used or not); one without a scheme was blamed on the base URL; a host name IDNA cannot
+    encode (a key pasted as the host) ended in a UnicodeError traceback at the first
+    request."""
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "WSS_PROXY", "NO_PROXY"):
         for spelled in (name, name.lower()):
             monkeypatch.delenv(spelled, raising=False)
@@ -780,6 +785,7 @@ async def test_a_proxy_from_the_environment_is_checked_before_any_request(
         "no URL": "is no URL",
         "not a URL": "is not a URL",
         "socks": "is a socks5 proxy: aiohttp speaks to http and https proxies only",
+        "host": "names no host (a part of its name is empty or over 63 characters)",
     }[refused] in str(caught.value)
     assert "pw" not in str(caught.value)
 
@@ -823,6 +829,39 @@ async def test_the_list_streams_errors_mask_the_key(
     for caught in (streamed, synced):
         assert "***" in str(caught.value)
         assert PROJECT_KEY[8:24] not in "".join(traceback.format_exception(caught.value))
+        # Not kept where code walking an error's causes would find it either.
+        assert (caught.value.__cause__, caught.value.__context__) == (None, None)
+
+
+async def test_a_key_of_one_account_echoed_to_another_is_masked_wherever_it_goes(
+    db_path: Path, fast_retry: RetryPolicy
+) -> None:
+    """A gateway echoing one account's key in its answer to another's (a cached answer):
+    each run masked its own key alone, and stored the other's in the batches and the
+    ledger."""
+    key_a, key_b = "0123456789abcdef" * 2, "fedcba9876543210" * 2  # Azure keys: no sk- word
+
+    async def listed_for_a(request: web.Request) -> web.Response:
+        return web.json_response(list_body([make_batch(1, metadata={"seen": key_b})], False))
+
+    async def refused_for_b(request: web.Request) -> web.Response:
+        return web.json_response({"error": {"message": f"invalid bearer {key_a}"}}, status=400)
+
+    async with (
+        serving({"/v1/batches": listed_for_a}) as root_a,
+        serving({"/v1/batches": refused_for_b}) as root_b,
+    ):
+        accounts = [
+            Settings(db=db_path, account=name, base_url=f"{root}/v1", api_key=key, files=False)
+            for name, root, key in (("a", root_a, key_a), ("b", root_b, key_b))
+        ]
+        outcomes = await sync_accounts(accounts, retry=fast_retry)
+    assert [o.result is not None for o in outcomes] == [True, False]
+    assert "invalid bearer ***" in str(outcomes[1].error)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        stored = "\n".join(conn.iterdump())
+    assert "invalid bearer ***" in stored
+    assert not any(key[:16] in stored or key[16:] in stored for key in (key_a, key_b))
 
 
 @pytest.mark.parametrize("output", ["text", "--json", "--log-format json"])
