@@ -51,7 +51,7 @@ from .report_html import render_html
 from .runs import SyncResult
 from .setting_rules import setting_rule
 from .status import dumps, format_status, read_status
-from .store import is_a_database, open_store
+from .store import check_file, is_a_database, open_store
 from .sync_run import sync
 
 T = TypeVar("T")
@@ -379,6 +379,7 @@ def _write_whole(path: Path, page: str) -> bool:
 
 
 def _cmd_datasette_metadata(args: argparse.Namespace) -> int:
+    check_file(args.db, must_exist=True)  # a --db mistyped would name a database not there
     # Datasette names a database after its file's stem.
     text = json.dumps(datasette_metadata(args.db.stem), indent=2, ensure_ascii=False)
     if args.output is None:

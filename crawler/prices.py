@@ -4,10 +4,12 @@ anything that is not a price."""
 
 from __future__ import annotations
 
+import collections
 import csv
 import io
 import json
 import math
+import re
 from dataclasses import astuple, dataclass
 from typing import Any
 
@@ -74,7 +76,7 @@ def read_prices(text: str, name: str) -> PriceFile:
     Raises:
         PriceFileError: what is wrong, and where.
     """
-    if text.lstrip().startswith("{"):
+    if text.lstrip().startswith(("{", "[")):  # a list is JSON too, and said to be no map
         return PriceFile(read_price_map(text, name))
     try:
         header, prices = read_price_csv(text, name)
@@ -83,12 +85,17 @@ def read_prices(text: str, name: str) -> PriceFile:
     return PriceFile(prices, header)
 
 
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
 def read_price_csv(text: str, name: str) -> tuple[tuple[str, ...], list[ModelPrice]]:
     """The rate columns a CSV names and its prices: a `model` column and any of RATE_COLUMNS
     (USD per 1M tokens); lines starting with `#` are comments, an empty cell is no rate."""
     lines = [
         (number, line)
-        for number, line in enumerate(text.splitlines(), start=1)
+        # Lines end at line ends alone: str.splitlines() also splits at U+2028 and NEL,
+        # inside a cell.
+        for number, line in enumerate(_LINE_END.split(text), start=1)
         if line.strip() and not line.lstrip().startswith("#")
     ]
     if not lines:
@@ -97,7 +104,7 @@ def read_price_csv(text: str, name: str) -> tuple[tuple[str, ...], list[ModelPri
     header = [cell.strip() for cell in next(csv.reader([header_line]))]
     rates = [column for column in header if column in RATE_COLUMNS]
     unknown = [column for column in header if column not in {"model", *RATE_COLUMNS}]
-    twice = sorted({column for column in header if header.count(column) > 1})
+    twice = sorted(column for column, count in collections.Counter(header).items() if count > 1)
     if twice:
         raise PriceFileError(
             f"{name} line {header_number}: the header names {_cut(twice[0])} twice"

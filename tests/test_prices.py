@@ -174,7 +174,10 @@ def test_a_price_csv_saved_by_excel_loads(tmp_path: Path) -> None:
         ("a name too long", "File name too long"),  # was a traceback: Path.exists raised
         ("model,input,input\ngpt,1,2\n", "line 1: the header names input twice"),  # kept 2
         ("model,input\ng\x00pt,1\n", "model name 'g\\x00pt' holds a control character"),
-        ("[" * 200_000, "not a price CSV (field larger than field limit"),  # a traceback
+        ("model,input\n" + "a" * 200_000, "not a price CSV (field larger than field limit"),
+        ("[" * 200_000, "JSON nested too deeply"),  # a traceback
+        ("model,input\ng\u2028pt,1\n", "model name 'g\\u2028pt' holds a control character"),
+        ("[1, 2]", "a price map is a JSON object of models"),  # a CSV's header, "not [1"
         ('{"a":' * 5000 + "1" + "}" * 5000, "JSON nested too deeply"),  # a RecursionError
         ("model," + ",".join(f"m{n}" for n in range(50_000)), "(not m0, m1, m2, ...)"),
     ],

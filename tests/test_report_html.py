@@ -228,3 +228,16 @@ def test_a_dash_sends_the_output_to_stdout_alone(
     assert not (tmp_path / "-").exists()
     assert "Wrote" not in out
     assert out.endswith("</html>\n") if name == "report" else json.loads(out)
+
+
+@pytest.mark.parametrize("database", ["missing", "not SQLite"])
+def test_metadata_for_a_database_not_there_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], database: str
+) -> None:
+    """A --db mistyped got metadata naming it, "Wrote ... browse with datasette", exit 0."""
+    path = tmp_path / "batches.db"
+    if database == "not SQLite":
+        path.write_text("notes\n")
+    assert main(["datasette-metadata", "--db", str(path), "-o", str(tmp_path / "m.json")]) == 4
+    assert capsys.readouterr().err.count("\n") == 1
+    assert not (tmp_path / "m.json").exists()

@@ -54,12 +54,27 @@ async def test_a_database_with_another_name_is_refused(db_path: Path) -> None:
                 pass
 
 
-async def test_a_fifo_for_the_lock_file_is_refused_at_once(db_path: Path) -> None:
-    """The lock file beside the database is checked the same way."""
-    os.mkfifo(db_path.with_name(db_path.name + ".lock"))
-    with pytest.raises(DatabaseError, match=r"batches\.db\.lock is not a regular file"):
+@pytest.mark.parametrize("lock", ["a FIFO", "a folder", "a link to nowhere"])
+async def test_a_lock_file_that_cannot_be_one_is_refused_at_once_saying_what_to_do(
+    db_path: Path, lock: str
+) -> None:
+    """The lock file beside the database is checked the same way; what to do was said of
+    --db ("choose a file path for --db"), and a link to nowhere read as the database
+    missing."""
+    path = db_path.with_name(db_path.name + ".lock")
+    if lock == "a FIFO":
+        os.mkfifo(path)
+    elif lock == "a folder":
+        path.mkdir()
+    else:
+        path.symlink_to(db_path.parent / "nowhere" / "x")
+    with pytest.raises(DatabaseError) as caught:
         async with open_store(db_path):
             pass
+    assert str(path) in str(caught.value)
+    assert str(caught.value).endswith(
+        f"it is the lock file of {db_path}: remove it, and a sync makes it anew"
+    )
 
 
 @pytest.mark.parametrize("command", ["sync", "status"])

@@ -2,7 +2,7 @@
 (`schema`), the SQL of writes (`writes`) and of reads (`reads`). Every SQL statement of
 batch-crawler lives in this package."""
 
-from .files import is_a_database, lock_path, sync_is_running
+from .files import check_file, is_a_database, lock_path, sync_is_running
 from .reads import Reader, open_reader
 from .requests import FileToFetch
 from .writes import PageCounts, Store, open_store
@@ -12,6 +12,7 @@ __all__ = [
     "PageCounts",
     "Reader",
     "Store",
+    "check_file",
     "is_a_database",
     "lock_path",
     "open_reader",

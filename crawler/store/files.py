@@ -80,9 +80,9 @@ def _holds_sqlite(path: Path) -> bool:
         return False
 
 
-def _check_regular(path: Path) -> None:
+def _check_regular(path: Path, fix: str = "choose a file path for --db") -> None:
     """Refuse a FIFO, a device or a folder before opening it (opening a FIFO blocks for
-    good), and a file with hard links.
+    good), and a file with hard links; `fix` says what to do.
 
     Raises:
         FileNotFoundError: nothing is there.
@@ -91,7 +91,7 @@ def _check_regular(path: Path) -> None:
     status = path.stat()
     if not stat.S_ISREG(status.st_mode):
         kind = "a folder" if stat.S_ISDIR(status.st_mode) else "not a regular file"
-        raise DatabaseError(f"{path} is {kind}; choose a file path for --db")
+        raise DatabaseError(f"{path} is {kind}; {fix}")
     if status.st_nlink > 1:
         # SQLite finds a database's journal, and this its lock, by the name it is opened by:
         # two syncs by two names would write at once, and damage it.
@@ -125,11 +125,14 @@ async def writer_lock(path: Path) -> AsyncIterator[None]:
         DatabaseError: the lock file cannot be opened.
     """
     lock = lock_path(path)
+    fix = f"it is the lock file of {path}: remove it, and a sync makes it anew"
     try:
         with contextlib.suppress(FileNotFoundError):
-            _check_regular(lock)
+            _check_regular(lock, fix)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK, 0o644)
     except OSError as exc:
+        if lock.is_symlink():
+            raise DatabaseError(f"cannot open {lock} ({exc.strerror}); {fix}") from exc
         raise DatabaseError(f"cannot open database {path}: {exc.strerror}") from exc
     try:
         for attempt in range(1, _LOCK_ATTEMPTS + 1):
