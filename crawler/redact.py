@@ -25,7 +25,7 @@ def _each(secret: Secret) -> tuple[str, ...]:
     """The keys `secret` holds, empty ones left out."""
     if isinstance(secret, str):
         return (secret,) if secret else ()
-    return tuple(key for key in secret or () if key)
+    return () if secret is None else tuple(key for key in secret if key)
 
 
 class Secrets(Sequence[str]):
@@ -38,6 +38,11 @@ class Secrets(Sequence[str]):
 
     def add(self, secret: Secret) -> None:
         self._secrets.append(secret)
+
+    def as_secret(self) -> Secret:
+        """The one secret held as itself (a run of one account: searching a page for it
+        costs nothing more), else all of them."""
+        return self._secrets[0] if len(self._secrets) == 1 else self
 
     def _keys(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(key for secret in self._secrets for key in _each(secret)))

@@ -262,7 +262,7 @@ async def sync_account(
             await store.save_walk(walk)
         run_id = await store.start_run(mode, settings.base_url)
         options.secrets.add(run_secret(settings, tokens))
-        secret = options.secrets
+        secret = options.secrets.as_secret()
         run = Run(store, settings, run_id, on_progress, clock, started, secret, options.on_event)
         run.emit(
             RUN_STARTED,
