@@ -16,6 +16,7 @@ from aiohttp import web
 
 from crawler.api import RetryPolicy
 from crawler.config import Settings
+from crawler.store import open_store, schema
 
 BASE_URL = "https://api.test/v1"
 API_KEY = "sk-test-0123456789abcdef"
@@ -123,3 +124,13 @@ async def serving(routes: dict[str, Any]) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+async def create_before(db: Path, migration: str) -> None:
+    """Create `db` at the schema the version before migration `migration` (its name) left."""
+    migrations = schema.load_migrations()
+    version = next(m.version for m in migrations if m.name == migration)
+    before = [m for m in migrations if m.version < version]
+    with mock.patch.object(schema, "load_migrations", return_value=before):
+        async with open_store(db):
+            pass

@@ -20,8 +20,9 @@ from crawler.config import load_accounts, load_settings
 from crawler.errors import AuthenticationError, ConfigError
 from crawler.fake import FakeApiOptions, FakeApiServer
 from crawler.rows import BATCH_COLUMNS, build_page_rows
-from crawler.store import open_store, schema
+from crawler.store import open_store
 
+from .conftest import create_before
 from .exact import assert_database_matches
 from .waits import HANG_GUARD, until
 
@@ -136,18 +137,11 @@ async def test_batches_another_account_stored_have_their_place_in_the_list_that_
 
 
 async def test_a_database_of_one_account_becomes_the_default_account_without_a_new_walk(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch
+    db_path: Path,
 ) -> None:
     """A database synced before accounts existed: its batches and its finished walk are the
     `default` account's, whose next sync is incremental."""
-    migrations = schema.load_migrations()
-    accounts = next(m.version for m in migrations if m.name == "accounts")
-    monkeypatch.setattr(
-        schema, "load_migrations", lambda: [m for m in migrations if m.version < accounts]
-    )
-    async with open_store(db_path):
-        pass
-    monkeypatch.undo()
+    await create_before(db_path, "accounts")
     async with FakeApiServer(FakeApiOptions(batches=250, api_key="k")) as server:
         served = list(server.served())
         # As the version before wrote them: every batch, and a finished walk.

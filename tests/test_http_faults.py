@@ -8,7 +8,7 @@ import contextlib
 import os
 import sqlite3
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +128,30 @@ async def test_a_page_over_the_cap_fails_at_once_without_being_read_whole() -> N
     assert server.stats.streamed_bytes < 2 * 64 * 2**20, "the client stopped reading early"
 
 
+def pages_past_the_cap(
+    batches: list[dict[str, Any]],
+    giants: set[str],
+    asked: list[int],
+    *,
+    has_more_wrong_at: int | None = None,
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A list handler: `batches` in pages of the limit asked (recorded in `asked`), a page
+    holding more than two of `giants` (as if 8 MiB each) past the body cap, and `has_more`
+    false by mistake on the page starting at index `has_more_wrong_at`."""
+
+    async def listed(request: web.Request) -> web.Response:
+        limit, after = int(request.query["limit"]), request.query.get("after")
+        asked.append(limit)
+        start = next(i + 1 for i, b in enumerate(batches) if b["id"] == after) if after else 0
+        more = start + limit < len(batches) and start != has_more_wrong_at
+        page = list_body(batches[start : start + limit], more)
+        too_large = sum(b["id"] in giants for b in page["data"]) > 2
+        padding = b" " * (MAX_BODY_BYTES + 1) if too_large else b""
+        return web.Response(body=padding + to_text(page).encode(), content_type="application/json")
+
+    return listed
+
+
 async def test_a_page_over_the_cap_is_asked_for_in_smaller_pages(db_path: Path) -> None:
     """Batches of 45,000 error lines each: a page of several is past the cap, every run
     failed at the same cursor, and --page-size was the only way on. Half the limit is
@@ -137,16 +161,7 @@ async def test_a_page_over_the_cap_is_asked_for_in_smaller_pages(db_path: Path) 
     batches = [make_batch(n) for n in range(total, 0, -1)]
     giants = {b["id"] for b in batches[:7]}  # as if 8 MiB each
     asked: list[int] = []
-
-    async def listed(request: web.Request) -> web.Response:
-        limit, after = int(request.query["limit"]), request.query.get("after")
-        asked.append(limit)
-        start = next(i + 1 for i, b in enumerate(batches) if b["id"] == after) if after else 0
-        page = list_body(batches[start : start + limit], start + limit < len(batches))
-        too_large = sum(b["id"] in giants for b in page["data"]) > 2
-        padding = b" " * (MAX_BODY_BYTES + 1) if too_large else b""
-        return web.Response(body=padding + to_text(page).encode(), content_type="application/json")
-
+    listed = pages_past_the_cap(batches, giants, asked)
     async with serving({"/v1/batches": listed}) as root:
         settings = Settings(db=db_path, base_url=f"{root}/v1", api_key=API_KEY, page_size=5)
         result = await sync(settings, retry=RETRY)
@@ -160,16 +175,7 @@ async def test_a_page_asked_at_the_limit_that_fitted_is_full_at_that_limit(db_pa
     list's end went unchecked and the batches below were never stored."""
     batches = [make_batch(n) for n in range(10, 0, -1)]
     giants = {b["id"] for b in batches[:3]}
-
-    async def listed(request: web.Request) -> web.Response:
-        limit, after = int(request.query["limit"]), request.query.get("after")
-        start = next(i + 1 for i, b in enumerate(batches) if b["id"] == after) if after else 0
-        more = start + limit < len(batches) and start != 2  # wrong once, on a full page
-        page = list_body(batches[start : start + limit], more)
-        too_large = sum(b["id"] in giants for b in page["data"]) > 2
-        padding = b" " * (MAX_BODY_BYTES + 1) if too_large else b""
-        return web.Response(body=padding + to_text(page).encode(), content_type="application/json")
-
+    listed = pages_past_the_cap(batches, giants, [], has_more_wrong_at=2)  # on a full page
     async with serving({"/v1/batches": listed}) as root:
         settings = Settings(db=db_path, base_url=f"{root}/v1", api_key=API_KEY, page_size=4)
         result = await sync(settings, retry=RETRY)

@@ -10,10 +10,9 @@ import pytest
 
 from crawler.rows import build_file_rows, build_page_rows
 from crawler.runs import RunFigures
-from crawler.store import open_store, schema
-from crawler.store.schema import load_migrations
+from crawler.store import open_store
 
-from .conftest import make_batch
+from .conftest import create_before, make_batch
 
 
 def query(path: Path, sql: str) -> list[tuple[Any, ...]]:
@@ -67,23 +66,15 @@ async def test_files_are_recorded_with_the_page_and_kept_when_seen_again(db_path
     ]
 
 
-async def test_a_database_of_the_previous_version_gets_its_files_to_fetch(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_database_of_the_previous_version_gets_its_files_to_fetch(db_path: Path) -> None:
     """Batches stored before files were kept have theirs fetched by the next sync."""
-    migrations = load_migrations()
-    files_kept = next(m.version for m in migrations if m.name == "request_files")
-    before = [m for m in migrations if m.version < files_kept]
-    monkeypatch.setattr(schema, "load_migrations", lambda: before)
-    async with open_store(db_path):
-        pass
+    await create_before(db_path, "request_files")
     with sqlite3.connect(db_path) as conn:
         conn.executemany(
             "INSERT INTO batches (id, status, output_file_id, error_file_id, raw, "
             "first_seen_at, last_seen_at) VALUES (?, ?, ?, ?, '{}', 1, 1)",
             [("b2", "completed", "file-out-2", "file-err-2"), ("b1", "in_progress", None, None)],
         )
-    monkeypatch.undo()
     async with open_store(db_path):
         pass
     assert query(db_path, "SELECT file_id, batch_id, kind, state FROM batch_files ORDER BY 1") == [
@@ -93,17 +84,11 @@ async def test_a_database_of_the_previous_version_gets_its_files_to_fetch(
 
 
 async def test_files_recorded_under_schema_18_may_be_read_by_the_other_account_listing_them(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch
+    db_path: Path,
 ) -> None:
     """Schema 18 let the last other account listing a batch fetch its files while the
     owner was not synced; schema 19 keeps that for the files still to fetch."""
-    migrations = load_migrations()
-    readers = next(m.version for m in migrations if m.name == "file_readers")
-    monkeypatch.setattr(
-        schema, "load_migrations", lambda: [m for m in migrations if m.version < readers]
-    )
-    async with open_store(db_path):
-        pass
+    await create_before(db_path, "file_readers")
     with sqlite3.connect(db_path) as conn:
         conn.executemany(
             "INSERT INTO batches (id, status, account, listed_by, raw, first_seen_at, "
@@ -115,7 +100,6 @@ async def test_files_recorded_under_schema_18_may_be_read_by_the_other_account_l
             "VALUES (?, ?, 'error', ?, 'owner')",
             [("f1", "b1", "pending"), ("f2", "b2", "complete"), ("f3", "b3", "failed")],
         )
-    monkeypatch.undo()
     async with open_store(db_path):
         pass
     assert query(db_path, "SELECT file_id, shared_with FROM batch_files ORDER BY 1") == [
