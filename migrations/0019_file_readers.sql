@@ -1,16 +1,25 @@
--- Which accounts may read a batch's file, and which answered 404 for it. A file id is one
--- API's: the accounts that may ask for it are the batch's owner, the account whose listing
--- named it (named_by), and another account whose listing names the same id (shared_with;
--- a gateway passing ids through). A gateway minting ids of its own is none of these.
-ALTER TABLE batch_files ADD COLUMN shared_with TEXT;
+-- A file id is one API's, and two accounts may list one batch: the accounts that may ask
+-- for its files are its owner, the last other account listing it (batches.listed_by) and
+-- the account whose listing named the file (named_by). One account's route may fail where
+-- another's serves the files (a gateway without the files route): failed_by holds the
+-- accounts whose ask failed since the file was last read (a JSON array), and another
+-- account of the run that may read it asks first.
+ALTER TABLE batch_files ADD COLUMN failed_by TEXT;
 
--- The accounts whose API answered 404 in the syncs of the current run of 404s (a JSON
--- array; NULL once another answer came). A file is expired for good once three syncs in a
--- row answered 404 and each account that may read it was among them: one account's route
--- may lack the files another reads (not_found_runs stops at 2 until then).
-ALTER TABLE batch_files ADD COLUMN not_found_by TEXT;
+-- A file answered 404 is expired for good once three syncs in a row answered 404 and each
+-- account that may read it was among them, or once six syncs in a row did, whoever
+-- answered (an account that never asks, not synced or not asking for that kind, does not
+-- keep it asked for ever); not_found_runs is then 6. Those expired for good before were
+-- at 3, asked of the accounts listing the batch.
+UPDATE batch_files SET not_found_runs = 6, failed_by = (
+    SELECT CASE WHEN b.listed_by IS NULL THEN json_array(b.account)
+        ELSE json_array(b.account, b.listed_by) END
+    FROM batches AS b WHERE b.id = batch_files.batch_id
+) WHERE not_found_runs >= 3;
 
--- Files recorded under schema 18, still to fetch: the last other account listing the batch
--- may read them, as it did while the owner was not synced.
-UPDATE batch_files SET shared_with = (SELECT listed_by FROM batches WHERE id = batch_id)
-    WHERE named_by IS NOT NULL AND (state != 'complete' OR bodies = 0);
+DROP INDEX batch_files_to_fetch;
+CREATE INDEX batch_files_to_fetch ON batch_files (kind)
+    WHERE state IN ('pending', 'failed') OR (state = 'expired' AND not_found_runs < 6);
+DROP INDEX batch_files_without_bodies;
+CREATE INDEX batch_files_without_bodies ON batch_files (kind)
+    WHERE state = 'complete' AND bodies = 0 AND not_found_runs < 6;

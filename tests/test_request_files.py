@@ -42,6 +42,7 @@ from crawler.request_files import (
 from crawler.request_rows import REQUEST_COLUMNS, build_request_row
 from crawler.runs import SyncResult
 from crawler.store import FileToFetch
+from crawler.store.requests import EXPIRED_FOR_GOOD
 
 from .conftest import API_KEY, BASE_URL, list_body, make_batch, serving
 
@@ -123,7 +124,8 @@ async def test_two_accounts_naming_the_files_of_one_batch_by_ids_of_their_own_ke
     """A project reached directly and through a gateway that mints file ids of its own:
     each listing rewrote the batch's file id, each account asked its API for the other's
     ids (404s, files recorded expired for good), and the lines stored changed from sync to
-    sync. The batch's owner names its files and fetches them."""
+    sync. The batch's owner names its files; the other account may ask for one first (a
+    404), and the owner asks for it next sync."""
     missing = json.dumps({"error": {"message": "No such File object", "code": None}}).encode()
 
     def served(prefix: str) -> tuple[list[dict[str, Any]], Callable[[str], RawAnswer]]:
@@ -143,10 +145,11 @@ async def test_two_accounts_naming_the_files_of_one_batch_by_ids_of_their_own_ke
             Settings(db=db_path, account=name, base_url=url, api_key=API_KEY, concurrency=1)
             for name, url in (("direct", direct), ("gateway", gateway))
         ]
-        for _ in range(3):
+        for run in range(4):
             outcomes = await sync_accounts(accounts, retry=RETRY)
             assert all(o.result is not None and o.result.complete for o in outcomes)
-            assert (len(stored_rows(db_path)), file_states(db_path)) == (15, {"complete": 5})
+            if run > 0:
+                assert (len(stored_rows(db_path)), file_states(db_path)) == (15, {"complete": 5})
 
 
 async def test_a_file_another_account_recorded_is_fetched_by_the_owner_in_a_joint_run(
@@ -207,7 +210,7 @@ async def test_a_file_its_owner_cannot_find_is_asked_of_the_other_account_listin
     if other_reads:
         assert (file_states(db_path), len(stored_rows(db_path))) == ({"complete": 2}, 4)
     else:
-        assert file_not_found_runs(db_path) == [("expired", 3), ("expired", 3)]
+        assert file_not_found_runs(db_path) == [("expired", 6), ("expired", 6)]
 
 
 async def test_a_new_file_of_a_batch_is_asked_of_its_owner_whatever_answered_the_old(
@@ -281,7 +284,8 @@ async def test_a_file_one_account_cannot_find_expires_only_once_each_account_has
         await sync(dataclasses.replace(direct, files=False), retry=RETRY)  # owns batch 1
         for _ in range(3):
             await sync(gateway, retry=RETRY)  # owns batch 2, not listed by direct yet
-        assert file_not_found_runs(db_path) == [("expired", 2), ("expired", 3)]
+        # batch 1's asked of direct still; batch 2's expired for good, direct not listing it
+        assert file_not_found_runs(db_path) == [("expired", 3), ("expired", 6)]
         async with raw_api(batches, lambda _: (b"200 OK", {}, error_lines(2))) as url:
             # direct now lists batch 2 too, and asks for both files
             await sync(dataclasses.replace(direct, base_url=url), full=True, retry=RETRY)
@@ -332,6 +336,93 @@ async def test_a_file_redirected_to_a_host_name_that_cannot_be_sent_fails_alone(
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
         (error,) = conn.execute("SELECT error FROM batch_files").fetchone()
     assert error.endswith("redirected to a host name that cannot be sent")
+
+
+async def test_a_file_an_account_never_asks_for_expires_after_six_404s_of_another(
+    db_path: Path,
+) -> None:
+    """The owner asking for no output files, the other account's 404s for one waited for
+    the owner's: the file was asked for on every sync, for ever."""
+    batch = failed_batch(1)
+    batch["output_file_id"] = "file-out-1"
+    missing = json.dumps({"error": {"message": "No such File object", "code": None}}).encode()
+    asked: Counter[str] = Counter()
+
+    def answer(file_id: str) -> RawAnswer:
+        asked[file_id] += 1
+        return b"404 Not Found", {}, missing
+
+    async with raw_api([batch], answer) as url:
+        owner = Settings(db=db_path, account="owner", base_url=url, api_key=API_KEY, files=False)
+        other = Settings(db=db_path, account="other", base_url=url, api_key=API_KEY)
+        await sync(owner, retry=RETRY)
+        for _ in range(EXPIRED_FOR_GOOD + 2):
+            await sync(dataclasses.replace(other, outputs=True), retry=RETRY)
+    assert asked["file-out-1"] == EXPIRED_FOR_GOOD
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        query = "SELECT state, not_found_runs FROM batch_files WHERE kind = 'output'"
+        assert conn.execute(query).fetchall() == [("expired", EXPIRED_FOR_GOOD)]
+
+
+async def test_files_one_accounts_route_fails_on_are_read_by_the_other_in_a_joint_run(
+    db_path: Path,
+) -> None:
+    """One account's route without the files route (a 404 for the path, no file's 404):
+    its failures were asked again by it first on every joint run, and the other account,
+    which reads them, never had them."""
+    batches = [failed_batch(n) for n in range(8, 0, -1)]
+    no_route = json.dumps({"detail": "Not Found"}).encode()
+    async with (
+        raw_api(batches, lambda _: (b"404 Not Found", {}, no_route)) as gateway_url,
+        raw_api(batches, lambda _: (b"200 OK", {}, error_lines(2))) as direct_url,
+    ):
+        gateway, direct = (
+            Settings(db=db_path, account=name, base_url=url, api_key=API_KEY, concurrency=1)
+            for name, url in (("gateway", gateway_url), ("direct", direct_url))
+        )
+        await sync(dataclasses.replace(gateway, files=False), retry=RETRY)  # owns them
+        for _ in range(2):
+            await sync_accounts([gateway, direct], retry=RETRY)
+    assert (file_states(db_path), len(stored_rows(db_path))) == ({"complete": 8}, 16)
+
+
+async def test_a_batch_that_ended_between_two_accounts_syncs_has_its_files_read_by_either(
+    db_path: Path,
+) -> None:
+    """Two accounts synced by cron jobs of their own, one asking for no files: a batch
+    that ended between their syncs had its file recorded by that one, and the other,
+    whose list no longer showed the batch as new, never asked for it."""
+    batch = failed_batch(1)
+    batch.update(status="in_progress", error_file_id=None)
+    listed_to_reader = [batch]
+    answer = lambda _: (b"200 OK", {}, error_lines(2))  # noqa: E731
+    async with raw_api([batch], answer) as url, raw_api(listed_to_reader, answer) as its_url:
+        quiet = Settings(db=db_path, account="quiet", base_url=url, api_key=API_KEY, files=False)
+        reader = Settings(db=db_path, account="reader", base_url=its_url, api_key=API_KEY)
+        await sync(quiet, retry=RETRY)
+        await sync(reader, retry=RETRY)
+        batch.update(status="failed", error_file_id="file-err-1")
+        await sync(quiet, retry=RETRY)  # refreshes it: records its file
+        listed_to_reader.clear()  # its incremental walk no longer reaches the batch
+        await sync(reader, retry=RETRY)
+    assert (file_states(db_path), len(stored_rows(db_path))) == ({"complete": 1}, 2)
+
+
+@pytest.mark.parametrize("edited", ["garbage", "5", '{"a": 1}'])
+async def test_a_failed_by_edited_by_hand_is_taken_as_naming_no_account(
+    db_path: Path, edited: str
+) -> None:
+    """Not JSON, or no list: every later sync was a traceback (or "unusable")."""
+    missing = json.dumps({"error": {"message": "No such File object", "code": None}}).encode()
+    async with raw_api([failed_batch(1)], lambda _: (b"404 Not Found", {}, missing)) as url:
+        settings = Settings(db=db_path, base_url=url, api_key=API_KEY)
+        await sync(settings, retry=RETRY)
+        with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+            conn.execute("UPDATE batch_files SET failed_by = ?", (edited,))
+        accounts = [settings, dataclasses.replace(settings, account="b")]
+        outcomes = await sync_accounts(accounts, retry=RETRY)
+    assert all(outcome.result is not None for outcome in outcomes)
+    assert file_not_found_runs(db_path) == [("expired", 2)]
 
 
 def test_lines_are_split_whatever_the_chunks() -> None:

@@ -83,27 +83,26 @@ async def test_a_database_of_the_previous_version_gets_its_files_to_fetch(db_pat
     ]
 
 
-async def test_files_recorded_under_schema_18_may_be_read_by_the_other_account_listing_them(
-    db_path: Path,
-) -> None:
-    """Schema 18 let the last other account listing a batch fetch its files while the
-    owner was not synced; schema 19 keeps that for the files still to fetch."""
+async def test_files_expired_for_good_before_schema_19_stay_so(db_path: Path) -> None:
+    """Three 404s in a row were the end before schema 19; now six, or three from each
+    account that may read the file: those ended before stay ended, asked of their
+    listers (a new account listing the batch gets an ask)."""
     await create_before(db_path, "file_readers")
     with sqlite3.connect(db_path) as conn:
         conn.executemany(
             "INSERT INTO batches (id, status, account, listed_by, raw, first_seen_at, "
             "last_seen_at) VALUES (?, 'failed', 'owner', ?, '{}', 1, 1)",
-            [("b1", "other"), ("b2", "other"), ("b3", None)],
+            [("b1", "other"), ("b2", None), ("b3", None)],
         )
         conn.executemany(
-            "INSERT INTO batch_files (file_id, batch_id, kind, state, named_by) "
-            "VALUES (?, ?, 'error', ?, 'owner')",
-            [("f1", "b1", "pending"), ("f2", "b2", "complete"), ("f3", "b3", "failed")],
+            "INSERT INTO batch_files (file_id, batch_id, kind, state, not_found_runs) "
+            "VALUES (?, ?, 'error', 'expired', ?)",
+            [("f1", "b1", 3), ("f2", "b2", 3), ("f3", "b3", 1)],
         )
     async with open_store(db_path):
         pass
-    assert query(db_path, "SELECT file_id, shared_with FROM batch_files ORDER BY 1") == [
-        ("f1", "other"),
-        ("f2", None),
-        ("f3", None),
+    assert query(db_path, "SELECT file_id, not_found_runs, failed_by FROM batch_files") == [
+        ("f1", 6, '["owner","other"]'),
+        ("f2", 6, '["owner"]'),
+        ("f3", 1, None),
     ]

@@ -165,17 +165,21 @@ class FileToFetch:
     empty_runs: int = 0  # syncs in a row it was read whole without one request line
 
 
+# A file answered 404 is expired for good once this many syncs in a row answered 404 and
+# each account that may read it was among them, or once EXPIRED_FOR_GOOD syncs did,
+# whoever answered; not_found_runs is then EXPIRED_FOR_GOOD (0019_file_readers.sql).
+AGREED_404_RUNS = 3
+EXPIRED_FOR_GOOD = 6
 # The files still to fetch, as the index batch_files_to_fetch spells them (SQLite uses a
 # partial index only for a query that says its condition): pending, failed, and answered
-# 404 on fewer than three syncs in a row (see migrations/0011_file_not_found_runs.sql).
-EXPIRED_RUNS = 3
+# 404 but not expired for good.
 _TO_FETCH = (
-    f"state IN ('pending', 'failed') OR (state = 'expired' AND not_found_runs < {EXPIRED_RUNS})"
+    f"state IN ('pending', 'failed') OR (state = 'expired' AND not_found_runs < {EXPIRED_FOR_GOOD})"
 )
 # And, for a run that keeps bodies, those stored without (batch_files_without_bodies, see
 # migrations/0015_bodies_asked_later.sql), holding lines.
 _WITHOUT_BODIES = (
-    f"state = 'complete' AND bodies = 0 AND not_found_runs < {EXPIRED_RUNS} AND lines > 0"
+    f"state = 'complete' AND bodies = 0 AND not_found_runs < {EXPIRED_FOR_GOOD} AND lines > 0"
 )
 
 
@@ -189,12 +193,14 @@ class FileAsker:
     bodies: bool
 
 
-# Whether the account bound to `?` may ask for the file: the batch's owner, the account
-# whose listing named the file (for files recorded before schema 18, the last other account
-# listing the batch), and another whose listing names the same id (0019_file_readers.sql).
-_MAY_READ = "? IN (b.account, coalesce(f.named_by, b.listed_by, ''), coalesce(f.shared_with, ''))"
-# Whether the account bound to `?` answered 404 in the file's current run of 404s.
-_ANSWERED_404 = "EXISTS (SELECT 1 FROM json_each(f.not_found_by) WHERE value = ?)"
+# Whether the account bound to `?` may ask for the file: the batch's owner, the last other
+# account listing it, and the account whose listing named the file (0019_file_readers.sql).
+_MAY_READ = "? IN (b.account, coalesce(b.listed_by, ''), coalesce(f.named_by, ''))"
+# Whether the ask of the account bound to `?` failed since the file was last read.
+_FAILED_FOR = (
+    "EXISTS (SELECT 1 FROM json_each(CASE WHEN json_valid(f.failed_by) THEN f.failed_by END) "
+    "WHERE value = ?)"
+)
 
 
 def select_files_to_fetch(
@@ -212,9 +218,9 @@ def select_files_to_fetch(
     order they were recorded, after the one at position `after` (those before are being
     fetched, or were done with in this run).
 
-    Not those this account's API answered 404 for in their current run of 404s while
-    another account of this run (`others`) that may read them, and asks for them, has
-    not: it asks first, since one account's route may lack the files another reads."""
+    Not those this account's ask failed for since they were last read while another
+    account of this run (`others`) that may read them, and asks for them, has not: it
+    asks first, since one account's route may lack the files another reads."""
     if not kinds:
         return []
     kind_marks = ", ".join("?" * len(kinds))
@@ -225,7 +231,7 @@ def select_files_to_fetch(
     conditions = (_TO_FETCH, _WITHOUT_BODIES) if bodies else (_TO_FETCH,)
     files = " UNION ALL ".join(
         "SELECT rowid AS position, file_id, batch_id, kind, state, error, empty_runs, "
-        "named_by, shared_with, not_found_by "
+        "named_by, failed_by "
         "FROM batch_files "
         f"WHERE rowid > ? AND kind IN ({kind_marks}) AND ({condition})"
         for condition in conditions
@@ -236,10 +242,10 @@ def select_files_to_fetch(
             stored_whole = "" if other.bodies else "AND f.state != 'complete' "
             asks_first.append(
                 f"({_MAY_READ} AND f.kind IN ({', '.join('?' * len(other.kinds))}) "
-                f"{stored_whole}AND NOT {_ANSWERED_404})"
+                f"{stored_whole}AND NOT {_FAILED_FOR})"
             )
             asks_first_values += [other.account, *other.kinds, other.account]
-    deferred = f"AND NOT ({_ANSWERED_404} AND ({' OR '.join(asks_first)})) " if asks_first else ""
+    deferred = f"AND NOT ({_FAILED_FOR} AND ({' OR '.join(asks_first)})) " if asks_first else ""
     rows = db.execute(
         f"SELECT f.file_id, f.batch_id, f.kind, CASE f.kind {expected} END, f.position, "
         "f.state, f.state IN ('failed', 'expired') OR f.error IS NOT NULL, f.empty_runs "
@@ -346,22 +352,38 @@ def put_files_last(db: sqlite3.Connection, files: Sequence[FileToFetch]) -> None
         )
 
 
-def _not_found(db: sqlite3.Connection, file: FileToFetch, account: str) -> tuple[int, str]:
-    """The file's run of 404s, with `account`'s API's: the syncs in a row, stopping at 2
-    until each account that may read it has answered one (0019_file_readers.sql), and
-    those accounts so far."""
+def _after_a_failure(
+    db: sqlite3.Connection, file: FileToFetch, account: str, *, not_found: bool
+) -> tuple[int, str]:
+    """The file's syncs in a row answered 404 (EXPIRED_FOR_GOOD once it is: see
+    AGREED_404_RUNS) and the accounts whose ask failed, after `account`'s failed
+    (`not_found`: a 404)."""
     found = db.execute(
-        "SELECT f.not_found_runs, f.not_found_by, b.account, coalesce(f.named_by, b.listed_by), "
-        "f.shared_with FROM batch_files AS f JOIN batches AS b ON b.id = f.batch_id "
+        "SELECT f.not_found_runs, f.failed_by, b.account, b.listed_by, f.named_by "
+        "FROM batch_files AS f JOIN batches AS b ON b.id = f.batch_id "
         "WHERE f.batch_id = ? AND f.kind = ? AND f.file_id = ?",
         (file.batch_id, file.kind, file.file_id),
     ).fetchone()
     if found is None:  # the batch names another file since: nothing to update
         return 0, "[]"
-    runs, answered, *readers = found
-    streak = set(json.loads(answered or "[]")) | {account}
-    everyone = {reader for reader in readers if reader is not None} <= streak
-    return min(runs + 1, EXPIRED_RUNS if everyone else EXPIRED_RUNS - 1), json.dumps(sorted(streak))
+    runs, failed_by, *readers = found
+    failed = _accounts(failed_by) | {account}
+    if not not_found:
+        runs = 0
+    elif runs + 1 >= AGREED_404_RUNS and {r for r in readers if r is not None} <= failed:
+        runs = EXPIRED_FOR_GOOD
+    else:
+        runs = min(runs + 1, EXPIRED_FOR_GOOD)
+    return runs, json.dumps(sorted(failed))
+
+
+def _accounts(failed_by: str | None) -> set[str]:
+    """The accounts a `failed_by` value names (a value edited by hand names none)."""
+    try:
+        named = json.loads(failed_by or "[]")
+    except ValueError:
+        return set()
+    return {a for a in named if isinstance(a, str)} if isinstance(named, list) else set()
 
 
 def update_file(
@@ -389,8 +411,10 @@ def update_file(
     # The file fetched, not another the batch names since (a gateway minting new ids).
     where = "WHERE batch_id = ? AND kind = ? AND file_id = ?"
     key = (file.batch_id, file.kind, file.file_id)
-    not_found = "not_found_runs = ?, not_found_by = ?"
-    not_found_values = _not_found(db, file, account) if state == "expired" else (0, None)
+    not_found = "not_found_runs = ?, failed_by = ?"
+    not_found_values: tuple[int, str | None] = (0, None)
+    if state != "complete":
+        not_found_values = _after_a_failure(db, file, account, not_found=state == "expired")
     if state != "complete" and file.state == "complete":
         db.execute(
             f"UPDATE batch_files SET error = ?, {not_found} {where}",

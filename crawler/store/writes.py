@@ -34,6 +34,7 @@ from .reads import (
     select_walk,
 )
 from .requests import (
+    EXPIRED_FOR_GOOD,
     FileAsker,
     FileToFetch,
     delete_file_lines,
@@ -72,29 +73,30 @@ _NEW_FILE = {
     "error": "NULL",
     "fetched_at": "NULL",
     "expires_at": "NULL",
-    "not_found_by": "NULL",
+    "failed_by": "NULL",
     "empty_runs": "0",
     "bodies": "NULL",
     "named_by": "excluded.named_by",
 }
-_OWNER = "(SELECT account FROM batches WHERE id = excluded.batch_id)"
 # Only the owner's listing replaces a batch's file (0018_file_named_by.sql). Another
-# account's listing naming the same id makes that account one that may read it, and gives
-# it its ask should the file be expired (it was not asked of that account); naming another
-# id (one its gateway minted) makes it one no longer (0019_file_readers.sql).
-_REPLACING = f"batch_files.file_id != excluded.file_id AND excluded.named_by = {_OWNER}"
-_SAME_ID = "batch_files.file_id = excluded.file_id"
+# account's listing naming the same id gives it an ask of a file expired for good before
+# it asked (0019_file_readers.sql): a new account listing the batch, say.
+_REPLACING = (
+    "batch_files.file_id != excluded.file_id "
+    "AND excluded.named_by = (SELECT account FROM batches WHERE id = excluded.batch_id)"
+)
+_NEVER_ASKED = (
+    "batch_files.file_id = excluded.file_id AND batch_files.state = 'expired' "
+    f"AND batch_files.not_found_runs >= {EXPIRED_FOR_GOOD} AND NOT EXISTS (SELECT 1 FROM "
+    "json_each(CASE WHEN json_valid(batch_files.failed_by) THEN batch_files.failed_by END) "
+    "WHERE value = excluded.named_by)"
+)
 _UPSERT_FILE = (
     "INSERT INTO batch_files (file_id, batch_id, kind, state, named_by) "
     "VALUES (?, ?, ?, 'pending', ?) ON CONFLICT (batch_id, kind) DO UPDATE SET "
     + ", ".join(f"{c} = CASE WHEN {_REPLACING} THEN {v} ELSE {c} END" for c, v in _NEW_FILE.items())
-    + f", not_found_runs = CASE WHEN {_REPLACING} THEN 0 "
-    f"WHEN {_SAME_ID} THEN min(not_found_runs, 2) ELSE not_found_runs END"
-    + f", shared_with = CASE WHEN {_SAME_ID} THEN excluded.named_by END "
-    f"WHERE ({_REPLACING}) "
-    f"OR ({_SAME_ID} AND excluded.named_by NOT IN "
-    f"(coalesce(batch_files.named_by, ''), coalesce(batch_files.shared_with, ''), {_OWNER})) "
-    "OR (batch_files.file_id != excluded.file_id AND batch_files.shared_with = excluded.named_by)"
+    + f", not_found_runs = CASE WHEN {_REPLACING} THEN 0 ELSE {EXPIRED_FOR_GOOD - 1} END "
+    f"WHERE ({_REPLACING}) OR ({_NEVER_ASKED})"
 )
 _INSERT_ERRORS = f"INSERT INTO batch_errors ({', '.join(ERROR_COLUMNS)}) VALUES {{values}}"
 _UPDATE_FIGURES = (
