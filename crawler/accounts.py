@@ -12,7 +12,7 @@ from .api import RetryPolicy
 from .config import Settings
 from .errors import ConfigError, CrawlerError, first_exception
 from .events import EventHandler
-from .redact import Secrets
+from .redact import Secrets, mask_error
 from .runs import Progress, SyncResult
 from .store import Store, open_store
 from .sync_run import RunOptions, sync_account, tell_failure
@@ -61,6 +61,9 @@ async def sync_accounts(
                 raise ConfigError(settings.missing_key_message())
             result = await sync_account(store, settings, progress, options)
         except CrawlerError as exc:
+            # One raised before the run masks its own (a proxy, a credential refusing its
+            # settings) may quote any account's key.
+            mask_error(exc, options.secrets)
             tell_failure(on_event, exc, settings, options.secrets)
             return AccountOutcome(name, error=exc)
         return AccountOutcome(name, result)

@@ -123,6 +123,7 @@ class FileRead:
     lines: int = 0
     warnings: list[str] = field(default_factory=list)
     more_warnings: int = 0
+    ids_holding_the_key: int = 0  # request lines left out for it
 
     def warn(self, warning: str) -> None:
         if len(self.warnings) < MAX_FILE_WARNINGS:
@@ -263,6 +264,7 @@ class _FileLines:
         else:
             if holds_secret(row[_CUSTOM_ID], secret):
                 # Masked, it could merge with another line's id: left out instead.
+                self.read.ids_holding_the_key += 1
                 self.read.warn(
                     f"file {file.file_id} line {number}: custom_id holds the API key, not stored"
                 )
@@ -430,9 +432,14 @@ def _judge_an_empty_reading(outcome: FileOutcome) -> FileOutcome:
         held = " where it held some before"
     else:
         held = ""
-    error = BrokenResponseError(
-        f"its {read.size:,} bytes hold no request line{held}: not the file (a proxy's page?)"
-    )
+    if read.ids_holding_the_key:  # request lines there were: not a proxy's page
+        why = (
+            f"its {read.ids_holding_the_key:,} request lines were each left out, their "
+            "custom_id holding the API key (a server echoing it)"
+        )
+    else:
+        why = f"its {read.size:,} bytes hold no request line{held}: not the file (a proxy's page?)"
+    error = BrokenResponseError(why)
     return dataclasses.replace(outcome, state="failed", error=error, empty=True)
 
 

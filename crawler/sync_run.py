@@ -232,6 +232,8 @@ async def sync(
                 store.for_account(settings.account), settings, on_progress, options
             )
     except Exception as exc:
+        if isinstance(exc, CrawlerError):  # one raised before the run masks its own, too
+            mask_error(exc, Secrets(settings.api_key, options.secrets))
         tell_failure(on_event, exc, settings, options.secrets)
         raise
 

@@ -425,6 +425,18 @@ async def test_a_failed_by_edited_by_hand_is_taken_as_naming_no_account(
     assert file_not_found_runs(db_path) == [("expired", 2)]
 
 
+async def test_a_file_whose_every_custom_id_holds_the_key_says_so(db_path: Path) -> None:
+    """Each line left out for the key in its custom_id: the run said the file held no
+    request line, "not the file (a proxy's page?)"."""
+    lines = b"".join(request_line(f"{API_KEY}-{n}") + b"\n" for n in range(2))
+    async with raw_api([failed_batch(1)], lambda _: (b"200 OK", {}, lines)) as url:
+        result = await sync(Settings(db=db_path, base_url=url, api_key=API_KEY), retry=RETRY)
+    said = " ".join(result.warnings)
+    assert "its 2 request lines were each left out, their custom_id holding the API key" in said
+    assert "proxy" not in said
+    assert API_KEY not in said
+
+
 def test_lines_are_split_whatever_the_chunks() -> None:
     text = b'{"a": 1}\n\n{"b": 2}\n{"c": 3}'
     for size in (1, 2, 3, 7, len(text)):

@@ -899,3 +899,23 @@ async def test_one_accounts_failure_quoting_another_accounts_key_is_masked(
     assert proc.returncode == 1
     assert said.count("not ***") >= 2
     assert other_key[:16] not in said
+
+
+async def test_a_failure_before_the_run_masks_a_key_of_no_key_shape(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key pasted into the proxy variable, refused as the session was made: the run had
+    not masked it yet, and the error said it whole (`sync`'s, and each account's)."""
+    key = "localgatewaytoken0123456789abcdefghijklmnopqrstuvwxyz0123"  # no key's shape
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
+        for spelled in (name, name.lower()):
+            monkeypatch.delenv(spelled, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://10.255.255.1:3128/{key}")
+    settings = Settings(db=db_path, base_url="http://127.0.0.1:9/v1", api_key=key)
+    with pytest.raises(ConfigError) as caught:
+        await sync(settings)
+    other = dataclasses.replace(settings, account="other", api_key="another-key-of-its-own-0123")
+    outcomes = await sync_accounts([dataclasses.replace(settings, account="a"), other])
+    errors = [str(caught.value), *(str(outcome.error) for outcome in outcomes)]
+    assert all("through the proxy" in error and "***" in error for error in errors)
+    assert not any(key[:16] in error for error in errors)
