@@ -23,3 +23,8 @@ CREATE INDEX batch_files_to_fetch ON batch_files (kind)
 DROP INDEX batch_files_without_bodies;
 CREATE INDEX batch_files_without_bodies ON batch_files (kind)
     WHERE state = 'complete' AND bodies = 0 AND not_found_runs < 6;
+
+-- Those expired for good, each asked once of an account that may read it and has not
+-- asked (one that syncs less often, or was down, than the one answering 404).
+CREATE INDEX batch_files_expired ON batch_files (kind)
+    WHERE state = 'expired' AND not_found_runs >= 6;

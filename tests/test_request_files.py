@@ -437,6 +437,73 @@ async def test_a_file_whose_every_custom_id_holds_the_key_says_so(db_path: Path)
     assert API_KEY not in said
 
 
+async def test_a_file_expired_for_good_by_one_account_is_asked_once_of_the_other(
+    db_path: Path,
+) -> None:
+    """Cron jobs of their own: a gateway 404ing every file synced six times first, and the
+    other account, whose incremental walk no longer listed the batch, never asked."""
+    batch = failed_batch(1)
+    batch.update(status="in_progress", error_file_id=None)
+    missing = json.dumps({"error": {"message": "No such File object", "code": None}}).encode()
+    listed_directly = [batch]
+    async with (
+        raw_api([batch], lambda _: (b"404 Not Found", {}, missing)) as gateway_url,
+        raw_api(listed_directly, lambda _: (b"200 OK", {}, error_lines(2))) as direct_url,
+    ):
+        gateway, direct = (
+            Settings(db=db_path, account=name, base_url=url, api_key=API_KEY)
+            for name, url in (("gateway", gateway_url), ("direct", direct_url))
+        )
+        await sync(gateway, retry=RETRY)
+        await sync(direct, retry=RETRY)  # lists it in flight
+        batch.update(status="failed", error_file_id="file-err-1")
+        for _ in range(EXPIRED_FOR_GOOD):
+            await sync(gateway, retry=RETRY)
+        assert file_not_found_runs(db_path) == [("expired", EXPIRED_FOR_GOOD)]
+        listed_directly.clear()  # its incremental walk no longer reaches the batch
+        await sync(direct, retry=RETRY)
+    assert (file_states(db_path), len(stored_rows(db_path))) == ({"complete": 1}, 2)
+
+
+async def test_a_file_expired_for_good_is_not_asked_again_for_an_account_not_asking_its_kind(
+    db_path: Path,
+) -> None:
+    """An account asking for no output files listed the batch on each sync: the output
+    file expired for good was reopened each time, and asked again of the other, for ever."""
+    batch = failed_batch(1)
+    batch["output_file_id"] = "file-out-1"
+    missing = json.dumps({"error": {"message": "No such File object", "code": None}}).encode()
+    asked: Counter[str] = Counter()
+
+    def answer(file_id: str) -> RawAnswer:
+        asked[file_id] += 1
+        if file_id == "file-out-1":
+            return b"404 Not Found", {}, missing
+        return b"200 OK", {}, error_lines(2)
+
+    async with raw_api([batch], answer) as url:
+        outputs = Settings(db=db_path, account="a", base_url=url, api_key=API_KEY, outputs=True)
+        errors_only = Settings(db=db_path, account="b", base_url=url, api_key=API_KEY)
+        await sync(outputs, retry=RETRY)
+        for _ in range(EXPIRED_FOR_GOOD + 3):
+            await sync_accounts([outputs, errors_only], retry=RETRY)
+    assert asked["file-out-1"] == EXPIRED_FOR_GOOD
+
+
+async def test_a_batch_ended_stays_ended_whatever_a_stale_listing_says(db_path: Path) -> None:
+    """Another account's caching gateway listing a completed batch in flight moved it back
+    to in_progress, its file id and completion gone, and forth on every sync."""
+    ended = failed_batch(1)
+    stale = {**failed_batch(1), "status": "in_progress", "error_file_id": None}
+    answer = lambda _: (b"200 OK", {}, error_lines(2))  # noqa: E731
+    async with raw_api([ended], answer) as direct_url, raw_api([stale], answer) as cached_url:
+        for name, url in (("direct", direct_url), ("cached", cached_url)):
+            await sync(Settings(db=db_path, account=name, base_url=url, api_key=API_KEY))
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        query = "SELECT status, error_file_id FROM batches"
+        assert conn.execute(query).fetchall() == [("completed", "file-err-1")]
+
+
 def test_lines_are_split_whatever_the_chunks() -> None:
     text = b'{"a": 1}\n\n{"b": 2}\n{"c": 3}'
     for size in (1, 2, 3, 7, len(text)):

@@ -181,6 +181,9 @@ _TO_FETCH = (
 _WITHOUT_BODIES = (
     f"state = 'complete' AND bodies = 0 AND not_found_runs < {EXPIRED_FOR_GOOD} AND lines > 0"
 )
+# And those expired for good, for an account that has not asked (batch_files_expired): one
+# that syncs less often, or was down, than the one that answered 404 six times.
+_EXPIRED_FOR_GOOD = f"state = 'expired' AND not_found_runs >= {EXPIRED_FOR_GOOD}"
 
 
 @dataclass(frozen=True)
@@ -214,9 +217,9 @@ def select_files_to_fetch(
     others: Sequence[FileAsker] = (),
 ) -> list[FileToFetch]:
     """Up to `limit` files `account` may ask for (see _MAY_READ), of `kinds`, still to
-    fetch (pending, or failed before; with `bodies`, also those stored without) in the
-    order they were recorded, after the one at position `after` (those before are being
-    fetched, or were done with in this run).
+    fetch (pending, or failed before; expired for good but never asked of it; with
+    `bodies`, also those stored without) in the order they were recorded, after the one at
+    position `after` (those before are being fetched, or were done with in this run).
 
     Not those this account's ask failed for since they were last read while another
     account of this run (`others`) that may read them, and asks for them, has not: it
@@ -228,14 +231,19 @@ def select_files_to_fetch(
         f"WHEN '{kind}' THEN b.{column}" for kind, column in _EXPECTED_LINES.items()
     )
     # One query a condition, each on its own partial index (ORed, SQLite scans the table).
-    conditions = (_TO_FETCH, _WITHOUT_BODIES) if bodies else (_TO_FETCH,)
-    files = " UNION ALL ".join(
-        "SELECT rowid AS position, file_id, batch_id, kind, state, error, empty_runs, "
-        "named_by, failed_by "
-        "FROM batch_files "
-        f"WHERE rowid > ? AND kind IN ({kind_marks}) AND ({condition})"
-        for condition in conditions
-    )
+    conditions = (_TO_FETCH, _EXPIRED_FOR_GOOD, _WITHOUT_BODIES)[: 3 if bodies else 2]
+    branches, values = [], []
+    for condition in conditions:
+        branches.append(
+            "SELECT rowid AS position, file_id, batch_id, kind, state, error, empty_runs, "
+            "named_by, failed_by FROM batch_files AS f "
+            f"WHERE rowid > ? AND kind IN ({kind_marks}) AND ({condition})"
+        )
+        values += [after, *kinds]
+        if condition is _EXPIRED_FOR_GOOD:  # asked of each account once
+            branches[-1] += f" AND NOT {_FAILED_FOR}"
+            values.append(account)
+    files = " UNION ALL ".join(branches)
     asks_first, asks_first_values = [], []
     for other in others:
         if other.kinds:
@@ -252,7 +260,7 @@ def select_files_to_fetch(
         f"FROM ({files}) AS f JOIN batches AS b ON b.id = f.batch_id "
         f"WHERE {_MAY_READ} {deferred}ORDER BY f.position LIMIT ?",
         (
-            *[value for _ in conditions for value in (after, *kinds)],
+            *values,
             account,
             *((account, *asks_first_values) if asks_first else ()),
             limit,

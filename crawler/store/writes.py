@@ -17,7 +17,7 @@ import aiosqlite
 
 from ..errors import DatabaseError, UnstorableBatchError
 from ..prices import RATE_COLUMNS, PriceFile
-from ..rows import BATCH_COLUMNS, ERROR_COLUMNS
+from ..rows import BATCH_COLUMNS, ERROR_COLUMNS, TERMINAL_STATUSES
 from ..runs import FIGURE_COLUMNS, RunFigures
 from ..walk import WalkState
 from .files import check_file, writer_lock
@@ -34,7 +34,6 @@ from .reads import (
     select_walk,
 )
 from .requests import (
-    EXPIRED_FOR_GOOD,
     FileAsker,
     FileToFetch,
     delete_file_lines,
@@ -50,6 +49,7 @@ from .statements import execute_rows
 
 T = TypeVar("T")
 
+_TERMINAL = ", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES))
 _UPSERT_BATCHES = (
     f"INSERT INTO batches ({', '.join(BATCH_COLUMNS)}) VALUES {{values}} "
     "ON CONFLICT(id) DO UPDATE SET "
@@ -61,42 +61,23 @@ _UPSERT_BATCHES = (
     )
     + ", listed_by = coalesce(nullif(excluded.account, batches.account), batches.listed_by)"
     + ", gone_at = NULL, not_found_runs = 0"
+    # A batch never leaves a terminal status: a listing showing one in flight again is
+    # stale (another account's caching gateway), and is not stored over it.
+    + f" WHERE batches.status IS NULL OR batches.status NOT IN ({_TERMINAL}) "
+    + f"OR excluded.status IN ({_TERMINAL})"
 )
-# A file as first recorded, or as recorded again when its batch names another (a gateway
-# minting new ids): fetched afresh; the old file's lines go once it is stored whole
-# (requests.update_file).
-_NEW_FILE = {
-    "file_id": "excluded.file_id",
-    "state": "'pending'",
-    "bytes": "NULL",
-    "lines": "NULL",
-    "error": "NULL",
-    "fetched_at": "NULL",
-    "expires_at": "NULL",
-    "failed_by": "NULL",
-    "empty_runs": "0",
-    "bodies": "NULL",
-    "named_by": "excluded.named_by",
-}
-# Only the owner's listing replaces a batch's file (0018_file_named_by.sql). Another
-# account's listing naming the same id gives it an ask of a file expired for good before
-# it asked (0019_file_readers.sql): a new account listing the batch, say.
-_REPLACING = (
-    "batch_files.file_id != excluded.file_id "
-    "AND excluded.named_by = (SELECT account FROM batches WHERE id = excluded.batch_id)"
-)
-_NEVER_ASKED = (
-    "batch_files.file_id = excluded.file_id AND batch_files.state = 'expired' "
-    f"AND batch_files.not_found_runs >= {EXPIRED_FOR_GOOD} AND NOT EXISTS (SELECT 1 FROM "
-    "json_each(CASE WHEN json_valid(batch_files.failed_by) THEN batch_files.failed_by END) "
-    "WHERE value = excluded.named_by)"
-)
+# A batch naming another file than the one stored (a gateway minting new ids) has it
+# fetched afresh, in its owner's listing only (0018_file_named_by.sql); the old file's lines
+# go once it is stored whole (requests.update_file).
 _UPSERT_FILE = (
     "INSERT INTO batch_files (file_id, batch_id, kind, state, named_by) "
-    "VALUES (?, ?, ?, 'pending', ?) ON CONFLICT (batch_id, kind) DO UPDATE SET "
-    + ", ".join(f"{c} = CASE WHEN {_REPLACING} THEN {v} ELSE {c} END" for c, v in _NEW_FILE.items())
-    + f", not_found_runs = CASE WHEN {_REPLACING} THEN 0 ELSE {EXPIRED_FOR_GOOD - 1} END "
-    f"WHERE ({_REPLACING}) OR ({_NEVER_ASKED})"
+    "VALUES (?, ?, ?, 'pending', ?) "
+    "ON CONFLICT (batch_id, kind) DO UPDATE SET file_id = excluded.file_id, state = 'pending', "
+    "bytes = NULL, lines = NULL, error = NULL, fetched_at = NULL, expires_at = NULL, "
+    "not_found_runs = 0, failed_by = NULL, empty_runs = 0, bodies = NULL, "
+    "named_by = excluded.named_by "
+    "WHERE file_id != excluded.file_id "
+    "AND excluded.named_by = (SELECT account FROM batches WHERE id = excluded.batch_id)"
 )
 _INSERT_ERRORS = f"INSERT INTO batch_errors ({', '.join(ERROR_COLUMNS)}) VALUES {{values}}"
 _UPDATE_FIGURES = (
