@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from .accounts import sync_accounts
 from .cli_args import Parser, build_parser
-from .config import ENV_LOG_FORMAT, Settings, load_accounts
+from .config import ENV_AZURE_KEY, ENV_LOG_FORMAT, Settings, load_accounts
 from .datasette import datasette_metadata
 from .demo import ACCOUNTS_QUERY, DEMO_QUERIES, ask, run_accounts_demo, run_demo
 from .errors import (
@@ -326,7 +326,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _masked(text: str) -> str:
     """`text` with the keys at hand masked: a stored value may hold up to half the key a
     server echoed (see README, Config file), and printing it would show it again."""
-    return mask_keys(text, environment_keys(os.environ, Settings.api_key_env))
+    return mask_keys(text, environment_keys(os.environ, Settings.api_key_env, ENV_AZURE_KEY))
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -480,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except CrawlerError as exc:
         # A key pasted into a path or a host is said back in the message: never shown.
-        keys = environment_keys(os.environ, Settings.api_key_env)
+        keys = environment_keys(os.environ, Settings.api_key_env, ENV_AZURE_KEY)
         events: JsonEvents | None = args.events
         if events is None:
             print(f"batch-crawler: {mask_keys(str(exc), keys)}", file=sys.stderr)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
-from .config import ENV_LOG_FORMAT, Settings
+from .config import ENV_AZURE_KEY, ENV_LOG_FORMAT, Settings
 from .errors import EXIT_USAGE, ConfigError
 from .events import failure_event
 from .fake import BAD_PAGE_MODES, BROKEN_PAGINATION_MODES, FLAVORS, ID_STYLES
@@ -28,7 +28,7 @@ class Parser(argparse.ArgumentParser):
             shown(word.strip("'")) if looks_like_secret(word.strip("'")) else word
             for word in message.split(" ")
         )
-        keys = environment_keys(os.environ, Settings.api_key_env)
+        keys = environment_keys(os.environ, Settings.api_key_env, ENV_AZURE_KEY)
         line = mask_keys(f"{self.prog}: error: {' '.join(words)} (see --help)", keys)
         if Parser.json_errors:
             event = failure_event(ConfigError(line))

@@ -154,6 +154,13 @@ class Settings:
                 "base URL alone and the key in the environment variable named by api_key_env"
             )
 
+        if self.api_key and len(self.api_key) >= 16 and self.api_key in self.account:
+            # Shown in every line and event, and stored with every batch.
+            raise ConfigError(
+                "account: the name holds the API key (not shown); name the account by what "
+                "it is (a project, a team)"
+            )
+
     def missing_key_message(self) -> str:
         """What to tell a user who has no key, never echoing a key pasted as the variable name."""
         if looks_like_secret(self.api_key_env):
@@ -284,7 +291,13 @@ def load_accounts(
             )
             for name, table in tables.items()
         ]
+    keys = [a.api_key for a in accounts if a.api_key and len(a.api_key) >= 16]
     for account in accounts:
+        if any(key in account.account for key in keys):
+            raise ConfigError(
+                "an [accounts.NAME] table's name holds an account's API key (not shown); "
+                "name each account by what it is (a project, a team)"
+            )
         if any(holds_secret(account.base_url, other.api_key) for other in accounts):
             raise ConfigError(
                 f"[accounts.{account.account}]: base_url holds another account's API key (not "

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from .config import Settings
 from .errors import AuthenticationError, ConfigError
-from .redact import Secret, mask_secret
+from .redact import Secret, Secrets, mask_secret
 
 # The scope of a token, by API: the dated API is Cognitive Services', the v1 API Azure AI's.
 DATED_API_SCOPE = "https://cognitiveservices.azure.com/.default"
@@ -81,10 +81,13 @@ class EntraTokens:
         *,
         timeout: float,
         clock: Callable[[], float] = time.time,
+        also_masked: Secret = None,
     ) -> None:
         """`timeout`: how long one token is waited for (a credential that never answers
-        would hold the run for good)."""
+        would hold the run for good); `also_masked`: what its warnings mask besides its
+        tokens (the keys of the accounts synced with it)."""
         self._credential = credential
+        self._also_masked = also_masked
         self._scope = scope
         self._timeout = timeout
         self._clock = clock
@@ -119,7 +122,7 @@ class EntraTokens:
                     if self._token is None or self._expires_on <= now:
                         raise
                     # azure-identity's words may quote the token in hand, still valid.
-                    said = mask_secret(str(exc), self.sent)
+                    said = mask_secret(str(exc), self.masked)
                     log.warning("%s; the token in hand is used until it expires", said)
                     self._renew_after = now + RENEWAL_RETRY
                 else:
@@ -135,6 +138,14 @@ class EntraTokens:
         try:
             async with timeout:
                 access = await self._credential.get_token(self._scope)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the run is being stopped
+            # The credential's own (a task of its cancelled): the run would wait for good.
+            raise AuthenticationError(
+                "no Entra ID token: the credential's request was cancelled", should_retry=True
+            ) from None
         except Exception as exc:
             if isinstance(exc, TimeoutError) and timeout.expired():
                 raise AuthenticationError(
@@ -144,13 +155,13 @@ class EntraTokens:
             raise AuthenticationError(
                 f"no Entra ID token: {_one_line(exc)}", should_retry=_may_pass(exc)
             ) from exc
-        token = access.token
+        token = getattr(access, "token", None)
         if not isinstance(token, str) or not token or not (token.isascii() and token.isprintable()):
             # Not shown: it may be a token all the same, with a line end in it.
             raise AuthenticationError("no Entra ID token: the credential gave no header value")
         try:
             expires_on = float(access.expires_on)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             expires_on = math.nan
         if not math.isfinite(expires_on):
             raise AuthenticationError(
@@ -158,6 +169,11 @@ class EntraTokens:
             )
         self._token, self._expires_on = token, expires_on
         self._keep_valid(token)
+
+    @property
+    def masked(self) -> Secret:
+        """What its warnings mask: the tokens not expired, and `also_masked`."""
+        return Secrets(self.sent, self._also_masked)
 
     def _keep_valid(self, token: str) -> None:
         """Add `token` to those sent, and leave out those expired (the list kept: a run
@@ -187,19 +203,26 @@ def _one_line(error: Exception) -> str:
 
 def run_secret(settings: Settings, tokens: EntraTokens | None) -> Secret:
     """What a run masks wherever a server may echo it: its key, or the tokens not expired
-    (`EntraTokens.sent`, read at each use as renewals change it)."""
-    return settings.api_key if tokens is None else tokens.sent
+    (`EntraTokens.sent`, read at each use as renewals change it), and a key set beside
+    them (the environment's)."""
+    if tokens is None:
+        return settings.api_key
+    return tokens.sent if settings.api_key is None else Secrets(settings.api_key, tokens.sent)
 
 
 @contextlib.asynccontextmanager
-async def entra_tokens(settings: Settings) -> AsyncIterator[EntraTokens | None]:
-    """Tokens for a run with `auth = "entra"`, the credential closed after; None otherwise."""
+async def entra_tokens(
+    settings: Settings, also_masked: Secret = None
+) -> AsyncIterator[EntraTokens | None]:
+    """Tokens for a run with `auth = "entra"`, the credential closed after; None otherwise.
+    `also_masked`: what its warnings mask besides its tokens."""
     if settings.auth != "entra":
         yield None
         return
     held = default_credential()
     scope = DATED_API_SCOPE if settings.api_version else V1_API_SCOPE
-    tokens = EntraTokens(held, scope, timeout=settings.request_timeout)
+    masked = Secrets(settings.api_key, also_masked)
+    tokens = EntraTokens(held, scope, timeout=settings.request_timeout, also_masked=masked)
     try:
         yield tokens
     finally:
@@ -211,5 +234,5 @@ async def entra_tokens(settings: Settings) -> AsyncIterator[EntraTokens | None]:
         except TimeoutError:
             log.warning("closing the Entra ID credential did not end in %g s: left", CLOSE_TIMEOUT)
         except Exception as exc:
-            said = mask_secret(_one_line(exc), tokens.sent)
+            said = mask_secret(_one_line(exc), tokens.masked)
             log.warning("closing the Entra ID credential failed: %s", said)

@@ -131,12 +131,13 @@ def mask_key_like(text: str) -> str:
     return _KEY_LIKE.sub(_MASK, text)
 
 
-def environment_keys(environ: Mapping[str, str], named: str) -> tuple[str, ...]:
-    """The keys `environ` may hold: the value of the variable `named` (the default key's,
-    whatever its shape: a local server's token may look like no key) and every value
-    spelled like a key (the key under whatever name `api_key_env` gives it, Azure's)."""
+def environment_keys(environ: Mapping[str, str], *named: str) -> tuple[str, ...]:
+    """The keys `environ` may hold: the values of the variables `named` (the default keys',
+    OpenAI's and Azure's, whatever their shape: a local server's token may look like no
+    key) and every value spelled like a key (the key under whatever name `api_key_env`
+    gives it)."""
     values = {v.strip() for v in environ.values() if looks_like_secret(v.strip())}
-    return tuple(sorted(values | {environ.get(named, "").strip()} - {""}))
+    return tuple(sorted(values | {environ.get(name, "").strip() for name in named} - {""}))
 
 
 def mask_keys(text: str, keys: Iterable[Secret]) -> str:

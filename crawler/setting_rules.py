@@ -197,9 +197,11 @@ _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 def _variable_name(value: Any) -> str | None:
     if isinstance(value, str) and _VARIABLE_NAME.fullmatch(value):
         return None
+    # A value this long, no variable's name, is likely the key pasted, whatever its shape.
+    got = shown(value) if not isinstance(value, str) or len(value) < 16 else "a value not shown"
     return (
         "must name the environment variable that holds the key (letters, digits and _, not "
-        f"starting with a digit), such as OPENAI_API_KEY, not the key itself; got {shown(value)}"
+        f"starting with a digit), such as OPENAI_API_KEY, not the key itself; got {got}"
     )
 
 

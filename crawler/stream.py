@@ -41,28 +41,32 @@ async def iter_pages(
     """
     if not settings.has_credentials:
         raise ConfigError(settings.missing_key_message())
-    async with create_session(settings) as session, entra_tokens(settings) as tokens:
-        secret = run_secret(settings, tokens)
+    try:
+        async with create_session(settings) as session, entra_tokens(settings) as tokens:
+            secret = run_secret(settings, tokens)
 
-        def tell_retry(event: RetryEvent) -> None:
-            if on_event is not None:
-                on_event(retry_event(event, secret))
+            def tell_retry(event: RetryEvent) -> None:
+                if on_event is not None:
+                    on_event(retry_event(event, secret))
 
-        client = build_client(session, settings, retry=retry, on_retry=tell_retry, auth=tokens)
-        steps = walk_pages(client.fetch_page, after=after, limit=settings.page_size)
-        async with contextlib.aclosing(steps):
-            try:
-                async for step in steps:
-                    for warning in step.warnings:
-                        if on_event is not None:
-                            message = mask_secret(warning, secret)
-                            on_event(Event(WARNING, {"message": message}, "warning"))
-                    yield step.page
-            except CrawlerError as exc:
-                # It may quote what the server sent, and so may its cause (aiohttp's error,
-                # a URL the server named): masked, and the cause left behind, as sync does.
-                mask_error(exc, secret)
-                raise exc from None
+            client = build_client(session, settings, retry=retry, on_retry=tell_retry, auth=tokens)
+            steps = walk_pages(client.fetch_page, after=after, limit=settings.page_size)
+            async with contextlib.aclosing(steps):
+                try:
+                    async for step in steps:
+                        for warning in step.warnings:
+                            if on_event is not None:
+                                message = mask_secret(warning, secret)
+                                on_event(Event(WARNING, {"message": message}, "warning"))
+                        yield step.page
+                except CrawlerError as exc:
+                    # It may quote what the server sent, and so may its cause (aiohttp's error,
+                    # a URL the server named): masked, and the cause left behind, as sync does.
+                    mask_error(exc, secret)
+                    raise exc from None
+    except CrawlerError as exc:  # one raised before the walk (a proxy, the credential)
+        mask_error(exc, settings.api_key)
+        raise exc from None
 
 
 async def iter_batches(

@@ -257,7 +257,10 @@ async def sync_account(
     """One account's run on an open store (see `sync`): the accounts runner's part too."""
     clock = options.clock
     started = clock()
-    async with create_session(settings) as session, entra_tokens(settings) as tokens:
+    async with (
+        create_session(settings) as session,
+        entra_tokens(settings, options.secrets) as tokens,
+    ):
         saved = None if options.restart else await store.load_walk()
         walk, mode = starting_walk(saved, restart=options.restart, full=options.full)
         if walk != saved:

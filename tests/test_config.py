@@ -223,10 +223,16 @@ PASTED_KEY = "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"
 
 
 @pytest.mark.parametrize(
-    "value", [PASTED_KEY, "sk-ant-api03-x", "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z-_.0"]
+    "value",
+    [
+        PASTED_KEY,
+        "sk-ant-api03-x",
+        "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z-_.0",
+        "1gngas4fwkw33r5adc5yalheozq28czrnfhqtvlq",  # no key's shape: was echoed
+    ],
 )
 def test_a_key_pasted_as_api_key_env_is_refused_unshown(tmp_path: Path, value: str) -> None:
-    """api_key_env must be a variable's name; a value that looks like a key is not echoed."""
+    """api_key_env must be a variable's name; a value that may be a key is not echoed."""
     config = write(tmp_path, f'api_key_env = "{value}"\n')
     with pytest.raises(ConfigError, match="api_key_env: must name the environment variable") as e:
         load_settings({}, {"OPENAI_API_KEY": "sk-real"}, config)
@@ -339,3 +345,24 @@ def test_sqlites_memory_database_is_refused() -> None:
 def test_a_blank_key_given_to_the_library_is_refused() -> None:
     with pytest.raises(ConfigError, match="api_key: expected a non-empty string"):
         Settings(api_key="   ")
+
+
+NO_KEY_SHAPE = "1gngas4fwkw33r5adc5yalheozq28czrnfhqtvlq"
+
+
+@pytest.mark.parametrize("whose", ["its own", "another account's"])
+def test_an_account_named_by_a_key_is_refused_unshown(tmp_path: Path, whose: str) -> None:
+    """A key of no key's shape as an account's name was shown in every line and event,
+    and stored with every batch."""
+    config = write(
+        tmp_path,
+        f'[accounts.{NO_KEY_SHAPE}]\napi_key_env = "KEY_C"\n[accounts.b]\napi_key_env = "KEY_D"\n',
+    )
+    keys = {"KEY_C": NO_KEY_SHAPE, "KEY_D": "sk-other-0123456789abcdef"}
+    if whose == "another account's":
+        keys = {"KEY_C": "z" * 32, "KEY_D": NO_KEY_SHAPE}
+    with pytest.raises(ConfigError, match=r"name holds .*API key") as caught:
+        load_accounts({}, keys, config)
+    assert NO_KEY_SHAPE not in str(caught.value)
+    with pytest.raises(ConfigError, match="the name holds the API key"):
+        Settings(account=NO_KEY_SHAPE, api_key=NO_KEY_SHAPE)

@@ -132,7 +132,11 @@ async def test_a_network_failure_on_the_way_to_a_token_is_retryable(failure: Exc
     assert str(caught.value) == f"no Entra ID token: {failure}"
 
 
-@pytest.mark.parametrize("expires_on", [None, "soon", "nan", float("inf")])
+@pytest.mark.parametrize(
+    "expires_on",
+    [None, "soon", "nan", float("inf"), 10**400],
+    ids=["None", "soon", "nan", "inf", "10**400"],
+)
 async def test_an_expiry_that_is_no_time_is_refused_in_one_line(expires_on: object) -> None:
     """It was a TypeError or ValueError traceback; NaN was taken, and a token asked for at
     each request, each dropped from those masked as the next came."""
@@ -450,6 +454,57 @@ async def test_a_renewal_failing_in_words_quoting_the_token_in_hand_logs_it_mask
     await tokens.headers()
     assert "reset while renewing ***; the token in hand is used" in caplog.text
     assert TOKEN not in caplog.text
+
+
+@pytest.mark.parametrize("answer", [None, ("a token", 1)], ids=["None", "a tuple"])
+async def test_a_credential_answering_no_access_token_is_refused_in_one_line(
+    answer: object,
+) -> None:
+    """It was an AttributeError traceback."""
+
+    class Odd(StubCredential):
+        async def get_token(self, *scopes: str) -> AccessToken:
+            return answer  # type: ignore[return-value]
+
+    tokens = EntraTokens(Odd(), V1_API_SCOPE, timeout=60)
+    with pytest.raises(AuthenticationError, match="the credential gave no header value"):
+        await tokens.headers()
+
+
+async def test_a_credential_cancelled_on_its_own_is_a_retryable_error() -> None:
+    """Its CancelledError ended the walk's task as if the run were stopped, and the run
+    waited for good on its writer."""
+
+    class Cancelled(StubCredential):
+        async def get_token(self, *scopes: str) -> AccessToken:
+            raise asyncio.CancelledError
+
+    tokens = EntraTokens(Cancelled(), V1_API_SCOPE, timeout=60)
+    with pytest.raises(AuthenticationError, match="the credential's request was cancelled"):
+        await tokens.headers()
+
+
+async def test_a_close_failing_in_words_quoting_another_accounts_key_logs_it_masked(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The Entra ID account's warnings masked its own tokens alone."""
+    other_key = "1gngas4fwkw33r5adc5yalheozq28czrnfhqtvlq"  # no key's shape
+
+    class Unclosable(StubCredential):
+        async def close(self) -> None:
+            raise RuntimeError(f"close failed for key {other_key} and token {TOKEN}")
+
+    monkeypatch.setattr(entra, "default_credential", Unclosable)
+    async with FakeApiServer(FakeApiOptions(batches=5, api_key=TOKEN, flavor="azure-v1")) as server:
+        entra_account = Settings(
+            db=db_path, account="e", provider="azure", azure_endpoint=server.root_url, auth="entra"
+        )
+        key_account = Settings(
+            db=db_path, account="k", base_url="http://127.0.0.1:9/v1", api_key=other_key
+        )
+        await sync_accounts([entra_account, key_account], retry=FAST)
+    assert "close failed for key *** and token ***" in caplog.text
+    assert other_key not in caplog.text
 
 
 async def test_a_token_expired_when_handed_out_is_masked_all_the_same() -> None:

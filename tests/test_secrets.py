@@ -905,7 +905,8 @@ async def test_a_failure_before_the_run_masks_a_key_of_no_key_shape(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A key pasted into the proxy variable, refused as the session was made: the run had
-    not masked it yet, and the error said it whole (`sync`'s, and each account's)."""
+    not masked it yet, and the error said it whole (`sync`'s, each account's, and the
+    stream's, whatever the key's shape)."""
     key = "localgatewaytoken0123456789abcdefghijklmnopqrstuvwxyz0123"  # no key's shape
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
         for spelled in (name, name.lower()):
@@ -914,8 +915,25 @@ async def test_a_failure_before_the_run_masks_a_key_of_no_key_shape(
     settings = Settings(db=db_path, base_url="http://127.0.0.1:9/v1", api_key=key)
     with pytest.raises(ConfigError) as caught:
         await sync(settings)
+    with pytest.raises(ConfigError) as streamed:
+        async for _ in iter_batches(settings):
+            pass
     other = dataclasses.replace(settings, account="other", api_key="another-key-of-its-own-0123")
     outcomes = await sync_accounts([dataclasses.replace(settings, account="a"), other])
-    errors = [str(caught.value), *(str(outcome.error) for outcome in outcomes)]
+    errors = [str(caught.value), str(streamed.value), *(str(o.error) for o in outcomes)]
     assert all("through the proxy" in error and "***" in error for error in errors)
     assert not any(key[:16] in error for error in errors)
+
+
+def test_a_key_of_no_key_shape_in_azures_variable_is_not_said_back(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Azure's default variable was masked only for values shaped like a key: a flag given
+    that key as its value was said back whole."""
+    key = "1gngas4fwkw33r5adc5yalheozq28czrnfhqtvlq"
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", key)
+    with pytest.raises(SystemExit):
+        main(["sync", "--page-size", key])
+    err = capsys.readouterr().err
+    assert "got '***'" in err
+    assert key not in err
