@@ -126,7 +126,6 @@ async def test_two_accounts_naming_the_files_of_one_batch_by_ids_of_their_own_ke
     ids (404s, files recorded expired for good), and the lines stored changed from sync to
     sync. The batch's owner names its files; the other account may ask for one first (a
     404), and the owner asks for it next sync."""
-    missing = json.dumps({"error": {"message": "No such File object", "code": None}}).encode()
 
     def served(prefix: str) -> tuple[list[dict[str, Any]], Callable[[str], RawAnswer]]:
         batches = [failed_batch(n, lines=3) for n in range(5, 0, -1)]
@@ -136,7 +135,7 @@ async def test_two_accounts_naming_the_files_of_one_batch_by_ids_of_their_own_ke
         def answer(file_id: str) -> RawAnswer:
             if file_id.startswith(f"file-{prefix}"):
                 return b"200 OK", {}, error_lines(3)
-            return b"404 Not Found", {}, missing
+            return NO_SUCH_FILE
 
         return batches, answer
 
@@ -192,11 +191,10 @@ async def test_a_file_its_owner_cannot_find_is_asked_of_the_other_account_listin
     after three syncs the file was recorded expired for good though the other account
     could read it. After the owner's 404, the other account asks; a file expires once
     every account listing it has answered 404."""
-    missing = json.dumps({"error": {"message": "No such File object", "code": None}}).encode()
     batches = [failed_batch(n) for n in (2, 1)]
-    read = (b"200 OK", {}, error_lines(2)) if other_reads else (b"404 Not Found", {}, missing)
+    read = (b"200 OK", {}, error_lines(2)) if other_reads else NO_SUCH_FILE
     async with (
-        raw_api(batches, lambda _: (b"404 Not Found", {}, missing)) as owner_url,
+        raw_api(batches, lambda _: NO_SUCH_FILE) as owner_url,
         raw_api(batches, lambda _: read) as other_url,
     ):
         owner, other = (
@@ -219,16 +217,15 @@ async def test_a_new_file_of_a_batch_is_asked_of_its_owner_whatever_answered_the
     """The owner's 404 for a batch's file was kept when the batch came to name another: the
     owner left the new file to the other account, which could not read it."""
     batch = failed_batch(1)
-    missing = json.dumps({"error": {"message": "No such File object", "code": None}}).encode()
 
     def owner_answer(file_id: str) -> RawAnswer:
         if file_id == "file-err-new":
             return b"200 OK", {}, error_lines(2)
-        return b"404 Not Found", {}, missing
+        return NO_SUCH_FILE
 
     async with (
         raw_api([batch], owner_answer) as owner_url,
-        raw_api([batch], lambda _: (b"404 Not Found", {}, missing)) as other_url,
+        raw_api([batch], lambda _: NO_SUCH_FILE) as other_url,
     ):
         owner, other = (
             Settings(db=db_path, account=name, base_url=url, api_key=API_KEY)
@@ -271,11 +268,10 @@ async def test_a_file_one_account_cannot_find_expires_only_once_each_account_has
     """Accounts synced in runs of their own, one through a gateway answering 404 for every
     file: its three 404s recorded expired for good the files of batches the other account
     owns, and of those it owns that the other lists, though the other reads them."""
-    missing = json.dumps({"error": {"message": "No such File object", "code": None}}).encode()
     batches = [failed_batch(n) for n in (2, 1)]
     async with (
         raw_api(batches[1:], lambda _: (b"200 OK", {}, error_lines(2))) as direct_url,
-        raw_api(batches, lambda _: (b"404 Not Found", {}, missing)) as gateway_url,
+        raw_api(batches, lambda _: NO_SUCH_FILE) as gateway_url,
     ):
         direct, gateway = (
             Settings(db=db_path, account=name, base_url=url, api_key=API_KEY)
@@ -297,10 +293,8 @@ async def test_a_file_answered_404_once_is_asked_again_when_no_other_account_ask
 ) -> None:
     """One 404 (a blip) for an output file, the other account listing the batch asking for
     no output files: the file was left to that account for good, recorded expired."""
-    batch = failed_batch(1)
-    batch["output_file_id"] = "file-out-1"
-    missing = json.dumps({"error": {"message": "No such File object", "code": None}}).encode()
-    answers = iter([(b"404 Not Found", {}, missing)])
+    batch = failed_batch(1, output=True)
+    answers = iter([NO_SUCH_FILE])
 
     def owner_answer(file_id: str) -> RawAnswer:
         if file_id == "file-out-1":
@@ -343,14 +337,12 @@ async def test_a_file_an_account_never_asks_for_expires_after_six_404s_of_anothe
 ) -> None:
     """The owner asking for no output files, the other account's 404s for one waited for
     the owner's: the file was asked for on every sync, for ever."""
-    batch = failed_batch(1)
-    batch["output_file_id"] = "file-out-1"
-    missing = json.dumps({"error": {"message": "No such File object", "code": None}}).encode()
+    batch = failed_batch(1, output=True)
     asked: Counter[str] = Counter()
 
     def answer(file_id: str) -> RawAnswer:
         asked[file_id] += 1
-        return b"404 Not Found", {}, missing
+        return NO_SUCH_FILE
 
     async with raw_api([batch], answer) as url:
         owner = Settings(db=db_path, account="owner", base_url=url, api_key=API_KEY, files=False)
@@ -413,8 +405,7 @@ async def test_a_failed_by_edited_by_hand_is_taken_as_naming_no_account(
     db_path: Path, edited: str
 ) -> None:
     """Not JSON, or no list: every later sync was a traceback (or "unusable")."""
-    missing = json.dumps({"error": {"message": "No such File object", "code": None}}).encode()
-    async with raw_api([failed_batch(1)], lambda _: (b"404 Not Found", {}, missing)) as url:
+    async with raw_api([failed_batch(1)], lambda _: NO_SUCH_FILE) as url:
         settings = Settings(db=db_path, base_url=url, api_key=API_KEY)
         await sync(settings, retry=RETRY)
         with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
@@ -444,10 +435,9 @@ async def test_a_file_expired_for_good_by_one_account_is_asked_once_of_the_other
     other account, whose incremental walk no longer listed the batch, never asked."""
     batch = failed_batch(1)
     batch.update(status="in_progress", error_file_id=None)
-    missing = json.dumps({"error": {"message": "No such File object", "code": None}}).encode()
     listed_directly = [batch]
     async with (
-        raw_api([batch], lambda _: (b"404 Not Found", {}, missing)) as gateway_url,
+        raw_api([batch], lambda _: NO_SUCH_FILE) as gateway_url,
         raw_api(listed_directly, lambda _: (b"200 OK", {}, error_lines(2))) as direct_url,
     ):
         gateway, direct = (
@@ -470,15 +460,13 @@ async def test_a_file_expired_for_good_is_not_asked_again_for_an_account_not_ask
 ) -> None:
     """An account asking for no output files listed the batch on each sync: the output
     file expired for good was reopened each time, and asked again of the other, for ever."""
-    batch = failed_batch(1)
-    batch["output_file_id"] = "file-out-1"
-    missing = json.dumps({"error": {"message": "No such File object", "code": None}}).encode()
+    batch = failed_batch(1, output=True)
     asked: Counter[str] = Counter()
 
     def answer(file_id: str) -> RawAnswer:
         asked[file_id] += 1
         if file_id == "file-out-1":
-            return b"404 Not Found", {}, missing
+            return NO_SUCH_FILE
         return b"200 OK", {}, error_lines(2)
 
     async with raw_api([batch], answer) as url:
@@ -1345,6 +1333,11 @@ async def test_a_file_cut_where_aiohttp_checks_nothing_is_read_again(
 
 # An answer as a raw server sends it: status line, headers, body.
 RawAnswer = tuple[bytes, dict[str, str], bytes]
+NO_SUCH_FILE: RawAnswer = (
+    b"404 Not Found",
+    {},
+    json.dumps({"error": {"message": "No such File object", "code": None}}).encode(),
+)
 
 
 @contextlib.asynccontextmanager
@@ -1390,9 +1383,11 @@ def error_lines(count: int, prefix: str = "r") -> bytes:
     )
 
 
-def failed_batch(n: int, lines: int = 2) -> dict[str, Any]:
-    """Batch n, every request failed, its error file `file-err-n`."""
-    batch = make_batch(n, error_file_id=f"file-err-{n}", output_file_id=None)
+def failed_batch(n: int, lines: int = 2, *, output: bool = False) -> dict[str, Any]:
+    """Batch n, every request failed, its error file `file-err-n` (and, with `output`, an
+    output file `file-out-n`)."""
+    output_file = f"file-out-{n}" if output else None
+    batch = make_batch(n, error_file_id=f"file-err-{n}", output_file_id=output_file)
     batch["request_counts"] = {"total": lines, "completed": 0, "failed": lines}
     return batch
 
