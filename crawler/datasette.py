@@ -133,7 +133,7 @@ TABLES: dict[str, dict[str, Any]] = {
             "error": "why it failed",
             "fetched_at": "unix seconds",
             "expires_at": "when the API deletes the file (unix seconds)",
-            "not_found_runs": "syncs in a row that got a 404 (6: expired for good)",
+            "not_found_runs": "syncs that got a 404 since it was last read (6: expired for good)",
             "empty_runs": "syncs in a row that read it without one request line",
             "named_by": "the account whose list named it (the batch's owner)",
             "failed_by": "accounts whose ask failed since it was last read (a JSON array)",

@@ -6,10 +6,11 @@
 -- account of the run that may read it asks first.
 ALTER TABLE batch_files ADD COLUMN failed_by TEXT;
 
--- A file answered 404 is expired for good once three syncs in a row answered 404 and each
--- account that may read it was among them, or once six syncs in a row did, whoever
--- answered (an account that never asks, not synced or not asking for that kind, does not
--- keep it asked for ever); not_found_runs is then 6. Those expired for good before were
+-- A file answered 404 is expired for good once three syncs answered 404 since it was last
+-- read (another failure between says nothing of the file) and each account that may read
+-- it was among them, or once six did, whoever answered (an account that never asks, not
+-- synced or not asking for that kind, does not keep it asked for ever); not_found_runs is
+-- then 6. Those expired for good before were
 -- at 3, asked of the accounts listing the batch.
 UPDATE batch_files SET not_found_runs = 6, failed_by = (
     SELECT CASE WHEN b.listed_by IS NULL THEN json_array(b.account)

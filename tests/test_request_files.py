@@ -480,16 +480,21 @@ async def test_a_file_expired_for_good_is_not_asked_again_for_an_account_not_ask
 
 async def test_a_batch_ended_stays_ended_whatever_a_stale_listing_says(db_path: Path) -> None:
     """Another account's caching gateway listing a completed batch in flight moved it back
-    to in_progress, its file id and completion gone, and forth on every sync."""
+    to in_progress, its file id and completion gone, and forth on every sync; once that
+    was refused, its error lines were still deleted, and it was counted updated."""
     ended = failed_batch(1)
-    stale = {**failed_batch(1), "status": "in_progress", "error_file_id": None}
+    ended["errors"] = {"object": "list", "data": [{"code": "invalid_json", "line": 1}]}
+    stale = {**failed_batch(1), "status": "in_progress", "error_file_id": None, "errors": None}
     answer = lambda _: (b"200 OK", {}, error_lines(2))  # noqa: E731
     async with raw_api([ended], answer) as direct_url, raw_api([stale], answer) as cached_url:
-        for name, url in (("direct", direct_url), ("cached", cached_url)):
-            await sync(Settings(db=db_path, account=name, base_url=url, api_key=API_KEY))
+        await sync(Settings(db=db_path, account="direct", base_url=direct_url, api_key=API_KEY))
+        cached = Settings(db=db_path, account="cached", base_url=cached_url, api_key=API_KEY)
+        result = await sync(cached)
+    assert (result.batches_new, result.batches_updated) == (0, 0)
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
         query = "SELECT status, error_file_id FROM batches"
         assert conn.execute(query).fetchall() == [("completed", "file-err-1")]
+        assert conn.execute("SELECT code FROM batch_errors").fetchall() == [("invalid_json",)]
 
 
 def test_lines_are_split_whatever_the_chunks() -> None:
@@ -1628,3 +1633,34 @@ async def test_a_list_page_in_gzip_members_is_read_whole(db_path: Path) -> None:
         settings = Settings(db=db_path, base_url=url, api_key=API_KEY, files=False)
         result = await sync(settings, retry=RETRY)
     assert (result.complete, result.batches_seen) == (True, 20)
+
+
+async def test_another_accounts_refusals_do_not_keep_a_deleted_file_asked_for_ever(
+    db_path: Path,
+) -> None:
+    """Cron jobs of their own, one account's key refused on every file (403), the other's
+    API answering 404: each 403 set the 404s back to none, and the file was asked of both
+    on every sync, for ever."""
+    refused = (b"403 Forbidden", {}, json.dumps({"error": {"message": "no access"}}).encode())
+    asked: Counter[str] = Counter()
+
+    def answer_of(name: str, reply: RawAnswer) -> Callable[[str], RawAnswer]:
+        def answer(file_id: str) -> RawAnswer:
+            asked[name] += 1
+            return reply
+
+        return answer
+
+    async with (
+        raw_api([failed_batch(1)], answer_of("owner", refused)) as owner_url,
+        raw_api([failed_batch(1)], answer_of("other", NO_SUCH_FILE)) as other_url,
+    ):
+        owner, other = (
+            Settings(db=db_path, account=name, base_url=url, api_key=API_KEY)
+            for name, url in (("owner", owner_url), ("other", other_url))
+        )
+        for _ in range(EXPIRED_FOR_GOOD):
+            await sync(owner, retry=RETRY)
+            await sync(other, retry=RETRY)
+    assert file_not_found_runs(db_path) == [("expired", EXPIRED_FOR_GOOD)]
+    assert asked["other"] < EXPIRED_FOR_GOOD

@@ -363,8 +363,8 @@ def put_files_last(db: sqlite3.Connection, files: Sequence[FileToFetch]) -> None
 def _after_a_failure(
     db: sqlite3.Connection, file: FileToFetch, account: str, *, not_found: bool
 ) -> tuple[int, str]:
-    """The file's syncs in a row answered 404 (EXPIRED_FOR_GOOD once it is: see
-    AGREED_404_RUNS) and the accounts whose ask failed, after `account`'s failed
+    """The file's syncs answered 404 since it was last read (EXPIRED_FOR_GOOD once it is:
+    see AGREED_404_RUNS) and the accounts whose ask failed, after `account`'s failed
     (`not_found`: a 404)."""
     found = db.execute(
         "SELECT f.not_found_runs, f.failed_by, b.account, b.listed_by, f.named_by "
@@ -376,11 +376,10 @@ def _after_a_failure(
         return 0, "[]"
     runs, failed_by, *readers = found
     failed = _accounts(failed_by) | {account}
-    if not not_found:
-        runs = 0
-    elif runs + 1 >= AGREED_404_RUNS and {r for r in readers if r is not None} <= failed:
+    # A 403 or 503 (another account's route, say) says nothing of the file: runs kept.
+    if not_found and runs + 1 >= AGREED_404_RUNS and {r for r in readers if r} <= failed:
         runs = EXPIRED_FOR_GOOD
-    else:
+    elif not_found:
         runs = min(runs + 1, EXPIRED_FOR_GOOD)
     return runs, json.dumps(sorted(failed))
 

@@ -49,7 +49,6 @@ from .statements import execute_rows
 
 T = TypeVar("T")
 
-_TERMINAL = ", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES))
 _UPSERT_BATCHES = (
     f"INSERT INTO batches ({', '.join(BATCH_COLUMNS)}) VALUES {{values}} "
     "ON CONFLICT(id) DO UPDATE SET "
@@ -61,10 +60,6 @@ _UPSERT_BATCHES = (
     )
     + ", listed_by = coalesce(nullif(excluded.account, batches.account), batches.listed_by)"
     + ", gone_at = NULL, not_found_runs = 0"
-    # A batch never leaves a terminal status: a listing showing one in flight again is
-    # stale (another account's caching gateway), and is not stored over it.
-    + f" WHERE batches.status IS NULL OR batches.status NOT IN ({_TERMINAL}) "
-    + f"OR excluded.status IN ({_TERMINAL})"
 )
 # A batch naming another file than the one stored (a gateway minting new ids) has it
 # fetched afresh, in its owner's listing only (0018_file_named_by.sql); the old file's lines
@@ -84,6 +79,8 @@ _UPDATE_FIGURES = (
     f"UPDATE sync_runs SET {', '.join(f'{name} = ?' for name in FIGURE_COLUMNS)} WHERE id = ?"
 )
 _RAW = BATCH_COLUMNS.index("raw")
+_STATUS = BATCH_COLUMNS.index("status")
+_ERROR_BATCH = ERROR_COLUMNS.index("batch_id")
 
 # WAL lets readers (the `status` command, a user's sqlite3 shell) query while a sync
 # writes; synchronous=NORMAL is safe under WAL against a killed process, and a power
@@ -160,7 +157,22 @@ def _write_page(
     ids = [row[0] for row in batch_rows]
     marks = ", ".join("?" * len(ids))
     with _transaction(db):
-        before = dict(db.execute(f"SELECT id, raw FROM batches WHERE id IN ({marks})", ids))
+        stored_as = db.execute(f"SELECT id, raw, status FROM batches WHERE id IN ({marks})", ids)
+        before = {batch_id: (raw, status) for batch_id, raw, status in stored_as}
+        # A batch never leaves a terminal status: a listing showing one in flight again is
+        # stale (another account's caching gateway), and neither it nor its error lines
+        # (none) are stored over what is.
+        stale = {
+            row[0]
+            for row in batch_rows
+            if row[0] in before
+            and before[row[0]][1] in TERMINAL_STATUSES
+            and row[_STATUS] not in TERMINAL_STATUSES
+        }
+        if stale:
+            batch_rows = [row for row in batch_rows if row[0] not in stale]
+            error_rows = [row for row in error_rows if row[_ERROR_BATCH] not in stale]
+            before = {batch_id: was for batch_id, was in before.items() if batch_id not in stale}
         execute_rows(db, _UPSERT_BATCHES, batch_rows)
         if before:
             # Only a batch stored before can have error lines to replace: a first walk
@@ -180,8 +192,8 @@ def _write_page(
         if walk is not None:
             _write_walk(db, account, walk)
         _write_figures(db, run_id, figures)
-    updated = sum(row[0] in before and before[row[0]] != row[_RAW] for row in batch_rows)
-    return PageCounts(len(ids) - len(before), updated, len(error_rows))
+    updated = sum(row[0] in before and before[row[0]][0] != row[_RAW] for row in batch_rows)
+    return PageCounts(len(ids) - len(before) - len(stale), updated, len(error_rows))
 
 
 def _mark_by_id_failed(db: sqlite3.Connection, account: str, at: int | None) -> None:
