@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import stat
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
-from .redact import has_a_key_prefixed_word, holds_secret, looks_like_secret, mask_keys
+from .redact import (
+    has_a_key_prefixed_word,
+    holds_secret,
+    looks_like_secret,
+    mask_error,
+    mask_keys,
+)
 from .setting_rules import (
     DEFAULT_BASE_URL,
     account_name_problem,
@@ -199,6 +206,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    return data
+
+
+def _check_config_keys(path: Path, data: dict[str, Any]) -> None:
+    """The keys a config file may have, and its `[accounts.NAME]` tables'."""
     unknown = sorted(set(data) - {*CONFIG_KEYS, "accounts"})
     if unknown:
         raise ConfigError(
@@ -206,7 +218,27 @@ def read_config_file(path: Path) -> dict[str, Any]:
         )
     if "accounts" in data:
         _check_account_tables(path, data["accounts"])
-    return data
+
+
+def _named_keys(from_file: Mapping[str, Any], env: Mapping[str, str]) -> tuple[str, ...]:
+    """The keys the variables a config file names hold (and the default ones), masked in
+    what its checks say: a key pasted as a value there is said back otherwise, since the
+    values are checked before the keys are read."""
+    tables = from_file.get("accounts")
+    named = [from_file.get("api_key_env")]
+    if isinstance(tables, dict):
+        named += [t.get("api_key_env") for t in tables.values() if isinstance(t, dict)]
+    names = {Settings.api_key_env, ENV_AZURE_KEY, *(n for n in named if isinstance(n, str))}
+    return tuple(env[name].strip() for name in names if env.get(name, "").strip())
+
+
+@contextlib.contextmanager
+def _masking_named_keys(from_file: Mapping[str, Any], env: Mapping[str, str]) -> Iterator[None]:
+    try:
+        yield
+    except ConfigError as exc:
+        mask_error(exc, _named_keys(from_file, env))
+        raise
 
 
 def _check_account_tables(path: Path, tables: Any) -> None:
@@ -248,11 +280,14 @@ def load_settings(
             file, the file.
     """
     from_file = {} if config_file is None else read_config_file(config_file)
-    if "accounts" in from_file:
-        raise ConfigError(
-            f"config file {config_file} names several accounts: load them with load_accounts"
-        )
-    return _settings(from_file, env, flags, config_file, account_env=True)
+    with _masking_named_keys(from_file, env):
+        if config_file is not None:
+            _check_config_keys(config_file, from_file)
+        if "accounts" in from_file:
+            raise ConfigError(
+                f"config file {config_file} names several accounts: load them with load_accounts"
+            )
+        return _settings(from_file, env, flags, config_file, account_env=True)
 
 
 def load_accounts(
@@ -274,6 +309,20 @@ def load_accounts(
             or an account in `only` that the configuration does not name.
     """
     from_file = {} if config_file is None else read_config_file(config_file)
+    with _masking_named_keys(from_file, env):
+        if config_file is not None:
+            _check_config_keys(config_file, from_file)
+        return _accounts(flags, env, config_file, from_file, only)
+
+
+def _accounts(
+    flags: Mapping[str, Any],
+    env: Mapping[str, str],
+    config_file: Path | None,
+    from_file: dict[str, Any],
+    only: Sequence[str],
+) -> list[Settings]:
+    from_file = dict(from_file)
     tables: dict[str, dict[str, Any]] = from_file.pop("accounts", {})
     if not tables:
         accounts = [_settings(from_file, env, flags, config_file, account_env=True)]

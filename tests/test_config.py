@@ -366,3 +366,31 @@ def test_an_account_named_by_a_key_is_refused_unshown(tmp_path: Path, whose: str
     assert NO_KEY_SHAPE not in str(caught.value)
     with pytest.raises(ConfigError, match="the name holds the API key"):
         Settings(account=NO_KEY_SHAPE, api_key=NO_KEY_SHAPE)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        'api_key_env = "MYKEY"\npage_size = "{key}"\n',
+        'api_key_env = "MYKEY"\n{key} = 1\n',
+        '[accounts.a]\napi_key_env = "MYKEY"\n[accounts.b]\nauth = "{key}"\n',
+        '[accounts.{key}]\napi_key_env = "MYKEY"\nbogus = 1\n',
+    ],
+    ids=["a value", "a key of the file", "another account's value", "a table's name"],
+)
+def test_a_key_a_config_file_names_is_masked_in_what_its_checks_say(
+    tmp_path: Path, config: str
+) -> None:
+    """The file's values were checked before the key its api_key_env names was read: a
+    key of no key's shape pasted as a value was said back whole."""
+    path = write(tmp_path, config.format(key=NO_KEY_SHAPE))
+    with pytest.raises(ConfigError) as caught:
+        load_accounts({}, {"MYKEY": NO_KEY_SHAPE}, path)
+    assert NO_KEY_SHAPE not in str(caught.value)
+
+
+def test_an_unknown_account_named_by_a_key_is_masked(tmp_path: Path) -> None:
+    path = write(tmp_path, 'api_key_env = "MYKEY"\n')
+    with pytest.raises(ConfigError, match="no account here is named") as caught:
+        load_accounts({}, {"MYKEY": NO_KEY_SHAPE}, path, only=[NO_KEY_SHAPE])
+    assert NO_KEY_SHAPE not in str(caught.value)
