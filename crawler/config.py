@@ -126,7 +126,7 @@ class Settings:
             check_setting(f.name, getattr(self, f.name))
         for name in ("organization", "project"):
             value = getattr(self, name)
-            if value and self.api_key and len(self.api_key) >= 16 and self.api_key in value:
+            if _holds_key(value, self.api_key):
                 raise ConfigError(f"{name}: holds the API key; the key goes in OPENAI_API_KEY")
         if self.auth == "entra" and self.provider != "azure":
             raise ConfigError('auth: "entra" is only for provider = "azure"')
@@ -161,7 +161,7 @@ class Settings:
                 "base URL alone and the key in the environment variable named by api_key_env"
             )
 
-        if self.api_key and len(self.api_key) >= 16 and self.api_key in self.account:
+        if _holds_key(self.account, self.api_key):
             # Shown in every line and event, and stored with every batch.
             raise ConfigError(
                 "account: the name holds the API key (not shown); name the account by what "
@@ -190,6 +190,12 @@ ACCOUNT_KEYS = tuple(k for k in CONFIG_KEYS if k not in {"db", "log_format", "ac
 
 # Flags that name one account's API: with several accounts, their tables say it.
 _ACCOUNT_FLAGS = ("base_url", "provider", "azure_endpoint", "api_version", "auth")
+
+
+def _holds_key(value: str | None, key: str | None) -> bool:
+    """Whether a setting's `value` holds `key` whole: not a key shorter than 16 characters
+    (a placeholder such as `x`, which ordinary values spell)."""
+    return bool(value and key and len(key) >= 16 and key in value)
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -340,9 +346,8 @@ def _accounts(
             )
             for name, table in tables.items()
         ]
-    keys = [a.api_key for a in accounts if a.api_key and len(a.api_key) >= 16]
     for account in accounts:
-        if any(key in account.account for key in keys):
+        if any(_holds_key(account.account, other.api_key) for other in accounts):
             raise ConfigError(
                 "an [accounts.NAME] table's name holds an account's API key (not shown); "
                 "name each account by what it is (a project, a team)"

@@ -196,9 +196,12 @@ class FileAsker:
     bodies: bool
 
 
-# Whether the account bound to `?` may ask for the file: the batch's owner, the last other
-# account listing it, and the account whose listing named the file (0019_file_readers.sql).
-_MAY_READ = "? IN (b.account, coalesce(b.listed_by, ''), coalesce(f.named_by, ''))"
+# The accounts that may ask for a file: the batch's owner, the last other account listing
+# it, and the account whose listing named the file (0019_file_readers.sql).
+_READERS = ("b.account", "b.listed_by", "f.named_by")
+# Whether the account bound to `?` is one of them (a NULL one as none: NOT of a NULL
+# would drop the row).
+_MAY_READ = "? IN ({})".format(", ".join(f"coalesce({reader}, '')" for reader in _READERS))
 # Whether the ask of the account bound to `?` failed since the file was last read.
 _FAILED_FOR = (
     "EXISTS (SELECT 1 FROM json_each(CASE WHEN json_valid(f.failed_by) THEN f.failed_by END) "
@@ -367,7 +370,7 @@ def _after_a_failure(
     see AGREED_404_RUNS) and the accounts whose ask failed, after `account`'s failed
     (`not_found`: a 404)."""
     found = db.execute(
-        "SELECT f.not_found_runs, f.failed_by, b.account, b.listed_by, f.named_by "
+        f"SELECT f.not_found_runs, f.failed_by, {', '.join(_READERS)} "
         "FROM batch_files AS f JOIN batches AS b ON b.id = f.batch_id "
         "WHERE f.batch_id = ? AND f.kind = ? AND f.file_id = ?",
         (file.batch_id, file.kind, file.file_id),

@@ -458,7 +458,7 @@ class Store:
         self, kinds: Collection[str], after: int, limit: int, *, bodies: bool
     ) -> list[FileToFetch]:
         """Files of `kinds` still to fetch, after position `after`; see select_files_to_fetch
-        (another account of this run asks first for those this one's API answered 404)."""
+        (another account of this run asks first for those this one's ask failed)."""
         others = [asker for name, asker in self._run.askers.items() if name != self.account]
         select = functools.partial(select_files_to_fetch, bodies=bodies, others=others)
         return await self._in_thread(select, self.account, kinds, after, limit)
