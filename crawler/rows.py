@@ -175,8 +175,22 @@ TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
 FILE_KINDS = {"output_file_id": "output", "error_file_id": "error"}
 
 
+# The order a batch moves through its statuses; cancelling may come after any stage in flight.
+_STAGES = {"validating": 0, "in_progress": 1, "finalizing": 2, "cancelling": 2}
+_ENDED = 3
+
+
 def _is_terminal(status: Any) -> bool:
     return isinstance(status, str) and status in TERMINAL_STATUSES
+
+
+def moves_back(stored: Any, listed: Any) -> bool:
+    """Whether a batch stored in status `stored` is shown in an earlier one: a stale answer
+    (another account's caching gateway), since a batch never goes back a stage."""
+    if _is_terminal(stored):
+        return not _is_terminal(listed)
+    was, now = _STAGES.get(stored), _STAGES.get(listed)
+    return was is not None and now is not None and now < was
 
 
 def build_file_rows(batches: Iterable[Batch], secret: Secret = None) -> list[tuple[str, str, str]]:

@@ -497,6 +497,23 @@ async def test_a_batch_ended_stays_ended_whatever_a_stale_listing_says(db_path: 
         assert conn.execute("SELECT code FROM batch_errors").fetchall() == [("invalid_json",)]
 
 
+async def test_a_batch_in_flight_never_moves_back_a_stage_for_a_stale_listing(
+    db_path: Path,
+) -> None:
+    """A caching gateway listing a finalizing batch as validating moved it back, and it
+    stayed so until the next refresh by id."""
+    finalizing = {**failed_batch(1), "status": "finalizing", "error_file_id": None}
+    stale = {**finalizing, "status": "validating"}
+    answer = lambda _: NO_SUCH_FILE  # noqa: E731
+    async with raw_api([finalizing], answer) as direct_url, raw_api([stale], answer) as cached_url:
+        await sync(Settings(db=db_path, account="direct", base_url=direct_url, api_key=API_KEY))
+        cached = Settings(db=db_path, account="cached", base_url=cached_url, api_key=API_KEY)
+        result = await sync(cached)
+    assert (result.batches_new, result.batches_updated) == (0, 0)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        assert conn.execute("SELECT status FROM batches").fetchall() == [("finalizing",)]
+
+
 def test_lines_are_split_whatever_the_chunks() -> None:
     text = b'{"a": 1}\n\n{"b": 2}\n{"c": 3}'
     for size in (1, 2, 3, 7, len(text)):

@@ -13,6 +13,7 @@ from crawler.rows import (
     build_error_rows,
     build_page_rows,
     build_page_rows_fitted,
+    moves_back,
 )
 
 from .conftest import make_batch
@@ -188,3 +189,31 @@ def test_an_endpoint_without_its_version_is_stored_as_openais(sent: str, stored:
     row = as_dict(build_batch_row(make_batch(7, endpoint=sent), seen_at=99))
     assert row["endpoint"] == stored
     assert json.loads(str(row["raw"]))["endpoint"] == sent
+
+
+@pytest.mark.parametrize(
+    ("stored", "listed", "stale"),
+    [
+        ("completed", "in_progress", True),
+        ("completed", "COMPLETED", True),
+        ("finalizing", "in_progress", True),
+        ("in_progress", "validating", True),
+        ("cancelling", "validating", True),
+        ("validating", "in_progress", False),
+        ("in_progress", "cancelling", False),
+        ("finalizing", "cancelling", False),
+        ("cancelling", "finalizing", False),
+        ("in_progress", "in_progress", False),
+        ("finalizing", "failed", False),
+        ("completed", "failed", False),
+        ("in_progress", "queued", False),
+        ("queued", "validating", False),
+        (None, "validating", False),
+    ],
+)
+def test_a_listing_at_an_earlier_stage_than_stored_is_stale(
+    stored: object, listed: object, stale: bool
+) -> None:
+    """A status the API does not document is never stale nor makes another one stale,
+    except in place of a terminal one: a batch never leaves a terminal status."""
+    assert moves_back(stored, listed) is stale

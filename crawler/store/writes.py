@@ -17,7 +17,7 @@ import aiosqlite
 
 from ..errors import DatabaseError, UnstorableBatchError
 from ..prices import RATE_COLUMNS, PriceFile
-from ..rows import BATCH_COLUMNS, ERROR_COLUMNS, TERMINAL_STATUSES
+from ..rows import BATCH_COLUMNS, ERROR_COLUMNS, moves_back
 from ..runs import FIGURE_COLUMNS, RunFigures
 from ..walk import WalkState
 from .files import check_file, writer_lock
@@ -159,15 +159,12 @@ def _write_page(
     with _transaction(db):
         stored_as = db.execute(f"SELECT id, raw, status FROM batches WHERE id IN ({marks})", ids)
         before = {batch_id: (raw, status) for batch_id, raw, status in stored_as}
-        # A batch never leaves a terminal status: a listing showing one in flight again is
-        # stale (another account's caching gateway), and neither it nor its error lines
-        # (none) are stored over what is.
+        # A listing showing a batch at an earlier stage than stored is stale, and neither it
+        # nor its error lines are stored over what is.
         stale = {
             row[0]
             for row in batch_rows
-            if row[0] in before
-            and before[row[0]][1] in TERMINAL_STATUSES
-            and row[_STATUS] not in TERMINAL_STATUSES
+            if row[0] in before and moves_back(before[row[0]][1], row[_STATUS])
         }
         if stale:
             batch_rows = [row for row in batch_rows if row[0] not in stale]
