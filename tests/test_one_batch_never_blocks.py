@@ -550,6 +550,26 @@ async def test_a_walk_target_gone_from_the_list_does_not_walk_the_whole_list(
     assert (result.pages, result.refreshed_by_id, result.gone) == (4, 1, 1)
 
 
+@pytest.mark.parametrize("owned", [True, False])
+async def test_a_head_gone_from_the_list_stops_the_walk_at_a_neighbour(
+    settings: Settings, fast_retry: RetryPolicy, owned: bool
+) -> None:
+    """The last walk's head deleted: the batches stored just below it stop the next walk.
+    For batches another account stored first, none was looked at, and every such sync
+    walked the whole list."""
+    everything = list(range(20, 0, -1))
+    with aioresponses() as mock:
+        serve_pages(mock, everything, {})
+        await sync(settings, retry=fast_retry)
+    if not owned:
+        with contextlib.closing(sqlite3.connect(settings.db)) as conn, conn:
+            conn.execute("UPDATE batches SET listed_by = account, account = 'direct'")
+    with aioresponses() as mock:
+        serve_pages(mock, [22, 21, *everything[1:]], {})
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.batches_new, result.pages) == (True, 2, 2)
+
+
 async def test_a_head_dated_in_the_future_does_not_hide_the_batches_below_it(
     settings: Settings, fast_retry: RetryPolicy
 ) -> None:
@@ -792,17 +812,23 @@ def mark_by_id_failed(db: Path, seconds_ago: int) -> None:
         conn.execute("UPDATE walk_state SET by_id_failed_at = unixepoch() - ?", (seconds_ago,))
 
 
+@pytest.mark.parametrize("owned", [True, False])
 async def test_runs_on_a_budget_reach_deep_batches_when_requests_by_id_fail(
-    settings: Settings, fast_retry: RetryPolicy
+    settings: Settings, fast_retry: RetryPolicy, owned: bool
 ) -> None:
     """Requests by id known to fail, two batches in flight deep in the list, one page of
     budget: each run reads a page where one of them is listed, so the second run completes.
-    Walking down from the top, every run would spend its page on the top and exit 3."""
+    Walking down from the top, every run would spend its page on the top and exit 3.
+    So for batches another account stored first: their places were looked for among the
+    account's own alone, and each walked to from the top (hours, at 100,000 batches)."""
     numbers = list(range(20, 0, -1))
     deep = {n: make_batch(n, status="in_progress") for n in (9, 3)}
     with aioresponses() as mock:
         serve_pages(mock, numbers, deep)
         await sync(settings, retry=fast_retry)
+    if not owned:
+        with contextlib.closing(sqlite3.connect(settings.db)) as conn, conn:
+            conn.execute("UPDATE batches SET listed_by = account, account = 'direct'")
     mark_by_id_failed(settings.db, 60)
     one_page = dataclasses.replace(settings, max_pages=1)
     ended = []

@@ -157,12 +157,13 @@ def select_oldest_created_at(db: sqlite3.Connection, batch_ids: list[str]) -> in
 def select_created_just_after(
     db: sqlite3.Connection, account: str, second: int, count: int
 ) -> list[str]:
-    """The ids of `account`'s `count` stored batches created soonest after `second`, soonest
-    first: those its list holds just above a batch created then."""
+    """The ids of the `count` stored batches of `account`'s list (see IN_ACCOUNT_LIST)
+    created soonest after `second`, soonest first: those its list holds just above a batch
+    created then."""
     rows = db.execute(
         "SELECT id FROM batches WHERE created_at > ? AND typeof(created_at) = 'integer' "
-        "AND account = ? ORDER BY created_at, id LIMIT ?",
-        (second, account, count),
+        f"AND {IN_ACCOUNT_LIST} ORDER BY created_at, id LIMIT ?",
+        (second, account, account, count),
     ).fetchall()
     return [batch_id for (batch_id,) in rows]
 
@@ -183,12 +184,13 @@ def select_stored_by(db: sqlite3.Connection, batch_id: str, last_rowid: int) -> 
 def select_newest(
     db: sqlite3.Connection, account: str, count: int, horizon: int
 ) -> list[tuple[str, int]]:
-    """`account`'s `count` newest stored batches created by `horizon` (down the created_at
-    index), newest first: (id, created_at)."""
+    """The `count` newest stored batches of `account`'s list (see IN_ACCOUNT_LIST) created
+    by `horizon` (down the created_at index), newest first: (id, created_at)."""
     rows = db.execute(
         "SELECT id, created_at FROM batches WHERE created_at <= ? "
-        "AND typeof(created_at) = 'integer' AND account = ? ORDER BY created_at DESC LIMIT ?",
-        (horizon, account, count),
+        f"AND typeof(created_at) = 'integer' AND {IN_ACCOUNT_LIST} "
+        "ORDER BY created_at DESC LIMIT ?",
+        (horizon, account, account, count),
     )
     return [(batch_id, created) for batch_id, created in rows]
 
