@@ -116,7 +116,10 @@ class Settings:
             self._check()
         except ConfigError as exc:  # it may quote a value holding the key (a URL, a path)
             keys = [self.api_key] if isinstance(self.api_key, str) else []
-            raise ConfigError(mask_keys(str(exc), keys)) from None
+            exc.args = (mask_keys(str(exc), keys),)
+            # And the errors it came from (int() refusing the key, say) with it.
+            exc.__cause__ = exc.__context__ = None
+            raise
         object.__setattr__(self, "db", Path(self.db))
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
 
@@ -193,13 +196,18 @@ _ACCOUNT_FLAGS = ("base_url", "provider", "azure_endpoint", "api_version", "auth
 
 
 def _holds_key(value: str | None, key: str | None) -> bool:
-    """Whether a setting's `value` holds `key` whole: not a key shorter than 16 characters
-    (a placeholder such as `x`, which ordinary values spell)."""
-    return bool(value and key and len(key) >= 16 and key in value)
+    """Whether a setting's `value` holds `key`, or half of it or more, as stored data is
+    searched (see holds_secret): not a key shorter than 16 characters (a placeholder such as
+    `x`, which ordinary values spell)."""
+    return bool(value and key and holds_secret(value, key))
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
-    """Read a TOML config file into a dict of known keys, or raise ConfigError."""
+def read_config_file(path: Path, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Read a TOML config file into a dict of known keys, or raise ConfigError.
+
+    A file TOML cannot read names no variable holding a key: what the parser says of it
+    (which quotes the file: a table named by a key, declared twice) has each value of
+    `env` of 16 characters or more masked where it stands whole."""
     try:
         if not stat.S_ISREG(path.stat().st_mode):
             # Opening a FIFO would wait for a writer for good.
@@ -209,7 +217,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        said = str(exc)
+        for value in {v.strip() for v in (env or {}).values() if len(v.strip()) >= 16}:
+            said = said.replace(value, "***")
+        raise ConfigError(f"config file {path} is not valid TOML: {said}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not UTF-8 text") from None
     return data
@@ -285,7 +296,7 @@ def load_settings(
         ConfigError: a value is invalid; the message names the key and, for a
             file, the file.
     """
-    from_file = {} if config_file is None else read_config_file(config_file)
+    from_file = {} if config_file is None else read_config_file(config_file, env)
     with _masking_named_keys(from_file, env):
         if config_file is not None:
             _check_config_keys(config_file, from_file)
@@ -314,7 +325,7 @@ def load_accounts(
         ConfigError: as load_settings; a flag naming one account's API given for several,
             or an account in `only` that the configuration does not name.
     """
-    from_file = {} if config_file is None else read_config_file(config_file)
+    from_file = {} if config_file is None else read_config_file(config_file, env)
     with _masking_named_keys(from_file, env):
         if config_file is not None:
             _check_config_keys(config_file, from_file)
@@ -352,6 +363,12 @@ def _accounts(
                 "an [accounts.NAME] table's name holds an account's API key (not shown); "
                 "name each account by what it is (a project, a team)"
             )
+        for name in ("organization", "project"):  # sent to the account's API
+            if any(_holds_key(getattr(account, name), other.api_key) for other in accounts):
+                raise ConfigError(
+                    f"[accounts.{account.account}]: {name} holds an account's API key (not "
+                    f"shown); give the {name} id alone"
+                )
         if any(holds_secret(account.base_url, other.api_key) for other in accounts):
             raise ConfigError(
                 f"[accounts.{account.account}]: base_url holds another account's API key (not "

@@ -163,6 +163,58 @@ def test_a_base_url_holding_another_accounts_key_is_refused_unshown(tmp_path: Pa
     assert azure_key[:16] not in str(caught.value)
 
 
+@pytest.mark.parametrize("setting", ["organization", "project"])
+def test_an_organization_or_project_holding_another_accounts_key_is_refused_unshown(
+    tmp_path: Path, setting: str
+) -> None:
+    """Sent in the OpenAI-Organization (or OpenAI-Project) header to the other account's
+    server: only the account's own key was looked for there."""
+    key_a = "correct-horse-battery-staple-0123456789"
+    config = tmp_path / "accounts.toml"
+    config.write_text(
+        '[accounts.a]\nbase_url = "https://a.example/v1"\napi_key_env = "KEY_A"\n'
+        '[accounts.b]\nbase_url = "https://b.example/v1"\napi_key_env = "KEY_B"\n'
+        f'{setting} = "{key_a}"\n'
+    )
+    env = {"KEY_A": key_a, "KEY_B": "zebra-giraffe-okapi-9876543210"}
+    with pytest.raises(ConfigError, match=rf"\[accounts.b\]: {setting} holds an") as caught:
+        load_accounts({}, env, config)
+    assert key_a[:16] not in str(caught.value)
+
+
+@pytest.mark.parametrize("setting", ["organization", "project", "account"])
+def test_a_setting_holding_half_of_the_key_is_refused(tmp_path: Path, setting: str) -> None:
+    """An account name of 24 of the key's 39 characters was shown in every line and stored
+    with every batch; an organization so was sent in a header."""
+    key = "correct-horse-battery-staple-0123456789"
+    with pytest.raises(ConfigError, match=f"^{setting}: .*holds the API key"):
+        Settings(db=tmp_path / "b.db", api_key=key, **{setting: key[:24]})
+
+
+def test_a_settings_error_keeps_no_error_quoting_the_key(tmp_path: Path) -> None:
+    """Its message was masked, but the error it came from (int() refusing the key) was kept
+    as its context, for any code reading it."""
+    key = "correct-horse-battery-staple-0123456789"
+    with pytest.raises(ConfigError) as caught:
+        Settings(db=tmp_path / "b.db", api_key=key, page_size=key)  # type: ignore[arg-type]
+    assert key[:16] not in str(caught.value)
+    assert (caught.value.__cause__, caught.value.__context__) == (None, None)
+
+
+def test_what_toml_says_of_a_file_it_cannot_read_masks_the_environments_values(
+    tmp_path: Path,
+) -> None:
+    """A table named by the key, declared twice: the parser's words quoted it, and a file
+    TOML cannot read names no variable to mask."""
+    key = "correct-horse-battery-staple-0123456789"
+    config = tmp_path / "dup.toml"
+    config.write_text(f'[accounts."{key}"]\n[accounts."{key}"]\n')
+    with pytest.raises(ConfigError, match="is not valid TOML: Cannot declare") as caught:
+        load_accounts({}, {"MY_KEY": key, "HOME": "/home/x"}, config)
+    assert key[:16] not in str(caught.value)
+    assert caught.value.__cause__ is None
+
+
 def test_a_config_file_that_is_a_fifo_is_refused_without_waiting(tmp_path: Path) -> None:
     """Opening a FIFO waits for a writer for good; it is refused before it is opened."""
     fifo = tmp_path / "config.toml"
