@@ -180,15 +180,16 @@ _STAGES = {"validating": 0, "in_progress": 1, "finalizing": 2, "cancelling": 2}
 _ENDED = 3
 
 
-def _is_terminal(status: Any) -> bool:
+def is_terminal(status: Any) -> bool:
+    """Whether `status` is one a batch never leaves."""
     return isinstance(status, str) and status in TERMINAL_STATUSES
 
 
 def moves_back(stored: Any, listed: Any) -> bool:
     """Whether a batch stored in status `stored` is shown in an earlier one: a stale answer
     (another account's caching gateway), since a batch never goes back a stage."""
-    if _is_terminal(stored):
-        return not _is_terminal(listed)
+    if is_terminal(stored):
+        return not is_terminal(listed)
     was, now = _STAGES.get(stored), _STAGES.get(listed)
     return was is not None and now is not None and now < was
 
@@ -202,7 +203,7 @@ def build_file_rows(batches: Iterable[Batch], secret: Secret = None) -> list[tup
     return [
         (file_id, batch["id"], kind)
         for batch in batches
-        if _is_terminal(batch.get("status"))
+        if is_terminal(batch.get("status"))
         for field, kind in FILE_KINDS.items()
         if is_storable_text(file_id := batch.get(field)) and not holds_secret(file_id, secret)
     ]

@@ -497,6 +497,27 @@ async def test_a_batch_ended_stays_ended_whatever_a_stale_listing_says(db_path: 
         assert conn.execute("SELECT code FROM batch_errors").fetchall() == [("invalid_json",)]
 
 
+async def test_another_accounts_listing_of_a_batch_ended_does_not_store_over_it(
+    db_path: Path,
+) -> None:
+    """A gateway listing the batches with `errors` null wiped their error lines whenever
+    its account synced after the owner's: the last to list a batch decided what it held."""
+    ended = failed_batch(1)
+    ended["errors"] = {"object": "list", "data": [{"code": "invalid_json", "line": 1}]}
+    stripped = {**ended, "errors": None, "request_counts": None}
+    answer = lambda _: (b"200 OK", {}, error_lines(2))  # noqa: E731
+    async with raw_api([ended], answer) as direct_url, raw_api([stripped], answer) as gw_url:
+        direct = Settings(db=db_path, account="direct", base_url=direct_url, api_key=API_KEY)
+        gateway = Settings(db=db_path, account="gateway", base_url=gw_url, api_key=API_KEY)
+        await sync(direct)
+        result = await sync(gateway)
+    assert (result.batches_new, result.batches_updated) == (0, 0)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        query = "SELECT account, listed_by, request_counts_failed FROM batches"
+        assert conn.execute(query).fetchall() == [("direct", "gateway", 2)]
+        assert conn.execute("SELECT code FROM batch_errors").fetchall() == [("invalid_json",)]
+
+
 async def test_a_batch_in_flight_never_moves_back_a_stage_for_a_stale_listing(
     db_path: Path,
 ) -> None:

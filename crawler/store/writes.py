@@ -17,7 +17,7 @@ import aiosqlite
 
 from ..errors import DatabaseError, UnstorableBatchError
 from ..prices import RATE_COLUMNS, PriceFile
-from ..rows import BATCH_COLUMNS, ERROR_COLUMNS, moves_back
+from ..rows import BATCH_COLUMNS, ERROR_COLUMNS, is_terminal, moves_back
 from ..runs import FIGURE_COLUMNS, RunFigures
 from ..walk import WalkState
 from .files import check_file, writer_lock
@@ -60,6 +60,12 @@ _UPSERT_BATCHES = (
     )
     + ", listed_by = coalesce(nullif(excluded.account, batches.account), batches.listed_by)"
     + ", gone_at = NULL, not_found_runs = 0"
+)
+# What a listing kept out of the batch (see _write_page) says: the batch is there, and
+# listed by this account.
+_LISTED = (
+    "UPDATE batches SET listed_by = coalesce(nullif(?, account), listed_by), "
+    "gone_at = NULL, not_found_runs = 0 WHERE id = ?"
 )
 # A batch naming another file than the one stored (a gateway minting new ids) has it
 # fetched afresh, in its owner's listing only (0018_file_named_by.sql); the old file's lines
@@ -157,19 +163,28 @@ def _write_page(
     ids = [row[0] for row in batch_rows]
     marks = ", ".join("?" * len(ids))
     with _transaction(db):
-        stored_as = db.execute(f"SELECT id, raw, status FROM batches WHERE id IN ({marks})", ids)
-        before = {batch_id: (raw, status) for batch_id, raw, status in stored_as}
-        # A listing showing a batch at an earlier stage than stored is stale, and neither it
-        # nor its error lines are stored over what is.
-        stale = {
+        stored_as = db.execute(
+            f"SELECT id, raw, status, account FROM batches WHERE id IN ({marks})", ids
+        )
+        before = {batch_id: (raw, status, owner) for batch_id, raw, status, owner in stored_as}
+        # Neither a batch nor its error lines are stored over what is from a listing that
+        # is stale (at an earlier stage than stored), nor from another account's listing of
+        # a batch ended (it never changes again, and a gateway may leave fields out): the
+        # listing says alone that the batch is there, and listed by this account.
+        kept = {
             row[0]
             for row in batch_rows
-            if row[0] in before and moves_back(before[row[0]][1], row[_STATUS])
+            if row[0] in before
+            and (
+                moves_back(before[row[0]][1], row[_STATUS])
+                or (before[row[0]][2] != account and is_terminal(before[row[0]][1]))
+            )
         }
-        if stale:
-            batch_rows = [row for row in batch_rows if row[0] not in stale]
-            error_rows = [row for row in error_rows if row[_ERROR_BATCH] not in stale]
-            before = {batch_id: was for batch_id, was in before.items() if batch_id not in stale}
+        if kept:
+            batch_rows = [row for row in batch_rows if row[0] not in kept]
+            error_rows = [row for row in error_rows if row[_ERROR_BATCH] not in kept]
+            before = {batch_id: was for batch_id, was in before.items() if batch_id not in kept}
+            db.executemany(_LISTED, [(account, batch_id) for batch_id in kept])
         execute_rows(db, _UPSERT_BATCHES, batch_rows)
         if before:
             # Only a batch stored before can have error lines to replace: a first walk
@@ -190,7 +205,7 @@ def _write_page(
             _write_walk(db, account, walk)
         _write_figures(db, run_id, figures)
     updated = sum(row[0] in before and before[row[0]][0] != row[_RAW] for row in batch_rows)
-    return PageCounts(len(ids) - len(before) - len(stale), updated, len(error_rows))
+    return PageCounts(len(ids) - len(before) - len(kept), updated, len(error_rows))
 
 
 def _mark_by_id_failed(db: sqlite3.Connection, account: str, at: int | None) -> None:
