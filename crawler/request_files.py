@@ -27,6 +27,7 @@ from .errors import (
     AuthenticationError,
     BrokenResponseError,
     QuotaExceededError,
+    UnknownRouteError,
     UnstorableBatchError,
 )
 from .jsontext import parse
@@ -70,9 +71,10 @@ BYTES_AHEAD = BYTES_PER_COMMIT // 2
 WRITES_AHEAD = 32
 
 # Files not failed before whose retries ran out on server errors or failed connections (or
-# that answered 403), one after the other with none fetched between, before the run stops
-# fetching files: the files route is down (or out of the key's reach), and going on would
-# cost every file its retries (8 attempts, half a minute each).
+# that answered 403, or 404 for the path), one after the other with none fetched between,
+# before the run stops fetching files: the files route is down (out of the key's reach, or
+# not served at all), and going on would cost every file its retries (8 attempts, half a
+# minute each), or ask each file on every sync.
 FAILURES_IN_A_ROW = 3
 # Syncs in a row a file is read without one request line before it is taken to be empty.
 EMPTY_AGREEMENT = 3
@@ -444,8 +446,9 @@ def _judge_an_empty_reading(outcome: FileOutcome) -> FileOutcome:
 
 
 def _route_failing(outcome: FileOutcome) -> bool:
-    """Whether a file's failure says the files route is failing (or out of the key's reach):
-    server errors, failed connections and 429s, asked again until retries ran out, and 403s; not
+    """Whether a file's failure says the files route is failing (out of the key's reach, or
+    not served): server errors, failed connections and 429s, asked again until retries ran
+    out, 403s, and 404s for the path (no error envelope, or "Invalid URL"); not
     a body refused at once (an encoding not asked for) or broken, which is that file's
     alone, nor a file failing again after an earlier sync (the same few would otherwise
     stop every sync before the files after them). A file stored without bodies, read again
@@ -453,8 +456,8 @@ def _route_failing(outcome: FileOutcome) -> bool:
     error = outcome.error
     if outcome.file.failed_before or error is None:
         return False
-    if isinstance(error, AuthenticationError):
-        return True  # a 403: the others raise
+    if isinstance(error, AuthenticationError | UnknownRouteError):
+        return True  # a 403 (the others raise), or no files route
     return isinstance(error, ROUTE_FAILURES) and error.retryable
 
 
@@ -528,8 +531,9 @@ class FileFetcher:
         self._writes = _WriteQueue()
         self._failing = 0  # files failed in a row, the files route seeming down
         self._route_answered = False  # a file of this run was stored, or answered 404
-        self._refused = 0  # files of this run refused (403)
-        self._not_refused = 0  # and those that ended otherwise
+        self._asked = 0  # files of this run asked for, and ended
+        self._refused = 0  # of them refused (403)
+        self._without_route = 0  # of them answered 404 for the path: no files route
         self.stopped = False
         self.route_down = False  # files failing one after the other stopped the run's files
         self.cut_by_the_budget: list[FileToFetch] = []  # files whose download the budget ended
@@ -619,10 +623,11 @@ class FileFetcher:
             elif outcome.error is None:  # the route answered: stored, or 404
                 self._failing = 0
                 self._route_answered = True
+            self._asked += 1
             if isinstance(outcome.error, AuthenticationError):  # a 403: the others raise
                 self._refused += 1
-            else:
-                self._not_refused += 1
+            elif isinstance(outcome.error, UnknownRouteError):
+                self._without_route += 1
             await self._writes.put(outcome)
 
     @property
@@ -630,7 +635,17 @@ class FileFetcher:
         """Whether every file this run asked for, FAILURES_IN_A_ROW at least, was refused
         (403): the key may not read files, which only the user can change; every sync would
         fail so. (One file out of the key's reach, left alone to ask again, is not that.)"""
-        return self._refused >= FAILURES_IN_A_ROW and not self._not_refused
+        return self._every_file_asked(self._refused)
+
+    @property
+    def no_files_route(self) -> bool:
+        """Whether every file this run asked for, FAILURES_IN_A_ROW at least, answered 404
+        for the path: the API (a proxy, a compatible server) serves no files there, or the
+        base URL is wrong, which only the user can change."""
+        return self._every_file_asked(self._without_route)
+
+    def _every_file_asked(self, ended_so: int) -> bool:
+        return ended_so >= FAILURES_IN_A_ROW and ended_so == self._asked
 
     async def _claim(self) -> FileToFetch | None:
         """The next file to fetch, claimed by this worker alone (and this run's other

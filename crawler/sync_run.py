@@ -152,6 +152,13 @@ async def _walk_and_fetch(run: Run, client: ApiClient, walk: WalkState) -> bool:
             "for the batches alone",
             summary=True,
         )
+    elif fetcher.no_files_route:
+        run.note(
+            "every request file asked for answered HTTP 404 for the path (GET "
+            "/files/{id}/content): this API serves no request files at the files route. "
+            "Check the base URL, or sync with --no-files (files = false) for the batches alone",
+            summary=True,
+        )
     elif fetcher.route_down:
         run.note(
             f"{FAILURES_IN_A_ROW} request files in a row failed past their retries (the "
@@ -161,7 +168,9 @@ async def _walk_and_fetch(run: Run, client: ApiClient, walk: WalkState) -> bool:
     if fetcher.cut_by_the_budget:
         run.note(_cut_by_the_budget([file.file_id for file in fetcher.cut_by_the_budget]))
         await run.store.put_files_last(fetcher.cut_by_the_budget)
-    return complete and files.result()
+    # Files no sync reads until the user acts: not complete, though each was asked.
+    unreadable = fetcher.key_refused or fetcher.no_files_route
+    return complete and files.result() and not unreadable
 
 
 def _cut_by_the_budget(file_ids: list[str]) -> str:

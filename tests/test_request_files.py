@@ -1278,6 +1278,68 @@ async def test_a_key_that_may_read_no_file_is_told_what_to_do_on_every_sync(
     assert result.warnings[0].startswith(f"{FAILURES_IN_A_ROW} request files in a row failed")
 
 
+NO_FILES_ROUTE: dict[str, RawAnswer] = {
+    "no envelope": (b"404 Not Found", {}, json.dumps({"detail": "Not Found"}).encode()),
+    "Invalid URL": (
+        b"404 Not Found",
+        {},
+        json.dumps({"error": {"message": "Invalid URL (GET /v1/files/f/content)"}}).encode(),
+    ),
+}
+
+
+@pytest.mark.parametrize("answer", list(NO_FILES_ROUTE.values()), ids=list(NO_FILES_ROUTE))
+async def test_an_api_without_the_files_route_is_told_what_to_do_on_every_sync(
+    db_path: Path, answer: RawAnswer
+) -> None:
+    """A 404 for the path of every file (a proxy, a compatible server without the files
+    route): each sync asked for every file, ended complete (exit 0) with a warning per
+    file, and said nothing of the route or of --no-files. The breaker now stops the fresh
+    files as for an outage, and each sync, the one that finds it and every later one (which
+    asks each file once), says first that the API serves no files there, and is partial."""
+    asked: Counter[str] = Counter()
+
+    def no_route(file_id: str) -> RawAnswer:
+        asked[file_id] += 1
+        return answer
+
+    batches = [failed_batch(n) for n in range(8, 0, -1)]
+    asks_per_sync = []
+    async with raw_api(batches, no_route) as url:
+        settings = Settings(db=db_path, base_url=url, api_key=API_KEY, concurrency=1)
+        for _ in range(4):
+            asked_before = asked.total()
+            result = await sync(settings, retry=RETRY)
+            asks_per_sync.append(asked.total() - asked_before)
+            assert not result.complete
+            assert result.warnings[0].startswith(
+                "every request file asked for answered HTTP 404 for the path"
+            )
+            assert "--no-files" in result.warnings[0]
+    # FAILURES_IN_A_ROW fresh files a sync, and each failed before once: then all, once.
+    assert asks_per_sync == [3, 6, 8, 8]
+    assert sorted(asked.values(), reverse=True) == [4, 4, 4, 3, 3, 3, 2, 2]
+    assert file_states(db_path) == {"failed": 8}
+
+
+async def test_a_key_refused_every_file_is_partial_once_each_has_failed_before(
+    db_path: Path,
+) -> None:
+    """A 403 on every file: once every file had failed on an earlier sync (none fresh to
+    trip the breaker), each sync ended complete (exit 0) though no file can be read."""
+    refused = {"error": {"message": "Missing scopes: api.files.read", "type": "invalid"}}
+    batches = [failed_batch(n) for n in range(3, 0, -1)]
+    async with raw_api(
+        batches, lambda _: (b"403 Forbidden", {}, json.dumps(refused).encode())
+    ) as url:
+        settings = Settings(db=db_path, base_url=url, api_key=API_KEY, concurrency=1)
+        for _ in range(2):
+            result = await sync(settings, retry=RETRY)
+            assert not result.complete
+            assert result.warnings[0].startswith("every request file asked for was refused")
+    assert file_states(db_path) == {"failed": 3}
+
+
 def test_a_long_line_is_mapped_in_python_not_by_sqlite() -> None:
     """SQLite held about 50 times a long line's size while mapping it (3 GB for 60 MB)."""
     line = json.dumps({"custom_id": "r", "response": {"body": {"x": "y" * SQL_LINE_BYTES}}})
