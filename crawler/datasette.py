@@ -136,7 +136,11 @@ TABLES: dict[str, dict[str, Any]] = {
             "not_found_runs": "syncs that got a 404 since it was last read (6: expired for good)",
             "empty_runs": "syncs in a row that read it without one request line",
             "named_by": "the account whose list named it (the batch's owner)",
-            "failed_by": "accounts whose ask failed since it was last read (a JSON array)",
+            "failed_by": (
+                "accounts whose ask failed since it was last read (a JSON array, the last to "
+                "fail last)"
+            ),
+            "not_found_by": "accounts whose ask got a 404 since it was last read (a JSON array)",
         },
         facets=["kind", "state"],
     ),

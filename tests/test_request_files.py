@@ -42,7 +42,7 @@ from crawler.request_files import (
 from crawler.request_rows import REQUEST_COLUMNS, build_request_row
 from crawler.runs import SyncResult
 from crawler.store import FileToFetch
-from crawler.store.requests import EXPIRED_FOR_GOOD
+from crawler.store.requests import AGREED_404_RUNS, EXPIRED_FOR_GOOD
 
 from .conftest import API_KEY, BASE_URL, list_body, make_batch, serving
 
@@ -376,6 +376,74 @@ async def test_files_one_accounts_route_fails_on_are_read_by_the_other_in_a_join
         for _ in range(2):
             await sync_accounts([gateway, direct], retry=RETRY)
     assert (file_states(db_path), len(stored_rows(db_path))) == ({"complete": 8}, 16)
+
+
+@pytest.mark.parametrize("joint", [True, False], ids=["joint runs", "cron runs"])
+async def test_a_blip_of_the_account_that_can_read_a_file_does_not_agree_it_is_gone(
+    db_path: Path, joint: bool
+) -> None:
+    """The owner's route answering 404 for a file the other account's serves: one 503 of
+    the other's (a blip) counted as its agreeing that the file was gone, and the owner's
+    next 404s expired it for good, never asked of the other again."""
+    blips = [(b"503 Service Unavailable", {}, b"")]
+
+    def answer(_: str) -> RawAnswer:
+        return blips.pop() if blips else (b"200 OK", {}, error_lines(2))
+
+    async with (
+        raw_api([failed_batch(1)], lambda _: NO_SUCH_FILE) as owner_url,
+        raw_api([failed_batch(1)], answer) as reader_url,
+    ):
+        owner, reader = (
+            Settings(db=db_path, account=name, base_url=url, api_key=API_KEY)
+            for name, url in (("owner", owner_url), ("reader", reader_url))
+        )
+        await sync(owner, retry=RETRY)  # owns it: its 404
+        if joint:
+            for _ in range(3):
+                await sync_accounts([owner, reader], retry=RETRY)
+        else:
+            await sync(reader, retry=RETRY)  # the blip
+            for _ in range(AGREED_404_RUNS):
+                await sync(owner, retry=RETRY)
+            await sync(reader, retry=RETRY)
+    assert not blips
+    assert (file_states(db_path), len(stored_rows(db_path))) == ({"complete": 1}, 2)
+
+
+async def test_a_file_expired_for_good_stays_so_whatever_its_last_ask_failed_with(
+    db_path: Path,
+) -> None:
+    """The other account's one ask of a file expired for good answered 503: the file was
+    recorded failed, to fetch again, and asked of both accounts on every sync, for ever."""
+    asked: Counter[str] = Counter()
+
+    def answer_of(name: str, reply: RawAnswer) -> Callable[[str], RawAnswer]:
+        def answer(file_id: str) -> RawAnswer:
+            asked[name] += 1
+            return reply
+
+        return answer
+
+    down = (b"503 Service Unavailable", {}, b"")
+    async with (
+        raw_api([failed_batch(1)], answer_of("owner", NO_SUCH_FILE)) as owner_url,
+        raw_api([failed_batch(1)], answer_of("reader", down)) as reader_url,
+    ):
+        owner, reader = (
+            Settings(db=db_path, account=name, base_url=url, api_key=API_KEY)
+            for name, url in (("owner", owner_url), ("reader", reader_url))
+        )
+        await sync(owner, retry=RETRY)
+        await sync(dataclasses.replace(reader, files=False), retry=RETRY)  # lists it
+        for _ in range(EXPIRED_FOR_GOOD - 1):
+            await sync(owner, retry=RETRY)
+        for _ in range(3):
+            await sync(reader, retry=RETRY)
+            await sync(owner, retry=RETRY)
+    assert file_not_found_runs(db_path) == [("expired", EXPIRED_FOR_GOOD)]
+    assert asked["owner"] == EXPIRED_FOR_GOOD
+    assert 1 <= asked["reader"] <= RETRY.max_attempts  # its one ask, with its retries
 
 
 async def test_a_batch_that_ended_between_two_accounts_syncs_has_its_files_read_by_either(
@@ -1759,8 +1827,9 @@ async def test_another_accounts_refusals_do_not_keep_a_deleted_file_asked_for_ev
             Settings(db=db_path, account=name, base_url=url, api_key=API_KEY)
             for name, url in (("owner", owner_url), ("other", other_url))
         )
-        for _ in range(EXPIRED_FOR_GOOD):
+        for _ in range(EXPIRED_FOR_GOOD + 2):
             await sync(owner, retry=RETRY)
             await sync(other, retry=RETRY)
     assert file_not_found_runs(db_path) == [("expired", EXPIRED_FOR_GOOD)]
-    assert asked["other"] < EXPIRED_FOR_GOOD
+    # The 403s say nothing of the file: six 404s, then the owner's one more ask.
+    assert (asked["other"], asked["owner"]) == (EXPIRED_FOR_GOOD, EXPIRED_FOR_GOOD + 1)

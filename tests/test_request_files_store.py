@@ -106,3 +106,47 @@ async def test_files_expired_for_good_before_schema_19_stay_so(db_path: Path) ->
         ("f2", 6, '["owner"]'),
         ("f3", 1, None),
     ]
+
+
+async def test_files_answered_404_before_schema_20_keep_who_answered(db_path: Path) -> None:
+    """Schema 20 tells the accounts whose ask answered 404 from those whose ask failed
+    otherwise; those recorded before are taken as 404s where the file had one."""
+    await create_before(db_path, "files_not_found_by")
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(
+            "INSERT INTO batches (id, status, account, raw, first_seen_at, last_seen_at) "
+            "VALUES ('b1', 'failed', 'owner', '{}', 1, 1)"
+        )
+        conn.executemany(
+            "INSERT INTO batch_files (file_id, batch_id, kind, state, not_found_runs, "
+            "failed_by) VALUES (?, 'b1', ?, ?, ?, ?)",
+            [("f1", "error", "expired", 2, '["owner"]'), ("f2", "output", "failed", 0, '["x"]')],
+        )
+    async with open_store(db_path):
+        pass
+    assert query(db_path, "SELECT file_id, failed_by, not_found_by FROM batch_files") == [
+        ("f1", '["owner"]', '["owner"]'),
+        ("f2", '["x"]', None),
+    ]
+
+
+async def test_a_file_cut_by_one_accounts_budget_is_asked_of_another_first(
+    db_path: Path,
+) -> None:
+    """An account with a short time budget claimed a file too long to download under it
+    first on every joint sync, and the other account, without a budget, never asked."""
+    batch = make_batch(1, status="failed", output_file_id=None, error_file_id="file-err-1")
+    rows, errors = build_page_rows([batch], 1)
+    async with open_store(db_path) as store:
+        budgeted = store.for_account("budgeted", kinds=("error",))
+        unbounded = store.for_account("unbounded", kinds=("error",))
+        for account in (budgeted, unbounded):
+            run = await account.start_run("full", "http://x")
+            await account.save_page(
+                rows, errors, None, run, RunFigures(), (), build_file_rows([batch])
+            )
+        [file] = await budgeted.files_to_fetch(("error",), 0, 10, bodies=False)
+        await budgeted.put_files_last([file])
+        assert await budgeted.files_to_fetch(("error",), 0, 10, bodies=False) == []
+        asked_first = await unbounded.files_to_fetch(("error",), 0, 10, bodies=False)
+    assert [f.file_id for f in asked_first] == ["file-err-1"]

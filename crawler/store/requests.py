@@ -207,6 +207,12 @@ _FAILED_FOR = (
     "EXISTS (SELECT 1 FROM json_each(CASE WHEN json_valid(f.failed_by) THEN f.failed_by END) "
     "WHERE value = ?)"
 )
+# Where the account bound to `?` stands among those whose ask failed, the last to fail
+# last (NULL: it has not failed).
+_FAILED_AT = (
+    "(SELECT max(key) FROM json_each(CASE WHEN json_valid(f.failed_by) THEN f.failed_by END) "
+    "WHERE value = ?)"
+)
 
 
 def select_files_to_fetch(
@@ -225,8 +231,9 @@ def select_files_to_fetch(
     position `after` (those before are being fetched, or were done with in this run).
 
     Not those this account's ask failed for since they were last read while another
-    account of this run (`others`) that may read them, and asks for them, has not: it
-    asks first, since one account's route may lack the files another reads."""
+    account of this run (`others`) that may read them, and asks for them, has not, or
+    failed before it did: it asks first, since one account's route may lack the files
+    another reads (and a 404 after another's 503 is that one's turn again)."""
     if not kinds:
         return []
     kind_marks = ", ".join("?" * len(kinds))
@@ -253,10 +260,12 @@ def select_files_to_fetch(
             stored_whole = "" if other.bodies else "AND f.state != 'complete' "
             asks_first.append(
                 f"({_MAY_READ} AND f.kind IN ({', '.join('?' * len(other.kinds))}) "
-                f"{stored_whole}AND NOT {_FAILED_FOR})"
+                f"{stored_whole}AND coalesce({_FAILED_AT} < {_FAILED_AT}, true))"
             )
-            asks_first_values += [other.account, *other.kinds, other.account]
-    deferred = f"AND NOT ({_FAILED_FOR} AND ({' OR '.join(asks_first)})) " if asks_first else ""
+            asks_first_values += [other.account, *other.kinds, other.account, account]
+    deferred = (
+        f"AND NOT ({_FAILED_AT} IS NOT NULL AND ({' OR '.join(asks_first)})) " if asks_first else ""
+    )
     rows = db.execute(
         f"SELECT f.file_id, f.batch_id, f.kind, CASE f.kind {expected} END, f.position, "
         "f.state, f.state IN ('failed', 'expired') OR f.error IS NOT NULL, f.empty_runs "
@@ -350,50 +359,76 @@ def store_lines(
     return stored, unusable
 
 
-def put_files_last(db: sqlite3.Connection, files: Sequence[FileToFetch]) -> None:
-    """Move these files after every other to fetch (files are fetched in the order of their
-    rowid): a file the time budget cut, read from its first line each sync, would
-    otherwise take a worker first thing every sync, a few of them every worker. One row a
-    statement: two batches may name the same file."""
+def put_files_last(db: sqlite3.Connection, files: Sequence[FileToFetch], account: str) -> None:
+    """Move these files, cut by `account`'s time budget, after every other to fetch (files
+    are fetched in the order of their rowid): a file read from its first line each sync
+    would otherwise take a worker first thing every sync, a few of them every worker. One
+    row a statement: two batches may name the same file.
+
+    And record `account` as the last whose ask failed (not for a file expired for good,
+    asked once of it): another account of a run that may read the file, with a longer
+    budget or none, asks first."""
     for file in files:
         db.execute(
             "UPDATE batch_files SET rowid = (SELECT max(rowid) + 1 FROM batch_files) "
             "WHERE batch_id = ? AND kind = ?",
             (file.batch_id, file.kind),
         )
+        found = db.execute(
+            "SELECT failed_by FROM batch_files WHERE batch_id = ? AND kind = ? AND file_id = ? "
+            f"AND not_found_runs < {EXPIRED_FOR_GOOD}",
+            (file.batch_id, file.kind, file.file_id),
+        ).fetchone()
+        if found is not None:
+            db.execute(
+                "UPDATE batch_files SET failed_by = ? WHERE batch_id = ? AND kind = ?",
+                (json.dumps(_failed_last(found[0], account)), file.batch_id, file.kind),
+            )
 
 
 def _after_a_failure(
     db: sqlite3.Connection, file: FileToFetch, account: str, *, not_found: bool
-) -> tuple[int, str]:
+) -> tuple[int, str, str | None]:
     """The file's syncs answered 404 since it was last read (EXPIRED_FOR_GOOD once it is:
-    see AGREED_404_RUNS) and the accounts whose ask failed, after `account`'s failed
-    (`not_found`: a 404)."""
+    see AGREED_404_RUNS), the accounts whose ask failed (`account` last) and those whose
+    ask answered 404, after `account`'s failed (`not_found`: a 404)."""
     found = db.execute(
-        f"SELECT f.not_found_runs, f.failed_by, {', '.join(_READERS)} "
+        f"SELECT f.not_found_runs, f.failed_by, f.not_found_by, {', '.join(_READERS)} "
         "FROM batch_files AS f JOIN batches AS b ON b.id = f.batch_id "
         "WHERE f.batch_id = ? AND f.kind = ? AND f.file_id = ?",
         (file.batch_id, file.kind, file.file_id),
     ).fetchone()
     if found is None:  # the batch names another file since: nothing to update
-        return 0, "[]"
-    runs, failed_by, *readers = found
-    failed = _accounts(failed_by) | {account}
+        return 0, "[]", None
+    runs, failed_by, not_found_by, *readers = found
+    failed = _failed_last(failed_by, account)
+    answered_404 = set(_accounts(not_found_by)) | ({account} if not_found else set())
     # A 403 or 503 (another account's route, say) says nothing of the file: runs kept.
-    if not_found and runs + 1 >= AGREED_404_RUNS and {r for r in readers if r} <= failed:
+    if not_found and runs + 1 >= AGREED_404_RUNS and {r for r in readers if r} <= answered_404:
         runs = EXPIRED_FOR_GOOD
     elif not_found:
+        if runs + 1 == EXPIRED_FOR_GOOD:
+            # Each account that may read it and had no 404 (a 503, say) asks once more.
+            failed = [a for a in failed if a in answered_404]
         runs = min(runs + 1, EXPIRED_FOR_GOOD)
-    return runs, json.dumps(sorted(failed))
+    return runs, json.dumps(failed), json.dumps(sorted(answered_404)) if answered_404 else None
 
 
-def _accounts(failed_by: str | None) -> set[str]:
-    """The accounts a `failed_by` value names (a value edited by hand names none)."""
+def _failed_last(failed_by: str | None, account: str) -> list[str]:
+    """The accounts of `failed_by`, `account` moved (or added) last."""
+    return [a for a in _accounts(failed_by) if a != account] + [account]
+
+
+def _accounts(failed_by: str | None) -> list[str]:
+    """The accounts a `failed_by` (or `not_found_by`) value names, in its order (a value
+    edited by hand names none)."""
     try:
         named = json.loads(failed_by or "[]")
     except ValueError:
-        return set()
-    return {a for a in named if isinstance(a, str)} if isinstance(named, list) else set()
+        return []
+    if not isinstance(named, list):
+        return []
+    return list(dict.fromkeys(a for a in named if isinstance(a, str)))
 
 
 def update_file(
@@ -421,10 +456,14 @@ def update_file(
     # The file fetched, not another the batch names since (a gateway minting new ids).
     where = "WHERE batch_id = ? AND kind = ? AND file_id = ?"
     key = (file.batch_id, file.kind, file.file_id)
-    not_found = "not_found_runs = ?, failed_by = ?"
-    not_found_values: tuple[int, str | None] = (0, None)
+    not_found = "not_found_runs = ?, failed_by = ?, not_found_by = ?"
+    not_found_values: tuple[int, str | None, str | None] = (0, None, None)
     if state != "complete":
         not_found_values = _after_a_failure(db, file, account, not_found=state == "expired")
+        if not_found_values[0] == EXPIRED_FOR_GOOD:
+            # Expired for good, whatever this ask's failure: a 503 of an account's one ask
+            # of it after (see _EXPIRED_FOR_GOOD) had it asked again of every account.
+            state = "expired"
     if state != "complete" and file.state == "complete":
         db.execute(
             f"UPDATE batch_files SET error = ?, {not_found} {where}",

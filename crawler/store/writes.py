@@ -75,7 +75,7 @@ _UPSERT_FILE = (
     "VALUES (?, ?, ?, 'pending', ?) "
     "ON CONFLICT (batch_id, kind) DO UPDATE SET file_id = excluded.file_id, state = 'pending', "
     "bytes = NULL, lines = NULL, error = NULL, fetched_at = NULL, expires_at = NULL, "
-    "not_found_runs = 0, failed_by = NULL, empty_runs = 0, bodies = NULL, "
+    "not_found_runs = 0, failed_by = NULL, not_found_by = NULL, empty_runs = 0, bodies = NULL, "
     "named_by = excluded.named_by "
     "WHERE file_id != excluded.file_id "
     "AND excluded.named_by = (SELECT account FROM batches WHERE id = excluded.batch_id)"
@@ -261,9 +261,9 @@ def _finish_file(
     return held
 
 
-def _put_files_last(db: sqlite3.Connection, files: Sequence[FileToFetch]) -> None:
+def _put_files_last(db: sqlite3.Connection, files: Sequence[FileToFetch], account: str) -> None:
     with _transaction(db):
-        put_files_last(db, files)
+        put_files_last(db, files, account)
 
 
 def _save_prices(db: sqlite3.Connection, prices: PriceFile, source: str, as_of: str) -> None:
@@ -513,7 +513,7 @@ class Store:
 
     async def put_files_last(self, files: Sequence[FileToFetch]) -> None:
         """Fetch these files after every other, from the next sync on (see put_files_last)."""
-        await self._in_thread(_put_files_last, files)
+        await self._in_thread(_put_files_last, files, self.account)
 
     async def save_prices(self, prices: PriceFile, source: str, as_of: str) -> None:
         """Add these models, or replace the rates the file gives of those priced already,
