@@ -177,13 +177,12 @@ def check_next(page: BatchPage, after: str | None, seen: set[str]) -> str | None
     if cursor is None:
         sent = "no batch with a usable id" if page.skipped else "no batches"
         raise PaginationError(
-            f"the API said has_more=true but sent {sent} {where}; "
-            "stopped to avoid missing the rest (committed pages are kept)"
+            f"the API said has_more=true but sent {sent} {where}; stopped to avoid missing the rest"
         )
     if cursor in seen:
         raise PaginationError(
             f"the API sent cursor {cursor} twice ({where}); the list would loop forever, "
-            "so the walk stopped (committed pages are kept)"
+            "so the walk stopped"
         )
     seen.add(cursor)
     return cursor
