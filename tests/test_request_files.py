@@ -164,10 +164,7 @@ async def test_a_file_another_account_recorded_is_fetched_by_the_owner_in_a_join
         raw_api([batch], lambda _: (b"200 OK", {}, error_lines(2))) as owner_url,
         raw_api([batch], lambda _: (b"403 Forbidden", {}, refused)) as other_url,
     ):
-        owner, other = (
-            Settings(db=db_path, account=name, base_url=url, api_key=API_KEY)
-            for name, url in (("owner", owner_url), ("other", other_url))
-        )
+        owner, other = accounts_at(db_path, owner=owner_url, other=other_url)
         await sync(owner, retry=RETRY)
         batch.update(status="failed", error_file_id="file-err-1")
         await sync(other, retry=RETRY)  # records the file; its key may not read it
@@ -227,10 +224,7 @@ async def test_a_new_file_of_a_batch_is_asked_of_its_owner_whatever_answered_the
         raw_api([batch], owner_answer) as owner_url,
         raw_api([batch], lambda _: NO_SUCH_FILE) as other_url,
     ):
-        owner, other = (
-            Settings(db=db_path, account=name, base_url=url, api_key=API_KEY)
-            for name, url in (("owner", owner_url), ("other", other_url))
-        )
+        owner, other = accounts_at(db_path, owner=owner_url, other=other_url)
         await sync(owner, retry=RETRY)  # 404 for the file the batch names first
         await sync(dataclasses.replace(other, files=False), retry=RETRY)  # lists it too
         batch["error_file_id"] = "file-err-new"
@@ -394,10 +388,7 @@ async def test_a_blip_of_the_account_that_can_read_a_file_does_not_agree_it_is_g
         raw_api([failed_batch(1)], lambda _: NO_SUCH_FILE) as owner_url,
         raw_api([failed_batch(1)], answer) as reader_url,
     ):
-        owner, reader = (
-            Settings(db=db_path, account=name, base_url=url, api_key=API_KEY)
-            for name, url in (("owner", owner_url), ("reader", reader_url))
-        )
+        owner, reader = accounts_at(db_path, owner=owner_url, reader=reader_url)
         await sync(owner, retry=RETRY)  # owns it: its 404
         if joint:
             await sync(dataclasses.replace(reader, files=False), retry=RETRY)  # lists it
@@ -419,22 +410,12 @@ async def test_a_file_expired_for_good_stays_so_whatever_its_last_ask_failed_wit
     recorded failed, to fetch again, and asked of both accounts on every sync, for ever."""
     asked: Counter[str] = Counter()
 
-    def answer_of(name: str, reply: RawAnswer) -> Callable[[str], RawAnswer]:
-        def answer(file_id: str) -> RawAnswer:
-            asked[name] += 1
-            return reply
-
-        return answer
-
     down = (b"503 Service Unavailable", {}, b"")
     async with (
-        raw_api([failed_batch(1)], answer_of("owner", NO_SUCH_FILE)) as owner_url,
-        raw_api([failed_batch(1)], answer_of("reader", down)) as reader_url,
+        raw_api([failed_batch(1)], counted(asked, "owner", NO_SUCH_FILE)) as owner_url,
+        raw_api([failed_batch(1)], counted(asked, "reader", down)) as reader_url,
     ):
-        owner, reader = (
-            Settings(db=db_path, account=name, base_url=url, api_key=API_KEY)
-            for name, url in (("owner", owner_url), ("reader", reader_url))
-        )
+        owner, reader = accounts_at(db_path, owner=owner_url, reader=reader_url)
         await sync(owner, retry=RETRY)
         await sync(dataclasses.replace(reader, files=False), retry=RETRY)  # lists it
         for _ in range(EXPIRED_FOR_GOOD - 1):
@@ -1557,6 +1538,23 @@ def error_lines(count: int, prefix: str = "r") -> bytes:
     )
 
 
+def accounts_at(db: Path, **urls: str) -> list[Settings]:
+    """The settings of accounts syncing into `db`, each named by its API's URL."""
+    return [
+        Settings(db=db, account=name, base_url=url, api_key=API_KEY) for name, url in urls.items()
+    ]
+
+
+def counted(asked: Counter[str], name: str, reply: RawAnswer) -> Callable[[str], RawAnswer]:
+    """An answer to every file, each ask counted under `name`."""
+
+    def answer(file_id: str) -> RawAnswer:
+        asked[name] += 1
+        return reply
+
+    return answer
+
+
 def failed_batch(n: int, lines: int = 2, *, output: bool = False) -> dict[str, Any]:
     """Batch n, every request failed, its error file `file-err-n` (and, with `output`, an
     output file `file-out-n`)."""
@@ -1813,21 +1811,11 @@ async def test_another_accounts_refusals_do_not_keep_a_deleted_file_asked_for_ev
     refused = (b"403 Forbidden", {}, json.dumps({"error": {"message": "no access"}}).encode())
     asked: Counter[str] = Counter()
 
-    def answer_of(name: str, reply: RawAnswer) -> Callable[[str], RawAnswer]:
-        def answer(file_id: str) -> RawAnswer:
-            asked[name] += 1
-            return reply
-
-        return answer
-
     async with (
-        raw_api([failed_batch(1)], answer_of("owner", refused)) as owner_url,
-        raw_api([failed_batch(1)], answer_of("other", NO_SUCH_FILE)) as other_url,
+        raw_api([failed_batch(1)], counted(asked, "owner", refused)) as owner_url,
+        raw_api([failed_batch(1)], counted(asked, "other", NO_SUCH_FILE)) as other_url,
     ):
-        owner, other = (
-            Settings(db=db_path, account=name, base_url=url, api_key=API_KEY)
-            for name, url in (("owner", owner_url), ("other", other_url))
-        )
+        owner, other = accounts_at(db_path, owner=owner_url, other=other_url)
         for _ in range(EXPIRED_FOR_GOOD + 2):
             await sync(owner, retry=RETRY)
             await sync(other, retry=RETRY)
