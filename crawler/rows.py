@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .jsontext import is_storable_text, to_text
+from .jsontext import is_storable_text, parse, to_text
 from .pages import Batch
 from .redact import Secret, holds_secret, mask_values
 
@@ -183,6 +183,21 @@ _ENDED = 3
 def is_terminal(status: Any) -> bool:
     """Whether `status` is one a batch never leaves."""
     return isinstance(status, str) and status in TERMINAL_STATUSES
+
+
+def loses_fields(stored_raw: str, listed_raw: str) -> bool:
+    """Whether a batch listed as `listed_raw` leaves out a field `stored_raw` has (given, not
+    null): a listing of an ended batch that says less than the one stored (a gateway
+    leaving out `errors` or `usage`), since it never changes again."""
+    if stored_raw == listed_raw:
+        return False
+    try:
+        stored, listed = parse(stored_raw.encode()), parse(listed_raw.encode())
+    except ValueError:  # a raw edited by hand: the listing is stored over it
+        return False
+    if not isinstance(stored, dict) or not isinstance(listed, dict):
+        return False
+    return any(value is not None and listed.get(key) is None for key, value in stored.items())
 
 
 def moves_back(stored: Any, listed: Any) -> bool:

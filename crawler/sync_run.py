@@ -148,15 +148,15 @@ async def _walk_and_fetch(run: Run, client: ApiClient, walk: WalkState) -> bool:
         who = "identity (Entra ID)" if run.settings.auth == "entra" else "key"
         run.note(
             f"every request file asked for was refused (HTTP 403): this {who} may not read "
-            "files. Give it read access to files, or sync with --no-files (files = false) "
-            "for the batches alone",
+            f"files. Give it read access to files, or {_without_files(run)} for the batches "
+            "alone",
             summary=True,
         )
     elif fetcher.no_files_route:
         run.note(
             "every request file asked for answered HTTP 404 for the path (GET "
             "/files/{id}/content): this API serves no request files at the files route. "
-            "Check the base URL, or sync with --no-files (files = false) for the batches alone",
+            f"Check the base URL, or {_without_files(run)} for the batches alone",
             summary=True,
         )
     elif fetcher.route_down:
@@ -171,6 +171,14 @@ async def _walk_and_fetch(run: Run, client: ApiClient, walk: WalkState) -> bool:
     # Files no sync reads until the user acts: not complete, though each was asked.
     unreadable = fetcher.key_refused or fetcher.no_files_route
     return complete and files.result() and not unreadable
+
+
+def _without_files(run: Run) -> str:
+    """How to sync this account without files: where accounts are synced together,
+    --no-files would stop those of the others too."""
+    if run.store.accounts_in_run > 1:
+        return f"set files = false in [accounts.{run.settings.account}]"
+    return "sync with --no-files (files = false)"
 
 
 def _cut_by_the_budget(file_ids: list[str]) -> str:

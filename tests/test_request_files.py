@@ -403,6 +403,37 @@ async def test_a_blip_of_the_account_that_can_read_a_file_does_not_agree_it_is_g
     assert (file_states(db_path), len(stored_rows(db_path))) == ({"complete": 1}, 2)
 
 
+@pytest.mark.parametrize(
+    "failure",
+    [
+        (b"401 Unauthorized", {}, b'{"error": {"message": "Incorrect API key provided"}}'),
+        (b"404 Not Found", {}, b'{"detail": "Not Found"}'),
+    ],
+    ids=["key revoked", "no files route"],
+)
+async def test_files_claimed_by_an_account_whose_run_fails_go_to_the_other_next_sync(
+    db_path: Path, failure: RawAnswer
+) -> None:
+    """One account's key revoked: its run claimed the oldest files first thing and failed,
+    recording nothing of them, and on every joint sync after it claimed them again, so the
+    other account, whose route serves them, never had them. So with the files in flight
+    when its files breaker tripped: three a sync went to the other account."""
+    batches = [failed_batch(n) for n in range(12, 0, -1)]
+    async with (
+        raw_api(batches, lambda _: failure) as owner_url,
+        raw_api(batches, lambda _: (b"200 OK", {}, error_lines(2))) as reader_url,
+    ):
+        owner, reader = accounts_at(db_path, owner=owner_url, reader=reader_url)
+        for account in (owner, reader):
+            await sync(dataclasses.replace(account, files=False), retry=RETRY)
+        first = await sync_accounts([owner, reader], retry=RETRY)
+        await sync_accounts([owner, reader], retry=RETRY)
+    assert (file_states(db_path), len(stored_rows(db_path))) == ({"complete": 12}, 24)
+    owners = first[0].result
+    if owners is not None:  # no files route: what to do, for this account alone
+        assert "set files = false in [accounts.owner]" in owners.warnings[0]
+
+
 async def test_a_file_expired_for_good_stays_so_whatever_its_last_ask_failed_with(
     db_path: Path,
 ) -> None:
@@ -565,6 +596,35 @@ async def test_another_accounts_listing_of_a_batch_ended_does_not_store_over_it(
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
         query = "SELECT account, listed_by, request_counts_failed FROM batches"
         assert conn.execute(query).fetchall() == [("direct", "gateway", 2)]
+        assert conn.execute("SELECT code FROM batch_errors").fetchall() == [("invalid_json",)]
+
+
+async def test_a_listing_of_a_batch_ended_saying_less_than_stored_does_not_store_over_it(
+    db_path: Path,
+) -> None:
+    """The owner's gateway listing an ended batch without `errors` and `usage` wiped what
+    the other account's listing had stored of it (error lines, tokens, costs)."""
+    in_flight = {**failed_batch(1), "status": "in_progress", "error_file_id": None}
+    ended = {
+        **failed_batch(1),
+        "errors": {"object": "list", "data": [{"code": "invalid_json", "line": 1}]},
+        "usage": {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15},
+    }
+    listed_by_owner = [in_flight]
+    answer = lambda _: (b"200 OK", {}, error_lines(2))  # noqa: E731
+    async with (
+        raw_api(listed_by_owner, answer) as owner_url,
+        raw_api([ended], answer) as reader_url,
+    ):
+        owner, reader = accounts_at(db_path, owner=owner_url, reader=reader_url)
+        await sync(owner, retry=RETRY)  # owns it, in flight
+        await sync(reader, retry=RETRY)  # stores it ended
+        listed_by_owner[0] = {**ended, "errors": None, "usage": None}
+        result = await sync(owner, retry=RETRY)
+    assert result.batches_updated == 0
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        query = "SELECT account, raw ->> '$.usage.total_tokens' FROM batches"
+        assert conn.execute(query).fetchall() == [("owner", 15)]
         assert conn.execute("SELECT code FROM batch_errors").fetchall() == [("invalid_json",)]
 
 

@@ -140,13 +140,15 @@ async def test_a_file_cut_by_one_accounts_budget_is_asked_of_another_first(
     async with open_store(db_path) as store:
         budgeted = store.for_account("budgeted", kinds=("error",))
         unbounded = store.for_account("unbounded", kinds=("error",))
-        for account in (budgeted, unbounded):
+        for account in (unbounded, budgeted):  # the budgeted account's run last
             run = await account.start_run("full", "http://x")
             await account.save_page(
                 rows, errors, None, run, RunFigures(), (), build_file_rows([batch])
             )
         [file] = await budgeted.files_to_fetch(("error",), 0, 10, bodies=False)
-        await budgeted.put_files_last([file])
+        assert budgeted.claim_file(file)
+        await budgeted.put_files_last([file])  # cut by its budget
+        await budgeted.finish_run(run, "partial", RunFigures(), (), None)
         assert await budgeted.files_to_fetch(("error",), 0, 10, bodies=False) == []
         asked_first = await unbounded.files_to_fetch(("error",), 0, 10, bodies=False)
     assert [f.file_id for f in asked_first] == ["file-err-1"]

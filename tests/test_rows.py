@@ -13,6 +13,7 @@ from crawler.rows import (
     build_error_rows,
     build_page_rows,
     build_page_rows_fitted,
+    loses_fields,
     moves_back,
 )
 
@@ -217,3 +218,21 @@ def test_a_listing_at_an_earlier_stage_than_stored_is_stale(
     """A status the API does not document is never stale nor makes another one stale,
     except in place of a terminal one: a batch never leaves a terminal status."""
     assert moves_back(stored, listed) is stale
+
+
+@pytest.mark.parametrize(
+    ("stored", "listed", "loses"),
+    [
+        ('{"errors": {"data": []}, "model": "m"}', '{"errors": null, "model": "m"}', True),
+        ('{"usage": {"total_tokens": 1}}', "{}", True),
+        ('{"errors": null}', '{"usage": {"total_tokens": 1}}', False),
+        ('{"model": "m"}', '{"model": "n", "usage": {}}', False),
+        ('{"model": "m"}', '{"model": "m"}', False),
+        ("not JSON", '{"model": "m"}', False),
+        ("[1]", "{}", False),
+    ],
+)
+def test_a_listing_loses_fields_when_it_leaves_out_one_the_stored_batch_gives(
+    stored: str, listed: str, loses: bool
+) -> None:
+    assert loses_fields(stored, listed) is loses

@@ -142,12 +142,14 @@ async def test_error_lines_are_replaced_as_a_set(db_path: Path) -> None:
 
 
 async def test_error_lines_go_when_a_stored_batch_has_none_any_more(db_path: Path) -> None:
-    """A page mixing new batches with a stored one clears the stored one's old lines."""
+    """A page mixing new batches with a stored one clears the stored one's old lines (of a
+    batch in flight: one ended never changes again)."""
     one = {"data": [{"code": "c", "message": "3"}]}
     async with open_store(db_path) as store:
         run = await store.start_run("full", "http://x")
-        await save(store, [make_batch(1, errors=one)], run)
-        await save(store, [make_batch(2, errors=one), make_batch(1), make_batch(3)], run)
+        await save(store, [make_batch(1, status="in_progress", errors=one)], run)
+        batches = [make_batch(2, errors=one), make_batch(1, status="in_progress"), make_batch(3)]
+        await save(store, batches, run)
     rows = query(db_path, "SELECT batch_id, code FROM batch_errors")
     assert rows == [(make_batch(2)["id"], "c")]
 

@@ -359,21 +359,26 @@ def store_lines(
     return stored, unusable
 
 
-def put_files_last(db: sqlite3.Connection, files: Sequence[FileToFetch], account: str) -> None:
-    """Move these files, cut by `account`'s time budget, after every other to fetch (files
-    are fetched in the order of their rowid): a file read from its first line each sync
-    would otherwise take a worker first thing every sync, a few of them every worker. One
-    row a statement: two batches may name the same file.
-
-    And record `account` as the last whose ask failed (not for a file expired for good,
-    asked once of it): another account of a run that may read the file, with a longer
-    budget or none, asks first."""
+def put_files_last(db: sqlite3.Connection, files: Sequence[FileToFetch]) -> None:
+    """Move these files after every other to fetch (files are fetched in the order of their
+    rowid): a file the time budget cut, read from its first line each sync, would
+    otherwise take a worker first thing every sync, a few of them every worker. One row a
+    statement: two batches may name the same file."""
     for file in files:
         db.execute(
             "UPDATE batch_files SET rowid = (SELECT max(rowid) + 1 FROM batch_files) "
             "WHERE batch_id = ? AND kind = ?",
             (file.batch_id, file.kind),
         )
+
+
+def mark_unfinished(db: sqlite3.Connection, files: Sequence[FileToFetch], account: str) -> None:
+    """Record `account` as the last whose ask of these files failed: its run claimed them
+    and ended before they did (its time budget spent, its files breaker tripped, the run
+    failed). Another account of a later run that may read them asks first; else the
+    account that claimed them first thing would keep them from it on every joint sync.
+    Not for a file expired for good: that is one ask of it, still to come."""
+    for file in files:
         found = db.execute(
             "SELECT failed_by FROM batch_files WHERE batch_id = ? AND kind = ? AND file_id = ? "
             f"AND not_found_runs < {EXPIRED_FOR_GOOD}",

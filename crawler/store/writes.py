@@ -17,7 +17,7 @@ import aiosqlite
 
 from ..errors import DatabaseError, UnstorableBatchError
 from ..prices import RATE_COLUMNS, PriceFile
-from ..rows import BATCH_COLUMNS, ERROR_COLUMNS, is_terminal, moves_back
+from ..rows import BATCH_COLUMNS, ERROR_COLUMNS, is_terminal, loses_fields, moves_back
 from ..runs import FIGURE_COLUMNS, RunFigures
 from ..walk import WalkState
 from .files import check_file, writer_lock
@@ -38,6 +38,7 @@ from .requests import (
     FileToFetch,
     delete_file_lines,
     in_file_order,
+    mark_unfinished,
     put_files_last,
     select_files_to_fetch,
     store_lines,
@@ -169,15 +170,19 @@ def _write_page(
         before = {batch_id: (raw, status, owner) for batch_id, raw, status, owner in stored_as}
         # Neither a batch nor its error lines are stored over what is from a listing that
         # is stale (at an earlier stage than stored), nor from another account's listing of
-        # a batch ended (it never changes again, and a gateway may leave fields out): the
-        # listing says alone that the batch is there, and listed by this account.
+        # a batch ended, nor from one that would lose what is stored of it (an ended batch
+        # never changes again, and a gateway may leave fields out): the listing says alone
+        # that the batch is there, and listed by this account.
         kept = {
             row[0]
             for row in batch_rows
             if row[0] in before
             and (
                 moves_back(before[row[0]][1], row[_STATUS])
-                or (before[row[0]][2] != account and is_terminal(before[row[0]][1]))
+                or (
+                    is_terminal(before[row[0]][1])
+                    and (before[row[0]][2] != account or loses_fields(before[row[0]][0], row[_RAW]))
+                )
             )
         }
         if kept:
@@ -261,9 +266,9 @@ def _finish_file(
     return held
 
 
-def _put_files_last(db: sqlite3.Connection, files: Sequence[FileToFetch], account: str) -> None:
+def _put_files_last(db: sqlite3.Connection, files: Sequence[FileToFetch]) -> None:
     with _transaction(db):
-        put_files_last(db, files, account)
+        put_files_last(db, files)
 
 
 def _save_prices(db: sqlite3.Connection, prices: PriceFile, source: str, as_of: str) -> None:
@@ -307,8 +312,11 @@ def _finish_run(
     figures: RunFigures,
     warnings: Sequence[str],
     error: str | None,
+    account: str,
+    unfinished: Sequence[FileToFetch],
 ) -> None:
     with _transaction(db):
+        mark_unfinished(db, unfinished, account)
         _write_figures(db, run_id, figures)
         db.execute(
             "UPDATE sync_runs SET ended_at = ?, outcome = ?, warnings = ?, error = ? WHERE id = ?",
@@ -329,6 +337,8 @@ class _SharedRun:
 
     askers: dict[str, FileAsker] = field(default_factory=dict)
     files_claimed: set[tuple[str, str]] = field(default_factory=set)  # batch id, kind
+    # Those each account claimed and has not recorded an end of (see mark_unfinished).
+    unfinished: dict[str, dict[tuple[str, str], FileToFetch]] = field(default_factory=dict)
 
 
 class Store:
@@ -356,6 +366,11 @@ class Store:
         self._run.askers[account] = FileAsker(account, tuple(kinds), bodies)
         return Store(self._conn, self._path, account, self._run)
 
+    @property
+    def accounts_in_run(self) -> int:
+        """How many accounts are synced at once on this store."""
+        return len(self._run.askers)
+
     def claim_file(self, file: FileToFetch) -> bool:
         """Whether the file (of its batch) is this sync's to read: no account's sync on this
         store claimed it before. Two accounts list the same files (one API reached directly
@@ -365,6 +380,7 @@ class Store:
         if key in self._run.files_claimed:
             return False
         self._run.files_claimed.add(key)
+        self._run.unfinished.setdefault(self.account, {})[key] = file
         return True
 
     async def _in_thread(self, work: Callable[..., T], *args: Any) -> T:
@@ -507,13 +523,15 @@ class Store:
     ) -> int | None:
         """Record how a file ended (see update_file), with the run's figures so far; for a
         file complete, the requests it holds."""
-        return await self._in_thread(
+        held = await self._in_thread(
             _finish_file, file, state, self.account, run_id, figures, outcome
         )
+        self._run.unfinished.get(self.account, {}).pop((file.batch_id, file.kind), None)
+        return held
 
     async def put_files_last(self, files: Sequence[FileToFetch]) -> None:
         """Fetch these files after every other, from the next sync on (see put_files_last)."""
-        await self._in_thread(_put_files_last, files, self.account)
+        await self._in_thread(_put_files_last, files)
 
     async def save_prices(self, prices: PriceFile, source: str, as_of: str) -> None:
         """Add these models, or replace the rates the file gives of those priced already,
@@ -528,8 +546,12 @@ class Store:
         warnings: Sequence[str],
         error: str | None,
     ) -> None:
-        """Close this run's ledger row with its outcome."""
-        await self._in_thread(_finish_run, run_id, outcome, figures, warnings, error)
+        """Close this run's ledger row with its outcome, and record the files it claimed
+        and did not end (see mark_unfinished)."""
+        unfinished = list(self._run.unfinished.pop(self.account, {}).values())
+        await self._in_thread(
+            _finish_run, run_id, outcome, figures, warnings, error, self.account, unfinished
+        )
 
 
 @contextlib.asynccontextmanager
