@@ -94,7 +94,7 @@ class EntraTokens:
         self._token: str | None = None
         self._expires_on = 0.0
         self._renew_after = 0.0  # see RENEWAL_RETRY
-        self._handed_short = False  # the token in hand came close to its end, or past it
+        self._handed_expired = False  # the token in hand came past its end (a clock off)
         self._lock = asyncio.Lock()  # one renewal, however many requests wait on it
         # The tokens handed out that have not expired, masked as a key is wherever a server
         # may echo them: one renewed stays valid, and a request sent with it may be answered
@@ -115,7 +115,7 @@ class EntraTokens:
             now = self._clock()
             valid = self._token is not None and self._expires_on > now
             due = not valid or self._expires_on - now < REFRESH_MARGIN
-            if due and not ((valid or self._handed_short) and now < self._renew_after):
+            if due and not ((valid or self._handed_expired) and now < self._renew_after):
                 try:
                     await self._renew()
                 except AuthenticationError as exc:
@@ -126,16 +126,21 @@ class EntraTokens:
                     said = mask_secret(str(exc), self.masked)
                     log.warning("%s; the token in hand is used until it expires", said)
                     self._renew_after = now + RENEWAL_RETRY
-                    self._handed_short = False
+                    self._handed_expired = False
                 else:
                     now = self._clock()
                     # Close to its end already (a credential's cache), or past it (a clock
                     # off): asking again at once would get another for every request, each
-                    # masked for a while, every page's masking slower with each.
-                    self._handed_short = self._expires_on - now < REFRESH_MARGIN
-                    if self._handed_short:
+                    # masked for a while, every page's masking slower with each. One close
+                    # to its end is sent until it expires; one past it, for RENEWAL_RETRY.
+                    self._handed_expired = self._expires_on <= now
+                    if self._expires_on - now < REFRESH_MARGIN:
                         self._renew_after = now + RENEWAL_RETRY
-        return {"Authorization": f"Bearer {self._token}"}
+            # A request sent with it may be answered request_timeout later: masked so long.
+            token = self._token
+            assert token is not None  # renewed, or the renewal raised
+            self._expiry[token] = max(self._expiry.get(token, 0.0), self._clock() + self._timeout)
+        return {"Authorization": f"Bearer {token}"}
 
     async def _renew(self) -> None:
         timeout = asyncio.timeout(self._timeout)

@@ -540,3 +540,29 @@ async def test_every_token_not_expired_is_masked() -> None:
     now[0] += 200  # past the first one's end (REFRESH_MARGIN + 60 after it was minted)
     await tokens.headers()
     assert masked == credential.minted[1:]
+
+
+async def test_a_token_close_to_its_end_is_not_sent_past_it() -> None:
+    """Reused for RENEWAL_RETRY as its end came: sent expired, and the server's 401 failed
+    the run (exit 1)."""
+    now = [1_000_000.0]
+    credential = MintingCredential(now=lambda: now[0], lifetime=10)
+    tokens = EntraTokens(credential, V1_API_SCOPE, timeout=60, clock=lambda: now[0])
+    await tokens.headers()
+    now[0] += 11  # past its end, within RENEWAL_RETRY
+    assert await tokens.headers() == {"Authorization": f"Bearer {credential.minted[1]}"}
+
+
+async def test_a_token_sent_again_is_masked_for_request_timeout_after_each_send() -> None:
+    """A token past its end when handed out is sent for RENEWAL_RETRY, but was masked only
+    request_timeout after it was handed out: an answer to a late request stored it whole."""
+    now = [1_000_000.0]
+    credential = MintingCredential(now=lambda: now[0], lifetime=-5)
+    tokens = EntraTokens(credential, V1_API_SCOPE, timeout=20, clock=lambda: now[0])
+    await tokens.headers()
+    now[0] += 25
+    await tokens.headers()  # the same token, its answer due by 20 s later
+    now[0] += RENEWAL_RETRY - 25
+    await tokens.headers()
+    assert tokens.sent == credential.minted
+    assert len(credential.minted) == 2
