@@ -177,7 +177,6 @@ FILE_KINDS = {"output_file_id": "output", "error_file_id": "error"}
 
 # The order a batch moves through its statuses; cancelling may come after any stage in flight.
 _STAGES = {"validating": 0, "in_progress": 1, "finalizing": 2, "cancelling": 2}
-_ENDED = 3
 
 
 def is_terminal(status: Any) -> bool:

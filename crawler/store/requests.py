@@ -202,17 +202,14 @@ _READERS = ("b.account", "b.listed_by", "f.named_by")
 # Whether the account bound to `?` is one of them (a NULL one as none: NOT of a NULL
 # would drop the row).
 _MAY_READ = "? IN ({})".format(", ".join(f"coalesce({reader}, '')" for reader in _READERS))
-# Whether the ask of the account bound to `?` failed since the file was last read.
-_FAILED_FOR = (
-    "EXISTS (SELECT 1 FROM json_each(CASE WHEN json_valid(f.failed_by) THEN f.failed_by END) "
-    "WHERE value = ?)"
-)
-# Where the account bound to `?` stands among those whose ask failed, the last to fail
-# last (NULL: it has not failed).
+# Where the account bound to `?` stands among those whose ask failed since the file was
+# last read, the last to fail last (NULL: it has not failed).
 _FAILED_AT = (
     "(SELECT max(key) FROM json_each(CASE WHEN json_valid(f.failed_by) THEN f.failed_by END) "
     "WHERE value = ?)"
 )
+# Whether the ask of the account bound to `?` failed since the file was last read.
+_FAILED_FOR = f"{_FAILED_AT} IS NOT NULL"
 
 
 def select_files_to_fetch(
@@ -263,9 +260,7 @@ def select_files_to_fetch(
                 f"{stored_whole}AND coalesce({_FAILED_AT} < {_FAILED_AT}, true))"
             )
             asks_first_values += [other.account, *other.kinds, other.account, account]
-    deferred = (
-        f"AND NOT ({_FAILED_AT} IS NOT NULL AND ({' OR '.join(asks_first)})) " if asks_first else ""
-    )
+    deferred = f"AND NOT ({_FAILED_FOR} AND ({' OR '.join(asks_first)})) " if asks_first else ""
     rows = db.execute(
         f"SELECT f.file_id, f.batch_id, f.kind, CASE f.kind {expected} END, f.position, "
         "f.state, f.state IN ('failed', 'expired') OR f.error IS NOT NULL, f.empty_runs "

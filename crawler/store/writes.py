@@ -168,22 +168,10 @@ def _write_page(
             f"SELECT id, raw, status, account FROM batches WHERE id IN ({marks})", ids
         )
         before = {batch_id: (raw, status, owner) for batch_id, raw, status, owner in stored_as}
-        # Neither a batch nor its error lines are stored over what is from a listing that
-        # is stale (at an earlier stage than stored), nor from another account's listing of
-        # a batch ended, nor from one that would lose what is stored of it (an ended batch
-        # never changes again, and a gateway may leave fields out): the listing says alone
-        # that the batch is there, and listed by this account.
         kept = {
             row[0]
             for row in batch_rows
-            if row[0] in before
-            and (
-                moves_back(before[row[0]][1], row[_STATUS])
-                or (
-                    is_terminal(before[row[0]][1])
-                    and (before[row[0]][2] != account or loses_fields(before[row[0]][0], row[_RAW]))
-                )
-            )
+            if row[0] in before and _kept_out(before[row[0]], row, account)
         }
         if kept:
             batch_rows = [row for row in batch_rows if row[0] not in kept]
@@ -211,6 +199,18 @@ def _write_page(
         _write_figures(db, run_id, figures)
     updated = sum(row[0] in before and before[row[0]][0] != row[_RAW] for row in batch_rows)
     return PageCounts(len(ids) - len(before) - len(kept), updated, len(error_rows))
+
+
+def _kept_out(stored: tuple[str, Any, str], row: Sequence[Any], account: str) -> bool:
+    """Whether `account`'s listing `row` of a batch stored as `stored` (raw, status, owner)
+    is kept out, neither it nor its error lines stored over what is: a stale one (at an
+    earlier stage than stored), another account's of a batch ended, or one that would lose
+    what is stored of a batch ended (it never changes again, and a gateway may leave fields
+    out). Such a listing says alone that the batch is there, and listed by this account."""
+    raw, status, owner = stored
+    if moves_back(status, row[_STATUS]):
+        return True
+    return is_terminal(status) and (owner != account or loses_fields(raw, row[_RAW]))
 
 
 def _mark_by_id_failed(db: sqlite3.Connection, account: str, at: int | None) -> None:
