@@ -430,11 +430,11 @@ def _configure_logging(args: argparse.Namespace, log_format: str) -> None:
     """Logs in `log_format`; `args.events` receives a run's events in JSON."""
     json_lines = log_format == "json"
     args.events = JsonEvents(sys.stderr) if json_lines else None
-    quiet = getattr(args, "quiet", False)
     configure_logging(
         args.verbose,
         json_lines=json_lines,
-        retries_as_warnings=not quiet and not _draws_progress(),
+        quiet=getattr(args, "quiet", False),
+        progress_line=_draws_progress(),
     )
 
 

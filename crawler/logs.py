@@ -14,6 +14,7 @@ _LEVELS: dict[int, Level] = {
     logging.ERROR: "error",
     logging.CRITICAL: "error",
 }
+_TEXT_LINE = "%(levelname)s %(name)s: %(message)s"
 
 
 class JsonEvents:
@@ -40,24 +41,23 @@ class JsonRecords(logging.Formatter):
         return Event("log", fields, level, record.created).json_line().rstrip("\n")
 
 
-def configure_logging(verbose: int, *, json_lines: bool, retries_as_warnings: bool) -> None:
-    """Log to stderr: errors; -v: retries too; -vv: every request.
+def configure_logging(verbose: int, *, json_lines: bool, quiet: bool, progress_line: bool) -> None:
+    """Log to stderr: errors, and unless `quiet` our own warnings; -v: more; -vv: every request.
 
-    `retries_as_warnings`: without -v, a retry is still one warning line, so that a run
-    waiting on a slow or failing server says so (a cron job's mail, a CI log). In JSON,
-    retries are `retry` events instead, and the same warnings would say them twice.
+    Our own warnings (an Entra ID renewal failing) are worth a line in every log: a pipeline
+    reading JSON would hear of them only when the run failed. A retry is one of them, so that
+    a run waiting on a slow or failing server says so (a cron job's mail, a CI log), unless
+    something else tells it: the `retry` events of a JSON log, or the progress line.
     """
     level = {0: logging.ERROR, 1: logging.WARNING}.get(verbose, logging.DEBUG)
     handler = logging.StreamHandler()
-    if json_lines:
-        handler.setFormatter(JsonRecords())
+    handler.setFormatter(JsonRecords() if json_lines else logging.Formatter(_TEXT_LINE))
+    if json_lines or (progress_line and verbose == 0):
         handler.addFilter(lambda r: not (r.name == "crawler.api" and r.levelno == logging.WARNING))
-    else:
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        if level > logging.WARNING and retries_as_warnings:
-            level = logging.WARNING
-            # Only ours: other libraries' warnings stay hidden without -v, as they always were.
-            handler.addFilter(lambda r: r.levelno >= logging.ERROR or r.name.startswith("crawler."))
+    if level > logging.WARNING and (json_lines or not quiet):
+        level = logging.WARNING
+        # Only ours: other libraries' warnings stay hidden without -v, as they always were.
+        handler.addFilter(lambda r: r.levelno >= logging.ERROR or r.name.startswith("crawler."))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     # aiosqlite's debug log echoes every row written: far too much, and never useful here.
     logging.getLogger("aiosqlite").setLevel(max(level, logging.INFO))

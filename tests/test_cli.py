@@ -7,12 +7,13 @@ import asyncio
 import contextlib
 import io
 import json
+import logging
 import os
 import re
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from aioresponses import aioresponses
 from crawler import cli
 from crawler.cli import main
 from crawler.fake import FakeApiOptions, FakeApiServer
+from crawler.logs import configure_logging
 
 from .conftest import API_KEY, BASE_URL, list_body, make_batch, serve_the_end
 
@@ -296,6 +298,45 @@ def test_on_a_terminal_sync_draws_a_progress_line_then_erases_it(
     assert lines[0].startswith("pages 1  batches 2  ")
     assert len(drawn[2]) == len(lines[-1].rstrip()), "the erase covers the last line"
     assert out.startswith("Synced: 3 pages, 6 batches ")
+
+
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    """The root logger as it was, after a test configures it."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = handlers, level
+
+
+@pytest.mark.usefixtures("root_logging")
+@pytest.mark.parametrize(
+    ("json_lines", "quiet", "progress_line", "shown"),
+    [
+        (False, False, False, {"renewal", "retry"}),
+        (False, False, True, {"renewal"}),  # the progress line tells the retries
+        (True, False, False, {"renewal"}),  # `retry` events tell them
+        (True, True, False, {"renewal"}),
+        (False, True, False, set()),
+    ],
+    ids=["text", "a progress line", "json", "json --quiet", "--quiet"],
+)
+def test_without_v_the_runs_own_warnings_are_logged_and_no_others(
+    capsys: pytest.CaptureFixture[str],
+    json_lines: bool,
+    quiet: bool,
+    progress_line: bool,
+    shown: set[str],
+) -> None:
+    """The run's own warnings (an Entra ID renewal failing) were left out of a JSON log and
+    from under a progress line; other libraries' warnings and info lines stay out."""
+    configure_logging(0, json_lines=json_lines, quiet=quiet, progress_line=progress_line)
+    logging.getLogger("crawler.entra").warning("renewal")
+    logging.getLogger("crawler.api").warning("retry")
+    logging.getLogger("aiohttp.client").warning("theirs")
+    logging.getLogger("crawler.walk").info("info")
+    err = capsys.readouterr().err
+    assert {word for word in ("renewal", "retry", "theirs", "info") if word in err} == shown
 
 
 # `batch-crawler status | head -0`: the reader is gone before anything is written.

@@ -37,6 +37,7 @@ from crawler.redact import holds_secret
 
 from .conftest import list_body, make_batch, serving
 from .exact import assert_database_matches
+from .waits import HANG_GUARD
 
 TOKEN = "entra-token-" + "x" * 40
 FAST = RetryPolicy(max_attempts=3, max_seconds=10, initial_backoff=0, max_backoff=0)
@@ -566,3 +567,51 @@ async def test_a_token_sent_again_is_masked_for_request_timeout_after_each_send(
     await tokens.headers()
     assert tokens.sent == credential.minted
     assert len(credential.minted) == 2
+
+
+STUB_IDENTITY = """
+import time
+from dataclasses import dataclass
+
+
+@dataclass
+class AccessToken:
+    token: str
+    expires_on: int
+
+
+class DefaultAzureCredential:
+    async def get_token(self, *scopes):
+        return AccessToken({token!r}, int(time.time()) + 3600)
+
+    async def close(self):
+        raise RuntimeError("transport already closed")
+"""
+
+
+async def test_a_json_log_without_v_tells_the_credentials_warnings(tmp_path: Path) -> None:
+    """A JSON log left out every warning below an error without -v, the credential's with
+    them (a renewal failing, a close failing): a pipeline heard of them only when the run
+    failed. Text lines showed them."""
+    identity = tmp_path / "stub" / "azure" / "identity"
+    identity.mkdir(parents=True)
+    (identity / "aio.py").write_text(STUB_IDENTITY.format(token=TOKEN))
+    options = FakeApiOptions(batches=5, api_key=TOKEN, flavor="azure-v1")
+    async with FakeApiServer(options) as server:
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "crawler", "sync", "--log-format", "json"),
+            *("--db", str(tmp_path / "b.db"), "--provider", "azure", "--auth", "entra"),
+            *("--azure-endpoint", server.root_url),
+            env={**os.environ, "PYTHONPATH": str(tmp_path / "stub")},
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=HANG_GUARD)
+    assert proc.returncode == 0, err
+    told = [json.loads(line) for line in err.decode().splitlines()]
+    assert {
+        "level": "warning",
+        "event": "log",
+        "logger": "crawler.entra",
+        "message": "closing the Entra ID credential failed: transport already closed",
+    } in [{k: e.get(k) for k in ("level", "event", "logger", "message")} for e in told]
