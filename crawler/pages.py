@@ -124,12 +124,20 @@ def _describe_skipped(data: list[Any], secret: Secret) -> tuple[str, ...]:
             what = (
                 "not an object"
                 if not isinstance(item, dict)
-                else f"a {item['object']!r:.20}, not a batch"
+                else f"a {_brief(item['object'], 20)}, not a batch"
                 if item.get("object", "batch") not in ("batch", None)
-                else f"id {item.get('id')!r:.40}"
+                else f"id {_brief(item.get('id'), 40)}"
             )
             shown.append(f"item {position} ({what})")
     return tuple(shown)
+
+
+def _brief(value: Any, width: int) -> str:
+    """`value`'s repr in about `width` characters; a string cut keeps its quotes."""
+    if isinstance(value, str) and len(value) > width:
+        return f"{value[:width]!r}..."
+    shown = repr(value)
+    return shown if len(shown) <= width else f"{shown[: width - 3]}..."
 
 
 def skipped_warning(page: BatchPage, after: str | None) -> str | None:

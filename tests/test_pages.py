@@ -85,6 +85,18 @@ def test_parse_page_leaves_out_items_without_a_usable_id() -> None:
     )
 
 
+def test_a_long_unusable_id_is_named_cut_with_its_quotes() -> None:
+    """Its repr was cut at 40 characters, leaving one quote and no sign of the cut."""
+    long_id = "batch_" + "\ud800" + "x" * 100  # no usable id: a lone surrogate
+    objects = [{"id": long_id}, {"id": [1] * 50}, {"id": 1, "object": "file" * 10}]
+    page = parse_page({"data": objects, "has_more": False})
+    assert page.skipped == (
+        f"item 0 (id {long_id[:40]!r}...)",
+        f"item 1 (id {str([1] * 50)[:37]}...)",
+        f"item 2 (a {('file' * 10)[:20]!r}..., not a batch)",
+    )
+
+
 def test_a_page_of_unusable_items_with_more_to_come_stops_the_walk() -> None:
     """With no usable id there is no cursor to go on with: stop, saying why."""
     page = parse_page({"data": [{"id": None}], "has_more": True})
