@@ -42,7 +42,9 @@ _BATCH_COLUMNS = {
     "first_seen_at": "when a sync first stored the batch (unix seconds)",
     "last_seen_at": "when a sync last stored it",
     "gone_at": "the first time GET /batches/{id} answered 404",
-    "not_found_runs": "syncs in a row that answered 404; from 3 on, no longer asked",
+    "not_found_runs": "syncs in a row that answered 404; from 3 on, no longer asked by "
+    "the accounts answered so",
+    "not_found_by": "accounts answered 404 since it was last listed (a JSON array)",
 }
 
 _REQUEST_COLUMNS = {
@@ -163,6 +165,10 @@ TABLES: dict[str, dict[str, Any]] = {
         },
         facets=["mode", "outcome"],
         sort_desc="started_at",
+    ),
+    "batch_listings": _table(
+        "The accounts other than its owner whose list showed each batch: they refresh it too.",
+        hidden=True,
     ),
     "walk_state": _table("Where the walk of the list stands, for the next sync.", hidden=True),
     "schema_migrations": _table("The schema's migrations applied.", hidden=True),

@@ -6,5 +6,8 @@
 -- fail last: the one that failed longest ago asks first.
 ALTER TABLE batch_files ADD COLUMN not_found_by TEXT;
 
--- The failures recorded before are taken as 404s where the file was answered 404 at all.
-UPDATE batch_files SET not_found_by = failed_by WHERE not_found_runs > 0;
+-- Where one account's asks failed since the file was last read, and it was answered 404,
+-- those were its 404s; where several failed, which answered 404 is not known, and each
+-- asks again (taken as agreeing, one whose failure was a 503 expired the file for good).
+UPDATE batch_files SET not_found_by = failed_by
+WHERE not_found_runs > 0 AND json_valid(failed_by) AND json_array_length(failed_by) = 1;

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from crawler import AccountOutcome, Settings, sync, sync_accounts
 from crawler.api import RetryPolicy
@@ -22,7 +23,7 @@ from crawler.fake import FakeApiOptions, FakeApiServer
 from crawler.rows import BATCH_COLUMNS, build_page_rows
 from crawler.store import open_store
 
-from .conftest import create_before
+from .conftest import create_before, list_body, make_batch, serving
 from .exact import assert_database_matches
 from .waits import HANG_GUARD, until
 
@@ -118,6 +119,107 @@ async def test_a_batch_two_accounts_list_is_refreshed_by_either_after_the_other_
         await sync(gateway, retry=FAST)
         assert_database_matches(db_path, server.served())
     assert owners(db_path) == {"direct": 300}
+
+
+async def test_a_batch_three_accounts_list_is_refreshed_by_any_still_synced(
+    db_path: Path,
+) -> None:
+    """Three accounts listing the same batches, the last to list them then dropped: the
+    batches in flight were left to it alone (the last other account listing a batch), and
+    stayed in flight for good under the two still synced."""
+    async with FakeApiServer(FakeApiOptions(batches=300, api_key="k")) as server:
+        settled = server.data.batch(10)  # deep in the list: no incremental walk goes there
+        server.data.change(10, status="in_progress", completed_at=None, error_file_id=None)
+        a, b, c = (
+            Settings(db=db_path, account=name, base_url=server.base_url, api_key="k")
+            for name in "abc"
+        )
+        for account in (a, b, c):
+            await sync(account, retry=FAST)
+        server.data.change(10, **settled)
+        await sync(b, retry=FAST)
+        assert_database_matches(db_path, server.served())
+    assert owners(db_path) == {"a": 300}
+
+
+class TwoRoutes:
+    """One API's batches behind two routes, `/a/v1` and `/b/v1`, a batch hidden from one
+    (missing from its list, 404 by id: a gateway knowing only some batches)."""
+
+    def __init__(self, batches: list[dict[str, Any]]) -> None:
+        self.batches = {batch["id"]: batch for batch in batches}
+        self.hidden: dict[str, set[str]] = {"a": set(), "b": set()}
+
+    def shown(self, route: str) -> list[dict[str, Any]]:
+        newest_first = sorted(self.batches.values(), key=lambda b: -b["created_at"])
+        return [b for b in newest_first if b["id"] not in self.hidden[route]]
+
+    async def listed(self, request: web.Request) -> web.Response:
+        shown = self.shown(request.match_info["route"])
+        limit, after = int(request.query["limit"]), request.query.get("after")
+        start = next(i + 1 for i, b in enumerate(shown) if b["id"] == after) if after else 0
+        page = shown[start : start + limit]
+        return web.json_response(list_body(page, start + limit < len(shown)))
+
+    async def by_id(self, request: web.Request) -> web.Response:
+        batch_id = request.match_info["id"]
+        if batch_id in self.hidden[request.match_info["route"]]:
+            error = {"message": "No batch found", "type": "invalid_request_error"}
+            return web.json_response({"error": {**error, "code": "batch_not_found"}}, status=404)
+        return web.json_response(self.batches[batch_id])
+
+    def routes(self) -> dict[str, Any]:
+        return {"/{route}/v1/batches": self.listed, "/{route}/v1/batches/{id}": self.by_id}
+
+
+@pytest.mark.parametrize("lost_by", ["a", "b"], ids=["the owner's route", "another's route"])
+async def test_one_accounts_404s_by_id_leave_the_batch_to_another_that_lists_it(
+    db_path: Path, lost_by: str
+) -> None:
+    """One account's route lost a batch in flight (404 by id) on three syncs of its own:
+    the batch was taken as gone for every account, and stayed in flight for good, though
+    the other account's route had it completed."""
+    batches = [make_batch(n, status="in_progress" if n == 3 else "completed") for n in range(1, 11)]
+    api = TwoRoutes(batches)
+    async with serving(api.routes()) as root:
+        a, b = (
+            Settings(db=db_path, account=name, base_url=f"{root}/{name}/v1", api_key="k",
+                     page_size=2, files=False)
+            for name in "ab"
+        )  # fmt: skip
+        for account in (a, b):
+            await sync(account, retry=FAST)
+        api.hidden[lost_by].add(batches[2]["id"])
+        api.batches[batches[2]["id"]] = make_batch(3)
+        lost, other = (a, b) if lost_by == "a" else (b, a)
+        for _ in range(3):
+            assert (await sync(lost, retry=FAST)).gone == 1
+        await sync(other, retry=FAST)
+        assert (await sync(lost, retry=FAST)).refreshed_by_id == 0
+    assert_database_matches(db_path, [make_batch(n) for n in range(1, 11)])
+    assert owners(db_path) == {"a": 10}
+
+
+async def test_schema_21_keeps_who_listed_each_batch_and_who_was_answered_404(
+    db_path: Path,
+) -> None:
+    """The last other account listing a batch is one of its listers; a batch no other
+    account listed was answered 404 by its owner; where another listed it, who was is not
+    known, and each asks again."""
+    await create_before(db_path, "batch_listings")
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.executemany(
+            "INSERT INTO batches (id, status, account, listed_by, not_found_runs, raw, "
+            "first_seen_at, last_seen_at) VALUES (?, 'in_progress', 'a', ?, ?, '{}', 1, 1)",
+            [("b1", "b", 3), ("b2", None, 3), ("b3", None, 0)],
+        )
+    async with open_store(db_path) as store:
+        assert [i for i, _ in await store.for_account("b").load_unsettled()] == ["b1"]
+        assert sorted(i for i, _ in await store.for_account("a").load_unsettled()) == ["b1", "b3"]
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        assert conn.execute("SELECT * FROM batch_listings").fetchall() == [("b1", "b")]
+        found = conn.execute("SELECT id, not_found_by FROM batches ORDER BY id").fetchall()
+    assert found == [("b1", None), ("b2", '["a"]'), ("b3", None)]
 
 
 async def test_batches_another_account_stored_have_their_place_in_the_list_that_shows_them(

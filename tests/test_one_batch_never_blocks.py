@@ -529,6 +529,13 @@ def serve_after(mock: aioresponses, numbers: list[int], batches: dict[int, Any])
         mock.get(f"{BASE_URL}/batches?limit=2&after={make_batch(n)['id']}", payload=body)
 
 
+def stored_by_another(db: Path) -> None:
+    """Every batch stored as first stored by another account (`direct`), listed by this one."""
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("UPDATE batches SET listed_by = account, account = 'direct'")
+        conn.execute("INSERT INTO batch_listings SELECT id, listed_by FROM batches")
+
+
 async def test_a_walk_target_gone_from_the_list_does_not_walk_the_whole_list(
     settings: Settings, fast_retry: RetryPolicy
 ) -> None:
@@ -562,8 +569,7 @@ async def test_a_head_gone_from_the_list_stops_the_walk_at_a_neighbour(
         serve_pages(mock, everything, {})
         await sync(settings, retry=fast_retry)
     if not owned:
-        with contextlib.closing(sqlite3.connect(settings.db)) as conn, conn:
-            conn.execute("UPDATE batches SET listed_by = account, account = 'direct'")
+        stored_by_another(settings.db)
     with aioresponses() as mock:
         serve_pages(mock, [22, 21, *everything[1:]], {})
         result = await sync(settings, retry=fast_retry)
@@ -827,8 +833,7 @@ async def test_runs_on_a_budget_reach_deep_batches_when_requests_by_id_fail(
         serve_pages(mock, numbers, deep)
         await sync(settings, retry=fast_retry)
     if not owned:
-        with contextlib.closing(sqlite3.connect(settings.db)) as conn, conn:
-            conn.execute("UPDATE batches SET listed_by = account, account = 'direct'")
+        stored_by_another(settings.db)
     mark_by_id_failed(settings.db, 60)
     one_page = dataclasses.replace(settings, max_pages=1)
     ended = []

@@ -110,7 +110,9 @@ async def test_files_expired_for_good_before_schema_19_stay_so(db_path: Path) ->
 
 async def test_files_answered_404_before_schema_20_keep_who_answered(db_path: Path) -> None:
     """Schema 20 tells the accounts whose ask answered 404 from those whose ask failed
-    otherwise; those recorded before are taken as 404s where the file had one."""
+    otherwise; those recorded before are taken as 404s where the file had one, and one
+    account alone had failed (two taken as agreeing, one whose failure was a 503, expired
+    the file for good at the next 404 of the other)."""
     await create_before(db_path, "files_not_found_by")
     with sqlite3.connect(db_path) as conn:
         conn.execute(
@@ -120,13 +122,20 @@ async def test_files_answered_404_before_schema_20_keep_who_answered(db_path: Pa
         conn.executemany(
             "INSERT INTO batch_files (file_id, batch_id, kind, state, not_found_runs, "
             "failed_by) VALUES (?, 'b1', ?, ?, ?, ?)",
-            [("f1", "error", "expired", 2, '["owner"]'), ("f2", "output", "failed", 0, '["x"]')],
+            [
+                ("f1", "error", "expired", 2, '["owner"]'),
+                ("f2", "output", "failed", 0, '["x"]'),
+                ("f3", "input", "expired", 2, '["owner","x"]'),
+                ("f4", "other", "expired", 2, "not json"),
+            ],
         )
     async with open_store(db_path):
         pass
     assert query(db_path, "SELECT file_id, failed_by, not_found_by FROM batch_files") == [
         ("f1", '["owner"]', '["owner"]'),
         ("f2", '["x"]', None),
+        ("f3", '["owner","x"]', None),
+        ("f4", "not json", None),
     ]
 
 

@@ -176,6 +176,8 @@ async def fill(db: Path, rows: Sequence[tuple[str, object, object, int]]) -> Non
             "last_seen_at) VALUES (?, ?, ?, ?, '{}', 1, 1)",
             rows,
         )
+        # The 404s were answered to the owner, the one account.
+        conn.execute("UPDATE batches SET not_found_by = json_array(account) WHERE not_found_runs")
         conn.commit()
 
 

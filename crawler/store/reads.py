@@ -94,14 +94,23 @@ def select_by_id_failed_at(db: sqlite3.Connection, account: str) -> int | None:
 
 
 # The batches of an account's list, its name given twice: those it stored first, and those
-# another stored first that it listed (see migrations/0013_listed_by.sql).
-IN_ACCOUNT_LIST = "(account = ? OR listed_by = ?)"
+# another stored first that it listed (see migrations/0021_batch_listings.sql).
+IN_ACCOUNT_LIST = (
+    "(account = ? OR EXISTS (SELECT 1 FROM batch_listings AS l "
+    "WHERE l.batch_id = batches.id AND l.account = ?))"
+)
+# Whether the API no longer has the batch for the account bound to `?`: three runs answered
+# 404 since it was last listed or answered, its ask among them (0021_batch_listings.sql).
+_GONE_FOR = (
+    f"(not_found_runs >= {CONFIRMED_GONE} AND EXISTS (SELECT 1 FROM json_each("
+    "CASE WHEN json_valid(not_found_by) THEN not_found_by END) WHERE value = ?))"
+)
 
 
 def select_unsettled(db: sqlite3.Connection, account: str) -> list[tuple[str, int]]:
     """`account`'s batches stored as not yet terminal (those it stored first, and those its
-    list showed last), with their position in its list, the least recently seen first (the
-    order to refresh them in).
+    list showed), but those it was answered 404 for (see _GONE_FOR), with their position in
+    its list, the least recently seen first (the order to refresh them in).
 
     A position is the number of batches created later. One pass down the `created_at`
     index counts them: each step counts only the batches between two consecutive creation
@@ -112,8 +121,8 @@ def select_unsettled(db: sqlite3.Connection, account: str) -> list[tuple[str, in
     rows = db.execute(
         "SELECT id, created_at, last_seen_at FROM batches "
         f"WHERE {IN_ACCOUNT_LIST} AND (status IS NULL OR status NOT IN ({marks})) "
-        f"AND not_found_runs < {CONFIRMED_GONE} ORDER BY created_at DESC",
-        (account, account, *TERMINAL),
+        f"AND NOT {_GONE_FOR} ORDER BY created_at DESC",
+        (account, account, *TERMINAL, account),
     ).fetchall()
     positions = []
     newer, bound = 0, None

@@ -60,13 +60,29 @@ _UPSERT_BATCHES = (
         f"{c} = excluded.{c}" for c in BATCH_COLUMNS if c not in {"id", "first_seen_at", "account"}
     )
     + ", listed_by = coalesce(nullif(excluded.account, batches.account), batches.listed_by)"
-    + ", gone_at = NULL, not_found_runs = 0"
+    + ", gone_at = NULL, not_found_runs = 0, not_found_by = NULL"
 )
 # What a listing kept out of the batch (see _write_page) says: the batch is there, and
 # listed by this account.
 _LISTED = (
     "UPDATE batches SET listed_by = coalesce(nullif(?, account), listed_by), "
-    "gone_at = NULL, not_found_runs = 0 WHERE id = ?"
+    "gone_at = NULL, not_found_runs = 0, not_found_by = NULL WHERE id = ?"
+)
+# Every account other than its owner that listed a batch refreshes it
+# (0021_batch_listings.sql).
+_LISTED_BY_ANOTHER = "INSERT OR IGNORE INTO batch_listings (batch_id, account) VALUES (?, ?)"
+# The accounts answered 404 for a batch by id, as an array whatever was stored.
+_NOT_FOUND_BY = (
+    "CASE WHEN NOT json_valid(not_found_by) THEN '[]' "
+    "WHEN json_type(not_found_by) = 'array' THEN not_found_by ELSE '[]' END"
+)
+# A 404 by id for batch ?3, from account ?2: gone_at keeps the first of a streak (at ?1),
+# the count says how sure the mark is, not_found_by who was answered so.
+_NOT_FOUND = (
+    "UPDATE batches SET gone_at = coalesce(gone_at, ?1), not_found_runs = not_found_runs + 1, "
+    f"not_found_by = CASE WHEN EXISTS (SELECT 1 FROM json_each({_NOT_FOUND_BY}) "
+    f"WHERE value = ?2) THEN {_NOT_FOUND_BY} ELSE json_insert({_NOT_FOUND_BY}, '$[#]', ?2) END "
+    "WHERE id = ?3"
 )
 # A batch naming another file than the one stored (a gateway minting new ids) has it
 # fetched afresh, in its owner's listing only (0018_file_named_by.sql); the old file's lines
@@ -168,6 +184,10 @@ def _write_page(
             f"SELECT id, raw, status, account FROM batches WHERE id IN ({marks})", ids
         )
         before = {batch_id: (raw, status, owner) for batch_id, raw, status, owner in stored_as}
+        db.executemany(
+            _LISTED_BY_ANOTHER,
+            [(batch_id, account) for batch_id, (*_, owner) in before.items() if owner != account],
+        )
         kept = {
             row[0]
             for row in batch_rows
@@ -187,13 +207,8 @@ def _write_page(
         execute_rows(db, _INSERT_ERRORS, error_rows)
         # In the same commit as the batch: a file to fetch is never lost to an interruption.
         db.executemany(_UPSERT_FILE, [(*row, account) for row in file_rows])
-        # gone_at keeps the first 404 of a streak; the count says how sure the mark is.
         gone_at = int(time.time())
-        db.executemany(
-            "UPDATE batches SET gone_at = coalesce(gone_at, ?), "
-            "not_found_runs = not_found_runs + 1 WHERE id = ?",
-            [(gone_at, i) for i in gone_ids],
-        )
+        db.executemany(_NOT_FOUND, [(gone_at, account, i) for i in gone_ids])
         if walk is not None:
             _write_walk(db, account, walk)
         _write_figures(db, run_id, figures)

@@ -1,0 +1,20 @@
+-- Several accounts listing one batch. Each account other than its owner whose list or
+-- refresh showed the batch refreshes it while in flight: with three accounts, the batch
+-- was left to the last one listing it (batches.listed_by, kept for its files), and when
+-- that one was no longer synced, to none of the others.
+CREATE TABLE batch_listings (
+    batch_id TEXT NOT NULL,
+    account  TEXT NOT NULL,
+    PRIMARY KEY (batch_id, account)
+) WITHOUT ROWID;
+INSERT INTO batch_listings SELECT id, listed_by FROM batches WHERE listed_by IS NOT NULL;
+
+-- A 404 by id is one account's route's answer (a gateway knowing only its own batches): a
+-- batch is no longer asked about by an account once three runs answered 404 since it was
+-- last listed or answered and that account's ask was among them (not_found_by, a JSON
+-- array); another account listing it asks on.
+ALTER TABLE batches ADD COLUMN not_found_by TEXT;
+
+-- Where no other account lists a batch, its owner's asks were the 404s.
+UPDATE batches SET not_found_by = json_array(account)
+WHERE not_found_runs > 0 AND listed_by IS NULL;
