@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .api import RetryPolicy
-from .config import Settings
+from .config import Settings, check_accounts
 from .errors import ConfigError, CrawlerError, first_exception
 from .events import EventHandler
 from .redact import Secrets, mask_error
@@ -43,15 +43,13 @@ async def sync_accounts(
     Every event names its account; `on_progress` receives the account's name too.
 
     Raises:
-        ConfigError: the accounts name two databases, or one name twice.
+        ConfigError: the accounts break a rule between them (see check_accounts).
         DatabaseError: the database is busy, not ours, or broken.
     """
     options = RunOptions(
         restart, full, on_event, retry, clock, Secrets(*(a.api_key for a in accounts))
     )
-    names = [a.account for a in accounts]
-    if len({a.db for a in accounts}) > 1 or len(set(names)) < len(names):
-        raise ConfigError("accounts synced together need one database and names of their own")
+    check_accounts(accounts)  # settings made by hand, not read by load_accounts
 
     async def one(store: Store, settings: Settings) -> AccountOutcome:
         name = settings.account

@@ -9,7 +9,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Protocol, TypeVar
@@ -320,8 +320,8 @@ def build_client(
 class TokenSource(Protocol):
     """Where each request's token comes from (see crawler.entra.EntraTokens)."""
 
-    async def headers(self) -> Mapping[str, str]:
-        """The headers carrying a valid token."""
+    def sending(self) -> contextlib.AbstractAsyncContextManager[Mapping[str, str]]:
+        """The headers carrying a valid token, for one request while it runs."""
 
 
 class ApiClient:
@@ -456,29 +456,30 @@ class ApiClient:
         timeout = aiohttp.ClientTimeout(
             sock_read=limits.sock_read, sock_connect=limits.sock_connect
         )
-        with self._transport_errors(url, timeout), broken_encoding_raised(url, self._secret):
-            request = self._session.get(
-                url, params=self._query, timeout=timeout, headers=await self._token()
-            )
-            async with asyncio.timeout(limits.total):
-                answer = await request
-            async with answer as resp:
-                if resp.status >= 300:
-                    await self._read(resp, url, started)  # raises the error it stands for
-                encoding = body_encoding(resp, url, self._secret)
-                self._limiter.observe(resp.headers)
-                framed = (
-                    resp.content_length is not None
-                    or "chunked" in resp.headers.get("Transfer-Encoding", "").lower()
+        async with self._sending() as headers:
+            with self._transport_errors(url, timeout), broken_encoding_raised(url, self._secret):
+                request = self._session.get(
+                    url, params=self._query, timeout=timeout, headers=headers
                 )
-                chunks = decoded_as(
-                    at_a_download_pace(
-                        resp.content.iter_chunked(FILE_CHUNK), url, started, limits.total
-                    ),
-                    encoding,
-                )
-                unseen = not framed
-                return await consume(FileBody(chunks, cut_may_pass_unseen=unseen))
+                async with asyncio.timeout(limits.total):
+                    answer = await request
+                async with answer as resp:
+                    if resp.status >= 300:
+                        await self._read(resp, url, started)  # raises the error it stands for
+                    encoding = body_encoding(resp, url, self._secret)
+                    self._limiter.observe(resp.headers)
+                    framed = (
+                        resp.content_length is not None
+                        or "chunked" in resp.headers.get("Transfer-Encoding", "").lower()
+                    )
+                    chunks = decoded_as(
+                        at_a_download_pace(
+                            resp.content.iter_chunked(FILE_CHUNK), url, started, limits.total
+                        ),
+                        encoding,
+                    )
+                    unseen = not framed
+                    return await consume(FileBody(chunks, cut_may_pass_unseen=unseen))
 
     async def _get_json(self, url: Target, params: dict[str, str]) -> Any:
         await self._limiter.acquire()
@@ -487,16 +488,23 @@ class ApiClient:
             self._transport_errors(url, self._session.timeout),
             broken_encoding_raised(url, self._secret),
         ):
-            async with self._session.get(
-                url, params={**self._query, **params}, headers=await self._token()
-            ) as resp:
+            async with (
+                self._sending() as headers,
+                self._session.get(url, params={**self._query, **params}, headers=headers) as resp,
+            ):
                 body = await self._read(resp, url, started)
                 content_type = resp.content_type
         return decode_json(body, str(resp.url), content_type, self._secret)
 
-    async def _token(self) -> Mapping[str, str] | None:
-        """The headers of this request's token (Entra ID), if the run has a token source."""
-        return await self._auth.headers() if self._auth else None
+    @contextlib.asynccontextmanager
+    async def _sending(self) -> AsyncIterator[Mapping[str, str] | None]:
+        """The headers of this request's token (Entra ID), if the run has a token source,
+        held while the request runs."""
+        if self._auth is None:
+            yield None
+            return
+        async with self._auth.sending() as headers:
+            yield headers
 
     @contextlib.contextmanager
     def _transport_errors(self, url: Target, timeout: aiohttp.ClientTimeout) -> Iterator[None]:

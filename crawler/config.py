@@ -130,7 +130,10 @@ class Settings:
         for name in ("organization", "project"):
             value = getattr(self, name)
             if _holds_key(value, self.api_key):
-                raise ConfigError(f"{name}: holds the API key; the key goes in OPENAI_API_KEY")
+                raise ConfigError(
+                    f"{name}: holds the API key (not shown); give the {name} id alone, and the "
+                    "key in the variable api_key_env names"
+                )
         if self.auth == "entra" and self.provider != "azure":
             raise ConfigError('auth: "entra" is only for provider = "azure"')
         if self.api_version is not None and self.provider != "azure":
@@ -207,7 +210,7 @@ def read_config_file(path: Path, env: Mapping[str, str] | None = None) -> dict[s
 
     A file TOML cannot read names no variable holding a key: what the parser says of it
     (which quotes the file: a table named by a key, declared twice) has each value of
-    `env` of 16 characters or more masked where it stands whole."""
+    `env` of 16 characters or more masked, as a key is in messages (runs of it too)."""
     try:
         if not stat.S_ISREG(path.stat().st_mode):
             # Opening a FIFO would wait for a writer for good.
@@ -217,9 +220,8 @@ def read_config_file(path: Path, env: Mapping[str, str] | None = None) -> dict[s
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
-        said = str(exc)
-        for value in {v.strip() for v in (env or {}).values() if len(v.strip()) >= 16}:
-            said = said.replace(value, "***")
+        values = {v.strip() for v in (env or {}).values() if len(v.strip()) >= 16}
+        said = mask_keys(str(exc), values)
         raise ConfigError(f"config file {path} is not valid TOML: {said}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not UTF-8 text") from None
@@ -304,7 +306,7 @@ def load_settings(
             raise ConfigError(
                 f"config file {config_file} names several accounts: load them with load_accounts"
             )
-        return _settings(from_file, env, flags, config_file, account_env=True)
+        return _settings(from_file, env, flags, config_file)
 
 
 def load_accounts(
@@ -342,7 +344,7 @@ def _accounts(
     from_file = dict(from_file)
     tables: dict[str, dict[str, Any]] = from_file.pop("accounts", {})
     if not tables:
-        accounts = [_settings(from_file, env, flags, config_file, account_env=True)]
+        accounts = [_settings(from_file, env, flags, config_file)]
     else:
         given = sorted(k for k in _ACCOUNT_FLAGS if flags.get(k) is not None)
         if given:
@@ -352,16 +354,35 @@ def _accounts(
                 "set it in their [accounts.NAME] tables"
             )
         accounts = [
-            _settings(
-                {**from_file, **table, "account": name}, env, flags, config_file, account_env=False
-            )
+            _settings({**from_file, **table, "account": name}, env, flags, config_file, name)
             for name, table in tables.items()
         ]
+    check_accounts(accounts)
+    names = [a.account for a in accounts]
+    unknown = sorted(set(only) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"no account here is named {shown(unknown[0])} (accounts: {', '.join(names)})"
+        )
+    return [a for a in accounts if not only or a.account in only]
+
+
+def check_accounts(accounts: Sequence[Settings]) -> None:
+    """The rules between accounts synced together: one database, names of their own, and
+    no account's key in another's name (shown in every line, stored with every batch), its
+    organization or project (sent to its API), or its base URL (sent, and stored).
+
+    Raises:
+        ConfigError: an account breaks one (no key shown).
+    """
+    names = [a.account for a in accounts]
+    if len({a.db for a in accounts}) > 1 or len(set(names)) < len(names):
+        raise ConfigError("accounts synced together need one database and names of their own")
     for account in accounts:
         if any(_holds_key(account.account, other.api_key) for other in accounts):
             raise ConfigError(
-                "an [accounts.NAME] table's name holds an account's API key (not shown); "
-                "name each account by what it is (a project, a team)"
+                "an account's name holds an account's API key (not shown); name each account "
+                "([accounts.NAME]) by what it is (a project, a team)"
             )
         for name in ("organization", "project"):  # sent to the account's API
             if any(_holds_key(getattr(account, name), other.api_key) for other in accounts):
@@ -374,13 +395,6 @@ def _accounts(
                 f"[accounts.{account.account}]: base_url holds another account's API key (not "
                 "shown); give the base URL alone"
             )
-    names = [a.account for a in accounts]
-    unknown = sorted(set(only) - set(names))
-    if unknown:
-        raise ConfigError(
-            f"no account here is named {shown(unknown[0])} (accounts: {', '.join(names)})"
-        )
-    return [a for a in accounts if not only or a.account in only]
 
 
 def _settings(
@@ -388,22 +402,22 @@ def _settings(
     env: Mapping[str, str],
     flags: Mapping[str, Any],
     config_file: Path | None,
-    *,
-    account_env: bool,
+    table: str | None = None,
 ) -> Settings:
-    """Settings from the layers: a file's (or an account table's) values, the environment's
-    (its account variables only with `account_env`), the flags'."""
+    """Settings from the layers: a file's (or its account `table`'s) values, the
+    environment's (its account variables only for no table), the flags'."""
+    where = f"config file {config_file}" + (f", [accounts.{table}]" if table else "")
     try:
         # Key by key: a rule across keys (http needs allow_insecure_http) is checked
         # once every layer is merged, since a flag may satisfy it.
         for key, value in from_file.items():
             check_setting(key, value)
     except ConfigError as exc:
-        raise ConfigError(f"config file {config_file}: {exc}") from None
+        raise ConfigError(f"{where}: {exc}") from None
     given = {k: v for k, v in flags.items() if v is not None}
     azure = given.get("provider", from_file.get("provider")) == "azure"
     from_env = _from_env(env, azure=azure)
-    if not account_env:
+    if table is not None:
         from_env = {k: v for k, v in from_env.items() if k == "log_format"}
     merged: dict[str, Any] = {}
     for layer in (from_file, from_env, given):
@@ -419,7 +433,12 @@ def _settings(
     key = env.get(key_env, "").strip() if isinstance(key_env, str) else ""
     if key:
         merged["api_key"] = key
-    return Settings(**merged)
+    if table is None:
+        return Settings(**merged)
+    try:
+        return Settings(**merged)
+    except ConfigError as exc:  # a rule between settings: the table's, the file's
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _from_env(env: Mapping[str, str], *, azure: bool) -> dict[str, Any]:

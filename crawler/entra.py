@@ -13,6 +13,7 @@ import contextlib
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
@@ -102,6 +103,22 @@ class EntraTokens:
         # to their end).
         self.sent: list[str] = []
         self._expiry: dict[str, float] = {}
+        # Requests running with each token: a download may stream for long after it was
+        # sent, and its last line may echo the token (kept masked while it runs).
+        self._running: Counter[str] = Counter()
+
+    @contextlib.asynccontextmanager
+    async def sending(self) -> AsyncIterator[dict[str, str]]:
+        """The headers of one request (see `headers`), its token masked while the request
+        runs and request_timeout after it ends."""
+        headers = await self.headers()
+        token = headers["Authorization"].removeprefix("Bearer ")
+        self._running[token] += 1
+        try:
+            yield headers
+        finally:
+            self._running[token] -= 1  # a count of 0 is dropped by the next renewal
+            self._expiry[token] = max(self._expiry.get(token, 0.0), self._clock() + self._timeout)
 
     async def headers(self) -> dict[str, str]:
         """The header carrying a token valid for REFRESH_MARGIN seconds at least, or, while
@@ -185,13 +202,16 @@ class EntraTokens:
         return Secrets(self.sent, self._also_masked)
 
     def _keep_valid(self, token: str) -> None:
-        """Add `token` to those sent, and leave out those expired (the list kept: a run
-        reads it at each use)."""
+        """Add `token` to those sent, and leave out those expired with no request running
+        (the list kept: a run reads it at each use)."""
         now = self._clock()
         # One that expires at once (a clock off, a credential's stale cache) is sent all
         # the same: masked for as long as an answer to it may take.
         self._expiry[token] = max(self._expires_on, now + self._timeout)
-        self._expiry = {t: at for t, at in self._expiry.items() if at > now or t == token}
+        self._running = +self._running  # those with requests running
+        self._expiry = {
+            t: at for t, at in self._expiry.items() if at > now or t == token or t in self._running
+        }
         self.sent[:] = self._expiry
 
 
@@ -242,6 +262,12 @@ async def entra_tokens(
                 await held.close()
         except TimeoutError:
             log.warning("closing the Entra ID credential did not end in %g s: left", CLOSE_TIMEOUT)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the run is being stopped
+            # The credential's own (a task of its cancelled): a complete run failed with it.
+            log.warning("closing the Entra ID credential failed: it was cancelled")
         except Exception as exc:
             said = mask_secret(_one_line(exc), tokens.masked)
             log.warning("closing the Entra ID credential failed: %s", said)

@@ -109,7 +109,10 @@ def _account_id(prefix: str) -> Callable[[Any], str | None]:
         if value.split() != [value]:
             return f"expected one id ({prefix}…), without spaces"
         if looks_like_secret(value) and not value.startswith(prefix):
-            return f"looks like an API key, not an id ({prefix}…); the key goes in OPENAI_API_KEY"
+            return (
+                f"looks like an API key, not an id ({prefix}…); the key goes in the variable "
+                "api_key_env names"
+            )
         return None
 
     return problem

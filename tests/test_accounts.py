@@ -222,6 +222,40 @@ async def test_schema_21_keeps_who_listed_each_batch_and_who_was_answered_404(
     assert found == [("b1", None), ("b2", '["a"]'), ("b3", None)]
 
 
+@pytest.mark.parametrize("field", ["account", "organization", "base_url"])
+async def test_accounts_made_by_hand_are_checked_as_a_config_files_are(
+    db_path: Path, field: str
+) -> None:
+    """sync_accounts synced settings made by hand (as the README's example makes them)
+    without the checks between accounts: another account's key was sent to this account's
+    API (an organization header, the URL's path) and stored (an account's name)."""
+    other_key = "plainlowercasekeythatisquitelongindeed12345"
+    asked: list[str] = []
+
+    async def listed(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        return web.json_response(list_body([], False))
+
+    async with serving({"/v1/batches": listed, "/v1/{tail:.*}/batches": listed}) as root:
+        holding = {
+            "account": {"account": other_key},
+            "organization": {"organization": f"org-{other_key}"},
+            "base_url": {"base_url": f"{root}/v1/{other_key}"},
+        }[field]
+        mine = {"account": "a", "base_url": f"{root}/v1", **holding}
+        accounts = [
+            Settings(db=db_path, api_key="sk-mine-0123456789abcdef", **mine),
+            Settings(db=db_path, account="b", base_url=f"{root}/v1", api_key=other_key),
+        ]
+        with pytest.raises(
+            ConfigError, match=f"{field}.*holds (an|another) account's API key"
+        ) as caught:
+            await sync_accounts(accounts, retry=FAST)
+    assert other_key[:16] not in str(caught.value)
+    assert asked == []
+    assert not db_path.exists()
+
+
 async def test_batches_another_account_stored_have_their_place_in_the_list_that_shows_them(
     db_path: Path,
 ) -> None:

@@ -201,14 +201,17 @@ def test_a_settings_error_keeps_no_error_quoting_the_key(tmp_path: Path) -> None
     assert (caught.value.__cause__, caught.value.__context__) == (None, None)
 
 
+@pytest.mark.parametrize("quoted", ["whole", "a part"])
 def test_what_toml_says_of_a_file_it_cannot_read_masks_the_environments_values(
-    tmp_path: Path,
+    tmp_path: Path, quoted: str
 ) -> None:
     """A table named by the key, declared twice: the parser's words quoted it, and a file
-    TOML cannot read names no variable to mask."""
+    TOML cannot read names no variable to mask. Only a value quoted whole was masked: 30
+    characters of a key of 46 were shown."""
     key = "correct-horse-battery-staple-0123456789"
+    name = key if quoted == "whole" else key[:30]
     config = tmp_path / "dup.toml"
-    config.write_text(f'[accounts."{key}"]\n[accounts."{key}"]\n')
+    config.write_text(f'[accounts."{name}"]\n[accounts."{name}"]\n')
     with pytest.raises(ConfigError, match="is not valid TOML: Cannot declare") as caught:
         load_accounts({}, {"MY_KEY": key, "HOME": "/home/x"}, config)
     assert key[:16] not in str(caught.value)
@@ -446,3 +449,25 @@ def test_an_unknown_account_named_by_a_key_is_masked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no account here is named") as caught:
         load_accounts({}, {"MYKEY": NO_KEY_SHAPE}, path, only=[NO_KEY_SHAPE])
     assert NO_KEY_SHAPE not in str(caught.value)
+
+
+def test_a_rule_between_an_account_tables_settings_names_the_table_and_the_file(
+    tmp_path: Path,
+) -> None:
+    """A rule between settings broken in an `[accounts.NAME]` table was said without the
+    table or the file, and an organization holding the key sent the user to
+    OPENAI_API_KEY, whatever variable held the key."""
+    config = write(tmp_path, '[accounts.x]\nauth = "entra"\n[accounts.y]\napi_key_env = "Y"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_accounts({}, {}, config)
+    assert str(caught.value) == (
+        f'config file {config}, [accounts.x]: auth: "entra" is only for provider = "azure"'
+    )
+    key = "correct-horse-battery-staple-0123456789"
+    config = write(tmp_path, f'[accounts.y]\napi_key_env = "Y"\norganization = "org-{key}"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_accounts({}, {"Y": key}, config)
+    assert str(caught.value) == (
+        f"config file {config}, [accounts.y]: organization: holds the API key (not shown); "
+        "give the organization id alone, and the key in the variable api_key_env names"
+    )

@@ -320,20 +320,23 @@ async def test_a_credential_refusing_its_settings_fails_its_account_alone_in_one
     )
 
 
-@pytest.mark.parametrize("fault", ["raises", "never ends"])
+@pytest.mark.parametrize("fault", ["raises", "never ends", "cancelled"])
 async def test_a_credential_failing_to_close_does_not_fail_the_sync(
     db_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fault: str
 ) -> None:
     """The run's work is done when the credential is closed: a failure then is logged, its
     words masked (they quoted the token, valid still), and a close that never ends is left
     after CLOSE_TIMEOUT (the run, complete, hung; then it held a signal for a request's
-    timeout, up to an hour)."""
+    timeout, up to an hour); one cancelled on its own (not the run) ended a complete run
+    in a traceback."""
     never = asyncio.Event()
 
     class Unclosable(StubCredential):
         async def close(self) -> None:
             if fault == "never ends":
                 await never.wait()
+            if fault == "cancelled":  # a task of its own cancelled, not the run
+                raise asyncio.CancelledError
             raise RuntimeError(f"transport already closed for {TOKEN}")
 
     monkeypatch.setattr(entra, "default_credential", Unclosable)
@@ -353,6 +356,7 @@ async def test_a_credential_failing_to_close_does_not_fail_the_sync(
     said = {
         "raises": "closing the Entra ID credential failed: transport already closed for ***",
         "never ends": "closing the Entra ID credential did not end in 0.5 s: left",
+        "cancelled": "closing the Entra ID credential failed: it was cancelled",
     }
     assert said[fault] in caplog.text
 
@@ -615,3 +619,23 @@ async def test_a_json_log_without_v_tells_the_credentials_warnings(tmp_path: Pat
         "logger": "crawler.entra",
         "message": "closing the Entra ID credential failed: transport already closed",
     } in [{k: e.get(k) for k in ("level", "event", "logger", "message")} for e in told]
+
+
+async def test_a_token_is_masked_while_a_request_sent_with_it_runs() -> None:
+    """A download streams for as long as it takes: a token handed out past its end was
+    masked only request_timeout after its last send, and a line echoing it at the end of
+    a long download (renewals meanwhile) was stored whole."""
+    now = [1_000_000.0]
+    credential = MintingCredential(now=lambda: now[0], lifetime=-5)
+    tokens = EntraTokens(credential, V1_API_SCOPE, timeout=20, clock=lambda: now[0])
+    async with tokens.sending() as headers:
+        assert headers == {"Authorization": f"Bearer {credential.minted[0]}"}
+        for _ in range(4):  # the other requests' renewals, while the download runs
+            now[0] += RENEWAL_RETRY
+            await tokens.headers()
+        assert credential.minted[0] in tokens.sent
+    now[0] += 19  # its answer may still come
+    assert credential.minted[0] in tokens.sent
+    now[0] += RENEWAL_RETRY
+    await tokens.headers()
+    assert credential.minted[0] not in tokens.sent
