@@ -279,7 +279,7 @@ def _environment_proxy(settings: Settings) -> tuple[URL | None, aiohttp.BasicAut
             "the proxy in HTTP_PROXY or HTTPS_PROXY names no host (a part of its name is "
             "empty or over 63 characters)"
         ) from None
-    shown = proxy.with_user(None)  # its password is not said
+    shown = proxy.with_user(None).with_query(None).with_fragment(None)  # its credentials not said
     in_clear = URL(settings.base_url).scheme == "http" and not settings.allow_insecure_http
     if in_clear and not is_private_transport(str(shown.with_scheme("http"))):  # not here
         raise ConfigError(

@@ -147,11 +147,12 @@ class EntraTokens:
                 else:
                     now = self._clock()
                     # Close to its end already (a credential's cache), or past it (a clock
-                    # off): asking again at once would get another for every request, each
-                    # masked for a while, every page's masking slower with each. One close
-                    # to its end is sent until it expires; one past it, for RENEWAL_RETRY.
+                    # off): asking again at once, or within seconds, would get another for
+                    # every request, each masked for a while, every page's masking slower
+                    # with each. One close to its end is sent until it expires; one past it,
+                    # for RENEWAL_RETRY.
                     self._handed_expired = self._expires_on <= now
-                    if self._expires_on - now < REFRESH_MARGIN:
+                    if self._expires_on - now < REFRESH_MARGIN + RENEWAL_RETRY:
                         self._renew_after = now + RENEWAL_RETRY
             # A request sent with it may be answered request_timeout later: masked so long.
             token = self._token

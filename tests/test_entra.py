@@ -173,19 +173,25 @@ async def test_a_renewal_failing_slowly_is_not_tried_again_by_the_next_request()
     assert credential.now == before  # not asked again
 
 
-@pytest.mark.parametrize("lifetime", [REFRESH_MARGIN - 60, -5], ids=["close to its end", "past it"])
+@pytest.mark.parametrize(
+    "lifetime",
+    [REFRESH_MARGIN - 60, -5, REFRESH_MARGIN + 0.3],
+    ids=["close to its end", "past it", "just over the margin"],
+)
 async def test_tokens_close_to_their_end_are_asked_for_every_renewal_retry_at_most(
     lifetime: float,
 ) -> None:
     """A credential handing out a new token with less than REFRESH_MARGIN left was asked on
     every request: each token masked to its end made every page's masking slower. So with
     tokens past their end when handed out (a clock off): a sync of 400 files took 277 s
-    and 1.9 GB, masking with hundreds of 2,500-character tokens at once."""
+    and 1.9 GB, masking with hundreds of 2,500-character tokens at once; and with tokens
+    just over the margin (48 a minute, pages 8 times slower)."""
     now = [1_000_000.0]
     credential = MintingCredential(now=lambda: now[0], lifetime=lifetime)
     tokens = EntraTokens(credential, V1_API_SCOPE, timeout=60, clock=lambda: now[0])
     for _ in range(5):
         await tokens.headers()
+        now[0] += 1
     assert len(credential.minted) == 1
     now[0] += RENEWAL_RETRY
     await tokens.headers()

@@ -925,6 +925,19 @@ async def test_a_failure_before_the_run_masks_a_key_of_no_key_shape(
     assert not any(key[:16] in error for error in errors)
 
 
+async def test_a_proxy_refused_is_shown_without_its_query(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its user and password were left out, but not a query holding a proxy's token."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
+        for spelled in (name, name.lower()):
+            monkeypatch.delenv(spelled, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://u:p@10.255.255.1:3128/?token=proxy-token-42#x")
+    settings = Settings(db=db_path, base_url="http://127.0.0.1:9/v1", api_key="k")
+    with pytest.raises(ConfigError, match=r"through the proxy http://10\.255\.255\.1:3128/ the"):
+        await sync(settings)
+
+
 def test_a_key_of_no_key_shape_in_azures_variable_is_not_said_back(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
