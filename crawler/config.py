@@ -433,11 +433,12 @@ def _settings(
     key = env.get(key_env, "").strip() if isinstance(key_env, str) else ""
     if key:
         merged["api_key"] = key
-    if table is None:
-        return Settings(**merged)
     try:
         return Settings(**merged)
-    except ConfigError as exc:  # a rule between settings: the table's, the file's
+    except ConfigError as exc:
+        if table is None:
+            raise
+        # A rule between settings: the table's, or the file's above it.
         raise ConfigError(f"{where}: {exc}") from None
 
 

@@ -109,20 +109,23 @@ class EntraTokens:
 
     @contextlib.asynccontextmanager
     async def sending(self) -> AsyncIterator[dict[str, str]]:
-        """The headers of one request (see `headers`), its token masked while the request
+        """The headers of one request (see `_to_send`), its token masked while the request
         runs and request_timeout after it ends."""
-        headers = await self.headers()
-        token = headers["Authorization"].removeprefix("Bearer ")
+        token = await self._to_send()
         self._running[token] += 1
         try:
-            yield headers
+            yield _bearer(token)
         finally:
             self._running[token] -= 1  # a count of 0 is dropped by the next renewal
             self._expiry[token] = max(self._expiry.get(token, 0.0), self._clock() + self._timeout)
 
     async def headers(self) -> dict[str, str]:
-        """The header carrying a token valid for REFRESH_MARGIN seconds at least, or, while
-        renewing it fails, the token in hand until it expires.
+        """The header carrying a token to send (see `_to_send`)."""
+        return _bearer(await self._to_send())
+
+    async def _to_send(self) -> str:
+        """A token valid for REFRESH_MARGIN seconds at least, or, while renewing it fails,
+        the token in hand until it expires.
 
         Raises:
             AuthenticationError: no token could be had (no identity, it was refused, or the
@@ -158,7 +161,7 @@ class EntraTokens:
             token = self._token
             assert token is not None  # renewed, or the renewal raised
             self._expiry[token] = max(self._expiry.get(token, 0.0), self._clock() + self._timeout)
-        return {"Authorization": f"Bearer {token}"}
+        return token
 
     async def _renew(self) -> None:
         timeout = asyncio.timeout(self._timeout)
@@ -214,6 +217,10 @@ class EntraTokens:
             t: at for t, at in self._expiry.items() if at > now or t == token or t in self._running
         }
         self.sent[:] = self._expiry
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def _may_pass(error: Exception) -> bool:
