@@ -42,9 +42,9 @@ _BATCH_COLUMNS = {
     "first_seen_at": "when a sync first stored the batch (unix seconds)",
     "last_seen_at": "when a sync last stored it",
     "gone_at": "the first time GET /batches/{id} answered 404",
-    "not_found_runs": "syncs in a row that answered 404; from 3 on, no longer asked by "
-    "the accounts answered so",
-    "not_found_by": "accounts answered 404 since it was last listed (a JSON array)",
+    "not_found_runs": "syncs in a row that answered 404, every account's",
+    "not_found_by": "each account's 404s since it was last listed (a JSON object); from 3 "
+    "on, that account no longer asks",
 }
 
 _REQUEST_COLUMNS = {

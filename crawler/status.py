@@ -25,7 +25,7 @@ class StatusReport:
     batches: int
     error_lines: int
     by_status: dict[str, int]
-    gone: int  # answered 404 on 3 runs in a row: no longer asked about
+    gone: int  # answered 404 on 3 runs in a row of an account: no longer asked by it
     files: dict[str, dict[str, int]]  # kind -> state -> count
     request_lines: int
     runs: list[RunRecord]
@@ -95,8 +95,8 @@ def format_status(report: StatusReport) -> str:
     lines.extend(f"  {status:<{width}} {count:>10,}" for status, count in report.by_status.items())
     if report.gone:
         lines.append(
-            f"gone: {report.gone:,} answered 404 on 3 runs in a row and are no longer asked "
-            "about; a `sync --full` that lists them again clears the mark"
+            f"gone: {report.gone:,} answered 404 on 3 runs in a row of an account, which no "
+            "longer asks about them; a `sync --full` that lists them again clears the mark"
         )
     lines.append(f"request lines: {report.request_lines:,}")
     for kind, states in report.files.items():

@@ -10,11 +10,11 @@ CREATE TABLE batch_listings (
 INSERT INTO batch_listings SELECT id, listed_by FROM batches WHERE listed_by IS NOT NULL;
 
 -- A 404 by id is one account's route's answer (a gateway knowing only its own batches): a
--- batch is no longer asked about by an account once three runs answered 404 since it was
--- last listed or answered and that account's ask was among them (not_found_by, a JSON
--- array); another account listing it asks on.
+-- batch is no longer asked about by an account once three of its own syncs were answered
+-- 404 since it was last listed or answered (not_found_by, a JSON object of each account's
+-- 404s; not_found_runs stays every account's); another account listing it asks on.
 ALTER TABLE batches ADD COLUMN not_found_by TEXT;
 
 -- Where no other account lists a batch, its owner's asks were the 404s.
-UPDATE batches SET not_found_by = json_array(account)
+UPDATE batches SET not_found_by = json_object(account, not_found_runs)
 WHERE not_found_runs > 0 AND listed_by IS NULL;

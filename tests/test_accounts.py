@@ -142,13 +142,21 @@ async def test_a_batch_three_accounts_list_is_refreshed_by_any_still_synced(
     assert owners(db_path) == {"a": 300}
 
 
-class TwoRoutes:
-    """One API's batches behind two routes, `/a/v1` and `/b/v1`, a batch hidden from one
-    (missing from its list, 404 by id: a gateway knowing only some batches)."""
+class Routes:
+    """One API's batches behind a route for each account, `/NAME/v1`, a batch hidden from
+    some (missing from their lists, 404 by id: a gateway knowing only some batches)."""
 
-    def __init__(self, batches: list[dict[str, Any]]) -> None:
+    def __init__(self, batches: list[dict[str, Any]], names: str) -> None:
         self.batches = {batch["id"]: batch for batch in batches}
-        self.hidden: dict[str, set[str]] = {"a": set(), "b": set()}
+        self.hidden: dict[str, set[str]] = {name: set() for name in names}
+
+    def accounts(self, db: Path, root: str) -> list[Settings]:
+        """An account for each route, reading pages of two and no files."""
+        return [
+            Settings(db=db, account=name, base_url=f"{root}/{name}/v1", api_key="k",
+                     page_size=2, files=False)
+            for name in self.hidden
+        ]  # fmt: skip
 
     def shown(self, route: str) -> list[dict[str, Any]]:
         newest_first = sorted(self.batches.values(), key=lambda b: -b["created_at"])
@@ -180,13 +188,9 @@ async def test_one_accounts_404s_by_id_leave_the_batch_to_another_that_lists_it(
     the batch was taken as gone for every account, and stayed in flight for good, though
     the other account's route had it completed."""
     batches = [make_batch(n, status="in_progress" if n == 3 else "completed") for n in range(1, 11)]
-    api = TwoRoutes(batches)
+    api = Routes(batches, "ab")
     async with serving(api.routes()) as root:
-        a, b = (
-            Settings(db=db_path, account=name, base_url=f"{root}/{name}/v1", api_key="k",
-                     page_size=2, files=False)
-            for name in "ab"
-        )  # fmt: skip
+        a, b = api.accounts(db_path, root)
         for account in (a, b):
             await sync(account, retry=FAST)
         api.hidden[lost_by].add(batches[2]["id"])
@@ -198,6 +202,30 @@ async def test_one_accounts_404s_by_id_leave_the_batch_to_another_that_lists_it(
         assert (await sync(lost, retry=FAST)).refreshed_by_id == 0
     assert_database_matches(db_path, [make_batch(n) for n in range(1, 11)])
     assert owners(db_path) == {"a": 10}
+
+
+async def test_other_accounts_404s_by_id_do_not_count_as_one_accounts_own(
+    db_path: Path,
+) -> None:
+    """Three accounts listing a batch in flight, two of whose routes lost it: their 404s
+    counted as the third's, and one blip of the third's own route (a replica behind) took
+    the batch out of its refresh for good, though its route then had it completed."""
+    batches = [make_batch(n, status="in_progress" if n == 3 else "completed") for n in range(1, 11)]
+    lost = batches[2]["id"]
+    api = Routes(batches, "abc")
+    async with serving(api.routes()) as root:
+        accounts = api.accounts(db_path, root)
+        await sync_accounts(accounts, retry=FAST)
+        api.hidden["b"].add(lost)
+        api.hidden["c"].add(lost)
+        for _ in range(3):
+            await sync_accounts(accounts, retry=FAST)
+        api.hidden["a"].add(lost)  # one blip of the owner's route
+        await sync_accounts(accounts, retry=FAST)
+        api.hidden["a"].clear()
+        api.batches[lost] = make_batch(3)
+        await sync_accounts(accounts, retry=FAST)
+    assert_database_matches(db_path, [make_batch(n) for n in range(1, 11)])
 
 
 async def test_schema_21_keeps_who_listed_each_batch_and_who_was_answered_404(
@@ -219,7 +247,7 @@ async def test_schema_21_keeps_who_listed_each_batch_and_who_was_answered_404(
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
         assert conn.execute("SELECT * FROM batch_listings").fetchall() == [("b1", "b")]
         found = conn.execute("SELECT id, not_found_by FROM batches ORDER BY id").fetchall()
-    assert found == [("b1", None), ("b2", '["a"]'), ("b3", None)]
+    assert found == [("b1", None), ("b2", '{"a":3}'), ("b3", None)]
 
 
 @pytest.mark.parametrize("field", ["account", "organization", "base_url"])

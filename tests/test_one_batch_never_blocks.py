@@ -106,7 +106,7 @@ async def test_three_404s_in_a_row_confirm_a_batch_gone(
     assert (quiet.complete, quiet.refreshed_by_id) == (True, 0)
     report = await read_status(settings.db)
     assert report.gone == 1
-    assert "gone: 1 answered 404 on 3 runs in a row" in format_status(report)
+    assert "gone: 1 answered 404 on 3 runs in a row of an account" in format_status(report)
 
 
 async def test_a_listed_batch_clears_its_gone_mark(

@@ -177,7 +177,10 @@ async def fill(db: Path, rows: Sequence[tuple[str, object, object, int]]) -> Non
             rows,
         )
         # The 404s were answered to the owner, the one account.
-        conn.execute("UPDATE batches SET not_found_by = json_array(account) WHERE not_found_runs")
+        conn.execute(
+            "UPDATE batches SET not_found_by = json_object(account, not_found_runs) "
+            "WHERE not_found_runs"
+        )
         conn.commit()
 
 

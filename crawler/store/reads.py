@@ -99,11 +99,18 @@ IN_ACCOUNT_LIST = (
     "(account = ? OR EXISTS (SELECT 1 FROM batch_listings AS l "
     "WHERE l.batch_id = batches.id AND l.account = ?))"
 )
-# Whether the API no longer has the batch for the account bound to `?`: three runs answered
-# 404 since it was last listed or answered, its ask among them (0021_batch_listings.sql).
+# Whether the API no longer has the batch for the account bound to `?`: three of its own
+# runs answered 404 since the batch was last listed or answered (0021_batch_listings.sql).
 _GONE_FOR = (
     f"(not_found_runs >= {CONFIRMED_GONE} AND EXISTS (SELECT 1 FROM json_each("
-    "CASE WHEN json_valid(not_found_by) THEN not_found_by END) WHERE value = ?))"
+    "CASE WHEN json_valid(not_found_by) THEN not_found_by END) "
+    f"WHERE key = ? AND typeof(value) = 'integer' AND value >= {CONFIRMED_GONE}))"
+)
+# Whether some account no longer asks about the batch (see _GONE_FOR).
+_GONE_FOR_ONE = (
+    f"(not_found_runs >= {CONFIRMED_GONE} AND EXISTS (SELECT 1 FROM json_each("
+    "CASE WHEN json_valid(not_found_by) THEN not_found_by END) "
+    f"WHERE typeof(value) = 'integer' AND value >= {CONFIRMED_GONE}))"
 )
 
 
@@ -238,9 +245,7 @@ def select_holdings(db: sqlite3.Connection) -> Holdings:
         db.execute(f"SELECT {shown}, count(*) FROM batches GROUP BY 1 ORDER BY 2 DESC").fetchall()
     )
     (error_lines,) = db.execute("SELECT count(*) FROM batch_errors").fetchone()
-    (gone,) = db.execute(
-        f"SELECT count(*) FROM batches WHERE not_found_runs >= {CONFIRMED_GONE}"
-    ).fetchone()
+    (gone,) = db.execute(f"SELECT count(*) FROM batches WHERE {_GONE_FOR_ONE}").fetchone()
     files: dict[str, dict[str, int]] = {}
     for kind, state, count in db.execute(
         "SELECT kind, state, count(*) FROM batch_files GROUP BY 1, 2 ORDER BY 1, 2"

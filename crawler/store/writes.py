@@ -71,18 +71,18 @@ _LISTED = (
 # Every account other than its owner that listed a batch refreshes it
 # (0021_batch_listings.sql).
 _LISTED_BY_ANOTHER = "INSERT OR IGNORE INTO batch_listings (batch_id, account) VALUES (?, ?)"
-# The accounts answered 404 for a batch by id, as an array whatever was stored.
+# Each account's 404s by id for a batch since it was last listed or answered, as an object
+# whatever was stored (0021_batch_listings.sql).
 _NOT_FOUND_BY = (
-    "CASE WHEN NOT json_valid(not_found_by) THEN '[]' "
-    "WHEN json_type(not_found_by) = 'array' THEN not_found_by ELSE '[]' END"
+    "CASE WHEN NOT json_valid(not_found_by) THEN '{}' "
+    "WHEN json_type(not_found_by) = 'object' THEN not_found_by ELSE '{}' END"
 )
-# A 404 by id for batch ?3, from account ?2: gone_at keeps the first of a streak (at ?1),
-# the count says how sure the mark is, not_found_by who was answered so.
+# A 404 by id for batch ?3, to the account whose JSON path is ?2: gone_at keeps the first
+# of a streak (at ?1), the counts say how sure the mark is, and for which account.
 _NOT_FOUND = (
     "UPDATE batches SET gone_at = coalesce(gone_at, ?1), not_found_runs = not_found_runs + 1, "
-    f"not_found_by = CASE WHEN EXISTS (SELECT 1 FROM json_each({_NOT_FOUND_BY}) "
-    f"WHERE value = ?2) THEN {_NOT_FOUND_BY} ELSE json_insert({_NOT_FOUND_BY}, '$[#]', ?2) END "
-    "WHERE id = ?3"
+    f"not_found_by = json_set({_NOT_FOUND_BY}, ?2, "
+    f"coalesce(json_extract({_NOT_FOUND_BY}, ?2), 0) + 1) WHERE id = ?3"
 )
 # A batch naming another file than the one stored (a gateway minting new ids) has it
 # fetched afresh, in its owner's listing only (0018_file_named_by.sql); the old file's lines
@@ -208,7 +208,8 @@ def _write_page(
         # In the same commit as the batch: a file to fetch is never lost to an interruption.
         db.executemany(_UPSERT_FILE, [(*row, account) for row in file_rows])
         gone_at = int(time.time())
-        db.executemany(_NOT_FOUND, [(gone_at, account, i) for i in gone_ids])
+        path = f'$."{account}"'  # a name holds no quote (setting_rules.account_name_problem)
+        db.executemany(_NOT_FOUND, [(gone_at, path, i) for i in gone_ids])
         if walk is not None:
             _write_walk(db, account, walk)
         _write_figures(db, run_id, figures)
