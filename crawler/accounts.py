@@ -50,6 +50,8 @@ async def sync_accounts(
         restart, full, on_event, retry, clock, Secrets(*(a.api_key for a in accounts))
     )
     check_accounts(accounts)  # settings made by hand, not read by load_accounts
+    if not accounts:
+        return []
 
     async def one(store: Store, settings: Settings) -> AccountOutcome:
         name = settings.account

@@ -45,6 +45,7 @@ _BATCH_COLUMNS = {
     "not_found_runs": "syncs in a row that answered 404, every account's",
     "not_found_by": "each account's 404s since it was last listed (a JSON object); from 3 "
     "on, that account no longer asks",
+    "ended_by": "another account whose list showed it ended first: its owner refreshes it once",
 }
 
 _REQUEST_COLUMNS = {

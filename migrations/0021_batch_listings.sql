@@ -18,3 +18,9 @@ ALTER TABLE batches ADD COLUMN not_found_by TEXT;
 -- Where no other account lists a batch, its owner's asks were the 404s.
 UPDATE batches SET not_found_by = json_object(account, not_found_runs)
 WHERE not_found_runs > 0 AND listed_by IS NULL;
+
+-- A batch another account's listing (or refresh) stored ended, and the account (NULL: none,
+-- or its owner has shown it ended since): a gateway may leave fields out (usage, errors,
+-- file ids), and its owner, which may list the batch no more, refreshes it once. Those
+-- ended so before are not known.
+ALTER TABLE batches ADD COLUMN ended_by TEXT;

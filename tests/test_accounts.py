@@ -65,6 +65,11 @@ async def test_accounts_sync_at_once_into_one_database_and_one_failing_spares_th
     assert walks == {"one": 1, "two": 1, "wrong": 0}
 
 
+async def test_no_accounts_sync_to_no_outcomes() -> None:
+    """It was an IndexError."""
+    assert await sync_accounts([]) == []
+
+
 async def test_a_batch_two_accounts_list_stays_with_the_first(db_path: Path) -> None:
     """One project reached directly and through a gateway: stored once, never moving."""
     async with FakeApiServer(FakeApiOptions(batches=150, api_key="k")) as server:
@@ -149,6 +154,8 @@ class Routes:
     def __init__(self, batches: list[dict[str, Any]], names: str) -> None:
         self.batches = {batch["id"]: batch for batch in batches}
         self.hidden: dict[str, set[str]] = {name: set() for name in names}
+        # A route's own version of some batches (a gateway leaving fields out).
+        self.shown_by: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in names}
 
     def accounts(self, db: Path, root: str) -> list[Settings]:
         """An account for each route, reading pages of two and no files."""
@@ -160,7 +167,8 @@ class Routes:
 
     def shown(self, route: str) -> list[dict[str, Any]]:
         newest_first = sorted(self.batches.values(), key=lambda b: -b["created_at"])
-        return [b for b in newest_first if b["id"] not in self.hidden[route]]
+        own = self.shown_by[route]
+        return [own.get(b["id"], b) for b in newest_first if b["id"] not in self.hidden[route]]
 
     async def listed(self, request: web.Request) -> web.Response:
         shown = self.shown(request.match_info["route"])
@@ -174,7 +182,8 @@ class Routes:
         if batch_id in self.hidden[request.match_info["route"]]:
             error = {"message": "No batch found", "type": "invalid_request_error"}
             return web.json_response({"error": {**error, "code": "batch_not_found"}}, status=404)
-        return web.json_response(self.batches[batch_id])
+        route = request.match_info["route"]
+        return web.json_response(self.shown_by[route].get(batch_id, self.batches[batch_id]))
 
     def routes(self) -> dict[str, Any]:
         return {"/{route}/v1/batches": self.listed, "/{route}/v1/batches/{id}": self.by_id}
@@ -199,9 +208,11 @@ async def test_one_accounts_404s_by_id_leave_the_batch_to_another_that_lists_it(
         for _ in range(3):
             assert (await sync(lost, retry=FAST)).gone == 1
         await sync(other, retry=FAST)
-        assert (await sync(lost, retry=FAST)).refreshed_by_id == 0
+        asked = [(await sync(lost, retry=FAST)).refreshed_by_id for _ in range(4)]
     assert_database_matches(db_path, [make_batch(n) for n in range(1, 11)])
     assert owners(db_path) == {"a": 10}
+    # Ended in b's list, the batch is asked of its owner's route once more: three 404s.
+    assert asked == ([1, 1, 1, 0] if lost_by == "a" else [0, 0, 0, 0])
 
 
 async def test_other_accounts_404s_by_id_do_not_count_as_one_accounts_own(
@@ -226,6 +237,30 @@ async def test_other_accounts_404s_by_id_do_not_count_as_one_accounts_own(
         api.batches[lost] = make_batch(3)
         await sync_accounts(accounts, retry=FAST)
     assert_database_matches(db_path, [make_batch(n) for n in range(1, 11)])
+
+
+@pytest.mark.parametrize(
+    "left_out", [("usage",), ("errors", "error_file_id", "output_file_id")], ids=["usage", "errors"]
+)
+async def test_a_batch_another_accounts_gateway_ended_is_refreshed_by_its_owner(
+    db_path: Path, left_out: tuple[str, ...]
+) -> None:
+    """A batch in flight ended in another account's gateway listing, which leaves fields
+    out, before its owner's: the owner never listed it again (deep in the list, ended), and
+    its usage, error lines and files were never stored."""
+    batches = [make_batch(n, status="in_progress" if n == 3 else "completed") for n in range(1, 11)]
+    api = Routes(batches, "ab")
+    async with serving(api.routes()) as root:
+        a, b = api.accounts(db_path, root)
+        for account in (a, b):
+            await sync(account, retry=FAST)
+        ended = make_batch(3, status="failed", errors={"data": [{"code": "bad", "line": 1}]})
+        api.batches[ended["id"]] = ended
+        api.shown_by["b"] = {ended["id"]: {k: v for k, v in ended.items() if k not in left_out}}
+        await sync(b, retry=FAST)
+        await sync(a, retry=FAST)
+        assert (await sync(a, retry=FAST)).refreshed_by_id == 0  # once
+    assert_database_matches(db_path, [*batches[:2], ended, *batches[3:]])
 
 
 async def test_schema_21_keeps_who_listed_each_batch_and_who_was_answered_404(

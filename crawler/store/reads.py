@@ -116,8 +116,9 @@ _GONE_FOR_ONE = (
 
 def select_unsettled(db: sqlite3.Connection, account: str) -> list[tuple[str, int]]:
     """`account`'s batches stored as not yet terminal (those it stored first, and those its
-    list showed), but those it was answered 404 for (see _GONE_FOR), with their position in
-    its list, the least recently seen first (the order to refresh them in).
+    list showed), and those it stored first that another account's listing ended, but
+    those it was answered 404 for (see _GONE_FOR), with their position in its list, the
+    least recently seen first (the order to refresh them in).
 
     A position is the number of batches created later. One pass down the `created_at`
     index counts them: each step counts only the batches between two consecutive creation
@@ -127,9 +128,12 @@ def select_unsettled(db: sqlite3.Connection, account: str) -> list[tuple[str, in
     marks = ", ".join("?" * len(TERMINAL))
     rows = db.execute(
         "SELECT id, created_at, last_seen_at FROM batches "
-        f"WHERE {IN_ACCOUNT_LIST} AND (status IS NULL OR status NOT IN ({marks})) "
+        f"WHERE {IN_ACCOUNT_LIST} AND (status IS NULL OR status NOT IN ({marks}) "
+        # Ended in another account's listing (a gateway's may leave fields out): its owner
+        # refreshes it once (0021_batch_listings.sql).
+        "OR (ended_by IS NOT NULL AND account = ?)) "
         f"AND NOT {_GONE_FOR} ORDER BY created_at DESC",
-        (account, account, *TERMINAL, account),
+        (account, account, *TERMINAL, account, account),
     ).fetchall()
     positions = []
     newer, bound = 0, None

@@ -17,7 +17,14 @@ import aiosqlite
 
 from ..errors import DatabaseError, UnstorableBatchError
 from ..prices import RATE_COLUMNS, PriceFile
-from ..rows import BATCH_COLUMNS, ERROR_COLUMNS, is_terminal, loses_fields, moves_back
+from ..rows import (
+    BATCH_COLUMNS,
+    ERROR_COLUMNS,
+    TERMINAL_STATUSES,
+    is_terminal,
+    loses_fields,
+    moves_back,
+)
 from ..runs import FIGURE_COLUMNS, RunFigures
 from ..walk import WalkState
 from .files import check_file, writer_lock
@@ -50,6 +57,7 @@ from .statements import execute_rows
 
 T = TypeVar("T")
 
+_ENDED = "({})".format(", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES)))
 _UPSERT_BATCHES = (
     f"INSERT INTO batches ({', '.join(BATCH_COLUMNS)}) VALUES {{values}} "
     "ON CONFLICT(id) DO UPDATE SET "
@@ -61,12 +69,18 @@ _UPSERT_BATCHES = (
     )
     + ", listed_by = coalesce(nullif(excluded.account, batches.account), batches.listed_by)"
     + ", gone_at = NULL, not_found_runs = 0, not_found_by = NULL"
+    # Another account's listing ending the batch may leave fields out (a gateway): its
+    # owner refreshes it once more (0021_batch_listings.sql).
+    + f", ended_by = CASE WHEN excluded.account = batches.account OR excluded.status IS NULL "
+    f"OR excluded.status NOT IN {_ENDED} THEN NULL "
+    f"WHEN batches.status IN {_ENDED} THEN batches.ended_by ELSE excluded.account END"
 )
 # What a listing kept out of the batch (see _write_page) says: the batch is there, and
-# listed by this account.
+# listed by account ?1; and with ?3, that it ended, in its owner's listing.
 _LISTED = (
-    "UPDATE batches SET listed_by = coalesce(nullif(?, account), listed_by), "
-    "gone_at = NULL, not_found_runs = 0, not_found_by = NULL WHERE id = ?"
+    "UPDATE batches SET listed_by = coalesce(nullif(?1, account), listed_by), "
+    "gone_at = NULL, not_found_runs = 0, not_found_by = NULL, "
+    "ended_by = CASE WHEN ?3 THEN NULL ELSE ended_by END WHERE id = ?2"
 )
 # Every account other than its owner that listed a batch refreshes it
 # (0021_batch_listings.sql).
@@ -194,10 +208,15 @@ def _write_page(
             if row[0] in before and _kept_out(before[row[0]], row, account)
         }
         if kept:
+            listed = [
+                (account, row[0], before[row[0]][2] == account and is_terminal(row[_STATUS]))
+                for row in batch_rows
+                if row[0] in kept
+            ]
             batch_rows = [row for row in batch_rows if row[0] not in kept]
             error_rows = [row for row in error_rows if row[_ERROR_BATCH] not in kept]
             before = {batch_id: was for batch_id, was in before.items() if batch_id not in kept}
-            db.executemany(_LISTED, [(account, batch_id) for batch_id in kept])
+            db.executemany(_LISTED, listed)
         execute_rows(db, _UPSERT_BATCHES, batch_rows)
         if before:
             # Only a batch stored before can have error lines to replace: a first walk
