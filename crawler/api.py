@@ -272,16 +272,18 @@ def _environment_proxy(settings: Settings) -> tuple[URL | None, aiohttp.BasicAut
             "the proxy in HTTP_PROXY or HTTPS_PROXY is not a URL such as "
             "http://proxy.example:3128 (a scheme and a host)"
         )
+    shown = proxy.with_user(None).with_query(None).with_fragment(None)  # its credentials not said
     try:
         proxy.host.encode("idna")
-    except UnicodeError:
+        # Brackets yarl takes, holding no IPv6 address, urllib refuses.
+        here = is_private_transport(str(shown.with_scheme("http")))
+    except (UnicodeError, ValueError):
         raise ConfigError(  # not shown: a key pasted as the host, say
             "the proxy in HTTP_PROXY or HTTPS_PROXY names no host (a part of its name is "
-            "empty or over 63 characters)"
+            "empty or over 63 characters, or its brackets hold no IPv6 address)"
         ) from None
-    shown = proxy.with_user(None).with_query(None).with_fragment(None)  # its credentials not said
     in_clear = URL(settings.base_url).scheme == "http" and not settings.allow_insecure_http
-    if in_clear and not is_private_transport(str(shown.with_scheme("http"))):  # not here
+    if in_clear and not here:
         raise ConfigError(
             f"base_url {settings.base_url} is plain http: through the proxy {shown} the "
             "API key would travel in clear text; set NO_PROXY=localhost,127.0.0.1, or "

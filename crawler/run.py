@@ -216,8 +216,8 @@ class Run:
         self.emit(
             FILE_STORED,
             "warning" if outcome.state == "failed" else "info",
-            file_id=file.file_id,
-            batch_id=file.batch_id,
+            file_id=self.masked(file.file_id),  # ids are stored as sent, shown masked
+            batch_id=self.masked(file.batch_id),
             kind=file.kind,
             state=outcome.state,
             **{

@@ -107,44 +107,31 @@ async def test_an_account_listing_batches_another_stored_refreshes_them_and_fetc
     assert lines > 0
 
 
-async def test_a_batch_two_accounts_list_is_refreshed_by_either_after_the_other_stops(
-    db_path: Path,
+@pytest.mark.parametrize(
+    ("names", "order"),
+    [(("direct", "gateway"), (0, 1, 0)), (("a", "gateway", "c"), (0, 1, 2))],
+    ids=["the owner listing last", "a third listing last"],
+)
+async def test_a_batch_several_accounts_list_is_refreshed_by_any_still_synced(
+    db_path: Path, names: tuple[str, ...], order: tuple[int, ...]
 ) -> None:
-    """A project reached directly and through a gateway, then the direct account dropped:
-    the gateway refreshes the batches the direct one stored, though the direct one listed
-    them last."""
+    """A project reached directly and through a gateway, the others then dropped: the
+    gateway refreshes the batches the first stored, though the first listed them last; and
+    with three accounts, though a third listed them last (they were left to the last other
+    account listing them, and stayed in flight for good under the accounts still synced)."""
     async with FakeApiServer(FakeApiOptions(batches=300, api_key="k")) as server:
         settled = server.data.batch(10)  # deep in the list: no incremental walk goes there
         server.data.change(10, status="in_progress", completed_at=None, error_file_id=None)
-        direct = Settings(db=db_path, account="direct", base_url=server.base_url, api_key="k")
-        gateway = Settings(db=db_path, account="gateway", base_url=server.base_url, api_key="k")
-        for account in (direct, gateway, direct):
-            await sync(account, retry=FAST)
-        server.data.change(10, **settled)
-        await sync(gateway, retry=FAST)
-        assert_database_matches(db_path, server.served())
-    assert owners(db_path) == {"direct": 300}
-
-
-async def test_a_batch_three_accounts_list_is_refreshed_by_any_still_synced(
-    db_path: Path,
-) -> None:
-    """Three accounts listing the same batches, the last to list them then dropped: the
-    batches in flight were left to it alone (the last other account listing a batch), and
-    stayed in flight for good under the two still synced."""
-    async with FakeApiServer(FakeApiOptions(batches=300, api_key="k")) as server:
-        settled = server.data.batch(10)  # deep in the list: no incremental walk goes there
-        server.data.change(10, status="in_progress", completed_at=None, error_file_id=None)
-        a, b, c = (
+        accounts = [
             Settings(db=db_path, account=name, base_url=server.base_url, api_key="k")
-            for name in "abc"
-        )
-        for account in (a, b, c):
-            await sync(account, retry=FAST)
+            for name in names
+        ]
+        for n in order:
+            await sync(accounts[n], retry=FAST)
         server.data.change(10, **settled)
-        await sync(b, retry=FAST)
+        await sync(accounts[1], retry=FAST)
         assert_database_matches(db_path, server.served())
-    assert owners(db_path) == {"a": 300}
+    assert owners(db_path) == {names[0]: 300}
 
 
 class Routes:

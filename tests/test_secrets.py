@@ -31,8 +31,10 @@ from crawler.api import RetryPolicy, create_session
 from crawler.cli import main
 from crawler.config import Settings
 from crawler.errors import ConfigError, CrawlerError, TransportError
+from crawler.events import Event
 from crawler.redact import holds_secret, mask_secret, mask_values
 from crawler.replies import build_api_error
+from crawler.setting_rules import is_on_this_machine
 from crawler.sync_run import sync
 
 from .conftest import BASE_URL, list_body, make_batch, serve_the_end, serving
@@ -785,7 +787,7 @@ async def test_a_proxy_from_the_environment_is_checked_before_any_request(
         "no URL": "is no URL",
         "not a URL": "is not a URL",
         "socks": "is a socks5 proxy: aiohttp speaks to http and https proxies only",
-        "host": "names no host (a part of its name is empty or over 63 characters)",
+        "host": "names no host (a part of its name is empty or over 63 characters, or its brackets",
     }[refused] in str(caught.value)
     assert "pw" not in str(caught.value)
 
@@ -936,6 +938,57 @@ async def test_a_proxy_refused_is_shown_without_its_query(
     settings = Settings(db=db_path, base_url="http://127.0.0.1:9/v1", api_key="k")
     with pytest.raises(ConfigError, match=r"through the proxy http://10\.255\.255\.1:3128/ the"):
         await sync(settings)
+
+
+@pytest.mark.parametrize("host", ["[:sk-proj-abcdefghijklmnop1234]", "[::1:g]"])
+async def test_a_proxy_in_brackets_holding_no_address_is_refused_in_one_line(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, host: str
+) -> None:
+    """Brackets yarl takes and urllib refuses: a ValueError traceback quoting the key."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
+        for spelled in (name, name.lower()):
+            monkeypatch.delenv(spelled, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://{host}:3128")
+    key = "sk-proj-abcdefghijklmnop1234"
+    settings = Settings(db=db_path, base_url="http://127.0.0.1:9/v1", api_key=key)
+    with pytest.raises(ConfigError, match="brackets hold no IPv6 address") as caught:
+        await sync(settings)
+    assert key.lower()[8:24] not in str(caught.value).lower()
+
+
+def test_an_ipv4_mapped_loopback_address_is_this_machine() -> None:
+    assert is_on_this_machine("http://[::ffff:127.0.0.1]:8000/v1")
+    assert not is_on_this_machine("http://[::ffff:10.0.0.1]:8000/v1")
+
+
+async def test_file_ids_holding_part_of_the_key_are_masked_in_events(
+    db_path: Path, fast_retry: RetryPolicy
+) -> None:
+    """A file id of 60 of a 168-character key's characters is stored as sent (under half
+    of it), but the JSON log's file_stored events showed it, where any 16 are masked."""
+    key = "sk-proj-" + "K3yPart" * 22 + "abcd"
+    batch = make_batch(1, status="failed", error_file_id="file-" + key[-60:])
+    batch["id"] = "batch_" + key[:60]
+    batch["request_counts"] = {"total": 1, "completed": 0, "failed": 1}
+    line = {"id": "r", "custom_id": "c", "response": None, "error": {"code": "x", "message": "m"}}
+
+    async def listed(request: web.Request) -> web.Response:
+        return web.json_response(list_body([batch], False))
+
+    async def content(request: web.Request) -> web.Response:
+        return web.Response(text=json.dumps(line) + "\n")
+
+    events: list[Event] = []
+    routes = {"/v1/batches": listed, "/v1/files/{id}/content": content}
+    async with serving(routes) as root:
+        settings = Settings(db=db_path, base_url=f"{root}/v1", api_key=key)
+        result = await sync(settings, retry=fast_retry, on_event=events.append)
+    assert result.files == 1
+    [stored] = [e.fields for e in events if e.name == "file_stored"]
+    shown = stored["file_id"] + " " + stored["batch_id"]
+    assert "***" in stored["file_id"]
+    assert "***" in stored["batch_id"]
+    assert not any(key[i : i + 16] in shown for i in range(len(key) - 15))
 
 
 def test_a_key_of_no_key_shape_in_azures_variable_is_not_said_back(
