@@ -9,6 +9,7 @@ import contextlib
 import os
 import sqlite3
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +177,22 @@ class Routes:
         return {"/{route}/v1/batches": self.listed, "/{route}/v1/batches/{id}": self.by_id}
 
 
+# Ten batches, the third (deep in pages of two) in flight, and as it ends.
+IN_FLIGHT = [make_batch(n, status="in_progress" if n == 3 else "completed") for n in range(1, 11)]
+ENDED = [make_batch(n) for n in range(1, 11)]
+
+
+@contextlib.asynccontextmanager
+async def listed_by_each(db: Path, names: str) -> AsyncIterator[tuple[Routes, list[Settings]]]:
+    """IN_FLIGHT behind a route for each account of `names`, each account synced once."""
+    api = Routes(IN_FLIGHT, names)
+    async with serving(api.routes()) as root:
+        accounts = api.accounts(db, root)
+        for account in accounts:
+            await sync(account, retry=FAST)
+        yield api, accounts
+
+
 @pytest.mark.parametrize("lost_by", ["a", "b"], ids=["the owner's route", "another's route"])
 async def test_one_accounts_404s_by_id_leave_the_batch_to_another_that_lists_it(
     db_path: Path, lost_by: str
@@ -183,20 +200,15 @@ async def test_one_accounts_404s_by_id_leave_the_batch_to_another_that_lists_it(
     """One account's route lost a batch in flight (404 by id) on three syncs of its own:
     the batch was taken as gone for every account, and stayed in flight for good, though
     the other account's route had it completed."""
-    batches = [make_batch(n, status="in_progress" if n == 3 else "completed") for n in range(1, 11)]
-    api = Routes(batches, "ab")
-    async with serving(api.routes()) as root:
-        a, b = api.accounts(db_path, root)
-        for account in (a, b):
-            await sync(account, retry=FAST)
-        api.hidden[lost_by].add(batches[2]["id"])
-        api.batches[batches[2]["id"]] = make_batch(3)
+    async with listed_by_each(db_path, "ab") as (api, (a, b)):
+        api.hidden[lost_by].add(ENDED[2]["id"])
+        api.batches[ENDED[2]["id"]] = ENDED[2]
         lost, other = (a, b) if lost_by == "a" else (b, a)
         for _ in range(3):
             assert (await sync(lost, retry=FAST)).gone == 1
         await sync(other, retry=FAST)
         asked = [(await sync(lost, retry=FAST)).refreshed_by_id for _ in range(4)]
-    assert_database_matches(db_path, [make_batch(n) for n in range(1, 11)])
+    assert_database_matches(db_path, ENDED)
     assert owners(db_path) == {"a": 10}
     # Ended in b's list, the batch is asked of its owner's route once more: three 404s.
     assert asked == ([1, 1, 1, 0] if lost_by == "a" else [0, 0, 0, 0])
@@ -208,12 +220,8 @@ async def test_other_accounts_404s_by_id_do_not_count_as_one_accounts_own(
     """Three accounts listing a batch in flight, two of whose routes lost it: their 404s
     counted as the third's, and one blip of the third's own route (a replica behind) took
     the batch out of its refresh for good, though its route then had it completed."""
-    batches = [make_batch(n, status="in_progress" if n == 3 else "completed") for n in range(1, 11)]
-    lost = batches[2]["id"]
-    api = Routes(batches, "abc")
-    async with serving(api.routes()) as root:
-        accounts = api.accounts(db_path, root)
-        await sync_accounts(accounts, retry=FAST)
+    lost = ENDED[2]["id"]
+    async with listed_by_each(db_path, "abc") as (api, accounts):
         api.hidden["b"].add(lost)
         api.hidden["c"].add(lost)
         for _ in range(3):
@@ -221,9 +229,9 @@ async def test_other_accounts_404s_by_id_do_not_count_as_one_accounts_own(
         api.hidden["a"].add(lost)  # one blip of the owner's route
         await sync_accounts(accounts, retry=FAST)
         api.hidden["a"].clear()
-        api.batches[lost] = make_batch(3)
+        api.batches[lost] = ENDED[2]
         await sync_accounts(accounts, retry=FAST)
-    assert_database_matches(db_path, [make_batch(n) for n in range(1, 11)])
+    assert_database_matches(db_path, ENDED)
 
 
 @pytest.mark.parametrize(
@@ -235,19 +243,14 @@ async def test_a_batch_another_accounts_gateway_ended_is_refreshed_by_its_owner(
     """A batch in flight ended in another account's gateway listing, which leaves fields
     out, before its owner's: the owner never listed it again (deep in the list, ended), and
     its usage, error lines and files were never stored."""
-    batches = [make_batch(n, status="in_progress" if n == 3 else "completed") for n in range(1, 11)]
-    api = Routes(batches, "ab")
-    async with serving(api.routes()) as root:
-        a, b = api.accounts(db_path, root)
-        for account in (a, b):
-            await sync(account, retry=FAST)
+    async with listed_by_each(db_path, "ab") as (api, (a, b)):
         ended = make_batch(3, status="failed", errors={"data": [{"code": "bad", "line": 1}]})
         api.batches[ended["id"]] = ended
         api.shown_by["b"] = {ended["id"]: {k: v for k, v in ended.items() if k not in left_out}}
         await sync(b, retry=FAST)
         await sync(a, retry=FAST)
         assert (await sync(a, retry=FAST)).refreshed_by_id == 0  # once
-    assert_database_matches(db_path, [*batches[:2], ended, *batches[3:]])
+    assert_database_matches(db_path, [*IN_FLIGHT[:2], ended, *IN_FLIGHT[3:]])
 
 
 async def test_schema_21_keeps_who_listed_each_batch_and_who_was_answered_404(
