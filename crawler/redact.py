@@ -181,10 +181,39 @@ def may_hold_secret(text: str, secret: Secret, *, json_lines: bool = False) -> b
 
 
 def mask_values(row: tuple[Any, ...], secret: Secret) -> tuple[Any, ...]:
-    """`row` (values to store) with what `holds_secret` finds masked in each text value."""
-    for scan in _stored_data_scans(secret):
-        row = tuple(_mask(v, scan) if isinstance(v, str) else v for v in row)
-    return row
+    """`row` (values to store) with what `holds_secret` finds masked in each text value.
+
+    Each key is searched for in the value as it came, and what they find is masked at
+    once: two tokens of one identity share long runs (a JWT's header and claims), and the
+    first masked alone would leave the second in pieces shorter than its run, its
+    signature stored whole."""
+    scans = _stored_data_scans(secret)
+    if not scans:
+        return row
+    return tuple(_mask_all(v, scans) if isinstance(v, str) else v for v in row)
+
+
+def _mask_all(text: str, scans: list[_Scan]) -> str:
+    """`text` with what each scan finds in it (see _mask) masked."""
+    spans = [span for scan in scans if scan.may_hold(text) for span in _found(text, scan)]
+    if not spans:
+        return text
+    kept, last = [], 0
+    for start, end in _joined(spans):
+        kept += [text[last:start], _MASK]
+        last = end
+    return "".join([*kept, text[last:]])
+
+
+def _found(text: str, scan: _Scan) -> list[tuple[int, int]]:
+    """The spans of `text` holding a form of the key, or runs of it."""
+    spans = []
+    for form in scan.forms:
+        at = text.find(form)
+        while at != -1:
+            spans.append((at, at + len(form)))
+            at = text.find(form, at + 1)
+    return spans + _spans(text, scan)
 
 
 def _stored_data_scans(secret: Secret) -> list[_Scan]:

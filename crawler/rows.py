@@ -184,10 +184,22 @@ def is_terminal(status: Any) -> bool:
     return isinstance(status, str) and status in TERMINAL_STATUSES
 
 
+# The Batch object's fields as the API documents them (a gateway may add its own).
+_API_FIELDS = frozenset(
+    {
+        "id", "object", "endpoint", "model", "errors", "input_file_id", "completion_window",
+        "status", "output_file_id", "error_file_id", "created_at", "in_progress_at",
+        "expires_at", "finalizing_at", "completed_at", "failed_at", "expired_at",
+        "cancelling_at", "cancelled_at", "request_counts", "usage", "metadata",
+    }
+)  # fmt: skip
+
+
 def loses_fields(stored_raw: str, listed_raw: str) -> bool:
-    """Whether a batch listed as `listed_raw` leaves out a field `stored_raw` has (given, not
-    null): a listing of an ended batch that says less than the one stored (a gateway
-    leaving out `errors` or `usage`), since it never changes again."""
+    """Whether a batch listed as `listed_raw` leaves out a field of the API's that
+    `stored_raw` has (given, not null): a listing of an ended batch that says less than the
+    one stored (a gateway leaving out `errors` or `usage`), since it never changes again. A
+    field of a gateway's own (stored from its listing) is no loss."""
     if stored_raw == listed_raw:
         return False
     try:
@@ -196,7 +208,10 @@ def loses_fields(stored_raw: str, listed_raw: str) -> bool:
         return False
     if not isinstance(stored, dict) or not isinstance(listed, dict):
         return False
-    return any(value is not None and listed.get(key) is None for key, value in stored.items())
+    return any(
+        value is not None and key in _API_FIELDS and listed.get(key) is None
+        for key, value in stored.items()
+    )
 
 
 def moves_back(stored: Any, listed: Any) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import sqlite3
 import sys
@@ -144,6 +145,8 @@ class Routes:
         self.hidden: dict[str, set[str]] = {name: set() for name in names}
         # A route's own version of some batches (a gateway leaving fields out).
         self.shown_by: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in names}
+        self.refused: dict[str, set[str]] = {name: set() for name in names}  # 403 by id
+        self.asked: list[tuple[str, str]] = []  # by id: (route, batch id)
 
     def accounts(self, db: Path, root: str) -> list[Settings]:
         """An account for each route, reading pages of two and no files."""
@@ -156,7 +159,8 @@ class Routes:
     def shown(self, route: str) -> list[dict[str, Any]]:
         newest_first = sorted(self.batches.values(), key=lambda b: -b["created_at"])
         own = self.shown_by[route]
-        return [own.get(b["id"], b) for b in newest_first if b["id"] not in self.hidden[route]]
+        out = self.hidden[route] | self.refused[route]
+        return [own.get(b["id"], b) for b in newest_first if b["id"] not in out]
 
     async def listed(self, request: web.Request) -> web.Response:
         shown = self.shown(request.match_info["route"])
@@ -167,6 +171,10 @@ class Routes:
 
     async def by_id(self, request: web.Request) -> web.Response:
         batch_id = request.match_info["id"]
+        self.asked.append((request.match_info["route"], batch_id))
+        if batch_id in self.refused[request.match_info["route"]]:
+            error = {"message": "Forbidden", "type": "invalid_request_error", "code": None}
+            return web.json_response({"error": error}, status=403)
         if batch_id in self.hidden[request.match_info["route"]]:
             error = {"message": "No batch found", "type": "invalid_request_error"}
             return web.json_response({"error": {**error, "code": "batch_not_found"}}, status=404)
@@ -207,11 +215,11 @@ async def test_one_accounts_404s_by_id_leave_the_batch_to_another_that_lists_it(
         for _ in range(3):
             assert (await sync(lost, retry=FAST)).gone == 1
         await sync(other, retry=FAST)
-        asked = [(await sync(lost, retry=FAST)).refreshed_by_id for _ in range(4)]
+        asked = [(await sync(lost, retry=FAST)).refreshed_by_id for _ in range(2)]
     assert_database_matches(db_path, ENDED)
     assert owners(db_path) == {"a": 10}
-    # Ended in b's list, the batch is asked of its owner's route once more: three 404s.
-    assert asked == ([1, 1, 1, 0] if lost_by == "a" else [0, 0, 0, 0])
+    # Ended (in b's list), or three 404s of its own (which b's listing does not clear).
+    assert asked == [0, 0]
 
 
 async def test_other_accounts_404s_by_id_do_not_count_as_one_accounts_own(
@@ -235,22 +243,68 @@ async def test_other_accounts_404s_by_id_do_not_count_as_one_accounts_own(
 
 
 @pytest.mark.parametrize(
-    "left_out", [("usage",), ("errors", "error_file_id", "output_file_id")], ids=["usage", "errors"]
-)
+    ("left_out", "added"),
+    [(("usage",), {}), (("errors", "error_file_id", "output_file_id"), {}),
+     (("usage",), {"x_gateway": "gw1"})],
+    ids=["usage", "errors", "a field of its own"],
+)  # fmt: skip
 async def test_a_batch_another_accounts_gateway_ended_is_refreshed_by_its_owner(
-    db_path: Path, left_out: tuple[str, ...]
+    db_path: Path, left_out: tuple[str, ...], added: dict[str, str]
 ) -> None:
     """A batch in flight ended in another account's gateway listing, which leaves fields
     out, before its owner's: the owner never listed it again (deep in the list, ended), and
-    its usage, error lines and files were never stored."""
+    its usage, error lines and files were never stored. A gateway adding a field of its own
+    had the owner's answer kept out, as if it lost that field."""
     async with listed_by_each(db_path, "ab") as (api, (a, b)):
         ended = make_batch(3, status="failed", errors={"data": [{"code": "bad", "line": 1}]})
         api.batches[ended["id"]] = ended
-        api.shown_by["b"] = {ended["id"]: {k: v for k, v in ended.items() if k not in left_out}}
+        shown = {k: v for k, v in ended.items() if k not in left_out}
+        api.shown_by["b"] = {ended["id"]: {**shown, **added}}
         await sync(b, retry=FAST)
         await sync(a, retry=FAST)
         assert (await sync(a, retry=FAST)).refreshed_by_id == 0  # once
     assert_database_matches(db_path, [*IN_FLIGHT[:2], ended, *IN_FLIGHT[3:]])
+
+
+async def test_a_batch_another_account_ended_is_asked_of_its_owner_once(
+    db_path: Path,
+) -> None:
+    """Its owner's route refusing it (403 by id, not in its list): asked on every sync, for
+    ever (with a 503, each sync spent its retries on it)."""
+    ended = ENDED[2]["id"]
+    async with listed_by_each(db_path, "ab") as (api, (a, b)):
+        api.refused["a"].add(ended)
+        api.batches[ended] = ENDED[2]
+        await sync(b, retry=FAST)
+        asked = []
+        for _ in range(3):
+            before = len(api.asked)
+            await sync(a, retry=FAST)
+            asked.append(api.asked[before:].count(("a", ended)))
+    assert asked == [1, 0, 0]
+    assert_database_matches(db_path, ENDED)
+
+
+async def test_a_file_is_read_by_any_account_listing_its_batch_that_asks_for_it(
+    db_path: Path,
+) -> None:
+    """Three accounts listing the same batches, one of them turning `outputs` on once the
+    others had listed them after it: only the owner and the last other account listing a
+    batch asked for its files, and neither asked for outputs, so none were ever read."""
+    async with FakeApiServer(FakeApiOptions(batches=250, api_key="k")) as server:
+        a, b, c = (
+            Settings(db=db_path, account=name, base_url=server.base_url, api_key="k")
+            for name in "abc"
+        )  # b's incremental sync lists the first of three pages alone
+        for account in (a, b, c):
+            await sync(account, retry=FAST)
+        await sync(dataclasses.replace(b, outputs=True), retry=FAST)
+        assert_database_matches(db_path, server.served())
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        states = dict(
+            conn.execute("SELECT state, count(*) FROM batch_files WHERE kind = 'output' GROUP BY 1")
+        )
+    assert set(states) == {"complete"}
 
 
 async def test_schema_21_keeps_who_listed_each_batch_and_who_was_answered_404(

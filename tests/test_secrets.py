@@ -32,7 +32,7 @@ from crawler.cli import main
 from crawler.config import Settings
 from crawler.errors import ConfigError, CrawlerError, TransportError
 from crawler.events import Event
-from crawler.redact import holds_secret, mask_secret, mask_values
+from crawler.redact import Secrets, holds_secret, mask_secret, mask_values
 from crawler.replies import build_api_error
 from crawler.setting_rules import is_on_this_machine
 from crawler.sync_run import sync
@@ -1003,3 +1003,17 @@ def test_a_key_of_no_key_shape_in_azures_variable_is_not_said_back(
     err = capsys.readouterr().err
     assert "got '***'" in err
     assert key not in err
+
+
+def test_two_tokens_sharing_long_runs_are_both_masked_whole_in_stored_data() -> None:
+    """Two Entra ID tokens of one identity share their header and most claims: the first
+    masked alone left the second in pieces shorter than half of it, its signature stored."""
+    claims = base64.urlsafe_b64encode(json.dumps({"groups": ["g" * 30] * 30}).encode()).decode()
+    header = base64.urlsafe_b64encode(b'{"typ":"JWT","alg":"RS256"}').decode()
+    older, newer = (
+        ".".join([header, claims + base64.urlsafe_b64encode(os.urandom(30)).decode(),
+                  base64.urlsafe_b64encode(os.urandom(256)).decode()])
+        for _ in range(2)
+    )  # fmt: skip
+    [stored] = mask_values((f"echoed {newer} back",), Secrets(older, newer))
+    assert stored == "echoed *** back"

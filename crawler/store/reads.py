@@ -100,15 +100,16 @@ IN_ACCOUNT_LIST = (
     "WHERE l.batch_id = batches.id AND l.account = ?))"
 )
 # Whether the API no longer has the batch for the account bound to `?`: three of its own
-# runs answered 404 since the batch was last listed or answered (0021_batch_listings.sql).
+# runs answered 404 since its own listing or answer showed the batch (another account's
+# route may have it still: 0021_batch_listings.sql).
 _GONE_FOR = (
-    f"(not_found_runs >= {CONFIRMED_GONE} AND EXISTS (SELECT 1 FROM json_each("
+    "(not_found_by IS NOT NULL AND EXISTS (SELECT 1 FROM json_each("
     "CASE WHEN json_valid(not_found_by) THEN not_found_by END) "
     f"WHERE key = ? AND typeof(value) = 'integer' AND value >= {CONFIRMED_GONE}))"
 )
 # Whether some account no longer asks about the batch (see _GONE_FOR).
 _GONE_FOR_ONE = (
-    f"(not_found_runs >= {CONFIRMED_GONE} AND EXISTS (SELECT 1 FROM json_each("
+    "(not_found_by IS NOT NULL AND EXISTS (SELECT 1 FROM json_each("
     "CASE WHEN json_valid(not_found_by) THEN not_found_by END) "
     f"WHERE typeof(value) = 'integer' AND value >= {CONFIRMED_GONE}))"
 )

@@ -196,12 +196,20 @@ class FileAsker:
     bodies: bool
 
 
-# The accounts that may ask for a file: the batch's owner, the last other account listing
-# it, and the account whose listing named the file (0019_file_readers.sql).
-_READERS = ("b.account", "b.listed_by", "f.named_by")
-# Whether the account bound to `?` is one of them (a NULL one as none: NOT of a NULL
+# The accounts that may ask for a file: the batch's owner, every other account listing it
+# (0021_batch_listings.sql), and the account whose listing named the file
+# (0019_file_readers.sql); the listers as a JSON array.
+_READERS = (
+    "b.account",
+    "f.named_by",
+    "(SELECT json_group_array(l.account) FROM batch_listings AS l WHERE l.batch_id = b.id)",
+)
+# Whether the account bound to both `?` is one of them (a NULL one as none: NOT of a NULL
 # would drop the row).
-_MAY_READ = "? IN ({})".format(", ".join(f"coalesce({reader}, '')" for reader in _READERS))
+_MAY_READ = (
+    "(? IN (b.account, coalesce(f.named_by, '')) OR EXISTS (SELECT 1 FROM batch_listings AS l "
+    "WHERE l.batch_id = b.id AND l.account = ?))"
+)
 # Where the account bound to `?` stands among those whose ask failed since the file was
 # last read, the last to fail last (NULL: it has not failed).
 _FAILED_AT = (
@@ -259,7 +267,7 @@ def select_files_to_fetch(
                 f"({_MAY_READ} AND f.kind IN ({', '.join('?' * len(other.kinds))}) "
                 f"{stored_whole}AND coalesce({_FAILED_AT} < {_FAILED_AT}, true))"
             )
-            asks_first_values += [other.account, *other.kinds, other.account, account]
+            asks_first_values += [other.account] * 2 + [*other.kinds, other.account, account]
     deferred = f"AND NOT ({_FAILED_FOR} AND ({' OR '.join(asks_first)})) " if asks_first else ""
     rows = db.execute(
         f"SELECT f.file_id, f.batch_id, f.kind, CASE f.kind {expected} END, f.position, "
@@ -268,6 +276,7 @@ def select_files_to_fetch(
         f"WHERE {_MAY_READ} {deferred}ORDER BY f.position LIMIT ?",
         (
             *values,
+            account,
             account,
             *((account, *asks_first_values) if asks_first else ()),
             limit,
@@ -400,11 +409,12 @@ def _after_a_failure(
     ).fetchone()
     if found is None:  # the batch names another file since: nothing to update
         return 0, "[]", None
-    runs, failed_by, not_found_by, *readers = found
+    runs, failed_by, not_found_by, owner, named_by, listers = found
+    readers = {owner, named_by, *json.loads(listers)} - {None}
     failed = _failed_last(failed_by, account)
     answered_404 = set(_accounts(not_found_by)) | ({account} if not_found else set())
     # A 403 or 503 (another account's route, say) says nothing of the file: runs kept.
-    if not_found and runs + 1 >= AGREED_404_RUNS and {r for r in readers if r} <= answered_404:
+    if not_found and runs + 1 >= AGREED_404_RUNS and readers <= answered_404:
         runs = EXPIRED_FOR_GOOD
     elif not_found:
         if runs + 1 == EXPIRED_FOR_GOOD:

@@ -29,5 +29,5 @@ def execute_rows(db: sqlite3.Connection, template: str, rows: Sequence[tuple[Any
     per_statement = max(1, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width)
     for start in range(0, len(rows), per_statement):
         chunk = rows[start : start + per_statement]
-        sql = template.format(values=", ".join([slot] * len(chunk)))
+        sql = template.replace("{values}", ", ".join([slot] * len(chunk)))  # SQL holds braces
         db.execute(sql, list(itertools.chain.from_iterable(chunk)))

@@ -57,6 +57,20 @@ from .statements import execute_rows
 
 T = TypeVar("T")
 
+# Each account's 404s by id for a batch since it was last listed or answered, as an object
+# whatever was stored (0021_batch_listings.sql).
+_NOT_FOUND_BY = (
+    "CASE WHEN NOT json_valid(not_found_by) THEN '{}' "
+    "WHEN json_type(not_found_by) = 'object' THEN not_found_by ELSE '{}' END"
+)
+
+
+def _not_found_but(account: str) -> str:
+    """Those 404s but those of `account` (SQL), whose listing or answer says the batch is
+    there (NULL: none left); a name holds no quote (setting_rules.account_name_problem)."""
+    return f"nullif(json_remove({_NOT_FOUND_BY}, '$.\"' || {account} || '\"'), '{{}}')"
+
+
 _ENDED = "({})".format(", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES)))
 _UPSERT_BATCHES = (
     f"INSERT INTO batches ({', '.join(BATCH_COLUMNS)}) VALUES {{values}} "
@@ -68,7 +82,9 @@ _UPSERT_BATCHES = (
         f"{c} = excluded.{c}" for c in BATCH_COLUMNS if c not in {"id", "first_seen_at", "account"}
     )
     + ", listed_by = coalesce(nullif(excluded.account, batches.account), batches.listed_by)"
-    + ", gone_at = NULL, not_found_runs = 0, not_found_by = NULL"
+    # The batch is there; the 404s of other accounts' routes stay theirs.
+    + ", gone_at = NULL, not_found_runs = 0, not_found_by = "
+    + _not_found_but("excluded.account")
     # Another account's listing ending the batch may leave fields out (a gateway): its
     # owner refreshes it once more (0021_batch_listings.sql).
     + f", ended_by = CASE WHEN excluded.account = batches.account OR excluded.status IS NULL "
@@ -79,18 +95,12 @@ _UPSERT_BATCHES = (
 # listed by account ?1; and with ?3, that it ended, in its owner's listing.
 _LISTED = (
     "UPDATE batches SET listed_by = coalesce(nullif(?1, account), listed_by), "
-    "gone_at = NULL, not_found_runs = 0, not_found_by = NULL, "
+    f"gone_at = NULL, not_found_runs = 0, not_found_by = {_not_found_but('?1')}, "
     "ended_by = CASE WHEN ?3 THEN NULL ELSE ended_by END WHERE id = ?2"
 )
 # Every account other than its owner that listed a batch refreshes it
 # (0021_batch_listings.sql).
 _LISTED_BY_ANOTHER = "INSERT OR IGNORE INTO batch_listings (batch_id, account) VALUES (?, ?)"
-# Each account's 404s by id for a batch since it was last listed or answered, as an object
-# whatever was stored (0021_batch_listings.sql).
-_NOT_FOUND_BY = (
-    "CASE WHEN NOT json_valid(not_found_by) THEN '{}' "
-    "WHEN json_type(not_found_by) = 'object' THEN not_found_by ELSE '{}' END"
-)
 # A 404 by id for batch ?3, to the account whose JSON path is ?2: gone_at keeps the first
 # of a streak (at ?1), the counts say how sure the mark is, and for which account.
 _NOT_FOUND = (
@@ -197,10 +207,10 @@ def _write_page(
         stored_as = db.execute(
             f"SELECT id, raw, status, account FROM batches WHERE id IN ({marks})", ids
         )
-        before = {batch_id: (raw, status, owner) for batch_id, raw, status, owner in stored_as}
+        before = {batch_id: tuple(stored) for batch_id, *stored in stored_as}
         db.executemany(
             _LISTED_BY_ANOTHER,
-            [(batch_id, account) for batch_id, (*_, owner) in before.items() if owner != account],
+            [(batch_id, account) for batch_id, was in before.items() if was[2] != account],
         )
         kept = {
             row[0]
@@ -236,7 +246,7 @@ def _write_page(
     return PageCounts(len(ids) - len(before) - len(kept), updated, len(error_rows))
 
 
-def _kept_out(stored: tuple[str, Any, str], row: Sequence[Any], account: str) -> bool:
+def _kept_out(stored: tuple[Any, ...], row: Sequence[Any], account: str) -> bool:
     """Whether `account`'s listing `row` of a batch stored as `stored` (raw, status, owner)
     is kept out, neither it nor its error lines stored over what is: a stale one (at an
     earlier stage than stored), another account's of a batch ended, or one that would lose
@@ -246,6 +256,15 @@ def _kept_out(stored: tuple[str, Any, str], row: Sequence[Any], account: str) ->
     if moves_back(status, row[_STATUS]):
         return True
     return is_terminal(status) and (owner != account or loses_fields(raw, row[_RAW]))
+
+
+def _refreshed_once(db: sqlite3.Connection, account: str, batch_ids: list[str]) -> None:
+    with _transaction(db):
+        db.execute(
+            "UPDATE batches SET ended_by = NULL WHERE account = ? AND ended_by IS NOT NULL "
+            "AND id IN (SELECT value FROM json_each(?))",
+            (account, json.dumps(batch_ids)),
+        )
 
 
 def _mark_by_id_failed(db: sqlite3.Connection, account: str, at: int | None) -> None:
@@ -464,6 +483,11 @@ class Store:
     async def by_id_failed_at(self) -> int | None:
         """When requests by id last kept failing while the list answered (None: they did not)."""
         return await self._in_thread(select_by_id_failed_at, self.account)
+
+    async def refreshed_once(self, batch_ids: list[str]) -> None:
+        """Record that this account, their owner, was asked to refresh `batch_ids` (those
+        another account's listing ended are not asked again, whatever the answer)."""
+        await self._in_thread(_refreshed_once, self.account, batch_ids)
 
     async def mark_by_id_failed(self, at: int | None) -> None:
         """Record when requests by id kept failing while the list answered; None clears it."""
