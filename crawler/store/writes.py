@@ -68,7 +68,8 @@ _NOT_FOUND_BY = (
 def _not_found_but(account: str) -> str:
     """Those 404s but those of `account` (SQL), whose listing or answer says the batch is
     there (NULL: none left); a name holds no quote (setting_rules.account_name_problem)."""
-    return f"nullif(json_remove({_NOT_FOUND_BY}, '$.\"' || {account} || '\"'), '{{}}')"
+    kept = f"nullif(json_remove({_NOT_FOUND_BY}, '$.\"' || {account} || '\"'), '{{}}')"
+    return f"CASE WHEN not_found_by IS NULL THEN NULL ELSE {kept} END"  # no JSON work mostly
 
 
 _ENDED = "({})".format(", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES)))
