@@ -8,6 +8,13 @@ CREATE TABLE batch_listings (
     PRIMARY KEY (batch_id, account)
 ) WITHOUT ROWID;
 INSERT INTO batch_listings SELECT id, listed_by FROM batches WHERE listed_by IS NOT NULL;
+-- Which others listed a batch before is not known: a batch in flight that another listed
+-- is refreshed by every other account with a walk (one whose route lacks it stops after
+-- three 404s), rather than left to one no longer synced.
+INSERT OR IGNORE INTO batch_listings
+SELECT b.id, w.account FROM batches AS b JOIN walk_state AS w ON w.account != b.account
+WHERE b.listed_by IS NOT NULL
+  AND (b.status IS NULL OR b.status NOT IN ('completed', 'failed', 'expired', 'cancelled'));
 
 -- A 404 by id is one account's route's answer (a gateway knowing only its own batches): a
 -- batch is no longer asked about by an account once three of its own syncs were answered

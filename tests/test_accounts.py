@@ -310,23 +310,35 @@ async def test_a_file_is_read_by_any_account_listing_its_batch_that_asks_for_it(
 async def test_schema_21_keeps_who_listed_each_batch_and_who_was_answered_404(
     db_path: Path,
 ) -> None:
-    """The last other account listing a batch is one of its listers; a batch no other
-    account listed was answered 404 by its owner; where another listed it, who was is not
-    known, and each asks again."""
+    """The last other account listing a batch is one of its listers, and for a batch in
+    flight, every other account with a walk may have been (with three accounts, one that
+    listed it before the last was left out, and the batch froze once the last was no
+    longer synced); a batch no other account listed was answered 404 by its owner; where
+    another listed it, who was is not known, and each asks again."""
     await create_before(db_path, "batch_listings")
     with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
         conn.executemany(
             "INSERT INTO batches (id, status, account, listed_by, not_found_runs, raw, "
-            "first_seen_at, last_seen_at) VALUES (?, 'in_progress', 'a', ?, ?, '{}', 1, 1)",
-            [("b1", "b", 3), ("b2", None, 3), ("b3", None, 0)],
+            "first_seen_at, last_seen_at) VALUES (?, ?, 'a', ?, ?, '{}', 1, 1)",
+            [
+                ("b1", "in_progress", "b", 3),
+                ("b2", "in_progress", None, 3),
+                ("b3", "in_progress", None, 0),
+                ("b4", "completed", "c", 0),
+            ],
+        )
+        conn.executemany(
+            "INSERT INTO walk_state (account, finished, updated_at) VALUES (?, 1, 1)",
+            [("a",), ("b",), ("c",)],
         )
     async with open_store(db_path) as store:
         assert [i for i, _ in await store.for_account("b").load_unsettled()] == ["b1"]
         assert sorted(i for i, _ in await store.for_account("a").load_unsettled()) == ["b1", "b3"]
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
-        assert conn.execute("SELECT * FROM batch_listings").fetchall() == [("b1", "b")]
+        listings = conn.execute("SELECT * FROM batch_listings ORDER BY 1, 2").fetchall()
         found = conn.execute("SELECT id, not_found_by FROM batches ORDER BY id").fetchall()
-    assert found == [("b1", None), ("b2", '{"a":3}'), ("b3", None)]
+    assert listings == [("b1", "b"), ("b1", "c"), ("b4", "c")]
+    assert found == [("b1", None), ("b2", '{"a":3}'), ("b3", None), ("b4", None)]
 
 
 @pytest.mark.parametrize("field", ["account", "organization", "base_url"])
