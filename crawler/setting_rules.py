@@ -135,11 +135,16 @@ def shown(value: Any) -> str:
     return repr(value)
 
 
-def _url(value: Any) -> str | None:
-    parts = _split_url(value)
-    if parts is None:
-        return f"expected an http(s) URL such as {DEFAULT_BASE_URL}, got {shown(value)}"
-    return _url_extras(value, parts)
+def _url_like(example: str) -> Callable[[Any], str | None]:
+    """A base URL's rule, `example` quoted as one."""
+
+    def problem(value: Any) -> str | None:
+        parts = _split_url(value)
+        if parts is None:
+            return f"expected an http(s) URL such as {example}, got {shown(value)}"
+        return _url_extras(value, parts, example)
+
+    return problem
 
 
 def _split_url(value: Any) -> SplitResult | None:
@@ -159,7 +164,7 @@ def _split_url(value: Any) -> SplitResult | None:
     return parts
 
 
-def _url_extras(value: str, parts: SplitResult) -> str | None:
+def _url_extras(value: str, parts: SplitResult, example: str) -> str | None:
     """What `value` holds besides a base URL: credentials, a query or a fragment."""
     # aiohttp refuses credentials in the URL next to the Authorization header, and the URL is
     # stored in sync_runs: a password must never get that far.
@@ -169,7 +174,7 @@ def _url_extras(value: str, parts: SplitResult) -> str | None:
             "in the environment variable named by api_key_env"
         )
     # Paths are appended to the base URL, so a query or a fragment would end up mid-URL.
-    alone = f"give the API's base URL alone, such as {DEFAULT_BASE_URL}"
+    alone = f"give the API's base URL alone, such as {example}"
     if "?" in value.partition("#")[0]:
         return f"query parameters (?...) are not supported; {alone}"
     if "#" in value:
@@ -264,7 +269,7 @@ def _convert_flag(text: str) -> bool:
 
 _RULES: dict[str, Rule] = {
     "db": Rule(_path),
-    "base_url": Rule(_url),
+    "base_url": Rule(_url_like(DEFAULT_BASE_URL)),
     "allow_insecure_http": Rule(_flag, _convert_flag),
     "api_key": Rule(_header_text),
     "api_key_env": Rule(_variable_name),
@@ -287,7 +292,7 @@ _RULES: dict[str, Rule] = {
     "log_format": Rule(_one_of(LOG_FORMATS)),
     "account": Rule(account_name_problem),
     "provider": Rule(_one_of(PROVIDERS)),
-    "azure_endpoint": Rule(_url),
+    "azure_endpoint": Rule(_url_like("https://NAME.openai.azure.com")),
     "api_version": Rule(api_version_problem),
     "auth": Rule(_one_of(AUTH_MODES)),
 }

@@ -220,3 +220,13 @@ def test_openais_base_url_variable_does_not_point_azure_elsewhere() -> None:
     env = {"OPENAI_BASE_URL": "https://gw.example/v1", "AZURE_OPENAI_API_KEY": "k"}
     with pytest.raises(ConfigError, match="azure_endpoint: a value is required"):
         load_settings({"provider": "azure"}, env)
+
+
+def test_an_azure_endpoint_that_is_no_url_is_shown_what_one_looks_like() -> None:
+    """Its message quoted OpenAI's URL as the example of an Azure endpoint."""
+    with pytest.raises(ConfigError) as caught:
+        Settings(provider="azure", azure_endpoint="notaurl", api_key="k")
+    assert str(caught.value) == (
+        "azure_endpoint: expected an http(s) URL such as https://NAME.openai.azure.com, "
+        "got 'notaurl'"
+    )
