@@ -21,6 +21,7 @@ from .redact import (
     mask_keys,
 )
 from .setting_rules import (
+    AZURE_ENDPOINT_EXAMPLE,
     DEFAULT_BASE_URL,
     account_name_problem,
     api_version_problem,
@@ -149,7 +150,7 @@ class Settings:
         elif self.provider == "azure" and self.base_url == DEFAULT_BASE_URL:
             raise ConfigError(
                 f'azure_endpoint: a value is required for provider = "azure" (or set '
-                f"{ENV_AZURE_ENDPOINT}), such as https://NAME.openai.azure.com"
+                f"{ENV_AZURE_ENDPOINT}), such as {AZURE_ENDPOINT_EXAMPLE}"
             )
         if not self.allow_insecure_http and not is_private_transport(self.base_url):
             raise ConfigError(

@@ -117,7 +117,7 @@ class EntraTokens:
             yield _bearer(token)
         finally:
             self._running[token] -= 1  # a count of 0 is dropped by the next renewal
-            self._expiry[token] = max(self._expiry.get(token, 0.0), self._clock() + self._timeout)
+            self._mask_for_an_answer(token)
 
     async def headers(self) -> dict[str, str]:
         """The header carrying a token to send (see `_to_send`)."""
@@ -157,11 +157,15 @@ class EntraTokens:
                     self._handed_expired = self._expires_on <= now
                     if self._expires_on - now < REFRESH_MARGIN + RENEWAL_RETRY:
                         self._renew_after = now + RENEWAL_RETRY
-            # A request sent with it may be answered request_timeout later: masked so long.
             token = self._token
             assert token is not None  # renewed, or the renewal raised
-            self._expiry[token] = max(self._expiry.get(token, 0.0), self._clock() + self._timeout)
+            self._mask_for_an_answer(token)
         return token
+
+    def _mask_for_an_answer(self, token: str) -> None:
+        """Keep `token` masked while an answer to a request sent with it may come: for
+        request_timeout from now."""
+        self._expiry[token] = max(self._expiry.get(token, 0.0), self._clock() + self._timeout)
 
     async def _renew(self) -> None:
         timeout = asyncio.timeout(self._timeout)

@@ -185,14 +185,7 @@ def is_terminal(status: Any) -> bool:
 
 
 # The Batch object's fields as the API documents them (a gateway may add its own).
-_API_FIELDS = frozenset(
-    {
-        "id", "object", "endpoint", "model", "errors", "input_file_id", "completion_window",
-        "status", "output_file_id", "error_file_id", "created_at", "in_progress_at",
-        "expires_at", "finalizing_at", "completed_at", "failed_at", "expired_at",
-        "cancelling_at", "cancelled_at", "request_counts", "usage", "metadata",
-    }
-)  # fmt: skip
+_API_FIELDS = frozenset({*_PLAIN_FIELDS, "errors", "request_counts", "usage", "metadata"})
 
 
 def loses_fields(stored_raw: str, listed_raw: str) -> bool:

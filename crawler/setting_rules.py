@@ -16,6 +16,7 @@ from .errors import ConfigError
 from .redact import holds_a_key_like_word, looks_like_secret
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+AZURE_ENDPOINT_EXAMPLE = "https://NAME.openai.azure.com"
 
 PROVIDERS = ("openai", "azure", "compatible")
 AUTH_MODES = ("key", "entra")  # with Azure, entra: Microsoft Entra ID tokens instead of a key
@@ -292,7 +293,7 @@ _RULES: dict[str, Rule] = {
     "log_format": Rule(_one_of(LOG_FORMATS)),
     "account": Rule(account_name_problem),
     "provider": Rule(_one_of(PROVIDERS)),
-    "azure_endpoint": Rule(_url_like("https://NAME.openai.azure.com")),
+    "azure_endpoint": Rule(_url_like(AZURE_ENDPOINT_EXAMPLE)),
     "api_version": Rule(api_version_problem),
     "auth": Rule(_one_of(AUTH_MODES)),
 }

@@ -99,20 +99,22 @@ IN_ACCOUNT_LIST = (
     "(account = ? OR EXISTS (SELECT 1 FROM batch_listings AS l "
     "WHERE l.batch_id = batches.id AND l.account = ?))"
 )
-# Whether the API no longer has the batch for the account bound to `?`: three of its own
-# runs answered 404 since its own listing or answer showed the batch (another account's
-# route may have it still: 0021_batch_listings.sql).
-_GONE_FOR = (
-    "(not_found_by IS NOT NULL AND EXISTS (SELECT 1 FROM json_each("
-    "CASE WHEN json_valid(not_found_by) THEN not_found_by END) "
-    f"WHERE key = ? AND typeof(value) = 'integer' AND value >= {CONFIRMED_GONE}))"
-)
-# Whether some account no longer asks about the batch (see _GONE_FOR).
-_GONE_FOR_ONE = (
-    "(not_found_by IS NOT NULL AND EXISTS (SELECT 1 FROM json_each("
-    "CASE WHEN json_valid(not_found_by) THEN not_found_by END) "
-    f"WHERE typeof(value) = 'integer' AND value >= {CONFIRMED_GONE}))"
-)
+
+
+def _gone(accounts: str) -> str:
+    """Whether the API no longer has the batch for an account of `accounts` (an SQL
+    condition on `key`, the account's name): three of its own runs answered 404 since its
+    own listing or answer showed the batch (another account's route may have it still:
+    0021_batch_listings.sql)."""
+    return (
+        "(not_found_by IS NOT NULL AND EXISTS (SELECT 1 FROM json_each("
+        "CASE WHEN json_valid(not_found_by) THEN not_found_by END) "
+        f"WHERE {accounts} AND typeof(value) = 'integer' AND value >= {CONFIRMED_GONE}))"
+    )
+
+
+_GONE_FOR = _gone("key = ?")  # for the account bound to `?`
+_GONE_FOR_ONE = _gone("true")  # for some account
 
 
 def select_unsettled(db: sqlite3.Connection, account: str) -> list[tuple[str, int]]:
