@@ -51,6 +51,8 @@ ERROR_COLUMNS = ("batch_id", "position", "code", "message", "param", "line")
 # Top-level fields copied as they are, in BATCH_COLUMNS order.
 _PLAIN_FIELDS = BATCH_COLUMNS[: BATCH_COLUMNS.index("request_counts_total")]
 _RAW = BATCH_COLUMNS.index("raw")
+_SEEN = BATCH_COLUMNS.index("last_seen_at")
+_ACCOUNT = BATCH_COLUMNS.index("account")
 _ENDPOINT = BATCH_COLUMNS.index("endpoint")
 _TIMES = range(BATCH_COLUMNS.index("created_at"), BATCH_COLUMNS.index("cancelled_at") + 1)
 
@@ -188,23 +190,50 @@ def is_terminal(status: Any) -> bool:
 _API_FIELDS = frozenset({*_PLAIN_FIELDS, "errors", "request_counts", "usage", "metadata"})
 
 
-def loses_fields(stored_raw: str, listed_raw: str) -> bool:
-    """Whether a batch listed as `listed_raw` leaves out a field of the API's that
-    `stored_raw` has (given, not null): a listing of an ended batch that says less than the
-    one stored (a gateway leaving out `errors` or `usage`), since it never changes again. A
-    field of a gateway's own (stored from its listing) is no loss."""
+def fill_left_out(stored_raw: str, listed_raw: str) -> Batch | None:
+    """The batch listed as `listed_raw` with each field of the API's it leaves out (missing
+    or null) that `stored_raw` gives taken from there; None when it leaves none out. For a
+    batch ended, which never changes again: two listings of it (a gateway's leaving out
+    `usage` or `errors`, another's `model`) each say part of it. A field of a gateway's own
+    is no part of it."""
     if stored_raw == listed_raw:
-        return False
+        return None
     try:
         stored, listed = parse(stored_raw.encode()), parse(listed_raw.encode())
     except ValueError:  # a raw edited by hand: the listing is stored over it
-        return False
+        return None
     if not isinstance(stored, dict) or not isinstance(listed, dict):
-        return False
-    return any(
-        value is not None and key in _API_FIELDS and listed.get(key) is None
+        return None
+    left_out = {
+        key: value
         for key, value in stored.items()
-    )
+        if value is not None and key in _API_FIELDS and listed.get(key) is None
+    }
+    return {**listed, **left_out} if left_out else None
+
+
+def fill_page_rows(
+    stored_raws: dict[str, str],
+    batch_rows: Sequence[tuple[Any, ...]],
+    error_rows: Sequence[tuple[Any, ...]],
+) -> tuple[Sequence[tuple[Any, ...]], Sequence[tuple[Any, ...]]]:
+    """A page's batch rows and error rows with what each listing of a batch ended leaves
+    out taken from the one stored as `stored_raws[id]` (`fill_left_out`)."""
+    filled = {
+        row[0]: batch
+        for row in batch_rows
+        if row[0] in stored_raws
+        and (batch := fill_left_out(stored_raws[row[0]], row[_RAW])) is not None
+    }
+    if not filled:
+        return batch_rows, error_rows
+    batch_rows = [
+        build_batch_row(filled[row[0]], row[_SEEN], row[_ACCOUNT]) if row[0] in filled else row
+        for row in batch_rows
+    ]
+    error_rows = [row for row in error_rows if row[0] not in filled]
+    error_rows += [row for batch in filled.values() for row in build_error_rows(batch)]
+    return batch_rows, error_rows
 
 
 def moves_back(stored: Any, listed: Any) -> bool:

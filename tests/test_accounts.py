@@ -266,6 +266,27 @@ async def test_a_batch_another_accounts_gateway_ended_is_refreshed_by_its_owner(
     assert_database_matches(db_path, [*IN_FLIGHT[:2], ended, *IN_FLIGHT[3:]])
 
 
+async def test_an_owners_answer_is_merged_with_the_fields_another_accounts_gateway_gave(
+    db_path: Path,
+) -> None:
+    """The owner's answer to a batch another account's gateway ended, leaving out a field
+    the gateway's listing gave (`model`, on an older batch), was kept out whole: the row
+    stayed the gateway's, without the usage and error lines the owner's answer held."""
+    async with listed_by_each(db_path, "ab") as (api, (a, b)):
+        ended = make_batch(3, status="failed", errors={"data": [{"code": "bad", "line": 1}]})
+        api.batches[ended["id"]] = ended
+        api.shown_by["b"] = {ended["id"]: without(ended, "usage", "errors")}
+        api.shown_by["a"] = {ended["id"]: without(ended, "model")}
+        await sync(b, retry=FAST)
+        await sync(a, retry=FAST)
+        assert (await sync(a, retry=FAST)).refreshed_by_id == 0  # once
+    assert_database_matches(db_path, [*IN_FLIGHT[:2], ended, *IN_FLIGHT[3:]])
+
+
+def without(batch: dict[str, Any], *fields: str) -> dict[str, Any]:
+    return {key: value for key, value in batch.items() if key not in fields}
+
+
 async def test_a_batch_another_account_ended_is_asked_of_its_owner_once(
     db_path: Path,
 ) -> None:

@@ -13,7 +13,8 @@ from crawler.rows import (
     build_error_rows,
     build_page_rows,
     build_page_rows_fitted,
-    loses_fields,
+    fill_left_out,
+    fill_page_rows,
     moves_back,
 )
 
@@ -221,18 +222,39 @@ def test_a_listing_at_an_earlier_stage_than_stored_is_stale(
 
 
 @pytest.mark.parametrize(
-    ("stored", "listed", "loses"),
+    ("stored", "listed", "filled"),
     [
-        ('{"errors": {"data": []}, "model": "m"}', '{"errors": null, "model": "m"}', True),
-        ('{"usage": {"total_tokens": 1}}', "{}", True),
-        ('{"errors": null}', '{"usage": {"total_tokens": 1}}', False),
-        ('{"model": "m"}', '{"model": "n", "usage": {}}', False),
-        ('{"model": "m"}', '{"model": "m"}', False),
-        ("not JSON", '{"model": "m"}', False),
-        ("[1]", "{}", False),
+        (
+            '{"errors": {"data": []}, "model": "m"}',
+            '{"errors": null, "model": "m"}',
+            {"errors": {"data": []}, "model": "m"},
+        ),
+        ('{"usage": {"total_tokens": 1}}', "{}", {"usage": {"total_tokens": 1}}),
+        ('{"model": "m", "x_own": 1}', '{"usage": {}}', {"usage": {}, "model": "m"}),
+        ('{"errors": null}', '{"usage": {"total_tokens": 1}}', None),
+        ('{"model": "m"}', '{"model": "n", "usage": {}}', None),
+        ('{"model": "m"}', '{"model": "m"}', None),
+        ("not JSON", '{"model": "m"}', None),
+        ("[1]", "{}", None),
     ],
 )
-def test_a_listing_loses_fields_when_it_leaves_out_one_the_stored_batch_gives(
-    stored: str, listed: str, loses: bool
+def test_a_listing_is_filled_with_the_api_fields_it_leaves_out_that_the_stored_batch_gives(
+    stored: str, listed: str, filled: object
 ) -> None:
-    assert loses_fields(stored, listed) is loses
+    assert fill_left_out(stored, listed) == filled
+
+
+def test_a_page_filled_from_stored_batches_gets_their_rows_and_error_lines() -> None:
+    stored = make_batch(1, status="failed", errors={"data": [{"code": "bad", "line": 1}]})
+    listed = {key: value for key, value in stored.items() if key not in {"errors", "usage"}}
+    other = make_batch(2)
+    batch_rows, error_rows = build_page_rows([listed, other], seen_at=5, account="a")
+    stored_rows, stored_errors = build_page_rows([stored], seen_at=5, account="a")
+    raw = BATCH_COLUMNS.index("raw")
+    filled, filled_errors = fill_page_rows(
+        {stored["id"]: stored_rows[0][raw]}, batch_rows, error_rows
+    )
+    assert [{**as_dict(row), "raw": json.loads(row[raw])} for row in filled] == [
+        {**as_dict(row), "raw": json.loads(row[raw])} for row in (stored_rows[0], batch_rows[1])
+    ]
+    assert filled_errors == stored_errors

@@ -21,8 +21,8 @@ from ..rows import (
     BATCH_COLUMNS,
     ERROR_COLUMNS,
     TERMINAL_STATUSES,
+    fill_page_rows,
     is_terminal,
-    loses_fields,
     moves_back,
 )
 from ..runs import FIGURE_COLUMNS, RunFigures
@@ -228,6 +228,10 @@ def _write_page(
             error_rows = [row for row in error_rows if row[_ERROR_BATCH] not in kept]
             before = {batch_id: was for batch_id, was in before.items() if batch_id not in kept}
             db.executemany(_LISTED, listed)
+        # An owner's listing of a batch ended, left out of it, takes what the stored one
+        # gives (a gateway's listing leaving out `usage`, the owner's `model`).
+        ended = {i: raw for i, (raw, status, _) in before.items() if is_terminal(status)}
+        batch_rows, error_rows = fill_page_rows(ended, batch_rows, error_rows)
         execute_rows(db, _UPSERT_BATCHES, batch_rows)
         if before:
             # Only a batch stored before can have error lines to replace: a first walk
@@ -250,13 +254,10 @@ def _write_page(
 def _kept_out(stored: tuple[Any, ...], row: Sequence[Any], account: str) -> bool:
     """Whether `account`'s listing `row` of a batch stored as `stored` (raw, status, owner)
     is kept out, neither it nor its error lines stored over what is: a stale one (at an
-    earlier stage than stored), another account's of a batch ended, or one that would lose
-    what is stored of a batch ended (it never changes again, and a gateway may leave fields
-    out). Such a listing says alone that the batch is there, and listed by this account."""
-    raw, status, owner = stored
-    if moves_back(status, row[_STATUS]):
-        return True
-    return is_terminal(status) and (owner != account or loses_fields(raw, row[_RAW]))
+    earlier stage than stored), or another account's of a batch ended (its owner's says
+    more). Such a listing says alone that the batch is there, and listed by this account."""
+    _, status, owner = stored
+    return moves_back(status, row[_STATUS]) or (is_terminal(status) and owner != account)
 
 
 def _refreshed_once(db: sqlite3.Connection, account: str, batch_ids: list[str]) -> None:
