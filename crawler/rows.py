@@ -194,8 +194,8 @@ def fill_left_out(stored_raw: str, listed_raw: str) -> Batch | None:
     """The batch listed as `listed_raw` with each field of the API's it leaves out (missing
     or null) that `stored_raw` gives taken from there; None when it leaves none out. For a
     batch ended, which never changes again: two listings of it (a gateway's leaving out
-    `usage` or `errors`, another's `model`) each say part of it. A field of a gateway's own
-    is no part of it."""
+    `usage` or `errors`, another's `model`) each say part of it, if they agree on its status.
+    A field of a gateway's own is no part of it."""
     if stored_raw == listed_raw:
         return None
     try:
@@ -203,6 +203,8 @@ def fill_left_out(stored_raw: str, listed_raw: str) -> Batch | None:
     except ValueError:  # a raw edited by hand: the listing is stored over it
         return None
     if not isinstance(stored, dict) or not isinstance(listed, dict):
+        return None
+    if stored.get("status") != listed.get("status"):  # one of them is wrong: the listing wins
         return None
     left_out = {
         key: value

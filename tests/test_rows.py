@@ -232,6 +232,12 @@ def test_a_listing_at_an_earlier_stage_than_stored_is_stale(
         ('{"usage": {"total_tokens": 1}}', "{}", {"usage": {"total_tokens": 1}}),
         ('{"model": "m", "x_own": 1}', '{"usage": {}}', {"usage": {}, "model": "m"}),
         ('{"errors": null}', '{"usage": {"total_tokens": 1}}', None),
+        ('{"status": "failed", "failed_at": 1}', '{"status": "completed"}', None),
+        (
+            '{"status": "failed", "failed_at": 1}',
+            '{"status": "failed"}',
+            {"status": "failed", "failed_at": 1},
+        ),
         ('{"model": "m"}', '{"model": "n", "usage": {}}', None),
         ('{"model": "m"}', '{"model": "m"}', None),
         ("not JSON", '{"model": "m"}', None),
