@@ -3,7 +3,9 @@ command line share, so that a value is refused with the same words wherever it c
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
+import json
 import math
 import re
 from collections.abc import Callable
@@ -133,7 +135,23 @@ def shown(value: Any) -> str:
         isinstance(value, str) and ("@" in value or holds_a_key_like_word(value))
     ):
         return "a value not shown here (it may hold a secret)"
-    return repr(value)
+    return _spelled(value)
+
+
+def _spelled(value: Any) -> str:
+    """`value` as TOML spells it (`true`, `"text"`, `[1, 2]`): settings come from a config
+    file most often, and Python's spelling (`True`, `'text'`) would read as another value."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[{}]".format(", ".join(map(_spelled, value)))
+    if isinstance(value, dict):
+        return "{{ {} }}".format(", ".join(f"{k} = {_spelled(v)}" for k, v in value.items()))
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    return str(value)  # a number, as TOML spells it (inf and nan too)
 
 
 def _url_like(example: str) -> Callable[[Any], str | None]:

@@ -543,7 +543,7 @@ def test_account_tables_are_checked_and_named(tmp_path: Path) -> None:
         "https://a.example/v1",
         50,
     )
-    with pytest.raises(ConfigError, match=r"no account here is named 'b' \(accounts: a\)"):
+    with pytest.raises(ConfigError, match=r'no account here is named "b" \(accounts: a\)'):
         load_accounts({}, {}, config, only=["b"])
     with pytest.raises(ConfigError, match="--base-url names one account's API"):
         load_accounts({"base_url": "https://b.example/v1"}, {}, config)

@@ -74,7 +74,7 @@ def test_org_and_project_from_env() -> None:
         ('base_url = "http://host/v1 "', "base_url: expected an http(s) URL"),
         ('db = "a\\u0000b"', "db: expected a file path"),
         ('api_key_env = "MY-KEY"', "api_key_env: must name the environment variable"),
-        ('api_key_env = "1KEY"', "got '1KEY'"),
+        ('api_key_env = "1KEY"', 'got "1KEY"'),
         ('api_key_env = ""', "api_key_env: must name the environment variable"),
         ('allow_insecure_http = "yes"', "allow_insecure_http: expected true or false"),
         ('base_url = "https://h/v1?api-version=1"', "base_url: query parameters (?...) are not"),
@@ -88,6 +88,27 @@ def test_bad_config_names_the_file_and_key(tmp_path: Path, text: str, fragment: 
     with pytest.raises(ConfigError, match=r"c\.toml") as caught:
         load_settings({}, {}, config)
     assert fragment in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("max_attempts = true", "got true"),
+        ('allow_insecure_http = "yes"', 'got "yes"'),
+        ('api_key_env = ["KA"]', 'got ["KA"]'),
+        ("page_size = { a = 1 }", "got { a = 1 }"),
+        ("page_size = 1979-05-27", "got 1979-05-27"),
+        ("request_timeout = -inf", "got -inf"),
+    ],
+)
+def test_a_bad_config_value_is_said_back_as_toml_spells_it(
+    tmp_path: Path, text: str, said: str
+) -> None:
+    """It was said as Python spells it (True, 'yes', ['KA']): another value in TOML."""
+    config = write(tmp_path, text + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings({}, {}, config)
+    assert str(caught.value).endswith(said)
 
 
 def test_config_that_is_not_utf8(tmp_path: Path) -> None:

@@ -167,7 +167,7 @@ async def test_a_bad_setting_in_json_is_one_run_failed_line(db_path: Path) -> No
     assert env_code == 2
     assert (
         env_err
-        == "batch-crawler: BATCH_CRAWLER_LOG_FORMAT: expected one of text, json, got 'xml'\n"
+        == 'batch-crawler: BATCH_CRAWLER_LOG_FORMAT: expected one of text, json, got "xml"\n'
     )
 
 

@@ -228,5 +228,5 @@ def test_an_azure_endpoint_that_is_no_url_is_shown_what_one_looks_like() -> None
         Settings(provider="azure", azure_endpoint="notaurl", api_key="k")
     assert str(caught.value) == (
         "azure_endpoint: expected an http(s) URL such as https://NAME.openai.azure.com, "
-        "got 'notaurl'"
+        'got "notaurl"'
     )

@@ -1001,7 +1001,7 @@ def test_a_key_of_no_key_shape_in_azures_variable_is_not_said_back(
     with pytest.raises(SystemExit):
         main(["sync", "--page-size", key])
     err = capsys.readouterr().err
-    assert "got '***'" in err
+    assert 'got "***"' in err
     assert key not in err
 
 
