@@ -93,11 +93,10 @@ _UPSERT_BATCHES = (
     f"WHEN batches.status IN {_ENDED} THEN batches.ended_by ELSE excluded.account END"
 )
 # What a listing kept out of the batch (see _write_page) says: the batch is there, and
-# listed by account ?1; and with ?3, that it ended, in its owner's listing.
+# listed by account ?1.
 _LISTED = (
     "UPDATE batches SET listed_by = coalesce(nullif(?1, account), listed_by), "
-    f"gone_at = NULL, not_found_runs = 0, not_found_by = {_not_found_but('?1')}, "
-    "ended_by = CASE WHEN ?3 THEN NULL ELSE ended_by END WHERE id = ?2"
+    f"gone_at = NULL, not_found_runs = 0, not_found_by = {_not_found_but('?1')} WHERE id = ?2"
 )
 # Every account other than its owner that listed a batch refreshes it
 # (0021_batch_listings.sql).
@@ -219,17 +218,13 @@ def _write_page(
             if row[0] in before and _kept_out(before[row[0]], row, account)
         }
         if kept:
-            listed = [
-                (account, row[0], before[row[0]][2] == account and is_terminal(row[_STATUS]))
-                for row in batch_rows
-                if row[0] in kept
-            ]
+            listed = [(account, row[0]) for row in batch_rows if row[0] in kept]
             batch_rows = [row for row in batch_rows if row[0] not in kept]
             error_rows = [row for row in error_rows if row[_ERROR_BATCH] not in kept]
             before = {batch_id: was for batch_id, was in before.items() if batch_id not in kept}
             db.executemany(_LISTED, listed)
-        # An owner's listing of a batch ended, left out of it, takes what the stored one
-        # gives (a gateway's listing leaving out `usage`, the owner's `model`).
+        # The owner's listing of a batch ended takes each field it leaves out from the
+        # stored copy (a gateway's listing giving `model`, the owner's leaving it out).
         ended = {i: raw for i, (raw, status, _) in before.items() if is_terminal(status)}
         batch_rows, error_rows = fill_page_rows(ended, batch_rows, error_rows)
         execute_rows(db, _UPSERT_BATCHES, batch_rows)
