@@ -104,11 +104,12 @@ def mask_secret(text: str, secret: Secret) -> str:
     shorter than that (`x`, `EMPTY`: a placeholder a local server ignores, or a short test
     key) is masked only where it stands as a word of its own, never inside other words.
     """
-    for key in _each(secret):
+    keys = _each(secret)
+    long_keys = [key for key in keys if len(key) >= _IDENTIFYING_RUN]
+    text = _mask_all(text, [_scan(key, _IDENTIFYING_RUN, in_a_message=True) for key in long_keys])
+    for key in keys:
         if len(key) < _IDENTIFYING_RUN:
             text = re.sub(rf"(?<![\w-]){re.escape(key)}(?![\w-])", _MASK, text, flags=re.I)
-        else:
-            text = _mask(text, _scan(key, _IDENTIFYING_RUN, in_a_message=True))
     return text
 
 
@@ -274,19 +275,6 @@ def _scan(secret: str, run: int, *, in_a_message: bool) -> _Scan:
             {form[i : i + size] for form in forms for i in range(0, len(form) - size + 1, size)}
         ),
     )
-
-
-def _mask(text: str, scan: _Scan) -> str:
-    """`text` with every form of the key, and every span of its runs, masked."""
-    if not scan.may_hold(text):
-        return text
-    for form in scan.forms:
-        text = text.replace(form, _MASK)
-    kept, last = [], 0
-    for start, end in _spans(text, scan):
-        kept += [text[last:start], _MASK]
-        last = end
-    return "".join([*kept, text[last:]])
 
 
 def _secret_forms(secret: str) -> set[str]:
