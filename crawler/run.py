@@ -216,15 +216,11 @@ class Run:
         self.emit(
             FILE_STORED,
             "warning" if outcome.state == "failed" else "info",
-            file_id=self.masked(file.file_id),  # ids are stored as sent, shown masked
-            batch_id=self.masked(file.batch_id),
+            file_id=file.file_id,  # stored as sent, shown masked (see tell)
+            batch_id=file.batch_id,
             kind=file.kind,
             state=outcome.state,
-            **{
-                name: self.masked(v) if isinstance(v, str) else v
-                for name, v in record.items()
-                if name in _FILE_EVENT_FIELDS
-            },
+            **{name: v for name, v in record.items() if name in _FILE_EVENT_FIELDS},
         )
         self.report()
 
@@ -253,10 +249,19 @@ class Run:
         self.tell(Event(name, fields, level))
 
     def tell(self, event: Event) -> None:
-        """Hand `event` on, naming this run's account."""
+        """Hand `event` on, naming this run's account, with the key masked in its texts:
+        an id, a message or a warning may quote what a server sent."""
         if self.on_event is not None:
-            fields = {"account": self.settings.account, **event.fields}
+            fields = {name: self._masked_value(v) for name, v in event.fields.items()}
+            fields = {"account": self.settings.account, **fields}
             self.on_event(dataclasses.replace(event, fields=fields))
+
+    def _masked_value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.masked(value)
+        if isinstance(value, list):
+            return [self._masked_value(v) for v in value]
+        return value
 
     def all_warnings(self) -> list[str]:
         """The warnings kept, and how many more there were."""
@@ -265,7 +270,7 @@ class Run:
 
     def count_retry(self, event: RetryEvent) -> None:
         self.figures = self.figures.plus(retries=1)
-        self.tell(retry_event(event, self.secret))
+        self.tell(retry_event(event))
         self.report(f"attempt {event.attempt + 1}/{event.max_attempts}: {event.reason}")
 
     def report(self, retrying: str | None = None) -> None:
