@@ -189,13 +189,17 @@ def is_terminal(status: Any) -> bool:
 # The Batch object's fields as the API documents them (a gateway may add its own).
 _API_FIELDS = frozenset({*_PLAIN_FIELDS, "errors", "request_counts", "usage", "metadata"})
 
+# What one listing of a batch ended takes from another: the API's fields but its file ids,
+# which are those its owner's listing names (a gateway may mint ids of its own).
+_FILLED_FIELDS = _API_FIELDS - FILE_KINDS.keys()
+
 
 def fill_left_out(stored_raw: str, listed_raw: str) -> Batch | None:
     """The batch listed as `listed_raw` with each field of the API's it leaves out (missing
-    or null) that `stored_raw` gives taken from there; None when it leaves none out. For a
-    batch ended, which never changes again: two listings of it (a gateway's leaving out
-    `usage` or `errors`, another's `model`) each say part of it, if they agree on its status.
-    A field of a gateway's own is no part of it."""
+    or null) that `stored_raw` gives taken from there (_FILLED_FIELDS); None when it leaves
+    none out. For a batch ended, which never changes again: two listings of it (a gateway's
+    leaving out `usage` or `errors`, another's `model`) each say part of it, if they agree
+    on its status. A field of a gateway's own is no part of it."""
     if stored_raw == listed_raw:
         return None
     try:
@@ -209,7 +213,7 @@ def fill_left_out(stored_raw: str, listed_raw: str) -> Batch | None:
     left_out = {
         key: value
         for key, value in stored.items()
-        if value is not None and key in _API_FIELDS and listed.get(key) is None
+        if value is not None and key in _FILLED_FIELDS and listed.get(key) is None
     }
     return {**listed, **left_out} if left_out else None
 
@@ -229,13 +233,18 @@ def fill_page_rows(
     }
     if not filled:
         return batch_rows, error_rows
-    batch_rows = [
-        build_batch_row(filled[row[0]], row[_SEEN], row[_ACCOUNT]) if row[0] in filled else row
+    # A value taken may be a compatible API's (a time as text), or one SQLite cannot store
+    # (made storable when stored first, as here again).
+    merged = [
+        _compatible_row(_row_as_sent(filled[row[0]], row[_SEEN], row[_ACCOUNT]))
         for row in batch_rows
+        if row[0] in filled
     ]
+    fitted = {row[0]: row for row in fit_rows(BATCH_COLUMNS, merged, [])}
+    batch_rows = [fitted.get(row[0], row) for row in batch_rows]
     error_rows = [row for row in error_rows if row[0] not in filled]
-    error_rows += [row for batch in filled.values() for row in build_error_rows(batch)]
-    return batch_rows, error_rows
+    taken = [row for batch in filled.values() for row in build_error_rows(batch)]
+    return batch_rows, [*error_rows, *fit_rows(ERROR_COLUMNS, taken, [])]
 
 
 def moves_back(stored: Any, listed: Any) -> bool:

@@ -266,20 +266,39 @@ async def test_a_batch_another_accounts_gateway_ended_is_refreshed_by_its_owner(
     assert_database_matches(db_path, [*IN_FLIGHT[:2], ended, *IN_FLIGHT[3:]])
 
 
-async def test_an_owners_answer_is_merged_with_the_fields_another_accounts_gateway_gave(
+async def test_an_owners_answer_takes_what_it_leaves_out_from_another_accounts_gateway(
     db_path: Path,
 ) -> None:
     """The owner's answer to a batch another account's gateway ended, leaving out a field
     the gateway's listing gave (`model`, on an older batch), was kept out whole: the row
-    stayed the gateway's, without the usage and error lines the owner's answer held."""
+    stayed the gateway's, without the usage and error lines the owner's held. The file ids
+    are the owner's, none where its answer names none (a gateway may mint its own)."""
     async with listed_by_each(db_path, "ab") as (api, (a, b)):
         ended = make_batch(3, status="failed", errors={"data": [{"code": "bad", "line": 1}]})
-        api.batches[ended["id"]] = ended
-        api.shown_by["b"] = {ended["id"]: without(ended, "usage", "errors")}
-        api.shown_by["a"] = {ended["id"]: without(ended, "model")}
+        api.batches[ended["id"]] = without(ended, "model")
+        gateways = {**without(ended, "usage", "errors"), "error_file_id": "file-gw-3"}
+        api.shown_by["b"] = {ended["id"]: gateways}
         await sync(b, retry=FAST)
         await sync(a, retry=FAST)
-        assert (await sync(a, retry=FAST)).refreshed_by_id == 0  # once
+        assert (await sync(a, retry=FAST)).refreshed_by_id == 0  # asked until stored
+    assert_database_matches(db_path, [*IN_FLIGHT[:2], ended, *IN_FLIGHT[3:]])
+
+
+async def test_a_batch_another_account_ended_is_asked_of_its_owner_until_its_answer_is_stored(
+    db_path: Path,
+) -> None:
+    """Asked once, whatever the answer: the owner's route answering from a replica behind
+    (in flight still: stale, kept out) left the gateway's copy, without usage or error
+    lines, for good."""
+    ended = make_batch(3, status="failed", errors={"data": [{"code": "bad", "line": 1}]})
+    async with listed_by_each(db_path, "ab") as (api, (a, b)):
+        api.batches[ended["id"]] = ended
+        api.shown_by["b"] = {ended["id"]: without(ended, "usage", "errors")}
+        api.shown_by["a"] = {ended["id"]: IN_FLIGHT[2]}  # a replica behind
+        await sync(b, retry=FAST)
+        await sync(a, retry=FAST)
+        api.shown_by["a"].clear()
+        assert (await sync(a, retry=FAST)).refreshed_by_id == 1
     assert_database_matches(db_path, [*IN_FLIGHT[:2], ended, *IN_FLIGHT[3:]])
 
 
@@ -287,7 +306,7 @@ def without(batch: dict[str, Any], *fields: str) -> dict[str, Any]:
     return {key: value for key, value in batch.items() if key not in fields}
 
 
-async def test_a_batch_another_account_ended_is_asked_of_its_owner_once(
+async def test_a_batch_another_account_ended_is_asked_of_its_owner_on_three_syncs_at_most(
     db_path: Path,
 ) -> None:
     """Its owner's route refusing it (403 by id, not in its list): asked on every sync, for
@@ -298,11 +317,11 @@ async def test_a_batch_another_account_ended_is_asked_of_its_owner_once(
         api.batches[ended] = ENDED[2]
         await sync(b, retry=FAST)
         asked = []
-        for _ in range(3):
+        for _ in range(4):
             before = len(api.asked)
             await sync(a, retry=FAST)
             asked.append(api.asked[before:].count(("a", ended)))
-    assert asked == [1, 0, 0]
+    assert asked == [1, 1, 1, 0]
     assert_database_matches(db_path, ENDED)
 
 

@@ -224,6 +224,33 @@ ODD_FIELDS = {
 }
 
 
+def serve_as_text(mock: aioresponses, odd: dict[str, Any]) -> None:
+    """Every list page of NUMBERS, `odd` in batch 4's place, sent as text: a lone surrogate
+    survives JSON's escapes, as from a real server."""
+    after = ""
+    for start in range(0, len(NUMBERS), 2):
+        chunk = [odd if n == 4 else make_batch(n) for n in NUMBERS[start : start + 2]]
+        text = json.dumps(list_body(chunk, start + 2 < len(NUMBERS)))
+        mock.get(f"{BASE_URL}/batches?limit=2{after}", body=text)
+        after = f"&after={chunk[-1]['id']}"
+
+
+@pytest.mark.parametrize("fields", [f for f, _ in ODD_FIELDS.values()], ids=ODD_FIELDS.keys())
+async def test_a_batch_stored_with_a_value_sqlite_cannot_store_is_listed_again_without_it(
+    settings: Settings, fast_retry: RetryPolicy, fields: dict[str, Any]
+) -> None:
+    """A listing of the batch ended leaving that field out was filled from the stored copy,
+    the value unfitted: every later sync failed at that page."""
+    with aioresponses() as mock:
+        serve_as_text(mock, make_batch(4, **fields))
+        await sync(settings, retry=fast_retry)
+    left_out = {k: v for k, v in make_batch(4).items() if k not in fields}
+    with aioresponses() as mock:
+        serve_as_text(mock, left_out)
+        result = await sync(settings, full=True, retry=fast_retry)
+    assert (result.complete, result.batches_seen) == (True, len(NUMBERS))
+
+
 @pytest.mark.parametrize(("fields", "warning"), ODD_FIELDS.values(), ids=ODD_FIELDS.keys())
 async def test_a_batch_sqlite_cannot_store_is_stored_with_a_warning(
     settings: Settings, fast_retry: RetryPolicy, fields: dict[str, Any], warning: str
@@ -231,13 +258,7 @@ async def test_a_batch_sqlite_cannot_store_is_stored_with_a_warning(
     """The odd value becomes NULL (or its character is replaced); every page is stored."""
     odd = make_batch(4, **fields)
     with aioresponses() as mock:
-        after = ""
-        for start in range(0, len(NUMBERS), 2):
-            chunk = [odd if n == 4 else make_batch(n) for n in NUMBERS[start : start + 2]]
-            # Sent as text: a lone surrogate survives JSON's escapes, as from a real server.
-            text = json.dumps(list_body(chunk, start + 2 < len(NUMBERS)))
-            mock.get(f"{BASE_URL}/batches?limit=2{after}", body=text)
-            after = f"&after={chunk[-1]['id']}"
+        serve_as_text(mock, odd)
         result = await sync(settings, retry=fast_retry)
     assert result.complete
     assert result.batches_new == len(NUMBERS)

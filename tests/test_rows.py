@@ -232,6 +232,11 @@ def test_a_listing_at_an_earlier_stage_than_stored_is_stale(
         ('{"usage": {"total_tokens": 1}}', "{}", {"usage": {"total_tokens": 1}}),
         ('{"model": "m", "x_own": 1}', '{"usage": {}}', {"usage": {}, "model": "m"}),
         ('{"errors": null}', '{"usage": {"total_tokens": 1}}', None),
+        (
+            '{"error_file_id": "f", "model": "m"}',
+            '{"error_file_id": null}',
+            {"error_file_id": None, "model": "m"},
+        ),
         ('{"status": "failed", "failed_at": 1}', '{"status": "completed"}', None),
         (
             '{"status": "failed", "failed_at": 1}',
@@ -264,3 +269,25 @@ def test_a_page_filled_from_stored_batches_gets_their_rows_and_error_lines() -> 
         {**as_dict(row), "raw": json.loads(row[raw])} for row in (stored_rows[0], batch_rows[1])
     ]
     assert filled_errors == stored_errors
+
+
+@pytest.mark.parametrize(
+    ("stored_fields", "column", "value"),
+    [
+        ({"expires_at": "2025-10-10T08:53:50+00:00"}, "expires_at", 1760086430),
+        ({"model": {"name": "m"}}, "model", None),
+    ],
+    ids=["a compatible API's time as text", "a value SQLite cannot store"],
+)
+def test_what_a_page_takes_from_a_stored_batch_is_made_storable(
+    stored_fields: dict[str, object], column: str, value: object
+) -> None:
+    """It was stored as sent: a time as text in a time column, or an object SQLite
+    refused on every sync."""
+    stored = make_batch(1, **stored_fields)
+    listed = {**make_batch(1), column: None}
+    batch_rows, error_rows = build_page_rows([listed], seen_at=5, account="a")
+    raw = BATCH_COLUMNS.index("raw")
+    stored_raw = build_page_rows([stored], seen_at=5, account="a")[0][0][raw]
+    (filled,), _ = fill_page_rows({stored["id"]: stored_raw}, batch_rows, error_rows)
+    assert as_dict(filled)[column] == value

@@ -87,7 +87,8 @@ _UPSERT_BATCHES = (
     + ", gone_at = NULL, not_found_runs = 0, not_found_by = "
     + _not_found_but("excluded.account")
     # Another account's listing ending the batch may leave fields out (a gateway): its
-    # owner refreshes it once more (0021_batch_listings.sql).
+    # owner refreshes it until its own copy is stored (0022_owner_asks.sql).
+    + ", owner_asks = 0"
     + f", ended_by = CASE WHEN excluded.account = batches.account OR excluded.status IS NULL "
     f"OR excluded.status NOT IN {_ENDED} THEN NULL "
     f"WHEN batches.status IN {_ENDED} THEN batches.ended_by ELSE excluded.account END"
@@ -224,7 +225,7 @@ def _write_page(
             before = {batch_id: was for batch_id, was in before.items() if batch_id not in kept}
             db.executemany(_LISTED, listed)
         # The owner's listing of a batch ended takes each field it leaves out from the
-        # stored copy (a gateway's listing giving `model`, the owner's leaving it out).
+        # stored copy (another account's gateway listing `usage`, the owner's leaving it out).
         ended = {i: raw for i, (raw, status, _) in before.items() if is_terminal(status)}
         batch_rows, error_rows = fill_page_rows(ended, batch_rows, error_rows)
         execute_rows(db, _UPSERT_BATCHES, batch_rows)
@@ -255,10 +256,11 @@ def _kept_out(stored: tuple[Any, ...], row: Sequence[Any], account: str) -> bool
     return moves_back(status, row[_STATUS]) or (is_terminal(status) and owner != account)
 
 
-def _refreshed_once(db: sqlite3.Connection, account: str, batch_ids: list[str]) -> None:
+def _asked_of_owner(db: sqlite3.Connection, account: str, batch_ids: list[str]) -> None:
     with _transaction(db):
         db.execute(
-            "UPDATE batches SET ended_by = NULL WHERE account = ? AND ended_by IS NOT NULL "
+            "UPDATE batches SET owner_asks = owner_asks + 1 "
+            "WHERE account = ? AND ended_by IS NOT NULL "
             "AND id IN (SELECT value FROM json_each(?))",
             (account, json.dumps(batch_ids)),
         )
@@ -481,10 +483,11 @@ class Store:
         """When requests by id last kept failing while the list answered (None: they did not)."""
         return await self._in_thread(select_by_id_failed_at, self.account)
 
-    async def refreshed_once(self, batch_ids: list[str]) -> None:
-        """Record that this account, their owner, was asked to refresh `batch_ids` (those
-        another account's listing ended are not asked again, whatever the answer)."""
-        await self._in_thread(_refreshed_once, self.account, batch_ids)
+    async def asked_of_owner(self, batch_ids: list[str]) -> None:
+        """Record that this account was asked to refresh `batch_ids`: those it owns that
+        another account's listing ended, and its own answer did not replace, are asked of
+        it on OWNER_ASKS syncs at most (see select_unsettled)."""
+        await self._in_thread(_asked_of_owner, self.account, batch_ids)
 
     async def mark_by_id_failed(self, at: int | None) -> None:
         """Record when requests by id kept failing while the list answered; None clears it."""
