@@ -251,8 +251,8 @@ class ListWalk:
         if created is None:
             return fetched, True
         above = await self.store.created_just_after(created, VISIT_CURSORS)
-        # Each cursor's batch may have left the list (a 400, or an empty end after it): then
-        # the next one above, and last the top.
+        # Each cursor's batch may have left the list (a 400 or 404, or an empty end after
+        # it): then the next one above, and last the top.
         for cursor in [*above, None]:
             steps = walk_pages(self.fetch_page, after=cursor, limit=self.page_size)
             first = cursor is not None
@@ -268,8 +268,11 @@ class ListWalk:
                         if self.budget_spent(fetched):
                             return fetched, False
                 return fetched, True
-            except UnknownCursorError:
-                continue  # that batch has left the list: start after the next one above
+            except (BadRequestError, NotFoundError) as exc:
+                # The first page after it refused (a 400 or a 404, not every server saying
+                # which parameter): that batch has left the list, start after the next one.
+                if not first or isinstance(exc, UnknownRouteError):
+                    raise
         return fetched, True
 
     async def walk_on(self, after: str | None, queue: PageQueue, fetched: int) -> bool:

@@ -296,11 +296,6 @@ async def sync_account(
             host=urlsplit(settings.base_url).hostname,
             files=list(settings.file_kinds),
         )
-        run.stored_mark = await store.last_rowid()
-        if mode != "full":
-            # A resumed walk ends like an incremental one: the pages committed before the
-            # interruption hold batches that may have moved on since.
-            await _plan_refresh(store, run)
         limiter = RateLimiter(settings.requests_per_minute)
         client = build_client(
             session,
@@ -324,6 +319,11 @@ async def sync_account(
             )
         outcome, error = "failed", None
         try:
+            run.stored_mark = await store.last_rowid()
+            if mode != "full":
+                # A resumed walk ends like an incremental one: the pages committed before
+                # the interruption hold batches that may have moved on since.
+                await _plan_refresh(store, run)
             complete = await _walk_and_fetch(run, client, walk)
             outcome = "complete" if complete else "partial"
         except CrawlerError as exc:

@@ -18,6 +18,7 @@ from aioresponses import aioresponses
 from crawler.api import RetryPolicy
 from crawler.config import Settings
 from crawler.errors import AuthenticationError, PaginationError
+from crawler.events import Event
 from crawler.fake import FakeApiOptions, FakeApiServer
 from crawler.runs import Progress, SyncResult
 from crawler.sync_run import sync
@@ -152,22 +153,29 @@ async def cancelled_sync(
     server: FakeApiServer, settings: Settings, moment: int | str
 ) -> SyncResult | None:
     """Run a sync and cancel it at `moment`: "start" (as soon as it waits on anything),
-    "held after N" (while its list request after N answered ones is held at the server), or
-    after that many committed pages. Returns the result if it finished first, else None."""
+    "run_started" (as it tells so), "held after N" (while its list request after N answered
+    ones is held at the server), or after that many committed pages. Returns the result if
+    it finished first, else None."""
     task: asyncio.Task[SyncResult] | None = None
 
     def cancel_after_pages(progress: Progress) -> None:
         if isinstance(moment, int) and progress.pages >= moment and task is not None:
             task.cancel()
 
+    def cancel_at_event(event: Event) -> None:
+        if event.name == moment and task is not None:
+            task.cancel()
+
     held_before = server.stats.held
     if isinstance(moment, str) and moment.startswith("held after "):
         server.hold_list_requests(after=int(moment.removeprefix("held after ")))
-    task = asyncio.create_task(sync(settings, retry=RETRY, on_progress=cancel_after_pages))
+    task = asyncio.create_task(
+        sync(settings, retry=RETRY, on_progress=cancel_after_pages, on_event=cancel_at_event)
+    )
     if moment == "start":
         await asyncio.sleep(0)  # the task starts, and waits on its first step
         task.cancel()
-    elif isinstance(moment, str):
+    elif isinstance(moment, str) and moment.startswith("held after "):
         await until(lambda: server.stats.held > held_before, unless=task.done)
         task.cancel()
     try:
@@ -180,10 +188,11 @@ async def cancelled_sync(
 
 async def test_cancelling_at_any_moment_records_an_interrupted_run(db_path: Path) -> None:
     """Cancelled (Ctrl-C, SIGTERM) at its start, mid-request, or after any number of pages,
-    a run is recorded as interrupted with the pages it committed; the next one resumes."""
+    a run is recorded as interrupted with the pages it committed; the next one resumes.
+    Cancelled just after it told `run_started`, its ledger row stayed `running`."""
     rng = random.Random(4)
     moments: list[int | str] = ["start", "held after 0", *(rng.randint(1, 6) for _ in range(8))]
-    moments += ["held after 3", "start", "held after 1", 1]
+    moments += ["held after 3", "start", "run_started", "held after 1", 1, "run_started"]
     async with FakeApiServer(FakeApiOptions(batches=2000)) as server:
         settings = settings_for(server, db_path, page_size=20)
         for moment in moments:

@@ -177,17 +177,26 @@ async def test_a_batch_whose_answer_by_id_is_unusable_is_refreshed_from_the_list
         assert conn.execute("SELECT count(*) FROM batches").fetchone() == (len(NUMBERS),)
 
 
+NOT_AFTER_IT = {
+    "an empty page": (200, list_body([], False)),
+    "a 400 without param": (400, not_found(None, "Invalid 'after'.")),
+    "a 404": (404, not_found(None, "No such object.")),
+}
+
+
+@pytest.mark.parametrize(("status", "body"), NOT_AFTER_IT.values(), ids=NOT_AFTER_IT.keys())
 async def test_a_visit_whose_cursor_left_the_list_tries_the_next_batch_above(
-    settings: Settings, fast_retry: RetryPolicy
+    settings: Settings, fast_retry: RetryPolicy, status: int, body: dict[str, Any]
 ) -> None:
     """Batch 3, stored just above the straggler, has left the list, and `after` it answers
-    an empty page: the visit goes on from batch 4 rather than taking that for the end."""
+    an empty page: the visit goes on from batch 4 rather than taking that for the end. A
+    400 not naming `after`, or a 404, failed every sync."""
     await first_sync(settings, fast_retry)
     with aioresponses() as mock:
         serve_head(mock)
         mock.get(BY_ID, status=403, payload=not_found(None, "Not allowed."), repeat=True)
         gone = f"{BASE_URL}/batches?limit=2&after={make_batch(3)['id']}"
-        mock.get(gone, payload=list_body([], False), repeat=True)
+        mock.get(gone, status=status, payload=body, repeat=True)
         below = list_body([make_batch(2), make_batch(1)], False)
         mock.get(f"{BASE_URL}/batches?limit=2&after={make_batch(4)['id']}", payload=below)
         result = await sync(settings, retry=fast_retry)
