@@ -92,7 +92,7 @@ class ListWalk:
                 except (NotFoundError, BadRequestError, ServerError, TransportError) as exc:
                     # The API may say an unknown cursor other ways: 404, a 400 naming no
                     # parameter, or failing. Asked by id, a cursor batch that is gone says so.
-                    if not await self.cursor_vanished(exc):
+                    if not await self.cursor_vanished(exc, walk.cursor):
                         raise
                     walk = self.restart_segment(walk, self.asked_after)
                     continue
@@ -182,12 +182,17 @@ class ListWalk:
         """Whether a batch was stored before this run began."""
         return await self.store.stored_by(batch_id, self.stored_mark)
 
-    async def cursor_vanished(self, error: ApiError) -> bool:
+    async def cursor_vanished(self, error: ApiError, resumed_from: str | None) -> bool:
         """Whether a list request failed because its cursor's batch is gone: once a run, and
-        not for a wrong path (the base URL's fault) or a request from the top."""
+        not for a wrong path (the base URL's fault) or a request from the top. A 400 to the
+        first request after the cursor the walk resumed from (`resumed_from`) says so too:
+        it differs from a request from the top by that cursor alone, whose batch may have
+        left the list while it is still answered by id (every sync failed there)."""
         cursor = self.asked_after
         if cursor is None or self.restarted or isinstance(error, UnknownRouteError):
             return False
+        if cursor == resumed_from and isinstance(error, BadRequestError):
+            return True
         try:
             # Only a plain "no such batch" says so: in an outage this request fails too.
             return await self.fetch_batch(cursor) is None

@@ -455,6 +455,34 @@ async def test_a_cursor_gone_in_a_walk_from_the_top_restarts_it_once(
     assert stored == {make_batch(n)["id"] for n in (6, 5, 4, 3, 2, 1)}
 
 
+async def test_a_stored_cursor_refused_by_a_400_naming_nothing_restarts_the_walk(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """The walk was cut after batch 6, which then left the list while still answered by
+    id, and `after` it answers a 400 naming no parameter: every sync failed there."""
+    with aioresponses() as mock:
+        serve_head(mock)
+        await sync(dataclasses.replace(settings, max_pages=1), retry=fast_retry)
+    refused = {"error": {"message": "Bad request.", "type": "invalid_request_error"}}
+    with aioresponses() as mock:
+        mock.get(
+            f"{BASE_URL}/batches?limit=2&after={make_batch(6)['id']}", status=400, payload=refused
+        )
+        mock.get(f"{BASE_URL}/batches/{make_batch(6)['id']}", payload=make_batch(6))
+        chunks = [[7, 5], [4, 3], [2, 1]]
+        after = ""
+        for n, chunk in enumerate(chunks):
+            body = list_body([make_batch(i) for i in chunk], n < len(chunks) - 1)
+            mock.get(f"{BASE_URL}/batches?limit=2{after}", payload=body)
+            after = f"&after={make_batch(chunk[-1])['id']}"
+        serve_the_end(mock, make_batch(1))
+        result = await sync(settings, retry=fast_retry)
+    assert result.complete
+    assert result.warnings == (
+        f"the cursor {make_batch(6)['id']} is gone from the list; walked from the top",
+    )
+
+
 async def test_a_stored_cursor_gone_from_a_list_without_has_more_restarts_the_walk(
     settings: Settings, fast_retry: RetryPolicy
 ) -> None:
