@@ -332,6 +332,12 @@ def test_the_key_is_masked_when_the_error_is_built() -> None:
     assert "Incorrect API key provided: ***" in str(error)
 
 
+def test_a_proxy_refusing_its_credentials_is_said_so() -> None:
+    """It read `API error 407: HTTP 407`, nothing saying the proxy refused."""
+    error = build_api_error(407, b"<html>denied</html>", {}, "http://h/v1/batches")
+    assert "the proxy refused: check the user and password in HTTPS_PROXY" in str(error)
+
+
 def test_html_error_body_gives_the_status() -> None:
     """A proxy's HTML page gives a message with the status, not the HTML."""
     error = build_api_error(502, b"<html><body>Bad Gateway</body></html>", {}, "u")

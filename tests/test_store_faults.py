@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import random
@@ -39,6 +40,31 @@ def test_a_fifo_for_a_database_is_refused_at_once(
     err = capsys.readouterr().err
     assert code == 4
     assert err == f"batch-crawler: {fifo} is not a regular file; choose a file path for --db\n"
+
+
+@pytest.mark.parametrize("command", ["sync", "status", "report"])
+def test_a_fifo_for_a_databases_journal_is_refused_at_once(
+    db_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+) -> None:
+    """SQLite opened it and waited for a writer for good, signals unheard."""
+
+    async def create() -> None:
+        async with open_store(db_path):
+            pass
+
+    asyncio.run(create())
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    journal = db_path.with_name(db_path.name + "-journal")
+    os.mkfifo(journal)
+    code = main([command, "--db", str(db_path)])
+    assert code == 4
+    assert capsys.readouterr().err == (
+        f"batch-crawler: {journal} is not a regular file; remove it: SQLite keeps the "
+        "database's journal there\n"
+    )
 
 
 async def test_a_database_with_another_name_is_refused(db_path: Path) -> None:

@@ -33,6 +33,7 @@ def check_file(path: Path, *, must_exist: bool = False) -> None:
         raise DatabaseError(
             f"this Python's SQLite is {sqlite3.sqlite_version}; batch-crawler needs 3.24 or newer"
         )
+    _check_journals(path)
     try:
         _check_regular(path)
         with path.open("rb") as fh:
@@ -78,6 +79,22 @@ def _holds_sqlite(path: Path) -> bool:
             return fh.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
     except FileNotFoundError:
         return False
+
+
+def _check_journals(path: Path) -> None:
+    """Refuse a FIFO, a device or a folder where SQLite keeps the database's journals:
+    opening one blocks for good, signals unheard, in SQLite's own code."""
+    for suffix in ("-journal", "-wal", "-shm"):
+        journal = path.with_name(path.name + suffix)
+        try:
+            mode = journal.stat().st_mode
+        except OSError:  # none there (or none to see: SQLite says what is wrong)
+            continue
+        if not stat.S_ISREG(mode):
+            raise DatabaseError(
+                f"{journal} is not a regular file; remove it: SQLite keeps the database's "
+                "journal there"
+            )
 
 
 def _check_regular(path: Path, fix: str = "choose a file path for --db") -> None:
