@@ -9,6 +9,7 @@ import logging
 import random
 import re
 import time
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -231,17 +232,36 @@ def create_session(settings: Settings) -> aiohttp.ClientSession:
         sock_read=settings.read_timeout,
         sock_connect=settings.connect_timeout,
     )
-    return aiohttp.ClientSession(
-        headers=headers,
-        timeout=timeout,
-        # A connection for each refresh worker, and one for the walk.
-        connector=aiohttp.TCPConnector(limit=settings.concurrency + 1),
-        raise_for_status=False,
-        auto_decompress=False,
-        trace_configs=[_kept_to_their_origin([*settings.auth_headers, _ORGANIZATION, _PROJECT])],
-        proxy=proxy,
-        proxy_auth=proxy_auth,
-    )
+    with warnings.catch_warnings():
+        # aiohttp 3.14 deprecates proxy_auth for proxy_headers, which it sends to a proxy of
+        # https requests only: a proxy of plain http ones would get no credentials.
+        warnings.filterwarnings("ignore", "The 'proxy_auth' parameter", DeprecationWarning)
+        return aiohttp.ClientSession(
+            headers=headers,
+            timeout=timeout,
+            # A connection for each refresh worker, and one for the walk.
+            connector=aiohttp.TCPConnector(limit=settings.concurrency + 1),
+            raise_for_status=False,
+            auto_decompress=False,
+            trace_configs=[
+                _kept_to_their_origin([*settings.auth_headers, _ORGANIZATION, _PROJECT])
+            ],
+            proxy=proxy,
+            proxy_auth=proxy_auth,
+        )
+
+
+def proxy_credentials(settings: Settings) -> tuple[str, ...]:
+    """The password of the proxy the environment gives the base URL, and a user name long
+    enough to be a token: a proxy may echo them (in a 407's page, an error it passes on),
+    and they are masked as the key is."""
+    _, auth = _environment_proxy(settings)
+    if auth is None:
+        return ()
+    secrets = [auth.password] if auth.password else []
+    if len(auth.login) >= 16:  # a token as the user name (a short one, "user", is a word)
+        secrets.append(auth.login)
+    return tuple(secrets)
 
 
 def _environment_proxy(settings: Settings) -> tuple[URL | None, aiohttp.BasicAuth | None]:
@@ -459,15 +479,18 @@ class ApiClient:
             sock_read=limits.sock_read, sock_connect=limits.sock_connect
         )
         async with self._sending() as headers:
-            with self._transport_errors(url, timeout), broken_encoding_raised(url, self._secret):
+            with self._transport_errors(url, limits), broken_encoding_raised(url, self._secret):
                 request = self._session.get(
                     url, params=self._query, timeout=timeout, headers=headers
                 )
-                async with asyncio.timeout(limits.total):
+                # The head, and an error's body (an answer, not a download), in that time.
+                answered_by = asyncio.timeout(limits.total)
+                async with answered_by:
                     answer = await request
                 async with answer as resp:
-                    if resp.status >= 300:
-                        await self._read(resp, url, started)  # raises the error it stands for
+                    if resp.status >= 300:  # read, it raises the error it stands for
+                        async with asyncio.timeout_at(answered_by.when()):
+                            await self._read(resp, url, started)
                     encoding = body_encoding(resp, url, self._secret)
                     self._limiter.observe(resp.headers)
                     framed = (

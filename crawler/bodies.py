@@ -79,24 +79,31 @@ def error_body_encoding(resp: aiohttp.ClientResponse) -> str | None:
     return applied[0] if len(applied) == 1 and applied[0] in ENCODINGS else None
 
 
-# Past the request timeout, a file coming slower than this on average is a server holding the
-# connection open a few bytes at a time (which no read timeout catches), not a download.
+# A file coming slower than this on average over a span of the request timeout is a server
+# holding the connection open a few bytes at a time (which no read timeout catches), not a
+# download.
 MIN_FILE_BYTES_PER_SECOND = 1024
 
 
 async def at_a_download_pace(
-    chunks: AsyncIterator[bytes], url: URL, started: float, grace: float | None
+    chunks: AsyncIterator[bytes], url: URL, started: float, span: float | None
 ) -> AsyncIterator[bytes]:
-    """`chunks`, cut off (TransportError, asked again) once they come too slowly."""
-    received = 0
+    """`chunks`, cut off (TransportError, asked again) once they come too slowly over
+    `span` seconds or more: each span on its own, since a burst first would otherwise pay
+    for a trickle after it (a second of it for each KiB)."""
+    received = since_bytes = 0
+    since = started
     async for chunk in chunks:
         received += len(chunk)
-        elapsed = time.monotonic() - started
-        if grace is not None and elapsed > grace and received < elapsed * MIN_FILE_BYTES_PER_SECOND:
-            raise TransportError(
-                f"request to {url} failed: the file came at {received / elapsed:.0f} bytes/s "
-                f"over {elapsed:.0f} s, too slow to be a download"
-            )
+        now = time.monotonic()
+        if span is not None and now - since > span:
+            came, elapsed = received - since_bytes, now - since
+            if came < elapsed * MIN_FILE_BYTES_PER_SECOND:
+                raise TransportError(
+                    f"request to {url} failed: the file came at {came / elapsed:.0f} "
+                    f"bytes/s over {elapsed:.0f} s, too slow to be a download"
+                )
+            since, since_bytes = now, received
         yield chunk
 
 

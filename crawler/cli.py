@@ -45,7 +45,7 @@ from .fake import (
 from .logs import JsonEvents, configure_logging
 from .prices import PriceFile, PriceFileError, read_prices
 from .progress import AccountsProgress, ProgressLine
-from .redact import environment_keys, mask_keys
+from .redact import environment_keys, holds_secret, mask_keys
 from .report import format_answer, format_report, parse_since, read_report, utc
 from .report_html import render_html
 from .runs import SyncResult
@@ -475,12 +475,13 @@ def main(argv: list[str] | None = None) -> int:
     Parser.json_errors = _asks_for_json(words)
     args = build_parser().parse_args(argv)
     args.events = None
+    keys = environment_keys(os.environ, Settings.api_key_env, ENV_AZURE_KEY)
     try:
         _configure_logging(args, _log_format(args))
+        _check_paths(args, keys)
         return COMMANDS[args.command](args)
     except CrawlerError as exc:
         # A key pasted into a path or a host is said back in the message: never shown.
-        keys = environment_keys(os.environ, Settings.api_key_env, ENV_AZURE_KEY)
         events: JsonEvents | None = args.events
         if events is None:
             print(f"batch-crawler: {mask_keys(str(exc), keys)}", file=sys.stderr)
@@ -493,6 +494,20 @@ def main(argv: list[str] | None = None) -> int:
         return _stopped(args, "interrupted", EXIT_INTERRUPTED)
     except KeyboardInterrupt:  # before or after the asynchronous work
         return _stopped(args, "interrupted", EXIT_INTERRUPTED)
+
+
+# The paths a command takes, by the flag that names them.
+_PATH_FLAGS = {"db": "--db", "config": "--config", "html": "--html", "output": "--output",
+               "file": "FILE"}  # fmt: skip
+
+
+def _check_paths(args: argparse.Namespace, keys: tuple[str, ...]) -> None:
+    """Refuse a path holding the API key (half of it or more): a command says its paths
+    back when it succeeds (`Wrote ...`), and names files and databases after them."""
+    for name, flag in _PATH_FLAGS.items():
+        path = getattr(args, name, None)
+        if path is not None and any(holds_secret(str(path), key) for key in keys):
+            raise ConfigError(f"{flag}: the path holds an API key (not shown); name it otherwise")
 
 
 def _stopped(args: argparse.Namespace, how: str, exit_code: int) -> int:

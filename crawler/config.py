@@ -128,13 +128,11 @@ class Settings:
         """Every setting by its rule, and the rules between settings."""
         for f in dataclasses.fields(self):
             check_setting(f.name, getattr(self, f.name))
-        for name in ("organization", "project"):
-            value = getattr(self, name)
-            if _holds_key(value, self.api_key):
-                raise ConfigError(
-                    f"{name}: holds the API key (not shown); give the {name} id alone, and the "
-                    "key in the variable api_key_env names"
-                )
+        # Sent in a header, said back by every command, or shown in every line and stored
+        # with every batch.
+        for name, said in _HOLDING_NO_KEY.items():
+            if _holds_key(str(getattr(self, name) or ""), self.api_key):
+                raise ConfigError(f"{name}: {said}")
         if self.auth == "entra" and self.provider != "azure":
             raise ConfigError('auth: "entra" is only for provider = "azure"')
         if self.api_version is not None and self.provider != "azure":
@@ -168,13 +166,6 @@ class Settings:
                 "base URL alone and the key in the environment variable named by api_key_env"
             )
 
-        if _holds_key(self.account, self.api_key):
-            # Shown in every line and event, and stored with every batch.
-            raise ConfigError(
-                "account: the name holds the API key (not shown); name the account by what "
-                "it is (a project, a team)"
-            )
-
     def missing_key_message(self) -> str:
         """What to tell a user who has no key, never echoing a key pasted as the variable name."""
         if looks_like_secret(self.api_key_env):
@@ -187,6 +178,17 @@ class Settings:
             return f"{message}, or use Microsoft Entra ID instead of a key: --auth entra"
         return message
 
+
+# Settings that hold no key, and what is said of one that does.
+_HOLDING_NO_KEY = {
+    "organization": "holds the API key (not shown); give the organization id alone, and the "
+    "key in the variable api_key_env names",
+    "project": "holds the API key (not shown); give the project id alone, and the key in the "
+    "variable api_key_env names",
+    "db": "the path holds the API key (not shown); name the file otherwise",
+    "account": "the name holds the API key (not shown); name the account by what it is (a "
+    "project, a team)",
+}
 
 # Keys a config file may set: every field but the key itself, which only the
 # environment holds so that it never sits in a file next to the database.

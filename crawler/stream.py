@@ -12,13 +12,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncGenerator
 
-from .api import RetryEvent, RetryPolicy, build_client, create_session
+from .api import RetryEvent, RetryPolicy, build_client, create_session, proxy_credentials
 from .config import Settings
 from .entra import entra_tokens, run_secret
 from .errors import ConfigError, CrawlerError
 from .events import WARNING, Event, EventHandler, retry_event
 from .pages import Batch, BatchPage, walk_pages
-from .redact import mask_error, mask_secret
+from .redact import Secrets, mask_error, mask_secret
 
 
 async def iter_pages(
@@ -44,6 +44,8 @@ async def iter_pages(
     try:
         async with create_session(settings) as session, entra_tokens(settings) as tokens:
             secret = run_secret(settings, tokens)
+            if proxy := proxy_credentials(settings):
+                secret = Secrets(secret, proxy)
 
             def tell_retry(event: RetryEvent) -> None:
                 if on_event is not None:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from .api import ApiClient, RetryPolicy, build_client, create_session
+from .api import ApiClient, RetryPolicy, build_client, create_session, proxy_credentials
 from .config import Settings
 from .entra import entra_tokens, run_secret
 from .errors import ApiError, ConfigError, CrawlerError, first_exception
@@ -286,6 +286,8 @@ async def sync_account(
             await store.save_walk(walk)
         run_id = await store.start_run(mode, settings.base_url)
         options.secrets.add(run_secret(settings, tokens))
+        if proxy := proxy_credentials(settings):
+            options.secrets.add(proxy)
         secret = options.secrets.as_secret()
         run = Run(store, settings, run_id, on_progress, clock, started, secret, options.on_event)
         run.emit(

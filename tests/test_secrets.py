@@ -1017,3 +1017,73 @@ def test_two_tokens_sharing_long_runs_are_both_masked_whole_in_stored_data() -> 
     )  # fmt: skip
     [stored] = mask_values((f"echoed {newer} back",), Secrets(older, newer))
     assert stored == "echoed *** back"
+
+
+PATH_WORDS = {
+    "sync --db": ["sync", "--db", "{dir}/{key}.db"],
+    "sync --config": ["sync", "--config", "{dir}/{key}.toml"],
+    "status": ["status", "--db", "{dir}/{key}.db"],
+    "report --html": ["report", "--db", "{dir}/b.db", "--html", "{dir}/r-{key}.html"],
+    "datasette-metadata -o": ["datasette-metadata", "--db", "{dir}/b.db", "-o", "{dir}/{key}"],
+    "prices load": ["prices", "load", "{dir}/p-{key}.csv", "--db", "{dir}/b.db"],
+    "demo": ["demo", "--db", "{dir}/d-{key}.db"],
+}
+
+
+@pytest.mark.parametrize("words", PATH_WORDS.values(), ids=PATH_WORDS.keys())
+def test_a_path_holding_the_key_is_refused_unshown(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    words: list[str],
+) -> None:
+    """Masked in errors, but said back whole by a command that succeeded (`Wrote ...`), in
+    the run's events, and as the database's name in Datasette's metadata."""
+    key = "sk-proj-" + "A1b2C3d4" * 6
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    code = main([word.format(dir=tmp_path, key=key) for word in words])
+    said = capsys.readouterr()
+    assert code == 2
+    assert "holds an API key (not shown)" in said.err
+    assert key[:16] not in said.out + said.err
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_database_path_holding_the_key_is_refused(tmp_path: Path) -> None:
+    key = "correct-horse-battery-staple-0123456789"
+    with pytest.raises(ConfigError, match=r"^db: the path holds the API key"):
+        Settings(db=tmp_path / f"{key[:24]}.db", api_key=key)
+
+
+async def test_a_proxys_password_echoed_back_is_masked(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the proxy URL the run shows hid its credentials: a proxy echoing them (in an
+    error it passes on, in a page) had the password shown in retry events and stored."""
+    password = "S3cretProxyPw0rd-x9"
+    asked: list[str] = []
+
+    async def proxy(request: web.Request) -> web.Response:
+        echo = base64.b64decode(request.headers["Proxy-Authorization"].split()[1]).decode()
+        asked.append(echo)
+        if len(asked) == 1:
+            error = {"message": f"upstream failed for {echo}", "type": "server_error"}
+            return web.json_response({"error": error}, status=502)
+        return web.json_response(list_body([make_batch(1, metadata={"seen": echo})], False))
+
+    events: list[Event] = []
+    async with serving({"/v1/batches": proxy}) as root:
+        monkeypatch.setenv("HTTP_PROXY", root.replace("//", f"//user:{password}@"))
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        settings = Settings(db=db_path, base_url="http://api.invalid/v1", api_key="sk-test-key",
+                            allow_insecure_http=True, files=False)  # fmt: skip
+        retry = RetryPolicy(max_attempts=2, initial_backoff=0, max_backoff=0)
+        result = await sync(settings, retry=retry, on_event=events.append)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        stored = "\n".join(conn.iterdump())
+    assert asked == [f"user:{password}"] * 2
+    assert result.batches_new == 1
+    assert password not in stored
+    assert password not in repr(events)
+    assert "upstream failed for user:***" in repr(events)
