@@ -94,10 +94,12 @@ _UPSERT_BATCHES = (
     f"WHEN batches.status IN {_ENDED} THEN batches.ended_by ELSE excluded.account END"
 )
 # What a listing kept out of the batch (see _write_page) says: the batch is there, and
-# listed by account ?1.
+# listed by account ?1; by its owner (a stale listing: a replica behind, which will catch
+# up), that the owner is asked on while it shows the batch so.
 _LISTED = (
     "UPDATE batches SET listed_by = coalesce(nullif(?1, account), listed_by), "
-    f"gone_at = NULL, not_found_runs = 0, not_found_by = {_not_found_but('?1')} WHERE id = ?2"
+    f"gone_at = NULL, not_found_runs = 0, not_found_by = {_not_found_but('?1')}, "
+    "owner_asks = CASE WHEN account = ?1 THEN 0 ELSE owner_asks END WHERE id = ?2"
 )
 # Every account other than its owner that listed a batch refreshes it
 # (0021_batch_listings.sql).
