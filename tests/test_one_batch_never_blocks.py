@@ -382,13 +382,17 @@ def serve_without_batch_4(mock: aioresponses, *, cursor_answer: dict[str, Any]) 
     after_4 = f"{BASE_URL}/batches?limit=2&after={make_batch(4)['id']}"
     mock.get(after_4, payload=list_body([], False), repeat=True)  # asked twice: an empty end
     mock.get(f"{BASE_URL}/batches/{make_batch(4)['id']}", **cursor_answer)
-    chunks = [[7, 6], [5, 3], [2, 1]]
+    serve_from_the_top(mock, [[7, 6], [5, 3], [2, 1]])
+
+
+def serve_from_the_top(mock: aioresponses, chunks: list[list[int]]) -> None:
+    """The list from the top, a page for each of `chunks`, and its end."""
     after = ""
     for n, chunk in enumerate(chunks):
         body = list_body([make_batch(i) for i in chunk], n < len(chunks) - 1)
         mock.get(f"{BASE_URL}/batches?limit=2{after}", payload=body)
         after = f"&after={make_batch(chunk[-1])['id']}"
-    serve_the_end(mock, make_batch(1))
+    serve_the_end(mock, make_batch(chunks[-1][-1]))
 
 
 CURSOR_ANSWERS = {
@@ -439,12 +443,7 @@ async def test_a_cursor_gone_in_a_walk_from_the_top_restarts_it_once(
         mock.get(
             f"{BASE_URL}/batches?limit=2&after={make_batch(5)['id']}", status=400, payload=gone
         )
-        chunks = [[6, 4], [3, 2], [1]]
-        after = ""
-        for n, chunk in enumerate(chunks):
-            body = list_body([make_batch(i) for i in chunk], n < len(chunks) - 1)
-            mock.get(f"{BASE_URL}/batches?limit=2{after}", payload=body)
-            after = f"&after={make_batch(chunk[-1])['id']}"
+        serve_from_the_top(mock, [[6, 4], [3, 2], [1]])
         result = await sync(settings, retry=fast_retry)
     assert result.complete
     assert result.warnings == (
@@ -469,13 +468,7 @@ async def test_a_stored_cursor_refused_by_a_400_naming_nothing_restarts_the_walk
             f"{BASE_URL}/batches?limit=2&after={make_batch(6)['id']}", status=400, payload=refused
         )
         mock.get(f"{BASE_URL}/batches/{make_batch(6)['id']}", payload=make_batch(6))
-        chunks = [[7, 5], [4, 3], [2, 1]]
-        after = ""
-        for n, chunk in enumerate(chunks):
-            body = list_body([make_batch(i) for i in chunk], n < len(chunks) - 1)
-            mock.get(f"{BASE_URL}/batches?limit=2{after}", payload=body)
-            after = f"&after={make_batch(chunk[-1])['id']}"
-        serve_the_end(mock, make_batch(1))
+        serve_from_the_top(mock, [[7, 5], [4, 3], [2, 1]])
         result = await sync(settings, retry=fast_retry)
     assert result.complete
     assert result.warnings == (

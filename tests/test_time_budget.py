@@ -221,20 +221,26 @@ async def test_a_file_that_never_ends_is_cut_off_past_a_batchs_requests(
     assert file_state(db_path) == ("failed", MAX_FILE_LINES if counted == "lines" else 0)
 
 
-async def test_a_file_trickled_a_byte_at_a_time_is_cut_off(db_path: Path) -> None:
-    """A byte now and then keeps a read timeout from firing: past the request timeout, a
-    file coming at a few bytes a second is cut off, asked again, and left to fetch."""
+def trickled(status: int = 200, first: bytes = b"") -> FileHandler:
+    """A file's answer with `status`: `first`, then a byte every 10 ms, up to 100 s."""
 
     async def trickle(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
+        response = web.StreamResponse(status=status)
         await response.prepare(request)
         with contextlib.suppress(ConnectionError):  # until the client hangs up
+            await response.write(first)
             for _ in range(10_000):
                 await response.write(b" ")
                 await asyncio.sleep(0.01)
         return response
 
-    result = await sync_files(db_path, trickle, request_timeout=0.2, read_timeout=5)
+    return trickle
+
+
+async def test_a_file_trickled_a_byte_at_a_time_is_cut_off(db_path: Path) -> None:
+    """A byte now and then keeps a read timeout from firing: past the request timeout, a
+    file coming at a few bytes a second is cut off, asked again, and left to fetch."""
+    result = await sync_files(db_path, trickled(), request_timeout=0.2, read_timeout=5)
     assert (result.complete, result.files) == (True, 0)
     assert "too slow to be a download" in result.warnings[0]
     assert file_state(db_path) == ("failed", 0)
@@ -243,18 +249,8 @@ async def test_a_file_trickled_a_byte_at_a_time_is_cut_off(db_path: Path) -> Non
 async def test_a_file_trickled_after_a_burst_is_cut_off(db_path: Path) -> None:
     """The pace was an average since the first byte: a burst first paid for a trickle after
     it, a second of it for each KiB (a 60 MB burst held the run for 16 hours)."""
-
-    async def burst_then_trickle(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse()
-        await response.prepare(request)
-        with contextlib.suppress(ConnectionError):  # until the client hangs up
-            await response.write(b" " * 2**20)
-            for _ in range(10_000):
-                await response.write(b" ")
-                await asyncio.sleep(0.01)
-        return response
-
-    result = await sync_files(db_path, burst_then_trickle, request_timeout=0.2, read_timeout=5)
+    burst = trickled(first=b" " * 2**20)
+    result = await sync_files(db_path, burst, request_timeout=0.2, read_timeout=5)
     assert (result.complete, result.files) == (True, 0)
     assert "too slow to be a download" in result.warnings[0]
     assert file_state(db_path) == ("failed", 0)
@@ -266,17 +262,7 @@ async def test_an_error_answer_for_a_file_trickled_is_cut_off_at_the_request_tim
 ) -> None:
     """A file's error answer was read without end, a byte now and then: the run never
     ended (a download's pace is checked for a file's body, not an error's)."""
-
-    async def trickled_error(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(status=status)
-        await response.prepare(request)
-        with contextlib.suppress(ConnectionError):  # until the client hangs up
-            for _ in range(10_000):
-                await response.write(b" ")
-                await asyncio.sleep(0.01)
-        return response
-
-    result = await sync_files(db_path, trickled_error, request_timeout=0.2, read_timeout=5)
+    result = await sync_files(db_path, trickled(status), request_timeout=0.2, read_timeout=5)
     assert (result.complete, result.files) == (True, 0)
     assert "timed out after 0.2 s" in result.warnings[0]
     assert file_state(db_path) == ("failed", 0)
