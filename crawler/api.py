@@ -132,7 +132,11 @@ def describe(exc: BaseException, timeout: aiohttp.ClientTimeout | None = None) -
 
 
 def _describe_refusal(exc: aiohttp.ClientResponseError) -> str:
-    """What aiohttp would not take: a redirect loop, or malformed HTTP."""
+    """What aiohttp would not take: a proxy's refusal to connect, a redirect loop, or
+    malformed HTTP."""
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        why = ": check the user and password in HTTPS_PROXY" if exc.status == 407 else ""
+        return f"the proxy refused to connect to the API (HTTP {exc.status}{why})"
     if isinstance(exc, aiohttp.TooManyRedirects):
         last = exc.history[-1].headers.get("Location") if exc.history else None
         return f"too many redirects ({len(exc.history)}, the last to {last})"
@@ -169,7 +173,10 @@ def _describe_timeout(exc: TimeoutError, timeout: aiohttp.ClientTimeout) -> str:
 
 
 def is_permanent(exc: BaseException) -> bool:
-    """Whether asking again cannot help: a redirect loop, or one that cannot be followed."""
+    """Whether asking again cannot help: a redirect loop, one that cannot be followed, or a
+    proxy refusing its credentials."""
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        return exc.status == 407
     return isinstance(exc, aiohttp.TooManyRedirects | aiohttp.RedirectClientError)
 
 
@@ -264,6 +271,12 @@ def proxy_credentials(settings: Settings) -> tuple[str, ...]:
     return tuple(secrets)
 
 
+_PROXY_WITHOUT_HOST = (
+    "the proxy in HTTP_PROXY or HTTPS_PROXY names no host (a part of its name is empty, "
+    "over 63 characters or no IDNA, or its brackets hold no IPv6 address)"
+)
+
+
 def _environment_proxy(settings: Settings) -> tuple[URL | None, aiohttp.BasicAuth | None]:
     """The proxy the environment gives the base URL, if any: HTTPS_PROXY, HTTP_PROXY and
     NO_PROXY are honoured, as by the official SDK. Read once here: aiohttp's trust_env reads
@@ -282,26 +295,34 @@ def _environment_proxy(settings: Settings) -> tuple[URL | None, aiohttp.BasicAut
         raise ConfigError(
             f"a proxy variable (HTTP_PROXY, HTTPS_PROXY, ...) is no URL: {exc}"
         ) from None
-    if proxy.host and proxy.scheme not in ("http", "https"):
+    try:
+        host = proxy.host  # yarl decodes an IDNA name, such as xn--zz
+        if proxy_auth is not None:
+            proxy_auth.encode()  # Latin-1 alone, in a header
+    except UnicodeEncodeError:
+        raise ConfigError(
+            "the user name or password of the proxy in HTTP_PROXY or HTTPS_PROXY holds a "
+            "character HTTP's Basic authentication cannot send (Latin-1 only)"
+        ) from None
+    except UnicodeError:
+        raise ConfigError(_PROXY_WITHOUT_HOST) from None
+    if host and proxy.scheme not in ("http", "https"):
         raise ConfigError(
             f"the proxy in HTTP_PROXY or HTTPS_PROXY is a {proxy.scheme} proxy: aiohttp "
             "speaks to http and https proxies only"
         )
-    if proxy.scheme not in ("http", "https") or not proxy.host:
+    if proxy.scheme not in ("http", "https") or not host:
         raise ConfigError(  # not shown: where its password is, is unclear
             "the proxy in HTTP_PROXY or HTTPS_PROXY is not a URL such as "
             "http://proxy.example:3128 (a scheme and a host)"
         )
     shown = proxy.with_user(None).with_query(None).with_fragment(None)  # its credentials not said
     try:
-        proxy.host.encode("idna")
+        host.encode("idna")
         # Brackets yarl takes, holding no IPv6 address, urllib refuses.
         here = is_private_transport(str(shown.with_scheme("http")))
     except (UnicodeError, ValueError):
-        raise ConfigError(  # not shown: a key pasted as the host, say
-            "the proxy in HTTP_PROXY or HTTPS_PROXY names no host (a part of its name is "
-            "empty or over 63 characters, or its brackets hold no IPv6 address)"
-        ) from None
+        raise ConfigError(_PROXY_WITHOUT_HOST) from None  # not shown: a key as the host, say
     in_clear = URL(settings.base_url).scheme == "http" and not settings.allow_insecure_http
     if in_clear and not here:
         raise ConfigError(

@@ -250,13 +250,17 @@ def _sync_accounts(
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.accounts:
         return _demo_accounts(args)
-    _out(f"Serving {args.batches:,} synthetic batches on 127.0.0.1; syncing them into {args.db}")
+    _out(
+        _masked(
+            f"Serving {args.batches:,} synthetic batches on 127.0.0.1; syncing them into {args.db}"
+        )
+    )
     with _progress_line(show=True) as progress:
         result = _run_async(run_demo(args.db, args.batches, progress))
     _out(format_summary(result))
     for answer in ask(args.db):
         _out("\n" + format_answer(answer))
-    _out(f"\nExplore further: sqlite3 {args.db}")
+    _out(_masked(f"\nExplore further: sqlite3 {args.db}"))
     return EXIT_OK
 
 
@@ -278,7 +282,7 @@ def _demo_accounts(args: argparse.Namespace) -> int:
             _out(_account_summary(outcome.account, outcome.result))
     for answer in ask(args.db, [*DEMO_QUERIES, ACCOUNTS_QUERY]):
         _out("\n" + format_answer(answer))
-    _out(f"\nExplore further: sqlite3 {args.db}")
+    _out(_masked(f"\nExplore further: sqlite3 {args.db}"))
     return EXIT_OK
 
 
@@ -338,7 +342,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     elif args.html is None:
         _out(_masked(format_report(report)))
     elif to_a_file:  # not after a page sent to stdout or a pipe: the line would join it
-        _out(f"Wrote {args.html}: the report of batches created since {utc(report.start)}.")
+        _out(
+            _masked(f"Wrote {args.html}: the report of batches created since {utc(report.start)}.")
+        )
     return EXIT_OK
 
 
@@ -385,7 +391,7 @@ def _cmd_datasette_metadata(args: argparse.Namespace) -> int:
     if args.output is None:
         _out(text)
     elif _write_whole(args.output, text + "\n"):
-        _out(f"Wrote {args.output}; browse with: datasette {args.db} -m {args.output}")
+        _out(_masked(f"Wrote {args.output}; browse with: datasette {args.db} -m {args.output}"))
     return EXIT_OK
 
 
@@ -393,7 +399,7 @@ def _cmd_prices(args: argparse.Namespace) -> int:
     prices = read_prices(_read_price_file(args.file), str(args.file))
     as_of = dt.datetime.now(dt.UTC).date().isoformat()
     _run_async(_save_prices(args.db, prices, source=args.file.name, as_of=as_of))
-    _out(f"Loaded {len(prices.prices):,} model prices from {args.file} into {args.db}.")
+    _out(_masked(f"Loaded {len(prices.prices):,} model prices from {args.file} into {args.db}."))
     return EXIT_OK
 
 
@@ -506,7 +512,9 @@ def _check_paths(args: argparse.Namespace, keys: tuple[str, ...]) -> None:
     back when it succeeds (`Wrote ...`), and names files and databases after them."""
     for name, flag in _PATH_FLAGS.items():
         path = getattr(args, name, None)
-        if path is not None and any(holds_secret(str(path), key) for key in keys):
+        # The key cut into folders too: a path is said back whole.
+        spellings = () if path is None else (str(path), "".join(Path(path).parts))
+        if any(holds_secret(text, key) for text in spellings for key in keys):
             raise ConfigError(f"{flag}: the path holds an API key (not shown); name it otherwise")
 
 

@@ -222,9 +222,11 @@ def fill_page_rows(
     stored_raws: dict[str, str],
     batch_rows: Sequence[tuple[Any, ...]],
     error_rows: Sequence[tuple[Any, ...]],
+    secret: Secret = None,
 ) -> tuple[Sequence[tuple[Any, ...]], Sequence[tuple[Any, ...]]]:
     """A page's batch rows and error rows with what each listing of a batch ended leaves
-    out taken from the one stored as `stored_raws[id]` (`fill_left_out`)."""
+    out taken from the one stored as `stored_raws[id]` (`fill_left_out`), `secret` masked
+    in it as in the page (another account's run, not knowing this one's key, stored it)."""
     filled = {
         row[0]: batch
         for row in batch_rows
@@ -240,11 +242,12 @@ def fill_page_rows(
         for row in batch_rows
         if row[0] in filled
     ]
-    fitted = {row[0]: row for row in fit_rows(BATCH_COLUMNS, merged, [])}
+    fitted = {row[0]: mask_values(row, secret) for row in fit_rows(BATCH_COLUMNS, merged, [])}
     batch_rows = [fitted.get(row[0], row) for row in batch_rows]
     error_rows = [row for row in error_rows if row[0] not in filled]
     taken = [row for batch in filled.values() for row in build_error_rows(batch)]
-    return batch_rows, [*error_rows, *fit_rows(ERROR_COLUMNS, taken, [])]
+    taken = [mask_values(row, secret) for row in fit_rows(ERROR_COLUMNS, taken, [])]
+    return batch_rows, [*error_rows, *taken]
 
 
 def moves_back(stored: Any, listed: Any) -> bool:

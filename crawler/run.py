@@ -173,7 +173,7 @@ class Run:
         file_rows = build_file_rows(batches, secret)
         try:
             counts = await self.store.save_page(
-                batch_rows, error_rows, walk, self.run_id, self.figures, gone, file_rows
+                batch_rows, error_rows, walk, self.run_id, self.figures, gone, file_rows, secret
             )
         except UnstorableBatchError:
             # Nothing was written. Store every batch with what SQLite refused made storable,
@@ -184,7 +184,7 @@ class Run:
             for warning in warnings:
                 self.note(warning)
             counts = await self.store.save_page(
-                batch_rows, error_rows, walk, self.run_id, self.figures, gone, file_rows
+                batch_rows, error_rows, walk, self.run_id, self.figures, gone, file_rows, secret
             )
         self.figures = self.figures.plus(
             batches_new=counts.new, batches_updated=counts.updated, error_lines=counts.error_lines

@@ -130,12 +130,25 @@ def _path(value: Any) -> str | None:
 
 
 def shown(value: Any) -> str:
-    """`value` for an error message, unless it may hold a secret."""
-    if looks_like_secret(value) or (
-        isinstance(value, str) and ("@" in value or holds_a_key_like_word(value))
+    """`value` for an error message, unless it may hold a secret (a text of it, a list's or
+    a table's too)."""
+    if any(
+        looks_like_secret(text) or "@" in text or holds_a_key_like_word(text)
+        for text in _texts_of(value)
     ):
         return "a value not shown here (it may hold a secret)"
     return _spelled(value)
+
+
+def _texts_of(value: Any) -> list[str]:
+    """Every text `value` holds: itself, or those of its items (a table's keys too)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple):
+        return [text for item in value for text in _texts_of(item)]
+    if isinstance(value, dict):
+        return [text for k, v in value.items() for text in (str(k), *_texts_of(v))]
+    return []
 
 
 def _spelled(value: Any) -> str:
@@ -228,7 +241,8 @@ def _variable_name(value: Any) -> str | None:
     if isinstance(value, str) and _VARIABLE_NAME.fullmatch(value):
         return None
     # A value this long, no variable's name, is likely the key pasted, whatever its shape.
-    got = shown(value) if not isinstance(value, str) or len(value) < 16 else "a value not shown"
+    long = any(len(text) >= 16 for text in _texts_of(value))
+    got = "a value not shown" if long else shown(value)
     return (
         "must name the environment variable that holds the key (letters, digits and _, not "
         f"starting with a digit), such as OPENAI_API_KEY, not the key itself; got {got}"

@@ -51,7 +51,9 @@ async def iter_pages(
                 if on_event is not None:
                     on_event(retry_event(event, secret))
 
-            client = build_client(session, settings, retry=retry, on_retry=tell_retry, auth=tokens)
+            client = build_client(
+                session, settings, retry=retry, on_retry=tell_retry, auth=tokens, secret=secret
+            )
             steps = walk_pages(client.fetch_page, after=after, limit=settings.page_size)
             async with contextlib.aclosing(steps):
                 try:

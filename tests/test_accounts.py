@@ -284,6 +284,26 @@ async def test_an_owners_answer_takes_what_it_leaves_out_from_another_accounts_g
     assert_database_matches(db_path, [*IN_FLIGHT[:2], ended, *IN_FLIGHT[3:]])
 
 
+async def test_what_an_owners_answer_takes_from_another_accounts_copy_has_its_key_masked(
+    db_path: Path,
+) -> None:
+    """Another account's run, synced alone, stored the owner's key a gateway echoed (that
+    run cannot know it); the owner's own run, taking what its answer left out from that
+    copy, kept its own key in its row."""
+    key = "sk-proj-owner-" + "x1y2z3" * 6
+    async with listed_by_each(db_path, "ab") as (api, (a, b)):
+        ended = make_batch(3, status="failed")
+        api.batches[ended["id"]] = without(ended, "usage")
+        echoed = {**ended["usage"], "note": f"echo {key}"}
+        api.shown_by["b"] = {ended["id"]: {**ended, "usage": echoed}}
+        await sync(b, retry=FAST)
+        await sync(dataclasses.replace(a, api_key=key), retry=FAST)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        stored = "\n".join(conn.iterdump())
+    assert "echo ***" in stored
+    assert key[:20] not in stored
+
+
 async def test_a_batch_another_account_ended_is_asked_of_its_owner_until_its_answer_is_stored(
     db_path: Path,
 ) -> None:

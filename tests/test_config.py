@@ -111,6 +111,26 @@ def test_a_bad_config_value_is_said_back_as_toml_spells_it(
     assert str(caught.value).endswith(said)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        'base_url = ["http://u:hunter2pass@127.0.0.1/v1"]',
+        'api_key_env = ["correct-horse-battery-staple-0123456789"]',
+        'page_size = { token = "sk-abcdefghijklmnop" }',
+    ],
+)
+def test_a_bad_config_value_holding_a_secret_in_a_list_or_table_is_not_said_back(
+    tmp_path: Path, text: str
+) -> None:
+    """A text holding a password or a key was hidden, but not one in a list or a table."""
+    config = write(tmp_path, text + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings({}, {}, config)
+    assert str(caught.value).endswith("not shown here (it may hold a secret)") or str(
+        caught.value
+    ).endswith("got a value not shown")
+
+
 def test_config_that_is_not_utf8(tmp_path: Path) -> None:
     """A config file in another encoding is a clear error, not a traceback."""
     config = tmp_path / "c.toml"

@@ -18,6 +18,7 @@ import sys
 import time
 import traceback
 import tracemalloc
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
@@ -746,6 +747,8 @@ def test_an_api_errors_fields_are_as_masked_as_its_message() -> None:
         ({"HTTP_PROXY": "proxy.corp.example:3128"}, "http://localhost:4000/v1", "not a URL"),
         ({"HTTPS_PROXY": "socks5://u:pw@proxy:1080"}, "https://api.example/v1", "socks"),
         ({"HTTPS_PROXY": f"http://{'a' * 64}.example:1"}, "https://api.example/v1", "host"),
+        ({"HTTPS_PROXY": "http://u:pw@xn--zz:3128"}, "https://api.example/v1", "host"),
+        ({"HTTPS_PROXY": "http://u:пароль-pw@127.0.0.1:1"}, "https://api.example/v1", "latin"),
     ],
     ids=[
         "remote",
@@ -758,6 +761,8 @@ def test_an_api_errors_fields_are_as_masked_as_its_message() -> None:
         "no scheme",
         "socks",
         "a name part too long",
+        "a name of no IDNA",
+        "a password HTTP cannot send",
     ],
 )
 async def test_a_proxy_from_the_environment_is_checked_before_any_request(
@@ -770,7 +775,8 @@ async def test_a_proxy_from_the_environment_is_checked_before_any_request(
     proxy variable that is no URL ended in a ValueError traceback (aiohttp reads them all,
     used or not); one without a scheme was blamed on the base URL; a host name IDNA cannot
     encode (a key pasted as the host) ended in a UnicodeError traceback at the first
-    request."""
+    request, and one yarl could not decode (xn--zz) in one at once; a password HTTP cannot
+    send was said to be a redirect to a host name that cannot be sent."""
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "WSS_PROXY", "NO_PROXY"):
         for spelled in (name, name.lower()):
             monkeypatch.delenv(spelled, raising=False)
@@ -787,7 +793,8 @@ async def test_a_proxy_from_the_environment_is_checked_before_any_request(
         "no URL": "is no URL",
         "not a URL": "is not a URL",
         "socks": "is a socks5 proxy: aiohttp speaks to http and https proxies only",
-        "host": "names no host (a part of its name is empty or over 63 characters, or its brackets",
+        "host": "names no host (a part of its name is empty, over 63 characters or no IDNA",
+        "latin": "holds a character HTTP's Basic authentication cannot send (Latin-1 only)",
     }[refused] in str(caught.value)
     assert "pw" not in str(caught.value)
 
@@ -1055,12 +1062,13 @@ def test_a_database_path_holding_the_key_is_refused(tmp_path: Path) -> None:
         Settings(db=tmp_path / f"{key[:24]}.db", api_key=key)
 
 
-async def test_a_proxys_password_echoed_back_is_masked(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Only the proxy URL the run shows hid its credentials: a proxy echoing them (in an
-    error it passes on, in a page) had the password shown in retry events and stored."""
-    password = "S3cretProxyPw0rd-x9"
+PROXY_PASSWORD = "S3cretProxyPw0rd-x9"
+
+
+@contextlib.asynccontextmanager
+async def echoing_proxy(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[str]]:
+    """HTTP_PROXY naming a proxy on 127.0.0.1 that echoes its credentials: in a 502 first,
+    then in a page (a batch's metadata, and the id of another). Yields what it was sent."""
     asked: list[str] = []
 
     async def proxy(request: web.Request) -> web.Response:
@@ -1069,21 +1077,97 @@ async def test_a_proxys_password_echoed_back_is_masked(
         if len(asked) == 1:
             error = {"message": f"upstream failed for {echo}", "type": "server_error"}
             return web.json_response({"error": error}, status=502)
-        return web.json_response(list_body([make_batch(1, metadata={"seen": echo})], False))
+        echoed = [make_batch(2, id=f"batch_{echo}"), make_batch(1, metadata={"seen": echo})]
+        return web.json_response(list_body(echoed, False))
 
-    events: list[Event] = []
     async with serving({"/v1/batches": proxy}) as root:
-        monkeypatch.setenv("HTTP_PROXY", root.replace("//", f"//user:{password}@"))
+        monkeypatch.setenv("HTTP_PROXY", root.replace("//", f"//user:{PROXY_PASSWORD}@"))
         for name in ("NO_PROXY", "no_proxy"):
             monkeypatch.delenv(name, raising=False)
-        settings = Settings(db=db_path, base_url="http://api.invalid/v1", api_key="sk-test-key",
-                            allow_insecure_http=True, files=False)  # fmt: skip
-        retry = RetryPolicy(max_attempts=2, initial_backoff=0, max_backoff=0)
-        result = await sync(settings, retry=retry, on_event=events.append)
+        yield asked
+
+
+PROXIED = {"base_url": "http://api.invalid/v1", "api_key": "sk-test-key", "files": False,
+           "allow_insecure_http": True}  # fmt: skip
+ONE_RETRY = RetryPolicy(max_attempts=2, initial_backoff=0, max_backoff=0)
+
+
+async def test_a_proxys_password_echoed_back_is_masked(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the proxy URL the run shows hid its credentials: a proxy echoing them (in an
+    error it passes on, in a page) had the password shown in retry events and stored."""
+    events: list[Event] = []
+    async with echoing_proxy(monkeypatch) as asked:
+        settings = Settings(db=db_path, **PROXIED)
+        result = await sync(settings, retry=ONE_RETRY, on_event=events.append)
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
         stored = "\n".join(conn.iterdump())
-    assert asked == [f"user:{password}"] * 2
+    assert asked == [f"user:{PROXY_PASSWORD}"] * 2
     assert result.batches_new == 1
-    assert password not in stored
-    assert password not in repr(events)
+    assert PROXY_PASSWORD not in stored
+    assert PROXY_PASSWORD not in repr(events)
     assert "upstream failed for user:***" in repr(events)
+
+
+async def test_a_proxys_password_echoed_back_is_masked_in_the_streaming_call(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its client masked the key alone: the retry's log line showed the password, and a
+    batch whose id held it was handed on."""
+    async with echoing_proxy(monkeypatch):
+        settings = Settings(db=db_path, **PROXIED)
+        ids = [batch["id"] async for batch in iter_batches(settings, retry=ONE_RETRY)]
+    assert ids == [make_batch(1)["id"]]
+    assert "upstream failed for user:***" in caplog.text
+    assert PROXY_PASSWORD not in caplog.text
+
+
+def test_a_path_holding_the_key_cut_into_folders_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each folder held less than half of it: the path was said back, the key whole in it."""
+    key = "sk-proj-" + "A1b2C3d4" * 6
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    html = tmp_path / key[:20] / key[20:40] / f"{key[40:]}.html"
+    assert main(["report", "--db", str(tmp_path / "b.db"), "--html", str(html)]) == 2
+    assert "--html: the path holds an API key (not shown)" in capsys.readouterr().err
+
+
+def test_a_word_spelled_like_a_key_in_a_path_is_masked_when_said_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Masked in errors, said back whole by a command that succeeded."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-proj-" + "A1b2C3d4" * 6)
+    prices = tmp_path / "sk-other0123456789abcdefXYZ.csv"
+    prices.write_text("model,batch_input\ngpt-4o-mini,0.075\n")
+    assert main(["prices", "load", str(prices), "--db", str(tmp_path / "b.db")]) == 0
+    said = capsys.readouterr().out
+    assert "Loaded 1 model prices from" in said
+    assert "sk-other" not in said
+
+
+async def test_a_proxy_refusing_to_connect_to_an_https_api_says_so_at_once(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 407 to the CONNECT read "the server sent a malformed HTTP response", asked again
+    8 times."""
+    connects: list[bytes] = []
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connects.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    monkeypatch.setenv("HTTPS_PROXY", f"http://user:{PROXY_PASSWORD}@127.0.0.1:{port}")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings(db=db_path, base_url="https://api.example/v1", api_key="sk-test-key")
+    async with server:
+        with pytest.raises(TransportError) as caught:
+            await sync(settings, retry=ONE_RETRY)
+    assert "the proxy refused to connect to the API (HTTP 407: check the user" in str(caught.value)
+    assert len(connects) == 1

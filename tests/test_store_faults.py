@@ -42,14 +42,17 @@ def test_a_fifo_for_a_database_is_refused_at_once(
     assert err == f"batch-crawler: {fifo} is not a regular file; choose a file path for --db\n"
 
 
+@pytest.mark.parametrize("linked", [False, True], ids=["given", "behind a link"])
 @pytest.mark.parametrize("command", ["sync", "status", "report"])
 def test_a_fifo_for_a_databases_journal_is_refused_at_once(
     db_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     command: str,
+    linked: bool,
 ) -> None:
-    """SQLite opened it and waited for a writer for good, signals unheard."""
+    """SQLite opened it and waited for a writer for good, signals unheard: beside the
+    database, where SQLite looks for it, which is beside the file a link names."""
 
     async def create() -> None:
         async with open_store(db_path):
@@ -59,7 +62,10 @@ def test_a_fifo_for_a_databases_journal_is_refused_at_once(
     monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
     journal = db_path.with_name(db_path.name + "-journal")
     os.mkfifo(journal)
-    code = main([command, "--db", str(db_path)])
+    given = db_path.with_name("link.db") if linked else db_path
+    if linked:
+        given.symlink_to(db_path)
+    code = main([command, "--db", str(given)])
     assert code == 4
     assert capsys.readouterr().err == (
         f"batch-crawler: {journal} is not a regular file; remove it: SQLite keeps the "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import itertools
 import os
 import sqlite3
 import stat
@@ -83,9 +84,10 @@ def _holds_sqlite(path: Path) -> bool:
 
 def _check_journals(path: Path) -> None:
     """Refuse a FIFO, a device or a folder where SQLite keeps the database's journals:
-    opening one blocks for good, signals unheard, in SQLite's own code."""
-    for suffix in ("-journal", "-wal", "-shm"):
-        journal = path.with_name(path.name + suffix)
+    opening one blocks for good, signals unheard, in SQLite's own code. Beside the path
+    given, and beside the file a symbolic link names (where SQLite keeps them)."""
+    for suffix, where in itertools.product(("-journal", "-wal", "-shm"), {path, path.resolve()}):
+        journal = where.with_name(where.name + suffix)
         try:
             mode = journal.stat().st_mode
         except OSError:  # none there (or none to see: SQLite says what is wrong)

@@ -17,6 +17,7 @@ import aiosqlite
 
 from ..errors import DatabaseError, UnstorableBatchError
 from ..prices import RATE_COLUMNS, PriceFile
+from ..redact import Secret
 from ..rows import (
     BATCH_COLUMNS,
     ERROR_COLUMNS,
@@ -203,6 +204,7 @@ def _write_page(
     figures: RunFigures,
     gone_ids: Sequence[str],
     file_rows: Sequence[tuple[str, str, str]] = (),
+    secret: Secret = None,
 ) -> PageCounts:
     ids = [row[0] for row in batch_rows]
     marks = ", ".join("?" * len(ids))
@@ -229,7 +231,7 @@ def _write_page(
         # The owner's listing of a batch ended takes each field it leaves out from the
         # stored copy (another account's gateway listing `usage`, the owner's leaving it out).
         ended = {i: raw for i, (raw, status, _) in before.items() if is_terminal(status)}
-        batch_rows, error_rows = fill_page_rows(ended, batch_rows, error_rows)
+        batch_rows, error_rows = fill_page_rows(ended, batch_rows, error_rows, secret)
         execute_rows(db, _UPSERT_BATCHES, batch_rows)
         if before:
             # Only a batch stored before can have error lines to replace: a first walk
@@ -512,6 +514,7 @@ class Store:
         figures: RunFigures,
         gone_ids: Sequence[str] = (),
         file_rows: Sequence[tuple[str, str, str]] = (),
+        secret: Secret = None,
     ) -> PageCounts:
         """Upsert a page's batches, replace their error lines, and move the walk: atomically.
 
@@ -521,6 +524,7 @@ class Store:
             gone_ids: batches the API answered 404 for, counted in the same commit.
             file_rows: (file_id, batch_id, kind) of files to fetch, added, or replacing
                 another file the batch named before.
+            secret: masked in what the page takes from stored batches (see fill_page_rows).
 
         Raises:
             UnstorableBatchError: a field held a value SQLite cannot store (nothing is written).
@@ -536,6 +540,7 @@ class Store:
                 figures,
                 gone_ids,
                 file_rows,
+                secret,
             )
         except _UNSTORABLE as exc:
             ids = f"{batch_rows[0][0]} .. {batch_rows[-1][0]}" if batch_rows else "none"
