@@ -45,9 +45,9 @@ _BATCH_COLUMNS = {
     "not_found_runs": "syncs in a row that answered 404, every account's",
     "not_found_by": "each account's 404s since it was last listed (a JSON object); from 3 "
     "on, that account no longer asks",
-    "ended_by": "another account whose list showed it ended first: its owner asks for it "
-    "until its own answer is stored",
-    "owner_asks": "the owner's syncs that asked for it since another account's list ended it",
+    "ended_by": "another account whose list showed it ended first: it is asked for until "
+    "its owner's answer is stored",
+    "ended_asks": "the asks for it since another account's list ended it (3 at most)",
 }
 
 _REQUEST_COLUMNS = {

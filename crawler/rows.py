@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from .jsontext import is_storable_text, parse, to_text
@@ -223,18 +223,26 @@ def fill_page_rows(
     batch_rows: Sequence[tuple[Any, ...]],
     error_rows: Sequence[tuple[Any, ...]],
     secret: Secret = None,
-) -> tuple[Sequence[tuple[Any, ...]], Sequence[tuple[Any, ...]]]:
-    """A page's batch rows and error rows with what each listing of a batch ended leaves
-    out taken from the one stored as `stored_raws[id]` (`fill_left_out`), `secret` masked
-    in it as in the page (another account's run, not knowing this one's key, stored it)."""
-    filled = {
-        row[0]: batch
-        for row in batch_rows
-        if row[0] in stored_raws
-        and (batch := fill_left_out(stored_raws[row[0]], row[_RAW])) is not None
-    }
+    *,
+    stored_first: Collection[str] = (),
+) -> tuple[Sequence[tuple[Any, ...]], Sequence[tuple[Any, ...]], set[str]]:
+    """A page's batch rows and error rows, each listing of a batch ended and the copy stored
+    of it (`stored_raws[id]`) filling what the other leaves out (`fill_left_out`): the
+    listing's values first (its owner's), or the stored copy's for the ids `stored_first`
+    (another account's listing, which adds only what the stored copy lacks: the first to
+    store the batch ended may have been a gateway leaving fields out). `secret` is masked
+    in what is taken, as in the page (another account's run, not knowing this one's key,
+    stored it). Also returns the ids filled."""
+    filled = {}
+    for row in batch_rows:
+        stored = stored_raws.get(row[0])
+        if stored is None:
+            continue
+        first, then = (stored, row[_RAW]) if row[0] in stored_first else (row[_RAW], stored)
+        if (batch := fill_left_out(then, first)) is not None:
+            filled[row[0]] = batch
     if not filled:
-        return batch_rows, error_rows
+        return batch_rows, error_rows, set()
     # A value taken may be a compatible API's (a time as text), or one SQLite cannot store
     # (made storable when stored first, as here again).
     merged = [
@@ -247,7 +255,7 @@ def fill_page_rows(
     error_rows = [row for row in error_rows if row[0] not in filled]
     taken = [row for batch in filled.values() for row in build_error_rows(batch)]
     taken = [mask_values(row, secret) for row in fit_rows(ERROR_COLUMNS, taken, [])]
-    return batch_rows, [*error_rows, *taken]
+    return batch_rows, [*error_rows, *taken], set(filled)
 
 
 def moves_back(stored: Any, listed: Any) -> bool:

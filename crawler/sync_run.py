@@ -61,8 +61,8 @@ async def _refresh(run: Run, client: ApiClient) -> bool:
     for batch_id in sorted(run.to_refresh - run.answered_gone):
         why = run.by_id_failures.get(batch_id, "requests by id are failing")
         run.note(f"batch {batch_id} was not refreshed: {why}; nor is it in the list")
-    # Those another account's listing ended are asked of their owner a few syncs at most.
-    await run.store.asked_of_owner(list(run.refresh_order))
+    # Those another account's listing ended are asked a few times at most.
+    await run.store.asked_for_ended(list(run.refresh_order))
     run.emit(
         REFRESH_DONE,
         refreshed_by_id=run.figures.refreshed_by_id,

@@ -304,6 +304,41 @@ async def test_what_an_owners_answer_takes_from_another_accounts_copy_has_its_ke
     assert key[:20] not in stored
 
 
+@pytest.mark.parametrize("first", ["the gateway", "the direct route"])
+async def test_batches_ended_take_what_any_accounts_listing_gives_whoever_stored_them_first(
+    db_path: Path, first: str
+) -> None:
+    """Another account's listing of a batch ended was kept out: a gateway leaving out
+    `usage` that stored the batches first (its table first in the config file) left them
+    without usage for good, though the direct route listed it on every sync."""
+    ended = [make_batch(n, status="failed", errors={"data": [{"code": "c", "line": 1}]})
+             for n in range(1, 7)]  # fmt: skip
+    api = Routes(ended, "gd")
+    api.shown_by["g"] = {b["id"]: without(b, "usage", "errors") for b in ended}
+    async with serving(api.routes()) as root:
+        gateway, direct = api.accounts(db_path, root)
+        order = [gateway, direct] if first == "the gateway" else [direct, gateway]
+        for _ in range(2):
+            await sync_accounts(order, retry=FAST)
+    assert_database_matches(db_path, ended)
+
+
+async def test_a_batch_a_gateway_ended_is_asked_of_every_account_listing_it(
+    db_path: Path,
+) -> None:
+    """Its owner's route refusing it, only the owner asked: the gateway's copy, without
+    usage or error lines, stayed, though a third account's route had the batch whole."""
+    ended = make_batch(3, status="failed", errors={"data": [{"code": "bad", "line": 1}]})
+    async with listed_by_each(db_path, "abc") as (api, (a, b, c)):
+        api.batches[ended["id"]] = ended
+        api.shown_by["b"] = {ended["id"]: without(ended, "usage", "errors")}
+        api.refused["a"].add(ended["id"])
+        await sync(b, retry=FAST)
+        await sync(a, retry=FAST)
+        await sync(c, retry=FAST)
+    assert_database_matches(db_path, [*IN_FLIGHT[:2], ended, *IN_FLIGHT[3:]])
+
+
 async def test_a_batch_another_account_ended_is_asked_of_its_owner_until_its_answer_is_stored(
     db_path: Path,
 ) -> None:

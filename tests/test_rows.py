@@ -262,13 +262,28 @@ def test_a_page_filled_from_stored_batches_gets_their_rows_and_error_lines() -> 
     batch_rows, error_rows = build_page_rows([listed, other], seen_at=5, account="a")
     stored_rows, stored_errors = build_page_rows([stored], seen_at=5, account="a")
     raw = BATCH_COLUMNS.index("raw")
-    filled, filled_errors = fill_page_rows(
+    filled, filled_errors, ids = fill_page_rows(
         {stored["id"]: stored_rows[0][raw]}, batch_rows, error_rows
     )
     assert [{**as_dict(row), "raw": json.loads(row[raw])} for row in filled] == [
         {**as_dict(row), "raw": json.loads(row[raw])} for row in (stored_rows[0], batch_rows[1])
     ]
-    assert filled_errors == stored_errors
+    assert (filled_errors, ids) == (stored_errors, {stored["id"]})
+
+
+def test_another_accounts_listing_fills_only_what_the_stored_copy_leaves_out() -> None:
+    """The stored copy's values first: another account's listing of a batch ended adds
+    only what it lacks (the first account to store it may have been a gateway's)."""
+    full = make_batch(1, status="failed", model="m-direct")
+    stored = {**full, "usage": None, "model": "m-gateway"}
+    (stored_row,), _ = build_page_rows([stored], seen_at=5, account="b")
+    rows, errors = build_page_rows([full], seen_at=6, account="a")
+    raw = BATCH_COLUMNS.index("raw")
+    (filled,), _, ids = fill_page_rows(
+        {full["id"]: stored_row[raw]}, rows, errors, stored_first={full["id"]}
+    )
+    assert json.loads(filled[raw]) == {**full, "model": "m-gateway"}
+    assert ids == {full["id"]}
 
 
 @pytest.mark.parametrize(
@@ -289,5 +304,5 @@ def test_what_a_page_takes_from_a_stored_batch_is_made_storable(
     batch_rows, error_rows = build_page_rows([listed], seen_at=5, account="a")
     raw = BATCH_COLUMNS.index("raw")
     stored_raw = build_page_rows([stored], seen_at=5, account="a")[0][0][raw]
-    (filled,), _ = fill_page_rows({stored["id"]: stored_raw}, batch_rows, error_rows)
+    (filled,), _, _ = fill_page_rows({stored["id"]: stored_raw}, batch_rows, error_rows)
     assert as_dict(filled)[column] == value

@@ -113,8 +113,8 @@ def _gone(accounts: str) -> str:
     )
 
 
-# The syncs of its owner that ask for a batch another account's listing ended.
-OWNER_ASKS = 3
+# The asks (by the accounts listing it) for a batch another account's listing ended.
+ENDED_ASKS = 3
 
 _GONE_FOR = _gone("key = ?")  # for the account bound to `?`
 _GONE_FOR_ONE = _gone("true")  # for some account
@@ -122,8 +122,8 @@ _GONE_FOR_ONE = _gone("true")  # for some account
 
 def select_unsettled(db: sqlite3.Connection, account: str) -> list[tuple[str, int]]:
     """`account`'s batches stored as not yet terminal (those it stored first, and those its
-    list showed), and those it stored first that another account's listing ended (until
-    its own answer replaces that listing, on OWNER_ASKS syncs at most), but
+    list showed), and those another account's listing ended (until their owner's answer
+    replaces that listing, ENDED_ASKS asks at most), but
     those it was answered 404 for (see _GONE_FOR), with their position in its list, the
     least recently seen first (the order to refresh them in).
 
@@ -136,9 +136,10 @@ def select_unsettled(db: sqlite3.Connection, account: str) -> list[tuple[str, in
     rows = db.execute(
         "SELECT id, created_at, last_seen_at FROM batches "
         f"WHERE {IN_ACCOUNT_LIST} AND (status IS NULL OR status NOT IN ({marks}) "
-        # Ended in another account's listing (a gateway's may leave fields out): its owner
-        # refreshes it until its own copy is stored, on a few syncs (0022_owner_asks.sql).
-        f"OR (ended_by IS NOT NULL AND owner_asks < {OWNER_ASKS} AND account = ?)) "
+        # Ended in another account's listing (a gateway's may leave fields out): its owner,
+        # and every other account listing it, asks until the owner's copy is stored, a few
+        # times at most (0022_ended_asks.sql).
+        f"OR (ended_by IS NOT NULL AND ended_asks < {ENDED_ASKS} AND ended_by != ?)) "
         f"AND NOT {_GONE_FOR} ORDER BY created_at DESC",
         (account, account, *TERMINAL, account, account),
     ).fetchall()

@@ -87,20 +87,20 @@ _UPSERT_BATCHES = (
     # The batch is there; the 404s of other accounts' routes stay theirs.
     + ", gone_at = NULL, not_found_runs = 0, not_found_by = "
     + _not_found_but("excluded.account")
-    # Another account's listing ending the batch may leave fields out (a gateway): its
-    # owner refreshes it until its own copy is stored (0022_owner_asks.sql).
-    + ", owner_asks = 0"
+    # Another account's listing ending the batch may leave fields out (a gateway): the
+    # accounts listing it ask for it until its owner's copy is stored (0022_ended_asks.sql).
+    + ", ended_asks = 0"
     + f", ended_by = CASE WHEN excluded.account = batches.account OR excluded.status IS NULL "
     f"OR excluded.status NOT IN {_ENDED} THEN NULL "
     f"WHEN batches.status IN {_ENDED} THEN batches.ended_by ELSE excluded.account END"
 )
 # What a listing kept out of the batch (see _write_page) says: the batch is there, and
 # listed by account ?1; by its owner (a stale listing: a replica behind, which will catch
-# up), that the owner is asked on while it shows the batch so.
+# up), that it is asked on while the owner shows the batch so.
 _LISTED = (
     "UPDATE batches SET listed_by = coalesce(nullif(?1, account), listed_by), "
     f"gone_at = NULL, not_found_runs = 0, not_found_by = {_not_found_but('?1')}, "
-    "owner_asks = CASE WHEN account = ?1 THEN 0 ELSE owner_asks END WHERE id = ?2"
+    "ended_asks = CASE WHEN account = ?1 THEN 0 ELSE ended_asks END WHERE id = ?2"
 )
 # Every account other than its owner that listed a batch refreshes it
 # (0021_batch_listings.sql).
@@ -217,10 +217,17 @@ def _write_page(
             _LISTED_BY_ANOTHER,
             [(batch_id, account) for batch_id, was in before.items() if was[2] != account],
         )
+        # A listing of a batch ended and the copy stored fill each other's gaps: the
+        # owner's listing first, another account's only where the stored copy has one.
+        ended = {i: was[0] for i, was in before.items() if is_terminal(was[1])}
+        others = {i for i in ended if before[i][2] != account}
+        batch_rows, error_rows, filled = fill_page_rows(
+            ended, batch_rows, error_rows, secret, stored_first=others
+        )
         kept = {
             row[0]
             for row in batch_rows
-            if row[0] in before and _kept_out(before[row[0]], row, account)
+            if row[0] in before and row[0] not in filled and _kept_out(before[row[0]], row, account)
         }
         if kept:
             listed = [(account, row[0]) for row in batch_rows if row[0] in kept]
@@ -228,10 +235,6 @@ def _write_page(
             error_rows = [row for row in error_rows if row[_ERROR_BATCH] not in kept]
             before = {batch_id: was for batch_id, was in before.items() if batch_id not in kept}
             db.executemany(_LISTED, listed)
-        # The owner's listing of a batch ended takes each field it leaves out from the
-        # stored copy (another account's gateway listing `usage`, the owner's leaving it out).
-        ended = {i: raw for i, (raw, status, _) in before.items() if is_terminal(status)}
-        batch_rows, error_rows = fill_page_rows(ended, batch_rows, error_rows, secret)
         execute_rows(db, _UPSERT_BATCHES, batch_rows)
         if before:
             # Only a batch stored before can have error lines to replace: a first walk
@@ -254,17 +257,18 @@ def _write_page(
 def _kept_out(stored: tuple[Any, ...], row: Sequence[Any], account: str) -> bool:
     """Whether `account`'s listing `row` of a batch stored as `stored` (raw, status, owner)
     is kept out, neither it nor its error lines stored over what is: a stale one (at an
-    earlier stage than stored), or another account's of a batch ended (its owner's says
-    more). Such a listing says alone that the batch is there, and listed by this account."""
+    earlier stage than stored), or another account's of a batch ended that gives nothing
+    the stored copy lacks (see fill_page_rows). Such a listing says alone that the batch is
+    there, and listed by this account."""
     _, status, owner = stored
     return moves_back(status, row[_STATUS]) or (is_terminal(status) and owner != account)
 
 
-def _asked_of_owner(db: sqlite3.Connection, account: str, batch_ids: list[str]) -> None:
+def _asked_for_ended(db: sqlite3.Connection, account: str, batch_ids: list[str]) -> None:
     with _transaction(db):
         db.execute(
-            "UPDATE batches SET owner_asks = owner_asks + 1 "
-            "WHERE account = ? AND ended_by IS NOT NULL "
+            "UPDATE batches SET ended_asks = ended_asks + 1 "
+            "WHERE ended_by IS NOT NULL AND ended_by != ? "
             "AND id IN (SELECT value FROM json_each(?))",
             (account, json.dumps(batch_ids)),
         )
@@ -487,11 +491,11 @@ class Store:
         """When requests by id last kept failing while the list answered (None: they did not)."""
         return await self._in_thread(select_by_id_failed_at, self.account)
 
-    async def asked_of_owner(self, batch_ids: list[str]) -> None:
-        """Record that this account was asked to refresh `batch_ids`: those it owns that
-        another account's listing ended, and its own answer did not replace, are asked of
-        it on OWNER_ASKS syncs at most (see select_unsettled)."""
-        await self._in_thread(_asked_of_owner, self.account, batch_ids)
+    async def asked_for_ended(self, batch_ids: list[str]) -> None:
+        """Record that this account asked to refresh `batch_ids`: those another account's
+        listing ended, which their owner's answer has not replaced, are asked ENDED_ASKS
+        times at most (see select_unsettled)."""
+        await self._in_thread(_asked_for_ended, self.account, batch_ids)
 
     async def mark_by_id_failed(self, at: int | None) -> None:
         """Record when requests by id kept failing while the list answered; None clears it."""
