@@ -426,8 +426,9 @@ class ApiClient:
                     self._pages_fitted = 0
             return page if asked == limit else dataclasses.replace(page, limit=asked)
 
-    async def fetch_batch(self, batch_id: str) -> Batch | None:
+    async def fetch_batch(self, batch_id: str, *, attempts: int | None = None) -> Batch | None:
         """One batch by id (`GET /batches/{id}`); None when the API says it has no such batch.
+        Asked `attempts` times at most, if given, instead of the policy's.
 
         Any 404 means that, whatever its error code (compatible servers send none), but a
         404 for the path itself ("Invalid URL": a wrong base URL, a proxy without this
@@ -443,7 +444,7 @@ class ApiClient:
             segment = segment.replace(".", "%2E")
         url = URL(f"{self._base_url}/batches").joinpath(segment, encoded=True)
         try:
-            batch = await self._retried(self._get_batch, url, {})
+            batch = await self._retried(self._get_batch, url, {}, attempts=attempts)
         except UnknownRouteError:
             raise
         except NotFoundError:

@@ -174,9 +174,10 @@ class ListWalk:
         self.pages_read += 1
         return page
 
-    async def fetch_batch(self, batch_id: str) -> Batch | None:
+    async def fetch_batch(self, batch_id: str, attempts: int | None = None) -> Batch | None:
         """One batch by id, abandoned (OutOfTime) once the time budget runs out."""
-        return await before_deadline(self.client.fetch_batch(batch_id), self.time_left())
+        fetched = self.client.fetch_batch(batch_id, attempts=attempts)
+        return await before_deadline(fetched, self.time_left())
 
     async def known(self, batch_id: str) -> bool:
         """Whether a batch was stored before this run began."""
@@ -194,8 +195,9 @@ class ListWalk:
         if cursor == resumed_from and isinstance(error, BadRequestError):
             return True
         try:
-            # Only a plain "no such batch" says so: in an outage this request fails too.
-            return await self.fetch_batch(cursor) is None
+            # Only a plain "no such batch" says so: in an outage this request fails too, and
+            # asked once, since the list request has just spent its retries.
+            return await self.fetch_batch(cursor, attempts=1) is None
         except ApiError:
             return False
 

@@ -959,3 +959,20 @@ async def test_while_requests_by_id_fail_a_batch_with_no_place_in_the_list_is_as
         result = await sync(settings, retry=fast_retry)
     assert (result.complete, result.refreshed_by_id) == (True, 1)
     assert straggler_row(settings.db) == ("completed", 0, 0)
+
+
+async def test_a_list_request_failing_mid_walk_asks_for_its_cursor_once(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """After the list request had spent its retries, its cursor's batch was asked for with
+    as many again: a silent server held a sync twice as long as its retries say."""
+    by_id = f"{BASE_URL}/batches/{make_batch(6)['id']}"
+    with aioresponses() as mock:
+        serve_head(mock)
+        after_6 = f"{BASE_URL}/batches?limit=2&after={make_batch(6)['id']}"
+        mock.get(after_6, status=503, repeat=True)
+        mock.get(by_id, status=503, repeat=True)
+        with pytest.raises(ServerError):
+            await sync(settings, retry=fast_retry)
+        asked = mock.requests[("GET", URL(by_id))]
+    assert len(asked) == 1
