@@ -268,6 +268,9 @@ def proxy_credentials(settings: Settings) -> tuple[str, ...]:
     secrets = [auth.password] if auth.password else []
     if len(auth.login) >= 16:  # a token as the user name (a short one, "user", is a word)
         secrets.append(auth.login)
+    if secrets and not f"{auth.login}:{auth.password}".isascii():
+        # Sent in Latin-1, whose base64 is none of the UTF-8 forms searched for the key.
+        secrets.append(auth.encode().removeprefix("Basic "))
     return tuple(secrets)
 
 

@@ -1066,22 +1066,25 @@ PROXY_PASSWORD = "S3cretProxyPw0rd-x9"
 
 
 @contextlib.asynccontextmanager
-async def echoing_proxy(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[str]]:
+async def echoing_proxy(
+    monkeypatch: pytest.MonkeyPatch, password: str = PROXY_PASSWORD
+) -> AsyncIterator[list[str]]:
     """HTTP_PROXY naming a proxy on 127.0.0.1 that echoes its credentials: in a 502 first,
     then in a page (a batch's metadata, and the id of another). Yields what it was sent."""
     asked: list[str] = []
 
     async def proxy(request: web.Request) -> web.Response:
-        echo = base64.b64decode(request.headers["Proxy-Authorization"].split()[1]).decode()
+        header = request.headers["Proxy-Authorization"]
+        echo = base64.b64decode(header.split()[1]).decode("latin-1")
         asked.append(echo)
         if len(asked) == 1:
-            error = {"message": f"upstream failed for {echo}", "type": "server_error"}
+            error = {"message": f"upstream failed for {echo} ({header})", "type": "server_error"}
             return web.json_response({"error": error}, status=502)
         echoed = [make_batch(2, id=f"batch_{echo}"), make_batch(1, metadata={"seen": echo})]
         return web.json_response(list_body(echoed, False))
 
     async with serving({"/v1/batches": proxy}) as root:
-        monkeypatch.setenv("HTTP_PROXY", root.replace("//", f"//user:{PROXY_PASSWORD}@"))
+        monkeypatch.setenv("HTTP_PROXY", root.replace("//", f"//user:{password}@"))
         for name in ("NO_PROXY", "no_proxy"):
             monkeypatch.delenv(name, raising=False)
         yield asked
@@ -1092,21 +1095,25 @@ PROXIED = {"base_url": "http://api.invalid/v1", "api_key": "sk-test-key", "files
 ONE_RETRY = RetryPolicy(max_attempts=2, initial_backoff=0, max_backoff=0)
 
 
+@pytest.mark.parametrize("password", [PROXY_PASSWORD, "pässwörd-Ünïcode-lätin1-xyz"])
 async def test_a_proxys_password_echoed_back_is_masked(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, password: str
 ) -> None:
     """Only the proxy URL the run shows hid its credentials: a proxy echoing them (in an
-    error it passes on, in a page) had the password shown in retry events and stored."""
+    error it passes on, in a page) had the password shown in retry events and stored. One
+    outside ASCII was shown in the header echoed (its base64 is of Latin-1, not UTF-8)."""
     events: list[Event] = []
-    async with echoing_proxy(monkeypatch) as asked:
+    async with echoing_proxy(monkeypatch, password) as asked:
         settings = Settings(db=db_path, **PROXIED)
         result = await sync(settings, retry=ONE_RETRY, on_event=events.append)
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
         stored = "\n".join(conn.iterdump())
-    assert asked == [f"user:{PROXY_PASSWORD}"] * 2
+    header = base64.b64encode(f"user:{password}".encode("latin-1")).decode()
+    assert asked == [f"user:{password}"] * 2
     assert result.batches_new == 1
-    assert PROXY_PASSWORD not in stored
-    assert PROXY_PASSWORD not in repr(events)
+    for secret in (password, header[8:]):
+        assert secret not in stored
+        assert secret not in repr(events)
     assert "upstream failed for user:***" in repr(events)
 
 
