@@ -36,18 +36,21 @@ async def sync_accounts(
     on_event: EventHandler | None = None,
     retry: RetryPolicy | None = None,
     clock: Callable[[], float] = time.monotonic,
+    also_masked: Sequence[str] = (),
 ) -> list[AccountOutcome]:
     """Sync several accounts into their one database at once, each with its own walk,
     resume, rate limiter and ledger rows: one failing leaves the others to finish.
 
-    Every event names its account; `on_progress` receives the account's name too.
+    Every event names its account; `on_progress` receives the account's name too. Each
+    account's key is masked in all the accounts' runs, as are `also_masked` (the keys of
+    accounts not synced this time): a gateway may echo another account's key.
 
     Raises:
         ConfigError: the accounts break a rule between them (see check_accounts).
         DatabaseError: the database is busy, not ours, or broken.
     """
     options = RunOptions(
-        restart, full, on_event, retry, clock, Secrets(*(a.api_key for a in accounts))
+        restart, full, on_event, retry, clock, Secrets(*(a.api_key for a in accounts), *also_masked)
     )
     check_accounts(accounts)  # settings made by hand, not read by load_accounts
     if not accounts:

@@ -190,7 +190,8 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     if json_lines != (args.events is not None):  # the config file chose it
         _configure_logging(args, log_format)
     if len(accounts) > 1 or accounts[0].account != "default":
-        return _sync_accounts(args, accounts, show_progress=not (args.quiet or json_lines))
+        others = _other_accounts_keys(flags, args, accounts)
+        return _sync_accounts(args, accounts, others, show_progress=not (args.quiet or json_lines))
     with _progress_line(show=not (args.quiet or json_lines)) as progress:
         result = _run_async(
             sync(
@@ -212,8 +213,27 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 _WORST_FIRST = (EXIT_USAGE, EXIT_DATABASE, EXIT_FAILED, EXIT_TRANSIENT, EXIT_PARTIAL, EXIT_OK)
 
 
+def _other_accounts_keys(
+    flags: dict[str, Any], args: argparse.Namespace, synced: list[Settings]
+) -> list[str]:
+    """The keys of the config file's accounts that `--account` leaves out of this run: a
+    gateway may echo them too; none when the others cannot be read."""
+    if not args.account:
+        return []
+    try:
+        every = load_accounts(flags, os.environ, args.config)
+    except ConfigError:
+        return []
+    names = {settings.account for settings in synced}
+    return [a.api_key for a in every if a.account not in names and a.api_key]
+
+
 def _sync_accounts(
-    args: argparse.Namespace, accounts: list[Settings], *, show_progress: bool
+    args: argparse.Namespace,
+    accounts: list[Settings],
+    also_masked: list[str],
+    *,
+    show_progress: bool,
 ) -> int:
     """Sync named accounts at once: a summary (or a JSON line) and an exit code each, the
     run ending with the worst."""
@@ -226,6 +246,7 @@ def _sync_accounts(
                 full=args.full,
                 on_progress=combined,
                 on_event=args.events,
+                also_masked=also_masked,
             )
         )
     codes = []

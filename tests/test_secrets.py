@@ -26,11 +26,11 @@ import pytest
 from aiohttp import web
 from aioresponses import aioresponses
 
-from crawler import iter_batches
+from crawler import cli, iter_batches
 from crawler.accounts import sync_accounts
 from crawler.api import RetryPolicy, create_session
 from crawler.cli import main
-from crawler.config import Settings
+from crawler.config import Settings, load_accounts
 from crawler.errors import ConfigError, CrawlerError, TransportError
 from crawler.events import Event
 from crawler.redact import Secrets, holds_secret, mask_secret, mask_values
@@ -1178,3 +1178,36 @@ async def test_a_proxy_refusing_to_connect_to_an_https_api_says_so_at_once(
             await sync(settings, retry=ONE_RETRY)
     assert "the proxy refused to connect to the API (HTTP 407: check the user" in str(caught.value)
     assert len(connects) == 1
+
+
+async def test_a_run_of_some_accounts_masks_the_keys_of_the_others(db_path: Path) -> None:
+    """`--account b` masked b's key alone: a's, which b's gateway echoed, was stored."""
+    key_a = "qwertyuiopasdfghjklzxcvbnmqwertyuiop"  # no key's shape
+    echoed = make_batch(1, status="failed", errors={"data": [{"message": f"cached {key_a}"}]})
+
+    async def listed(request: web.Request) -> web.Response:
+        return web.json_response(list_body([echoed], False))
+
+    async with serving({"/v1/batches": listed}) as root:
+        b = Settings(db=db_path, account="b", base_url=f"{root}/v1", api_key="k" * 20,
+                     files=False)  # fmt: skip
+        await sync_accounts([b], also_masked=[key_a])
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        stored = "\n".join(conn.iterdump())
+    assert "cached ***" in stored
+    assert key_a[:18] not in stored
+
+
+def test_the_accounts_a_run_leaves_out_are_named_for_their_keys(tmp_path: Path) -> None:
+    config = tmp_path / "accounts.toml"
+    config.write_text(
+        '[accounts.a]\nbase_url = "https://a.example/v1"\napi_key_env = "KEY_A"\n'
+        '[accounts.b]\nbase_url = "https://b.example/v1"\napi_key_env = "KEY_B"\n'
+    )
+    keys = {"KEY_A": "correct-horse-battery-staple-0123456789", "KEY_B": "zebra-okapi-98765"}
+    args = cli.build_parser().parse_args(["sync", "--config", str(config), "--account", "b"])
+    with pytest.MonkeyPatch.context() as patch:
+        for name, key in keys.items():
+            patch.setenv(name, key)
+        synced = load_accounts({}, os.environ, config, only=["b"])
+        assert cli._other_accounts_keys({}, args, synced) == [keys["KEY_A"]]
