@@ -65,6 +65,7 @@ class Run:
     to_refresh: set[str] = field(default_factory=set)
     walk_targets: set[str] = field(default_factory=set)
     refresh_order: list[str] = field(default_factory=list)  # least recently seen first
+    unsettled: frozenset[str] = frozenset()  # those of refresh_order
     stored_mark: int = 0  # the store's last rowid when the run began
     fetcher: FileFetcher | None = None
     by_id_failed_at: int | None = None  # see WALK_INSTEAD_OF_BY_ID
@@ -189,6 +190,9 @@ class Run:
         self.figures = self.figures.plus(
             batches_new=counts.new, batches_updated=counts.updated, error_lines=counts.error_lines
         )
+        # A list a replica behind (the batch at an earlier stage than stored) says nothing
+        # of it: one the refresh was to ask for is asked for still.
+        self.to_refresh.update(counts.stale & self.unsettled)
         if file_rows and self.fetcher is not None:
             self.fetcher.more()
         self.report()

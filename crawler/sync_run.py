@@ -31,6 +31,7 @@ async def _plan_refresh(store: Store, run: Run) -> None:
     plan = plan_refresh(unsettled, run.settings.page_size)
     run.to_refresh = set(plan.to_refresh)
     run.refresh_order = [batch_id for batch_id, _ in unsettled]
+    run.unsettled = frozenset(run.refresh_order)
     run.by_id_failed_at = await store.by_id_failed_at()
     if run.walks_instead_of_by_id() and unsettled:
         run.note(

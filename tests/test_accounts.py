@@ -339,6 +339,31 @@ async def test_a_batch_a_gateway_ended_is_asked_of_every_account_listing_it(
     assert_database_matches(db_path, [*IN_FLIGHT[:2], ended, *IN_FLIGHT[3:]])
 
 
+async def test_a_batch_its_owners_list_shows_at_an_earlier_stage_is_asked_for_by_id(
+    db_path: Path,
+) -> None:
+    """The owner's list a replica behind (the batch in flight still, on the first page),
+    its answer by id whole: the walk passing the stale listing took the batch off the
+    refresh, and the gateway's copy, without usage or error lines, stayed."""
+    done = make_batch(10, status="failed", errors={"data": [{"code": "bad", "line": 1}]})
+    flight = [make_batch(n, status="in_progress" if n == 10 else "completed") for n in range(1, 11)]
+    api = Routes(flight, "ab")
+    async with serving(api.routes()) as root:
+        a, b = api.accounts(db_path, root)
+        for account in (a, b):
+            await sync(account, retry=FAST)
+        api.batches[done["id"]] = done
+        api.shown_by["b"] = {done["id"]: without(done, "usage", "errors")}
+        shown = api.shown
+        api.shown = lambda route: [  # type: ignore[method-assign]
+            flight[-1] if route == "a" and item["id"] == done["id"] else item
+            for item in shown(route)
+        ]
+        await sync(b, retry=FAST)
+        await sync(a, retry=FAST)
+    assert_database_matches(db_path, [*flight[:-1], done])
+
+
 async def test_a_batch_another_account_ended_is_asked_of_its_owner_until_its_answer_is_stored(
     db_path: Path,
 ) -> None:

@@ -167,6 +167,7 @@ class PageCounts:
     new: int
     updated: int
     error_lines: int
+    stale: frozenset[str] = frozenset()  # listed at an earlier stage than stored: kept out
 
 
 @contextlib.contextmanager
@@ -229,6 +230,11 @@ def _write_page(
             for row in batch_rows
             if row[0] in before and row[0] not in filled and _kept_out(before[row[0]], row, account)
         }
+        stale = frozenset(
+            row[0]
+            for row in batch_rows
+            if row[0] in kept and moves_back(before[row[0]][1], row[_STATUS])
+        )
         if kept:
             listed = [(account, row[0]) for row in batch_rows if row[0] in kept]
             batch_rows = [row for row in batch_rows if row[0] not in kept]
@@ -251,7 +257,7 @@ def _write_page(
             _write_walk(db, account, walk)
         _write_figures(db, run_id, figures)
     updated = sum(row[0] in before and before[row[0]][0] != row[_RAW] for row in batch_rows)
-    return PageCounts(len(ids) - len(before) - len(kept), updated, len(error_rows))
+    return PageCounts(len(ids) - len(before) - len(kept), updated, len(error_rows), stale)
 
 
 def _kept_out(stored: tuple[Any, ...], row: Sequence[Any], account: str) -> bool:
