@@ -47,7 +47,8 @@ _BATCH_COLUMNS = {
     "on, that account no longer asks",
     "ended_by": "another account whose list showed it ended first: it is asked for until "
     "its owner's answer is stored",
-    "ended_asks": "the asks for it since another account's list ended it (3 at most)",
+    "ended_asks": "each account's asks for it since another account's list ended it (a JSON "
+    "object; 3 each at most)",
 }
 
 _REQUEST_COLUMNS = {

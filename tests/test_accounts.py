@@ -364,6 +364,23 @@ async def test_a_batch_its_owners_list_shows_at_an_earlier_stage_is_asked_for_by
     assert_database_matches(db_path, [*flight[:-1], done])
 
 
+async def test_one_accounts_asks_for_a_batch_another_ended_spend_none_of_the_owners(
+    db_path: Path,
+) -> None:
+    """The three asks were shared: a third account refusing the batch, synced more often,
+    spent them before the owner synced, and the owner was never asked."""
+    ended = make_batch(3, status="failed", errors={"data": [{"code": "bad", "line": 1}]})
+    async with listed_by_each(db_path, "abc") as (api, (a, b, c)):
+        api.batches[ended["id"]] = ended
+        api.shown_by["b"] = {ended["id"]: without(ended, "usage", "errors")}
+        api.refused["c"].add(ended["id"])
+        await sync(b, retry=FAST)
+        for _ in range(3):
+            await sync(c, retry=FAST)
+        await sync(a, retry=FAST)
+    assert_database_matches(db_path, [*IN_FLIGHT[:2], ended, *IN_FLIGHT[3:]])
+
+
 async def test_a_batch_another_account_ended_is_asked_of_its_owner_until_its_answer_is_stored(
     db_path: Path,
 ) -> None:

@@ -113,8 +113,13 @@ def _gone(accounts: str) -> str:
     )
 
 
-# The asks (by the accounts listing it) for a batch another account's listing ended.
+# The asks of each account listing it for a batch another account's listing ended, and
+# those asks as an object whatever was stored (0022_ended_asks.sql).
 ENDED_ASKS = 3
+ASKED = (
+    "CASE WHEN NOT json_valid(ended_asks) THEN '{}' "
+    "WHEN json_type(ended_asks) = 'object' THEN ended_asks ELSE '{}' END"
+)
 
 _GONE_FOR = _gone("key = ?")  # for the account bound to `?`
 _GONE_FOR_ONE = _gone("true")  # for some account
@@ -123,7 +128,7 @@ _GONE_FOR_ONE = _gone("true")  # for some account
 def select_unsettled(db: sqlite3.Connection, account: str) -> list[tuple[str, int]]:
     """`account`'s batches stored as not yet terminal (those it stored first, and those its
     list showed), and those another account's listing ended (until their owner's answer
-    replaces that listing, ENDED_ASKS asks at most), but
+    replaces that listing, ENDED_ASKS asks of this account at most), but
     those it was answered 404 for (see _GONE_FOR), with their position in its list, the
     least recently seen first (the order to refresh them in).
 
@@ -139,9 +144,9 @@ def select_unsettled(db: sqlite3.Connection, account: str) -> list[tuple[str, in
         # Ended in another account's listing (a gateway's may leave fields out): its owner,
         # and every other account listing it, asks until the owner's copy is stored, a few
         # times at most (0022_ended_asks.sql).
-        f"OR (ended_by IS NOT NULL AND ended_asks < {ENDED_ASKS} AND ended_by != ?)) "
-        f"AND NOT {_GONE_FOR} ORDER BY created_at DESC",
-        (account, account, *TERMINAL, account, account),
+        f"OR (ended_by IS NOT NULL AND ended_by != ? AND coalesce(json_extract({ASKED}, ?), 0) "
+        f"< {ENDED_ASKS})) AND NOT {_GONE_FOR} ORDER BY created_at DESC",
+        (account, account, *TERMINAL, account, f'$."{account}"', account),
     ).fetchall()
     positions = []
     newer, bound = 0, None

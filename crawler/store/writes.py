@@ -30,6 +30,7 @@ from ..runs import FIGURE_COLUMNS, RunFigures
 from ..walk import WalkState
 from .files import check_file, writer_lock
 from .reads import (
+    ASKED,
     DamagedRowError,
     select_by_id_failed_at,
     select_created_at,
@@ -89,7 +90,7 @@ _UPSERT_BATCHES = (
     + _not_found_but("excluded.account")
     # Another account's listing ending the batch may leave fields out (a gateway): the
     # accounts listing it ask for it until its owner's copy is stored (0022_ended_asks.sql).
-    + ", ended_asks = 0"
+    + ", ended_asks = NULL"
     + f", ended_by = CASE WHEN excluded.account = batches.account OR excluded.status IS NULL "
     f"OR excluded.status NOT IN {_ENDED} THEN NULL "
     f"WHEN batches.status IN {_ENDED} THEN batches.ended_by ELSE excluded.account END"
@@ -100,7 +101,7 @@ _UPSERT_BATCHES = (
 _LISTED = (
     "UPDATE batches SET listed_by = coalesce(nullif(?1, account), listed_by), "
     f"gone_at = NULL, not_found_runs = 0, not_found_by = {_not_found_but('?1')}, "
-    "ended_asks = CASE WHEN account = ?1 THEN 0 ELSE ended_asks END WHERE id = ?2"
+    "ended_asks = CASE WHEN account = ?1 THEN NULL ELSE ended_asks END WHERE id = ?2"
 )
 # Every account other than its owner that listed a batch refreshes it
 # (0021_batch_listings.sql).
@@ -273,10 +274,12 @@ def _kept_out(stored: tuple[Any, ...], row: Sequence[Any], account: str) -> bool
 def _asked_for_ended(db: sqlite3.Connection, account: str, batch_ids: list[str]) -> None:
     with _transaction(db):
         db.execute(
-            "UPDATE batches SET ended_asks = ended_asks + 1 "
-            "WHERE ended_by IS NOT NULL AND ended_by != ? "
-            "AND id IN (SELECT value FROM json_each(?))",
-            (account, json.dumps(batch_ids)),
+            f"UPDATE batches SET ended_asks = json_set({ASKED}, ?2, "
+            f"coalesce(json_extract({ASKED}, ?2), 0) + 1) "
+            "WHERE ended_by IS NOT NULL AND ended_by != ?1 "
+            "AND id IN (SELECT value FROM json_each(?3))",
+            # A name holds no quote (setting_rules.account_name_problem).
+            (account, f'$."{account}"', json.dumps(batch_ids)),
         )
 
 
@@ -500,7 +503,7 @@ class Store:
     async def asked_for_ended(self, batch_ids: list[str]) -> None:
         """Record that this account asked to refresh `batch_ids`: those another account's
         listing ended, which their owner's answer has not replaced, are asked ENDED_ASKS
-        times at most (see select_unsettled)."""
+        times at most by each account (see select_unsettled)."""
         await self._in_thread(_asked_for_ended, self.account, batch_ids)
 
     async def mark_by_id_failed(self, at: int | None) -> None:
