@@ -18,6 +18,7 @@ from ..runs import FIGURE_COLUMNS, RunRecord
 from ..walk import WalkState
 from .files import check_file
 from .schema import connect, in_thread, latest_version
+from .statements import account_path, json_object
 
 T = TypeVar("T")
 
@@ -113,13 +114,9 @@ def _gone(accounts: str) -> str:
     )
 
 
-# The asks of each account listing it for a batch another account's listing ended, and
-# those asks as an object whatever was stored (0022_ended_asks.sql).
+# The asks of each account listing it for a batch another account's listing ended
+# (0022_ended_asks.sql).
 ENDED_ASKS = 3
-ASKED = (
-    "CASE WHEN NOT json_valid(ended_asks) THEN '{}' "
-    "WHEN json_type(ended_asks) = 'object' THEN ended_asks ELSE '{}' END"
-)
 
 _GONE_FOR = _gone("key = ?")  # for the account bound to `?`
 _GONE_FOR_ONE = _gone("true")  # for some account
@@ -144,9 +141,10 @@ def select_unsettled(db: sqlite3.Connection, account: str) -> list[tuple[str, in
         # Ended in another account's listing (a gateway's may leave fields out): its owner,
         # and every other account listing it, asks until the owner's copy is stored, a few
         # times at most (0022_ended_asks.sql).
-        f"OR (ended_by IS NOT NULL AND ended_by != ? AND coalesce(json_extract({ASKED}, ?), 0) "
-        f"< {ENDED_ASKS})) AND NOT {_GONE_FOR} ORDER BY created_at DESC",
-        (account, account, *TERMINAL, account, f'$."{account}"', account),
+        "OR (ended_by IS NOT NULL AND ended_by != ? AND "
+        f"coalesce(json_extract({json_object('ended_asks')}, ?), 0) < {ENDED_ASKS})) "
+        f"AND NOT {_GONE_FOR} ORDER BY created_at DESC",
+        (account, account, *TERMINAL, account, account_path(account), account),
     ).fetchall()
     positions = []
     newer, bound = 0, None

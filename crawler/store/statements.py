@@ -1,4 +1,5 @@
-"""Many rows in few statements."""
+"""SQL the reads and writes share: many rows in few statements, and counts kept for each
+account in a JSON object."""
 
 from __future__ import annotations
 
@@ -31,3 +32,24 @@ def execute_rows(db: sqlite3.Connection, template: str, rows: Sequence[tuple[Any
         chunk = rows[start : start + per_statement]
         sql = template.replace("{values}", ", ".join([slot] * len(chunk)))  # SQL holds braces
         db.execute(sql, list(itertools.chain.from_iterable(chunk)))
+
+
+def account_path(account: str) -> str:
+    """The JSON path of `account`'s count in such an object; a name holds no quote
+    (setting_rules.account_name_problem)."""
+    return f'$."{account}"'
+
+
+def json_object(column: str) -> str:
+    """`column` as a JSON object whatever was stored (NULL, junk, another JSON value: `{}`)."""
+    return (
+        f"CASE WHEN NOT json_valid({column}) THEN '{{}}' "
+        f"WHEN json_type({column}) = 'object' THEN {column} ELSE '{{}}' END"
+    )
+
+
+def counted(column: str, path: str) -> str:
+    """`column`'s object (see json_object) with the count at `path`, an SQL expression, one
+    more."""
+    counts = json_object(column)
+    return f"json_set({counts}, {path}, coalesce(json_extract({counts}, {path}), 0) + 1)"

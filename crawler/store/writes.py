@@ -30,7 +30,6 @@ from ..runs import FIGURE_COLUMNS, RunFigures
 from ..walk import WalkState
 from .files import check_file, writer_lock
 from .reads import (
-    ASKED,
     DamagedRowError,
     select_by_id_failed_at,
     select_created_at,
@@ -55,16 +54,13 @@ from .requests import (
     upsert_requests,
 )
 from .schema import connect, database_error, in_thread, migrate
-from .statements import execute_rows
+from .statements import account_path, counted, execute_rows, json_object
 
 T = TypeVar("T")
 
-# Each account's 404s by id for a batch since it was last listed or answered, as an object
-# whatever was stored (0021_batch_listings.sql).
-_NOT_FOUND_BY = (
-    "CASE WHEN NOT json_valid(not_found_by) THEN '{}' "
-    "WHEN json_type(not_found_by) = 'object' THEN not_found_by ELSE '{}' END"
-)
+# Each account's 404s by id for a batch since it was last listed or answered
+# (0021_batch_listings.sql).
+_NOT_FOUND_BY = json_object("not_found_by")
 
 
 def _not_found_but(account: str) -> str:
@@ -110,8 +106,7 @@ _LISTED_BY_ANOTHER = "INSERT OR IGNORE INTO batch_listings (batch_id, account) V
 # of a streak (at ?1), the counts say how sure the mark is, and for which account.
 _NOT_FOUND = (
     "UPDATE batches SET gone_at = coalesce(gone_at, ?1), not_found_runs = not_found_runs + 1, "
-    f"not_found_by = json_set({_NOT_FOUND_BY}, ?2, "
-    f"coalesce(json_extract({_NOT_FOUND_BY}, ?2), 0) + 1) WHERE id = ?3"
+    f"not_found_by = {counted('not_found_by', '?2')} WHERE id = ?3"
 )
 # A batch naming another file than the one stored (a gateway minting new ids) has it
 # fetched afresh, in its owner's listing only (0018_file_named_by.sql); the old file's lines
@@ -226,18 +221,18 @@ def _write_page(
         batch_rows, error_rows, filled = fill_page_rows(
             ended, batch_rows, error_rows, secret, stored_first=others
         )
-        kept = {
-            row[0]
-            for row in batch_rows
-            if row[0] in before and row[0] not in filled and _kept_out(before[row[0]], row, account)
-        }
+        # Kept out, neither stored over what is nor its error lines, a listing saying alone
+        # that the batch is there and listed by this account: one at an earlier stage than
+        # stored (stale: a caching gateway, a replica behind), or another account's of a
+        # batch ended giving nothing the stored copy lacks.
         stale = frozenset(
             row[0]
             for row in batch_rows
-            if row[0] in kept and moves_back(before[row[0]][1], row[_STATUS])
+            if row[0] in before and moves_back(before[row[0]][1], row[_STATUS])
         )
+        kept = stale | (others - filled)
         if kept:
-            listed = [(account, row[0]) for row in batch_rows if row[0] in kept]
+            listed = [(account, batch_id) for batch_id in kept]
             batch_rows = [row for row in batch_rows if row[0] not in kept]
             error_rows = [row for row in error_rows if row[_ERROR_BATCH] not in kept]
             before = {batch_id: was for batch_id, was in before.items() if batch_id not in kept}
@@ -252,7 +247,7 @@ def _write_page(
         # In the same commit as the batch: a file to fetch is never lost to an interruption.
         db.executemany(_UPSERT_FILE, [(*row, account) for row in file_rows])
         gone_at = int(time.time())
-        path = f'$."{account}"'  # a name holds no quote (setting_rules.account_name_problem)
+        path = account_path(account)
         db.executemany(_NOT_FOUND, [(gone_at, path, i) for i in gone_ids])
         if walk is not None:
             _write_walk(db, account, walk)
@@ -261,25 +256,13 @@ def _write_page(
     return PageCounts(len(ids) - len(before) - len(kept), updated, len(error_rows), stale)
 
 
-def _kept_out(stored: tuple[Any, ...], row: Sequence[Any], account: str) -> bool:
-    """Whether `account`'s listing `row` of a batch stored as `stored` (raw, status, owner)
-    is kept out, neither it nor its error lines stored over what is: a stale one (at an
-    earlier stage than stored), or another account's of a batch ended that gives nothing
-    the stored copy lacks (see fill_page_rows). Such a listing says alone that the batch is
-    there, and listed by this account."""
-    _, status, owner = stored
-    return moves_back(status, row[_STATUS]) or (is_terminal(status) and owner != account)
-
-
 def _asked_for_ended(db: sqlite3.Connection, account: str, batch_ids: list[str]) -> None:
     with _transaction(db):
         db.execute(
-            f"UPDATE batches SET ended_asks = json_set({ASKED}, ?2, "
-            f"coalesce(json_extract({ASKED}, ?2), 0) + 1) "
+            f"UPDATE batches SET ended_asks = {counted('ended_asks', '?2')} "
             "WHERE ended_by IS NOT NULL AND ended_by != ?1 "
             "AND id IN (SELECT value FROM json_each(?3))",
-            # A name holds no quote (setting_rules.account_name_problem).
-            (account, f'$."{account}"', json.dumps(batch_ids)),
+            (account, account_path(account), json.dumps(batch_ids)),
         )
 
 
