@@ -58,7 +58,7 @@ from .errors import (
 )
 from .pages import Batch, BatchPage, parse_page
 from .ratelimit import RateLimiter
-from .redact import Secret, mask_secret
+from .redact import Secret, Secrets, mask_secret
 from .replies import build_api_error
 from .setting_rules import is_private_transport
 
@@ -258,7 +258,15 @@ def create_session(settings: Settings) -> aiohttp.ClientSession:
         )
 
 
-def proxy_credentials(settings: Settings) -> tuple[str, ...]:
+def secrets_of_a_run(settings: Settings, tokens: EntraTokens | None) -> Secret:
+    """What a run masks wherever a server may echo it: its key or tokens (see run_secret),
+    and its proxy's credentials."""
+    secret = run_secret(settings, tokens)
+    proxy = _proxy_credentials(settings)
+    return Secrets(secret, proxy) if proxy else secret
+
+
+def _proxy_credentials(settings: Settings) -> tuple[str, ...]:
     """The password of the proxy the environment gives the base URL, and a user name long
     enough to be a token: a proxy may echo them (in a 407's page, an error it passes on),
     and they are masked as the key is."""
@@ -354,7 +362,7 @@ def build_client(
         session,
         settings.base_url,
         retry=retry or RetryPolicy.from_settings(settings),
-        secret=run_secret(settings, auth) if secret is None else secret,
+        secret=secrets_of_a_run(settings, auth) if secret is None else secret,
         on_retry=on_retry,
         limiter=limiter or RateLimiter(settings.requests_per_minute),
         query=settings.query,

@@ -12,13 +12,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncGenerator
 
-from .api import RetryEvent, RetryPolicy, build_client, create_session, proxy_credentials
+from .api import RetryEvent, RetryPolicy, build_client, create_session, secrets_of_a_run
 from .config import Settings
-from .entra import entra_tokens, run_secret
+from .entra import entra_tokens
 from .errors import ConfigError, CrawlerError
 from .events import WARNING, Event, EventHandler, retry_event
 from .pages import Batch, BatchPage, walk_pages
-from .redact import Secrets, mask_error, mask_secret
+from .redact import mask_error, mask_secret
 
 
 async def iter_pages(
@@ -43,9 +43,7 @@ async def iter_pages(
         raise ConfigError(settings.missing_key_message())
     try:
         async with create_session(settings) as session, entra_tokens(settings) as tokens:
-            secret = run_secret(settings, tokens)
-            if proxy := proxy_credentials(settings):
-                secret = Secrets(secret, proxy)
+            secret = secrets_of_a_run(settings, tokens)
 
             def tell_retry(event: RetryEvent) -> None:
                 if on_event is not None:

@@ -9,9 +9,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from .api import ApiClient, RetryPolicy, build_client, create_session, proxy_credentials
+from .api import ApiClient, RetryPolicy, build_client, create_session, secrets_of_a_run
 from .config import Settings
-from .entra import entra_tokens, run_secret
+from .entra import entra_tokens
 from .errors import ApiError, ConfigError, CrawlerError, first_exception
 from .events import REFRESH_DONE, RUN_FINISHED, RUN_STARTED, EventHandler, failure_event
 from .pages import Batch
@@ -286,9 +286,7 @@ async def sync_account(
         if walk != saved:
             await store.save_walk(walk)
         run_id = await store.start_run(mode, settings.base_url)
-        options.secrets.add(run_secret(settings, tokens))
-        if proxy := proxy_credentials(settings):
-            options.secrets.add(proxy)
+        options.secrets.add(secrets_of_a_run(settings, tokens))
         secret = options.secrets.as_secret()
         run = Run(store, settings, run_id, on_progress, clock, started, secret, options.on_event)
         run.emit(
