@@ -188,6 +188,15 @@ class Routes:
 # Ten batches, the third (deep in pages of two) in flight, and as it ends.
 IN_FLIGHT = [make_batch(n, status="in_progress" if n == 3 else "completed") for n in range(1, 11)]
 ENDED = [make_batch(n) for n in range(1, 11)]
+# The third as it fails, with an error line, and the list so.
+FAILED = make_batch(3, status="failed", errors={"data": [{"code": "bad", "line": 1}]})
+WITH_FAILED = [*IN_FLIGHT[:2], FAILED, *IN_FLIGHT[3:]]
+
+
+def failed_in_bs_gateway(api: Routes) -> None:
+    """The third batch fails, and route b's gateway lists it without usage or error lines."""
+    api.batches[FAILED["id"]] = FAILED
+    api.shown_by["b"] = {FAILED["id"]: without(FAILED, "usage", "errors")}
 
 
 @contextlib.asynccontextmanager
@@ -256,14 +265,12 @@ async def test_a_batch_another_accounts_gateway_ended_is_refreshed_by_its_owner(
     its usage, error lines and files were never stored. A gateway adding a field of its own
     had the owner's answer kept out, as if it lost that field."""
     async with listed_by_each(db_path, "ab") as (api, (a, b)):
-        ended = make_batch(3, status="failed", errors={"data": [{"code": "bad", "line": 1}]})
-        api.batches[ended["id"]] = ended
-        shown = {k: v for k, v in ended.items() if k not in left_out}
-        api.shown_by["b"] = {ended["id"]: {**shown, **added}}
+        api.batches[FAILED["id"]] = FAILED
+        api.shown_by["b"] = {FAILED["id"]: {**without(FAILED, *left_out), **added}}
         await sync(b, retry=FAST)
         await sync(a, retry=FAST)
         assert (await sync(a, retry=FAST)).refreshed_by_id == 0  # once
-    assert_database_matches(db_path, [*IN_FLIGHT[:2], ended, *IN_FLIGHT[3:]])
+    assert_database_matches(db_path, WITH_FAILED)
 
 
 async def test_an_owners_answer_takes_what_it_leaves_out_from_another_accounts_gateway(
@@ -274,14 +281,13 @@ async def test_an_owners_answer_takes_what_it_leaves_out_from_another_accounts_g
     stayed the gateway's, without the usage and error lines the owner's held. The file ids
     are the owner's, none where its answer names none (a gateway may mint its own)."""
     async with listed_by_each(db_path, "ab") as (api, (a, b)):
-        ended = make_batch(3, status="failed", errors={"data": [{"code": "bad", "line": 1}]})
-        api.batches[ended["id"]] = without(ended, "model")
-        gateways = {**without(ended, "usage", "errors"), "error_file_id": "file-gw-3"}
-        api.shown_by["b"] = {ended["id"]: gateways}
+        api.batches[FAILED["id"]] = without(FAILED, "model")
+        gateways = {**without(FAILED, "usage", "errors"), "error_file_id": "file-gw-3"}
+        api.shown_by["b"] = {FAILED["id"]: gateways}
         await sync(b, retry=FAST)
         await sync(a, retry=FAST)
         assert (await sync(a, retry=FAST)).refreshed_by_id == 0  # asked until stored
-    assert_database_matches(db_path, [*IN_FLIGHT[:2], ended, *IN_FLIGHT[3:]])
+    assert_database_matches(db_path, WITH_FAILED)
 
 
 async def test_what_an_owners_answer_takes_from_another_accounts_copy_has_its_key_masked(
@@ -323,20 +329,25 @@ async def test_batches_ended_take_what_any_accounts_listing_gives_whoever_stored
     assert_database_matches(db_path, ended)
 
 
-async def test_a_batch_a_gateway_ended_is_asked_of_every_account_listing_it(
-    db_path: Path,
+@pytest.mark.parametrize(
+    ("refusing", "then"),
+    [("a", "ac"), ("c", "ccca")],
+    ids=["the owner, another listing it whole", "another, synced more often than the owner"],
+)
+async def test_a_batch_a_gateway_ended_is_asked_of_every_account_listing_it_for_itself(
+    db_path: Path, refusing: str, then: str
 ) -> None:
-    """Its owner's route refusing it, only the owner asked: the gateway's copy, without
-    usage or error lines, stayed, though a third account's route had the batch whole."""
-    ended = make_batch(3, status="failed", errors={"data": [{"code": "bad", "line": 1}]})
-    async with listed_by_each(db_path, "abc") as (api, (a, b, c)):
-        api.batches[ended["id"]] = ended
-        api.shown_by["b"] = {ended["id"]: without(ended, "usage", "errors")}
-        api.refused["a"].add(ended["id"])
-        await sync(b, retry=FAST)
-        await sync(a, retry=FAST)
-        await sync(c, retry=FAST)
-    assert_database_matches(db_path, [*IN_FLIGHT[:2], ended, *IN_FLIGHT[3:]])
+    """A route refusing the batch by id: only the owner asked, and with it refusing, the
+    gateway's copy, without usage or error lines, stayed, though a third account's route
+    had the batch whole. Then the three asks were shared: a third account refusing it,
+    synced more often, spent them before the owner synced, and the owner was never asked."""
+    async with listed_by_each(db_path, "abc") as (api, accounts):
+        failed_in_bs_gateway(api)
+        api.refused[refusing].add(FAILED["id"])
+        named = {account.account: account for account in accounts}
+        for name in "b" + then:
+            await sync(named[name], retry=FAST)
+    assert_database_matches(db_path, WITH_FAILED)
 
 
 async def test_a_batch_its_owners_list_shows_at_an_earlier_stage_is_asked_for_by_id(
@@ -364,23 +375,6 @@ async def test_a_batch_its_owners_list_shows_at_an_earlier_stage_is_asked_for_by
     assert_database_matches(db_path, [*flight[:-1], done])
 
 
-async def test_one_accounts_asks_for_a_batch_another_ended_spend_none_of_the_owners(
-    db_path: Path,
-) -> None:
-    """The three asks were shared: a third account refusing the batch, synced more often,
-    spent them before the owner synced, and the owner was never asked."""
-    ended = make_batch(3, status="failed", errors={"data": [{"code": "bad", "line": 1}]})
-    async with listed_by_each(db_path, "abc") as (api, (a, b, c)):
-        api.batches[ended["id"]] = ended
-        api.shown_by["b"] = {ended["id"]: without(ended, "usage", "errors")}
-        api.refused["c"].add(ended["id"])
-        await sync(b, retry=FAST)
-        for _ in range(3):
-            await sync(c, retry=FAST)
-        await sync(a, retry=FAST)
-    assert_database_matches(db_path, [*IN_FLIGHT[:2], ended, *IN_FLIGHT[3:]])
-
-
 async def test_a_batch_another_account_ended_is_asked_of_its_owner_until_its_answer_is_stored(
     db_path: Path,
 ) -> None:
@@ -388,17 +382,15 @@ async def test_a_batch_another_account_ended_is_asked_of_its_owner_until_its_ans
     (in flight still: stale, kept out) left the gateway's copy, without usage or error
     lines, for good. A route refusing it is asked on three syncs at most (below), one
     answering from behind while it does."""
-    ended = make_batch(3, status="failed", errors={"data": [{"code": "bad", "line": 1}]})
     async with listed_by_each(db_path, "ab") as (api, (a, b)):
-        api.batches[ended["id"]] = ended
-        api.shown_by["b"] = {ended["id"]: without(ended, "usage", "errors")}
-        api.shown_by["a"] = {ended["id"]: IN_FLIGHT[2]}  # a replica behind
+        failed_in_bs_gateway(api)
+        api.shown_by["a"] = {FAILED["id"]: IN_FLIGHT[2]}  # a replica behind
         await sync(b, retry=FAST)
         for _ in range(4):
             await sync(a, retry=FAST)
         api.shown_by["a"].clear()
         assert (await sync(a, retry=FAST)).refreshed_by_id == 1
-    assert_database_matches(db_path, [*IN_FLIGHT[:2], ended, *IN_FLIGHT[3:]])
+    assert_database_matches(db_path, WITH_FAILED)
 
 
 def without(batch: dict[str, Any], *fields: str) -> dict[str, Any]:
