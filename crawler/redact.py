@@ -195,7 +195,8 @@ def mask_values(row: tuple[Any, ...], secret: Secret) -> tuple[Any, ...]:
 
 
 def _mask_all(text: str, scans: list[_Scan]) -> str:
-    """`text` with what each scan finds in it (see _mask) masked."""
+    """`text` with what each scan finds in it (the key's forms, and spans of its runs)
+    masked, spans that meet or overlap masked as one."""
     spans = [span for scan in scans if scan.may_hold(text) for span in _found(text, scan)]
     if not spans:
         return text
