@@ -45,10 +45,11 @@ _BATCH_COLUMNS = {
     "not_found_runs": "syncs in a row that answered 404, every account's",
     "not_found_by": "each account's 404s since it was last listed (a JSON object); from 3 "
     "on, that account no longer asks",
-    "ended_by": "another account whose list showed it ended first: it is asked for until "
-    "its owner's answer is stored",
-    "ended_asks": "each account's asks for it since another account's list ended it (a JSON "
-    "object; 3 each at most)",
+    "ended_by": "the account whose list showed it ended first, another listing it too: the "
+    "others ask for it until its owner's answer is stored (or each answered, the owner's list "
+    "having ended it)",
+    "ended_asks": "each other account's asks for it since (a JSON object; 3 each at most, 3 "
+    "once it answered)",
 }
 
 _REQUEST_COLUMNS = {

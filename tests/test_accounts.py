@@ -350,6 +350,28 @@ async def test_a_batch_a_gateway_ended_is_asked_of_every_account_listing_it_for_
     assert_database_matches(db_path, WITH_FAILED)
 
 
+@pytest.mark.parametrize("joint", [False, True], ids=["synced in turn", "synced at once"])
+async def test_a_batch_its_owners_gateway_ended_is_asked_of_every_other_account_listing_it(
+    db_path: Path, joint: bool
+) -> None:
+    """The owner's own route a gateway leaving usage and error lines out, storing the end
+    first: the batch was settled, no other account asked for it, and those stayed out for
+    good, though b's route, which listed it in flight, had it whole. Each asks once."""
+    async with listed_by_each(db_path, "ab") as (api, (a, b)):
+        api.batches[FAILED["id"]] = FAILED
+        api.shown_by["a"] = {FAILED["id"]: without(FAILED, "usage", "errors")}
+        for _ in range(2):
+            if joint:
+                await sync_accounts([a, b], retry=FAST)
+            else:
+                await sync(a, retry=FAST)
+                await sync(b, retry=FAST)
+        api.asked.clear()
+        await sync_accounts([a, b], retry=FAST)
+    assert api.asked == []
+    assert_database_matches(db_path, WITH_FAILED)
+
+
 async def test_a_batch_its_owners_list_shows_at_an_earlier_stage_is_asked_for_by_id(
     db_path: Path,
 ) -> None:

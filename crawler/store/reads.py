@@ -114,8 +114,8 @@ def _gone(accounts: str) -> str:
     )
 
 
-# The asks of each account listing it for a batch another account's listing ended
-# (0022_ended_asks.sql).
+# The asks of each account listing a batch another account's listing ended, at most
+# (0022_ended_asks.sql); also an account's count once its own copy is stored.
 ENDED_ASKS = 3
 
 _GONE_FOR = _gone("key = ?")  # for the account bound to `?`
@@ -125,7 +125,8 @@ _GONE_FOR_ONE = _gone("true")  # for some account
 def select_unsettled(db: sqlite3.Connection, account: str) -> list[tuple[str, int]]:
     """`account`'s batches stored as not yet terminal (those it stored first, and those its
     list showed), and those another account's listing ended (until their owner's answer
-    replaces that listing, ENDED_ASKS asks of this account at most), but
+    replaces that listing, or this account's, the owner's listing having ended them;
+    ENDED_ASKS asks of this account at most), but
     those it was answered 404 for (see _GONE_FOR), with their position in its list, the
     least recently seen first (the order to refresh them in).
 
@@ -138,9 +139,9 @@ def select_unsettled(db: sqlite3.Connection, account: str) -> list[tuple[str, in
     rows = db.execute(
         "SELECT id, created_at, last_seen_at FROM batches "
         f"WHERE {IN_ACCOUNT_LIST} AND (status IS NULL OR status NOT IN ({marks}) "
-        # Ended in another account's listing (a gateway's may leave fields out): its owner,
-        # and every other account listing it, asks until the owner's copy is stored, a few
-        # times at most (0022_ended_asks.sql).
+        # Ended in another account's listing (a gateway's may leave fields out, the
+        # owner's own too): asked for until the copy waited for is stored, a few times at
+        # most (writes._ENDED_BY).
         "OR (ended_by IS NOT NULL AND ended_by != ? AND "
         f"coalesce(json_extract({json_object('ended_asks')}, ?), 0) < {ENDED_ASKS})) "
         f"AND NOT {_GONE_FOR} ORDER BY created_at DESC",

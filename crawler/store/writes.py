@@ -30,6 +30,7 @@ from ..runs import FIGURE_COLUMNS, RunFigures
 from ..walk import WalkState
 from .files import check_file, writer_lock
 from .reads import (
+    ENDED_ASKS,
     DamagedRowError,
     select_by_id_failed_at,
     select_created_at,
@@ -71,6 +72,17 @@ def _not_found_but(account: str) -> str:
 
 
 _ENDED = "({})".format(", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES)))
+# The account whose copy of a batch ended it first, while another account lists it (a
+# gateway may leave fields out): the accounts listing it but that one ask for it by id until
+# the owner's copy is stored, or, the owner's copy having ended it, until each answered
+# (0022_ended_asks.sql). NULL: in flight, or no copy is waited for.
+_ENDED_BY = (
+    f"CASE WHEN excluded.status IS NULL OR excluded.status NOT IN {_ENDED} THEN NULL "
+    f"WHEN batches.status IN {_ENDED} THEN CASE WHEN excluded.account = batches.account "
+    "AND batches.ended_by != batches.account THEN NULL ELSE batches.ended_by END "
+    "WHEN excluded.account != batches.account OR batches.listed_by IS NOT NULL "
+    "THEN excluded.account END"
+)
 _UPSERT_BATCHES = (
     f"INSERT INTO batches ({', '.join(BATCH_COLUMNS)}) VALUES {{values}} "
     "ON CONFLICT(id) DO UPDATE SET "
@@ -84,12 +96,9 @@ _UPSERT_BATCHES = (
     # The batch is there; the 404s of other accounts' routes stay theirs.
     + ", gone_at = NULL, not_found_runs = 0, not_found_by = "
     + _not_found_but("excluded.account")
-    # Another account's listing ending the batch may leave fields out (a gateway): the
-    # accounts listing it ask for it until its owner's copy is stored (0022_ended_asks.sql).
-    + ", ended_asks = NULL"
-    + f", ended_by = CASE WHEN excluded.account = batches.account OR excluded.status IS NULL "
-    f"OR excluded.status NOT IN {_ENDED} THEN NULL "
-    f"WHEN batches.status IN {_ENDED} THEN batches.ended_by ELSE excluded.account END"
+    # The asks counted are for the copy waited for.
+    + f", ended_asks = CASE WHEN ({_ENDED_BY}) IS batches.ended_by THEN ended_asks END"
+    + f", ended_by = {_ENDED_BY}"
 )
 # What a listing kept out of the batch (see _write_page) says: the batch is there, and
 # listed by account ?1; by its owner (a stale listing: a replica behind, which will catch
@@ -98,6 +107,12 @@ _LISTED = (
     "UPDATE batches SET listed_by = coalesce(nullif(?1, account), listed_by), "
     f"gone_at = NULL, not_found_runs = 0, not_found_by = {_not_found_but('?1')}, "
     "ended_asks = CASE WHEN account = ?1 THEN NULL ELSE ended_asks END WHERE id = ?2"
+)
+# Account ?1's copy of a batch ended, waited for since another account's copy ended it
+# (see _ENDED_BY), is in: ?1 asks for it no more.
+_ANSWERED_ENDED = (
+    f"UPDATE batches SET ended_asks = json_set({json_object('ended_asks')}, ?2, {ENDED_ASKS}) "
+    "WHERE id = ?3 AND ended_by IS NOT NULL AND ended_by != ?1"
 )
 # Every account other than its owner that listed a batch refreshes it
 # (0021_batch_listings.sql).
@@ -238,6 +253,8 @@ def _write_page(
             before = {batch_id: was for batch_id, was in before.items() if batch_id not in kept}
             db.executemany(_LISTED, listed)
         execute_rows(db, _UPSERT_BATCHES, batch_rows)
+        path = account_path(account)
+        db.executemany(_ANSWERED_ENDED, [(account, path, i) for i in others - stale])
         if before:
             # Only a batch stored before can have error lines to replace: a first walk
             # skips a hundred index probes a page.
@@ -247,7 +264,6 @@ def _write_page(
         # In the same commit as the batch: a file to fetch is never lost to an interruption.
         db.executemany(_UPSERT_FILE, [(*row, account) for row in file_rows])
         gone_at = int(time.time())
-        path = account_path(account)
         db.executemany(_NOT_FOUND, [(gone_at, path, i) for i in gone_ids])
         if walk is not None:
             _write_walk(db, account, walk)
@@ -485,8 +501,8 @@ class Store:
 
     async def asked_for_ended(self, batch_ids: list[str]) -> None:
         """Record that this account asked to refresh `batch_ids`: those another account's
-        listing ended, which their owner's answer has not replaced, are asked ENDED_ASKS
-        times at most by each account (see select_unsettled)."""
+        listing ended, whose copy waited for is not stored, are asked ENDED_ASKS times at
+        most by each account (see select_unsettled)."""
         await self._in_thread(_asked_for_ended, self.account, batch_ids)
 
     async def mark_by_id_failed(self, at: int | None) -> None:
