@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
+from urllib.request import getproxies
 
 import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
@@ -60,7 +61,7 @@ from .pages import Batch, BatchPage, parse_page
 from .ratelimit import RateLimiter
 from .redact import Secret, Secrets, mask_secret
 from .replies import build_api_error
-from .setting_rules import is_private_transport
+from .setting_rules import is_private_transport, split_url
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +285,8 @@ def _proxy_credentials(settings: Settings) -> tuple[str, ...]:
 
 _PROXY_WITHOUT_HOST = (
     "the proxy in HTTP_PROXY or HTTPS_PROXY names no host (a part of its name is empty, "
-    "over 63 characters or no IDNA, or its brackets hold no IPv6 address)"
+    "over 63 characters, of other characters than letters, digits and hyphens, or no IDNA, "
+    "or its brackets hold no IPv6 address)"
 )
 
 
@@ -327,13 +329,11 @@ def _environment_proxy(settings: Settings) -> tuple[URL | None, aiohttp.BasicAut
             "the proxy in HTTP_PROXY or HTTPS_PROXY is not a URL such as "
             "http://proxy.example:3128 (a scheme and a host)"
         )
+    # As the environment spells it: yarl takes `[v1.x]` for the name v1.x, say.
+    if split_url(getproxies().get(URL(settings.base_url).scheme)) is None:
+        raise ConfigError(_PROXY_WITHOUT_HOST)  # not shown: a key as the host, say
     shown = proxy.with_user(None).with_query(None).with_fragment(None)  # its credentials not said
-    try:
-        host.encode("idna")
-        # Brackets yarl takes, holding no IPv6 address, urllib refuses.
-        here = is_private_transport(str(shown.with_scheme("http")))
-    except (UnicodeError, ValueError):
-        raise ConfigError(_PROXY_WITHOUT_HOST) from None  # not shown: a key as the host, say
+    here = is_private_transport(str(shown.with_scheme("http")))
     in_clear = URL(settings.base_url).scheme == "http" and not settings.allow_insecure_http
     if in_clear and not here:
         raise ConfigError(

@@ -171,7 +171,7 @@ def _url_like(example: str) -> Callable[[Any], str | None]:
     """A base URL's rule, `example` quoted as one."""
 
     def problem(value: Any) -> str | None:
-        parts = _split_url(value)
+        parts = split_url(value)
         if parts is None:
             return f"expected an http(s) URL such as {example}, got {shown(value)}"
         return _url_extras(value, parts, example)
@@ -179,21 +179,41 @@ def _url_like(example: str) -> Callable[[Any], str | None]:
     return problem
 
 
-def _split_url(value: Any) -> SplitResult | None:
+def split_url(value: Any) -> SplitResult | None:
     """The parts of `value` if it is an http(s) URL with a valid host and port, else None."""
     if not isinstance(value, str) or any(ord(c) <= 32 or ord(c) == 127 for c in value):
         return None
     try:
         parts = urlsplit(value)
-        host = parts.hostname
         _ = parts.port  # raises ValueError when out of range
-        if host:
-            host.encode("idna")
-    except (ValueError, UnicodeError):
+    except ValueError:
         return None
-    if parts.scheme not in {"http", "https"} or not host:
+    if parts.scheme not in {"http", "https"} or not _is_host(parts):
         return None
     return parts
+
+
+# A label of a host name, as IDNA spells it; `_` too, which container networks name hosts with.
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_-]{1,63}")
+
+
+def _is_host(parts: SplitResult) -> bool:
+    """Whether `parts` names a host: an address, or a name of letters, digits and hyphens
+    (IDNA's spelling). Brackets hold an IPv6 address alone (urllib takes `[v1.x]` too, which
+    aiohttp looks up as the name v1.x)."""
+    host = parts.hostname
+    if not host:
+        return False
+    if parts.netloc.rpartition("@")[2].startswith("["):
+        try:
+            return isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address)
+        except ValueError:
+            return False
+    try:
+        name = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    return all(_HOST_LABEL.fullmatch(label) for label in name.removesuffix(".").split("."))
 
 
 def _url_extras(value: str, parts: SplitResult, example: str) -> str | None:

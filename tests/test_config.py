@@ -72,6 +72,8 @@ def test_org_and_project_from_env() -> None:
         ('base_url = "http://127.0.0.1:99999/v1"', "base_url: expected an http(s) URL"),
         ('base_url = "http://a..b/v1"', "base_url: expected an http(s) URL"),
         ('base_url = "http://host/v1 "', "base_url: expected an http(s) URL"),
+        ('base_url = "http://[v1.x]/v1"', "base_url: expected an http(s) URL"),
+        ('base_url = "http://a<b/v1"', "base_url: expected an http(s) URL"),
         ('db = "a\\u0000b"', "db: expected a file path"),
         ('api_key_env = "MY-KEY"', "api_key_env: must name the environment variable"),
         ('api_key_env = "1KEY"', 'got "1KEY"'),

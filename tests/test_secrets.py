@@ -748,6 +748,8 @@ def test_an_api_errors_fields_are_as_masked_as_its_message() -> None:
         ({"HTTPS_PROXY": "socks5://u:pw@proxy:1080"}, "https://api.example/v1", "socks"),
         ({"HTTPS_PROXY": f"http://{'a' * 64}.example:1"}, "https://api.example/v1", "host"),
         ({"HTTPS_PROXY": "http://u:pw@xn--zz:3128"}, "https://api.example/v1", "host"),
+        ({"HTTPS_PROXY": "http://u:pw@[v1.x]:3128"}, "https://api.example/v1", "host"),
+        ({"HTTPS_PROXY": "http://u:pw@proxy one:3128"}, "https://api.example/v1", "host"),
         ({"HTTPS_PROXY": "http://u:пароль-pw@127.0.0.1:1"}, "https://api.example/v1", "latin"),
     ],
     ids=[
@@ -762,6 +764,8 @@ def test_an_api_errors_fields_are_as_masked_as_its_message() -> None:
         "socks",
         "a name part too long",
         "a name of no IDNA",
+        "brackets holding no IPv6 address",
+        "a name holding a space",
         "a password HTTP cannot send",
     ],
 )
@@ -776,7 +780,8 @@ async def test_a_proxy_from_the_environment_is_checked_before_any_request(
     used or not); one without a scheme was blamed on the base URL; a host name IDNA cannot
     encode (a key pasted as the host) ended in a UnicodeError traceback at the first
     request, and one yarl could not decode (xn--zz) in one at once; a password HTTP cannot
-    send was said to be a redirect to a host name that cannot be sent."""
+    send was said to be a redirect to a host name that cannot be sent; `[v1.x]` was looked
+    up as the name v1.x, and a name holding a space was looked up too."""
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "WSS_PROXY", "NO_PROXY"):
         for spelled in (name, name.lower()):
             monkeypatch.delenv(spelled, raising=False)
@@ -793,7 +798,7 @@ async def test_a_proxy_from_the_environment_is_checked_before_any_request(
         "no URL": "is no URL",
         "not a URL": "is not a URL",
         "socks": "is a socks5 proxy: aiohttp speaks to http and https proxies only",
-        "host": "names no host (a part of its name is empty, over 63 characters or no IDNA",
+        "host": "names no host (a part of its name is empty, over 63 characters, of other",
         "latin": "holds a character HTTP's Basic authentication cannot send (Latin-1 only)",
     }[refused] in str(caught.value)
     assert "pw" not in str(caught.value)
