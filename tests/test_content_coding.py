@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from crawler.content_coding import PIECE_BYTES, BrokenEncodingError, decoded
+from crawler.content_coding import MAX_IDLE_BYTES, PIECE_BYTES, BrokenEncodingError, decoded
 
 from .waits import HANG_GUARD
 
@@ -144,3 +144,44 @@ async def test_a_bomb_unpacks_a_bounded_piece_at_a_time() -> None:
         assert len(piece) <= PIECE_BYTES
         total += len(piece)
     assert total == size
+
+
+class Endless:
+    """A body of `head`, then `tail` again and again (a server sending it for ever), cut off
+    after `bound` bytes: how many the decoder took says whether it would have stopped."""
+
+    def __init__(self, head: bytes, tail: bytes, bound: int = 16 * MAX_IDLE_BYTES) -> None:
+        self.head, self.tail, self.bound = head, tail, bound
+        self.taken = 0
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        self.taken = len(self.head)
+        yield self.head
+        while self.taken < self.bound:
+            self.taken += len(self.tail)
+            yield self.tail
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [b"\0" * 2**16, b"junk" * 2**14, gzip.compress(b"") * 2**10],
+    ids=["zero padding", "junk", "empty members"],
+)
+async def test_what_runs_on_after_a_gzip_body_is_not_read_for_ever(tail: bytes) -> None:
+    """A gzip file, then zero padding, junk or empty members sent for ever: they were read
+    (ignored) for as long as they came, and the sync never ended."""
+    body = Endless(gzip.compress(CONTENT), tail)
+    content = b"".join([piece async for piece in decoded(body.chunks(), "gzip")])
+    assert content == CONTENT
+    assert body.taken <= 2 * MAX_IDLE_BYTES
+
+
+async def test_empty_blocks_sent_for_ever_inside_a_stream_are_refused() -> None:
+    """A stream whose blocks after the first lines hold nothing, sent for ever."""
+    packer = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+    head = packer.compress(CONTENT) + packer.flush(zlib.Z_SYNC_FLUSH)
+    body = Endless(head, b"\x00\x00\x00\xff\xff" * 2**12)  # a stored block of no byte
+    with pytest.raises(BrokenEncodingError, match="ran on for 1 MiB decoding to nothing"):
+        async for _ in decoded(body.chunks(), "gzip"):
+            pass
+    assert body.taken <= 2 * MAX_IDLE_BYTES

@@ -1882,3 +1882,35 @@ async def test_another_accounts_refusals_do_not_keep_a_deleted_file_asked_for_ev
     assert file_not_found_runs(db_path) == [("expired", EXPIRED_FOR_GOOD)]
     # The 403s say nothing of the file: six 404s, then the owner's one more ask.
     assert (asked["other"], asked["owner"]) == (EXPIRED_FOR_GOOD, EXPIRED_FOR_GOOD + 1)
+
+
+async def test_a_gzip_file_followed_by_padding_sent_for_ever_is_stored_and_not_read_on(
+    db_path: Path,
+) -> None:
+    """An error file, one gzip member, then zero padding for as long as the client reads:
+    the sync read (and ignored) it for ever. Here the server gives up after 32 MiB, which
+    the sync no longer waits for."""
+    batch = failed_batch(1, lines=2)
+    bound, sent = 32 * 2**20, 0
+
+    async def listed(request: web.Request) -> web.Response:
+        return web.json_response(list_body([batch], False))
+
+    async def content(request: web.Request) -> web.StreamResponse:
+        nonlocal sent
+        answer = web.StreamResponse(headers={"Content-Encoding": "gzip"})
+        await answer.prepare(request)
+        await answer.write(gzip.compress(error_lines(2)))
+        with contextlib.suppress(ConnectionError):
+            while sent < bound:
+                await answer.write(b"\0" * 2**16)
+                sent += 2**16
+        return answer
+
+    routes = {"/v1/batches": listed, "/v1/files/{id}/content": content}
+    async with serving(routes) as root:
+        settings = Settings(db=db_path, base_url=f"{root}/v1", api_key=API_KEY)
+        result = await sync(settings, retry=RETRY)
+    assert result.complete
+    assert [row[1] for row in stored_rows(db_path)] == ["r0", "r1"]
+    assert sent < bound
