@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias, overload
 from urllib.parse import quote, quote_plus
 
+from .jsontext import map_strings, parse, to_text
+
 Secret: TypeAlias = str | Sequence[str] | None
 
 
@@ -191,7 +193,26 @@ def mask_values(row: tuple[Any, ...], secret: Secret) -> tuple[Any, ...]:
     scans = _stored_data_scans(secret)
     if not scans:
         return row
-    return tuple(_mask_all(v, scans) if isinstance(v, str) else v for v in row)
+    return tuple(_mask_stored(v, scans) if isinstance(v, str) else v for v in row)
+
+
+def _mask_stored(text: str, scans: list[_Scan]) -> str:
+    """`text` masked (see _mask_all); JSON text, in each of its strings, when what was found
+    spans its structure (a proxy password holding `","`, echoed in two fields): masked as
+    text, it would be stored as JSON no query can read."""
+    masked = _mask_all(text, scans)
+    if masked is text or not text.startswith(("{", "[")):
+        return masked
+    try:
+        parse(masked)
+        return masked
+    except ValueError:
+        pass
+    try:
+        value = parse(text)
+    except ValueError:
+        return masked
+    return to_text(map_strings(value, functools.partial(_mask_all, scans=scans)))
 
 
 def _mask_all(text: str, scans: list[_Scan]) -> str:

@@ -527,6 +527,18 @@ WRAPPED_ECHOES = [
 ]
 
 
+def test_a_secret_spanning_json_structure_is_masked_in_its_strings() -> None:
+    """A proxy password holding `","`, echoed by a server as the end of one field and the
+    start of the next: masked as text, the batch's raw and metadata were stored as JSON
+    no query can read. Each string is masked on its own, the whole where one holds it."""
+    secret = 'aaaaBBBB1111","ccccDDDD2222'
+    metadata = {"m1": "zzaaaaBBBB1111", "ccccDDDD2222zz": "v", "echo": f"got {secret}"}
+    text = json.dumps(metadata, separators=(",", ":"))
+    assert secret in text
+    (masked,) = mask_values((text,), secret)
+    assert json.loads(masked) == {**metadata, "echo": "got ***"}
+
+
 @pytest.mark.parametrize("echo", WRAPPED_ECHOES)
 def test_a_key_folded_over_lines_is_masked_in_stored_data(echo: str) -> None:
     """A 164-character key echoed wrapped over lines has no run of half the key on any
