@@ -45,7 +45,7 @@ from .fake import (
 from .logs import JsonEvents, configure_logging
 from .prices import PriceFile, PriceFileError, read_prices
 from .progress import AccountsProgress, ProgressLine
-from .redact import environment_keys, holds_secret, mask_keys
+from .redact import environment_keys, holds_secret, mask_keys, mask_keys_in_data
 from .report import format_answer, format_report, parse_since, read_report, utc
 from .report_html import render_html
 from .runs import SyncResult
@@ -344,24 +344,33 @@ def _sync_command(options: FakeApiOptions, base_url: str) -> str:
 def _cmd_status(args: argparse.Namespace) -> int:
     report = _run_async(read_status(args.db))
     shown = dumps(report) if args.json else format_status(report)
-    _out(_masked(shown))
+    _out(_masked_data(shown))
     return EXIT_OK
 
 
 def _masked(text: str) -> str:
     """`text` with the keys at hand masked: a stored value may hold up to half the key a
     server echoed (see README, Config file), and printing it would show it again."""
-    return mask_keys(text, environment_keys(os.environ, Settings.api_key_env, ENV_AZURE_KEY))
+    return mask_keys(text, _keys_at_hand())
+
+
+def _masked_data(text: str) -> str:
+    """`text` showing stored data (see mask_keys_in_data) with the keys at hand masked."""
+    return mask_keys_in_data(text, _keys_at_hand())
+
+
+def _keys_at_hand() -> tuple[str, ...]:
+    return environment_keys(os.environ, Settings.api_key_env, ENV_AZURE_KEY)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     since = parse_since(args.since)
     report = _run_async(read_report(args.db, since=since, now=int(time.time())))
-    to_a_file = args.html is not None and _write_whole(args.html, _masked(render_html(report)))
+    to_a_file = args.html is not None and _write_whole(args.html, _masked_data(render_html(report)))
     if args.json:
-        _out(_masked(json.dumps(report.as_json(), indent=2, ensure_ascii=False)))
+        _out(_masked_data(json.dumps(report.as_json(), indent=2, ensure_ascii=False)))
     elif args.html is None:
-        _out(_masked(format_report(report)))
+        _out(_masked_data(format_report(report)))
     elif to_a_file:  # not after a page sent to stdout or a pipe: the line would join it
         _out(
             _masked(f"Wrote {args.html}: the report of batches created since {utc(report.start)}.")
@@ -502,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     Parser.json_errors = _asks_for_json(words)
     args = build_parser().parse_args(argv)
     args.events = None
-    keys = environment_keys(os.environ, Settings.api_key_env, ENV_AZURE_KEY)
+    keys = _keys_at_hand()
     try:
         _configure_logging(args, _log_format(args))
         _check_paths(args, keys)

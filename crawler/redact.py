@@ -151,6 +151,14 @@ def mask_keys(text: str, keys: Iterable[Secret]) -> str:
     return mask_key_like(text)
 
 
+def mask_keys_in_data(text: str, keys: Iterable[str]) -> str:
+    """`text` showing stored data (a status, a report, in JSON or HTML too) with `keys`
+    masked as `mask_keys` does, but those too short to be searched for in stored data (see
+    holds_secret): as words, they would mask the document's own (an `x` attribute, `null`,
+    a count of 1)."""
+    return mask_keys(text, [key for key in keys if len(key) >= _IDENTIFYING_RUN])
+
+
 def has_a_key_prefixed_word(value: str) -> bool:
     """Whether `value` holds a word spelled `sk-…`, as OpenAI's keys are (not the longer
     shapes `looks_like_secret` takes too: a gateway's URL holds a 32-digit hex account id)."""

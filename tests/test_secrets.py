@@ -434,6 +434,38 @@ def test_what_the_commands_print_masks_the_key_a_server_echoed_into_stored_value
         assert "the key *** was refused" in printed
 
 
+@pytest.mark.parametrize("key", ["x", "null", "1", "true"])
+@pytest.mark.parametrize(
+    "argv",
+    [["report", "--json"], ["report", "--html", "page.html"], ["status", "--json"]],
+    ids=["report-json", "report-html", "status-json"],
+)
+def test_what_the_commands_print_is_whole_with_a_placeholder_key_at_hand(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    key: str,
+) -> None:
+    """A short key (the README's own `x`, a local server's placeholder) masked as a word
+    in documents broke them: `<text ***="12">` in the HTML report, `***` for `null`, `true`
+    or a count of 1 in the JSON of the report and the status. Stored data is never searched
+    for such a key, nor are the documents showing it."""
+    db = tmp_path / "b.db"
+    assert main(["demo", "--db", str(db), "--batches", "50"]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    monkeypatch.chdir(tmp_path)
+    assert main([*argv, "--db", str(db)]) == 0
+    printed = capsys.readouterr().out
+    if "--html" in argv:
+        page = (tmp_path / "page.html").read_text()
+        assert "***" not in page
+        assert ' x="' in page
+    else:
+        json.loads(printed)
+
+
 HEX_KEY = "0123456789ABCDEF0123456789ABCDEF01234567"  # one case: in another, the same key
 
 
