@@ -532,7 +532,7 @@ class ApiClient:
                     )
                     chunks = decoded_as(
                         at_a_download_pace(
-                            resp.content.iter_chunked(FILE_CHUNK), url, started, limits.total
+                            resp.content.iter_chunked(FILE_CHUNK), url, limits.total
                         ),
                         encoding,
                     )

@@ -86,13 +86,14 @@ MIN_FILE_BYTES_PER_SECOND = 1024
 
 
 async def at_a_download_pace(
-    chunks: AsyncIterator[bytes], url: URL, started: float, span: float | None
+    chunks: AsyncIterator[bytes], url: URL, span: float | None
 ) -> AsyncIterator[bytes]:
     """`chunks`, cut off (TransportError, asked again) once they come too slowly over
     `span` seconds or more: each span on its own, since a burst first would otherwise pay
-    for a trickle after it (a second of it for each KiB)."""
+    for a trickle after it (a second of it for each KiB), the first from when they are
+    first asked for (the wait for the head is not the download's)."""
     received = since_bytes = 0
-    since = started
+    since = time.monotonic()
     async for chunk in chunks:
         received += len(chunk)
         now = time.monotonic()

@@ -7,16 +7,20 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
+import json
 import sqlite3
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from aiohttp import web
 
+from crawler import api, bodies
 from crawler.api import RetryPolicy
 from crawler.config import Settings
 from crawler.request_files import FAILURES_IN_A_ROW, MAX_FILE_LINES
@@ -254,6 +258,39 @@ async def test_a_file_trickled_after_a_burst_is_cut_off(db_path: Path) -> None:
     assert (result.complete, result.files) == (True, 0)
     assert "too slow to be a download" in result.warnings[0]
     assert file_state(db_path) == ("failed", 0)
+
+
+async def test_a_file_whose_head_came_late_is_paced_from_its_head(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pace was counted from the request: a route answering the head 8 s into a 10 s
+    span, then sending 2 KiB a second, was cut as too slow on every sync, and the file
+    never stored. The clock: the head takes 8 s, each look at the clock (one a chunk of
+    2 KiB read) 1 s."""
+    clock = [1000.0]
+
+    def monotonic() -> float:
+        clock[0] += 1
+        return clock[0]
+
+    fake_time = SimpleNamespace(monotonic=monotonic, time=time.time)
+    monkeypatch.setattr(bodies, "time", fake_time)
+    monkeypatch.setattr(api, "time", fake_time)
+    monkeypatch.setattr(api, "FILE_CHUNK", 2048)
+    error = {"code": "invalid_request", "message": "x" * 1900}
+
+    async def late_head(request: web.Request) -> web.StreamResponse:
+        clock[0] += 8
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for n in range(16):
+            line = {"id": f"req_{n}", "custom_id": f"r{n}", "response": None, "error": error}
+            await response.write(json.dumps(line).encode() + b"\n")
+        return response
+
+    result = await sync_files(db_path, late_head, request_timeout=10)
+    assert not [warning for warning in result.warnings if "too slow" in warning]
+    assert file_state(db_path) == ("complete", 16)
 
 
 @pytest.mark.parametrize("status", [500, 404])
