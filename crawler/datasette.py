@@ -47,7 +47,7 @@ _BATCH_COLUMNS = {
     "on, that account no longer asks",
     "ended_by": "the account whose list showed it ended first, another listing it too: the "
     "others ask for it until its owner's answer is stored (or each answered, the owner's list "
-    "having ended it)",
+    "having ended it); *: ended before schema 23, asked of each, its owner too",
     "ended_asks": "each other account's asks for it since (a JSON object; 3 each at most, 3 "
     "once it answered)",
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -128,9 +128,16 @@ async def serving(routes: dict[str, Any]) -> AsyncIterator[str]:
 
 async def create_before(db: Path, migration: str) -> None:
     """Create `db` at the schema the version before migration `migration` (its name) left."""
+    with schema_before(migration):
+        async with open_store(db):
+            pass
+
+
+@contextlib.contextmanager
+def schema_before(migration: str) -> Iterator[None]:
+    """Databases opened meanwhile are left at the schema before migration `migration`."""
     migrations = schema.load_migrations()
     version = next(m.version for m in migrations if m.name == migration)
     before = [m for m in migrations if m.version < version]
     with mock.patch.object(schema, "load_migrations", return_value=before):
-        async with open_store(db):
-            pass
+        yield

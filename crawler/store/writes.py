@@ -75,11 +75,12 @@ _ENDED = "({})".format(", ".join(f"'{status}'" for status in sorted(TERMINAL_STA
 # The account whose copy of a batch ended it first, while another account lists it (a
 # gateway may leave fields out): the accounts listing it but that one ask for it by id until
 # the owner's copy is stored, or, the owner's copy having ended it, until each answered
-# (0022_ended_asks.sql). NULL: in flight, or no copy is waited for.
+# (0022_ended_asks.sql); `*`, ended before that was kept: each, its owner too, until it
+# answered (0023_ended_before.sql). NULL: in flight, or no copy is waited for.
 _ENDED_BY = (
     f"CASE WHEN excluded.status IS NULL OR excluded.status NOT IN {_ENDED} THEN NULL "
     f"WHEN batches.status IN {_ENDED} THEN CASE WHEN excluded.account = batches.account "
-    "AND batches.ended_by != batches.account THEN NULL ELSE batches.ended_by END "
+    "AND batches.ended_by NOT IN (batches.account, '*') THEN NULL ELSE batches.ended_by END "
     "WHEN excluded.account != batches.account OR batches.listed_by IS NOT NULL "
     "THEN excluded.account END"
 )
@@ -109,7 +110,8 @@ _LISTED = (
     "ended_asks = CASE WHEN account = ?1 THEN NULL ELSE ended_asks END WHERE id = ?2"
 )
 # Account ?1's copy of a batch ended, waited for since another account's copy ended it
-# (see _ENDED_BY), is in: ?1 asks for it no more.
+# (see _ENDED_BY), is in: ?1 asks for it no more. (An owner's copy waited for clears
+# ended_by instead, in the upsert.)
 _ANSWERED_ENDED = (
     f"UPDATE batches SET ended_asks = json_set({json_object('ended_asks')}, ?2, {ENDED_ASKS}) "
     "WHERE id = ?3 AND ended_by IS NOT NULL AND ended_by != ?1"
@@ -222,7 +224,7 @@ def _write_page(
     marks = ", ".join("?" * len(ids))
     with _transaction(db):
         stored_as = db.execute(
-            f"SELECT id, raw, status, account FROM batches WHERE id IN ({marks})", ids
+            f"SELECT id, raw, status, account, ended_by FROM batches WHERE id IN ({marks})", ids
         )
         before = {batch_id: tuple(stored) for batch_id, *stored in stored_as}
         db.executemany(
@@ -245,6 +247,8 @@ def _write_page(
             for row in batch_rows
             if row[0] in before and moves_back(before[row[0]][1], row[_STATUS])
         )
+        # This account's copy of a batch whose copies are waited for (see _ENDED_BY).
+        answered = [i for i in ended.keys() - stale if before[i][3] not in (None, account)]
         kept = stale | (others - filled)
         if kept:
             listed = [(account, batch_id) for batch_id in kept]
@@ -254,7 +258,7 @@ def _write_page(
             db.executemany(_LISTED, listed)
         execute_rows(db, _UPSERT_BATCHES, batch_rows)
         path = account_path(account)
-        db.executemany(_ANSWERED_ENDED, [(account, path, i) for i in others - stale])
+        db.executemany(_ANSWERED_ENDED, [(account, path, i) for i in answered])
         if before:
             # Only a batch stored before can have error lines to replace: a first walk
             # skips a hundred index probes a page.
