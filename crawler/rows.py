@@ -263,7 +263,9 @@ def moves_back(stored: Any, listed: Any) -> bool:
     (another account's caching gateway), since a batch never goes back a stage."""
     if is_terminal(stored):
         return not is_terminal(listed)
-    was, now = _STAGES.get(stored), _STAGES.get(listed)
+    # Not a status (a list, say): no stage, and unhashable.
+    now = _STAGES.get(listed) if isinstance(listed, str) else None
+    was = _STAGES.get(stored) if isinstance(stored, str) else None
     return was is not None and now is not None and now < was
 
 

@@ -976,3 +976,20 @@ async def test_a_list_request_failing_mid_walk_asks_for_its_cursor_once(
             await sync(settings, retry=fast_retry)
         asked = mock.requests[("GET", URL(by_id))]
     assert len(asked) == 1
+
+
+@pytest.mark.parametrize(
+    "status", [["in_progress"], {"stage": "in_progress"}], ids=["list", "object"]
+)
+async def test_a_batch_in_flight_listed_with_a_status_of_no_text_does_not_block_its_page(
+    settings: Settings, fast_retry: RetryPolicy, status: Any
+) -> None:
+    """Stored in flight, then listed with a status that is a list or an object: every sync
+    failed at that page with a TypeError (unhashable, comparing stages), the batches after
+    it never refreshed."""
+    await first_sync(settings, fast_retry)
+    with aioresponses() as mock:
+        serve_list(mock, {2: make_batch(2, status=status)})
+        result = await sync(settings, full=True, retry=fast_retry)
+    assert (result.complete, result.batches_seen) == (True, len(NUMBERS))
+    assert any(w.startswith(f"batch {STRAGGLER['id']}: status") for w in result.warnings)

@@ -1914,3 +1914,17 @@ async def test_a_gzip_file_followed_by_padding_sent_for_ever_is_stored_and_not_r
     assert result.complete
     assert [row[1] for row in stored_rows(db_path)] == ["r0", "r1"]
     assert sent < bound
+
+
+@pytest.mark.parametrize("count", ["two", "", "n/a"])
+async def test_a_request_count_in_text_is_no_count_of_a_files_lines(
+    db_path: Path, count: str
+) -> None:
+    """A compatible API counting the failed requests in text: every sync failed at the
+    file (formatting the count as a number), and the batch's files stayed to fetch."""
+    batch = failed_batch(1)
+    batch["request_counts"] = {"total": 2, "completed": 0, "failed": count}
+    async with raw_api([batch], lambda _: (b"200 OK", {}, error_lines(2))) as url:
+        result = await sync(Settings(db=db_path, base_url=url, api_key=API_KEY), retry=RETRY)
+    assert (result.complete, result.files) == (True, 1)
+    assert file_states(db_path) == {"complete": 1}

@@ -242,8 +242,10 @@ def select_files_to_fetch(
     if not kinds:
         return []
     kind_marks = ", ".join("?" * len(kinds))
+    # A count is a count only as an integer: a compatible API may send text ("two", "").
     expected = " ".join(
-        f"WHEN '{kind}' THEN b.{column}" for kind, column in _EXPECTED_LINES.items()
+        f"WHEN '{kind}' THEN CASE WHEN typeof(b.{column}) = 'integer' THEN b.{column} END"
+        for kind, column in _EXPECTED_LINES.items()
     )
     # One query a condition, each on its own partial index (ORed, SQLite scans the table).
     conditions = (_TO_FETCH, _EXPIRED_FOR_GOOD, _WITHOUT_BODIES)[: 3 if bodies else 2]
