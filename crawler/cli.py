@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from .accounts import sync_accounts
 from .cli_args import Parser, build_parser
-from .config import ENV_AZURE_KEY, ENV_LOG_FORMAT, Settings, load_accounts
+from .config import ENV_AZURE_KEY, ENV_LOG_FORMAT, Settings, keys_named_in, load_accounts
 from .datasette import datasette_metadata
 from .demo import ACCOUNTS_QUERY, DEMO_QUERIES, ask, run_accounts_demo, run_demo
 from .errors import (
@@ -360,7 +360,19 @@ def _masked_data(text: str) -> str:
 
 
 def _keys_at_hand() -> tuple[str, ...]:
-    return environment_keys(os.environ, Settings.api_key_env, ENV_AZURE_KEY)
+    return (
+        *environment_keys(os.environ, Settings.api_key_env, ENV_AZURE_KEY),
+        *Parser.config_keys,
+    )
+
+
+def _config_path(words: list[str]) -> Path | None:
+    """The path `--config` (or a prefix argparse takes for it) names, read before parsing."""
+    for word, following in itertools.pairwise([*words, ""]):
+        flag, equals, value = word.partition("=")
+        if flag.startswith("--conf") and "--config".startswith(flag):
+            return Path(value if equals else following) if (value or following) else None
+    return None
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -509,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     words = sys.argv[1:] if argv is None else argv
     Parser.json_errors = _asks_for_json(words)
+    config = _config_path(words)
+    Parser.config_keys = () if config is None else keys_named_in(config, os.environ)
     args = build_parser().parse_args(argv)
     args.events = None
     keys = _keys_at_hand()

@@ -20,6 +20,8 @@ from .setting_rules import LOG_FORMATS, Rule, integer_rule, number_rule, setting
 class Parser(argparse.ArgumentParser):
     # Set by `main` before parsing: a bad flag of a run asked to log JSON is said in JSON.
     json_errors = False
+    # Set by `main` before parsing: the keys the config file names (see keys_named_in).
+    config_keys: tuple[str, ...] = ()
 
     def error(self, message: str) -> NoReturn:
         """One line, not a usage dump: the user sees what is wrong and where to look."""
@@ -28,7 +30,8 @@ class Parser(argparse.ArgumentParser):
             shown(word.strip("'")) if looks_like_secret(word.strip("'")) else word
             for word in message.split(" ")
         )
-        keys = environment_keys(os.environ, Settings.api_key_env, ENV_AZURE_KEY)
+        keys = (*environment_keys(os.environ, Settings.api_key_env, ENV_AZURE_KEY),
+                *Parser.config_keys)  # fmt: skip
         line = mask_keys(f"{self.prog}: error: {' '.join(words)} (see --help)", keys)
         if Parser.json_errors:
             event = failure_event(ConfigError(line))

@@ -208,6 +208,23 @@ def _holds_key(value: str | None, key: str | None) -> bool:
     return bool(value and key and holds_secret(value, key))
 
 
+def keys_named_in(path: Path, env: Mapping[str, str]) -> tuple[str, ...]:
+    """The values of `env` the config file at `path` names as keys (`api_key_env`, its
+    accounts' too), read before the command line is checked: a key pasted into a flag is
+    masked whatever its shape. None for a file that cannot be read (said later)."""
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            return ()  # a FIFO would wait for a writer
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # TOMLDecodeError and UnicodeDecodeError are ValueErrors
+        return ()
+    accounts = data.get("accounts")
+    tables = [data, *(accounts.values() if isinstance(accounts, dict) else ())]
+    names = {table.get("api_key_env") for table in tables if isinstance(table, dict)}
+    values = (env.get(name, "").strip() for name in names if isinstance(name, str))
+    return tuple(sorted({value for value in values if value}))
+
+
 def read_config_file(path: Path, env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Read a TOML config file into a dict of known keys, or raise ConfigError.
 

@@ -693,6 +693,50 @@ def test_a_key_inside_a_flags_value_is_not_said_back(
     assert key[10:26] not in said.out + said.err
 
 
+UUID_KEY = "3f2b9c1e-7a4d-4e8b-9c2f-1a2b3c4d5e6f"  # a gateway's key, spelled like no key
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ"),
+    [
+        (["--api-version", UUID_KEY], {}),
+        (["--provider", UUID_KEY, "--log-format", "json"], {}),
+        (["--page-size", UUID_KEY], {}),
+        ([], {"BATCH_CRAWLER_LOG_FORMAT": UUID_KEY}),
+        (["--db", f"c/{UUID_KEY}/z.db"], {}),
+    ],
+    ids=["version", "choice, json", "integer", "log format variable", "db path"],
+)
+@pytest.mark.parametrize("flag", ["--config", "--conf="], ids=["flag", "prefix"])
+def test_a_key_the_config_file_names_is_masked_in_the_flags(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    environ: dict[str, str],
+    flag: str,
+) -> None:
+    """A key in the variable a config file's api_key_env names, not spelled like a key,
+    pasted into a flag argparse refused (or the log format variable) was shown whole: the
+    config file, naming the variable, was not read yet. A path holding it was taken."""
+    config = tmp_path / "c.toml"
+    config.write_text('[accounts.gw]\napi_key_env = "GW"\nbase_url = "https://h/v1"\n')
+    monkeypatch.setenv("GW", UUID_KEY)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    config_words = [f"{flag}{config}"] if flag.endswith("=") else [flag, str(config)]
+    try:
+        code = main(["sync", *config_words, *argv])
+    except SystemExit as refused:
+        code = refused.code
+    said = capsys.readouterr()
+    shown = said.out + said.err
+    assert code not in (0, None)
+    assert "***" in shown or "holds an API key (not shown)" in shown
+    assert UUID_KEY[:16] not in shown
+
+
 def test_a_setting_refused_in_the_library_never_quotes_the_key() -> None:
     """`Settings` refusing a value holding the key (pasted into a URL or a path) said it
     in the ConfigError a pipeline would print."""
