@@ -211,7 +211,7 @@ def _holds_key(value: str | None, key: str | None) -> bool:
 def keys_named_in(path: Path, env: Mapping[str, str]) -> tuple[str, ...]:
     """The values of `env` the config file at `path` names as keys (`api_key_env`, its
     accounts' too), read before the command line is checked: a key pasted into a flag is
-    masked whatever its shape. None for a file that cannot be read (said later)."""
+    masked whatever its shape. None from a file that cannot be read (said later)."""
     try:
         if not stat.S_ISREG(path.stat().st_mode):
             return ()  # a FIFO would wait for a writer
