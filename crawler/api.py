@@ -61,7 +61,7 @@ from .pages import Batch, BatchPage, parse_page
 from .ratelimit import RateLimiter
 from .redact import Secret, Secrets, mask_secret
 from .replies import build_api_error
-from .setting_rules import is_private_transport, split_url
+from .setting_rules import is_on_this_machine, split_url
 
 log = logging.getLogger(__name__)
 
@@ -295,10 +295,13 @@ def _environment_proxy(settings: Settings) -> tuple[URL | None, aiohttp.BasicAut
     NO_PROXY are honoured, as by the official SDK. Read once here: aiohttp's trust_env reads
     them in a thread on every request, which costs over a millisecond a page.
 
+    None for a base URL on this machine, as Go's clients do: no proxy elsewhere reaches it
+    (the demo's own fake API, on a machine whose every program has a proxy set), and plain
+    http through one would carry the key in clear text.
+
     Raises:
-        ConfigError: a proxy variable is no URL (aiohttp reads them all), the proxy is not
-            http(s) with a host, or plain http to this machine would reach the key to a
-            proxy elsewhere.
+        ConfigError: a proxy variable is no URL (aiohttp reads them all), or the proxy is not
+            http(s) with a host.
     """
     try:
         proxy, proxy_auth = get_env_proxy_for_url(URL(settings.base_url))
@@ -332,15 +335,8 @@ def _environment_proxy(settings: Settings) -> tuple[URL | None, aiohttp.BasicAut
     # As the environment spells it: yarl takes `[v1.x]` for the name v1.x, say.
     if split_url(getproxies().get(URL(settings.base_url).scheme)) is None:
         raise ConfigError(_PROXY_WITHOUT_HOST)  # not shown: a key as the host, say
-    shown = proxy.with_user(None).with_query(None).with_fragment(None)  # its credentials not said
-    here = is_private_transport(str(shown.with_scheme("http")))
-    in_clear = URL(settings.base_url).scheme == "http" and not settings.allow_insecure_http
-    if in_clear and not here:
-        raise ConfigError(
-            f"base_url {settings.base_url} is plain http: through the proxy {shown} the "
-            "API key would travel in clear text; set NO_PROXY=localhost,127.0.0.1, or "
-            "allow it with --allow-insecure-http"
-        )
+    if is_on_this_machine(settings.base_url):
+        return None, None
     return proxy, proxy_auth
 
 

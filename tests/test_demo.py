@@ -275,3 +275,18 @@ def test_the_demo_never_mixes_its_batches_into_a_real_database(
         "demo.db)\n"
     )
     assert fetch(demo_db, "SELECT count(*) FROM batches") == before
+
+
+@pytest.mark.parametrize(
+    "proxy", ["http://u:p@10.255.255.1:3128", "http://127.0.0.1:9"], ids=["elsewhere", "down"]
+)
+def test_the_demo_runs_on_a_machine_whose_programs_have_a_proxy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proxy: str
+) -> None:
+    """HTTP_PROXY set (as on many office machines): the demo was refused (plain http to
+    this machine through a proxy elsewhere, and the flag that would allow it is not the
+    demo's), or sent its requests to a proxy that was down. This machine is reached directly."""
+    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    assert main(["demo", "--db", str(tmp_path / "d.db"), "--batches", "20"]) == 0
