@@ -45,12 +45,19 @@ from .fake import (
 from .logs import JsonEvents, configure_logging
 from .prices import PriceFile, PriceFileError, read_prices
 from .progress import AccountsProgress, ProgressLine
-from .redact import environment_keys, holds_secret, mask_keys, mask_keys_in_data
+from .redact import (
+    environment_keys,
+    holds_secret,
+    mask_keys,
+    mask_keys_in_data,
+    mask_keys_in_html,
+    mask_keys_in_json,
+)
 from .report import format_answer, format_report, parse_since, read_report, utc
 from .report_html import render_html
 from .runs import SyncResult
 from .setting_rules import setting_rule
-from .status import dumps, format_status, read_status
+from .status import format_status, read_status
 from .store import check_file, is_a_database, open_store
 from .sync_run import sync
 
@@ -343,8 +350,10 @@ def _sync_command(options: FakeApiOptions, base_url: str) -> str:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     report = _run_async(read_status(args.db))
-    shown = dumps(report) if args.json else format_status(report)
-    _out(_masked_data(shown))
+    if args.json:
+        _out(_json_text(mask_keys_in_json(report.as_json(), _keys_at_hand())))
+    else:
+        _out(_masked_data(format_status(report)))
     return EXIT_OK
 
 
@@ -359,6 +368,11 @@ def _masked_data(text: str) -> str:
     return mask_keys_in_data(text, _keys_at_hand())
 
 
+def _json_text(value: Any) -> str:
+    """A command's JSON document, as printed."""
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
 def _keys_at_hand() -> tuple[str, ...]:
     return (
         *environment_keys(os.environ, Settings.api_key_env, ENV_AZURE_KEY),
@@ -367,20 +381,23 @@ def _keys_at_hand() -> tuple[str, ...]:
 
 
 def _config_path(words: list[str]) -> Path | None:
-    """The path `--config` (or a prefix argparse takes for it) names, read before parsing."""
+    """The path `--config` (or a prefix argparse takes for it) names, read before parsing:
+    the last, as argparse takes it."""
+    named = None
     for word, following in itertools.pairwise([*words, ""]):
         flag, equals, value = word.partition("=")
         if flag.startswith("--conf") and "--config".startswith(flag):
-            return Path(value if equals else following) if (value or following) else None
-    return None
+            named = value if equals else following
+    return Path(named) if named else None
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     since = parse_since(args.since)
     report = _run_async(read_report(args.db, since=since, now=int(time.time())))
-    to_a_file = args.html is not None and _write_whole(args.html, _masked_data(render_html(report)))
+    page = None if args.html is None else mask_keys_in_html(render_html(report), _keys_at_hand())
+    to_a_file = page is not None and _write_whole(args.html, page)
     if args.json:
-        _out(_masked_data(json.dumps(report.as_json(), indent=2, ensure_ascii=False)))
+        _out(_json_text(mask_keys_in_json(report.as_json(), _keys_at_hand())))
     elif args.html is None:
         _out(_masked_data(format_report(report)))
     elif to_a_file:  # not after a page sent to stdout or a pipe: the line would join it

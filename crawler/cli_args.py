@@ -26,6 +26,8 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """One line, not a usage dump: the user sees what is wrong and where to look."""
         # argparse quotes what it refused (an invalid choice): a key pasted there is not shown.
+        # Quoted as Python does, a value holding both quote marks has its ' escaped.
+        message = message.replace("\\'", "'")
         words = (
             shown(word.strip("'")) if looks_like_secret(word.strip("'")) else word
             for word in message.split(" ")

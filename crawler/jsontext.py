@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypeGuard
 
 import orjson
@@ -51,24 +51,6 @@ def to_text(value: Any) -> str:
             # What orjson read (up to MAX_DEPTH levels) must be written back, not crash.
             with _recursion_limit(sys.getrecursionlimit() + 2 * MAX_DEPTH):
                 return _json_text(value)
-
-
-def map_strings(value: Any, change: Callable[[str], str]) -> Any:
-    """A JSON value (as `parse` returns) with `change` applied to each of its strings, names
-    of members too."""
-    # As deep as what orjson reads, as to_text writes it back.
-    with _recursion_limit(sys.getrecursionlimit() + 2 * MAX_DEPTH):
-        return _mapped(value, change)
-
-
-def _mapped(value: Any, change: Callable[[str], str]) -> Any:
-    if isinstance(value, str):
-        return change(value)
-    if isinstance(value, list):
-        return [_mapped(item, change) for item in value]
-    if isinstance(value, dict):
-        return {change(name): _mapped(item, change) for name, item in value.items()}
-    return value
 
 
 def _json_text(value: Any) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import bisect
 import functools
+import html
 import json
 import re
 from array import array
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias, overload
 from urllib.parse import quote, quote_plus
 
-from .jsontext import map_strings, parse, to_text
+from .jsontext import parse, to_text
 
 Secret: TypeAlias = str | Sequence[str] | None
 
@@ -159,6 +160,30 @@ def mask_keys_in_data(text: str, keys: Iterable[str]) -> str:
     return mask_keys(text, [key for key in keys if len(key) >= _IDENTIFYING_RUN])
 
 
+def mask_keys_in_json(value: Any, keys: Iterable[str]) -> Any:
+    """A JSON value (a document's, before it is written) with `keys` masked in each of its
+    strings as mask_keys_in_data does: masked as text, a run of a key ending in a backslash
+    took the document's own escape, and the document was no JSON."""
+    keys = tuple(keys)
+    if isinstance(value, str):
+        return mask_keys_in_data(value, keys)
+    if isinstance(value, list):
+        return [mask_keys_in_json(item, keys) for item in value]
+    if isinstance(value, dict):
+        return {
+            mask_keys_in_data(str(name), keys): mask_keys_in_json(item, keys)
+            for name, item in value.items()
+        }
+    return value
+
+
+def mask_keys_in_html(text: str, keys: Iterable[str]) -> str:
+    """An HTML document with `keys` masked as mask_keys_in_data does, in the spelling the
+    page escapes them in too (`&quot;`, `&amp;`)."""
+    keys = tuple(keys)
+    return mask_keys_in_data(text, (*keys, *(html.escape(key) for key in keys)))
+
+
 def has_a_key_prefixed_word(value: str) -> bool:
     """Whether `value` holds a word spelled `sk-…`, as OpenAI's keys are (not the longer
     shapes `looks_like_secret` takes too: a gateway's URL holds a 32-digit hex account id)."""
@@ -205,22 +230,17 @@ def mask_values(row: tuple[Any, ...], secret: Secret) -> tuple[Any, ...]:
 
 
 def _mask_stored(text: str, scans: list[_Scan]) -> str:
-    """`text` masked (see _mask_all); JSON text, in each of its strings, when what was found
-    spans its structure (a proxy password holding `","`, echoed in two fields): masked as
-    text, it would be stored as JSON no query can read."""
+    """`text` masked (see _mask_all); JSON text whose masking breaks it (a proxy password
+    holding `","`, echoed over two fields: its quotes are the JSON's) as a JSON string of
+    the masked text, which queries can still read, rather than JSON none can."""
     masked = _mask_all(text, scans)
     if masked is text or not text.startswith(("{", "[")):
         return masked
     try:
         parse(masked)
-        return masked
     except ValueError:
-        pass
-    try:
-        value = parse(text)
-    except ValueError:
-        return masked
-    return to_text(map_strings(value, functools.partial(_mask_all, scans=scans)))
+        return to_text(masked)
+    return masked
 
 
 def _mask_all(text: str, scans: list[_Scan]) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .setting_rules import shown
 from .store import open_reader
 from .store.reads import QueryAnswer, answer_queries
 
@@ -26,10 +27,10 @@ def parse_since(text: str) -> int:
     """
     match = _SINCE.match(text.strip())
     if not match or int(match[1]) == 0:
-        raise ConfigError(f"--since {text!r}: give a period such as 12h, 7d or 2w")
+        raise ConfigError(f"--since {shown(text)}: give a period such as 12h, 7d or 2w")
     seconds = int(match[1]) * _UNIT_SECONDS[match[2]]
     if seconds > _LONGEST:
-        raise ConfigError(f"--since {text!r}: at most 100 years (5200w)")
+        raise ConfigError(f"--since {shown(text)}: at most 100 years (5200w)")
     return seconds
 
 

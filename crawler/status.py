@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,8 +147,3 @@ def _when(unix: Any) -> str:
         return dt.datetime.fromtimestamp(unix, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
     except (TypeError, ValueError, OverflowError, OSError):  # a value edited by hand
         return repr(unix)
-
-
-def dumps(report: StatusReport) -> str:
-    """The report as indented JSON."""
-    return json.dumps(report.as_json(), indent=2, ensure_ascii=False)

@@ -434,6 +434,51 @@ def test_what_the_commands_print_masks_the_key_a_server_echoed_into_stored_value
         assert "the key *** was refused" in printed
 
 
+@pytest.mark.parametrize(
+    ("key", "echo", "hidden"),
+    [
+        # 15 characters of the key, shown: the 16th in the document was its own escape.
+        ("ABCDEFGHIJKLMNO\\PQRSTUVWXYZ0123456789", 'ABCDEFGHIJKLMNO"', None),
+        ('ABCDEFGHIJ"KLMNOPQRSTUVWXYZ0123456789ab', 'ABCDEFGHIJ"KLMNOPQ', "ABCDEFGHIJ"),
+    ],
+    ids=["a backslash", "a quote"],
+)
+@pytest.mark.parametrize(
+    "argv",
+    [["report", "--json"], ["report", "--html", "page.html"]],
+    ids=["report-json", "report-html"],
+)
+def test_a_key_holding_what_a_document_escapes_is_masked_and_the_document_whole(
+    db_path: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    key: str,
+    echo: str,
+    hidden: str | None,
+) -> None:
+    """Under half of such a key, stored as sent: the JSON report, masked as text, lost its
+    own escape to the mask (`"error near ***" in line 3"`, no JSON), and the HTML report
+    showed the run escaped (`ABCDEFGHIJ&quot;KLMNOPQ`), a spelling never masked."""
+    batch = make_batch(
+        1,
+        created_at=int(time.time()) - 60,
+        status="failed",
+        errors={"data": [{"code": "bad", "message": f"error near {echo} in line 3"}]},
+    )
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    monkeypatch.chdir(tmp_path)
+    with aioresponses() as mock:
+        mock.get(f"{BASE_URL}/batches?limit=100", payload=list_body([batch], False))
+        assert main(["sync", "--db", str(db_path), "--base-url", BASE_URL, "--no-files", "-q"]) == 0
+    capsys.readouterr()
+    assert main([*argv, "--db", str(db_path)]) == 0
+    printed = capsys.readouterr().out
+    shown = (tmp_path / "page.html").read_text() if "--html" in argv else json.loads(printed)
+    assert hidden is None or hidden not in str(shown)
+
+
 @pytest.mark.parametrize("key", ["x", "null", "1", "true"])
 @pytest.mark.parametrize(
     "argv",
@@ -559,16 +604,32 @@ WRAPPED_ECHOES = [
 ]
 
 
-def test_a_secret_spanning_json_structure_is_masked_in_its_strings() -> None:
-    """A proxy password holding `","`, echoed by a server as the end of one field and the
-    start of the next: masked as text, the batch's raw and metadata were stored as JSON
-    no query can read. Each string is masked on its own, the whole where one holds it."""
-    secret = 'aaaaBBBB1111","ccccDDDD2222'
-    metadata = {"m1": "zzaaaaBBBB1111", "ccccDDDD2222zz": "v", "echo": f"got {secret}"}
-    text = json.dumps(metadata, separators=(",", ":"))
+@pytest.mark.parametrize(
+    ("secret", "stored"),
+    [
+        ('aaaaBBBB1111xyzQ","ccccDDDD2222xyzQ', {"m1": "zz{0}", "{1}zz": "v"}),
+        ('aaaaBBBB1111xyzQ":"ccccDDDD2222xyzQ', {"zz{0}": "{1}zz"}),
+        ('Abcdefghijklmnopq":"Rstuvwxyz0123456789A', {"{0}": "{1}"}),
+        ('aaaaBBBB1111xyzQ","ccccDDDD2222xyzQ', ["x{0}", "{1}y", "z"]),
+    ],
+    ids=["a member's end and the next name", "a name and its value", "uneven", "a list"],
+)
+def test_a_secret_spanning_json_structure_is_stored_masked_as_json(
+    secret: str, stored: object
+) -> None:
+    """A proxy password (or a key) holding JSON's quotes, echoed as the end of one string
+    and the start of the next: masked as text, the batch's raw and metadata were stored as
+    JSON no query can read; masked in each string, each held under half of it, and the
+    text the whole. Stored as a JSON string of the masked text: readable, and without it
+    (or as masked, where that is JSON still: `["x***y"]`)."""
+    first, second = secret.split('"', 1)[0], secret.rsplit('"', 1)[1]
+    filled = json.loads(json.dumps(stored).replace("{0}", first).replace("{1}", second))
+    text = json.dumps(filled, separators=(",", ":"))
     assert secret in text
     (masked,) = mask_values((text,), secret)
-    assert json.loads(masked) == {**metadata, "echo": "got ***"}
+    value = json.loads(masked)  # a string where masked text is no JSON
+    assert not holds_secret(masked, secret)
+    assert not any(holds_secret(s, secret) for s in [value] if isinstance(s, str))
 
 
 @pytest.mark.parametrize("echo", WRAPPED_ECHOES)
@@ -693,6 +754,30 @@ def test_a_key_inside_a_flags_value_is_not_said_back(
     assert key[10:26] not in said.out + said.err
 
 
+QUOTED_KEY = "aaaaaaaaaaaaa1'bbbbbbbbbbbbb2'ccccccccccccc3'ddddddddddddd4\"e"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["sync", "--log-format", QUOTED_KEY], ["report", "--since", QUOTED_KEY], [QUOTED_KEY]],
+    ids=["choice", "since", "command"],
+)
+def test_a_key_holding_both_quote_marks_is_masked_where_argparse_quotes_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """Python quotes such a value with its ' escaped: no 16 characters of the key were
+    left in a row, and 45 of its 61 were shown."""
+    monkeypatch.setenv("OPENAI_API_KEY", QUOTED_KEY)
+    try:
+        code = main(argv)
+    except SystemExit as refused:
+        code = refused.code
+    said = capsys.readouterr().err
+    assert code not in (0, None)
+    assert "aaaaaaaaaaaaa1" not in said
+    assert "bbbbbbbbbbbbb2" not in said
+
+
 UUID_KEY = "3f2b9c1e-7a4d-4e8b-9c2f-1a2b3c4d5e6f"  # a gateway's key, spelled like no key
 
 
@@ -707,7 +792,11 @@ UUID_KEY = "3f2b9c1e-7a4d-4e8b-9c2f-1a2b3c4d5e6f"  # a gateway's key, spelled li
     ],
     ids=["version", "choice, json", "integer", "log format variable", "db path"],
 )
-@pytest.mark.parametrize("flag", ["--config", "--conf="], ids=["flag", "prefix"])
+@pytest.mark.parametrize(
+    "flag",
+    ["--config", "--conf=", "--config other.toml --config", "--config= --config"],
+    ids=["flag", "prefix", "the last of two", "after an empty one"],
+)
 def test_a_key_the_config_file_names_is_masked_in_the_flags(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -718,14 +807,16 @@ def test_a_key_the_config_file_names_is_masked_in_the_flags(
 ) -> None:
     """A key in the variable a config file's api_key_env names, not spelled like a key,
     pasted into a flag argparse refused (or the log format variable) was shown whole: the
-    config file, naming the variable, was not read yet. A path holding it was taken."""
+    config file, naming the variable, was not read yet. A path holding it was taken. Of
+    two config files, the first was read for keys, and argparse takes the last."""
     config = tmp_path / "c.toml"
     config.write_text('[accounts.gw]\napi_key_env = "GW"\nbase_url = "https://h/v1"\n')
     monkeypatch.setenv("GW", UUID_KEY)
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
     monkeypatch.chdir(tmp_path)
-    config_words = [f"{flag}{config}"] if flag.endswith("=") else [flag, str(config)]
+    (tmp_path / "other.toml").write_text("page_size = 10\n")
+    config_words = [f"{flag}{config}"] if flag.endswith("=") else [*flag.split(), str(config)]
     try:
         code = main(["sync", *config_words, *argv])
     except SystemExit as refused:
