@@ -213,8 +213,10 @@ def keys_named_in(path: Path, env: Mapping[str, str]) -> tuple[str, ...]:
     accounts' too), read before the command line is checked: a key pasted into a flag is
     masked whatever its shape. None from a file that cannot be read (said later)."""
     try:
-        if not stat.S_ISREG(path.stat().st_mode):
-            return ()  # a FIFO would wait for a writer
+        found = path.stat()
+        # Not a FIFO (it would wait for a writer), nor a file no config is (read later).
+        if not stat.S_ISREG(found.st_mode) or found.st_size > 2**20:
+            return ()
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):  # TOMLDecodeError and UnicodeDecodeError are ValueErrors
         return ()
