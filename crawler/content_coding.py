@@ -43,8 +43,7 @@ async def decoded(chunks: AsyncIterator[bytes], encoding: str) -> AsyncIterator[
     Gzip members following each other are read as one body, as gzip tools do; what follows
     the last stream and is not one (zero padding, a stray line end) is ignored, as GNU gzip
     does (with a warning), and not read: a request file's line count is checked against its
-    batch's. Past MAX_IDLE_BYTES decoding to nothing the body is not read further either:
-    ended, between streams; broken, inside one.
+    batch's. Past MAX_IDLE_BYTES decoding to nothing it is broken (padding sent for ever).
     """
     streams = _Streams(encoding)
     try:
@@ -70,13 +69,11 @@ class _Streams:
 
     def read_all(self, coming: int) -> bool:
         """Whether the body is read, `coming` bytes more arriving: the rest is to be
-        ignored, or ran on decoding to nothing between streams. BrokenEncodingError if it
-        ran on so inside one."""
+        ignored. BrokenEncodingError once it ran on decoding to nothing (in a stream, or
+        between two: a member may follow padding, and the file so cut would pass for whole)."""
         if self.ignoring:
             return True
         if self.idle > MAX_IDLE_BYTES:
-            if self.unpacker is not None and self.unpacker.eof:
-                return True
             raise BrokenEncodingError(
                 f"the {self.encoding} body ran on for {MAX_IDLE_BYTES // 2**20} MiB decoding "
                 "to nothing"

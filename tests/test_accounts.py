@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 import sqlite3
 import sys
@@ -370,6 +371,30 @@ async def test_a_batch_its_owners_gateway_ended_is_asked_of_every_other_account_
         await sync_accounts([a, b], retry=FAST)
     assert api.asked == []
     assert_database_matches(db_path, WITH_FAILED)
+
+
+async def test_a_batch_two_gateways_ended_takes_what_a_third_accounts_route_gives(
+    db_path: Path,
+) -> None:
+    """The owner's route and b's both leave usage out, c's has the batch whole; b's copy
+    ended it first, then the owner's answer was stored and no account asked again: c,
+    which never answered, left usage out for good (synced in another order, it was in)."""
+    async with listed_by_each(db_path, "abc") as (api, (a, b, c)):
+        api.batches[FAILED["id"]] = FAILED
+        gateways = without(FAILED, "usage")
+        api.shown_by["a"] = {FAILED["id"]: gateways}
+        api.shown_by["b"] = {FAILED["id"]: gateways}
+        await sync(b, retry=FAST)
+        await sync(a, retry=FAST)
+        for _ in range(2):
+            await sync_accounts([a, b, c], retry=FAST)
+        api.asked.clear()
+        await sync_accounts([a, b, c], retry=FAST)
+    assert api.asked == []
+    assert_database_matches(db_path, WITH_FAILED)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        (asks,) = conn.execute("SELECT ended_asks FROM batches WHERE id = ?", (FAILED["id"],))
+    assert max(json.loads(asks[0]).values()) == 3  # an answer's 3 was counted on to 4
 
 
 async def test_a_batch_its_owners_list_shows_at_an_earlier_stage_is_asked_for_by_id(

@@ -146,6 +146,10 @@ async def test_a_bomb_unpacks_a_bounded_piece_at_a_time() -> None:
     assert total == size
 
 
+_PACKER = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+STREAMED_NOT_ENDED = _PACKER.compress(CONTENT) + _PACKER.flush(zlib.Z_SYNC_FLUSH)
+
+
 class Endless:
     """A body of `head`, then `tail` again and again (a server sending it for ever), cut off
     after `bound` bytes: how many the decoder took says whether it would have stopped."""
@@ -162,25 +166,28 @@ class Endless:
             yield self.tail
 
 
-@pytest.mark.parametrize(
-    "tail",
-    [b"\0" * 2**16, b"junk" * 2**14, gzip.compress(b"") * 2**10],
-    ids=["zero padding", "junk", "empty members"],
-)
-async def test_what_runs_on_after_a_gzip_body_is_not_read_for_ever(tail: bytes) -> None:
-    """A gzip file, then zero padding, junk or empty members sent for ever: they were read
-    (ignored) for as long as they came, and the sync never ended."""
-    body = Endless(gzip.compress(CONTENT), tail)
+async def test_junk_after_a_gzip_body_is_not_read() -> None:
+    """What follows the last stream and begins no member is not the file's: it was read
+    (and ignored) for as long as it came."""
+    body = Endless(gzip.compress(CONTENT), b"junk" * 2**14)
     content = b"".join([piece async for piece in decoded(body.chunks(), "gzip")])
     assert content == CONTENT
     assert body.taken <= 2 * MAX_IDLE_BYTES
 
 
-async def test_empty_blocks_sent_for_ever_inside_a_stream_are_refused() -> None:
-    """A stream whose blocks after the first lines hold nothing, sent for ever."""
-    packer = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
-    head = packer.compress(CONTENT) + packer.flush(zlib.Z_SYNC_FLUSH)
-    body = Endless(head, b"\x00\x00\x00\xff\xff" * 2**12)  # a stored block of no byte
+@pytest.mark.parametrize(
+    ("head", "tail"),
+    [
+        (gzip.compress(CONTENT), b"\0" * 2**16),
+        (gzip.compress(CONTENT), gzip.compress(b"") * 2**10),
+        (STREAMED_NOT_ENDED, b"\x00\x00\x00\xff\xff" * 2**12),  # stored blocks of no byte
+    ],
+    ids=["zero padding", "empty members", "empty blocks inside a stream"],
+)
+async def test_a_body_running_on_decoding_to_nothing_is_refused(head: bytes, tail: bytes) -> None:
+    """Sent for ever, they were read for ever; and past a MiB of padding, a member may
+    follow (the file stored short, as whole, had its end been taken there)."""
+    body = Endless(head, tail)
     with pytest.raises(BrokenEncodingError, match="ran on for 1 MiB decoding to nothing"):
         async for _ in decoded(body.chunks(), "gzip"):
             pass

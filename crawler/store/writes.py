@@ -74,13 +74,15 @@ def _not_found_but(account: str) -> str:
 _ENDED = "({})".format(", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES)))
 # The account whose copy of a batch ended it first, while another account lists it (a
 # gateway may leave fields out): the accounts listing it but that one ask for it by id until
-# the owner's copy is stored, or, the owner's copy having ended it, until each answered
-# (0022_ended_asks.sql); `*`, ended before that was kept: each, its owner too, until it
-# answered (0023_ended_before.sql). NULL: in flight, or no copy is waited for.
+# the owner's copy is stored (0022_ended_asks.sql); then, as when the owner's copy ended it,
+# each other account listing it asks until it answered (another may hold what neither
+# copy gave); `*`, ended before that was kept: each, its owner too, until it answered
+# (0023_ended_before.sql). NULL: in flight, or no copy is waited for.
 _ENDED_BY = (
     f"CASE WHEN excluded.status IS NULL OR excluded.status NOT IN {_ENDED} THEN NULL "
     f"WHEN batches.status IN {_ENDED} THEN CASE WHEN excluded.account = batches.account "
-    "AND batches.ended_by NOT IN (batches.account, '*') THEN NULL ELSE batches.ended_by END "
+    "AND batches.ended_by NOT IN (batches.account, '*') THEN batches.account "
+    "ELSE batches.ended_by END "
     "WHEN excluded.account != batches.account OR batches.listed_by IS NOT NULL "
     "THEN excluded.account END"
 )
@@ -110,8 +112,8 @@ _LISTED = (
     "ended_asks = CASE WHEN account = ?1 THEN NULL ELSE ended_asks END WHERE id = ?2"
 )
 # Account ?1's copy of a batch ended, waited for since another account's copy ended it
-# (see _ENDED_BY), is in: ?1 asks for it no more. (An owner's copy waited for clears
-# ended_by instead, in the upsert.)
+# (see _ENDED_BY), is in: ?1 asks for it no more. (An owner's copy waited for makes its
+# owner ended_by instead, in the upsert: each other account asks anew.)
 _ANSWERED_ENDED = (
     f"UPDATE batches SET ended_asks = json_set({json_object('ended_asks')}, ?2, {ENDED_ASKS}) "
     "WHERE id = ?3 AND ended_by IS NOT NULL AND ended_by != ?1"
@@ -281,6 +283,7 @@ def _asked_for_ended(db: sqlite3.Connection, account: str, batch_ids: list[str])
         db.execute(
             f"UPDATE batches SET ended_asks = {counted('ended_asks', '?2')} "
             "WHERE ended_by IS NOT NULL AND ended_by != ?1 "
+            f"AND coalesce(json_extract({json_object('ended_asks')}, ?2), 0) < {ENDED_ASKS} "
             "AND id IN (SELECT value FROM json_each(?3))",
             (account, account_path(account), json.dumps(batch_ids)),
         )
