@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -75,6 +76,9 @@ class ListWalk:
     restarted: bool = False  # this run already walked from the top again
     pages_read: int = 0
     asked_after: str | None = None  # the cursor of the last list request
+    # How far visits read the list from its top this run: the creation time the deepest
+    # page lies below (see listed_below), and the cursor after it (None: the end read).
+    read_from_top: tuple[float, str | None] | None = None
 
     async def run(self, walk: WalkState, queue: PageQueue) -> None:
         """Walk segment after segment, handing each page on; errors go through the queue."""
@@ -259,8 +263,15 @@ class ListWalk:
             return fetched, True
         above = await self.store.created_just_after(created, VISIT_CURSORS)
         # Each cursor's batch may have left the list (a 400 or 404, or an empty end after
-        # it): then the next one above, and last the top.
-        for cursor in [*above, None]:
+        # it): then the next one above, and last the top. The top is read once a run, on
+        # down as deep as visits need: read from it for each target gone from the list
+        # (a run after many left it), the whole list was read for each.
+        for start in [*above, None]:
+            cursor, from_top = start, start is None
+            if from_top and self.read_from_top is not None:
+                floor, cursor = self.read_from_top
+                if floor < created or cursor is None:
+                    return fetched, True  # read past where it would be listed: it is not
             steps = walk_pages(self.fetch_page, after=cursor, limit=self.page_size)
             first = cursor is not None
             try:
@@ -270,6 +281,8 @@ class ListWalk:
                             raise UnknownCursorError(f"nothing listed after {cursor}")
                         first = False
                         fetched = await self.hand_on(step, queue, fetched)
+                        if from_top:
+                            self.note_read_from_top(step)
                         if target not in self.walk_targets or listed_below(step.page, created):
                             break
                         if self.budget_spent(fetched):
@@ -281,6 +294,14 @@ class ListWalk:
                 if not first or isinstance(exc, UnknownRouteError):
                     raise
         return fetched, True
+
+    def note_read_from_top(self, step: WalkStep) -> None:
+        """Record that a visit read the list from its top down to `step`'s page."""
+        times = sorted(t for b in step.page.batches if isinstance(t := b.get("created_at"), int))
+        floor = times[(len(times) - 1) // 2] if times else math.inf  # as listed_below
+        if self.read_from_top is not None:
+            floor = min(floor, self.read_from_top[0])
+        self.read_from_top = (-math.inf if step.done else floor, step.cursor)
 
     async def walk_on(self, after: str | None, queue: PageQueue, fetched: int) -> bool:
         """Walk on below a finished walk until the walk targets are passed.
