@@ -380,15 +380,15 @@ def _keys_at_hand() -> tuple[str, ...]:
     )
 
 
-def _config_path(words: list[str]) -> Path | None:
-    """The path `--config` (or a prefix argparse takes for it) names, read before parsing:
-    the last, as argparse takes it."""
-    named = None
+def _config_paths(words: list[str]) -> list[Path]:
+    """The paths `--config` (or a prefix argparse takes for it) names, read before parsing:
+    each, as argparse takes the last, and the command may be refused before it does."""
+    named = []
     for word, following in itertools.pairwise([*words, ""]):
         flag, equals, value = word.partition("=")
         if flag.startswith("--conf") and "--config".startswith(flag):
-            named = value if equals else following
-    return Path(named) if named else None
+            named.append(value if equals else following)
+    return [Path(path) for path in named if path]
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -538,8 +538,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     words = sys.argv[1:] if argv is None else argv
     Parser.json_errors = _asks_for_json(words)
-    config = _config_path(words)
-    Parser.config_keys = () if config is None else keys_named_in(config, os.environ)
+    Parser.config_keys = tuple(
+        key for path in _config_paths(words) for key in keys_named_in(path, os.environ)
+    )
     args = build_parser().parse_args(argv)
     args.events = None
     keys = _keys_at_hand()

@@ -167,6 +167,9 @@ def mask_keys_in_json(value: Any, keys: Iterable[str]) -> Any:
     keys = tuple(keys)
     if isinstance(value, str):
         return mask_keys_in_data(value, keys)
+    if isinstance(value, int) and not isinstance(value, bool):
+        masked = mask_keys_in_data(str(value), keys)
+        return value if masked == str(value) else masked
     if isinstance(value, list):
         return [mask_keys_in_json(item, keys) for item in value]
     if isinstance(value, dict):
@@ -226,7 +229,17 @@ def mask_values(row: tuple[Any, ...], secret: Secret) -> tuple[Any, ...]:
     scans = _stored_data_scans(secret)
     if not scans:
         return row
-    return tuple(_mask_stored(v, scans) if isinstance(v, str) else v for v in row)
+    if not any(scan.in_a_number for scan in scans):
+        return tuple(_mask_stored(v, scans) if isinstance(v, str) else v for v in row)
+    # A key of digits (a local server's token) echoed as a number: the number left out.
+    return tuple(
+        _mask_stored(v, scans)
+        if isinstance(v, str)
+        else None
+        if isinstance(v, int) and _mask_all(str(v), scans) != str(v)
+        else v
+        for v in row
+    )
 
 
 def _mask_stored(text: str, scans: list[_Scan]) -> str:
@@ -239,8 +252,16 @@ def _mask_stored(text: str, scans: list[_Scan]) -> str:
     try:
         parse(masked)
     except ValueError:
-        return to_text(masked)
+        return to_text(masked) if _is_json(text) else masked
     return masked
+
+
+def _is_json(text: str) -> bool:
+    try:
+        parse(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _mask_all(text: str, scans: list[_Scan]) -> str:
@@ -287,6 +308,7 @@ class _Scan:
     # Every run holds one of its form's blocks of (run + 1) // 2 characters, aligned at
     # multiples of that size: finding none of them rules a text out quickly.
     blocks: tuple[str, ...]
+    in_a_number: bool  # a run may be spelled by a number (a key of digits)
 
     def may_hold(self, text: str, json_lines: bool = False) -> bool:
         if self.has_a_block(text):
@@ -303,7 +325,7 @@ def _one_case(secret: str) -> bool:
     return secret.lower() == secret or secret.upper() == secret
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=1024)
 def _scan(secret: str, run: int, *, in_a_message: bool) -> _Scan:
     """Messages are searched for the key in upper and lower case too (cheap, and a key in
     one case tells most of it), and percent-encoded byte by byte; stored data for the key
@@ -317,13 +339,15 @@ def _scan(secret: str, run: int, *, in_a_message: bool) -> _Scan:
     if in_a_message or _one_case(secret):
         forms |= {case for form in forms for case in (form.lower(), form.upper())}
     size = (run + 1) // 2
+    runs = frozenset(form[i : i + run] for form in forms for i in range(len(form) - run + 1))
     return _Scan(
         forms=tuple(sorted(forms, key=len, reverse=True)),
         run=run,
-        runs=frozenset(form[i : i + run] for form in forms for i in range(len(form) - run + 1)),
+        runs=runs,
         blocks=tuple(
             {form[i : i + size] for form in forms for i in range(0, len(form) - size + 1, size)}
         ),
+        in_a_number=any(one.isdigit() for one in runs),
     )
 
 

@@ -33,7 +33,7 @@ from crawler.cli import main
 from crawler.config import Settings, load_accounts
 from crawler.errors import ConfigError, CrawlerError, TransportError
 from crawler.events import Event
-from crawler.redact import Secrets, holds_secret, mask_secret, mask_values
+from crawler.redact import Secrets, holds_secret, mask_keys_in_json, mask_secret, mask_values
 from crawler.replies import build_api_error
 from crawler.setting_rules import is_on_this_machine
 from crawler.sync_run import sync
@@ -776,6 +776,32 @@ def test_a_key_holding_both_quote_marks_is_masked_where_argparse_quotes_it(
     assert code not in (0, None)
     assert "aaaaaaaaaaaaa1" not in said
     assert "bbbbbbbbbbbbb2" not in said
+
+
+DIGITS_KEY = "8734591026473829104"  # a local server's token of digits
+
+
+def test_a_key_of_digits_echoed_as_a_number_is_neither_stored_nor_shown() -> None:
+    """Echoed in request counts and usage, it was stored whole in their integer columns,
+    and `report --json` printed it: numbers were never searched."""
+    row = ("batch_1", int(DIGITS_KEY), 42, f"[gateway] bad key {DIGITS_KEY}", "[1, 2]")
+    assert mask_values(row, DIGITS_KEY) == ("batch_1", None, 42, "[gateway] bad key ***", "[1, 2]")
+    document = {"tokens": int(DIGITS_KEY), "requests": 7, "ok": True}
+    assert mask_keys_in_json(document, [DIGITS_KEY]) == {"tokens": "***", "requests": 7, "ok": True}
+
+
+def test_the_keys_of_every_config_file_named_are_masked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bare `--config` after the one naming the key: the keys of the last alone were
+    masked, and argparse refused the command first, the key shown."""
+    config = tmp_path / "real.toml"
+    config.write_text('api_key_env = "MY_TOKEN"\n')
+    monkeypatch.setenv("MY_TOKEN", "hunter2hunter2hunter2hunter2")
+    with pytest.raises(SystemExit):
+        main(["sync", "--config", str(config), "--provider", "hunter2hunter2hunter2hunter2",
+              "--config"])  # fmt: skip
+    assert "hunter2hunter2" not in capsys.readouterr().err
 
 
 UUID_KEY = "3f2b9c1e-7a4d-4e8b-9c2f-1a2b3c4d5e6f"  # a gateway's key, spelled like no key
