@@ -40,6 +40,15 @@ def parse(body: bytes | bytearray | str) -> Any:
             raise TooDeepError("nested too deeply to read") from None
 
 
+def is_json(body: bytes | bytearray | str) -> bool:
+    """Whether `body` is a JSON document (see parse)."""
+    try:
+        parse(body)
+    except ValueError:
+        return False
+    return True
+
+
 def to_text(value: Any) -> str:
     """Compact JSON text, non-ASCII kept as it is, for anything `parse` returns."""
     try:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias, overload
 from urllib.parse import quote, quote_plus
 
-from .jsontext import parse, to_text
+from .jsontext import is_json, parse, to_text
 
 Secret: TypeAlias = str | Sequence[str] | None
 
@@ -252,16 +252,8 @@ def _mask_stored(text: str, scans: list[_Scan]) -> str:
     try:
         parse(masked)
     except ValueError:
-        return to_text(masked) if _is_json(text) else masked
+        return to_text(masked) if is_json(text) else masked
     return masked
-
-
-def _is_json(text: str) -> bool:
-    try:
-        parse(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _mask_all(text: str, scans: list[_Scan]) -> str:

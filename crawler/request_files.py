@@ -30,7 +30,7 @@ from .errors import (
     UnknownRouteError,
     UnstorableBatchError,
 )
-from .jsontext import parse
+from .jsontext import is_json, parse
 from .redact import Secret, holds_secret, mask_values, may_hold_secret
 from .request_rows import REQUEST_COLUMNS, UnusableLineError, build_request_row
 from .rows import fit_rows
@@ -181,7 +181,7 @@ async def read_requests(
             if lines.chunk_is_full():
                 await save(lines.read, lines.take_chunk())
         tail = buffer.end()
-        if tail and body.cut_may_pass_unseen and not _is_json(tail[0]):
+        if tail and body.cut_may_pass_unseen and not is_json(tail[0]):
             raise BrokenResponseError(
                 f"file {file.file_id} ended in the middle of a line, in a body whose end "
                 "nothing checks (no declared length): the transfer was cut short"
@@ -275,14 +275,6 @@ class _FileLines:
 
 
 _BOM = "\ufeff".encode()
-
-
-def _is_json(line: bytearray) -> bool:
-    try:
-        parse(line)
-    except ValueError:
-        return False
-    return True
 
 
 class _TooLong(Exception):

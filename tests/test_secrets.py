@@ -394,6 +394,20 @@ def test_a_servers_message_is_quoted_on_one_line_short_and_without_escapes() -> 
     assert "PWNED" in text
 
 
+def synced_with_an_error_line(db: Path, message: str) -> None:
+    """`db` synced by the command line: one batch, failed a minute ago, its error line
+    saying `message`."""
+    batch = make_batch(
+        1,
+        created_at=int(time.time()) - 60,
+        status="failed",
+        errors={"data": [{"code": "bad_key", "message": message}]},
+    )
+    with aioresponses() as mock:
+        mock.get(f"{BASE_URL}/batches?limit=100", payload=list_body([batch], False))
+        assert main(["sync", "--db", str(db), "--base-url", BASE_URL, "--no-files", "-q"]) == 0
+
+
 @pytest.mark.parametrize(
     "argv",
     [["report"], ["report", "--json"], ["report", "--html", "page.html"], ["status", "--json"]],
@@ -410,17 +424,9 @@ def test_what_the_commands_print_masks_the_key_a_server_echoed_into_stored_value
     writes masks any 16 characters of the key at hand, as messages do."""
     key = "sk-proj-" + "Q7wErTy9uIoP" * 6
     run = key[8:44]  # 36 characters: under half of a 80-character key, so stored as sent
-    batch = make_batch(
-        1,
-        created_at=int(time.time()) - 60,
-        status="failed",
-        errors={"data": [{"code": "bad_key", "message": f"the key {run} was refused"}]},
-    )
     monkeypatch.setenv("OPENAI_API_KEY", key)
     monkeypatch.chdir(tmp_path)
-    with aioresponses() as mock:
-        mock.get(f"{BASE_URL}/batches?limit=100", payload=list_body([batch], False))
-        assert main(["sync", "--db", str(db_path), "--base-url", BASE_URL, "--no-files", "-q"]) == 0
+    synced_with_an_error_line(db_path, f"the key {run} was refused")
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
         assert conn.execute("SELECT message FROM batch_errors").fetchone() == (
             f"the key {run} was refused",
@@ -461,17 +467,9 @@ def test_a_key_holding_what_a_document_escapes_is_masked_and_the_document_whole(
     """Under half of such a key, stored as sent: the JSON report, masked as text, lost its
     own escape to the mask (`"error near ***" in line 3"`, no JSON), and the HTML report
     showed the run escaped (`ABCDEFGHIJ&quot;KLMNOPQ`), a spelling never masked."""
-    batch = make_batch(
-        1,
-        created_at=int(time.time()) - 60,
-        status="failed",
-        errors={"data": [{"code": "bad", "message": f"error near {echo} in line 3"}]},
-    )
     monkeypatch.setenv("OPENAI_API_KEY", key)
     monkeypatch.chdir(tmp_path)
-    with aioresponses() as mock:
-        mock.get(f"{BASE_URL}/batches?limit=100", payload=list_body([batch], False))
-        assert main(["sync", "--db", str(db_path), "--base-url", BASE_URL, "--no-files", "-q"]) == 0
+    synced_with_an_error_line(db_path, f"error near {echo} in line 3")
     capsys.readouterr()
     assert main([*argv, "--db", str(db_path)]) == 0
     printed = capsys.readouterr().out
