@@ -322,7 +322,7 @@ def _environment_proxy(settings: Settings) -> tuple[URL | None, aiohttp.BasicAut
         ) from None
     except UnicodeError:
         raise ConfigError(_PROXY_WITHOUT_HOST) from None
-    if host and proxy.scheme not in ("http", "https"):
+    if host and proxy.scheme and proxy.scheme not in ("http", "https"):
         raise ConfigError(
             f"the proxy in HTTP_PROXY or HTTPS_PROXY is a {proxy.scheme} proxy: aiohttp "
             "speaks to http and https proxies only"
