@@ -287,7 +287,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         result = _run_async(run_demo(args.db, args.batches, progress))
     _out(format_summary(result))
     for answer in ask(args.db):
-        _out("\n" + format_answer(answer))
+        _out("\n" + _masked_data(format_answer(answer)))
     _out(_masked(f"\nExplore further: sqlite3 {args.db}"))
     return EXIT_OK
 
@@ -309,7 +309,7 @@ def _demo_accounts(args: argparse.Namespace) -> int:
         if outcome.result is not None:
             _out(_account_summary(outcome.account, outcome.result))
     for answer in ask(args.db, [*DEMO_QUERIES, ACCOUNTS_QUERY]):
-        _out("\n" + format_answer(answer))
+        _out("\n" + _masked_data(format_answer(answer)))
     _out(_masked(f"\nExplore further: sqlite3 {args.db}"))
     return EXIT_OK
 

@@ -218,7 +218,7 @@ def keys_named_in(path: Path, env: Mapping[str, str]) -> tuple[str, ...]:
         if not stat.S_ISREG(found.st_mode) or found.st_size > 2**20:
             return ()
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # TOMLDecodeError and UnicodeDecodeError are ValueErrors
+    except (OSError, ValueError, RecursionError):  # TOMLDecodeError is a ValueError
         return ()
     accounts = data.get("accounts")
     tables = [data, *(accounts.values() if isinstance(accounts, dict) else ())]
@@ -241,6 +241,8 @@ def read_config_file(path: Path, env: Mapping[str, str] | None = None) -> dict[s
             data = tomllib.load(fh)
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except RecursionError:
+        raise ConfigError(f"config file {path} is not valid TOML: nested too deeply") from None
     except tomllib.TOMLDecodeError as exc:
         values = {v.strip() for v in (env or {}).values() if len(v.strip()) >= 16}
         said = mask_keys(str(exc), values)

@@ -14,7 +14,7 @@ import html
 import json
 import re
 from array import array
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias, overload
 from urllib.parse import quote, quote_plus
@@ -162,22 +162,36 @@ def mask_keys_in_data(text: str, keys: Iterable[str]) -> str:
 
 def mask_keys_in_json(value: Any, keys: Iterable[str]) -> Any:
     """A JSON value (a document's, before it is written) with `keys` masked in each of its
-    strings as mask_keys_in_data does: masked as text, a run of a key ending in a backslash
-    took the document's own escape, and the document was no JSON."""
-    keys = tuple(keys)
+    strings and numbers as mask_keys_in_data does: masked as text, a run of a key ending in
+    a backslash took the document's own escape, and the document was no JSON. Key by key,
+    over the whole value: each key's scan is worked out once (see _scan's cache)."""
+    for key in keys:
+        if len(key) >= _IDENTIFYING_RUN:
+            value = _map_json(value, functools.partial(mask_secret, secret=key))
+    return _map_json(value, mask_key_like)
+
+
+def _map_json(value: Any, change: Callable[[str], str]) -> Any:
+    """`value` with `change` applied to its strings, names of members, and numbers (as
+    text: a number `change` alters becomes that text)."""
     if isinstance(value, str):
-        return mask_keys_in_data(value, keys)
-    if isinstance(value, int) and not isinstance(value, bool):
-        masked = mask_keys_in_data(str(value), keys)
-        return value if masked == str(value) else masked
+        return change(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        spelled = _number_text(value)
+        changed = change(spelled)
+        return value if changed == spelled else changed
     if isinstance(value, list):
-        return [mask_keys_in_json(item, keys) for item in value]
+        return [_map_json(item, change) for item in value]
     if isinstance(value, dict):
-        return {
-            mask_keys_in_data(str(name), keys): mask_keys_in_json(item, keys)
-            for name, item in value.items()
-        }
+        return {change(str(name)): _map_json(item, change) for name, item in value.items()}
     return value
+
+
+def _number_text(value: int | float) -> str:
+    """A number as its digits: an integral float as the integer it stands for."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def mask_keys_in_html(text: str, keys: Iterable[str]) -> str:
@@ -236,7 +250,9 @@ def mask_values(row: tuple[Any, ...], secret: Secret) -> tuple[Any, ...]:
         _mask_stored(v, scans)
         if isinstance(v, str)
         else None
-        if isinstance(v, int) and _mask_all(str(v), scans) != str(v)
+        if isinstance(v, int | float)
+        and not isinstance(v, bool)
+        and _mask_all(_number_text(v), scans) != _number_text(v)
         else v
         for v in row
     )
@@ -317,7 +333,7 @@ def _one_case(secret: str) -> bool:
     return secret.lower() == secret or secret.upper() == secret
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=32)
 def _scan(secret: str, run: int, *, in_a_message: bool) -> _Scan:
     """Messages are searched for the key in upper and lower case too (cheap, and a key in
     one case tells most of it), and percent-encoded byte by byte; stored data for the key

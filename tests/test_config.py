@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from crawler.cli import main
 from crawler.config import CONFIG_KEYS, Settings, load_accounts, load_settings
 from crawler.errors import ConfigError
 from crawler.setting_rules import DEFAULT_BASE_URL
@@ -514,3 +515,13 @@ def test_a_rule_between_an_account_tables_settings_names_the_table_and_the_file(
         f"config file {config}, [accounts.y]: organization: holds the API key (not shown); "
         "give the organization id alone, and the key in the variable api_key_env names"
     )
+
+
+def test_a_config_file_nested_too_deeply_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """2,000 brackets: a RecursionError traceback, read for its keys and as the config."""
+    config = tmp_path / "deep.toml"
+    config.write_text("a = " + "[" * 2000 + "]" * 2000 + "\n")
+    assert main(["sync", "--config", str(config), "--db", str(tmp_path / "x.db")]) == 2
+    assert "is not valid TOML: nested too deeply" in capsys.readouterr().err

@@ -290,3 +290,16 @@ def test_the_demo_runs_on_a_machine_whose_programs_have_a_proxy(
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_PROXY", proxy)
     assert main(["demo", "--db", str(tmp_path / "d.db"), "--batches", "20"]) == 0
+
+
+def test_what_the_demo_prints_from_the_database_masks_the_keys_at_hand(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`demo --db` on a database a local gateway filled (allowed) printed its answers
+    unmasked: a run of the key a server echoed, stored as under half of it, was shown.
+    Here the key at hand spells a model the demo's answers name."""
+    monkeypatch.setenv("OPENAI_API_KEY", "text-embedding-3-large")
+    assert main(["demo", "--db", str(tmp_path / "d.db"), "--batches", "50"]) == 0
+    printed = capsys.readouterr().out
+    assert "gpt-4o" in printed
+    assert "text-embedding-3-" not in printed  # 16 characters of it, in -small too
