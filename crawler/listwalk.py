@@ -266,7 +266,8 @@ class ListWalk:
         # it): then the next one above, and last the top. The top is read once a run, on
         # down as deep as visits need: read from it for each target gone from the list
         # (a run after many left it), the whole list was read for each.
-        for start in [*above, None]:
+        starts: list[str | None] = [*above, None]
+        for start in starts:
             cursor, from_top = start, start is None
             if from_top and self.read_from_top is not None:
                 floor, cursor = self.read_from_top
@@ -293,6 +294,9 @@ class ListWalk:
                 # which parameter): that batch has left the list, start after the next one.
                 if not first or isinstance(exc, UnknownRouteError):
                     raise
+                if from_top and cursor is not None:  # where the last read stopped left too
+                    self.read_from_top = None
+                    starts.append(None)
         return fetched, True
 
     def note_read_from_top(self, step: WalkStep) -> None:

@@ -780,3 +780,47 @@ async def test_batches_gone_from_the_list_are_looked_for_in_one_read_from_its_to
     pages = (len(batches) - len(gone)) // 2
     # The walk on to them, the list once from its top, a request for each below a listed one.
     assert len(tops) <= 2 * pages + len(gone)
+
+
+async def test_a_visit_going_on_where_the_last_read_stopped_reads_from_the_top_if_that_left(
+    db_path: Path,
+) -> None:
+    """Two batches in flight, refused by id, their stored neighbours above gone from the
+    list; the batch ending the first visit's read from the top leaves the list then: the
+    second visit, going on after it, was refused and took its batch as not listed."""
+    targets = (20, 8)
+    batches = [make_batch(n, status="in_progress" if n in targets else "completed")
+               for n in range(1, 31)]  # fmt: skip
+    api = Routes(batches, "a")
+    listed, served = api.listed, []
+
+    async def leaving(request: web.Request) -> web.Response:
+        after = request.query.get("after")
+        if after is not None and after not in {b["id"] for b in api.shown("a")}:
+            error = {"message": "Invalid 'after'", "type": "invalid_request_error",
+                     "param": "after", "code": None}  # fmt: skip
+            return web.json_response({"error": error}, status=400)
+        answer = await listed(request)
+        page = json.loads(answer.body)["data"]  # type: ignore[arg-type]
+        if page and page[-1]["id"] == batches[19]["id"] and not served:
+            served.append(page[-1]["id"])
+            api.hidden["a"].add(page[-1]["id"])  # gone once served
+        return answer
+
+    async def refusing(request: web.Request) -> web.Response:
+        error = {"message": "Forbidden", "type": "invalid_request_error", "code": None}
+        return web.json_response({"error": error}, status=403)  # listed all the same
+
+    api.listed = leaving  # type: ignore[method-assign]
+    api.by_id = refusing  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        api.hidden["a"].update(batches[n - 1]["id"] for n in (21, 22, 23, 9, 10, 11))
+        for n in targets:
+            api.batches[batches[n - 1]["id"]] = make_batch(n, status="completed")
+        await sync(a, retry=FAST)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        (status,) = conn.execute("SELECT status FROM batches WHERE id = ?", (batches[7]["id"],))
+    assert served
+    assert status == ("completed",)
