@@ -170,6 +170,15 @@ class Routes:
         page = shown[start : start + limit]
         return web.json_response(list_body(page, start + limit < len(shown)))
 
+    def unknown_cursor_refused(self, request: web.Request) -> web.Response | None:
+        """A 400 naming `after` for a cursor the route does not list (gone from the list)."""
+        after = request.query.get("after")
+        if after is None or after in {b["id"] for b in self.shown(request.match_info["route"])}:
+            return None
+        error = {"message": "Invalid 'after'", "type": "invalid_request_error",
+                 "param": "after", "code": None}  # fmt: skip
+        return web.json_response({"error": error}, status=400)
+
     async def by_id(self, request: web.Request) -> web.Response:
         batch_id = request.match_info["id"]
         self.asked.append((request.match_info["route"], batch_id))
@@ -761,12 +770,9 @@ async def test_batches_gone_from_the_list_are_looked_for_in_one_read_from_its_to
     listed = api.listed
 
     async def counted(request: web.Request) -> web.Response:
-        after = request.query.get("after")
-        if after is not None and after not in {b["id"] for b in api.shown("a")}:
-            error = {"message": "Invalid 'after'", "type": "invalid_request_error",
-                     "param": "after", "code": None}  # fmt: skip
-            return web.json_response({"error": error}, status=400)
-        tops.append(after)
+        if refused := api.unknown_cursor_refused(request):
+            return refused
+        tops.append(request.query.get("after"))
         return await listed(request)
 
     api.listed = counted  # type: ignore[method-assign]
@@ -795,11 +801,8 @@ async def test_a_visit_going_on_where_the_last_read_stopped_reads_from_the_top_i
     listed, served = api.listed, []
 
     async def leaving(request: web.Request) -> web.Response:
-        after = request.query.get("after")
-        if after is not None and after not in {b["id"] for b in api.shown("a")}:
-            error = {"message": "Invalid 'after'", "type": "invalid_request_error",
-                     "param": "after", "code": None}  # fmt: skip
-            return web.json_response({"error": error}, status=400)
+        if refused := api.unknown_cursor_refused(request):
+            return refused
         answer = await listed(request)
         page = json.loads(answer.body)["data"]  # type: ignore[arg-type]
         if page and page[-1]["id"] == batches[19]["id"] and not served:
