@@ -240,7 +240,7 @@ class ListWalk:
                 if visited and self.budget_spent(fetched):
                     complete = False
                     break
-                fetched, finished = await self.visit(target, queue, fetched)
+                fetched, finished = await self.visit(target, queue, fetched, whole=not visited)
                 if not finished:
                     complete = False
                     break
@@ -251,9 +251,14 @@ class ListWalk:
         except CrawlerError as exc:
             await queue.put(WalkEnd(complete=False, error=exc))
 
-    async def visit(self, target: str, queue: PageQueue, fetched: int) -> tuple[int, bool]:
+    async def visit(
+        self, target: str, queue: PageQueue, fetched: int, *, whole: bool = False
+    ) -> tuple[int, bool]:
         """Read the pages where `target` is listed: the pages fetched so far, and False
-        when the budget ran out before the visit could tell whether it is listed.
+        when the budget ran out before the visit could tell whether it is listed. A visit
+        `whole` (a run's first) is cut by the time budget alone: cut by the page budget, a
+        target deep in the list, least recently seen, was the first on every run, and it
+        and those after it were never refreshed.
 
         A target with no known creation time has no known place: it is left for the
         refresh by id. One listed at the top is read from the top.
@@ -286,7 +291,7 @@ class ListWalk:
                             self.note_read_from_top(step)
                         if target not in self.walk_targets or listed_below(step.page, created):
                             break
-                        if self.budget_spent(fetched):
+                        if self.time_spent() if whole else self.budget_spent(fetched):
                             return fetched, False
                 return fetched, True
             except (BadRequestError, NotFoundError) as exc:
@@ -298,6 +303,10 @@ class ListWalk:
                     self.read_from_top = None
                     starts.append(None)
         return fetched, True
+
+    def time_spent(self) -> bool:
+        left = self.time_left()
+        return left is not None and left <= 0
 
     def note_read_from_top(self, step: WalkStep) -> None:
         """Record that a visit read the list from its top down to `step`'s page."""

@@ -827,3 +827,39 @@ async def test_a_visit_going_on_where_the_last_read_stopped_reads_from_the_top_i
         (status,) = conn.execute("SELECT status FROM batches WHERE id = ?", (batches[7]["id"],))
     assert served
     assert status == ("completed",)
+
+
+async def test_a_deep_batch_refused_by_id_is_reached_by_runs_on_a_page_budget(
+    db_path: Path,
+) -> None:
+    """Batches 8 and 5 in flight, then ended, refused by id but listed; the three stored
+    above batch 8 gone from the list, so its visit reads from the top: with --max-pages 3
+    the budget ran out above its page on every run, it was first again (least recently
+    seen), and both stayed in flight for good, with no warning."""
+    targets = (5, 8)
+    batches = [make_batch(n, status="in_progress" if n in targets else "completed")
+               for n in range(1, 31)]  # fmt: skip
+    api = Routes(batches, "a")
+    listed = api.listed
+
+    async def refusing_unknown_cursors(request: web.Request) -> web.Response:
+        return api.unknown_cursor_refused(request) or await listed(request)
+
+    async def refusing(request: web.Request) -> web.Response:
+        error = {"message": "Forbidden", "type": "invalid_request_error", "code": None}
+        return web.json_response({"error": error}, status=403)  # listed all the same
+
+    api.listed = refusing_unknown_cursors  # type: ignore[method-assign]
+    api.by_id = refusing  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        api.hidden["a"].update(batches[n - 1]["id"] for n in (9, 10, 11))
+        for n in targets:
+            api.batches[batches[n - 1]["id"]] = make_batch(n, status="completed")
+        for _ in range(3):
+            await sync(dataclasses.replace(a, max_pages=3), retry=FAST)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        ids = [batches[n - 1]["id"] for n in targets]
+        statuses = conn.execute("SELECT status FROM batches WHERE id IN (?, ?)", ids).fetchall()
+    assert statuses == [("completed",), ("completed",)]
