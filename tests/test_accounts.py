@@ -788,6 +788,19 @@ async def test_batches_gone_from_the_list_are_looked_for_in_one_read_from_its_to
     assert len(tops) <= 2 * pages + len(gone)
 
 
+async def forbidden(request: web.Request) -> web.Response:
+    """403 for a batch by id, which its route lists all the same."""
+    error = {"message": "Forbidden", "type": "invalid_request_error", "code": None}
+    return web.json_response({"error": error}, status=403)
+
+
+def end_behind_gone(api: Routes, targets: tuple[int, ...], gone: tuple[int, ...]) -> None:
+    """Batches `targets` end, and batches `gone` leave route a's list."""
+    api.hidden["a"].update(make_batch(n)["id"] for n in gone)
+    for n in targets:
+        api.batches[make_batch(n)["id"]] = make_batch(n, status="completed")
+
+
 async def test_a_visit_going_on_where_the_last_read_stopped_reads_from_the_top_if_that_left(
     db_path: Path,
 ) -> None:
@@ -810,18 +823,12 @@ async def test_a_visit_going_on_where_the_last_read_stopped_reads_from_the_top_i
             api.hidden["a"].add(page[-1]["id"])  # gone once served
         return answer
 
-    async def refusing(request: web.Request) -> web.Response:
-        error = {"message": "Forbidden", "type": "invalid_request_error", "code": None}
-        return web.json_response({"error": error}, status=403)  # listed all the same
-
     api.listed = leaving  # type: ignore[method-assign]
-    api.by_id = refusing  # type: ignore[method-assign]
+    api.by_id = forbidden  # type: ignore[method-assign]
     async with serving(api.routes()) as root:
         (a,) = api.accounts(db_path, root)
         await sync(a, retry=FAST)
-        api.hidden["a"].update(batches[n - 1]["id"] for n in (21, 22, 23, 9, 10, 11))
-        for n in targets:
-            api.batches[batches[n - 1]["id"]] = make_batch(n, status="completed")
+        end_behind_gone(api, targets, gone=(21, 22, 23, 9, 10, 11))
         await sync(a, retry=FAST)
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
         (status,) = conn.execute("SELECT status FROM batches WHERE id = ?", (batches[7]["id"],))
@@ -845,18 +852,12 @@ async def test_a_deep_batch_refused_by_id_is_reached_by_runs_on_a_page_budget(
     async def refusing_unknown_cursors(request: web.Request) -> web.Response:
         return api.unknown_cursor_refused(request) or await listed(request)
 
-    async def refusing(request: web.Request) -> web.Response:
-        error = {"message": "Forbidden", "type": "invalid_request_error", "code": None}
-        return web.json_response({"error": error}, status=403)  # listed all the same
-
     api.listed = refusing_unknown_cursors  # type: ignore[method-assign]
-    api.by_id = refusing  # type: ignore[method-assign]
+    api.by_id = forbidden  # type: ignore[method-assign]
     async with serving(api.routes()) as root:
         (a,) = api.accounts(db_path, root)
         await sync(a, retry=FAST)
-        api.hidden["a"].update(batches[n - 1]["id"] for n in (9, 10, 11))
-        for n in targets:
-            api.batches[batches[n - 1]["id"]] = make_batch(n, status="completed")
+        end_behind_gone(api, targets, gone=(9, 10, 11))
         for _ in range(3):
             await sync(dataclasses.replace(a, max_pages=3), retry=FAST)
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
