@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import base64
 import bisect
+import decimal
 import functools
 import html
 import json
+import math
 import re
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -172,14 +174,13 @@ def mask_keys_in_json(value: Any, keys: Iterable[str]) -> Any:
 
 
 def _map_json(value: Any, change: Callable[[str], str]) -> Any:
-    """`value` with `change` applied to its strings, names of members, and numbers (as
-    text: a number `change` alters becomes that text)."""
+    """`value` with `change` applied to its strings and names of members; a number
+    `change` alters, spelled as text, is masked whole."""
     if isinstance(value, str):
         return change(value)
     if isinstance(value, int | float) and not isinstance(value, bool):
         spelled = _number_text(value)
-        changed = change(spelled)
-        return value if changed == spelled else changed
+        return value if change(spelled) == spelled else _MASK  # a number, not in part
     if isinstance(value, list):
         return [_map_json(item, change) for item in value]
     if isinstance(value, dict):
@@ -188,10 +189,15 @@ def _map_json(value: Any, change: Callable[[str], str]) -> Any:
 
 
 def _number_text(value: int | float) -> str:
-    """A number as its digits: an integral float as the integer it stands for."""
-    if isinstance(value, float) and value.is_integer():
+    """A number as its digits: an integral float as the integer it stands for, another
+    as written out and as Python writes it (1.234e-05 is 0.00001234 echoed)."""
+    if isinstance(value, int):
+        return str(value)
+    if value.is_integer():
         return str(int(value))
-    return str(value)
+    if not math.isfinite(value):
+        return str(value)
+    return f"{decimal.Decimal(repr(value)):f} {value!r}"
 
 
 def mask_keys_in_html(text: str, keys: Iterable[str]) -> str:
@@ -306,6 +312,10 @@ def _stored_data_scans(secret: Secret) -> list[_Scan]:
     ]
 
 
+# What a run of a key spelled by a number (a key of digits, a decimal, a negative) holds.
+_NUMBER_SPELLING = re.compile(r"[-+.0-9eE]+")
+
+
 @dataclass(frozen=True)
 class _Scan:
     """What searching for runs of one key takes, worked out once per key and run."""
@@ -355,7 +365,7 @@ def _scan(secret: str, run: int, *, in_a_message: bool) -> _Scan:
         blocks=tuple(
             {form[i : i + size] for form in forms for i in range(0, len(form) - size + 1, size)}
         ),
-        in_a_number=any(one.isdigit() for one in runs),
+        in_a_number=any(_NUMBER_SPELLING.fullmatch(one) for one in runs),
     )
 
 

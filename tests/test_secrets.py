@@ -798,6 +798,25 @@ def test_a_key_of_digits_echoed_as_a_float_is_neither_stored_nor_shown() -> None
     assert mask_keys_in_json(document, [key]) == {"hours": "***", "share": 0.25}
 
 
+@pytest.mark.parametrize(
+    ("key", "echo"),
+    [
+        ("1234567890.123456", "1234567890.123456"),
+        ("-123456789012345", "-123456789012345"),
+        ("1234567890123456", "0.00001234567890123456"),
+    ],
+    ids=["a decimal", "a negative", "after zeros (1.234567890123456e-05)"],
+)
+def test_a_key_spelled_as_a_number_echoed_as_one_is_neither_stored_nor_shown(
+    key: str, echo: str
+) -> None:
+    """Numbers were checked for keys with a run of digits alone, spelled as Python writes
+    them: these were stored whole (or their digits all), and shown."""
+    value = json.loads(echo)
+    assert mask_values((value, 7), key) == (None, 7)
+    assert mask_keys_in_json({"requests": value, "n": 7}, [key]) == {"requests": "***", "n": 7}
+
+
 def test_many_keys_at_hand_mask_a_json_document_key_by_key(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
