@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .accounts import sync_accounts
-from .cli_args import Parser, build_parser
-from .config import ENV_AZURE_KEY, ENV_LOG_FORMAT, Settings, keys_named_in, load_accounts
+from .cli_args import Parser, build_parser, keys_at_hand
+from .config import ENV_LOG_FORMAT, Settings, keys_named_in, load_accounts
 from .datasette import datasette_metadata
 from .demo import ACCOUNTS_QUERY, DEMO_QUERIES, ask, run_accounts_demo, run_demo
 from .errors import (
@@ -46,7 +46,6 @@ from .logs import JsonEvents, configure_logging
 from .prices import PriceFile, PriceFileError, read_prices
 from .progress import AccountsProgress, ProgressLine
 from .redact import (
-    environment_keys,
     holds_secret,
     mask_keys,
     mask_keys_in_data,
@@ -351,7 +350,7 @@ def _sync_command(options: FakeApiOptions, base_url: str) -> str:
 def _cmd_status(args: argparse.Namespace) -> int:
     report = _run_async(read_status(args.db))
     if args.json:
-        _out(_json_text(mask_keys_in_json(report.as_json(), _keys_at_hand())))
+        _out(_json_text(mask_keys_in_json(report.as_json(), keys_at_hand())))
     else:
         _out(_masked_data(format_status(report)))
     return EXIT_OK
@@ -360,24 +359,17 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _masked(text: str) -> str:
     """`text` with the keys at hand masked: a stored value may hold up to half the key a
     server echoed (see README, Config file), and printing it would show it again."""
-    return mask_keys(text, _keys_at_hand())
+    return mask_keys(text, keys_at_hand())
 
 
 def _masked_data(text: str) -> str:
     """`text` showing stored data (see mask_keys_in_data) with the keys at hand masked."""
-    return mask_keys_in_data(text, _keys_at_hand())
+    return mask_keys_in_data(text, keys_at_hand())
 
 
 def _json_text(value: Any) -> str:
     """A command's JSON document, as printed."""
     return json.dumps(value, indent=2, ensure_ascii=False)
-
-
-def _keys_at_hand() -> tuple[str, ...]:
-    return (
-        *environment_keys(os.environ, Settings.api_key_env, ENV_AZURE_KEY),
-        *Parser.config_keys,
-    )
 
 
 def _config_paths(words: list[str]) -> list[Path]:
@@ -394,10 +386,10 @@ def _config_paths(words: list[str]) -> list[Path]:
 def _cmd_report(args: argparse.Namespace) -> int:
     since = parse_since(args.since)
     report = _run_async(read_report(args.db, since=since, now=int(time.time())))
-    page = None if args.html is None else mask_keys_in_html(render_html(report), _keys_at_hand())
+    page = None if args.html is None else mask_keys_in_html(render_html(report), keys_at_hand())
     to_a_file = page is not None and _write_whole(args.html, page)
     if args.json:
-        _out(_json_text(mask_keys_in_json(report.as_json(), _keys_at_hand())))
+        _out(_json_text(mask_keys_in_json(report.as_json(), keys_at_hand())))
     elif args.html is None:
         _out(_masked_data(format_report(report)))
     elif to_a_file:  # not after a page sent to stdout or a pipe: the line would join it
@@ -543,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = build_parser().parse_args(argv)
     args.events = None
-    keys = _keys_at_hand()
+    keys = keys_at_hand()
     try:
         _configure_logging(args, _log_format(args))
         _check_paths(args, keys)

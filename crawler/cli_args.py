@@ -32,13 +32,20 @@ class Parser(argparse.ArgumentParser):
             shown(word.strip("'")) if looks_like_secret(word.strip("'")) else word
             for word in message.split(" ")
         )
-        keys = (*environment_keys(os.environ, Settings.api_key_env, ENV_AZURE_KEY),
-                *Parser.config_keys)  # fmt: skip
-        line = mask_keys(f"{self.prog}: error: {' '.join(words)} (see --help)", keys)
+        line = mask_keys(f"{self.prog}: error: {' '.join(words)} (see --help)", keys_at_hand())
         if Parser.json_errors:
             event = failure_event(ConfigError(line))
             self.exit(EXIT_USAGE, event.json_line())
         self.exit(EXIT_USAGE, line + "\n")
+
+
+def keys_at_hand() -> tuple[str, ...]:
+    """The keys a command masks in what it says: the environment's, and those the config
+    files it was given name (Parser.config_keys)."""
+    return (
+        *environment_keys(os.environ, Settings.api_key_env, ENV_AZURE_KEY),
+        *Parser.config_keys,
+    )
 
 
 def _checked(rule: Rule) -> Callable[[str], Any]:

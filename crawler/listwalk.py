@@ -69,6 +69,7 @@ class ListWalk:
     note: Callable[[str], None]
     budget_spent: Callable[[int], bool]
     time_left: Callable[[], float | None]
+    time_spent: Callable[[], bool]
     to_refresh: set[str]
     walk_targets: set[str]
     stored_mark: int  # the store's last rowid when the run began (see Store.stored_by)
@@ -303,10 +304,6 @@ class ListWalk:
                     self.read_from_top = None
                     starts.append(None)
         return fetched, True
-
-    def time_spent(self) -> bool:
-        left = self.time_left()
-        return left is not None and left <= 0
 
     def note_read_from_top(self, step: WalkStep) -> None:
         """Record that a visit read the list from its top down to `step`'s page."""

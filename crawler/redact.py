@@ -240,7 +240,8 @@ def may_hold_secret(text: str, secret: Secret, *, json_lines: bool = False) -> b
 
 
 def mask_values(row: tuple[Any, ...], secret: Secret) -> tuple[Any, ...]:
-    """`row` (values to store) with what `holds_secret` finds masked in each text value.
+    """`row` (values to store) with what `holds_secret` finds masked in each text value,
+    and numbers spelling a key left out (see _stored_number).
 
     Each key is searched for in the value as it came, and what they find is masked at
     once: two tokens of one identity share long runs (a JWT's header and claims), and the
@@ -251,17 +252,21 @@ def mask_values(row: tuple[Any, ...], secret: Secret) -> tuple[Any, ...]:
         return row
     if not any(scan.in_a_number for scan in scans):
         return tuple(_mask_stored(v, scans) if isinstance(v, str) else v for v in row)
-    # A key of digits (a local server's token) echoed as a number: the number left out.
     return tuple(
         _mask_stored(v, scans)
         if isinstance(v, str)
-        else None
-        if isinstance(v, int | float)
-        and not isinstance(v, bool)
-        and _mask_all(_number_text(v), scans) != _number_text(v)
+        else _stored_number(v, scans)
+        if isinstance(v, int | float) and not isinstance(v, bool)
         else v
         for v in row
     )
+
+
+def _stored_number(value: int | float, scans: list[_Scan]) -> int | float | None:
+    """`value`, or None where it spells a run of a key spelled as a number (a local
+    server's token of digits, echoed as one): a number is left out, not masked in part."""
+    spelled = _number_text(value)
+    return value if _mask_all(spelled, scans) is spelled else None
 
 
 def _mask_stored(text: str, scans: list[_Scan]) -> str:
