@@ -13,7 +13,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .api import ApiClient
 from .budget import OutOfTime, before_deadline
@@ -42,6 +42,17 @@ VISIT_CURSORS = 3
 
 # A batch created more than this far ahead of the clock is dated wrongly.
 FUTURE_SLACK = 86_400
+
+
+@dataclass(frozen=True)
+class VisitStart:
+    """Where a visit reads the list from: after `cursor` (None: the top). `from_top`: on
+    from the top (the top itself, or where a read from it stopped), `resumed`: where an
+    earlier run's read stopped."""
+
+    cursor: str | None
+    from_top: bool = False
+    resumed: bool = False
 
 
 @dataclass
@@ -80,6 +91,10 @@ class ListWalk:
     # How far visits read the list from its top this run: the creation time the deepest
     # page lies below (see listed_below), and the cursor after it (None: the end read).
     read_from_top: tuple[float, str | None] | None = None
+    # A visit reading from the top for a batch, cut by the budget: the batch, and the
+    # cursor to go on after (on this run or the next; see Store.visit_resume).
+    visit_resume: tuple[str, str] | None = None
+    missed: list[str] = field(default_factory=list)  # visited, and not listed
 
     async def run(self, walk: WalkState, queue: PageQueue) -> None:
         """Walk segment after segment, handing each page on; errors go through the queue."""
@@ -231,7 +246,7 @@ class ListWalk:
         Each target is read from the page after a stored batch created just before it (that
         batch's id as the cursor): a batch deep in the list costs a page or two, not every
         page above it. One target is visited whatever the budget, so that runs on a budget,
-        each taking the least recently seen first, get through them all.
+        each taking the least recently seen or missed first, get through them all.
         """
         try:
             complete, visited = True, False
@@ -241,10 +256,12 @@ class ListWalk:
                 if visited and self.budget_spent(fetched):
                     complete = False
                     break
-                fetched, finished = await self.visit(target, queue, fetched, whole=not visited)
+                fetched, finished = await self.visit(target, queue, fetched, first=not visited)
                 if not finished:
                     complete = False
                     break
+                if target in self.walk_targets:
+                    self.missed.append(target)
                 visited = True
             await queue.put(WalkEnd(complete=complete))
         except OutOfTime:
@@ -253,13 +270,16 @@ class ListWalk:
             await queue.put(WalkEnd(complete=False, error=exc))
 
     async def visit(
-        self, target: str, queue: PageQueue, fetched: int, *, whole: bool = False
+        self, target: str, queue: PageQueue, fetched: int, *, first: bool = False
     ) -> tuple[int, bool]:
         """Read the pages where `target` is listed: the pages fetched so far, and False
-        when the budget ran out before the visit could tell whether it is listed. A visit
-        `whole` (a run's first) is cut by the time budget alone: cut by the page budget, a
-        target deep in the list, least recently seen, was the first on every run, and it
-        and those after it were never refreshed.
+        when the budget ran out before the visit could tell whether it is listed.
+
+        A run's `first` visit reads on from a stored neighbour's cursor whatever the page
+        budget (a page or two), within the time budget; reading from the top, it reads a
+        page at least, and the next run goes on where it stopped (`visit_resume`): a target
+        deeper than a run's budget, least recently seen, was first on every run, and it and
+        those after it were never refreshed.
 
         A target with no known creation time has no known place: it is left for the
         refresh by id. One listed at the top is read from the top.
@@ -272,41 +292,80 @@ class ListWalk:
         # it): then the next one above, and last the top. The top is read once a run, on
         # down as deep as visits need: read from it for each target gone from the list
         # (a run after many left it), the whole list was read for each.
-        starts: list[str | None] = [*above, None]
-        for start in starts:
-            cursor, from_top = start, start is None
-            if from_top and self.read_from_top is not None:
-                floor, cursor = self.read_from_top
-                if floor < created or cursor is None:
-                    return fetched, True  # read past where it would be listed: it is not
-            steps = walk_pages(self.fetch_page, after=cursor, limit=self.page_size)
-            first = cursor is not None
-            try:
-                async with contextlib.aclosing(steps):
-                    async for step in steps:
-                        if first and may_be_a_vanished_cursor(step, resumed=True):
-                            raise UnknownCursorError(f"nothing listed after {cursor}")
-                        first = False
-                        fetched = await self.hand_on(step, queue, fetched)
-                        if from_top:
-                            self.note_read_from_top(step)
-                        if target not in self.walk_targets or listed_below(step.page, created):
-                            break
-                        if self.time_spent() if whole else self.budget_spent(fetched):
-                            return fetched, False
-                return fetched, True
-            except (BadRequestError, NotFoundError) as exc:
-                # The first page after it refused (a 400 or a 404, not every server saying
-                # which parameter): that batch has left the list, start after the next one.
-                if not first or isinstance(exc, UnknownRouteError):
-                    raise
-                if from_top and cursor is not None:  # where the last read stopped left too
+        starts: list[VisitStart | None] = [*(VisitStart(cursor) for cursor in above), None]
+        for planned in starts:
+            start = planned or self.top_start(target, created)
+            if start is None:
+                return fetched, True  # read past where it would be listed: it is not
+            whole = first and not start.from_top
+            read = await self.read_for(target, created, start, queue, fetched, whole=whole)
+            if read is not None:
+                return read
+            if start.from_top and start.cursor is not None:  # where a read stopped left too
+                if start.resumed:
+                    self.visit_resume = None
+                else:
                     self.read_from_top = None
-                    starts.append(None)
+                starts.append(None)
         return fetched, True
 
-    def note_read_from_top(self, step: WalkStep) -> None:
-        """Record that a visit read the list from its top down to `step`'s page."""
+    def top_start(self, target: str, created: int) -> VisitStart | None:
+        """Where a visit reads the list from its top for `target`: on from where an earlier
+        run's read for it stopped, or from where this run's stopped, or the top; None when
+        this run's read passed where `target` would be listed."""
+        if self.visit_resume is not None and self.visit_resume[0] == target:
+            return VisitStart(self.visit_resume[1], from_top=True, resumed=True)
+        if self.read_from_top is None:
+            return VisitStart(None, from_top=True)
+        floor, cursor = self.read_from_top
+        if floor < created or cursor is None:
+            return None
+        return VisitStart(cursor, from_top=True)
+
+    async def read_for(
+        self,
+        target: str,
+        created: int,
+        start: VisitStart,
+        queue: PageQueue,
+        fetched: int,
+        *,
+        whole: bool,
+    ) -> tuple[int, bool] | None:
+        """Read from `start` on past where `target` is listed: the pages fetched so far,
+        and False when the budget (the time budget alone, `whole`) ran out first; None when
+        the first page after the start's cursor was refused."""
+        steps = walk_pages(self.fetch_page, after=start.cursor, limit=self.page_size)
+        first_page = start.cursor is not None
+        try:
+            async with contextlib.aclosing(steps):
+                async for step in steps:
+                    if first_page and may_be_a_vanished_cursor(step, resumed=True):
+                        raise UnknownCursorError(f"nothing listed after {start.cursor}")
+                    first_page = False
+                    fetched = await self.hand_on(step, queue, fetched)
+                    if start.from_top:
+                        self.note_read_from_top(step, target, start.resumed)
+                    if target not in self.walk_targets or listed_below(step.page, created):
+                        break
+                    if self.time_spent() if whole else self.budget_spent(fetched):
+                        return fetched, False
+        except (BadRequestError, NotFoundError) as exc:
+            # The first page after it refused (a 400 or a 404, not every server saying
+            # which parameter): that batch has left the list.
+            if not first_page or isinstance(exc, UnknownRouteError):
+                raise
+            return None
+        if start.from_top:
+            self.visit_resume = None
+        return fetched, True
+
+    def note_read_from_top(self, step: WalkStep, target: str, resumed: bool) -> None:
+        """Record that a visit for `target` read the list from its top down to `step`'s
+        page: on this run unless `resumed` (an earlier run's read, going on)."""
+        self.visit_resume = None if step.cursor is None else (target, step.cursor)
+        if resumed:
+            return  # the pages above were read on an earlier run: this run's read is not
         times = sorted(t for b in step.page.batches if isinstance(t := b.get("created_at"), int))
         floor = times[(len(times) - 1) // 2] if times else math.inf  # as listed_below
         if self.read_from_top is not None:

@@ -64,7 +64,11 @@ class Run:
     # passes are struck off), and those of them the plan has the walk go on down to.
     to_refresh: set[str] = field(default_factory=set)
     walk_targets: set[str] = field(default_factory=set)
-    refresh_order: list[str] = field(default_factory=list)  # least recently seen first
+    refresh_order: list[str] = field(default_factory=list)  # least recently seen or missed first
+    # Where a visit reading from the top stopped (see ListWalk.visit_resume), and the
+    # batches visits looked for and did not find.
+    visit_resume: tuple[str, str] | None = None
+    missed: list[str] = field(default_factory=list)
     unsettled: frozenset[str] = frozenset()  # those of refresh_order
     stored_mark: int = 0  # the store's last rowid when the run began
     fetcher: FileFetcher | None = None
@@ -107,6 +111,7 @@ class Run:
             to_refresh=self.to_refresh,
             walk_targets=self.walk_targets,
             stored_mark=self.stored_mark,
+            visit_resume=self.visit_resume,
         )
         try:
             async with asyncio.TaskGroup() as tasks:
@@ -119,6 +124,8 @@ class Run:
         except BaseExceptionGroup as group:
             # Only the writer raises on purpose: hand its error on as it is, not a group.
             raise first_exception(group) from None
+        self.visit_resume = walker.visit_resume
+        self.missed += walker.missed
         return writer.result()
 
     async def write(self, queue: PageQueue) -> bool:

@@ -42,6 +42,7 @@ async def _plan_refresh(store: Store, run: Run) -> None:
     # seen first, every run gets further.
     budgeted = run.settings.max_pages is not None or run.settings.max_seconds is not None
     run.walk_targets = set() if budgeted else set(plan.walk_targets)
+    run.visit_resume = await store.visit_resume() if budgeted else None
 
 
 async def _refresh(run: Run, client: ApiClient) -> bool:
@@ -54,7 +55,9 @@ async def _refresh(run: Run, client: ApiClient) -> bool:
         return False
     if run.to_refresh:
         run.walk_targets = set(run.to_refresh)
-        if not await run.pipeline(client, None):
+        visited = await run.pipeline(client, None)
+        await run.store.save_visits(run.missed, run.visit_resume)
+        if not visited:
             return False
     if walking and run.to_refresh and not await _refresh_by_id(run, client):
         return False

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import re
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -131,6 +133,23 @@ async def create_before(db: Path, migration: str) -> None:
     with schema_before(migration):
         async with open_store(db):
             pass
+
+
+def roll_back_columns(db: Path, migration: str) -> None:
+    """Set `db` back to the schema before migration `migration` (its name): the columns
+    it and later ones added are dropped. Migrations doing more than add columns and
+    change rows cannot be rolled back so."""
+    migrations = schema.load_migrations()
+    version = next(m.version for m in migrations if m.name == migration)
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        for later in (m for m in migrations if m.version >= version):
+            sql = re.sub(r"--[^\n]*", "", later.sql)
+            added = re.findall(r"ALTER TABLE (\w+) ADD COLUMN (\w+)", sql)
+            assert not re.search(r"\b(CREATE|DROP|RENAME)\b", sql), later.name
+            for table, column in added:
+                conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        conn.execute("DELETE FROM schema_migrations WHERE version >= ?", (version,))
+        conn.execute(f"PRAGMA user_version = {version - 1}")
 
 
 @contextlib.contextmanager

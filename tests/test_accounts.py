@@ -26,7 +26,7 @@ from crawler.fake import FakeApiOptions, FakeApiServer
 from crawler.rows import BATCH_COLUMNS, build_page_rows
 from crawler.store import open_store
 
-from .conftest import create_before, list_body, make_batch, schema_before, serving
+from .conftest import create_before, list_body, make_batch, roll_back_columns, serving
 from .exact import assert_database_matches
 from .waits import HANG_GUARD, until
 
@@ -541,12 +541,13 @@ async def test_a_batch_ended_before_schema_23_is_asked_of_every_account_listing_
     api = Routes(IN_FLIGHT, "ab")
     async with serving(api.routes()) as root:
         a, b = api.accounts(db_path, root)
-        with schema_before("ended_before"):
-            for account in (a, b):
-                await sync(account, retry=FAST)
-            api.batches[FAILED["id"]] = FAILED
-            api.shown_by[gateway] = {FAILED["id"]: without(FAILED, "usage", "errors")}
-            await sync(b if gateway == "b" else a, retry=FAST)
+        for account in (a, b):
+            await sync(account, retry=FAST)
+        api.batches[FAILED["id"]] = FAILED
+        api.shown_by[gateway] = {FAILED["id"]: without(FAILED, "usage", "errors")}
+        await sync(b if gateway == "b" else a, retry=FAST)
+        # What those schemas left: no account named as waiting for another's copy.
+        roll_back_columns(db_path, "ended_before")
         with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
             conn.execute("UPDATE batches SET ended_by = NULL, ended_asks = NULL")
         for _ in range(2):
@@ -836,31 +837,88 @@ async def test_a_visit_going_on_where_the_last_read_stopped_reads_from_the_top_i
     assert status == ("completed",)
 
 
-async def test_a_deep_batch_refused_by_id_is_reached_by_runs_on_a_page_budget(
-    db_path: Path,
+def statuses(db: Path, ids: list[str]) -> list[str]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        query = "SELECT id, status FROM batches WHERE id IN (SELECT value FROM json_each(?))"
+        found = dict(conn.execute(query, (json.dumps(ids),)).fetchall())
+    return [found[batch_id] for batch_id in ids]
+
+
+@pytest.mark.parametrize("budget", ["max_pages", "max_seconds"])
+async def test_a_deep_batch_refused_by_id_is_reached_by_runs_on_a_budget(
+    db_path: Path, budget: str
 ) -> None:
     """Batches 8 and 5 in flight, then ended, refused by id but listed; the three stored
-    above batch 8 gone from the list, so its visit reads from the top: with --max-pages 3
+    above batch 8 gone from the list, so its visit reads from the top. With --max-pages 3
     the budget ran out above its page on every run, it was first again (least recently
-    seen), and both stayed in flight for good, with no warning."""
+    seen), and both stayed in flight for good; read whole on a run's first visit instead,
+    a run read the list far past its page budget (998 pages of a list of 2,000 batches).
+    Now a run reads a page or so past its budget, and the next goes on where it stopped.
+
+    On a time budget running out once the read from the top began, it began again on each
+    run: a batch deeper than a run reads was never reached."""
     targets = (5, 8)
     batches = [make_batch(n, status="in_progress" if n in targets else "completed")
                for n in range(1, 31)]  # fmt: skip
     api = Routes(batches, "a")
     listed = api.listed
+    asked: list[str | None] = []
+    spent: list[bool] = []
 
     async def refusing_unknown_cursors(request: web.Request) -> web.Response:
-        return api.unknown_cursor_refused(request) or await listed(request)
+        refused = api.unknown_cursor_refused(request)
+        if refused is None and "after" not in request.query and None in asked:
+            spent.append(True)  # a visit's read from the top: the time budget runs out
+        asked.append(None if refused is None else "refused")
+        return refused or await listed(request)
 
     api.listed = refusing_unknown_cursors  # type: ignore[method-assign]
     api.by_id = forbidden  # type: ignore[method-assign]
+    ids = [batches[n - 1]["id"] for n in targets]
+    pages_of_each_run = []
     async with serving(api.routes()) as root:
         (a,) = api.accounts(db_path, root)
         await sync(a, retry=FAST)
         end_behind_gone(api, targets, gone=(9, 10, 11))
-        for _ in range(3):
-            await sync(dataclasses.replace(a, max_pages=3), retry=FAST)
-    with contextlib.closing(sqlite3.connect(db_path)) as conn:
-        ids = [batches[n - 1]["id"] for n in targets]
-        statuses = conn.execute("SELECT status FROM batches WHERE id IN (?, ?)", ids).fetchall()
-    assert statuses == [("completed",), ("completed",)]
+        on_a_budget = (
+            dataclasses.replace(a, max_pages=3)
+            if budget == "max_pages"
+            else dataclasses.replace(a, max_seconds=60)
+        )
+        for _ in range(15):
+            asked.clear()
+            spent.clear()
+            clock = lambda: 1e6 if spent else 0.0  # noqa: E731
+            await sync(on_a_budget, retry=FAST, clock=clock)
+            pages_of_each_run.append(asked.count(None))
+            if statuses(db_path, ids) == ["completed", "completed"]:
+                break
+    assert statuses(db_path, ids) == ["completed", "completed"]
+    if budget == "max_pages":
+        # The budget's pages and the first visit's one more at most (refusals apart).
+        assert max(pages_of_each_run) <= 4
+
+
+async def test_a_batch_missed_by_a_visit_on_a_budget_lets_the_next_have_its_turn(
+    db_path: Path,
+) -> None:
+    """Two batches in flight, refused by id; the least recently seen gone from the list
+    too. On a budget of one page a run (one visit), it was visited first on every run, and
+    the other, which had ended, was never refreshed."""
+    gone, ending = 12, 5
+    batches = [make_batch(n, status="in_progress" if n in (gone, ending) else "completed")
+               for n in range(1, 21)]  # fmt: skip
+    api = Routes(batches, "a")
+    api.by_id = forbidden  # type: ignore[method-assign]
+    ids = [batches[n - 1]["id"] for n in (gone, ending)]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+            conn.execute("UPDATE batches SET last_seen_at = last_seen_at - 100")
+            conn.execute("UPDATE batches SET last_seen_at = 0 WHERE id = ?", (ids[0],))
+        api.hidden["a"].add(ids[0])
+        api.batches[ids[1]] = make_batch(ending, status="completed")
+        for _ in range(2):
+            await sync(dataclasses.replace(a, max_pages=1), retry=FAST)
+    assert statuses(db_path, ids) == ["in_progress", "completed"]

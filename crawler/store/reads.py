@@ -94,6 +94,17 @@ def select_by_id_failed_at(db: sqlite3.Connection, account: str) -> int | None:
     return row[0] if row and isinstance(row[0], int) else None
 
 
+def select_visit_resume(db: sqlite3.Connection, account: str) -> tuple[str, str] | None:
+    """The batch a visit on a budget read the list from its top for, and the cursor it
+    stopped after (None: no visit stopped so)."""
+    row = db.execute(
+        "SELECT visit_target, visit_cursor FROM walk_state WHERE account = ?", (account,)
+    ).fetchone()
+    if row and isinstance(row[0], str) and isinstance(row[1], str):
+        return row[0], row[1]
+    return None
+
+
 # The batches of an account's list, its name given twice: those it stored first, and those
 # another stored first that it listed (see migrations/0021_batch_listings.sql).
 IN_ACCOUNT_LIST = (
@@ -128,7 +139,7 @@ def select_unsettled(db: sqlite3.Connection, account: str) -> list[tuple[str, in
     replaces that listing, or this account's, the owner's listing having ended them;
     ENDED_ASKS asks of this account at most), but
     those it was answered 404 for (see _GONE_FOR), with their position in its list, the
-    least recently seen first (the order to refresh them in).
+    least recently seen or missed (batches.missed_at) first: the order to refresh them in.
 
     A position is the number of batches created later. One pass down the `created_at`
     index counts them: each step counts only the batches between two consecutive creation
@@ -137,7 +148,7 @@ def select_unsettled(db: sqlite3.Connection, account: str) -> list[tuple[str, in
     """
     marks = ", ".join("?" * len(TERMINAL))
     rows = db.execute(
-        "SELECT id, created_at, last_seen_at FROM batches "
+        "SELECT id, created_at, max(last_seen_at, coalesce(missed_at, 0)) FROM batches "
         f"WHERE {IN_ACCOUNT_LIST} AND (status IS NULL OR status NOT IN ({marks}) "
         # Ended in another account's listing (a gateway's may leave fields out, the
         # owner's own too): asked for until the copy waited for is stored, a few times at
@@ -171,7 +182,8 @@ def select_unsettled(db: sqlite3.Connection, account: str) -> list[tuple[str, in
                 newer += db.execute(count, (created, bound, account, account)).fetchone()[0]
             bound = created
         positions.append((batch_id, newer))
-    # Least recently seen first: a run cut short by its budget leaves the others for the next.
+    # Least recently seen or missed first: a run cut short by its budget leaves the others
+    # for the next, and one not found has its turn again after them.
     seen = {batch_id: last_seen for batch_id, _, last_seen in rows}
     return sorted(positions, key=lambda pair: seen[pair[0]])
 

@@ -40,6 +40,7 @@ from .reads import (
     select_oldest_created_at,
     select_stored_by,
     select_unsettled,
+    select_visit_resume,
     select_walk,
 )
 from .requests import (
@@ -294,6 +295,25 @@ def _mark_by_id_failed(db: sqlite3.Connection, account: str, at: int | None) -> 
         db.execute("UPDATE walk_state SET by_id_failed_at = ? WHERE account = ?", (at, account))
 
 
+def _save_visits(
+    db: sqlite3.Connection,
+    account: str,
+    missed: list[str],
+    at: int,
+    resume: tuple[str, str] | None,
+) -> None:
+    target, cursor = resume or (None, None)
+    with _transaction(db):
+        db.execute(
+            "UPDATE batches SET missed_at = ? WHERE id IN (SELECT value FROM json_each(?))",
+            (at, json.dumps(missed)),
+        )
+        db.execute(
+            "UPDATE walk_state SET visit_target = ?, visit_cursor = ? WHERE account = ?",
+            (target, cursor, account),
+        )
+
+
 def _write_requests(
     db: sqlite3.Connection,
     file: FileToFetch,
@@ -515,6 +535,17 @@ class Store:
     async def mark_by_id_failed(self, at: int | None) -> None:
         """Record when requests by id kept failing while the list answered; None clears it."""
         await self._in_thread(_mark_by_id_failed, self.account, at)
+
+    async def save_visits(self, missed: list[str], resume: tuple[str, str] | None) -> None:
+        """Record the batches visits looked for and did not find (`missed`, now), and where
+        a visit reading the list from its top for a batch stopped (`resume`: the batch and
+        the cursor to go on after; None: none stopped)."""
+        await self._in_thread(_save_visits, self.account, missed, int(time.time()), resume)
+
+    async def visit_resume(self) -> tuple[str, str] | None:
+        """Where the last run's visit reading the list from its top stopped: its batch and
+        the cursor to go on after (see save_visits)."""
+        return await self._in_thread(select_visit_resume, self.account)
 
     async def save_walk(self, walk: WalkState) -> None:
         """Replace the walk state on its own (a new walk begins)."""
