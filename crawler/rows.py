@@ -154,12 +154,16 @@ def build_error_rows(batch: Batch) -> list[tuple[Any, ...]]:
 def build_page_rows(
     batches: Iterable[Batch], seen_at: int, secret: Secret = None, account: str = "default"
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """Batch rows and error rows for a page; a batch listed twice is kept once (its last copy).
+    """Batch rows and error rows for a page; a batch listed twice is kept once (see
+    furthest_copies).
 
     A page holding `secret` (the API key, echoed by a server into a field or an error
     line) has it masked in every value: the database is shared more widely than the key.
     """
-    unique = {b["id"]: b for b in batches}.values()
+    listed = list(batches)
+    unique: Collection[Batch] = {b["id"]: b for b in listed}.values()
+    if len(unique) < len(listed):
+        unique = furthest_copies(listed)
     batch_rows = [build_batch_row(batch, seen_at, account) for batch in unique]
     # Most batches have no errors (null): skip the call for them.
     error_rows = [row for batch in unique if batch.get("errors") for row in build_error_rows(batch)]
@@ -267,6 +271,17 @@ def moves_back(stored: Any, listed: Any) -> bool:
     now = _STAGES.get(listed) if isinstance(listed, str) else None
     was = _STAGES.get(stored) if isinstance(stored, str) else None
     return was is not None and now is not None and now < was
+
+
+def furthest_copies(batches: Iterable[Batch]) -> Collection[Batch]:
+    """Each batch once: its last copy, unless an earlier one is further along (a page
+    listing a batch ended, then in flight, kept it in flight: a batch never goes back)."""
+    kept: dict[str, Batch] = {}
+    for batch in batches:
+        have = kept.get(batch["id"])
+        if have is None or not moves_back(have.get("status"), batch.get("status")):
+            kept[batch["id"]] = batch
+    return kept.values()
 
 
 def build_file_rows(batches: Iterable[Batch], secret: Secret = None) -> list[tuple[str, str, str]]:

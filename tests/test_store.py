@@ -189,6 +189,24 @@ async def test_a_batch_listed_twice_on_a_page_is_stored_once(db_path: Path) -> N
     assert query(db_path, "SELECT code FROM batch_errors") == [("c",)]
 
 
+@pytest.mark.parametrize("order", ["ended first", "in flight first"])
+async def test_a_batch_listed_ended_and_in_flight_on_one_page_is_stored_ended(
+    db_path: Path, order: str
+) -> None:
+    """A page listing a batch ended, then in flight (a server merging two replicas), kept
+    its last copy: the batch stayed in flight, as if it had gone back a stage."""
+    copies = [make_batch(1, status="completed"), make_batch(1, status="in_progress")]
+    if order == "in flight first":
+        copies.reverse()
+    async with open_store(db_path) as store:
+        run = await store.start_run("full", "http://x")
+        await save(store, [copies[0], make_batch(2), copies[1]], run)
+    assert query(db_path, "SELECT id, status FROM batches ORDER BY id") == [
+        (make_batch(1)["id"], "completed"),
+        (make_batch(2)["id"], "completed"),
+    ]
+
+
 def page_state(path: Path) -> tuple[list[tuple[object, ...]], ...]:
     """What a page commit touches: the batches, their error lines, the walk, the ledger."""
     return (
