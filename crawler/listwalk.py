@@ -40,6 +40,10 @@ STOP_NEIGHBOURS = 20
 # should the nearest have left the list.
 VISIT_CURSORS = 3
 
+# Reads from the top a visit begins at most, each after the batch where the last went on
+# left the list.
+TOP_READS = 3
+
 # A batch created more than this far ahead of the clock is dated wrongly.
 FUTURE_SLACK = 86_400
 
@@ -301,7 +305,9 @@ class ListWalk:
             read = await self.read_for(target, created, start, queue, fetched, whole=whole)
             if read is not None:
                 return read
-            if start.from_top and start.cursor is not None:  # where a read stopped left too
+            # Where a read from the top stopped, or went on after, left too: read from the
+            # top again, a few times at most (a list whose batches keep leaving).
+            if start.from_top and len(starts) < len(above) + TOP_READS:
                 if start.resumed:
                     self.visit_resume = None
                 else:
@@ -334,7 +340,8 @@ class ListWalk:
     ) -> tuple[int, bool] | None:
         """Read from `start` on past where `target` is listed: the pages fetched so far,
         and False when the budget (the time budget alone, `whole`) ran out first; None when
-        the first page after the start's cursor was refused."""
+        a page after a cursor was refused: that cursor's batch left the list, before the
+        read or while it went on."""
         steps = walk_pages(self.fetch_page, after=start.cursor, limit=self.page_size)
         first_page = start.cursor is not None
         try:
@@ -351,9 +358,10 @@ class ListWalk:
                     if self.time_spent() if whole else self.budget_spent(fetched):
                         return fetched, False
         except (BadRequestError, NotFoundError) as exc:
-            # The first page after it refused (a 400 or a 404, not every server saying
-            # which parameter): that batch has left the list.
-            if not first_page or isinstance(exc, UnknownRouteError):
+            # A page after a cursor refused (a 400 or a 404, not every server saying which
+            # parameter): that batch has left the list, before this read or while it went
+            # on (which failed the sync).
+            if self.asked_after is None or isinstance(exc, UnknownRouteError):
                 raise
             return None
         if start.from_top:

@@ -837,6 +837,39 @@ async def test_a_visit_going_on_where_the_last_read_stopped_reads_from_the_top_i
     assert status == ("completed",)
 
 
+async def test_a_batch_leaving_the_list_while_a_visit_reads_past_it_fails_no_sync(
+    db_path: Path,
+) -> None:
+    """A batch in flight, refused by id, its stored neighbours above gone from the list:
+    its visit reads from the top, and the batch ending one of its pages leaves the list
+    once that page is served. The next page was refused, and the sync failed on it."""
+    batches = [make_batch(n, status="in_progress" if n == 8 else "completed")
+               for n in range(1, 31)]  # fmt: skip
+    api = Routes(batches, "a")
+    listed, leaving = api.listed, batches[22]["id"]
+
+    async def leaving_once_served(request: web.Request) -> web.Response:
+        if refused := api.unknown_cursor_refused(request):
+            return refused
+        answer = await listed(request)
+        page = json.loads(answer.body)["data"]  # type: ignore[arg-type]
+        if page and page[-1]["id"] == leaving:
+            api.hidden["a"].add(leaving)
+        return answer
+
+    api.listed = leaving_once_served  # type: ignore[method-assign]
+    api.by_id = forbidden  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        api.hidden["a"].discard(leaving)
+        end_behind_gone(api, (8,), gone=(9, 10, 11))
+        result = await sync(a, retry=FAST)
+    assert leaving in api.hidden["a"]
+    assert result.complete
+    assert statuses(db_path, [batches[7]["id"]]) == ["completed"]
+
+
 def statuses(db: Path, ids: list[str]) -> list[str]:
     with contextlib.closing(sqlite3.connect(db)) as conn:
         query = "SELECT id, status FROM batches WHERE id IN (SELECT value FROM json_each(?))"
