@@ -64,8 +64,11 @@ def build_api_error(
     enveloped = message is not None
     if message is None:
         message = f"HTTP {status}"
-    if status == 407:  # from the proxy, not the API
-        message += " (the proxy refused: check the user and password in HTTPS_PROXY or HTTP_PROXY)"
+    if status == 407:  # from a proxy, not the API: one the environment names, or on the way
+        message += (
+            " (a proxy asks for a user and password: give them in HTTPS_PROXY or HTTP_PROXY,"
+            " as http://user:password@host:port)"
+        )
     text = f"API error {status}" + (f" ({code})" if code else "") + f": {message} [GET {url}]"
     text = mask_secret(text, secret)
     # Kept on the error for programs to read (and log): as masked as its message.
