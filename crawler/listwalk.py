@@ -51,8 +51,8 @@ FUTURE_SLACK = 86_400
 @dataclass(frozen=True)
 class VisitStart:
     """Where a visit reads the list from: after `cursor` (None: the top). `from_top`: on
-    from the top (the top itself, or where a read from it stopped), `resumed`: where an
-    earlier run's read stopped."""
+    from the top (the top itself, or where this run's read from it stopped); `resumed`:
+    where an earlier run's visit for the same batch stopped."""
 
     cursor: str | None
     from_top: bool = False
@@ -95,8 +95,8 @@ class ListWalk:
     # How far visits read the list from its top this run: the creation time the deepest
     # page lies below (see listed_below), and the cursor after it (None: the end read).
     read_from_top: tuple[float, str | None] | None = None
-    # A visit reading from the top for a batch, cut by the budget: the batch, and the
-    # cursor to go on after (on this run or the next; see Store.visit_resume).
+    # A visit cut by the budget: its batch, and the cursor to go on after on the next run
+    # (see Store.visit_resume).
     visit_resume: tuple[str, str] | None = None
     missed: list[str] = field(default_factory=list)  # visited, and not listed
 
@@ -260,7 +260,7 @@ class ListWalk:
                 if visited and self.budget_spent(fetched):
                     complete = False
                     break
-                fetched, finished = await self.visit(target, queue, fetched, first=not visited)
+                fetched, finished = await self.visit(target, queue, fetched)
                 if not finished:
                     complete = False
                     break
@@ -273,17 +273,14 @@ class ListWalk:
         except CrawlerError as exc:
             await queue.put(WalkEnd(complete=False, error=exc))
 
-    async def visit(
-        self, target: str, queue: PageQueue, fetched: int, *, first: bool = False
-    ) -> tuple[int, bool]:
+    async def visit(self, target: str, queue: PageQueue, fetched: int) -> tuple[int, bool]:
         """Read the pages where `target` is listed: the pages fetched so far, and False
         when the budget ran out before the visit could tell whether it is listed.
 
-        A run's `first` visit reads on from a stored neighbour's cursor whatever the page
-        budget (a page or two), within the time budget; reading from the top, it reads a
-        page at least, and the next run goes on where it stopped (`visit_resume`): a target
-        deeper than a run's budget, least recently seen, was first on every run, and it and
-        those after it were never refreshed.
+        A visit reads a page at least, and one cut by the budget goes on where it stopped
+        on the next run (`visit_resume`): a target deeper than a run's budget, least
+        recently seen, was first on every run, and it and those after it were never
+        refreshed; read whole instead, a run read far past its page budget.
 
         A target with no known creation time has no known place: it is left for the
         refresh by id. One listed at the top is read from the top.
@@ -297,30 +294,30 @@ class ListWalk:
         # down as deep as visits need: read from it for each target gone from the list
         # (a run after many left it), the whole list was read for each.
         starts: list[VisitStart | None] = [*(VisitStart(cursor) for cursor in above), None]
+        if self.visit_resume is not None and self.visit_resume[0] == target:
+            starts.insert(0, VisitStart(self.visit_resume[1], resumed=True))
+        top_reads = 1
         for planned in starts:
-            start = planned or self.top_start(target, created)
+            start = planned or self.top_start(created)
             if start is None:
                 return fetched, True  # read past where it would be listed: it is not
-            whole = first and not start.from_top
-            read = await self.read_for(target, created, start, queue, fetched, whole=whole)
+            read = await self.read_for(target, created, start, queue, fetched)
             if read is not None:
                 return read
-            # Where a read from the top stopped, or went on after, left too: read from the
-            # top again, a few times at most (a list whose batches keep leaving).
-            if start.from_top and len(starts) < len(above) + TOP_READS:
-                if start.resumed:
-                    self.visit_resume = None
-                else:
-                    self.read_from_top = None
+            if start.resumed:
+                self.visit_resume = None
+            elif start.from_top and top_reads < TOP_READS:
+                # Where a read from the top stopped, or went on after, left too: read from
+                # the top again, a few times at most (a list whose batches keep leaving).
+                self.read_from_top = None
                 starts.append(None)
+                top_reads += 1
         return fetched, True
 
-    def top_start(self, target: str, created: int) -> VisitStart | None:
-        """Where a visit reads the list from its top for `target`: on from where an earlier
-        run's read for it stopped, or from where this run's stopped, or the top; None when
-        this run's read passed where `target` would be listed."""
-        if self.visit_resume is not None and self.visit_resume[0] == target:
-            return VisitStart(self.visit_resume[1], from_top=True, resumed=True)
+    def top_start(self, created: int) -> VisitStart | None:
+        """Where a visit reads the list from its top: on from where this run's read from it
+        stopped, or the top; None when that read passed where a batch created at `created`
+        would be listed."""
         if self.read_from_top is None:
             return VisitStart(None, from_top=True)
         floor, cursor = self.read_from_top
@@ -329,34 +326,31 @@ class ListWalk:
         return VisitStart(cursor, from_top=True)
 
     async def read_for(
-        self,
-        target: str,
-        created: int,
-        start: VisitStart,
-        queue: PageQueue,
-        fetched: int,
-        *,
-        whole: bool,
+        self, target: str, created: int, start: VisitStart, queue: PageQueue, fetched: int
     ) -> tuple[int, bool] | None:
         """Read from `start` on past where `target` is listed: the pages fetched so far,
-        and False when the budget (the time budget alone, `whole`) ran out first; None when
+        and False when the budget ran out first (where is kept: `visit_resume`); None when
         a page after a cursor was refused: that cursor's batch left the list, before the
         read or while it went on."""
         steps = walk_pages(self.fetch_page, after=start.cursor, limit=self.page_size)
-        first_page = start.cursor is not None
+        first_page, cursor = start.cursor is not None, start.cursor
         try:
             async with contextlib.aclosing(steps):
                 async for step in steps:
                     if first_page and may_be_a_vanished_cursor(step, resumed=True):
                         raise UnknownCursorError(f"nothing listed after {start.cursor}")
-                    first_page = False
+                    first_page, cursor = False, step.cursor
                     fetched = await self.hand_on(step, queue, fetched)
                     if start.from_top:
-                        self.note_read_from_top(step, target, start.resumed)
+                        self.note_read_from_top(step)
                     if target not in self.walk_targets or listed_below(step.page, created):
                         break
-                    if self.time_spent() if whole else self.budget_spent(fetched):
+                    if self.budget_spent(fetched):
+                        self.stopped(target, cursor)
                         return fetched, False
+        except OutOfTime:
+            self.stopped(target, cursor)
+            raise
         except (BadRequestError, NotFoundError) as exc:
             # A page after a cursor refused (a 400 or a 404, not every server saying which
             # parameter): that batch has left the list, before this read or while it went
@@ -364,16 +358,18 @@ class ListWalk:
             if self.asked_after is None or isinstance(exc, UnknownRouteError):
                 raise
             return None
-        if start.from_top:
+        if self.visit_resume is not None and self.visit_resume[0] == target:
             self.visit_resume = None
         return fetched, True
 
-    def note_read_from_top(self, step: WalkStep, target: str, resumed: bool) -> None:
-        """Record that a visit for `target` read the list from its top down to `step`'s
-        page: on this run unless `resumed` (an earlier run's read, going on)."""
-        self.visit_resume = None if step.cursor is None else (target, step.cursor)
-        if resumed:
-            return  # the pages above were read on an earlier run: this run's read is not
+    def stopped(self, target: str, cursor: str | None) -> None:
+        """A visit for `target` was cut by the budget after `cursor`: the next run's visit
+        for it goes on from there (from the start again, should nothing have been read)."""
+        if cursor is not None:
+            self.visit_resume = (target, cursor)
+
+    def note_read_from_top(self, step: WalkStep) -> None:
+        """Record that a visit read the list from its top down to `step`'s page."""
         times = sorted(t for b in step.page.batches if isinstance(t := b.get("created_at"), int))
         floor = times[(len(times) - 1) // 2] if times else math.inf  # as listed_below
         if self.read_from_top is not None:

@@ -65,7 +65,7 @@ class Run:
     to_refresh: set[str] = field(default_factory=set)
     walk_targets: set[str] = field(default_factory=set)
     refresh_order: list[str] = field(default_factory=list)  # least recently seen or missed first
-    # Where a visit reading from the top stopped (see ListWalk.visit_resume), and the
+    # Where a visit cut by the budget stopped (see ListWalk.visit_resume), and the
     # batches visits looked for and did not find.
     visit_resume: tuple[str, str] | None = None
     missed: list[str] = field(default_factory=list)

@@ -3,8 +3,8 @@
 -- the least recently seen or missed first; ordered by when it was last seen alone, such
 -- a batch was first on every run on a budget, and those after it were never reached.
 ALTER TABLE batches ADD COLUMN missed_at INTEGER;
--- A visit on a budget reading the list from its top for a batch (its stored neighbours
--- above gone from the list) stopped after this cursor: the next run goes on from there
--- for that batch, so that runs on a budget reach a batch deeper than one run reads.
+-- A visit on a budget (reading the list for a batch, from a stored neighbour or from the
+-- top) stopped after this cursor: the next run goes on from there for that batch, so that
+-- runs on a budget reach a batch deeper than one run reads.
 ALTER TABLE walk_state ADD COLUMN visit_target TEXT;
 ALTER TABLE walk_state ADD COLUMN visit_cursor TEXT;

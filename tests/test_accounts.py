@@ -955,3 +955,38 @@ async def test_a_batch_missed_by_a_visit_on_a_budget_lets_the_next_have_its_turn
         for _ in range(2):
             await sync(dataclasses.replace(a, max_pages=1), retry=FAST)
     assert statuses(db_path, ids) == ["in_progress", "completed"]
+
+
+async def test_a_visit_from_a_stored_neighbour_keeps_to_the_page_budget(db_path: Path) -> None:
+    """A batch in flight, refused by id, then ended; fourteen batches between it and its
+    stored neighbour above turn up in the list (a gateway catching up). Its visit from
+    that neighbour, a run's first, was read whole past --max-pages 1: seven pages a run.
+    Now a page or so a run, each run going on from there, until it is reached."""
+    batches = [make_batch(n, status="in_progress" if n == 5 else "completed")
+               for n in range(1, 31)]  # fmt: skip
+    api = Routes(batches, "a")
+    late = {batches[n - 1]["id"] for n in range(6, 20)}
+    api.hidden["a"].update(late)
+    api.by_id = forbidden  # type: ignore[method-assign]
+    listed, asked = api.listed, []
+
+    async def counted(request: web.Request) -> web.Response:
+        asked.append(request.query.get("after"))
+        return await listed(request)
+
+    api.listed = counted  # type: ignore[method-assign]
+    target = batches[4]["id"]
+    pages_of_each_run = []
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        api.hidden["a"] -= late
+        api.batches[target] = make_batch(5, status="completed")
+        for _ in range(12):
+            asked.clear()
+            await sync(dataclasses.replace(a, max_pages=1), retry=FAST)
+            pages_of_each_run.append(len(asked))
+            if statuses(db_path, [target]) == ["completed"]:
+                break
+    assert statuses(db_path, [target]) == ["completed"]
+    assert max(pages_of_each_run) <= 3  # the walk's page, and a visit's page or two

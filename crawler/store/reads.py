@@ -95,8 +95,8 @@ def select_by_id_failed_at(db: sqlite3.Connection, account: str) -> int | None:
 
 
 def select_visit_resume(db: sqlite3.Connection, account: str) -> tuple[str, str] | None:
-    """The batch a visit on a budget read the list from its top for, and the cursor it
-    stopped after (None: no visit stopped so)."""
+    """The batch of the visit a budget last cut, and the cursor it stopped after (None: no
+    visit stopped so)."""
     row = db.execute(
         "SELECT visit_target, visit_cursor FROM walk_state WHERE account = ?", (account,)
     ).fetchone()

@@ -538,13 +538,13 @@ class Store:
 
     async def save_visits(self, missed: list[str], resume: tuple[str, str] | None) -> None:
         """Record the batches visits looked for and did not find (`missed`, now), and where
-        a visit reading the list from its top for a batch stopped (`resume`: the batch and
-        the cursor to go on after; None: none stopped)."""
+        a visit cut by the budget stopped (`resume`: its batch and the cursor to go on
+        after; None: none stopped)."""
         await self._in_thread(_save_visits, self.account, missed, int(time.time()), resume)
 
     async def visit_resume(self) -> tuple[str, str] | None:
-        """Where the last run's visit reading the list from its top stopped: its batch and
-        the cursor to go on after (see save_visits)."""
+        """Where the last run's visit cut by the budget stopped: its batch and the cursor to
+        go on after (see save_visits)."""
         return await self._in_thread(select_visit_resume, self.account)
 
     async def save_walk(self, walk: WalkState) -> None:
