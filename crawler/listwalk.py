@@ -145,8 +145,12 @@ class ListWalk:
             # Batches dated in the future (a server that once sent milliseconds, say) stay
             # on top of the list, above every new batch: they are no place to stop at.
             horizon = int(time.time()) + FUTURE_SLACK
-            newest = await self.store.newest(STOP_NEIGHBOURS, horizon)
             head_second = await self.store.created_at(walk.stop_id)
+            # Batches stored above the head are no stop: a walk from the top meeting a list
+            # behind (a replica) ended on a head below them, and those between were never
+            # walked; stopping at the newest stored, no later walk reached them.
+            bound = horizon if head_second is None else min(horizon, head_second)
+            newest = await self.store.newest(STOP_NEIGHBOURS, bound)
             ids = {batch_id for batch_id, _ in newest}
             if head_second is None or head_second <= horizon or not newest:
                 # A head dated in the future is still the stop when nothing stored is
@@ -204,7 +208,8 @@ class ListWalk:
         return await before_deadline(fetched, self.time_left())
 
     async def known(self, batch_id: str) -> bool:
-        """Whether a batch was stored before this run began."""
+        """Whether a batch was stored before this run began, in this account's list: one
+        another account stored, which this one never listed, is new to this list."""
         return await self.store.stored_by(batch_id, self.stored_mark)
 
     async def cursor_vanished(self, error: ApiError, resumed_from: str | None) -> bool:

@@ -11,6 +11,7 @@ import json
 import os
 import sqlite3
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -990,3 +991,79 @@ async def test_a_visit_from_a_stored_neighbour_keeps_to_the_page_budget(db_path:
                 break
     assert statuses(db_path, [target]) == ["completed"]
     assert max(pages_of_each_run) <= 3  # the walk's page, and a visit's page or two
+
+
+def stored_ids(db: Path) -> set[str]:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return {batch_id for (batch_id,) in conn.execute("SELECT id FROM batches")}
+
+
+async def test_batches_between_a_head_met_behind_and_those_stored_above_it_are_walked(
+    db_path: Path,
+) -> None:
+    """Batches 11-16 came; a run on a budget stored 16 and 15; the next, served by a list
+    behind (a replica showing 10 and older, refusing the cursor 15), walked from the top
+    and ended with its head at 10. Caught up, every later walk stopped at 16, the newest
+    stored: 11-14 were never stored."""
+    api = Routes([make_batch(n) for n in range(1, 11)], "a")
+    listed = api.listed
+
+    async def refusing_unknown_cursors(request: web.Request) -> web.Response:
+        return api.unknown_cursor_refused(request) or await listed(request)
+
+    api.listed = refusing_unknown_cursors  # type: ignore[method-assign]
+    later = [make_batch(n) for n in range(11, 17)]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        api.batches.update((batch["id"], batch) for batch in later)
+        await sync(dataclasses.replace(a, max_pages=1), retry=FAST)
+        api.hidden["a"].update(batch["id"] for batch in later)
+        await sync(a, retry=FAST)
+        api.hidden["a"].clear()
+        await sync(a, retry=FAST)
+    assert stored_ids(db_path) == set(api.batches)
+
+
+async def test_batches_another_account_stored_are_new_to_a_walk_of_this_accounts_list(
+    db_path: Path,
+) -> None:
+    """Batch 11, dated an hour ahead, stays on top of the list; 12-16 came below it, and
+    account a (whose route hides 14) stored the others. Account c's walk met its head 11
+    on its first page and stopped: the page ended with 16, stored before the run (by a,
+    though c had never listed it). 14 was never stored."""
+    ahead = make_batch(11, created_at=int(time.time()) + 3600)
+    api = Routes([*(make_batch(n) for n in range(1, 11)), ahead], "ac")
+    async with serving(api.routes()) as root:
+        a, c = api.accounts(db_path, root)
+        for account in (a, c):
+            await sync(account, retry=FAST)
+        api.batches.update((b["id"], b) for b in (make_batch(n) for n in range(12, 17)))
+        api.hidden["a"].add(make_batch(14)["id"])
+        await sync(a, retry=FAST)
+        await sync(c, retry=FAST)
+    assert stored_ids(db_path) == set(api.batches)
+
+
+async def test_a_walk_resumed_after_its_cursor_left_walks_to_the_old_head(
+    db_path: Path,
+) -> None:
+    """Batches 11-20 came; a run on a budget stored 20-17 and stopped after 17; 17 left the
+    list. The resume walked from the top and met a stop on its first page (20, among the
+    newest stored), ending there: 11-16 were never stored."""
+    api = Routes([make_batch(n) for n in range(1, 11)], "a")
+    listed = api.listed
+
+    async def refusing_unknown_cursors(request: web.Request) -> web.Response:
+        return api.unknown_cursor_refused(request) or await listed(request)
+
+    api.listed = refusing_unknown_cursors  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        api.batches.update((b["id"], b) for b in (make_batch(n) for n in range(11, 21)))
+        await sync(dataclasses.replace(a, max_pages=2), retry=FAST)
+        gone = make_batch(17)["id"]
+        api.hidden["a"].add(gone)
+        await sync(a, retry=FAST)
+    assert stored_ids(db_path) == set(api.batches)

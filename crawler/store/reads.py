@@ -218,9 +218,13 @@ def select_last_rowid(db: sqlite3.Connection) -> int:
     return int(db.execute("SELECT coalesce(max(rowid), 0) FROM batches").fetchone()[0])
 
 
-def select_stored_by(db: sqlite3.Connection, batch_id: str, last_rowid: int) -> bool:
-    """Whether the batch is stored, with a rowid at or below `last_rowid`."""
-    row = db.execute("SELECT rowid <= ? FROM batches WHERE id = ?", (last_rowid, batch_id))
+def select_stored_by(db: sqlite3.Connection, account: str, batch_id: str, last_rowid: int) -> bool:
+    """Whether the batch is stored, with a rowid at or below `last_rowid`, in `account`'s
+    list (see IN_ACCOUNT_LIST)."""
+    row = db.execute(
+        f"SELECT rowid <= ? AND {IN_ACCOUNT_LIST} FROM batches WHERE id = ?",
+        (last_rowid, account, account, batch_id),
+    )
     found = row.fetchone()
     return bool(found and found[0])
 

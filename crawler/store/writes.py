@@ -507,8 +507,9 @@ class Store:
         return await self._in_thread(select_last_rowid)
 
     async def stored_by(self, batch_id: str, last_rowid: int) -> bool:
-        """Whether the batch was stored when `last_rowid` was read."""
-        return await self._in_thread(select_stored_by, batch_id, last_rowid)
+        """Whether the batch was stored when `last_rowid` was read, and is in this account's
+        list (see IN_ACCOUNT_LIST)."""
+        return await self._in_thread(select_stored_by, self.account, batch_id, last_rowid)
 
     async def newest(self, count: int, horizon: int) -> list[tuple[str, int]]:
         """The `count` newest stored batches created by `horizon`: (id, created_at)."""
