@@ -90,7 +90,7 @@ class ListWalk:
     stored_mark: int  # the store's last rowid when the run began (see Store.stored_by)
     last_step: WalkStep | None = None
     restarted: bool = False  # this run already walked from the top again
-    pages_read: int = 0
+    pages_read: int = 0  # by the run: its first is read whatever the budget
     asked_after: str | None = None  # the cursor of the last list request
     # How far visits read the list from its top this run: the creation time the deepest
     # page lies below (see listed_below), and the cursor after it (None: the end read).
@@ -194,8 +194,8 @@ class ListWalk:
         return walk, fetched, False
 
     async def fetch_page(self, after: str | None, limit: int) -> BatchPage:
-        """One list page, abandoned (OutOfTime) once the time budget runs out; the first
-        is read whatever the budget, so that every run gets further."""
+        """One list page, abandoned (OutOfTime) once the time budget runs out; the run's
+        first is read whatever the budget, so that every run gets further."""
         self.asked_after = after
         left = self.time_left() if self.pages_read else None
         page = await before_deadline(self.client.fetch_page(after, limit), left)

@@ -112,6 +112,8 @@ class Run:
             walk_targets=self.walk_targets,
             stored_mark=self.stored_mark,
             visit_resume=self.visit_resume,
+            # The run's first list page is read whatever the budget, a visit's is not.
+            pages_read=self.figures.pages,
         )
         try:
             async with asyncio.TaskGroup() as tasks:

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 from aiohttp import web
@@ -25,7 +26,7 @@ from crawler.config import load_accounts, load_settings
 from crawler.errors import AuthenticationError, ConfigError
 from crawler.fake import FakeApiOptions, FakeApiServer
 from crawler.rows import BATCH_COLUMNS, build_page_rows
-from crawler.store import open_store
+from crawler.store import Store, open_store
 
 from .conftest import create_before, list_body, make_batch, roll_back_columns, serving
 from .exact import assert_database_matches
@@ -1067,3 +1068,39 @@ async def test_a_walk_resumed_after_its_cursor_left_walks_to_the_old_head(
         api.hidden["a"].add(gone)
         await sync(a, retry=FAST)
     assert stored_ids(db_path) == set(api.batches)
+
+
+async def test_a_visits_first_page_keeps_to_the_time_budget(db_path: Path) -> None:
+    """A batch in flight, refused by id, the time budget running out as its visit begins:
+    the visit's first page was asked for all the same (read whatever the budget, as a
+    run's first page is), and a silent server held the run minutes past the budget."""
+    batches = [make_batch(n, status="in_progress" if n == 3 else "completed")
+               for n in range(1, 11)]  # fmt: skip
+    api = Routes(batches, "a")
+    listed, asked, spent = api.listed, [], []
+
+    async def counted(request: web.Request) -> web.Response:
+        asked.append(request.query.get("after"))
+        return await listed(request)
+
+    api.listed = counted  # type: ignore[method-assign]
+    api.by_id = forbidden  # type: ignore[method-assign]
+    neighbours = Store.created_just_after
+
+    async def visit_begins(store: Store, second: int, count: int) -> list[str]:
+        spent.append(True)
+        return await neighbours(store, second, count)
+
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        asked.clear()
+        with mock.patch.object(Store, "created_just_after", visit_begins):
+            result = await sync(
+                dataclasses.replace(a, max_seconds=60),
+                retry=FAST,
+                clock=lambda: 1e6 if spent else 0.0,
+            )
+    assert spent
+    assert asked == [None]  # the walk's page alone
+    assert not result.complete
