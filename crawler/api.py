@@ -32,10 +32,10 @@ from . import __version__
 from .bodies import (
     FILE_CHUNK,
     MAX_BODY_BYTES,
+    DownloadPace,
     FileBody,
     Target,
     as_far_as_it_decodes,
-    at_a_download_pace,
     body_encoding,
     broken_encoding_raised,
     decode_json,
@@ -526,12 +526,9 @@ class ApiClient:
                         resp.content_length is not None
                         or "chunked" in resp.headers.get("Transfer-Encoding", "").lower()
                     )
-                    chunks = decoded_as(
-                        at_a_download_pace(
-                            resp.content.iter_chunked(FILE_CHUNK), url, limits.total
-                        ),
-                        encoding,
-                    )
+                    pace = DownloadPace(url, limits.total)
+                    received = pace.received(resp.content.iter_chunked(FILE_CHUNK))
+                    chunks = pace.content(decoded_as(received, encoding))
                     unseen = not framed
                     return await consume(FileBody(chunks, cut_may_pass_unseen=unseen))
 

@@ -85,27 +85,45 @@ def error_body_encoding(resp: aiohttp.ClientResponse) -> str | None:
 MIN_FILE_BYTES_PER_SECOND = 1024
 
 
-async def at_a_download_pace(
-    chunks: AsyncIterator[bytes], url: URL, span: float | None
-) -> AsyncIterator[bytes]:
-    """`chunks`, cut off (TransportError, asked again) once they come too slowly over
-    `span` seconds or more: each span on its own, since a burst first would otherwise pay
-    for a trickle after it (a second of it for each KiB), the first from when they are
-    first asked for (the wait for the head is not the download's)."""
-    received = since_bytes = 0
-    since = time.monotonic()
-    async for chunk in chunks:
-        received += len(chunk)
-        now = time.monotonic()
-        if span is not None and now - since > span:
-            came, elapsed = received - since_bytes, now - since
-            if came < elapsed * MIN_FILE_BYTES_PER_SECOND:
-                raise TransportError(
-                    f"request to {url} failed: the file came at {came / elapsed:.0f} "
-                    f"bytes/s over {elapsed:.0f} s, too slow to be a download"
-                )
-            since, since_bytes = now, received
-        yield chunk
+class DownloadPace:
+    """A file's body cut off (TransportError, asked again) once it comes too slowly over a
+    `span` of seconds or more: each span on its own, since a burst first would otherwise
+    pay for a trickle after it (a second of it for each KiB), the first from when the body
+    is first asked for (the wait for the head is not the download's).
+
+    Both what comes (`received`) and what it decodes to (`content`) are paced: a gzip body
+    of empty blocks sent at full speed, a byte of content now and then, ran for ever.
+    """
+
+    def __init__(self, url: URL, span: float | None) -> None:
+        self._url = url
+        self._span = span
+        self._content = 0
+
+    async def received(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """`chunks` as they come, their pace and their content's checked as each comes."""
+        received = since_received = since_content = 0
+        since = time.monotonic()
+        async for chunk in chunks:
+            received += len(chunk)
+            now = time.monotonic()
+            if self._span is not None and now - since > self._span:
+                elapsed = now - since
+                came = min(received - since_received, self._content - since_content)
+                if came < elapsed * MIN_FILE_BYTES_PER_SECOND:
+                    raise TransportError(
+                        f"request to {self._url} failed: the file came at "
+                        f"{came / elapsed:.0f} bytes/s over {elapsed:.0f} s, too slow to be "
+                        "a download"
+                    )
+                since, since_received, since_content = now, received, self._content
+            yield chunk
+
+    async def content(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """`chunks` decoded from what was `received`, counted."""
+        async for chunk in chunks:
+            self._content += len(chunk)
+            yield chunk
 
 
 async def read_capped(

@@ -10,6 +10,7 @@ import itertools
 import json
 import sqlite3
 import time
+import zlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -291,6 +292,42 @@ async def test_a_file_whose_head_came_late_is_paced_from_its_head(
     result = await sync_files(db_path, late_head, request_timeout=10)
     assert not [warning for warning in result.warnings if "too slow" in warning]
     assert file_state(db_path) == ("complete", 16)
+
+
+async def test_a_gzip_file_decoding_to_a_byte_now_and_then_is_cut_off(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gzip body of empty blocks sent at full speed, a byte of content every 900 KiB:
+    its pace was checked on what came alone, and a MiB decoding to nothing never ran on,
+    so a sync ran for ever. The clock: each chunk of 64 KiB read takes a second."""
+    clock = [1000.0]
+
+    def monotonic() -> float:
+        clock[0] += 1
+        return clock[0]
+
+    fake_time = SimpleNamespace(monotonic=monotonic, time=time.time)
+    monkeypatch.setattr(bodies, "time", fake_time)
+    monkeypatch.setattr(api, "time", fake_time)
+    monkeypatch.setattr(api, "FILE_CHUNK", 2**16)
+
+    async def empty_blocks(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Encoding": "gzip"})
+        await response.prepare(request)
+        packer = zlib.compressobj(wbits=31)
+        empty = packer.flush(zlib.Z_SYNC_FLUSH)  # the gzip header
+        blocks = b"\x00\x00\x00\xff\xff" * (900 * 1024 // 5)  # empty stored blocks
+        with contextlib.suppress(ConnectionError):  # until the client hangs up
+            await response.write(empty)
+            for _ in range(20):  # 18 MiB at most
+                await response.write(packer.compress(b" ") + packer.flush(zlib.Z_SYNC_FLUSH))
+                await response.write(blocks)
+            await response.write(packer.flush())
+        return response
+
+    result = await sync_files(db_path, empty_blocks, request_timeout=10)
+    assert "too slow to be a download" in result.warnings[0]
+    assert file_state(db_path) == ("failed", 0)
 
 
 @pytest.mark.parametrize("status", [500, 404])
