@@ -50,8 +50,8 @@ _BATCH_COLUMNS = {
     "having ended it); *: ended before schema 23, asked of each, its owner too",
     "ended_asks": "each other account's asks for it since (a JSON object; 3 each at most, 3 "
     "once it answered)",
-    "missed_at": "when a sync last looked for it by id and in the list and found nothing to "
-    "store; refreshes take the least recently seen or missed first",
+    "missed_by": "when each account last looked for it by id and in its list and found "
+    "nothing to store (a JSON object); refreshes take the least recently seen or missed first",
 }
 
 _REQUEST_COLUMNS = {

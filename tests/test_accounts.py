@@ -1104,3 +1104,31 @@ async def test_a_visits_first_page_keeps_to_the_time_budget(db_path: Path) -> No
     assert spent
     assert asked == [None]  # the walk's page alone
     assert not result.complete
+
+
+async def test_a_batch_one_account_missed_keeps_its_turn_in_anothers_refresh(
+    db_path: Path,
+) -> None:
+    """Batch 5 ended; a's route no longer lists it, b's does; both refuse batches by id,
+    5 and two others in flight. On a budget of one visit a run, a's miss put batch 5 last
+    in b's order too (one `missed_at` for all accounts): b visited the others, and on every
+    round a missed it again, so it stayed in flight."""
+    batches = [make_batch(n, status="in_progress" if n in (5, 8, 12) else "completed")
+               for n in range(1, 21)]  # fmt: skip
+    api = Routes(batches, "ab")
+    api.by_id = forbidden  # type: ignore[method-assign]
+    target = batches[4]["id"]
+    async with serving(api.routes()) as root:
+        a, b = api.accounts(db_path, root)
+        for account in (a, b):
+            await sync(account, retry=FAST)
+        with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+            for n, seen in ((5, 100), (8, 200), (12, 300)):
+                conn.execute(
+                    "UPDATE batches SET last_seen_at = ? WHERE id = ?", (seen, batches[n - 1]["id"])
+                )
+        api.hidden["a"].add(target)
+        api.batches[target] = make_batch(5, status="completed")
+        for account in (a, b):
+            await sync(dataclasses.replace(account, max_pages=1), retry=FAST)
+    assert statuses(db_path, [target]) == ["completed"]

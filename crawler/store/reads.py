@@ -133,13 +133,20 @@ _GONE_FOR = _gone("key = ?")  # for the account bound to `?`
 _GONE_FOR_ONE = _gone("true")  # for some account
 
 
+# When the account bound to the last `?` last missed a batch (0: never; see _save_visits).
+_MISSED = (
+    f"coalesce((SELECT value FROM json_each({json_object('missed_by')}) "
+    "WHERE key = ? AND type = 'integer'), 0)"
+)
+
+
 def select_unsettled(db: sqlite3.Connection, account: str) -> list[tuple[str, int]]:
     """`account`'s batches stored as not yet terminal (those it stored first, and those its
     list showed), and those another account's listing ended (until their owner's answer
     replaces that listing, or this account's, the owner's listing having ended them;
     ENDED_ASKS asks of this account at most), but
     those it was answered 404 for (see _GONE_FOR), with their position in its list, the
-    least recently seen or missed (batches.missed_at) first: the order to refresh them in.
+    least recently seen or missed (batches.missed_by) first: the order to refresh them in.
 
     A position is the number of batches created later. One pass down the `created_at`
     index counts them: each step counts only the batches between two consecutive creation
@@ -148,7 +155,7 @@ def select_unsettled(db: sqlite3.Connection, account: str) -> list[tuple[str, in
     """
     marks = ", ".join("?" * len(TERMINAL))
     rows = db.execute(
-        "SELECT id, created_at, max(last_seen_at, coalesce(missed_at, 0)) FROM batches "
+        f"SELECT id, created_at, max(last_seen_at, {_MISSED}) FROM batches "
         f"WHERE {IN_ACCOUNT_LIST} AND (status IS NULL OR status NOT IN ({marks}) "
         # Ended in another account's listing (a gateway's may leave fields out, the
         # owner's own too): asked for until the copy waited for is stored, a few times at
@@ -156,7 +163,7 @@ def select_unsettled(db: sqlite3.Connection, account: str) -> list[tuple[str, in
         "OR (ended_by IS NOT NULL AND ended_by != ? AND "
         f"coalesce(json_extract({json_object('ended_asks')}, ?), 0) < {ENDED_ASKS})) "
         f"AND NOT {_GONE_FOR} ORDER BY created_at DESC",
-        (account, account, *TERMINAL, account, account_path(account), account),
+        (account, account, account, *TERMINAL, account, account_path(account), account),
     ).fetchall()
     positions = []
     newer, bound = 0, None

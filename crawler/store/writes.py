@@ -305,8 +305,9 @@ def _save_visits(
     target, cursor = resume or (None, None)
     with _transaction(db):
         db.execute(
-            "UPDATE batches SET missed_at = ? WHERE id IN (SELECT value FROM json_each(?))",
-            (at, json.dumps(missed)),
+            f"UPDATE batches SET missed_by = json_set({json_object('missed_by')}, ?, ?) "
+            "WHERE id IN (SELECT value FROM json_each(?))",
+            (account_path(account), at, json.dumps(missed)),
         )
         db.execute(
             "UPDATE walk_state SET visit_target = ?, visit_cursor = ? WHERE account = ?",
