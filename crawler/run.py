@@ -127,7 +127,10 @@ class Run:
             # Only the writer raises on purpose: hand its error on as it is, not a group.
             raise first_exception(group) from None
         self.visit_resume = walker.visit_resume
-        self.missed += walker.missed
+        # One answered 404 is asked by id first next time still: most such blips answer.
+        self.missed += [
+            batch_id for batch_id in walker.missed if batch_id not in self.answered_gone
+        ]
         return writer.result()
 
     async def write(self, queue: PageQueue) -> bool:

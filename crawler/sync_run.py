@@ -47,19 +47,18 @@ async def _plan_refresh(store: Store, run: Run) -> None:
 
 async def _refresh(run: Run, client: ApiClient) -> bool:
     """Bring up to date the unsettled batches the walk did not pass: by id, then those by
-    id failed from the pages of the list that hold them. While requests by id are known to
-    fail, from the list first, and by id only those it did not show. False if the budget
-    ran out first."""
+    id failed from the pages of the list that hold them. Those this account missed on an
+    earlier run (found nowhere, or asked for by id as the time budget ran out: asked by id
+    first, a batch whose retries outlast the budget was never looked for in the list),
+    and every one while requests by id are known to fail, from the list first, and by id
+    only those it did not show. False if the budget ran out first."""
     walking = run.walks_instead_of_by_id()
-    if not walking and not await _refresh_by_id(run, client):
+    list_first = set(run.to_refresh) if walking else await run.store.missed(run.to_refresh)
+    if list_first and not await _visit(run, client, list_first):
         return False
-    if run.to_refresh:
-        run.walk_targets = set(run.to_refresh)
-        visited = await run.pipeline(client, None)
-        await run.store.save_visits(run.missed, run.visit_resume)
-        if not visited:
-            return False
-    if walking and run.to_refresh and not await _refresh_by_id(run, client):
+    if run.to_refresh and not await _refresh_by_id(run, client):
+        return False
+    if run.to_refresh - list_first and not await _visit(run, client, run.to_refresh - list_first):
         return False
     # Neither by id nor in the list: deleted, or a server out of step with itself.
     for batch_id in sorted(run.to_refresh - run.answered_gone):
@@ -76,10 +75,22 @@ async def _refresh(run: Run, client: ApiClient) -> bool:
     return True
 
 
+async def _visit(run: Run, client: ApiClient, targets: set[str]) -> bool:
+    """Read `targets` where the list holds them, keeping what the visits missed and where
+    one stopped; False if the budget ran out first."""
+    run.walk_targets = set(targets)
+    visited = await run.pipeline(client, None)
+    await run.store.save_visits(run.missed, run.visit_resume)
+    return visited
+
+
 async def _refresh_by_id(run: Run, client: ApiClient) -> bool:
     """Ask for each batch left to refresh by id; False if the time budget ran out first."""
     end = await _ask_by_id(run, client)
     if end.out_of_time:
+        # Next time from the list first: its retries may outlast every run's budget.
+        run.missed += end.cut
+        await run.store.save_visits(run.missed, run.visit_resume)
         return False
     if end.route_failing:
         if not run.walks_instead_of_by_id():

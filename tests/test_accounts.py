@@ -1132,3 +1132,39 @@ async def test_a_batch_one_account_missed_keeps_its_turn_in_anothers_refresh(
         for account in (a, b):
             await sync(dataclasses.replace(account, max_pages=1), retry=FAST)
     assert statuses(db_path, [target]) == ["completed"]
+
+
+async def server_error(request: web.Request) -> web.Response:
+    """500 for a batch by id, past every retry."""
+    error = {"message": "The server had an error", "type": "server_error", "code": None}
+    return web.json_response({"error": error}, status=500)
+
+
+async def test_a_batch_whose_asks_by_id_outlast_the_time_budget_is_read_from_the_list(
+    db_path: Path,
+) -> None:
+    """A batch ended, listed, answering 500 by id past every retry, which outlast the time
+    budget: the refresh by id was cut on it on every run, first in line, and it was never
+    looked for in the list (in flight for good, every run partial). Cut once, it is looked
+    for in the list first on the next run."""
+    batches = [make_batch(n, status="in_progress" if n == 3 else "completed")
+               for n in range(1, 11)]  # fmt: skip
+    api = Routes(batches, "a")
+    spent: list[bool] = []
+
+    async def failing_then_spent(request: web.Request) -> web.Response:
+        spent.append(True)
+        return await server_error(request)
+
+    api.by_id = failing_then_spent  # type: ignore[method-assign]
+    target = batches[2]["id"]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        api.batches[target] = make_batch(3, status="completed")
+        on_a_budget = dataclasses.replace(a, max_seconds=60)
+        for _ in range(2):
+            spent.clear()
+            result = await sync(on_a_budget, retry=FAST, clock=lambda: 1e6 if spent else 0.0)
+    assert statuses(db_path, [target]) == ["completed"]
+    assert result.complete

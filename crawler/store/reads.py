@@ -140,6 +140,15 @@ _MISSED = (
 )
 
 
+def select_missed(db: sqlite3.Connection, account: str, batch_ids: list[str]) -> set[str]:
+    """Those of `batch_ids` `account` missed (see _save_visits)."""
+    rows = db.execute(
+        f"SELECT id FROM batches WHERE id IN (SELECT value FROM json_each(?)) AND {_MISSED} > 0",
+        (json.dumps(batch_ids), account),
+    )
+    return {batch_id for (batch_id,) in rows}
+
+
 def select_unsettled(db: sqlite3.Connection, account: str) -> list[tuple[str, int]]:
     """`account`'s batches stored as not yet terminal (those it stored first, and those its
     list showed), and those another account's listing ended (until their owner's answer

@@ -36,6 +36,7 @@ from .reads import (
     select_created_at,
     select_created_just_after,
     select_last_rowid,
+    select_missed,
     select_newest,
     select_oldest_created_at,
     select_stored_by,
@@ -543,6 +544,11 @@ class Store:
         a visit cut by the budget stopped (`resume`: its batch and the cursor to go on
         after; None: none stopped)."""
         await self._in_thread(_save_visits, self.account, missed, int(time.time()), resume)
+
+    async def missed(self, batch_ids: Collection[str]) -> set[str]:
+        """Those of `batch_ids` this account missed: asked for by id and looked for in the
+        list, nothing to store found, or asked for by id as the time budget ran out."""
+        return await self._in_thread(select_missed, self.account, list(batch_ids))
 
     async def visit_resume(self) -> tuple[str, str] | None:
         """Where the last run's visit cut by the budget stopped: its batch and the cursor to
