@@ -31,6 +31,7 @@ from yarl import URL
 from . import __version__
 from .bodies import (
     FILE_CHUNK,
+    MAX_BATCH_BYTES,
     MAX_BODY_BYTES,
     DownloadPace,
     FileBody,
@@ -465,11 +466,13 @@ class ApiClient:
         return batch
 
     async def _get_page(self, url: Target, params: dict[str, str]) -> BatchPage:
-        payload = await self._get_json(url, params)
+        # A page of one batch may be as large as one batch asked for by id.
+        cap = MAX_BATCH_BYTES if params.get("limit") == "1" else MAX_BODY_BYTES
+        payload = await self._get_json(url, params, cap)
         return parse_page(payload, self._secret, has_more_optional=self._has_more_optional)
 
     async def _get_batch(self, url: Target, params: dict[str, str]) -> Batch:
-        batch = await self._get_json(url, params)
+        batch = await self._get_json(url, params, MAX_BATCH_BYTES)
         if not isinstance(batch, dict) or not isinstance(batch.get("id"), str):
             raise BrokenResponseError(f"response from {url} is not a batch object")
         return batch
@@ -532,7 +535,8 @@ class ApiClient:
                     unseen = not framed
                     return await consume(FileBody(chunks, cut_may_pass_unseen=unseen))
 
-    async def _get_json(self, url: Target, params: dict[str, str]) -> Any:
+    async def _get_json(self, url: Target, params: dict[str, str], cap: int) -> Any:
+        """The JSON an answer of at most `cap` bytes holds."""
         await self._limiter.acquire()
         started = time.monotonic()
         with (
@@ -543,7 +547,7 @@ class ApiClient:
                 self._sending() as headers,
                 self._session.get(url, params={**self._query, **params}, headers=headers) as resp,
             ):
-                body = await self._read(resp, url, started)
+                body = await self._read(resp, url, started, cap)
                 content_type = resp.content_type
         return decode_json(body, str(resp.url), content_type, self._secret)
 
@@ -581,15 +585,19 @@ class ApiClient:
             ) from exc
 
     async def _read(
-        self, resp: aiohttp.ClientResponse, url: Target, started: float
+        self,
+        resp: aiohttp.ClientResponse,
+        url: Target,
+        started: float,
+        cap: int = MAX_BODY_BYTES,
     ) -> bytes | bytearray:
-        """The body of a 2xx answer, decoded; any other answer raised as the ApiError it
-        stands for."""
+        """The body of a 2xx answer, decoded, of at most `cap` bytes; any other answer
+        raised as the ApiError it stands for."""
         if resp.status < 300:
             pieces = decoded_as(resp.content.iter_any(), body_encoding(resp, url, self._secret))
         else:
             pieces = as_far_as_it_decodes(resp.content.iter_any(), error_body_encoding(resp))
-        body = await read_capped(resp, pieces)
+        body = await read_capped(resp, pieces, cap)
         shown_url = str(resp.url)
         if log.isEnabledFor(logging.DEBUG):
             # After a redirect the URL is the server's, and may echo the key.
@@ -608,7 +616,7 @@ class ApiClient:
             raise error
         if body is None:
             message = (
-                f"the response from {shown_url} is larger than {MAX_BODY_BYTES // 2**20} MiB, "
+                f"the response from {shown_url} is larger than {cap // 2**20} MiB, "
                 "far more than a page of batches (tens of KB); it was not read further"
             )
             raise ResponseTooLargeError(mask_secret(message, self._secret), should_retry=False)

@@ -24,6 +24,10 @@ Target = str | URL
 # The most one response may take. A list page of 100 batches is tens of KB and a batch a few
 # KB: anything near this is not the Batches API answering, and is not read further.
 MAX_BODY_BYTES = 16 * 2**20
+# The most an answer of one batch may take: one with 50,000 error lines (an input file's
+# most requests, each refused) runs to tens of MB; past the page cap, it stopped every
+# sync at its place in the list.
+MAX_BATCH_BYTES = 64 * 2**20
 
 # How much of a file is handed on at a time: large enough that a 200 MB file is a few
 # thousand reads, small enough to keep memory flat.
@@ -127,16 +131,16 @@ class DownloadPace:
 
 
 async def read_capped(
-    resp: aiohttp.ClientResponse, pieces: AsyncIterator[bytes]
+    resp: aiohttp.ClientResponse, pieces: AsyncIterator[bytes], cap: int = MAX_BODY_BYTES
 ) -> bytearray | None:
     """The body of `resp`, its `pieces` (decoded) read as they come; None, and the rest left
-    unread, once past MAX_BODY_BYTES."""
-    if (resp.content_length or 0) > MAX_BODY_BYTES:
+    unread, once past `cap` bytes."""
+    if (resp.content_length or 0) > cap:
         return None
     body = bytearray()
     async for chunk in pieces:
         body += chunk
-        if len(body) > MAX_BODY_BYTES:
+        if len(body) > cap:
             return None
     return body
 

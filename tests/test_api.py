@@ -14,7 +14,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from crawler.api import ApiClient, RetryEvent, RetryPolicy, create_session, describe
-from crawler.bodies import MAX_BODY_BYTES
+from crawler.bodies import MAX_BATCH_BYTES, MAX_BODY_BYTES
 from crawler.config import Settings
 from crawler.errors import (
     AuthenticationError,
@@ -473,11 +473,11 @@ async def test_a_declared_length_over_the_cap_is_refused_unread(
         mock.get(
             re.compile(r".*/batches\?limit=\d+$"),
             body=b"{}",
-            headers={"Content-Length": str(MAX_BODY_BYTES + 1)},
+            headers={"Content-Length": str(MAX_BATCH_BYTES + 1)},
             callback=lambda url, **_: asked.append(url.query["limit"]),
             repeat=True,
         )
-        with pytest.raises(BrokenResponseError, match="is larger than 16 MiB"):
+        with pytest.raises(BrokenResponseError, match="is larger than 64 MiB"):
             await client.fetch_page(None, 100)
     assert recorder.events == []
     assert asked == ["100", "50", "25", "12", "6", "3", "1"]

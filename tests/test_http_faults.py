@@ -18,7 +18,7 @@ from aiohttp import web
 from aioresponses import aioresponses
 
 from crawler.api import PAGES_BEFORE_GROWING, ApiClient, RetryEvent, RetryPolicy, create_session
-from crawler.bodies import MAX_BODY_BYTES
+from crawler.bodies import MAX_BATCH_BYTES, MAX_BODY_BYTES
 from crawler.config import Settings
 from crawler.errors import BadRequestError, BrokenResponseError, TransportError
 from crawler.events import retry_event
@@ -116,13 +116,14 @@ async def test_a_body_encoded_as_never_asked_fails_at_once_saying_so() -> None:
 
 
 async def test_a_page_over_the_cap_fails_at_once_without_being_read_whole() -> None:
-    """64 MiB of (valid) whitespace: reading stops past the cap; the page is not asked again,
-    but for one batch (then the page of two is asked for as two of one)."""
+    """64 MiB of (valid) whitespace: reading stops past the cap (a page of one batch's,
+    larger); the page is not asked again, but for one batch (then the page of two is asked
+    for as two of one)."""
     events: list[RetryEvent] = []
     async with bad_server("huge") as server, client_for(server, events) as client:
         with pytest.raises(BrokenResponseError) as caught:
             await second_page(client)
-    assert f"is larger than {MAX_BODY_BYTES // 2**20} MiB" in str(caught.value)
+    assert f"is larger than {MAX_BATCH_BYTES // 2**20} MiB" in str(caught.value)
     assert events == []
     assert server.stats.bad_pages == 2
     assert server.stats.streamed_bytes < 2 * 64 * 2**20, "the client stopped reading early"
@@ -167,6 +168,26 @@ async def test_a_page_over_the_cap_is_asked_for_in_smaller_pages(db_path: Path) 
         result = await sync(settings, retry=RETRY)
     assert (result.complete, result.batches_new) == (True, total)
     assert asked == [5] + [2] * PAGES_BEFORE_GROWING + [4] * 3
+
+
+async def test_a_batch_past_the_page_cap_is_read_as_a_page_of_one(db_path: Path) -> None:
+    """One batch of 50,000 error lines runs past the page cap alone: asked for down to a
+    page of one, every sync failed at its place in the list, and the batches below it were
+    never stored. A page of one batch may be as large as a batch asked for by id."""
+    batches = [make_batch(n) for n in range(6, 0, -1)]
+    giant = batches[3]["id"]
+
+    async def listed(request: web.Request) -> web.Response:
+        limit, after = int(request.query["limit"]), request.query.get("after")
+        start = next(i + 1 for i, b in enumerate(batches) if b["id"] == after) if after else 0
+        page = list_body(batches[start : start + limit], start + limit < len(batches))
+        padding = b" " * (MAX_BODY_BYTES + 1) if giant in {b["id"] for b in page["data"]} else b""
+        return web.Response(body=padding + to_text(page).encode(), content_type="application/json")
+
+    async with serving({"/v1/batches": listed}) as root:
+        settings = Settings(db=db_path, base_url=f"{root}/v1", api_key=API_KEY, page_size=2)
+        result = await sync(settings, retry=RETRY)
+    assert (result.complete, result.batches_new) == (True, len(batches))
 
 
 async def test_a_page_asked_at_the_limit_that_fitted_is_full_at_that_limit(db_path: Path) -> None:
