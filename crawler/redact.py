@@ -101,6 +101,14 @@ def _stored_run(secret: str) -> int:
     return max(_IDENTIFYING_RUN, (len(secret) + 1) // 2)
 
 
+# Characters a terminal shows as nothing (a zero-width space, a soft hyphen, a word
+# joiner: Unicode's format characters): between a key's characters they hid it from the
+# search while it read whole. A message loses nothing by their going.
+_INVISIBLE = re.compile(
+    "[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]"
+)
+
+
 def mask_secret(text: str, secret: Secret) -> str:
     """`text` (a message) with `secret` masked as `***` in every form a server may echo it in.
 
@@ -110,6 +118,8 @@ def mask_secret(text: str, secret: Secret) -> str:
     key) is masked only where it stands as a word of its own, never inside other words.
     """
     keys = _each(secret)
+    if keys:
+        text = _INVISIBLE.sub("", text)
     long_keys = [key for key in keys if len(key) >= _IDENTIFYING_RUN]
     text = _mask_all(text, [_scan(key, _IDENTIFYING_RUN, in_a_message=True) for key in long_keys])
     for key in keys:

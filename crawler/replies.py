@@ -60,7 +60,7 @@ def build_api_error(
 
     `secret` (the API key) is masked should the server echo it back.
     """
-    message, code, param = _envelope(body)
+    message, code, param = _envelope(body, secret)
     enveloped = message is not None
     if message is None:
         message = f"HTTP {status}"
@@ -101,8 +101,9 @@ def _error_class(status: int, code: str | None, param: str | None) -> type[ApiEr
     return BadRequestError
 
 
-def _envelope(body: bytes) -> tuple[str | None, str | None, str | None]:
-    """Message, code and param of an OpenAI (or Azure) error envelope, if the body is one."""
+def _envelope(body: bytes, secret: Secret) -> tuple[str | None, str | None, str | None]:
+    """Message, code and param of an OpenAI (or Azure) error envelope, if the body is one,
+    each on one line with `secret` masked (see _one_line)."""
     try:
         error = parse(body)["error"]
         message = error.get("message")
@@ -113,9 +114,9 @@ def _envelope(body: bytes) -> tuple[str | None, str | None, str | None]:
     if not isinstance(message, str):
         return None, None, None
     return (
-        _one_line(message),
-        _one_line(str(code)) if code is not None else None,
-        _one_line(param) if isinstance(param, str) else None,
+        _one_line(message, secret),
+        _one_line(str(code), secret) if code is not None else None,
+        _one_line(param, secret) if isinstance(param, str) else None,
     )
 
 
@@ -124,7 +125,10 @@ _MAX_QUOTED = 500
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
-def _one_line(text: str) -> str:
-    """`text` on one line, without control characters, cut to _MAX_QUOTED characters."""
-    text = " ".join(_CONTROL.sub(" ", text[: 4 * _MAX_QUOTED]).split())
+def _one_line(text: str, secret: Secret) -> str:
+    """`text` on one line, without control characters, cut to _MAX_QUOTED characters, with
+    `secret` masked first: a key folded over lines is masked as such, not once joined by
+    spaces."""
+    text = mask_secret(text[: 4 * _MAX_QUOTED], secret)
+    text = " ".join(_CONTROL.sub(" ", text).split())
     return text if len(text) <= _MAX_QUOTED else text[: _MAX_QUOTED - 3] + "..."

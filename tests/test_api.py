@@ -332,6 +332,31 @@ def test_the_key_is_masked_when_the_error_is_built() -> None:
     assert "Incorrect API key provided: ***" in str(error)
 
 
+@pytest.mark.parametrize("width", [10, 15])
+def test_a_key_folded_over_lines_in_an_error_message_is_masked(width: int) -> None:
+    """A message folding the key every 10 characters was put on one line (the breaks
+    spaces) before masking: no line break left to unfold at, the key was shown whole."""
+    key = "sk-proj-Q7wLmN3pXz8RtY2vBc5KjH9fDs4GaE6uWo1Ii0Pq"
+    folded = "\n".join(key[i : i + width] for i in range(0, len(key), width))
+    body = json.dumps(envelope(f"Incorrect API key provided: {folded}.")).encode()
+    error = build_api_error(401, body, {}, "u", secret=key)
+    shown = str(error).replace(" ", "")
+    assert key[8:24] not in shown
+    assert key[-16:] not in shown
+
+
+@pytest.mark.parametrize("between", ["\u200b", "\u00ad", "\u2060"])
+def test_a_key_spelled_with_invisible_characters_between_is_masked(between: str) -> None:
+    """A zero-width space, a soft hyphen or a word joiner between each character: the key
+    read whole on a terminal, and the search for it found none of its runs."""
+    key = "sk-proj-Q7wLmN3pXz8RtY2vBc5KjH9fDs4GaE6uWo1Ii0Pq"
+    body = json.dumps(envelope(f"Incorrect API key provided: {between.join(key)}")).encode()
+    error = build_api_error(401, body, {}, "u", secret=key)
+    shown = str(error).replace(between, "")
+    assert key[8:24] not in shown
+    assert "***" in shown
+
+
 def test_a_proxy_refusing_its_credentials_is_said_so() -> None:
     """It read `API error 407: HTTP 407`, nothing saying the proxy refused; then, with no
     proxy set (one on the way answering), to check a user and password nowhere given."""
