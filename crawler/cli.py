@@ -191,6 +191,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
         "log_format": args.log_format,
     }
     accounts = load_accounts(flags, os.environ, args.config, only=args.account or ())
+    _check_urls(accounts, keys_at_hand())
     log_format = accounts[0].log_format
     json_lines = log_format == "json"
     if json_lines != (args.events is not None):  # the config file chose it
@@ -570,6 +571,18 @@ def _check_paths(args: argparse.Namespace, keys: tuple[str, ...]) -> None:
         spellings = () if path is None else (str(path), "".join(Path(path).parts))
         if any(holds_secret(text, key) for text in spellings for key in keys):
             raise ConfigError(f"{flag}: the path holds an API key (not shown); name it otherwise")
+
+
+def _check_urls(accounts: list[Settings], keys: tuple[str, ...]) -> None:
+    """Refuse a base URL holding a key at hand that is not the run's (the environment's
+    other key, one a config file names): it would be logged, stored with every run, and
+    sent in the URL (a host looked up by name)."""
+    for settings in accounts:
+        if any(holds_secret(settings.base_url, key) for key in keys):
+            raise ConfigError(
+                "base_url holds an API key (not shown); give the base URL alone and the key "
+                "in the environment variable named by api_key_env"
+            )
 
 
 def _stopped(args: argparse.Namespace, how: str, exit_code: int) -> int:

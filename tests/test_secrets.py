@@ -1362,6 +1362,27 @@ def test_a_path_holding_the_key_cut_into_folders_is_refused(
     assert "--html: the path holds an API key (not shown)" in capsys.readouterr().err
 
 
+def test_a_base_url_holding_the_environments_other_key_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The run's key named by api_key_env, OPENAI_API_KEY holding another: 30 characters of
+    that one in the base URL's path were sent, logged with every retry and stored with the
+    run (the last line masked them, taking them for a key)."""
+    other = "sk-proj-Q7wLmN3pXz8RtY2vBc5KjH9fDs4GaE6uWo1Ii0Pq"
+    monkeypatch.setenv("OPENAI_API_KEY", other)
+    monkeypatch.setenv("MYKEY", "localtoken-abcdefghijklmnop")
+    config = tmp_path / "c.toml"
+    config.write_text('api_key_env = "MYKEY"\n')
+    url = f"http://127.0.0.1:9/{other[8:38]}/v1"
+    db = tmp_path / "b.db"
+    argv = ["sync", "--config", str(config), "--db", str(db), "--base-url", url]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "base_url holds an API key (not shown)" in err
+    assert other[8:24] not in err
+    assert not db.exists()
+
+
 def test_a_word_spelled_like_a_key_in_a_path_is_masked_when_said_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
