@@ -261,13 +261,9 @@ async def test_a_file_trickled_after_a_burst_is_cut_off(db_path: Path) -> None:
     assert file_state(db_path) == ("failed", 0)
 
 
-async def test_a_file_whose_head_came_late_is_paced_from_its_head(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The pace was counted from the request: a route answering the head 8 s into a 10 s
-    span, then sending 2 KiB a second, was cut as too slow on every sync, and the file
-    never stored. The clock: the head takes 8 s, each look at the clock (one a chunk of
-    2 KiB read) 1 s."""
+def ticking_clock(monkeypatch: pytest.MonkeyPatch, *, chunk: int) -> list[float]:
+    """A clock for downloads that moves a second each time it is looked at (once a chunk
+    of `chunk` bytes read); its time, to move by hand too."""
     clock = [1000.0]
 
     def monotonic() -> float:
@@ -277,7 +273,18 @@ async def test_a_file_whose_head_came_late_is_paced_from_its_head(
     fake_time = SimpleNamespace(monotonic=monotonic, time=time.time)
     monkeypatch.setattr(bodies, "time", fake_time)
     monkeypatch.setattr(api, "time", fake_time)
-    monkeypatch.setattr(api, "FILE_CHUNK", 2048)
+    monkeypatch.setattr(api, "FILE_CHUNK", chunk)
+    return clock
+
+
+async def test_a_file_whose_head_came_late_is_paced_from_its_head(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pace was counted from the request: a route answering the head 8 s into a 10 s
+    span, then sending 2 KiB a second, was cut as too slow on every sync, and the file
+    never stored. The clock: the head takes 8 s, each look at the clock (one a chunk of
+    2 KiB read) 1 s."""
+    clock = ticking_clock(monkeypatch, chunk=2048)
     error = {"code": "invalid_request", "message": "x" * 1900}
 
     async def late_head(request: web.Request) -> web.StreamResponse:
@@ -300,16 +307,7 @@ async def test_a_gzip_file_decoding_to_a_byte_now_and_then_is_cut_off(
     """A gzip body of empty blocks sent at full speed, a byte of content every 900 KiB:
     its pace was checked on what came alone, and a MiB decoding to nothing never ran on,
     so a sync ran for ever. The clock: each chunk of 64 KiB read takes a second."""
-    clock = [1000.0]
-
-    def monotonic() -> float:
-        clock[0] += 1
-        return clock[0]
-
-    fake_time = SimpleNamespace(monotonic=monotonic, time=time.time)
-    monkeypatch.setattr(bodies, "time", fake_time)
-    monkeypatch.setattr(api, "time", fake_time)
-    monkeypatch.setattr(api, "FILE_CHUNK", 2**16)
+    ticking_clock(monkeypatch, chunk=2**16)
 
     async def empty_blocks(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Encoding": "gzip"})
