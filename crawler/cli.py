@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from .accounts import sync_accounts
 from .cli_args import Parser, build_parser, keys_at_hand
-from .config import ENV_LOG_FORMAT, Settings, keys_named_in, load_accounts
+from .config import ENV_LOG_FORMAT, Settings, keys_named_in, load_accounts, url_holds_secret
 from .datasette import datasette_metadata
 from .demo import ACCOUNTS_QUERY, DEMO_QUERIES, ask, run_accounts_demo, run_demo
 from .errors import (
@@ -578,7 +578,7 @@ def _check_urls(accounts: list[Settings], keys: tuple[str, ...]) -> None:
     other key, one a config file names): it would be logged, stored with every run, and
     sent in the URL (a host looked up by name)."""
     for settings in accounts:
-        if any(holds_secret(settings.base_url, key) for key in keys):
+        if any(url_holds_secret(settings.base_url, key) for key in keys):
             raise ConfigError(
                 "base_url holds an API key (not shown); give the base URL alone and the key "
                 "in the environment variable named by api_key_env"

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from .errors import ConfigError
 from .redact import (
@@ -156,7 +156,7 @@ class Settings:
                 "key in clear text; use https, or allow it with --allow-insecure-http "
                 "(allow_insecure_http = true in a config file)"
             )
-        if holds_secret(self.base_url, self.api_key) or has_a_key_prefixed_word(
+        if url_holds_secret(self.base_url, self.api_key) or has_a_key_prefixed_word(
             urlsplit(self.base_url).path
         ):
             # It would be logged and stored with every run, and sent in the URL: a key (this
@@ -414,11 +414,17 @@ def check_accounts(accounts: Sequence[Settings]) -> None:
                     f"[accounts.{account.account}]: {name} holds an account's API key (not "
                     f"shown); give the {name} id alone"
                 )
-        if any(holds_secret(account.base_url, other.api_key) for other in accounts):
+        if any(url_holds_secret(account.base_url, other.api_key) for other in accounts):
             raise ConfigError(
                 f"[accounts.{account.account}]: base_url holds another account's API key (not "
                 "shown); give the base URL alone"
             )
+
+
+def url_holds_secret(url: str, secret: str | None) -> bool:
+    """Whether a URL holds `secret` (half of it or more), as written or as sent: its
+    percent-escapes decoded, as the URL is sent and said back."""
+    return any(holds_secret(text, secret) for text in (url, unquote(url)))
 
 
 def _settings(

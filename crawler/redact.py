@@ -101,14 +101,6 @@ def _stored_run(secret: str) -> int:
     return max(_IDENTIFYING_RUN, (len(secret) + 1) // 2)
 
 
-# Characters a terminal shows as nothing (a zero-width space, a soft hyphen, a word
-# joiner: Unicode's format characters): between a key's characters they hid it from the
-# search while it read whole. A message loses nothing by their going.
-_INVISIBLE = re.compile(
-    "[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]"
-)
-
-
 def mask_secret(text: str, secret: Secret) -> str:
     """`text` (a message) with `secret` masked as `***` in every form a server may echo it in.
 
@@ -118,14 +110,33 @@ def mask_secret(text: str, secret: Secret) -> str:
     key) is masked only where it stands as a word of its own, never inside other words.
     """
     keys = _each(secret)
-    if keys:
-        text = _INVISIBLE.sub("", text)
     long_keys = [key for key in keys if len(key) >= _IDENTIFYING_RUN]
-    text = _mask_all(text, [_scan(key, _IDENTIFYING_RUN, in_a_message=True) for key in long_keys])
+    scans = [_scan(key, _IDENTIFYING_RUN, in_a_message=True) for key in long_keys]
+    text = _mask_all(text, scans)
+    for key, scan in zip(long_keys, scans, strict=True):
+        text = _mask_spread(text, key, scan)
     for key in keys:
         if len(key) < _IDENTIFYING_RUN:
             text = re.sub(rf"(?<![\w-]){re.escape(key)}(?![\w-])", _MASK, text, flags=re.I)
     return text
+
+
+def _mask_spread(text: str, key: str, scan: _Scan) -> str:
+    """`text` with runs of `key` masked whose characters stand apart, any characters that
+    are not the key's between them: a terminal shows the key whole through a zero-width
+    space, a control character, a space, a list's `', '`."""
+    alphabet = "".join(sorted({*key, *key.lower(), *key.upper()}))
+    others = re.compile(f"[^{re.escape(alphabet)}]")
+    skeleton = others.sub("", text)
+    if len(skeleton) == len(text) or not scan.has_a_block(skeleton):
+        return text
+    places = [at for at, char in enumerate(text) if char in alphabet]
+    spans = [(places[start], places[end - 1] + 1) for start, end in _find_runs(skeleton, scan)]
+    kept, last = [], 0
+    for start, end in spans:
+        kept += [text[last:start], _MASK]
+        last = end
+    return "".join([*kept, text[last:]])
 
 
 def mask_error(error: BaseException, secret: Secret) -> None:

@@ -345,16 +345,33 @@ def test_a_key_folded_over_lines_in_an_error_message_is_masked(width: int) -> No
     assert key[-16:] not in shown
 
 
-@pytest.mark.parametrize("between", ["\u200b", "\u00ad", "\u2060"])
-def test_a_key_spelled_with_invisible_characters_between_is_masked(between: str) -> None:
-    """A zero-width space, a soft hyphen or a word joiner between each character: the key
-    read whole on a terminal, and the search for it found none of its runs."""
+@pytest.mark.parametrize("every", [1, 8])
+@pytest.mark.parametrize(
+    "between", ["\u200b", "\u00ad", "\u2060", "\ufe0f", "\U000e0020", "\x0b", "\x85", "\u3000"]
+)
+def test_a_key_spelled_with_characters_between_its_pieces_is_masked(
+    between: str, every: int
+) -> None:
+    """A zero-width space, a soft hyphen, a word joiner, a variation selector, a tag, a
+    vertical tab, a next line or a wide space between each piece of the key: it read whole
+    on a terminal (or with spaces, once the message was put on one line), and the search
+    for it found none of its runs."""
     key = "sk-proj-Q7wLmN3pXz8RtY2vBc5KjH9fDs4GaE6uWo1Ii0Pq"
-    body = json.dumps(envelope(f"Incorrect API key provided: {between.join(key)}")).encode()
+    spread = between.join(key[i : i + every] for i in range(0, len(key), every))
+    body = json.dumps(envelope(f"Incorrect API key provided: {spread}")).encode()
     error = build_api_error(401, body, {}, "u", secret=key)
-    shown = str(error).replace(between, "")
-    assert key[8:24] not in shown
+    shown = "".join(char for char in str(error) if char.isascii() and char.isprintable())
+    assert key[8:24] not in shown.replace(" ", "")
     assert "***" in shown
+
+
+def test_an_error_code_of_a_list_of_the_keys_pieces_is_masked() -> None:
+    """A code that is a list was said as Python spells it, `', '` between the pieces."""
+    key = "sk-proj-Q7wLmN3pXz8RtY2vBc5KjH9fDs4GaE6uWo1Ii0Pq"
+    pieces = [key[i : i + 8] for i in range(0, len(key), 8)]
+    body = json.dumps({"error": {"message": "denied", "code": pieces}}).encode()
+    error = build_api_error(401, body, {}, "u", secret=key)
+    assert not any(piece in str(error) for piece in pieces[1:-1])
 
 
 def test_a_proxy_refusing_its_credentials_is_said_so() -> None:

@@ -19,7 +19,7 @@ import sys
 import time
 import traceback
 import tracemalloc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from urllib.parse import quote, quote_plus
 
@@ -1362,18 +1362,27 @@ def test_a_path_holding_the_key_cut_into_folders_is_refused(
     assert "--html: the path holds an API key (not shown)" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "spelled",
+    [str, lambda text: "".join(f"%{ord(char):02X}" for char in text)],
+    ids=["as it is", "percent-encoded"],
+)
 def test_a_base_url_holding_the_environments_other_key_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    spelled: Callable[[str], str],
 ) -> None:
     """The run's key named by api_key_env, OPENAI_API_KEY holding another: 30 characters of
     that one in the base URL's path were sent, logged with every retry and stored with the
-    run (the last line masked them, taking them for a key)."""
+    run (the last line masked them, taking them for a key). Percent-encoded, the URL passed
+    the check, and was sent and stored decoded."""
     other = "sk-proj-Q7wLmN3pXz8RtY2vBc5KjH9fDs4GaE6uWo1Ii0Pq"
     monkeypatch.setenv("OPENAI_API_KEY", other)
     monkeypatch.setenv("MYKEY", "localtoken-abcdefghijklmnop")
     config = tmp_path / "c.toml"
     config.write_text('api_key_env = "MYKEY"\n')
-    url = f"http://127.0.0.1:9/{other[8:38]}/v1"
+    url = f"http://127.0.0.1:9/{spelled(other[8:38])}/v1"
     db = tmp_path / "b.db"
     argv = ["sync", "--config", str(config), "--db", str(db), "--base-url", url]
     assert main(argv) == 2
@@ -1453,3 +1462,10 @@ def test_the_accounts_a_run_leaves_out_are_named_for_their_keys(tmp_path: Path) 
             patch.setenv(name, key)
         synced = load_accounts({}, os.environ, config, only=["b"])
         assert cli._other_accounts_keys({}, args, synced) == [keys["KEY_A"]]
+
+
+def test_masking_a_document_keeps_its_joiners() -> None:
+    """Format characters were taken out of every text masked with a key at hand: words
+    joined by a zero-width non-joiner, emoji by a zero-width joiner, came out changed."""
+    text = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645 \U0001f469\u200d\U0001f4bb"
+    assert mask_keys_in_json({"example": text}, ["sk-proj-" + "A1b2C3d4" * 5]) == {"example": text}
