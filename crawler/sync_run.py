@@ -50,15 +50,21 @@ async def _refresh(run: Run, client: ApiClient) -> bool:
     id failed from the pages of the list that hold them. Those this account missed on an
     earlier run (found nowhere, or asked for by id as the time budget ran out: asked by id
     first, a batch whose retries outlast the budget was never looked for in the list),
-    and every one while requests by id are known to fail, from the list first, and by id
-    only those it did not show. False if the budget ran out first."""
+    and every one while requests by id are known to fail, are asked by id only when the
+    list did not show them. False if the budget ran out first."""
     walking = run.walks_instead_of_by_id()
     list_first = set(run.to_refresh) if walking else await run.store.missed(run.to_refresh)
-    if list_first and not await _visit(run, client, list_first):
+    # The others by id first: visits cut by the budget on every run (batches refused and
+    # gone from the list) kept every other batch from being refreshed.
+    if run.to_refresh - list_first and not await _refresh_by_id(
+        run, client, run.to_refresh - list_first
+    ):
         return False
-    if run.to_refresh and not await _refresh_by_id(run, client):
+    if run.to_refresh and not await _visit(run, client, set(run.to_refresh)):
         return False
-    if run.to_refresh - list_first and not await _visit(run, client, run.to_refresh - list_first):
+    if run.to_refresh & list_first and not await _refresh_by_id(
+        run, client, run.to_refresh & list_first
+    ):
         return False
     # Neither by id nor in the list: deleted, or a server out of step with itself.
     for batch_id in sorted(run.to_refresh - run.answered_gone):
@@ -84,9 +90,9 @@ async def _visit(run: Run, client: ApiClient, targets: set[str]) -> bool:
     return visited
 
 
-async def _refresh_by_id(run: Run, client: ApiClient) -> bool:
-    """Ask for each batch left to refresh by id; False if the time budget ran out first."""
-    end = await _ask_by_id(run, client)
+async def _refresh_by_id(run: Run, client: ApiClient, batch_ids: set[str]) -> bool:
+    """Ask for each of `batch_ids` by id; False if the time budget ran out first."""
+    end = await _ask_by_id(run, client, batch_ids)
     if end.out_of_time:
         # Next time from the list first: its retries may outlast every run's budget.
         run.missed += end.cut
@@ -107,7 +113,7 @@ async def _refresh_by_id(run: Run, client: ApiClient) -> bool:
     return True
 
 
-async def _ask_by_id(run: Run, client: ApiClient) -> RefreshEnd:
+async def _ask_by_id(run: Run, client: ApiClient, batch_ids: set[str]) -> RefreshEnd:
     async def save(batches: Sequence[Batch], gone: Sequence[str]) -> None:
         run.answered_gone.update(gone)
         run.figures = run.figures.plus(refreshed_by_id=len(batches) + len(gone), gone=len(gone))
@@ -118,7 +124,7 @@ async def _ask_by_id(run: Run, client: ApiClient) -> RefreshEnd:
 
     return await refresh_by_id(
         client,
-        [batch_id for batch_id in run.refresh_order if batch_id in run.to_refresh],
+        [batch_id for batch_id in run.refresh_order if batch_id in batch_ids],
         concurrency=run.settings.concurrency,
         chunk=run.settings.page_size,
         save=save,

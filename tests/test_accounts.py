@@ -1162,3 +1162,29 @@ async def test_a_batch_whose_asks_by_id_outlast_the_time_budget_is_read_from_the
             result = await sync(on_a_budget, retry=FAST, clock=lambda: 1e6 if spent else 0.0)
     assert statuses(db_path, [target]) == ["completed"]
     assert result.complete
+
+
+@pytest.mark.parametrize("max_pages", [1, 2])
+async def test_batches_missed_on_every_run_keep_no_other_from_its_refresh(
+    db_path: Path, max_pages: int
+) -> None:
+    """Batches 11 and 15 in flight, refused by id and gone from the list for good; 3 and 7
+    end, listed and answered by id. The missed two were looked for in the list first, their
+    visits cut by the budget on every run: no batch was asked for by id again, and 3 and 7
+    stayed in flight."""
+    flight = (3, 7, 11, 15)
+    batches = [make_batch(n, status="in_progress" if n in flight else "completed")
+               for n in range(1, 21)]  # fmt: skip
+    api = Routes(batches, "a")
+    ids = {n: batches[n - 1]["id"] for n in flight}
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        api.refused["a"].update([ids[11], ids[15]])
+        on_a_budget = dataclasses.replace(a, max_pages=max_pages)
+        for _ in range(3):
+            await sync(on_a_budget, retry=FAST)
+        for n in (3, 7):
+            api.batches[ids[n]] = make_batch(n, status="completed")
+        await sync(on_a_budget, retry=FAST)
+    assert statuses(db_path, [ids[3], ids[7]]) == ["completed", "completed"]
