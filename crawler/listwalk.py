@@ -356,11 +356,19 @@ class ListWalk:
         except OutOfTime:
             self.stopped(target, cursor)
             raise
-        except (BadRequestError, NotFoundError) as exc:
+        except (BadRequestError, NotFoundError, ServerError, TransportError) as exc:
             # A page after a cursor refused (a 400 or a 404, not every server saying which
             # parameter): that batch has left the list, before this read or while it went
-            # on (which failed the sync).
-            if self.asked_after is None or isinstance(exc, UnknownRouteError):
+            # on (which failed the sync). Some servers fail instead, past every retry: so
+            # may the first page after a start (a stored batch, where a visit stopped on an
+            # earlier run), whose batch may have left since (every sync failed there); the
+            # top is the last start, and an API down fails there.
+            failed = isinstance(exc, ServerError | TransportError)
+            if (
+                self.asked_after is None
+                or isinstance(exc, UnknownRouteError)
+                or (failed and self.asked_after != start.cursor)
+            ):
                 raise
             return None
         if self.visit_resume is not None and self.visit_resume[0] == target:

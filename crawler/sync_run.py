@@ -60,11 +60,16 @@ async def _refresh(run: Run, client: ApiClient) -> bool:
         run, client, run.to_refresh - list_first
     ):
         return False
-    if run.to_refresh and not await _visit(run, client, set(run.to_refresh)):
+    visited = not run.to_refresh or await _visit(run, client, set(run.to_refresh))
+    # Visits cut by the page budget (which counts list pages), those missed before are
+    # asked by id all the same: most answer again.
+    if not visited and (walking or run.time_spent()):
         return False
     if run.to_refresh & list_first and not await _refresh_by_id(
         run, client, run.to_refresh & list_first
     ):
+        return False
+    if not visited:
         return False
     # Neither by id nor in the list: deleted, or a server out of step with itself.
     for batch_id in sorted(run.to_refresh - run.answered_gone):

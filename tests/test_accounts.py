@@ -1188,3 +1188,55 @@ async def test_batches_missed_on_every_run_keep_no_other_from_its_refresh(
             api.batches[ids[n]] = make_batch(n, status="completed")
         await sync(on_a_budget, retry=FAST)
     assert statuses(db_path, [ids[3], ids[7]]) == ["completed", "completed"]
+
+
+async def test_a_batch_missed_before_is_asked_by_id_when_visits_run_out_of_pages(
+    db_path: Path,
+) -> None:
+    """Batches 5 and 9 in flight, refused by id and gone from the list, so missed; then 5
+    ends and answers again. On a page budget the visit for 9 (missed first) spent it, and
+    5, looked for in the list first, was asked by id by no run that visits ran out on."""
+    batches = [make_batch(n, status="in_progress" if n in (5, 9) else "completed")
+               for n in range(1, 21)]  # fmt: skip
+    api = Routes(batches, "a")
+    five, nine = batches[4]["id"], batches[8]["id"]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        api.refused["a"].update((five, nine))
+        await sync(a, retry=FAST)
+        with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+            for batch_id, missed in ((nine, 100), (five, 200)):
+                conn.execute(
+                    "UPDATE batches SET missed_by = json_object('a', ?), last_seen_at = 0 "
+                    "WHERE id = ?",
+                    (missed, batch_id),
+                )
+        api.refused["a"].discard(five)  # listed and answered again
+        api.batches[five] = make_batch(5, status="completed")
+        await sync(dataclasses.replace(a, max_pages=1), retry=FAST)
+    assert statuses(db_path, [five, nine]) == ["completed", "in_progress"]
+
+
+async def test_a_visit_going_on_after_a_batch_that_left_a_list_failing_there_goes_on(
+    db_path: Path,
+) -> None:
+    """A visit on a budget stopped after batch 18; 18 left the list, and the list fails
+    (500) for a cursor it does not know, as some servers do: every later sync failed on the
+    visit's first request, for good (it is where the visit goes on from)."""
+    batches = [make_batch(n, status="in_progress" if n == 5 else "completed")
+               for n in range(1, 31)]  # fmt: skip
+    api = Routes(batches, "a")
+    late = {batches[n - 1]["id"] for n in range(6, 20)}
+    api.hidden["a"].update(late)
+    api.by_id = forbidden  # type: ignore[method-assign]
+    target = batches[4]["id"]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        api.hidden["a"] -= late
+        api.batches[target] = make_batch(5, status="completed")
+        await sync(dataclasses.replace(a, max_pages=1), retry=FAST)
+        api.hidden["a"].add(batches[17]["id"])  # where the visit stopped
+        await sync(a, retry=FAST)
+    assert statuses(db_path, [target]) == ["completed"]
