@@ -821,47 +821,32 @@ def leaving_once_served(api: Routes, leaving: str) -> Callable[..., Awaitable[we
     return handler
 
 
-async def test_a_visit_going_on_where_the_last_read_stopped_reads_from_the_top_if_that_left(
-    db_path: Path,
+@pytest.mark.parametrize(
+    ("targets", "leaving", "gone"),
+    [((20, 8), 20, (21, 22, 23, 9, 10, 11)), ((8,), 23, (9, 10, 11))],
+    ids=["ending the last read from the top", "ending a visit's page"],
+)
+async def test_a_batch_leaving_the_list_as_a_visit_reads_it_fails_no_visit(
+    db_path: Path, targets: tuple[int, ...], leaving: int, gone: tuple[int, ...]
 ) -> None:
-    """Two batches in flight, refused by id, their stored neighbours above gone from the
-    list; the batch ending the first visit's read from the top leaves the list then: the
-    second visit, going on after it, was refused and took its batch as not listed."""
-    targets = (20, 8)
+    """Batches in flight, refused by id, their stored neighbours above gone from the list,
+    so visits read from the top; a batch ending a page they read leaves the list once that
+    page is served. Ending the first visit's read from the top: the second visit, going on
+    after it, was refused and took its batch as not listed. Ending a page one visit read:
+    the next page was refused, and the sync failed on it."""
     batches = [make_batch(n, status="in_progress" if n in targets else "completed")
                for n in range(1, 31)]  # fmt: skip
     api = Routes(batches, "a")
-    leaving = batches[19]["id"]
-    api.listed = leaving_once_served(api, leaving)  # type: ignore[method-assign]
+    leaving_id = batches[leaving - 1]["id"]
+    api.listed = leaving_once_served(api, leaving_id)  # type: ignore[method-assign]
     api.by_id = forbidden  # type: ignore[method-assign]
     async with serving(api.routes()) as root:
         (a,) = api.accounts(db_path, root)
         await sync(a, retry=FAST)
-        end_behind_gone(api, targets, gone=(21, 22, 23, 9, 10, 11))
-        await sync(a, retry=FAST)
-    assert leaving in api.hidden["a"]
-    assert statuses(db_path, [batches[7]["id"]]) == ["completed"]
-
-
-async def test_a_batch_leaving_the_list_while_a_visit_reads_past_it_fails_no_sync(
-    db_path: Path,
-) -> None:
-    """A batch in flight, refused by id, its stored neighbours above gone from the list:
-    its visit reads from the top, and the batch ending one of its pages leaves the list
-    once that page is served. The next page was refused, and the sync failed on it."""
-    batches = [make_batch(n, status="in_progress" if n == 8 else "completed")
-               for n in range(1, 31)]  # fmt: skip
-    api = Routes(batches, "a")
-    leaving = batches[22]["id"]
-    api.listed = leaving_once_served(api, leaving)  # type: ignore[method-assign]
-    api.by_id = forbidden  # type: ignore[method-assign]
-    async with serving(api.routes()) as root:
-        (a,) = api.accounts(db_path, root)
-        await sync(a, retry=FAST)
-        api.hidden["a"].discard(leaving)  # served by the first walk too
-        end_behind_gone(api, (8,), gone=(9, 10, 11))
+        api.hidden["a"].discard(leaving_id)  # served by the first walk, maybe
+        end_behind_gone(api, targets, gone=gone)
         result = await sync(a, retry=FAST)
-    assert leaving in api.hidden["a"]
+    assert leaving_id in api.hidden["a"]
     assert result.complete
     assert statuses(db_path, [batches[7]["id"]]) == ["completed"]
 
@@ -953,17 +938,25 @@ async def test_a_batch_missed_by_a_visit_on_a_budget_lets_the_next_have_its_turn
     assert statuses(db_path, ids) == ["in_progress", "completed"]
 
 
-async def test_a_visit_from_a_stored_neighbour_keeps_to_the_page_budget(db_path: Path) -> None:
-    """A batch in flight, refused by id, then ended; fourteen batches between it and its
-    stored neighbour above turn up in the list (a gateway catching up). Its visit from
-    that neighbour, a run's first, was read whole past --max-pages 1: seven pages a run.
-    Now a page or so a run, each run going on from there, until it is reached."""
+def fourteen_late() -> tuple[Routes, list[dict[str, Any]], set[str]]:
+    """Thirty batches, 5 in flight and refused by id; 6-19, between it and its stored
+    neighbour above, hidden (to turn up later: a gateway catching up): the API, the
+    batches, and those hidden."""
     batches = [make_batch(n, status="in_progress" if n == 5 else "completed")
                for n in range(1, 31)]  # fmt: skip
     api = Routes(batches, "a")
     late = {batches[n - 1]["id"] for n in range(6, 20)}
     api.hidden["a"].update(late)
     api.by_id = forbidden  # type: ignore[method-assign]
+    return api, batches, late
+
+
+async def test_a_visit_from_a_stored_neighbour_keeps_to_the_page_budget(db_path: Path) -> None:
+    """A batch in flight, refused by id, then ended; fourteen batches between it and its
+    stored neighbour above turn up in the list (a gateway catching up). Its visit from
+    that neighbour, a run's first, was read whole past --max-pages 1: seven pages a run.
+    Now a page or so a run, each run going on from there, until it is reached."""
+    api, batches, late = fourteen_late()
     listed, asked = api.listed, []
 
     async def counted(request: web.Request) -> web.Response:
@@ -1224,12 +1217,7 @@ async def test_a_visit_going_on_after_a_batch_that_left_a_list_failing_there_goe
     """A visit on a budget stopped after batch 18; 18 left the list, and the list fails
     (500) for a cursor it does not know, as some servers do: every later sync failed on the
     visit's first request, for good (it is where the visit goes on from)."""
-    batches = [make_batch(n, status="in_progress" if n == 5 else "completed")
-               for n in range(1, 31)]  # fmt: skip
-    api = Routes(batches, "a")
-    late = {batches[n - 1]["id"] for n in range(6, 20)}
-    api.hidden["a"].update(late)
-    api.by_id = forbidden  # type: ignore[method-assign]
+    api, batches, late = fourteen_late()
     target = batches[4]["id"]
     async with serving(api.routes()) as root:
         (a,) = api.accounts(db_path, root)
