@@ -52,6 +52,8 @@ _BATCH_COLUMNS = {
     "once it answered)",
     "missed_by": "when each account last looked for it by id and in its list and found "
     "nothing to store (a JSON object); refreshes take the least recently seen or missed first",
+    "cut_by": "when each account last asked for it by id as its time budget ran out (a JSON "
+    "object): it is looked for in the list first",
 }
 
 _REQUEST_COLUMNS = {

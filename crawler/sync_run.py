@@ -47,22 +47,22 @@ async def _plan_refresh(store: Store, run: Run) -> None:
 
 async def _refresh(run: Run, client: ApiClient) -> bool:
     """Bring up to date the unsettled batches the walk did not pass: by id, then those by
-    id failed from the pages of the list that hold them. Those this account missed on an
-    earlier run (found nowhere, or asked for by id as the time budget ran out: asked by id
-    first, a batch whose retries outlast the budget was never looked for in the list),
-    and every one while requests by id are known to fail, are asked by id only when the
-    list did not show them. False if the budget ran out first."""
+    id failed from the pages of the list that hold them. Those this account asked for by
+    id as the time budget ran out on an earlier run (asked by id first, a batch whose
+    retries outlast the budget was never looked for in the list), and every one while
+    requests by id are known to fail, are asked by id only when the list did not show
+    them. False if the budget ran out first."""
     walking = run.walks_instead_of_by_id()
-    list_first = set(run.to_refresh) if walking else await run.store.missed(run.to_refresh)
-    # The others by id first: visits cut by the budget on every run (batches refused and
-    # gone from the list) kept every other batch from being refreshed.
+    list_first = set(run.to_refresh) if walking else await run.store.cut(run.to_refresh)
+    # The others by id first, those missed before last: visits cut by the budget on every
+    # run (batches refused and gone from the list) kept every other from its refresh.
     if run.to_refresh - list_first and not await _refresh_by_id(
         run, client, run.to_refresh - list_first
     ):
         return False
     visited = not run.to_refresh or await _visit(run, client, set(run.to_refresh))
-    # Visits cut by the page budget (which counts list pages), those missed before are
-    # asked by id all the same: most answer again.
+    # Visits cut by the page budget (which counts list pages), those cut before are asked
+    # by id all the same.
     if not visited and (walking or run.time_spent()):
         return False
     if run.to_refresh & list_first and not await _refresh_by_id(
@@ -100,8 +100,7 @@ async def _refresh_by_id(run: Run, client: ApiClient, batch_ids: set[str]) -> bo
     end = await _ask_by_id(run, client, batch_ids)
     if end.out_of_time:
         # Next time from the list first: its retries may outlast every run's budget.
-        run.missed += end.cut
-        await run.store.save_visits(run.missed, run.visit_resume)
+        await run.store.save_visits(run.missed, run.visit_resume, sorted(end.cut))
         return False
     if end.route_failing:
         if not run.walks_instead_of_by_id():

@@ -133,17 +133,20 @@ _GONE_FOR = _gone("key = ?")  # for the account bound to `?`
 _GONE_FOR_ONE = _gone("true")  # for some account
 
 
-# When the account bound to the last `?` last missed a batch (0: never; see _save_visits).
-_MISSED = (
-    f"coalesce((SELECT value FROM json_each({json_object('missed_by')}) "
-    "WHERE key = ? AND type = 'integer'), 0)"
-)
+def _when(column: str) -> str:
+    """When the account bound to `?` is marked in `column` (a JSON object of each account's
+    time; 0: never; see _save_visits)."""
+    return (
+        f"coalesce((SELECT value FROM json_each({json_object(column)}) "
+        "WHERE key = ? AND type = 'integer'), 0)"
+    )
 
 
-def select_missed(db: sqlite3.Connection, account: str, batch_ids: list[str]) -> set[str]:
-    """Those of `batch_ids` `account` missed (see _save_visits)."""
+def select_cut(db: sqlite3.Connection, account: str, batch_ids: list[str]) -> set[str]:
+    """Those of `batch_ids` `account` asked for by id as its time budget ran out."""
     rows = db.execute(
-        f"SELECT id FROM batches WHERE id IN (SELECT value FROM json_each(?)) AND {_MISSED} > 0",
+        "SELECT id FROM batches WHERE id IN (SELECT value FROM json_each(?)) "
+        f"AND {_when('cut_by')} > 0",
         (json.dumps(batch_ids), account),
     )
     return {batch_id for (batch_id,) in rows}
@@ -164,7 +167,8 @@ def select_unsettled(db: sqlite3.Connection, account: str) -> list[tuple[str, in
     """
     marks = ", ".join("?" * len(TERMINAL))
     rows = db.execute(
-        f"SELECT id, created_at, max(last_seen_at, {_MISSED}) FROM batches "
+        f"SELECT id, created_at, max(last_seen_at, {_when('missed_by')}, {_when('cut_by')}) "
+        "FROM batches "
         f"WHERE {IN_ACCOUNT_LIST} AND (status IS NULL OR status NOT IN ({marks}) "
         # Ended in another account's listing (a gateway's may leave fields out, the
         # owner's own too): asked for until the copy waited for is stored, a few times at
@@ -172,7 +176,7 @@ def select_unsettled(db: sqlite3.Connection, account: str) -> list[tuple[str, in
         "OR (ended_by IS NOT NULL AND ended_by != ? AND "
         f"coalesce(json_extract({json_object('ended_asks')}, ?), 0) < {ENDED_ASKS})) "
         f"AND NOT {_GONE_FOR} ORDER BY created_at DESC",
-        (account, account, account, *TERMINAL, account, account_path(account), account),
+        (account, account, account, account, *TERMINAL, account, account_path(account), account),
     ).fetchall()
     positions = []
     newer, bound = 0, None

@@ -35,8 +35,8 @@ from .reads import (
     select_by_id_failed_at,
     select_created_at,
     select_created_just_after,
+    select_cut,
     select_last_rowid,
-    select_missed,
     select_newest,
     select_oldest_created_at,
     select_stored_by,
@@ -299,17 +299,18 @@ def _mark_by_id_failed(db: sqlite3.Connection, account: str, at: int | None) -> 
 def _save_visits(
     db: sqlite3.Connection,
     account: str,
-    missed: list[str],
+    marks: dict[str, list[str]],
     at: int,
     resume: tuple[str, str] | None,
 ) -> None:
     target, cursor = resume or (None, None)
     with _transaction(db):
-        db.execute(
-            f"UPDATE batches SET missed_by = json_set({json_object('missed_by')}, ?, ?) "
-            "WHERE id IN (SELECT value FROM json_each(?))",
-            (account_path(account), at, json.dumps(missed)),
-        )
+        for column in ("missed_by", "cut_by"):
+            db.execute(
+                f"UPDATE batches SET {column} = json_set({json_object(column)}, ?, ?) "
+                "WHERE id IN (SELECT value FROM json_each(?))",
+                (account_path(account), at, json.dumps(marks.get(column, []))),
+            )
         db.execute(
             "UPDATE walk_state SET visit_target = ?, visit_cursor = ? WHERE account = ?",
             (target, cursor, account),
@@ -539,16 +540,18 @@ class Store:
         """Record when requests by id kept failing while the list answered; None clears it."""
         await self._in_thread(_mark_by_id_failed, self.account, at)
 
-    async def save_visits(self, missed: list[str], resume: tuple[str, str] | None) -> None:
-        """Record the batches visits looked for and did not find (`missed`, now), and where
-        a visit cut by the budget stopped (`resume`: its batch and the cursor to go on
-        after; None: none stopped)."""
-        await self._in_thread(_save_visits, self.account, missed, int(time.time()), resume)
+    async def save_visits(
+        self, missed: list[str], resume: tuple[str, str] | None, cut: Sequence[str] = ()
+    ) -> None:
+        """Record the batches visits looked for and did not find (`missed`, now), those
+        asked for by id as the time budget ran out (`cut`), and where a visit cut by the
+        budget stopped (`resume`: its batch and the cursor to go on after; None: none)."""
+        marks = {"missed_by": missed, "cut_by": list(cut)}
+        await self._in_thread(_save_visits, self.account, marks, int(time.time()), resume)
 
-    async def missed(self, batch_ids: Collection[str]) -> set[str]:
-        """Those of `batch_ids` this account missed: asked for by id and looked for in the
-        list, nothing to store found, or asked for by id as the time budget ran out."""
-        return await self._in_thread(select_missed, self.account, list(batch_ids))
+    async def cut(self, batch_ids: Collection[str]) -> set[str]:
+        """Those of `batch_ids` this account asked for by id as its time budget ran out."""
+        return await self._in_thread(select_cut, self.account, list(batch_ids))
 
     async def visit_resume(self) -> tuple[str, str] | None:
         """Where the last run's visit cut by the budget stopped: its batch and the cursor to
