@@ -84,7 +84,6 @@ class ListWalk:
     note: Callable[[str], None]
     budget_spent: Callable[[int], bool]
     time_left: Callable[[], float | None]
-    time_spent: Callable[[], bool]
     to_refresh: set[str]
     walk_targets: set[str]
     stored_mark: int  # the store's last rowid when the run began (see Store.stored_by)
@@ -383,8 +382,8 @@ class ListWalk:
 
     def note_read_from_top(self, step: WalkStep) -> None:
         """Record that a visit read the list from its top down to `step`'s page."""
-        times = sorted(t for b in step.page.batches if isinstance(t := b.get("created_at"), int))
-        floor = times[(len(times) - 1) // 2] if times else math.inf  # as listed_below
+        median = median_created(step.page)
+        floor = math.inf if median is None else median
         if self.read_from_top is not None:
             floor = min(floor, self.read_from_top[0])
         self.read_from_top = (-math.inf if step.done else floor, step.cursor)
@@ -419,5 +418,12 @@ class ListWalk:
 def listed_below(page: BatchPage, second: int) -> bool:
     """Whether a page lies below the batches created at `second`: half of its batches or
     more were created before. One batch's odd creation time alone never says so."""
+    median = median_created(page)
+    return median is not None and median < second
+
+
+def median_created(page: BatchPage) -> int | None:
+    """The (lower) median creation time of a page's batches: where it lies in the list,
+    whatever one batch's odd time (None: no batch gives one)."""
     times = sorted(t for b in page.batches if isinstance(t := b.get("created_at"), int))
-    return bool(times) and times[(len(times) - 1) // 2] < second
+    return times[(len(times) - 1) // 2] if times else None

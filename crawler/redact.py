@@ -113,30 +113,24 @@ def mask_secret(text: str, secret: Secret) -> str:
     long_keys = [key for key in keys if len(key) >= _IDENTIFYING_RUN]
     scans = [_scan(key, _IDENTIFYING_RUN, in_a_message=True) for key in long_keys]
     text = _mask_all(text, scans)
-    for key, scan in zip(long_keys, scans, strict=True):
-        text = _mask_spread(text, key, scan)
+    for scan in scans:
+        text = _mask_spread(text, scan)
     for key in keys:
         if len(key) < _IDENTIFYING_RUN:
             text = re.sub(rf"(?<![\w-]){re.escape(key)}(?![\w-])", _MASK, text, flags=re.I)
     return text
 
 
-def _mask_spread(text: str, key: str, scan: _Scan) -> str:
-    """`text` with runs of `key` masked whose characters stand apart, any characters that
-    are not the key's between them: a terminal shows the key whole through a zero-width
-    space, a control character, a space, a list's `', '`."""
-    alphabet = "".join(sorted({*key, *key.lower(), *key.upper()}))
-    others = re.compile(f"[^{re.escape(alphabet)}]")
-    skeleton = others.sub("", text)
+def _mask_spread(text: str, scan: _Scan) -> str:
+    """`text` with runs of the scan's key masked whose characters stand apart, any
+    characters that are not the key's between them: a terminal shows the key whole
+    through a zero-width space, a control character, a space, a list's `', '`."""
+    skeleton = scan.not_the_key.sub("", text)
     if len(skeleton) == len(text) or not scan.has_a_block(skeleton):
         return text
-    places = [at for at, char in enumerate(text) if char in alphabet]
+    places = [at for at, char in enumerate(text) if not scan.not_the_key.match(char)]
     spans = [(places[start], places[end - 1] + 1) for start, end in _find_runs(skeleton, scan)]
-    kept, last = [], 0
-    for start, end in spans:
-        kept += [text[last:start], _MASK]
-        last = end
-    return "".join([*kept, text[last:]])
+    return _masked(text, spans)
 
 
 def mask_error(error: BaseException, secret: Secret) -> None:
@@ -308,10 +302,13 @@ def _mask_all(text: str, scans: list[_Scan]) -> str:
     """`text` with what each scan finds in it (the key's forms, and spans of its runs)
     masked, spans that meet or overlap masked as one."""
     spans = [span for scan in scans if scan.may_hold(text) for span in _found(text, scan)]
-    if not spans:
-        return text
+    return _masked(text, _joined(spans)) if spans else text
+
+
+def _masked(text: str, spans: list[tuple[int, int]]) -> str:
+    """`text` with each of `spans` (in order, apart) as `***`."""
     kept, last = [], 0
-    for start, end in _joined(spans):
+    for start, end in spans:
         kept += [text[last:start], _MASK]
         last = end
     return "".join([*kept, text[last:]])
@@ -353,6 +350,7 @@ class _Scan:
     # multiples of that size: finding none of them rules a text out quickly.
     blocks: tuple[str, ...]
     in_a_number: bool  # a run may be spelled by a number (a key of digits)
+    not_the_key: re.Pattern[str]  # a character that is none of the key's, in any case
 
     def may_hold(self, text: str, json_lines: bool = False) -> bool:
         if self.has_a_block(text):
@@ -383,6 +381,7 @@ def _scan(secret: str, run: int, *, in_a_message: bool) -> _Scan:
     if in_a_message or _one_case(secret):
         forms |= {case for form in forms for case in (form.lower(), form.upper())}
     size = (run + 1) // 2
+    alphabet = "".join(sorted({*secret, *secret.lower(), *secret.upper()}))
     runs = frozenset(form[i : i + run] for form in forms for i in range(len(form) - run + 1))
     return _Scan(
         forms=tuple(sorted(forms, key=len, reverse=True)),
@@ -392,6 +391,7 @@ def _scan(secret: str, run: int, *, in_a_message: bool) -> _Scan:
             {form[i : i + size] for form in forms for i in range(0, len(form) - size + 1, size)}
         ),
         in_a_number=any(_NUMBER_SPELLING.fullmatch(one) for one in runs),
+        not_the_key=re.compile(f"[^{re.escape(alphabet)}]"),
     )
 
 

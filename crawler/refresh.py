@@ -24,15 +24,13 @@ class RefreshEnd:
     """How a refresh by id ended."""
 
     answered: set[str] = field(default_factory=set)  # fetched, or answered 404
-    out_of_time: bool = False  # the time budget ran out before every batch was answered
     cut: set[str] = field(default_factory=set)  # asked for when the time budget ran out
-
-    def ran_out(self, batch_id: str) -> None:
-        """The time budget ran out while `batch_id` was asked for."""
-        self.out_of_time = True
-        self.cut.add(batch_id)
-
     route_failing: bool = False  # requests by id kept failing while the list answered
+
+    @property
+    def out_of_time(self) -> bool:
+        """Whether the time budget ran out before every batch was answered."""
+        return bool(self.cut)
 
 
 async def refresh_by_id(
@@ -85,7 +83,7 @@ async def refresh_by_id(
             try:
                 batch = await before_deadline(client.fetch_batch(batch_id), time_left())
             except OutOfTime:
-                end.ran_out(batch_id)
+                end.cut.add(batch_id)
                 return
             except ApiError as exc:
                 if not (about_one_batch(exc) or isinstance(exc, ROUTE_FAILURES)):
@@ -94,7 +92,7 @@ async def refresh_by_id(
                 # the route's.
                 verdict = await streak.failed(time_left)
                 if verdict == "out of time":
-                    end.ran_out(batch_id)
+                    end.cut.add(batch_id)
                     return
                 if verdict == "down":
                     raise

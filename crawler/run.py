@@ -107,7 +107,6 @@ class Run:
             note=self.note,
             budget_spent=self.budget_spent,
             time_left=self.time_left,
-            time_spent=self.time_spent,
             to_refresh=self.to_refresh,
             walk_targets=self.walk_targets,
             stored_mark=self.stored_mark,

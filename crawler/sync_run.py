@@ -100,7 +100,7 @@ async def _refresh_by_id(run: Run, client: ApiClient, batch_ids: set[str]) -> bo
     end = await _ask_by_id(run, client, batch_ids)
     if end.out_of_time:
         # Next time from the list first: its retries may outlast every run's budget.
-        await run.store.save_visits(run.missed, run.visit_resume, sorted(end.cut))
+        await run.store.save_visits([], run.visit_resume, sorted(end.cut))
         return False
     if end.route_failing:
         if not run.walks_instead_of_by_id():
