@@ -422,9 +422,15 @@ def check_accounts(accounts: Sequence[Settings]) -> None:
 
 
 def url_holds_secret(url: str, secret: str | None) -> bool:
-    """Whether a URL holds `secret` (half of it or more), as written or as sent: its
-    percent-escapes decoded, as the URL is sent and said back."""
-    return any(holds_secret(text, secret) for text in (url, unquote(url)))
+    """Whether a URL holds `secret` (half of it or more), as written or as read: its
+    percent-escapes decoded, again and again (a server or proxy may decode once more)."""
+    while True:
+        if holds_secret(url, secret):
+            return True
+        decoded = unquote(url)
+        if decoded == url:
+            return False
+        url = decoded
 
 
 def _settings(

@@ -98,6 +98,7 @@ class ListWalk:
     # (see Store.visit_resume).
     visit_resume: tuple[str, str] | None = None
     missed: list[str] = field(default_factory=list)  # visited, and not listed
+    passed_over: str | None = None  # the target whose visit passed over a start still there
 
     async def run(self, walk: WalkState, queue: PageQueue) -> None:
         """Walk segment after segment, handing each page on; errors go through the queue."""
@@ -360,19 +361,37 @@ class ListWalk:
             # parameter): that batch has left the list, before this read or while it went
             # on (which failed the sync). Some servers fail instead, past every retry: so
             # may the first page after a start (a stored batch, where a visit stopped on an
-            # earlier run), whose batch may have left since (every sync failed there); the
-            # top is the last start, and an API down fails there.
+            # earlier run), whose batch may have left since (every sync failed there).
             failed = isinstance(exc, ServerError | TransportError)
             if (
                 self.asked_after is None
                 or isinstance(exc, UnknownRouteError)
                 or (failed and self.asked_after != start.cursor)
+                or (failed and not await self.pass_over(self.asked_after, target))
             ):
                 raise
             return None
         if self.visit_resume is not None and self.visit_resume[0] == target:
             self.visit_resume = None
         return fetched, True
+
+    async def pass_over(self, cursor: str, target: str) -> bool:
+        """Whether a visit for `target` goes on from its next start, the first page after
+        `cursor` having failed past its retries: when the cursor's batch is gone (asked by id
+        once), or, once a visit, when it still answers (a list may fail for a cursor it no
+        longer lists); not when that ask fails too. An API down mid-visit spent a round of
+        retries on each start (a resume, three neighbours, the top): half an hour."""
+        try:
+            if await self.fetch_batch(cursor, attempts=1) is None:
+                return True
+        except (ServerError, TransportError):
+            return False
+        except ApiError:
+            pass  # refused: it may be there
+        if self.passed_over == target:
+            return False
+        self.passed_over = target
+        return True
 
     def stopped(self, target: str, cursor: str | None) -> None:
         """A visit for `target` was cut by the budget after `cursor`: the next run's visit

@@ -23,7 +23,7 @@ from aiohttp import web
 from crawler import AccountOutcome, Settings, sync, sync_accounts
 from crawler.api import RetryPolicy
 from crawler.config import load_accounts, load_settings
-from crawler.errors import AuthenticationError, ConfigError
+from crawler.errors import AuthenticationError, ConfigError, ServerError
 from crawler.fake import FakeApiOptions, FakeApiServer
 from crawler.rows import BATCH_COLUMNS, build_page_rows
 from crawler.store import Store, open_store
@@ -1228,6 +1228,43 @@ async def test_a_visit_going_on_after_a_batch_that_left_a_list_failing_there_goe
         api.hidden["a"].add(batches[17]["id"])  # where the visit stopped
         await sync(a, retry=FAST)
     assert statuses(db_path, [target]) == ["completed"]
+
+
+@pytest.mark.parametrize("by_id_down", [True, False], ids=["API down", "list down"])
+async def test_an_api_going_down_mid_visit_fails_the_sync_after_a_round_of_retries_or_two(
+    db_path: Path, by_id_down: bool
+) -> None:
+    """Batch 5 in flight, refused by id, visited from its stored neighbours; the API fails
+    past every retry once the walk's page is served. Each start (three neighbours, the top)
+    spent a round of retries: half an hour with the default timeouts. Now one round and one
+    ask by id; with the list down alone (asks by id answered), two rounds."""
+    api, batches, _ = fourteen_late()
+    api.hidden["a"].clear()
+    listed, forbidden_by_id = api.listed, api.by_id
+    asked: list[str | None] = []  # list requests once going down: the walk's page first
+    going_down = False
+
+    async def down_after_the_walk(request: web.Request) -> web.Response:
+        if not going_down:
+            return await listed(request)
+        asked.append(request.query.get("after"))
+        return await listed(request) if len(asked) == 1 else await server_error(request)
+
+    async def down_but_the_refused(request: web.Request) -> web.Response:
+        if asked and by_id_down and request.match_info["id"] != batches[4]["id"]:
+            return await server_error(request)
+        return await forbidden_by_id(request)
+
+    api.listed = down_after_the_walk  # type: ignore[method-assign]
+    api.by_id = down_but_the_refused  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        going_down = True
+        with pytest.raises(ServerError):
+            await sync(a, retry=FAST)
+    rounds = 1 if by_id_down else 2
+    assert len(asked) == 1 + rounds * FAST.max_attempts
 
 
 async def test_batches_missed_before_that_answer_again_are_asked_by_id_on_a_time_budget(

@@ -1362,10 +1362,14 @@ def test_a_path_holding_the_key_cut_into_folders_is_refused(
     assert "--html: the path holds an API key (not shown)" in capsys.readouterr().err
 
 
+def percent_encoded(text: str) -> str:
+    return "".join(f"%{ord(char):02X}" for char in text)
+
+
 @pytest.mark.parametrize(
     "spelled",
-    [str, lambda text: "".join(f"%{ord(char):02X}" for char in text)],
-    ids=["as it is", "percent-encoded"],
+    [str, percent_encoded, lambda text: percent_encoded(percent_encoded(text))],
+    ids=["as it is", "percent-encoded", "percent-encoded twice"],
 )
 def test_a_base_url_holding_the_environments_other_key_is_refused(
     tmp_path: Path,
@@ -1376,7 +1380,7 @@ def test_a_base_url_holding_the_environments_other_key_is_refused(
     """The run's key named by api_key_env, OPENAI_API_KEY holding another: 30 characters of
     that one in the base URL's path were sent, logged with every retry and stored with the
     run (the last line masked them, taking them for a key). Percent-encoded, the URL passed
-    the check, and was sent and stored decoded."""
+    the check, and was sent and stored decoded; encoded twice, after one decoding."""
     other = "sk-proj-Q7wLmN3pXz8RtY2vBc5KjH9fDs4GaE6uWo1Ii0Pq"
     monkeypatch.setenv("OPENAI_API_KEY", other)
     monkeypatch.setenv("MYKEY", "localtoken-abcdefghijklmnop")
