@@ -408,17 +408,23 @@ class ApiClient:
         self._fitting_limit: int | None = None  # see PAGES_BEFORE_GROWING
         self._pages_fitted = 0
 
-    async def fetch_page(self, after: str | None, limit: int) -> BatchPage:
+    async def fetch_page(
+        self, after: str | None, limit: int, *, attempts: int | None = None
+    ) -> BatchPage:
         """One page of `GET /batches`, newest first, strictly after `after`, of `limit`
         batches or fewer: a page past the body cap (batches of tens of thousands of error
         lines each) is asked for again with half the limit, down to one batch, and the pages
-        after it at the limit that fitted (see PAGES_BEFORE_GROWING)."""
+        after it at the limit that fitted (see PAGES_BEFORE_GROWING). Asked `attempts` times
+        at most, if given, instead of the policy's."""
         params: dict[str, str] = {} if after is None else {"after": after}
         asked = min(limit, self._fitting_limit or limit)
         while True:
             try:
                 page = await self._retried(
-                    self._get_page, f"{self._base_url}/batches", {"limit": str(asked), **params}
+                    self._get_page,
+                    f"{self._base_url}/batches",
+                    {"limit": str(asked), **params},
+                    attempts=attempts,
                 )
             except ResponseTooLargeError:
                 if asked == 1:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from .api import ApiClient
@@ -98,7 +98,7 @@ class ListWalk:
     # (see Store.visit_resume).
     visit_resume: tuple[str, str] | None = None
     missed: list[str] = field(default_factory=list)  # visited, and not listed
-    passed_over: str | None = None  # the target whose visit passed over a start still there
+    passed_over: str | None = None  # a target whose visit passed over a start still there
 
     async def run(self, walk: WalkState, queue: PageQueue) -> None:
         """Walk segment after segment, handing each page on; errors go through the queue."""
@@ -193,12 +193,15 @@ class ListWalk:
                     return walk, fetched, True
         return walk, fetched, False
 
-    async def fetch_page(self, after: str | None, limit: int) -> BatchPage:
+    async def fetch_page(
+        self, after: str | None, limit: int, attempts: int | None = None
+    ) -> BatchPage:
         """One list page, abandoned (OutOfTime) once the time budget runs out; the run's
         first is read whatever the budget, so that every run gets further."""
         self.asked_after = after
         left = self.time_left() if self.pages_read else None
-        page = await before_deadline(self.client.fetch_page(after, limit), left)
+        fetched = self.client.fetch_page(after, limit, attempts=attempts)
+        page = await before_deadline(fetched, left)
         self.pages_read += 1
         return page
 
@@ -337,7 +340,8 @@ class ListWalk:
         and False when the budget ran out first (where is kept: `visit_resume`); None when
         a page after a cursor was refused: that cursor's batch left the list, before the
         read or while it went on."""
-        steps = walk_pages(self.fetch_page, after=start.cursor, limit=self.page_size)
+        fetch = self.first_asked_once() if self.passed_over == target else self.fetch_page
+        steps = walk_pages(fetch, after=start.cursor, limit=self.page_size)
         first_page, cursor = start.cursor is not None, start.cursor
         try:
             async with contextlib.aclosing(steps):
@@ -377,10 +381,12 @@ class ListWalk:
 
     async def pass_over(self, cursor: str, target: str) -> bool:
         """Whether a visit for `target` goes on from its next start, the first page after
-        `cursor` having failed past its retries: when the cursor's batch is gone (asked by id
-        once), or, once a visit, when it still answers (a list may fail for a cursor it no
-        longer lists); not when that ask fails too. An API down mid-visit spent a round of
-        retries on each start (a resume, three neighbours, the top): half an hour."""
+        `cursor` having failed past its retries: when the cursor's batch is gone, or still
+        answers (a list may fail for a cursor it no longer lists), asked by id once; not
+        when that ask fails too (an API down mid-visit spent a round of retries on each
+        start: a resume, three neighbours, the top, half an hour). Passed over while its
+        batch answers, the list may be what is down: the next starts' first pages are asked
+        once, not a round each."""
         try:
             if await self.fetch_batch(cursor, attempts=1) is None:
                 return True
@@ -388,10 +394,19 @@ class ListWalk:
             return False
         except ApiError:
             pass  # refused: it may be there
-        if self.passed_over == target:
-            return False
         self.passed_over = target
         return True
+
+    def first_asked_once(self) -> Callable[[str | None, int], Awaitable[BatchPage]]:
+        """`fetch_page`, its first request asked once."""
+        asked = False
+
+        async def fetch(after: str | None, limit: int) -> BatchPage:
+            nonlocal asked
+            attempts, asked = (None if asked else 1), True
+            return await self.fetch_page(after, limit, attempts)
+
+        return fetch
 
     def stopped(self, target: str, cursor: str | None) -> None:
         """A visit for `target` was cut by the budget after `cursor`: the next run's visit
