@@ -60,7 +60,7 @@ from .errors import (
 )
 from .pages import Batch, BatchPage, parse_page
 from .ratelimit import RateLimiter
-from .redact import Secret, Secrets, mask_secret
+from .redact import Secret, Secrets, credentials, mask_secret
 from .replies import build_api_error
 from .setting_rules import is_on_this_machine, split_url
 
@@ -275,9 +275,7 @@ def _proxy_credentials(settings: Settings) -> tuple[str, ...]:
     _, auth = _environment_proxy(settings)
     if auth is None:
         return ()
-    secrets = [auth.password] if auth.password else []
-    if len(auth.login) >= 16:  # a token as the user name (a short one, "user", is a word)
-        secrets.append(auth.login)
+    secrets = credentials(auth.login, auth.password)
     if secrets and not f"{auth.login}:{auth.password}".isascii():
         # Sent in Latin-1, whose base64 is none of the UTF-8 forms searched for the key.
         secrets.append(auth.encode().removeprefix("Basic "))

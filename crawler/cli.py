@@ -21,7 +21,16 @@ from typing import Any, TypeVar
 
 from .accounts import sync_accounts
 from .cli_args import Parser, build_parser, keys_at_hand
-from .config import ENV_LOG_FORMAT, Settings, keys_named_in, load_accounts, url_holds_secret
+from .config import (
+    ENV_LOG_FORMAT,
+    Settings,
+    environment_proxies,
+    keys_named_in,
+    load_accounts,
+    read_config_file,
+    url_holds_secret,
+    without_credentials,
+)
 from .datasette import datasette_metadata
 from .demo import ACCOUNTS_QUERY, DEMO_QUERIES, ask, run_accounts_demo, run_demo
 from .errors import (
@@ -52,10 +61,10 @@ from .redact import (
     mask_keys_in_html,
     mask_keys_in_json,
 )
-from .report import format_answer, format_report, parse_since, read_report, utc
+from .report import Report, format_answer, format_report, parse_since, read_report, utc
 from .report_html import render_html
 from .runs import SyncResult
-from .setting_rules import setting_rule
+from .setting_rules import check_setting, setting_rule
 from .status import format_status, read_status
 from .store import check_file, is_a_database, open_store
 from .sync_run import sync
@@ -349,12 +358,26 @@ def _sync_command(options: FakeApiOptions, base_url: str) -> str:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    report = _run_async(read_status(args.db))
+    report = _run_async(read_status(_reading_db(args)))
     if args.json:
         _out(_json_text(mask_keys_in_json(report.as_json(), keys_at_hand())))
     else:
         _out(_masked_data(format_status(report)))
     return EXIT_OK
+
+
+def _reading_db(args: argparse.Namespace) -> Path:
+    """The database `status` or `report` reads: --db, the --config file's db, or batches.db."""
+    if args.db is not None:
+        return Path(args.db)
+    db = None if args.config is None else read_config_file(args.config).get("db")
+    if db is None:
+        return Path("batches.db")
+    try:
+        check_setting("db", db)
+    except ConfigError as exc:
+        raise ConfigError(f"config file {args.config}: {exc}") from None
+    return Path(db)
 
 
 def _masked(text: str) -> str:
@@ -384,10 +407,18 @@ def _config_paths(words: list[str]) -> list[Path]:
     return [Path(path) for path in named if path]
 
 
+def _masked_page(report: Report) -> str:
+    """The report's HTML page with the keys at hand masked, in each text before the page
+    escapes it too: the letters of an escape (`&#x27;`) joined a key's pieces apart."""
+    keys = keys_at_hand()
+    texts_masked = report.with_texts(lambda text: mask_keys_in_data(text, keys))
+    return mask_keys_in_html(render_html(texts_masked), keys)
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     since = parse_since(args.since)
-    report = _run_async(read_report(args.db, since=since, now=int(time.time())))
-    page = None if args.html is None else mask_keys_in_html(render_html(report), keys_at_hand())
+    report = _run_async(read_report(_reading_db(args), since=since, now=int(time.time())))
+    page = None if args.html is None else _masked_page(report)
     to_a_file = page is not None and _write_whole(args.html, page)
     if args.json:
         _out(_json_text(mask_keys_in_json(report.as_json(), keys_at_hand())))
@@ -574,14 +605,20 @@ def _check_paths(args: argparse.Namespace, keys: tuple[str, ...]) -> None:
 
 
 def _check_urls(accounts: list[Settings], keys: tuple[str, ...]) -> None:
-    """Refuse a base URL holding a key at hand that is not the run's (the environment's
-    other key, one a config file names): it would be logged, stored with every run, and
-    sent in the URL (a host looked up by name)."""
+    """Refuse a base URL, or a proxy outside its user name and password, holding a key at
+    hand that is not the run's (the environment's other key, one a config file names): it
+    would be logged, stored with every run, and sent in the URL (a host looked up by name)."""
     for settings in accounts:
         if any(url_holds_secret(settings.base_url, key) for key in keys):
             raise ConfigError(
                 "base_url holds an API key (not shown); give the base URL alone and the key "
                 "in the environment variable named by api_key_env"
+            )
+    for variable, url in environment_proxies().items():
+        if any(url_holds_secret(without_credentials(url), key) for key in keys):
+            raise ConfigError(
+                f"{variable} holds an API key (not shown); give the proxy's URL alone "
+                "(http://host:port, a user and password before the host if it asks for them)"
             )
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
-from .config import ENV_AZURE_KEY, ENV_LOG_FORMAT, Settings
+from .config import ENV_AZURE_KEY, ENV_LOG_FORMAT, Settings, environment_proxies, proxy_secrets
 from .errors import EXIT_USAGE, ConfigError
 from .events import failure_event
 from .fake import BAD_PAGE_MODES, BROKEN_PAGINATION_MODES, FLAVORS, ID_STYLES
@@ -40,11 +40,25 @@ class Parser(argparse.ArgumentParser):
 
 
 def keys_at_hand() -> tuple[str, ...]:
-    """The keys a command masks in what it says: the environment's, and those the config
-    files it was given name (Parser.config_keys)."""
+    """The keys a command masks in what it says: the environment's, the passwords of the
+    proxies it names, and those the config files the command was given name
+    (Parser.config_keys)."""
     return (
         *environment_keys(os.environ, Settings.api_key_env, ENV_AZURE_KEY),
+        *(secret for url in environment_proxies().values() for secret in proxy_secrets(url)),
         *Parser.config_keys,
+    )
+
+
+def _add_reading_flags(command: argparse.ArgumentParser) -> None:
+    """--db and --config of a command showing what a database holds (see cli.reading_db)."""
+    command.add_argument(
+        "--db", type=Path, help="SQLite file (default: the config's, or batches.db)"
+    )
+    command.add_argument(
+        "--config",
+        type=Path,
+        help="the syncs' TOML file: its db, and the keys it names masked in what is shown",
     )
 
 
@@ -184,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  batch-crawler status --db batches.db",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    status_cmd.add_argument("--db", type=Path, default=Path("batches.db"), help="SQLite file")
+    _add_reading_flags(status_cmd)
     status_cmd.add_argument("--json", action="store_true", help="print the report as JSON")
 
     demo_cmd = commands.add_parser(
@@ -212,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  batch-crawler report --db batches.db --since 7d",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    report_cmd.add_argument("--db", type=Path, default=Path("batches.db"), help="SQLite file")
+    _add_reading_flags(report_cmd)
     report_cmd.add_argument("--since", default="7d", help="the period: 12h, 7d, 2w (default: 7d)")
     report_cmd.add_argument("--json", action="store_true", help="print the report as JSON")
     report_cmd.add_argument(

@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
+from urllib.request import getproxies
 
 from .errors import ConfigError
 from .redact import (
+    credentials,
     has_a_key_prefixed_word,
     holds_secret,
     looks_like_secret,
@@ -431,6 +433,33 @@ def url_holds_secret(url: str, secret: str | None) -> bool:
         if decoded == url:
             return False
         url = decoded
+
+
+def environment_proxies() -> dict[str, str]:
+    """The proxies the environment names (HTTPS_PROXY, HTTP_PROXY, ...), by variable."""
+    return {
+        f"{scheme.upper()}_PROXY": url for scheme, url in getproxies().items() if scheme != "no"
+    }
+
+
+def proxy_secrets(url: str) -> tuple[str, ...]:
+    """What of a proxy URL is masked as the key is (see credentials), as written and
+    decoded: a proxy may echo it either way."""
+    try:
+        parts = urlsplit(url)
+        found = credentials(parts.username, parts.password)
+    except ValueError:
+        return ()
+    return tuple(sorted({*found, *(unquote(secret) for secret in found)}))
+
+
+def without_credentials(url: str) -> str:
+    """A URL without the user name and password it may hold (`//user:password@`)."""
+    try:
+        parts = urlsplit(url)
+        return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    except ValueError:
+        return url.rpartition("@")[2]
 
 
 def _settings(

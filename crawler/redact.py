@@ -15,6 +15,7 @@ import html
 import json
 import math
 import re
+import unicodedata
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -125,10 +126,11 @@ def _mask_spread(text: str, scan: _Scan) -> str:
     """`text` with runs of the scan's key masked whose characters stand apart, any
     characters that are not the key's between them: a terminal shows the key whole
     through a zero-width space, a control character, a space, a list's `', '`."""
-    skeleton = scan.not_the_key.sub("", text)
-    if len(skeleton) == len(text) or not scan.has_a_block(skeleton):
+    view = _folded(text)
+    skeleton = scan.not_the_key.sub("", view)
+    if len(skeleton) == len(view) or not scan.has_a_block(skeleton):
         return text
-    places = [at for at, char in enumerate(text) if not scan.not_the_key.match(char)]
+    places = [at for at, char in enumerate(view) if not scan.not_the_key.match(char)]
     spans = [(places[start], places[end - 1] + 1) for start, end in _find_runs(skeleton, scan)]
     return _masked(text, spans)
 
@@ -159,6 +161,15 @@ def environment_keys(environ: Mapping[str, str], *named: str) -> tuple[str, ...]
     gives it)."""
     values = {v.strip() for v in environ.values() if looks_like_secret(v.strip())}
     return tuple(sorted(values | {environ.get(name, "").strip() for name in named} - {""}))
+
+
+def credentials(login: str | None, password: str | None) -> list[str]:
+    """What of a proxy's user name and password is masked as the key is: the password, and
+    a user name long enough to be a token (a short one, "user", is a word)."""
+    found = [password] if password else []
+    if login and len(login) >= _IDENTIFYING_RUN:
+        found.append(login)
+    return found
 
 
 def mask_keys(text: str, keys: Iterable[Secret]) -> str:
@@ -243,15 +254,17 @@ def holds_secret(text: str, secret: Secret, *, json_lines: bool = False) -> bool
     Always False for a key shorter than an identifying run: stored data is never searched
     for a placeholder key, which ordinary values (a status, a digit) may spell.
     """
+    view = _folded(text)
     return any(
-        scan.may_hold(text, json_lines) and _spans(text, scan, json_lines) != []
+        scan.may_hold(view, json_lines) and _spans(view, scan, json_lines) != []
         for scan in _stored_data_scans(secret)
     )
 
 
 def may_hold_secret(text: str, secret: Secret, *, json_lines: bool = False) -> bool:
     """A quick first look for `holds_secret`, C-fast on long texts: False rules `text` out."""
-    return any(scan.may_hold(text, json_lines) for scan in _stored_data_scans(secret))
+    view = _folded(text)
+    return any(scan.may_hold(view, json_lines) for scan in _stored_data_scans(secret))
 
 
 def mask_values(row: tuple[Any, ...], secret: Secret) -> tuple[Any, ...]:
@@ -301,8 +314,28 @@ def _mask_stored(text: str, scans: list[_Scan]) -> str:
 def _mask_all(text: str, scans: list[_Scan]) -> str:
     """`text` with what each scan finds in it (the key's forms, and spans of its runs)
     masked, spans that meet or overlap masked as one."""
-    spans = [span for scan in scans if scan.may_hold(text) for span in _found(text, scan)]
+    view = _folded(text)
+    spans = [span for scan in scans if scan.may_hold(view) for span in _found(view, scan)]
     return _masked(text, _joined(spans)) if spans else text
+
+
+def _folded(text: str) -> str:
+    """`text` with each character that is another in a compatible form (NFKC) as that one,
+    position for position: a terminal shows a key in full-width (U+FF53 for s) or mathematical
+    letters legibly, and IDNA sends a host so spelled as the key. Text that no character
+    changes in (ASCII, most of any other) is gone through in C alone."""
+    if text.isascii() or unicodedata.is_normalized("NFKC", text):
+        return text
+    return text.translate(
+        {ord(char): _compatible(char) for char in set(text) if not char.isascii()}
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _compatible(char: str) -> str:
+    """`char` in its compatible form, if that is one character (not a ligature's two)."""
+    folded = unicodedata.normalize("NFKC", char)
+    return folded if len(folded) == 1 else char
 
 
 def _masked(text: str, spans: list[tuple[int, int]]) -> str:

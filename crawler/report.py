@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,6 +115,19 @@ class Report:
     end: int
     answers: list[QueryAnswer]
     charts: list[QueryAnswer]
+
+    def with_texts(self, change: Callable[[str], str]) -> Report:
+        """This report with `change` applied to each text its answers and charts hold."""
+
+        def changed(answer: QueryAnswer) -> QueryAnswer:
+            rows = [tuple(change(v) if isinstance(v, str) else v for v in r) for r in answer.rows]
+            return dataclasses.replace(answer, rows=rows)
+
+        return dataclasses.replace(
+            self,
+            answers=[changed(a) for a in self.answers],
+            charts=[changed(a) for a in self.charts],
+        )
 
     def as_json(self) -> dict[str, Any]:
         """A plain-data form for `report --json`."""

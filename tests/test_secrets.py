@@ -8,12 +8,14 @@ import binascii
 import contextlib
 import dataclasses
 import functools
+import html
 import itertools
 import json
 import logging
 import os
 import random
 import re
+import socket
 import sqlite3
 import sys
 import time
@@ -21,6 +23,7 @@ import traceback
 import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import quote, quote_plus
 
 import pytest
@@ -59,6 +62,22 @@ def message_of(echo: str, secret: str = ODD_KEY) -> str:
 MASKED = 'API error 401: bad header "Bearer ***" (x) [GET https://h/v1/batches]'
 
 
+def full_width(text: str) -> str:
+    """`text` in full-width characters (as a Japanese or Chinese keyboard types them)."""
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
+
+
+def bold(text: str) -> str:
+    """`text` with its ASCII letters and digits in mathematical bold (as "fancy text")."""
+    starts = [("A", 0x1D400), ("a", 0x1D41A), ("0", 0x1D7CE)]
+    return "".join(
+        next((chr(at + ord(c) - ord(first)) for first, at in starts
+              if c.isascii() and c.isalnum() and c.isupper() == first.isupper()
+              and c.isdigit() == first.isdigit()), c)
+        for c in text
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "echo",
     [
@@ -75,6 +94,8 @@ MASKED = 'API error 401: bad header "Bearer ***" (x) [GET https://h/v1/batches]'
         pytest.param("".join(f"%{b:02x}" for b in ODD_KEY.encode()), id="percent-every-byte-lower"),
         pytest.param(ODD_KEY.lower(), id="lower-case"),
         pytest.param(ODD_KEY.upper(), id="upper-case"),
+        pytest.param(full_width(ODD_KEY), id="full-width"),
+        pytest.param(bold(ODD_KEY), id="mathematical-bold"),
     ],
 )
 def test_the_key_is_masked_in_every_form_a_server_echoes_it(echo: str) -> None:
@@ -441,6 +462,36 @@ def test_what_the_commands_print_masks_the_key_a_server_echoed_into_stored_value
         assert "the key *** was refused" in printed
 
 
+@pytest.mark.parametrize("separator", ["', '", " & ", '"', "<"])
+@pytest.mark.parametrize(
+    "argv",
+    [["report"], ["report", "--json"], ["report", "--html", "page.html"]],
+    ids=["report", "report-json", "report-html"],
+)
+def test_a_key_in_pieces_apart_is_masked_in_what_the_commands_show(
+    db_path: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    separator: str,
+) -> None:
+    """Three pieces of the key, each under half of it (stored as sent), a list's `', '`
+    or `&` between them: the HTML report, masked once escaped, showed them (`&#x27;, &#x27;`
+    and `&amp;` are of the key's letters and digits)."""
+    key = "Zx9Qw3Er5Ty7Ui1Op4As6Df8Gh2Jk0LmNbVcXzR5tY"
+    spread = separator.join((key[:14], key[14:28], key[28:]))
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    monkeypatch.chdir(tmp_path)
+    synced_with_an_error_line(db_path, f"refused: {spread}")
+    capsys.readouterr()
+    assert main([*argv, "--db", str(db_path)]) == 0
+    printed = capsys.readouterr().out
+    shown = (tmp_path / "page.html").read_text() if "--html" in argv else printed
+    assert spread not in html.unescape(shown)
+    assert json.dumps(spread)[1:-1] not in shown
+
+
 @pytest.mark.parametrize(
     ("key", "echo", "hidden"),
     [
@@ -511,6 +562,14 @@ def test_what_the_commands_print_is_whole_with_a_placeholder_key_at_hand(
 
 
 HEX_KEY = "0123456789ABCDEF0123456789ABCDEF01234567"  # one case: in another, the same key
+
+
+def test_stored_data_is_searched_for_the_key_in_full_width_or_mathematical_letters() -> None:
+    """Shown legibly by a terminal, stored whole, and said back by `report`."""
+    key = "sk-proj-Q7vX" + "k2Lm9Pq4Rs8Tu1Vw" * 2
+    for spelled in (full_width(key), bold(key)):
+        assert holds_secret(f"note {spelled}", key)
+        assert mask_values((f"x{spelled}y",), key) == ("x***y",)
 
 
 def test_stored_data_is_searched_for_a_key_of_one_case_in_the_other() -> None:
@@ -1368,8 +1427,8 @@ def percent_encoded(text: str) -> str:
 
 @pytest.mark.parametrize(
     "spelled",
-    [str, percent_encoded, lambda text: percent_encoded(percent_encoded(text))],
-    ids=["as it is", "percent-encoded", "percent-encoded twice"],
+    [str, percent_encoded, lambda text: percent_encoded(percent_encoded(text)), full_width],
+    ids=["as it is", "percent-encoded", "percent-encoded twice", "full-width"],
 )
 def test_a_base_url_holding_the_environments_other_key_is_refused(
     tmp_path: Path,
@@ -1394,6 +1453,88 @@ def test_a_base_url_holding_the_environments_other_key_is_refused(
     assert "base_url holds an API key (not shown)" in err
     assert other[8:24] not in err
     assert not db.exists()
+
+
+@pytest.mark.parametrize("where", ["host", "path"])
+@pytest.mark.parametrize("whose", ["the run's", "another"])
+def test_a_proxy_holding_a_key_at_hand_is_refused(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    where: str,
+    whose: str,
+) -> None:
+    """AZURE_OPENAI_API_KEY typed as the proxy's host: the retry lines said "cannot connect
+    to <key>:3128", and sync_runs.error stored it (the run masks its own key alone)."""
+    other = "7d1e0c9b8a7f6e5d4c3b2a1f0e9d8c7b"
+    mine = "sk-proj-Q7wLmN3pXz8RtY2vBc5KjH9fDs4GaE6uWo1Ii0Pq"
+    key = mine if whose == "the run's" else other
+    monkeypatch.setenv("OPENAI_API_KEY", mine)
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", other)
+    proxy = f"http://{key}:3128" if where == "host" else f"http://127.0.0.1:9/{key}"
+    monkeypatch.setenv("HTTPS_PROXY", proxy)
+    for name in ("NO_PROXY", "no_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(socket, "getaddrinfo", no_name_lookups)
+    config = tmp_path / "c.toml"
+    config.write_text("max_attempts = 1\n")
+    db = tmp_path / "b.db"
+    argv = ["sync", "--config", str(config), "--db", str(db), "--base-url", "https://10.0.0.1/v1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "HTTPS_PROXY holds an API key (not shown)" in err
+    assert key[8:24] not in err
+    assert not db.exists()
+
+
+def no_name_lookups(host: object, *args: object, **kwargs: object) -> NoReturn:
+    raise socket.gaierror(f"no name lookups in tests: {host!r}")
+
+
+def test_what_report_shows_masks_the_password_of_the_environments_proxy(
+    db_path: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A proxy that echoed its password into a batch's error lines (stored: the run that
+    stored it had no proxy, or the password in pieces): `sync` masks it in messages, and
+    `report` showed it whole, the proxy's password being none of the keys it masked."""
+    password = "PxPass-Zq8Wm3Rt6Yb1Nc4Vd7Kf0Lh2Jg5"
+    spread = " | ".join((password[:11], password[11:22], password[22:]))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-proj-" + "A1b2C3d4" * 6)
+    monkeypatch.chdir(tmp_path)
+    synced_with_an_error_line(db_path, f"proxy said {password} and {spread}")
+    monkeypatch.setenv("HTTPS_PROXY", f"http://user:{password}@127.0.0.1:9")
+    capsys.readouterr()
+    for argv in (["report"], ["report", "--json"], ["report", "--html", "page.html"]):
+        assert main([*argv, "--db", str(db_path)]) == 0
+    shown = capsys.readouterr().out + (tmp_path / "page.html").read_text()
+    assert password[:16] not in shown
+    assert spread not in shown
+
+
+def test_report_and_status_mask_the_key_their_config_file_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A gateway's token of no key's shape, named by api_key_env, echoed into error lines:
+    `report` could not know it (it took no config file) and showed it, whole or in pieces.
+    With --config, they read the file's database and mask the keys it names."""
+    token = "gw-token-7f3a9c1e5b2d8f4a6c0e"
+    spread = " | ".join((token[:9], token[9:19], token[19:]))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-proj-" + "A1b2C3d4" * 6)
+    monkeypatch.setenv("GW_TOKEN", token)
+    monkeypatch.chdir(tmp_path)
+    synced_with_an_error_line(tmp_path / "gateway.db", f"bad token {token} ({spread})")
+    config = tmp_path / "c.toml"
+    config.write_text('api_key_env = "GW_TOKEN"\ndb = "gateway.db"\n')
+    capsys.readouterr()
+    for argv in (["report"], ["report", "--json"], ["status"], ["report", "--html", "r.html"]):
+        assert main([*argv, "--config", str(config)]) == 0
+    shown = capsys.readouterr().out + (tmp_path / "r.html").read_text()
+    assert "bad token *** (***" in shown
+    assert token[:16] not in shown
+    assert spread not in shown
 
 
 def test_a_word_spelled_like_a_key_in_a_path_is_masked_when_said_back(
