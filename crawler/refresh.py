@@ -25,12 +25,14 @@ class RefreshEnd:
 
     answered: set[str] = field(default_factory=set)  # fetched, or answered 404
     cut: set[str] = field(default_factory=set)  # asked for when the time budget ran out
+    out_of_time: bool = False  # the time budget ran out before every batch was asked
     route_failing: bool = False  # requests by id kept failing while the list answered
 
-    @property
-    def out_of_time(self) -> bool:
-        """Whether the time budget ran out before every batch was answered."""
-        return bool(self.cut)
+    def cut_short(self, batch_id: str | None) -> None:
+        """The time budget ran out as `batch_id` was asked for (None: before another was)."""
+        if batch_id is not None:
+            self.cut.add(batch_id)
+        self.out_of_time = True
 
 
 async def refresh_by_id(
@@ -69,8 +71,7 @@ async def refresh_by_id(
         async with write_lock:
             if fetched or gone:
                 batches, missing = fetched[:], gone[:]
-                fetched.clear()
-                gone.clear()
+                del fetched[:], gone[:]
                 await save(batches, missing)
 
     end = RefreshEnd()
@@ -80,10 +81,12 @@ async def refresh_by_id(
         for batch_id in pending:  # the iterator is shared: each id goes to one worker
             if end.route_failing or end.out_of_time:
                 return
+            left = time_left()
             try:
-                batch = await before_deadline(client.fetch_batch(batch_id), time_left())
+                batch = await before_deadline(client.fetch_batch(batch_id), left)
             except OutOfTime:
-                end.cut.add(batch_id)
+                # Not asked at all, with no time left: not cut (see RefreshEnd.cut).
+                end.cut_short(batch_id if left is None or left > 0 else None)
                 return
             except ApiError as exc:
                 if not (about_one_batch(exc) or isinstance(exc, ROUTE_FAILURES)):
@@ -92,7 +95,7 @@ async def refresh_by_id(
                 # the route's.
                 verdict = await streak.failed(time_left)
                 if verdict == "out of time":
-                    end.cut.add(batch_id)
+                    end.cut_short(batch_id)
                     return
                 if verdict == "down":
                     raise

@@ -47,30 +47,49 @@ async def _plan_refresh(store: Store, run: Run) -> None:
 
 async def _refresh(run: Run, client: ApiClient) -> bool:
     """Bring up to date the unsettled batches the walk did not pass: by id, then those by
-    id failed from the pages of the list that hold them. Those this account asked for by
-    id as the time budget ran out on an earlier run (asked by id first, a batch whose
-    retries outlast the budget was never looked for in the list), and every one while
-    requests by id are known to fail, are asked by id only when the list did not show
-    them. False if the budget ran out first."""
-    walking = run.walks_instead_of_by_id()
-    list_first = set(run.to_refresh) if walking else await run.store.cut(run.to_refresh)
-    # The others by id first, those missed before last: visits cut by the budget on every
-    # run (batches refused and gone from the list) kept every other from its refresh.
-    if run.to_refresh - list_first and not await _refresh_by_id(
-        run, client, run.to_refresh - list_first
-    ):
+    id failed from the pages of the list that hold them. While requests by id are known to
+    fail, every one is looked for in the list first, and asked by id only when the list did
+    not show it. False if the budget ran out first.
+
+    Those this account asked for by id as the time budget ran out on an earlier run, and
+    that no sync stored since, are looked for in the list before any is asked by id: asked
+    by id first, a batch whose retries outlast the budget was never looked for in the list,
+    and asked after the others, the others' asks spent every run's budget."""
+    if run.walks_instead_of_by_id():
+        done = await _visit(run, client, set(run.to_refresh)) and await _ask_by_id_if_any(
+            run, client, set(run.to_refresh)
+        )
+    else:
+        done = await _refresh_cut_first(run, client)
+    return done and await _refreshed(run)
+
+
+async def _refresh_cut_first(run: Run, client: ApiClient) -> bool:
+    """The refresh while requests by id work: those cut before looked for in the list, the
+    others asked by id, those failed by id looked for in the list, those cut before and
+    not listed asked by id (whatever page budget the visits left, which counts list pages
+    alone). False if the budget ran out first."""
+    cut = await run.store.cut(run.to_refresh)
+    visited_cut = not cut or await _visit(run, client, cut)
+    if not visited_cut and run.time_spent():
         return False
-    visited = not run.to_refresh or await _visit(run, client, set(run.to_refresh))
-    # Visits cut by the page budget (which counts list pages), those cut before are asked
-    # by id all the same.
-    if not visited and (walking or run.time_spent()):
+    if not await _ask_by_id_if_any(run, client, run.to_refresh - cut):
         return False
-    if run.to_refresh & list_first and not await _refresh_by_id(
-        run, client, run.to_refresh & list_first
-    ):
+    left = run.to_refresh - cut  # failed by id
+    visited = not left or await _visit(run, client, left)
+    if not visited and run.time_spent():
         return False
-    if not visited:
-        return False
+    return await _ask_by_id_if_any(run, client, run.to_refresh & cut) and visited and visited_cut
+
+
+async def _ask_by_id_if_any(run: Run, client: ApiClient, batch_ids: set[str]) -> bool:
+    """`_refresh_by_id` for `batch_ids`, if any."""
+    return not batch_ids or await _refresh_by_id(run, client, batch_ids)
+
+
+async def _refreshed(run: Run) -> bool:
+    """Close a refresh that went through every batch: warn of those neither by id nor in
+    the list, count the asks for those another account's listing ended. True."""
     # Neither by id nor in the list: deleted, or a server out of step with itself.
     for batch_id in sorted(run.to_refresh - run.answered_gone):
         why = run.by_id_failures.get(batch_id, "requests by id are failing")

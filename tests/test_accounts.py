@@ -1157,6 +1157,52 @@ async def test_a_batch_whose_asks_by_id_outlast_the_time_budget_is_read_from_the
     assert result.complete
 
 
+@pytest.mark.parametrize("three_on_run_0", ["left unasked", "failing past the budget"])
+async def test_a_batch_cut_by_the_time_budget_is_refreshed_while_others_stay_in_flight(
+    db_path: Path, three_on_run_0: str
+) -> None:
+    """Batches 14-18 stay in flight, and their asks by id spend each run's --max-seconds (a
+    request a second); batch 3 was cut on a run (asked as time ran out, or left unasked as
+    it did, and counted cut all the same), then ends. Looked for in the list after the
+    others were asked by id, with no time left, it was never refreshed."""
+    flight = (3, 14, 15, 16, 17, 18)
+    batches = [make_batch(n, status="in_progress" if n in flight else "completed")
+               for n in range(1, 21)]  # fmt: skip
+    api = Routes(batches, "a")
+    listed, by_id, three = api.listed, api.by_id, batches[2]["id"]
+    seconds = [0]
+    failing = [three_on_run_0 == "failing past the budget"]
+
+    async def a_second_each(request: web.Request) -> web.Response:
+        seconds[0] += 1
+        return await listed(request)
+
+    async def three_failing_slowly(request: web.Request) -> web.Response:
+        if request.match_info["id"] == three and failing[0]:
+            seconds[0] += 5
+            return await server_error(request)
+        seconds[0] += 1
+        return await by_id(request)
+
+    api.listed = a_second_each  # type: ignore[method-assign]
+    api.by_id = three_failing_slowly  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+            # Seen a while ago, 3 first in line while it fails (runs are seconds apart).
+            conn.execute("UPDATE batches SET last_seen_at = 1")
+            if failing[0]:
+                conn.execute("UPDATE batches SET last_seen_at = 0 WHERE id = ?", (three,))
+        on_a_budget = dataclasses.replace(a, max_seconds=6, concurrency=1)
+        await sync(on_a_budget, retry=FAST, clock=lambda: float(seconds[0]))
+        failing[0] = False
+        api.batches[three] = make_batch(3, status="completed")
+        for _ in range(3):
+            await sync(on_a_budget, retry=FAST, clock=lambda: float(seconds[0]))
+    assert statuses(db_path, [three]) == ["completed"]
+
+
 @pytest.mark.parametrize("max_pages", [1, 2])
 async def test_batches_missed_on_every_run_keep_no_other_from_its_refresh(
     db_path: Path, max_pages: int

@@ -143,10 +143,12 @@ def _when(column: str) -> str:
 
 
 def select_cut(db: sqlite3.Connection, account: str, batch_ids: list[str]) -> set[str]:
-    """Those of `batch_ids` `account` asked for by id as its time budget ran out."""
+    """Those of `batch_ids` `account` asked for by id as its time budget ran out, and that
+    no sync has stored since (stored in the same second counts as before: the cost of
+    being taken for cut is a visit)."""
     rows = db.execute(
         "SELECT id FROM batches WHERE id IN (SELECT value FROM json_each(?)) "
-        f"AND {_when('cut_by')} > 0",
+        f"AND {_when('cut_by')} >= max(coalesce(last_seen_at, 0), 1)",
         (json.dumps(batch_ids), account),
     )
     return {batch_id for (batch_id,) in rows}
