@@ -88,8 +88,16 @@ async def _ask_by_id_if_any(run: Run, client: ApiClient, batch_ids: set[str]) ->
 
 
 async def _refreshed(run: Run) -> bool:
-    """Close a refresh that went through every batch: warn of those neither by id nor in
-    the list, count the asks for those another account's listing ended. True."""
+    """Close a refresh that went through every batch: count those answered 404 that the
+    list did not show either, warn of the others neither by id nor in the list, count the
+    asks for those another account's listing ended. True.
+
+    A 404 is counted only here: a run whose budget cut the visits short, counting it,
+    counted a batch the list still showed as gone after three such runs."""
+    gone = sorted(run.answered_gone & run.to_refresh)
+    if gone:
+        run.figures = run.figures.plus(gone=len(gone))
+        await run.save([], None, gone)
     # Neither by id nor in the list: deleted, or a server out of step with itself.
     for batch_id in sorted(run.to_refresh - run.answered_gone):
         why = run.by_id_failures.get(batch_id, "requests by id are failing")
@@ -138,9 +146,9 @@ async def _refresh_by_id(run: Run, client: ApiClient, batch_ids: set[str]) -> bo
 
 async def _ask_by_id(run: Run, client: ApiClient, batch_ids: set[str]) -> RefreshEnd:
     async def save(batches: Sequence[Batch], gone: Sequence[str]) -> None:
-        run.answered_gone.update(gone)
-        run.figures = run.figures.plus(refreshed_by_id=len(batches) + len(gone), gone=len(gone))
-        await run.save(batches, None, gone)
+        run.answered_gone.update(gone)  # counted once the list does not show them (_refreshed)
+        run.figures = run.figures.plus(refreshed_by_id=len(batches) + len(gone))
+        await run.save(batches, None)
 
     def skip(batch_id: str, error: ApiError) -> None:
         run.by_id_failures[batch_id] = str(error)

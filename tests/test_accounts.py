@@ -1203,6 +1203,42 @@ async def test_a_batch_cut_by_the_time_budget_is_refreshed_while_others_stay_in_
     assert statuses(db_path, [three]) == ["completed"]
 
 
+async def test_a_listed_batch_answering_404_is_not_counted_gone_by_runs_cut_short(
+    db_path: Path,
+) -> None:
+    """Batch 12, listed, answers 404 by id (a replica behind); each run's --max-seconds ran
+    out before the visit that would find it in the list. Each run counted the 404, and after
+    three it was gone for good: in flight, while the list showed it finalizing."""
+    batches = [make_batch(n, status="in_progress" if n == 12 else "completed")
+               for n in range(1, 21)]  # fmt: skip
+    api = Routes(batches, "a")
+    listed, by_id, twelve = api.listed, api.by_id, batches[11]["id"]
+    seconds = [0]
+
+    async def a_second_each(request: web.Request) -> web.Response:
+        seconds[0] += 1
+        return await listed(request)
+
+    async def twelve_not_found(request: web.Request) -> web.Response:
+        seconds[0] += 1
+        if request.match_info["id"] != twelve:
+            return await by_id(request)
+        error = {"message": "No batch found", "type": "invalid_request_error"}
+        return web.json_response({"error": {**error, "code": "batch_not_found"}}, status=404)
+
+    api.listed = a_second_each  # type: ignore[method-assign]
+    api.by_id = twelve_not_found  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        api.batches[twelve] = make_batch(12, status="finalizing")
+        for _ in range(4):
+            seconds[0] = 0
+            await sync(dataclasses.replace(a, max_seconds=2), retry=FAST, clock=lambda: seconds[0])
+        await sync(a, retry=FAST)
+    assert statuses(db_path, [twelve]) == ["finalizing"]
+
+
 @pytest.mark.parametrize("max_pages", [1, 2])
 async def test_batches_missed_on_every_run_keep_no_other_from_its_refresh(
     db_path: Path, max_pages: int
