@@ -189,9 +189,15 @@ class ListWalk:
                 fetched += 1
                 if walk.finished:
                     break
-                if self.budget_spent(fetched):
+                # The page budget waits for the pages of the head's second (TIE_PAGES at
+                # most): cut there, every run began them again, and the walk never ended.
+                if self.budget_spent(fetched) and not (step.tied and not self.time_spent()):
                     return walk, fetched, True
         return walk, fetched, False
+
+    def time_spent(self) -> bool:
+        left = self.time_left()
+        return left is not None and left <= 0
 
     async def fetch_page(
         self, after: str | None, limit: int, attempts: int | None = None

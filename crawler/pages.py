@@ -159,6 +159,9 @@ class WalkStep:
     cursor: str | None
     done: bool
     warnings: tuple[str, ...] = ()
+    # Past the stop, the walk goes on only for batches of the head's creation second (see
+    # walk_pages): a few pages at most, read past a page budget.
+    tied: bool = False
 
 
 def last_id_warning(page: BatchPage, after: str | None) -> str | None:
@@ -213,7 +216,9 @@ async def walk_pages(
     it stops on the first page whose last batch was `known` (stored before this run) and
     was not created in `stop_second`, the head's creation second; since batches of that
     second may come in any order, a page ending in it stops the walk only once TIE_PAGES
-    pages were walked past since the stop was met and every batch on it is known. Neither
+    pages were walked past since the stop was met and every batch on it is known (those
+    pages are `tied`: a run on a page budget reads them all, or a run of a page each never
+    got past a head's second). Neither
     a creation time alone nor the head alone stops it: one batch listed with an odd
     `created_at` (early, or in the future) would otherwise end the walk above batches
     never stored. The last step still carries its whole page: rows above the stop are
@@ -243,11 +248,12 @@ async def walk_pages(
                 "newest first)"
             )
         met_stop = met_stop or any(b["id"] in stop_ids for b in page.batches)
-        reached_stop = False
+        reached_stop = tied = False
         if met_stop:
             waited = tie_pages >= TIE_PAGES
             reached_stop = await _passed_stop(page, stop_second, known, waited=waited)
             tie_pages += not reached_stop
+            tied = not (reached_stop or waited) and _ends_in(page, stop_second)
         following = None if reached_stop else check_next(page, cursor, seen)
         ahead = None
         doubtful = bool(stop_ids) or (check_full_end and _is_full(page, limit))
@@ -262,7 +268,7 @@ async def walk_pages(
                 following = page.next_after
                 seen.add(following)
         warnings = tuple(note for note in notes if note)
-        yield WalkStep(page, page.next_after or cursor, following is None, warnings)
+        yield WalkStep(page, page.next_after or cursor, following is None, warnings, tied)
         if following is None:
             return
         cursor = following
@@ -311,6 +317,12 @@ def _listed_oldest_first(page: BatchPage) -> bool:
     return rises >= 2 and rises > falls
 
 
+def _ends_in(page: BatchPage, second: int | None) -> bool:
+    """Whether a page's last batch was created in `second`."""
+    last = page.batches[-1] if page.batches else {}
+    return second is not None and last.get("created_at") == second
+
+
 async def _passed_stop(
     page: BatchPage,
     stop_second: int | None,
@@ -322,7 +334,7 @@ async def _passed_stop(
     if not page.batches or known is None:
         return True
     last = page.batches[-1]
-    if stop_second is not None and last.get("created_at") == stop_second:
+    if _ends_in(page, stop_second):
         # New batches of the head's second may be listed below it, a page or many: walk
         # on while such pages hold any, but not to the end of a list all of one second.
         if not waited:

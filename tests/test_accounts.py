@@ -981,6 +981,30 @@ async def test_a_visit_from_a_stored_neighbour_keeps_to_the_page_budget(db_path:
     assert max(pages_of_each_run) <= 3  # the walk's page, and a visit's page or two
 
 
+@pytest.mark.parametrize("tied", [1, 3])
+async def test_a_walk_on_a_page_budget_gets_past_the_head_s_second(
+    db_path: Path, tied: int
+) -> None:
+    """A list that no longer changes, pages of one, --max-pages 1: each run from the top read
+    the page(s) of the head's creation second alone, waiting for the pages after them; the
+    next run went on, ended at the stop, and began again from the top: the walk never
+    ended, and no run refreshed batches 4 and 9, ended."""
+    second = make_batch(10)["created_at"]
+    batches = [make_batch(n, status="in_progress" if n in (4, 9) else "completed",
+                          created_at=min(make_batch(n)["created_at"], second - tied + 1))
+               for n in range(1, 11)]  # fmt: skip
+    api = Routes(batches, "a")
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        a = dataclasses.replace(a, page_size=1)
+        await sync(a, retry=FAST)
+        for ended in (batches[3], batches[8]):
+            api.batches[ended["id"]] = {**ended, "status": "completed"}
+        results = [await sync(dataclasses.replace(a, max_pages=1), retry=FAST) for _ in range(3)]
+    assert statuses(db_path, [batches[3]["id"], batches[8]["id"]]) == ["completed"] * 2
+    assert results[-1].complete
+
+
 def stored_ids(db: Path) -> set[str]:
     with contextlib.closing(sqlite3.connect(db)) as conn:
         return {batch_id for (batch_id,) in conn.execute("SELECT id FROM batches")}
