@@ -384,6 +384,30 @@ async def test_a_batch_its_owners_gateway_ended_is_asked_of_every_other_account_
     assert_database_matches(db_path, WITH_FAILED)
 
 
+async def test_a_batch_another_account_first_lists_behind_its_end_is_asked_of_it(
+    db_path: Path,
+) -> None:
+    """The owner's gateway leaves usage and error lines out of batch 3, stored failed; b's
+    first listing of it, a replica behind, showed it in flight and was kept out. Caught
+    up, b never listed it again (deep in its list), nor asked for it: usage and error lines
+    stayed out for good, though b's route had them."""
+    api = Routes(IN_FLIGHT, "ab")
+    three = FAILED["id"]
+    async with serving(api.routes()) as root:
+        a, b = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        api.batches[three] = FAILED
+        api.shown_by["a"] = {three: without(FAILED, "usage", "errors")}
+        api.shown_by["b"] = {three: IN_FLIGHT[2]}
+        await sync(a, retry=FAST)
+        await sync(b, retry=FAST)
+        api.shown_by["b"] = {}
+        for _ in range(2):
+            await sync(a, retry=FAST)
+            await sync(b, retry=FAST)
+    assert_database_matches(db_path, WITH_FAILED)
+
+
 async def test_a_batch_two_gateways_ended_takes_what_a_third_accounts_route_gives(
     db_path: Path,
 ) -> None:

@@ -113,6 +113,14 @@ _LISTED = (
     f"gone_at = NULL, not_found_runs = 0, not_found_by = {_not_found_but('?1')}, "
     "ended_asks = CASE WHEN account = ?1 THEN NULL ELSE ended_asks END WHERE id = ?2"
 )
+# Another account's (?1) listing of batch ?2 behind its stored end (a replica): that
+# account's copy, once caught up, may hold what the stored one lacks (a gateway leaving
+# fields out); no walk lists the batch again: each account but the owner asks for it, as
+# when the owner's copy ended it with another listing it.
+_LISTED_BEHIND = (
+    "UPDATE batches SET ended_by = account WHERE id = ?2 AND account != ?1 "
+    f"AND ended_by IS NULL AND status IN {_ENDED}"
+)
 # Account ?1's copy of a batch ended, waited for since another account's copy ended it
 # (see _ENDED_BY), is in: ?1 asks for it no more. (An owner's copy waited for makes its
 # owner ended_by instead, in the upsert: each other account asks anew.)
@@ -260,6 +268,7 @@ def _write_page(
             error_rows = [row for row in error_rows if row[_ERROR_BATCH] not in kept]
             before = {batch_id: was for batch_id, was in before.items() if batch_id not in kept}
             db.executemany(_LISTED, listed)
+            db.executemany(_LISTED_BEHIND, [(account, batch_id) for batch_id in stale])
         execute_rows(db, _UPSERT_BATCHES, batch_rows)
         path = account_path(account)
         db.executemany(_ANSWERED_ENDED, [(account, path, i) for i in answered])
