@@ -307,3 +307,28 @@ def test_another_program_holding_the_database_says_so(tmp_path: Path) -> None:
             writer.execute("BEGIN IMMEDIATE")
     error = database_error(path, caught.value)
     assert str(error).startswith(f"another program has been writing {path}")
+
+
+@pytest.mark.parametrize("command", ["sync", "status"])
+def test_a_database_a_development_build_migrated_otherwise_is_refused_clearly(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+) -> None:
+    """A database at the latest schema number lacking a column its migration makes now (an
+    unreleased migration changed after a build applied it): every sync failed on "no such
+    column", saying nothing of why."""
+    db = tmp_path / "b.db"
+    assert main(["demo", "--db", str(db), "--batches", "20"]) == 0
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("ALTER TABLE batches DROP COLUMN cut_by")
+    capsys.readouterr()
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+    argv = [command, "--db", str(db)] + (
+        ["--base-url", "http://127.0.0.1:9/v1"] * (command == "sync")
+    )
+    assert main(argv) == 4
+    err = capsys.readouterr().err
+    assert "made by a development build of batch-crawler whose schema differs" in err
+    assert "(no batches.cut_by); sync into a new --db" in err

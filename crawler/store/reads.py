@@ -17,7 +17,7 @@ from ..rows import TERMINAL_STATUSES
 from ..runs import FIGURE_COLUMNS, RunRecord
 from ..walk import WalkState
 from .files import check_file
-from .schema import connect, in_thread, latest_version
+from .schema import check_columns, connect, in_thread, latest_version
 from .statements import account_path, json_object
 
 T = TypeVar("T")
@@ -394,4 +394,5 @@ async def open_reader(path: Path) -> AsyncIterator[Reader]:
             raise DatabaseError(
                 f"{path} has an older schema ({version}); run `batch-crawler sync` to upgrade it"
             )
+        await check_columns(conn, path)
         yield Reader(conn, path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import sqlite3
 import time
@@ -81,6 +82,36 @@ async def _schema_version(conn: aiosqlite.Connection, path: Path) -> int:
             f"up to {latest}); upgrade batch-crawler"
         )
     return version
+
+
+@functools.lru_cache(maxsize=4)
+def _columns_made_by(migrations: tuple[Migration, ...]) -> dict[str, frozenset[str]]:
+    """Each table's columns as `migrations` make them (in memory, once)."""
+    db = sqlite3.connect(":memory:")
+    try:
+        for migration in migrations:
+            db.executescript(migration.sql)
+        tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {
+            t: frozenset(row[1] for row in db.execute(f"PRAGMA table_info({t})")) for t in tables
+        }
+    finally:
+        db.close()
+
+
+async def check_columns(conn: aiosqlite.Connection, path: Path) -> None:
+    """Refuse a database lacking a column this version's migrations make: one migrated by a
+    development build whose migration of the same number differed (every sync failed on
+    "no such column")."""
+    for table, columns in sorted(_columns_made_by(tuple(load_migrations())).items()):
+        async with conn.execute(f"PRAGMA table_info({table})") as cur:
+            present = {row[1] for row in await cur.fetchall()}
+        missing = sorted(columns - present)
+        if missing:
+            raise DatabaseError(
+                f"{path} was made by a development build of batch-crawler whose schema "
+                f"differs from this one's (no {table}.{missing[0]}); sync into a new --db"
+            )
 
 
 async def migrate(conn: aiosqlite.Connection, current: int) -> None:

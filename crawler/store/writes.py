@@ -56,7 +56,7 @@ from .requests import (
     update_file,
     upsert_requests,
 )
-from .schema import connect, database_error, in_thread, migrate
+from .schema import check_columns, connect, database_error, in_thread, migrate
 from .statements import account_path, counted, execute_rows, json_object
 
 T = TypeVar("T")
@@ -703,6 +703,7 @@ async def open_store(path: Path) -> AsyncIterator[Store]:
         for pragma in _PRAGMAS:
             await conn.execute(pragma)
         await migrate(conn, version)
+        await check_columns(conn, path)
         opened = _identity(path)
         yield Store(conn, path)
         if _identity(path) != opened:
