@@ -175,10 +175,16 @@ async def _answers(client: ApiClient) -> bool:
 
 
 async def _walk_and_refresh(run: Run, client: ApiClient, walk: WalkState) -> bool:
-    """The list walk, then the refresh by id; False when a budget cut it short."""
+    """The list walk, then the refresh by id; False when a budget cut it short.
+
+    A walk cut by the page budget leaves the batches stored in flight asked for by id all
+    the same (asks by id are no pages): a list growing close to the budget between runs
+    left every run's walk unfinished, and no batch was ever refreshed."""
     complete = await run.pipeline(client, walk)
     if complete and run.to_refresh:
         complete = await _refresh(run, client)
+    elif run.to_refresh and not run.time_spent() and not run.walks_instead_of_by_id():
+        await _ask_by_id_if_any(run, client, run.to_refresh - await run.store.cut(run.to_refresh))
     return complete
 
 

@@ -1029,6 +1029,30 @@ async def test_a_walk_on_a_page_budget_gets_past_the_head_s_second(
     assert results[-1].complete
 
 
+async def test_batches_in_flight_are_refreshed_while_a_page_budget_keeps_the_walk_behind(
+    db_path: Path,
+) -> None:
+    """Twenty batches came at once, then five before each run, pages of two, --max-pages 4:
+    every run's walk was cut behind the head (each of its segments reading the page of its
+    stop again), never finished, and no run refreshed batch 12, ended."""
+    batches = [make_batch(n, status="in_progress" if n == 12 else "completed")
+               for n in range(1, 41)]  # fmt: skip
+    api = Routes(batches, "a")
+    twelve, newest = batches[11]["id"], 40
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        api.batches[twelve] = make_batch(12)
+        results = []
+        for coming in (25, 5, 5):
+            for n in range(newest + 1, newest + coming + 1):
+                api.batches[make_batch(n)["id"]] = make_batch(n)
+            newest += coming
+            results.append(await sync(dataclasses.replace(a, max_pages=4), retry=FAST))
+    assert not any(result.complete for result in results)
+    assert statuses(db_path, [twelve]) == ["completed"]
+
+
 def stored_ids(db: Path) -> set[str]:
     with contextlib.closing(sqlite3.connect(db)) as conn:
         return {batch_id for (batch_id,) in conn.execute("SELECT id FROM batches")}
