@@ -358,7 +358,11 @@ class ListWalk:
                     fetched = await self.hand_on(step, queue, fetched)
                     if start.from_top:
                         self.note_read_from_top(step)
-                    if target not in self.walk_targets or listed_below(step.page, created):
+                    if (
+                        target not in self.walk_targets
+                        or listed_below(step.page, created)
+                        or step.done
+                    ):
                         break
                     if self.budget_spent(fetched):
                         self.stopped(target, cursor)
@@ -389,18 +393,29 @@ class ListWalk:
         """Whether a visit for `target` goes on from its next start, the first page after
         `cursor` having failed past its retries: when the cursor's batch is gone, or still
         answers (a list may fail for a cursor it no longer lists), asked by id once; not
-        when that ask fails too (an API down mid-visit spent a round of retries on each
-        start: a resume, three neighbours, the top, half an hour). Passed over while its
-        batch answers, the list may be what is down: the next starts' first pages are asked
-        once, not a round each."""
+        when that ask and the top of the list fail too (an API down mid-visit spent a round
+        of retries on each start: a resume, three neighbours, the top, half an hour).
+        Passed over while its batch answers, the list may be what is down: the next starts'
+        first pages are asked once, not a round each."""
         try:
             if await self.fetch_batch(cursor, attempts=1) is None:
                 return True
         except (ServerError, TransportError):
-            return False
+            # The by-id route may be failing alone (a gateway without it), or the API down:
+            # the top of the list, asked once, tells which.
+            if not await self.list_answers():
+                return False
         except ApiError:
             pass  # refused: it may be there
         self.passed_over = target
+        return True
+
+    async def list_answers(self) -> bool:
+        """Whether the top of the list answers (a page of one, asked once)."""
+        try:
+            await self.fetch_page(None, 1, attempts=1)
+        except ApiError:
+            return False
         return True
 
     def first_asked_once(self) -> Callable[[str | None, int], Awaitable[BatchPage]]:

@@ -65,9 +65,11 @@ class Run:
     to_refresh: set[str] = field(default_factory=set)
     walk_targets: set[str] = field(default_factory=set)
     refresh_order: list[str] = field(default_factory=list)  # least recently seen or missed first
-    # Where a visit cut by the budget stopped (see ListWalk.visit_resume), and the
-    # batches visits looked for and did not find.
+    # Where a visit cut by the budget stopped (see ListWalk.visit_resume), the batches
+    # visits looked for and did not find (`not_listed`), and those of them not answered
+    # 404 (`missed`, see batches.missed_by).
     visit_resume: tuple[str, str] | None = None
+    not_listed: set[str] = field(default_factory=set)
     missed: list[str] = field(default_factory=list)
     unsettled: frozenset[str] = frozenset()  # those of refresh_order
     stored_mark: int = 0  # the store's last rowid when the run began
@@ -126,6 +128,7 @@ class Run:
             # Only the writer raises on purpose: hand its error on as it is, not a group.
             raise first_exception(group) from None
         self.visit_resume = walker.visit_resume
+        self.not_listed.update(walker.missed)
         # One answered 404 is asked by id first next time still: most such blips answer.
         self.missed += [
             batch_id for batch_id in walker.missed if batch_id not in self.answered_gone

@@ -19,7 +19,7 @@ class RunFigures:
     error_lines: int = 0
     retries: int = 0
     refreshed_by_id: int = 0  # GET /batches/{id}
-    gone: int = 0  # of those, answered 404 and not in the list either
+    gone: int = 0  # of those, answered 404
     limiter_waits: int = 0
     limiter_wait_seconds: float = 0.0
     files: int = 0  # request files stored whole

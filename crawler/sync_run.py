@@ -65,21 +65,30 @@ async def _refresh(run: Run, client: ApiClient) -> bool:
 
 
 async def _refresh_cut_first(run: Run, client: ApiClient) -> bool:
-    """The refresh while requests by id work: those cut before looked for in the list, the
-    others asked by id, those failed by id looked for in the list, those cut before and
-    not listed asked by id (whatever page budget the visits left, which counts list pages
-    alone). False if the budget ran out first."""
+    """The refresh while requests by id work. Looked for in the list first: those cut
+    before, and those answered 404 on two runs (a third 404 is the last word: counted
+    gone, unless listed). Then the others asked by id, those failed by id looked for in the
+    list, and those cut before and not listed asked by id, whatever page budget the visits
+    left (it counts list pages alone). False if the budget ran out first.
+
+    Those answered 404 twice, asked by id first on a budget that left no visit after,
+    were counted gone while their list showed them; counted only once a visit, missing
+    them, came after the asks, none was on such a budget, and, first in line on every run,
+    they kept every other batch from its turn."""
     cut = await run.store.cut(run.to_refresh)
-    visited_cut = not cut or await _visit(run, client, cut)
-    if not visited_cut and run.time_spent():
+    nearly_gone = await run.store.nearly_gone(run.to_refresh) - cut
+    first = cut | nearly_gone
+    visited_first = not first or await _visit(run, client, first)
+    await _count_gone(run, nearly_gone & run.not_listed)
+    if not visited_first and run.time_spent():
         return False
-    if not await _ask_by_id_if_any(run, client, run.to_refresh - cut):
+    if not await _ask_by_id_if_any(run, client, run.to_refresh - first):
         return False
-    left = run.to_refresh - cut  # failed by id
+    left = run.to_refresh - first  # failed by id
     visited = not left or await _visit(run, client, left)
     if not visited and run.time_spent():
         return False
-    return await _ask_by_id_if_any(run, client, run.to_refresh & cut) and visited and visited_cut
+    return await _ask_by_id_if_any(run, client, run.to_refresh & cut) and visited and visited_first
 
 
 async def _ask_by_id_if_any(run: Run, client: ApiClient, batch_ids: set[str]) -> bool:
@@ -88,16 +97,8 @@ async def _ask_by_id_if_any(run: Run, client: ApiClient, batch_ids: set[str]) ->
 
 
 async def _refreshed(run: Run) -> bool:
-    """Close a refresh that went through every batch: count those answered 404 that the
-    list did not show either, warn of the others neither by id nor in the list, count the
-    asks for those another account's listing ended. True.
-
-    A 404 is counted only here: a run whose budget cut the visits short, counting it,
-    counted a batch the list still showed as gone after three such runs."""
-    gone = sorted(run.answered_gone & run.to_refresh)
-    if gone:
-        run.figures = run.figures.plus(gone=len(gone))
-        await run.save([], None, gone)
+    """Close a refresh that went through every batch: warn of those neither by id nor in
+    the list, count the asks for those another account's listing ended. True."""
     # Neither by id nor in the list: deleted, or a server out of step with itself.
     for batch_id in sorted(run.to_refresh - run.answered_gone):
         why = run.by_id_failures.get(batch_id, "requests by id are failing")
@@ -111,6 +112,15 @@ async def _refreshed(run: Run) -> bool:
         not_refreshed=len(run.to_refresh),
     )
     return True
+
+
+async def _count_gone(run: Run, batch_ids: set[str]) -> None:
+    """Count this run as one answering 404 for each of `batch_ids`, answered 404 by two
+    runs before and not in the list where a visit of this one looked: gone, asked no more."""
+    if batch_ids:
+        run.answered_gone.update(batch_ids)
+        run.figures = run.figures.plus(gone=len(batch_ids))
+        await run.save([], None, sorted(batch_ids))
 
 
 async def _visit(run: Run, client: ApiClient, targets: set[str]) -> bool:
@@ -146,9 +156,9 @@ async def _refresh_by_id(run: Run, client: ApiClient, batch_ids: set[str]) -> bo
 
 async def _ask_by_id(run: Run, client: ApiClient, batch_ids: set[str]) -> RefreshEnd:
     async def save(batches: Sequence[Batch], gone: Sequence[str]) -> None:
-        run.answered_gone.update(gone)  # counted once the list does not show them (_refreshed)
-        run.figures = run.figures.plus(refreshed_by_id=len(batches) + len(gone))
-        await run.save(batches, None)
+        run.answered_gone.update(gone)
+        run.figures = run.figures.plus(refreshed_by_id=len(batches) + len(gone), gone=len(gone))
+        await run.save(batches, None, gone)
 
     def skip(batch_id: str, error: ApiError) -> None:
         run.by_id_failures[batch_id] = str(error)

@@ -264,7 +264,7 @@ async def test_a_batch_answering_404_by_id_is_looked_for_in_the_list_too(
         mock.get(f"{BASE_URL}/batches/{target}", status=404, payload=NOT_FOUND)
         mock.get(f"{BASE_URL}/batches?after={above}&limit=2", payload=list_body(later[16:18], True))
         result = await sync(settings, retry=fast_retry)
-    assert (result.mode, result.gone) == ("incremental", 0)
+    assert (result.mode, result.gone) == ("incremental", 1)
     with sqlite3.connect(db_path) as conn:
         row = conn.execute(
             "SELECT status, gone_at, not_found_runs FROM batches WHERE id = ?", (target,)

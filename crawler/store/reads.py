@@ -154,6 +154,17 @@ def select_cut(db: sqlite3.Connection, account: str, batch_ids: list[str]) -> se
     return {batch_id for (batch_id,) in rows}
 
 
+def select_nearly_gone(db: sqlite3.Connection, account: str, batch_ids: list[str]) -> set[str]:
+    """Those of `batch_ids` answered 404 on two runs of `account` since its list or answer
+    last showed them (see batches.not_found_by)."""
+    rows = db.execute(
+        "SELECT id FROM batches WHERE id IN (SELECT value FROM json_each(?)) "
+        f"AND coalesce(json_extract({json_object('not_found_by')}, ?), 0) >= ?",
+        (json.dumps(batch_ids), account_path(account), CONFIRMED_GONE - 1),
+    )
+    return {batch_id for (batch_id,) in rows}
+
+
 def select_unsettled(db: sqlite3.Connection, account: str) -> list[tuple[str, int]]:
     """`account`'s batches stored as not yet terminal (those it stored first, and those its
     list showed), and those another account's listing ended (until their owner's answer

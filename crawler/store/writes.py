@@ -37,6 +37,7 @@ from .reads import (
     select_created_just_after,
     select_cut,
     select_last_rowid,
+    select_nearly_gone,
     select_newest,
     select_oldest_created_at,
     select_stored_by,
@@ -561,6 +562,11 @@ class Store:
     async def cut(self, batch_ids: Collection[str]) -> set[str]:
         """Those of `batch_ids` this account asked for by id as its time budget ran out."""
         return await self._in_thread(select_cut, self.account, list(batch_ids))
+
+    async def nearly_gone(self, batch_ids: Collection[str]) -> set[str]:
+        """Those of `batch_ids` answered 404 on two of this account's runs (see
+        select_nearly_gone)."""
+        return await self._in_thread(select_nearly_gone, self.account, list(batch_ids))
 
     async def visit_resume(self) -> tuple[str, str] | None:
         """Where the last run's visit cut by the budget stopped: its batch and the cursor to
