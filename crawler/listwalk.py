@@ -22,6 +22,7 @@ from .errors import (
     BadRequestError,
     CrawlerError,
     NotFoundError,
+    RateLimitedError,
     ServerError,
     TransportError,
     UnknownCursorError,
@@ -419,13 +420,19 @@ class ListWalk:
         return True
 
     def first_asked_once(self) -> Callable[[str | None, int], Awaitable[BatchPage]]:
-        """`fetch_page`, its first request asked once."""
+        """`fetch_page`, its first request asked once, unless asked to wait (a 429 says
+        nothing of the list being down: a sync failed on one)."""
         asked = False
 
         async def fetch(after: str | None, limit: int) -> BatchPage:
             nonlocal asked
-            attempts, asked = (None if asked else 1), True
-            return await self.fetch_page(after, limit, attempts)
+            if asked:
+                return await self.fetch_page(after, limit)
+            asked = True
+            try:
+                return await self.fetch_page(after, limit, 1)
+            except RateLimitedError:
+                return await self.fetch_page(after, limit)
 
         return fetch
 

@@ -1456,21 +1456,29 @@ async def test_an_api_going_down_mid_visit_fails_the_sync_after_one_round_of_ret
     assert len(asked) == 1 + FAST.max_attempts + (1 if by_id_down else 3)
 
 
+@pytest.mark.parametrize("waits", [0, 1], ids=["answered", "asked to wait once"])
 async def test_a_visit_passes_over_neighbours_that_left_the_list_and_still_answer_by_id(
-    db_path: Path,
+    db_path: Path, waits: int
 ) -> None:
     """Batch 5 in flight, refused by id, then ended; 6 and 7, its stored neighbours above,
     leave the list but still answer by id, and the list fails (500) for a cursor it does
-    not list. Its visit goes on from 8, past the two starts failing in turn."""
+    not list. Its visit goes on from 8, past the two starts failing in turn; a 429 to that
+    start's first request, asked once, failed the sync."""
     batches = [make_batch(n, status="in_progress" if n == 5 else "completed")
                for n in range(1, 31)]  # fmt: skip
     api = Routes(batches, "a")
     target, listed, shown, by_id = batches[4]["id"], api.listed, api.shown, api.by_id
     left: set[str] = set()
+    to_wait = [waits]
 
     async def failing_for_those_left(request: web.Request) -> web.Response:
         if request.query.get("after") in left:
             return await server_error(request)
+        if left and request.query.get("after") == batches[7]["id"] and to_wait[0]:
+            to_wait[0] -= 1
+            error = {"message": "Rate limit reached", "type": "requests", "code": None}
+            headers = {"retry-after-ms": "1"}
+            return web.json_response({"error": error}, status=429, headers=headers)
         return await listed(request)
 
     def shown_but_those_left(route: str) -> list[dict[str, Any]]:
