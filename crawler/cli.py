@@ -55,7 +55,7 @@ from .logs import JsonEvents, configure_logging
 from .prices import PriceFile, PriceFileError, read_prices
 from .progress import AccountsProgress, ProgressLine
 from .redact import (
-    holds_secret,
+    holds_secret_in_any_form,
     mask_keys,
     mask_keys_in_data,
     mask_keys_in_html,
@@ -370,7 +370,7 @@ def _reading_db(args: argparse.Namespace) -> Path:
     """The database `status` or `report` reads: --db, the --config file's db, or batches.db."""
     if args.db is not None:
         return Path(args.db)
-    db = None if args.config is None else read_config_file(args.config).get("db")
+    db = None if args.config is None else read_config_file(args.config, os.environ).get("db")
     if db is None:
         return Path("batches.db")
     try:
@@ -402,7 +402,8 @@ def _config_paths(words: list[str]) -> list[Path]:
     named = []
     for word, following in itertools.pairwise([*words, ""]):
         flag, equals, value = word.partition("=")
-        if flag.startswith("--conf") and "--config".startswith(flag):
+        # Any prefix argparse may take: `--c` is `--config` to `status` and `report`.
+        if len(flag) > 2 and "--config".startswith(flag):
             named.append(value if equals else following)
     return [Path(path) for path in named if path]
 
@@ -600,7 +601,7 @@ def _check_paths(args: argparse.Namespace, keys: tuple[str, ...]) -> None:
         path = getattr(args, name, None)
         # The key cut into folders too: a path is said back whole.
         spellings = () if path is None else (str(path), "".join(Path(path).parts))
-        if any(holds_secret(text, key) for text in spellings for key in keys):
+        if any(holds_secret_in_any_form(text, key) for text in spellings for key in keys):
             raise ConfigError(f"{flag}: the path holds an API key (not shown); name it otherwise")
 
 

@@ -17,7 +17,7 @@ from .errors import ConfigError
 from .redact import (
     credentials,
     has_a_key_prefixed_word,
-    holds_secret,
+    holds_secret_in_any_form,
     looks_like_secret,
     mask_error,
     mask_keys,
@@ -207,7 +207,7 @@ def _holds_key(value: str | None, key: str | None) -> bool:
     """Whether a setting's `value` holds `key`, or half of it or more, as stored data is
     searched (see holds_secret): not a key shorter than 16 characters (a placeholder such as
     `x`, which ordinary values spell)."""
-    return bool(value and key and holds_secret(value, key))
+    return bool(value and key and holds_secret_in_any_form(value, key))
 
 
 def keys_named_in(path: Path, env: Mapping[str, str]) -> tuple[str, ...]:
@@ -427,7 +427,7 @@ def url_holds_secret(url: str, secret: str | None) -> bool:
     """Whether a URL holds `secret` (half of it or more), as written or as read: its
     percent-escapes decoded, again and again (a server or proxy may decode once more)."""
     while True:
-        if holds_secret(url, secret):
+        if holds_secret_in_any_form(url, secret):
             return True
         decoded = unquote(url)
         if decoded == url:

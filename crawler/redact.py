@@ -20,7 +20,7 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias, overload
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, unquote
 
 from .jsontext import is_json, parse, to_text
 
@@ -113,7 +113,7 @@ def mask_secret(text: str, secret: Secret) -> str:
     keys = _each(secret)
     long_keys = [key for key in keys if len(key) >= _IDENTIFYING_RUN]
     scans = [_scan(key, _IDENTIFYING_RUN, in_a_message=True) for key in long_keys]
-    text = _mask_all(text, scans)
+    text = _mask_all(text, scans, compatible=True)
     for scan in scans:
         text = _mask_spread(text, scan)
     for key in keys:
@@ -125,14 +125,17 @@ def mask_secret(text: str, secret: Secret) -> str:
 def _mask_spread(text: str, scan: _Scan) -> str:
     """`text` with runs of the scan's key masked whose characters stand apart, any
     characters that are not the key's between them: a terminal shows the key whole
-    through a zero-width space, a control character, a space, a list's `', '`."""
-    view = _folded(text)
-    skeleton = scan.not_the_key.sub("", view)
-    if len(skeleton) == len(view) or not scan.has_a_block(skeleton):
-        return text
-    places = [at for at, char in enumerate(view) if not scan.not_the_key.match(char)]
-    spans = [(places[start], places[end - 1] + 1) for start, end in _find_runs(skeleton, scan)]
-    return _masked(text, spans)
+    through a zero-width space, a control character, a space, a list's `', '`. As written
+    and in compatible letters (see _views)."""
+    spans = []
+    for view in _views(text):
+        skeleton = scan.not_the_key.sub("", view)
+        if len(skeleton) == len(view) or not scan.has_a_block(skeleton):
+            continue
+        places = [at for at, char in enumerate(view) if not scan.not_the_key.match(char)]
+        runs = _find_runs(skeleton, scan)
+        spans += [(places[start], places[end - 1] + 1) for start, end in runs]
+    return _masked(text, _joined(spans)) if spans else text
 
 
 def mask_error(error: BaseException, secret: Secret) -> None:
@@ -165,9 +168,10 @@ def environment_keys(environ: Mapping[str, str], *named: str) -> tuple[str, ...]
 
 def credentials(login: str | None, password: str | None) -> list[str]:
     """What of a proxy's user name and password is masked as the key is: the password, and
-    a user name long enough to be a token (a short one, "user", is a word)."""
+    a user name long enough to be a token (not "user"), but an e-mail address (on the
+    proxy's own domain, its host spelled it: every sync was refused)."""
     found = [password] if password else []
-    if login and len(login) >= _IDENTIFYING_RUN:
+    if login and len(login) >= _IDENTIFYING_RUN and "@" not in unquote(login):
         found.append(login)
     return found
 
@@ -254,17 +258,22 @@ def holds_secret(text: str, secret: Secret, *, json_lines: bool = False) -> bool
     Always False for a key shorter than an identifying run: stored data is never searched
     for a placeholder key, which ordinary values (a status, a digit) may spell.
     """
-    view = _folded(text)
     return any(
-        scan.may_hold(view, json_lines) and _spans(view, scan, json_lines) != []
+        scan.may_hold(text, json_lines) and _spans(text, scan, json_lines) != []
         for scan in _stored_data_scans(secret)
     )
 
 
+def holds_secret_in_any_form(text: str, secret: Secret) -> bool:
+    """`holds_secret`, and in compatible letters too (see _views): for what a user gives
+    (a path, a URL, a setting), short; stored data is searched as it came (folding every
+    page and request line cost a line of many scripts 16 times as long)."""
+    return any(holds_secret(view, secret) for view in _views(text))
+
+
 def may_hold_secret(text: str, secret: Secret, *, json_lines: bool = False) -> bool:
     """A quick first look for `holds_secret`, C-fast on long texts: False rules `text` out."""
-    view = _folded(text)
-    return any(scan.may_hold(view, json_lines) for scan in _stored_data_scans(secret))
+    return any(scan.may_hold(text, json_lines) for scan in _stored_data_scans(secret))
 
 
 def mask_values(row: tuple[Any, ...], secret: Secret) -> tuple[Any, ...]:
@@ -311,12 +320,26 @@ def _mask_stored(text: str, scans: list[_Scan]) -> str:
     return masked
 
 
-def _mask_all(text: str, scans: list[_Scan]) -> str:
+def _mask_all(text: str, scans: list[_Scan], *, compatible: bool = False) -> str:
     """`text` with what each scan finds in it (the key's forms, and spans of its runs)
-    masked, spans that meet or overlap masked as one."""
-    view = _folded(text)
-    spans = [span for scan in scans if scan.may_hold(view) for span in _found(view, scan)]
+    masked, spans that meet or overlap masked as one; `compatible`: in compatible letters
+    too (see _views)."""
+    views = _views(text) if compatible else (text,)
+    spans = [
+        span
+        for view in views
+        for scan in scans
+        if scan.may_hold(view)
+        for span in _found(view, scan)
+    ]
     return _masked(text, _joined(spans)) if spans else text
+
+
+def _views(text: str) -> tuple[str, ...]:
+    """`text` as written, and in compatible letters (see _folded) where that differs: a key
+    holding such a letter itself (a password's ², µ) is found as written."""
+    folded = _folded(text)
+    return (text,) if folded is text else (text, folded)
 
 
 def _folded(text: str) -> str:

@@ -564,12 +564,26 @@ def test_what_the_commands_print_is_whole_with_a_placeholder_key_at_hand(
 HEX_KEY = "0123456789ABCDEF0123456789ABCDEF01234567"  # one case: in another, the same key
 
 
-def test_stored_data_is_searched_for_the_key_in_full_width_or_mathematical_letters() -> None:
-    """Shown legibly by a terminal, stored whole, and said back by `report`."""
+def test_the_key_in_full_width_or_mathematical_letters_is_masked_where_shown() -> None:
+    """Shown legibly by a terminal: masked in what `status` and `report` show of stored data
+    (stored as it came: folding every page and request line cost a line of many scripts
+    16 times as long), and found in what a user gives (a path, a URL)."""
     key = "sk-proj-Q7vX" + "k2Lm9Pq4Rs8Tu1Vw" * 2
     for spelled in (full_width(key), bold(key)):
-        assert holds_secret(f"note {spelled}", key)
-        assert mask_values((f"x{spelled}y",), key) == ("x***y",)
+        assert redact.mask_keys_in_data(f"note {spelled}.", [key]) == "note ***."
+        assert redact.holds_secret_in_any_form(f"/tmp/{spelled}.db", key)
+
+
+@pytest.mark.parametrize(
+    "key", ["Sommer²Passwort²Winter²Herbst", "tokµ1234567890abcdefµXYZ1234567890"]
+)
+def test_a_key_holding_letters_of_a_compatible_form_is_masked_as_written(key: str) -> None:
+    """A password with ² or µ (on French and German keyboards): the text searched in its
+    compatible form alone no longer held the key as written, shown and stored whole."""
+    assert message_of(key, secret=key) == MASKED
+    assert holds_secret(f"x{key}y", key)
+    assert mask_values((f"x{key}y",), key) == ("x***y",)
+    assert redact.holds_secret_in_any_form(f"/tmp/{key}.db", key)
 
 
 def test_stored_data_is_searched_for_a_key_of_one_case_in_the_other() -> None:
@@ -1487,6 +1501,22 @@ def test_a_proxy_holding_a_key_at_hand_is_refused(
     assert not db.exists()
 
 
+def test_a_proxy_whose_user_is_an_e_mail_address_on_its_domain_is_no_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The user name, 16 characters or more, was taken for a token, and the proxy's host,
+    spelling 16 of them, for a host holding it: every sync was refused."""
+    proxy = "http://jane.doe%40corp-example.com:Winter2026pw@proxy.corp-example.com:8080"
+    monkeypatch.setenv("HTTPS_PROXY", proxy)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-proj-" + "A1b2C3d4" * 6)
+    monkeypatch.setattr(socket, "getaddrinfo", no_name_lookups)
+    config = tmp_path / "c.toml"
+    config.write_text("max_attempts = 1\n")
+    argv = ["sync", "--config", str(config), "--db", str(tmp_path / "b.db")]
+    assert main([*argv, "--base-url", "http://127.0.0.1:9/v1"]) == 75  # nobody listens
+    assert "holds an API key" not in capsys.readouterr().err
+
+
 def no_name_lookups(host: object, *args: object, **kwargs: object) -> NoReturn:
     raise socket.gaierror(f"no name lookups in tests: {host!r}")
 
@@ -1514,12 +1544,14 @@ def test_what_report_shows_masks_the_password_of_the_environments_proxy(
     assert spread not in shown
 
 
+@pytest.mark.parametrize("flag", ["--config", "--con", "--c"])
 def test_report_and_status_mask_the_key_their_config_file_names(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], flag: str
 ) -> None:
     """A gateway's token of no key's shape, named by api_key_env, echoed into error lines:
     `report` could not know it (it took no config file) and showed it, whole or in pieces.
-    With --config, they read the file's database and mask the keys it names."""
+    With --config (or a prefix argparse takes for it), they read the file's database and
+    mask the keys it names."""
     token = "gw-token-7f3a9c1e5b2d8f4a6c0e"
     spread = " | ".join((token[:9], token[9:19], token[19:]))
     monkeypatch.setenv("OPENAI_API_KEY", "sk-proj-" + "A1b2C3d4" * 6)
@@ -1530,11 +1562,25 @@ def test_report_and_status_mask_the_key_their_config_file_names(
     config.write_text('api_key_env = "GW_TOKEN"\ndb = "gateway.db"\n')
     capsys.readouterr()
     for argv in (["report"], ["report", "--json"], ["status"], ["report", "--html", "r.html"]):
-        assert main([*argv, "--config", str(config)]) == 0
+        assert main([*argv, flag, str(config)]) == 0
     shown = capsys.readouterr().out + (tmp_path / "r.html").read_text()
     assert "bad token *** (***" in shown
     assert token[:16] not in shown
     assert spread not in shown
+
+
+def test_a_config_file_status_cannot_read_is_said_with_the_environments_values_masked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """TOML's message quotes a table named by a token: `sync` masked it, `status` not."""
+    token = "gatewaytokenofnokeyshape_1234"
+    monkeypatch.setenv("MYTOK", token)
+    config = tmp_path / "c.toml"
+    config.write_text(f'api_key_env = "MYTOK"\n[{token}]\n[{token}]\n')
+    assert main(["status", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "is not valid TOML" in err
+    assert token[:16] not in err
 
 
 def test_a_word_spelled_like_a_key_in_a_path_is_masked_when_said_back(
