@@ -430,6 +430,16 @@ def synced_with_an_error_line(db: Path, message: str) -> None:
         assert main(["sync", "--db", str(db), "--base-url", BASE_URL, "--no-files", "-q"]) == 0
 
 
+def shown_by(argv: list[str], db: Path, capsys: pytest.CaptureFixture[str]) -> tuple[str, str]:
+    """What `argv` (a command showing `db`) printed, and the page its `--html` wrote ("":
+    none)."""
+    capsys.readouterr()
+    assert main([*argv, "--db", str(db)]) == 0
+    printed = capsys.readouterr().out
+    page = Path(argv[argv.index("--html") + 1]).read_text() if "--html" in argv else ""
+    return printed, page
+
+
 @pytest.mark.parametrize(
     "argv",
     [["report"], ["report", "--json"], ["report", "--html", "page.html"], ["status", "--json"]],
@@ -453,10 +463,8 @@ def test_what_the_commands_print_masks_the_key_a_server_echoed_into_stored_value
         assert conn.execute("SELECT message FROM batch_errors").fetchone() == (
             f"the key {run} was refused",
         )
-    assert main([*argv, "--db", str(db_path)]) == 0
-    printed = capsys.readouterr().out
-    if "--html" in argv:
-        printed += (tmp_path / "page.html").read_text()
+    printed, page = shown_by(argv, db_path, capsys)
+    printed += page
     assert run[:16] not in printed
     if argv == ["report"]:
         assert "the key *** was refused" in printed
@@ -484,10 +492,8 @@ def test_a_key_in_pieces_apart_is_masked_in_what_the_commands_show(
     monkeypatch.setenv("OPENAI_API_KEY", key)
     monkeypatch.chdir(tmp_path)
     synced_with_an_error_line(db_path, f"refused: {spread}")
-    capsys.readouterr()
-    assert main([*argv, "--db", str(db_path)]) == 0
-    printed = capsys.readouterr().out
-    shown = (tmp_path / "page.html").read_text() if "--html" in argv else printed
+    printed, page = shown_by(argv, db_path, capsys)
+    shown = page or printed
     assert spread not in html.unescape(shown)
     assert json.dumps(spread)[1:-1] not in shown
 
@@ -522,10 +528,8 @@ def test_a_key_holding_what_a_document_escapes_is_masked_and_the_document_whole(
     monkeypatch.setenv("OPENAI_API_KEY", key)
     monkeypatch.chdir(tmp_path)
     synced_with_an_error_line(db_path, f"error near {echo} in line 3")
-    capsys.readouterr()
-    assert main([*argv, "--db", str(db_path)]) == 0
-    printed = capsys.readouterr().out
-    shown = (tmp_path / "page.html").read_text() if "--html" in argv else json.loads(printed)
+    printed, page = shown_by(argv, db_path, capsys)
+    shown = page or json.loads(printed)
     assert hidden is None or hidden not in str(shown)
 
 
