@@ -60,23 +60,22 @@ async def _refresh(run: Run, client: ApiClient) -> bool:
             run, client, set(run.to_refresh)
         )
     else:
-        done = await _refresh_cut_first(run, client)
+        done = await _refresh_asking_by_id(run, client)
     return done and await _refreshed(run)
 
 
-async def _refresh_cut_first(run: Run, client: ApiClient) -> bool:
+async def _refresh_asking_by_id(run: Run, client: ApiClient) -> bool:
     """The refresh while requests by id work. Looked for in the list first: those cut
     before, and those answered 404 on two runs (a third 404 is the last word: counted
     gone, unless listed). Then the others asked by id, those failed by id looked for in the
     list, and those cut before and not listed asked by id, whatever page budget the visits
     left (it counts list pages alone). False if the budget ran out first.
 
-    Those answered 404 twice, asked by id first on a budget that left no visit after,
-    were counted gone while their list showed them; counted only once a visit, missing
-    them, came after the asks, none was on such a budget, and, first in line on every run,
-    they kept every other batch from its turn."""
-    cut = await run.store.cut(run.to_refresh)
-    nearly_gone = await run.store.nearly_gone(run.to_refresh) - cut
+    A batch answered 404 twice is looked for first: asked by id first, on a budget that
+    left no visit after the asks, one its list still showed was counted gone; and with a
+    404 counted only once a visit after the asks missed the batch, on such a budget none
+    was ever counted, and, first in line, they kept every other batch from its turn."""
+    cut, nearly_gone = await _looked_for_first(run)
     first = cut | nearly_gone
     visited_first = not first or await _visit(run, client, first)
     await _count_gone(run, nearly_gone & run.not_listed)
@@ -89,6 +88,13 @@ async def _refresh_cut_first(run: Run, client: ApiClient) -> bool:
     if not visited and run.time_spent():
         return False
     return await _ask_by_id_if_any(run, client, run.to_refresh & cut) and visited and visited_first
+
+
+async def _looked_for_first(run: Run) -> tuple[set[str], set[str]]:
+    """Those to refresh to look for in the list before any is asked by id: those cut by the
+    time budget before, and those answered 404 on two runs (see _refresh_asking_by_id)."""
+    cut = await run.store.cut(run.to_refresh)
+    return cut, await run.store.nearly_gone(run.to_refresh) - cut
 
 
 async def _ask_by_id_if_any(run: Run, client: ApiClient, batch_ids: set[str]) -> bool:
@@ -194,7 +200,8 @@ async def _walk_and_refresh(run: Run, client: ApiClient, walk: WalkState) -> boo
     if complete and run.to_refresh:
         complete = await _refresh(run, client)
     elif run.to_refresh and not run.time_spent() and not run.walks_instead_of_by_id():
-        await _ask_by_id_if_any(run, client, run.to_refresh - await run.store.cut(run.to_refresh))
+        cut, nearly_gone = await _looked_for_first(run)
+        await _ask_by_id_if_any(run, client, run.to_refresh - cut - nearly_gone)
     return complete
 
 
