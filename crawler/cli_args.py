@@ -51,7 +51,7 @@ def keys_at_hand() -> tuple[str, ...]:
 
 
 def _add_reading_flags(command: argparse.ArgumentParser) -> None:
-    """--db and --config of a command showing what a database holds (see cli.reading_db)."""
+    """--db and --config of a command showing what a database holds (see cli._reading_db)."""
     command.add_argument(
         "--db", type=Path, help="SQLite file (default: the config's, or batches.db)"
     )
