@@ -20,6 +20,7 @@ from .budget import OutOfTime, before_deadline
 from .errors import (
     ApiError,
     BadRequestError,
+    BrokenResponseError,
     CrawlerError,
     NotFoundError,
     RateLimitedError,
@@ -58,6 +59,11 @@ class VisitStart:
     cursor: str | None
     from_top: bool = False
     resumed: bool = False
+
+
+# How some servers answer a list request after a cursor they no longer know, past every
+# retry (see ListWalk.read_for).
+_FAILED_AFTER_A_CURSOR = (ServerError, TransportError, RateLimitedError, BrokenResponseError)
 
 
 @dataclass
@@ -371,13 +377,14 @@ class ListWalk:
         except OutOfTime:
             self.stopped(target, cursor)
             raise
-        except (BadRequestError, NotFoundError, ServerError, TransportError) as exc:
+        except (BadRequestError, NotFoundError, *_FAILED_AFTER_A_CURSOR) as exc:
             # A page after a cursor refused (a 400 or a 404, not every server saying which
             # parameter): that batch has left the list, before this read or while it went
-            # on (which failed the sync). Some servers fail instead, past every retry: so
-            # may the first page after a start (a stored batch, where a visit stopped on an
-            # earlier run), whose batch may have left since (every sync failed there).
-            failed = isinstance(exc, ServerError | TransportError)
+            # on (which failed the sync). Some servers fail instead, past every retry (or
+            # answer what is no list, or keep asking to wait): so may the first page after
+            # a start (a stored batch, where a visit stopped on an earlier run), whose batch
+            # may have left since (every sync failed there).
+            failed = isinstance(exc, _FAILED_AFTER_A_CURSOR)
             if (
                 self.asked_after is None
                 or isinstance(exc, UnknownRouteError)
@@ -412,9 +419,12 @@ class ListWalk:
         return True
 
     async def list_answers(self) -> bool:
-        """Whether the top of the list answers (a page of one, asked once)."""
+        """Whether the top of the list answers (a page of one, asked once; asked to wait,
+        it is up)."""
         try:
             await self.fetch_page(None, 1, attempts=1)
+        except RateLimitedError:
+            return True
         except ApiError:
             return False
         return True

@@ -4,9 +4,10 @@ pipeline that fetches a page while the last is written, and each page's and file
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,7 @@ class Run:
     # visits looked for and did not find (`not_listed`), and those of them not answered
     # 404 (`missed`, see batches.missed_by).
     visit_resume: tuple[str, str] | None = None
+    share_ends: float | None = None  # see sharing_time
     not_listed: set[str] = field(default_factory=set)
     missed: list[str] = field(default_factory=list)
     unsettled: frozenset[str] = frozenset()  # those of refresh_order
@@ -92,9 +94,25 @@ class Run:
         return left is not None and left <= 0
 
     def time_left(self) -> float | None:
-        """Seconds left of the time budget (None: no budget)."""
+        """Seconds left of the time budget (None: no budget), or of the share of it given
+        to one step (see sharing_time)."""
         seconds = self.settings.max_seconds
-        return None if seconds is None else seconds - (self.clock() - self.started)
+        if seconds is None:
+            return None
+        left = seconds - (self.clock() - self.started)
+        return left if self.share_ends is None else min(left, self.share_ends - self.clock())
+
+    @contextlib.contextmanager
+    def sharing_time(self, share: float) -> Iterator[None]:
+        """Within, the time budget left is `share` of what was left: one step leaves the
+        rest to those after it."""
+        left = self.time_left()
+        if left is not None:
+            self.share_ends = self.clock() + share * max(left, 0)
+        try:
+            yield
+        finally:
+            self.share_ends = None
 
     async def pipeline(self, client: ApiClient, walk: WalkState | None) -> bool:
         """Fetch page k+1 while page k is written; True when the walk finished.

@@ -77,7 +77,10 @@ async def _refresh_asking_by_id(run: Run, client: ApiClient) -> bool:
     was ever counted, and, first in line, they kept every other batch from its turn."""
     cut, nearly_gone = await _looked_for_first(run)
     first = cut | nearly_gone
-    visited_first = not first or await _visit(run, client, first)
+    # Half the time left at most: visits for many batches gone from the list (read from
+    # the top) spent every run's, and no other batch was asked by id for dozens of runs.
+    with run.sharing_time(0.5):
+        visited_first = not first or await _visit(run, client, first)
     await _count_gone(run, nearly_gone & run.not_listed)
     if not visited_first and run.time_spent():
         return False
@@ -193,15 +196,15 @@ async def _answers(client: ApiClient) -> bool:
 async def _walk_and_refresh(run: Run, client: ApiClient, walk: WalkState) -> bool:
     """The list walk, then the refresh by id; False when a budget cut it short.
 
-    A walk cut by the page budget leaves the batches stored in flight asked for by id all
-    the same (asks by id are no pages): a list growing close to the budget between runs
-    left every run's walk unfinished, and no batch was ever refreshed."""
+    A walk cut by the page budget leaves the batches stored in flight refreshed all the
+    same (asks by id are no pages, and visits read a page or so at least): a list growing
+    close to the budget between runs left every run's walk unfinished, and no batch was
+    ever refreshed."""
     complete = await run.pipeline(client, walk)
     if complete and run.to_refresh:
         complete = await _refresh(run, client)
-    elif run.to_refresh and not run.time_spent() and not run.walks_instead_of_by_id():
-        cut, nearly_gone = await _looked_for_first(run)
-        await _ask_by_id_if_any(run, client, run.to_refresh - cut - nearly_gone)
+    elif run.to_refresh and not run.time_spent():
+        await _refresh(run, client)
     return complete
 
 

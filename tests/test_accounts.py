@@ -1309,6 +1309,90 @@ async def test_batches_deleted_are_counted_gone_on_a_budget_and_keep_none_stale(
     assert results[-1].complete
 
 
+async def test_a_batch_with_no_creation_time_answering_404_twice_is_asked_by_id_again(
+    db_path: Path,
+) -> None:
+    """Its place in the list unknown, a batch answered 404 twice was looked for there (a
+    visit that cannot look) and counted gone on the third run, asked nothing."""
+    batches = [make_batch(n, status="in_progress" if n == 3 else "completed")
+               for n in range(1, 11)]  # fmt: skip
+    three = batches[2]["id"]
+    api = Routes(batches, "a")
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+            conn.execute("UPDATE batches SET created_at = NULL WHERE id = ?", (three,))
+        api.hidden["a"].add(three)
+        for _ in range(2):
+            await sync(a, retry=FAST)
+        api.hidden["a"].clear()
+        api.batches[three] = make_batch(3)
+        await sync(a, retry=FAST)
+    assert statuses(db_path, [three]) == ["completed"]
+
+
+async def test_batches_refused_by_id_are_read_from_the_list_while_a_page_budget_cuts_walks(
+    db_path: Path,
+) -> None:
+    """Batches 3 and 7 in flight, refused by id (403), end; six batches come before each
+    run, pages of two, --max-pages 2: every walk was cut, and a walk cut left them to asks
+    by id alone, refused on every run (no warning, in flight for good)."""
+    batches = [make_batch(n, status="in_progress" if n in (3, 7) else "completed")
+               for n in range(1, 21)]  # fmt: skip
+    api = Routes(batches, "a")
+    refused, by_id, newest = [batches[2]["id"], batches[6]["id"]], api.by_id, 20
+
+    async def refusing_them(request: web.Request) -> web.Response:
+        listed_so_far = len(api.batches) > 20  # the first sync reads them
+        if listed_so_far and request.match_info["id"] in refused:
+            return await forbidden(request)
+        return await by_id(request)
+
+    api.by_id = refusing_them  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        for n in (3, 7):
+            api.batches[make_batch(n)["id"]] = make_batch(n)
+        for _ in range(4):
+            for n in range(newest + 1, newest + 7):
+                api.batches[make_batch(n)["id"]] = make_batch(n)
+            newest += 6
+            await sync(dataclasses.replace(a, max_pages=2), retry=FAST)
+    assert statuses(db_path, refused) == ["completed"] * 2
+
+
+async def test_visits_for_batches_answered_404_twice_leave_time_to_ask_the_others(
+    db_path: Path,
+) -> None:
+    """Batches 15-45 deleted, eleven of them in flight: answered 404 twice, each is looked
+    for in the list first, from the top (its neighbours deleted too), on --max-seconds 12
+    (a request a second). Those visits spent every run's budget: batch 5, ended, was asked
+    by id by no run."""
+    flight = {5, *range(15, 46, 3)}
+    batches = [make_batch(n, status="in_progress" if n in flight else "completed")
+               for n in range(1, 61)]  # fmt: skip
+    api = Routes(batches, "a")
+    listed, by_id, seconds = api.listed, api.by_id, [0]
+
+    async def a_second_each(request: web.Request) -> web.Response:
+        seconds[0] += 1
+        return await (listed if "id" not in request.match_info else by_id)(request)
+
+    api.listed = api.by_id = a_second_each  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        api.hidden["a"].update(make_batch(n)["id"] for n in range(15, 46))
+        on_a_budget = dataclasses.replace(a, max_seconds=12)
+        for run in range(6):
+            if run == 3:
+                api.batches[make_batch(5)["id"]] = make_batch(5)
+            await sync(on_a_budget, retry=FAST, clock=lambda: seconds[0])
+    assert statuses(db_path, [make_batch(5)["id"]]) == ["completed"]
+
+
 async def test_a_listed_batch_answering_404_is_not_counted_gone_by_runs_cut_short(
     db_path: Path,
 ) -> None:
@@ -1476,9 +1560,7 @@ async def test_a_visit_passes_over_neighbours_that_left_the_list_and_still_answe
             return await server_error(request)
         if left and request.query.get("after") == batches[7]["id"] and to_wait[0]:
             to_wait[0] -= 1
-            error = {"message": "Rate limit reached", "type": "requests", "code": None}
-            headers = {"retry-after-ms": "1"}
-            return web.json_response({"error": error}, status=429, headers=headers)
+            return rate_limited()
         return await listed(request)
 
     def shown_but_those_left(route: str) -> list[dict[str, Any]]:
@@ -1499,22 +1581,35 @@ async def test_a_visit_passes_over_neighbours_that_left_the_list_and_still_answe
     assert statuses(db_path, [target]) == ["completed"]
 
 
+@pytest.mark.parametrize(
+    "unknown_cursor", ["failing", "not a list", "asked to wait", "failing, the top asked to wait"]
+)
 async def test_a_visit_passes_over_a_neighbour_that_left_while_the_by_id_route_is_down(
-    db_path: Path,
+    db_path: Path, unknown_cursor: str
 ) -> None:
-    """Every ask by id answers 502 (a gateway without the route), the list 500 for a cursor
-    it does not list; batch 6, stored above batch 5 in flight, leaves the list, and 5 ends.
-    The ask by id for 6 failing was taken for the API down: every sync failed there."""
+    """Every ask by id answers 502 (a gateway without the route), the list fails for a
+    cursor it does not list (500, a 200 that is no list, 429s); batch 6, stored above
+    batch 5 in flight, leaves the list, and 5 ends. The ask by id for 6 failing was taken
+    for the API down, as was the top asked to wait: every sync failed there; a list
+    answering no list or 429s to that cursor failed it too."""
     batches = [make_batch(n, status="in_progress" if n == 5 else "completed")
                for n in range(1, 11)]  # fmt: skip
     api = Routes(batches, "a")
     listed, shown, five = api.listed, api.shown, batches[4]["id"]
+    top_waits = [unknown_cursor.endswith("the top asked to wait")]
 
     async def failing_for_unknown_cursors(request: web.Request) -> web.Response:
         after = request.query.get("after")
-        if after is not None and after not in {b["id"] for b in shown("a")}:
-            return await server_error(request)
-        return await listed(request)
+        if after is None and request.query["limit"] == "1" and top_waits[0]:
+            top_waits[0] = False
+            return rate_limited()
+        if after is None or after in {b["id"] for b in shown("a")}:
+            return await listed(request)
+        if unknown_cursor == "not a list":
+            return web.json_response({"object": "list", "data": "none"})
+        if unknown_cursor == "asked to wait":
+            return rate_limited()
+        return await server_error(request)
 
     async def no_by_id_route(request: web.Request) -> web.Response:
         error = {"message": "Bad gateway", "type": "server_error", "code": None}
@@ -1530,6 +1625,12 @@ async def test_a_visit_passes_over_a_neighbour_that_left_while_the_by_id_route_i
         result = await sync(a, retry=FAST)
     assert statuses(db_path, [five]) == ["completed"]
     assert result.complete
+
+
+def rate_limited() -> web.Response:
+    """A 429 asking to wait a millisecond."""
+    error = {"message": "Rate limit reached", "type": "requests", "code": None}
+    return web.json_response({"error": error}, status=429, headers={"retry-after-ms": "1"})
 
 
 async def test_batches_missed_before_that_answer_again_are_asked_by_id_on_a_time_budget(

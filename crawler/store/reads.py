@@ -156,9 +156,11 @@ def select_cut(db: sqlite3.Connection, account: str, batch_ids: list[str]) -> se
 
 def select_nearly_gone(db: sqlite3.Connection, account: str, batch_ids: list[str]) -> set[str]:
     """Those of `batch_ids` answered 404 on two runs of `account` since its list or answer
-    last showed them (see batches.not_found_by)."""
+    last showed them (see batches.not_found_by), with a place in the list to look for
+    them at (a creation time: one with none is asked by id alone)."""
     rows = db.execute(
         "SELECT id FROM batches WHERE id IN (SELECT value FROM json_each(?)) "
+        "AND created_at IS NOT NULL "
         f"AND coalesce(json_extract({json_object('not_found_by')}, ?), 0) >= ?",
         (json.dumps(batch_ids), account_path(account), CONFIRMED_GONE - 1),
     )
