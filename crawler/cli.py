@@ -27,6 +27,7 @@ from .config import (
     environment_proxies,
     keys_named_in,
     load_accounts,
+    proxy_secrets,
     read_config_file,
     url_holds_secret,
     without_credentials,
@@ -616,7 +617,9 @@ def _check_urls(accounts: list[Settings], keys: tuple[str, ...]) -> None:
                 "in the environment variable named by api_key_env"
             )
     for variable, url in environment_proxies().items():
-        if any(url_holds_secret(without_credentials(url), key) for key in keys):
+        # Its own user name (an e-mail address on its domain, say) is no key to it.
+        others = set(keys) - set(proxy_secrets(url))
+        if any(url_holds_secret(without_credentials(url), key) for key in others):
             raise ConfigError(
                 f"{variable} holds an API key (not shown); give the proxy's URL alone "
                 "(http://host:port, a user and password before the host if it asks for them)"

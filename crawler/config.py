@@ -210,6 +210,10 @@ def _holds_key(value: str | None, key: str | None) -> bool:
     return bool(value and key and holds_secret_in_any_form(value, key))
 
 
+# A config file is a few lines: one larger is none (and is not read for the keys it names).
+MAX_CONFIG_BYTES = 2**20
+
+
 def keys_named_in(path: Path, env: Mapping[str, str]) -> tuple[str, ...]:
     """The values of `env` the config file at `path` names as keys (`api_key_env`, its
     accounts' too), read before the command line is checked: a key pasted into a flag is
@@ -217,7 +221,7 @@ def keys_named_in(path: Path, env: Mapping[str, str]) -> tuple[str, ...]:
     try:
         found = path.stat()
         # Not a FIFO (it would wait for a writer), nor a file no config is (read later).
-        if not stat.S_ISREG(found.st_mode) or found.st_size > 2**20:
+        if not stat.S_ISREG(found.st_mode) or found.st_size > MAX_CONFIG_BYTES:
             return ()
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):  # TOMLDecodeError is a ValueError
@@ -236,9 +240,12 @@ def read_config_file(path: Path, env: Mapping[str, str] | None = None) -> dict[s
     (which quotes the file: a table named by a key, declared twice) has each value of
     `env` of 16 characters or more masked, as a key is in messages (runs of it too)."""
     try:
-        if not stat.S_ISREG(path.stat().st_mode):
+        found = path.stat()
+        if not stat.S_ISREG(found.st_mode):
             # Opening a FIFO would wait for a writer for good.
             raise ConfigError(f"config file {path} is not a regular file")
+        if found.st_size > MAX_CONFIG_BYTES:  # keys_named_in reads none such
+            raise ConfigError(f"config file {path} is over 1 MiB: no config file is")
         with path.open("rb") as fh:
             data = tomllib.load(fh)
     except OSError as exc:
@@ -423,16 +430,22 @@ def check_accounts(accounts: Sequence[Settings]) -> None:
             )
 
 
+# How many times a URL is decoded when searched for a key (see url_holds_secret).
+URL_DECODINGS = 4
+
+
 def url_holds_secret(url: str, secret: str | None) -> bool:
     """Whether a URL holds `secret` (half of it or more), as written or as read: its
-    percent-escapes decoded, again and again (a server or proxy may decode once more)."""
-    while True:
+    percent-escapes decoded, again (a server or proxy may decode once more), a few times
+    (each decoding of a long URL nested deeper costs as long again)."""
+    for _ in range(URL_DECODINGS + 1):
         if holds_secret_in_any_form(url, secret):
             return True
         decoded = unquote(url)
         if decoded == url:
             return False
         url = decoded
+    return False
 
 
 def environment_proxies() -> dict[str, str]:

@@ -20,7 +20,7 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias, overload
-from urllib.parse import quote, quote_plus, unquote
+from urllib.parse import quote, quote_plus
 
 from .jsontext import is_json, parse, to_text
 
@@ -111,7 +111,9 @@ def mask_secret(text: str, secret: Secret) -> str:
     key) is masked only where it stands as a word of its own, never inside other words.
     """
     keys = _each(secret)
-    long_keys = [key for key in keys if len(key) >= _IDENTIFYING_RUN]
+    # A key holding a compatible letter itself (µ, ²) is searched for so in the text's
+    # compatible form too (see _views).
+    long_keys = [view for key in keys if len(key) >= _IDENTIFYING_RUN for view in _views(key)]
     scans = [_scan(key, _IDENTIFYING_RUN, in_a_message=True) for key in long_keys]
     text = _mask_all(text, scans, compatible=True)
     for scan in scans:
@@ -168,10 +170,9 @@ def environment_keys(environ: Mapping[str, str], *named: str) -> tuple[str, ...]
 
 def credentials(login: str | None, password: str | None) -> list[str]:
     """What of a proxy's user name and password is masked as the key is: the password, and
-    a user name long enough to be a token (not "user"), but an e-mail address (on the
-    proxy's own domain, its host spelled it: every sync was refused)."""
+    a user name long enough to be a token (a short one, "user", is a word)."""
     found = [password] if password else []
-    if login and len(login) >= _IDENTIFYING_RUN and "@" not in unquote(login):
+    if login and len(login) >= _IDENTIFYING_RUN:
         found.append(login)
     return found
 
@@ -268,7 +269,7 @@ def holds_secret_in_any_form(text: str, secret: Secret) -> bool:
     """`holds_secret`, and in compatible letters too (see _views): for what a user gives
     (a path, a URL, a setting), short; stored data is searched as it came (folding every
     page and request line cost a line of many scripts 16 times as long)."""
-    return any(holds_secret(view, secret) for view in _views(text))
+    return any(holds_secret(view, key) for view in _views(text) for key in _folded_too(secret))
 
 
 def may_hold_secret(text: str, secret: Secret, *, json_lines: bool = False) -> bool:
@@ -333,6 +334,11 @@ def _mask_all(text: str, scans: list[_Scan], *, compatible: bool = False) -> str
         for span in _found(view, scan)
     ]
     return _masked(text, _joined(spans)) if spans else text
+
+
+def _folded_too(secret: Secret) -> tuple[str, ...]:
+    """The keys of `secret`, each as written and in compatible letters (see _views)."""
+    return tuple(view for key in _each(secret) for view in _views(key))
 
 
 def _views(text: str) -> tuple[str, ...]:

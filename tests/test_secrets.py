@@ -21,6 +21,7 @@ import sys
 import time
 import traceback
 import tracemalloc
+import unicodedata
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import NoReturn
@@ -30,11 +31,11 @@ import pytest
 from aiohttp import web
 from aioresponses import aioresponses
 
-from crawler import cli, iter_batches, redact
+from crawler import cli, cli_args, iter_batches, redact
 from crawler.accounts import sync_accounts
 from crawler.api import RetryPolicy, create_session
 from crawler.cli import main
-from crawler.config import Settings, load_accounts
+from crawler.config import Settings, load_accounts, read_config_file
 from crawler.errors import ConfigError, CrawlerError, TransportError
 from crawler.events import Event
 from crawler.redact import Secrets, holds_secret, mask_keys_in_json, mask_secret, mask_values
@@ -588,6 +589,10 @@ def test_a_key_holding_letters_of_a_compatible_form_is_masked_as_written(key: st
     assert holds_secret(f"x{key}y", key)
     assert mask_values((f"x{key}y",), key) == ("x***y",)
     assert redact.holds_secret_in_any_form(f"/tmp/{key}.db", key)
+    # Echoed in full-width or compatible letters: the key, unfolded, was found in neither.
+    for echo in (full_width(key), unicodedata.normalize("NFKC", key)):
+        assert message_of(echo, secret=key) == MASKED
+        assert redact.holds_secret_in_any_form(f"/tmp/{echo}.db", key)
 
 
 def test_stored_data_is_searched_for_a_key_of_one_case_in_the_other() -> None:
@@ -1519,6 +1524,27 @@ def test_a_proxy_whose_user_is_an_e_mail_address_on_its_domain_is_no_key(
     argv = ["sync", "--config", str(config), "--db", str(tmp_path / "b.db")]
     assert main([*argv, "--base-url", "http://127.0.0.1:9/v1"]) == 75  # nobody listens
     assert "holds an API key" not in capsys.readouterr().err
+
+
+def test_a_key_at_hand_as_a_proxys_user_name_before_an_at_sign_is_masked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another key at hand as the user name of an e-mail address (KEY@corp.example): taken
+    for an address, it was neither masked nor refused, and shown in every retry line."""
+    other = "Zq9Xw8Ce7Vr6Bt5Ny4MuLk3Jh2Gf1Ds0"
+    monkeypatch.setenv("HTTPS_PROXY", f"http://{other}%40corp.example:pw@127.0.0.1:9")
+    keys = cli_args.keys_at_hand()
+    assert f"{other}@corp.example" in keys
+    assert other[:16] not in redact.mask_keys(f"proxy user {other}@corp.example refused", keys)
+
+
+def test_a_config_file_over_a_mebibyte_is_refused(tmp_path: Path) -> None:
+    """Its keys are not read for masking (keys_named_in reads no such file): `status`
+    used its db, and showed the key it names."""
+    config = tmp_path / "c.toml"
+    config.write_text('db = "b.db"\n' + "# padding\n" * 120_000)
+    with pytest.raises(ConfigError, match="is over 1 MiB: no config file is"):
+        read_config_file(config)
 
 
 def no_name_lookups(host: object, *args: object, **kwargs: object) -> NoReturn:
