@@ -71,6 +71,7 @@ class Run:
     # 404 (`missed`, see batches.missed_by).
     visit_resume: tuple[str, str] | None = None
     share_ends: float | None = None  # see sharing_time
+    cut: set[str] = field(default_factory=set)  # asked for by id as the time budget ran out
     not_listed: set[str] = field(default_factory=set)
     missed: list[str] = field(default_factory=list)
     unsettled: frozenset[str] = frozenset()  # those of refresh_order

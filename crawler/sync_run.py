@@ -90,7 +90,16 @@ async def _refresh_asking_by_id(run: Run, client: ApiClient) -> bool:
     visited = not left or await _visit(run, client, left)
     if not visited and run.time_spent():
         return False
-    return await _ask_by_id_if_any(run, client, run.to_refresh & cut) and visited and visited_first
+    again = run.to_refresh & cut
+    if again and not await _refresh_by_id(run, client, again):
+        # Neither answered in time nor listed: every run on this budget ends partial there.
+        for batch_id in sorted(again & run.not_listed & run.cut):
+            run.note(
+                f"batch {batch_id} is not in the list, and its ask by id outlasted the time "
+                "budget again: a sync without --max-seconds waits for its answer"
+            )
+        return False
+    return visited and visited_first
 
 
 async def _looked_for_first(run: Run) -> tuple[set[str], set[str]]:
@@ -144,6 +153,7 @@ async def _visit(run: Run, client: ApiClient, targets: set[str]) -> bool:
 async def _refresh_by_id(run: Run, client: ApiClient, batch_ids: set[str]) -> bool:
     """Ask for each of `batch_ids` by id; False if the time budget ran out first."""
     end = await _ask_by_id(run, client, batch_ids)
+    run.cut |= end.cut
     if end.out_of_time:
         # Next time from the list first: its retries may outlast every run's budget.
         await run.store.save_visits([], run.visit_resume, sorted(end.cut))

@@ -1429,6 +1429,47 @@ async def test_a_listed_batch_answering_404_is_not_counted_gone_by_runs_cut_shor
     assert statuses(db_path, [twelve]) == ["finalizing"]
 
 
+async def test_a_batch_cut_by_the_time_budget_again_and_not_listed_is_named(
+    db_path: Path,
+) -> None:
+    """Batch 3 in flight, gone from the list, answering 500 by id past retries that outlast
+    --max-seconds: every run ended partial there, and no warning said why."""
+    batches = [make_batch(n, status="in_progress" if n == 3 else "completed")
+               for n in range(1, 11)]  # fmt: skip
+    api = Routes(batches, "a")
+    three, shown, by_id = batches[2]["id"], api.shown, api.by_id
+    spent: list[bool] = []
+    failing = [False]
+
+    def shown_but_three(route: str) -> list[dict[str, Any]]:
+        return [b for b in shown(route) if not (failing[0] and b["id"] == three)]
+
+    async def three_failing(request: web.Request) -> web.Response:
+        if failing[0] and request.match_info["id"] == three:
+            spent.append(True)
+            return await server_error(request)
+        return await by_id(request)
+
+    api.shown = shown_but_three  # type: ignore[method-assign]
+    api.by_id = three_failing  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        failing[0] = True
+        on_a_budget = dataclasses.replace(a, max_seconds=60)
+        results = []
+        for _ in range(2):
+            spent.clear()
+            clock = lambda: 1e6 if spent else 0.0  # noqa: E731
+            results.append(await sync(on_a_budget, retry=FAST, clock=clock))
+    assert not results[-1].complete
+    assert any(
+        f"batch {three} is not in the list, and its ask by id outlasted the time budget again"
+        in warning
+        for warning in results[-1].warnings
+    )
+
+
 @pytest.mark.parametrize("max_pages", [1, 2])
 async def test_batches_missed_on_every_run_keep_no_other_from_its_refresh(
     db_path: Path, max_pages: int
