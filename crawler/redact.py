@@ -20,7 +20,7 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias, overload
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, unquote
 
 from .jsontext import is_json, parse, to_text
 
@@ -111,9 +111,9 @@ def mask_secret(text: str, secret: Secret) -> str:
     key) is masked only where it stands as a word of its own, never inside other words.
     """
     keys = _each(secret)
-    # A key holding a compatible letter itself (µ, ²) is searched for so in the text's
-    # compatible form too (see _views).
-    long_keys = [view for key in keys if len(key) >= _IDENTIFYING_RUN for view in _views(key)]
+    long_keys = [
+        form for key in keys if len(key) >= _IDENTIFYING_RUN for form in _compatible_too(key)
+    ]
     scans = [_scan(key, _IDENTIFYING_RUN, in_a_message=True) for key in long_keys]
     text = _mask_all(text, scans, compatible=True)
     for scan in scans:
@@ -170,10 +170,13 @@ def environment_keys(environ: Mapping[str, str], *named: str) -> tuple[str, ...]
 
 def credentials(login: str | None, password: str | None) -> list[str]:
     """What of a proxy's user name and password is masked as the key is: the password, and
-    a user name long enough to be a token (a short one, "user", is a word)."""
+    a user name long enough to be a token (a short one, "user", is a word); of an e-mail
+    address, what comes before its `@` (its domain is the organization's, spelled by its
+    own data: masked, metadata and request lines holding it were masked or left out)."""
     found = [password] if password else []
-    if login and len(login) >= _IDENTIFYING_RUN:
-        found.append(login)
+    name = unquote(login or "").partition("@")[0]
+    if len(name) >= _IDENTIFYING_RUN:
+        found.append(name)
     return found
 
 
@@ -269,7 +272,8 @@ def holds_secret_in_any_form(text: str, secret: Secret) -> bool:
     """`holds_secret`, and in compatible letters too (see _views): for what a user gives
     (a path, a URL, a setting), short; stored data is searched as it came (folding every
     page and request line cost a line of many scripts 16 times as long)."""
-    return any(holds_secret(view, key) for view in _views(text) for key in _folded_too(secret))
+    keys = [form for key in _each(secret) for form in _compatible_too(key)]
+    return any(holds_secret(view, key) for view in _views(text) for key in keys)
 
 
 def may_hold_secret(text: str, secret: Secret, *, json_lines: bool = False) -> bool:
@@ -336,9 +340,11 @@ def _mask_all(text: str, scans: list[_Scan], *, compatible: bool = False) -> str
     return _masked(text, _joined(spans)) if spans else text
 
 
-def _folded_too(secret: Secret) -> tuple[str, ...]:
-    """The keys of `secret`, each as written and in compatible letters (see _views)."""
-    return tuple(view for key in _each(secret) for view in _views(key))
+def _compatible_too(key: str) -> tuple[str, ...]:
+    """`key` as written and in compatible letters: a key holding such a letter itself (µ,
+    ², ½) is echoed so (μ, 2, 1 and 2 with a fraction slash), and the text searched in
+    compatible letters (see _views) holds it so."""
+    return tuple(dict.fromkeys((key, _folded(key), unicodedata.normalize("NFKC", key))))
 
 
 def _views(text: str) -> tuple[str, ...]:
