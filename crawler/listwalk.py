@@ -105,7 +105,9 @@ class ListWalk:
     # (see Store.visit_resume).
     visit_resume: tuple[str, str] | None = None
     missed: list[str] = field(default_factory=list)  # visited, and not listed
-    passed_over: str | None = None  # a target whose visit passed over a start still there
+    passed_over: str | None = None  # a target whose visit passed over a start
+    left_list: set[str] = field(default_factory=set)  # starts found gone (see pass_over)
+    unplaced: set[str] = field(default_factory=set)  # visited, and no read got past their place
 
     async def run(self, walk: WalkState, queue: PageQueue) -> None:
         """Walk segment after segment, handing each page on; errors go through the queue."""
@@ -285,7 +287,7 @@ class ListWalk:
                 if not finished:
                     complete = False
                     break
-                if target in self.walk_targets:
+                if target in self.walk_targets and target not in self.unplaced:
                     self.missed.append(target)
                 visited = True
             await queue.put(WalkEnd(complete=complete))
@@ -304,12 +306,16 @@ class ListWalk:
         refreshed; read whole instead, a run read far past its page budget.
 
         A target with no known creation time has no known place: it is left for the
-        refresh by id. One listed at the top is read from the top.
+        refresh by id. One listed at the top is read from the top. One no read got past the
+        place of (every start refused) is not missed (`unplaced`): missed, a batch answering
+        404 by id was counted gone while listed.
         """
         created = await self.store.created_at(target)
         if created is None:
+            self.unplaced.add(target)
             return fetched, True
         above = await self.store.created_just_after(created, VISIT_CURSORS)
+        above = [cursor for cursor in above if cursor not in self.left_list]
         # Each cursor's batch may have left the list (a 400 or 404, or an empty end after
         # it): then the next one above, and last the top. The top is read once a run, on
         # down as deep as visits need: read from it for each target gone from the list
@@ -333,6 +339,7 @@ class ListWalk:
                 self.read_from_top = None
                 starts.append(None)
                 top_reads += 1
+        self.unplaced.add(target)
         return fetched, True
 
     def top_start(self, created: int) -> VisitStart | None:
@@ -403,10 +410,13 @@ class ListWalk:
         answers (a list may fail for a cursor it no longer lists), asked by id once; not
         when that ask and the top of the list fail too (an API down mid-visit spent a round
         of retries on each start: a resume, three neighbours, the top, half an hour).
-        Passed over while its batch answers, the list may be what is down: the next starts'
-        first pages are asked once, not a round each."""
+        Passed over, the next starts' first pages are asked once, not a round each (the
+        list may be down, or fail for each cursor it does not know), and a start found gone
+        is none for the other visits of the run."""
+        self.passed_over = target  # the next starts' first pages asked once, either way
         try:
             if await self.fetch_batch(cursor, attempts=1) is None:
+                self.left_list.add(cursor)
                 return True
         except (ServerError, TransportError):
             # The by-id route may be failing alone (a gateway without it), or the API down:
@@ -415,7 +425,6 @@ class ListWalk:
                 return False
         except ApiError:
             pass  # refused: it may be there
-        self.passed_over = target
         return True
 
     async def list_answers(self) -> bool:

@@ -1622,6 +1622,84 @@ async def test_a_visit_passes_over_neighbours_that_left_the_list_and_still_answe
     assert statuses(db_path, [target]) == ["completed"]
 
 
+async def test_a_visit_no_read_of_which_got_past_its_batch_counts_no_404(
+    db_path: Path,
+) -> None:
+    """Batch 10 in flight, listed, answering 404 by id; the list refuses (400) the cursors of
+    11, 12 and 13, its stored neighbours above, and of 39, ending the top page, though all
+    are listed. Every start refused, the visit ended as if 10 were not listed: counted gone
+    on the third run, it stayed in flight for good."""
+    batches = [make_batch(n, status="in_progress" if n == 10 else "completed")
+               for n in range(1, 41)]  # fmt: skip
+    api = Routes(batches, "a")
+    listed, by_id, ten = api.listed, api.by_id, batches[9]["id"]
+    refused = {batches[n - 1]["id"] for n in (11, 12, 13, 39)}
+    faulty = [False]
+
+    async def refusing_some_cursors(request: web.Request) -> web.Response:
+        if faulty[0] and request.query.get("after") in refused:
+            error = {"message": "Invalid 'after'", "type": "invalid_request_error",
+                     "param": "after", "code": None}  # fmt: skip
+            return web.json_response({"error": error}, status=400)
+        return await listed(request)
+
+    async def ten_not_found(request: web.Request) -> web.Response:
+        if faulty[0] and request.match_info["id"] == ten:
+            error = {"message": "No batch found", "type": "invalid_request_error"}
+            return web.json_response({"error": {**error, "code": "batch_not_found"}}, status=404)
+        return await by_id(request)
+
+    api.listed = refusing_some_cursors  # type: ignore[method-assign]
+    api.by_id = ten_not_found  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        faulty[0] = True
+        for _ in range(3):
+            await sync(a, retry=FAST)
+        faulty[0] = False
+        api.batches[ten] = make_batch(10)
+        await sync(a, retry=FAST)
+    assert statuses(db_path, [ten]) == ["completed"]
+
+
+async def test_a_visit_start_found_gone_has_the_next_asked_once_and_is_no_start_again(
+    db_path: Path,
+) -> None:
+    """Batches 10 and 11 in flight, failing by id; 12 and 13, stored above them, deleted;
+    the list fails (502) for a cursor it does not know. The next start after one found gone
+    had a whole round of retries, and each visit tried the gone ones again."""
+    batches = [make_batch(n, status="in_progress" if n in (10, 11) else "completed")
+               for n in range(1, 31)]  # fmt: skip
+    api = Routes(batches, "a")
+    listed, shown, by_id, asked = api.listed, api.shown, api.by_id, []
+    failing = {batches[9]["id"], batches[10]["id"]}
+
+    async def failing_for_unknown_cursors(request: web.Request) -> web.Response:
+        after = request.query.get("after")
+        asked.append(after)
+        if after is not None and after not in {b["id"] for b in shown("a")}:
+            return await server_error(request)
+        return await listed(request)
+
+    async def two_failing(request: web.Request) -> web.Response:
+        if request.match_info["id"] in failing:
+            return await server_error(request)
+        return await by_id(request)
+
+    api.listed = failing_for_unknown_cursors  # type: ignore[method-assign]
+    api.by_id = two_failing  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        api.hidden["a"].update(batches[n - 1]["id"] for n in (12, 13))
+        asked.clear()
+        await sync(a, retry=FAST)
+    gone_starts = [after for after in asked if after in api.hidden["a"]]
+    # The first start of the first visit, a round; the next, once; none again.
+    assert len(gone_starts) == FAST.max_attempts + 1
+
+
 @pytest.mark.parametrize(
     "unknown_cursor", ["failing", "not a list", "asked to wait", "failing, the top asked to wait"]
 )
