@@ -456,14 +456,15 @@ def environment_proxies() -> dict[str, str]:
 
 
 def proxy_secrets(url: str) -> tuple[str, ...]:
-    """What of a proxy URL is masked as the key is (see credentials), as written and
-    decoded: a proxy may echo it either way."""
+    """What of a proxy URL is masked as the key is (see credentials), as sent (decoded
+    once), and its password as written too: a proxy may echo it either way."""
     try:
         parts = urlsplit(url)
-        found = credentials(parts.username, parts.password)
+        login, password = parts.username, parts.password
     except ValueError:
         return ()
-    return tuple(sorted({*found, *(unquote(secret) for secret in found)}))
+    found = credentials(unquote(login or ""), None if password is None else unquote(password))
+    return tuple(sorted({*found, *([password] if password else [])}))
 
 
 def without_credentials(url: str) -> str:

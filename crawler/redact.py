@@ -20,7 +20,7 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias, overload
-from urllib.parse import quote, quote_plus, unquote
+from urllib.parse import quote, quote_plus
 
 from .jsontext import is_json, parse, to_text
 
@@ -174,7 +174,7 @@ def credentials(login: str | None, password: str | None) -> list[str]:
     address, what comes before its `@` (its domain is the organization's, spelled by its
     own data: masked, metadata and request lines holding it were masked or left out)."""
     found = [password] if password else []
-    name = unquote(login or "").partition("@")[0]
+    name = (login or "").partition("@")[0]  # as sent: decoded
     if len(name) >= _IDENTIFYING_RUN:
         found.append(name)
     return found
@@ -341,10 +341,12 @@ def _mask_all(text: str, scans: list[_Scan], *, compatible: bool = False) -> str
 
 
 def _compatible_too(key: str) -> tuple[str, ...]:
-    """`key` as written and in compatible letters: a key holding such a letter itself (µ,
-    ², ½) is echoed so (μ, 2, 1 and 2 with a fraction slash), and the text searched in
-    compatible letters (see _views) holds it so."""
-    return tuple(dict.fromkeys((key, _folded(key), unicodedata.normalize("NFKC", key))))
+    """`key` as written, in compatible letters and decomposed: a key holding such a letter
+    itself (µ, ², ½) is echoed so (μ, 2, 1 and 2 with a fraction slash), and the text
+    searched in compatible letters (see _views) holds it so; one holding é may be echoed
+    as e and an accent (NFD, as macOS names files)."""
+    forms = (unicodedata.normalize(form, key) for form in ("NFKC", "NFD", "NFKD"))
+    return tuple(dict.fromkeys((key, _folded(key), *forms)))
 
 
 def _views(text: str) -> tuple[str, ...]:

@@ -35,7 +35,7 @@ from crawler import cli, cli_args, iter_batches, redact
 from crawler.accounts import sync_accounts
 from crawler.api import RetryPolicy, create_session
 from crawler.cli import main
-from crawler.config import Settings, load_accounts, read_config_file
+from crawler.config import Settings, load_accounts, proxy_secrets, read_config_file
 from crawler.errors import ConfigError, CrawlerError, TransportError
 from crawler.events import Event
 from crawler.redact import Secrets, holds_secret, mask_keys_in_json, mask_secret, mask_values
@@ -1546,7 +1546,21 @@ def test_a_key_at_hand_as_a_proxys_user_name_before_an_at_sign_is_masked(
 def test_an_e_mail_address_as_a_proxys_user_name_masks_nothing_of_its_domain() -> None:
     """Masked whole as a token, the user name's domain (the organization's) was masked in
     metadata, and request lines whose custom_id held it were left out, their file failed."""
-    assert redact.credentials("crawler-bot%40mycompany.example.com", "Pw-9f83kd") == ["Pw-9f83kd"]
+    proxy = "http://crawler-bot%40mycompany.example.com:Pw-9f83kd@127.0.0.1:9"
+    assert proxy_secrets(proxy) == ("Pw-9f83kd",)
+    # A user name holding `%40` as sent (written `%2540`) is no address: decoded twice, it
+    # was cut at that @ to ten characters, and shown.
+    login = "Tk9fQ2xXbZ%40rT7uYp3LmN8vB"
+    assert redact.credentials(login, "pw") == ["pw", login]
+
+
+def test_a_key_echoed_decomposed_is_masked() -> None:
+    """A password with é echoed as e and an accent (NFD, as macOS names files): folded a
+    character at a time, the text never held it; said back in a path too."""
+    key = "pässwörd-Ünïcode-lätin1-xyz"
+    echo = unicodedata.normalize("NFD", key)
+    assert message_of(echo, secret=key) == MASKED
+    assert redact.holds_secret_in_any_form(f"/tmp/{echo}/x.db", key)
 
 
 def test_a_config_file_over_a_mebibyte_is_refused(tmp_path: Path) -> None:
