@@ -882,6 +882,18 @@ def statuses(db: Path, ids: list[str]) -> list[str]:
     return [found[batch_id] for batch_id in ids]
 
 
+def a_second_a_request(api: Routes) -> list[int]:
+    """Have each request to `api` take a second of a test clock: the seconds so far."""
+    listed, by_id, seconds = api.listed, api.by_id, [0]
+
+    async def counted(request: web.Request) -> web.Response:
+        seconds[0] += 1
+        return await (listed if "id" not in request.match_info else by_id)(request)
+
+    api.listed = api.by_id = counted  # type: ignore[method-assign]
+    return seconds
+
+
 @pytest.mark.parametrize("budget", ["max_pages", "max_seconds"])
 async def test_a_deep_batch_refused_by_id_is_reached_by_runs_on_a_budget(
     db_path: Path, budget: str
@@ -1287,13 +1299,7 @@ async def test_batches_deleted_are_counted_gone_on_a_budget_and_keep_none_stale(
     batches = [make_batch(n, status="in_progress" if n in flight else "completed")
                for n in range(1, 31)]  # fmt: skip
     api = Routes(batches, "a")
-    listed, by_id, seconds = api.listed, api.by_id, [0]
-
-    async def a_second_each(request: web.Request) -> web.Response:
-        seconds[0] += 1
-        return await (listed if "id" not in request.match_info else by_id)(request)
-
-    api.listed = api.by_id = a_second_each  # type: ignore[method-assign]
+    seconds = a_second_a_request(api)
     async with serving(api.routes()) as root:
         (a,) = api.accounts(db_path, root)
         await sync(a, retry=FAST)
@@ -1374,13 +1380,7 @@ async def test_visits_for_batches_answered_404_twice_leave_time_to_ask_the_other
     batches = [make_batch(n, status="in_progress" if n in flight else "completed")
                for n in range(1, 61)]  # fmt: skip
     api = Routes(batches, "a")
-    listed, by_id, seconds = api.listed, api.by_id, [0]
-
-    async def a_second_each(request: web.Request) -> web.Response:
-        seconds[0] += 1
-        return await (listed if "id" not in request.match_info else by_id)(request)
-
-    api.listed = api.by_id = a_second_each  # type: ignore[method-assign]
+    seconds = a_second_a_request(api)
     async with serving(api.routes()) as root:
         (a,) = api.accounts(db_path, root)
         await sync(a, retry=FAST)
