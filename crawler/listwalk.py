@@ -360,7 +360,9 @@ class ListWalk:
         and False when the budget ran out first (where is kept: `visit_resume`); None when
         a page after a cursor was refused: that cursor's batch left the list, before the
         read or while it went on."""
-        fetch = self.first_asked_once() if self.passed_over == target else self.fetch_page
+        # The top, the last start, has its retries: one 500 there failed the sync.
+        once = self.passed_over == target and not start.from_top
+        fetch = self.first_asked_once() if once else self.fetch_page
         steps = walk_pages(fetch, after=start.cursor, limit=self.page_size)
         first_page, cursor = start.cursor is not None, start.cursor
         try:

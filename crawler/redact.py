@@ -344,9 +344,11 @@ def _compatible_too(key: str) -> tuple[str, ...]:
     """`key` as written, in compatible letters and decomposed: a key holding such a letter
     itself (µ, ², ½) is echoed so (μ, 2, 1 and 2 with a fraction slash), and the text
     searched in compatible letters (see _views) holds it so; one holding é may be echoed
-    as e and an accent (NFD, as macOS names files)."""
+    as e and an accent (NFD, as macOS names files), or as Ã© (its UTF-8 read as Latin-1)."""
     forms = (unicodedata.normalize(form, key) for form in ("NFKC", "NFD", "NFKD"))
-    return tuple(dict.fromkeys((key, _folded(key), *forms)))
+    # Sent as UTF-8 in a header, read back by servers that read headers as Latin-1.
+    latin1 = key.encode("utf-8", "surrogatepass").decode("latin-1")
+    return tuple(dict.fromkeys((key, _folded(key), *forms, latin1)))
 
 
 def _views(text: str) -> tuple[str, ...]:
@@ -399,9 +401,10 @@ def _stored_data_scans(secret: Secret) -> list[_Scan]:
     """How stored data is searched for each key of `secret`: none for a key too short to
     search for."""
     return [
-        _scan(key, _stored_run(key), in_a_message=False)
+        _scan(form, _stored_run(form), in_a_message=False)
         for key in _each(secret)
         if len(key) >= _IDENTIFYING_RUN
+        for form in _compatible_too(key)  # one form for an ASCII key
     ]
 
 

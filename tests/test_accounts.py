@@ -1577,8 +1577,9 @@ async def test_an_api_going_down_mid_visit_fails_the_sync_after_one_round_of_ret
         going_down = True
         with pytest.raises(ServerError):
             await sync(a, retry=FAST)
-    # Then the top, asked once (the API is down); or each other start's first page, once.
-    assert len(asked) == 1 + FAST.max_attempts + (1 if by_id_down else 3)
+    # Then the top, asked once (the API is down); or the other neighbours' first pages,
+    # once each, and the top, the last start, a round.
+    assert len(asked) == 1 + FAST.max_attempts + (1 if by_id_down else 2 + FAST.max_attempts)
 
 
 @pytest.mark.parametrize("waits", [0, 1], ids=["answered", "asked to wait once"])

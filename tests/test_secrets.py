@@ -1554,13 +1554,19 @@ def test_an_e_mail_address_as_a_proxys_user_name_masks_nothing_of_its_domain() -
     assert redact.credentials(login, "pw") == ["pw", login]
 
 
-def test_a_key_echoed_decomposed_is_masked() -> None:
-    """A password with é echoed as e and an accent (NFD, as macOS names files): folded a
-    character at a time, the text never held it; said back in a path too."""
+@pytest.mark.parametrize("spelling", ["NFD", "NFKD", "latin-1"])
+def test_a_key_echoed_decomposed_or_read_as_latin_1_is_masked(spelling: str) -> None:
+    """A key with é echoed as e and an accent (NFD, as macOS names files), or as Ã© (its
+    UTF-8 header read as Latin-1, as many servers read headers): folded a character at a
+    time, the text never held it, and stored data was searched for the key as written."""
     key = "pässwörd-Ünïcode-lätin1-xyz"
-    echo = unicodedata.normalize("NFD", key)
+    if spelling == "latin-1":
+        echo = key.encode().decode("latin-1")
+    else:
+        echo = unicodedata.normalize(spelling, key)
     assert message_of(echo, secret=key) == MASKED
     assert redact.holds_secret_in_any_form(f"/tmp/{echo}/x.db", key)
+    assert mask_values((f"x {echo} y",), key) == ("x *** y",)
 
 
 def test_a_config_file_over_a_mebibyte_is_refused(tmp_path: Path) -> None:
