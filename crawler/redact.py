@@ -340,6 +340,7 @@ def _mask_all(text: str, scans: list[_Scan], *, compatible: bool = False) -> str
     return _masked(text, _joined(spans)) if spans else text
 
 
+@functools.lru_cache(maxsize=32)
 def _compatible_too(key: str) -> tuple[str, ...]:
     """`key` as written, in compatible letters and decomposed: a key holding such a letter
     itself (µ, ², ½) is echoed so (μ, 2, 1 and 2 with a fraction slash), and the text
