@@ -13,6 +13,11 @@ class OutOfTime(Exception):
     """The time budget ran out while a request was in flight: it was abandoned."""
 
 
+def spent(seconds_left: float | None) -> bool:
+    """Whether a time budget with `seconds_left` (None: no budget) has run out."""
+    return seconds_left is not None and seconds_left <= 0
+
+
 async def before_deadline(request: Coroutine[Any, Any, T], seconds_left: float | None) -> T:
     """`request`'s answer, or OutOfTime once `seconds_left` have passed (None: no limit).
 

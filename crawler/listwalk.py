@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from .api import ApiClient
-from .budget import OutOfTime, before_deadline
+from .budget import OutOfTime, before_deadline, spent
 from .errors import (
     ApiError,
     BadRequestError,
@@ -205,8 +205,7 @@ class ListWalk:
         return walk, fetched, False
 
     def time_spent(self) -> bool:
-        left = self.time_left()
-        return left is not None and left <= 0
+        return spent(self.time_left())
 
     async def fetch_page(
         self, after: str | None, limit: int, attempts: int | None = None

@@ -20,7 +20,7 @@ from typing import Any
 
 from .api import ApiClient
 from .bodies import FileBody
-from .budget import OutOfTime, before_deadline
+from .budget import OutOfTime, before_deadline, spent
 from .errors import (
     ROUTE_FAILURES,
     ApiError,
@@ -586,8 +586,7 @@ class FileFetcher:
 
     async def _work(self) -> None:
         while True:
-            left = self._time_left()
-            if left is not None and left <= 0:
+            if spent(self._time_left()):
                 self.stopped = True
             if self.stopped:
                 return

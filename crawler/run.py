@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .api import ApiClient, RetryEvent
+from .budget import spent
 from .config import Settings
 from .errors import UnstorableBatchError, first_exception
 from .events import FILE_STORED, PAGE_COMMITTED, WARNING, Event, EventHandler, Level, retry_event
@@ -91,8 +92,7 @@ class Run:
         return (limit is not None and pages_fetched >= limit) or self.time_spent()
 
     def time_spent(self) -> bool:
-        left = self.time_left()
-        return left is not None and left <= 0
+        return spent(self.time_left())
 
     def time_left(self) -> float | None:
         """Seconds left of the time budget (None: no budget), or of the share of it given

@@ -211,10 +211,9 @@ async def _walk_and_refresh(run: Run, client: ApiClient, walk: WalkState) -> boo
     close to the budget between runs left every run's walk unfinished, and no batch was
     ever refreshed."""
     complete = await run.pipeline(client, walk)
-    if complete and run.to_refresh:
-        complete = await _refresh(run, client)
-    elif run.to_refresh and not run.time_spent():
-        await _refresh(run, client)
+    if run.to_refresh and (complete or not run.time_spent()):
+        refreshed = await _refresh(run, client)
+        complete = complete and refreshed
     return complete
 
 
