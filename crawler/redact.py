@@ -419,10 +419,12 @@ class _Scan:
 
     forms: tuple[str, ...]  # longest first, so that no form is masked only in part
     run: int
-    runs: frozenset[str]  # every run of `run` characters of every form
     # Every run holds one of its form's blocks of (run + 1) // 2 characters, aligned at
-    # multiples of that size: finding none of them rules a text out quickly.
-    blocks: tuple[str, ...]
+    # multiples of that size: finding none of them rules a text out quickly, and a run is
+    # found by growing a block found both ways along each form it stands in, where it
+    # stands. (Every run kept in a set took memory growing with the key's square: 2 GB for
+    # a value of 30,000 characters in the environment.)
+    places: dict[str, tuple[tuple[str, int], ...]]  # block: (form, where it stands)
     in_a_number: bool  # a run may be spelled by a number (a key of digits)
     not_the_key: re.Pattern[str]  # a character that is none of the key's, in any case
 
@@ -432,7 +434,7 @@ class _Scan:
         return _has_a_line_break(text, json_lines) and self.has_a_block(_unfolded(text))
 
     def has_a_block(self, text: str) -> bool:
-        return any(block in text for block in self.blocks)
+        return any(block in text for block in self.places)
 
 
 def _one_case(secret: str) -> bool:
@@ -456,15 +458,17 @@ def _scan(secret: str, run: int, *, in_a_message: bool) -> _Scan:
         forms |= {case for form in forms for case in (form.lower(), form.upper())}
     size = (run + 1) // 2
     alphabet = "".join(sorted({*secret, *secret.lower(), *secret.upper()}))
-    runs = frozenset(form[i : i + run] for form in forms for i in range(len(form) - run + 1))
+    places: dict[str, list[tuple[str, int]]] = {}
+    for form in forms:
+        for at in range(0, len(form) - size + 1, size):
+            places.setdefault(form[at : at + size], []).append((form, at))
     return _Scan(
         forms=tuple(sorted(forms, key=len, reverse=True)),
         run=run,
-        runs=runs,
-        blocks=tuple(
-            {form[i : i + size] for form in forms for i in range(0, len(form) - size + 1, size)}
+        places={block: tuple(found) for block, found in places.items()},
+        in_a_number=any(
+            len(spelled) >= run for form in forms for spelled in _NUMBER_SPELLING.findall(form)
         ),
-        in_a_number=any(_NUMBER_SPELLING.fullmatch(one) for one in runs),
         not_the_key=re.compile(f"[^{re.escape(alphabet)}]"),
     )
 
@@ -598,11 +602,34 @@ def _find_runs(text: str, scan: _Scan) -> list[tuple[int, int]]:
     Every run holds one of the scan's blocks whole: only the places around a block found
     are looked at, so that a long text (a 16 MiB line) is not gone through a character at
     a time in Python."""
-    size = scan.run
-    starts: set[int] = set()
-    for block in scan.blocks:
+    spans = []
+    for block, places in scan.places.items():
         at = text.find(block)
         while at != -1:
-            starts.update(range(max(0, at + len(block) - size), at + 1))
+            for form, where in places:
+                start, end = _grown(text, at, form, where, len(block))
+                if end - start >= scan.run:
+                    spans.append((start, end))
             at = text.find(block, at + 1)
-    return _joined([(i, i + size) for i in starts if text[i : i + size] in scan.runs])
+    return _joined(spans)
+
+
+def _grown(text: str, at: int, form: str, where: int, size: int) -> tuple[int, int]:
+    """The span of `text` around the block at `at` that spells `form` around the same block
+    at `where`."""
+    before = _common_start(text[max(0, at - where) : at][::-1], form[:where][::-1])
+    after = _common_start(text[at + size : at + len(form) - where], form[where + size :])
+    return at - before, at + size + after
+
+
+def _common_start(one: str, other: str) -> int:
+    """How many characters `one` and `other` begin with in common (by halves, each
+    comparison in C)."""
+    low, high = 0, min(len(one), len(other))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if one[:middle] == other[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
