@@ -177,6 +177,7 @@ class ListWalk:
             stop_second=stop_second,
             known=self.known,
             check_full_end=True,
+            pages_past_stop=walk.pages_past_stop,
         )
         resumed = walk.cursor is not None
         async with contextlib.aclosing(steps):

@@ -162,6 +162,7 @@ class WalkStep:
     # Past the stop, the walk goes on only for batches of the head's creation second (see
     # walk_pages): a few pages at most, read past a page budget.
     tied: bool = False
+    pages_past_stop: int | None = None  # None: the stop not met yet
 
 
 def last_id_warning(page: BatchPage, after: str | None) -> str | None:
@@ -208,6 +209,7 @@ async def walk_pages(
     stop_second: int | None = None,
     known: Callable[[str], Awaitable[bool]] | None = None,
     check_full_end: bool = False,
+    pages_past_stop: int | None = None,
 ) -> AsyncGenerator[WalkStep, None]:
     """Follow the chain from `after` (None = the top) until it ends or reaches a stop.
 
@@ -224,6 +226,9 @@ async def walk_pages(
     never stored. The last step still carries its whole page: rows above the stop are
     new, those below are fresh copies; storing all is right.
 
+    A walk resumed past its stop (`pages_past_stop` pages of a walk cut there) goes on as
+    that walk would have.
+
     A list served oldest first (a proxy's, say) grows at its end, below any stop: once a
     page shows that order, the walk goes on to the end, with a warning.
 
@@ -235,8 +240,8 @@ async def walk_pages(
     """
     seen: set[str] = set() if after is None else {after}
     cursor = after
-    met_stop = False
-    tie_pages = 0
+    met_stop = pages_past_stop is not None
+    tie_pages = pages_past_stop or 0
     page, again = await _fetch_doubting_an_empty_end(fetch_page, cursor, limit)
     while True:
         notes = [skipped_warning(page, cursor), last_id_warning(page, cursor), again]
@@ -268,7 +273,8 @@ async def walk_pages(
                 following = page.next_after
                 seen.add(following)
         warnings = tuple(note for note in notes if note)
-        yield WalkStep(page, page.next_after or cursor, following is None, warnings, tied)
+        past = tie_pages if met_stop else None
+        yield WalkStep(page, page.next_after or cursor, following is None, warnings, tied, past)
         if following is None:
             return
         cursor = following

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .api import ApiClient
-from .budget import OutOfTime, before_deadline
+from .budget import OutOfTime, before_deadline, spent
 from .errors import ROUTE_FAILURES, ApiError, about_one_batch, first_exception
 from .pages import Batch
 
@@ -44,13 +44,17 @@ async def refresh_by_id(
     save: SaveChunk,
     skip: Callable[[str, ApiError], None],
     time_left: Callable[[], float | None] = lambda: None,
+    first_once: bool = False,
     api_answers: Callable[[], Awaitable[bool]],
 ) -> RefreshEnd:
     """Fetch each batch by id with `concurrency` workers and save them `chunk` at a time.
 
     Stops short when `time_left()` runs out (a time budget, kept while a request is in
     flight too), or when requests by id keep failing while the list answers (see
-    _FailureStreak).
+    _FailureStreak). With `first_once`, the first batch is asked for once should the time
+    budget be spent, as a run's first list page is read whatever it: a run whose walk
+    spent the budget still refreshes one (a walk taking every run's budget left every
+    batch in flight stale).
 
     `save(batches, gone_ids)` receives the batches fetched and the ids the API answered 404
     for; each call is one transaction, so an interruption loses at most the unsaved chunk,
@@ -63,19 +67,10 @@ async def refresh_by_id(
     key, quota) end the refresh, once the batches already fetched are saved.
     """
     pending = iter(batch_ids)
-    fetched: list[Batch] = []
-    gone: list[str] = []
-    write_lock = asyncio.Lock()
-
-    async def flush() -> None:
-        async with write_lock:
-            if fetched or gone:
-                batches, missing = fetched[:], gone[:]
-                del fetched[:], gone[:]
-                await save(batches, missing)
-
+    answers = _Answers(save, chunk)
     end = RefreshEnd()
     streak = _FailureStreak(api_answers)
+    asks = _Asks(client, first_once)
 
     async def worker() -> None:
         for batch_id in pending:  # the iterator is shared: each id goes to one worker
@@ -83,7 +78,7 @@ async def refresh_by_id(
                 return
             left = time_left()
             try:
-                batch = await before_deadline(client.fetch_batch(batch_id), left)
+                batch = await asks.ask(batch_id, left)
             except OutOfTime:
                 # Not asked at all, with no time left: not cut (see RefreshEnd.cut).
                 end.cut_short(batch_id if left is None or left > 0 else None)
@@ -106,12 +101,7 @@ async def refresh_by_id(
                 continue
             streak.answered()
             end.answered.add(batch_id)
-            if batch is None:
-                gone.append(batch_id)
-            else:
-                fetched.append(batch)
-            if len(fetched) + len(gone) >= chunk:
-                await flush()
+            await answers.add(batch_id, batch)
 
     try:
         async with asyncio.TaskGroup() as workers:
@@ -120,10 +110,51 @@ async def refresh_by_id(
     except BaseExceptionGroup as group:
         error = first_exception(group)
         if isinstance(error, ApiError):
-            await flush()  # the answers fetched before it are still good
+            await answers.flush()  # the answers fetched before it are still good
         raise error from None
-    await flush()
+    await answers.flush()
     return end
+
+
+@dataclass
+class _Answers:
+    """The answers by id not saved yet, saved `chunk` at a time (see refresh_by_id)."""
+
+    save: SaveChunk
+    chunk: int
+    fetched: list[Batch] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)  # answered 404
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def add(self, batch_id: str, batch: Batch | None) -> None:
+        if batch is None:
+            self.gone.append(batch_id)
+        else:
+            self.fetched.append(batch)
+        if len(self.fetched) + len(self.gone) >= self.chunk:
+            await self.flush()
+
+    async def flush(self) -> None:
+        async with self.lock:
+            if self.fetched or self.gone:
+                batches, missing = self.fetched[:], self.gone[:]
+                del self.fetched[:], self.gone[:]
+                await self.save(batches, missing)
+
+
+@dataclass
+class _Asks:
+    """Asks by id within the time budget left; with `first_once`, the first is asked once
+    should the budget be spent (see refresh_by_id)."""
+
+    client: ApiClient
+    first_once: bool
+
+    async def ask(self, batch_id: str, left: float | None) -> Batch | None:
+        once, self.first_once = self.first_once and spent(left), False
+        if once:
+            return await self.client.fetch_batch(batch_id, attempts=1)
+        return await before_deadline(self.client.fetch_batch(batch_id), left)
 
 
 class _FailureStreak:

@@ -84,7 +84,8 @@ async def _refresh_asking_by_id(run: Run, client: ApiClient) -> bool:
     await _count_gone(run, nearly_gone & run.not_listed)
     if not visited_first and run.time_spent():
         return False
-    if not await _ask_by_id_if_any(run, client, run.to_refresh - first):
+    others = run.to_refresh - first
+    if others and not await _refresh_by_id(run, client, others, first_once=True):
         return False
     left = run.to_refresh - first  # failed by id
     visited = not left or await _visit(run, client, left)
@@ -150,9 +151,12 @@ async def _visit(run: Run, client: ApiClient, targets: set[str]) -> bool:
     return visited
 
 
-async def _refresh_by_id(run: Run, client: ApiClient, batch_ids: set[str]) -> bool:
-    """Ask for each of `batch_ids` by id; False if the time budget ran out first."""
-    end = await _ask_by_id(run, client, batch_ids)
+async def _refresh_by_id(
+    run: Run, client: ApiClient, batch_ids: set[str], *, first_once: bool = False
+) -> bool:
+    """Ask for each of `batch_ids` by id; False if the time budget ran out first.
+    `first_once`: see refresh_by_id (not for those cut before, whose asks outlast it)."""
+    end = await _ask_by_id(run, client, batch_ids, first_once)
     run.cut |= end.cut
     if end.out_of_time:
         # Next time from the list first: its retries may outlast every run's budget.
@@ -173,7 +177,9 @@ async def _refresh_by_id(run: Run, client: ApiClient, batch_ids: set[str]) -> bo
     return True
 
 
-async def _ask_by_id(run: Run, client: ApiClient, batch_ids: set[str]) -> RefreshEnd:
+async def _ask_by_id(
+    run: Run, client: ApiClient, batch_ids: set[str], first_once: bool = False
+) -> RefreshEnd:
     async def save(batches: Sequence[Batch], gone: Sequence[str]) -> None:
         run.answered_gone.update(gone)
         run.figures = run.figures.plus(refreshed_by_id=len(batches) + len(gone), gone=len(gone))
@@ -190,6 +196,7 @@ async def _ask_by_id(run: Run, client: ApiClient, batch_ids: set[str]) -> Refres
         save=save,
         skip=skip,
         time_left=run.time_left,
+        first_once=first_once,
         api_answers=lambda: _answers(client),
     )
 

@@ -1041,6 +1041,62 @@ async def test_a_walk_on_a_page_budget_gets_past_the_head_s_second(
     assert results[-1].complete
 
 
+def ten_in_flight_twice(db_path: Path, tied: int) -> tuple[Routes, list[dict[str, Any]]]:
+    """Batches 1-10, the newest `tied` of one creation second, 4 and 9 in flight."""
+    second = make_batch(10)["created_at"] - tied + 1
+    batches = [make_batch(n, status="in_progress" if n in (4, 9) else "completed",
+                          created_at=min(make_batch(n)["created_at"], second))
+               for n in range(1, 11)]  # fmt: skip
+    return Routes(batches, "a"), batches
+
+
+async def runs_of_three_pages(api: Routes, batches: list[dict[str, Any]], db_path: Path) -> int:
+    """Runs of a second a list page and --max-seconds 3.5 (pages of one) until one is
+    complete, after a first sync and batches 4 and 9 ending; how many (12 at most)."""
+    pages: list[str | None] = []
+    listed = api.listed
+
+    async def counted(request: web.Request) -> web.Response:
+        pages.append(request.query.get("after"))
+        return await listed(request)
+
+    api.listed = counted  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        a = dataclasses.replace(a, page_size=1)
+        await sync(a, retry=FAST)
+        for ended in (batches[3], batches[8]):
+            api.batches[ended["id"]] = {**ended, "status": "completed"}
+        on_a_budget = dataclasses.replace(a, max_seconds=3.5)
+        for runs in range(1, 13):
+            pages.clear()
+            result = await sync(on_a_budget, retry=FAST, clock=lambda: float(len(pages)))
+            if result.complete:
+                return runs
+    return 12
+
+
+async def test_a_walk_cut_past_its_stop_on_a_time_budget_ends(db_path: Path) -> None:
+    """Ten batches of one second, pages of one, time for four pages a run: a walk cut in the
+    pages past the head's second was resumed, then followed by a walk from the top again,
+    which needed the same seven pages: no walk ever ended, and batches 4 and 9 stayed in
+    flight. Resumed past its stop, a walk ends as the walk from the top it was."""
+    api, batches = ten_in_flight_twice(db_path, tied=10)
+    runs = await runs_of_three_pages(api, batches, db_path)
+    assert statuses(db_path, [batches[3]["id"], batches[8]["id"]]) == ["completed"] * 2
+    assert runs <= 3
+
+
+async def test_a_run_whose_walk_spends_the_time_budget_refreshes_a_batch(db_path: Path) -> None:
+    """Three batches of the head's second, pages of one, time for four pages a run: each
+    walk read the four and spent the budget, and no run asked for batch 4 by id. A run's
+    first ask by id is made whatever the budget, as its first list page is."""
+    api, batches = ten_in_flight_twice(db_path, tied=3)
+    runs = await runs_of_three_pages(api, batches, db_path)
+    assert statuses(db_path, [batches[3]["id"], batches[8]["id"]]) == ["completed"] * 2
+    assert runs == 1
+
+
 async def test_batches_in_flight_are_refreshed_while_a_page_budget_keeps_the_walk_behind(
     db_path: Path,
 ) -> None:

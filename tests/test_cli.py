@@ -224,6 +224,7 @@ def test_status_reports_runs_walk_and_counts(
         "stop_id": None,
         "head_id": make_batch(6)["id"],
         "finished": False,
+        "pages_past_stop": None,
     }
     (first_run,) = report["runs"]
     assert {

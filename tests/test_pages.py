@@ -341,6 +341,24 @@ async def test_a_list_where_every_batch_shares_one_second_is_not_walked_to_its_e
     assert steps[-1].page.batches[-1]["id"] == make_batch(29)["id"]
 
 
+async def test_a_walk_resumed_past_its_stop_reads_the_pages_of_the_heads_second_left() -> None:
+    """A walk cut after two pages past its stop goes on for the TIE_PAGES less those two,
+    then ends where the walk from the top would have: on page 29's."""
+    api = FakeList(list(range(60, 0, -1)), lambda n: 1_700_000_000)  # 52 is the old head
+    steps = await collect(
+        fetch_page=api.fetch,
+        after=make_batch(45)["id"],  # the head's page and two more were read: 52 to 45
+        limit=4,
+        stop_ids=frozenset({make_batch(52)["id"]}),
+        stop_second=1_700_000_000,
+        known=stored_before(*range(52, 0, -1)),
+        pages_past_stop=2,
+    )
+    assert len(steps) == 1 + TIE_PAGES - 2
+    assert steps[-1].page.batches[-1]["id"] == make_batch(29)["id"]
+    assert [one.pages_past_stop for one in steps] == [3, 4, 5, 5]
+
+
 async def test_new_batches_of_the_heads_second_listed_pages_below_it_are_walked_to() -> None:
     """Batches of one second come in any order: a new one listed pages below the old head,
     under pages all stored before, is walked to; the walk ends on the first page of that

@@ -123,6 +123,27 @@ async def test_a_refresh_by_id_that_hangs_is_abandoned_when_the_budget_ends(
     assert server.served["by id"] == 1, "abandoned, not retried"
 
 
+async def test_the_ask_by_id_after_a_walk_that_spent_the_budget_is_made_once(
+    db_path: Path, fast_retry: RetryPolicy
+) -> None:
+    """A run whose walk spent the budget asks for one batch in flight by id whatever it (a
+    walk taking every run's budget left every batch stale), once: hanging, it ends at the
+    read timeout, not retried, and is looked for in the list first on the next run."""
+    server = HangingServer()
+    async with serving(server) as base_url:
+        settings = dataclasses.replace(budgeted(db_path, base_url), read_timeout=0.5)
+        await sync(dataclasses.replace(settings, max_seconds=None), retry=fast_retry)
+        server.hang.add("by id")
+        pages = server.served
+        clock = lambda: 0.0 if pages["first page"] + pages["second page"] < 4 else 1e6  # noqa: E731
+        result = await sync(settings, retry=fast_retry, clock=clock)
+    assert (result.complete, result.refreshed_by_id) == (False, 0)
+    assert server.served["by id"] == 1, "asked once"
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        (cut_by,) = conn.execute("SELECT cut_by FROM batches WHERE cut_by IS NOT NULL").fetchone()
+    assert "default" in cut_by
+
+
 async def test_the_check_of_a_cursor_by_id_is_abandoned_when_the_budget_ends(
     db_path: Path, fast_retry: RetryPolicy
 ) -> None:

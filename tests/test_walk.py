@@ -63,6 +63,26 @@ def test_a_catch_up_records_the_new_head() -> None:
     )
 
 
+def test_a_walk_cut_past_its_stop_goes_on_as_that_walk() -> None:
+    """Cut in the pages past its stop, a walk from the top keeps how many it read there;
+    resumed, it ends finished, as it would have, not followed by a walk from the top
+    again (which, on a budget shorter than those pages, never ended either)."""
+    catching_up = WalkState(stop_id=ids(9)[0], head_id=ids(9)[0])
+    past = WalkStep(step([9], done=False).page, ids(9)[0], False, pages_past_stop=1)
+    cut = advance_walk(catching_up, past, from_top=True)
+    assert cut == WalkState(ids(9)[0], ids(9)[0], ids(9)[0], pages_past_stop=1)
+    ended = advance_walk(cut, step([8], done=True), from_top=False)
+    assert ended == WalkState(head_id=ids(9)[0], finished=True)
+
+
+def test_a_resumed_walk_not_past_its_stop_keeps_no_count() -> None:
+    """A walk resumed from a cursor above its stop is followed by a walk from the top (what
+    came on top while it was cut): pages it reads past the stop are not that walk's."""
+    walk = WalkState(cursor=ids(5)[0], stop_id=ids(3)[0], head_id=ids(9)[0])
+    past = WalkStep(step([3], done=False).page, ids(3)[0], False, pages_past_stop=1)
+    assert advance_walk(walk, past, from_top=False).pages_past_stop is None
+
+
 @pytest.mark.parametrize(
     ("saved", "restart", "full", "expected"),
     [

@@ -73,7 +73,9 @@ def select_walk(db: sqlite3.Connection, account: str) -> WalkState | None:
         DamagedRowError: an id in it is not text (the row was edited by hand).
     """
     row = db.execute(
-        "SELECT cursor, stop_id, head_id, finished FROM walk_state WHERE account = ?", (account,)
+        "SELECT cursor, stop_id, head_id, finished, pages_past_stop FROM walk_state "
+        "WHERE account = ?",
+        (account,),
     ).fetchone()
     if row is None:
         return None
@@ -82,7 +84,8 @@ def select_walk(db: sqlite3.Connection, account: str) -> WalkState | None:
             "its walk_state row holds an id that is not text; run `batch-crawler sync "
             "--restart` to walk from the top again"
         )
-    return WalkState(row[0], row[1], row[2], bool(row[3]))
+    past = row[4] if isinstance(row[4], int) and row[4] >= 0 else None
+    return WalkState(row[0], row[1], row[2], bool(row[3]), past)
 
 
 def select_by_id_failed_at(db: sqlite3.Connection, account: str) -> int | None:

@@ -209,11 +209,20 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
 
 def _write_walk(db: sqlite3.Connection, account: str, walk: WalkState) -> None:
     db.execute(
-        "INSERT INTO walk_state (account, cursor, stop_id, head_id, finished, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(account) DO UPDATE SET "
-        "cursor = excluded.cursor, stop_id = excluded.stop_id, head_id = excluded.head_id, "
-        "finished = excluded.finished, updated_at = excluded.updated_at",
-        (account, walk.cursor, walk.stop_id, walk.head_id, int(walk.finished), int(time.time())),
+        "INSERT INTO walk_state (account, cursor, stop_id, head_id, finished, "
+        "pages_past_stop, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(account) DO "
+        "UPDATE SET cursor = excluded.cursor, stop_id = excluded.stop_id, "
+        "head_id = excluded.head_id, finished = excluded.finished, "
+        "pages_past_stop = excluded.pages_past_stop, updated_at = excluded.updated_at",
+        (
+            account,
+            walk.cursor,
+            walk.stop_id,
+            walk.head_id,
+            int(walk.finished),
+            walk.pages_past_stop,
+            int(time.time()),
+        ),
     )
 
 
