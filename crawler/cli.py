@@ -572,7 +572,9 @@ def main(argv: list[str] | None = None) -> int:
     keys = keys_at_hand()
     try:
         _configure_logging(args, _log_format(args))
-        _check_paths(args, keys)
+        # A proxy's user name is masked in messages, as it may be a token, but a path
+        # holding it (a home folder named as the user) holds no key.
+        _check_paths(args, keys_at_hand(proxy_user_names=False))
         return COMMANDS[args.command](args)
     except CrawlerError as exc:
         # A key pasted into a path or a host is said back in the message: never shown.

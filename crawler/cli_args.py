@@ -39,13 +39,15 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, line + "\n")
 
 
-def keys_at_hand() -> tuple[str, ...]:
+def keys_at_hand(*, proxy_user_names: bool = True) -> tuple[str, ...]:
     """The keys a command masks in what it says: the environment's, the passwords of the
-    proxies it names, and those the config files the command was given name
+    proxies it names (and their user names long enough to be tokens, unless not
+    `proxy_user_names`), and those the config files the command was given name
     (Parser.config_keys)."""
+    proxies = environment_proxies().values()
     return (
         *environment_keys(os.environ, Settings.api_key_env, ENV_AZURE_KEY),
-        *(secret for url in environment_proxies().values() for secret in proxy_secrets(url)),
+        *(one for url in proxies for one in proxy_secrets(url, user_name=proxy_user_names)),
         *Parser.config_keys,
     )
 

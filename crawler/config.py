@@ -455,12 +455,13 @@ def environment_proxies() -> dict[str, str]:
     }
 
 
-def proxy_secrets(url: str) -> tuple[str, ...]:
+def proxy_secrets(url: str, *, user_name: bool = True) -> tuple[str, ...]:
     """What of a proxy URL is masked as the key is (see credentials), as sent (decoded
-    once), and its password as written too: a proxy may echo it either way."""
+    once), and its password as written too: a proxy may echo it either way. Without
+    `user_name`, the password alone."""
     try:
         parts = urlsplit(url)
-        login, password = parts.username, parts.password
+        login, password = parts.username if user_name else None, parts.password
     except ValueError:
         return ()
     found = credentials(unquote(login or ""), None if password is None else unquote(password))

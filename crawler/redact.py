@@ -163,8 +163,14 @@ def environment_keys(environ: Mapping[str, str], *named: str) -> tuple[str, ...]
     """The keys `environ` may hold: the values of the variables `named` (the default keys',
     OpenAI's and Azure's, whatever their shape: a local server's token may look like no
     key) and every value spelled like a key (the key under whatever name `api_key_env`
-    gives it)."""
-    values = {v.strip() for v in environ.values() if looks_like_secret(v.strip())}
+    gives it), but those of variables named as ids: an account id of 32 hex digits is
+    spelled as Azure's keys are, and a gateway's URL holding it (Cloudflare's AI Gateway)
+    was refused as holding a key."""
+    values = {
+        value.strip()
+        for name, value in environ.items()
+        if looks_like_secret(value.strip()) and not name.upper().endswith("_ID")
+    }
     return tuple(sorted(values | {environ.get(name, "").strip() for name in named} - {""}))
 
 

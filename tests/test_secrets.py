@@ -1469,6 +1469,21 @@ def percent_encoded(text: str) -> str:
     return "".join(f"%{ord(char):02X}" for char in text)
 
 
+def test_an_id_in_the_environment_spelled_like_a_key_is_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CLOUDFLARE_ACCOUNT_ID (32 hex digits, as Azure's keys are) counted as a key at hand:
+    a base URL of Cloudflare's AI Gateway, which holds it, was refused as holding a key."""
+    account_id = "0123456789abcdef0123456789abcdef"
+    monkeypatch.setenv("CLOUDFLARE_ACCOUNT_ID", account_id)
+    monkeypatch.setenv("SOME_TOKEN", "fedcba9876543210fedcba9876543210")
+    keys = cli_args.keys_at_hand()
+    assert account_id not in keys
+    assert "fedcba9876543210fedcba9876543210" in keys
+    gateway = f"https://127.0.0.1:9/v1/{account_id}/my-gateway/openai"
+    cli._check_urls([Settings(base_url=gateway, api_key=PROJECT_KEY)], keys)
+
+
 @pytest.mark.parametrize(
     "spelled",
     [str, percent_encoded, lambda text: percent_encoded(percent_encoded(text)), full_width],
@@ -1557,6 +1572,19 @@ def test_a_key_at_hand_as_a_proxys_user_name_before_an_at_sign_is_masked(
     keys = cli_args.keys_at_hand()
     assert other in keys
     assert other[:16] not in redact.mask_keys(f"proxy user {other}@corp.example refused", keys)
+
+
+def test_a_path_holding_the_proxys_user_name_is_no_path_holding_a_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A proxy user name's part before its @ of 16 characters or more is masked as a token:
+    the database in a home folder named as the user was refused as "holding an API key"."""
+    user = "jonathan.smithson-wright"
+    monkeypatch.setenv("HTTPS_PROXY", f"http://{user}%40corp.example:Pw-9f83kd@127.0.0.1:9")
+    db = tmp_path / user / "batches.db"
+    db.parent.mkdir()
+    assert main(["demo", "--db", str(db), "--batches", "5"]) == 0
+    assert "holds an API key" not in capsys.readouterr().err
 
 
 def test_an_e_mail_address_as_a_proxys_user_name_masks_nothing_of_its_domain() -> None:
