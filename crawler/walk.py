@@ -36,8 +36,8 @@ class WalkState:
     stop_id: str | None = None
     head_id: str | None = None
     finished: bool = False
-    # A walk from the top that met its stop: the pages it read past it (None: not met).
-    # Cut there, the next run goes on as the same walk (see advance_walk).
+    # A walk that met its stop: the pages it read past it (None: not met). Cut there, the
+    # next run goes on as the same walk, and ends it (see advance_walk).
     pages_past_stop: int | None = None
 
 
@@ -59,19 +59,18 @@ def starting_walk(saved: WalkState | None, *, restart: bool, full: bool) -> tupl
 def advance_walk(walk: WalkState, step: WalkStep, from_top: bool) -> WalkState:
     """The walk state to commit together with `step`'s page.
 
-    A walk resumed past its stop goes on as the walk from the top it was: below its stop
-    lie only pages of the old head's creation second, and what came on top since its top
-    was read is above its head, for the next walk. (Resumed, it was followed by a walk
+    A walk resumed past its stop ends finished: below its stop lie only pages of the old
+    head's creation second, everything from its head down was walked, and what came on
+    top since is above its head, for the next walk. (Resumed, it was followed by a walk
     from the top again, and a run reading fewer pages than the head's second spans never
-    finished one.)"""
+    finished one; a walk resumed from below its stop, not knowing it had met it, went on
+    to the end of the list.)"""
     head = walk.head_id
     if from_top and step.cursor is not None and walk.cursor is None and step.page.batches:
         head = step.page.batches[0]["id"]
-    from_top = from_top or walk.pages_past_stop is not None
     if not step.done:
-        past = step.pages_past_stop if from_top else None
-        return WalkState(step.cursor, walk.stop_id, head, pages_past_stop=past)
-    if from_top:
+        return WalkState(step.cursor, walk.stop_id, head, pages_past_stop=step.pages_past_stop)
+    if from_top or walk.pages_past_stop is not None:
         return WalkState(head_id=head, finished=True)
     return WalkState(cursor=None, stop_id=head, head_id=head)
 

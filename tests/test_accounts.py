@@ -1087,6 +1087,41 @@ async def test_a_walk_cut_past_its_stop_on_a_time_budget_ends(db_path: Path) -> 
     assert runs <= 3
 
 
+async def test_a_walk_resumed_then_cut_past_its_stop_ends_at_its_stop(db_path: Path) -> None:
+    """Thirty batches of the head's creation second, ten new above, pages of two, time for
+    three pages a run: the walk was cut above its stop, resumed and cut again past it;
+    resumed from there, not knowing it had met its stop, it read every page of that
+    second (on a long list of one second, it went on to the end). 22 pages, 8 runs."""
+    second = make_batch(60)["created_at"] - 30
+    batches = [make_batch(n, created_at=min(make_batch(n)["created_at"], second))
+               for n in range(1, 61)]  # fmt: skip
+    api = Routes(batches, "a")
+    pages: list[str | None] = []
+    listed = api.listed
+
+    async def counted(request: web.Request) -> web.Response:
+        pages.append(request.query.get("after"))
+        return await listed(request)
+
+    api.listed = counted  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        a = dataclasses.replace(a, page_size=2)
+        await sync(a, retry=FAST)
+        for n in range(61, 71):
+            api.batches[make_batch(n)["id"]] = make_batch(n)
+        on_a_budget = dataclasses.replace(a, max_seconds=2.5)
+        pages_of_each_run = []
+        for _ in range(8):
+            pages.clear()
+            result = await sync(on_a_budget, retry=FAST, clock=lambda: float(len(pages)))
+            pages_of_each_run.append(len(pages))
+            if result.complete:
+                break
+    assert pages_of_each_run == [3, 3, 3, 2]
+    assert stored_ids(db_path) >= {b["id"] for b in api.batches.values()}
+
+
 async def test_a_run_whose_walk_spends_the_time_budget_refreshes_a_batch(db_path: Path) -> None:
     """Three batches of the head's second, pages of one, time for four pages a run: each
     walk read the four and spent the budget, and no run asked for batch 4 by id. A run's

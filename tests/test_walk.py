@@ -75,12 +75,15 @@ def test_a_walk_cut_past_its_stop_goes_on_as_that_walk() -> None:
     assert ended == WalkState(head_id=ids(9)[0], finished=True)
 
 
-def test_a_resumed_walk_not_past_its_stop_keeps_no_count() -> None:
-    """A walk resumed from a cursor above its stop is followed by a walk from the top (what
-    came on top while it was cut): pages it reads past the stop are not that walk's."""
+def test_a_resumed_walk_cut_past_its_stop_ends_finished_when_resumed() -> None:
+    """A walk resumed from above its stop, then cut past it: resumed again, it ends
+    finished (not knowing it had met its stop, it walked on to the end of the list)."""
     walk = WalkState(cursor=ids(5)[0], stop_id=ids(3)[0], head_id=ids(9)[0])
     past = WalkStep(step([3], done=False).page, ids(3)[0], False, pages_past_stop=1)
-    assert advance_walk(walk, past, from_top=False).pages_past_stop is None
+    cut = advance_walk(walk, past, from_top=False)
+    assert cut == WalkState(ids(3)[0], ids(3)[0], ids(9)[0], pages_past_stop=1)
+    ended = advance_walk(cut, step([2], done=True), from_top=False)
+    assert ended == WalkState(head_id=ids(9)[0], finished=True)
 
 
 @pytest.mark.parametrize(
