@@ -192,7 +192,9 @@ def _kept_to_their_origin(names: Iterable[str]) -> aiohttp.TraceConfig:
         context: SimpleNamespace,
         params: aiohttp.TraceRequestRedirectParams,
     ) -> None:
-        location = params.response.headers.get("Location", "")
+        # Where aiohttp goes: a `URI` header where `Location` is missing or empty.
+        headers = params.response.headers
+        location = headers.get("Location") or headers.get("URI") or ""
         try:
             target = params.url.join(URL(location))
             leaves = target.origin() != params.url.origin()
