@@ -323,6 +323,11 @@ def _environment_proxy(settings: Settings) -> tuple[URL | None, aiohttp.BasicAut
         ) from None
     except UnicodeError:
         raise ConfigError(_PROXY_WITHOUT_HOST) from None
+    except ValueError:  # RFC 7617: the user name ends at the first colon
+        raise ConfigError(
+            "the user name of the proxy in HTTP_PROXY or HTTPS_PROXY holds a ':', which HTTP's "
+            "Basic authentication cannot send"
+        ) from None
     if host and proxy.scheme and proxy.scheme not in ("http", "https"):
         raise ConfigError(
             f"the proxy in HTTP_PROXY or HTTPS_PROXY is a {proxy.scheme} proxy: aiohttp "

@@ -56,7 +56,6 @@ from .logs import JsonEvents, configure_logging
 from .prices import PriceFile, PriceFileError, read_prices
 from .progress import AccountsProgress, ProgressLine
 from .redact import (
-    holds_secret_in_any_form,
     mask_keys,
     mask_keys_in_data,
     mask_keys_in_html,
@@ -604,7 +603,8 @@ def _check_paths(args: argparse.Namespace, keys: tuple[str, ...]) -> None:
         path = getattr(args, name, None)
         # The key cut into folders too: a path is said back whole.
         spellings = () if path is None else (str(path), "".join(Path(path).parts))
-        if any(holds_secret_in_any_form(text, key) for text in spellings for key in keys):
+        # Percent-encoded too: Datasette serves a database under its file's name, decoded.
+        if any(url_holds_secret(text, key) for text in spellings for key in keys):
             raise ConfigError(f"{flag}: the path holds an API key (not shown); name it otherwise")
 
 

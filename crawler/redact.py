@@ -351,11 +351,22 @@ def _compatible_too(key: str) -> tuple[str, ...]:
     """`key` as written, in compatible letters and decomposed: a key holding such a letter
     itself (µ, ², ½) is echoed so (μ, 2, 1 and 2 with a fraction slash), and the text
     searched in compatible letters (see _views) holds it so; one holding é may be echoed
-    as e and an accent (NFD, as macOS names files), or as Ã© (its UTF-8 read as Latin-1)."""
+    as e and an accent (NFD, as macOS names files), or as Ã© (its UTF-8 read as Latin-1);
+    one sent as Latin-1 (a proxy's password, in Basic auth) may be echoed as its bytes read
+    as UTF-8, é replaced by U+FFFD or left out."""
     forms = (unicodedata.normalize(form, key) for form in ("NFKC", "NFD", "NFKD"))
     # Sent as UTF-8 in a header, read back by servers that read headers as Latin-1.
     latin1 = key.encode("utf-8", "surrogatepass").decode("latin-1")
-    return tuple(dict.fromkeys((key, _folded(key), *forms, latin1)))
+    return tuple(dict.fromkeys((key, _folded(key), *forms, latin1, *_latin1_read_as_utf8(key))))
+
+
+def _latin1_read_as_utf8(key: str) -> tuple[str, ...]:
+    """`key` sent as Latin-1 and read as UTF-8, what is no UTF-8 replaced or left out."""
+    try:
+        sent = key.encode("latin-1")
+    except UnicodeEncodeError:
+        return ()
+    return tuple(sent.decode("utf-8", errors) for errors in ("replace", "ignore"))
 
 
 def _views(text: str) -> tuple[str, ...]:
@@ -482,6 +493,8 @@ def _scan(secret: str, run: int, *, in_a_message: bool) -> _Scan:
 def _secret_forms(secret: str) -> set[str]:
     """The spellings of `secret` an error message may hold."""
     quoted = {quote(secret, safe=""), quote(secret), quote_plus(secret)}
+    if not secret.isascii() and all(ord(char) < 256 for char in secret):
+        quoted.add(quote(secret, safe="", encoding="latin-1"))  # as a proxy's password is sent
     lower_hex = {re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), q) for q in quoted}
     forms = {
         secret,

@@ -1113,6 +1113,7 @@ def test_an_api_errors_fields_are_as_masked_as_its_message() -> None:
         ({"HTTPS_PROXY": "http://u:pw@[v1.x]:3128"}, "https://api.example/v1", "host"),
         ({"HTTPS_PROXY": "http://u:pw@proxy one:3128"}, "https://api.example/v1", "host"),
         ({"HTTPS_PROXY": "http://u:пароль-pw@127.0.0.1:1"}, "https://api.example/v1", "latin"),
+        ({"HTTPS_PROXY": "http://u%3Ax:pw@127.0.0.1:1"}, "https://api.example/v1", "colon"),
     ],
     ids=[
         "remote",
@@ -1130,6 +1131,7 @@ def test_an_api_errors_fields_are_as_masked_as_its_message() -> None:
         "brackets holding no IPv6 address",
         "a name holding a space",
         "a password HTTP cannot send",
+        "a user name HTTP cannot send",
     ],
 )
 async def test_a_proxy_from_the_environment_is_checked_before_any_request(
@@ -1145,7 +1147,7 @@ async def test_a_proxy_from_the_environment_is_checked_before_any_request(
     ended in a UnicodeError traceback at the first request, and one yarl could not decode
     (xn--zz) in one at once; a password HTTP cannot send was said to be a redirect to a host
     name that cannot be sent; `[v1.x]` was looked up as the name v1.x, and a name holding a
-    space was looked up too."""
+    space was looked up too; a user name holding `%3A` ended in a ValueError traceback."""
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "WSS_PROXY", "NO_PROXY"):
         for spelled in (name, name.lower()):
             monkeypatch.delenv(spelled, raising=False)
@@ -1163,6 +1165,7 @@ async def test_a_proxy_from_the_environment_is_checked_before_any_request(
         "socks": "is a socks5 proxy: aiohttp speaks to http and https proxies only",
         "host": "names no host (a part of its name is empty, over 63 characters, of other",
         "latin": "holds a character HTTP's Basic authentication cannot send (Latin-1 only)",
+        "colon": "HTTPS_PROXY holds a ':', which HTTP's Basic authentication cannot send",
     }[refused] in str(caught.value)
     assert "pw" not in str(caught.value)
 
@@ -1472,6 +1475,19 @@ def test_a_path_holding_the_key_cut_into_folders_is_refused(
     assert "--html: the path holds an API key (not shown)" in capsys.readouterr().err
 
 
+def test_a_path_holding_the_key_percent_encoded_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A database named by the key percent-encoded byte by byte was made, and its name
+    printed whole by `datasette-metadata` (Datasette serves it under its name, decoded)."""
+    key = "sk-proj-" + "A1b2C3d4" * 6
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    db = tmp_path / ("".join(f"%{byte:02X}" for byte in key.encode()) + ".db")
+    assert main(["demo", "--db", str(db), "--batches", "5"]) == 2
+    assert "--db: the path holds an API key (not shown)" in capsys.readouterr().err
+    assert not db.exists()
+
+
 def percent_encoded(text: str) -> str:
     return "".join(f"%{ord(char):02X}" for char in text)
 
@@ -1603,6 +1619,20 @@ def test_an_e_mail_address_as_a_proxys_user_name_masks_nothing_of_its_domain() -
     # was cut at that @ to ten characters, and shown.
     login = "Tk9fQ2xXbZ%40rT7uYp3LmN8vB"
     assert redact.credentials(login, "pw") == ["pw", login]
+
+
+@pytest.mark.parametrize(
+    "echo",
+    ["Abcdefghij\ufffdKlmnopqrst", "AbcdefghijKlmnopqrst", "Abcdefghij%E9Klmnopqrst"],
+    ids=["replaced", "left out", "percent-encoded"],
+)
+def test_a_proxy_password_sent_as_latin_1_and_echoed_as_read_is_masked(echo: str) -> None:
+    """aiohttp sends a proxy's password in Basic auth as Latin-1: a proxy reading its bytes
+    as UTF-8 echoed é as U+FFFD or not at all, or percent-encoded its byte; shown, and
+    stored in runs' errors and batches' error lines."""
+    password = "Abcdefghij\u00e9Klmnopqrst"
+    assert message_of(echo, secret=password) == MASKED
+    assert mask_values((f"x {echo} y",), password) == ("x *** y",)
 
 
 @pytest.mark.parametrize("spelling", ["NFD", "NFKD", "latin-1"])
