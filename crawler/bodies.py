@@ -4,6 +4,7 @@ checked where it can be."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -105,10 +106,13 @@ class DownloadPace:
         self._content = 0
 
     async def received(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        """`chunks` as they come, their pace and their content's checked as each comes."""
+        """`chunks` as they come, their pace and their content's checked as each comes, and
+        none waited for longer than a span: bytes of the chunked framing alone (a chunk
+        size's leading zeros, an extension, a byte a second) keep the socket's read timeout
+        from firing, and bring no chunk to check."""
         received = since_received = since_content = 0
         since = time.monotonic()
-        async for chunk in chunks:
+        async for chunk in self._each_within_a_span(chunks):
             received += len(chunk)
             now = time.monotonic()
             if self._span is not None and now - since > self._span:
@@ -121,6 +125,23 @@ class DownloadPace:
                         "a download"
                     )
                 since, since_received, since_content = now, received, self._content
+            yield chunk
+
+    async def _each_within_a_span(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        while True:
+            waited = asyncio.timeout(self._span)
+            try:
+                async with waited:
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                if not waited.expired():
+                    raise  # the socket's own read timeout
+                raise TransportError(
+                    f"request to {self._url} failed: nothing of the file came for "
+                    f"{self._span:g} s, too slow to be a download"
+                ) from None
             yield chunk
 
     async def content(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -282,6 +282,65 @@ async def test_a_file_trickled_after_a_burst_is_cut_off(db_path: Path) -> None:
     assert file_state(db_path) == ("failed", 0)
 
 
+@contextlib.asynccontextmanager
+async def framing_only_server(framing: bytes) -> AsyncIterator[str]:
+    """A server, raw HTTP/1.1: a failed batch, and its error file chunked, a line in its
+    first chunk, then `framing` a byte every 10 ms (up to 100 s): no content ever again."""
+    failed = make_batch(1, status="failed", error_file_id="file-err-1", output_file_id=None)
+    listed = json.dumps(list_body([failed], False)).encode()
+    line = b'{"custom_id": "r1", "response": null, "error": {"code": "x"}}\n'
+
+    answering: set[asyncio.Task[None]] = set()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        answering.add(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            request = await reader.readuntil(b"\r\n\r\n")
+            if b"/files/" not in request.split(b"\r\n")[0]:
+                head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                head += f"Content-Length: {len(listed)}\r\nConnection: close\r\n\r\n"
+                writer.write(head.encode() + listed)
+            else:
+                head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                writer.write(head + b"%x\r\n%s\r\n" % (len(line), line))
+                for byte in itertools.islice(itertools.cycle(framing), 10_000):
+                    writer.write(bytes([byte]))
+                    await writer.drain()
+                    await asyncio.sleep(0.01)
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client hung up
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    finally:
+        server.close()
+        for task in answering:
+            task.cancel()
+        await asyncio.gather(*answering, return_exceptions=True)
+
+
+@pytest.mark.parametrize(
+    "framing", [b"0", b"1;" + b"x" * 100], ids=["a chunk size's zeros", "a chunk extension"]
+)
+async def test_a_file_sending_chunk_framing_alone_is_cut_off(db_path: Path, framing: bytes) -> None:
+    """The pace was checked as content came: a file sending a chunk size's leading zeros,
+    or an extension, a byte at a time, kept the socket busy and sent no content, and the
+    sync waited for good."""
+    async with framing_only_server(framing) as base_url:
+        run = Settings(
+            db=db_path, base_url=base_url, api_key=API_KEY, request_timeout=0.2, read_timeout=5
+        )
+        result = await sync(
+            run, retry=RetryPolicy(max_attempts=2, initial_backoff=0, max_backoff=0)
+        )
+    assert (result.complete, result.files) == (True, 0)
+    assert "too slow to be a download" in result.warnings[0]
+
+
 def ticking_clock(monkeypatch: pytest.MonkeyPatch, *, chunk: int) -> list[float]:
     """A clock for downloads that moves a second each time it is looked at (once a chunk
     of `chunk` bytes read); its time, to move by hand too."""
