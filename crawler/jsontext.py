@@ -35,9 +35,21 @@ def parse(body: bytes | bytearray | str) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
         try:
-            return json.loads(body)
+            return json.loads(body, parse_int=_integer)
         except RecursionError:
             raise TooDeepError("nested too deeply to read") from None
+
+
+def _integer(digits: str) -> int | float:
+    """A JSON integer: one of more digits than Python converts (4,300, a conversion whose
+    time grows with their square) is a float, as orjson reads a wide one, rather than a
+    document refused (a batch so counted stopped every walk at its page)."""
+    if len(digits) <= _INT_DIGITS:
+        return int(digits)
+    return float(digits)
+
+
+_INT_DIGITS = sys.get_int_max_str_digits() or 4300
 
 
 def is_json(body: bytes | bytearray | str) -> bool:

@@ -14,6 +14,7 @@ from dataclasses import astuple, dataclass
 from typing import Any
 
 from .errors import ConfigError
+from .jsontext import TooDeepError, parse
 
 # USD per 1M tokens, as OpenAI's price pages and `model_prices` give them.
 RATE_COLUMNS = (
@@ -135,10 +136,10 @@ def read_price_map(text: str, name: str) -> list[ModelPrice]:
     """Prices from a LiteLLM-style map: `{model: {"input_cost_per_token": ..., ...}}`, USD
     per token; entries with no rate we know (an image model, `sample_spec`) are skipped."""
     try:
-        entries = json.loads(text)
+        entries = parse(text)
     except json.JSONDecodeError as exc:
         raise PriceFileError(f"{name} line {exc.lineno}: not JSON ({exc.msg})") from None
-    except RecursionError:
+    except TooDeepError:
         raise PriceFileError(f"{name}: JSON nested too deeply to be a price map") from None
     if not isinstance(entries, dict):
         raise PriceFileError(f"{name}: a price map is a JSON object of models")

@@ -233,15 +233,27 @@ ODD_FIELDS = {
 }
 
 
-def serve_as_text(mock: aioresponses, odd: dict[str, Any]) -> None:
+def serve_as_text(mock: aioresponses, odd: dict[str, Any], wide: str = "") -> None:
     """Every list page of NUMBERS, `odd` in batch 4's place, sent as text: a lone surrogate
-    survives JSON's escapes, as from a real server."""
+    survives JSON's escapes, as from a real server; `"WIDE"` in it as `wide`, a number."""
     after = ""
     for start in range(0, len(NUMBERS), 2):
         chunk = [odd if n == 4 else make_batch(n) for n in NUMBERS[start : start + 2]]
         text = json.dumps(list_body(chunk, start + 2 < len(NUMBERS)))
-        mock.get(f"{BASE_URL}/batches?limit=2{after}", body=text)
+        mock.get(f"{BASE_URL}/batches?limit=2{after}", body=text.replace('"WIDE"', wide))
         after = f"&after={chunk[-1]['id']}"
+
+
+async def test_a_batch_holding_an_integer_of_thousands_of_digits_is_stored(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """Python converts no integer of more than 4,300 digits: the page holding one was "not
+    valid JSON", asked again 8 times, and every sync stopped there."""
+    counts = {"total": "WIDE", "completed": 1, "failed": 0}
+    with aioresponses() as mock:
+        serve_as_text(mock, make_batch(4, request_counts=counts), wide="1" + "0" * 5_000)
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.batches_new) == (True, len(NUMBERS))
 
 
 @pytest.mark.parametrize("fields", [f for f, _ in ODD_FIELDS.values()], ids=ODD_FIELDS.keys())

@@ -81,6 +81,7 @@ def test_a_bad_csv_says_what_and_where(text: str, message: str) -> None:
         ('{"gpt": {"input_cost_per_token": "cheap"}}', "model 'gpt': input_cost_per_token"),
         ('{"gpt": {"input_cost_per_token": true}}', "is not a number"),
         ('{"dall-e-3": {"output_cost_per_image": 0.04}}', "no model in it has a per-token price"),
+        ('{"gpt": {"input_cost_per_token": 1%s}}' % ("0" * 5_000), "is not a price"),
     ],
 )
 def test_a_bad_price_map_says_what_and_where(text: str, message: str) -> None:
