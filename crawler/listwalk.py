@@ -104,6 +104,7 @@ class ListWalk:
     # A visit cut by the budget: its batch, and the cursor to go on after on the next run
     # (see Store.visit_resume).
     visit_resume: tuple[str, str] | None = None
+    cut_a_visit: bool = False  # this walk cut a visit (see stopped)
     missed: list[str] = field(default_factory=list)  # visited, and not listed
     passed_over: str | None = None  # a target whose visit passed over a start
     left_list: set[str] = field(default_factory=set)  # starts found gone (see pass_over)
@@ -462,6 +463,7 @@ class ListWalk:
         for it goes on from there (from the start again, should nothing have been read)."""
         if cursor is not None:
             self.visit_resume = (target, cursor)
+            self.cut_a_visit = True
 
     def note_read_from_top(self, step: WalkStep) -> None:
         """Record that a visit read the list from its top down to `step`'s page."""

@@ -71,6 +71,7 @@ class Run:
     # visits looked for and did not find (`not_listed`), and those of them not answered
     # 404 (`missed`, see batches.missed_by).
     visit_resume: tuple[str, str] | None = None
+    visit_cut: bool = False  # visit_resume is where a visit of this run stopped
     share_ends: float | None = None  # see sharing_time
     cut: set[str] = field(default_factory=set)  # asked for by id as the time budget ran out
     not_listed: set[str] = field(default_factory=set)
@@ -97,11 +98,17 @@ class Run:
     def time_left(self) -> float | None:
         """Seconds left of the time budget (None: no budget), or of the share of it given
         to one step (see sharing_time)."""
+        left = self.budget_left()
+        if left is None or self.share_ends is None:
+            return left
+        return min(left, self.share_ends - self.clock())
+
+    def budget_left(self) -> float | None:
+        """Seconds left of the whole time budget (None: no budget): the request files,
+        fetched alongside every step, take no step's share (a file begun while the visits
+        took theirs was cut at its end, the run partial)."""
         seconds = self.settings.max_seconds
-        if seconds is None:
-            return None
-        left = seconds - (self.clock() - self.started)
-        return left if self.share_ends is None else min(left, self.share_ends - self.clock())
+        return None if seconds is None else seconds - (self.clock() - self.started)
 
     @contextlib.contextmanager
     def sharing_time(self, share: float) -> Iterator[None]:
@@ -146,7 +153,11 @@ class Run:
         except BaseExceptionGroup as group:
             # Only the writer raises on purpose: hand its error on as it is, not a group.
             raise first_exception(group) from None
-        self.visit_resume = walker.visit_resume
+        # The first visit cut this run keeps its place: the next run visits it first again
+        # (a later one cut too took the one place, and the first began again every run).
+        if not self.visit_cut:
+            self.visit_resume = walker.visit_resume
+            self.visit_cut = walker.cut_a_visit
         self.not_listed.update(walker.missed)
         # One answered 404 is asked by id first next time still: most such blips answer.
         self.missed += [

@@ -77,30 +77,59 @@ async def _refresh_asking_by_id(run: Run, client: ApiClient) -> bool:
     was ever counted, and, first in line, they kept every other batch from its turn."""
     cut, nearly_gone = await _looked_for_first(run)
     first = cut | nearly_gone
-    # Half the time left at most: visits for many batches gone from the list (read from
-    # the top) spent every run's, and no other batch was asked by id for dozens of runs.
-    with run.sharing_time(0.5):
-        visited_first = not first or await _visit(run, client, first)
-    await _count_gone(run, nearly_gone & run.not_listed)
-    if not visited_first and run.time_spent():
-        return False
     others = run.to_refresh - first
+    with run.sharing_time(_share_of_the_first(run, first, others)):
+        visited_first = not first or await _visit(run, client, first)
+        # Cut before and not listed (deleted since, say): asked by id again now, or the
+        # asks of the others spent every run's budget and it was never counted gone.
+        unlisted = cut & run.not_listed & run.to_refresh
+        answered = not unlisted or await _refresh_by_id(run, client, unlisted)
+        if not answered:
+            _warn_cut_again(run, unlisted)
+    await _count_gone(run, nearly_gone & run.not_listed)
+    if not (visited_first and answered) and run.time_spent():
+        return False
     if others and not await _refresh_by_id(run, client, others, first_once=True):
+        await _cut_unvisited(run)
         return False
     left = run.to_refresh - first  # failed by id
     visited = not left or await _visit(run, client, left)
     if not visited and run.time_spent():
+        await _cut_unvisited(run)
         return False
-    again = run.to_refresh & cut
+    again = run.to_refresh & cut - unlisted
     if again and not await _refresh_by_id(run, client, again):
-        # Neither answered in time nor listed: every run on this budget ends partial there.
-        for batch_id in sorted(again & run.not_listed & run.cut):
-            run.note(
-                f"batch {batch_id} is not in the list, and its ask by id outlasted the time "
-                "budget again: a sync without --max-seconds waits for its answer"
-            )
+        _warn_cut_again(run, again)
         return False
-    return visited and visited_first
+    return visited and visited_first and answered
+
+
+def _warn_cut_again(run: Run, asked: set[str]) -> None:
+    """Neither answered in time nor listed: every run on this budget ends partial there."""
+    for batch_id in sorted(asked & run.not_listed & run.cut):
+        run.note(
+            f"batch {batch_id} is not in the list, and its ask by id outlasted the time "
+            "budget again: a sync without --max-seconds waits for its answer"
+        )
+
+
+def _share_of_the_first(run: Run, first: set[str], others: set[str]) -> float:
+    """The share of the time left the batches looked for first take: half at most, so that
+    visits for many batches gone from the list (read from the top) leave the others their
+    asks (they spent every run's, and no other batch was asked by id for dozens of runs);
+    but all of it when no other waits, or when one of theirs was cut on the last run (a
+    visit needing more than half was cut at the same place on every run)."""
+    resumed = run.visit_resume is not None and run.visit_resume[0] in first
+    return 1.0 if resumed or not others else 0.5
+
+
+async def _cut_unvisited(run: Run) -> None:
+    """Those failed by id this run and not looked for in the list before the time budget
+    ran out are looked for first next run, as those cut by it are (asked by id first
+    again, their asks and the others' spent every run's budget before their visit)."""
+    unvisited = sorted(run.to_refresh & run.by_id_failures.keys())
+    if unvisited:
+        await run.store.save_visits([], run.visit_resume, unvisited)
 
 
 async def _looked_for_first(run: Run) -> tuple[set[str], set[str]]:
@@ -408,7 +437,7 @@ async def sync_account(
                 keep_body=settings.bodies,
                 concurrency=settings.concurrency,
                 on_outcome=run.file_done,
-                time_left=run.time_left,
+                time_left=run.budget_left,
                 secret=secret,
             )
         outcome, error = "failed", None

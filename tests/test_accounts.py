@@ -821,6 +821,166 @@ async def forbidden(request: web.Request) -> web.Response:
     return web.json_response({"error": error}, status=403)
 
 
+async def test_the_first_visit_cut_in_a_run_keeps_its_place(db_path: Path) -> None:
+    """X, answered 404 on two runs, is looked for in the list first, last of twelve batches
+    of one second; Y, refused by id, last of twelve of another: --max-pages 1 cut both
+    visits, and Y's place took the one place kept, so X's visit began again every run and X
+    (listed, ended, answering by id again) stayed in flight for good."""
+
+    def group(first: int, second: int) -> list[dict[str, Any]]:
+        return [make_batch(n, created_at=second) for n in range(first + 11, first, -1)]
+
+    x = make_batch(50, status="in_progress", created_at=2_000)
+    y = make_batch(10, status="in_progress", created_at=1_000)
+    batches = [*(make_batch(n, created_at=n * 100) for n in (32, 31, 30)),
+               *group(50, 2_000), x, make_batch(80, created_at=1_500),
+               *group(10, 1_000), y, make_batch(1, created_at=100)]  # fmt: skip
+    api = Routes(batches, "a")
+    by_id = api.by_id
+    x_answers = [False]
+
+    async def x_404_y_refused(request: web.Request) -> web.Response:
+        if request.match_info["id"] == y["id"]:
+            return await forbidden(request)
+        if request.match_info["id"] == x["id"] and not x_answers[0]:
+            error = {"message": "No batch found", "type": "invalid_request_error"}
+            return web.json_response({"error": {**error, "code": "batch_not_found"}}, status=404)
+        return await by_id(request)
+
+    api.by_id = x_404_y_refused  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        on_a_budget = dataclasses.replace(a, max_pages=1)
+        for _ in range(2):
+            await sync(on_a_budget, retry=FAST)
+        x_answers[0] = True  # a replica caught up, and X ended
+        api.batches[x["id"]] = {**x, "status": "completed"}
+        for _ in range(8):
+            await sync(on_a_budget, retry=FAST)
+    assert statuses(db_path, [x["id"]]) == ["completed"]
+
+
+def served_a_second_each(api: Routes) -> list[None]:
+    """A clock for --max-seconds: a second for each request `api` serves (its length)."""
+    served: list[None] = []
+    listed, by_id = api.listed, api.by_id
+
+    async def listed_counted(request: web.Request) -> web.Response:
+        served.append(None)
+        return await listed(request)
+
+    async def by_id_counted(request: web.Request) -> web.Response:
+        served.append(None)
+        return await by_id(request)
+
+    api.listed = listed_counted  # type: ignore[method-assign]
+    api.by_id = by_id_counted  # type: ignore[method-assign]
+    return served
+
+
+async def test_a_batch_refused_by_id_is_looked_for_even_when_the_asks_spend_the_budget(
+    db_path: Path,
+) -> None:
+    """Batch 10, refused by id, was to be looked for in the list after the asks by id of
+    the nine others in flight, which spent every run's --max-seconds: it was never looked
+    for, and stayed in flight after it ended. Refused and not looked for, it is looked for
+    first on the next run, as a batch cut by the budget is."""
+    batches = [make_batch(n, status="completed" if n > 10 else "in_progress")
+               for n in range(12, 0, -1)]  # fmt: skip
+    ten = batches[2]["id"]
+    api = Routes(batches, "a")
+    by_id = api.by_id
+
+    async def ten_refused(request: web.Request) -> web.Response:
+        return await (forbidden if request.match_info["id"] == ten else by_id)(request)
+
+    api.by_id = ten_refused  # type: ignore[method-assign]
+    served = served_a_second_each(api)
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        a = dataclasses.replace(a, concurrency=1)
+        await sync(a, retry=FAST)
+        api.batches[ten] = {**batches[2], "status": "completed"}
+        on_a_budget = dataclasses.replace(a, max_seconds=3.5)
+        for _ in range(3):
+            served.clear()
+            await sync(on_a_budget, retry=FAST, clock=lambda: float(len(served)))
+    assert statuses(db_path, [ten]) == ["completed"]
+
+
+async def test_a_batch_cut_then_deleted_is_counted_gone_on_a_time_budget(
+    db_path: Path,
+) -> None:
+    """Batch 10's ask by id outlasted the budget (cut), then it was deleted: looked for in
+    the list first on every run, not found, and asked by id after the others, whose asks
+    spent every run's --max-seconds: never asked again, never counted gone, a visit a run.
+    Cut and not listed, it is asked by id right after its visit."""
+    batches = [make_batch(n, status="completed" if n > 10 else "in_progress")
+               for n in range(12, 0, -1)]  # fmt: skip
+    ten = batches[2]["id"]
+    api = Routes(batches, "a")
+    served = served_a_second_each(api)
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        a = dataclasses.replace(a, concurrency=1)
+        await sync(a, retry=FAST)
+        with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+            # As a run whose budget ran out while it was asked for leaves it.
+            conn.execute(
+                "UPDATE batches SET cut_by = json_object('a', last_seen_at + 1) WHERE id = ?",
+                (ten,),
+            )
+        api.hidden["a"].add(ten)  # deleted: 404 by id, not listed
+        on_a_budget = dataclasses.replace(a, max_seconds=3.5)
+        for _ in range(4):
+            served.clear()
+            await sync(on_a_budget, retry=FAST, clock=lambda: float(len(served)))
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        (not_found_by,) = conn.execute(
+            "SELECT not_found_by FROM batches WHERE id = ?", (ten,)
+        ).fetchone()
+    assert not_found_by == '{"a":3}'
+
+
+async def test_a_visit_looked_for_first_may_take_the_whole_budget_when_no_other_waits(
+    db_path: Path,
+) -> None:
+    """Batch 3, answered 404 on two runs, and batch 4 above it deleted, the list failing
+    for a cursor it no longer knows: the visit's retries took longer than half of
+    --max-seconds, the share visits first have, and were cut at the same place on every
+    run, no other batch in flight to leave time to: 3 was never counted gone."""
+    batches = [make_batch(n, status="in_progress" if n == 3 else "completed")
+               for n in range(6, 0, -1)]  # fmt: skip
+    three = batches[3]["id"]
+    api = Routes(batches, "a")
+    listed = api.listed
+
+    async def failing_for_unknown_cursors(request: web.Request) -> web.Response:
+        if api.unknown_cursor_refused(request) is not None:
+            return await server_error(request)
+        return await listed(request)
+
+    api.listed = failing_for_unknown_cursors  # type: ignore[method-assign]
+    served = served_a_second_each(api)
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        api.hidden["a"].update({three, batches[2]["id"]})
+        for _ in range(2):
+            await sync(a, retry=FAST)
+        on_a_budget = dataclasses.replace(a, max_seconds=7)
+        for _ in range(3):
+            served.clear()
+            result = await sync(on_a_budget, retry=FAST, clock=lambda: float(len(served)))
+    assert result.complete
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        (not_found_by,) = conn.execute(
+            "SELECT not_found_by FROM batches WHERE id = ?", (three,)
+        ).fetchone()
+    assert not_found_by == '{"a":3}'
+
+
 def end_behind_gone(api: Routes, targets: tuple[int, ...], gone: tuple[int, ...]) -> None:
     """Batches `targets` end, and batches `gone` leave route a's list."""
     api.hidden["a"].update(make_batch(n)["id"] for n in gone)

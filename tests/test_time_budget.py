@@ -25,6 +25,7 @@ from crawler import api, bodies
 from crawler.api import RetryPolicy
 from crawler.config import Settings
 from crawler.request_files import FAILURES_IN_A_ROW, MAX_FILE_LINES
+from crawler.run import Run
 from crawler.sync_run import SyncResult, sync
 
 from .conftest import API_KEY, list_body, make_batch
@@ -182,6 +183,20 @@ async def test_the_first_page_is_read_whatever_the_budget(
         tiny = dataclasses.replace(budgeted(db_path, base_url), max_seconds=1e-9)
         result = await sync(tiny, retry=fast_retry)
     assert (result.complete, result.pages, stored(db_path)) == (False, 1, 2)
+
+
+def test_the_request_files_take_the_whole_budget_while_a_step_takes_a_share(
+    db_path: Path,
+) -> None:
+    """The files are fetched alongside every step: a file begun while the visits looked for
+    first took their half of the budget was cut at its end, the run partial."""
+    now = [0.0]
+    settings = Settings(db=db_path, api_key=API_KEY, max_seconds=100)
+    run = Run(None, settings, 1, None, lambda: now[0], 0.0, API_KEY)  # type: ignore[arg-type]
+    with run.sharing_time(0.5):
+        now[0] = 60.0
+        assert (run.time_left(), run.budget_left()) == (-10.0, 40.0)
+    assert run.time_left() == 40.0
 
 
 ENDLESS = {
