@@ -1210,9 +1210,8 @@ def ten_in_flight_twice(db_path: Path, tied: int) -> tuple[Routes, list[dict[str
     return Routes(batches, "a"), batches
 
 
-async def runs_of_three_pages(api: Routes, batches: list[dict[str, Any]], db_path: Path) -> int:
-    """Runs of a second a list page and --max-seconds 3.5 (pages of one) until one is
-    complete, after a first sync and batches 4 and 9 ending; how many (12 at most)."""
+def list_requests_counted(api: Routes) -> list[str | None]:
+    """The `after` of each list request `api` serves from now on (None: the top)."""
     pages: list[str | None] = []
     listed = api.listed
 
@@ -1221,6 +1220,13 @@ async def runs_of_three_pages(api: Routes, batches: list[dict[str, Any]], db_pat
         return await listed(request)
 
     api.listed = counted  # type: ignore[method-assign]
+    return pages
+
+
+async def runs_of_three_pages(api: Routes, batches: list[dict[str, Any]], db_path: Path) -> int:
+    """Runs of a second a list page and --max-seconds 3.5 (pages of one) until one is
+    complete, after a first sync and batches 4 and 9 ending; how many (12 at most)."""
+    pages = list_requests_counted(api)
     async with serving(api.routes()) as root:
         (a,) = api.accounts(db_path, root)
         a = dataclasses.replace(a, page_size=1)
@@ -1256,14 +1262,7 @@ async def test_a_walk_resumed_then_cut_past_its_stop_ends_at_its_stop(db_path: P
     batches = [make_batch(n, created_at=min(make_batch(n)["created_at"], second))
                for n in range(1, 61)]  # fmt: skip
     api = Routes(batches, "a")
-    pages: list[str | None] = []
-    listed = api.listed
-
-    async def counted(request: web.Request) -> web.Response:
-        pages.append(request.query.get("after"))
-        return await listed(request)
-
-    api.listed = counted  # type: ignore[method-assign]
+    pages = list_requests_counted(api)
     async with serving(api.routes()) as root:
         (a,) = api.accounts(db_path, root)
         a = dataclasses.replace(a, page_size=2)
