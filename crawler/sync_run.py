@@ -66,10 +66,12 @@ async def _refresh(run: Run, client: ApiClient) -> bool:
 
 async def _refresh_asking_by_id(run: Run, client: ApiClient) -> bool:
     """The refresh while requests by id work. Looked for in the list first: those cut
-    before, and those answered 404 on two runs (a third 404 is the last word: counted
-    gone, unless listed). Then the others asked by id, those failed by id looked for in the
-    list, and those cut before and not listed asked by id, whatever page budget the visits
-    left (it counts list pages alone). False if the budget ran out first.
+    before (asked by id right after, if not listed), and those answered 404 on two runs (a
+    third 404 is the last word: counted gone, unless listed). Then the others asked by id,
+    those failed by id looked for in the list (or first next run, should the time budget
+    run out before: see _cut_unvisited), and those cut before and not asked yet asked by
+    id, whatever page budget the visits left (it counts list pages alone). False if the
+    budget ran out first.
 
     A batch answered 404 twice is looked for first: asked by id first, on a budget that
     left no visit after the asks, one its list still showed was counted gone; and with a
@@ -97,7 +99,9 @@ async def _refresh_asking_by_id(run: Run, client: ApiClient) -> bool:
     if not visited and run.time_spent():
         await _cut_unvisited(run)
         return False
-    again = run.to_refresh & cut - unlisted
+    # Those cut before not asked yet: after the others, as their asks may outlast it.
+    asked = run.answered_gone | run.cut | run.by_id_failures.keys()
+    again = run.to_refresh & cut - asked
     if again and not await _refresh_by_id(run, client, again):
         _warn_cut_again(run, again)
         return False
