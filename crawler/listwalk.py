@@ -107,7 +107,8 @@ class ListWalk:
     cut_a_visit: bool = False  # this walk cut a visit (see stopped)
     missed: list[str] = field(default_factory=list)  # visited, and not listed
     passed_over: str | None = None  # a target whose visit passed over a start
-    left_list: set[str] = field(default_factory=set)  # starts found gone (see pass_over)
+    # Starts found gone from the list (refused, or gone by id: see pass_over), the run's.
+    left_list: set[str] = field(default_factory=set)
     unplaced: set[str] = field(default_factory=set)  # visited, and no read got past their place
 
     async def run(self, walk: WalkState, queue: PageQueue) -> None:
@@ -402,6 +403,8 @@ class ListWalk:
                 or (failed and not await self.pass_over(self.asked_after, target))
             ):
                 raise
+            if not failed:
+                self.left_list.add(self.asked_after)  # refused: it left the list
             return None
         if self.visit_resume is not None and self.visit_resume[0] == target:
             self.visit_resume = None

@@ -72,6 +72,7 @@ class Run:
     # 404 (`missed`, see batches.missed_by).
     visit_resume: tuple[str, str] | None = None
     visit_cut: bool = False  # visit_resume is where a visit of this run stopped
+    left_list: set[str] = field(default_factory=set)  # see ListWalk.left_list
     share_ends: float | None = None  # see sharing_time
     cut: set[str] = field(default_factory=set)  # asked for by id as the time budget ran out
     not_listed: set[str] = field(default_factory=set)
@@ -139,6 +140,7 @@ class Run:
             walk_targets=self.walk_targets,
             stored_mark=self.stored_mark,
             visit_resume=self.visit_resume,
+            left_list=self.left_list,
             # The run's first list page is read whatever the budget, a visit's is not.
             pages_read=self.figures.pages,
         )

@@ -180,7 +180,10 @@ async def _visit(run: Run, client: ApiClient, targets: set[str]) -> bool:
     one stopped; False if the budget ran out first."""
     run.walk_targets = set(targets)
     visited = await run.pipeline(client, None)
-    await run.store.save_visits(run.missed, run.visit_resume)
+    # The starts found gone are no start on the next runs either (each run on a budget
+    # tried the same gone starts and was cut before the top; without a budget, each read
+    # the list from the top), until a walk lists them again.
+    await run.store.save_visits([*run.missed, *sorted(run.left_list)], run.visit_resume)
     return visited
 
 
@@ -254,6 +257,12 @@ async def _walk_and_refresh(run: Run, client: ApiClient, walk: WalkState) -> boo
     if run.to_refresh and (complete or not run.time_spent()):
         refreshed = await _refresh(run, client)
         complete = complete and refreshed
+    elif run.to_refresh and not run.walks_instead_of_by_id():
+        # A walk cut by the time budget on every run (a list growing faster than a run
+        # reads it) left every batch in flight stale: one is asked for all the same.
+        cut, nearly_gone = await _looked_for_first(run)
+        if others := run.to_refresh - cut - nearly_gone:
+            await _refresh_by_id(run, client, others, first_once=True)
     return complete
 
 

@@ -909,6 +909,65 @@ async def test_a_batch_refused_by_id_is_looked_for_even_when_the_asks_spend_the_
     assert statuses(db_path, [ten]) == ["completed"]
 
 
+async def test_a_batch_in_flight_is_asked_for_while_every_walk_is_cut_by_the_budget(
+    db_path: Path,
+) -> None:
+    """Ten new batches before each run, pages of two, time for four requests a run: every
+    walk was cut by --max-seconds, and no run refreshed batch 10, ended, by id."""
+    batches = [make_batch(n, status="in_progress" if n == 10 else "completed")
+               for n in range(20, 0, -1)]  # fmt: skip
+    ten = batches[10]["id"]
+    api = Routes(batches, "a")
+    served = served_a_second_each(api)
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        api.batches[ten] = {**batches[10], "status": "completed"}
+        for n in range(21, 31):
+            api.batches[make_batch(n)["id"]] = make_batch(n)
+        served.clear()
+        on_a_budget = dataclasses.replace(a, max_seconds=3.5)
+        result = await sync(on_a_budget, retry=FAST, clock=lambda: float(len(served)))
+    assert not result.complete
+    assert statuses(db_path, [ten]) == ["completed"]
+
+
+@pytest.mark.parametrize("budget", [3.5, None], ids=["--max-seconds", "no budget"])
+async def test_the_starts_a_visit_found_gone_are_no_starts_on_the_next_runs(
+    db_path: Path, budget: float | None
+) -> None:
+    """Batch 10, in flight, and the three stored above it deleted, the list refusing a
+    cursor it no longer knows: each run's visit tried the three again. On a budget, each
+    was cut before the read from the top, and 10 was never counted gone; refused by id,
+    each unbudgeted run read the list from its top (29 requests at pages of two)."""
+    batches = [make_batch(n, status="in_progress" if n == 10 else "completed")
+               for n in range(60, 0, -1)]  # fmt: skip
+    ten = make_batch(10)["id"]
+    api = Routes(batches, "a")
+    listed, by_id = api.listed, api.by_id
+
+    async def refusing_unknown_cursors(request: web.Request) -> web.Response:
+        return api.unknown_cursor_refused(request) or await listed(request)
+
+    async def ten_refused(request: web.Request) -> web.Response:
+        return await (forbidden if request.match_info["id"] == ten else by_id)(request)
+
+    api.listed = refusing_unknown_cursors  # type: ignore[method-assign]
+    if budget is None:
+        api.by_id = ten_refused  # type: ignore[method-assign]
+    served = served_a_second_each(api)
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        api.hidden["a"].update(make_batch(n)["id"] for n in (10, 11, 12, 13))  # deleted
+        runs = dataclasses.replace(a, max_seconds=budget)
+        for _ in range(4):
+            served.clear()
+            result = await sync(runs, retry=FAST, clock=lambda: float(len(served)))
+    assert result.complete
+    assert len(served) <= 3  # the top, 10 by id, a page below the three gone
+
+
 async def test_a_batch_cut_then_deleted_is_counted_gone_on_a_time_budget(
     db_path: Path,
 ) -> None:

@@ -241,11 +241,12 @@ def select_created_just_after(
 ) -> list[str]:
     """The ids of the `count` stored batches of `account`'s list (see IN_ACCOUNT_LIST)
     created soonest after `second`, soonest first: those its list holds just above a batch
-    created then."""
+    created then, but those a visit found gone from it since they were last seen."""
     rows = db.execute(
         "SELECT id FROM batches WHERE created_at > ? AND typeof(created_at) = 'integer' "
-        f"AND {IN_ACCOUNT_LIST} ORDER BY created_at, id LIMIT ?",
-        (second, account, account, count),
+        f"AND {IN_ACCOUNT_LIST} AND {_when('missed_by')} < max(coalesce(last_seen_at, 0), 1) "
+        "ORDER BY created_at, id LIMIT ?",
+        (second, account, account, account, count),
     ).fetchall()
     return [batch_id for (batch_id,) in rows]
 
