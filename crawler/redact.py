@@ -419,7 +419,9 @@ def _stored_data_scans(secret: Secret) -> list[_Scan]:
     """How stored data is searched for each key of `secret`: none for a key too short to
     search for."""
     return [
-        _scan(form, _stored_run(form), in_a_message=False)
+        # Half the key as written, in each form: decomposed or misread, a key is longer,
+        # and half of it so spelled was shorter than half that form.
+        _scan(form, _stored_run(key), in_a_message=False)
         for key in _each(secret)
         if len(key) >= _IDENTIFYING_RUN
         for form in _compatible_too(key)  # one form for an ASCII key
@@ -501,13 +503,21 @@ def _secret_forms(secret: str) -> set[str]:
         " ".join(secret.split()),  # messages are shown with their whitespace collapsed
         " ".join(secret),  # spelled out, a character at a time
         *_base64_cores(secret),
-        json.dumps(secret)[1:-1],
-        json.dumps(secret)[1:-1].replace("/", "\\/"),  # as PHP's json_encode writes it
-        json.dumps(secret, ensure_ascii=False)[1:-1],
+        *_json_escaped(secret),
+        # Twice: a gateway's JSON error quoting an upstream one (a stored message is read
+        # from a page once: the page was searched, escaped once more, and let through).
+        *(twice for once in _json_escaped(secret) for twice in _json_escaped(once)),
         *quoted,
         *lower_hex,
     }
     return {form for form in forms if form}
+
+
+def _json_escaped(secret: str) -> set[str]:
+    """`secret` in a JSON string: its letters escaped or not, slashes escaped or not (as
+    PHP's json_encode writes them)."""
+    escaped = json.dumps(secret)[1:-1]
+    return {escaped, escaped.replace("/", "\\/"), json.dumps(secret, ensure_ascii=False)[1:-1]}
 
 
 def _base64_cores(secret: str) -> set[str]:
@@ -620,22 +630,37 @@ def _find_runs(text: str, scan: _Scan) -> list[tuple[int, int]]:
 
     Every run holds one of the scan's blocks whole: only the places around a block found
     are looked at, so that a long text (a 16 MiB line) is not gone through a character at
-    a time in Python."""
+    a time in Python. A place whose whole reach lies within the spans found around the
+    block's earlier finds adds nothing, and is not grown (a key of one letter repeated
+    finds its block at every character of a text of that letter, at each of its places)."""
     spans = []
     for block, places in scan.places.items():
+        start = end = -1  # the spans found around this block so far, and overlapping
         at = text.find(block)
         while at != -1:
             for form, where in places:
-                start, end = _grown(text, at, form, where, len(block))
-                if end - start >= scan.run:
-                    spans.append((start, end))
+                if start <= at - where and at - where + len(form) <= end:
+                    continue
+                grown_start, grown_end = _grown(text, at, form, where, len(block))
+                if grown_end - grown_start < scan.run:
+                    continue
+                if grown_start <= end and start <= grown_end:
+                    start, end = min(start, grown_start), max(end, grown_end)
+                else:
+                    if end > start:
+                        spans.append((start, end))
+                    start, end = grown_start, grown_end
             at = text.find(block, at + 1)
+        if end > start:
+            spans.append((start, end))
     return _joined(spans)
 
 
 def _grown(text: str, at: int, form: str, where: int, size: int) -> tuple[int, int]:
     """The span of `text` around the block at `at` that spells `form` around the same block
     at `where`."""
+    if where <= at and text.startswith(form, at - where):
+        return at - where, at - where + len(form)  # the whole form: no further
     before = _common_start(text[max(0, at - where) : at][::-1], form[:where][::-1])
     after = _common_start(text[at + size : at + len(form) - where], form[where + size :])
     return at - before, at + size + after

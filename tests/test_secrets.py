@@ -1052,6 +1052,22 @@ def test_masking_a_long_text_takes_a_few_times_its_size() -> None:
     assert peak < 8 * len(text), f"{peak / len(text):.1f} times the text's size"
 
 
+def test_a_key_of_one_letter_repeated_is_searched_for_in_little_memory() -> None:
+    """A placeholder key (`sk-` and 48 x) finds its block at every character of a text of
+    x, at each of its places: a span kept for each took 700 MB for 1 MB of text, and
+    seconds each; a place within the spans found already is not grown."""
+    key = "sk-" + "x" * 48
+    text = "x" * 50_000
+    tracemalloc.start()
+    try:
+        found = holds_secret(text, key)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert found
+    assert peak < 2**20, f"{peak / 2**20:.1f} MiB"
+
+
 def test_a_long_key_is_searched_for_in_memory_growing_with_its_length() -> None:
     """Every run of half a key was kept in a set: a value spelled like a key in the
     environment (a base64 blob) of 30,000 characters took 2 GB; one of 6,000 took 100 MB."""
@@ -1633,6 +1649,36 @@ def test_a_proxy_password_sent_as_latin_1_and_echoed_as_read_is_masked(echo: str
     password = "Abcdefghij\u00e9Klmnopqrst"
     assert message_of(echo, secret=password) == MASKED
     assert mask_values((f"x {echo} y",), password) == ("x *** y",)
+
+
+@pytest.mark.parametrize(
+    "password", ['correct"horse"battery"staple"9f83kd', "Kennwort-für-Jürgen-Groß-2024-ÄÖÜäöüé"]
+)
+def test_a_secret_json_escaped_twice_in_a_page_is_found(password: str) -> None:
+    """A gateway's JSON error quoting an upstream one holds the password escaped once in
+    the message stored, and twice in the page: the page, searched first, let it through,
+    and the message was stored whole."""
+    upstream = json.dumps({"error": {"message": f"upstream refused {password}"}})
+    page = json.dumps({"errors": {"data": [{"message": upstream}]}})
+    assert holds_secret(page, password, json_lines=True)
+    assert mask_values((upstream,), password) == (
+        json.dumps({"error": {"message": "upstream refused ***"}}),
+    )
+
+
+@pytest.mark.parametrize("spelling", ["NFD", "latin-1"])
+def test_half_a_key_decomposed_or_misread_is_found(spelling: str) -> None:
+    """Decomposed (NFD, as macOS names files) or its UTF-8 read as Latin-1, a key with
+    non-ASCII letters is longer: half of it so spelled was shorter than half that form,
+    the run searched for, and was stored, and a path holding it made."""
+    password = "Kennwort-für-Jürgen-Groß-2024-ÄÖÜäöüé"
+    half = password[:19]
+    if spelling == "NFD":
+        echo = unicodedata.normalize("NFD", half)
+    else:
+        echo = half.encode().decode("latin-1")
+    assert mask_values((f"note {echo} end",), password) == ("note *** end",)
+    assert redact.holds_secret_in_any_form(f"/tmp/{echo}/x.db", password)
 
 
 @pytest.mark.parametrize("spelling", ["NFD", "NFKD", "latin-1"])
