@@ -259,10 +259,10 @@ async def _walk_and_refresh(run: Run, client: ApiClient, walk: WalkState) -> boo
         complete = complete and refreshed
     elif run.to_refresh and not run.walks_instead_of_by_id():
         # A walk cut by the time budget on every run (a list growing faster than a run
-        # reads it) left every batch in flight stale: one is asked for all the same.
-        cut, nearly_gone = await _looked_for_first(run)
-        if others := run.to_refresh - cut - nearly_gone:
-            await _refresh_by_id(run, client, others, first_once=True)
+        # reads it) left every batch in flight stale: one is asked for all the same, the
+        # least recently seen or missed, those cut or answered 404 too (left out, one
+        # failed ask left a batch out for as long as the list outgrew the runs).
+        await _refresh_by_id(run, client, set(run.to_refresh), first_once=True)
     return complete
 
 

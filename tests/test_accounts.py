@@ -909,27 +909,41 @@ async def test_a_batch_refused_by_id_is_looked_for_even_when_the_asks_spend_the_
     assert statuses(db_path, [ten]) == ["completed"]
 
 
+@pytest.mark.parametrize("blips", [0, 1], ids=["answering", "one 500 first"])
 async def test_a_batch_in_flight_is_asked_for_while_every_walk_is_cut_by_the_budget(
-    db_path: Path,
+    db_path: Path, blips: int
 ) -> None:
-    """Ten new batches before each run, pages of two, time for four requests a run: every
-    walk was cut by --max-seconds, and no run refreshed batch 10, ended, by id."""
-    batches = [make_batch(n, status="in_progress" if n == 10 else "completed")
+    """Thirty new batches before each run, pages of two, time for four requests a run:
+    every walk was cut by --max-seconds, and no run refreshed batches 10, 8 and 6, ended,
+    by id. Then one asked for each run, but one ask failed (a 500) marked batch 10 cut,
+    and those cut were left out of it for as long as the list outgrew the runs."""
+    flight = [make_batch(n)["id"] for n in (10, 8, 6)]
+    batches = [make_batch(n, status="in_progress" if n in (10, 8, 6) else "completed")
                for n in range(20, 0, -1)]  # fmt: skip
-    ten = batches[10]["id"]
     api = Routes(batches, "a")
+    by_id, failing = api.by_id, [blips]
+
+    async def a_blip_first(request: web.Request) -> web.Response:
+        if request.match_info["id"] == flight[0] and failing[0]:
+            failing[0] -= 1
+            return await server_error(request)
+        return await by_id(request)
+
+    api.by_id = a_blip_first  # type: ignore[method-assign]
     served = served_a_second_each(api)
     async with serving(api.routes()) as root:
         (a,) = api.accounts(db_path, root)
         await sync(a, retry=FAST)
-        api.batches[ten] = {**batches[10], "status": "completed"}
-        for n in range(21, 31):
-            api.batches[make_batch(n)["id"]] = make_batch(n)
-        served.clear()
+        for batch in batches:
+            api.batches[batch["id"]] = {**batch, "status": "completed"}
         on_a_budget = dataclasses.replace(a, max_seconds=3.5)
-        result = await sync(on_a_budget, retry=FAST, clock=lambda: float(len(served)))
-    assert not result.complete
-    assert statuses(db_path, [ten]) == ["completed"]
+        for run in range(6):
+            for n in range(21 + 30 * run, 51 + 30 * run):
+                api.batches[make_batch(n)["id"]] = make_batch(n)
+            served.clear()
+            result = await sync(on_a_budget, retry=FAST, clock=lambda: float(len(served)))
+            assert not result.complete
+    assert statuses(db_path, flight) == ["completed"] * 3
 
 
 @pytest.mark.parametrize("budget", [3.5, None], ids=["--max-seconds", "no budget"])
