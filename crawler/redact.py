@@ -366,7 +366,8 @@ def _latin1_read_as_utf8(key: str) -> tuple[str, ...]:
         sent = key.encode("latin-1")
     except UnicodeEncodeError:
         return ()
-    return tuple(sent.decode("utf-8", errors) for errors in ("replace", "ignore"))
+    read = (sent.decode("utf-8", errors) for errors in ("replace", "ignore"))
+    return tuple(form for form in read if form)  # a key of such letters alone reads as none
 
 
 def _views(text: str) -> tuple[str, ...]:
@@ -419,9 +420,10 @@ def _stored_data_scans(secret: Secret) -> list[_Scan]:
     """How stored data is searched for each key of `secret`: none for a key too short to
     search for."""
     return [
-        # Half the key as written, in each form: decomposed or misread, a key is longer,
-        # and half of it so spelled was shorter than half that form.
-        _scan(form, _stored_run(key), in_a_message=False)
+        # Half the key in each form, or half that form if shorter: decomposed or misread,
+        # a key is longer, and half of it so spelled was shorter than half that form;
+        # composed, a key written decomposed is shorter.
+        _scan(form, min(_stored_run(key), _stored_run(form)), in_a_message=False)
         for key in _each(secret)
         if len(key) >= _IDENTIFYING_RUN
         for form in _compatible_too(key)  # one form for an ASCII key
@@ -514,10 +516,39 @@ def _secret_forms(secret: str) -> set[str]:
 
 
 def _json_escaped(secret: str) -> set[str]:
-    """`secret` in a JSON string: its letters escaped or not, slashes escaped or not (as
-    PHP's json_encode writes them)."""
+    """`secret` in a JSON string as encoders write it: its letters escaped or not (Python),
+    slashes escaped (PHP, with its letters or without), `&`, `<` and `>` escaped (Go), and
+    every character but letters, digits and `-_.` escaped in upper-case hex (.NET)."""
     escaped = json.dumps(secret)[1:-1]
-    return {escaped, escaped.replace("/", "\\/"), json.dumps(secret, ensure_ascii=False)[1:-1]}
+    letters = json.dumps(secret, ensure_ascii=False)[1:-1]
+    html_safe = letters.translate(_GO_ESCAPES)
+    return {
+        escaped,
+        letters,
+        escaped.replace("/", "\\/"),
+        letters.replace("/", "\\/"),
+        html_safe,
+        "".join(_dotnet_escaped(char) for char in secret),
+    }
+
+
+_GO_ESCAPES = {ord(char): f"\\u{ord(char):04x}" for char in "&<>\u2028\u2029"}
+
+
+def _dotnet_escaped(char: str) -> str:
+    """`char` as .NET's JSON writer writes it: HTML-sensitive characters, and all but
+    printable ASCII, as `\\u` and upper-case hex."""
+    if char == "\\":
+        return "\\\\"
+    if " " <= char <= "~" and char not in "\"&'+<>`":
+        return char
+    return "".join(f"\\u{unit:04X}" for unit in _utf16_units(char))
+
+
+def _utf16_units(char: str) -> tuple[int, ...]:
+    """`char`'s UTF-16 code units (a pair for one outside the BMP, as JSON escapes it)."""
+    encoded = char.encode("utf-16-be", "surrogatepass")
+    return tuple(int.from_bytes(encoded[i : i + 2], "big") for i in range(0, len(encoded), 2))
 
 
 def _base64_cores(secret: str) -> set[str]:

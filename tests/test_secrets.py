@@ -1666,6 +1666,48 @@ def test_a_secret_json_escaped_twice_in_a_page_is_found(password: str) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("key", "echo"),
+    [
+        (
+            "Tr0ub4dor&3xZq9<Lm2Kp7&Wn5Hv8>Yt",
+            "Tr0ub4dor\\u00263xZq9\\u003cLm2Kp7\\u0026Wn5Hv8\\u003eYt",
+        ),
+        (
+            "q7Z+x9Lk+3Pw+Tr0u+b4do+rZq9+Lm2K",
+            "q7Z\\u002Bx9Lk\\u002B3Pw\\u002BTr0u\\u002Bb4do\\u002BrZq9\\u002BLm2K",
+        ),
+        ("Grüße/Straße/Größe/Übung/Käse", "Grüße\\/Straße\\/Größe\\/Übung\\/Käse"),
+    ],
+    ids=["Go", ".NET", "PHP, letters unescaped"],
+)
+def test_a_key_as_other_json_encoders_escape_it_is_found(key: str, echo: str) -> None:
+    """Go escapes & < > as \\u0026..., .NET + and " in upper-case hex, PHP slashes with its
+    letters unescaped: only Python's and PHP's usual spellings were searched for, and a
+    gateway quoting such an upstream's error showed and stored the key."""
+    upstream = '{"error":{"message":"Incorrect API key provided: ' + echo + '"}}'
+    assert "***" in mask_secret(upstream, key)
+    page = json.dumps({"errors": {"data": [{"message": upstream}]}})
+    assert holds_secret(page, key, json_lines=True)
+    assert holds_secret(upstream, key)
+
+
+def test_half_a_key_written_decomposed_is_found_composed() -> None:
+    """A key written decomposed (NFD), echoed composed: each form was searched for runs of
+    half the key as written, longer than half the composed form."""
+    key = unicodedata.normalize("NFD", "Crème-brûlée-à-la-façon-de-Noël")
+    echo = unicodedata.normalize("NFC", key)[:16]
+    assert mask_values((f"proxy said: {echo}",), key) == ("proxy said: ***",)
+
+
+def test_a_key_of_latin_1_letters_alone_is_searched_for() -> None:
+    """Its bytes sent as Latin-1 read as UTF-8 with what is no UTF-8 left out are nothing:
+    an empty form made every command end in a traceback (a pattern `[^]`)."""
+    key = "ÄÖÜäöüßÄÖÜäöüßÄÖ"
+    assert mask_secret(f"bad {key}", key) == "bad ***"
+    assert holds_secret(f"x {key} y", key)
+
+
 @pytest.mark.parametrize("spelling", ["NFD", "latin-1"])
 def test_half_a_key_decomposed_or_misread_is_found(spelling: str) -> None:
     """Decomposed (NFD, as macOS names files) or its UTF-8 read as Latin-1, a key with
