@@ -518,7 +518,7 @@ def _secret_forms(secret: str) -> set[str]:
 def _json_escaped(secret: str) -> set[str]:
     """`secret` in a JSON string as encoders write it: its letters escaped or not (Python),
     slashes escaped (PHP, with its letters or without), `&`, `<` and `>` escaped (Go), and
-    every character but letters, digits and `-_.` escaped in upper-case hex (.NET)."""
+    HTML-sensitive characters and all but printable ASCII escaped in upper-case hex (.NET)."""
     escaped = json.dumps(secret)[1:-1]
     letters = json.dumps(secret, ensure_ascii=False)[1:-1]
     html_safe = letters.translate(_GO_ESCAPES)
