@@ -861,24 +861,6 @@ async def test_the_first_visit_cut_in_a_run_keeps_its_place(db_path: Path) -> No
     assert statuses(db_path, [x["id"]]) == ["completed"]
 
 
-def served_a_second_each(api: Routes) -> list[None]:
-    """A clock for --max-seconds: a second for each request `api` serves (its length)."""
-    served: list[None] = []
-    listed, by_id = api.listed, api.by_id
-
-    async def listed_counted(request: web.Request) -> web.Response:
-        served.append(None)
-        return await listed(request)
-
-    async def by_id_counted(request: web.Request) -> web.Response:
-        served.append(None)
-        return await by_id(request)
-
-    api.listed = listed_counted  # type: ignore[method-assign]
-    api.by_id = by_id_counted  # type: ignore[method-assign]
-    return served
-
-
 async def test_a_batch_refused_by_id_is_looked_for_even_when_the_asks_spend_the_budget(
     db_path: Path,
 ) -> None:
@@ -896,7 +878,7 @@ async def test_a_batch_refused_by_id_is_looked_for_even_when_the_asks_spend_the_
         return await (forbidden if request.match_info["id"] == ten else by_id)(request)
 
     api.by_id = ten_refused  # type: ignore[method-assign]
-    served = served_a_second_each(api)
+    seconds = a_second_a_request(api)
     async with serving(api.routes()) as root:
         (a,) = api.accounts(db_path, root)
         a = dataclasses.replace(a, concurrency=1)
@@ -904,8 +886,7 @@ async def test_a_batch_refused_by_id_is_looked_for_even_when_the_asks_spend_the_
         api.batches[ten] = {**batches[2], "status": "completed"}
         on_a_budget = dataclasses.replace(a, max_seconds=3.5)
         for _ in range(3):
-            served.clear()
-            await sync(on_a_budget, retry=FAST, clock=lambda: float(len(served)))
+            await sync(on_a_budget, retry=FAST, clock=lambda: float(seconds[0]))
     assert statuses(db_path, [ten]) == ["completed"]
 
 
@@ -930,7 +911,7 @@ async def test_a_batch_in_flight_is_asked_for_while_every_walk_is_cut_by_the_bud
         return await by_id(request)
 
     api.by_id = a_blip_first  # type: ignore[method-assign]
-    served = served_a_second_each(api)
+    seconds = a_second_a_request(api)
     async with serving(api.routes()) as root:
         (a,) = api.accounts(db_path, root)
         await sync(a, retry=FAST)
@@ -940,8 +921,7 @@ async def test_a_batch_in_flight_is_asked_for_while_every_walk_is_cut_by_the_bud
         for run in range(6):
             for n in range(21 + 30 * run, 51 + 30 * run):
                 api.batches[make_batch(n)["id"]] = make_batch(n)
-            served.clear()
-            result = await sync(on_a_budget, retry=FAST, clock=lambda: float(len(served)))
+            result = await sync(on_a_budget, retry=FAST, clock=lambda: float(seconds[0]))
             assert not result.complete
     assert statuses(db_path, flight) == ["completed"] * 3
 
@@ -969,17 +949,17 @@ async def test_the_starts_a_visit_found_gone_are_no_starts_on_the_next_runs(
     api.listed = refusing_unknown_cursors  # type: ignore[method-assign]
     if budget is None:
         api.by_id = ten_refused  # type: ignore[method-assign]
-    served = served_a_second_each(api)
+    seconds = a_second_a_request(api)
     async with serving(api.routes()) as root:
         (a,) = api.accounts(db_path, root)
         await sync(a, retry=FAST)
         api.hidden["a"].update(make_batch(n)["id"] for n in (10, 11, 12, 13))  # deleted
         runs = dataclasses.replace(a, max_seconds=budget)
         for _ in range(4):
-            served.clear()
-            result = await sync(runs, retry=FAST, clock=lambda: float(len(served)))
+            before = seconds[0]
+            result = await sync(runs, retry=FAST, clock=lambda: float(seconds[0]))
     assert result.complete
-    assert len(served) <= 3  # the top, 10 by id, a page below the three gone
+    assert seconds[0] - before <= 3  # the top, 10 by id, a page below the three gone
 
 
 async def test_a_batch_cut_then_deleted_is_counted_gone_on_a_time_budget(
@@ -993,7 +973,7 @@ async def test_a_batch_cut_then_deleted_is_counted_gone_on_a_time_budget(
                for n in range(12, 0, -1)]  # fmt: skip
     ten = batches[2]["id"]
     api = Routes(batches, "a")
-    served = served_a_second_each(api)
+    seconds = a_second_a_request(api)
     async with serving(api.routes()) as root:
         (a,) = api.accounts(db_path, root)
         a = dataclasses.replace(a, concurrency=1)
@@ -1007,8 +987,7 @@ async def test_a_batch_cut_then_deleted_is_counted_gone_on_a_time_budget(
         api.hidden["a"].add(ten)  # deleted: 404 by id, not listed
         on_a_budget = dataclasses.replace(a, max_seconds=3.5)
         for _ in range(4):
-            served.clear()
-            await sync(on_a_budget, retry=FAST, clock=lambda: float(len(served)))
+            await sync(on_a_budget, retry=FAST, clock=lambda: float(seconds[0]))
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
         (not_found_by,) = conn.execute(
             "SELECT not_found_by FROM batches WHERE id = ?", (ten,)
@@ -1035,7 +1014,7 @@ async def test_a_visit_looked_for_first_may_take_the_whole_budget_when_no_other_
         return await listed(request)
 
     api.listed = failing_for_unknown_cursors  # type: ignore[method-assign]
-    served = served_a_second_each(api)
+    seconds = a_second_a_request(api)
     async with serving(api.routes()) as root:
         (a,) = api.accounts(db_path, root)
         await sync(a, retry=FAST)
@@ -1044,8 +1023,7 @@ async def test_a_visit_looked_for_first_may_take_the_whole_budget_when_no_other_
             await sync(a, retry=FAST)
         on_a_budget = dataclasses.replace(a, max_seconds=7)
         for _ in range(3):
-            served.clear()
-            result = await sync(on_a_budget, retry=FAST, clock=lambda: float(len(served)))
+            result = await sync(on_a_budget, retry=FAST, clock=lambda: float(seconds[0]))
     assert result.complete
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
         (not_found_by,) = conn.execute(

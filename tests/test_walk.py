@@ -27,10 +27,10 @@ def ids(*numbers: int) -> list[str]:
     return [make_batch(n)["id"] for n in numbers]
 
 
-def step(numbers: list[int], done: bool) -> WalkStep:
+def step(numbers: list[int], done: bool, pages_past_stop: int | None = None) -> WalkStep:
     batches = [make_batch(n) for n in numbers]
     page = BatchPage(batches, not done, batches[-1]["id"] if batches else None)
-    return WalkStep(page, page.next_after, done)
+    return WalkStep(page, page.next_after, done, pages_past_stop=pages_past_stop)
 
 
 def test_a_top_walk_records_its_head_on_the_first_page() -> None:
@@ -63,26 +63,24 @@ def test_a_catch_up_records_the_new_head() -> None:
     )
 
 
-def test_a_walk_cut_past_its_stop_goes_on_as_that_walk() -> None:
-    """Cut in the pages past its stop, a walk from the top keeps how many it read there;
-    resumed, it ends finished, as it would have, not followed by a walk from the top
-    again (which, on a budget shorter than those pages, never ended either)."""
-    catching_up = WalkState(stop_id=ids(9)[0], head_id=ids(9)[0])
-    past = WalkStep(step([9], done=False).page, ids(9)[0], False, pages_past_stop=1)
-    cut = advance_walk(catching_up, past, from_top=True)
-    assert cut == WalkState(ids(9)[0], ids(9)[0], ids(9)[0], pages_past_stop=1)
-    ended = advance_walk(cut, step([8], done=True), from_top=False)
-    assert ended == WalkState(head_id=ids(9)[0], finished=True)
-
-
-def test_a_resumed_walk_cut_past_its_stop_ends_finished_when_resumed() -> None:
-    """A walk resumed from above its stop, then cut past it: resumed again, it ends
-    finished (not knowing it had met its stop, it walked on to the end of the list)."""
-    walk = WalkState(cursor=ids(5)[0], stop_id=ids(3)[0], head_id=ids(9)[0])
-    past = WalkStep(step([3], done=False).page, ids(3)[0], False, pages_past_stop=1)
-    cut = advance_walk(walk, past, from_top=False)
-    assert cut == WalkState(ids(3)[0], ids(3)[0], ids(9)[0], pages_past_stop=1)
-    ended = advance_walk(cut, step([2], done=True), from_top=False)
+@pytest.mark.parametrize(
+    ("walk", "from_top", "stop"),
+    [
+        (WalkState(stop_id=ids(9)[0], head_id=ids(9)[0]), True, 9),
+        (WalkState(cursor=ids(5)[0], stop_id=ids(3)[0], head_id=ids(9)[0]), False, 3),
+    ],
+    ids=["from the top", "resumed from above its stop"],
+)
+def test_a_walk_cut_past_its_stop_ends_finished_when_resumed(
+    walk: WalkState, from_top: bool, stop: int
+) -> None:
+    """Cut in the pages past its stop, a walk keeps how many it read there; resumed, it
+    ends finished, as it would have. From the top, it was followed by a walk from the top
+    again (which, on a budget shorter than those pages, never ended either); resumed from
+    above its stop, not knowing it had met it, it walked on to the end of the list."""
+    cut = advance_walk(walk, step([stop], done=False, pages_past_stop=1), from_top=from_top)
+    assert cut == WalkState(ids(stop)[0], walk.stop_id, ids(9)[0], pages_past_stop=1)
+    ended = advance_walk(cut, step([stop - 1], done=True), from_top=False)
     assert ended == WalkState(head_id=ids(9)[0], finished=True)
 
 
