@@ -12,9 +12,9 @@ import bisect
 import decimal
 import functools
 import html
-import json
 import math
 import re
+import string
 import unicodedata
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -406,14 +406,24 @@ def _masked(text: str, spans: list[tuple[int, int]]) -> str:
 
 
 def _found(text: str, scan: _Scan) -> list[tuple[int, int]]:
-    """The spans of `text` holding a form of the key, or runs of it."""
+    """The spans of `text` holding a form of the key, as written or JSON-escaped, or runs
+    of it."""
+    spans = _forms_found(text, scan)
+    if scan.escapes_in(text):
+        decoded = _decoded(text)
+        spans += [decoded.span_written(*span) for span in _forms_found(decoded.text, scan)]
+    return spans + _spans(text, scan)
+
+
+def _forms_found(text: str, scan: _Scan) -> list[tuple[int, int]]:
+    """The spans of `text` holding a form of the key whole (one shorter than a run too)."""
     spans = []
     for form in scan.forms:
         at = text.find(form)
         while at != -1:
             spans.append((at, at + len(form)))
             at = text.find(form, at + 1)
-    return spans + _spans(text, scan)
+    return spans
 
 
 def _stored_data_scans(secret: Secret) -> list[_Scan]:
@@ -448,11 +458,27 @@ class _Scan:
     places: dict[str, tuple[tuple[str, int], ...]]  # block: (form, where it stands)
     in_a_number: bool  # a run may be spelled by a number (a key of digits)
     not_the_key: re.Pattern[str]  # a character that is none of the key's, in any case
+    # The blocks holding a character a JSON encoder may escape (see _Decoded): none, and
+    # the key is written as itself however escaped; another can be found decoded alone.
+    escapable_blocks: tuple[str, ...]
 
     def may_hold(self, text: str, json_lines: bool = False) -> bool:
         if self.has_a_block(text):
             return True
-        return _has_a_line_break(text, json_lines) and self.has_a_block(_unfolded(text))
+        fold = _has_a_line_break(text, json_lines)
+        if fold and self.has_a_block(_unfolded(text)):
+            return True
+        if not self.escapes_in(text):
+            return False
+        decoded = _decoded(text).text
+        return any(block in decoded for block in self.escapable_blocks) or (
+            fold and self.has_a_block(_unfolded(decoded))
+        )
+
+    def escapes_in(self, text: str) -> bool:
+        """Whether `text` may hold the key escaped in a way the text as written does not
+        show."""
+        return bool(self.escapable_blocks) and "\\" in text
 
     def has_a_block(self, text: str) -> bool:
         return any(block in text for block in self.places)
@@ -472,12 +498,19 @@ def _scan(secret: str, run: int, *, in_a_message: bool) -> _Scan:
     costs the walk (the byte-by-byte form alone, a third of it), and an OpenAI key in one
     case is no longer the key."""
     forms = _secret_forms(secret)
+    read_decoded = _read_decoded(secret)
+    if read_decoded:
+        forms |= read_decoded
+        # A run is counted in the key's characters: those its backslashes lost too.
+        shortest = min(len(read) for read in read_decoded)
+        run = max(run - (len(secret) - shortest), (run + 1) // 2)
     if in_a_message:
         every_byte = "".join(f"%{byte:02X}" for byte in secret.encode())  # letters too
         forms |= {every_byte}
     if in_a_message or _one_case(secret):
         forms |= {case for form in forms for case in (form.lower(), form.upper())}
     size = (run + 1) // 2
+    escapable = set(secret) - _NEVER_ESCAPED
     alphabet = "".join(sorted({*secret, *secret.lower(), *secret.upper()}))
     places: dict[str, list[tuple[str, int]]] = {}
     for form in forms:
@@ -491,11 +524,21 @@ def _scan(secret: str, run: int, *, in_a_message: bool) -> _Scan:
             len(spelled) >= run for form in forms for spelled in _NUMBER_SPELLING.findall(form)
         ),
         not_the_key=re.compile(f"[^{re.escape(alphabet)}]"),
+        escapable_blocks=tuple(block for block in places if escapable.intersection(block)),
     )
 
 
+# What no JSON encoder escapes: a key of these alone (an OpenAI key, Azure's) is written
+# as itself however many times it is escaped.
+_NEVER_ESCAPED = frozenset(string.ascii_letters + string.digits + "_.~- ")
+_BACKSLASHES_BEFORE_ESCAPABLE = re.compile(r"\\+(?=[^A-Za-z0-9_.~ -])")
+
+
 def _secret_forms(secret: str) -> set[str]:
-    """The spellings of `secret` an error message may hold."""
+    """The spellings of `secret` an error message may hold. JSON's escapes are none of
+    them: each encoder escapes other characters (Go `&`, .NET `+`, Gson `=`, PHP `/`), a
+    gateway quoting a gateway escapes them again, and their spellings, each searched for,
+    were never all (see _Decoded)."""
     quoted = {quote(secret, safe=""), quote(secret), quote_plus(secret)}
     if not secret.isascii() and all(ord(char) < 256 for char in secret):
         quoted.add(quote(secret, safe="", encoding="latin-1"))  # as a proxy's password is sent
@@ -505,50 +548,21 @@ def _secret_forms(secret: str) -> set[str]:
         " ".join(secret.split()),  # messages are shown with their whitespace collapsed
         " ".join(secret),  # spelled out, a character at a time
         *_base64_cores(secret),
-        *_json_escaped(secret),
-        # Twice: a gateway's JSON error quoting an upstream one (a stored message is read
-        # from a page once: the page was searched, escaped once more, and let through).
-        *(twice for once in _json_escaped(secret) for twice in _json_escaped(once)),
         *quoted,
         *lower_hex,
     }
     return {form for form in forms if form}
 
 
-def _json_escaped(secret: str) -> set[str]:
-    """`secret` in a JSON string as encoders write it: its letters escaped or not (Python),
-    slashes escaped (PHP, with its letters or without), `&`, `<` and `>` escaped (Go), and
-    HTML-sensitive characters and all but printable ASCII escaped in upper-case hex (.NET)."""
-    escaped = json.dumps(secret)[1:-1]
-    letters = json.dumps(secret, ensure_ascii=False)[1:-1]
-    html_safe = letters.translate(_GO_ESCAPES)
-    return {
-        escaped,
-        letters,
-        escaped.replace("/", "\\/"),
-        letters.replace("/", "\\/"),
-        html_safe,
-        "".join(_dotnet_escaped(char) for char in secret),
-    }
-
-
-_GO_ESCAPES = {ord(char): f"\\u{ord(char):04x}" for char in "&<>\u2028\u2029"}
-
-
-def _dotnet_escaped(char: str) -> str:
-    """`char` as .NET's JSON writer writes it: HTML-sensitive characters, and all but
-    printable ASCII, as `\\u` and upper-case hex."""
-    if char == "\\":
-        return "\\\\"
-    if " " <= char <= "~" and char not in "\"&'+<>`":
-        return char
-    return "".join(f"\\u{unit:04X}" for unit in _utf16_units(char))
-
-
-def _utf16_units(char: str) -> tuple[int, ...]:
-    """`char`'s UTF-16 code units (a pair for one outside the BMP, as JSON escapes it)."""
-    encoded = char.encode("utf-16-be", "surrogatepass")
-    return tuple(int.from_bytes(encoded[i : i + 2], "big") for i in range(0, len(encoded), 2))
+def _read_decoded(secret: str) -> set[str]:
+    """`secret` as a decoded text (see _Decoded) reads it JSON-escaped, where that is not
+    as written: its own backslashes, escaped, make one run with the escape of the character
+    after them, and read as one backslash (or as a control character, `\\n`), or as none
+    where an encoder escapes that character."""
+    if "\\" not in secret:
+        return set()
+    reads = (secret, _BACKSLASHES_BEFORE_ESCAPABLE.sub("", secret))
+    return {_decoded(read).text for read in reads} - {""}
 
 
 def _base64_cores(secret: str) -> set[str]:
@@ -633,9 +647,23 @@ def _position_before(position: int, cuts: list[_Cut]) -> int:
 
 
 def _spans(text: str, scan: _Scan, json_lines: bool = False) -> list[tuple[int, int]]:
-    """The spans of `text` holding runs of the key, as they stand or folded over lines."""
+    """The spans of `text` holding runs of the key, as they stand or folded over lines,
+    as written or JSON-escaped (see _Decoded)."""
+    fold = _has_a_line_break(text, json_lines)
+    spans = _spans_as_written(text, scan, fold)
+    if scan.escapes_in(text):
+        decoded = _decoded(text)
+        spans += [
+            decoded.span_written(start, end)
+            for start, end in _spans_as_written(decoded.text, scan, fold)
+        ]
+    return _joined(spans)
+
+
+def _spans_as_written(text: str, scan: _Scan, fold: bool) -> list[tuple[int, int]]:
+    """The spans of `text` holding runs of the key; with `fold`, folded over lines too."""
     spans = _find_runs(text, scan)
-    if not _has_a_line_break(text, json_lines) or not scan.has_a_block(_unfolded(text)):
+    if not fold or not scan.has_a_block(_unfolded(text)):
         return spans
     unfolded, cuts = _unfolded_with_cuts(text)
     folded = [
@@ -643,6 +671,85 @@ def _spans(text: str, scan: _Scan, json_lines: bool = False) -> list[tuple[int, 
         for start, end in _find_runs(unfolded, scan)
     ]
     return _joined(spans + folded)
+
+
+# A JSON escape, each backslash a run of them (escaped again, as a gateway's error quoting
+# an upstream one is, a backslash doubles): a UTF-16 pair, a \u and four hex digits, a
+# backslash and the character it escapes, or backslashes before any other character (or
+# none), a backslash as written.
+_ESCAPE = re.compile(
+    r"\\+u[dD][89abAB][0-9a-fA-F]{2}\\+u[dD][c-fC-F][0-9a-fA-F]{2}"
+    r"|\\+u[0-9a-fA-F]{4}|\\+[\"'/bfnrt]|\\+",
+)
+
+
+class _Decoded:
+    """A text with its JSON escapes decoded, however many times escaped: searched for the
+    key as written, it finds the key as any encoder escapes it (Go `&` as `\\u0026`, .NET
+    in upper-case hex, Gson `=` as `\\u003d`, PHP `/` as `\\/`), at any depth (a gateway
+    quoting a gateway), and runs of it counted in the key's characters (counted in an
+    escaped form's, 16 were three letters of a key: `Gr\\u00f6\\u00dfe`, the word Größe,
+    was masked)."""
+
+    def __init__(self, written: str) -> None:
+        self.written = written
+        self.text = _decoded_text(written)
+
+    def span_written(self, start: int, end: int) -> tuple[int, int]:
+        """Where the decoded span `start:end` was written in the text."""
+        return self._written(start, start=True), self._written(end - 1, start=False)
+
+    def _written(self, position: int, *, start: bool) -> int:
+        """Where the character at `position` was written: its first or past its last."""
+        at, starts, ends = self._escapes
+        escape = bisect.bisect_right(at, position) - 1
+        if escape >= 0 and at[escape] == position:
+            return starts[escape] if start else ends[escape]
+        since = ends[escape] - at[escape] - 1 if escape >= 0 else 0
+        return position + since + (0 if start else 1)
+
+    @functools.cached_property
+    def _escapes(self) -> tuple[array[int], array[int], array[int]]:
+        """Each escape: where its character stands decoded, and the span it was written
+        in. Gone through in Python, and so only where a key was found."""
+        at, starts, ends = array("q"), array("q"), array("q")
+        for escape in _ESCAPE.finditer(self.written):
+            at.append(escape.start() - (ends[-1] - at[-1] - 1 if ends else 0))
+            starts.append(escape.start())
+            ends.append(escape.end())
+        return at, starts, ends
+
+
+def _decoded_text(text: str) -> str:
+    """`text` with its escapes decoded (see _ESCAPE), in passes in C: a page holds hundreds
+    (quotes in messages and metadata), each gone through in Python took milliseconds."""
+    if "\\" not in text:
+        return text
+    while "\\\\" in text:
+        text = text.replace("\\\\", "\\")
+    for escape, char in _ESCAPED_CHARACTERS.items():
+        text = text.replace(escape, char)
+    return _UNICODE_ESCAPE.sub(_unicode_character, text) if "\\u" in text else text
+
+
+_ESCAPED_CHARACTERS = {
+    f"\\{escape}": char for escape, char in zip("\"'/bfnrt", "\"'/\b\f\n\r\t", strict=True)
+}
+_UNICODE_ESCAPE = re.compile(
+    r"\\u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})|\\u([0-9a-fA-F]{4})"
+)
+
+
+def _unicode_character(escape: re.Match[str]) -> str:
+    high, low, unit = escape.groups()
+    if high:
+        return chr(0x10000 + ((int(high, 16) - 0xD800) << 10) + int(low, 16) - 0xDC00)
+    return chr(int(unit, 16))
+
+
+@functools.lru_cache(maxsize=1)  # each scan of a run's keys searches one text in turn
+def _decoded(text: str) -> _Decoded:
+    return _Decoded(text)
 
 
 def _joined(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -110,7 +110,8 @@ def test_the_key_is_masked_in_every_form_a_server_echoes_it(echo: str) -> None:
         pytest.param(ODD_KEY[:24] + "...", "***...", id="head"),
         pytest.param("..." + ODD_KEY[-20:], "...***", id="tail"),
         pytest.param(ODD_KEY[5:25], "***", id="middle"),
-        pytest.param(json.dumps(ODD_KEY)[1:18] + "...", "***...", id="json-head"),
+        # 16 of the key's characters, escaped (runs count the key's characters, see _Decoded)
+        pytest.param(json.dumps(ODD_KEY)[1:19] + "...", "***...", id="json-head"),
         pytest.param(quote(ODD_KEY, safe="")[-16:], "***", id="percent-tail"),
     ],
 )
@@ -1690,6 +1691,74 @@ def test_a_key_as_other_json_encoders_escape_it_is_found(key: str, echo: str) ->
     page = json.dumps({"errors": {"data": [{"message": upstream}]}})
     assert holds_secret(page, key, json_lines=True)
     assert holds_secret(upstream, key)
+
+
+@pytest.mark.parametrize(
+    ("key", "echo"),
+    [
+        (
+            "Tr0ub4dor=3xZq9'Lm2Kp7=Wn5Hv8'Yt",
+            "Tr0ub4dor\\u003d3xZq9\\u0027Lm2Kp7\\u003dWn5Hv8\\u0027Yt",
+        ),
+        (
+            'Tr0ub4dor<3xZq9"Lm2Kp7&Wn5Hv8>Yt',
+            "Tr0ub4dor\\u003C3xZq9\\u0022Lm2Kp7\\u0026Wn5Hv8\\u003EYt",
+        ),
+    ],
+    ids=["Gson", "PHP, JSON_HEX_*"],
+)
+def test_a_key_as_any_json_encoder_escapes_it_is_found(key: str, echo: str) -> None:
+    """Gson escapes = and ' as \\u003d, \\u0027 (searched for by no encoder's spelling
+    then), PHP's JSON_HEX_* flags < > & " in upper-case hex (by .NET's): JSON escapes are
+    decoded, not each encoder's spelled."""
+    upstream = '{"error":{"message":"Incorrect API key provided: ' + echo + '"}}'
+    assert mask_secret(upstream, key).endswith('provided: ***"}}')
+    assert holds_secret(json.dumps({"errors": {"data": [{"message": upstream}]}}), key)
+    assert mask_values((upstream,), key) == (upstream.replace(echo, "***"),)
+
+
+@pytest.mark.parametrize("times", [3, 4])
+def test_a_secret_json_escaped_three_times_or_more_is_found(times: int) -> None:
+    """A gateway quoting a gateway quoting the upstream's error: the page holds the key
+    escaped three times, the message stored twice; only twice was searched for, and the
+    message was stored whole."""
+    password = 'Tr0u"b4d/or3x"Zq9\\Lm2K"p7W/n5Hv'  # no 16 characters escaped alike
+    message = f"upstream refused {password}"
+    for _ in range(times - 1):
+        message = json.dumps({"error": {"message": message}})
+    page = json.dumps({"errors": {"data": [{"message": message}]}})
+    assert holds_secret(page, password, json_lines=True)
+    assert "***" in mask_values((message,), password)[0]
+    assert password[:16] not in mask_secret(message, password)
+
+
+def test_words_escaped_as_a_keys_letters_are_not_masked() -> None:
+    """A run of a key is counted in its characters: counted in an escaped form's, the 16
+    characters of `Gr\\u00f6\\u00dfen` (6 letters of Größenordnung) were a run of a key
+    beginning so, and a label holding the word was masked in `raw` but not in its column."""
+    key = "Größenwahn-Kennwort-2024"
+    page = json.dumps({"metadata": {"label": "Größenordnung"}})
+    assert not holds_secret(page, key)
+    assert mask_values((page,), key) == (page,)
+    assert mask_secret(f"bad label {page}", key) == f"bad label {page}"
+    assert holds_secret(json.dumps({"message": f"refused {key[:16]}"}), key)
+
+
+def test_a_decoded_text_leads_back_to_where_each_character_was_written() -> None:
+    """The decoded text is made in passes in C, where it is written from in Python: each of
+    its characters leads back to the escape, or the character, it was decoded from."""
+    rng = random.Random(57)
+    pieces = ["a", "Z", "u", "é", "\\", '\\"', "\\/", "\\n", "\\u00e9", "\\u00E9", "\\u0026"]
+    pieces += ["\\ud83d\\ude00", "\\\\\\u0027", "\\\\\\\\", "\\ud800", "\\u12", "\\x"]
+    for _ in range(2_000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        decoded = redact._Decoded(text)
+        spans = [decoded.span_written(at, at + 1) for at in range(len(decoded.text))]
+        bounds = [0, *(end for _, end in spans)]
+        assert spans == list(itertools.pairwise(bounds))  # one after another, all of it
+        assert bounds[-1] == len(text)
+        for at, (start, end) in enumerate(spans):
+            assert redact._Decoded(text[start:end]).text == decoded.text[at]
 
 
 def test_half_a_key_written_decomposed_is_found_composed() -> None:
