@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import BrokenResponseError, PaginationError
-from .redact import Secret, holds_secret
+from .redact import Secret, texts_holding_secret
 
 Batch = dict[str, Any]
 
@@ -75,15 +75,19 @@ def parse_page(
                 should_retry=False,
             )
         raise BrokenResponseError("list response lacks a `data` list or a boolean `has_more`")
-    batches = [item for item in data if _has_usable_id(item, secret)]
-    skipped = () if len(batches) == len(data) else _describe_skipped(data, secret)
     last_id = payload.get("last_id")
+    ids = [item.get("id") for item in data if isinstance(item, dict)]
+    holding = texts_holding_secret(
+        (value for value in (*ids, last_id) if isinstance(value, str)), secret
+    )
+    batches = [item for item in data if _has_usable_id(item, holding)]
+    skipped = () if len(batches) == len(data) else _describe_skipped(data, holding)
     return BatchPage(
         batches,
         has_more,
-        last_id if _is_usable_id(last_id, secret) else None,
+        last_id if _is_usable_id(last_id, holding) else None,
         skipped,
-        tail_skipped=bool(data) and not _has_usable_id(data[-1], secret),
+        tail_skipped=bool(data) and not _has_usable_id(data[-1], holding),
         has_more_sent=has_more_sent,
     )
 
@@ -93,12 +97,12 @@ def parse_page(
 MAX_ID_LENGTH = 256
 
 
-def _is_usable_id(value: Any, secret: Secret = None) -> bool:
+def _is_usable_id(value: Any, holding: Collection[str] = frozenset()) -> bool:
     """Whether `value` is an id we can store as text and send as a cursor: never one
-    holding the API key (a hostile server's echo), which would then be stored and shown."""
+    `holding` the API key (a hostile server's echo), which would then be stored and shown."""
     if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
         return False
-    if holds_secret(value, secret):
+    if value in holding:
         return False
     try:
         value.encode()
@@ -107,20 +111,20 @@ def _is_usable_id(value: Any, secret: Secret = None) -> bool:
     return True
 
 
-def _has_usable_id(item: Any, secret: Secret = None) -> bool:
+def _has_usable_id(item: Any, holding: Collection[str] = frozenset()) -> bool:
     """Whether `item` is a batch object (or one that does not say) with a usable id."""
     return (
         isinstance(item, dict)
         and item.get("object", "batch") in ("batch", None)
-        and _is_usable_id(item.get("id"), secret)
+        and _is_usable_id(item.get("id"), holding)
     )
 
 
-def _describe_skipped(data: list[Any], secret: Secret) -> tuple[str, ...]:
+def _describe_skipped(data: list[Any], holding: Collection[str]) -> tuple[str, ...]:
     """Each unusable item as a warning shows it: its position and its id, briefly."""
     shown = []
     for position, item in enumerate(data):
-        if not _has_usable_id(item, secret):
+        if not _has_usable_id(item, holding):
             what = (
                 "not an object"
                 if not isinstance(item, dict)

@@ -9,7 +9,7 @@ from typing import Any
 
 from .jsontext import is_storable_text, parse, to_text
 from .pages import Batch
-from .redact import Secret, holds_secret, mask_values
+from .redact import Secret, holds_secret, mask_values, texts_holding_secret
 
 # Order matters: it is the column order of the INSERT that `store` builds from it.
 BATCH_COLUMNS = (
@@ -290,13 +290,15 @@ def build_file_rows(batches: Iterable[Batch], secret: Secret = None) -> list[tup
     A file id holding `secret` (a server's echo of the key) is no file to fetch: asking for
     it would put the key in a URL, and storing it would keep the key.
     """
-    return [
+    files = [
         (file_id, batch["id"], kind)
         for batch in batches
         if is_terminal(batch.get("status"))
         for field, kind in FILE_KINDS.items()
-        if is_storable_text(file_id := batch.get(field)) and not holds_secret(file_id, secret)
+        if is_storable_text(file_id := batch.get(field))
     ]
+    holding = texts_holding_secret((file_id for file_id, _, _ in files), secret)
+    return [file for file in files if file[0] not in holding] if holding else files
 
 
 # Columns SQLite stores as numbers; every other column is text.

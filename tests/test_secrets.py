@@ -1761,6 +1761,22 @@ def test_a_decoded_text_leads_back_to_where_each_character_was_written() -> None
             assert redact._Decoded(text[start:end]).text == decoded.text[at]
 
 
+@pytest.mark.parametrize("key", [PROJECT_KEY, ODD_KEY, 'Tr0u"b4d/or3x"Zq9\\Lm2K"p7W/n5Hv'])
+def test_texts_ruled_out_together_are_those_holding_the_key_alone(key: str) -> None:
+    """A page's ids are searched for the key at once, and one by one only if that finds
+    anything: the same ids are found as when each was searched alone."""
+    rng = random.Random(12)
+    half = len(key) // 2 + 1
+    pieces = [key[:half], key[-half:], json.dumps(key[:half])[1:-1], "\\", "\\n", "\n", "é"]
+    found = 0
+    for _ in range(300):
+        texts = ["".join(rng.choices(pieces, k=rng.randint(1, 3))) for _ in range(4)]
+        expected = {text for text in texts if holds_secret(text, key)}
+        assert redact.texts_holding_secret(texts, key) == expected
+        found += len(expected)
+    assert found > 100
+
+
 def test_half_a_key_written_decomposed_is_found_composed() -> None:
     """A key written decomposed (NFD), echoed composed: each form was searched for runs of
     half the key as written, longer than half the composed form."""
