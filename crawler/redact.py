@@ -614,9 +614,14 @@ _SOFT_BREAKS = re.compile(r"=(?:\\n|[\r\n])")
 _UNICODE_BREAK = re.compile(r"\\u000[aAdD]")
 
 
+_ESCAPED_BREAK = re.compile(r"\\(?:[nr]|u000)")
+
+
 def _has_a_line_break(text: str, json_lines: bool) -> bool:
-    """Whether `text` holds a break a key may be folded at: in JSON lines, an escaped one."""
-    escaped = "\\n" in text or "\\r" in text or "\\u000" in text
+    """Whether `text` holds a break a key may be folded at: in JSON lines, an escaped one.
+    (One search for the escapes, after a look for a backslash: three searches took 150 us
+    on the rows of a page.)"""
+    escaped = "\\" in text and _ESCAPED_BREAK.search(text) is not None
     return escaped or (not json_lines and ("\n" in text or "\r" in text))
 
 
