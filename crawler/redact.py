@@ -800,6 +800,8 @@ def _find_runs(text: str, scan: _Scan) -> list[tuple[int, int]]:
             for form, where in places:
                 if start <= at - where and at - where + len(form) <= end:
                     continue
+                if not _may_be_a_run(text, at, form, where, len(block), scan.run):
+                    continue
                 grown_start, grown_end = _grown(text, at, form, where, len(block))
                 if grown_end - grown_start < scan.run:
                     continue
@@ -813,6 +815,21 @@ def _find_runs(text: str, scan: _Scan) -> list[tuple[int, int]]:
         if end > start:
             spans.append((start, end))
     return _joined(spans)
+
+
+def _may_be_a_run(text: str, at: int, form: str, where: int, size: int, run: int) -> bool:
+    """Whether the block at `at` may be grown into a run of `form` where it stands at
+    `where`: the run's characters past the block on one side, at least, are there. Two
+    searches in C rule out a block standing alone (a text of a key's block repeated grew
+    a span at every block, at each of its places: seconds a megabyte)."""
+    need = run - size  # on the two sides together
+    after = need - min(where, at)  # at least, on this side, all the other can hold
+    if after > 0 and not text.startswith(form[where + size : where + size + after], at + size):
+        return False
+    before = need - (len(form) - where - size)
+    if before <= 0:
+        return True
+    return before <= min(where, at) and text.startswith(form[where - before : where], at - before)
 
 
 def _grown(text: str, at: int, form: str, where: int, size: int) -> tuple[int, int]:

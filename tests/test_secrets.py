@@ -1777,6 +1777,56 @@ def test_texts_ruled_out_together_are_those_holding_the_key_alone(key: str) -> N
     assert found > 100
 
 
+def runs_by_brute_force(text: str, forms: tuple[str, ...], run: int) -> list[tuple[int, int]]:
+    """The characters of `text` in a stretch of `run` or more that one of `forms` holds."""
+    covered = [False] * len(text)
+    for form in forms:
+        for start in range(len(text)):
+            for where in range(len(form)):
+                length = 0
+                while (
+                    start + length < len(text)
+                    and where + length < len(form)
+                    and text[start + length] == form[where + length]
+                ):
+                    length += 1
+                if length >= run:
+                    covered[start : start + length] = [True] * length
+    return redact._joined([(at, at + 1) for at, inside in enumerate(covered) if inside])
+
+
+def test_runs_of_a_key_are_found_as_brute_force_finds_them() -> None:
+    """Blocks standing alone are ruled out before any is grown (a text of a key's block
+    repeated took seconds a megabyte): what is found is what a brute force finds."""
+    rng = random.Random(58)
+    key = "Kennwort-für-Jürgen-Groß-2024"
+    for scan in redact._stored_data_scans(key):
+        forms = scan.forms
+        pieces = [*scan.places, *(f[:12] for f in forms), *(f[5:25] for f in forms), "x", "ü"]
+        found = 0
+        for _ in range(150):
+            text = "".join(rng.choices(pieces, k=rng.randint(1, 8)))
+            spans = redact._find_runs(text, scan)
+            assert spans == runs_by_brute_force(text, forms, scan.run), text
+            found += len(spans)
+        assert found > 50
+
+
+def test_a_text_of_a_keys_block_repeated_grows_no_span(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hostile page made of a key's first block repeated grew a span around every block,
+    at each of its places (seconds a megabyte on the event loop): a block standing alone,
+    without the rest of a run beside it, is ruled out first."""
+    key = "Kennwort-für-Jürgen-Groß-2024"
+    grown = []
+    real = redact._grown
+    monkeypatch.setattr(redact, "_grown", lambda *args: grown.append(args) or real(*args))
+    block = next(iter(redact._stored_data_scans(key)[0].places))
+    assert mask_values((block * 1_000,), key) == (block * 1_000,)
+    assert grown == []
+    assert mask_values((f"x {key[:16]} y",), key) == ("x *** y",)
+    assert grown != []
+
+
 def test_half_a_key_written_decomposed_is_found_composed() -> None:
     """A key written decomposed (NFD), echoed composed: each form was searched for runs of
     half the key as written, longer than half the composed form."""
