@@ -116,12 +116,18 @@ def mask_secret(text: str, secret: Secret) -> str:
     ]
     scans = [_scan(key, _IDENTIFYING_RUN, in_a_message=True) for key in long_keys]
     text = _mask_all(text, scans, compatible=True)
-    for scan in scans:
-        text = _mask_spread(text, scan)
+    for key, scan in zip(long_keys, scans, strict=True):
+        if len(set(key)) >= _SPREAD_ALPHABET:
+            text = _mask_spread(text, scan)
     for key in keys:
         if len(key) < _IDENTIFYING_RUN:
             text = re.sub(rf"(?<![\w-]){re.escape(key)}(?![\w-])", _MASK, text, flags=re.I)
     return text
+
+
+# A key of fewer characters (`0` 32 times: a local server's placeholder) spelled apart is
+# no key shown: its characters are in any text, and their runs apart masked whole lines.
+_SPREAD_ALPHABET = 6
 
 
 def _mask_spread(text: str, scan: _Scan) -> str:

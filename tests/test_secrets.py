@@ -1827,6 +1827,16 @@ def test_a_text_of_a_keys_block_repeated_grows_no_span(monkeypatch: pytest.Monke
     assert grown != []
 
 
+def test_a_placeholder_key_of_few_characters_masks_no_stretch_of_a_message() -> None:
+    """A key of one character repeated (`0` 32 times, a local server's placeholder): the
+    zeros of a message's times and counts, apart, were masked as the key spelled apart,
+    and the message with them ("run at 2*** total")."""
+    key = "0" * 32
+    message = "run at 2024-01-01T00:00:00 took 100 s, 3000 requests, 0 failed, 10000 tokens"
+    assert mask_secret(message, key) == message
+    assert mask_secret(f"bad key {'0' * 20}.", key) == "bad key ***."
+
+
 def test_half_a_key_written_decomposed_is_found_composed() -> None:
     """A key written decomposed (NFD), echoed composed: each form was searched for runs of
     half the key as written, longer than half the composed form."""
