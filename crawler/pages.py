@@ -78,7 +78,8 @@ def parse_page(
     last_id = payload.get("last_id")
     ids = [item.get("id") for item in data if isinstance(item, dict)]
     holding = texts_holding_secret(
-        (value for value in (*ids, last_id) if isinstance(value, str)), secret
+        (id_ for id_ in (*ids, last_id) if isinstance(id_, str) and len(id_) <= MAX_ID_LENGTH),
+        secret,
     )
     batches = [item for item in data if _has_usable_id(item, holding)]
     skipped = () if len(batches) == len(data) else _describe_skipped(data, holding)
