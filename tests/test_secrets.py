@@ -807,6 +807,27 @@ def test_a_key_folded_any_way_is_found_and_masked_in_stored_data() -> None:
         assert not holds_secret(masked, PROJECT_KEY), text
 
 
+def test_soft_breaks_nested_are_taken_out_in_one_pass() -> None:
+    """`==` and two breaks, and so on: a level was taken out a pass, a pass over the text
+    each (200 KB of them stalled a sync 30 s, SIGTERM waiting)."""
+    nested = "=" * 2_000 + "\n" * 2_000
+    text = f"{PROJECT_KEY[:90]}{nested}{PROJECT_KEY[90:]}"
+    unfolded, cuts = redact._unfolded_with_cuts(text)
+    assert unfolded == redact._unfolded(text) == PROJECT_KEY
+    assert len(cuts) <= 4  # a pass a kind of fold
+    assert mask_values((f"a {text} b",), PROJECT_KEY) == ("a *** b",)
+
+
+def test_a_text_unfolded_reads_the_same_both_ways() -> None:
+    """Unfolded quickly (to rule a text out) and keeping positions (to mask), a text reads
+    the same: what one finds, the other masks."""
+    rng = random.Random(58)
+    pieces = [*FOLDS, "=", "==", "\\", "\\\\", "x", " ", "\t", "\\t", "\\r", "\\u000a"]
+    for _ in range(2_000):
+        text = "".join(rng.choices(pieces, k=rng.randint(1, 10)))
+        assert redact._unfolded_with_cuts(text)[0] == redact._unfolded(text), text
+
+
 AZURE_KEY = "0123456789abcdef0123456789abcdef"
 
 
@@ -1730,6 +1751,34 @@ def test_a_secret_json_escaped_three_times_or_more_is_found(times: int) -> None:
     assert holds_secret(page, password, json_lines=True)
     assert "***" in mask_values((message,), password)[0]
     assert password[:16] not in mask_secret(message, password)
+
+
+def escaped_every_other(text: str) -> str:
+    """`text` with every other character written as a \\u escape, as no encoder writes it."""
+    return "".join(f"\\u{ord(c):04x}" if i % 2 else c for i, c in enumerate(text))
+
+
+@pytest.mark.parametrize(
+    ("key", "echo"),
+    [
+        # Pairs that decode as control characters: the key's backslash escaped, not decoded.
+        ("MLdBtbmz\\f5\\nDGorqd\\tiC6k", json.dumps("MLdBtbmz\\f5\\nDGorqd\\tiC6k"[1:])[1:-1]),
+        # Its one escapable character past its last whole block, as Gson writes it.
+        ("E0AGqBg6rN2ojK7Y'e€", "GqBg6rN2ojK7Y\\u0027e€"),
+        # A key no encoder escapes, escaped by a hostile server anyway.
+        (PROJECT_KEY, escaped_every_other(PROJECT_KEY)),
+    ],
+    ids=["backslash pairs", "escapable tail", "letters escaped"],
+)
+def test_a_key_decoded_from_any_escapes_is_found(key: str, echo: str) -> None:
+    """Searched decoded only for the blocks holding a character of the key an encoder
+    escapes, as written: a key's `\\n` decodes as a line break, a block of letters may be
+    written with them escaped, and a key's escapable tail is in no block."""
+    message = f"Incorrect API key provided: {echo}"
+    assert holds_secret(message, key)
+    assert "***" in mask_values((message,), key)[0]
+    assert mask_secret(message, key).startswith("Incorrect API key provided: ***")
+    assert redact.texts_holding_secret([f"batch_{echo}"], key) == {f"batch_{echo}"}
 
 
 def test_words_escaped_as_a_keys_letters_are_not_masked() -> None:
