@@ -1793,12 +1793,17 @@ def test_words_escaped_as_a_keys_letters_are_not_masked() -> None:
     assert holds_secret(json.dumps({"message": f"refused {key[:16]}"}), key)
 
 
-def test_a_decoded_text_leads_back_to_where_each_character_was_written() -> None:
-    """The decoded text is made in passes in C, where it is written from in Python: each of
-    its characters leads back to the escape, or the character, it was decoded from."""
+@pytest.mark.parametrize("piece", [1, 4, 1 << 16])
+def test_a_decoded_text_leads_back_to_where_each_character_was_written(
+    monkeypatch: pytest.MonkeyPatch, piece: int
+) -> None:
+    """The decoded text is made in passes in C, where it is written from in Python, a
+    piece at a time (each decoded alone in C): each of its characters leads back to the
+    escape, or the character, it was decoded from."""
+    monkeypatch.setattr(redact, "_PIECE", piece)
     rng = random.Random(57)
     pieces = ["a", "Z", "u", "é", "\\", '\\"', "\\/", "\\n", "\\u00e9", "\\u00E9", "\\u0026"]
-    pieces += ["\\ud83d\\ude00", "\\\\\\u0027", "\\\\\\\\", "\\ud800", "\\u12", "\\x"]
+    pieces += ["\\ud83d\\ude00", "\\\\\\u0027", "\\\\\\\\", "\\ud800", "\\u12", "\\x", "\\\\ude00"]
     for _ in range(2_000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
         decoded = redact._Decoded(text)
