@@ -247,11 +247,14 @@ async def walk_pages(
     cursor = after
     met_stop = pages_past_stop is not None
     tie_pages = pages_past_stop or 0
+    order = _Order()
     page, again = await _fetch_doubting_an_empty_end(fetch_page, cursor, limit)
     while True:
         notes = [skipped_warning(page, cursor), last_id_warning(page, cursor), again]
-        if stop_ids and _listed_oldest_first(page):
-            stop_ids = frozenset()
+        if order.shows_oldest_first(page) and stop_ids:
+            # The stop met on a page above that showed no order (the head's second, or
+            # pages of two) is no stop either.
+            stop_ids, met_stop, tie_pages = frozenset(), False, 0
             notes.append(
                 f"page after {cursor or 'the top'}: the list is served oldest first, so new "
                 "batches come at its end: walked to the end (an incremental sync needs the "
@@ -317,15 +320,24 @@ def _is_full(page: BatchPage, limit: int) -> bool:
     return len(page.batches) + len(page.skipped) >= (page.limit or limit)
 
 
-def _listed_oldest_first(page: BatchPage) -> bool:
-    """Whether a page's creation times rise more often than they fall (OpenAI's fall)."""
-    times = [b.get("created_at") for b in page.batches]
-    rises = falls = 0
-    for earlier, later in itertools.pairwise(times):
-        if isinstance(earlier, int) and isinstance(later, int):
-            rises += later > earlier
-            falls += later < earlier
-    return rises >= 2 and rises > falls
+class _Order:
+    """The order of the creation times a walk has read, from page to page too."""
+
+    def __init__(self) -> None:
+        self.rises = self.falls = 0
+        self.last: Any = None
+
+    def shows_oldest_first(self, page: BatchPage) -> bool:
+        """Whether, with `page`, creation times rose more often than they fell (OpenAI's
+        fall), twice at least: a page of one second, or of two batches, shows no order
+        alone."""
+        times = [self.last, *(b.get("created_at") for b in page.batches)]
+        for earlier, later in itertools.pairwise(times):
+            if isinstance(earlier, int) and isinstance(later, int):
+                self.rises += later > earlier
+                self.falls += later < earlier
+        self.last = times[-1]
+        return self.rises >= 2 and self.rises > self.falls
 
 
 def _ends_in(page: BatchPage, second: int | None) -> bool:

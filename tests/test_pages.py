@@ -378,6 +378,33 @@ async def test_new_batches_of_the_heads_second_listed_pages_below_it_are_walked_
     assert len(steps) == 1 + TIE_PAGES  # the head's page, then five, down to 18, 17
 
 
+@pytest.mark.parametrize(
+    ("limit", "same_second"),
+    [(5, 6), (2, 2)],
+    ids=["the head's page in one second", "pages of two, read together"],
+)
+async def test_a_list_shown_oldest_first_below_the_head_is_walked_to_its_end(
+    limit: int, same_second: int
+) -> None:
+    """The old head on the first page, which shows no order (its batches of one second):
+    the order shown on a page after it cleared the stop, but the walk, having met it,
+    still ended there, above the new batches, on every incremental sync. Pages of two are
+    read together: alone, none showed the order."""
+    second = 1_700_000_000
+    api = FakeList(list(range(1, 17)), lambda n: second + max(0, n - same_second))
+    steps = await collect(
+        fetch_page=api.fetch,
+        after=None,
+        limit=limit,
+        stop_ids=frozenset({make_batch(1)["id"]}),  # 1..11 stored, 12..16 new
+        stop_second=second + max(0, 1 - same_second),
+        known=stored_before(*range(1, 12)),
+    )
+    walked = [b["id"] for s in steps for b in s.page.batches]
+    assert walked == [make_batch(n)["id"] for n in range(1, 17)]
+    assert any("the list is served oldest first" in w for s in steps for w in s.warnings)
+
+
 async def test_a_list_served_oldest_first_is_walked_to_its_end_with_a_warning() -> None:
     """A proxy listing the oldest first grows at its end: the old head on the first page
     does not stop the walk above the new batches."""
