@@ -355,6 +355,12 @@ class FileOutcome:
         again_for_bodies = file.state == "complete"  # its lines stay as stored before
         if self.error is not None and again_for_bodies:
             return [f"{where} (stored without bodies) was not read again: {self.error}"]
+        if self.error is not None and file.last_ask:
+            return [
+                f"{where} was not stored, and is not asked for again: expired for good "
+                f"(answered 404 on the syncs before), it had this account's one ask: "
+                f"{self.error}"
+            ]
         if self.error is not None:
             return [f"{where} was not stored, and is asked for again next sync: {self.error}"]
         if read is None and again_for_bodies:

@@ -459,6 +459,28 @@ async def test_a_file_expired_for_good_stays_so_whatever_its_last_ask_failed_wit
     assert 1 <= asked["reader"] <= RETRY.max_attempts  # its one ask, with its retries
 
 
+async def test_the_one_ask_of_a_file_expired_for_good_failing_says_it_is_not_asked_again(
+    db_path: Path,
+) -> None:
+    """The warning of the other account's one ask, failed with a 503, said the file was
+    asked for again next sync: it is not (see the test above)."""
+    down = (b"503 Service Unavailable", {}, b"")
+    async with (
+        raw_api([failed_batch(1)], counted(Counter(), "owner", NO_SUCH_FILE)) as owner_url,
+        raw_api([failed_batch(1)], counted(Counter(), "reader", down)) as reader_url,
+    ):
+        owner, reader = accounts_at(db_path, owner=owner_url, reader=reader_url)
+        await sync(dataclasses.replace(reader, files=False), retry=RETRY)  # lists it
+        for _ in range(EXPIRED_FOR_GOOD):
+            await sync(owner, retry=RETRY)
+        once = await sync(reader, retry=RETRY)
+        again = await sync(reader, retry=RETRY)
+    (said,) = [w for w in once.warnings if "file-" in w]
+    assert "is not asked for again: expired for good" in said
+    assert "asked for again next sync" not in said
+    assert not [w for w in again.warnings if "file-" in w]
+
+
 async def test_a_batch_that_ended_between_two_accounts_syncs_has_its_files_read_by_either(
     db_path: Path,
 ) -> None:

@@ -163,6 +163,8 @@ class FileToFetch:
     # bodies, read again for them and failed.
     failed_before: bool = False
     empty_runs: int = 0  # syncs in a row it was read whole without one request line
+    # Expired for good: this account's one ask of it (see _EXPIRED_FOR_GOOD), not repeated.
+    last_ask: bool = False
 
 
 # A file answered 404 is expired for good once this many syncs in a row answered 404 and
@@ -253,7 +255,7 @@ def select_files_to_fetch(
     for condition in conditions:
         branches.append(
             "SELECT rowid AS position, file_id, batch_id, kind, state, error, empty_runs, "
-            "named_by, failed_by FROM batch_files AS f "
+            "named_by, failed_by, not_found_runs FROM batch_files AS f "
             f"WHERE rowid > ? AND kind IN ({kind_marks}) AND ({condition})"
         )
         values += [after, *kinds]
@@ -273,7 +275,8 @@ def select_files_to_fetch(
     deferred = f"AND NOT ({_FAILED_FOR} AND ({' OR '.join(asks_first)})) " if asks_first else ""
     rows = db.execute(
         f"SELECT f.file_id, f.batch_id, f.kind, CASE f.kind {expected} END, f.position, "
-        "f.state, f.state IN ('failed', 'expired') OR f.error IS NOT NULL, f.empty_runs "
+        "f.state, f.state IN ('failed', 'expired') OR f.error IS NOT NULL, f.empty_runs, "
+        f"f.not_found_runs >= {EXPIRED_FOR_GOOD} "
         f"FROM ({files}) AS f JOIN batches AS b ON b.id = f.batch_id "
         f"WHERE {_MAY_READ} {deferred}ORDER BY f.position LIMIT ?",
         (
@@ -285,8 +288,10 @@ def select_files_to_fetch(
         ),
     ).fetchall()
     return [
-        FileToFetch(file_id, batch_id, kind, expected, position, state, bool(failed), empty)
-        for file_id, batch_id, kind, expected, position, state, failed, empty in rows
+        FileToFetch(
+            file_id, batch_id, kind, expected, position, state, bool(failed), empty, bool(last)
+        )
+        for file_id, batch_id, kind, expected, position, state, failed, empty, last in rows
     ]
 
 
