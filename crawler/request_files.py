@@ -126,6 +126,8 @@ class FileRead:
     warnings: list[str] = field(default_factory=list)
     more_warnings: int = 0
     ids_holding_the_key: int = 0  # request lines left out for it
+    end_unchecked: bool = False  # its body's end, a connection closed, may have been a cut
+    lines_held: int = 0  # its request lines, stored or not (blank ones left out)
 
     def warn(self, warning: str) -> None:
         if len(self.warnings) < MAX_FILE_WARNINGS:
@@ -171,6 +173,7 @@ async def read_requests(
             MAX_FILE_LINES request lines or blank lines (not asked again).
     """
     lines = _FileLines(file, keep_body=keep_body, secret=secret)
+    lines.read.end_unchecked = body.cut_may_pass_unseen
     buffer = LineBuffer()
     try:
         async for data in body.chunks:
@@ -198,6 +201,7 @@ async def read_requests(
     chunk = lines.take_chunk()
     if chunk or chunk.first:  # a reading of no line replaces an earlier one's lines too
         await save(lines.read, chunk)
+    lines.read.lines_held = lines.held()
     return lines.read
 
 
@@ -216,6 +220,10 @@ class _FileLines:
 
     def chunk_is_full(self) -> bool:
         return len(self._chunk) >= LINES_PER_COMMIT or self._chunk.size >= BYTES_PER_COMMIT
+
+    def held(self) -> int:
+        """The request lines so far, stored or not."""
+        return self._number - self._blanks
 
     def take_chunk(self) -> LineChunk:
         chunk, self._chunk = self._chunk, LineChunk()
@@ -443,6 +451,25 @@ def _judge_an_empty_reading(outcome: FileOutcome) -> FileOutcome:
     return dataclasses.replace(outcome, state="failed", error=error, empty=True)
 
 
+def _judge_a_short_reading(outcome: FileOutcome) -> FileOutcome:
+    """How a file read whole ended when its body's end nothing checks (no declared length)
+    and it holds fewer lines than its batch counts: cut at a line's end, as a server
+    streaming line by line that dies cuts it, it was recorded complete and never read
+    again. Failed, asked for again next sync; a second such reading is kept, with a
+    warning (a batch's counts may be off: an expired batch's error file)."""
+    file, read = outcome.file, outcome.read
+    if outcome.state != "complete" or read is None or not read.end_unchecked:
+        return outcome
+    expected = file.expected_lines
+    if file.failed_before or expected is None or not 0 < read.lines_held < expected:
+        return outcome
+    error = BrokenResponseError(
+        f"its {read.lines_held:,} request lines, where the batch counts {expected:,}, came "
+        "in a body whose end nothing checks (no declared length): the transfer was cut short?"
+    )
+    return dataclasses.replace(outcome, state="failed", error=error)
+
+
 def _route_failing(outcome: FileOutcome) -> bool:
     """Whether a file's failure says the files route is failing (out of the key's reach, or
     not served): server errors, failed connections and 429s, asked again until retries ran
@@ -561,7 +588,7 @@ class FileFetcher:
         """Commit chunks and record how files ended, in the order the workers handed them on."""
         while (item := await self._writes.get()) is not None:
             if isinstance(item, FileOutcome):
-                await self._on_outcome(_judge_an_empty_reading(item))
+                await self._on_outcome(_judge_a_short_reading(_judge_an_empty_reading(item)))
                 continue
             file, read, chunk = item
             odd: list[str] = []

@@ -1514,6 +1514,10 @@ class CutOnceServer:
             cut = self.cut if self.file_answers == 1 else ""
             if self.cut == "no declared length":
                 body = self.content[:-10] if cut else self.content
+            elif self.cut == "no declared length, at a line's end":
+                body = b"".join(self.lines[:200]) if cut else self.content
+            elif self.cut == "no declared length, lines fewer than counted":
+                body = b"".join(self.lines[:200])
             elif self.cut == "gzip members, no declared length":
                 # Two members, the first ending in the middle of a line: cut after it.
                 half = len(self.content) // 2 + 7
@@ -1566,6 +1570,52 @@ async def test_a_file_cut_where_aiohttp_checks_nothing_is_read_again(
     assert (result.complete, server.file_answers, result.request_lines) == (True, 2, 300)
     assert result.warnings == ()
     assert file_states(db_path) == {"complete": 1}
+
+
+async def test_a_file_with_no_declared_length_cut_at_a_lines_end_is_read_again(
+    db_path: Path,
+) -> None:
+    """A body whose end is the connection's close, cut after a whole line: 200 of the 300
+    lines the batch counts were stored, the file recorded complete, never read again."""
+    batch = make_batch(1, error_file_id="file-err", output_file_id=None)
+    batch["request_counts"] = {"total": 300, "completed": 0, "failed": 300}
+    error = {"code": "invalid_request", "message": "bad"}
+    lines = [
+        json.dumps(
+            {"id": f"r_{n}", "custom_id": f"r{n}", "response": None, "error": error}
+        ).encode()
+        + b"\n"
+        for n in range(300)
+    ]
+    server = CutOnceServer(batch, lines, cut="no declared length, at a line's end")
+    listening = await asyncio.start_server(server.answer, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    settings = Settings(db=db_path, base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY)
+    async with listening:
+        first = await sync(settings, retry=RETRY)
+        second = await sync(settings, retry=RETRY)
+    assert "the transfer was cut short?" in first.warnings[0]
+    assert (server.file_answers, second.request_lines, second.warnings) == (2, 300, ())
+    assert file_states(db_path) == {"complete": 1}
+    assert len(stored_rows(db_path)) == 300
+
+
+async def test_a_file_with_no_declared_length_short_twice_is_kept(db_path: Path) -> None:
+    """Read short twice (the batch's counts may be off), the file is kept as read, with a
+    warning, and not asked for again."""
+    batch = make_batch(1, error_file_id="file-err", output_file_id=None)
+    batch["request_counts"] = {"total": 300, "completed": 0, "failed": 300}
+    lines = [json.dumps({"custom_id": f"r{n}", "error": None}).encode() + b"\n" for n in range(300)]
+    server = CutOnceServer(batch, lines, cut="no declared length, lines fewer than counted")
+    listening = await asyncio.start_server(server.answer, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    settings = Settings(db=db_path, base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY)
+    async with listening:
+        for _ in range(3):
+            last = await sync(settings, retry=RETRY)
+    assert server.file_answers == 2
+    assert (file_states(db_path), len(stored_rows(db_path))) == ({"complete": 1}, 200)
+    assert last.warnings == ()
 
 
 # An answer as a raw server sends it: status line, headers, body.
