@@ -1551,6 +1551,17 @@ async def test_a_file_cut_where_aiohttp_checks_nothing_is_read_again(
     """A cut that aiohttp lets pass for the end of the body is caught (a last line broken
     off, a gzip stream without its end): the file is asked again and stored whole, not
     marked complete with its last lines missing."""
+    async with cut_once_api(db_path, cut) as (server, settings):
+        result = await sync(settings, retry=RETRY)
+    assert (result.complete, server.file_answers, result.request_lines) == (True, 2, 300)
+    assert result.warnings == ()
+    assert file_states(db_path) == {"complete": 1}
+
+
+@contextlib.asynccontextmanager
+async def cut_once_api(db_path: Path, cut: str) -> AsyncIterator[tuple[CutOnceServer, Settings]]:
+    """A CutOnceServer on 127.0.0.1 listing a batch whose error file holds the 300 lines
+    it counts, and the settings that sync it."""
     batch = make_batch(1, error_file_id="file-err", output_file_id=None)
     batch["request_counts"] = {"total": 300, "completed": 0, "failed": 300}
     error = {"code": "invalid_request", "message": "bad"}
@@ -1564,12 +1575,8 @@ async def test_a_file_cut_where_aiohttp_checks_nothing_is_read_again(
     server = CutOnceServer(batch, lines, cut=cut)
     listening = await asyncio.start_server(server.answer, "127.0.0.1", 0)
     port = listening.sockets[0].getsockname()[1]
-    settings = Settings(db=db_path, base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY)
     async with listening:
-        result = await sync(settings, retry=RETRY)
-    assert (result.complete, server.file_answers, result.request_lines) == (True, 2, 300)
-    assert result.warnings == ()
-    assert file_states(db_path) == {"complete": 1}
+        yield server, Settings(db=db_path, base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY)
 
 
 async def test_a_file_with_no_declared_length_cut_at_a_lines_end_is_read_again(
@@ -1577,21 +1584,7 @@ async def test_a_file_with_no_declared_length_cut_at_a_lines_end_is_read_again(
 ) -> None:
     """A body whose end is the connection's close, cut after a whole line: 200 of the 300
     lines the batch counts were stored, the file recorded complete, never read again."""
-    batch = make_batch(1, error_file_id="file-err", output_file_id=None)
-    batch["request_counts"] = {"total": 300, "completed": 0, "failed": 300}
-    error = {"code": "invalid_request", "message": "bad"}
-    lines = [
-        json.dumps(
-            {"id": f"r_{n}", "custom_id": f"r{n}", "response": None, "error": error}
-        ).encode()
-        + b"\n"
-        for n in range(300)
-    ]
-    server = CutOnceServer(batch, lines, cut="no declared length, at a line's end")
-    listening = await asyncio.start_server(server.answer, "127.0.0.1", 0)
-    port = listening.sockets[0].getsockname()[1]
-    settings = Settings(db=db_path, base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY)
-    async with listening:
+    async with cut_once_api(db_path, "no declared length, at a line's end") as (server, settings):
         first = await sync(settings, retry=RETRY)
         second = await sync(settings, retry=RETRY)
     assert "the transfer was cut short?" in first.warnings[0]
@@ -1603,14 +1596,10 @@ async def test_a_file_with_no_declared_length_cut_at_a_lines_end_is_read_again(
 async def test_a_file_with_no_declared_length_short_twice_is_kept(db_path: Path) -> None:
     """Read short twice (the batch's counts may be off), the file is kept as read, with a
     warning, and not asked for again."""
-    batch = make_batch(1, error_file_id="file-err", output_file_id=None)
-    batch["request_counts"] = {"total": 300, "completed": 0, "failed": 300}
-    lines = [json.dumps({"custom_id": f"r{n}", "error": None}).encode() + b"\n" for n in range(300)]
-    server = CutOnceServer(batch, lines, cut="no declared length, lines fewer than counted")
-    listening = await asyncio.start_server(server.answer, "127.0.0.1", 0)
-    port = listening.sockets[0].getsockname()[1]
-    settings = Settings(db=db_path, base_url=f"http://127.0.0.1:{port}/v1", api_key=API_KEY)
-    async with listening:
+    async with cut_once_api(db_path, "no declared length, lines fewer than counted") as (
+        server,
+        settings,
+    ):
         for _ in range(3):
             last = await sync(settings, retry=RETRY)
     assert server.file_answers == 2
