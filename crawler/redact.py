@@ -133,17 +133,23 @@ _SPREAD_ALPHABET = 6
 def _mask_spread(text: str, scan: _Scan) -> str:
     """`text` with runs of the scan's key masked whose characters stand apart, any
     characters that are not the key's between them: a terminal shows the key whole
-    through a zero-width space, a control character, a space, a list's `', '`. As written
-    and in compatible letters (see _views)."""
-    spans = []
-    for view in _views(text):
-        skeleton = scan.not_the_key.sub("", view)
-        if len(skeleton) == len(view) or not scan.has_a_block(skeleton):
-            continue
-        places = [at for at, char in enumerate(view) if not scan.not_the_key.match(char)]
-        runs = _find_runs(skeleton, scan)
-        spans += [(places[start], places[end - 1] + 1) for start, end in runs]
+    through a zero-width space, a control character, a space, a list's `', '`. As written,
+    in compatible letters (see _views), and decoded (see _Decoded: a gateway quoting an
+    upstream's JSON writes a tab between them as `\\t`, of the key's own letters)."""
+    spans = [span for view in _views(text) for span in _spread_runs(view, scan)]
+    if "\\" in text:
+        decoded = _decoded(text)
+        spans += [decoded.span_written(*span) for span in _spread_runs(decoded.text, scan)]
     return _masked(text, _joined(spans)) if spans else text
+
+
+def _spread_runs(text: str, scan: _Scan) -> list[tuple[int, int]]:
+    """The spans of `text` holding runs of the key, what is not the key's taken out."""
+    skeleton = scan.not_the_key.sub("", text)
+    if len(skeleton) == len(text) or not scan.has_a_block(skeleton):
+        return []
+    places = [at for at, char in enumerate(text) if not scan.not_the_key.match(char)]
+    return [(places[start], places[end - 1] + 1) for start, end in _find_runs(skeleton, scan)]
 
 
 def mask_error(error: BaseException, secret: Secret) -> None:
@@ -525,7 +531,9 @@ def _scan(secret: str, run: int, *, in_a_message: bool) -> _Scan:
     forms = _secret_forms(secret)
     read_decoded = _read_decoded(secret)
     if read_decoded:
-        forms |= read_decoded
+        # And with none of its backslashes: a hostile server escaping what follows one
+        # (`\\\u006b`) makes a run of the two (not counted in runs: they are the key's).
+        forms |= {*read_decoded, _decoded(secret.replace("\\", "")).text} - {""}
         # A run is counted in the key's characters: those its backslashes lost too.
         shortest = min(len(read) for read in read_decoded)
         run = max(run - (len(secret) - shortest), (run + 1) // 2)
@@ -561,7 +569,7 @@ _NEVER_ESCAPED = frozenset(string.ascii_letters + string.digits + "_.~- ")
 _BACKSLASHES_BEFORE_ESCAPABLE = re.compile(r"\\+(?=[^A-Za-z0-9_.~ -])")
 # One of those escaped as \uXXXX, which no encoder writes: a hostile server's spelling.
 _UNESCAPED_ESCAPED = re.compile(
-    r"\\u00(?:2[dDeE]|3\d|4[1-9a-fA-F]|5[0-9aAfF]|6[1-9a-fA-F]|7[0-9aAeE])"
+    r"\\u00(?:2[0dDeE]|3\d|4[1-9a-fA-F]|5[0-9aAfF]|6[1-9a-fA-F]|7[0-9aAeE])"
 )
 
 
@@ -647,6 +655,7 @@ def _has_a_line_break(text: str, json_lines: bool) -> bool:
     return escaped or (not json_lines and ("\n" in text or "\r" in text))
 
 
+@functools.lru_cache(maxsize=2)  # each scan of a run's keys asks, of a text and its decoding
 def _unfolded(text: str) -> str:
     """`text` with what may fold a key taken out."""
     if any(rare.search(text) for rare in (_RARE_ESCAPES, _SOFT_BREAKS, _UNICODE_BREAK)):
@@ -796,13 +805,17 @@ _PIECE = 1 << 16
 # A run of backslashes begins an escape, but for a UTF-16 pair's second one.
 _RUN_OF_BACKSLASHES = re.compile(r"(?<!\\)\\")
 _HIGH_SURROGATE_BEFORE = re.compile(r"u[dD][89abAB][0-9a-fA-F]{2}")
+_LOW_SURROGATE = re.compile(r"\\+u[dD][c-fC-F][0-9a-fA-F]{2}")
 
 
 def _escape_starting_after(text: str, at: int) -> int | None:
     """Where the first escape of `text` from `at` on begins, if any (see _ESCAPE)."""
     while (found := _RUN_OF_BACKSLASHES.search(text, at)) is not None:
         start = found.start()
-        if not _HIGH_SURROGATE_BEFORE.match(text, start - 5, start):
+        paired = _HIGH_SURROGATE_BEFORE.match(text, start - 5, start) and (
+            _LOW_SURROGATE.match(text, start)
+        )
+        if not paired:
             return start
         at = start + 1
     return None

@@ -1753,6 +1753,10 @@ def test_a_secret_json_escaped_three_times_or_more_is_found(times: int) -> None:
     assert password[:16] not in mask_secret(message, password)
 
 
+PASSPHRASE = "correct horse battery staple 42 tango"
+BACKSLASHED = "Zq7\"Rt8kY2/mW9Lp4w\\kHx8>Nc3=Bv6+Ud1'X"
+
+
 def escaped_every_other(text: str) -> str:
     """`text` with every other character written as a \\u escape, as no encoder writes it."""
     return "".join(f"\\u{ord(c):04x}" if i % 2 else c for i, c in enumerate(text))
@@ -1767,8 +1771,12 @@ def escaped_every_other(text: str) -> str:
         ("E0AGqBg6rN2ojK7Y'e€", "GqBg6rN2ojK7Y\\u0027e€"),
         # A key no encoder escapes, escaped by a hostile server anyway.
         (PROJECT_KEY, escaped_every_other(PROJECT_KEY)),
+        # Its spaces so escaped.
+        (PASSPHRASE, PASSPHRASE.replace(" ", "\\u0020")),
+        # The letter after its own backslash so escaped: one run of the two backslashes.
+        (BACKSLASHED, json.dumps(BACKSLASHED)[1:-1].replace("\\\\k", "\\\\\\u006b")),
     ],
-    ids=["backslash pairs", "escapable tail", "letters escaped"],
+    ids=["backslash pairs", "escapable tail", "letters escaped", "spaces escaped", "after \\"],
 )
 def test_a_key_decoded_from_any_escapes_is_found(key: str, echo: str) -> None:
     """Searched decoded only for the blocks holding a character of the key an encoder
@@ -1779,6 +1787,29 @@ def test_a_key_decoded_from_any_escapes_is_found(key: str, echo: str) -> None:
     assert "***" in mask_values((message,), key)[0]
     assert mask_secret(message, key).startswith("Incorrect API key provided: ***")
     assert redact.texts_holding_secret([f"batch_{echo}"], key) == {f"batch_{echo}"}
+
+
+def test_a_key_spelled_apart_with_escaped_separators_is_masked_in_messages() -> None:
+    """A gateway quoting an upstream's JSON: the key a character at a time, a tab (or a
+    zero-width space) between, written `\\t` (`\\u200b`), of the key's own letters."""
+    for separator in ("\t", "\u200b"):
+        quoted = json.dumps({"message": f"bad key {separator.join(PROJECT_KEY)}"})
+        masked = mask_secret(f"upstream answered 401: {quoted}", PROJECT_KEY)
+        read = redact._decoded_text(masked).replace(separator, "")
+        assert masked.startswith('upstream answered 401: {"message": "bad key ***')
+        assert not any(PROJECT_KEY[at : at + 16] in read for at in range(len(PROJECT_KEY)))
+
+
+@pytest.mark.parametrize("piece", [64])
+def test_a_text_of_high_surrogates_alone_is_cut_in_pieces(
+    monkeypatch: pytest.MonkeyPatch, piece: int
+) -> None:
+    """A high surrogate's escape before each backslash kept a text one piece (a pair's
+    second half is no place to cut), gone through in Python whole: cut where no pair is."""
+    monkeypatch.setattr(redact, "_PIECE", piece)
+    decoded = redact._Decoded("\\ud800" * 200)
+    assert len(decoded._pieces[0]) > 10
+    assert decoded.span_written(150, 151) == (900, 906)
 
 
 def test_words_escaped_as_a_keys_letters_are_not_masked() -> None:
