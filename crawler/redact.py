@@ -432,9 +432,8 @@ def _found(text: str, scan: _Scan) -> list[tuple[int, int]]:
     """The spans of `text` holding a form of the key, as written or JSON-escaped, or runs
     of it."""
     spans = _forms_found(text, scan)
-    if scan.escapes_in(text):
-        decoded = _decoded(text)
-        spans += [decoded.span_written(*span) for span in _forms_found(decoded.text, scan)]
+    for chain in _decodings(text, scan):
+        spans += [_span_written(chain, span) for span in _forms_found(chain[-1].text, scan)]
     return spans + _spans(text, scan)
 
 
@@ -491,20 +490,32 @@ class _Scan:
     # no encoder does (see _escapes_the_unescaped).
     escapable: bool
     escapable_blocks: tuple[str, ...]
+    equals: bool  # the key holds `=` (see unfoldings)
 
     def may_hold(self, text: str, json_lines: bool = False) -> bool:
         if self.has_a_block(text):
             return True
         fold = _has_a_line_break(text, json_lines)
-        if fold and self.has_a_block(_unfolded(text)):
+        if fold and self.has_a_block_unfolded(text):
             return True
-        if not self.escapes_in(text):
-            return False
-        decoded = _decoded(text).text
-        blocks = self.places if _escapes_the_unescaped(text) else self.escapable_blocks
-        return any(block in decoded for block in blocks) or (
-            fold and self.has_a_block(_unfolded(decoded))
-        )
+        for chain in _decodings(text, self):
+            decoded = chain[-1].text
+            hostile = len(chain) > 1 or _escapes_the_unescaped(text)
+            blocks = self.places if hostile else self.escapable_blocks
+            if any(block in decoded for block in blocks):
+                return True
+            if fold and self.has_a_block_unfolded(decoded):
+                return True
+        return False
+
+    def has_a_block_unfolded(self, text: str) -> bool:
+        return any(self.has_a_block(_unfolded(text, folds)) for folds in self.unfoldings(text))
+
+    def unfoldings(self, text: str) -> tuple[_Folds, ...]:
+        """How `text` is unfolded: a key holding `=` as quoted-printable's soft breaks are
+        taken out, and with `=` kept before a break too (the key's own, at a line's end,
+        was taken out with the break, and the key stored in two runs each under half)."""
+        return (_FOLDS, _FOLDS_KEEPING_EQUALS) if self.equals and "=" in text else (_FOLDS,)
 
     def escapes_in(self, text: str) -> bool:
         """Whether `text` may hold the key escaped in a way the text as written does not
@@ -559,6 +570,7 @@ def _scan(secret: str, run: int, *, in_a_message: bool) -> _Scan:
         ),
         not_the_key=re.compile(f"[^{re.escape(alphabet)}]"),
         escapable=bool(escapable),
+        equals="=" in secret,
         escapable_blocks=tuple(block for block in places if escapable.intersection(block)),
     )
 
@@ -569,7 +581,7 @@ _NEVER_ESCAPED = frozenset(string.ascii_letters + string.digits + "_.~- ")
 _BACKSLASHES_BEFORE_ESCAPABLE = re.compile(r"\\+(?=[^A-Za-z0-9_.~ -])")
 # One of those escaped as \uXXXX, which no encoder writes: a hostile server's spelling.
 _UNESCAPED_ESCAPED = re.compile(
-    r"\\u00(?:2[0dDeE]|3\d|4[1-9a-fA-F]|5[0-9aAfF]|6[1-9a-fA-F]|7[0-9aAeE])"
+    r"\\u00(?:2[0dDeE]|3\d|4[1-9a-fA-F]|5[0-9aAcCfF]|6[1-9a-fA-F]|7[0-9aAeE])"
 )
 
 
@@ -629,12 +641,14 @@ def _base64_cores(secret: str) -> set[str]:
 # string) goes as well; then the soft breaks, = and a break; then the escaped breaks. Each
 # step in one pass: soft breaks nested (`==` and two breaks), taken out a level a pass, took
 # a pass per level (30 s for 200 KB of them).
-_FOLDS = (
+_Folds: TypeAlias = "tuple[tuple[re.Pattern[str], str], ...]"
+_FOLDS: _Folds = (
     (re.compile(r"\\{2,}"), "\\"),
     (re.compile(r"=+(?:\\r\\n|\\n|\r\n|\n)+"), ""),
     (re.compile(r"\\[rnt]|\\u000[aAdD]"), ""),  # \u000a: left by an escape escaped
     (re.compile(r"[ \r\n\t]+"), ""),
 )
+_FOLDS_KEEPING_EQUALS = (_FOLDS[0], *_FOLDS[2:])
 _NO_BLANKS = str.maketrans("", "", " \r\n\t")
 # Without one of these, only \n of the escaped folds can be in a text (taking out one
 # \n never makes another escape): the common case, taken in two C passes. (Searches each
@@ -655,11 +669,11 @@ def _has_a_line_break(text: str, json_lines: bool) -> bool:
     return escaped or (not json_lines and ("\n" in text or "\r" in text))
 
 
-@functools.lru_cache(maxsize=2)  # each scan of a run's keys asks, of a text and its decoding
-def _unfolded(text: str) -> str:
+@functools.lru_cache(maxsize=4)  # each scan of a run's keys asks, of a text and its decoding
+def _unfolded(text: str, folds: _Folds = _FOLDS) -> str:
     """`text` with what may fold a key taken out."""
     if any(rare.search(text) for rare in (_RARE_ESCAPES, _SOFT_BREAKS, _UNICODE_BREAK)):
-        for fold, kept in _FOLDS[:-1]:
+        for fold, kept in folds[:-1]:
             text = fold.sub(_literal(kept), text)
     else:
         text = text.replace("\\n", "")
@@ -670,11 +684,12 @@ def _unfolded(text: str) -> str:
 _Cut: TypeAlias = "tuple[array[int], array[int]]"
 
 
-def _unfolded_with_cuts(text: str) -> tuple[str, list[_Cut]]:
-    """`_unfolded(text)`, and the cuts that lead back from its positions to `text`'s: two
-    numbers a fold taken out (a position per character took 60 times a long line's size)."""
+def _unfolded_with_cuts(text: str, folds: _Folds = _FOLDS) -> tuple[str, list[_Cut]]:
+    """`_unfolded(text, folds)`, and the cuts that lead back from its positions to `text`'s:
+    two numbers a fold taken out (a position per character took 60 times a long line's
+    size)."""
     cuts: list[_Cut] = []
-    for fold, kept in _FOLDS:
+    for fold, kept in folds:
         after, before = array("q", [0]), array("q", [0])
         shrunk = 0
         for found in fold.finditer(text):
@@ -708,26 +723,47 @@ def _spans(text: str, scan: _Scan, json_lines: bool = False) -> list[tuple[int, 
     as written or JSON-escaped (see _Decoded)."""
     fold = _has_a_line_break(text, json_lines)
     spans = _spans_as_written(text, scan, fold)
-    if scan.escapes_in(text):
-        decoded = _decoded(text)
-        spans += [
-            decoded.span_written(start, end)
-            for start, end in _spans_as_written(decoded.text, scan, fold)
-        ]
+    for chain in _decodings(text, scan):
+        decoded = chain[-1].text
+        spans += [_span_written(chain, span) for span in _spans_as_written(decoded, scan, fold)]
     return _joined(spans)
+
+
+# A text is decoded once for any encoder at any depth (see _Decoded), and again while a
+# hostile server's escapes of escapes are left (`\u005cu0073` decodes as `\u0073`), up to
+# this many times.
+_DECODINGS = 3
+
+
+def _decodings(text: str, scan: _Scan) -> list[tuple[_Decoded, ...]]:
+    """`text` decoded, where the scan's key may be escaped in it, and decoded again while
+    that leaves escapes of what no encoder escapes: each as the decodings leading to it."""
+    if not scan.escapes_in(text):
+        return []
+    chains: list[tuple[_Decoded, ...]] = [(_decoded(text),)]
+    while len(chains) < _DECODINGS and _escapes_the_unescaped(chains[-1][-1].text):
+        chains.append((*chains[-1], _decoded(chains[-1][-1].text)))
+    return chains
+
+
+def _span_written(chain: tuple[_Decoded, ...], span: tuple[int, int]) -> tuple[int, int]:
+    """Where a span of the last of `chain`'s decodings was written in the first's text."""
+    for decoded in reversed(chain):
+        span = decoded.span_written(*span)
+    return span
 
 
 def _spans_as_written(text: str, scan: _Scan, fold: bool) -> list[tuple[int, int]]:
     """The spans of `text` holding runs of the key; with `fold`, folded over lines too."""
     spans = _find_runs(text, scan)
-    if not fold or not scan.has_a_block(_unfolded(text)):
-        return spans
-    unfolded, cuts = _unfolded_with_cuts(text)
-    folded = [
-        (_position_before(start, cuts), _position_before(end - 1, cuts) + 1)
-        for start, end in _find_runs(unfolded, scan)
-    ]
-    return _joined(spans + folded)
+    for folds in scan.unfoldings(text) if fold else ():
+        if scan.has_a_block(_unfolded(text, folds)):
+            unfolded, cuts = _unfolded_with_cuts(text, folds)
+            spans += [
+                (_position_before(start, cuts), _position_before(end - 1, cuts) + 1)
+                for start, end in _find_runs(unfolded, scan)
+            ]
+    return _joined(spans)
 
 
 # A JSON escape, each backslash a run of them (escaped again, as a gateway's error quoting
@@ -848,7 +884,7 @@ def _unicode_character(escape: re.Match[str]) -> str:
     return chr(int(unit, 16))
 
 
-@functools.lru_cache(maxsize=1)  # each scan of a run's keys searches one text in turn
+@functools.lru_cache(maxsize=_DECODINGS)  # each scan of a run's keys searches a text in turn
 def _decoded(text: str) -> _Decoded:
     return _Decoded(text)
 

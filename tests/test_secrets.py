@@ -1812,6 +1812,29 @@ def test_a_text_of_high_surrogates_alone_is_cut_in_pieces(
     assert decoded.span_written(150, 151) == (900, 906)
 
 
+@pytest.mark.parametrize("line_end", ["\n", "\\n"])
+def test_a_key_whose_own_equals_sign_ends_a_line_is_found_folded(line_end: str) -> None:
+    """A key holding `=` folded at 16 columns, its `=` at a line's end: taken out with the
+    break as a quoted-printable soft break, the key was two runs, each under half."""
+    key = "Qw7Er9tYu1Io3pAs5Df7=gHj9Kl2zXc4Vb6nMq8Wz"
+    text = f"bad token: {key}"
+    folded = line_end.join(text[at : at + 16] for at in range(0, len(text), 16))
+    assert "=" + line_end in folded
+    assert holds_secret(folded, key)
+    assert mask_values((folded,), key) == ("bad token: ***",)
+
+
+def test_a_key_escaped_twice_by_a_hostile_server_is_found() -> None:
+    """Every eighth character written `\\u005cu00XX`: once decoded, `\\u00XX`; a text was
+    decoded once."""
+    echo = "".join(
+        f"\\u005cu{ord(char):04x}" if at % 8 == 0 else char for at, char in enumerate(PROJECT_KEY)
+    )
+    assert holds_secret(f"bad key {echo}", PROJECT_KEY)
+    assert mask_values((f"bad key {echo}",), PROJECT_KEY) == ("bad key ***",)
+    assert mask_secret(f"bad key {echo}", PROJECT_KEY) == "bad key ***"
+
+
 def test_words_escaped_as_a_keys_letters_are_not_masked() -> None:
     """A run of a key is counted in its characters: counted in an escaped form's, the 16
     characters of `Gr\\u00f6\\u00dfen` (6 letters of Größenordnung) were a run of a key
