@@ -32,6 +32,7 @@ from .errors import (
 )
 from .pages import Batch, BatchPage, WalkStep, walk_pages
 from .store import Store
+from .times import unix_seconds
 from .walk import WalkState, advance_walk, may_be_a_vanished_cursor, restart_from_top
 
 # The newest stored batches a walk down to the old head also stops at, should the head
@@ -513,5 +514,5 @@ def listed_below(page: BatchPage, second: int) -> bool:
 def median_created(page: BatchPage) -> int | None:
     """The (lower) median creation time of a page's batches: where it lies in the list,
     whatever one batch's odd time (None: no batch gives one)."""
-    times = sorted(t for b in page.batches if isinstance(t := b.get("created_at"), int))
+    times = sorted(t for b in page.batches if (t := unix_seconds(b.get("created_at"))) is not None)
     return times[(len(times) - 1) // 2] if times else None

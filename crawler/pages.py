@@ -9,6 +9,7 @@ from typing import Any
 
 from .errors import BrokenResponseError, PaginationError
 from .redact import Secret, texts_holding_secret
+from .times import unix_seconds
 
 Batch = dict[str, Any]
 
@@ -331,7 +332,8 @@ class _Order:
         """Whether, with `page`, creation times rose more often than they fell (OpenAI's
         fall), twice at least: a page of one second, or of two batches, shows no order
         alone."""
-        times = [self.last, *(b.get("created_at") for b in page.batches)]
+        # As stored: compatible servers send them as text, or as floats.
+        times = [self.last, *(unix_seconds(b.get("created_at")) for b in page.batches)]
         for earlier, later in itertools.pairwise(times):
             if isinstance(earlier, int) and isinstance(later, int):
                 self.rises += later > earlier
@@ -343,7 +345,7 @@ class _Order:
 def _ends_in(page: BatchPage, second: int | None) -> bool:
     """Whether a page's last batch was created in `second`."""
     last = page.batches[-1] if page.batches else {}
-    return second is not None and last.get("created_at") == second
+    return second is not None and unix_seconds(last.get("created_at")) == unix_seconds(second)
 
 
 async def _passed_stop(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from .jsontext import is_storable_text, parse, to_text
 from .pages import Batch
 from .redact import Secret, holds_secret, mask_values, texts_holding_secret
+from .times import unix_seconds
 
 # Order matters: it is the column order of the INSERT that `store` builds from it.
 BATCH_COLUMNS = (
@@ -109,27 +109,11 @@ def _compatible_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
     fixed = list(row)
     for i in _TIMES:
         if isinstance(fixed[i], str):
-            fixed[i] = _unix_seconds(fixed[i])
+            fixed[i] = unix_seconds(fixed[i])
     endpoint = fixed[_ENDPOINT]
     if isinstance(endpoint, str) and endpoint.startswith("/") and not endpoint.startswith("/v1"):
         fixed[_ENDPOINT] = "/v1" + endpoint
     return tuple(fixed)
-
-
-def _unix_seconds(text: str) -> int | None:
-    """Unix seconds from "1714000000", "1714000000.5" or an ISO 8601 time (UTC unless it
-    says otherwise); None when it is none of those."""
-    try:
-        return int(float(text))
-    except (ValueError, OverflowError):
-        pass
-    try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return int(when.timestamp())
 
 
 # A batch holds at most 50,000 requests, so its input file at most that many lines to

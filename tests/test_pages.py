@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -145,7 +146,7 @@ class FakeList:
     """Serves a list of batch numbers newest first, as the API pages it; `created` gives
     some of them a creation time of their own."""
 
-    def __init__(self, numbers: list[int], created: Callable[[int], int] | None = None) -> None:
+    def __init__(self, numbers: list[int], created: Callable[[int], Any] | None = None) -> None:
         self.ids = [make_batch(n)["id"] for n in numbers]
         self.numbers = numbers
         self.created = created
@@ -359,12 +360,25 @@ async def test_a_walk_resumed_past_its_stop_reads_the_pages_of_the_heads_second_
     assert [one.pages_past_stop for one in steps] == [3, 4, 5, 5]
 
 
-async def test_new_batches_of_the_heads_second_listed_pages_below_it_are_walked_to() -> None:
+# A time as OpenAI sends it, and as compatible servers do (stored as unix seconds).
+TIME_SPELLINGS = [
+    pytest.param(lambda t: t, id="integer"),
+    pytest.param(str, id="text"),
+    pytest.param(lambda t: dt.datetime.fromtimestamp(t, dt.UTC).isoformat(), id="ISO 8601"),
+    pytest.param(lambda t: t + 0.5, id="float"),
+]
+
+
+@pytest.mark.parametrize("spelled", TIME_SPELLINGS)
+async def test_new_batches_of_the_heads_second_listed_pages_below_it_are_walked_to(
+    spelled: Callable[[int], Any],
+) -> None:
     """Batches of one second come in any order: a new one listed pages below the old head,
     under pages all stored before, is walked to; the walk ends on the first page of that
-    second all stored once TIE_PAGES were waited past."""
+    second all stored once TIE_PAGES were waited past. Whatever the times' spelling: sent
+    as text, the page's were never the head's stored second, and the walk ended at once."""
     order = [27, 26, 25, 24, 23, 22, 28, *range(21, 0, -1)]  # 26 is the old head
-    api = FakeList(order, lambda n: 1_700_000_000)
+    api = FakeList(order, lambda n: spelled(1_700_000_000))
     steps = await collect(
         fetch_page=api.fetch,
         after=None,
@@ -405,10 +419,15 @@ async def test_a_list_shown_oldest_first_below_the_head_is_walked_to_its_end(
     assert any("the list is served oldest first" in w for s in steps for w in s.warnings)
 
 
-async def test_a_list_served_oldest_first_is_walked_to_its_end_with_a_warning() -> None:
+@pytest.mark.parametrize("spelled", TIME_SPELLINGS)
+async def test_a_list_served_oldest_first_is_walked_to_its_end_with_a_warning(
+    spelled: Callable[[int], Any],
+) -> None:
     """A proxy listing the oldest first grows at its end: the old head on the first page
-    does not stop the walk above the new batches."""
-    api = FakeList(list(range(1, 11)))  # 1..6 stored, 6 the old head; 7..10 are new
+    does not stop the walk above the new batches. Whatever the times' spelling: sent as
+    text, the order was never seen."""
+    # 1..6 stored, 6 the old head; 7..10 are new
+    api = FakeList(list(range(1, 11)), lambda n: spelled(1_700_000_000 + n))
     steps = await collect(
         fetch_page=api.fetch,
         after=None,
