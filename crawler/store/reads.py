@@ -17,7 +17,7 @@ from ..rows import TERMINAL_STATUSES
 from ..runs import FIGURE_COLUMNS, RunRecord
 from ..walk import WalkState
 from .files import check_file
-from .schema import check_columns, connect, in_thread, latest_version
+from .schema import check_columns, check_history, connect, in_thread, latest_version
 from .statements import account_path, json_object
 
 T = TypeVar("T")
@@ -407,6 +407,7 @@ async def open_reader(path: Path) -> AsyncIterator[Reader]:
     """
     check_file(path, must_exist=True)
     async with connect(path, read_only=True) as (conn, version):
+        await check_history(conn, path)
         if version < latest_version():
             raise DatabaseError(
                 f"{path} has an older schema ({version}); run `batch-crawler sync` to upgrade it"

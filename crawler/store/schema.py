@@ -99,6 +99,26 @@ def _columns_made_by(migrations: tuple[Migration, ...]) -> dict[str, frozenset[s
         db.close()
 
 
+async def check_history(conn: aiosqlite.Connection, path: Path) -> None:
+    """Refuse a database migrated by a development build whose migration of some number
+    was another than this version's (by its name): migrated on, it failed on what that one
+    made already ("table batch_files already exists")."""
+    async with conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+    ) as cur:
+        if await cur.fetchone() is None:
+            return
+    ours = {migration.version: migration.name for migration in load_migrations()}
+    async with conn.execute("SELECT version, name FROM schema_migrations ORDER BY version") as cur:
+        for version, name in await cur.fetchall():
+            if version in ours and name != ours[version]:
+                raise DatabaseError(
+                    f"{path} was made by a development build of batch-crawler whose schema "
+                    f"differs from this one's (migration {version} was {name}); sync into a "
+                    "new --db"
+                )
+
+
 async def check_columns(conn: aiosqlite.Connection, path: Path) -> None:
     """Refuse a database lacking a column this version's migrations make: one migrated by a
     development build whose migration of the same number differed (every sync failed on

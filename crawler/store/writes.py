@@ -57,7 +57,7 @@ from .requests import (
     update_file,
     upsert_requests,
 )
-from .schema import check_columns, connect, database_error, in_thread, migrate
+from .schema import check_columns, check_history, connect, database_error, in_thread, migrate
 from .statements import account_path, counted, execute_rows, json_object
 
 T = TypeVar("T")
@@ -717,6 +717,7 @@ async def open_store(path: Path) -> AsyncIterator[Store]:
     async with writer_lock(path), connect(path) as (conn, version):
         for pragma in _PRAGMAS:
             await conn.execute(pragma)
+        await check_history(conn, path)
         await migrate(conn, version)
         await check_columns(conn, path)
         opened = _identity(path)
