@@ -504,7 +504,7 @@ class _Scan:
             blocks = self.places if hostile else self.escapable_blocks
             if any(block in decoded for block in blocks):
                 return True
-            if fold and self.has_a_block_unfolded(decoded):
+            if _folds_decoded(fold, chain) and self.has_a_block_unfolded(decoded):
                 return True
         return False
 
@@ -644,7 +644,7 @@ def _base64_cores(secret: str) -> set[str]:
 _Folds: TypeAlias = "tuple[tuple[re.Pattern[str], str], ...]"
 _FOLDS: _Folds = (
     (re.compile(r"\\{2,}"), "\\"),
-    (re.compile(r"=+(?:\\r\\n|\\n|\r\n|\n)+"), ""),
+    (re.compile(r"=+(?:\\r\\n|\\n|\r\n|\n|\\u000[dD]\\u000[aA]|\\u000[aA])+"), ""),
     (re.compile(r"\\[rnt]|\\u000[aAdD]"), ""),  # \u000a: left by an escape escaped
     (re.compile(r"[ \r\n\t]+"), ""),
 )
@@ -654,7 +654,7 @@ _NO_BLANKS = str.maketrans("", "", " \r\n\t")
 # \n never makes another escape): the common case, taken in two C passes. (Searches each
 # fast on its first characters, where one for any is slow.)
 _RARE_ESCAPES = re.compile(r"\\[\\rt]")
-_SOFT_BREAKS = re.compile(r"=(?:\\n|[\r\n])")
+_SOFT_BREAKS = re.compile(r"=(?:\\n|[\r\n]|\\u000[aAdD])")
 _UNICODE_BREAK = re.compile(r"\\u000[aAdD]")
 
 
@@ -724,15 +724,16 @@ def _spans(text: str, scan: _Scan, json_lines: bool = False) -> list[tuple[int, 
     fold = _has_a_line_break(text, json_lines)
     spans = _spans_as_written(text, scan, fold)
     for chain in _decodings(text, scan):
-        decoded = chain[-1].text
-        spans += [_span_written(chain, span) for span in _spans_as_written(decoded, scan, fold)]
+        decoded, folds = chain[-1].text, _folds_decoded(fold, chain)
+        spans += [_span_written(chain, span) for span in _spans_as_written(decoded, scan, folds)]
     return _joined(spans)
 
 
 # A text is decoded once for any encoder at any depth (see _Decoded), and again while a
-# hostile server's escapes of escapes are left (`\u005cu0073` decodes as `\u0073`), up to
-# this many times.
-_DECODINGS = 3
+# hostile server's escapes of escapes are left (`\u005cu0073` decodes as `\u0073`), or a
+# backslash so written makes escapes anew (`\u005cu002b`: `\u002b`), up to this many times.
+_DECODINGS = 8
+_ESCAPED_BACKSLASH = re.compile(r"\\u005[cC]")
 
 
 def _decodings(text: str, scan: _Scan) -> list[tuple[_Decoded, ...]]:
@@ -741,9 +742,20 @@ def _decodings(text: str, scan: _Scan) -> list[tuple[_Decoded, ...]]:
     if not scan.escapes_in(text):
         return []
     chains: list[tuple[_Decoded, ...]] = [(_decoded(text),)]
-    while len(chains) < _DECODINGS and _escapes_the_unescaped(chains[-1][-1].text):
-        chains.append((*chains[-1], _decoded(chains[-1][-1].text)))
+    while len(chains) < _DECODINGS:
+        last = chains[-1][-1]
+        rebuilt = "\\" in last.text and _ESCAPED_BACKSLASH.search(last.written) is not None
+        if not (rebuilt or _escapes_the_unescaped(last.text)):
+            break
+        chains.append((*chains[-1], _decoded(last.text)))
     return chains
+
+
+def _folds_decoded(fold: bool, chain: tuple[_Decoded, ...]) -> bool:
+    """Whether a text's decoding is searched unfolded: where the text is (see
+    _has_a_line_break), and where a decoding of its decoding holds a break (`\u005cn`)."""
+    decoded = chain[-1].text
+    return fold or (len(chain) > 1 and ("\n" in decoded or "\r" in decoded))
 
 
 def _span_written(chain: tuple[_Decoded, ...], span: tuple[int, int]) -> tuple[int, int]:
@@ -884,7 +896,7 @@ def _unicode_character(escape: re.Match[str]) -> str:
     return chr(int(unit, 16))
 
 
-@functools.lru_cache(maxsize=_DECODINGS)  # each scan of a run's keys searches a text in turn
+@functools.lru_cache(maxsize=3)  # each scan of a run's keys searches a text (and its decodings)
 def _decoded(text: str) -> _Decoded:
     return _Decoded(text)
 

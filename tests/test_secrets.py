@@ -1835,6 +1835,37 @@ def test_a_key_escaped_twice_by_a_hostile_server_is_found() -> None:
     assert mask_secret(f"bad key {echo}", PROJECT_KEY) == "bad key ***"
 
 
+def escaped_through_backslashes(char: str, levels: int) -> str:
+    """`char` escaped `levels` times, each level's backslash written `\\u005c`."""
+    return "\\" + "u005c" * (levels - 1) + f"u{ord(char):04x}"
+
+
+@pytest.mark.parametrize(
+    ("key", "echo"),
+    [
+        (
+            "Ab1+Cd2/Ef3=Gh4&Ij5+Kl6/Mn7=",
+            "".join(
+                escaped_through_backslashes(c, 2) if not c.isalnum() else c
+                for c in "Ab1+Cd2/Ef3=Gh4&Ij5+Kl6/Mn7="
+            ),
+        ),
+        (PROJECT_KEY, "".join(escaped_through_backslashes(c, 4) for c in PROJECT_KEY)),
+        (PROJECT_KEY, "\\u005cn".join(PROJECT_KEY[at : at + 64] for at in range(0, 164, 64))),
+        (PROJECT_KEY, "=\\u000a".join(PROJECT_KEY[at : at + 75] for at in range(0, 164, 75))),
+    ],
+    ids=["escapes rebuilt", "four levels", "breaks rebuilt", "soft breaks as \\u000a"],
+)
+def test_a_key_behind_escapes_a_decoding_rebuilds_is_found(key: str, echo: str) -> None:
+    """A backslash written `\\u005c` makes escapes anew once decoded (`\\u005cu002b` is
+    `\\u002b`, `\\u005cn` a line break); a text was decoded again only while escapes of
+    letters were left, three times at most, and unfolded only where it held a break as
+    written; a quoted-printable soft break written `=\\u000a` was not taken out."""
+    note = json.dumps({"note": f"bad key {echo}"})
+    assert holds_secret(note, key, json_lines=True)
+    assert mask_values((note,), key) == (json.dumps({"note": "bad key ***"}),)
+
+
 def test_words_escaped_as_a_keys_letters_are_not_masked() -> None:
     """A run of a key is counted in its characters: counted in an escaped form's, the 16
     characters of `Gr\\u00f6\\u00dfen` (6 letters of Größenordnung) were a run of a key
