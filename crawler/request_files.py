@@ -35,6 +35,7 @@ from .redact import Secret, holds_secret, mask_values, may_hold_secret
 from .request_rows import REQUEST_COLUMNS, UnusableLineError, build_request_row
 from .rows import fit_rows
 from .store import FileToFetch, Store
+from .store.requests import READ_SHORT
 
 _CUSTOM_ID = REQUEST_COLUMNS.index("custom_id")
 
@@ -455,17 +456,21 @@ def _judge_a_short_reading(outcome: FileOutcome) -> FileOutcome:
     """How a file read whole ended when its body's end nothing checks (no declared length)
     and it holds fewer lines than its batch counts: cut at a line's end, as a server
     streaming line by line that dies cuts it, it was recorded complete and never read
-    again. Failed, asked for again next sync; a second such reading is kept, with a
-    warning (a batch's counts may be off: an expired batch's error file)."""
+    again. Failed, asked for again next sync; kept the second time in a row (a batch's
+    counts may be off: an expired batch's error file), but over lines stored whole before
+    (read again for their bodies), which stay."""
     file, read = outcome.file, outcome.read
     if outcome.state != "complete" or read is None or not read.end_unchecked:
         return outcome
     expected = file.expected_lines
-    if file.failed_before or expected is None or not 0 < read.lines_held < expected:
+    if expected is None or not 0 < read.lines_held < expected:
+        return outcome
+    if file.read_short_before and file.state != "complete":
         return outcome
     error = BrokenResponseError(
-        f"its {read.lines_held:,} request lines, where the batch counts {expected:,}, came "
-        "in a body whose end nothing checks (no declared length): the transfer was cut short?"
+        f"{READ_SHORT}its {read.lines_held:,} request lines, where the batch counts "
+        f"{expected:,}, came in a body whose end nothing checks (no declared length): the "
+        "transfer was cut short?"
     )
     return dataclasses.replace(outcome, state="failed", error=error)
 

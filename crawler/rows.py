@@ -67,11 +67,12 @@ def build_batch_row(batch: Batch, seen_at: int, account: str = "default") -> tup
 
     Missing and null fields become NULL; the whole object is kept as JSON in `raw`,
     so fields and statuses this version does not know are not lost. A compatible API's
-    times sent as text and unversioned endpoints are read as OpenAI's (`_compatible_row`).
+    times sent as text or floats and unversioned endpoints are read as OpenAI's
+    (`_compatible_row`).
     """
     endpoint = batch.get("endpoint")
     # Checked on two fields, not all: this runs for every batch of every page.
-    if type(batch.get("created_at")) is str or (
+    if type(batch.get("created_at")) in (str, float) or (
         isinstance(endpoint, str) and not endpoint.startswith("/v1")
     ):
         return _compatible_row(_row_as_sent(batch, seen_at, account))
@@ -104,11 +105,13 @@ def _row_as_sent(batch: Batch, seen_at: int, account: str) -> tuple[Any, ...]:
 
 def _compatible_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
     """A row of a compatible API's batch made like OpenAI's (`raw` keeps what it sent):
-    times sent as text (Novita's) as unix seconds, NULL where they do not parse; an
-    endpoint without its version (Azure's `/chat/completions`) as `/v1/chat/completions`."""
+    times sent as text (Novita's) or floats as unix seconds, NULL where they do not parse
+    (stored as sent, a float's fraction hid the batch from every search by creation time:
+    the walk's stop in the head's second, visits); an endpoint without its version
+    (Azure's `/chat/completions`) as `/v1/chat/completions`."""
     fixed = list(row)
     for i in _TIMES:
-        if isinstance(fixed[i], str):
+        if isinstance(fixed[i], str | float):
             fixed[i] = unix_seconds(fixed[i])
     endpoint = fixed[_ENDPOINT]
     if isinstance(endpoint, str) and endpoint.startswith("/") and not endpoint.startswith("/v1"):

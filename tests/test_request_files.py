@@ -1518,6 +1518,8 @@ class CutOnceServer:
                 body = b"".join(self.lines[:200]) if cut else self.content
             elif self.cut == "no declared length, lines fewer than counted":
                 body = b"".join(self.lines[:200])
+            elif self.cut == "no declared length, whole once, then fewer lines":
+                body = self.content if self.file_answers == 1 else b"".join(self.lines[:200])
             elif self.cut == "gzip members, no declared length":
                 # Two members, the first ending in the middle of a line: cut after it.
                 half = len(self.content) // 2 + 7
@@ -1605,6 +1607,22 @@ async def test_a_file_with_no_declared_length_short_twice_is_kept(db_path: Path)
     assert server.file_answers == 2
     assert (file_states(db_path), len(stored_rows(db_path))) == ({"complete": 1}, 200)
     assert last.warnings == ()
+
+
+async def test_a_file_stored_whole_read_short_for_its_bodies_keeps_its_lines(
+    db_path: Path,
+) -> None:
+    """Read again for its bodies (`--bodies`), a file stored whole came short twice: the
+    second reading was kept, and 100 of its 300 lines stored were deleted."""
+    async with cut_once_api(db_path, "no declared length, whole once, then fewer lines") as (
+        server,
+        settings,
+    ):
+        await sync(settings, retry=RETRY)
+        for _ in range(3):
+            await sync(dataclasses.replace(settings, bodies=True), retry=RETRY)
+    assert server.file_answers == 4
+    assert (file_states(db_path), len(stored_rows(db_path))) == ({"complete": 1}, 300)
 
 
 # An answer as a raw server sends it: status line, headers, body.

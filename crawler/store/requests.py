@@ -165,12 +165,17 @@ class FileToFetch:
     empty_runs: int = 0  # syncs in a row it was read whole without one request line
     # Expired for good: this account's one ask of it (see _EXPIRED_FOR_GOOD), not repeated.
     last_ask: bool = False
+    # Its last reading held fewer lines than its batch counts, in a body whose end nothing
+    # checks (request_files._judge_a_short_reading).
+    read_short_before: bool = False
 
 
 # A file answered 404 is expired for good once this many syncs in a row answered 404 and
 # each account that may read it was among them, or once EXPIRED_FOR_GOOD syncs did,
 # whoever answered; not_found_runs is then EXPIRED_FOR_GOOD (0019_file_readers.sql).
 AGREED_404_RUNS = 3
+# How the error of a reading judged short begins (request_files._judge_a_short_reading).
+READ_SHORT = "read short: "
 EXPIRED_FOR_GOOD = 6
 # The files still to fetch, as the index batch_files_to_fetch spells them (SQLite uses a
 # partial index only for a query that says its condition): pending, failed, and answered
@@ -276,7 +281,7 @@ def select_files_to_fetch(
     rows = db.execute(
         f"SELECT f.file_id, f.batch_id, f.kind, CASE f.kind {expected} END, f.position, "
         "f.state, f.state IN ('failed', 'expired') OR f.error IS NOT NULL, f.empty_runs, "
-        f"f.not_found_runs >= {EXPIRED_FOR_GOOD} "
+        f"f.not_found_runs >= {EXPIRED_FOR_GOOD}, f.error LIKE '{READ_SHORT}%' "
         f"FROM ({files}) AS f JOIN batches AS b ON b.id = f.batch_id "
         f"WHERE {_MAY_READ} {deferred}ORDER BY f.position LIMIT ?",
         (
@@ -289,10 +294,11 @@ def select_files_to_fetch(
     ).fetchall()
     return [
         FileToFetch(
-            file_id, batch_id, kind, expected, position, state, bool(failed), empty, bool(last)
+            file_id, batch_id, kind, expected, position, state, bool(failed), empty, bool(last),
+            bool(short),
         )
-        for file_id, batch_id, kind, expected, position, state, failed, empty, last in rows
-    ]
+        for file_id, batch_id, kind, expected, position, state, failed, empty, last, short in rows
+    ]  # fmt: skip
 
 
 def in_file_order(
