@@ -309,47 +309,40 @@ def test_another_program_holding_the_database_says_so(tmp_path: Path) -> None:
     assert str(error).startswith(f"another program has been writing {path}")
 
 
-@pytest.mark.parametrize("command", ["sync", "status"])
-def test_a_database_whose_migration_of_a_number_was_another_is_refused_clearly(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    command: str,
-) -> None:
-    """A database a branch's build migrated (its migration 5 made `batch_files`, this
-    version's 6 does): `sync` failed on "table batch_files already exists", and `status`
-    said to run it."""
-    db = tmp_path / "b.db"
-    assert main(["demo", "--db", str(db), "--batches", "20"]) == 0
-    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
-        conn.execute("UPDATE schema_migrations SET name = 'request_files' WHERE version = 5")
-        conn.execute("DELETE FROM schema_migrations WHERE version > 5")
-        conn.execute("PRAGMA user_version = 5")
-    capsys.readouterr()
-    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
-    argv = [command, "--db", str(db)] + (
-        ["--base-url", "http://127.0.0.1:9/v1"] * (command == "sync")
-    )
-    assert main(argv) == 4
-    err = capsys.readouterr().err
-    assert "made by a development build of batch-crawler whose schema differs" in err
-    assert "(migration 5 was request_files); sync into a new --db" in err
-
-
+@pytest.mark.parametrize(
+    ("changes", "said"),
+    [
+        (["ALTER TABLE batches DROP COLUMN cut_by"], "(no batches.cut_by)"),
+        (
+            [
+                "UPDATE schema_migrations SET name = 'request_files' WHERE version = 5",
+                "DELETE FROM schema_migrations WHERE version > 5",
+                "PRAGMA user_version = 5",
+            ],
+            "(migration 5 was request_files)",
+        ),
+    ],
+    ids=["a column missing", "a migration of another name"],
+)
 @pytest.mark.parametrize("command", ["sync", "status"])
 def test_a_database_a_development_build_migrated_otherwise_is_refused_clearly(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     command: str,
+    changes: list[str],
+    said: str,
 ) -> None:
     """A database at the latest schema number lacking a column its migration makes now (an
     unreleased migration changed after a build applied it): every sync failed on "no such
-    column", saying nothing of why."""
+    column", saying nothing of why. One a branch's build migrated (its migration 5 made
+    `batch_files`, this version's 6 does): `sync` failed on "table batch_files already
+    exists", and `status` said to run it."""
     db = tmp_path / "b.db"
     assert main(["demo", "--db", str(db), "--batches", "20"]) == 0
     with contextlib.closing(sqlite3.connect(db)) as conn, conn:
-        conn.execute("ALTER TABLE batches DROP COLUMN cut_by")
+        for change in changes:
+            conn.execute(change)
     capsys.readouterr()
     monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
     argv = [command, "--db", str(db)] + (
@@ -358,4 +351,4 @@ def test_a_database_a_development_build_migrated_otherwise_is_refused_clearly(
     assert main(argv) == 4
     err = capsys.readouterr().err
     assert "made by a development build of batch-crawler whose schema differs" in err
-    assert "(no batches.cut_by); sync into a new --db" in err
+    assert f"{said}; sync into a new --db" in err
