@@ -579,7 +579,8 @@ def _scan(secret: str, run: int, *, in_a_message: bool) -> _Scan:
 # as itself however many times it is escaped.
 _NEVER_ESCAPED = frozenset(string.ascii_letters + string.digits + "_.~- ")
 _BACKSLASHES_BEFORE_ESCAPABLE = re.compile(r"\\+(?=[^A-Za-z0-9_.~ -])")
-# One of those escaped as \uXXXX, which no encoder writes: a hostile server's spelling.
+# One of those, or a backslash, escaped as \uXXXX, which no encoder writes: a hostile
+# server's spelling.
 _UNESCAPED_ESCAPED = re.compile(
     r"\\u00(?:2[0dDeE]|3\d|4[1-9a-fA-F]|5[0-9aAcCfF]|6[1-9a-fA-F]|7[0-9aAeE])"
 )
