@@ -457,15 +457,19 @@ def _judge_a_short_reading(outcome: FileOutcome) -> FileOutcome:
     and it holds fewer lines than its batch counts: cut at a line's end, as a server
     streaming line by line that dies cuts it, it was recorded complete and never read
     again. Failed, asked for again next sync; kept the second time in a row (a batch's
-    counts may be off: an expired batch's error file), but over lines stored whole before
-    (read again for their bodies), which stay."""
+    counts may be off: an expired batch's error file), and, read again for its bodies, a
+    file stored whole only if it holds as many lines as it did (fewer are cut short: the
+    lines stored stay; as many, it was asked for on every sync, its bodies never kept)."""
     file, read = outcome.file, outcome.read
     if outcome.state != "complete" or read is None or not read.end_unchecked:
         return outcome
     expected = file.expected_lines
     if expected is None or not 0 < read.lines_held < expected:
         return outcome
-    if file.read_short_before and file.state != "complete":
+    if file.state == "complete":
+        if file.lines is not None and read.lines_held >= file.lines:
+            return outcome
+    elif file.read_short_before:
         return outcome
     error = BrokenResponseError(
         f"{READ_SHORT}its {read.lines_held:,} request lines, where the batch counts "

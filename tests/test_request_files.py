@@ -1625,6 +1625,22 @@ async def test_a_file_stored_whole_read_short_for_its_bodies_keeps_its_lines(
     assert (file_states(db_path), len(stored_rows(db_path))) == ({"complete": 1}, 300)
 
 
+async def test_a_file_kept_short_and_read_for_its_bodies_is_read_once(db_path: Path) -> None:
+    """Kept as read short twice (its batch's counts off), then read for its bodies: each
+    `--bodies` sync asked for it again, its bodies never kept, warning it was not read."""
+    async with cut_once_api(db_path, "no declared length, lines fewer than counted") as (
+        server,
+        settings,
+    ):
+        for _ in range(2):
+            await sync(settings, retry=RETRY)
+        for _ in range(3):
+            last = await sync(dataclasses.replace(settings, bodies=True), retry=RETRY)
+    assert server.file_answers == 3
+    assert (file_states(db_path), len(stored_rows(db_path))) == ({"complete": 1}, 200)
+    assert last.warnings == ()
+
+
 # An answer as a raw server sends it: status line, headers, body.
 RawAnswer = tuple[bytes, dict[str, str], bytes]
 NO_SUCH_FILE: RawAnswer = (

@@ -46,6 +46,25 @@ async def test_migrations_create_the_schema_on_an_empty_database(db_path: Path) 
     )
 
 
+async def test_times_stored_as_floats_are_made_whole_seconds_on_upgrading(
+    db_path: Path,
+) -> None:
+    """A database an earlier build stored float times in (REAL, a fraction kept): its head
+    was in no second, and the new batches of that second below it were missed until
+    `--full`. Migration 26 makes them whole seconds, or NULL past 64 bits."""
+    async with open_store(db_path) as store:
+        run = await store.start_run("full", "http://x")
+        await save(store, [make_batch(1), make_batch(2), make_batch(3)], run)
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("UPDATE batches SET created_at = created_at + 0.725, expires_at = 1e300")
+        conn.execute("DELETE FROM schema_migrations WHERE version = 26")
+        conn.execute("PRAGMA user_version = 25")
+    async with open_store(db_path):
+        pass
+    times = query(db_path, "SELECT created_at, typeof(created_at), expires_at FROM batches")
+    assert sorted(times) == [(1_700_000_000 + n, "integer", None) for n in (1, 2, 3)]
+
+
 async def test_opening_a_current_database_changes_nothing(db_path: Path) -> None:
     """Migrations already applied are not applied again."""
     async with open_store(db_path):

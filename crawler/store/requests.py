@@ -168,6 +168,7 @@ class FileToFetch:
     # Its last reading held fewer lines than its batch counts, in a body whose end nothing
     # checks (request_files._judge_a_short_reading).
     read_short_before: bool = False
+    lines: int | None = None  # the request lines stored of it (complete)
 
 
 # A file answered 404 is expired for good once this many syncs in a row answered 404 and
@@ -260,7 +261,7 @@ def select_files_to_fetch(
     for condition in conditions:
         branches.append(
             "SELECT rowid AS position, file_id, batch_id, kind, state, error, empty_runs, "
-            "named_by, failed_by, not_found_runs FROM batch_files AS f "
+            "named_by, failed_by, not_found_runs, lines FROM batch_files AS f "
             f"WHERE rowid > ? AND kind IN ({kind_marks}) AND ({condition})"
         )
         values += [after, *kinds]
@@ -281,7 +282,7 @@ def select_files_to_fetch(
     rows = db.execute(
         f"SELECT f.file_id, f.batch_id, f.kind, CASE f.kind {expected} END, f.position, "
         "f.state, f.state IN ('failed', 'expired') OR f.error IS NOT NULL, f.empty_runs, "
-        f"f.not_found_runs >= {EXPIRED_FOR_GOOD}, f.error LIKE '{READ_SHORT}%' "
+        f"f.not_found_runs >= {EXPIRED_FOR_GOOD}, f.error LIKE '{READ_SHORT}%', f.lines "
         f"FROM ({files}) AS f JOIN batches AS b ON b.id = f.batch_id "
         f"WHERE {_MAY_READ} {deferred}ORDER BY f.position LIMIT ?",
         (
@@ -295,9 +296,11 @@ def select_files_to_fetch(
     return [
         FileToFetch(
             file_id, batch_id, kind, expected, position, state, bool(failed), empty, bool(last),
-            bool(short),
+            bool(short), lines,
         )
-        for file_id, batch_id, kind, expected, position, state, failed, empty, last, short in rows
+        for (
+            file_id, batch_id, kind, expected, position, state, failed, empty, last, short, lines
+        ) in rows
     ]  # fmt: skip
 
 
