@@ -137,9 +137,9 @@ def _mask_spread(text: str, scan: _Scan) -> str:
     in compatible letters (see _views), and decoded (see _Decoded: a gateway quoting an
     upstream's JSON writes a tab between them as `\\t`, of the key's own letters)."""
     spans = [span for view in _views(text) for span in _spread_runs(view, scan)]
-    if "\\" in text:
-        decoded = _decoded(text)
-        spans += [decoded.span_written(*span) for span in _spread_runs(decoded.text, scan)]
+    chains = _decodings(text, scan) or ([(_decoded(text),)] if "\\" in text else [])
+    for chain in chains:
+        spans += [_span_written(chain, span) for span in _spread_runs(chain[-1].text, scan)]
     return _masked(text, _joined(spans)) if spans else text
 
 
@@ -579,10 +579,10 @@ def _scan(secret: str, run: int, *, in_a_message: bool) -> _Scan:
 # as itself however many times it is escaped.
 _NEVER_ESCAPED = frozenset(string.ascii_letters + string.digits + "_.~- ")
 _BACKSLASHES_BEFORE_ESCAPABLE = re.compile(r"\\+(?=[^A-Za-z0-9_.~ -])")
-# One of those, or a backslash, escaped as \uXXXX, which no encoder writes: a hostile
-# server's spelling.
+# One of those, a backslash, or what a key's percent-encoded forms hold (`%`, `+`: .NET
+# escapes it), escaped as \uXXXX: a hostile server's spelling, or a form of the key.
 _UNESCAPED_ESCAPED = re.compile(
-    r"\\u00(?:2[0dDeE]|3\d|4[1-9a-fA-F]|5[0-9aAcCfF]|6[1-9a-fA-F]|7[0-9aAeE])"
+    r"\\u00(?:2[05bBdDeE]|3\d|4[1-9a-fA-F]|5[0-9aAcCfF]|6[1-9a-fA-F]|7[0-9aAeE])"
 )
 
 

@@ -1798,6 +1798,20 @@ def test_a_key_spelled_apart_with_escaped_separators_is_masked_in_messages() -> 
         read = redact._decoded_text(masked).replace(separator, "")
         assert masked.startswith('upstream answered 401: {"message": "bad key ***')
         assert not any(PROJECT_KEY[at : at + 16] in read for at in range(len(PROJECT_KEY)))
+    # A separator escaped twice, its backslash written \u005c (pass 61A).
+    twice = "\\u005cu005ct".join(PROJECT_KEY[at : at + 8] for at in range(0, 164, 8))
+    assert mask_secret(f"bad cursor {twice} [GET /v1/batches]", PROJECT_KEY) == (
+        "bad cursor *** [GET /v1/batches]"
+    )
+
+
+def test_a_passphrase_form_encoded_and_escaped_as_dotnet_writes_it_is_found() -> None:
+    """A passphrase's spaces as `+` (its form-encoded spelling), `+` as .NET escapes it
+    (`\\u002B`): its characters none an encoder escapes, it was never searched decoded."""
+    key = "correct horse battery staple zebra"
+    echo = "upstream said " + json.dumps({"u": key.replace(" ", "\\u002B")})
+    assert holds_secret(echo, key)
+    assert mask_secret(echo, key) == 'upstream said {"u": "***"}'
 
 
 @pytest.mark.parametrize("piece", [64])
