@@ -273,7 +273,9 @@ async def walk_pages(
         doubtful = bool(stop_ids) or (check_full_end and _is_full(page, limit))
         if following is None and doubtful and not met_stop and page.next_after is not None:
             ahead = await fetch_page(page.next_after, limit)
-            if ahead.batches:
+            # A server that ignores `after` sends this page again: nothing more came.
+            repeated = ahead.next_after == page.next_after or ahead.next_after in seen
+            if ahead.batches and not repeated:
                 notes.append(
                     f"page after {cursor or 'the top'}: has_more was false "
                     + ("above the last walk's head" if stop_ids else "on a full page")

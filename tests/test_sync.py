@@ -541,3 +541,23 @@ async def test_without_a_cap_in_reach_no_request_waits(
     result = await sync(settings)
     assert result.complete
     assert limiter_ledger(db_path) == (0, 0.0)
+
+
+@pytest.mark.parametrize("stored_before", [False, True])
+async def test_a_server_ignoring_after_ends_the_walk_on_a_page_said_to_be_the_last(
+    settings: Settings, fast_retry: RetryPolicy, stored_before: bool
+) -> None:
+    """A full page said to be the last (or one above the last walk's head) is checked with
+    one more request; a server that ignores `after` answers it with the same page, which is
+    no sign of more (the walk went on and asked again for good: a batch of 16 MB, on pages
+    fitted to one, never synced)."""
+    page = list_body([make_batch(3), make_batch(2)], False)
+    with aioresponses() as mock:
+        if stored_before:  # batch 1 is the head: the list's top now stands above it
+            mock.get(f"{BASE_URL}/batches?limit=2", payload=list_body([make_batch(1)], False))
+            assert (await sync(settings, retry=fast_retry)).complete
+        mock.get(f"{BASE_URL}/batches?limit=2", payload=page)
+        mock.get(f"{BASE_URL}/batches?limit=2&after={make_batch(2)['id']}", payload=page, repeat=3)
+        result = await sync(settings, retry=fast_retry)
+    assert result.complete, result.error
+    assert stored_ids(settings.db) == (ids(3, 2, 1) if stored_before else ids(3, 2))
