@@ -737,11 +737,17 @@ _DECODINGS = 8
 _ESCAPED_BACKSLASH = re.compile(r"\\u005[cC]")
 
 
-def _decodings(text: str, scan: _Scan) -> list[tuple[_Decoded, ...]]:
+def _decodings(text: str, scan: _Scan) -> tuple[tuple[_Decoded, ...], ...]:
     """`text` decoded, where the scan's key may be escaped in it, and decoded again while
     that leaves escapes of what no encoder escapes: each as the decodings leading to it."""
-    if not scan.escapes_in(text):
-        return []
+    return _decoding_chains(text) if scan.escapes_in(text) else ()
+
+
+# Each scan of each key asks for a text's decodings, ruling it out and finding spans:
+# worked out once, a hostile nest of escapes deep in a long text was decoded to its depth
+# some 30 times (9 MB, four keys: 58 s).
+@functools.lru_cache(maxsize=2)
+def _decoding_chains(text: str) -> tuple[tuple[_Decoded, ...], ...]:
     chains: list[tuple[_Decoded, ...]] = [(_decoded(text),)]
     while len(chains) < _DECODINGS:
         last = chains[-1][-1]
@@ -749,7 +755,7 @@ def _decodings(text: str, scan: _Scan) -> list[tuple[_Decoded, ...]]:
         if not (rebuilt or _escapes_the_unescaped(last.text)):
             break
         chains.append((*chains[-1], _decoded(last.text)))
-    return chains
+    return tuple(chains)
 
 
 def _folds_decoded(fold: bool, chain: tuple[_Decoded, ...]) -> bool:
