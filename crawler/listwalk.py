@@ -30,7 +30,7 @@ from .errors import (
     UnknownRouteError,
     about_one_batch,
 )
-from .pages import Batch, BatchPage, WalkStep, walk_pages
+from .pages import Batch, BatchPage, WalkStep, is_an_empty_end, walk_pages
 from .store import Store
 from .times import unix_seconds
 from .walk import WalkState, advance_walk, may_be_a_vanished_cursor, restart_from_top
@@ -98,6 +98,7 @@ class ListWalk:
     last_step: WalkStep | None = None
     restarted: bool = False  # this run already walked from the top again
     pages_read: int = 0  # by the run: its first is read whatever the budget
+    first_an_empty_end: bool = False  # asked for again (see is_an_empty_end), free too
     asked_after: str | None = None  # the cursor of the last list request
     # How far visits read the list from its top this run: the creation time the deepest
     # page lies below (see listed_below), and the cursor after it (None: the end read).
@@ -215,18 +216,24 @@ class ListWalk:
         self, after: str | None, limit: int, attempts: int | None = None
     ) -> BatchPage:
         """One list page, abandoned (OutOfTime) once the time budget runs out; the run's
-        first is read whatever the budget, so that every run gets further."""
+        first is read whatever the budget, so that every run gets further, and so is the
+        second when the first was an empty end asked for again (see cursor_listed)."""
         self.asked_after = after
-        left = self.time_left() if self.pages_read else None
+        free = self.pages_read == 0 or (self.pages_read == 1 and self.first_an_empty_end)
         fetched = self.client.fetch_page(after, limit, attempts=attempts)
-        page = await before_deadline(fetched, left)
+        page = await before_deadline(fetched, None if free else self.time_left())
+        if self.pages_read == 0:
+            self.first_an_empty_end = is_an_empty_end(page, after)
         self.pages_read += 1
         return page
 
-    async def fetch_batch(self, batch_id: str, attempts: int | None = None) -> Batch | None:
-        """One batch by id, abandoned (OutOfTime) once the time budget runs out."""
+    async def fetch_batch(
+        self, batch_id: str, attempts: int | None = None, *, free: bool = False
+    ) -> Batch | None:
+        """One batch by id, abandoned (OutOfTime) once the time budget runs out (`free`:
+        asked whatever the budget)."""
         fetched = self.client.fetch_batch(batch_id, attempts=attempts)
-        return await before_deadline(fetched, self.time_left())
+        return await before_deadline(fetched, None if free else self.time_left())
 
     async def known(self, batch_id: str) -> bool:
         """Whether a batch was stored before this run began, in this account's list: one
@@ -253,9 +260,12 @@ class ListWalk:
 
     async def cursor_listed(self, cursor: str) -> bool:
         """Whether the batch a cursor names still exists; an answer that cannot say so
-        (refused, another batch) counts as no: walking from the top again loses nothing."""
+        (refused, another batch) counts as no: walking from the top again loses nothing.
+        Asked whatever the budget when the run's first read was that empty end: cut, a run
+        on a budget of one request at the list's end never ended the walk."""
+        free = self.first_an_empty_end and self.last_step is None
         try:
-            return await self.fetch_batch(cursor) is not None
+            return await self.fetch_batch(cursor, free=free) is not None
         except ApiError as exc:
             if not (about_one_batch(exc) or isinstance(exc, ServerError | TransportError)):
                 raise

@@ -7,7 +7,8 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import BrokenResponseError, PaginationError
+from .budget import OutOfTime
+from .errors import ApiError, BrokenResponseError, PaginationError
 from .redact import Secret, texts_holding_secret
 from .times import unix_seconds
 
@@ -272,17 +273,26 @@ async def walk_pages(
         ahead = None
         doubtful = bool(stop_ids) or (check_full_end and _is_full(page, limit))
         if following is None and doubtful and not met_stop and page.next_after is not None:
-            ahead = await fetch_page(page.next_after, limit)
-            # A server that ignores `after` sends this page again: nothing more came.
-            repeated = ahead.next_after == page.next_after or ahead.next_after in seen
-            if ahead.batches and not repeated:
-                notes.append(
-                    f"page after {cursor or 'the top'}: has_more was false "
-                    + ("above the last walk's head" if stop_ids else "on a full page")
-                    + ", but more batches came after it; walked on"
-                )
+            where = f"page after {cursor or 'the top'}: has_more was false " + (
+                "above the last walk's head" if stop_ids else "on a full page"
+            )
+            try:
+                ahead = await fetch_page(page.next_after, limit)
+            except OutOfTime:
+                # This page is stored all the same; the next run asks after it first.
                 following = page.next_after
                 seen.add(following)
+            except ApiError as exc:
+                # Asked on every run, a request the server always refuses kept this page
+                # from being stored, and the walk from ever ending.
+                notes.append(f"{where}; asking after it failed ({exc}): took it as the end")
+            else:
+                # A server that ignores `after` sends this page again: nothing more came.
+                repeated = ahead.next_after == page.next_after or ahead.next_after in seen
+                if ahead.batches and not repeated:
+                    notes.append(f"{where}, but more batches came after it; walked on")
+                    following = page.next_after
+                    seen.add(following)
         warnings = tuple(note for note in notes if note)
         past = tie_pages if met_stop else None
         yield WalkStep(page, page.next_after or cursor, following is None, warnings, tied, past)
@@ -303,12 +313,18 @@ async def _fetch_doubting_an_empty_end(
     `has_more` while a page is full), and how a server out of step with itself answers
     once; ending the walk there would leave the batches below out of every later walk."""
     page = await fetch_page(cursor, limit)
-    if cursor is None or page.batches or page.skipped or page.has_more:
+    if not is_an_empty_end(page, cursor):
         return page, None
     again = await fetch_page(cursor, limit)
     if not again.batches:
         return again, None
     return again, f"page after {cursor}: an empty end, but asked again it held batches; walked on"
+
+
+def is_an_empty_end(page: BatchPage, cursor: str | None) -> bool:
+    """Whether `page`, asked for after `cursor`, ends the list with nothing on it: asked for
+    again (see _fetch_doubting_an_empty_end)."""
+    return cursor is not None and not (page.batches or page.skipped or page.has_more)
 
 
 # Pages walked on past the stop before a page of the head's creation second, all of it

@@ -2090,3 +2090,24 @@ async def test_batches_missed_before_that_answer_again_are_asked_by_id_on_a_time
         clock = lambda: 10.0 * len(pages)  # noqa: E731
         await sync(dataclasses.replace(a, max_seconds=25), retry=FAST, clock=clock)
     assert statuses(db_path, ids) == ["completed"] * 3
+
+
+async def test_a_budget_of_one_request_a_run_still_stores_the_last_page_and_ends(
+    db_path: Path,
+) -> None:
+    """Each run affords its first request alone. The last page, full and said to be the
+    last, was a run's first read; its check after it was cut by the budget, and the page
+    in hand was never stored, run after run. Stored, the next run asks after it, an empty
+    end, asked again (free too): the walk ends."""
+    batches = [make_batch(n, status="completed") for n in range(4, 0, -1)]
+    api = Routes(batches, "a")
+    seconds = a_second_a_request(api)
+    outcomes = []
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        on_a_budget = dataclasses.replace(a, max_seconds=0.5)
+        for _ in range(4):
+            result = await sync(on_a_budget, retry=FAST, clock=lambda: float(seconds[0]))
+            outcomes.append((result.mode, result.complete))
+    assert stored_ids(db_path) == {b["id"] for b in batches}
+    assert outcomes[-1][1], outcomes  # the walk ended, and caught up with the head

@@ -561,3 +561,33 @@ async def test_a_server_ignoring_after_ends_the_walk_on_a_page_said_to_be_the_la
         result = await sync(settings, retry=fast_retry)
     assert result.complete, result.error
     assert stored_ids(settings.db) == (ids(3, 2, 1) if stored_before else ids(3, 2))
+
+
+@pytest.mark.parametrize("status", [400, 500])
+async def test_a_failing_check_after_a_page_said_to_be_the_last_keeps_the_page(
+    settings: Settings, fast_retry: RetryPolicy, status: int
+) -> None:
+    """The one more request after a full page said to be the last fails for good (a server
+    refusing `after` at its list's end): the page in hand was never stored, every run
+    failed there, and its batches were never stored."""
+    numbers = list(range(4, 0, -1))
+    refusal = {"error": {"message": "bad after", "type": "invalid_request_error", "code": None}}
+    with aioresponses() as mock:
+        api = FakeList(mock, numbers, 2)
+        api.serve(None)
+        api.serve(3)
+        mock.get(
+            f"{BASE_URL}/batches?limit=2&after={make_batch(1)['id']}",
+            status=status,
+            payload=refusal,
+            repeat=True,
+        )
+        result = await sync(settings, retry=fast_retry)
+    assert result.complete, result.error
+    assert stored_ids(settings.db) == ids(*numbers)
+    (warning,) = result.warnings
+    assert warning.startswith(
+        f"page after {make_batch(3)['id']}: has_more was false on a full page; asking after "
+        f"it failed (API error {status}"
+    )
+    assert warning.endswith("): took it as the end")
