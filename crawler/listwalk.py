@@ -184,6 +184,8 @@ class ListWalk:
             pages_past_stop=walk.pages_past_stop,
         )
         resumed = walk.cursor is not None
+        # What the page listing a step's cursor was asked after (None: the top).
+        holder = None if walk.cursor is None else await self.stored_just_above(walk.cursor)
         async with contextlib.aclosing(steps):
             async for step in steps:
                 # Once a run: a server whose by-id route cannot confirm any cursor (none,
@@ -192,10 +194,11 @@ class ListWalk:
                     may_be_a_vanished_cursor(step, resumed=resumed)
                     and step.cursor is not None
                     and not self.restarted
-                    and not await self.cursor_listed(step.cursor)
+                    and not await self.cursor_listed(step.cursor, holder)
                 ):
                     return self.restart_segment(walk, step.cursor), fetched, False
                 resumed = False
+                holder = walk.cursor
                 walk = advance_walk(walk, step, from_top)
                 self.last_step = step
                 self.to_refresh.difference_update(b["id"] for b in step.page.batches)
@@ -213,13 +216,15 @@ class ListWalk:
         return spent(self.time_left())
 
     async def fetch_page(
-        self, after: str | None, limit: int, attempts: int | None = None
+        self, after: str | None, limit: int, attempts: int | None = None, *, free: bool = False
     ) -> BatchPage:
-        """One list page, abandoned (OutOfTime) once the time budget runs out; the run's
-        first is read whatever the budget, so that every run gets further, and so is the
-        second when the first was an empty end asked for again (see cursor_listed)."""
+        """One list page, abandoned (OutOfTime) once the time budget runs out (`free`: read
+        whatever the budget); the run's first is read whatever the budget, so that every
+        run gets further, and so is the second when the first was an empty end asked for
+        again (see cursor_listed)."""
         self.asked_after = after
-        free = self.pages_read == 0 or (self.pages_read == 1 and self.first_an_empty_end)
+        free = free or self.pages_read == 0
+        free = free or (self.pages_read == 1 and self.first_an_empty_end)
         fetched = self.client.fetch_page(after, limit, attempts=attempts)
         page = await before_deadline(fetched, None if free else self.time_left())
         if self.pages_read == 0:
@@ -258,19 +263,35 @@ class ListWalk:
         except ApiError:
             return False
 
-    async def cursor_listed(self, cursor: str) -> bool:
-        """Whether the batch a cursor names still exists; an answer that cannot say so
-        (refused, another batch) counts as no: walking from the top again loses nothing.
+    async def cursor_listed(self, cursor: str, holder: str | None) -> bool:
+        """Whether the batch a cursor names is still listed: it exists, and the page that
+        listed it (asked after `holder`), read again, still does. Answered by id, it may
+        have left the list all the same, and a server may answer an unknown `after` with
+        an empty page (as others do with a 400): the walk ended there, every batch below
+        it never stored. An answer that cannot say so (refused, another batch) counts as
+        no: walking from the top again loses nothing.
+
         Asked whatever the budget when the run's first read was that empty end: cut, a run
         on a budget of one request at the list's end never ended the walk."""
         free = self.first_an_empty_end and self.last_step is None
         try:
-            return await self.fetch_batch(cursor, free=free) is not None
+            if await self.fetch_batch(cursor, free=free) is None:
+                return False
+            page = await self.fetch_page(holder, self.page_size, free=free)
         except ApiError as exc:
             if not (about_one_batch(exc) or isinstance(exc, ServerError | TransportError)):
                 raise
             self.note(f"could not confirm the cursor {cursor}: {exc}")
-        return False
+            return False
+        return any(batch["id"] == cursor for batch in page.batches)
+
+    async def stored_just_above(self, cursor: str) -> str | None:
+        """The stored batch listed just above `cursor`'s (None: the top, or not known)."""
+        created = await self.store.created_at(cursor)
+        if created is None:
+            return None
+        above = await self.store.created_just_after(created, 1)
+        return above[0] if above else None
 
     def restart_segment(self, walk: WalkState, gone: str | None) -> WalkState:
         """A cursor (`gone`) names a batch the API no longer lists: walk from the top."""

@@ -2111,3 +2111,40 @@ async def test_a_budget_of_one_request_a_run_still_stores_the_last_page_and_ends
             outcomes.append((result.mode, result.complete))
     assert stored_ids(db_path) == {b["id"] for b in batches}
     assert outcomes[-1][1], outcomes  # the walk ended, and caught up with the head
+
+
+@pytest.mark.parametrize("resumed", [False, True], ids=["mid-walk", "resumed"])
+async def test_a_cursor_gone_from_the_list_but_answered_by_id_ends_no_walk(
+    db_path: Path, resumed: bool
+) -> None:
+    """Batch 5, last on the third page, leaves the list while still answered by id, and
+    the server answers an unknown `after` with an empty page (others answer it with a 400,
+    which restarted the walk): the walk ended there, the batches below it never stored,
+    and every later sync said it had synced. The page that listed it, read again, shows it
+    gone: the walk goes on from the top."""
+    batches = [make_batch(n, status="completed") for n in range(10, 0, -1)]
+    api = Routes(batches, "a")
+    cursor, left = make_batch(5)["id"], set[str]()
+
+    async def listed(request: web.Request) -> web.Response:
+        shown = [b for b in api.shown("a") if b["id"] not in left]
+        ids = [b["id"] for b in shown]
+        limit, after = int(request.query["limit"]), request.query.get("after")
+        if after is not None and after not in ids:
+            return web.json_response(list_body([], False))
+        start = ids.index(after) + 1 if after else 0
+        page = shown[start : start + limit]
+        if not resumed and page and page[-1]["id"] == cursor:
+            left.add(cursor)
+        return web.json_response(list_body(page, start + limit < len(shown)))
+
+    api.listed = listed  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        if resumed:
+            assert not (await sync(dataclasses.replace(a, max_pages=3), retry=FAST)).complete
+            left.add(cursor)
+        result = await sync(a, retry=FAST)
+    assert result.complete
+    assert stored_ids(db_path) == {b["id"] for b in batches}
+    assert result.warnings == (f"the cursor {cursor} is gone from the list; walked from the top",)
