@@ -490,6 +490,11 @@ class _Scan:
     # no encoder does (see _escapes_the_unescaped).
     escapable: bool
     escapable_blocks: tuple[str, ...]
+    # The blocks of no percent-encoded form, those of one holding two escapes in a row
+    # (`%6B%2D`: a form encoding each byte), and those holding one escape at a time.
+    unquoted_blocks: tuple[str, ...]
+    encoded_blocks: tuple[str, ...]
+    quoted_blocks: tuple[str, ...]
     equals: bool  # the key holds `=` (see unfoldings)
 
     def may_hold(self, text: str, json_lines: bool = False) -> bool:
@@ -523,7 +528,16 @@ class _Scan:
         return "\\" in text and (self.escapable or _escapes_the_unescaped(text))
 
     def has_a_block(self, text: str) -> bool:
-        return any(block in text for block in self.places)
+        if any(block in text for block in self.unquoted_blocks):
+            return True
+        if "%" not in text:
+            return False
+        if any(block in text for block in self.quoted_blocks):
+            return True
+        # A text holding one of these holds two escapes in a row (a URL's `a%20b` does not).
+        return _BYTES_ESCAPED.search(text) is not None and any(
+            block in text for block in self.encoded_blocks
+        )
 
 
 def _one_case(secret: str) -> bool:
@@ -535,10 +549,11 @@ def _one_case(secret: str) -> bool:
 @functools.lru_cache(maxsize=32)
 def _scan(secret: str, run: int, *, in_a_message: bool) -> _Scan:
     """Messages are searched for the key in upper and lower case too (cheap, and a key in
-    one case tells most of it), and percent-encoded byte by byte; stored data for the key
-    in another case only if it has one case, since searching every page for more forms
-    costs the walk (the byte-by-byte form alone, a third of it), and an OpenAI key in one
-    case is no longer the key."""
+    one case tells most of it); stored data for the key in another case only if it has
+    one case, since searching every page for more forms costs the walk, and an OpenAI key
+    in one case is no longer the key. Both for the key percent-encoded byte by byte, in
+    upper- and lower-case hex, looked for only in a text holding `%` (searched on every
+    page, that form alone cost a third of the search)."""
     forms = _secret_forms(secret)
     read_decoded = _read_decoded(secret)
     if read_decoded:
@@ -548,9 +563,8 @@ def _scan(secret: str, run: int, *, in_a_message: bool) -> _Scan:
         # A run is counted in the key's characters: those its backslashes lost too.
         shortest = min(len(read) for read in read_decoded)
         run = max(run - (len(secret) - shortest), (run + 1) // 2)
-    if in_a_message:
-        every_byte = "".join(f"%{byte:02X}" for byte in secret.encode())  # letters too
-        forms |= {every_byte}
+    every_byte = "".join(f"%{byte:02X}" for byte in secret.encode())  # letters too
+    forms |= {every_byte, every_byte.lower()}
     if in_a_message or _one_case(secret):
         forms |= {case for form in forms for case in (form.lower(), form.upper())}
     size = (run + 1) // 2
@@ -572,9 +586,15 @@ def _scan(secret: str, run: int, *, in_a_message: bool) -> _Scan:
         escapable=bool(escapable),
         equals="=" in secret,
         escapable_blocks=tuple(block for block in places if escapable.intersection(block)),
+        unquoted_blocks=tuple(block for block in places if "%" not in block),
+        encoded_blocks=tuple(block for block in places if _BYTES_ESCAPED.search(block)),
+        quoted_blocks=tuple(
+            block for block in places if "%" in block and not _BYTES_ESCAPED.search(block)
+        ),
     )
 
 
+_BYTES_ESCAPED = re.compile("%[0-9A-Fa-f]{2}%[0-9A-Fa-f]{2}")  # a literal first: searched fast
 # What no JSON encoder escapes: a key of these alone (an OpenAI key, Azure's) is written
 # as itself however many times it is escaped.
 _NEVER_ESCAPED = frozenset(string.ascii_letters + string.digits + "_.~- ")

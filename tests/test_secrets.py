@@ -1880,6 +1880,23 @@ def test_a_key_behind_escapes_a_decoding_rebuilds_is_found(key: str, echo: str) 
     assert mask_values((note,), key) == (json.dumps({"note": "bad key ***"}),)
 
 
+@pytest.mark.parametrize("hex_case", [str.upper, str.lower], ids=["upper", "lower"])
+def test_a_key_percent_encoded_byte_by_byte_is_not_stored(hex_case: Callable[[str], str]) -> None:
+    """Every byte of the key percent-encoded (`%73%6B%2D...`, as a client encoding all
+    but unreserved characters would not, and a hostile server may): searched in messages
+    alone, it was stored whole in metadata, error lines and request lines."""
+    every_byte = hex_case("".join(f"%{byte:02X}" for byte in PROJECT_KEY.encode()))
+    page = json.dumps({"metadata": {"callback": f"https://hooks.test/?k={every_byte}"}})
+    assert holds_secret(page, PROJECT_KEY, json_lines=True)
+    assert mask_values((page,), PROJECT_KEY) == (
+        json.dumps({"metadata": {"callback": "https://hooks.test/?k=***"}}),
+    )
+    half = every_byte[: len(every_byte) // 2 + 3]
+    assert mask_values((f"bad key {half}",), PROJECT_KEY) == ("bad key ***",)
+    ordinary = "https://hooks.test/?q=a%20b%2Fc&r=%E2%9C%93"
+    assert not holds_secret(ordinary, PROJECT_KEY)
+
+
 def test_a_text_is_decoded_once_for_every_key(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each scan of each key asked for a text's decodings, and the cache of three held
     fewer than a nest eight levels deep: a 41-byte nest in a 9 MB text took each key's
