@@ -757,7 +757,7 @@ _DECODINGS = 8
 _ESCAPED_BACKSLASH = re.compile(r"\\u005[cC]")
 
 
-def _decodings(text: str, scan: _Scan) -> tuple[tuple[_Decoded, ...], ...]:
+def _decodings(text: str, scan: _Scan) -> tuple[_Chain, ...]:
     """`text` decoded, where the scan's key may be escaped in it, and decoded again while
     that leaves escapes of what no encoder escapes: each as the decodings leading to it."""
     return _decoding_chains(text) if scan.escapes_in(text) else ()
@@ -766,26 +766,79 @@ def _decodings(text: str, scan: _Scan) -> tuple[tuple[_Decoded, ...], ...]:
 # Each scan of each key asks for a text's decodings, ruling it out and finding spans:
 # worked out once, a hostile nest of escapes deep in a long text was decoded to its depth
 # some 30 times (9 MB, four keys: 58 s).
-@functools.lru_cache(maxsize=2)
-def _decoding_chains(text: str) -> tuple[tuple[_Decoded, ...], ...]:
-    chains: list[tuple[_Decoded, ...]] = [(_decoded(text),)]
-    while len(chains) < _DECODINGS:
-        last = chains[-1][-1]
-        rebuilt = "\\" in last.text and _ESCAPED_BACKSLASH.search(last.written) is not None
-        if not (rebuilt or _escapes_the_unescaped(last.text)):
-            break
-        chains.append((*chains[-1], _decoded(last.text)))
+@functools.lru_cache(maxsize=1)
+def _decoding_chains(text: str) -> tuple[_Chain, ...]:
+    """The chains of decodings of `text` (see _decodings). Decoded once, a text is the same
+    again but around the escapes left: only excerpts around them are decoded further (a
+    nest eight levels deep in 49 MB of escaped lines was decoded and searched whole at
+    every level, 25 s a key)."""
+    first = _decoded(text)
+    chains: list[_Chain] = [(first,)]
+    if not _decodes_again(first):
+        return tuple(chains)
+    for excerpt in _excerpts_around_escapes(first.text):
+        chain: _Chain = (first, excerpt, _Decoded(excerpt.text))
+        chains.append(chain)
+        for _ in range(_DECODINGS - 2):
+            last = chain[-1]
+            if not (isinstance(last, _Decoded) and _decodes_again(last)):
+                break
+            chain = (*chain, _Decoded(last.text))
+            chains.append(chain)
     return tuple(chains)
 
 
-def _folds_decoded(fold: bool, chain: tuple[_Decoded, ...]) -> bool:
+def _decodes_again(decoded: _Decoded) -> bool:
+    """Whether a decoded text holds escapes of what no encoder escapes, or a backslash
+    written `\u005c` made escapes anew."""
+    text = decoded.text
+    rebuilt = "\\" in text and _ESCAPED_BACKSLASH.search(decoded.written) is not None
+    return rebuilt or _escapes_the_unescaped(text)
+
+
+# How far around an escape left a decoded text's excerpt reaches: past any key's longest
+# form (percent-encoded byte by byte, folded over lines).
+_EXCERPT_MARGIN = 1 << 14
+_ESCAPE_LEFT = re.compile(r"\\+(?:u[0-9a-fA-F]{4}|[\"'/bfnrt])")
+
+
+def _excerpts_around_escapes(text: str) -> list[_Excerpt]:
+    """The parts of `text` within _EXCERPT_MARGIN of an escape, those that meet joined."""
+    excerpts: list[_Excerpt] = []
+    start = end = -1
+    for escape in _ESCAPE_LEFT.finditer(text):
+        reach = (max(escape.start() - _EXCERPT_MARGIN, 0), escape.end() + _EXCERPT_MARGIN)
+        if reach[0] <= end:
+            end = reach[1]
+            continue
+        if end > start:
+            excerpts.append(_Excerpt(text, start, end))
+        start, end = reach
+    if end > start:
+        excerpts.append(_Excerpt(text, start, end))
+    return excerpts
+
+
+class _Excerpt:
+    """A part of a decoded text, decoded further alone (see _decoding_chains)."""
+
+    def __init__(self, whole: str, start: int, end: int) -> None:
+        self.text = whole[start:end]
+        self._start = start
+
+    def span_written(self, start: int, end: int) -> tuple[int, int]:
+        """Where the span `start:end` stands in the whole text."""
+        return start + self._start, end + self._start
+
+
+def _folds_decoded(fold: bool, chain: _Chain) -> bool:
     """Whether a text's decoding is searched unfolded: where the text is (see
     _has_a_line_break), and where a decoding of its decoding holds a break (`\u005cn`)."""
     decoded = chain[-1].text
     return fold or (len(chain) > 1 and ("\n" in decoded or "\r" in decoded))
 
 
-def _span_written(chain: tuple[_Decoded, ...], span: tuple[int, int]) -> tuple[int, int]:
+def _span_written(chain: _Chain, span: tuple[int, int]) -> tuple[int, int]:
     """Where a span of the last of `chain`'s decodings was written in the first's text."""
     for decoded in reversed(chain):
         span = decoded.span_written(*span)
@@ -876,6 +929,8 @@ class _Decoded:
 
 
 _Escapes: TypeAlias = "tuple[array[int], array[int], array[int]]"
+# A text's decodings, each from the one before: the first decodes the text as written.
+_Chain: TypeAlias = "tuple[_Decoded | _Excerpt, ...]"
 _PIECE = 1 << 16
 # A run of backslashes begins an escape, but for a UTF-16 pair's second one.
 _RUN_OF_BACKSLASHES = re.compile(r"(?<!\\)\\")

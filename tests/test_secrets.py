@@ -1920,6 +1920,32 @@ def test_a_text_is_decoded_once_for_every_key(monkeypatch: pytest.MonkeyPatch) -
     assert len(decoded) == len(set(decoded)) == 8
 
 
+def test_only_excerpts_around_the_escapes_left_are_decoded_further(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Decoded once, a long text of escaped lines holding a nest eight levels deep was
+    decoded and searched whole at every level (49 MB: 25 s a key); only the excerpts
+    around the escapes left are, and a key behind a nest far into the text is still found
+    where it was written."""
+    decoded: list[int] = []
+
+    class Counted(redact._Decoded):
+        def __init__(self, written: str) -> None:
+            decoded.append(len(written))
+            super().__init__(written)
+
+    monkeypatch.setattr(redact, "_Decoded", Counted)
+    redact._decoded.cache_clear()
+    redact._decoding_chains.cache_clear()
+    lines = "a line of ordinary text \u00e9\n" * 20_000
+    echo = "".join(escaped_through_backslashes(c, 8) for c in PROJECT_KEY[:90])
+    text = f"{lines} bad key {echo}{PROJECT_KEY[90:]} {lines}"
+    masked = mask_values((text,), PROJECT_KEY)
+    assert masked == (f"{lines} bad key *** {lines}",)
+    assert max(decoded) == len(text)  # the text decoded once whole
+    assert sorted(decoded)[-2] < len(echo) + 3 * redact._EXCERPT_MARGIN
+
+
 def test_words_escaped_as_a_keys_letters_are_not_masked() -> None:
     """A run of a key is counted in its characters: counted in an escaped form's, the 16
     characters of `Gr\\u00f6\\u00dfen` (6 letters of Größenordnung) were a run of a key
