@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import bisect
+import contextlib
 import decimal
 import functools
 import html
@@ -563,7 +564,7 @@ def _scan(secret: str, run: int, *, in_a_message: bool) -> _Scan:
         # A run is counted in the key's characters: those its backslashes lost too.
         shortest = min(len(read) for read in read_decoded)
         run = max(run - (len(secret) - shortest), (run + 1) // 2)
-    every_byte = "".join(f"%{byte:02X}" for byte in secret.encode())  # letters too
+    every_byte = "".join(f"%{byte:02X}" for byte in _encoded(secret))  # letters too
     forms |= {every_byte, every_byte.lower()}
     if in_a_message or _one_case(secret):
         forms |= {case for form in forms for case in (form.lower(), form.upper())}
@@ -617,7 +618,8 @@ def _secret_forms(secret: str) -> set[str]:
     them: each encoder escapes other characters (Go `&`, .NET `+`, Gson `=`, PHP `/`), a
     gateway quoting a gateway escapes them again, and their spellings, each searched for,
     were never all (see _Decoded)."""
-    quoted = {quote(secret, safe=""), quote(secret), quote_plus(secret)}
+    sent = _encoded(secret)
+    quoted = {quote(sent, safe=""), quote(sent), quote_plus(sent)}
     if not secret.isascii() and all(ord(char) < 256 for char in secret):
         quoted.add(quote(secret, safe="", encoding="latin-1"))  # as a proxy's password is sent
     lower_hex = {re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), q) for q in quoted}
@@ -630,6 +632,15 @@ def _secret_forms(secret: str) -> set[str]:
         *lower_hex,
     }
     return {form for form in forms if form}
+
+
+def _encoded(secret: str) -> bytes:
+    """`secret` in UTF-8, or as the bytes the environment or a command line gave where
+    they are no UTF-8 (Python holds those as lone surrogates, which UTF-8 cannot carry)."""
+    for errors in ("strict", "surrogateescape"):
+        with contextlib.suppress(UnicodeEncodeError):
+            return secret.encode("utf-8", errors)
+    return secret.encode("utf-8", "surrogatepass")  # a lone surrogate a JSON text held
 
 
 def _read_decoded(secret: str) -> set[str]:
@@ -649,7 +660,7 @@ def _base64_cores(secret: str) -> set[str]:
     the characters that depend on the bytes around it, in both alphabets."""
     cores = set()
     for offset in range(3):
-        encoded = base64.b64encode(b"\0" * offset + secret.encode()).decode()
+        encoded = base64.b64encode(b"\0" * offset + _encoded(secret)).decode()
         core = encoded[(0, 2, 3)[offset] : -4]
         cores |= {core, core.replace("+", "-").replace("/", "_")}
     return {core for core in cores if len(core) >= _IDENTIFYING_RUN}

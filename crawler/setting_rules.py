@@ -65,9 +65,9 @@ def integer_rule(low: int, high: int | None = None) -> Rule:
         if not isinstance(value, int) or isinstance(value, bool):
             return f"expected an integer, got {shown(value)}"
         if high is not None and not low <= value <= high:
-            return f"must be between {low} and {high}, got {value}"
+            return f"must be between {low} and {high}, got {_number_shown(value)}"
         if value < low:
-            return f"must be at least {low}, got {value}"
+            return f"must be at least {low}, got {_number_shown(value)}"
         return None
 
     return Rule(problem, _convert(int, "an integer"))
@@ -79,13 +79,23 @@ def number_rule(what: str, ok: Callable[[float], bool]) -> Rule:
     def problem(value: Any) -> str | None:
         if not isinstance(value, int | float) or isinstance(value, bool):
             return f"expected {what}, got {shown(value)}"
-        if not math.isfinite(value):
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an integer wider than any float
+            return f"must be {what}, got {_number_shown(value)}"
+        if not finite:
             return f"expected a finite number, got {value}"
         if not ok(value):
             return f"must be {what}, got {value}"
         return None
 
     return Rule(problem, _convert(float, "a number"))
+
+
+def _number_shown(value: int | float) -> str:
+    """`value` as a message shows it: an integer of hundreds of digits by its length."""
+    digits = str(value)
+    return digits if len(digits) <= 24 else f"an integer of {len(digits.lstrip('-'))} digits"
 
 
 _SECONDS = number_rule("a positive number of seconds", lambda v: v > 0)

@@ -115,6 +115,25 @@ def test_a_bad_config_value_is_said_back_as_toml_spells_it(
 
 
 @pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        ("request_timeout", "must be a number of seconds above 0 and at most 3600"),
+        ("max_seconds", "must be a positive number of seconds"),
+        ("page_size", "must be between 1 and 100"),
+    ],
+)
+def test_an_integer_wider_than_any_float_is_refused_by_its_length(
+    tmp_path: Path, name: str, said: str
+) -> None:
+    """A TOML integer of 401 digits: a number setting failed with an OverflowError
+    traceback, and an integer setting said all its digits back."""
+    config = write(tmp_path, f"{name} = 1{'0' * 400}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings({}, {}, config)
+    assert str(caught.value).endswith(f"{name}: {said}, got an integer of 401 digits")
+
+
+@pytest.mark.parametrize(
     "text",
     [
         'base_url = ["http://u:hunter2pass@127.0.0.1/v1"]',

@@ -1897,6 +1897,28 @@ def test_a_key_percent_encoded_byte_by_byte_is_not_stored(hex_case: Callable[[st
     assert not holds_secret(ordinary, PROJECT_KEY)
 
 
+@pytest.mark.parametrize("command", ["status", "demo"])
+def test_an_environment_value_of_bytes_no_utf8_breaks_no_command(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+) -> None:
+    """A value of the environment holding a byte that is no UTF-8 (read as a lone
+    surrogate) crashed every command with a traceback, searched for in what it was given;
+    its bytes are searched for, as a server echoing it would send them."""
+    key = "sk-proj-abcdefghijklmnopqrstu\udcff"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    monkeypatch.setenv("NOTES", "sk-note-caf\udce9-0123456789abcdef")
+    code = main([command, "--db", str(tmp_path / "batches.db")])
+    no_database = 4
+    expected = no_database if command == "status" else 0
+    assert (code, capsys.readouterr().err.count("Traceback")) == (expected, 0)
+    assert mask_secret(f"bad key {quote(key.encode('utf-8', 'surrogateescape'))}", key) == (
+        "bad key ***"
+    )
+
+
 def test_a_text_is_decoded_once_for_every_key(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each scan of each key asked for a text's decodings, and the cache of three held
     fewer than a nest eight levels deep: a 41-byte nest in a 9 MB text took each key's
