@@ -258,6 +258,8 @@ def read_config_file(path: Path, env: Mapping[str, str] | None = None) -> dict[s
         raise ConfigError(f"config file {path} is not valid TOML: {said}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    except ValueError:  # what TOML reads past its own checks: an integer of 4,300+ digits
+        raise ConfigError(f"config file {path} is not valid TOML: a number too long") from None
     return data
 
 

@@ -131,6 +131,10 @@ def test_an_integer_wider_than_any_float_is_refused_by_its_length(
     with pytest.raises(ConfigError) as caught:
         load_settings({}, {}, config)
     assert str(caught.value).endswith(f"{name}: {said}, got an integer of 401 digits")
+    # Past what Python converts, TOML's reader failed with a ValueError traceback.
+    config = write(tmp_path, f"{name} = 1{'0' * 5000}\n")
+    with pytest.raises(ConfigError, match=r"is not valid TOML: a number too long$"):
+        load_settings({}, {}, config)
 
 
 @pytest.mark.parametrize(
