@@ -553,8 +553,8 @@ def _scan(secret: str, run: int, *, in_a_message: bool) -> _Scan:
     one case tells most of it); stored data for the key in another case only if it has
     one case, since searching every page for more forms costs the walk, and an OpenAI key
     in one case is no longer the key. Both for the key percent-encoded byte by byte, in
-    upper- and lower-case hex, looked for only in a text holding `%` (searched on every
-    page, that form alone cost a third of the search)."""
+    upper- and lower-case hex, looked for only in a text holding two escapes in a row
+    (searched on every page, that form alone cost a third of the search)."""
     forms = _secret_forms(secret)
     read_decoded = _read_decoded(secret)
     if read_decoded:
