@@ -184,8 +184,9 @@ class ListWalk:
             pages_past_stop=walk.pages_past_stop,
         )
         resumed = walk.cursor is not None
-        # What the page listing a step's cursor was asked after (None: the top).
-        holder = None if walk.cursor is None else await self.stored_just_above(walk.cursor)
+        # What the page listing a step's cursor was asked after (None: the top), once this
+        # run read it: a resumed walk's cursor was listed on a page of an earlier run.
+        holder: tuple[str | None] | None = None
         async with contextlib.aclosing(steps):
             async for step in steps:
                 # Once a run: a server whose by-id route cannot confirm any cursor (none,
@@ -198,7 +199,7 @@ class ListWalk:
                 ):
                     return self.restart_segment(walk, step.cursor), fetched, False
                 resumed = False
-                holder = walk.cursor
+                holder = (walk.cursor,)
                 walk = advance_walk(walk, step, from_top)
                 self.last_step = step
                 self.to_refresh.difference_update(b["id"] for b in step.page.batches)
@@ -263,13 +264,15 @@ class ListWalk:
         except ApiError:
             return False
 
-    async def cursor_listed(self, cursor: str, holder: str | None) -> bool:
+    async def cursor_listed(self, cursor: str, holder: tuple[str | None] | None) -> bool:
         """Whether the batch a cursor names is still listed: it exists, and the page that
-        listed it (asked after `holder`), read again, still does. Answered by id, it may
-        have left the list all the same, and a server may answer an unknown `after` with
-        an empty page (as others do with a 400): the walk ended there, every batch below
-        it never stored. An answer that cannot say so (refused, another batch) counts as
-        no: walking from the top again loses nothing.
+        listed it this run (asked after `holder`'s cursor), read again, still does.
+        Answered by id, it may have left the list all the same, and a server may answer an
+        unknown `after` with an empty page (as others do with a 400): the walk ended
+        there, every batch below it never stored. (A resumed walk's cursor is asked by id
+        alone: the stored batches cannot tell which page listed it, those of its second
+        listed in any order.) An answer that cannot say so (refused, another batch) counts
+        as no: walking from the top again loses nothing.
 
         Asked whatever the budget when the run's first read was that empty end: cut, a run
         on a budget of one request at the list's end never ended the walk."""
@@ -277,21 +280,15 @@ class ListWalk:
         try:
             if await self.fetch_batch(cursor, free=free) is None:
                 return False
-            page = await self.fetch_page(holder, self.page_size, free=free)
+            if holder is None:
+                return True
+            page = await self.fetch_page(holder[0], self.page_size, free=free)
         except ApiError as exc:
             if not (about_one_batch(exc) or isinstance(exc, ServerError | TransportError)):
                 raise
-            self.note(f"could not confirm the cursor {cursor}: {exc}")
+            self.note(f"could not confirm that the cursor {cursor} is listed: {exc}")
             return False
         return any(batch["id"] == cursor for batch in page.batches)
-
-    async def stored_just_above(self, cursor: str) -> str | None:
-        """The stored batch listed just above `cursor`'s (None: the top, or not known)."""
-        created = await self.store.created_at(cursor)
-        if created is None:
-            return None
-        above = await self.store.created_just_after(created, 1)
-        return above[0] if above else None
 
     def restart_segment(self, walk: WalkState, gone: str | None) -> WalkState:
         """A cursor (`gone`) names a batch the API no longer lists: walk from the top."""

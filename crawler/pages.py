@@ -8,7 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from .budget import OutOfTime
-from .errors import ApiError, BrokenResponseError, PaginationError
+from .errors import (
+    ApiError,
+    BadRequestError,
+    BrokenResponseError,
+    NotFoundError,
+    PaginationError,
+)
 from .redact import Secret, texts_holding_secret
 from .times import unix_seconds
 
@@ -270,32 +276,25 @@ async def walk_pages(
             tie_pages += not reached_stop
             tied = not (reached_stop or waited) and _ends_in(page, stop_second)
         following = None if reached_stop else check_next(page, cursor, seen)
-        ahead = None
+        ahead: BatchPage | None = None
+        failed: Exception | None = None
         doubtful = bool(stop_ids) or (check_full_end and _is_full(page, limit))
         if following is None and doubtful and not met_stop and page.next_after is not None:
             where = f"page after {cursor or 'the top'}: has_more was false " + (
                 "above the last walk's head" if stop_ids else "on a full page"
             )
-            try:
-                ahead = await fetch_page(page.next_after, limit)
-            except OutOfTime:
-                # This page is stored all the same; the next run asks after it first.
+            ahead, failed, note = await _ask_past_the_end(
+                fetch_page, page.next_after, limit, seen, where
+            )
+            notes.append(note)
+            if ahead is not None or failed is not None:
                 following = page.next_after
                 seen.add(following)
-            except ApiError as exc:
-                # Asked on every run, a request the server always refuses kept this page
-                # from being stored, and the walk from ever ending.
-                notes.append(f"{where}; asking after it failed ({exc}): took it as the end")
-            else:
-                # A server that ignores `after` sends this page again: nothing more came.
-                repeated = ahead.next_after == page.next_after or ahead.next_after in seen
-                if ahead.batches and not repeated:
-                    notes.append(f"{where}, but more batches came after it; walked on")
-                    following = page.next_after
-                    seen.add(following)
         warnings = tuple(note for note in notes if note)
         past = tie_pages if met_stop else None
         yield WalkStep(page, page.next_after or cursor, following is None, warnings, tied, past)
+        if failed is not None:
+            raise failed
         if following is None:
             return
         cursor = following
@@ -303,6 +302,32 @@ async def walk_pages(
             page, again = ahead, None
         else:
             page, again = await _fetch_doubting_an_empty_end(fetch_page, cursor, limit)
+
+
+async def _ask_past_the_end(
+    fetch_page: Callable[[str | None, int], Awaitable[BatchPage]],
+    last: str,
+    limit: int,
+    seen: set[str],
+    where: str,
+) -> tuple[BatchPage | None, Exception | None, str | None]:
+    """The page after `last`, the last batch of a page said to be the list's last, when it
+    holds batches not walked yet; else why the walk goes on after it all the same (a
+    failure to raise once that page is stored: a server down, the time budget, so that
+    the next run asks again first), and a note."""
+    try:
+        ahead = await fetch_page(last, limit)
+    except REFUSALS as exc:
+        # Refused on every run, the check kept this page from being stored, and the walk
+        # from ever ending.
+        return None, None, f"{where}; asking after it was refused ({exc}): took it as the end"
+    except (OutOfTime, ApiError) as exc:
+        return None, exc, None
+    # A server that ignores `after` sends this page again: nothing more came.
+    repeated = ahead.next_after == last or ahead.next_after in seen
+    if ahead.batches and not repeated:
+        return ahead, None, f"{where}, but more batches came after it; walked on"
+    return None, None, None
 
 
 async def _fetch_doubting_an_empty_end(
@@ -319,6 +344,10 @@ async def _fetch_doubting_an_empty_end(
     if not again.batches:
         return again, None
     return again, f"page after {cursor}: an empty end, but asked again it held batches; walked on"
+
+
+# Answers refusing a request itself, every time it is sent (not a server down or busy).
+REFUSALS = (BadRequestError, NotFoundError, BrokenResponseError)
 
 
 def is_an_empty_end(page: BatchPage, cursor: str | None) -> bool:

@@ -2113,9 +2113,8 @@ async def test_a_budget_of_one_request_a_run_still_stores_the_last_page_and_ends
     assert outcomes[-1][1], outcomes  # the walk ended, and caught up with the head
 
 
-@pytest.mark.parametrize("resumed", [False, True], ids=["mid-walk", "resumed"])
 async def test_a_cursor_gone_from_the_list_but_answered_by_id_ends_no_walk(
-    db_path: Path, resumed: bool
+    db_path: Path,
 ) -> None:
     """Batch 5, last on the third page, leaves the list while still answered by id, and
     the server answers an unknown `after` with an empty page (others answer it with a 400,
@@ -2134,17 +2133,51 @@ async def test_a_cursor_gone_from_the_list_but_answered_by_id_ends_no_walk(
             return web.json_response(list_body([], False))
         start = ids.index(after) + 1 if after else 0
         page = shown[start : start + limit]
-        if not resumed and page and page[-1]["id"] == cursor:
+        if page and page[-1]["id"] == cursor:
             left.add(cursor)
         return web.json_response(list_body(page, start + limit < len(shown)))
 
     api.listed = listed  # type: ignore[method-assign]
     async with serving(api.routes()) as root:
         (a,) = api.accounts(db_path, root)
-        if resumed:
-            assert not (await sync(dataclasses.replace(a, max_pages=3), retry=FAST)).complete
-            left.add(cursor)
         result = await sync(a, retry=FAST)
     assert result.complete
     assert stored_ids(db_path) == {b["id"] for b in batches}
     assert result.warnings == (f"the cursor {cursor} is gone from the list; walked from the top",)
+
+
+@pytest.mark.parametrize(
+    "budget", [{"max_pages": 2}, {"max_seconds": 1.5}], ids=["pages", "seconds"]
+)
+async def test_a_walk_on_a_budget_ends_where_a_second_holds_more_than_a_page(
+    db_path: Path, budget: dict[str, Any]
+) -> None:
+    """Ten batches of one second, pages of two, a list saying has_more on every full page
+    (its end an empty page). A resumed walk's empty end was checked by reading the page
+    after the stored batch created next after its cursor: none of them in another second,
+    the top, where the cursor is not, so the walk restarted from the top on every run,
+    never ended, and stored nothing new (pass 63A)."""
+    batches = [
+        make_batch(n, status="completed", created_at=1_700_000_000) for n in range(10, 0, -1)
+    ]
+    api = Routes(batches, "a")
+
+    async def naive(request: web.Request) -> web.Response:
+        shown = api.shown("a")
+        ids = [b["id"] for b in shown]
+        limit, after = int(request.query["limit"]), request.query.get("after")
+        start = ids.index(after) + 1 if after else 0
+        page = shown[start : start + limit]
+        return web.json_response(list_body(page, len(page) == limit))
+
+    api.listed = naive  # type: ignore[method-assign]
+    seconds = a_second_a_request(api)
+    outcomes = []
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        on_a_budget = dataclasses.replace(a, **budget)
+        for _ in range(8):
+            result = await sync(on_a_budget, retry=FAST, clock=lambda: float(seconds[0]))
+            outcomes.append(result.complete)
+    assert stored_ids(db_path) == {b["id"] for b in batches}
+    assert outcomes[-1], outcomes

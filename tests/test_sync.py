@@ -216,8 +216,7 @@ async def test_an_empty_end_answered_once_after_a_page_with_more_does_not_end_th
 async def test_an_empty_end_after_a_stored_cursor_is_checked(
     settings: Settings, fast_retry: RetryPolicy, still_there: bool
 ) -> None:
-    """An empty last page after the stored cursor ends the tail only if the cursor exists
-    and the page that listed it (after the batch stored above it) still does."""
+    """An empty last page after the stored cursor ends the tail only if the cursor exists."""
     numbers = list(range(6, 0, -1))
     with aioresponses() as mock:
         FakeList(mock, numbers, 2).serve_all()
@@ -229,9 +228,6 @@ async def test_an_empty_end_after_a_stored_cursor_is_checked(
             mock.get(f"{BASE_URL}/batches?limit=2&after={cursor}", payload=list_body([], False))
         if still_there:
             mock.get(f"{BASE_URL}/batches/{cursor}", payload=make_batch(5))
-            above = make_batch(6)["id"]
-            listed = list_body([make_batch(5)], False)
-            mock.get(f"{BASE_URL}/batches?limit=2&after={above}", payload=listed)
         else:
             envelope = {"error": {"message": "No batch", "code": "batch_not_found"}}
             mock.get(f"{BASE_URL}/batches/{cursor}", status=404, payload=envelope)
@@ -567,31 +563,46 @@ async def test_a_server_ignoring_after_ends_the_walk_on_a_page_said_to_be_the_la
     assert stored_ids(settings.db) == (ids(3, 2, 1) if stored_before else ids(3, 2))
 
 
-@pytest.mark.parametrize("status", [400, 500])
+@pytest.mark.parametrize("status", [400, 503])
 async def test_a_failing_check_after_a_page_said_to_be_the_last_keeps_the_page(
     settings: Settings, fast_retry: RetryPolicy, status: int
 ) -> None:
-    """The one more request after a full page said to be the last fails for good (a server
-    refusing `after` at its list's end): the page in hand was never stored, every run
-    failed there, and its batches were never stored."""
-    numbers = list(range(4, 0, -1))
+    """The one more request after a full page said to be the last fails. Refused (a server
+    refusing `after` at its list's end), the page in hand was never stored, every run
+    failed there: it is stored, and the list taken as ended there. Failing for a while
+    (a 503 past the retries), the walk was taken as ended for good, the batches below
+    never stored (pass 63A): the run fails, its page stored, and the next asks again."""
+    numbers = list(range(6, 0, -1))
     refusal = {"error": {"message": "bad after", "type": "invalid_request_error", "code": None}}
+    after_two = f"{BASE_URL}/batches?limit=2&after={make_batch(3)['id']}"
     with aioresponses() as mock:
         api = FakeList(mock, numbers, 2)
         api.serve(None)
-        api.serve(3)
         mock.get(
-            f"{BASE_URL}/batches?limit=2&after={make_batch(1)['id']}",
-            status=status,
-            payload=refusal,
-            repeat=True,
+            f"{BASE_URL}/batches?limit=2&after={make_batch(5)['id']}",
+            payload=list_body([make_batch(4), make_batch(3)], False),
         )
-        result = await sync(settings, retry=fast_retry)
-    assert result.complete, result.error
+        mock.get(after_two, status=status, payload=refusal, repeat=True)
+        mock.get(f"{BASE_URL}/batches/{make_batch(3)['id']}", payload=make_batch(3))
+        if status == 503:
+            with pytest.raises(ServerError):
+                await sync(settings, retry=fast_retry)
+        else:
+            first = await sync(settings, retry=fast_retry)
+    assert stored_ids(settings.db) == ids(6, 5, 4, 3)
+    if status == 400:
+        assert first.complete, first.error
+        (warning,) = first.warnings
+        assert warning.startswith(
+            f"page after {make_batch(5)['id']}: has_more was false on a full page; asking "
+            "after it was refused (API error 400"
+        )
+        assert warning.endswith("): took it as the end")
+        return
+    with aioresponses() as mock:
+        api = FakeList(mock, numbers, 2)
+        api.serve_all(3)
+        api.serve(None)
+        second = await sync(settings, retry=fast_retry)
+    assert second.complete, second.error
     assert stored_ids(settings.db) == ids(*numbers)
-    (warning,) = result.warnings
-    assert warning.startswith(
-        f"page after {make_batch(3)['id']}: has_more was false on a full page; asking after "
-        f"it failed (API error {status}"
-    )
-    assert warning.endswith("): took it as the end")
