@@ -622,6 +622,8 @@ def _secret_forms(secret: str) -> set[str]:
     quoted = {quote(sent, safe=""), quote(sent), quote_plus(sent)}
     if not secret.isascii() and all(ord(char) < 256 for char in secret):
         quoted.add(quote(secret, safe="", encoding="latin-1"))  # as a proxy's password is sent
+    # Quoted twice: a URL carried in another's query (a gateway naming its upstream).
+    quoted |= {quote(q, safe="") for q in quoted}
     lower_hex = {re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), q) for q in quoted}
     forms = {
         secret,
@@ -630,6 +632,9 @@ def _secret_forms(secret: str) -> set[str]:
         *_base64_cores(secret),
         *quoted,
         *lower_hex,
+        # As an HTML page writes it (a gateway's error page): `&amp;`, `&#x27;` or `&#39;`.
+        html.escape(secret),
+        html.escape(secret).replace("&#x27;", "&#39;"),
     }
     return {form for form in forms if form}
 

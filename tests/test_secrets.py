@@ -1919,6 +1919,32 @@ def test_an_environment_value_of_bytes_no_utf8_breaks_no_command(
     )
 
 
+@pytest.mark.parametrize(
+    ("key", "spelled"),
+    [
+        (
+            "Ab3+/Cd4=Ef5+/Gh6=Ij7+/Kl8=Mn9+/Op0=Qr1+/St2=Uv3+/Wx4=",
+            lambda key: quote(quote(key, safe=""), safe=""),
+        ),
+        ("Ab3&Cd4'Ef5<Gh6>Ij7\"Kl8&Mn9'Op0<Qr1>St2\"Uv3&Wx4", html.escape),
+        (
+            "Ab3&Cd4'Ef5<Gh6>Ij7\"Kl8&Mn9'Op0<Qr1>St2\"Uv3&Wx4",
+            lambda key: html.escape(key).replace("&#x27;", "&#39;"),
+        ),
+    ],
+    ids=["quoted twice", "HTML-escaped", "HTML-escaped, decimal"],
+)
+def test_a_key_quoted_twice_or_html_escaped_is_masked(
+    key: str, spelled: Callable[[str], str]
+) -> None:
+    """A gateway naming its upstream's URL in another's query quotes the key twice; an
+    error page escapes it as HTML: a key holding `+/=` or `&'<>"` was shown and stored
+    whole so spelled (pass 63A)."""
+    text = f"Upstream https://gw.test/v1?api_key={spelled(key)} refused"
+    assert mask_secret(text, key) == "Upstream https://gw.test/v1?api_key=*** refused"
+    assert mask_values((text,), key) == ("Upstream https://gw.test/v1?api_key=*** refused",)
+
+
 def test_a_text_is_decoded_once_for_every_key(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each scan of each key asked for a text's decodings, and the cache of three held
     fewer than a nest eight levels deep: a 41-byte nest in a 9 MB text took each key's
