@@ -346,8 +346,9 @@ async def _fetch_doubting_an_empty_end(
     return again, f"page after {cursor}: an empty end, but asked again it held batches; walked on"
 
 
-# Answers refusing a request itself, every time it is sent (not a server down or busy).
-REFUSALS = (BadRequestError, NotFoundError, BrokenResponseError)
+# Answers refusing a request itself, every time it is sent: not a server down or busy,
+# nor a body cut short on the way (a broken answer may be one).
+REFUSALS = (BadRequestError, NotFoundError)
 
 
 def is_an_empty_end(page: BatchPage, cursor: str | None) -> bool:

@@ -19,6 +19,7 @@ from crawler.api import RetryPolicy
 from crawler.config import Settings
 from crawler.errors import (
     AuthenticationError,
+    BrokenResponseError,
     ConfigError,
     DatabaseError,
     PaginationError,
@@ -563,7 +564,7 @@ async def test_a_server_ignoring_after_ends_the_walk_on_a_page_said_to_be_the_la
     assert stored_ids(settings.db) == (ids(3, 2, 1) if stored_before else ids(3, 2))
 
 
-@pytest.mark.parametrize("status", [400, 503])
+@pytest.mark.parametrize("status", [400, 503, 200])
 async def test_a_failing_check_after_a_page_said_to_be_the_last_keeps_the_page(
     settings: Settings, fast_retry: RetryPolicy, status: int
 ) -> None:
@@ -571,7 +572,8 @@ async def test_a_failing_check_after_a_page_said_to_be_the_last_keeps_the_page(
     refusing `after` at its list's end), the page in hand was never stored, every run
     failed there: it is stored, and the list taken as ended there. Failing for a while
     (a 503 past the retries), the walk was taken as ended for good, the batches below
-    never stored (pass 63A): the run fails, its page stored, and the next asks again."""
+    never stored (pass 63A): the run fails, its page stored, and the next asks again. So
+    does a broken answer (200, a body cut short: pass 64B), once taken as a refusal."""
     numbers = list(range(6, 0, -1))
     refusal = {"error": {"message": "bad after", "type": "invalid_request_error", "code": None}}
     after_two = f"{BASE_URL}/batches?limit=2&after={make_batch(3)['id']}"
@@ -582,10 +584,13 @@ async def test_a_failing_check_after_a_page_said_to_be_the_last_keeps_the_page(
             f"{BASE_URL}/batches?limit=2&after={make_batch(5)['id']}",
             payload=list_body([make_batch(4), make_batch(3)], False),
         )
-        mock.get(after_two, status=status, payload=refusal, repeat=True)
+        if status == 200:
+            mock.get(after_two, body='{"object":"list","data":[{"id":"ba', repeat=True)
+        else:
+            mock.get(after_two, status=status, payload=refusal, repeat=True)
         mock.get(f"{BASE_URL}/batches/{make_batch(3)['id']}", payload=make_batch(3))
-        if status == 503:
-            with pytest.raises(ServerError):
+        if status != 400:
+            with pytest.raises(ServerError if status == 503 else BrokenResponseError):
                 await sync(settings, retry=fast_retry)
         else:
             first = await sync(settings, retry=fast_retry)
