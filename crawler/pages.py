@@ -393,7 +393,7 @@ class _Order:
 def _ends_in(page: BatchPage, second: int | None) -> bool:
     """Whether a page's last batch was created in `second`."""
     last = page.batches[-1] if page.batches else {}
-    return second is not None and unix_seconds(last.get("created_at")) == unix_seconds(second)
+    return second is not None and unix_seconds(last.get("created_at")) == second
 
 
 async def _passed_stop(

@@ -793,13 +793,14 @@ def _decoding_chains(text: str) -> tuple[_Chain, ...]:
     if not _decodes_again(first):
         return tuple(chains)
     for excerpt in _excerpts_around_escapes(first.text):
-        chain: _Chain = (first, excerpt, _Decoded(excerpt.text))
+        last = _Decoded(excerpt.text)
+        chain: _Chain = (first, excerpt, last)
         chains.append(chain)
         for _ in range(_DECODINGS - 2):
-            last = chain[-1]
-            if not (isinstance(last, _Decoded) and _decodes_again(last)):
+            if not _decodes_again(last):
                 break
-            chain = (*chain, _Decoded(last.text))
+            last = _Decoded(last.text)
+            chain = (*chain, last)
             chains.append(chain)
     return tuple(chains)
 
@@ -994,7 +995,7 @@ def _unicode_character(escape: re.Match[str]) -> str:
     return chr(int(unit, 16))
 
 
-@functools.lru_cache(maxsize=3)  # each scan of a run's keys searches a text (and its decodings)
+@functools.lru_cache(maxsize=1)  # each scan of a run's keys searches one text in turn
 def _decoded(text: str) -> _Decoded:
     return _Decoded(text)
 
