@@ -58,7 +58,6 @@ from .progress import AccountsProgress, ProgressLine
 from .redact import (
     mask_keys,
     mask_keys_in_data,
-    mask_keys_in_html,
     mask_keys_in_json,
 )
 from .report import Report, format_answer, format_report, parse_since, read_report, utc
@@ -413,7 +412,7 @@ def _masked_page(report: Report) -> str:
     escapes it too: the letters of an escape (`&#x27;`) joined a key's pieces apart."""
     keys = keys_at_hand()
     texts_masked = report.with_texts(lambda text: mask_keys_in_data(text, keys))
-    return mask_keys_in_html(render_html(texts_masked), keys)
+    return mask_keys_in_data(render_html(texts_masked), keys)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

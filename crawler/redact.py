@@ -138,7 +138,9 @@ def _mask_spread(text: str, scan: _Scan) -> str:
     in compatible letters (see _views), and decoded (see _Decoded: a gateway quoting an
     upstream's JSON writes a tab between them as `\\t`, of the key's own letters)."""
     spans = [span for view in _views(text) for span in _spread_runs(view, scan)]
-    chains = _decodings(text, scan) or ([(_decoded(text),)] if "\\" in text else [])
+    chains = _decodings(text, scan)
+    if "\\" in text and not scan.escapes_in(text):  # separators escaped: `\t`
+        chains = ((_decoded(text),), *chains)
     for chain in chains:
         spans += [_span_written(chain, span) for span in _spread_runs(chain[-1].text, scan)]
     return _masked(text, _joined(spans)) if spans else text
@@ -251,13 +253,6 @@ def _number_text(value: int | float) -> str:
     if not math.isfinite(value):
         return str(value)
     return f"{decimal.Decimal(repr(value)):f} {value!r}"
-
-
-def mask_keys_in_html(text: str, keys: Iterable[str]) -> str:
-    """An HTML document with `keys` masked as mask_keys_in_data does, in the spelling the
-    page escapes them in too (`&quot;`, `&amp;`)."""
-    keys = tuple(keys)
-    return mask_keys_in_data(text, (*keys, *(html.escape(key) for key in keys)))
 
 
 def has_a_key_prefixed_word(value: str) -> bool:
@@ -506,7 +501,8 @@ class _Scan:
             return True
         for chain in _decodings(text, self):
             decoded = chain[-1].text
-            hostile = len(chain) > 1 or _escapes_the_unescaped(text)
+            # Any character may be written as a reference: an escaper's choice, or hostile.
+            hostile = len(chain) > 1 or _escapes_the_unescaped(text) or _is_html(chain)
             blocks = self.places if hostile else self.escapable_blocks
             if any(block in decoded for block in blocks):
                 return True
@@ -632,9 +628,6 @@ def _secret_forms(secret: str) -> set[str]:
         *_base64_cores(secret),
         *quoted,
         *lower_hex,
-        # As an HTML page writes it (a gateway's error page): `&amp;`, `&#x27;` or `&#39;`.
-        html.escape(secret),
-        html.escape(secret).replace("&#x27;", "&#39;"),
     }
     return {form for form in forms if form}
 
@@ -775,8 +768,80 @@ _ESCAPED_BACKSLASH = re.compile(r"\\u005[cC]")
 
 def _decodings(text: str, scan: _Scan) -> tuple[_Chain, ...]:
     """`text` decoded, where the scan's key may be escaped in it, and decoded again while
-    that leaves escapes of what no encoder escapes: each as the decodings leading to it."""
-    return _decoding_chains(text) if scan.escapes_in(text) else ()
+    that leaves escapes of what no encoder escapes, and with its HTML character references
+    decoded: each as the decodings leading to it."""
+    chains = _decoding_chains(text) if scan.escapes_in(text) else ()
+    return chains + _html_chains(text)
+
+
+# An HTML character reference: numeric, or named and ended by `;` as escapers write them (a
+# URL's `&b=2` is none); a name html.unescape does not know is left as written.
+_REFERENCE = re.compile(r"&(?:#[0-9]{1,8};?|#[xX][0-9a-fA-F]{1,8};?|[A-Za-z][A-Za-z0-9]{0,31};)")
+
+
+@functools.lru_cache(maxsize=1)  # each scan of each key asks, as for _decoding_chains
+def _html_chains(text: str) -> tuple[_Chain, ...]:
+    """`text` with its HTML character references decoded, as written and (a page's text
+    in JSON, Go's escaping the `&` too) once JSON-decoded, where it holds any: an HTML page
+    (a gateway's error page) may write any character of the key as one, each escaper its
+    own way (`&#34;`, `&#x22;`, `&quot;`; `&#039;`, `&apos;`), and their spellings, each
+    searched for, were never all."""
+    chains: list[_Chain] = []
+    references = "&" in text and _REFERENCE.search(text) is not None
+    if references:
+        view = _HtmlDecoded(text)
+        if view.text != text:
+            chains.append((view,))
+    if "\\" in text and (references or "\\u0026" in text):  # Go's JSON writes `&` so
+        first = _decoded(text)
+        if first.text != text and _REFERENCE.search(first.text) is not None:
+            view = _HtmlDecoded(first.text)
+            if view.text != first.text:
+                chains.append((first, view))
+    return tuple(chains)
+
+
+def _is_html(chain: _Chain) -> bool:
+    return isinstance(chain[-1], _HtmlDecoded)
+
+
+class _HtmlDecoded:
+    """A text with its HTML character references decoded (see _html_chains), and where each
+    decoded character was written."""
+
+    def __init__(self, written: str) -> None:
+        kept: list[str] = []
+        # Each reference: where its characters stand decoded, how many, its span written.
+        self._at, self._lengths = array("q"), array("q")
+        self._starts, self._ends = array("q"), array("q")
+        last = decoded = 0
+        for reference in _REFERENCE.finditer(written):
+            chars = html.unescape(reference.group())
+            if chars == reference.group():
+                continue  # no reference html knows
+            kept += [written[last : reference.start()], chars]
+            decoded += reference.start() - last
+            self._at.append(decoded)
+            self._lengths.append(len(chars))
+            self._starts.append(reference.start())
+            self._ends.append(reference.end())
+            decoded += len(chars)
+            last = reference.end()
+        self.text = "".join([*kept, written[last:]])
+
+    def span_written(self, start: int, end: int) -> tuple[int, int]:
+        """Where the decoded span `start:end` was written in the text."""
+        return self._written(start, start=True), self._written(end - 1, start=False)
+
+    def _written(self, position: int, *, start: bool) -> int:
+        """Where the character at `position` was written: its first or past its last."""
+        reference = bisect.bisect_right(self._at, position) - 1
+        if reference < 0:
+            return position + (0 if start else 1)
+        into = position - self._at[reference]
+        if into < self._lengths[reference]:  # a character a reference wrote
+            return self._starts[reference] if start else self._ends[reference]
+        return self._ends[reference] + into - self._lengths[reference] + (0 if start else 1)
 
 
 # Each scan of each key asks for a text's decodings, ruling it out and finding spans:
@@ -947,7 +1012,7 @@ class _Decoded:
 
 _Escapes: TypeAlias = "tuple[array[int], array[int], array[int]]"
 # A text's decodings, each from the one before: the first decodes the text as written.
-_Chain: TypeAlias = "tuple[_Decoded | _Excerpt, ...]"
+_Chain: TypeAlias = "tuple[_Decoded | _Excerpt | _HtmlDecoded, ...]"
 _PIECE = 1 << 16
 # A run of backslashes begins an escape, but for a UTF-16 pair's second one.
 _RUN_OF_BACKSLASHES = re.compile(r"(?<!\\)\\")

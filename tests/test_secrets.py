@@ -1945,6 +1945,47 @@ def test_a_key_quoted_twice_or_html_escaped_is_masked(
     assert mask_values((text,), key) == ("Upstream https://gw.test/v1?api_key=*** refused",)
 
 
+HTML_KEY = "Ab3&Cd4'Ef5<Gh6>Ij7\"Kl8+Mn9'Op0<Qr1>St2\"Uv3&Wx4"
+HTML_REFERENCES = {
+    "Go": {"&": "&amp;", "'": "&#39;", "<": "&lt;", ">": "&gt;", '"': "&#34;", "+": "&#43;"},
+    "PHP": {"&": "&amp;", "'": "&#039;", "<": "&lt;", ">": "&gt;", '"': "&quot;"},
+    "HTML5": {"&": "&amp;", "'": "&apos;", "<": "&lt;", ">": "&gt;", '"': "&quot;"},
+    "hex": {"&": "&#x26;", "'": "&#x27;", "<": "&#x3C;", ">": "&#x3e;", '"': "&#x22;"},
+    "every character": {char: f"&#{ord(char)};" for char in HTML_KEY},
+}
+
+
+@pytest.mark.parametrize("references", HTML_REFERENCES.values(), ids=HTML_REFERENCES.keys())
+@pytest.mark.parametrize("in_json", [False, True], ids=["as text", "in JSON, as Go writes it"])
+def test_a_key_written_with_any_html_references_is_masked(
+    references: dict[str, str], in_json: bool
+) -> None:
+    """Each escaper writes HTML references its own way (Go `&#34;` and `&#43;`, PHP
+    `&#039;`, `&apos;`, hex); the spellings of `html.escape` alone were searched for, and
+    a key holding `"'+&` written by any other was shown and stored whole (pass 64A). A
+    text's references are decoded as a view, as its JSON escapes are."""
+    written = "".join(references.get(char, char) for char in HTML_KEY)
+    text = f"<p>Upstream refused the key {written} &amp; said so</p>"
+    masked = "<p>Upstream refused the key *** &amp; said so</p>"
+    if in_json:  # Go's JSON escapes `&`, `<` and `>` again
+        escaped = json.dumps(text).replace("&", "\\u0026").replace("<", "\\u003c")
+        text = escaped.replace(">", "\\u003e")
+        masked = json.dumps(masked).replace("&", "\\u0026").replace("<", "\\u003c")
+        masked = masked.replace(">", "\\u003e")
+    assert holds_secret(text, HTML_KEY)
+    assert mask_values((text,), HTML_KEY) == (masked,)
+    assert mask_secret(text, HTML_KEY) == masked
+
+
+def test_ordinary_ampersands_and_references_are_no_key() -> None:
+    """A URL's query (`&b=2`), a name html does not know (`&bogus;`), and references of
+    other letters leave a text as it is."""
+    text = "see https://x.test/?a=1&b=2&copy &bogus; &#65;&#66; &quot;Ab3&quot; done"
+    assert not holds_secret(text, HTML_KEY)
+    assert mask_values((text,), HTML_KEY) == (text,)
+    assert mask_secret(text, HTML_KEY) == text
+
+
 def test_a_text_is_decoded_once_for_every_key(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each scan of each key asked for a text's decodings, and the cache of three held
     fewer than a nest eight levels deep: a 41-byte nest in a 9 MB text took each key's
