@@ -33,7 +33,13 @@ from .errors import (
 from .pages import Batch, BatchPage, WalkStep, is_an_empty_end, walk_pages
 from .store import Store
 from .times import unix_seconds
-from .walk import WalkState, advance_walk, may_be_a_vanished_cursor, restart_from_top
+from .walk import (
+    WalkState,
+    advance_walk,
+    ended_walk,
+    may_be_a_vanished_cursor,
+    restart_from_top,
+)
 
 # The newest stored batches a walk down to the old head also stops at, should the head
 # itself have vanished from the list.
@@ -42,6 +48,11 @@ STOP_NEIGHBOURS = 20
 # Stored batches listed just above a walk target whose ids a visit tries as its cursor,
 # should the nearest have left the list.
 VISIT_CURSORS = 3
+
+# Walks from the top again a run makes at most, each after a cursor gone from the list: a
+# list losing batches as it is walked may lose several, and a server answering an unknown
+# `after` with an empty page says nothing else.
+RESTARTS = 3
 
 # Reads from the top a visit begins at most, each after the batch where the last went on
 # left the list.
@@ -61,6 +72,10 @@ class VisitStart:
     from_top: bool = False
     resumed: bool = False
 
+
+# How the API may answer a list request after a cursor it no longer knows, besides an
+# UnknownCursorError (see ListWalk.cursor_vanished).
+_MAY_SAY_AN_UNKNOWN_CURSOR = (NotFoundError, BadRequestError, ServerError, TransportError)
 
 # How some servers answer a list request after a cursor they no longer know, past every
 # retry (see ListWalk.read_for).
@@ -96,7 +111,8 @@ class ListWalk:
     walk_targets: set[str]
     stored_mark: int  # the store's last rowid when the run began (see Store.stored_by)
     last_step: WalkStep | None = None
-    restarted: bool = False  # this run already walked from the top again
+    # Cursors found gone from the list this run, each followed by a walk from the top.
+    restarted_for: list[str] = field(default_factory=list)
     pages_read: int = 0  # by the run: its first is read whatever the budget
     first_an_empty_end: bool = False  # asked for again (see is_an_empty_end), free too
     asked_after: str | None = None  # the cursor of the last list request
@@ -121,15 +137,20 @@ class ListWalk:
                 try:
                     walk, fetched, spent = await self.walk_segment(walk, queue, fetched)
                 except UnknownCursorError:
-                    # Once a run, whether the segment began at the top or after a cursor.
-                    if self.asked_after is None or self.restarted:
+                    # Whether the segment began at the top or after a cursor.
+                    if not self.may_restart(self.asked_after):
                         raise
                     walk = self.restart_segment(walk, self.asked_after)
                     continue
-                except (NotFoundError, BadRequestError, ServerError, TransportError) as exc:
+                except ApiError as exc:
+                    if await self.failed_past_the_end_again(exc, walk):
+                        walk = ended_walk(walk, walk.head_id, from_top=False)
+                        continue
                     # The API may say an unknown cursor other ways: 404, a 400 naming no
                     # parameter, or failing. Asked by id, a cursor batch that is gone says so.
-                    if not await self.cursor_vanished(exc, walk.cursor):
+                    if not isinstance(exc, _MAY_SAY_AN_UNKNOWN_CURSOR) or not (
+                        await self.cursor_vanished(exc, walk.cursor)
+                    ):
                         raise
                     walk = self.restart_segment(walk, self.asked_after)
                     continue
@@ -189,15 +210,24 @@ class ListWalk:
         holder: tuple[str | None] | None = None
         async with contextlib.aclosing(steps):
             async for step in steps:
-                # Once a run: a server whose by-id route cannot confirm any cursor (none,
-                # or one that pages until an empty page) would restart the walk forever.
+                # Once a cursor: a server whose by-id route cannot confirm any (none, or
+                # one that pages until an empty page) would restart the walk forever.
                 if (
                     may_be_a_vanished_cursor(step, resumed=resumed)
                     and step.cursor is not None
-                    and not self.restarted
+                    and step.cursor not in self.restarted_for
                     and not await self.cursor_listed(step.cursor, holder)
                 ):
-                    return self.restart_segment(walk, step.cursor), fetched, False
+                    if self.may_restart(step.cursor):
+                        return self.restart_segment(walk, step.cursor), fetched, False
+                    # Ended there, the batches below would wait for a `--full`: the next
+                    # run resumes from the cursor, and confirms it again.
+                    self.note(
+                        f"the cursor {step.cursor} seems gone from the list too, after "
+                        f"{RESTARTS} walks from the top this run: the walk stopped there, "
+                        "and the next sync goes on"
+                    )
+                    return walk, fetched, True
                 resumed = False
                 holder = (walk.cursor,)
                 walk = advance_walk(walk, step, from_top)
@@ -247,13 +277,14 @@ class ListWalk:
         return await self.store.stored_by(batch_id, self.stored_mark)
 
     async def cursor_vanished(self, error: ApiError, resumed_from: str | None) -> bool:
-        """Whether a list request failed because its cursor's batch is gone: once a run, and
-        not for a wrong path (the base URL's fault) or a request from the top. A 400 to the
-        first request after the cursor the walk resumed from (`resumed_from`) says so too:
-        it differs from a request from the top by that cursor alone, whose batch may have
-        left the list while it is still answered by id (every sync failed there)."""
+        """Whether a list request failed because its cursor's batch is gone: once a cursor
+        (see may_restart), and not for a wrong path (the base URL's fault) or a request from
+        the top. A 400 to the first request after the cursor the walk resumed from
+        (`resumed_from`) says so too: it differs from a request from the top by that cursor
+        alone, whose batch may have left the list while it is still answered by id (every
+        sync failed there)."""
         cursor = self.asked_after
-        if cursor is None or self.restarted or isinstance(error, UnknownRouteError):
+        if cursor is None or not self.may_restart(cursor) or isinstance(error, UnknownRouteError):
             return False
         if cursor == resumed_from and isinstance(error, BadRequestError):
             return True
@@ -290,12 +321,45 @@ class ListWalk:
             return False
         return any(batch["id"] == cursor for batch in page.batches)
 
+    async def failed_past_the_end_again(self, error: ApiError, walk: WalkState) -> bool:
+        """Whether the run's first request, after a page said to be the list's last whose
+        check failed on an earlier run (`walk.end_unchecked`), failed too while the list's
+        top answers: it is the end. A gateway that cannot page past the end of the list
+        fails that request on every run, and every later sync failed there, never walking
+        from the top nor refreshing a batch; failed on two runs in a row, the list's end
+        is trusted, with a warning."""
+        if not (walk.end_unchecked and self.last_step is None and walk.cursor is not None):
+            return False
+        if self.asked_after != walk.cursor:
+            return False
+        try:
+            await self.client.fetch_page(None, 1, attempts=1)
+        except ApiError:
+            return False  # down, or the key refused: not the cursor's fault
+        self.note(
+            f"the page ending at {walk.cursor} said it was the list's last, and asking after "
+            f"it failed on this run and the last ({error}) while the list's top answers: took "
+            "it as the end (`sync --full` walks the whole list again)"
+        )
+        return True
+
     def restart_segment(self, walk: WalkState, gone: str | None) -> WalkState:
         """A cursor (`gone`) names a batch the API no longer lists: walk from the top."""
         walk, warning = restart_from_top(walk, gone)
         self.note(warning)
-        self.restarted = True
+        if gone is not None:
+            self.restarted_for.append(gone)
         return walk
+
+    def may_restart(self, gone: str | None) -> bool:
+        """Whether a cursor gone from the list (`gone`) may start the walk from the top
+        again: not one of the top, nor one already gone this run (a walk from the top that
+        ends there again has ended), RESTARTS times a run at most."""
+        return (
+            gone is not None
+            and gone not in self.restarted_for
+            and len(self.restarted_for) < RESTARTS
+        )
 
     async def visit_targets(self, order: Sequence[str], queue: PageQueue, fetched: int) -> None:
         """Read the walk targets where the list holds them, in `order`, leaving the walk

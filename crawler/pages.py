@@ -176,6 +176,9 @@ class WalkStep:
     # walk_pages): a few pages at most, read past a page budget.
     tied: bool = False
     pages_past_stop: int | None = None  # None: the stop not met yet
+    # The page said it was the list's last, and the request after it failed (see
+    # WalkState.end_unchecked).
+    end_unchecked: bool = False
 
 
 def last_id_warning(page: BatchPage, after: str | None) -> str | None:
@@ -292,7 +295,9 @@ async def walk_pages(
                 seen.add(following)
         warnings = tuple(note for note in notes if note)
         past = tie_pages if met_stop else None
-        yield WalkStep(page, page.next_after or cursor, following is None, warnings, tied, past)
+        unchecked = isinstance(failed, ApiError)
+        cursor_now = page.next_after or cursor
+        yield WalkStep(page, cursor_now, following is None, warnings, tied, past, unchecked)
         if failed is not None:
             raise failed
         if following is None:

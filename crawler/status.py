@@ -135,6 +135,12 @@ def _walk_words(walk: WalkState | None) -> str:
         return "unfinished, no page committed yet; the next sync starts at the top"
     if walk.cursor is None:
         return f"unfinished, catching up from the top down to {walk.stop_id}"
+    if walk.end_unchecked:
+        return (
+            f"unfinished at {walk.cursor}, on a page said to be the list's last: asking after "
+            "it failed; the next sync asks again, and a failure while the list's top answers "
+            "is the end"
+        )
     return f"unfinished, the next sync resumes after {walk.cursor}"
 
 

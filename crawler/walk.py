@@ -39,6 +39,9 @@ class WalkState:
     # A walk that met its stop: the pages it read past it (None: not met). Cut there, the
     # next run goes on as the same walk, and ends it (see advance_walk).
     pages_past_stop: int | None = None
+    # The page ending at `cursor` said it was the list's last, and the request after it
+    # failed: the next run takes that failure again as the end (see ListWalk.run).
+    end_unchecked: bool = False
 
 
 def starting_walk(saved: WalkState | None, *, restart: bool, full: bool) -> tuple[WalkState, Mode]:
@@ -69,7 +72,19 @@ def advance_walk(walk: WalkState, step: WalkStep, from_top: bool) -> WalkState:
     if from_top and step.cursor is not None and walk.cursor is None and step.page.batches:
         head = step.page.batches[0]["id"]
     if not step.done:
-        return WalkState(step.cursor, walk.stop_id, head, pages_past_stop=step.pages_past_stop)
+        return WalkState(
+            step.cursor,
+            walk.stop_id,
+            head,
+            pages_past_stop=step.pages_past_stop,
+            end_unchecked=step.end_unchecked,
+        )
+    return ended_walk(walk, head, from_top)
+
+
+def ended_walk(walk: WalkState, head: str | None, from_top: bool) -> WalkState:
+    """The walk state once a segment of `walk` reached the end of the list: finished, or
+    (resumed from a cursor) followed by a catch-up from the top down to its head."""
     if from_top or walk.pages_past_stop is not None:
         return WalkState(head_id=head, finished=True)
     return WalkState(cursor=None, stop_id=head, head_id=head)

@@ -225,6 +225,7 @@ def test_status_reports_runs_walk_and_counts(
         "head_id": make_batch(6)["id"],
         "finished": False,
         "pages_past_stop": None,
+        "end_unchecked": False,
     }
     (first_run,) = report["runs"]
     assert {

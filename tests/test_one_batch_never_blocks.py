@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aioresponses import aioresponses
+from aioresponses import CallbackResult, aioresponses
 from yarl import URL
 
 from crawler.api import RetryPolicy
@@ -464,6 +465,68 @@ async def test_a_cursor_gone_in_a_walk_from_the_top_restarts_it_once(
     with contextlib.closing(sqlite3.connect(settings.db)) as conn:
         stored = {row[0] for row in conn.execute("SELECT id FROM batches")}
     assert stored == {make_batch(n)["id"] for n in (6, 5, 4, 3, 2, 1)}
+
+
+class ShrinkingList:
+    """A list of numbered batches that loses the last batch of a page once it is served,
+    as the numbers `vanishing` name, in order; `after` a batch it no longer knows answers
+    an empty page (as some compatible servers do), and by id a 404."""
+
+    def __init__(self, numbers: list[int], vanishing: list[int]) -> None:
+        self.listed = [make_batch(n) for n in numbers]
+        self.vanishing = [make_batch(n)["id"] for n in vanishing]
+
+    def serve(self, mock: aioresponses) -> None:
+        mock.get(re.compile(r"^.*/batches\?.*$"), callback=self.page, repeat=True)
+        mock.get(re.compile(r"^.*/batches/\w+$"), callback=self.by_id, repeat=True)
+
+    def page(self, url: URL, **_: Any) -> CallbackResult:
+        ids = [batch["id"] for batch in self.listed]
+        after, limit = url.query.get("after"), int(url.query["limit"])
+        if after is not None and after not in ids:
+            return CallbackResult(payload=list_body([], False))
+        start = 0 if after is None else ids.index(after) + 1
+        chunk = self.listed[start : start + limit]
+        if chunk and self.vanishing and chunk[-1]["id"] == self.vanishing[0]:
+            self.listed.remove(chunk[-1])
+            del self.vanishing[0]
+        return CallbackResult(payload=list_body(chunk, start + limit < len(ids)))
+
+    def by_id(self, url: URL, **_: Any) -> CallbackResult:
+        for batch in self.listed:
+            if batch["id"] == url.name:
+                return CallbackResult(payload=batch)
+        return CallbackResult(status=404, payload=not_found("batch_not_found"))
+
+
+@pytest.mark.parametrize(
+    ("vanishing", "runs"), [([7, 6], 1), ([9, 8, 7, 6], 2)], ids=["two", "four"]
+)
+async def test_cursors_gone_one_after_another_each_restart_the_walk(
+    settings: Settings, fast_retry: RetryPolicy, vanishing: list[int], runs: int
+) -> None:
+    """Batches leave the list as it is walked, each the cursor of the next request, which
+    an empty page answers. The walk restarted from the top once a run: at the second, it
+    ended there, complete and with no word, the batches below left to a `--full` (pass
+    64B). It restarts once a cursor, three times a run; a fourth cursor gone stops the
+    run there, partial, and the next run goes on."""
+    api = ShrinkingList(list(range(10, 0, -1)), vanishing)
+    results = []
+    with aioresponses() as mock:
+        api.serve(mock)
+        for _ in range(runs):
+            results.append(await sync(settings, retry=fast_retry))
+    assert [result.complete for result in results] == [False] * (runs - 1) + [True]
+    gone = [w for w in results[0].warnings if "gone from the list; walked from the top" in w]
+    assert len(gone) == min(len(vanishing), 3)
+    if runs > 1:
+        assert results[0].warnings[-1] == (
+            f"the cursor {make_batch(6)['id']} seems gone from the list too, after 3 walks "
+            "from the top this run: the walk stopped there, and the next sync goes on"
+        )
+    with contextlib.closing(sqlite3.connect(settings.db)) as conn:
+        stored = {row[0] for row in conn.execute("SELECT id FROM batches")}
+    assert stored == {make_batch(n)["id"] for n in range(1, 11)}
 
 
 async def test_a_stored_cursor_refused_by_a_400_naming_nothing_restarts_the_walk(

@@ -16,7 +16,7 @@ from crawler.store import writes as store_module
 from crawler.store.schema import APPLICATION_ID, Migration, load_migrations
 from crawler.walk import WalkState
 
-from .conftest import make_batch
+from .conftest import make_batch, roll_back_columns
 
 LATEST = load_migrations()[-1].version
 
@@ -57,8 +57,7 @@ async def test_times_stored_as_floats_are_made_whole_seconds_on_upgrading(
         await save(store, [make_batch(1), make_batch(2), make_batch(3)], run)
     with sqlite3.connect(db_path) as conn:
         conn.execute("UPDATE batches SET created_at = created_at + 0.725, expires_at = 1e300")
-        conn.execute("DELETE FROM schema_migrations WHERE version = 26")
-        conn.execute("PRAGMA user_version = 25")
+    roll_back_columns(db_path, "whole_seconds")
     async with open_store(db_path):
         pass
     times = query(db_path, "SELECT created_at, typeof(created_at), expires_at FROM batches")
@@ -281,7 +280,7 @@ async def test_the_page_and_the_walk_state_commit_together(
         assert page_state(db_path) == first
         # The same page, unspoiled, lands whole.
         batch_rows, error_rows = build_page_rows(batches, 2)
-        walk = WalkState(cursor="c7", head_id="h")
+        walk = WalkState(cursor="c7", head_id="h", end_unchecked=True)
         await store.save_page(batch_rows, error_rows, walk, run, figures)
         assert await store.load_walk() == walk
     assert page_state(db_path) == (

@@ -27,6 +27,7 @@ from crawler.errors import (
 )
 from crawler.fake import FakeApiOptions, FakeApiServer
 from crawler.ratelimit import RateLimiter
+from crawler.status import format_status, read_status
 from crawler.store import Store
 from crawler.sync_run import sync
 
@@ -77,6 +78,11 @@ class FakeList:
 def stored_ids(db: Path) -> list[str]:
     with sqlite3.connect(db) as conn:
         return [r[0] for r in conn.execute("SELECT id FROM batches ORDER BY id DESC")]
+
+
+def batch_status(db: Path, batch_id: str) -> str:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT status FROM batches WHERE id = ?", (batch_id,)).fetchone()[0]
 
 
 def walk_row(db: Path) -> tuple[Any, ...]:
@@ -562,6 +568,65 @@ async def test_a_server_ignoring_after_ends_the_walk_on_a_page_said_to_be_the_la
         result = await sync(settings, retry=fast_retry)
     assert result.complete, result.error
     assert stored_ids(settings.db) == (ids(3, 2, 1) if stored_before else ids(3, 2))
+
+
+@pytest.mark.parametrize("top_answers", [True, False], ids=["the top answers", "down"])
+async def test_a_check_after_the_last_page_failing_on_two_runs_is_taken_as_the_end(
+    settings: Settings, fast_retry: RetryPolicy, top_answers: bool
+) -> None:
+    """A gateway that cannot page past its list's end fails the check after a full page
+    said to be the last on every run. Every later sync failed there, at the resumed walk's
+    first request, never walking from the top nor refreshing a batch in flight (passes
+    64A/B). Failed on a second run while the list's top answers, the end is trusted, with
+    a warning; with the top failing too, the API is down: the run fails, as before."""
+    after_one = f"{BASE_URL}/batches?limit=2&after={make_batch(1)['id']}"
+    failure = {"error": {"message": "upstream failed", "type": "server_error", "code": None}}
+    in_flight = make_batch(2, status="in_progress")
+    with aioresponses() as mock:
+        mock.get(
+            f"{BASE_URL}/batches?limit=2", payload=list_body([make_batch(4), make_batch(3)], True)
+        )
+        mock.get(
+            f"{BASE_URL}/batches?limit=2&after={make_batch(3)['id']}",
+            payload=list_body([in_flight, make_batch(1)], False),
+        )
+        mock.get(after_one, status=500, payload=failure, repeat=True)
+        mock.get(f"{BASE_URL}/batches/{make_batch(1)['id']}", payload=make_batch(1))
+        with pytest.raises(ServerError):
+            await sync(settings, retry=fast_retry)
+    assert stored_ids(settings.db) == ids(4, 3, 2, 1)
+    assert f"walk: unfinished at {make_batch(1)['id']}, on a page said to be the list's last" in (
+        format_status(await read_status(settings.db))
+    )
+    with aioresponses() as mock:
+        mock.get(after_one, status=500, payload=failure, repeat=True)
+        if not top_answers:
+            mock.get(f"{BASE_URL}/batches?limit=1", status=500, payload=failure)
+            mock.get(f"{BASE_URL}/batches/{make_batch(1)['id']}", payload=make_batch(1))
+            with pytest.raises(ServerError):
+                await sync(settings, retry=fast_retry)
+            assert stored_ids(settings.db) == ids(4, 3, 2, 1)
+            return
+        mock.get(f"{BASE_URL}/batches?limit=1", payload=list_body([make_batch(5)], True))
+        api = FakeList(mock, [5, 4, 3, 2, 1], 2)
+        api.serve(None)
+        api.serve(4)  # the head's second may go on below it (see pages.TIE_PAGES)
+        second = await sync(settings, retry=fast_retry)
+    assert second.complete, second.error
+    (warning,) = second.warnings
+    assert warning.startswith(
+        f"the page ending at {make_batch(1)['id']} said it was the list's last, and asking "
+        "after it failed on this run and the last (API error 500"
+    )
+    assert stored_ids(settings.db) == ids(5, 4, 3, 2, 1)
+    assert batch_status(settings.db, in_flight["id"]) == "completed"
+    with aioresponses() as mock:  # nothing is asked after the end again
+        api = FakeList(mock, [5, 4, 3, 2, 1], 2)
+        api.serve(None)
+        api.serve(4)
+        third = await sync(settings, retry=fast_retry)
+    assert third.complete, third.error
+    assert third.warnings == ()
 
 
 @pytest.mark.parametrize("status", [400, 503, 200])

@@ -73,8 +73,8 @@ def select_walk(db: sqlite3.Connection, account: str) -> WalkState | None:
         DamagedRowError: an id in it is not text (the row was edited by hand).
     """
     row = db.execute(
-        "SELECT cursor, stop_id, head_id, finished, pages_past_stop FROM walk_state "
-        "WHERE account = ?",
+        "SELECT cursor, stop_id, head_id, finished, pages_past_stop, end_unchecked "
+        "FROM walk_state WHERE account = ?",
         (account,),
     ).fetchone()
     if row is None:
@@ -85,7 +85,7 @@ def select_walk(db: sqlite3.Connection, account: str) -> WalkState | None:
             "--restart` to walk from the top again"
         )
     past = row[4] if isinstance(row[4], int) and row[4] >= 0 else None
-    return WalkState(row[0], row[1], row[2], bool(row[3]), past)
+    return WalkState(row[0], row[1], row[2], bool(row[3]), past, row[5] == 1)
 
 
 def select_by_id_failed_at(db: sqlite3.Connection, account: str) -> int | None:

@@ -210,10 +210,11 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
 def _write_walk(db: sqlite3.Connection, account: str, walk: WalkState) -> None:
     db.execute(
         "INSERT INTO walk_state (account, cursor, stop_id, head_id, finished, "
-        "pages_past_stop, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(account) DO "
-        "UPDATE SET cursor = excluded.cursor, stop_id = excluded.stop_id, "
-        "head_id = excluded.head_id, finished = excluded.finished, "
-        "pages_past_stop = excluded.pages_past_stop, updated_at = excluded.updated_at",
+        "pages_past_stop, end_unchecked, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT(account) DO UPDATE SET cursor = excluded.cursor, "
+        "stop_id = excluded.stop_id, head_id = excluded.head_id, "
+        "finished = excluded.finished, pages_past_stop = excluded.pages_past_stop, "
+        "end_unchecked = excluded.end_unchecked, updated_at = excluded.updated_at",
         (
             account,
             walk.cursor,
@@ -221,6 +222,7 @@ def _write_walk(db: sqlite3.Connection, account: str, walk: WalkState) -> None:
             walk.head_id,
             int(walk.finished),
             walk.pages_past_stop,
+            int(walk.end_unchecked),
             int(time.time()),
         ),
     )
