@@ -56,6 +56,7 @@ from .logs import JsonEvents, configure_logging
 from .prices import PriceFile, PriceFileError, read_prices
 from .progress import AccountsProgress, ProgressLine
 from .redact import (
+    holds_secret_in_any_form,
     mask_keys,
     mask_keys_in_data,
     mask_keys_in_json,
@@ -480,6 +481,10 @@ def _cmd_datasette_metadata(args: argparse.Namespace) -> int:
 
 def _cmd_prices(args: argparse.Namespace) -> int:
     prices = read_prices(_read_price_file(args.file), str(args.file))
+    keys = keys_at_hand()
+    if any(holds_secret_in_any_form(price.model, key) for price in prices.prices for key in keys):
+        # Stored, it would be shown by every view and tool that reads the prices.
+        raise PriceFileError(f"{args.file}: a model name holds an API key (not shown)")
     as_of = dt.datetime.now(dt.UTC).date().isoformat()
     _run_async(_save_prices(args.db, prices, source=args.file.name, as_of=as_of))
     _out(_masked(f"Loaded {len(prices.prices):,} model prices from {args.file} into {args.db}."))

@@ -64,10 +64,12 @@ class ModelPrice:
 @dataclass(frozen=True)
 class PriceFile:
     """The prices a file gives, and the rate columns it gives them in: loading it changes
-    those columns only."""
+    those columns only. A price map's entries each give the rates they name (`per_entry`):
+    loading it changes those alone, a model's other rates kept."""
 
     prices: list[ModelPrice]
     columns: tuple[str, ...] = RATE_COLUMNS
+    per_entry: bool = False
 
 
 def read_prices(text: str, name: str) -> PriceFile:
@@ -78,7 +80,7 @@ def read_prices(text: str, name: str) -> PriceFile:
         PriceFileError: what is wrong, and where.
     """
     if text.lstrip().startswith(("{", "[")):  # a list is JSON too, and said to be no map
-        return PriceFile(read_price_map(text, name))
+        return PriceFile(read_price_map(text, name), per_entry=True)
     try:
         header, prices = read_price_csv(text, name)
     except csv.Error as exc:  # a cell past the csv module's limit (128 KiB), say

@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 
 from crawler.cli import main
-from crawler.prices import ModelPrice, PriceFileError, read_price_csv, read_price_map, read_prices
+from crawler.prices import (
+    RATE_COLUMNS,
+    ModelPrice,
+    PriceFileError,
+    read_price_csv,
+    read_price_map,
+    read_prices,
+)
 from crawler.rows import build_page_rows
 from crawler.runs import RunFigures
 from crawler.store import open_store
@@ -156,6 +163,45 @@ def test_prices_load_adds_models_and_replaces_only_the_rates_it_gives(
         ("gpt-4o-mini", 0.15, 1.0, 2.0, "prices.csv"),
         ("new-model", None, 3.0, 4.0, "prices.csv"),
     ]
+
+
+def test_a_price_map_changes_only_the_rates_each_entry_gives(tmp_path: Path) -> None:
+    """A LiteLLM map's entry naming one rate blanked a model's others: every rate column
+    was set, those the entry left out to NULL (pass 65A: gpt-4.1's output rate gone, its
+    batches unpriced, the report's spend down)."""
+    db = tmp_path / "b.db"
+    prices = tmp_path / "p.json"
+    prices.write_text(json.dumps({"gpt-4.1": {"input_cost_per_token": 1.8e-6}}))
+    query = "SELECT * FROM model_prices WHERE model = 'gpt-4.1'"
+    other = tmp_path / "other.csv"
+    other.write_text("model,input\nanother-model,1\n")
+    assert main(["prices", "load", str(other), "--db", str(db)]) == 0  # the shipped rates
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        before = conn.execute(query).fetchone()
+    assert main(["prices", "load", str(prices), "--db", str(db)]) == 0
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.row_factory = sqlite3.Row
+        after = dict(conn.execute(query).fetchone())
+    assert after["input"] == 1.8
+    assert after["source"] == "p.json"
+    shipped = dict(zip(after, before, strict=True))
+    assert {c: after[c] for c in RATE_COLUMNS[1:]} == {c: shipped[c] for c in RATE_COLUMNS[1:]}
+    assert after["output"] is not None
+
+
+def test_a_price_file_naming_a_model_by_the_key_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model name is stored and shown by every view and tool reading the prices: one
+    holding the key (pasted in the wrong cell) was stored whole (pass 65A)."""
+    key = "sk-proj-" + "Ab3dEf9hIjKlMn0pQrStUvWxYz" * 3
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    prices = tmp_path / "prices.csv"
+    prices.write_text(f"model,input\ngpt-x-{key[:60]},1\n")
+    assert main(["prices", "load", str(prices), "--db", str(tmp_path / "b.db")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"batch-crawler: {prices}: a model name holds an API key (not shown)\n"
+    assert not (tmp_path / "b.db").exists()
 
 
 def test_a_price_csv_saved_by_excel_loads(tmp_path: Path) -> None:

@@ -393,7 +393,10 @@ def _put_files_last(db: sqlite3.Connection, files: Sequence[FileToFetch]) -> Non
 
 def _save_prices(db: sqlite3.Connection, prices: PriceFile, source: str, as_of: str) -> None:
     columns = ("model", *RATE_COLUMNS)
-    updates = ", ".join(f"{c} = excluded.{c}" for c in (*prices.columns, "source", "as_of"))
+    # A price map's entry leaving a rate out keeps the stored one (see PriceFile).
+    given = "coalesce(excluded.{0}, {0})" if prices.per_entry else "excluded.{0}"
+    rates = [f"{c} = {given.format(c)}" for c in prices.columns]
+    updates = ", ".join([*rates, "source = excluded.source", "as_of = excluded.as_of"])
     with _transaction(db):
         db.executemany(
             f"INSERT INTO model_prices ({', '.join(columns)}, source, as_of) "
