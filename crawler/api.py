@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
-from urllib.request import getproxies
+from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 from aiohttp.helpers import get_env_proxy_for_url
@@ -307,7 +307,10 @@ def _environment_proxy(settings: Settings) -> tuple[URL | None, aiohttp.BasicAut
     try:
         proxy, proxy_auth = get_env_proxy_for_url(URL(settings.base_url))
     except LookupError:
-        return None, None
+        https_proxy = _https_proxy_for(URL(settings.base_url))
+        if https_proxy is None:
+            return None, None
+        proxy, proxy_auth = https_proxy
     except ValueError as exc:
         raise ConfigError(
             f"a proxy variable (HTTP_PROXY, HTTPS_PROXY, ...) is no URL: {exc}"
@@ -344,6 +347,19 @@ def _environment_proxy(settings: Settings) -> tuple[URL | None, aiohttp.BasicAut
     if is_on_this_machine(settings.base_url):
         return None, None
     return proxy, proxy_auth
+
+
+def _https_proxy_for(url: URL) -> tuple[URL, aiohttp.BasicAuth | None] | None:
+    """The https:// proxy the environment gives `url`, which aiohttp's reading of the
+    environment leaves out with a log line alone (it reaches one it is given): requests went
+    straight to the API, past the proxy."""
+    spelled = getproxies().get(url.scheme)
+    if spelled is None or (url.host is not None and proxy_bypass(url.host)):
+        return None
+    proxy = URL(spelled)
+    if proxy.scheme != "https":
+        return None
+    return proxy.with_user(None), aiohttp.BasicAuth.from_url(proxy)
 
 
 def build_client(

@@ -30,10 +30,11 @@ from urllib.parse import quote, quote_plus
 import pytest
 from aiohttp import web
 from aioresponses import aioresponses
+from yarl import URL
 
-from crawler import cli, cli_args, iter_batches, redact
+from crawler import api, cli, cli_args, iter_batches, redact
 from crawler.accounts import sync_accounts
-from crawler.api import RetryPolicy, create_session
+from crawler.api import RetryPolicy, create_session, secrets_of_a_run
 from crawler.cli import main
 from crawler.config import Settings, load_accounts, proxy_secrets, read_config_file
 from crawler.errors import ConfigError, CrawlerError, TransportError
@@ -1206,6 +1207,32 @@ async def test_a_proxy_from_the_environment_is_checked_before_any_request(
         "colon": "HTTPS_PROXY holds a ':', which HTTP's Basic authentication cannot send",
     }[refused] in str(caught.value)
     assert "pw" not in str(caught.value)
+
+
+@pytest.mark.parametrize("bypassed", [False, True], ids=["used", "NO_PROXY"])
+def test_an_https_proxy_from_the_environment_is_used(
+    monkeypatch: pytest.MonkeyPatch, bypassed: bool
+) -> None:
+    """aiohttp leaves an https:// proxy in the environment out, with a log line hidden by
+    default: requests went straight to the API, past the proxy the README says is
+    honoured, and its password was not masked (pass 65A). aiohttp reaches one it is
+    given."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
+        for spelled in (name, name.lower()):
+            monkeypatch.delenv(spelled, raising=False)
+    password = "Pr0xy-Pa55w0rd-0f-the-corp"
+    monkeypatch.setenv("HTTPS_PROXY", f"https://corp-user:{password}@127.0.0.1:3129")
+    if bypassed:
+        monkeypatch.setenv("NO_PROXY", "api.example")
+    settings = Settings(base_url="https://api.example/v1", api_key=PROJECT_KEY)
+    if bypassed:
+        assert api._environment_proxy(settings) == (None, None)
+        return
+    proxy, auth = api._environment_proxy(settings)
+    assert proxy == URL("https://127.0.0.1:3129")
+    assert auth is not None
+    assert (auth.login, auth.password) == ("corp-user", password)
+    assert mask_secret(f"407 for {password}", secrets_of_a_run(settings, None)) == "407 for ***"
 
 
 def test_a_key_of_no_key_shape_in_openai_api_key_is_still_not_said_back(
