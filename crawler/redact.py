@@ -192,11 +192,13 @@ def environment_keys(environ: Mapping[str, str], *named: str) -> tuple[str, ...]
 def credentials(login: str | None, password: str | None) -> list[str]:
     """What of a proxy's user name and password is masked as the key is: the password, and
     a user name long enough to be a token (a short one, "user", is a word); of an e-mail
-    address, what comes before its `@` (its domain is the organization's, spelled by its
-    own data: masked, metadata and request lines holding it were masked or left out)."""
+    address, what comes before its `@` when it is spelled like a key (a key typed before
+    the organization's domain). An address is a person's or a robot's name, spelled by
+    the organization's own data: masked, metadata and request lines holding it were
+    masked, or left out."""
     found = [password] if password else []
-    name = (login or "").partition("@")[0]  # as sent: decoded
-    if len(name) >= _IDENTIFYING_RUN:
+    name, at, _ = (login or "").partition("@")  # as sent: decoded
+    if len(name) >= _IDENTIFYING_RUN and (not at or looks_like_secret(name)):
         found.append(name)
     return found
 

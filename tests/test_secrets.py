@@ -1650,6 +1650,16 @@ def test_a_proxy_whose_user_is_an_e_mail_address_on_its_domain_is_no_key(
     assert "holds an API key" not in capsys.readouterr().err
 
 
+def test_a_persons_e_mail_address_as_a_proxys_user_name_is_no_secret() -> None:
+    """What came before the `@` of a proxy's user name was masked as a token when 16
+    characters or more: a corporate proxy logged in with its user's address, and that
+    person's address was masked in every stored value and message (pass 65A)."""
+    proxy = "http://jonathan.williams%40corp.example:Xx12-pw-9f83kd@127.0.0.1:9"
+    assert proxy_secrets(proxy) == ("Xx12-pw-9f83kd",)
+    text = '{"owner": "jonathan.williams@corp.example"}'
+    assert mask_values((text,), proxy_secrets(proxy)) == (text,)
+
+
 def test_a_key_at_hand_as_a_proxys_user_name_before_an_at_sign_is_masked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
