@@ -127,7 +127,10 @@ def describe(exc: BaseException, timeout: aiohttp.ClientTimeout | None = None) -
     if isinstance(exc, aiohttp.RedirectClientError):
         return _describe_redirect(exc)
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect to {exc.host}:{exc.port} ({exc.strerror or exc.os_error})"
+        # An error of no words (a proxy closing a TLS handshake) is named by its kind.
+        why = exc.strerror or str(exc.os_error) or type(exc.os_error).__name__
+        what = "the proxy at " if isinstance(exc, aiohttp.ClientProxyConnectionError) else ""
+        return f"cannot connect to {what}{exc.host}:{exc.port} ({why})"
     plain = next((words for kind, words in _PLAIN_WORDS if isinstance(exc, kind)), None)
     text = plain or " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."

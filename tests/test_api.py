@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -435,6 +436,17 @@ def test_a_timeout_names_the_limit_that_ran_out(exception: Exception, text: str)
     """Each timeout says which of the session's limits ran out, and its value."""
     timeout = aiohttp.ClientTimeout(total=60, sock_read=30, sock_connect=10)
     assert describe(exception, timeout) == text
+
+
+def test_a_connection_the_proxy_closed_says_so() -> None:
+    """A proxy closing the TLS handshake of an https:// proxy read "cannot connect to
+    127.0.0.1:3129 ()": the error had no words, and the host was not said to be the
+    proxy's (pass 65A)."""
+    key = SimpleNamespace(host="127.0.0.1", port=3129, ssl=True)
+    error = aiohttp.ClientProxyConnectionError(key, ConnectionResetError())  # type: ignore[arg-type]
+    assert describe(error) == (
+        "cannot connect to the proxy at 127.0.0.1:3129 (ConnectionResetError)"
+    )
 
 
 def test_the_default_timeouts_suit_a_list_page() -> None:
