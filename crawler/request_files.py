@@ -570,6 +570,7 @@ class FileFetcher:
         self._without_route = 0  # of them answered 404 for the path: no files route
         self.stopped = False
         self.route_down = False  # files failing one after the other stopped the run's files
+        self._downloads: set[asyncio.Task[FileOutcome]] = set()  # the workers' files in flight
         self.cut_by_the_budget: list[FileToFetch] = []  # files whose download the budget ended
 
     def more(self) -> None:
@@ -639,29 +640,37 @@ class FileFetcher:
                 await self._more.wait()
                 continue
             try:
-                outcome = await before_deadline(self._fetch(file), self._time_left())
+                outcome = await before_deadline(self._download(file), self._time_left())
             except OutOfTime:
                 self.stopped = True  # the file stays to fetch: the next sync reads it whole
                 self.cut_by_the_budget.append(file)
                 return
-            if _route_failing(outcome):
-                if self.stopped:
-                    # In flight when the route was found down: left as it was, to fetch
-                    # next sync, not failed (each sync would add that many files failed
-                    # before, each retried in full on every later sync).
-                    return
-                self._failing += 1
-                # The files left stay to fetch: the run ends partial, the next one goes on.
-                self.route_down = self.stopped = self._failing >= FAILURES_IN_A_ROW
-            elif outcome.error is None:  # the route answered: stored, or 404
-                self._failing = 0
-                self._route_answered = True
-            self._asked += 1
-            if isinstance(outcome.error, AuthenticationError):  # a 403: the others raise
-                self._refused += 1
-            elif isinstance(outcome.error, UnknownRouteError):
-                self._without_route += 1
+            # In flight when the route was found down: left as it was, to fetch next sync,
+            # not failed (each sync would add that many files failed before, each retried in
+            # full on every later sync).
+            if outcome is None or (_route_failing(outcome) and self.stopped):
+                return
+            self._count(outcome)
             await self._writes.put(outcome)
+
+    def _count(self, outcome: FileOutcome) -> None:
+        """Count how a file asked for ended; the files route failing for FAILURES_IN_A_ROW
+        files stops the run's files, and those in flight with them."""
+        if _route_failing(outcome):
+            self._failing += 1
+            # The files left stay to fetch: the run ends partial, the next one goes on.
+            self.route_down = self.stopped = self._failing >= FAILURES_IN_A_ROW
+            if self.route_down:
+                for download in self._downloads:
+                    download.cancel()
+        elif outcome.error is None:  # the route answered: stored, or 404
+            self._failing = 0
+            self._route_answered = True
+        self._asked += 1
+        if isinstance(outcome.error, AuthenticationError):  # a 403: the others raise
+            self._refused += 1
+        elif isinstance(outcome.error, UnknownRouteError):
+            self._without_route += 1
 
     @property
     def key_refused(self) -> bool:
@@ -699,6 +708,22 @@ class FileFetcher:
                 self._claimed_up_to = file.position
                 if self._store.claim_file(file):
                     return file
+
+    async def _download(self, file: FileToFetch) -> FileOutcome | None:
+        """How reading `file` ended, or None when the files route was found down meanwhile
+        (other files failing past their retries): read on to its last retry, a file
+        claimed just before kept the run as long again."""
+        download = asyncio.create_task(self._fetch(file))
+        self._downloads.add(download)
+        try:
+            return await download
+        except asyncio.CancelledError:
+            running = asyncio.current_task()
+            if running is not None and running.cancelling():
+                raise  # the run's, or its budget's
+            return None
+        finally:
+            self._downloads.discard(download)
 
     async def _fetch(self, file: FileToFetch) -> FileOutcome:
         async def save(read: FileRead, chunk: LineChunk) -> None:

@@ -1351,6 +1351,45 @@ async def test_files_in_flight_when_the_files_route_is_found_down_stay_to_fetch(
     assert file_states(db_path) == {"failed": FAILURES_IN_A_ROW, "pending": 12 - FAILURES_IN_A_ROW}
 
 
+async def test_a_file_in_flight_when_the_files_route_is_found_down_is_left_at_once(
+    db_path: Path,
+) -> None:
+    """A file claimed just before the third failure in a row stopped the run's files read
+    on to its last retry: a silent files route kept the run about twice as long as the
+    README says (pass 65B). It is left to fetch, as it stood, at once."""
+    silent_asked, sync_done = asyncio.Event(), asyncio.Event()
+    silent = "file-err-1"
+
+    async def listing(_: web.Request) -> web.Response:
+        return web.json_response(list_body([failed_batch(n) for n in (4, 3, 2, 1)], False))
+
+    async def content(request: web.Request) -> web.StreamResponse:
+        if request.match_info["file_id"] != silent:
+            await silent_asked.wait()  # failing while the silent file is in flight
+            return web.Response(status=503, text="busy")
+        silent_asked.set()
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(error_lines(1))
+        await sync_done.wait()  # then silent until the sync is over
+        return response
+
+    routes = {"/v1/batches": listing, "/v1/files/{file_id}/content": content}
+    async with serving(routes) as url:
+        # Silent, the file is retried after each read timeout, to its last attempt.
+        settings = Settings(
+            db=db_path, base_url=f"{url}/v1", api_key=API_KEY, concurrency=4, read_timeout=2
+        )
+        try:
+            result = await sync(settings, retry=RETRY)
+        finally:
+            sync_done.set()
+    assert not result.complete
+    assert result.warnings[0].startswith(f"{FAILURES_IN_A_ROW} request files in a row failed")
+    assert file_states(db_path) == {"failed": FAILURES_IN_A_ROW, "pending": 1}
+    assert result.retries < RETRY.max_attempts * FAILURES_IN_A_ROW
+
+
 async def test_a_file_out_of_the_keys_reach_fails_alone(db_path: Path) -> None:
     """A 403 on one file ended the run (exit 1) before the files after it, on every sync."""
     refused = {"error": {"message": "Missing scopes: api.files.read", "type": "invalid"}}
