@@ -315,6 +315,14 @@ def test_another_program_holding_the_database_says_so(tmp_path: Path) -> None:
         (["ALTER TABLE batches DROP COLUMN cut_by"], "(no batches.cut_by)"),
         (
             [
+                "ALTER TABLE batches DROP COLUMN ended_by",
+                "DELETE FROM schema_migrations WHERE version > 21",
+                "PRAGMA user_version = 21",
+            ],
+            "(no batches.ended_by)",
+        ),
+        (
+            [
                 "UPDATE schema_migrations SET name = 'request_files' WHERE version = 5",
                 "DELETE FROM schema_migrations WHERE version > 5",
                 "PRAGMA user_version = 5",
@@ -322,7 +330,7 @@ def test_another_program_holding_the_database_says_so(tmp_path: Path) -> None:
             "(migration 5 was request_files)",
         ),
     ],
-    ids=["a column missing", "a migration of another name"],
+    ids=["a column missing", "a column missing, older", "a migration of another name"],
 )
 @pytest.mark.parametrize("command", ["sync", "status"])
 def test_a_database_a_development_build_migrated_otherwise_is_refused_clearly(
@@ -337,12 +345,14 @@ def test_a_database_a_development_build_migrated_otherwise_is_refused_clearly(
     unreleased migration changed after a build applied it): every sync failed on "no such
     column", saying nothing of why. One a branch's build migrated (its migration 5 made
     `batch_files`, this version's 6 does): `sync` failed on "table batch_files already
-    exists", and `status` said to run it."""
+    exists", and `status` said to run it. One at an older schema lacking a column its
+    migration makes now was migrated half-way first, then refused (pass 65B)."""
     db = tmp_path / "b.db"
     assert main(["demo", "--db", str(db), "--batches", "20"]) == 0
     with contextlib.closing(sqlite3.connect(db)) as conn, conn:
         for change in changes:
             conn.execute(change)
+    made = db.read_bytes()
     capsys.readouterr()
     monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
     argv = [command, "--db", str(db)] + (
@@ -352,3 +362,4 @@ def test_a_database_a_development_build_migrated_otherwise_is_refused_clearly(
     err = capsys.readouterr().err
     assert "made by a development build of batch-crawler whose schema differs" in err
     assert f"{said}; sync into a new --db" in err
+    assert db.read_bytes() == made

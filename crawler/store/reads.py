@@ -408,6 +408,7 @@ async def open_reader(path: Path) -> AsyncIterator[Reader]:
     check_file(path, must_exist=True)
     async with connect(path, read_only=True) as (conn, version):
         await check_history(conn, path)
+        await check_columns(conn, path, version)  # no sync could upgrade it
         if version < latest_version():
             raise DatabaseError(
                 f"{path} has an older schema ({version}); run `batch-crawler sync` to upgrade it"

@@ -119,11 +119,13 @@ async def check_history(conn: aiosqlite.Connection, path: Path) -> None:
                 )
 
 
-async def check_columns(conn: aiosqlite.Connection, path: Path) -> None:
-    """Refuse a database lacking a column this version's migrations make: one migrated by a
-    development build whose migration of the same number differed (every sync failed on
-    "no such column")."""
-    for table, columns in sorted(_columns_made_by(tuple(load_migrations())).items()):
+async def check_columns(conn: aiosqlite.Connection, path: Path, version: int | None = None) -> None:
+    """Refuse a database lacking a column this version's migrations make (those up to
+    `version`, before migrating it: migrated on, it failed half-way, changed): one migrated
+    by a development build whose migration of the same number differed (every sync failed
+    on "no such column")."""
+    migrations = tuple(m for m in load_migrations() if version is None or m.version <= version)
+    for table, columns in sorted(_columns_made_by(migrations).items()):
         async with conn.execute(f"PRAGMA table_info({table})") as cur:
             present = {row[1] for row in await cur.fetchall()}
         missing = sorted(columns - present)

@@ -723,6 +723,7 @@ async def open_store(path: Path) -> AsyncIterator[Store]:
         for pragma in _PRAGMAS:
             await conn.execute(pragma)
         await check_history(conn, path)
+        await check_columns(conn, path, version)
         await migrate(conn, version)
         await check_columns(conn, path)
         opened = _identity(path)
