@@ -13,6 +13,7 @@ import contextlib
 import decimal
 import functools
 import html
+import html.entities
 import math
 import re
 import string
@@ -138,10 +139,11 @@ def _mask_spread(text: str, scan: _Scan) -> str:
     in compatible letters (see _views), and decoded (see _Decoded: a gateway quoting an
     upstream's JSON writes a tab between them as `\\t`, of the key's own letters)."""
     spans = [span for view in _views(text) for span in _spread_runs(view, scan)]
-    chains = _decodings(text, scan)
-    if "\\" in text and not scan.escapes_in(text):  # separators escaped: `\t`
-        chains = ((_decoded(text),), *chains)
-    for chain in chains:
+    chains = _decoding_chains(text) if scan.escapes_in(text) else ()
+    if "\\" in text and not chains:  # separators escaped: `\t`
+        chains = ((_decoded(text),),)
+    # Or references (`&#8203;`), whatever they write: what a command shows is short.
+    for chain in (*chains, *_html_chains(text)):
         spans += [_span_written(chain, span) for span in _spread_runs(chain[-1].text, scan)]
     return _masked(text, _joined(spans)) if spans else text
 
@@ -191,16 +193,23 @@ def environment_keys(environ: Mapping[str, str], *named: str) -> tuple[str, ...]
 
 def credentials(login: str | None, password: str | None) -> list[str]:
     """What of a proxy's user name and password is masked as the key is: the password, and
-    a user name long enough to be a token (a short one, "user", is a word); of an e-mail
-    address, what comes before its `@` when it is spelled like a key (a key typed before
-    the organization's domain). An address is a person's or a robot's name, spelled by
-    the organization's own data: masked, metadata and request lines holding it were
-    masked, or left out."""
+    a user name (of an e-mail address, what comes before its `@`) spelled like a token:
+    long enough (a short one, "user", is a word), and mixing letters and digits, or spelled
+    like a key. A person's or a service's name (`CORP\\jane.doe`, `svc-batch-crawler`) is
+    none: spelled by the organization's own data, metadata and request lines holding it
+    were masked, or left out."""
     found = [password] if password else []
-    name, at, _ = (login or "").partition("@")  # as sent: decoded
-    if len(name) >= _IDENTIFYING_RUN and (not at or looks_like_secret(name)):
+    name = (login or "").partition("@")[0]  # as sent: decoded
+    if _spelled_like_a_token(name):
         found.append(name)
     return found
+
+
+def _spelled_like_a_token(name: str) -> bool:
+    if len(name) < _IDENTIFYING_RUN:
+        return False
+    mixed = any(char.isdigit() for char in name) and any(char.isalpha() for char in name)
+    return mixed or looks_like_secret(name)
 
 
 def mask_keys(text: str, keys: Iterable[Secret]) -> str:
@@ -494,6 +503,10 @@ class _Scan:
     encoded_blocks: tuple[str, ...]
     quoted_blocks: tuple[str, ...]
     equals: bool  # the key holds `=` (see unfoldings)
+    # An HTML character reference writing one of the forms' characters (see _html_chains):
+    # others (`&amp;`, `&#8212;` in ordinary text, for a key of letters and digits) leave
+    # no run of it, and decoding them all took a file of model answers 5 times as long.
+    references: tuple[re.Pattern[str], re.Pattern[str]]
 
     def may_hold(self, text: str, json_lines: bool = False) -> bool:
         if self.has_a_block(text):
@@ -520,6 +533,14 @@ class _Scan:
         taken out, and with `=` kept before a break too (the key's own, at a line's end,
         was taken out with the break, and the key stored in two runs each under half)."""
         return (_FOLDS, _FOLDS_KEEPING_EQUALS) if self.equals and "=" in text else (_FOLDS,)
+
+    def referenced_in(self, text: str) -> bool:
+        """Whether `text` may hold a character of the key written as an HTML reference
+        (as written, or with its `&` JSON-escaped, as Go writes it)."""
+        written, escaped = self.references
+        if "&" in text and written.search(text) is not None:
+            return True
+        return "\\u0026" in text and escaped.search(text) is not None
 
     def escapes_in(self, text: str) -> bool:
         """Whether `text` may hold the key escaped in a way the text as written does not
@@ -584,6 +605,7 @@ def _scan(secret: str, run: int, *, in_a_message: bool) -> _Scan:
         not_the_key=re.compile(f"[^{re.escape(alphabet)}]"),
         escapable=bool(escapable),
         equals="=" in secret,
+        references=_references_to(frozenset("".join(forms))),
         escapable_blocks=tuple(block for block in places if escapable.intersection(block)),
         unquoted_blocks=tuple(block for block in places if "%" not in block),
         encoded_blocks=tuple(block for block in places if _BYTES_ESCAPED.search(block)),
@@ -785,9 +807,30 @@ _ESCAPED_BACKSLASH = re.compile(r"\\u005[cC]")
 def _decodings(text: str, scan: _Scan) -> tuple[_Chain, ...]:
     """`text` decoded, where the scan's key may be escaped in it, and decoded again while
     that leaves escapes of what no encoder escapes, and with its HTML character references
-    decoded: each as the decodings leading to it."""
+    decoded where one may write a character of the key: each as the decodings leading to
+    it."""
     chains = _decoding_chains(text) if scan.escapes_in(text) else ()
-    return chains + _html_chains(text)
+    return chains + _html_chains(text) if scan.referenced_in(text) else chains
+
+
+def _references_to(chars: frozenset[str]) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """Patterns finding the HTML references (see _REFERENCE) that write one of `chars`,
+    numeric in any case of hex and any zeros before, or named: their `&` as written, and
+    JSON-escaped."""
+    codes = sorted({ord(char) for char in chars})
+    names = sorted(
+        name for name, value in html.entities.html5.items() if name.endswith(";") and value in chars
+    )
+    numbers = "|".join(str(code) for code in codes)
+    hexes = "|".join(f"{code:x}" for code in codes)
+    named = "".join(f"|{re.escape(name)}" for name in names)
+    numeric = rf"#0*(?:{numbers})(?![0-9])|#[xX]0*(?i:{hexes})(?![0-9a-fA-F])"
+    # Each begins with a literal, which re searches for fast (an alternation of the two
+    # was tried at every character: 20 ns each).
+    return (
+        re.compile(rf"&(?:{numeric}{named})"),
+        re.compile(rf"\\u0026(?:{numeric}{named})"),
+    )
 
 
 # An HTML character reference: numeric, or named and ended by `;` as escapers write them (a

@@ -25,7 +25,7 @@ import unicodedata
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import NoReturn
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, unquote
 
 import pytest
 from aiohttp import web
@@ -1650,6 +1650,23 @@ def test_a_proxy_whose_user_is_an_e_mail_address_on_its_domain_is_no_key(
     assert "holds an API key" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("login", "masked"),
+    [
+        ("CORP%5Calexandra.richardson", False),
+        ("svc-batch-crawler", False),
+        ("0123456789abcdef0123456789abcdef", True),  # a gateway's token as the user name
+        ("customer-hl_8f3k2-zone-static", True),
+    ],
+)
+def test_a_proxy_user_name_is_masked_when_spelled_like_a_token(login: str, masked: bool) -> None:
+    """Any user name of 16 characters or more was masked as a token: a Windows log-in
+    (`CORP\\alexandra.richardson`) or a service's name masked that name in every stored
+    value, and request lines whose custom_id held it were left out (pass 66A)."""
+    secrets = set(proxy_secrets(f"http://{login}:Xx12-pw-9f83kd@127.0.0.1:9"))
+    assert secrets == ({"Xx12-pw-9f83kd", unquote(login)} if masked else {"Xx12-pw-9f83kd"})
+
+
 def test_a_persons_e_mail_address_as_a_proxys_user_name_is_no_secret() -> None:
     """What came before the `@` of a proxy's user name was masked as a token when 16
     characters or more: a corporate proxy logged in with its user's address, and that
@@ -2021,6 +2038,31 @@ def test_ordinary_ampersands_and_references_are_no_key() -> None:
     assert not holds_secret(text, HTML_KEY)
     assert mask_values((text,), HTML_KEY) == (text,)
     assert mask_secret(text, HTML_KEY) == text
+
+
+def test_references_writing_none_of_a_keys_characters_are_not_decoded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Model answers quoting HTML (`&amp;`, `&#8212;`, `&quot;`) were decoded in full for
+    every key: a file of them synced 5 times as slowly with a key at hand (pass 66A). Only
+    references that write a character of the key (`&#115;`, or `&#x73;`: s) are."""
+    decoded: list[str] = []
+
+    class Counted(redact._HtmlDecoded):
+        def __init__(self, written: str) -> None:
+            decoded.append(written)
+            super().__init__(written)
+
+    monkeypatch.setattr(redact, "_HtmlDecoded", Counted)
+    redact._html_chains.cache_clear()
+    ordinary = "Tom &amp; Jerry &lt;b&gt; caf&eacute; &#8212; it&#39;s &quot;fine&quot; " * 50
+    assert not holds_secret(ordinary, PROJECT_KEY)
+    assert mask_values((ordinary,), PROJECT_KEY) == (ordinary,)
+    assert decoded == []
+    for written in ("&#115;", "&#x73;", "&#X0073;"):
+        hostile = f"{ordinary} {written}{PROJECT_KEY[1:]}"
+        assert holds_secret(hostile, PROJECT_KEY), written
+    assert len(decoded) == 3
 
 
 def test_a_text_is_decoded_once_for_every_key(monkeypatch: pytest.MonkeyPatch) -> None:
