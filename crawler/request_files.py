@@ -277,7 +277,8 @@ class _FileLines:
                 # Masked, it could merge with another line's id: left out instead.
                 self.read.ids_holding_the_key += 1
                 self.read.warn(
-                    f"file {file.file_id} line {number}: custom_id holds the API key, not stored"
+                    f"file {file.file_id} line {number}: custom_id holds a secret (a key, a "
+                    "token or a proxy credential), not stored"
                 )
             else:
                 self._chunk.rows.append((number, mask_values(row, secret) if secret else row))

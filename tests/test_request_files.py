@@ -998,7 +998,9 @@ async def test_a_line_holding_part_of_the_key_is_masked_and_a_custom_id_holding_
         result = await sync(settings, retry=fast_retry)
     assert result.request_lines == 1
     assert result.warnings[:2] == tuple(
-        f"file file-err-1 line {n}: custom_id holds the API key, not stored" for n in (2, 3)
+        f"file file-err-1 line {n}: custom_id holds a secret (a key, a token or a proxy "
+        "credential), not stored"
+        for n in (2, 3)
     )
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
         dump = "\n".join(conn.iterdump())
