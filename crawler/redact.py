@@ -835,7 +835,9 @@ def _references_to(chars: frozenset[str]) -> tuple[re.Pattern[str], re.Pattern[s
 
 # An HTML character reference: numeric, or named and ended by `;` as escapers write them (a
 # URL's `&b=2` is none); a name html.unescape does not know is left as written.
-_REFERENCE = re.compile(r"&(?:#[0-9]{1,8};?|#[xX][0-9a-fA-F]{1,8};?|[A-Za-z][A-Za-z0-9]{0,31};)")
+_REFERENCE = re.compile(
+    r"&(?:#0*[0-9]{1,8};?|#[xX]0*[0-9a-fA-F]{1,8};?|[A-Za-z][A-Za-z0-9]{0,31};)"
+)
 
 
 @functools.lru_cache(maxsize=1)  # each scan of each key asks, as for _decoding_chains

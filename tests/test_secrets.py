@@ -2059,10 +2059,10 @@ def test_references_writing_none_of_a_keys_characters_are_not_decoded(
     assert not holds_secret(ordinary, PROJECT_KEY)
     assert mask_values((ordinary,), PROJECT_KEY) == (ordinary,)
     assert decoded == []
-    for written in ("&#115;", "&#x73;", "&#X0073;"):
+    for written in ("&#115;", "&#x73;", "&#X0073;", "&#0000000000115;"):
         hostile = f"{ordinary} {written}{PROJECT_KEY[1:]}"
         assert holds_secret(hostile, PROJECT_KEY), written
-    assert len(decoded) == 3
+    assert len(decoded) == 4
 
 
 def test_a_text_is_decoded_once_for_every_key(monkeypatch: pytest.MonkeyPatch) -> None:
