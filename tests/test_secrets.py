@@ -2045,7 +2045,8 @@ def test_references_writing_none_of_a_keys_characters_are_not_decoded(
 ) -> None:
     """Model answers quoting HTML (`&amp;`, `&#8212;`, `&quot;`) were decoded in full for
     every key: a file of them synced 5 times as slowly with a key at hand (pass 66A). Only
-    references that write a character of the key (`&#115;`, or `&#x73;`: s) are."""
+    references that write a character of the key (`&#115;`, or `&#x73;`: s) are, in any
+    spelling html decodes."""
     decoded: list[str] = []
 
     class Counted(redact._HtmlDecoded):
@@ -2059,9 +2060,9 @@ def test_references_writing_none_of_a_keys_characters_are_not_decoded(
     assert not holds_secret(ordinary, PROJECT_KEY)
     assert mask_values((ordinary,), PROJECT_KEY) == (ordinary,)
     assert decoded == []
-    for written in ("&#115;", "&#x73;", "&#X0073;", "&#0000000000115;"):
-        hostile = f"{ordinary} {written}{PROJECT_KEY[1:]}"
-        assert holds_secret(hostile, PROJECT_KEY), written
+    for spelled in ("&#{:d};", "&#x{:x};", "&#X{:04X};", "&#{:013d};"):
+        written = "".join(spelled.format(ord(char)) for char in PROJECT_KEY)
+        assert holds_secret(f"{ordinary} {written}", PROJECT_KEY), spelled
     assert len(decoded) == 4
 
 
