@@ -14,6 +14,7 @@ import decimal
 import functools
 import html
 import html.entities
+import itertools
 import math
 import re
 import string
@@ -205,11 +206,22 @@ def credentials(login: str | None, password: str | None) -> list[str]:
     return found
 
 
+# Changes between a letter and a digit in a user name that make it a token: about 8 in a
+# random one of 20 letters and digits, 1 in a name with a number.
+_TOKEN_CHANGES = 4
+
+
 def _spelled_like_a_token(name: str) -> bool:
+    """Whether a user name is a token: long enough, its letters and digits mixed as a random
+    token's are (a name's digits stand together: `svc-crawler-01`, `jane.doe2024`), or
+    spelled like a key."""
     if len(name) < _IDENTIFYING_RUN:
         return False
-    mixed = any(char.isdigit() for char in name) and any(char.isalpha() for char in name)
-    return mixed or looks_like_secret(name)
+    changes = sum(
+        one.isalnum() and other.isalnum() and one.isdigit() != other.isdigit()
+        for one, other in itertools.pairwise(name)
+    )
+    return changes >= _TOKEN_CHANGES or looks_like_secret(name)
 
 
 def mask_keys(text: str, keys: Iterable[Secret]) -> str:
@@ -818,8 +830,10 @@ def _references_to(chars: frozenset[str]) -> tuple[re.Pattern[str], re.Pattern[s
     numeric in any case of hex and any zeros before, or named: their `&` as written, and
     JSON-escaped."""
     codes = sorted({ord(char) for char in chars})
-    names = sorted(
-        name for name, value in html.entities.html5.items() if name.endswith(";") and value in chars
+    names = sorted(  # `&fjlig;` writes two letters
+        name
+        for name, value in html.entities.html5.items()
+        if name.endswith(";") and chars.issuperset(value)
     )
     numbers = "|".join(str(code) for code in codes)
     hexes = "|".join(f"{code:x}" for code in codes)
@@ -829,7 +843,7 @@ def _references_to(chars: frozenset[str]) -> tuple[re.Pattern[str], re.Pattern[s
     # was tried at every character: 20 ns each).
     return (
         re.compile(rf"&(?:{numeric}{named})"),
-        re.compile(rf"\\u0026(?:{numeric}{named})"),
+        re.compile(rf"\\u0026(?:{numeric}{named}|\\+u0023)"),  # `#` escaped too
     )
 
 

@@ -1655,6 +1655,9 @@ def test_a_proxy_whose_user_is_an_e_mail_address_on_its_domain_is_no_key(
     [
         ("CORP%5Calexandra.richardson", False),
         ("svc-batch-crawler", False),
+        ("svc-batch-crawler-01", False),
+        ("CORP%5Csvc_crawler_prod1", False),
+        ("jane.doe.contractor2024%40corp.example", False),
         ("0123456789abcdef0123456789abcdef", True),  # a gateway's token as the user name
         ("customer-hl_8f3k2-zone-static", True),
     ],
@@ -2029,6 +2032,25 @@ def test_a_key_written_with_any_html_references_is_masked(
     assert holds_secret(text, HTML_KEY)
     assert mask_values((text,), HTML_KEY) == (masked,)
     assert mask_secret(text, HTML_KEY) == masked
+
+
+@pytest.mark.parametrize(
+    "spelled",
+    [
+        lambda key: key.replace("fj", "&fjlig;"),  # one reference writing two letters
+        lambda key: "".join(f"\\u0026\\u0023{ord(char)};" for char in key),  # `&#` escaped
+    ],
+    ids=["two letters", "& and # JSON-escaped"],
+)
+def test_a_key_behind_the_references_of_no_one_character_is_masked(
+    spelled: Callable[[str], str],
+) -> None:
+    """The references searched for were those writing one of the key's characters: one
+    writing two (`&fjlig;`), or written with `&#` JSON-escaped, hid a key (pass 67A)."""
+    key = "sk-proj-A1b2C3d4E5g6H7k8L9mfjR4s5T6u7V8w9X0y1Z2a3B4c5D6e"
+    text = f"Invalid key: {spelled(key)} refused"
+    assert holds_secret(text, key)
+    assert mask_values((text,), key) == ("Invalid key: *** refused",)
 
 
 def test_ordinary_ampersands_and_references_are_no_key() -> None:
