@@ -552,7 +552,7 @@ class _Scan:
         written, escaped = self.references
         if "&" in text and written.search(text) is not None:
             return True
-        return "\\u0026" in text and escaped.search(text) is not None
+        return _escapes_latin(text) and escaped.search(text) is not None
 
     def escapes_in(self, text: str) -> bool:
         """Whether `text` may hold the key escaped in a way the text as written does not
@@ -642,7 +642,14 @@ _UNESCAPED_ESCAPED = re.compile(
 def _escapes_the_unescaped(text: str) -> bool:
     """Whether `text` escapes a character no encoder escapes (a key's letter as `\\u0073`):
     the key is then searched for decoded whatever its characters."""
-    return "\\u00" in text and _UNESCAPED_ESCAPED.search(text) is not None
+    return _escapes_latin(text) and _UNESCAPED_ESCAPED.search(text) is not None
+
+
+@functools.lru_cache(maxsize=1)  # asked of a text by each scan, for two things
+def _escapes_latin(text: str) -> bool:
+    """Whether `text` holds an escape `\\u00XX`: searched for whole, a page's backslashes
+    make that take a third of a page's search for a key."""
+    return "\\u00" in text
 
 
 def _secret_forms(secret: str) -> set[str]:
@@ -867,13 +874,18 @@ def _html_chains(text: str) -> tuple[_Chain, ...]:
         view = _HtmlDecoded(text)
         if view.text != text:
             chains.append((view,))
-    if "\\" in text and (references or "\\u0026" in text):  # Go's JSON writes `&` so
+    if "\\" in text and (references or _holds_an_escaped_ampersand(text)):
         first = _decoded(text)
         if first.text != text and _REFERENCE.search(first.text) is not None:
             view = _HtmlDecoded(first.text)
             if view.text != first.text:
                 chains.append((first, view))
     return tuple(chains)
+
+
+def _holds_an_escaped_ampersand(text: str) -> bool:
+    """Whether `text` holds `&` JSON-escaped, as Go writes it."""
+    return _escapes_latin(text) and "\\u0026" in text
 
 
 def _is_html(chain: _Chain) -> bool:
