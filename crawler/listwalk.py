@@ -88,6 +88,7 @@ class WalkEnd:
 
     complete: bool
     error: CrawlerError | None = None
+    walk: WalkState | None = None  # to commit, where no page carries it (see after_gone)
 
 
 PageQueue = asyncio.Queue["tuple[WalkStep, WalkState | None] | WalkEnd"]
@@ -111,8 +112,12 @@ class ListWalk:
     walk_targets: set[str]
     stored_mark: int  # the store's last rowid when the run began (see Store.stored_by)
     last_step: WalkStep | None = None
+    unsaved_walk: WalkState | None = None  # for the writer to commit (see after_gone)
     # Cursors found gone from the list this run, each followed by a walk from the top.
     restarted_for: list[str] = field(default_factory=list)
+    # What the page listing the walk's cursor was asked after (None: the top), once this
+    # run read it: a resumed walk's cursor was listed on a page of an earlier run.
+    holder: tuple[str | None] | None = None
     pages_read: int = 0  # by the run: its first is read whatever the budget
     first_an_empty_end: bool = False  # asked for again (see is_an_empty_end), free too
     asked_after: str | None = None  # the cursor of the last list request
@@ -136,26 +141,20 @@ class ListWalk:
             while not walk.finished:
                 try:
                     walk, fetched, spent = await self.walk_segment(walk, queue, fetched)
-                except UnknownCursorError:
-                    # Whether the segment began at the top or after a cursor.
-                    if not self.may_restart(self.asked_after):
-                        raise
-                    walk = self.restart_segment(walk, self.asked_after)
-                    continue
                 except ApiError as exc:
                     if await self.failed_past_the_end_again(exc, walk):
                         walk = ended_walk(walk, walk.head_id, from_top=False)
                         continue
-                    # The API may say an unknown cursor other ways: 404, a 400 naming no
-                    # parameter, or failing. Asked by id, a cursor batch that is gone says so.
-                    if not isinstance(exc, _MAY_SAY_AN_UNKNOWN_CURSOR) or not (
-                        await self.cursor_vanished(exc, walk.cursor)
-                    ):
+                    gone = self.asked_after
+                    if gone is None or not await self.cursor_vanished(exc, walk.cursor):
                         raise
-                    walk = self.restart_segment(walk, self.asked_after)
-                    continue
+                    restarted = self.after_gone(walk, gone)
+                    if restarted is not None:
+                        walk = restarted
+                        continue
+                    spent = True
                 if spent:
-                    await queue.put(WalkEnd(complete=False))
+                    await queue.put(WalkEnd(complete=False, walk=self.unsaved_walk))
                     return
             self.walk_targets &= self.to_refresh
             complete = True
@@ -205,9 +204,7 @@ class ListWalk:
             pages_past_stop=walk.pages_past_stop,
         )
         resumed = walk.cursor is not None
-        # What the page listing a step's cursor was asked after (None: the top), once this
-        # run read it: a resumed walk's cursor was listed on a page of an earlier run.
-        holder: tuple[str | None] | None = None
+        self.holder = None
         async with contextlib.aclosing(steps):
             async for step in steps:
                 # Once a cursor: a server whose by-id route cannot confirm any (none, or
@@ -216,20 +213,12 @@ class ListWalk:
                     may_be_a_vanished_cursor(step, resumed=resumed)
                     and step.cursor is not None
                     and step.cursor not in self.restarted_for
-                    and not await self.cursor_listed(step.cursor, holder)
+                    and not await self.cursor_listed(step.cursor, self.holder)
                 ):
-                    if self.may_restart(step.cursor):
-                        return self.restart_segment(walk, step.cursor), fetched, False
-                    # Ended there, the batches below would wait for a `--full`: the next
-                    # run resumes from the cursor, and confirms it again.
-                    self.note(
-                        f"the cursor {step.cursor} seems gone from the list too, after "
-                        f"{RESTARTS} walks from the top this run: the walk stopped there, "
-                        "and the next sync goes on"
-                    )
-                    return walk, fetched, True
+                    restarted = self.after_gone(walk, step.cursor)
+                    return restarted or walk, fetched, restarted is None
                 resumed = False
-                holder = (walk.cursor,)
+                self.holder = (walk.cursor,)
                 walk = advance_walk(walk, step, from_top)
                 self.last_step = step
                 self.to_refresh.difference_update(b["id"] for b in step.page.batches)
@@ -286,14 +275,32 @@ class ListWalk:
         cursor = self.asked_after
         if cursor is None or not self.may_restart(cursor) or isinstance(error, UnknownRouteError):
             return False
+        if isinstance(error, UnknownCursorError):
+            return True
+        if not isinstance(error, _MAY_SAY_AN_UNKNOWN_CURSOR):
+            return False
         if cursor == resumed_from and isinstance(error, BadRequestError):
             return True
         try:
-            # Only a plain "no such batch" says so: in an outage this request fails too, and
-            # asked once, since the list request has just spent its retries.
-            return await self.fetch_batch(cursor, attempts=1) is None
+            # Asked once, since the list request has just spent its retries.
+            if await self.fetch_batch(cursor, attempts=1) is None:
+                return True
+        except ApiError:
+            pass  # refused or failing by id: the page that listed it says
+        return await self.left_its_page(cursor)
+
+    async def left_its_page(self, cursor: str) -> bool:
+        """Whether the page that listed `cursor` this run, read again, no longer does: a
+        batch may leave the list while answered by id, and a server answer `after` it with a
+        404 or a 500 (every sync failed there). False where no page of this run listed it,
+        or reading it fails: in an outage, the walk is not begun again."""
+        if self.holder is None:
+            return False
+        try:
+            page = await self.fetch_page(self.holder[0], self.page_size, attempts=1)
         except ApiError:
             return False
+        return all(batch["id"] != cursor for batch in page.batches)
 
     async def cursor_listed(self, cursor: str, holder: tuple[str | None] | None) -> bool:
         """Whether the batch a cursor names is still listed: it exists, and the page that
@@ -323,8 +330,8 @@ class ListWalk:
 
     async def failed_past_the_end_again(self, error: ApiError, walk: WalkState) -> bool:
         """Whether the run's first request, after a page said to be the list's last whose
-        check failed on an earlier run (`walk.end_unchecked`), failed too while the list's
-        top answers: it is the end. A gateway that cannot page past the end of the list
+        check failed or was cut on an earlier run (`walk.end_unchecked`), failed too while
+        the list's top answers: it is the end. A gateway that cannot page past the end of the list
         fails that request on every run, and every later sync failed there, never walking
         from the top nor refreshing a batch; failed on two runs in a row, the list's end
         is trusted, with a warning."""
@@ -333,33 +340,38 @@ class ListWalk:
         if self.asked_after != walk.cursor:
             return False
         try:
-            await self.client.fetch_page(None, 1, attempts=1)
+            await before_deadline(self.client.fetch_page(None, 1, attempts=1), self.time_left())
         except ApiError:
             return False  # down, or the key refused: not the cursor's fault
         self.note(
             f"the page ending at {walk.cursor} said it was the list's last, and asking after "
-            f"it failed on this run and the last ({error}) while the list's top answers: took "
-            "it as the end (`sync --full` walks the whole list again)"
+            f"it failed on this run ({error}) as on the last while the list's top answers: "
+            "took it as the end (`sync --full` walks the whole list again)"
         )
         return True
 
-    def restart_segment(self, walk: WalkState, gone: str | None) -> WalkState:
-        """A cursor (`gone`) names a batch the API no longer lists: walk from the top."""
-        walk, warning = restart_from_top(walk, gone)
-        self.note(warning)
-        if gone is not None:
+    def after_gone(self, walk: WalkState, gone: str) -> WalkState | None:
+        """A cursor (`gone`) names a batch the API no longer lists: the walk from the top,
+        or None once RESTARTS were made this run. The run then stops, partial, and the next
+        walks from the top (`unsaved_walk`): resumed after `gone`, it confirmed it by id
+        alone, and ended there, above batches never stored."""
+        restarted, warning = restart_from_top(walk, gone)
+        if len(self.restarted_for) < RESTARTS:
+            self.note(warning)
             self.restarted_for.append(gone)
-        return walk
+            return restarted
+        self.note(
+            f"the cursor {gone} seems gone from the list too, after {RESTARTS} walks from the "
+            "top this run: the run stopped there, and the next sync walks from the top"
+        )
+        self.unsaved_walk = restarted
+        return None
 
     def may_restart(self, gone: str | None) -> bool:
         """Whether a cursor gone from the list (`gone`) may start the walk from the top
         again: not one of the top, nor one already gone this run (a walk from the top that
-        ends there again has ended), RESTARTS times a run at most."""
-        return (
-            gone is not None
-            and gone not in self.restarted_for
-            and len(self.restarted_for) < RESTARTS
-        )
+        ends there again has ended)."""
+        return gone is not None and gone not in self.restarted_for
 
     async def visit_targets(self, order: Sequence[str], queue: PageQueue, fetched: int) -> None:
         """Read the walk targets where the list holds them, in `order`, leaving the walk

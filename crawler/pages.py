@@ -176,8 +176,8 @@ class WalkStep:
     # walk_pages): a few pages at most, read past a page budget.
     tied: bool = False
     pages_past_stop: int | None = None  # None: the stop not met yet
-    # The page said it was the list's last, and the request after it failed (see
-    # WalkState.end_unchecked).
+    # The page said it was the list's last, and the request after it failed, or the time
+    # budget cut it (see WalkState.end_unchecked).
     end_unchecked: bool = False
 
 
@@ -295,7 +295,7 @@ async def walk_pages(
                 seen.add(following)
         warnings = tuple(note for note in notes if note)
         past = tie_pages if met_stop else None
-        unchecked = isinstance(failed, ApiError)
+        unchecked = failed is not None
         cursor_now = page.next_after or cursor
         yield WalkStep(page, cursor_now, following is None, warnings, tied, past, unchecked)
         if failed is not None:

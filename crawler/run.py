@@ -172,6 +172,8 @@ class Run:
         while True:
             item = await queue.get()
             if isinstance(item, WalkEnd):
+                if item.walk is not None:
+                    await self.store.save_walk(item.walk)
                 self.tell_pages()
                 if item.error is not None:
                     raise item.error

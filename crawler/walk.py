@@ -40,7 +40,8 @@ class WalkState:
     # next run goes on as the same walk, and ends it (see advance_walk).
     pages_past_stop: int | None = None
     # The page ending at `cursor` said it was the list's last, and the request after it
-    # failed: the next run takes that failure again as the end (see ListWalk.run).
+    # failed, or was cut by the time budget: the next run takes a failure of it as the end
+    # (see ListWalk.failed_past_the_end_again).
     end_unchecked: bool = False
 
 

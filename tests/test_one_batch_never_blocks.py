@@ -468,49 +468,74 @@ async def test_a_cursor_gone_in_a_walk_from_the_top_restarts_it_once(
 
 
 class ShrinkingList:
-    """A list of numbered batches that loses the last batch of a page once it is served,
-    as the numbers `vanishing` name, in order; `after` a batch it no longer knows answers
-    an empty page (as some compatible servers do), and by id a 404."""
+    """A list of numbered batches that loses each batch `vanishing` names, in order, as the
+    page after it is first asked for. `after` a batch it no longer lists answers as
+    `unknown_after` says (an empty page, as some compatible servers do, or an error); by
+    id, such a batch answers 404, or (`kept`) as before: it left the list alone."""
 
-    def __init__(self, numbers: list[int], vanishing: list[int]) -> None:
+    def __init__(
+        self, numbers: list[int], vanishing: list[int], unknown_after: str, *, kept: bool
+    ) -> None:
         self.listed = [make_batch(n) for n in numbers]
+        self.every = {batch["id"]: batch for batch in self.listed}
         self.vanishing = [make_batch(n)["id"] for n in vanishing]
+        self.unknown_after = unknown_after
+        self.kept = kept
 
     def serve(self, mock: aioresponses) -> None:
         mock.get(re.compile(r"^.*/batches\?.*$"), callback=self.page, repeat=True)
         mock.get(re.compile(r"^.*/batches/\w+$"), callback=self.by_id, repeat=True)
 
     def page(self, url: URL, **_: Any) -> CallbackResult:
-        ids = [batch["id"] for batch in self.listed]
         after, limit = url.query.get("after"), int(url.query["limit"])
+        if self.vanishing and after == self.vanishing[0]:
+            self.listed.remove(self.every[after])
+            del self.vanishing[0]
+        ids = [batch["id"] for batch in self.listed]
         if after is not None and after not in ids:
-            return CallbackResult(payload=list_body([], False))
+            if self.unknown_after == "empty":
+                return CallbackResult(payload=list_body([], False))
+            status = int(self.unknown_after)
+            error = {"message": "Invalid 'after'", "type": "invalid_request_error"}
+            return CallbackResult(status=status, payload={"error": {**error, "param": "after"}})
         start = 0 if after is None else ids.index(after) + 1
         chunk = self.listed[start : start + limit]
-        if chunk and self.vanishing and chunk[-1]["id"] == self.vanishing[0]:
-            self.listed.remove(chunk[-1])
-            del self.vanishing[0]
         return CallbackResult(payload=list_body(chunk, start + limit < len(ids)))
 
     def by_id(self, url: URL, **_: Any) -> CallbackResult:
-        for batch in self.listed:
-            if batch["id"] == url.name:
-                return CallbackResult(payload=batch)
+        known = self.every if self.kept else {batch["id"]: batch for batch in self.listed}
+        if url.name in known:
+            return CallbackResult(payload=known[url.name])
         return CallbackResult(status=404, payload=not_found("batch_not_found"))
 
 
 @pytest.mark.parametrize(
-    ("vanishing", "runs"), [([7, 6], 1), ([9, 8, 7, 6], 2)], ids=["two", "four"]
+    ("unknown_after", "vanishing", "kept"),
+    [
+        ("empty", [7, 6], False),
+        ("empty", [9, 8, 7, 6], True),
+        ("400", [9, 8, 7, 6], True),
+        ("404", [7, 6], True),
+        ("500", [7, 6], True),
+    ],
+    ids=["two", "four, kept by id", "four refused", "404 after, kept by id", "500 after"],
 )
 async def test_cursors_gone_one_after_another_each_restart_the_walk(
-    settings: Settings, fast_retry: RetryPolicy, vanishing: list[int], runs: int
+    settings: Settings,
+    fast_retry: RetryPolicy,
+    unknown_after: str,
+    vanishing: list[int],
+    kept: bool,
 ) -> None:
-    """Batches leave the list as it is walked, each the cursor of the next request, which
-    an empty page answers. The walk restarted from the top once a run: at the second, it
-    ended there, complete and with no word, the batches below left to a `--full` (pass
-    64B). It restarts once a cursor, three times a run; a fourth cursor gone stops the
-    run there, partial, and the next run goes on."""
-    api = ShrinkingList(list(range(10, 0, -1)), vanishing)
+    """Batches leave the list as it is walked, each the cursor of the next request. The
+    walk restarted from the top once a run: at the second, it ended there, complete and
+    with no word, the batches below left to a `--full` (pass 64B). It restarts once a
+    cursor, three times a run; a fourth cursor gone stops the run there, partial, and the
+    next run walks from the top: resumed from the cursor, answered by id, it ended there,
+    and a 400 failed the run (pass 66B). Answered 404 or 500 after, the cursor answering by
+    id, the page that listed it is read again (every sync failed there: pass 66B)."""
+    api = ShrinkingList(list(range(10, 0, -1)), vanishing, unknown_after, kept=kept)
+    runs = 1 + (len(vanishing) > 3)
     results = []
     with aioresponses() as mock:
         api.serve(mock)
@@ -522,7 +547,7 @@ async def test_cursors_gone_one_after_another_each_restart_the_walk(
     if runs > 1:
         assert results[0].warnings[-1] == (
             f"the cursor {make_batch(6)['id']} seems gone from the list too, after 3 walks "
-            "from the top this run: the walk stopped there, and the next sync goes on"
+            "from the top this run: the run stopped there, and the next sync walks from the top"
         )
     with contextlib.closing(sqlite3.connect(settings.db)) as conn:
         stored = {row[0] for row in conn.execute("SELECT id FROM batches")}

@@ -570,18 +570,25 @@ async def test_a_server_ignoring_after_ends_the_walk_on_a_page_said_to_be_the_la
     assert stored_ids(settings.db) == (ids(3, 2, 1) if stored_before else ids(3, 2))
 
 
+@pytest.mark.parametrize("cut", [False, True], ids=["failed", "cut by the budget"])
 @pytest.mark.parametrize("top_answers", [True, False], ids=["the top answers", "down"])
 async def test_a_check_after_the_last_page_failing_on_two_runs_is_taken_as_the_end(
-    settings: Settings, fast_retry: RetryPolicy, top_answers: bool
+    settings: Settings, fast_retry: RetryPolicy, top_answers: bool, cut: bool
 ) -> None:
     """A gateway that cannot page past its list's end fails the check after a full page
     said to be the last on every run. Every later sync failed there, at the resumed walk's
     first request, never walking from the top nor refreshing a batch in flight (passes
     64A/B). Failed on a second run while the list's top answers, the end is trusted, with
-    a warning; with the top failing too, the API is down: the run fails, as before."""
+    a warning; with the top failing too, the API is down: the run fails, as before. So
+    when the time budget cut the first run's check (pass 66B)."""
     after_one = f"{BASE_URL}/batches?limit=2&after={make_batch(1)['id']}"
     failure = {"error": {"message": "upstream failed", "type": "server_error", "code": None}}
     in_flight = make_batch(2, status="in_progress")
+    clock = Clock()
+
+    def a_minute_passes(_url: object, **_request: object) -> None:
+        clock.now += 60
+
     with aioresponses() as mock:
         mock.get(
             f"{BASE_URL}/batches?limit=2", payload=list_body([make_batch(4), make_batch(3)], True)
@@ -589,11 +596,16 @@ async def test_a_check_after_the_last_page_failing_on_two_runs_is_taken_as_the_e
         mock.get(
             f"{BASE_URL}/batches?limit=2&after={make_batch(3)['id']}",
             payload=list_body([in_flight, make_batch(1)], False),
+            callback=a_minute_passes if cut else None,
         )
         mock.get(after_one, status=500, payload=failure, repeat=True)
         mock.get(f"{BASE_URL}/batches/{make_batch(1)['id']}", payload=make_batch(1))
-        with pytest.raises(ServerError):
-            await sync(settings, retry=fast_retry)
+        if cut:
+            budget = dataclasses.replace(settings, max_seconds=30)
+            assert not (await sync(budget, retry=fast_retry, clock=clock)).complete
+        else:
+            with pytest.raises(ServerError):
+                await sync(settings, retry=fast_retry)
     assert stored_ids(settings.db) == ids(4, 3, 2, 1)
     assert f"walk: unfinished at {make_batch(1)['id']}, on a page said to be the list's last" in (
         format_status(await read_status(settings.db))
@@ -616,7 +628,7 @@ async def test_a_check_after_the_last_page_failing_on_two_runs_is_taken_as_the_e
     (warning,) = second.warnings
     assert warning.startswith(
         f"the page ending at {make_batch(1)['id']} said it was the list's last, and asking "
-        "after it failed on this run and the last (API error 500"
+        "after it failed on this run (API error 500"
     )
     assert stored_ids(settings.db) == ids(5, 4, 3, 2, 1)
     assert batch_status(settings.db, in_flight["id"]) == "completed"
@@ -627,6 +639,37 @@ async def test_a_check_after_the_last_page_failing_on_two_runs_is_taken_as_the_e
         third = await sync(settings, retry=fast_retry)
     assert third.complete, third.error
     assert third.warnings == ()
+
+
+async def test_the_top_asked_before_taking_the_end_waits_on_the_time_budget(
+    settings: Settings, fast_retry: RetryPolicy
+) -> None:
+    """The ask of the list's top, before a second failure after a page said to be the
+    last is taken as the end, was made past `--max-seconds`: a silent top kept a run of
+    5 s for 58 (pass 66B). Cut, the run stops partial, the end not taken."""
+    after_one = f"{BASE_URL}/batches?limit=2&after={make_batch(1)['id']}"
+    failure = {"error": {"message": "upstream failed", "type": "server_error", "code": None}}
+    clock = Clock()
+
+    def a_minute_passes(_url: object, **_request: object) -> None:
+        clock.now += 60
+
+    with aioresponses() as mock:
+        api = FakeList(mock, [4, 3, 2, 1], 2)
+        api.serve(None)
+        api.serve(3)
+        mock.get(after_one, status=500, payload=failure, repeat=True)
+        mock.get(f"{BASE_URL}/batches/{make_batch(1)['id']}", payload=make_batch(1))
+        with pytest.raises(ServerError):
+            await sync(settings, retry=fast_retry)
+    budget = dataclasses.replace(settings, max_seconds=30)
+    with aioresponses() as mock:
+        mock.get(after_one, status=500, payload=failure, callback=a_minute_passes, repeat=True)
+        mock.get(f"{BASE_URL}/batches?limit=1", payload=list_body([make_batch(4)], True))
+        result = await sync(budget, retry=fast_retry, clock=clock)
+    assert not result.complete
+    assert result.warnings == ()
+    assert walk_row(settings.db)[0] == make_batch(1)["id"]
 
 
 @pytest.mark.parametrize("status", [400, 503, 200])
