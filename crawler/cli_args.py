@@ -13,7 +13,7 @@ from .config import ENV_AZURE_KEY, ENV_LOG_FORMAT, Settings, environment_proxies
 from .errors import EXIT_USAGE, ConfigError
 from .events import failure_event
 from .fake import BAD_PAGE_MODES, BROKEN_PAGINATION_MODES, FLAVORS, ID_STYLES
-from .redact import environment_keys, looks_like_secret, mask_keys
+from .redact import environment_keys, holds_a_key_like_word, mask_keys
 from .setting_rules import LOG_FORMATS, Rule, integer_rule, number_rule, setting_rule, shown
 
 
@@ -28,9 +28,10 @@ class Parser(argparse.ArgumentParser):
         # argparse quotes what it refused (an invalid choice): a key pasted there is not shown.
         # Quoted as Python does, a value holding both quote marks has its ' escaped.
         message = message.replace("\\'", "'")
+        # A key may stand inside a word (`--api-key=KEY`, `KEY,`, `"KEY"`): any word holding
+        # one is not shown.
         words = (
-            shown(word.strip("'")) if looks_like_secret(word.strip("'")) else word
-            for word in message.split(" ")
+            shown(word) if holds_a_key_like_word(word) else word for word in message.split(" ")
         )
         line = mask_keys(f"{self.prog}: error: {' '.join(words)} (see --help)", keys_at_hand())
         if Parser.json_errors:

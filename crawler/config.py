@@ -17,6 +17,7 @@ from .errors import ConfigError
 from .redact import (
     credentials,
     has_a_key_prefixed_word,
+    holds_a_key_like_word,
     holds_secret_in_any_form,
     looks_like_secret,
     mask_error,
@@ -268,7 +269,8 @@ def _check_config_keys(path: Path, data: dict[str, Any]) -> None:
     unknown = sorted(set(data) - {*CONFIG_KEYS, "accounts"})
     if unknown:
         raise ConfigError(
-            f"config file {path}: unknown key {unknown[0]!r} (known keys: {', '.join(CONFIG_KEYS)})"
+            f"config file {path}: unknown key {_name_shown(unknown[0])} (known keys: "
+            f"{', '.join(CONFIG_KEYS)})"
         )
     if "accounts" in data:
         _check_account_tables(path, data["accounts"])
@@ -306,15 +308,24 @@ def _check_account_tables(path: Path, tables: Any) -> None:
         )
     for name, table in tables.items():
         problem = account_name_problem(name)
+        table_name = "NAME" if holds_a_key_like_word(name) else name
         if problem:
-            table_name = "NAME" if looks_like_secret(name) else name
             raise ConfigError(f"config file {path}: [accounts.{table_name}]: {problem}")
         unknown = sorted(set(table) - set(ACCOUNT_KEYS))
         if unknown:
             raise ConfigError(
-                f"config file {path}: [accounts.{name}]: unknown key {unknown[0]!r} (an account "
-                f"may set: {', '.join(ACCOUNT_KEYS)})"
+                f"config file {path}: [accounts.{table_name}]: unknown key "
+                f"{_name_shown(unknown[0])} (an account may set: {', '.join(ACCOUNT_KEYS)})"
             )
+
+
+def _name_shown(name: str) -> str:
+    """A setting's name as a message quotes it: a key pasted as one is not shown."""
+    return (
+        "(a name not shown here: it may hold a secret)"
+        if holds_a_key_like_word(name)
+        else repr(name)
+    )
 
 
 def load_settings(

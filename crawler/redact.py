@@ -177,17 +177,23 @@ def mask_key_like(text: str) -> str:
     return _KEY_LIKE.sub(_MASK, text)
 
 
+# Variables named as ids and commits (GITHUB_SHA, CIRCLE_SHA1, GIT_COMMIT, Azure Pipelines'
+# BUILD_SOURCEVERSION): their values are spelled as keys are (hex), and named after.
+_NAMED_AS_NO_KEY = re.compile(r"(?:_ID|SHA1?|COMMIT|REVISION|SOURCEVERSION)$")
+
+
 def environment_keys(environ: Mapping[str, str], *named: str) -> tuple[str, ...]:
     """The keys `environ` may hold: the values of the variables `named` (the default keys',
     OpenAI's and Azure's, whatever their shape: a local server's token may look like no
     key) and every value spelled like a key (the key under whatever name `api_key_env`
-    gives it), but those of variables named as ids: an account id of 32 hex digits is
-    spelled as Azure's keys are, and a gateway's URL holding it (Cloudflare's AI Gateway)
-    was refused as holding a key."""
+    gives it), but those of variables named as ids or commits: an account id of 32 hex
+    digits is spelled as Azure's keys are, and a gateway's URL holding it (Cloudflare's AI
+    Gateway) was refused as holding a key; so was a CI job's database named after its
+    commit (GITHUB_SHA, CI_COMMIT_SHA)."""
     values = {
         value.strip()
         for name, value in environ.items()
-        if looks_like_secret(value.strip()) and not name.upper().endswith("_ID")
+        if looks_like_secret(value.strip()) and _NAMED_AS_NO_KEY.search(name.upper()) is None
     }
     return tuple(sorted(values | {environ.get(name, "").strip() for name in named} - {""}))
 

@@ -66,8 +66,8 @@ def build_api_error(
         message = f"HTTP {status}"
     if status == 407:  # from a proxy, not the API: one the environment names, or on the way
         message += (
-            " (a proxy asks for a user and password: give them in HTTPS_PROXY or HTTP_PROXY,"
-            " as http://user:password@host:port)"
+            " (a proxy asks for a user and password: give them, or check them, in HTTPS_PROXY"
+            " or HTTP_PROXY, as http://user:password@host:port)"
         )
     text = f"API error {status}" + (f" ({code})" if code else "") + f": {message} [GET {url}]"
     text = mask_secret(text, secret)

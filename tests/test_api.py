@@ -379,7 +379,9 @@ def test_a_proxy_refusing_its_credentials_is_said_so() -> None:
     """It read `API error 407: HTTP 407`, nothing saying the proxy refused; then, with no
     proxy set (one on the way answering), to check a user and password nowhere given."""
     error = build_api_error(407, b"<html>denied</html>", {}, "http://h/v1/batches")
-    assert "a proxy asks for a user and password: give them in HTTPS_PROXY" in str(error)
+    assert "a proxy asks for a user and password: give them, or check them, in HTTPS_PROXY" in (
+        str(error)
+    )
 
 
 def test_html_error_body_gives_the_status() -> None:

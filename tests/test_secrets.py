@@ -1572,6 +1572,68 @@ def test_an_id_in_the_environment_spelled_like_a_key_is_none(
     cli._check_urls([Settings(base_url=gateway, api_key=PROJECT_KEY)], keys)
 
 
+@pytest.mark.parametrize("variable", ["GITHUB_SHA", "CI_COMMIT_SHA", "CIRCLE_SHA1", "GIT_COMMIT"])
+def test_a_ci_jobs_commit_in_the_environment_is_no_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    """A commit's 40 hex digits counted as a key at hand: a CI job's database named after
+    its commit was refused as holding an API key (pass 68A)."""
+    commit = "3f786850e387550fdab836ed7e6dc881de23001b"
+    monkeypatch.setenv(variable, commit)
+    assert commit not in cli_args.keys_at_hand()
+    db = tmp_path / f"run-{commit}.db"
+    assert main(["demo", "--db", str(db), "--batches", "5"]) == 0
+
+
+KEY_LIKE = "gsk_Q7wErTy8UiOp2AsDfGh5JkLzXcVb9NmQwE3rTy6UiOp1AsDfGh4JkLzX"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sync", f"--api-key={KEY_LIKE}"],
+        ["sync", f"OPENAI_API_KEY={KEY_LIKE}"],
+        ["sync", f"{KEY_LIKE},"],
+        ["sync", f'"{KEY_LIKE}"'],
+        ["sync", f"--a={KEY_LIKE}"],
+        ["fake-api", "--seed", f"{KEY_LIKE},"],
+    ],
+    ids=["--flag=KEY", "NAME=KEY", "KEY,", "quoted", "ambiguous", "a bad value"],
+)
+def test_a_key_inside_a_word_of_the_command_line_is_not_said_back(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """argparse's errors were searched for keys word by word, whole: a key next to `=`, a
+    comma or quotes (one not at hand: no variable holds it) was shown (pass 68A)."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert KEY_LIKE[:16] not in err
+    assert "not shown here" in err
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        '[accounts."team 9f8e7d6c5b4a39281706f5e4d3c2b1a0"]\nbase_url = "http://127.0.0.1:9/v1"\n',
+        "9f8e7d6c5b4a39281706f5e4d3c2b1a0 = 1\n",
+        "[accounts.a9f8e7d6c5b4a39281706f5e4d3c2b1a0]\nbogus = 1\n",
+    ],
+    ids=["an account's name", "a setting's name", "an account named so, a bad setting"],
+)
+def test_a_key_as_a_name_in_a_config_file_is_not_said_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], config: str
+) -> None:
+    """An account or a setting named by a key was said back in the error naming it, the
+    value check looking at whole names alone (pass 68A)."""
+    path = tmp_path / "c.toml"
+    path.write_text(config)
+    assert main(["sync", "--config", str(path), "--db", str(tmp_path / "b.db")]) == 2
+    assert "9f8e7d6c5b4a39281706" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "spelled",
     [str, percent_encoded, lambda text: percent_encoded(percent_encoded(text)), full_width],
