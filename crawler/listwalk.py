@@ -112,7 +112,10 @@ class ListWalk:
     walk_targets: set[str]
     stored_mark: int  # the store's last rowid when the run began (see Store.stored_by)
     last_step: WalkStep | None = None
-    unsaved_walk: WalkState | None = None  # for the writer to commit (see after_gone)
+    # A walk state no page committed carries, for the writer to commit at the end (see
+    # after_gone, failed_past_the_end_again).
+    unsaved_walk: WalkState | None = None
+    top_answered = False  # before a walk resumed at an end unchecked (see run)
     # Cursors found gone from the list this run, each followed by a walk from the top.
     restarted_for: list[str] = field(default_factory=list)
     # What the page listing the walk's cursor was asked after (None: the top), once this
@@ -138,12 +141,18 @@ class ListWalk:
         """Walk segment after segment, handing each page on; errors go through the queue."""
         fetched = 0
         try:
+            if walk.end_unchecked and walk.cursor is not None:
+                # Asked first, whatever the budget, as the run's first page is: asked after
+                # the first page's retries, a budget they spent kept the end from ever being
+                # taken.
+                self.top_answered = await self.top_answers()
             while not walk.finished:
                 try:
                     walk, fetched, spent = await self.walk_segment(walk, queue, fetched)
                 except ApiError as exc:
                     if await self.failed_past_the_end_again(exc, walk):
-                        walk = ended_walk(walk, walk.head_id, from_top=False)
+                        # Committed with the next page, or at the end of a run cut before it.
+                        walk = self.unsaved_walk = ended_walk(walk, walk.head_id, from_top=False)
                         continue
                     gone = self.asked_after
                     if gone is None or not await self.cursor_vanished(exc, walk.cursor):
@@ -161,12 +170,12 @@ class ListWalk:
             last = self.last_step
             if self.walk_targets and last and last.page.has_more and last.cursor is not None:
                 complete = await self.walk_on(last.cursor, queue, fetched)
-            await queue.put(WalkEnd(complete=complete))
+            await queue.put(WalkEnd(complete=complete, walk=self.unsaved_walk))
         except OutOfTime:
-            await queue.put(WalkEnd(complete=False))
+            await queue.put(WalkEnd(complete=False, walk=self.unsaved_walk))
         except CrawlerError as exc:
             # Pages already queued were fetched fine: let the writer commit them first.
-            await queue.put(WalkEnd(complete=False, error=exc))
+            await queue.put(WalkEnd(complete=False, error=exc, walk=self.unsaved_walk))
 
     async def walk_segment(
         self, walk: WalkState, queue: PageQueue, fetched: int
@@ -223,6 +232,7 @@ class ListWalk:
                 self.last_step = step
                 self.to_refresh.difference_update(b["id"] for b in step.page.batches)
                 await queue.put((step, walk))
+                self.unsaved_walk = None
                 fetched += 1
                 if walk.finished:
                     break
@@ -268,7 +278,7 @@ class ListWalk:
     async def cursor_vanished(self, error: ApiError, resumed_from: str | None) -> bool:
         """Whether a list request failed because its cursor's batch is gone: once a cursor
         (see may_restart), and not for a wrong path (the base URL's fault) or a request from
-        the top. A 400 to the first request after the cursor the walk resumed from
+        the top. A 400 or a 404 to the first request after the cursor the walk resumed from
         (`resumed_from`) says so too: it differs from a request from the top by that cursor
         alone, whose batch may have left the list while it is still answered by id (every
         sync failed there)."""
@@ -279,7 +289,7 @@ class ListWalk:
             return True
         if not isinstance(error, _MAY_SAY_AN_UNKNOWN_CURSOR):
             return False
-        if cursor == resumed_from and isinstance(error, BadRequestError):
+        if cursor == resumed_from and isinstance(error, BadRequestError | NotFoundError):
             return True
         try:
             # Asked once, since the list request has just spent its retries.
@@ -337,17 +347,21 @@ class ListWalk:
         is trusted, with a warning."""
         if not (walk.end_unchecked and self.last_step is None and walk.cursor is not None):
             return False
-        if self.asked_after != walk.cursor:
-            return False
-        try:
-            await before_deadline(self.client.fetch_page(None, 1, attempts=1), self.time_left())
-        except ApiError:
+        if self.asked_after != walk.cursor or not self.top_answered:
             return False  # down, or the key refused: not the cursor's fault
         self.note(
             f"the page ending at {walk.cursor} said it was the list's last, and asking after "
             f"it failed on this run ({error}) as on the last while the list's top answers: "
             "took it as the end (`sync --full` walks the whole list again)"
         )
+        return True
+
+    async def top_answers(self) -> bool:
+        """Whether the list's top answers a request of one batch, asked once."""
+        try:
+            await self.client.fetch_page(None, 1, attempts=1)
+        except ApiError:
+            return False
         return True
 
     def after_gone(self, walk: WalkState, gone: str) -> WalkState | None:

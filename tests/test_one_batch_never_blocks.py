@@ -554,18 +554,22 @@ async def test_cursors_gone_one_after_another_each_restart_the_walk(
     assert stored == {make_batch(n)["id"] for n in range(1, 11)}
 
 
+@pytest.mark.parametrize("status", [400, 404])
 async def test_a_stored_cursor_refused_by_a_400_naming_nothing_restarts_the_walk(
-    settings: Settings, fast_retry: RetryPolicy
+    settings: Settings, fast_retry: RetryPolicy, status: int
 ) -> None:
     """The walk was cut after batch 6, which then left the list while still answered by
-    id, and `after` it answers a 400 naming no parameter: every sync failed there."""
+    id, and `after` it answers a 400 naming no parameter, or a 404: every sync failed
+    there (the 404: pass 69B)."""
     with aioresponses() as mock:
         serve_head(mock)
         await sync(dataclasses.replace(settings, max_pages=1), retry=fast_retry)
     refused = {"error": {"message": "Bad request.", "type": "invalid_request_error"}}
     with aioresponses() as mock:
         mock.get(
-            f"{BASE_URL}/batches?limit=2&after={make_batch(6)['id']}", status=400, payload=refused
+            f"{BASE_URL}/batches?limit=2&after={make_batch(6)['id']}",
+            status=status,
+            payload=refused,
         )
         mock.get(f"{BASE_URL}/batches/{make_batch(6)['id']}", payload=make_batch(6))
         serve_from_the_top(mock, [[7, 5], [4, 3], [2, 1]])
