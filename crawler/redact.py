@@ -403,9 +403,22 @@ def _compatible_too(key: str) -> tuple[str, ...]:
     one sent as Latin-1 (a proxy's password, in Basic auth) may be echoed as its bytes read
     as UTF-8, é replaced by U+FFFD or left out."""
     forms = (unicodedata.normalize(form, key) for form in ("NFKC", "NFD", "NFKD"))
-    # Sent as UTF-8 in a header, read back by servers that read headers as Latin-1.
+    # Sent as UTF-8 in a header, read back by servers that read headers as Latin-1, or as
+    # Windows-1252, as browsers and many programs read "Latin-1" (ß as ÃŸ, not Ã\x9f).
     latin1 = key.encode("utf-8", "surrogatepass").decode("latin-1")
-    return tuple(dict.fromkeys((key, _folded(key), *forms, latin1, *_latin1_read_as_utf8(key))))
+    cp1252 = latin1.translate(_WINDOWS_1252)
+    return tuple(
+        dict.fromkeys((key, _folded(key), *forms, latin1, cp1252, *_latin1_read_as_utf8(key)))
+    )
+
+
+# Windows-1252's characters for the bytes 128-159 where it has one (the others are read as
+# the Latin-1 control characters, as browsers do).
+_WINDOWS_1252 = {
+    byte: bytes([byte]).decode("cp1252")
+    for byte in range(0x80, 0xA0)
+    if byte not in (0x81, 0x8D, 0x8F, 0x90, 0x9D)
+}
 
 
 def _latin1_read_as_utf8(key: str) -> tuple[str, ...]:
@@ -840,9 +853,12 @@ def _decodings(text: str, scan: _Scan) -> tuple[_Chain, ...]:
 
 def _references_to(chars: frozenset[str]) -> tuple[re.Pattern[str], re.Pattern[str]]:
     """Patterns finding the HTML references (see _REFERENCE) that write one of `chars`,
-    numeric in any case of hex and any zeros before, or named: their `&` as written, and
-    JSON-escaped."""
-    codes = sorted({ord(char) for char in chars})
+    numeric in any case of hex and any zeros before, or named, and those that write
+    nothing, which decoded join a key's pieces: their `&` as written, and JSON-escaped."""
+    codes = sorted(
+        {ord(char) for char in chars}
+        | {code for code, written in _NUMBERS_WRITING_OTHERWISE.items() if written in {"", *chars}}
+    )
     names = sorted(  # `&fjlig;` writes two letters
         name
         for name, value in html.entities.html5.items()
@@ -859,6 +875,18 @@ def _references_to(chars: frozenset[str]) -> tuple[re.Pattern[str], re.Pattern[s
         re.compile(rf"\\u0026(?:{numeric}{named}|\\+u0023)"),  # `#` escaped too
     )
 
+
+# The numbers whose reference html writes as another character (128-159: Windows-1252's,
+# `&#154;` is š) or as none (controls, noncharacters), and what it writes.
+_NUMBERS_WRITING_OTHERWISE = {
+    code: html.unescape(f"&#{code};")
+    for code in (
+        *range(0xA0),
+        *range(0xFDD0, 0xFDF0),
+        *(plane + last for plane in range(0, 0x110000, 0x10000) for last in (0xFFFE, 0xFFFF)),
+    )
+    if html.unescape(f"&#{code};") != chr(code)
+}
 
 # An HTML character reference: numeric, or named and ended by `;` as escapers write them (a
 # URL's `&b=2` is none); a name html.unescape does not know is left as written.

@@ -2114,6 +2114,34 @@ def test_a_key_behind_the_references_of_no_one_character_is_masked(
     assert mask_values((text,), key) == ("Invalid key: *** refused",)
 
 
+@pytest.mark.parametrize(
+    ("key", "spelled"),
+    [
+        ("Ab3dEf9hšKl2nOp7rSšu8wXy1zA4šbC6dE0fG5", lambda key: key.replace("š", "&#154;")),
+        (PROJECT_KEY, lambda key: "&#1;".join(key[at : at + 8] for at in range(0, len(key), 8))),
+        (PROJECT_KEY, lambda key: "&#xFDD0;".join(key[at : at + 8] for at in range(0, 164, 8))),
+    ],
+    ids=["Windows-1252's number", "references of nothing", "a noncharacter"],
+)
+def test_a_key_behind_references_html_writes_otherwise_is_masked(
+    key: str, spelled: Callable[[str], str]
+) -> None:
+    """html (and browsers) write `&#154;` as š, Windows-1252's, and references of controls
+    and noncharacters as nothing; only references of the key's own code points let a text
+    be decoded, and such a key was stored whole (pass 70A)."""
+    text = f"bad key {spelled(key)} refused"
+    assert holds_secret(text, key)
+    assert mask_values((text,), key) == ("bad key *** refused",)
+
+
+def test_a_keys_utf_8_read_as_windows_1252_is_masked_in_stored_data() -> None:
+    """Its UTF-8 read as Latin-1 was searched for, not as Windows-1252, as browsers and many
+    programs read "Latin-1" (ß as ÃŸ): such a key was stored whole (pass 70A)."""
+    key = "Fußball2024Straße7Größe"
+    text = f"bad key {key.encode().decode('cp1252')} refused"
+    assert mask_values((text,), key) == ("bad key *** refused",)
+
+
 def test_ordinary_ampersands_and_references_are_no_key() -> None:
     """A URL's query (`&b=2`), a name html does not know (`&bogus;`), and references of
     other letters leave a text as it is."""
