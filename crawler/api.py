@@ -130,7 +130,8 @@ def describe(exc: BaseException, timeout: aiohttp.ClientTimeout | None = None) -
         # An error of no words (a proxy closing a TLS handshake) is named by its kind.
         why = exc.strerror or str(exc.os_error) or type(exc.os_error).__name__
         what = "the proxy at " if isinstance(exc, aiohttp.ClientProxyConnectionError) else ""
-        return f"cannot connect to {what}{exc.host}:{exc.port} ({why})"
+        host = f"[{exc.host}]" if ":" in exc.host else exc.host  # an IPv6 address
+        return f"cannot connect to {what}{host}:{exc.port} ({why})"
     plain = next((words for kind, words in _PLAIN_WORDS if isinstance(exc, kind)), None)
     text = plain or " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
@@ -164,6 +165,7 @@ PAGES_BEFORE_GROWING = 10
 
 # The user name and password of a URL: `//user:password@`.
 _USER_INFO = re.compile(r"//[^/?#@]*@")
+_QUOTED = re.compile(r"'.*'", re.DOTALL)  # from the first quote mark to the last
 
 
 def _describe_timeout(exc: TimeoutError, timeout: aiohttp.ClientTimeout) -> str:
@@ -315,8 +317,11 @@ def _environment_proxy(settings: Settings) -> tuple[URL | None, aiohttp.BasicAut
             return None, None
         proxy, proxy_auth = https_proxy
     except ValueError as exc:
+        # What it quotes of the URL (urllib quotes the part before the host whole) may hold
+        # the proxy's password, which cannot be masked: the URL is not read.
+        why = _QUOTED.sub("(not shown)", str(exc))
         raise ConfigError(
-            f"a proxy variable (HTTP_PROXY, HTTPS_PROXY, ...) is no URL: {exc}"
+            f"a proxy variable (HTTP_PROXY, HTTPS_PROXY, ...) is no URL: {why}"
         ) from None
     try:
         host = proxy.host  # yarl decodes an IDNA name, such as xn--zz

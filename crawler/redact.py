@@ -212,20 +212,21 @@ def credentials(login: str | None, password: str | None) -> list[str]:
     return found
 
 
-# Changes between a letter and a digit in a user name that make it a token: about 8 in a
-# random one of 20 letters and digits, 1 in a name with a number.
+# Changes between a letter and a digit in one word of a user name that make it a token:
+# about 8 in a random one of 20 letters and digits, 1 to 3 in a name's words (`prod2`,
+# `k8s`, `WIN10X64`).
 _TOKEN_CHANGES = 4
 
 
 def _spelled_like_a_token(name: str) -> bool:
-    """Whether a user name is a token: long enough, its letters and digits mixed as a random
-    token's are (a name's digits stand together: `svc-crawler-01`, `jane.doe2024`), or
-    spelled like a key."""
+    """Whether a user name is a token: long enough, a word of it mixing letters and digits
+    as a random token does (a name's digits stand together: `svc-crawler-01`,
+    `jane.doe2024`, `k8s-eu1-prod2`), or spelled like a key."""
     if len(name) < _IDENTIFYING_RUN:
         return False
-    changes = sum(
-        one.isalnum() and other.isalnum() and one.isdigit() != other.isdigit()
-        for one, other in itertools.pairwise(name)
+    changes = max(
+        sum(one.isdigit() != other.isdigit() for one, other in itertools.pairwise(word))
+        for word in re.split(r"[^A-Za-z0-9]+", name)
     )
     return changes >= _TOKEN_CHANGES or looks_like_secret(name)
 

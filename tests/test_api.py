@@ -451,6 +451,13 @@ def test_a_connection_the_proxy_closed_says_so() -> None:
     )
 
 
+def test_a_proxy_at_an_ipv6_address_is_named_in_brackets() -> None:
+    key = SimpleNamespace(host="::1", port=9, ssl=False)
+    refused = ConnectionRefusedError(111, "refused")
+    error = aiohttp.ClientProxyConnectionError(key, refused)  # type: ignore[arg-type]
+    assert describe(error) == "cannot connect to the proxy at [::1]:9 (refused)"
+
+
 def test_the_default_timeouts_suit_a_list_page() -> None:
     """An attempt gets 60 s, 30 s of silence and 10 s to connect: a page is tens of KB."""
     settings = Settings()

@@ -1719,6 +1719,8 @@ def test_a_proxy_whose_user_is_an_e_mail_address_on_its_domain_is_no_key(
         ("svc-batch-crawler-01", False),
         ("CORP%5Csvc_crawler_prod1", False),
         ("jane.doe.contractor2024%40corp.example", False),
+        ("k8s-eu1-prod2-batch", False),
+        ("CORP%5CWIN10X64-BUILD02%24", False),
         ("0123456789abcdef0123456789abcdef", True),  # a gateway's token as the user name
         ("customer-hl_8f3k2-zone-static", True),
     ],
@@ -1729,6 +1731,22 @@ def test_a_proxy_user_name_is_masked_when_spelled_like_a_token(login: str, maske
     value, and request lines whose custom_id held it were left out (pass 66A)."""
     secrets = set(proxy_secrets(f"http://{login}:Xx12-pw-9f83kd@127.0.0.1:9"))
     assert secrets == ({"Xx12-pw-9f83kd", unquote(login)} if masked else {"Xx12-pw-9f83kd"})
+
+
+def test_a_proxy_url_no_url_for_nfkc_does_not_show_its_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A full-width colon before the port (typed by an input method) makes urllib refuse
+    the URL, quoting the part before the host whole: the proxy's password was shown in the
+    error, and in JSON logs and the library's exception (pass 71A)."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
+        for spelled in (name, name.lower()):
+            monkeypatch.delenv(spelled, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://bob:Str0ngProxyPassw0rd9z@127.0.0.1\uff1a3128")
+    with pytest.raises(ConfigError) as caught:
+        create_session(Settings(base_url="https://api.example/v1", api_key=PROJECT_KEY))
+    assert "Passw0rd" not in str(caught.value)
+    assert "is no URL" in str(caught.value)
 
 
 def test_a_persons_e_mail_address_as_a_proxys_user_name_is_no_secret() -> None:
