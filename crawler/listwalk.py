@@ -150,7 +150,7 @@ class ListWalk:
                 try:
                     walk, fetched, spent = await self.walk_segment(walk, queue, fetched)
                 except ApiError as exc:
-                    if await self.failed_past_the_end_again(exc, walk):
+                    if self.failed_past_the_end_again(exc, walk):
                         # Committed with the next page, or at the end of a run cut before it.
                         walk = self.unsaved_walk = ended_walk(walk, walk.head_id, from_top=False)
                         continue
@@ -338,13 +338,13 @@ class ListWalk:
             return False
         return any(batch["id"] == cursor for batch in page.batches)
 
-    async def failed_past_the_end_again(self, error: ApiError, walk: WalkState) -> bool:
+    def failed_past_the_end_again(self, error: ApiError, walk: WalkState) -> bool:
         """Whether the run's first request, after a page said to be the list's last whose
         check failed or was cut on an earlier run (`walk.end_unchecked`), failed too while
-        the list's top answers: it is the end. A gateway that cannot page past the end of the list
-        fails that request on every run, and every later sync failed there, never walking
-        from the top nor refreshing a batch; failed on two runs in a row, the list's end
-        is trusted, with a warning."""
+        the list's top answers: it is the end. A gateway that cannot page past the end of
+        the list fails that request on every run, and every later sync failed there, never
+        walking from the top nor refreshing a batch; failed on two runs in a row, the
+        list's end is trusted, with a warning."""
         if not (walk.end_unchecked and self.last_step is None and walk.cursor is not None):
             return False
         if self.asked_after != walk.cursor or not self.top_answered:
