@@ -118,8 +118,8 @@ class ListWalk:
     top_answered = False  # before a walk resumed at an end unchecked (see run)
     # Cursors found gone from the list this run, each followed by a walk from the top.
     restarted_for: list[str] = field(default_factory=list)
-    # What the page listing the walk's cursor was asked after (None: the top), once this
-    # run read it: a resumed walk's cursor was listed on a page of an earlier run.
+    # What the page listing the walk's cursor was asked after ((None,): the top; None: not
+    # known, a resumed walk an earlier build saved).
     holder: tuple[str | None] | None = None
     pages_read: int = 0  # by the run: its first is read whatever the budget
     first_an_empty_end: bool = False  # asked for again (see is_an_empty_end), free too
@@ -213,7 +213,7 @@ class ListWalk:
             pages_past_stop=walk.pages_past_stop,
         )
         resumed = walk.cursor is not None
-        self.holder = None
+        self.holder = walk.holder if resumed else None
         async with contextlib.aclosing(steps):
             async for step in steps:
                 # Once a cursor: a server whose by-id route cannot confirm any (none, or
@@ -300,10 +300,10 @@ class ListWalk:
         return await self.left_its_page(cursor)
 
     async def left_its_page(self, cursor: str) -> bool:
-        """Whether the page that listed `cursor` this run, read again, no longer does: a
-        batch may leave the list while answered by id, and a server answer `after` it with a
-        404 or a 500 (every sync failed there). False where no page of this run listed it,
-        or reading it fails: in an outage, the walk is not begun again."""
+        """Whether the page that listed `cursor`, read again, no longer does: a batch may
+        leave the list while answered by id, and a server answer `after` it with a 404 or a
+        500 (every sync failed there). False where that page is not known, or reading it
+        fails: in an outage, the walk is not begun again."""
         if self.holder is None:
             return False
         try:
@@ -317,10 +317,9 @@ class ListWalk:
         listed it this run (asked after `holder`'s cursor), read again, still does.
         Answered by id, it may have left the list all the same, and a server may answer an
         unknown `after` with an empty page (as others do with a 400): the walk ended
-        there, every batch below it never stored. (A resumed walk's cursor is asked by id
-        alone: the stored batches cannot tell which page listed it, those of its second
-        listed in any order.) An answer that cannot say so (refused, another batch) counts
-        as no: walking from the top again loses nothing.
+        there, every batch below it never stored. (A resumed walk an earlier build saved,
+        not knowing that page, has its cursor asked by id alone.) An answer that cannot say
+        so (refused, another batch) counts as no: walking from the top again loses nothing.
 
         Asked whatever the budget when the run's first read was that empty end: cut, a run
         on a budget of one request at the list's end never ended the walk."""

@@ -43,6 +43,10 @@ class WalkState:
     # failed, or was cut by the time budget: the next run takes a failure of it as the end
     # (see ListWalk.failed_past_the_end_again).
     end_unchecked: bool = False
+    # What the page ending at `cursor` was asked after ((None,): the top; None: not known, a
+    # walk an earlier build saved): read again, it tells whether the cursor is still listed
+    # (see ListWalk.cursor_listed).
+    holder: tuple[str | None] | None = None
 
 
 def starting_walk(saved: WalkState | None, *, restart: bool, full: bool) -> tuple[WalkState, Mode]:
@@ -79,6 +83,7 @@ def advance_walk(walk: WalkState, step: WalkStep, from_top: bool) -> WalkState:
             head,
             pages_past_stop=step.pages_past_stop,
             end_unchecked=step.end_unchecked,
+            holder=(walk.cursor,),
         )
     return ended_walk(walk, head, from_top)
 

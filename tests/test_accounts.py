@@ -2146,6 +2146,86 @@ async def test_a_cursor_gone_from_the_list_but_answered_by_id_ends_no_walk(
     assert result.warnings == (f"the cursor {cursor} is gone from the list; walked from the top",)
 
 
+def leaving_after_a_run(api: Routes, cursor: str, answer: str) -> set[str]:
+    """Route a's list, from which `cursor` leaves once added to the set returned (still
+    answered by id), answering an unknown `after` with an empty page or a 500."""
+    left = set[str]()
+
+    async def listed(request: web.Request) -> web.Response:
+        shown = [b for b in api.shown("a") if b["id"] not in left]
+        ids = [b["id"] for b in shown]
+        limit, after = int(request.query["limit"]), request.query.get("after")
+        if after is not None and after not in ids:
+            if answer == "500":
+                return web.json_response({"error": {"message": "Internal"}}, status=500)
+            return web.json_response(list_body([], False))
+        start = ids.index(after) + 1 if after else 0
+        page = shown[start : start + limit]
+        return web.json_response(list_body(page, start + limit < len(shown)))
+
+    api.listed = listed  # type: ignore[method-assign]
+    return left
+
+
+@pytest.mark.parametrize("answer", ["empty", "500"])
+async def test_a_resumed_cursor_gone_from_the_list_but_answered_by_id_ends_no_walk(
+    db_path: Path, answer: str
+) -> None:
+    """A run cut by its budget at batch 7 (last on the second page); batch 7 then leaves the
+    list while still answered by id, and the server answers `after` it with an empty page
+    or a 500. The resumed walk confirmed its cursor by id alone: the empty page ended it,
+    the batches below never stored and every sync saying it had synced; the 500 failed
+    every sync. The page that listed it, read again (the walk keeps what it was asked
+    after), shows it gone: the walk goes on from the top."""
+    batches = [make_batch(n, status="completed") for n in range(10, 0, -1)]
+    api = Routes(batches, "a")
+    cursor = make_batch(7)["id"]
+    left = leaving_after_a_run(api, cursor, answer)
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        cut = await sync(dataclasses.replace(a, max_pages=2), retry=FAST)
+        assert not cut.complete
+        left.add(cursor)
+        result = await sync(a, retry=FAST)
+    assert result.complete
+    assert stored_ids(db_path) == {b["id"] for b in batches}
+    assert result.warnings == (f"the cursor {cursor} is gone from the list; walked from the top",)
+
+
+async def test_a_resumed_cursor_still_listed_is_not_walked_around_on_a_500(
+    db_path: Path,
+) -> None:
+    """The request after a resumed cursor fails (500) while the page that listed it, read
+    again, still does: an outage, not a cursor gone. The run fails, the walk is not begun
+    from the top again, and the next run goes on from the cursor."""
+    batches = [make_batch(n, status="completed") for n in range(10, 0, -1)]
+    api = Routes(batches, "a")
+    cursor = make_batch(7)["id"]
+    failing = {cursor}
+    asked: list[str | None] = []
+
+    async def listed(request: web.Request) -> web.Response:
+        asked.append(request.query.get("after"))
+        if request.query.get("after") in failing:
+            return web.json_response({"error": {"message": "Internal"}}, status=500)
+        return await Routes.listed(api, request)
+
+    api.listed = listed  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(dataclasses.replace(a, max_pages=2), retry=FAST)
+        asked.clear()
+        with pytest.raises(ServerError):
+            await sync(a, retry=FAST)
+        assert None not in asked  # not walked from the top
+        failing.clear()
+        result = await sync(a, retry=FAST)
+    assert result.complete
+    assert result.mode == "resume"
+    assert stored_ids(db_path) == {b["id"] for b in batches}
+    assert result.warnings == ()
+
+
 @pytest.mark.parametrize(
     "budget", [{"max_pages": 2}, {"max_seconds": 1.5}], ids=["pages", "seconds"]
 )

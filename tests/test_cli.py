@@ -226,6 +226,7 @@ def test_status_reports_runs_walk_and_counts(
         "finished": False,
         "pages_past_stop": None,
         "end_unchecked": False,
+        "holder": [make_batch(5)["id"]],
     }
     (first_run,) = report["runs"]
     assert {

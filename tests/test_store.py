@@ -280,7 +280,7 @@ async def test_the_page_and_the_walk_state_commit_together(
         assert page_state(db_path) == first
         # The same page, unspoiled, lands whole.
         batch_rows, error_rows = build_page_rows(batches, 2)
-        walk = WalkState(cursor="c7", head_id="h", end_unchecked=True)
+        walk = WalkState(cursor="c7", head_id="h", end_unchecked=True, holder=("c8",))
         await store.save_page(batch_rows, error_rows, walk, run, figures)
         assert await store.load_walk() == walk
     assert page_state(db_path) == (
@@ -293,6 +293,20 @@ async def test_the_page_and_the_walk_state_commit_together(
         [("c7", None, "h", 0)],
         [(2, 4)],
     )
+
+
+@pytest.mark.parametrize("holder", [(None,), ("c8",), None], ids=["top", "cursor", "unknown"])
+async def test_a_walk_keeps_what_its_cursors_page_was_asked_after(
+    db_path: Path, holder: tuple[str | None] | None
+) -> None:
+    """The top (None) is told apart from a walk saved by a build that did not know (a
+    resumed walk then confirms its cursor by id alone)."""
+    walk = WalkState(cursor="c7", head_id="h", holder=holder)
+    async with open_store(db_path) as store:
+        run = await store.start_run("full", "http://x")
+        batch_rows, error_rows = build_page_rows([make_batch(7)], 1)
+        await store.save_page(batch_rows, error_rows, walk, run, RunFigures(pages=1))
+        assert await store.load_walk() == walk
 
 
 async def test_a_second_writer_is_refused_at_once(db_path: Path) -> None:

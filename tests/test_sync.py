@@ -223,7 +223,8 @@ async def test_an_empty_end_answered_once_after_a_page_with_more_does_not_end_th
 async def test_an_empty_end_after_a_stored_cursor_is_checked(
     settings: Settings, fast_retry: RetryPolicy, still_there: bool
 ) -> None:
-    """An empty last page after the stored cursor ends the tail only if the cursor exists."""
+    """An empty last page after the stored cursor ends the tail only if the cursor exists
+    and the page that listed it (the top, here), read again, still does."""
     numbers = list(range(6, 0, -1))
     with aioresponses() as mock:
         FakeList(mock, numbers, 2).serve_all()
@@ -235,6 +236,7 @@ async def test_an_empty_end_after_a_stored_cursor_is_checked(
             mock.get(f"{BASE_URL}/batches?limit=2&after={cursor}", payload=list_body([], False))
         if still_there:
             mock.get(f"{BASE_URL}/batches/{cursor}", payload=make_batch(5))
+            api.serve(None)  # the page that listed it
         else:
             envelope = {"error": {"message": "No batch", "code": "batch_not_found"}}
             mock.get(f"{BASE_URL}/batches/{cursor}", status=404, payload=envelope)

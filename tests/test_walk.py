@@ -36,7 +36,7 @@ def step(numbers: list[int], done: bool, pages_past_stop: int | None = None) -> 
 def test_a_top_walk_records_its_head_on_the_first_page() -> None:
     """The first page of a walk from the top sets the head id."""
     walk = advance_walk(WalkState(), step([9, 8], done=False), from_top=True)
-    assert walk == WalkState(cursor=ids(8)[0], head_id=ids(9)[0])
+    assert walk == WalkState(cursor=ids(8)[0], head_id=ids(9)[0], holder=(None,))
 
 
 def test_a_top_walk_that_ends_is_finished() -> None:
@@ -59,7 +59,7 @@ def test_a_catch_up_records_the_new_head() -> None:
     """A catch-up walk's first page gives the new head; its stop id is kept."""
     walk = WalkState(stop_id=ids(9)[0], head_id=ids(9)[0])
     assert advance_walk(walk, step([12, 11], done=False), from_top=True) == WalkState(
-        cursor=ids(11)[0], stop_id=ids(9)[0], head_id=ids(12)[0]
+        cursor=ids(11)[0], stop_id=ids(9)[0], head_id=ids(12)[0], holder=(None,)
     )
 
 
@@ -79,7 +79,8 @@ def test_a_walk_cut_past_its_stop_ends_finished_when_resumed(
     again (which, on a budget shorter than those pages, never ended either); resumed from
     above its stop, not knowing it had met it, it walked on to the end of the list."""
     cut = advance_walk(walk, step([stop], done=False, pages_past_stop=1), from_top=from_top)
-    assert cut == WalkState(ids(stop)[0], walk.stop_id, ids(9)[0], pages_past_stop=1)
+    holder = (walk.cursor,)
+    assert cut == WalkState(ids(stop)[0], walk.stop_id, ids(9)[0], pages_past_stop=1, holder=holder)
     ended = advance_walk(cut, step([stop - 1], done=True), from_top=False)
     assert ended == WalkState(head_id=ids(9)[0], finished=True)
 

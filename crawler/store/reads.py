@@ -73,19 +73,20 @@ def select_walk(db: sqlite3.Connection, account: str) -> WalkState | None:
         DamagedRowError: an id in it is not text (the row was edited by hand).
     """
     row = db.execute(
-        "SELECT cursor, stop_id, head_id, finished, pages_past_stop, end_unchecked "
-        "FROM walk_state WHERE account = ?",
+        "SELECT cursor, stop_id, head_id, finished, pages_past_stop, end_unchecked, "
+        "holder_after, holder_known FROM walk_state WHERE account = ?",
         (account,),
     ).fetchone()
     if row is None:
         return None
-    if not all(value is None or isinstance(value, str) for value in row[:3]):
+    if not all(value is None or isinstance(value, str) for value in (*row[:3], row[6])):
         raise DamagedRowError(
             "its walk_state row holds an id that is not text; run `batch-crawler sync "
             "--restart` to walk from the top again"
         )
     past = row[4] if isinstance(row[4], int) and row[4] >= 0 else None
-    return WalkState(row[0], row[1], row[2], bool(row[3]), past, row[5] == 1)
+    holder = (row[6],) if row[7] == 1 else None
+    return WalkState(row[0], row[1], row[2], bool(row[3]), past, row[5] == 1, holder)
 
 
 def select_by_id_failed_at(db: sqlite3.Connection, account: str) -> int | None:

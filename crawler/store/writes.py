@@ -210,11 +210,13 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
 def _write_walk(db: sqlite3.Connection, account: str, walk: WalkState) -> None:
     db.execute(
         "INSERT INTO walk_state (account, cursor, stop_id, head_id, finished, "
-        "pages_past_stop, end_unchecked, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+        "pages_past_stop, end_unchecked, holder_after, holder_known, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT(account) DO UPDATE SET cursor = excluded.cursor, "
         "stop_id = excluded.stop_id, head_id = excluded.head_id, "
         "finished = excluded.finished, pages_past_stop = excluded.pages_past_stop, "
-        "end_unchecked = excluded.end_unchecked, updated_at = excluded.updated_at",
+        "end_unchecked = excluded.end_unchecked, holder_after = excluded.holder_after, "
+        "holder_known = excluded.holder_known, updated_at = excluded.updated_at",
         (
             account,
             walk.cursor,
@@ -223,6 +225,8 @@ def _write_walk(db: sqlite3.Connection, account: str, walk: WalkState) -> None:
             int(walk.finished),
             walk.pages_past_stop,
             int(walk.end_unchecked),
+            walk.holder[0] if walk.holder else None,
+            int(walk.holder is not None),
             int(time.time()),
         ),
     )
