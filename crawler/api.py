@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import random
 import re
 import time
@@ -44,7 +45,7 @@ from .bodies import (
     error_body_encoding,
     read_capped,
 )
-from .config import Settings
+from .config import ENV_AZURE_KEY, Settings, environment_proxies, proxy_secrets
 from .content_coding import ENCODINGS
 from .entra import EntraTokens, run_secret
 from .errors import (
@@ -60,7 +61,7 @@ from .errors import (
 )
 from .pages import Batch, BatchPage, parse_page
 from .ratelimit import RateLimiter
-from .redact import Secret, Secrets, credentials, mask_secret
+from .redact import Secret, Secrets, credentials, is_searched_in_data, mask_secret
 from .replies import build_api_error
 from .setting_rules import is_on_this_machine, split_url
 
@@ -269,10 +270,25 @@ def create_session(settings: Settings) -> aiohttp.ClientSession:
 
 def secrets_of_a_run(settings: Settings, tokens: EntraTokens | None) -> Secret:
     """What a run masks wherever a server may echo it: its key or tokens (see run_secret),
-    and its proxy's credentials."""
+    its proxy's credentials, and the secrets beside them a server may know too (see
+    _secrets_beside)."""
     secret = run_secret(settings, tokens)
-    proxy = _proxy_credentials(settings)
-    return Secrets(secret, proxy) if proxy else secret
+    others = (*_proxy_credentials(settings), *_secrets_beside(settings))
+    return Secrets(secret, others) if others else secret
+
+
+def _secrets_beside(settings: Settings) -> tuple[str, ...]:
+    """The environment's keys and proxy credentials that are not the run's: the default
+    variables' keys (a gateway's upstream key in OPENAI_API_KEY, its own token under
+    another name) and the credentials of proxies the run does not go through (a gateway
+    on this machine, sharing the environment, passes them on). A gateway echoing them was
+    masked in what the command said last, and shown in its warnings and stored. Short ones
+    are left: masked as words, they masked the command's own."""
+    named = (os.environ.get(name, "").strip() for name in (Settings.api_key_env, ENV_AZURE_KEY))
+    proxies = (one for url in environment_proxies().values() for one in proxy_secrets(url))
+    return tuple(
+        sorted({one for one in (*named, *proxies) if is_searched_in_data(one)} - {settings.api_key})
+    )
 
 
 def _proxy_credentials(settings: Settings) -> tuple[str, ...]:

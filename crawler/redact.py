@@ -75,7 +75,9 @@ def looks_like_secret(value: Any) -> bool:
 
     A key prefix (sk-, as OpenAI's and many compatible servers' keys begin), a long token of
     hexadecimal digits (Azure's classic keys), or a long token mixing lower case, upper case
-    and digits, as random keys do and variable names rarely do.
+    and digits as random keys do, changing between them at every other character or so:
+    names do so at their words' first letters and numbers alone (`gpt-4o-2024-08-06-
+    EastUS2-Prod01`, a deployment's name, masked every model name it begins).
     """
     if not isinstance(value, str):
         return False
@@ -85,8 +87,29 @@ def looks_like_secret(value: Any) -> bool:
         return False
     if re.fullmatch(r"[0-9a-fA-F]+", value):  # hexadecimal, as Azure's classic keys are
         return re.search("[0-9]", value) is not None and re.search("[a-fA-F]", value) is not None
-    return re.fullmatch(r"[A-Za-z0-9_.\-]+", value) is not None and all(
+    if re.fullmatch(r"[A-Za-z0-9_.\-]+", value) is None or not all(
         re.search(kind, value) for kind in ("[a-z]", "[A-Z]", "[0-9]")
+    ):
+        return False
+    return _RANDOM_CHANGES * _changes(value, _case_or_digit) >= len(value)
+
+
+# A random token of letters of both cases and digits changes between them at about three
+# characters in five; a name, at its words' first letters and numbers (about one in six).
+_RANDOM_CHANGES = 4
+
+
+def _case_or_digit(char: str) -> int:
+    return 0 if char.isdigit() else 1 if char.islower() else 2
+
+
+def _changes(value: str, kind: Callable[[str], Any]) -> int:
+    """Changes of `kind` between neighbours in the words of `value` (between characters no
+    token holds): a word's own, not those at its bounds."""
+    return sum(
+        kind(one) != kind(other)
+        for word in re.split(r"[^A-Za-z0-9]+", value)
+        for one, other in itertools.pairwise(word)
     )
 
 
@@ -224,11 +247,14 @@ def _spelled_like_a_token(name: str) -> bool:
     `jane.doe2024`, `k8s-eu1-prod2`), or spelled like a key."""
     if len(name) < _IDENTIFYING_RUN:
         return False
-    changes = max(
-        sum(one.isdigit() != other.isdigit() for one, other in itertools.pairwise(word))
-        for word in re.split(r"[^A-Za-z0-9]+", name)
-    )
-    return changes >= _TOKEN_CHANGES or looks_like_secret(name)
+    changes = max(_changes(word, str.isdigit) for word in re.split(r"[^A-Za-z0-9]+", name))
+    if changes >= _TOKEN_CHANGES or looks_like_secret(name):
+        return True
+    # A token written in groups (`Xk9m-Q2vL-7pR4`) changes in every group, as a name's
+    # numbered words (`k8s-eu1-prod2`) do not.
+    letters_and_digits = sum(char.isalnum() for char in name)
+    grouped = _changes(name, str.isdigit)
+    return grouped >= 2 * _TOKEN_CHANGES and 3 * grouped >= letters_and_digits
 
 
 def mask_keys(text: str, keys: Iterable[Secret]) -> str:
@@ -244,7 +270,13 @@ def mask_keys_in_data(text: str, keys: Iterable[str]) -> str:
     masked as `mask_keys` does, but those too short to be searched for in stored data (see
     holds_secret): as words, they would mask the document's own (an `x` attribute, `null`,
     a count of 1)."""
-    return mask_keys(text, [key for key in keys if len(key) >= _IDENTIFYING_RUN])
+    return mask_keys(text, [key for key in keys if is_searched_in_data(key)])
+
+
+def is_searched_in_data(key: str) -> bool:
+    """Whether stored data is searched for `key`: a shorter one may be a placeholder (`x`,
+    `EMPTY`), which ordinary values spell; it is masked as a word in messages alone."""
+    return len(key) >= _IDENTIFYING_RUN
 
 
 def mask_keys_in_json(value: Any, keys: Iterable[str]) -> Any:

@@ -17,6 +17,7 @@ import random
 import re
 import socket
 import sqlite3
+import string
 import sys
 import time
 import traceback
@@ -39,7 +40,14 @@ from crawler.cli import main
 from crawler.config import Settings, load_accounts, proxy_secrets, read_config_file
 from crawler.errors import ConfigError, CrawlerError, TransportError
 from crawler.events import Event
-from crawler.redact import Secrets, holds_secret, mask_keys_in_json, mask_secret, mask_values
+from crawler.redact import (
+    Secrets,
+    environment_keys,
+    holds_secret,
+    mask_keys_in_json,
+    mask_secret,
+    mask_values,
+)
 from crawler.replies import build_api_error
 from crawler.setting_rules import is_on_this_machine
 from crawler.sync_run import sync
@@ -1529,6 +1537,46 @@ async def test_a_proxys_password_echoed_back_is_masked_in_the_streaming_call(
     assert PROXY_PASSWORD not in caplog.text
 
 
+UPSTREAM_KEY = "sk-proj-" + "Up5tReAmK3y" * 4
+
+
+@pytest.mark.parametrize("beside", ["upstream key", "proxy bypassed"])
+async def test_the_environments_secrets_a_local_gateway_echoes_are_masked(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, beside: str
+) -> None:
+    """A gateway on this machine, the run's key its own token, the upstream key in
+    OPENAI_API_KEY and a proxy in HTTPS_PROXY that a local base URL does not go through
+    (the gateway shares the environment): echoing them in an error it passed on, then in a
+    page, showed them in the retry warnings and stored them (pass 72A)."""
+    if beside == "upstream key":
+        secret = UPSTREAM_KEY
+        monkeypatch.setenv("OPENAI_API_KEY", secret)
+    else:
+        secret = PROXY_PASSWORD
+        monkeypatch.setenv("HTTPS_PROXY", f"http://alice:{secret}@127.0.0.1:9")
+    asked: list[str] = []
+
+    async def gateway(request: web.Request) -> web.Response:
+        asked.append(request.headers["Authorization"])
+        if len(asked) == 1:
+            error = {"message": f"upstream refused ({secret})", "type": "server_error"}
+            return web.json_response({"error": error}, status=502)
+        return web.json_response(list_body([make_batch(1, metadata={"seen": secret})], False))
+
+    events: list[Event] = []
+    async with serving({"/v1/batches": gateway}) as root:
+        settings = Settings(db=db_path, base_url=f"{root}/v1", api_key="gateway-token-of-the-run",
+                            files=False)  # fmt: skip
+        result = await sync(settings, retry=ONE_RETRY, on_event=events.append)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        stored = "\n".join(conn.iterdump())
+    assert asked == ["Bearer gateway-token-of-the-run"] * 2
+    assert result.batches_new == 1
+    assert secret not in stored
+    assert secret not in repr(events)
+    assert "upstream refused (***)" in repr(events)
+
+
 def test_a_path_holding_the_key_cut_into_folders_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -1723,14 +1771,40 @@ def test_a_proxy_whose_user_is_an_e_mail_address_on_its_domain_is_no_key(
         ("CORP%5CWIN10X64-BUILD02%24", False),
         ("0123456789abcdef0123456789abcdef", True),  # a gateway's token as the user name
         ("customer-hl_8f3k2-zone-static", True),
+        ("svc-BatchCrawler-Prod-EU-West-01", False),
+        ("Jean-Baptiste.Delacroix-Martin01%40corp.example", False),
+        ("Xk9m-Q2vL-7pR4-tZ8w-Yh3N", True),  # a token written in groups
+        ("a1b2-c3d4-e5f6-g7h8-i9j0", True),
     ],
 )
 def test_a_proxy_user_name_is_masked_when_spelled_like_a_token(login: str, masked: bool) -> None:
     """Any user name of 16 characters or more was masked as a token: a Windows log-in
     (`CORP\\alexandra.richardson`) or a service's name masked that name in every stored
-    value, and request lines whose custom_id held it were left out (pass 66A)."""
+    value, and request lines whose custom_id held it were left out (pass 66A); so did one
+    of 32 characters or more mixing cases and digits at its words' first letters and
+    numbers, taken for a key's shape, while a token written in groups was not masked
+    (pass 72A)."""
     secrets = set(proxy_secrets(f"http://{login}:Xx12-pw-9f83kd@127.0.0.1:9"))
     assert secrets == ({"Xx12-pw-9f83kd", unquote(login)} if masked else {"Xx12-pw-9f83kd"})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "gpt-4o-2024-08-06-EastUS2-Prod01",
+        "text-embedding-3-small-WestEurope-Std",
+        "svc-BatchCrawler-Prod-EU-West-01",
+    ],
+)
+def test_a_name_mixing_cases_and_digits_is_no_key_at_hand(value: str) -> None:
+    """A deployment's name in the environment (AZURE_OPENAI_CHAT_DEPLOYMENT) was taken for
+    a key: `report` masked every model name it begins, and a database named after the
+    model was refused as holding a key (pass 72A). A random token of the same letters
+    changes between cases and digits at every other character or so; a name, at its words'
+    first letters and numbers."""
+    assert environment_keys({"AZURE_OPENAI_CHAT_DEPLOYMENT": value}) == ()
+    token = "".join(random.Random(value).choices(string.ascii_letters + string.digits, k=32))
+    assert environment_keys({"GATEWAY_TOKEN": token}) == (token,)
 
 
 def test_a_proxy_url_no_url_for_nfkc_does_not_show_its_password(
