@@ -166,7 +166,8 @@ PAGES_BEFORE_GROWING = 10
 
 # The user name and password of a URL: `//user:password@`.
 _USER_INFO = re.compile(r"//[^/?#@]*@")
-_QUOTED = re.compile(r"'.*'", re.DOTALL)  # from the first quote mark to the last
+# From the first quote mark to the last, and the parentheses around them.
+_QUOTED = re.compile(r"\(?'.*'\)?", re.DOTALL)
 
 
 def _describe_timeout(exc: TimeoutError, timeout: aiohttp.ClientTimeout) -> str:

@@ -1821,6 +1821,10 @@ def test_a_proxy_url_no_url_for_nfkc_does_not_show_its_password(
         create_session(Settings(base_url="https://api.example/v1", api_key=PROJECT_KEY))
     assert "Passw0rd" not in str(caught.value)
     assert "is no URL" in str(caught.value)
+    # A quote in parentheses: "backslash ((not shown))" (pass 72A).
+    monkeypatch.setenv("HTTPS_PROXY", "http://CORP\\bob:Str0ngProxyPassw0rd9z@127.0.0.1:3128")
+    with pytest.raises(ConfigError, match=r"backslash \(not shown\) is not allowed"):
+        create_session(Settings(base_url="https://api.example/v1", api_key=PROJECT_KEY))
 
 
 def test_a_persons_e_mail_address_as_a_proxys_user_name_is_no_secret() -> None:
