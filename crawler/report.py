@@ -149,7 +149,7 @@ class Report:
 async def read_report(db: Path, *, since: int, now: int) -> Report:
     """The answers for batches created in the `since` seconds before unix time `now`."""
     start = now - since
-    async with open_reader(db) as reader:
+    async with open_reader(db) as reader, reader.snapshot():
         answers = await reader.read(answer_queries, report_queries(start))
         charts = await reader.read(answer_queries, chart_queries(start))
     return Report(db, start, now, answers, charts)

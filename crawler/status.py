@@ -52,7 +52,7 @@ class StatusReport:
 async def read_status(path: Path, *, runs: int = 5) -> StatusReport:
     """Read the report for the database at `path`."""
     running = sync_is_running(path)
-    async with open_reader(path) as reader:
+    async with open_reader(path) as reader, reader.snapshot():
         accounts = await reader.read(select_accounts)
         holdings = await reader.read(select_holdings)
         records = await reader.read(select_runs, runs)

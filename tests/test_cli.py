@@ -15,11 +15,12 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aioresponses import aioresponses
 
-from crawler import cli
+from crawler import cli, report, status
 from crawler.cli import main
 from crawler.fake import FakeApiOptions, FakeApiServer
 from crawler.logs import configure_logging
@@ -587,3 +588,45 @@ def test_a_command_stopped_by_a_signal_says_a_sync_resumes_only_for_a_sync(
         if resumes
         else "batch-crawler: interrupted\n"
     )
+
+
+def another_batch_committed(db: Path, read: Callable[..., Any]) -> Callable[..., Any]:
+    """`read`, after which a batch is committed to `db` (as a sync commits a page)."""
+
+    def reading(conn: sqlite3.Connection, *args: object) -> Any:
+        answer = read(conn, *args)
+        with contextlib.closing(sqlite3.connect(db)) as writer, writer:
+            columns = [row[1] for row in writer.execute("PRAGMA table_info(batches)")]
+            shown = ", ".join(columns)
+            picked = ", ".join("id || random()" if c == "id" else c for c in columns)
+            writer.execute(f"INSERT INTO batches ({shown}) SELECT {picked} FROM batches LIMIT 1")
+        return answer
+
+    return reading
+
+
+def test_status_and_report_read_the_database_as_of_one_moment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each section was read on its own, a sync committing pages between them: a report's
+    spend by model counted 20,000 batches and its outcomes 21,900; a status's accounts
+    added up to 300 batches fewer than its own total (pass 72B)."""
+    db = tmp_path / "d.db"
+    assert main(["demo", "--db", str(db), "--batches", "20"]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(
+        status, "select_accounts", another_batch_committed(db, status.select_accounts)
+    )
+    assert main(["status", "--db", str(db), "--json"]) == 0
+    said = json.loads(capsys.readouterr().out)
+    assert said["batches"] == sum(account["batches"] for account in said["accounts"].values())
+    answer = another_batch_committed(db, report.answer_queries)
+
+    def each_answered_apart(conn: sqlite3.Connection, queries: list[Any]) -> list[Any]:
+        return [one for query in queries for one in answer(conn, [query])]
+
+    monkeypatch.setattr(report, "answer_queries", each_answered_apart)
+    assert main(["report", "--db", str(db), "--json", "--since", "3650d"]) == 0
+    by_model, by_day, by_outcome = json.loads(capsys.readouterr().out)["sections"][:3]
+    counted = [sum(row["batches"] for row in s["rows"]) for s in (by_model, by_day, by_outcome)]
+    assert len(set(counted)) == 1, counted

@@ -398,6 +398,17 @@ class Reader:
         except DamagedRowError as exc:
             raise DatabaseError(f"{self._path}: {exc}") from None
 
+    @contextlib.asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[None]:
+        """Reads within that see the database as of one moment: a sync commits pages
+        between them (a report's sections counted different batches, a status's accounts
+        added up to another total than its own)."""
+        await self._conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            await self._conn.execute("ROLLBACK")  # nothing was written
+
 
 @contextlib.asynccontextmanager
 async def open_reader(path: Path) -> AsyncIterator[Reader]:
