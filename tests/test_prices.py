@@ -12,7 +12,6 @@ import pytest
 
 from crawler.cli import main
 from crawler.prices import (
-    RATE_COLUMNS,
     ModelPrice,
     PriceFileError,
     read_price_csv,
@@ -185,8 +184,38 @@ def test_a_price_map_changes_only_the_rates_each_entry_gives(tmp_path: Path) -> 
     assert after["input"] == 1.8
     assert after["source"] == "p.json"
     shipped = dict(zip(after, before, strict=True))
-    assert {c: after[c] for c in RATE_COLUMNS[1:]} == {c: shipped[c] for c in RATE_COLUMNS[1:]}
+    kept = ("cached_input", "output", "batch_cached_input", "batch_output")
+    assert {c: after[c] for c in kept} == {c: shipped[c] for c in kept}
     assert after["output"] is not None
+    assert after["batch_input"] is None  # derived from the new input rate
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "model,input,output\ngpt-4o-mini,1.5,6\n",
+        json.dumps(
+            {"gpt-4o-mini": {"input_cost_per_token": 1.5e-6, "output_cost_per_token": 6e-6}}
+        ),
+    ],
+    ids=["csv", "map"],
+)
+def test_new_standard_rates_make_the_batch_rates_derived_from_them(
+    tmp_path: Path, text: str
+) -> None:
+    """gpt-4o-mini ships with batch rates of its own: a file giving new standard rates
+    alone left them, the costs at the old prices (a tenth of the new), and `source` naming
+    the file (pass 72B). Batch rates are half the standard ones unless a file gives them."""
+    db = tmp_path / "b.db"
+    prices = tmp_path / ("p.json" if text.startswith("{") else "p.csv")
+    prices.write_text(text)
+    assert main(["prices", "load", str(prices), "--db", str(db)]) == 0
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        rates = conn.execute(
+            "SELECT input_rate, cached_input_rate, output_rate FROM model_rates "
+            "WHERE model = 'gpt-4o-mini'"
+        ).fetchone()
+    assert rates == pytest.approx((0.75, 0.0375, 3.0))
 
 
 def test_a_price_file_naming_a_model_by_the_key_is_refused(

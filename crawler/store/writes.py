@@ -395,11 +395,29 @@ def _put_files_last(db: sqlite3.Connection, files: Sequence[FileToFetch]) -> Non
         put_files_last(db, files)
 
 
-def _save_prices(db: sqlite3.Connection, prices: PriceFile, source: str, as_of: str) -> None:
-    columns = ("model", *RATE_COLUMNS)
+# Each standard rate's batch rate: a stored one is derived from it (half) when NULL.
+_BATCH_RATE = {"input": "batch_input", "cached_input": "batch_cached_input",
+               "output": "batch_output"}  # fmt: skip
+
+
+def _rate_updates(prices: PriceFile) -> dict[str, str]:
+    """What each rate column a price file changes is set to, in SQL."""
     # A price map's entry leaving a rate out keeps the stored one (see PriceFile).
     given = "coalesce(excluded.{0}, {0})" if prices.per_entry else "excluded.{0}"
-    rates = [f"{c} = {given.format(c)}" for c in prices.columns]
+    rates = {c: given.format(c) for c in prices.columns}
+    for standard, batch in _BATCH_RATE.items():
+        batch_given = batch in prices.columns and not prices.per_entry  # by every row
+        if standard in prices.columns and not batch_given:
+            # A standard rate given without its batch rate makes that one derived from it:
+            # a stored one (a shipped one) kept the old price, the costs going stale.
+            kept = f"CASE WHEN excluded.{standard} IS NULL THEN {batch} END"
+            rates[batch] = f"coalesce(excluded.{batch}, {kept})"
+    return rates
+
+
+def _save_prices(db: sqlite3.Connection, prices: PriceFile, source: str, as_of: str) -> None:
+    columns = ("model", *RATE_COLUMNS)
+    rates = [f"{c} = {rate}" for c, rate in _rate_updates(prices).items()]
     updates = ", ".join([*rates, "source = excluded.source", "as_of = excluded.as_of"])
     with _transaction(db):
         db.executemany(
