@@ -905,6 +905,27 @@ async def test_a_file_gone_before_its_bodies_were_asked_for_keeps_its_lines(
     assert {row[:2] for row in stored_rows(db_path)} == set(kept)
 
 
+async def test_an_error_file_holding_more_lines_than_counted_is_no_cut(
+    db_path: Path, fast_retry: RetryPolicy
+) -> None:
+    """An expired batch counts the requests that failed; its error file holds a line too
+    for each never run (`batch_expired`): every expired batch was warned of as "a transfer
+    cut short?" (pass 72B). Fewer lines than counted may be a cut; more are none."""
+    batch = make_batch(
+        1, status="expired", error_file_id="file-err-1", request_counts={"total": 6, "failed": 1}
+    )
+    lines = [{"custom_id": f"r{n}", "response": None, "error": {"code": "batch_expired"}}
+             for n in range(6)]  # fmt: skip
+    content = "".join(json.dumps(line) + "\n" for line in lines)
+    settings = Settings(db=db_path, base_url=BASE_URL, api_key=API_KEY)
+    with aioresponses() as mock:
+        mock.get(f"{BASE_URL}/batches?limit=100", payload=list_body([batch], False))
+        mock.get(f"{BASE_URL}/files/file-err-1/content", body=content.encode())
+        result = await sync(settings, retry=fast_retry)
+    assert (result.complete, result.request_lines) == (True, 6)
+    assert result.warnings == ()
+
+
 async def test_odd_lines_are_named_and_the_rest_of_the_file_stored(
     db_path: Path, fast_retry: RetryPolicy
 ) -> None:
