@@ -57,9 +57,13 @@ async def read_status(path: Path, *, runs: int = 5) -> StatusReport:
         holdings = await reader.read(select_holdings)
         records = await reader.read(select_runs, runs)
     default = accounts.get("default", AccountState(None, 0, None))
-    if records and records[0].outcome == "running" and not running:
-        # The ledger says running but nobody holds the lock: that run was killed.
-        records[0] = dataclasses.replace(records[0], outcome="killed")
+    if not running:
+        # The ledger says running but nobody holds the lock: those runs were killed (a sync
+        # of several accounts runs one for each).
+        records = [
+            dataclasses.replace(r, outcome="killed") if r.outcome == "running" else r
+            for r in records
+        ]
     return StatusReport(
         path,
         running,

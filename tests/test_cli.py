@@ -630,3 +630,19 @@ def test_status_and_report_read_the_database_as_of_one_moment(
     by_model, by_day, by_outcome = json.loads(capsys.readouterr().out)["sections"][:3]
     counted = [sum(row["batches"] for row in s["rows"]) for s in (by_model, by_day, by_outcome)]
     assert len(set(counted)) == 1, counted
+
+
+def test_status_says_each_run_of_a_killed_sync_of_several_accounts_was_killed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only the newest run the ledger said was running was shown killed: a sync of two
+    accounts killed showed one killed, the other running, with no sync running (72B)."""
+    db = tmp_path / "d.db"
+    assert main(["demo", "--db", str(db), "--batches", "20", "--accounts"]) == 0
+    capsys.readouterr()
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("UPDATE sync_runs SET outcome = 'running'")
+    assert main(["status", "--db", str(db), "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)["runs"]
+    assert [run["outcome"] for run in runs] == ["killed"] * len(runs)
+    assert len(runs) == 2
