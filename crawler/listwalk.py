@@ -35,6 +35,7 @@ from .store import Store
 from .times import unix_seconds
 from .walk import (
     WalkState,
+    above_the_head,
     advance_walk,
     ended_walk,
     may_be_a_vanished_cursor,
@@ -156,7 +157,11 @@ class ListWalk:
                         continue
                     gone = self.asked_after
                     if gone is None or not await self.cursor_vanished(exc, walk.cursor):
-                        raise
+                        if not await self.stuck_after(exc, walk, gone):
+                            raise
+                        await self.walk_segment(above_the_head(walk), queue, fetched, saved=False)
+                        await queue.put(WalkEnd(complete=False, walk=self.unsaved_walk))
+                        return
                     restarted = self.after_gone(walk, gone)
                     if restarted is not None:
                         walk = restarted
@@ -178,9 +183,10 @@ class ListWalk:
             await queue.put(WalkEnd(complete=False, error=exc, walk=self.unsaved_walk))
 
     async def walk_segment(
-        self, walk: WalkState, queue: PageQueue, fetched: int
+        self, walk: WalkState, queue: PageQueue, fetched: int, *, saved: bool = True
     ) -> tuple[WalkState, int, bool]:
-        """Walk one segment; returns the new walk state, pages fetched, and budget spent."""
+        """Walk one segment; returns the new walk state, pages fetched, and budget spent.
+        Not `saved`, its pages are stored without its walk state (see stuck_after)."""
         from_top = walk.cursor is None
         stop_second, stop_ids = None, frozenset[str]()
         if walk.stop_id is not None:
@@ -231,7 +237,7 @@ class ListWalk:
                 walk = advance_walk(walk, step, from_top)
                 self.last_step = step
                 self.to_refresh.difference_update(b["id"] for b in step.page.batches)
-                await queue.put((step, walk))
+                await queue.put((step, walk if saved else None))
                 self.unsaved_walk = None
                 fetched += 1
                 if walk.finished:
@@ -336,6 +342,28 @@ class ListWalk:
             self.note(f"could not confirm that the cursor {cursor} is listed: {exc}")
             return False
         return any(batch["id"] == cursor for batch in page.batches)
+
+    async def stuck_after(self, error: ApiError, walk: WalkState, asked: str | None) -> bool:
+        """Whether the run's first request, after the cursor an earlier run left the walk
+        at (`asked` after), failed (`error`: the server's fault, or the way to it) while the
+        cursor is still listed, as far as can be told, and the list's top answers: a
+        gateway failing every request after it (one saying `has_more` on its full last
+        page, say) failed every later sync there, never storing a new batch nor refreshing
+        one. The run then walks the top down to the walk's head, and the refresh follows;
+        the walk goes on from its cursor next sync."""
+        resumed_at = walk.cursor
+        if not isinstance(error, ServerError | TransportError) or walk.head_id is None:
+            return False
+        if self.last_step is not None or resumed_at is None or asked != resumed_at:
+            return False
+        if not await self.top_answers():
+            return False  # down, not stuck
+        self.note(
+            f"asking the list after {resumed_at} failed on this run ({error}) while its top "
+            f"answers: walked the top down to {walk.head_id} and refreshed; the walk goes on "
+            f"after {resumed_at} next sync"
+        )
+        return True
 
     def failed_past_the_end_again(self, error: ApiError, walk: WalkState) -> bool:
         """Whether the run's first request, after a page said to be the list's last whose

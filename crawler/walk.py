@@ -106,6 +106,11 @@ def restart_from_top(walk: WalkState, gone: str | None) -> tuple[WalkState, str]
     return WalkState(cursor=None, stop_id=walk.stop_id, head_id=walk.head_id), warning
 
 
+def above_the_head(walk: WalkState) -> WalkState:
+    """A walk of the list's top down to `walk`'s head: what came on top since it began."""
+    return WalkState(stop_id=walk.head_id, head_id=walk.head_id)
+
+
 def may_be_a_vanished_cursor(step: WalkStep, *, resumed: bool = False) -> bool:
     """Whether a page after a cursor may have ended the list only because the cursor's
     batch is gone (the API may answer an unknown `after` with an empty page): ask by id.

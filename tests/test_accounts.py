@@ -2192,38 +2192,43 @@ async def test_a_resumed_cursor_gone_from_the_list_but_answered_by_id_ends_no_wa
     assert result.warnings == (f"the cursor {cursor} is gone from the list; walked from the top",)
 
 
-async def test_a_resumed_cursor_still_listed_is_not_walked_around_on_a_500(
+async def test_a_list_failing_after_a_resumed_cursor_still_stores_new_batches_and_refreshes(
     db_path: Path,
 ) -> None:
-    """The request after a resumed cursor fails (500) while the page that listed it, read
-    again, still does: an outage, not a cursor gone. The run fails, the walk is not begun
-    from the top again, and the next run goes on from the cursor."""
-    batches = [make_batch(n, status="completed") for n in range(10, 0, -1)]
+    """A gateway failing every request after batch 7 (one saying `has_more` on its full
+    last page, say), the cursor a run cut by its budget left the walk at: every later sync
+    failed there, never storing a new batch nor refreshing batch 9 in flight. The run walks
+    the top down to the walk's head and the refresh follows, partial; once the gateway
+    answers again, the walk goes on from batch 7."""
+    batches = [make_batch(n, status="in_progress" if n == 9 else "completed")
+               for n in range(10, 0, -1)]  # fmt: skip
     api = Routes(batches, "a")
-    cursor = make_batch(7)["id"]
-    failing = {cursor}
-    asked: list[str | None] = []
+    failing = {make_batch(7)["id"]}
 
     async def listed(request: web.Request) -> web.Response:
-        asked.append(request.query.get("after"))
         if request.query.get("after") in failing:
-            return web.json_response({"error": {"message": "Internal"}}, status=500)
+            return web.json_response({"error": {"message": "Bad gateway"}}, status=502)
         return await Routes.listed(api, request)
 
     api.listed = listed  # type: ignore[method-assign]
     async with serving(api.routes()) as root:
         (a,) = api.accounts(db_path, root)
-        await sync(dataclasses.replace(a, max_pages=2), retry=FAST)
-        asked.clear()
-        with pytest.raises(ServerError):
-            await sync(a, retry=FAST)
-        assert None not in asked  # not walked from the top
+        assert not (await sync(dataclasses.replace(a, max_pages=2), retry=FAST)).complete
+        for n in (12, 11):
+            api.batches[make_batch(n)["id"]] = make_batch(n, status="completed")
+        api.batches[make_batch(9)["id"]] = make_batch(9, status="completed")
+        stuck = [await sync(a, retry=FAST) for _ in range(2)]
+        with contextlib.closing(sqlite3.connect(db_path)) as conn:
+            nine = conn.execute("SELECT status FROM batches WHERE id = ?", (make_batch(9)["id"],))
+            assert nine.fetchone() == ("completed",)
+        assert stored_ids(db_path) == {make_batch(n)["id"] for n in (12, 11, 10, 9, 8, 7)}
         failing.clear()
-        result = await sync(a, retry=FAST)
-    assert result.complete
-    assert result.mode == "resume"
-    assert stored_ids(db_path) == {b["id"] for b in batches}
-    assert result.warnings == ()
+        healed = await sync(a, retry=FAST)
+    assert [result.complete for result in stuck] == [False, False]
+    assert stuck[0].warnings[0].startswith(f"asking the list after {make_batch(7)['id']} failed")
+    assert (healed.complete, healed.mode) == (True, "resume")  # not walked from the top again
+    assert healed.warnings == ()
+    assert stored_ids(db_path) == {b["id"] for b in api.batches.values()}
 
 
 @pytest.mark.parametrize(
