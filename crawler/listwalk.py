@@ -35,8 +35,8 @@ from .store import Store
 from .times import unix_seconds
 from .walk import (
     WalkState,
-    above_the_head,
     advance_walk,
+    down_to,
     ended_walk,
     may_be_a_vanished_cursor,
     restart_from_top,
@@ -159,7 +159,8 @@ class ListWalk:
                     if gone is None or not await self.cursor_vanished(exc, walk.cursor):
                         if not await self.stuck_after(exc, walk, gone):
                             raise
-                        await self.walk_segment(above_the_head(walk), queue, fetched, saved=False)
+                        newest = await self.newest_stored(walk)
+                        await self.walk_segment(down_to(newest), queue, fetched, saved=False)
                         await queue.put(WalkEnd(complete=False, walk=self.unsaved_walk))
                         return
                     restarted = self.after_gone(walk, gone)
@@ -349,10 +350,10 @@ class ListWalk:
         cursor is still listed, as far as can be told, and the list's top answers: a
         gateway failing every request after it (one saying `has_more` on its full last
         page, say) failed every later sync there, never storing a new batch nor refreshing
-        one. The run then walks the top down to the walk's head, and the refresh follows;
-        the walk goes on from its cursor next sync."""
+        one. The run then walks the top down to the newest batch stored, and the refresh
+        follows; the walk goes on from its cursor next sync."""
         resumed_at = walk.cursor
-        if not isinstance(error, ServerError | TransportError) or walk.head_id is None:
+        if not isinstance(error, ServerError | TransportError):
             return False
         if self.last_step is not None or resumed_at is None or asked != resumed_at:
             return False
@@ -360,10 +361,15 @@ class ListWalk:
             return False  # down, not stuck
         self.note(
             f"asking the list after {resumed_at} failed on this run ({error}) while its top "
-            f"answers: walked the top down to {walk.head_id} and refreshed; the walk goes on "
-            f"after {resumed_at} next sync"
+            "answers: walked the top down to the newest batch stored and refreshed; the walk "
+            f"goes on after {resumed_at} next sync"
         )
         return True
+
+    async def newest_stored(self, walk: WalkState) -> str | None:
+        """The newest batch of the list stored (dated plausibly; else `walk`'s head)."""
+        newest = await self.store.newest(1, int(time.time()) + FUTURE_SLACK)
+        return newest[0][0] if newest else walk.head_id
 
     def failed_past_the_end_again(self, error: ApiError, walk: WalkState) -> bool:
         """Whether the run's first request, after a page said to be the list's last whose

@@ -106,9 +106,9 @@ def restart_from_top(walk: WalkState, gone: str | None) -> tuple[WalkState, str]
     return WalkState(cursor=None, stop_id=walk.stop_id, head_id=walk.head_id), warning
 
 
-def above_the_head(walk: WalkState) -> WalkState:
-    """A walk of the list's top down to `walk`'s head: what came on top since it began."""
-    return WalkState(stop_id=walk.head_id, head_id=walk.head_id)
+def down_to(stop_id: str | None) -> WalkState:
+    """A walk of the list's top down to a batch stored (`stop_id`): what came on top."""
+    return WalkState(stop_id=stop_id, head_id=stop_id)
 
 
 def may_be_a_vanished_cursor(step: WalkStep, *, resumed: bool = False) -> bool:
