@@ -151,7 +151,8 @@ def format_summary(result: SyncResult) -> str:
     lines.extend(f"warning: {w}" for w in result.warnings)
     if not result.complete:
         lines.append(
-            "Stopped early (a budget spent, or files failing one after the other); the next "
+            "Stopped early (a budget spent, files failing one after the other, or the list after "
+            "where the walk stopped: see the warnings); the next "
             "`batch-crawler sync` resumes where this one stopped."
         )
     return "\n".join(lines)

@@ -147,7 +147,8 @@ def test_page_budget_exits_3_and_says_how_to_go_on(
     )
     assert summary.endswith(" s [full]")
     assert advice == (
-        "Stopped early (a budget spent, or files failing one after the other); the next "
+        "Stopped early (a budget spent, files failing one after the other, or the list after "
+        "where the walk stopped: see the warnings); the next "
         "`batch-crawler sync` resumes where this one stopped."
     )
 
@@ -259,7 +260,8 @@ def test_a_time_budget_exits_3_and_the_next_sync_continues(
     out = capsys.readouterr().out
     assert out.startswith("Partly synced: 1 pages, 2 batches (2 new, 0 updated), ")
     assert out.endswith(
-        "Stopped early (a budget spent, or files failing one after the other); the next "
+        "Stopped early (a budget spent, files failing one after the other, or the list after "
+        "where the walk stopped: see the warnings); the next "
         "`batch-crawler sync` resumes where this one stopped.\n"
     )
     with aioresponses() as mock:
