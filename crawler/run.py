@@ -236,9 +236,7 @@ class Run:
             counts = await self.store.save_page(
                 batch_rows, error_rows, walk, self.run_id, self.figures, gone, file_rows, secret
             )
-        self.figures = self.figures.plus(
-            batches_new=counts.new, batches_updated=counts.updated, error_lines=counts.error_lines
-        )
+        self.figures = self.figures.plus(**counts.figures())
         # A list a replica behind (the batch at an earlier stage than stored) says nothing
         # of it: one the refresh was to ask for is asked for still.
         self.to_refresh.update(counts.stale & self.unsettled)

@@ -295,6 +295,19 @@ async def test_the_page_and_the_walk_state_commit_together(
     )
 
 
+async def test_a_page_is_committed_with_its_own_counts_in_the_ledger(db_path: Path) -> None:
+    """The run's figures were committed with a page before its counts were added: a run
+    killed after it had its ledger say `batches 50 (new 45)` with 50 stored (pass 72B)."""
+    failed = {"data": [{"code": "a", "message": "1"}]}
+    async with open_store(db_path) as store:
+        run = await store.start_run("full", "http://x")
+        batch_rows, error_rows = build_page_rows([make_batch(9), make_batch(8, errors=failed)], 1)
+        figures = RunFigures(pages=1, batches_seen=2)
+        await store.save_page(batch_rows, error_rows, WalkState(cursor="c8"), run, figures)
+    counted = query(db_path, "SELECT batches_new, batches_updated, error_lines FROM sync_runs")
+    assert counted == [(2, 0, 1)]
+
+
 @pytest.mark.parametrize("holder", [(None,), ("c8",), None], ids=["top", "cursor", "unknown"])
 async def test_a_walk_keeps_what_its_cursors_page_was_asked_after(
     db_path: Path, holder: tuple[str | None] | None

@@ -195,6 +195,14 @@ class PageCounts:
     error_lines: int
     stale: frozenset[str] = frozenset()  # listed at an earlier stage than stored: kept out
 
+    def figures(self) -> dict[str, int]:
+        """The run's figures these counts add to (see RunFigures.plus)."""
+        return {
+            "batches_new": self.new,
+            "batches_updated": self.updated,
+            "error_lines": self.error_lines,
+        }
+
 
 @contextlib.contextmanager
 def _transaction(db: sqlite3.Connection) -> Iterator[None]:
@@ -300,9 +308,11 @@ def _write_page(
         db.executemany(_NOT_FOUND, [(gone_at, path, i) for i in gone_ids])
         if walk is not None:
             _write_walk(db, account, walk)
-        _write_figures(db, run_id, figures)
-    updated = sum(row[0] in before and before[row[0]][0] != row[_RAW] for row in batch_rows)
-    return PageCounts(len(ids) - len(before) - len(kept), updated, len(error_rows), stale)
+        updated = sum(row[0] in before and before[row[0]][0] != row[_RAW] for row in batch_rows)
+        counts = PageCounts(len(ids) - len(before) - len(kept), updated, len(error_rows), stale)
+        # With this page's counts: the ledger of a run killed after it lacked them.
+        _write_figures(db, run_id, figures.plus(**counts.figures()))
+    return counts
 
 
 def _asked_for_ended(db: sqlite3.Connection, account: str, batch_ids: list[str]) -> None:
