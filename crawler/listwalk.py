@@ -309,14 +309,15 @@ class ListWalk:
     async def left_its_page(self, cursor: str) -> bool:
         """Whether the page that listed `cursor`, read again, no longer does: a batch may
         leave the list while answered by id, and a server answer `after` it with a 404 or a
-        500 (every sync failed there). False where that page is not known, or reading it
-        fails: in an outage, the walk is not begun again."""
+        500 (every sync failed there). Where that page is not known (a walk an earlier build
+        saved) or cannot be read (the batch it is asked after gone too), whether the list's
+        top answers: in an outage, the walk is not begun again."""
         if self.holder is None:
-            return False
+            return await self.top_answers()
         try:
             page = await self.fetch_page(self.holder[0], self.page_size, attempts=1)
         except ApiError:
-            return False
+            return self.holder[0] is not None and await self.top_answers()
         return all(batch["id"] != cursor for batch in page.batches)
 
     async def cursor_listed(self, cursor: str, holder: tuple[str | None] | None) -> bool:
@@ -338,7 +339,8 @@ class ListWalk:
                 return True
             page = await self.fetch_page(holder[0], self.page_size, free=free)
         except ApiError as exc:
-            if not (about_one_batch(exc) or isinstance(exc, ServerError | TransportError)):
+            # A page refused or failing: the batch it is asked after may have left too.
+            if not (about_one_batch(exc) or isinstance(exc, _MAY_SAY_AN_UNKNOWN_CURSOR)):
                 raise
             self.note(f"could not confirm that the cursor {cursor} is listed: {exc}")
             return False
@@ -400,9 +402,13 @@ class ListWalk:
     def after_gone(self, walk: WalkState, gone: str) -> WalkState | None:
         """A cursor (`gone`) names a batch the API no longer lists: the walk from the top,
         or None once RESTARTS were made this run. The run then stops, partial, and the next
-        walks from the top (`unsaved_walk`): resumed after `gone`, it confirmed it by id
-        alone, and ended there, above batches never stored."""
+        walks from the top (`unsaved_walk`, as after a run cut before the walk from the top
+        stored a page): resumed after `gone`, it confirmed it by id alone, and ended there,
+        above batches never stored."""
         restarted, warning = restart_from_top(walk, gone)
+        # Committed with the next page, or at the end of a run cut before it: the next run
+        # found the cursor gone again, and was cut again, for ever (pass 73B).
+        self.unsaved_walk = restarted
         if len(self.restarted_for) < RESTARTS:
             self.note(warning)
             self.restarted_for.append(gone)
@@ -411,7 +417,6 @@ class ListWalk:
             f"the cursor {gone} seems gone from the list too, after {RESTARTS} walks from the "
             "top this run: the run stopped there, and the next sync walks from the top"
         )
-        self.unsaved_walk = restarted
         return None
 
     def may_restart(self, gone: str | None) -> bool:

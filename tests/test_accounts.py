@@ -2192,6 +2192,104 @@ async def test_a_resumed_cursor_gone_from_the_list_but_answered_by_id_ends_no_wa
     assert result.warnings == (f"the cursor {cursor} is gone from the list; walked from the top",)
 
 
+async def test_a_walk_an_earlier_build_saved_whose_cursor_left_the_list_walks_from_the_top(
+    db_path: Path,
+) -> None:
+    """A walk saved before schema 28 does not know what its cursor's page was asked after:
+    its cursor leaving the list (answered by id, `after` it failing) failed every sync
+    (pass 73B). A failure after it while the list's top answers walks from the top."""
+    batches = [make_batch(n, status="completed") for n in range(12, 0, -1)]
+    api = Routes(batches, "a")
+    cursor = make_batch(9)["id"]
+    left = leaving_after_a_run(api, cursor, "500")
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(dataclasses.replace(a, max_pages=2), retry=FAST)
+        with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+            conn.execute("UPDATE walk_state SET holder_after = NULL, holder_known = 0")
+        left.add(cursor)
+        result = await sync(a, retry=FAST)
+    assert result.complete
+    assert stored_ids(db_path) == {b["id"] for b in batches}
+
+
+async def test_a_walk_restarted_from_the_top_is_kept_when_the_budget_cuts_its_first_page(
+    db_path: Path,
+) -> None:
+    """A resumed cursor found gone (four requests: the empty end twice, the cursor by id,
+    the page that listed it) left a short `--max-seconds` no time for the walk from the
+    top, whose start was not kept: every run found the cursor gone again and was cut
+    again, 24 of 30 batches never stored (pass 73B). The walk from the top is committed."""
+    batches = [make_batch(n, status="completed") for n in range(30, 0, -1)]
+    api = Routes(batches, "a")
+    cursor = make_batch(27)["id"]
+    left = leaving_after_a_run(api, cursor, "empty")
+    seconds = a_second_a_request(api)
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(dataclasses.replace(a, max_pages=2), retry=FAST)
+        left.add(cursor)
+        on_a_budget = dataclasses.replace(a, max_seconds=3.5)
+        for _ in range(20):
+            result = await sync(on_a_budget, retry=FAST, clock=lambda: float(seconds[0]))
+            if result.complete:
+                break
+    assert result.complete
+    assert stored_ids(db_path) == {b["id"] for b in batches}
+
+
+@pytest.mark.parametrize(
+    ("shape", "left", "unknown"),
+    [
+        ("has_more while full", {4}, 404),  # the cursor is the list's last
+        ("openai", {7, 10}, 500),  # the cursor and the batch its page was asked after
+        ("openai, end unchecked", {4}, 404),
+    ],
+)
+async def test_a_resumed_walk_whose_cursors_page_cannot_be_read_again_walks_from_the_top(
+    db_path: Path, shape: str, left: set[int], unknown: int
+) -> None:
+    """The batch the page listing a resumed walk's cursor was asked after left the list
+    (still answered by id), the server refusing or failing an unknown `after`: the page
+    could not be read again, and every later sync failed (`--full` too), or (the cursor
+    gone as well) ended partial for ever, batches below never stored (pass 73B). A page
+    that cannot be read while the list's top answers does not confirm the cursor: the
+    walk goes on from the top, losing nothing."""
+    count = 12 if 10 in left else 6
+    batches = {n: make_batch(n, status="completed") for n in range(count, 0, -1)}
+    hidden: set[int] = set()
+    flaky = {make_batch(1)["id"]: 3} if "unchecked" in shape else {}
+
+    async def listed(request: web.Request) -> web.Response:
+        shown = [b for n, b in batches.items() if n not in hidden]
+        ids = [b["id"] for b in shown]
+        limit, after = int(request.query["limit"]), request.query.get("after")
+        if after is not None and after not in ids:
+            return web.json_response({"error": {"message": "Invalid 'after'"}}, status=unknown)
+        if flaky.get(after or ""):
+            flaky[after or ""] -= 1  # the check after the last page, on the first run
+            return web.json_response({"error": {"message": "upstream"}}, status=500)
+        start = ids.index(after) + 1 if after else 0
+        page = shown[start : start + limit]
+        more = len(page) == limit if shape.startswith("has_more") else start + limit < len(ids)
+        return web.json_response(list_body(page, more))
+
+    async def by_id(request: web.Request) -> web.Response:
+        return web.json_response(next(b for b in batches.values()
+                                      if b["id"] == request.match_info["id"]))  # fmt: skip
+
+    async with serving({"/v1/batches": listed, "/v1/batches/{id}": by_id}) as root:
+        settings = Settings(db=db_path, base_url=f"{root}/v1", api_key="k", page_size=3,
+                            files=False)  # fmt: skip
+        first = settings if "unchecked" in shape else dataclasses.replace(settings, max_pages=2)
+        with contextlib.suppress(ServerError):
+            await sync(first, retry=FAST)
+        hidden.update(left)
+        outcomes = [(await sync(settings, retry=FAST)).complete for _ in range(2)]
+    assert outcomes[-1], outcomes
+    assert stored_ids(db_path) == {b["id"] for b in batches.values()}
+
+
 async def test_a_list_failing_after_a_resumed_cursor_still_stores_new_batches_and_refreshes(
     db_path: Path,
 ) -> None:
