@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import stat
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
@@ -11,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
-from urllib.request import getproxies
 
 from .errors import ConfigError
 from .redact import (
@@ -462,9 +462,13 @@ def url_holds_secret(url: str, secret: str | None) -> bool:
 
 
 def environment_proxies() -> dict[str, str]:
-    """The proxies the environment names (HTTPS_PROXY, HTTP_PROXY, ...), by variable."""
+    """The proxies the environment names (HTTPS_PROXY, https_proxy, ALL_PROXY, ...), by
+    variable: each spelling, since urllib keeps one a scheme and other programs sharing the
+    environment (a gateway) may read the other."""
     return {
-        f"{scheme.upper()}_PROXY": url for scheme, url in getproxies().items() if scheme != "no"
+        name: url
+        for name, url in os.environ.items()
+        if name.lower().endswith("_proxy") and name.lower() != "no_proxy" and url.strip()
     }
 
 
@@ -472,6 +476,9 @@ def proxy_secrets(url: str, *, user_name: bool = True) -> tuple[str, ...]:
     """What of a proxy URL is masked as the key is (see credentials), as sent (decoded
     once), and its password as written too: a proxy may echo it either way. Without
     `user_name`, the password alone."""
+    # Without a scheme (`user:password@host:port`), as curl and httpx read it: urllib takes
+    # the user name for a scheme, and finds no password.
+    url = url.strip() if "://" in url else f"http://{url.strip()}"
     try:
         parts = urlsplit(url)
         login, password = parts.username if user_name else None, parts.password

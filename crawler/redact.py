@@ -87,11 +87,19 @@ def looks_like_secret(value: Any) -> bool:
         return False
     if re.fullmatch(r"[0-9a-fA-F]+", value):  # hexadecimal, as Azure's classic keys are
         return re.search("[0-9]", value) is not None and re.search("[a-fA-F]", value) is not None
-    if re.fullmatch(r"[A-Za-z0-9_.\-]+", value) is None or not all(
-        re.search(kind, value) for kind in ("[a-z]", "[A-Z]", "[0-9]")
-    ):
+    if re.fullmatch(r"[A-Za-z0-9_.\-]+", value) is None or not _mixes_cases_and_digits(value):
         return False
-    return _RANDOM_CHANGES * _changes(value, _case_or_digit) >= len(value)
+    # A token of digit groups and a random word (Slack's `xoxb-…`) is random in that word.
+    words = [word for word in re.split(r"[^A-Za-z0-9]+", value) if len(word) >= 16]
+    return any(
+        _mixes_cases_and_digits(text)
+        and _RANDOM_CHANGES * _changes(text, _case_or_digit) >= len(text)
+        for text in (value, *words)
+    )
+
+
+def _mixes_cases_and_digits(text: str) -> bool:
+    return all(re.search(kind, text) for kind in ("[a-z]", "[A-Z]", "[0-9]"))
 
 
 # A random token of letters of both cases and digits changes between them at about three
@@ -270,13 +278,7 @@ def mask_keys_in_data(text: str, keys: Iterable[str]) -> str:
     masked as `mask_keys` does, but those too short to be searched for in stored data (see
     holds_secret): as words, they would mask the document's own (an `x` attribute, `null`,
     a count of 1)."""
-    return mask_keys(text, [key for key in keys if is_searched_in_data(key)])
-
-
-def is_searched_in_data(key: str) -> bool:
-    """Whether stored data is searched for `key`: a shorter one may be a placeholder (`x`,
-    `EMPTY`), which ordinary values spell; it is masked as a word in messages alone."""
-    return len(key) >= _IDENTIFYING_RUN
+    return mask_keys(text, [key for key in keys if len(key) >= _IDENTIFYING_RUN])
 
 
 def mask_keys_in_json(value: Any, keys: Iterable[str]) -> Any:

@@ -1538,6 +1538,7 @@ async def test_a_proxys_password_echoed_back_is_masked_in_the_streaming_call(
 
 
 UPSTREAM_KEY = "sk-proj-" + "Up5tReAmK3y" * 4
+KEY_SHAPED_PASSWORD = "Zq8Jm3Kp9Lw2Xv7Rt4Yb5Nc1Hd6Gf0Ps"
 
 
 @pytest.mark.parametrize("beside", ["upstream key", "proxy bypassed"])
@@ -1552,7 +1553,7 @@ async def test_the_environments_secrets_a_local_gateway_echoes_are_masked(
         secret = UPSTREAM_KEY
         monkeypatch.setenv("OPENAI_API_KEY", secret)
     else:
-        secret = PROXY_PASSWORD
+        secret = KEY_SHAPED_PASSWORD
         monkeypatch.setenv("HTTPS_PROXY", f"http://alice:{secret}@127.0.0.1:9")
     asked: list[str] = []
 
@@ -1575,6 +1576,52 @@ async def test_the_environments_secrets_a_local_gateway_echoes_are_masked(
     assert secret not in stored
     assert secret not in repr(events)
     assert "upstream refused (***)" in repr(events)
+
+
+def test_the_environments_placeholders_and_passphrases_mask_no_data(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Values no key is spelled like, in the default keys' variables (a template's
+    placeholder) or as an unused proxy's password (a passphrase, a name in German): masked
+    in stored data too, they masked the model answers spelling them (`os.getenv("***")`,
+    `T*** over the lazy dog`) and made every page's search several times as slow (74A)."""
+    for name, value in [
+        ("OPENAI_API_KEY", "your-openai-api-key-here"),
+        ("AZURE_OPENAI_API_KEY", "YOUR_AZURE_OPENAI_API_KEY"),
+        ("HTTPS_PROXY", "http://jdoe:the%20quick%20brown%20fox%20jumps@127.0.0.1:9"),
+        (
+            "http_proxy",
+            "http://j%C3%BCrgen:Gr%C3%BC%C3%9Fe-aus-M%C3%BCnchen-Passw%C3%B6rt@127.0.0.1:9",
+        ),
+    ]:
+        monkeypatch.setenv(name, value)
+    settings = Settings(base_url="http://127.0.0.1:9/v1", api_key=PROJECT_KEY)
+    assert secrets_of_a_run(settings, None) == PROJECT_KEY
+
+
+@pytest.mark.parametrize(
+    ("variables", "password"),
+    [
+        ({"HTTPS_PROXY": "http://u:{}@127.0.0.1:9", "https_proxy": ""}, KEY_SHAPED_PASSWORD),
+        ({"HTTPS_PROXY": "http://u:{}@127.0.0.1:9", "https_proxy": "http://127.0.0.1:8"},
+         KEY_SHAPED_PASSWORD),
+        ({"ALL_PROXY": "u:{}@127.0.0.1:3128"}, KEY_SHAPED_PASSWORD),  # no scheme, as curl reads
+    ],
+    ids=["lower case empty", "lower case another", "no scheme"],
+)  # fmt: skip
+def test_every_proxy_variable_of_the_environment_is_masked(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], password: str
+) -> None:
+    """urllib keeps one proxy a scheme (the lower-case spelling, even empty) and reads a
+    URL of no scheme as none: the other spelling's password, which a gateway sharing the
+    environment uses, was neither masked nor searched for in stored data (pass 74A)."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        for spelled in (name, name.lower()):
+            monkeypatch.delenv(spelled, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value.format(password))
+    settings = Settings(base_url="http://127.0.0.1:9/v1", api_key=PROJECT_KEY)
+    assert password in list(secrets_of_a_run(settings, None))  # type: ignore[arg-type]
 
 
 def test_a_path_holding_the_key_cut_into_folders_is_refused(
@@ -1803,6 +1850,8 @@ def test_a_name_mixing_cases_and_digits_is_no_key_at_hand(value: str) -> None:
     changes between cases and digits at every other character or so; a name, at its words'
     first letters and numbers."""
     assert environment_keys({"AZURE_OPENAI_CHAT_DEPLOYMENT": value}) == ()
+    slack = "xoxb-106730880910-5906804781492-umYpayZOHAPorVnnp1fpjSCk"  # a random word
+    assert environment_keys({"SLACK_BOT_TOKEN": slack}) == (slack,)
     token = "".join(random.Random(value).choices(string.ascii_letters + string.digits, k=32))
     assert environment_keys({"GATEWAY_TOKEN": token}) == (token,)
 
