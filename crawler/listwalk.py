@@ -159,8 +159,8 @@ class ListWalk:
                     if gone is None or not await self.cursor_vanished(exc, walk.cursor):
                         if not await self.stuck_after(exc, walk, gone):
                             raise
-                        newest = await self.newest_stored(walk)
-                        await self.walk_segment(down_to(newest), queue, fetched, saved=False)
+                        head = down_to(walk.head_id)
+                        await self.walk_segment(head, queue, fetched, saved=False)
                         await queue.put(WalkEnd(complete=False, walk=self.unsaved_walk))
                         return
                     restarted = self.after_gone(walk, gone)
@@ -352,8 +352,9 @@ class ListWalk:
         cursor is still listed, as far as can be told, and the list's top answers: a
         gateway failing every request after it (one saying `has_more` on its full last
         page, say) failed every later sync there, never storing a new batch nor refreshing
-        one. The run then walks the top down to the newest batch stored, and the refresh
-        follows; the walk goes on from its cursor next sync."""
+        one. The run then walks the top down to the walk's head, and the refresh follows
+        (down to the newest batch stored, a walk cut before it, by a budget or a kill, left
+        the batches between unstored); the walk goes on from its cursor next sync."""
         resumed_at = walk.cursor
         if not isinstance(error, ServerError | TransportError):
             return False
@@ -363,15 +364,10 @@ class ListWalk:
             return False  # down, not stuck
         self.note(
             f"asking the list after {resumed_at} failed on this run ({error}) while its top "
-            "answers: walked the top down to the newest batch stored and refreshed; the walk "
-            f"goes on after {resumed_at} next sync"
+            f"answers: walked the top down to {walk.head_id} and refreshed; the walk goes on "
+            f"after {resumed_at} next sync"
         )
         return True
-
-    async def newest_stored(self, walk: WalkState) -> str | None:
-        """The newest batch of the list stored (dated plausibly; else `walk`'s head)."""
-        newest = await self.store.newest(1, int(time.time()) + FUTURE_SLACK)
-        return newest[0][0] if newest else walk.head_id
 
     def failed_past_the_end_again(self, error: ApiError, walk: WalkState) -> bool:
         """Whether the run's first request, after a page said to be the list's last whose

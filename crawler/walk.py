@@ -107,7 +107,7 @@ def restart_from_top(walk: WalkState, gone: str | None) -> tuple[WalkState, str]
 
 
 def down_to(stop_id: str | None) -> WalkState:
-    """A walk of the list's top down to a batch stored (`stop_id`): what came on top."""
+    """A walk of the list's top down to a batch stored (`stop_id`): what came on top since."""
     return WalkState(stop_id=stop_id, head_id=stop_id)
 
 

@@ -2320,9 +2320,16 @@ async def test_a_list_failing_after_a_resumed_cursor_still_stores_new_batches_an
             nine = conn.execute("SELECT status FROM batches WHERE id = ?", (make_batch(9)["id"],))
             assert nine.fetchone() == ("completed",)
         assert stored_ids(db_path) == {make_batch(n)["id"] for n in (12, 11, 10, 9, 8, 7)}
+        # A walk of the top cut by the budget: the next goes down to the head all the same
+        # (down to the newest batch stored, it left those between never stored, pass 74B).
+        for n in range(20, 12, -1):
+            api.batches[make_batch(n)["id"]] = make_batch(n, status="completed")
+        stuck.append(await sync(dataclasses.replace(a, max_pages=1), retry=FAST))
+        stuck.append(await sync(a, retry=FAST))
+        assert stored_ids(db_path) >= {make_batch(n)["id"] for n in range(20, 6, -1)}
         failing.clear()
         healed = await sync(a, retry=FAST)
-    assert [result.complete for result in stuck] == [False, False]
+    assert [result.complete for result in stuck] == [False] * 4
     assert stuck[0].warnings[0].startswith(f"asking the list after {make_batch(7)['id']} failed")
     assert (healed.complete, healed.mode) == (True, "resume")  # not walked from the top again
     assert healed.warnings == ()
