@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Protocol, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
@@ -61,7 +61,7 @@ from .errors import (
 )
 from .pages import Batch, BatchPage, parse_page
 from .ratelimit import RateLimiter
-from .redact import Secret, Secrets, credentials, looks_like_secret, mask_secret
+from .redact import Secret, Secrets, credentials, looks_generated, mask_secret
 from .replies import build_api_error
 from .setting_rules import is_on_this_machine, split_url
 
@@ -279,17 +279,23 @@ def secrets_of_a_run(settings: Settings, tokens: EntraTokens | None) -> Secret:
 
 
 def _secrets_beside(settings: Settings) -> tuple[str, ...]:
-    """The environment's keys and proxy credentials that are not the run's and are spelled
-    like a key: the default variables' (a gateway's upstream key in OPENAI_API_KEY, its own
-    token under another name) and those of proxies the run does not go through (a gateway
+    """The environment's keys and proxy credentials that are not the run's, written as a
+    machine writes a secret (see looks_generated): the default variables' (a gateway's
+    upstream key in OPENAI_API_KEY, its own token under another name, quoted as an
+    `--env-file` leaves it) and those of proxies the run does not go through (a gateway
     on this machine, sharing the environment, passes them on). A gateway echoing them was
-    masked in what the command said last, and shown in its warnings and stored. Others are
-    left: a placeholder (`your-openai-api-key-here`), a passphrase or a name would mask
-    the data that spells it, and each costs the search of every page."""
-    named = (os.environ.get(name, "").strip() for name in (Settings.api_key_env, ENV_AZURE_KEY))
+    masked in what the command said last, and shown in its warnings and stored."""
+    named = (
+        os.environ.get(name, "").strip().strip("\"'")
+        for name in (Settings.api_key_env, ENV_AZURE_KEY)
+    )
     proxies = (one for url in environment_proxies().values() for one in proxy_secrets(url))
     return tuple(
-        sorted({one for one in (*named, *proxies) if looks_like_secret(one)} - {settings.api_key})
+        sorted(
+            # As sent: a proxy password percent-encoded (`the%20quick…`) holds digits.
+            {one for one in (*named, *proxies) if looks_generated(unquote(one))}
+            - {settings.api_key}
+        )
     )
 
 

@@ -478,7 +478,8 @@ def proxy_secrets(url: str, *, user_name: bool = True) -> tuple[str, ...]:
     `user_name`, the password alone."""
     # Without a scheme (`user:password@host:port`), as curl and httpx read it: urllib takes
     # the user name for a scheme, and finds no password.
-    url = url.strip() if "://" in url else f"http://{url.strip()}"
+    url = url.strip().strip("\"'")  # quoted, as an `--env-file` leaves it
+    url = url if "://" in url else f"http://{url}"
     try:
         parts = urlsplit(url)
         login, password = parts.username if user_name else None, parts.password

@@ -81,25 +81,36 @@ def looks_like_secret(value: Any) -> bool:
     """
     if not isinstance(value, str):
         return False
-    if value.startswith(("sk-", "sk_")):
+    if value.startswith(_KEY_PREFIXES):
         return True
     if len(value) < 32:
         return False
     if re.fullmatch(r"[0-9a-fA-F]+", value):  # hexadecimal, as Azure's classic keys are
         return re.search("[0-9]", value) is not None and re.search("[a-fA-F]", value) is not None
-    if re.fullmatch(r"[A-Za-z0-9_.\-]+", value) is None or not _mixes_cases_and_digits(value):
+    if re.fullmatch(r"[A-Za-z0-9_.\-]+", value) is None or not all(
+        re.search(kind, value) for kind in ("[a-z]", "[A-Z]", "[0-9]")
+    ):
         return False
-    # A token of digit groups and a random word (Slack's `xoxb-…`) is random in that word.
-    words = [word for word in re.split(r"[^A-Za-z0-9]+", value) if len(word) >= 16]
-    return any(
-        _mixes_cases_and_digits(text)
-        and _RANDOM_CHANGES * _changes(text, _case_or_digit) >= len(text)
-        for text in (value, *words)
+    return _RANDOM_CHANGES * _changes(value, _case_or_digit) >= len(value)
+
+
+# OpenAI's and many compatible servers' keys; Slack's tokens (digit groups, then a random
+# word: the changes of the whole are too few).
+_KEY_PREFIXES = ("sk-", "sk_", "xoxb-", "xoxp-", "xoxa-", "xoxr-", "xoxs-", "xoxe-")
+
+
+def looks_generated(value: str) -> bool:
+    """Whether a value is written as a machine writes a secret, not as a person writes
+    words: 16 characters or more, letters and digits, ten different ones at least (a key,
+    a token, a generated password in base64 or with symbols). A template's placeholder
+    (`your-openai-api-key-here`, `sk-` and 48 x, 32 zeros), a passphrase or a name in
+    words is not, and would mask the data spelling it."""
+    return (
+        len(value) >= _IDENTIFYING_RUN
+        and any(char.isdigit() for char in value)
+        and any(char.isalpha() for char in value)
+        and len(set(value)) >= 10
     )
-
-
-def _mixes_cases_and_digits(text: str) -> bool:
-    return all(re.search(kind, text) for kind in ("[a-z]", "[A-Z]", "[0-9]"))
 
 
 # A random token of letters of both cases and digits changes between them at about three
