@@ -159,9 +159,14 @@ class ListWalk:
                     if gone is None or not await self.cursor_vanished(exc, walk.cursor):
                         if not await self.stuck_after(exc, walk, gone):
                             raise
-                        head = down_to(walk.head_id)
-                        await self.walk_segment(head, queue, fetched, saved=False)
-                        await queue.put(WalkEnd(complete=False, walk=self.unsaved_walk))
+                        try:
+                            head = down_to(walk.head_id)
+                            await self.walk_segment(head, queue, fetched, saved=False)
+                        finally:
+                            # Its cursors found gone, the walk of the top restarted: the
+                            # stuck walk was left for it, the batches below never stored.
+                            self.unsaved_walk = None
+                        await queue.put(WalkEnd(complete=False))
                         return
                     restarted = self.after_gone(walk, gone)
                     if restarted is not None:
@@ -298,24 +303,28 @@ class ListWalk:
             return False
         if cursor == resumed_from and isinstance(error, BadRequestError | NotFoundError):
             return True
+        # Whatever the budget after the run's first request, as that request is: its retries
+        # spent a short one, and no run got past the cursor (pass 75B).
+        free = self.last_step is None
         try:
             # Asked once, since the list request has just spent its retries.
-            if await self.fetch_batch(cursor, attempts=1) is None:
+            if await self.fetch_batch(cursor, attempts=1, free=free) is None:
                 return True
         except ApiError:
             pass  # refused or failing by id: the page that listed it says
-        return await self.left_its_page(cursor)
+        return await self.left_its_page(cursor, free=free)
 
-    async def left_its_page(self, cursor: str) -> bool:
+    async def left_its_page(self, cursor: str, *, free: bool = False) -> bool:
         """Whether the page that listed `cursor`, read again, no longer does: a batch may
         leave the list while answered by id, and a server answer `after` it with a 404 or a
         500 (every sync failed there). Where that page is not known (a walk an earlier build
-        saved) or cannot be read (the batch it is asked after gone too), whether the list's
-        top answers: in an outage, the walk is not begun again."""
+        saved) or cannot be read past its retries (the batch it is asked after gone too),
+        whether the list's top answers: in an outage, the walk is not begun again. (Read
+        once, a blip of two requests in a row began a long walk again, pass 75B.)"""
         if self.holder is None:
             return await self.top_answers()
         try:
-            page = await self.fetch_page(self.holder[0], self.page_size, attempts=1)
+            page = await self.fetch_page(self.holder[0], self.page_size, free=free)
         except ApiError:
             return self.holder[0] is not None and await self.top_answers()
         return all(batch["id"] != cursor for batch in page.batches)

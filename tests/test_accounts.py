@@ -2146,6 +2146,11 @@ async def test_a_cursor_gone_from_the_list_but_answered_by_id_ends_no_walk(
     assert result.warnings == (f"the cursor {cursor} is gone from the list; walked from the top",)
 
 
+def query_walk(db: Path) -> Any:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return conn.execute("SELECT cursor, stop_id, head_id FROM walk_state").fetchall()
+
+
 def leaving_after_a_run(api: Routes, cursor: str, answer: str) -> set[str]:
     """Route a's list, from which `cursor` leaves once added to the set returned (still
     answered by id), answering an unknown `after` with an empty page or a 500."""
@@ -2236,6 +2241,100 @@ async def test_a_walk_restarted_from_the_top_is_kept_when_the_budget_cuts_its_fi
                 break
     assert result.complete
     assert stored_ids(db_path) == {b["id"] for b in batches}
+
+
+async def test_a_cursor_gone_in_a_stuck_runs_walk_of_the_top_keeps_the_stuck_walk(
+    db_path: Path,
+) -> None:
+    """While the list failed after the walk's cursor, the run's walk of the top met a batch
+    leaving the list (its `after` an empty page): the walk from the top it restarted was
+    saved in place of the stuck walk, which never went on, the batches below it never
+    stored (pass 75B)."""
+    batches = [make_batch(n, status="completed") for n in range(12, 0, -1)]
+    api = Routes(batches, "a")
+    failing: set[str] = set()
+    deleted: list[str] = []
+
+    async def listed(request: web.Request) -> web.Response:
+        after = request.query.get("after")
+        if after in failing:
+            return web.json_response({"error": {"message": "Bad gateway"}}, status=502)
+        if after is not None and after not in api.batches:
+            return web.json_response(list_body([], False))
+        answer = await Routes.listed(api, request)
+        if after is None and request.query["limit"] != "1" and failing and not deleted:
+            deleted.append(api.shown("a")[1]["id"])
+            del api.batches[deleted[0]]  # the top page's last, deleted once served whole
+        return answer
+
+    api.listed = listed  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(dataclasses.replace(a, max_pages=2), retry=FAST)
+        for n in (16, 15, 14, 13):
+            api.batches[make_batch(n)["id"]] = make_batch(n, status="completed")
+        failing.add(make_batch(9)["id"])
+        stuck = await sync(a, retry=FAST)
+        print("STUCK", stuck.warnings, query_walk(db_path))
+        failing.clear()
+        calm = [await sync(a, retry=FAST) for _ in range(2)]
+    assert not stuck.complete
+    assert calm[-1].complete
+    assert stored_ids(db_path) >= {b["id"] for b in api.batches.values()}
+
+
+async def test_a_resumed_cursor_gone_with_a_500_after_it_is_walked_around_on_a_budget(
+    db_path: Path,
+) -> None:
+    """The resumed request's retries spent a short `--max-seconds`, and the asks telling
+    that its cursor had left the list (by id, the page that listed it) were cut on every
+    run: the walk never moved (pass 75B). They are made whatever the budget, as that
+    request is."""
+    batches = [make_batch(n, status="completed") for n in range(30, 0, -1)]
+    api = Routes(batches, "a")
+    cursor = make_batch(27)["id"]
+    left = leaving_after_a_run(api, cursor, "500")
+    seconds = a_second_a_request(api)
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(dataclasses.replace(a, max_pages=2), retry=FAST)
+        left.add(cursor)
+        on_a_budget = dataclasses.replace(a, max_seconds=2)
+        for _ in range(20):
+            result = await sync(on_a_budget, retry=FAST, clock=lambda: float(seconds[0]))
+            if result.complete:
+                break
+    assert result.complete
+    assert stored_ids(db_path) == {b["id"] for b in batches}
+
+
+async def test_a_blip_of_two_requests_mid_walk_does_not_walk_from_the_top_again(
+    db_path: Path,
+) -> None:
+    """The request after a cursor failed past its retries, and the page that listed it,
+    read again once, failed too: the cursor was taken as gone, and a long walk began again
+    from the top (pass 75B). That page is read with its retries."""
+    batches = [make_batch(n, status="completed") for n in range(12, 0, -1)]
+    api = Routes(batches, "a")
+    failures = [4]
+    asked: list[str | None] = []
+
+    async def listed(request: web.Request) -> web.Response:
+        asked.append(request.query.get("after"))
+        if request.query.get("after") is not None and len(asked) > 3 and failures[0]:
+            failures[0] -= 1
+            return web.json_response({"error": {"message": "Unavailable"}}, status=503)
+        return await Routes.listed(api, request)
+
+    api.listed = listed  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        with pytest.raises(ServerError):
+            await sync(a, retry=FAST)
+        result = await sync(a, retry=FAST)
+    assert result.mode == "resume"
+    assert result.complete
+    assert asked.count(None) == 1 + 1  # the first walk's top, and the catch-up's
 
 
 @pytest.mark.parametrize(
