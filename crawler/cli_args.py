@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
-from .config import ENV_AZURE_KEY, ENV_LOG_FORMAT, Settings, environment_proxies, proxy_secrets
+from .config import (
+    ENV_AZURE_KEY,
+    ENV_CLIENT_SECRET,
+    ENV_LOG_FORMAT,
+    Settings,
+    environment_proxies,
+    proxy_secrets,
+)
 from .errors import EXIT_USAGE, ConfigError
 from .events import failure_event
 from .fake import BAD_PAGE_MODES, BROKEN_PAGINATION_MODES, FLAVORS, ID_STYLES
@@ -47,7 +54,7 @@ def keys_at_hand(*, proxy_user_names: bool = True) -> tuple[str, ...]:
     (Parser.config_keys)."""
     proxies = environment_proxies().values()
     return (
-        *environment_keys(os.environ, Settings.api_key_env, ENV_AZURE_KEY),
+        *environment_keys(os.environ, Settings.api_key_env, ENV_AZURE_KEY, ENV_CLIENT_SECRET),
         *(one for url in proxies for one in proxy_secrets(url, user_name=proxy_user_names)),
         *Parser.config_keys,
     )

@@ -41,6 +41,9 @@ ENV_LOG_FORMAT = "BATCH_CRAWLER_LOG_FORMAT"
 # Azure OpenAI's, as the official SDK's AzureOpenAI client reads them (provider = "azure").
 ENV_AZURE_ENDPOINT = "AZURE_OPENAI_ENDPOINT"
 ENV_AZURE_KEY = "AZURE_OPENAI_API_KEY"
+# Entra ID's client secret, which `auth = "entra"` reads through azure-identity: base64 with
+# `~` and `.`, of no key's shape.
+ENV_CLIENT_SECRET = "AZURE_CLIENT_SECRET"
 ENV_API_VERSION = "OPENAI_API_VERSION"
 
 

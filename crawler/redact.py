@@ -101,16 +101,30 @@ _KEY_PREFIXES = ("sk-", "sk_", "xoxb-", "xoxp-", "xoxa-", "xoxr-", "xoxs-", "xox
 
 def looks_generated(value: str) -> bool:
     """Whether a value is written as a machine writes a secret, not as a person writes
-    words: 16 characters or more, letters and digits, ten different ones at least (a key,
-    a token, a generated password in base64 or with symbols). A template's placeholder
-    (`your-openai-api-key-here`, `sk-` and 48 x, 32 zeros), a passphrase or a name in
-    words is not, and would mask the data spelling it."""
+    words: 16 characters or more, letters and digits, ten different ones at least, no
+    blank, and no run of five characters in a row (`12345`, `abcde`) (a key, a token, a
+    generated password in base64 or with symbols). A template's placeholder
+    (`your-openai-api-key-here`, `sk-` and 48 x, `sk-1234567890abcdef…`), a passphrase or
+    a name in words is not, and would mask the data spelling it."""
     return (
         len(value) >= _IDENTIFYING_RUN
         and any(char.isdigit() for char in value)
         and any(char.isalpha() for char in value)
         and len(set(value)) >= 10
+        and not any(char.isspace() for char in value)
+        and _IN_A_ROW.search(value) is None
     )
+
+
+# Five characters in a row (`12345`, `abcde`, `vwxyz`): a person's sequence, which a random
+# value of 32 holds about once in half a million.
+_IN_A_ROW = re.compile(
+    "|".join(
+        re.escape(letters[i : i + 5])
+        for letters in ("0123456789", "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+        for i in range(len(letters) - 4)
+    )
+)
 
 
 # A random token of letters of both cases and digits changes between them at about three
@@ -220,8 +234,9 @@ def mask_key_like(text: str) -> str:
 
 
 # Variables named as ids and commits (GITHUB_SHA, CIRCLE_SHA1, GIT_COMMIT, Azure Pipelines'
-# BUILD_SOURCEVERSION): their values are spelled as keys are (hex), and named after.
-_NAMED_AS_NO_KEY = re.compile(r"(?:_ID|SHA1?|COMMIT|REVISION|SOURCEVERSION)$")
+# BUILD_SOURCEVERSION, Heroku's SOURCE_VERSION, Netlify's COMMIT_REF, TeamCity's
+# BUILD_VCS_NUMBER): their values are spelled as keys are (hex), and named after.
+_NAMED_AS_NO_KEY = re.compile(r"(?:_ID|SHA1?|COMMIT|REVISION|SOURCE_?VERSION|_REF|VCS_NUMBER)$")
 
 
 def environment_keys(environ: Mapping[str, str], *named: str) -> tuple[str, ...]:

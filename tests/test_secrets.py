@@ -1585,11 +1585,12 @@ def test_the_environments_placeholders_and_passphrases_mask_no_data(
     placeholder) or as an unused proxy's password (a passphrase, a name in German): masked
     in stored data too, they masked the model answers spelling them (`os.getenv("***")`,
     `T*** over the lazy dog`) and made every page's search several times as slow (74A;
-    `sk-` words too, 76A)."""
+    `sk-` words too, 76A; with digits, a sequence or blanks, 77A)."""
     for name, value in [
-        ("OPENAI_API_KEY", "sk-your-openai-api-key-here"),
-        ("AZURE_OPENAI_API_KEY", "YOUR_AZURE_OPENAI_API_KEY"),
-        ("HTTPS_PROXY", "http://jdoe:the%20quick%20brown%20fox%20jumps@127.0.0.1:9"),
+        ("OPENAI_API_KEY", "sk-1234567890abcdefghijklmnopqrstuvwxyz"),
+        ("AZURE_OPENAI_API_KEY", "1234567890abcdef1234567890abcdef"),
+        ("HTTPS_PROXY", "http://jdoe:the%20quick%20brown%20fox%20jumps%2042@127.0.0.1:9"),
+        ("ALL_PROXY", "http://jdoe:YOUR_AZURE_OPENAI_API_KEY@127.0.0.1:9"),
         (
             "http_proxy",
             "http://j%C3%BCrgen:Gr%C3%BC%C3%9Fe-aus-M%C3%BCnchen-Passw%C3%B6rt@127.0.0.1:9",
@@ -1686,17 +1687,30 @@ def test_an_id_in_the_environment_spelled_like_a_key_is_none(
     cli._check_urls([Settings(base_url=gateway, api_key=PROJECT_KEY)], keys)
 
 
-@pytest.mark.parametrize("variable", ["GITHUB_SHA", "CI_COMMIT_SHA", "CIRCLE_SHA1", "GIT_COMMIT"])
+@pytest.mark.parametrize(
+    "variable",
+    ["GITHUB_SHA", "CI_COMMIT_SHA", "CIRCLE_SHA1", "GIT_COMMIT", "COMMIT_REF", "SOURCE_VERSION",
+     "CODEBUILD_RESOLVED_SOURCE_VERSION", "BUILD_VCS_NUMBER"],
+)  # fmt: skip
 def test_a_ci_jobs_commit_in_the_environment_is_no_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str
 ) -> None:
     """A commit's 40 hex digits counted as a key at hand: a CI job's database named after
-    its commit was refused as holding an API key (pass 68A)."""
+    its commit was refused as holding an API key (pass 68A; Netlify's, Heroku's, AWS's and
+    TeamCity's names, pass 77A)."""
     commit = "3f786850e387550fdab836ed7e6dc881de23001b"
     monkeypatch.setenv(variable, commit)
     assert commit not in cli_args.keys_at_hand()
     db = tmp_path / f"run-{commit}.db"
     assert main(["demo", "--db", str(db), "--batches", "5"]) == 0
+
+
+def test_the_entra_client_secret_is_a_key_at_hand(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entra ID's client secret (`auth = "entra"` reads it through azure-identity) is of
+    no key's shape (`~` and `.`): a gateway echoing it had it shown by `report` (77A)."""
+    secret = "XTR8Q~P9eUbUJFjQnLioCzmYfCHD1ZRVC6.xFpTf"
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", secret)
+    assert secret in cli_args.keys_at_hand()
 
 
 KEY_LIKE = "gsk_Q7wErTy8UiOp2AsDfGh5JkLzXcVb9NmQwE3rTy6UiOp1AsDfGh4JkLzX"
