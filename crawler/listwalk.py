@@ -159,6 +159,9 @@ class ListWalk:
                     if gone is None or not await self.cursor_vanished(exc, walk.cursor):
                         if not await self.stuck_after(exc, walk, gone):
                             raise
+                        # Its first page is read whatever the budget, as a run's first is
+                        # (the asks before it spent that): cut there, no run got further.
+                        self.pages_read = 0
                         try:
                             head = down_to(walk.head_id)
                             await self.walk_segment(head, queue, fetched, saved=False)
@@ -318,13 +321,13 @@ class ListWalk:
         """Whether the page that listed `cursor`, read again, no longer does: a batch may
         leave the list while answered by id, and a server answer `after` it with a 404 or a
         500 (every sync failed there). Where that page is not known (a walk an earlier build
-        saved) or cannot be read past its retries (the batch it is asked after gone too),
-        whether the list's top answers: in an outage, the walk is not begun again. (Read
-        once, a blip of two requests in a row began a long walk again, pass 75B.)"""
+        saved) or cannot be read (the batch it is asked after gone too), whether the list's
+        top answers: in an outage, the walk is not begun again. Read once: with its retries,
+        a silent server held a sync twice as long as its retries say (pass 77B)."""
         if self.holder is None:
             return await self.top_answers()
         try:
-            page = await self.fetch_page(self.holder[0], self.page_size, free=free)
+            page = await self.fetch_page(self.holder[0], self.page_size, attempts=1, free=free)
         except ApiError:
             return self.holder[0] is not None and await self.top_answers()
         return all(batch["id"] != cursor for batch in page.batches)
