@@ -2151,6 +2151,18 @@ def query_walk(db: Path) -> Any:
         return conn.execute("SELECT cursor, stop_id, head_id FROM walk_state").fetchall()
 
 
+def failing_after(api: Routes, failing: set[str]) -> None:
+    """Route a's list answering 502 to a request after any of `failing` (a gateway failing
+    every request past a page, as long as the set holds it)."""
+
+    async def listed(request: web.Request) -> web.Response:
+        if request.query.get("after") in failing:
+            return web.json_response({"error": {"message": "Bad gateway"}}, status=502)
+        return await Routes.listed(api, request)
+
+    api.listed = listed  # type: ignore[method-assign]
+
+
 def leaving_after_a_run(api: Routes, cursor: str, answer: str) -> set[str]:
     """Route a's list, from which `cursor` leaves once added to the set returned (still
     answered by id), answering an unknown `after` with an empty page or a 500."""
@@ -2218,23 +2230,27 @@ async def test_a_walk_an_earlier_build_saved_whose_cursor_left_the_list_walks_fr
     assert stored_ids(db_path) == {b["id"] for b in batches}
 
 
-async def test_a_walk_restarted_from_the_top_is_kept_when_the_budget_cuts_its_first_page(
-    db_path: Path,
+@pytest.mark.parametrize(("answer", "budget"), [("empty", 3.5), ("500", 2)])
+async def test_a_resumed_cursor_found_gone_on_a_short_budget_is_walked_around(
+    db_path: Path, answer: str, budget: float
 ) -> None:
     """A resumed cursor found gone (four requests: the empty end twice, the cursor by id,
     the page that listed it) left a short `--max-seconds` no time for the walk from the
     top, whose start was not kept: every run found the cursor gone again and was cut
-    again, 24 of 30 batches never stored (pass 73B). The walk from the top is committed."""
+    again, 24 of 30 batches never stored (pass 73B); after a 500, the request's retries
+    spent the budget, and the asks telling the cursor gone were cut on every run (75B).
+    The walk from the top is committed; those asks are made whatever the budget, as the
+    run's first request is."""
     batches = [make_batch(n, status="completed") for n in range(30, 0, -1)]
     api = Routes(batches, "a")
     cursor = make_batch(27)["id"]
-    left = leaving_after_a_run(api, cursor, "empty")
+    left = leaving_after_a_run(api, cursor, answer)
     seconds = a_second_a_request(api)
     async with serving(api.routes()) as root:
         (a,) = api.accounts(db_path, root)
         await sync(dataclasses.replace(a, max_pages=2), retry=FAST)
         left.add(cursor)
-        on_a_budget = dataclasses.replace(a, max_seconds=3.5)
+        on_a_budget = dataclasses.replace(a, max_seconds=budget)
         for _ in range(20):
             result = await sync(on_a_budget, retry=FAST, clock=lambda: float(seconds[0]))
             if result.complete:
@@ -2273,13 +2289,7 @@ async def test_a_stuck_run_on_a_short_budget_stores_the_top_page(db_path: Path) 
     batches = [make_batch(n, status="completed") for n in range(10, 0, -1)]
     api = Routes(batches, "a")
     failing = {make_batch(7)["id"]}
-
-    async def listed(request: web.Request) -> web.Response:
-        if request.query.get("after") in failing:
-            return web.json_response({"error": {"message": "Bad gateway"}}, status=502)
-        return await Routes.listed(api, request)
-
-    api.listed = listed  # type: ignore[method-assign]
+    failing_after(api, failing)
     seconds = a_second_a_request(api)
     async with serving(api.routes()) as root:
         (a,) = api.accounts(db_path, root)
@@ -2330,31 +2340,6 @@ async def test_a_cursor_gone_in_a_stuck_runs_walk_of_the_top_keeps_the_stuck_wal
     assert not stuck.complete
     assert calm[-1].complete
     assert stored_ids(db_path) >= {b["id"] for b in api.batches.values()}
-
-
-async def test_a_resumed_cursor_gone_with_a_500_after_it_is_walked_around_on_a_budget(
-    db_path: Path,
-) -> None:
-    """The resumed request's retries spent a short `--max-seconds`, and the asks telling
-    that its cursor had left the list (by id, the page that listed it) were cut on every
-    run: the walk never moved (pass 75B). They are made whatever the budget, as that
-    request is."""
-    batches = [make_batch(n, status="completed") for n in range(30, 0, -1)]
-    api = Routes(batches, "a")
-    cursor = make_batch(27)["id"]
-    left = leaving_after_a_run(api, cursor, "500")
-    seconds = a_second_a_request(api)
-    async with serving(api.routes()) as root:
-        (a,) = api.accounts(db_path, root)
-        await sync(dataclasses.replace(a, max_pages=2), retry=FAST)
-        left.add(cursor)
-        on_a_budget = dataclasses.replace(a, max_seconds=2)
-        for _ in range(20):
-            result = await sync(on_a_budget, retry=FAST, clock=lambda: float(seconds[0]))
-            if result.complete:
-                break
-    assert result.complete
-    assert stored_ids(db_path) == {b["id"] for b in batches}
 
 
 @pytest.mark.parametrize(
@@ -2421,13 +2406,7 @@ async def test_a_list_failing_after_a_resumed_cursor_still_stores_new_batches_an
                for n in range(10, 0, -1)]  # fmt: skip
     api = Routes(batches, "a")
     failing = {make_batch(7)["id"]}
-
-    async def listed(request: web.Request) -> web.Response:
-        if request.query.get("after") in failing:
-            return web.json_response({"error": {"message": "Bad gateway"}}, status=502)
-        return await Routes.listed(api, request)
-
-    api.listed = listed  # type: ignore[method-assign]
+    failing_after(api, failing)
     async with serving(api.routes()) as root:
         (a,) = api.accounts(db_path, root)
         assert not (await sync(dataclasses.replace(a, max_pages=2), retry=FAST)).complete
