@@ -159,16 +159,7 @@ class ListWalk:
                     if gone is None or not await self.cursor_vanished(exc, walk.cursor):
                         if not await self.stuck_after(exc, walk, gone):
                             raise
-                        # Its first page is read whatever the budget, as a run's first is
-                        # (the asks before it spent that): cut there, no run got further.
-                        self.pages_read = 0
-                        try:
-                            head = down_to(walk.head_id)
-                            await self.walk_segment(head, queue, fetched, saved=False)
-                        finally:
-                            # Its cursors found gone, the walk of the top restarted: the
-                            # stuck walk was left for it, the batches below never stored.
-                            self.unsaved_walk = None
+                        await self.walk_the_top(walk, queue, fetched)
                         await queue.put(WalkEnd(complete=False))
                         return
                     restarted = self.after_gone(walk, gone)
@@ -190,6 +181,19 @@ class ListWalk:
         except CrawlerError as exc:
             # Pages already queued were fetched fine: let the writer commit them first.
             await queue.put(WalkEnd(complete=False, error=exc, walk=self.unsaved_walk))
+
+    async def walk_the_top(self, walk: WalkState, queue: PageQueue, fetched: int) -> None:
+        """A stuck walk's run (see stuck_after): the list's top down to the walk's head, its
+        pages stored without a walk state, the stuck walk kept."""
+        # Its first page is read whatever the budget, as a run's first is (the asks before
+        # it spent that): cut there, no stuck run stored a new batch.
+        self.pages_read = 0
+        try:
+            await self.walk_segment(down_to(walk.head_id), queue, fetched, saved=False)
+        finally:
+            # A cursor found gone in it restarts it from the top: that walk was saved in the
+            # stuck walk's place, the batches below never stored.
+            self.unsaved_walk = None
 
     async def walk_segment(
         self, walk: WalkState, queue: PageQueue, fetched: int, *, saved: bool = True
