@@ -45,7 +45,7 @@ from .bodies import (
     error_body_encoding,
     read_capped,
 )
-from .config import ENV_AZURE_KEY, Settings, environment_proxies, proxy_secrets
+from .config import ENV_AZURE_KEY, ENV_CLIENT_SECRET, Settings, environment_proxies, proxy_secrets
 from .content_coding import ENCODINGS
 from .entra import EntraTokens, run_secret
 from .errors import (
@@ -287,7 +287,7 @@ def _secrets_beside(settings: Settings) -> tuple[str, ...]:
     masked in what the command said last, and shown in its warnings and stored."""
     named = (
         os.environ.get(name, "").strip().strip("\"'")
-        for name in (Settings.api_key_env, ENV_AZURE_KEY)
+        for name in (Settings.api_key_env, ENV_AZURE_KEY, ENV_CLIENT_SECRET)
     )
     proxies = (one for url in environment_proxies().values() for one in proxy_secrets(url))
     return tuple(

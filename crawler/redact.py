@@ -102,8 +102,8 @@ _KEY_PREFIXES = ("sk-", "sk_", "xoxb-", "xoxp-", "xoxa-", "xoxr-", "xoxs-", "xox
 def looks_generated(value: str) -> bool:
     """Whether a value is written as a machine writes a secret, not as a person writes
     words: 16 characters or more, letters and digits, ten different ones at least, no
-    blank, and no run of five characters in a row (`12345`, `abcde`) (a key, a token, a
-    generated password in base64 or with symbols). A template's placeholder
+    blank, and no run of eight characters in a row (`12345678`, `abcdefgh`) (a key, a
+    token, a generated password in base64 or with symbols). A template's placeholder
     (`your-openai-api-key-here`, `sk-` and 48 x, `sk-1234567890abcdef…`), a passphrase or
     a name in words is not, and would mask the data spelling it."""
     return (
@@ -116,13 +116,15 @@ def looks_generated(value: str) -> bool:
     )
 
 
-# Five characters in a row (`12345`, `abcde`, `vwxyz`): a person's sequence, which a random
-# value of 32 holds about once in half a million.
+# Eight characters in a row (`12345678`, `abcdefgh`): a person's sequence. A random value
+# of 32 hexadecimal digits holds one about once in ten million (five: once in 4,300, and
+# Azure's keys are such values).
+_RUN = 8
 _IN_A_ROW = re.compile(
     "|".join(
-        re.escape(letters[i : i + 5])
+        re.escape(letters[i : i + _RUN])
         for letters in ("0123456789", "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
-        for i in range(len(letters) - 4)
+        for i in range(len(letters) - _RUN + 1)
     )
 )
 

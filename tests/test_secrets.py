@@ -1603,15 +1603,20 @@ def test_the_environments_placeholders_and_passphrases_mask_no_data(
 
 @pytest.mark.parametrize(
     "key",
-    ["q3Zk+9vT/2mPx7Lr4Wn8Yb1Hc6Jd0Ke5Fg3Ah9Ss2Q=", '"sk-proj-' + "Up5tReAmK3y" * 4 + '"'],
-    ids=["base64", "quoted"],
+    [
+        "q3Zk+9vT/2mPx7Lr4Wn8Yb1Hc6Jd0Ke5Fg3Ah9Ss2Q=",
+        '"sk-proj-' + "Up5tReAmK3y" * 4 + '"',
+        "483df929f76301234e3c3d1b8322bf3b",
+    ],
+    ids=["base64", "quoted", "hex holding 01234"],
 )
 def test_the_environments_other_key_of_any_generated_shape_is_masked(
     monkeypatch: pytest.MonkeyPatch, key: str
 ) -> None:
     """Only values of a key's shape were taken from OPENAI_API_KEY when the run's key is
     another: an `openssl rand -base64 32` token, or a key quoted as an `--env-file` leaves
-    it, echoed by a local gateway, was shown and stored (pass 76A)."""
+    it, echoed by a local gateway, was shown and stored (pass 76A); so was an Azure key of
+    32 hex digits holding five in a row (78A)."""
     monkeypatch.setenv("OPENAI_API_KEY", key)
     settings = Settings(base_url="http://127.0.0.1:9/v1", api_key=PROJECT_KEY)
     assert key.strip('"') in list(secrets_of_a_run(settings, None))  # type: ignore[arg-type]
@@ -1711,6 +1716,8 @@ def test_the_entra_client_secret_is_a_key_at_hand(monkeypatch: pytest.MonkeyPatc
     secret = "XTR8Q~P9eUbUJFjQnLioCzmYfCHD1ZRVC6.xFpTf"
     monkeypatch.setenv("AZURE_CLIENT_SECRET", secret)
     assert secret in cli_args.keys_at_hand()
+    settings = Settings(base_url="http://127.0.0.1:9/v1", api_key=PROJECT_KEY)
+    assert secret in list(secrets_of_a_run(settings, None))  # type: ignore[arg-type]  # 78A
 
 
 KEY_LIKE = "gsk_Q7wErTy8UiOp2AsDfGh5JkLzXcVb9NmQwE3rTy6UiOp1AsDfGh4JkLzX"
