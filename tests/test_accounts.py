@@ -2302,6 +2302,31 @@ async def test_a_stuck_run_on_a_short_budget_stores_the_top_page(db_path: Path) 
     assert {make_batch(12)["id"], make_batch(11)["id"]} <= stored_ids(db_path)
 
 
+async def test_a_stuck_runs_top_page_is_read_once_whatever_the_budget(db_path: Path) -> None:
+    """Read whatever the budget with its retries, a silent top held a run on a budget of
+    3 s for 70 s (pass 78B): it is read once."""
+    batches = [make_batch(n, status="completed") for n in range(10, 0, -1)]
+    api = Routes(batches, "a")
+    failing: set[str] = set()
+    failing_after(api, failing)
+    listed, tops = api.listed, []
+
+    async def silent_top(request: web.Request) -> web.Response:
+        if failing and "after" not in request.query and request.query["limit"] != "1":
+            tops.append(request)
+            return web.json_response({"error": {"message": "Unavailable"}}, status=503)
+        return await listed(request)
+
+    api.listed = silent_top  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(dataclasses.replace(a, max_pages=2), retry=FAST)
+        failing.add(make_batch(7)["id"])
+        with pytest.raises(ServerError):
+            await sync(dataclasses.replace(a, max_seconds=3), retry=FAST)
+    assert len(tops) == 1
+
+
 async def test_a_cursor_gone_in_a_stuck_runs_walk_of_the_top_keeps_the_stuck_walk(
     db_path: Path,
 ) -> None:
