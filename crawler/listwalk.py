@@ -367,6 +367,11 @@ class ListWalk:
             return False
         return any(batch["id"] == cursor for batch in page.batches)
 
+    def failed_at_the_resumed_cursor(self, walk: WalkState, asked: str | None) -> bool:
+        """Whether the request that failed (asked after `asked`) is the run's first, after
+        the cursor an earlier run left `walk` at."""
+        return self.last_step is None and walk.cursor is not None and asked == walk.cursor
+
     async def stuck_after(self, error: ApiError, walk: WalkState, asked: str | None) -> bool:
         """Whether the run's first request, after the cursor an earlier run left the walk
         at (`asked` after), failed (`error`: the server's fault, or the way to it) while the
@@ -379,7 +384,7 @@ class ListWalk:
         resumed_at = walk.cursor
         if not isinstance(error, ServerError | TransportError):
             return False
-        if self.last_step is not None or resumed_at is None or asked != resumed_at:
+        if not self.failed_at_the_resumed_cursor(walk, asked):
             return False
         if not await self.top_answers():
             return False  # down, not stuck
@@ -397,9 +402,9 @@ class ListWalk:
         the list fails that request on every run, and every later sync failed there, never
         walking from the top nor refreshing a batch; failed on two runs in a row, the
         list's end is trusted, with a warning."""
-        if not (walk.end_unchecked and self.last_step is None and walk.cursor is not None):
+        if not (walk.end_unchecked and self.failed_at_the_resumed_cursor(walk, self.asked_after)):
             return False
-        if self.asked_after != walk.cursor or not self.top_answered:
+        if not self.top_answered:
             return False  # down, or the key refused: not the cursor's fault
         self.note(
             f"the page ending at {walk.cursor} said it was the list's last, and asking after "
