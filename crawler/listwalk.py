@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .api import ApiClient
 from .budget import OutOfTime, before_deadline, spent
@@ -40,6 +41,7 @@ from .walk import (
     ended_walk,
     may_be_a_vanished_cursor,
     restart_from_top,
+    stuck_with_top,
 )
 
 # The newest stored batches a walk down to the old head also stops at, should the head
@@ -123,7 +125,9 @@ class ListWalk:
     # known, a resumed walk an earlier build saved).
     holder: tuple[str | None] | None = None
     pages_read: int = 0  # by the run: its first is read whatever the budget
-    top_once: bool = False  # the list's top read once whatever the budget (see walk_the_top)
+    # The list page after this cursor ((None,): the top) is read once whatever the budget
+    # (see walk_top_from).
+    once_after: tuple[str | None] | None = None
     first_an_empty_end: bool = False  # asked for again (see is_an_empty_end), free too
     asked_after: str | None = None  # the cursor of the last list request
     # How far visits read the list from its top this run: the creation time the deepest
@@ -161,7 +165,7 @@ class ListWalk:
                         if not await self.stuck_after(exc, walk, gone):
                             raise
                         await self.walk_the_top(walk, queue, fetched)
-                        await queue.put(WalkEnd(complete=False))
+                        await queue.put(WalkEnd(complete=False, walk=self.unsaved_walk))
                         return
                     restarted = self.after_gone(walk, gone)
                     if restarted is not None:
@@ -184,24 +188,58 @@ class ListWalk:
             await queue.put(WalkEnd(complete=False, error=exc, walk=self.unsaved_walk))
 
     async def walk_the_top(self, walk: WalkState, queue: PageQueue, fetched: int) -> None:
-        """A stuck walk's run (see stuck_after): the list's top down to the walk's head, its
-        pages stored without a walk state, the stuck walk kept."""
-        # Its first page is read whatever the budget (the asks before it spent the run's
-        # first read: cut there, no stuck run stored a new batch), once (with its retries, a
-        # silent top held a run on a budget of 3 s for 70 s, pass 78B).
-        self.top_once = True
+        """A stuck walk's run (see stuck_after): the list's top down to the walk's head, on
+        from where the last stuck run's walk of it stopped, the stuck walk kept (see
+        stuck_with_top)."""
+        keep = functools.partial(stuck_with_top, walk)
+        restarts = len(self.restarted_for)
+        top = walk.top
         try:
-            await self.walk_segment(down_to(walk.head_id), queue, fetched, saved=False)
+            if top is not None:
+                try:
+                    await self.walk_top_from(top, queue, fetched, keep)
+                except ApiError as exc:
+                    if self.last_step is not None:
+                        raise
+                    self.note(
+                        f"asking the list after {top.cursor}, where the last stuck run's walk "
+                        f"of the top stopped, failed ({exc}): walked the top again"
+                    )
+                    top = None
+            if top is None:
+                await self.walk_top_from(down_to(walk.head_id), queue, fetched, keep)
         finally:
             # A cursor found gone in it restarts it from the top: that walk was saved in the
-            # stuck walk's place, the batches below never stored.
+            # stuck walk's place, the batches below never stored (pass 75B).
             self.unsaved_walk = None
+        if len(self.restarted_for) > restarts:
+            # Its own cursor gone: the next stuck run walks the top from the top again.
+            self.unsaved_walk = replace(walk, top=None)
+
+    async def walk_top_from(
+        self,
+        top: WalkState,
+        queue: PageQueue,
+        fetched: int,
+        keep: Callable[[WalkState], WalkState],
+    ) -> None:
+        """A stuck walk's walk of the top from `top`, its first page read once whatever the
+        budget (the asks before it spent the run's first read: cut there, no stuck run
+        stored a new batch, pass 77B; with its retries, a silent top held a run on a budget
+        of 3 s for 70 s, pass 78B)."""
+        self.once_after = (top.cursor,)
+        await self.walk_segment(top, queue, fetched, keep=keep)
 
     async def walk_segment(
-        self, walk: WalkState, queue: PageQueue, fetched: int, *, saved: bool = True
+        self,
+        walk: WalkState,
+        queue: PageQueue,
+        fetched: int,
+        *,
+        keep: Callable[[WalkState], WalkState] | None = None,
     ) -> tuple[WalkState, int, bool]:
         """Walk one segment; returns the new walk state, pages fetched, and budget spent.
-        Not `saved`, its pages are stored without its walk state (see stuck_after)."""
+        Its pages are committed with `keep` of its state, where given (see stuck_after)."""
         from_top = walk.cursor is None
         stop_second, stop_ids = None, frozenset[str]()
         if walk.stop_id is not None:
@@ -252,7 +290,7 @@ class ListWalk:
                 walk = advance_walk(walk, step, from_top)
                 self.last_step = step
                 self.to_refresh.difference_update(b["id"] for b in step.page.batches)
-                await queue.put((step, walk if saved else None))
+                await queue.put((step, walk if keep is None else keep(walk)))
                 self.unsaved_walk = None
                 fetched += 1
                 if walk.finished:
@@ -274,8 +312,8 @@ class ListWalk:
         run gets further, and so is the second when the first was an empty end asked for
         again (see cursor_listed)."""
         self.asked_after = after
-        if self.top_once and after is None:
-            self.top_once = False
+        if self.once_after is not None and self.once_after[0] == after:
+            self.once_after = None
             free, attempts = True, 1
         free = free or self.pages_read == 0
         free = free or (self.pages_read == 1 and self.first_an_empty_end)
@@ -380,7 +418,8 @@ class ListWalk:
         page, say) failed every later sync there, never storing a new batch nor refreshing
         one. The run then walks the top down to the walk's head, and the refresh follows
         (down to the newest batch stored, a walk cut before it, by a budget or a kill, left
-        the batches between unstored); the walk goes on from its cursor next sync."""
+        the batches between unstored; see stuck_with_top); the walk goes on from its cursor
+        next sync."""
         resumed_at = walk.cursor
         if not isinstance(error, ServerError | TransportError):
             return False
@@ -388,10 +427,11 @@ class ListWalk:
             return False
         if not await self.top_answers():
             return False  # down, not stuck
+        on_from = f" on from {walk.top.cursor}" if walk.top else ""
         self.note(
             f"asking the list after {resumed_at} failed on this run ({error}) while its top "
-            f"answers: walked the top down to {walk.head_id} and refreshed; the walk goes on "
-            f"after {resumed_at} next sync"
+            f"answers: walked the top down to {walk.head_id}{on_from} and refreshed; the walk "
+            f"goes on after {resumed_at} next sync"
         )
         return True
 

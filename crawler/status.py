@@ -145,7 +145,15 @@ def _walk_words(walk: WalkState | None) -> str:
             "it failed; the next sync asks again, and a failure while the list's top answers "
             "is the end"
         )
-    return f"unfinished, the next sync resumes after {walk.cursor}"
+    stuck = (
+        ""
+        if walk.top is None
+        else (
+            f"; the list failed there, and the walk of its top meanwhile goes on after "
+            f"{walk.top.cursor}"
+        )
+    )
+    return f"unfinished, the next sync resumes after {walk.cursor}{stuck}"
 
 
 # How `status` names a file's state: pending files are those still to fetch.

@@ -20,7 +20,7 @@ walked; a lone straggler deep in the history is fetched by id.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from .pages import WalkStep
@@ -47,6 +47,10 @@ class WalkState:
     # walk an earlier build saved): read again, it tells whether the cursor is still listed
     # (see ListWalk.cursor_listed).
     holder: tuple[str | None] | None = None
+    # A walk stuck at its cursor walks the list's top down to its head on each run (see
+    # ListWalk.stuck_after): where that walk of the top stands, its own segment's state,
+    # for the next stuck run to go on from (None: not begun, or done).
+    top: WalkState | None = None
 
 
 def starting_walk(saved: WalkState | None, *, restart: bool, full: bool) -> tuple[WalkState, Mode]:
@@ -104,6 +108,19 @@ def restart_from_top(walk: WalkState, gone: str | None) -> tuple[WalkState, str]
     """
     warning = f"the cursor {gone} is gone from the list; walked from the top"
     return WalkState(cursor=None, stop_id=walk.stop_id, head_id=walk.head_id), warning
+
+
+def stuck_with_top(stuck: WalkState, top: WalkState) -> WalkState:
+    """The state of a walk stuck at its cursor to commit with a page of its walk of the
+    top (`top`: where that walk stands). Cut by a budget, it goes on from there on the next
+    stuck run: begun again from the top on each, a budget cutting every run left the
+    batches below its reach unstored while the list stayed stuck (pass 77B). Once it has
+    walked down to the stuck walk's head, everything above that head is stored: the head
+    moves up to where the walk of the top began, and the next stuck run walks only what
+    came since."""
+    if top.cursor is None:
+        return replace(stuck, head_id=top.head_id or stuck.head_id, top=None)
+    return replace(stuck, top=top)
 
 
 def down_to(stop_id: str | None) -> WalkState:

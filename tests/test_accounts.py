@@ -26,6 +26,7 @@ from crawler.config import load_accounts, load_settings
 from crawler.errors import AuthenticationError, ConfigError, ServerError
 from crawler.fake import FakeApiOptions, FakeApiServer
 from crawler.rows import BATCH_COLUMNS, build_page_rows
+from crawler.status import format_status, read_status
 from crawler.store import Store, open_store
 
 from .conftest import create_before, list_body, make_batch, roll_back_columns, serving
@@ -269,6 +270,46 @@ async def test_other_accounts_404s_by_id_do_not_count_as_one_accounts_own(
      (("usage",), {"x_gateway": "gw1"})],
     ids=["usage", "errors", "a field of its own"],
 )  # fmt: skip
+def ended_lately(n: int, **fields: Any) -> dict[str, Any]:
+    """Batch n, ended a minute ago (its files are kept 30 days)."""
+    now = int(time.time())
+    return make_batch(n, created_at=now - 3600 + n, completed_at=now - 60 + n, **fields)
+
+
+@pytest.mark.parametrize("by_id_names_them", [True, False], ids=["named by id", "never"])
+async def test_a_batch_first_listed_ended_naming_no_file_is_asked_for_it_by_id(
+    db_path: Path, by_id_names_them: bool
+) -> None:
+    """A list leaving out a batch's file ids (a gateway's), the batch ended when first
+    listed: it was never asked for again, its files never fetched (pass 72B). It is asked
+    for by id on three syncs at most, while the API keeps its files; one that ran no
+    request has none, and one ended over 30 days ago has none left."""
+    batches = [
+        ended_lately(3),
+        ended_lately(2, request_counts={"total": 0, "completed": 0, "failed": 0}),
+        make_batch(1),  # ended in 2023
+    ]
+    api = Routes(batches, "a")
+    bare = {b["id"]: {**b, "output_file_id": None} for b in batches}
+    if not by_id_names_them:
+        api.shown_by["a"] = dict(bare)
+
+    async def listed(request: web.Request) -> web.Response:
+        shown = [bare[b["id"]] for b in api.shown("a")]
+        return web.json_response(list_body(shown, False))
+
+    api.listed = listed  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        results = [await sync(a, retry=FAST) for _ in range(4)]
+    assert all(result.complete for result in results)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        named = dict(conn.execute("SELECT id, output_file_id FROM batches"))
+    three = make_batch(3)["id"]
+    assert named[three] == ("file-out-3" if by_id_names_them else None)
+    assert api.asked == [("a", three)] * (1 if by_id_names_them else 3)
+
+
 async def test_a_batch_another_accounts_gateway_ended_is_refreshed_by_its_owner(
     db_path: Path, left_out: tuple[str, ...], added: dict[str, str]
 ) -> None:
@@ -2327,6 +2368,84 @@ async def test_a_stuck_runs_top_page_is_read_once_whatever_the_budget(db_path: P
     assert len(tops) == 1
 
 
+async def test_stuck_runs_on_a_page_budget_go_on_with_their_walk_of_the_top(
+    db_path: Path,
+) -> None:
+    """Each stuck run walked the top from the top again: with `--max-pages 1` cutting every
+    run, the batches below its first page were never stored while the list stayed stuck
+    (pass 77B). It goes on where the last stuck run's walk of the top stopped; once down to
+    the walk's head, the head moves up to where that walk began, and the next stuck run
+    walks only what came since."""
+    batches = [make_batch(n, status="completed") for n in range(10, 0, -1)]
+    api = Routes(batches, "a")
+    failing = {make_batch(7)["id"]}
+    failing_after(api, failing)
+    tops: list[str | None] = []
+    listed = api.listed
+
+    async def counted(request: web.Request) -> web.Response:
+        if request.query["limit"] != "1":
+            tops.append(request.query.get("after"))
+        return await listed(request)
+
+    api.listed = counted  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(dataclasses.replace(a, max_pages=2), retry=FAST)
+        for n in (14, 13, 12, 11):
+            api.batches[make_batch(n)["id"]] = make_batch(n, status="completed")
+        one_page = dataclasses.replace(a, max_pages=1)
+        stuck = [await sync(one_page, retry=FAST)]
+        shown = format_status(await read_status(db_path))
+        assert f"walk of its top meanwhile goes on after {make_batch(13)['id']}" in shown
+        stuck += [await sync(one_page, retry=FAST) for _ in range(2)]
+        assert stored_ids(db_path) == {make_batch(n)["id"] for n in range(14, 6, -1)}
+        assert query_walk(db_path) == [(make_batch(7)["id"], None, make_batch(14)["id"])]
+        tops.clear()
+        stuck.append(await sync(one_page, retry=FAST))
+        read = [after for after in tops if after != make_batch(7)["id"]]
+        failing.clear()
+        healed = await sync(a, retry=FAST)
+    assert [result.complete for result in stuck] == [False] * 4
+    assert read == [make_batch(9)["id"], None]  # the cursor's page again, then the top
+    assert (healed.complete, healed.mode) == (True, "resume")
+    assert stored_ids(db_path) == {b["id"] for b in api.batches.values()}
+
+
+async def test_a_stuck_runs_walk_of_the_top_failing_where_it_stopped_begins_at_the_top(
+    db_path: Path,
+) -> None:
+    """The batch where the last stuck run's walk of the top stopped deleted since, the
+    list refusing `after` it: that walk begins again at the top, rather than the run
+    failing, and reaches the head."""
+    batches = [make_batch(n, status="completed") for n in range(10, 0, -1)]
+    api = Routes(batches, "a")
+    failing = {make_batch(7)["id"]}
+    gone = make_batch(13)["id"]
+
+    async def listed(request: web.Request) -> web.Response:
+        after = request.query.get("after")
+        if after in failing:
+            return web.json_response({"error": {"message": "Bad gateway"}}, status=502)
+        if after == gone and gone not in api.batches:
+            return web.json_response({"error": {"message": "Invalid 'after'"}}, status=400)
+        return await Routes.listed(api, request)
+
+    api.listed = listed  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(dataclasses.replace(a, max_pages=2), retry=FAST)
+        for n in (14, 13, 12, 11):
+            api.batches[make_batch(n)["id"]] = make_batch(n, status="completed")
+        await sync(dataclasses.replace(a, max_pages=1), retry=FAST)
+        del api.batches[gone]
+        stuck = await sync(a, retry=FAST)
+    assert not stuck.complete
+    assert any("where the last stuck run's walk of the top stopped" in w for w in stuck.warnings)
+    assert stored_ids(db_path) >= {make_batch(n)["id"] for n in (14, 12, 11)}
+    assert query_walk(db_path) == [(make_batch(7)["id"], None, make_batch(14)["id"])]
+
+
 async def test_a_cursor_gone_in_a_stuck_runs_walk_of_the_top_keeps_the_stuck_walk(
     db_path: Path,
 ) -> None:
@@ -2359,7 +2478,6 @@ async def test_a_cursor_gone_in_a_stuck_runs_walk_of_the_top_keeps_the_stuck_wal
             api.batches[make_batch(n)["id"]] = make_batch(n, status="completed")
         failing.add(make_batch(9)["id"])
         stuck = await sync(a, retry=FAST)
-        print("STUCK", stuck.warnings, query_walk(db_path))
         failing.clear()
         calm = [await sync(a, retry=FAST) for _ in range(2)]
     assert not stuck.complete

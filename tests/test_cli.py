@@ -229,6 +229,7 @@ def test_status_reports_runs_walk_and_counts(
         "pages_past_stop": None,
         "end_unchecked": False,
         "holder": [make_batch(5)["id"]],
+        "top": None,
     }
     (first_run,) = report["runs"]
     assert {

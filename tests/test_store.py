@@ -322,6 +322,20 @@ async def test_a_walk_keeps_what_its_cursors_page_was_asked_after(
         assert await store.load_walk() == walk
 
 
+@pytest.mark.parametrize("holder", [None, "c13"], ids=["top", "cursor"])
+async def test_a_stuck_walk_keeps_where_its_walk_of_the_top_stands(
+    db_path: Path, holder: str | None
+) -> None:
+    """Its cursor, head, holder and pages past its stop; its stop is the stuck walk's head."""
+    top = WalkState(cursor="c12", stop_id="h", head_id="c14", pages_past_stop=1, holder=(holder,))
+    walk = WalkState(cursor="c7", head_id="h", holder=("c9",), top=top)
+    async with open_store(db_path) as store:
+        run = await store.start_run("resume", "http://x")
+        batch_rows, error_rows = build_page_rows([make_batch(12)], 1)
+        await store.save_page(batch_rows, error_rows, walk, run, RunFigures(pages=1))
+        assert await store.load_walk() == walk
+
+
 async def test_a_second_writer_is_refused_at_once(db_path: Path) -> None:
     """While one sync holds the database, another gets DatabaseBusyError."""
     async with open_store(db_path):

@@ -13,6 +13,7 @@ from crawler.walk import (
     plan_refresh,
     restart_from_top,
     starting_walk,
+    stuck_with_top,
     walk_depth,
 )
 
@@ -105,6 +106,19 @@ def test_where_a_run_starts(
 ) -> None:
     """The stored walk, --restart and --full decide the starting state and the mode."""
     assert starting_walk(saved, restart=restart, full=full) == expected
+
+
+def test_a_stuck_walk_keeps_its_walk_of_the_top_until_it_reached_the_head() -> None:
+    """Cut, the walk of the top goes on next stuck run; down to the head, the head moves up
+    to where it began, and the stuck walk's cursor and stop stay."""
+    stuck = WalkState(cursor=ids(5)[0], stop_id=ids(3)[0], head_id=ids(9)[0], holder=(None,))
+    top = advance_walk(WalkState(stop_id=ids(9)[0], head_id=ids(9)[0]), step([12, 11], False), True)
+    cut = stuck_with_top(stuck, top)
+    assert (cut.cursor, cut.stop_id, cut.head_id, cut.top) == (*ids(5, 3, 9), top)
+    done = advance_walk(top, step([10, 9], done=True, pages_past_stop=0), from_top=False)
+    assert stuck_with_top(cut, done) == WalkState(
+        cursor=ids(5)[0], stop_id=ids(3)[0], head_id=ids(12)[0], holder=(None,)
+    )
 
 
 def test_a_vanished_cursor_is_walked_around_from_the_top_keeping_the_stop() -> None:

@@ -6,7 +6,7 @@ import contextlib
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -74,19 +74,29 @@ def select_walk(db: sqlite3.Connection, account: str) -> WalkState | None:
     """
     row = db.execute(
         "SELECT cursor, stop_id, head_id, finished, pages_past_stop, end_unchecked, "
-        "holder_after, holder_known FROM walk_state WHERE account = ?",
+        "holder_after, holder_known, top_cursor, top_head, top_holder_after, top_past_stop "
+        "FROM walk_state WHERE account = ?",
         (account,),
     ).fetchone()
     if row is None:
         return None
-    if not all(value is None or isinstance(value, str) for value in (*row[:3], row[6])):
+    if not all(value is None or isinstance(value, str) for value in (*row[:3], row[6], *row[8:11])):
         raise DamagedRowError(
             "its walk_state row holds an id that is not text; run `batch-crawler sync "
             "--restart` to walk from the top again"
         )
-    past = row[4] if isinstance(row[4], int) and row[4] >= 0 else None
     holder = (row[6],) if row[7] == 1 else None
-    return WalkState(row[0], row[1], row[2], bool(row[3]), past, row[5] == 1, holder)
+    walk = WalkState(row[0], row[1], row[2], bool(row[3]), _past(row[4]), row[5] == 1, holder)
+    if row[8] is None:
+        return walk
+    # A stuck walk's walk of the top, down to the stuck walk's head (see stuck_with_top).
+    top = WalkState(row[8], row[2], row[9], pages_past_stop=_past(row[11]), holder=(row[10],))
+    return replace(walk, top=top)
+
+
+def _past(value: object) -> int | None:
+    """A walk's pages past its stop, as stored (None: not met, or not a count)."""
+    return value if isinstance(value, int) and value >= 0 else None
 
 
 def select_by_id_failed_at(db: sqlite3.Connection, account: str) -> int | None:

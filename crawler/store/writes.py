@@ -216,15 +216,19 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
 
 
 def _write_walk(db: sqlite3.Connection, account: str, walk: WalkState) -> None:
+    top = walk.top
     db.execute(
         "INSERT INTO walk_state (account, cursor, stop_id, head_id, finished, "
-        "pages_past_stop, end_unchecked, holder_after, holder_known, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "pages_past_stop, end_unchecked, holder_after, holder_known, top_cursor, top_head, "
+        "top_holder_after, top_past_stop, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT(account) DO UPDATE SET cursor = excluded.cursor, "
         "stop_id = excluded.stop_id, head_id = excluded.head_id, "
         "finished = excluded.finished, pages_past_stop = excluded.pages_past_stop, "
         "end_unchecked = excluded.end_unchecked, holder_after = excluded.holder_after, "
-        "holder_known = excluded.holder_known, updated_at = excluded.updated_at",
+        "holder_known = excluded.holder_known, top_cursor = excluded.top_cursor, "
+        "top_head = excluded.top_head, top_holder_after = excluded.top_holder_after, "
+        "top_past_stop = excluded.top_past_stop, updated_at = excluded.updated_at",
         (
             account,
             walk.cursor,
@@ -235,6 +239,10 @@ def _write_walk(db: sqlite3.Connection, account: str, walk: WalkState) -> None:
             int(walk.end_unchecked),
             walk.holder[0] if walk.holder else None,
             int(walk.holder is not None),
+            top.cursor if top else None,
+            top.head_id if top else None,
+            top.holder[0] if top and top.holder else None,
+            top.pages_past_stop if top else None,
             int(time.time()),
         ),
     )
