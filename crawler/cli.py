@@ -524,7 +524,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 def _configure_logging(args: argparse.Namespace, log_format: str) -> None:
     """Logs in `log_format`; `args.events` receives a run's events in JSON."""
     json_lines = log_format == "json"
-    args.events = JsonEvents(sys.stderr) if json_lines else None
+    args.events = JsonEvents(sys.stderr, keys_at_hand()) if json_lines else None
     configure_logging(
         args.verbose,
         json_lines=json_lines,

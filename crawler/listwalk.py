@@ -158,7 +158,8 @@ class ListWalk:
                 except ApiError as exc:
                     if self.failed_past_the_end_again(exc, walk):
                         # Committed with the next page, or at the end of a run cut before it.
-                        walk = self.unsaved_walk = ended_walk(walk, walk.head_id, from_top=False)
+                        past = walk.pages_past_stop is not None
+                        walk = self.unsaved_walk = ended_walk(walk.head_id, finished=past)
                         continue
                     gone = self.asked_after
                     if gone is None or not await self.cursor_vanished(exc, walk.cursor):
@@ -223,10 +224,10 @@ class ListWalk:
         fetched: int,
         keep: Callable[[WalkState], WalkState],
     ) -> None:
-        """A stuck walk's walk of the top from `top`, its first page read once whatever the
+        """A stuck walk's walk of the top from `top`, its first page read whatever the
         budget (the asks before it spent the run's first read: cut there, no stuck run
-        stored a new batch, pass 77B; with its retries, a silent top held a run on a budget
-        of 3 s for 70 s, pass 78B)."""
+        stored a new batch, pass 77B), once on a time budget (with its retries, a silent
+        top held a run on a budget of 3 s for 70 s, pass 78B)."""
         self.once_after = (top.cursor,)
         await self.walk_segment(top, queue, fetched, keep=keep)
 
@@ -240,7 +241,7 @@ class ListWalk:
     ) -> tuple[WalkState, int, bool]:
         """Walk one segment; returns the new walk state, pages fetched, and budget spent.
         Its pages are committed with `keep` of its state, where given (see stuck_after)."""
-        from_top = walk.cursor is None
+        from_top, resumed_past_stop = walk.cursor is None, walk.pages_past_stop is not None
         stop_second, stop_ids = None, frozenset[str]()
         if walk.stop_id is not None:
             # Batches dated in the future (a server that once sent milliseconds, say) stay
@@ -287,7 +288,7 @@ class ListWalk:
                     return restarted or walk, fetched, restarted is None
                 resumed = False
                 self.holder = (walk.cursor,)
-                walk = advance_walk(walk, step, from_top)
+                walk = advance_walk(walk, step, from_top, resumed_past_stop=resumed_past_stop)
                 self.last_step = step
                 self.to_refresh.difference_update(b["id"] for b in step.page.batches)
                 await queue.put((step, walk if keep is None else keep(walk)))
@@ -314,7 +315,8 @@ class ListWalk:
         self.asked_after = after
         if self.once_after is not None and self.once_after[0] == after:
             self.once_after = None
-            free, attempts = True, 1
+            # Once on a time budget; without one, a 429 or a blip failed the stuck run.
+            free, attempts = True, 1 if self.time_left() is not None else attempts
         free = free or self.pages_read == 0
         free = free or (self.pages_read == 1 and self.first_an_empty_end)
         fetched = self.client.fetch_page(after, limit, attempts=attempts)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Iterable
 from typing import TextIO
 
 from .events import RUN_FAILED, Event, Level
+from .redact import Secret, mask_keys
 
 _LEVELS: dict[int, Level] = {
     logging.DEBUG: "debug",
@@ -18,14 +21,21 @@ _TEXT_LINE = "%(levelname)s %(name)s: %(message)s"
 
 
 class JsonEvents:
-    """An event handler that writes each event as one JSON line to `stream`."""
+    """An event handler that writes each event as one JSON line to `stream`, the keys at
+    hand (`keys`) masked in the `run_failed` event's message, the command's last word, as
+    they are in a text log's last line (pass 79A: a key the run does not use, echoed by a
+    gateway, was shown there)."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, keys: Iterable[Secret] = ()) -> None:
         self._stream = stream
+        self._keys = tuple(keys)
         self.failure_told = False  # a run_failed event was written
 
     def __call__(self, event: Event) -> None:
-        self.failure_told = self.failure_told or event.name == RUN_FAILED
+        if event.name == RUN_FAILED:
+            self.failure_told = True
+            message = mask_keys(str(event.fields["message"]), self._keys)
+            event = dataclasses.replace(event, fields={**event.fields, "message": message})
         self._stream.write(event.json_line())
         self._stream.flush()
 

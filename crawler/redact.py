@@ -91,7 +91,7 @@ def looks_like_secret(value: Any) -> bool:
         re.search(kind, value) for kind in ("[a-z]", "[A-Z]", "[0-9]")
     ):
         return False
-    return _RANDOM_CHANGES * _changes(value, _case_or_digit) >= len(value)
+    return _mixed_as_random(value)
 
 
 # OpenAI's and many compatible servers' keys; Slack's tokens (digit groups, then a random
@@ -101,18 +101,25 @@ _KEY_PREFIXES = ("sk-", "sk_", "xoxb-", "xoxp-", "xoxa-", "xoxr-", "xoxs-", "xox
 
 def looks_generated(value: str) -> bool:
     """Whether a value is written as a machine writes a secret, not as a person writes
-    words: 16 characters or more, letters and digits, ten different ones at least, no
-    blank, and no run of eight characters in a row (`12345678`, `abcdefgh`) (a key, a
-    token, a generated password in base64 or with symbols). A template's placeholder
-    (`your-openai-api-key-here`, `sk-` and 48 x, `sk-1234567890abcdef…`), a passphrase or
-    a name in words is not, and would mask the data spelling it."""
+    words: 16 ASCII characters or more, letters and digits (or letters alone, changing case
+    as a random token does, not as words do: a Hugging Face token, `hf_` and 34 letters,
+    pass 79A), ten
+    different ones at least, no blank, and no run of eight characters in a row
+    (`12345678`, `abcdefgh`) (a key, a token, a generated password in base64 or with
+    symbols). A template's placeholder (`your-openai-api-key-here`, `sk-` and 48 x,
+    `sk-1234567890abcdef…`), a passphrase, a name in words or in letters no generator
+    writes (`Grüße2024Passwort!`, whose search costs several times an ASCII one's) is not,
+    and would mask the data spelling it (a placeholder with a version,
+    `sk-your-openai-api-key-here-v2`, too: pass 78A)."""
     return (
         len(value) >= _IDENTIFYING_RUN
-        and any(char.isdigit() for char in value)
+        and value.isascii()
         and any(char.isalpha() for char in value)
+        and (any(char.isdigit() for char in value) or _letters_as_random(value))
         and len(set(value)) >= 10
         and not any(char.isspace() for char in value)
         and _IN_A_ROW.search(value) is None
+        and _TEMPLATE_WORD.search(value) is None
     )
 
 
@@ -129,9 +136,33 @@ _IN_A_ROW = re.compile(
 )
 
 
+# A template's words standing apart (`sk-your-openai-api-key-here-v2`, `REPLACE_ME_2024`):
+# a value holding one is a placeholder, whatever else it holds; a random value holds one
+# set apart by symbols next to never.
+_TEMPLATE_WORD = re.compile(
+    r"(?<![a-z0-9])(?:your|here|example|placeholder|changeme|replace)(?![a-z0-9])",
+    re.IGNORECASE,
+)
+
+
 # A random token of letters of both cases and digits changes between them at about three
 # characters in five; a name, at its words' first letters and numbers (about one in six).
 _RANDOM_CHANGES = 4
+
+
+def _mixed_as_random(value: str) -> bool:
+    """Whether a value changes between lower case, upper case and digits as a random
+    token does (see _RANDOM_CHANGES)."""
+    return _RANDOM_CHANGES * _changes(value, _case_or_digit) >= len(value)
+
+
+def _letters_as_random(value: str) -> bool:
+    """Whether letters change case as a random token's do, not at words' first letters
+    alone (`CorrectHorseBatteryStaple`): capitals side by side three times at least."""
+    return _mixed_as_random(value) and len(_CAPITALS_SIDE_BY_SIDE.findall(value)) >= 3
+
+
+_CAPITALS_SIDE_BY_SIDE = re.compile("(?=[A-Z]{2})")
 
 
 def _case_or_digit(char: str) -> int:

@@ -185,12 +185,13 @@ _API_FIELDS = frozenset({*_PLAIN_FIELDS, "errors", "request_counts", "usage", "m
 _FILLED_FIELDS = _API_FIELDS - FILE_KINDS.keys()
 
 
-def fill_left_out(stored_raw: str, listed_raw: str) -> Batch | None:
+def fill_left_out(stored_raw: str, listed_raw: str, *, file_ids: bool = False) -> Batch | None:
     """The batch listed as `listed_raw` with each field of the API's it leaves out (missing
-    or null) that `stored_raw` gives taken from there (_FILLED_FIELDS); None when it leaves
-    none out. For a batch ended, which never changes again: two listings of it (a gateway's
-    leaving out `usage` or `errors`, another's `model`) each say part of it, if they agree
-    on its status. A field of a gateway's own is no part of it."""
+    or null) that `stored_raw` gives taken from there (_FILLED_FIELDS, and the file ids
+    with `file_ids`: both the owner's); None when it leaves none out. For a batch ended,
+    which never changes again: two listings of it (a gateway's leaving out `usage` or
+    `errors`, another's `model`) each say part of it, if they agree on its status. A field
+    of a gateway's own is no part of it."""
     if stored_raw == listed_raw:
         return None
     try:
@@ -204,7 +205,9 @@ def fill_left_out(stored_raw: str, listed_raw: str) -> Batch | None:
     left_out = {
         key: value
         for key, value in stored.items()
-        if value is not None and key in _FILLED_FIELDS and listed.get(key) is None
+        if value is not None
+        and (key in _FILLED_FIELDS or (file_ids and key in _API_FIELDS))
+        and listed.get(key) is None
     }
     return {**listed, **left_out} if left_out else None
 
@@ -216,6 +219,7 @@ def fill_page_rows(
     secret: Secret = None,
     *,
     stored_first: Collection[str] = (),
+    owners_own: Collection[str] = (),
 ) -> tuple[Sequence[tuple[Any, ...]], Sequence[tuple[Any, ...]], set[str]]:
     """A page's batch rows and error rows, each listing of a batch ended and the copy stored
     of it (`stored_raws[id]`) filling what the other leaves out (`fill_left_out`): the
@@ -223,14 +227,17 @@ def fill_page_rows(
     (another account's listing, which adds only what the stored copy lacks: the first to
     store the batch ended may have been a gateway leaving fields out). `secret` is masked
     in what is taken, as in the page (another account's run, not knowing this one's key,
-    stored it). Also returns the ids filled."""
+    stored it). The file ids are filled too for the ids `owners_own`, the owner's listing
+    over a copy the owner's own answer ended (a list leaving them out nulled those its
+    answer by id gave, pass 72B). Also returns the ids filled."""
     filled = {}
     for row in batch_rows:
         stored = stored_raws.get(row[0])
         if stored is None:
             continue
         first, then = (stored, row[_RAW]) if row[0] in stored_first else (row[_RAW], stored)
-        if (batch := fill_left_out(then, first)) is not None:
+        own = row[0] in owners_own
+        if (batch := fill_left_out(then, first, file_ids=own)) is not None:
             filled[row[0]] = batch
     if not filled:
         return batch_rows, error_rows, set()

@@ -78,6 +78,8 @@ class Run:
     not_listed: set[str] = field(default_factory=set)
     missed: list[str] = field(default_factory=list)
     unsettled: frozenset[str] = frozenset()  # those of refresh_order
+    # Ended naming no file, asked for by id after the refresh (see ended_without_files).
+    without_files: list[str] = field(default_factory=list)
     stored_mark: int = 0  # the store's last rowid when the run began
     fetcher: FileFetcher | None = None
     by_id_failed_at: int | None = None  # see WALK_INSTEAD_OF_BY_ID

@@ -56,6 +56,8 @@ async def read_status(path: Path, *, runs: int = 5) -> StatusReport:
         accounts = await reader.read(select_accounts)
         holdings = await reader.read(select_holdings)
         records = await reader.read(select_runs, runs)
+    # Asked again: a sync begun while the snapshot was read is running, not killed (79B).
+    running = running or sync_is_running(path)
     default = accounts.get("default", AccountState(None, 0, None))
     if not running:
         # The ledger says running but nobody holds the lock: those runs were killed (a sync

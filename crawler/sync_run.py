@@ -32,6 +32,10 @@ async def _plan_refresh(store: Store, run: Run) -> None:
     run.to_refresh = set(plan.to_refresh)
     run.refresh_order = [batch_id for batch_id, _ in unsettled]
     run.unsettled = frozenset(run.refresh_order)
+    # Asked for by id after the refresh, never struck off by a listing, which left them out.
+    without_files = await store.ended_without_files()
+    run.without_files = [batch_id for batch_id in without_files if batch_id not in run.unsettled]
+    run.refresh_order += run.without_files
     run.by_id_failed_at = await store.by_id_failed_at()
     if run.walks_instead_of_by_id() and unsettled:
         run.note(
@@ -60,7 +64,9 @@ async def _refresh(run: Run, client: ApiClient) -> bool:
             run, client, set(run.to_refresh)
         )
     else:
-        done = await _refresh_asking_by_id(run, client)
+        done = await _refresh_asking_by_id(run, client) and await _ask_by_id_if_any(
+            run, client, set(run.without_files)
+        )
     return done and await _refreshed(run)
 
 
@@ -156,7 +162,7 @@ async def _refreshed(run: Run) -> bool:
         why = run.by_id_failures.get(batch_id, "requests by id are failing")
         run.note(f"batch {batch_id} was not refreshed: {why}; nor is it in the list")
     # Those another account's listing ended are asked a few times at most.
-    await run.store.asked_for_ended(list(run.refresh_order))
+    await run.store.asked_for_ended(list(run.refresh_order), run.without_files)
     run.emit(
         REFRESH_DONE,
         refreshed_by_id=run.figures.refreshed_by_id,
@@ -216,10 +222,16 @@ async def _refresh_by_id(
 async def _ask_by_id(
     run: Run, client: ApiClient, batch_ids: set[str], first_once: bool = False
 ) -> RefreshEnd:
-    async def save(batches: Sequence[Batch], gone: Sequence[str]) -> None:
+    async def save(batches: Sequence[Batch], answered_404: Sequence[str]) -> None:
+        # A batch ended asked for its files is not counted gone by a 404: a route without
+        # them (a gateway's) would have batches its list shows marked gone.
+        gone = [batch_id for batch_id in answered_404 if batch_id not in asked_for_files]
         run.answered_gone.update(gone)
-        run.figures = run.figures.plus(refreshed_by_id=len(batches) + len(gone), gone=len(gone))
+        asked = len(batches) + len(answered_404)
+        run.figures = run.figures.plus(refreshed_by_id=asked, gone=len(gone))
         await run.save(batches, None, gone)
+
+    asked_for_files = frozenset(run.without_files)
 
     def skip(batch_id: str, error: ApiError) -> None:
         run.by_id_failures[batch_id] = str(error)
@@ -254,7 +266,7 @@ async def _walk_and_refresh(run: Run, client: ApiClient, walk: WalkState) -> boo
     close to the budget between runs left every run's walk unfinished, and no batch was
     ever refreshed."""
     complete = await run.pipeline(client, walk)
-    if run.to_refresh and (complete or not run.time_spent()):
+    if (run.to_refresh or run.without_files) and (complete or not run.time_spent()):
         refreshed = await _refresh(run, client)
         complete = complete and refreshed
     elif run.to_refresh and not run.walks_instead_of_by_id():

@@ -68,15 +68,20 @@ def starting_walk(saved: WalkState | None, *, restart: bool, full: bool) -> tupl
     return saved, "resume"
 
 
-def advance_walk(walk: WalkState, step: WalkStep, from_top: bool) -> WalkState:
+def advance_walk(
+    walk: WalkState, step: WalkStep, from_top: bool, *, resumed_past_stop: bool = False
+) -> WalkState:
     """The walk state to commit together with `step`'s page.
 
-    A walk resumed past its stop ends finished: below its stop lie only pages of the old
-    head's creation second, everything from its head down was walked, and what came on
-    top since is above its head, for the next walk. (Resumed, it was followed by a walk
-    from the top again, and a run reading fewer pages than the head's second spans never
-    finished one; a walk resumed from below its stop, not knowing it had met it, went on
-    to the end of the list.)"""
+    A walk resumed past its stop (`resumed_past_stop`: cut there on an earlier run) ends
+    finished: below its stop lie only pages of the old head's creation second, everything
+    from its head down was walked, and what came on top since is above its head, for the
+    next walk. (Resumed, it was followed by a walk from the top again, and a run reading
+    fewer pages than the head's second spans never finished one; a walk resumed from
+    below its stop, not knowing it had met it, went on to the end of the list.) One that
+    meets its stop on this run is followed by a catch-up from the top, as any resumed
+    walk is (finished, a page ending on its stop left the batches created since unstored
+    by a run saying it was complete, pass 79B)."""
     head = walk.head_id
     if from_top and step.cursor is not None and walk.cursor is None and step.page.batches:
         head = step.page.batches[0]["id"]
@@ -89,13 +94,13 @@ def advance_walk(walk: WalkState, step: WalkStep, from_top: bool) -> WalkState:
             end_unchecked=step.end_unchecked,
             holder=(walk.cursor,),
         )
-    return ended_walk(walk, head, from_top)
+    return ended_walk(head, finished=from_top or resumed_past_stop)
 
 
-def ended_walk(walk: WalkState, head: str | None, from_top: bool) -> WalkState:
-    """The walk state once a segment of `walk` reached the end of the list: finished, or
-    (resumed from a cursor) followed by a catch-up from the top down to its head."""
-    if from_top or walk.pages_past_stop is not None:
+def ended_walk(head: str | None, *, finished: bool) -> WalkState:
+    """The walk state once a segment reached the end of the list: `finished`, or (resumed
+    from a cursor) followed by a catch-up from the top down to its head."""
+    if finished:
         return WalkState(head_id=head, finished=True)
     return WalkState(cursor=None, stop_id=head, head_id=head)
 

@@ -137,15 +137,18 @@ async def create_before(db: Path, migration: str) -> None:
 
 def roll_back_columns(db: Path, migration: str) -> None:
     """Set `db` back to the schema before migration `migration` (its name): the columns
-    it and later ones added are dropped. Migrations doing more than add columns and
-    change rows cannot be rolled back so."""
+    it and later ones added are dropped, and the indexes they created. Migrations doing
+    more than add columns and indexes and change rows cannot be rolled back so."""
     migrations = schema.load_migrations()
     version = next(m.version for m in migrations if m.name == migration)
     with contextlib.closing(sqlite3.connect(db)) as conn, conn:
-        for later in (m for m in migrations if m.version >= version):
+        for later in reversed([m for m in migrations if m.version >= version]):
             sql = re.sub(r"--[^\n]*", "", later.sql)
             added = re.findall(r"ALTER TABLE (\w+) ADD COLUMN (\w+)", sql)
-            assert not re.search(r"\b(CREATE|DROP|RENAME)\b", sql), later.name
+            indexes = re.findall(r"CREATE INDEX (\w+)", sql)
+            assert not re.search(r"\b(CREATE (?!INDEX)|DROP|RENAME)\b", sql), later.name
+            for index in indexes:
+                conn.execute(f"DROP INDEX {index}")
             for table, column in added:
                 conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
         conn.execute("DELETE FROM schema_migrations WHERE version >= ?", (version,))

@@ -264,26 +264,22 @@ async def test_other_accounts_404s_by_id_do_not_count_as_one_accounts_own(
     assert_database_matches(db_path, ENDED)
 
 
-@pytest.mark.parametrize(
-    ("left_out", "added"),
-    [(("usage",), {}), (("errors", "error_file_id", "output_file_id"), {}),
-     (("usage",), {"x_gateway": "gw1"})],
-    ids=["usage", "errors", "a field of its own"],
-)  # fmt: skip
 def ended_lately(n: int, **fields: Any) -> dict[str, Any]:
     """Batch n, ended a minute ago (its files are kept 30 days)."""
     now = int(time.time())
     return make_batch(n, created_at=now - 3600 + n, completed_at=now - 60 + n, **fields)
 
 
-@pytest.mark.parametrize("by_id_names_them", [True, False], ids=["named by id", "never"])
+@pytest.mark.parametrize("by_id", ["names them", "never", "404"])
 async def test_a_batch_first_listed_ended_naming_no_file_is_asked_for_it_by_id(
-    db_path: Path, by_id_names_them: bool
+    db_path: Path, by_id: str
 ) -> None:
     """A list leaving out a batch's file ids (a gateway's), the batch ended when first
     listed: it was never asked for again, its files never fetched (pass 72B). It is asked
     for by id on three syncs at most, while the API keeps its files; one that ran no
-    request has none, and one ended over 30 days ago has none left."""
+    request has none, and one ended over 30 days ago has none left. A 404 to those asks
+    (a route without them) counts no batch gone."""
+    by_id_names_them = by_id == "names them"
     batches = [
         ended_lately(3),
         ended_lately(2, request_counts={"total": 0, "completed": 0, "failed": 0}),
@@ -293,9 +289,11 @@ async def test_a_batch_first_listed_ended_naming_no_file_is_asked_for_it_by_id(
     bare = {b["id"]: {**b, "output_file_id": None} for b in batches}
     if not by_id_names_them:
         api.shown_by["a"] = dict(bare)
+    if by_id == "404":
+        api.hidden["a"] = {make_batch(3)["id"]}
 
     async def listed(request: web.Request) -> web.Response:
-        shown = [bare[b["id"]] for b in api.shown("a")]
+        shown = [bare[b["id"]] for b in sorted(batches, key=lambda b: -b["created_at"])]
         return web.json_response(list_body(shown, False))
 
     api.listed = listed  # type: ignore[method-assign]
@@ -305,11 +303,21 @@ async def test_a_batch_first_listed_ended_naming_no_file_is_asked_for_it_by_id(
     assert all(result.complete for result in results)
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
         named = dict(conn.execute("SELECT id, output_file_id FROM batches"))
+        assert (
+            conn.execute("SELECT count(*) FROM batches WHERE gone_at IS NOT NULL").fetchone()[0]
+            == 0
+        )
     three = make_batch(3)["id"]
     assert named[three] == ("file-out-3" if by_id_names_them else None)
     assert api.asked == [("a", three)] * (1 if by_id_names_them else 3)
 
 
+@pytest.mark.parametrize(
+    ("left_out", "added"),
+    [(("usage",), {}), (("errors", "error_file_id", "output_file_id"), {}),
+     (("usage",), {"x_gateway": "gw1"})],
+    ids=["usage", "errors", "a field of its own"],
+)  # fmt: skip
 async def test_a_batch_another_accounts_gateway_ended_is_refreshed_by_its_owner(
     db_path: Path, left_out: tuple[str, ...], added: dict[str, str]
 ) -> None:
@@ -2444,6 +2452,35 @@ async def test_a_stuck_runs_walk_of_the_top_failing_where_it_stopped_begins_at_t
     assert any("where the last stuck run's walk of the top stopped" in w for w in stuck.warnings)
     assert stored_ids(db_path) >= {make_batch(n)["id"] for n in (14, 12, 11)}
     assert query_walk(db_path) == [(make_batch(7)["id"], None, make_batch(14)["id"])]
+
+
+async def test_a_stuck_runs_top_page_has_its_retries_without_a_time_budget(
+    db_path: Path,
+) -> None:
+    """Asked once even with no budget, one 502 of the top page failed the stuck run, no new
+    batch stored, nothing refreshed (pass 79B)."""
+    batches = [make_batch(n, status="completed") for n in range(10, 0, -1)]
+    api = Routes(batches, "a")
+    failing: set[str] = set()
+    failing_after(api, failing)
+    listed, blips = api.listed, [1]
+
+    async def blip_at_the_top(request: web.Request) -> web.Response:
+        if failing and "after" not in request.query and request.query["limit"] != "1" and blips:
+            blips.pop()
+            return web.json_response({"error": {"message": "Bad gateway"}}, status=502)
+        return await listed(request)
+
+    api.listed = blip_at_the_top  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(dataclasses.replace(a, max_pages=2), retry=FAST)
+        api.batches[make_batch(11)["id"]] = make_batch(11, status="completed")
+        failing.add(make_batch(7)["id"])
+        stuck = await sync(a, retry=FAST)
+    assert not stuck.complete
+    assert not blips
+    assert make_batch(11)["id"] in stored_ids(db_path)
 
 
 async def test_a_cursor_gone_in_a_stuck_runs_walk_of_the_top_keeps_the_stuck_walk(

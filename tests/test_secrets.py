@@ -1354,6 +1354,49 @@ async def test_one_accounts_failure_quoting_another_accounts_key_is_masked(
     assert other_key[:16] not in said
 
 
+def test_the_environments_keys_under_any_name_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gateway's keys under its own names, spelled like keys: `status` and `report`
+    masked them, the run's warnings showed them and the run stored them (pass 79A)."""
+    keys = {
+        "ANTHROPIC_API_KEY": "sk-ant-api03-" + "Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3Ah9" * 2,
+        "LITELLM_MASTER_KEY": "sk-Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3",
+        "AZURE_API_KEY": "9f8e7d6c5b4a39281706f5e4d3c2b1a0",
+    }
+    for name, value in keys.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(base_url="http://127.0.0.1:9/v1", api_key=PROJECT_KEY)
+    masked = list(secrets_of_a_run(settings, None))  # type: ignore[arg-type]
+    assert set(keys.values()) <= set(masked)
+
+
+async def test_a_json_logs_last_word_masks_the_keys_at_hand(tmp_path: Path) -> None:
+    """A key the run does not use (short or plain: no key's shape), echoed by a gateway,
+    is masked in the text log's last line and was shown in the JSON log's `run_failed`
+    event (pass 79A)."""
+    other = "9e4f0a9e4c1f0c9a"
+
+    async def refused(request: web.Request) -> web.Response:
+        return web.json_response({"error": {"message": f"upstream refused ({other})"}}, status=401)
+
+    async with serving({"/{path:.*}": refused}) as root:
+        config = tmp_path / "sync.toml"
+        config.write_text(
+            f'db = "{tmp_path / "b.db"}"\nbase_url = "{root}/v1"\napi_key_env = "KEY_OF_THE_RUN"\n'
+        )
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "crawler", "sync", "--config", str(config),
+            "--log-format", "json",
+            env={**os.environ, "KEY_OF_THE_RUN": PROJECT_KEY, "OPENAI_API_KEY": other},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await proc.communicate()
+    said = (out + err).decode()
+    assert proc.returncode == 1
+    assert '"event":"run_failed"' in said
+    assert "upstream refused (***)" in said
+    assert other not in said
+
+
 @pytest.mark.parametrize("host", ["[:sk-proj-abcdefghijklmnop1234]", "[::1:g]"])
 async def test_a_proxy_in_brackets_holding_no_address_is_refused_in_one_line(
     db_path: Path, monkeypatch: pytest.MonkeyPatch, host: str
@@ -1585,7 +1628,8 @@ def test_the_environments_placeholders_and_passphrases_mask_no_data(
     placeholder) or as an unused proxy's password (a passphrase, a name in German): masked
     in stored data too, they masked the model answers spelling them (`os.getenv("***")`,
     `T*** over the lazy dog`) and made every page's search several times as slow (74A;
-    `sk-` words too, 76A; with digits, a sequence or blanks, 77A)."""
+    `sk-` words too, 76A; with digits, a sequence or blanks, 77A; a person's password
+    with digits and letters no generator writes, 79A)."""
     for name, value in [
         ("OPENAI_API_KEY", "sk-1234567890abcdefghijklmnopqrstuvwxyz"),
         ("AZURE_OPENAI_API_KEY", "1234567890abcdef1234567890abcdef"),
@@ -1595,8 +1639,29 @@ def test_the_environments_placeholders_and_passphrases_mask_no_data(
             "http_proxy",
             "http://j%C3%BCrgen:Gr%C3%BC%C3%9Fe-aus-M%C3%BCnchen-Passw%C3%B6rt@127.0.0.1:9",
         ),
+        ("FTP_PROXY", "http://jdoe:Gr%C3%BC%C3%9Fe2024Passwort!@127.0.0.1:9"),
+        ("HTTP_PROXY", "http://jdoe:CorrectHorseBatteryStaple@127.0.0.1:9"),
     ]:
         monkeypatch.setenv(name, value)
+    settings = Settings(base_url="http://127.0.0.1:9/v1", api_key=PROJECT_KEY)
+    assert secrets_of_a_run(settings, None) == PROJECT_KEY
+
+
+@pytest.mark.parametrize(
+    "placeholder",
+    [
+        "sk-your-openai-api-key-here-v2",
+        "REPLACE_ME_with_the_key_2024",
+        "<your-azure-key-01>",
+        "sk-proj-example-key-0123-abcd",
+    ],
+)
+def test_a_templates_placeholder_with_a_version_masks_no_data(
+    monkeypatch: pytest.MonkeyPatch, placeholder: str
+) -> None:
+    """A template's placeholder given a version or a number counted as written by a
+    machine: it masked the data spelling its words (pass 78A)."""
+    monkeypatch.setenv("OPENAI_API_KEY", placeholder)
     settings = Settings(base_url="http://127.0.0.1:9/v1", api_key=PROJECT_KEY)
     assert secrets_of_a_run(settings, None) == PROJECT_KEY
 
@@ -1607,8 +1672,10 @@ def test_the_environments_placeholders_and_passphrases_mask_no_data(
         "q3Zk+9vT/2mPx7Lr4Wn8Yb1Hc6Jd0Ke5Fg3Ah9Ss2Q=",
         '"sk-proj-' + "Up5tReAmK3y" * 4 + '"',
         "483df929f76301234e3c3d1b8322bf3b",
+        "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",
+        "kQZrTwbNXmPLsdVYhGcjRfA_-Ep",  # a URL-safe token holding no digit
     ],
-    ids=["base64", "quoted", "hex holding 01234"],
+    ids=["base64", "quoted", "hex holding 01234", "hugging face", "letters alone"],
 )
 def test_the_environments_other_key_of_any_generated_shape_is_masked(
     monkeypatch: pytest.MonkeyPatch, key: str
@@ -1616,7 +1683,7 @@ def test_the_environments_other_key_of_any_generated_shape_is_masked(
     """Only values of a key's shape were taken from OPENAI_API_KEY when the run's key is
     another: an `openssl rand -base64 32` token, or a key quoted as an `--env-file` leaves
     it, echoed by a local gateway, was shown and stored (pass 76A); so was an Azure key of
-    32 hex digits holding five in a row (78A)."""
+    32 hex digits holding five in a row (78A), and a token of letters alone (79A)."""
     monkeypatch.setenv("OPENAI_API_KEY", key)
     settings = Settings(base_url="http://127.0.0.1:9/v1", api_key=PROJECT_KEY)
     assert key.strip('"') in list(secrets_of_a_run(settings, None))  # type: ignore[arg-type]

@@ -82,8 +82,17 @@ def test_a_walk_cut_past_its_stop_ends_finished_when_resumed(
     cut = advance_walk(walk, step([stop], done=False, pages_past_stop=1), from_top=from_top)
     holder = (walk.cursor,)
     assert cut == WalkState(ids(stop)[0], walk.stop_id, ids(9)[0], pages_past_stop=1, holder=holder)
-    ended = advance_walk(cut, step([stop - 1], done=True), from_top=False)
+    ended = advance_walk(cut, step([stop - 1], done=True), False, resumed_past_stop=True)
     assert ended == WalkState(head_id=ids(9)[0], finished=True)
+
+
+def test_a_resumed_walk_meeting_its_stop_on_this_run_is_followed_by_a_catch_up() -> None:
+    """Met on a page ending on its stop (the head's second: a page past it), then ended:
+    it was taken as finished, the batches created since never walked (pass 79B)."""
+    walk = WalkState(cursor=ids(14)[0], stop_id=ids(10)[0], head_id=ids(15)[0])
+    met = advance_walk(walk, step([13, 12, 11, 10], done=False, pages_past_stop=1), False)
+    ended = advance_walk(met, step([9], done=True), from_top=False)
+    assert ended == WalkState(stop_id=ids(15)[0], head_id=ids(15)[0])
 
 
 @pytest.mark.parametrize(

@@ -237,6 +237,29 @@ def select_unsettled(db: sqlite3.Connection, account: str) -> list[tuple[str, in
     return sorted(positions, key=lambda pair: seen[pair[0]])
 
 
+# How long the API keeps a batch's files after it ended (their ids are worth asking for).
+FILES_KEPT = 30 * 86_400
+
+
+def select_ended_without_files(db: sqlite3.Connection, account: str, now: int) -> list[str]:
+    """`account`'s own batches ended with requests run whose copy names no file, ended
+    within the 30 days the API keeps files, and asked for by id fewer than ENDED_ASKS
+    times: a list may leave file ids out (a gateway's), and the API names the files of
+    every batch that ran a request. Listed so on their first listing, they were never
+    asked for again, their files never fetched (pass 72B). Newest first."""
+    ended = ", ".join(f"'{status}'" for status in ("cancelled", "completed", "expired"))
+    rows = db.execute(
+        f"SELECT id FROM batches WHERE account = ? AND status IN ({ended}) "
+        "AND output_file_id IS NULL AND error_file_id IS NULL "
+        "AND coalesce(request_counts_completed, 0) + coalesce(request_counts_failed, 0) > 0 "
+        "AND coalesce(completed_at, expired_at, cancelled_at, 0) >= ? "
+        f"AND coalesce(json_extract({json_object('ended_asks')}, ?), 0) < {ENDED_ASKS} "
+        f"AND NOT {_GONE_FOR} ORDER BY created_at DESC",
+        (account, now - FILES_KEPT, account_path(account), account),
+    )
+    return [batch_id for (batch_id,) in rows]
+
+
 def select_oldest_created_at(db: sqlite3.Connection, batch_ids: list[str]) -> int | None:
     """The earliest whole-number creation time stored for any of `batch_ids`."""
     row = db.execute(

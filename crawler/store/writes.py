@@ -36,6 +36,7 @@ from .reads import (
     select_created_at,
     select_created_just_after,
     select_cut,
+    select_ended_without_files,
     select_last_rowid,
     select_nearly_gone,
     select_newest,
@@ -152,8 +153,12 @@ _UPSERT_FILE = (
     "AND excluded.named_by = (SELECT account FROM batches WHERE id = excluded.batch_id)"
 )
 _INSERT_ERRORS = f"INSERT INTO batch_errors ({', '.join(ERROR_COLUMNS)}) VALUES {{values}}"
+# A run's figures only grow: a run cancelled once a page had committed with its counts,
+# before the run added them to its own, wrote too few over them as it closed (pass 79B).
 _UPDATE_FIGURES = (
-    f"UPDATE sync_runs SET {', '.join(f'{name} = ?' for name in FIGURE_COLUMNS)} WHERE id = ?"
+    "UPDATE sync_runs SET "
+    + ", ".join(f"{name} = max(coalesce({name}, 0), ?)" for name in FIGURE_COLUMNS)
+    + " WHERE id = ?"
 )
 _RAW = BATCH_COLUMNS.index("raw")
 _STATUS = BATCH_COLUMNS.index("status")
@@ -279,8 +284,10 @@ def _write_page(
         # owner's listing first, another account's only where the stored copy has one.
         ended = {i: was[0] for i, was in before.items() if is_terminal(was[1])}
         others = {i for i in ended if before[i][2] != account}
+        # Ended by the owner's own copy (no other account's ended it first: _ENDED_BY).
+        own = {i for i in ended.keys() - others if before[i][3] in (None, account)}
         batch_rows, error_rows, filled = fill_page_rows(
-            ended, batch_rows, error_rows, secret, stored_first=others
+            ended, batch_rows, error_rows, secret, stored_first=others, owners_own=own
         )
         # Kept out, neither stored over what is nor its error lines, a listing saying alone
         # that the batch is there and listed by this account: one at an earlier stage than
@@ -323,14 +330,17 @@ def _write_page(
     return counts
 
 
-def _asked_for_ended(db: sqlite3.Connection, account: str, batch_ids: list[str]) -> None:
+def _asked_for_ended(
+    db: sqlite3.Connection, account: str, batch_ids: list[str], without_files: list[str]
+) -> None:
     with _transaction(db):
         db.execute(
             f"UPDATE batches SET ended_asks = {counted('ended_asks', '?2')} "
-            "WHERE ended_by IS NOT NULL AND ended_by != ?1 "
-            f"AND coalesce(json_extract({json_object('ended_asks')}, ?2), 0) < {ENDED_ASKS} "
-            "AND id IN (SELECT value FROM json_each(?3))",
-            (account, account_path(account), json.dumps(batch_ids)),
+            f"WHERE coalesce(json_extract({json_object('ended_asks')}, ?2), 0) < {ENDED_ASKS} "
+            "AND (ended_by IS NOT NULL AND ended_by != ?1 "
+            "AND id IN (SELECT value FROM json_each(?3)) "
+            "OR id IN (SELECT value FROM json_each(?4)))",
+            (account, account_path(account), json.dumps(batch_ids), json.dumps(without_files)),
         )
 
 
@@ -594,11 +604,19 @@ class Store:
         """When requests by id last kept failing while the list answered (None: they did not)."""
         return await self._in_thread(select_by_id_failed_at, self.account)
 
-    async def asked_for_ended(self, batch_ids: list[str]) -> None:
-        """Record that this account asked to refresh `batch_ids`: those another account's
-        listing ended, whose copy waited for is not stored, are asked ENDED_ASKS times at
-        most by each account (see select_unsettled)."""
-        await self._in_thread(_asked_for_ended, self.account, batch_ids)
+    async def asked_for_ended(
+        self, batch_ids: list[str], without_files: Sequence[str] = ()
+    ) -> None:
+        """Record that this account asked to refresh `batch_ids`, and for `without_files`:
+        those another account's listing ended, whose copy waited for is not stored, and
+        those ended naming no file, are asked ENDED_ASKS times at most by each account (see
+        select_unsettled, select_ended_without_files)."""
+        await self._in_thread(_asked_for_ended, self.account, batch_ids, list(without_files))
+
+    async def ended_without_files(self) -> list[str]:
+        """This account's batches ended naming no file that may yet (see
+        select_ended_without_files)."""
+        return await self._in_thread(select_ended_without_files, self.account, int(time.time()))
 
     async def mark_by_id_failed(self, at: int | None) -> None:
         """Record when requests by id kept failing while the list answered; None clears it."""
