@@ -7,6 +7,7 @@ nothing.
 
 from __future__ import annotations
 
+import abc
 import base64
 import bisect
 import contextlib
@@ -1037,7 +1038,19 @@ def _is_html(chain: _Chain) -> bool:
     return isinstance(chain[-1], _HtmlDecoded)
 
 
-class _HtmlDecoded:
+class _WrittenAt(abc.ABC):
+    """A decoded text that tells where each of its characters was written."""
+
+    def span_written(self, start: int, end: int) -> tuple[int, int]:
+        """Where the decoded span `start:end` was written in the text."""
+        return self._written(start, start=True), self._written(end - 1, start=False)
+
+    @abc.abstractmethod
+    def _written(self, position: int, *, start: bool) -> int:
+        """Where the character at `position` was written: its first or past its last."""
+
+
+class _HtmlDecoded(_WrittenAt):
     """A text with its HTML character references decoded (see _html_chains), and where each
     decoded character was written."""
 
@@ -1060,10 +1073,6 @@ class _HtmlDecoded:
             decoded += len(chars)
             last = reference.end()
         self.text = "".join([*kept, written[last:]])
-
-    def span_written(self, start: int, end: int) -> tuple[int, int]:
-        """Where the decoded span `start:end` was written in the text."""
-        return self._written(start, start=True), self._written(end - 1, start=False)
 
     def _written(self, position: int, *, start: bool) -> int:
         """Where the character at `position` was written: its first or past its last."""
@@ -1182,7 +1191,7 @@ _ESCAPE = re.compile(
 )
 
 
-class _Decoded:
+class _Decoded(_WrittenAt):
     """A text with its JSON escapes decoded, however many times escaped: searched for the
     key as written, it finds the key as any encoder escapes it (Go `&` as `\\u0026`, .NET
     in upper-case hex, Gson `=` as `\\u003d`, PHP `/` as `\\/`), at any depth (a gateway
@@ -1194,10 +1203,6 @@ class _Decoded:
         self.written = written
         self.text = _decoded_text(written)
         self._escapes_by_piece: dict[int, _Escapes] = {}
-
-    def span_written(self, start: int, end: int) -> tuple[int, int]:
-        """Where the decoded span `start:end` was written in the text."""
-        return self._written(start, start=True), self._written(end - 1, start=False)
 
     def _written(self, position: int, *, start: bool) -> int:
         """Where the character at `position` was written: its first or past its last."""

@@ -43,14 +43,14 @@ def report_queries(start: int) -> list[tuple[str, str]]:
         (
             "Spend by model (USD at batch rates; unpriced: no price or no usage)",
             "SELECT coalesce(model, '(not recorded)') AS model, count(*) AS batches,\n"
-            "       sum(total_tokens) AS tokens, round(sum(usd), 2) AS usd,\n"
+            "       sum(total_tokens) AS tokens, round(sum(usd), 4) AS usd,\n"
             "       sum(usd IS NULL) AS unpriced\n"
             f"FROM batch_costs WHERE {since} GROUP BY 1 ORDER BY sum(usd) DESC, batches DESC",
         ),
         (
             "Spend by day",
             "SELECT date(created_at, 'unixepoch') AS day, count(*) AS batches,\n"
-            "       round(sum(usd), 2) AS usd\n"
+            "       round(sum(usd), 4) AS usd\n"
             f"FROM batch_costs WHERE {since} GROUP BY 1 ORDER BY 1",
         ),
         (

@@ -203,3 +203,18 @@ def test_report_on_no_database_is_one_line(
 ) -> None:
     assert main(["report", "--db", str(tmp_path / "none.db")]) == 4
     assert capsys.readouterr().err.count("\n") == 1
+
+
+async def test_the_reports_spend_keeps_a_fraction_of_a_cent(db_path: Path) -> None:
+    """A batch of a few hundred tokens costs less than a cent: rounded to cents, its spend
+    read 0.0 with none unpriced (pass 72B)."""
+    cheap = make_batch(9, created_at=DAY, model="gpt-4o-mini", usage=usage(1_000, 0, 200))
+    async with open_store(db_path) as store:
+        run = await store.start_run("full", "http://x")
+        rows, errors = build_page_rows([cheap], 1)
+        await store.save_page(rows, errors, None, run, RunFigures())
+    report = await read_report(db_path, since=86_400, now=DAY + 3600)
+    (spend,) = [a for a in report.answers if a.title.startswith("Spend by model")]
+    ((model, batches, tokens, usd, unpriced),) = spend.rows
+    assert (model, batches, tokens, unpriced) == ("gpt-4o-mini", 1, 1_200, 0)
+    assert 0 < usd < 0.01
