@@ -2212,6 +2212,31 @@ def failing_after(api: Routes, failing: set[str]) -> None:
     api.listed = listed  # type: ignore[method-assign]
 
 
+async def walked_to_seven_then_four_new(api: Routes, a: Settings) -> None:
+    """Leave account a's walk of batches 10-1 at batch 7 (two pages), then add 14-11."""
+    await sync(dataclasses.replace(a, max_pages=2), retry=FAST)
+    for n in (14, 13, 12, 11):
+        api.batches[make_batch(n)["id"]] = make_batch(n, status="completed")
+
+
+def failing_at_the_top(api: Routes, failing: set[str], times: int | None) -> list[str]:
+    """Route a's list failing after any of `failing` (see failing_after), and, while it
+    does, its top page answering 503 `times` times (None: every time): the top's page
+    requests so far (asks of one batch left out)."""
+    failing_after(api, failing)
+    listed, tops = api.listed, []
+
+    async def failing_top(request: web.Request) -> web.Response:
+        if failing and "after" not in request.query and request.query["limit"] != "1":
+            tops.append(request.query["limit"])
+            if times is None or len(tops) <= times:
+                return web.json_response({"error": {"message": "Unavailable"}}, status=503)
+        return await listed(request)
+
+    api.listed = failing_top  # type: ignore[method-assign]
+    return tops
+
+
 def leaving_after_a_run(api: Routes, cursor: str, answer: str) -> set[str]:
     """Route a's list, from which `cursor` leaves once added to the set returned (still
     answered by id), answering an unknown `after` with an empty page or a 500."""
@@ -2357,16 +2382,7 @@ async def test_a_stuck_runs_top_page_is_read_once_whatever_the_budget(db_path: P
     batches = [make_batch(n, status="completed") for n in range(10, 0, -1)]
     api = Routes(batches, "a")
     failing: set[str] = set()
-    failing_after(api, failing)
-    listed, tops = api.listed, []
-
-    async def silent_top(request: web.Request) -> web.Response:
-        if failing and "after" not in request.query and request.query["limit"] != "1":
-            tops.append(request)
-            return web.json_response({"error": {"message": "Unavailable"}}, status=503)
-        return await listed(request)
-
-    api.listed = silent_top  # type: ignore[method-assign]
+    tops = failing_at_the_top(api, failing, times=None)
     async with serving(api.routes()) as root:
         (a,) = api.accounts(db_path, root)
         await sync(dataclasses.replace(a, max_pages=2), retry=FAST)
@@ -2399,9 +2415,7 @@ async def test_stuck_runs_on_a_page_budget_go_on_with_their_walk_of_the_top(
     api.listed = counted  # type: ignore[method-assign]
     async with serving(api.routes()) as root:
         (a,) = api.accounts(db_path, root)
-        await sync(dataclasses.replace(a, max_pages=2), retry=FAST)
-        for n in (14, 13, 12, 11):
-            api.batches[make_batch(n)["id"]] = make_batch(n, status="completed")
+        await walked_to_seven_then_four_new(api, a)
         one_page = dataclasses.replace(a, max_pages=1)
         stuck = [await sync(one_page, retry=FAST)]
         shown = format_status(await read_status(db_path))
@@ -2442,9 +2456,7 @@ async def test_a_stuck_runs_walk_of_the_top_failing_where_it_stopped_begins_at_t
     api.listed = listed  # type: ignore[method-assign]
     async with serving(api.routes()) as root:
         (a,) = api.accounts(db_path, root)
-        await sync(dataclasses.replace(a, max_pages=2), retry=FAST)
-        for n in (14, 13, 12, 11):
-            api.batches[make_batch(n)["id"]] = make_batch(n, status="completed")
+        await walked_to_seven_then_four_new(api, a)
         await sync(dataclasses.replace(a, max_pages=1), retry=FAST)
         del api.batches[gone]
         stuck = await sync(a, retry=FAST)
@@ -2462,16 +2474,7 @@ async def test_a_stuck_runs_top_page_has_its_retries_without_a_time_budget(
     batches = [make_batch(n, status="completed") for n in range(10, 0, -1)]
     api = Routes(batches, "a")
     failing: set[str] = set()
-    failing_after(api, failing)
-    listed, blips = api.listed, [1]
-
-    async def blip_at_the_top(request: web.Request) -> web.Response:
-        if failing and "after" not in request.query and request.query["limit"] != "1" and blips:
-            blips.pop()
-            return web.json_response({"error": {"message": "Bad gateway"}}, status=502)
-        return await listed(request)
-
-    api.listed = blip_at_the_top  # type: ignore[method-assign]
+    tops = failing_at_the_top(api, failing, times=1)
     async with serving(api.routes()) as root:
         (a,) = api.accounts(db_path, root)
         await sync(dataclasses.replace(a, max_pages=2), retry=FAST)
@@ -2479,7 +2482,7 @@ async def test_a_stuck_runs_top_page_has_its_retries_without_a_time_budget(
         failing.add(make_batch(7)["id"])
         stuck = await sync(a, retry=FAST)
     assert not stuck.complete
-    assert not blips
+    assert len(tops) == 2  # failed, then asked again
     assert make_batch(11)["id"] in stored_ids(db_path)
 
 

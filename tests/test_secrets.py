@@ -1317,6 +1317,28 @@ async def test_a_key_of_one_account_echoed_to_another_is_masked_wherever_it_goes
     assert not any(key[:16] in stored or key[16:] in stored for key in (key_a, key_b))
 
 
+async def said_by_a_refused_sync(
+    tmp_path: Path, config: str, args: list[str], env: dict[str, str], echoed: str
+) -> tuple[int | None, str]:
+    """`sync --config` (its TOML, `{root}` the server's URL) and `args`, run with `env`
+    against a server refusing every request (401) with a message quoting `echoed`: the
+    exit code, and all the command said."""
+
+    async def refused(request: web.Request) -> web.Response:
+        return web.json_response({"error": {"message": f"not ({echoed})"}}, status=401)
+
+    async with serving({"/{path:.*}": refused}) as root:
+        path = tmp_path / "sync.toml"
+        path.write_text(f'db = "{tmp_path / "b.db"}"\n' + config.replace("{root}", root))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "crawler", "sync", "--config", str(path), *args,
+            env={**os.environ, **env},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await proc.communicate()
+    return proc.returncode, (out + err).decode()
+
+
 @pytest.mark.parametrize("output", ["text", "--json", "--log-format json"])
 async def test_one_accounts_failure_quoting_another_accounts_key_is_masked(
     tmp_path: Path, output: str
@@ -1324,33 +1346,19 @@ async def test_one_accounts_failure_quoting_another_accounts_key_is_masked(
     """Each account masks its own key: a failure of one quoting another's was said whole,
     and told whole in its run_failed event."""
     other_key = "0123456789abcdef" * 2  # an Azure key: no sk- word to mask on sight
-
-    async def refused(request: web.Request) -> web.Response:
-        return web.json_response({"error": {"message": f"not {other_key}"}}, status=401)
-
-    async with serving({"/{path:.*}": refused}) as root:
-        config = tmp_path / "accounts.toml"
-        config.write_text(
-            f'db = "{tmp_path / "b.db"}"\n'
-            f'[accounts.a]\nbase_url = "{root}/v1"\napi_key_env = "KEY_A"\n'
-            f'[accounts.b]\nbase_url = "{root}/v1"\napi_key_env = "KEY_B"\n'
-        )
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "crawler",
-            "sync",
-            "--config",
-            str(config),
-            *(output.split() if output != "text" else []),
-            env={**os.environ, "KEY_A": PROJECT_KEY, "KEY_B": other_key},
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await proc.communicate()
-    said = (out + err).decode()
-    assert proc.returncode == 1
-    assert said.count("not ***") >= 2
+    accounts = (
+        '[accounts.a]\nbase_url = "{root}/v1"\napi_key_env = "KEY_A"\n'
+        '[accounts.b]\nbase_url = "{root}/v1"\napi_key_env = "KEY_B"\n'
+    )
+    code, said = await said_by_a_refused_sync(
+        tmp_path,
+        accounts,
+        output.split() if output != "text" else [],
+        {"KEY_A": PROJECT_KEY, "KEY_B": other_key},
+        other_key,
+    )
+    assert code == 1
+    assert said.count("not (***)") >= 2
     assert other_key[:16] not in said
 
 
@@ -1374,26 +1382,16 @@ async def test_a_json_logs_last_word_masks_the_keys_at_hand(tmp_path: Path) -> N
     is masked in the text log's last line and was shown in the JSON log's `run_failed`
     event (pass 79A)."""
     other = "9e4f0a9e4c1f0c9a"
-
-    async def refused(request: web.Request) -> web.Response:
-        return web.json_response({"error": {"message": f"upstream refused ({other})"}}, status=401)
-
-    async with serving({"/{path:.*}": refused}) as root:
-        config = tmp_path / "sync.toml"
-        config.write_text(
-            f'db = "{tmp_path / "b.db"}"\nbase_url = "{root}/v1"\napi_key_env = "KEY_OF_THE_RUN"\n'
-        )
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "crawler", "sync", "--config", str(config),
-            "--log-format", "json",
-            env={**os.environ, "KEY_OF_THE_RUN": PROJECT_KEY, "OPENAI_API_KEY": other},
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        out, err = await proc.communicate()
-    said = (out + err).decode()
-    assert proc.returncode == 1
+    code, said = await said_by_a_refused_sync(
+        tmp_path,
+        'base_url = "{root}/v1"\napi_key_env = "KEY_OF_THE_RUN"\n',
+        ["--log-format", "json"],
+        {"KEY_OF_THE_RUN": PROJECT_KEY, "OPENAI_API_KEY": other},
+        other,
+    )
+    assert code == 1
     assert '"event":"run_failed"' in said
-    assert "upstream refused (***)" in said
+    assert "not (***)" in said
     assert other not in said
 
 
