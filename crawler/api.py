@@ -65,7 +65,7 @@ from .redact import (
     Secret,
     Secrets,
     credentials,
-    environment_keys,
+    keys_named_as_keys,
     looks_generated,
     mask_secret,
 )
@@ -289,15 +289,16 @@ def _secrets_beside(settings: Settings) -> tuple[str, ...]:
     """The environment's keys and proxy credentials that are not the run's, written as a
     machine writes a secret (see looks_generated): the default variables' (a gateway's
     upstream key in OPENAI_API_KEY, its own token under another name, quoted as an
-    `--env-file` leaves it), every value spelled like a key (a gateway's keys under its
-    own names, `ANTHROPIC_API_KEY`, `LITELLM_MASTER_KEY`: pass 79A), and those of proxies
-    the run does not go through (a gateway on this machine, sharing the environment,
-    passes them on). A gateway echoing them was masked in what the command said last,
-    and shown in its warnings and stored."""
+    `--env-file` leaves it), a gateway's keys under its own names (see
+    keys_named_as_keys), and those of proxies the run does not go through (a gateway on
+    this machine, sharing the environment, passes them on). A gateway echoing them was
+    masked in what the command said last, and shown in its warnings and stored."""
+    defaults = (Settings.api_key_env, ENV_AZURE_KEY, ENV_CLIENT_SECRET)
     named = (
-        value.strip("\"'")
-        for value in environment_keys(
-            os.environ, Settings.api_key_env, ENV_AZURE_KEY, ENV_CLIENT_SECRET
+        value.strip().strip("\"'")
+        for value in (
+            *(os.environ.get(name, "") for name in defaults),
+            *keys_named_as_keys(os.environ),
         )
     )
     proxies = (one for url in environment_proxies().values() for one in proxy_secrets(url))

@@ -273,6 +273,28 @@ def mask_key_like(text: str) -> str:
 _NAMED_AS_NO_KEY = re.compile(r"(?:_ID|SHA1?|COMMIT|REVISION|SOURCE_?VERSION|_REF|VCS_NUMBER)$")
 
 
+def keys_named_as_keys(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The values of `environ` spelled like a key whose variables are named as keys
+    (`ANTHROPIC_API_KEY`, `LITELLM_MASTER_KEY`, `AWS_SECRET_ACCESS_KEY`): a gateway on this
+    machine may hold them, and echo them (pass 79A). A token for other work (`GITHUB_TOKEN`)
+    is none a gateway passes on; searched on every page, each key costs a walk about a
+    millisecond a page."""
+    return tuple(
+        sorted(
+            {
+                value.strip()
+                for name, value in environ.items()
+                if _NAMED_AS_A_KEY.search(name.upper()) is not None
+                and _NAMED_AS_NO_KEY.search(name.upper()) is None
+                and looks_like_secret(value.strip())
+            }
+        )
+    )
+
+
+_NAMED_AS_A_KEY = re.compile(r"(?:^|_)(?:API_?)?KEY(?:_|$)|APIKEY")
+
+
 def environment_keys(environ: Mapping[str, str], *named: str) -> tuple[str, ...]:
     """The keys `environ` may hold: the values of the variables `named` (the default keys',
     OpenAI's and Azure's, whatever their shape: a local server's token may look like no

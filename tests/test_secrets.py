@@ -1362,9 +1362,12 @@ async def test_one_accounts_failure_quoting_another_accounts_key_is_masked(
     assert other_key[:16] not in said
 
 
-def test_the_environments_keys_under_any_name_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_environments_keys_under_a_keys_name_are_masked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A gateway's keys under its own names, spelled like keys: `status` and `report`
-    masked them, the run's warnings showed them and the run stored them (pass 79A)."""
+    masked them, the run's warnings showed them and the run stored them (pass 79A). A
+    token for other work is none a gateway passes on: each key searched costs every page."""
     keys = {
         "ANTHROPIC_API_KEY": "sk-ant-api03-" + "Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3Ah9" * 2,
         "LITELLM_MASTER_KEY": "sk-Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3",
@@ -1372,9 +1375,12 @@ def test_the_environments_keys_under_any_name_are_masked(monkeypatch: pytest.Mon
     }
     for name, value in keys.items():
         monkeypatch.setenv(name, value)
+    token = "ghs_" + "Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3Ah9Xy"
+    monkeypatch.setenv("GITHUB_TOKEN", token)
     settings = Settings(base_url="http://127.0.0.1:9/v1", api_key=PROJECT_KEY)
     masked = list(secrets_of_a_run(settings, None))  # type: ignore[arg-type]
     assert set(keys.values()) <= set(masked)
+    assert token not in masked
 
 
 async def test_a_json_logs_last_word_masks_the_keys_at_hand(tmp_path: Path) -> None:
