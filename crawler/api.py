@@ -65,6 +65,7 @@ from .redact import (
     Secret,
     Secrets,
     credentials,
+    key_pieces,
     keys_named_as_keys,
     looks_generated,
     mask_secret,
@@ -295,11 +296,8 @@ def _secrets_beside(settings: Settings) -> tuple[str, ...]:
     masked in what the command said last, and shown in its warnings and stored."""
     defaults = (Settings.api_key_env, ENV_AZURE_KEY, ENV_CLIENT_SECRET)
     named = (
-        value.strip().strip("\"'")
-        for value in (
-            *(os.environ.get(name, "") for name in defaults),
-            *keys_named_as_keys(os.environ),
-        )
+        *(piece for name in defaults for piece in key_pieces(os.environ.get(name, ""))),
+        *keys_named_as_keys(os.environ),
     )
     proxies = (one for url in environment_proxies().values() for one in proxy_secrets(url))
     return tuple(

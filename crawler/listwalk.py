@@ -193,7 +193,7 @@ class ListWalk:
         from where the last stuck run's walk of it stopped, the stuck walk kept (see
         stuck_with_top)."""
         keep = functools.partial(stuck_with_top, walk)
-        restarts = len(self.restarted_for)
+        restarts, gone_on_the_way = len(self.restarted_for), False
         top = walk.top
         try:
             if top is not None:
@@ -209,11 +209,19 @@ class ListWalk:
                     top = None
             if top is None:
                 await self.walk_top_from(down_to(walk.head_id), queue, fetched, keep)
+        except ApiError as exc:
+            # A batch its page ended with left the list since (a 400 after it): the run
+            # failed, exit 1, nothing refreshed (pass 80B).
+            gone = self.asked_after
+            if not await self.cursor_vanished(exc, None):
+                raise
+            self.note(f"the cursor {gone} is gone from the list: the next sync walks the top anew")
+            gone_on_the_way = True
         finally:
             # A cursor found gone in it restarts it from the top: that walk was saved in the
             # stuck walk's place, the batches below never stored (pass 75B).
             self.unsaved_walk = None
-        if len(self.restarted_for) > restarts:
+        if gone_on_the_way or len(self.restarted_for) > restarts:
             # Its own cursor gone: the next stuck run walks the top from the top again.
             self.unsaved_walk = replace(walk, top=None)
 

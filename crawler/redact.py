@@ -270,26 +270,47 @@ def mask_key_like(text: str) -> str:
 # Variables named as ids and commits (GITHUB_SHA, CIRCLE_SHA1, GIT_COMMIT, Azure Pipelines'
 # BUILD_SOURCEVERSION, Heroku's SOURCE_VERSION, Netlify's COMMIT_REF, TeamCity's
 # BUILD_VCS_NUMBER): their values are spelled as keys are (hex), and named after.
-_NAMED_AS_NO_KEY = re.compile(r"(?:_ID|SHA1?|COMMIT|REVISION|SOURCE_?VERSION|_REF|VCS_NUMBER)$")
+_NAMED_AS_NO_KEY = re.compile(
+    r"(?:ID|SHA1?|COMMIT|REVISION|SOURCE_?VERSION|_REF|VCS_NUMBER|HASH|_TAG|RELEASE|_AFTER"
+    r"|_BEFORE)$"
+)
 
 
 def keys_named_as_keys(environ: Mapping[str, str]) -> tuple[str, ...]:
-    """The values of `environ` spelled like a key whose variables are named as keys
-    (`ANTHROPIC_API_KEY`, `LITELLM_MASTER_KEY`, `AWS_SECRET_ACCESS_KEY`): a gateway on this
-    machine may hold them, and echo them (pass 79A). A token for other work (`GITHUB_TOKEN`)
-    is none a gateway passes on; searched on every page, each key costs a walk about a
-    millisecond a page."""
+    """The keys of `environ`'s variables named as keys (`ANTHROPIC_API_KEY`,
+    `LITELLM_MASTER_KEY`, `AWS_SECRET_ACCESS_KEY`) spelled like a key or as a random base64
+    token (an AWS secret key), each of a list (see key_pieces): a gateway on this machine
+    may hold them, and echo them (passes 79A, 80A). Another value (`S3_KEY`, an object's
+    path; `SORT_KEY`) is data. A token for other work (`GITHUB_TOKEN`) is none a gateway
+    passes on; searched on every page, each key costs a walk about a millisecond a page."""
     return tuple(
         sorted(
             {
-                value.strip()
+                piece
                 for name, value in environ.items()
                 if _NAMED_AS_A_KEY.search(name.upper()) is not None
                 and _NAMED_AS_NO_KEY.search(name.upper()) is None
-                and looks_like_secret(value.strip())
+                for piece in key_pieces(value)
+                if looks_like_secret(piece) or _random_base64(piece)
             }
         )
     )
+
+
+def key_pieces(value: str) -> tuple[str, ...]:
+    """`value`, and each piece of the list of keys it may be (`sk-a,sk-b`, as some gateways
+    take them: one echoed alone is under half the whole, pass 80A), blanks and quotes
+    (as an `--env-file` leaves them) stripped."""
+    return tuple(one.strip().strip("\"'") for one in (value, *value.split(",")))
+
+
+def _random_base64(value: str) -> bool:
+    """Whether a value is a random base64 token of 32 characters or more (an AWS secret
+    key: `+` and `/`, which no key's spelling holds)."""
+    return len(value) >= 32 and _BASE64.fullmatch(value) is not None and _mixed_as_random(value)
+
+
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+=*")
 
 
 _NAMED_AS_A_KEY = re.compile(r"(?:^|_)(?:API_?)?KEY(?:_|$)|APIKEY")
@@ -511,7 +532,13 @@ def _mask_all(text: str, scans: Sequence[_Scan], *, compatible: bool = False) ->
     return _masked(text, _joined(spans)) if spans else text
 
 
-@functools.lru_cache(maxsize=32)
+# What is worked out for each key is kept for this many: every message is searched for
+# every key, and past 32 (a gateway's machine holding its providers' keys) each was worked
+# out anew, a message taking 60 times as long (pass 80A).
+_KEYS_KEPT = 1024
+
+
+@functools.lru_cache(maxsize=_KEYS_KEPT)
 def _compatible_too(key: str) -> tuple[str, ...]:
     """`key` as written, in compatible letters and decomposed: a key holding such a letter
     itself (µ, ², ½) is echoed so (μ, 2, 1 and 2 with a fraction slash), and the text
@@ -714,7 +741,7 @@ def _one_case(secret: str) -> bool:
     return secret.lower() == secret or secret.upper() == secret
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=_KEYS_KEPT)
 def _scan(secret: str, run: int, *, in_a_message: bool) -> _Scan:
     """Messages are searched for the key in upper and lower case too (cheap, and a key in
     one case tells most of it); stored data for the key in another case only if it has

@@ -32,10 +32,8 @@ async def _plan_refresh(store: Store, run: Run) -> None:
     run.to_refresh = set(plan.to_refresh)
     run.refresh_order = [batch_id for batch_id, _ in unsettled]
     run.unsettled = frozenset(run.refresh_order)
-    # Asked for by id after the refresh, never struck off by a listing, which left them out.
     without_files = await store.ended_without_files()
     run.without_files = [batch_id for batch_id in without_files if batch_id not in run.unsettled]
-    run.refresh_order += run.without_files
     run.by_id_failed_at = await store.by_id_failed_at()
     if run.walks_instead_of_by_id() and unsettled:
         run.note(
@@ -64,9 +62,7 @@ async def _refresh(run: Run, client: ApiClient) -> bool:
             run, client, set(run.to_refresh)
         )
     else:
-        done = await _refresh_asking_by_id(run, client) and await _ask_by_id_if_any(
-            run, client, set(run.without_files)
-        )
+        done = await _refresh_asking_by_id(run, client)
     return done and await _refreshed(run)
 
 
@@ -162,7 +158,7 @@ async def _refreshed(run: Run) -> bool:
         why = run.by_id_failures.get(batch_id, "requests by id are failing")
         run.note(f"batch {batch_id} was not refreshed: {why}; nor is it in the list")
     # Those another account's listing ended are asked a few times at most.
-    await run.store.asked_for_ended(list(run.refresh_order), run.without_files)
+    await run.store.asked_for_ended(list(run.refresh_order))
     run.emit(
         REFRESH_DONE,
         refreshed_by_id=run.figures.refreshed_by_id,
@@ -222,16 +218,10 @@ async def _refresh_by_id(
 async def _ask_by_id(
     run: Run, client: ApiClient, batch_ids: set[str], first_once: bool = False
 ) -> RefreshEnd:
-    async def save(batches: Sequence[Batch], answered_404: Sequence[str]) -> None:
-        # A batch ended asked for its files is not counted gone by a 404: a route without
-        # them (a gateway's) would have batches its list shows marked gone.
-        gone = [batch_id for batch_id in answered_404 if batch_id not in asked_for_files]
+    async def save(batches: Sequence[Batch], gone: Sequence[str]) -> None:
         run.answered_gone.update(gone)
-        asked = len(batches) + len(answered_404)
-        run.figures = run.figures.plus(refreshed_by_id=asked, gone=len(gone))
+        run.figures = run.figures.plus(refreshed_by_id=len(batches) + len(gone), gone=len(gone))
         await run.save(batches, None, gone)
-
-    asked_for_files = frozenset(run.without_files)
 
     def skip(batch_id: str, error: ApiError) -> None:
         run.by_id_failures[batch_id] = str(error)
@@ -247,6 +237,55 @@ async def _ask_by_id(
         first_once=first_once,
         api_answers=lambda: _answers(client),
     )
+
+
+# The batches ended naming no file asked for first: should no answer name one (a route that
+# never does), the others are counted asked without being asked.
+FILE_PROBE = 10
+
+
+async def _ask_for_files(run: Run, client: ApiClient) -> None:
+    """Ask by id, newest first, for the batches ended naming no file (see
+    Store.ended_without_files), each ask counted as it is made: counted once all were
+    made, a time budget cutting them counted none, and every sync asked the same again, cut
+    again, partial for good (pass 80B). They refresh nothing in flight: a budget cutting
+    them leaves the run complete. Should none of the first FILE_PROBE answers name a file,
+    the others are counted asked without asking: a gateway naming none was asked three
+    times for every batch."""
+    probe, rest = run.without_files[:FILE_PROBE], run.without_files[FILE_PROBE:]
+    named = await _asked_for_files(run, client, probe)
+    if named:
+        await _asked_for_files(run, client, rest)
+    elif named is not None:
+        await run.store.asked_for_ended([], rest)
+
+
+async def _asked_for_files(run: Run, client: ApiClient, batch_ids: list[str]) -> bool | None:
+    """Ask for `batch_ids` by id (see _ask_for_files): whether an answer named a file (None:
+    the time budget ran out first). A 404 counts none gone (a route without them would
+    have batches its list shows so)."""
+    named = False
+
+    async def save(batches: Sequence[Batch], answered_404: Sequence[str]) -> None:
+        nonlocal named
+        named = named or any(b.get("output_file_id") or b.get("error_file_id") for b in batches)
+        run.figures = run.figures.plus(refreshed_by_id=len(batches) + len(answered_404))
+        await run.save(batches, None)
+        await run.store.asked_for_ended([], [*(b["id"] for b in batches), *answered_404])
+
+    failed: list[str] = []
+    end = await refresh_by_id(
+        client,
+        batch_ids,
+        concurrency=run.settings.concurrency,
+        chunk=run.settings.page_size,
+        save=save,
+        skip=lambda batch_id, _: failed.append(batch_id),
+        time_left=run.time_left,
+        api_answers=lambda: _answers(client),
+    )
+    await run.store.asked_for_ended([], failed)  # refused or failing: asked all the same
+    return None if end.out_of_time else named
 
 
 async def _answers(client: ApiClient) -> bool:
@@ -266,7 +305,7 @@ async def _walk_and_refresh(run: Run, client: ApiClient, walk: WalkState) -> boo
     close to the budget between runs left every run's walk unfinished, and no batch was
     ever refreshed."""
     complete = await run.pipeline(client, walk)
-    if (run.to_refresh or run.without_files) and (complete or not run.time_spent()):
+    if run.to_refresh and (complete or not run.time_spent()):
         refreshed = await _refresh(run, client)
         complete = complete and refreshed
     elif run.to_refresh and not run.walks_instead_of_by_id():
@@ -275,6 +314,8 @@ async def _walk_and_refresh(run: Run, client: ApiClient, walk: WalkState) -> boo
         # least recently seen or missed, those cut or answered 404 too (left out, one
         # failed ask left a batch out for as long as the list outgrew the runs).
         await _refresh_by_id(run, client, set(run.to_refresh), first_once=True)
+    if run.without_files and not (run.time_spent() or run.walks_instead_of_by_id()):
+        await _ask_for_files(run, client)
     return complete
 
 

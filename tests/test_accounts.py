@@ -312,6 +312,67 @@ async def test_a_batch_first_listed_ended_naming_no_file_is_asked_for_it_by_id(
     assert api.asked == [("a", three)] * (1 if by_id_names_them else 3)
 
 
+def naming_no_file(batches: list[dict[str, Any]]) -> Routes:
+    """Route a listing `batches` and answering them by id with no file id (a gateway)."""
+    api = Routes(batches, "a")
+    api.shown_by["a"] = {b["id"]: {**b, "output_file_id": None} for b in batches}
+    return api
+
+
+async def test_asks_for_files_cut_by_a_time_budget_are_counted_as_made(db_path: Path) -> None:
+    """Counted once all were made, asks cut by `--max-seconds` counted none: every sync
+    asked the same again, was cut again, and ended partial for good (pass 80B). They are
+    counted as they are made, and refresh nothing in flight: the run is complete."""
+    api = naming_no_file([ended_lately(n) for n in range(8, 0, -1)])
+    seconds = a_second_a_request(api)
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        on_a_budget = dataclasses.replace(a, max_seconds=3, concurrency=1)
+        results = [
+            await sync(on_a_budget, retry=FAST, clock=lambda: float(seconds[0])) for _ in range(12)
+        ]
+    assert all(result.complete for result in results)
+    assert len(api.asked) == 8 * 3
+
+
+async def test_a_route_naming_no_file_is_asked_for_a_few_batches_only(db_path: Path) -> None:
+    """A gateway naming no file by id either was asked three times for every batch: once
+    none of the newest ten asked names one, the others are counted asked."""
+    api = naming_no_file([ended_lately(n) for n in range(15, 0, -1)])
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        for _ in range(5):
+            assert (await sync(a, retry=FAST)).complete
+    asked = {batch_id for _, batch_id in api.asked}
+    assert asked == {make_batch(n)["id"] for n in range(15, 5, -1)}
+    assert len(api.asked) == 10 * 3
+
+
+async def test_a_batch_ended_before_schema_23_keeps_the_files_its_answer_named(
+    db_path: Path,
+) -> None:
+    """Marked ended by `*` (0023_ended_before.sql), the owner's listing leaving file ids
+    out wiped those its answer by id had given, and counted as its answer, was never asked
+    again (pass 80B)."""
+    api = Routes([ended_lately(2)], "a")
+    bare = {**ended_lately(2), "output_file_id": None}
+
+    async def listed(request: web.Request) -> web.Response:
+        return web.json_response(list_body([bare], False))
+
+    api.listed = listed  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        for _ in range(2):
+            await sync(a, retry=FAST)
+        with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+            conn.execute("UPDATE batches SET ended_by = '*'")
+        await sync(a, full=True, retry=FAST)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        assert conn.execute("SELECT output_file_id FROM batches").fetchall() == [("file-out-2",)]
+
+
 @pytest.mark.parametrize(
     ("left_out", "added"),
     [(("usage",), {}), (("errors", "error_file_id", "output_file_id"), {}),
@@ -2486,13 +2547,14 @@ async def test_a_stuck_runs_top_page_has_its_retries_without_a_time_budget(
     assert make_batch(11)["id"] in stored_ids(db_path)
 
 
+@pytest.mark.parametrize("unknown", ["empty", "400"])
 async def test_a_cursor_gone_in_a_stuck_runs_walk_of_the_top_keeps_the_stuck_walk(
-    db_path: Path,
+    db_path: Path, unknown: str
 ) -> None:
     """While the list failed after the walk's cursor, the run's walk of the top met a batch
     leaving the list (its `after` an empty page): the walk from the top it restarted was
     saved in place of the stuck walk, which never went on, the batches below it never
-    stored (pass 75B)."""
+    stored (pass 75B). Its `after` refused (a 400), the run failed, exit 1 (pass 80B)."""
     batches = [make_batch(n, status="completed") for n in range(12, 0, -1)]
     api = Routes(batches, "a")
     failing: set[str] = set()
@@ -2503,7 +2565,8 @@ async def test_a_cursor_gone_in_a_stuck_runs_walk_of_the_top_keeps_the_stuck_wal
         if after in failing:
             return web.json_response({"error": {"message": "Bad gateway"}}, status=502)
         if after is not None and after not in api.batches:
-            return web.json_response(list_body([], False))
+            refused = Routes.unknown_cursor_refused(api, request) if unknown == "400" else None
+            return refused or web.json_response(list_body([], False))
         answer = await Routes.listed(api, request)
         if after is None and request.query["limit"] != "1" and failing and not deleted:
             deleted.append(api.shown("a")[1]["id"])

@@ -44,6 +44,7 @@ from crawler.redact import (
     Secrets,
     environment_keys,
     holds_secret,
+    mask_keys,
     mask_keys_in_json,
     mask_secret,
     mask_values,
@@ -1377,9 +1378,15 @@ def test_the_environments_keys_under_a_keys_name_are_masked(
         monkeypatch.setenv(name, value)
     token = "ghs_" + "Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3Ah9Xy"
     monkeypatch.setenv("GITHUB_TOKEN", token)
+    # Of no key's shape, quoted, or two in a list (pass 80A).
+    aws, anthropic = "/42JjuusA0R7tb7iU+Hnm8lB04+m7F6PSxmHold7", "sk-ant-api03-Mv7QpT3xWk9Rb2Lz6N"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", aws)
+    monkeypatch.setenv("OTHER_API_KEY", f'"{anthropic}"')
+    pair = ("sk-Hn5Vc2Xz8Lq4Wr7Tb1Mp9Ks3Df6Gj0Ya5Ue8Ki2Oq6", "sk-Qw3Er5Ty7Ui9Op1As2Df4Gh6Jk8Lz0Xc")
+    monkeypatch.setenv("OPENAI_API_KEY", ",".join(pair))
     settings = Settings(base_url="http://127.0.0.1:9/v1", api_key=PROJECT_KEY)
     masked = list(secrets_of_a_run(settings, None))  # type: ignore[arg-type]
-    assert set(keys.values()) <= set(masked)
+    assert {*keys.values(), aws, anthropic, *pair} <= set(masked)
     assert token not in masked
 
 
@@ -1633,7 +1640,8 @@ def test_the_environments_placeholders_and_passphrases_mask_no_data(
     in stored data too, they masked the model answers spelling them (`os.getenv("***")`,
     `T*** over the lazy dog`) and made every page's search several times as slow (74A;
     `sk-` words too, 76A; with digits, a sequence or blanks, 77A; a person's password
-    with digits and letters no generator writes, 79A)."""
+    with digits and letters no generator writes, 79A; data under a key's name, an object's
+    path, a sort order: not taken whatever its shape, 80A)."""
     for name, value in [
         ("OPENAI_API_KEY", "sk-1234567890abcdefghijklmnopqrstuvwxyz"),
         ("AZURE_OPENAI_API_KEY", "1234567890abcdef1234567890abcdef"),
@@ -1644,6 +1652,9 @@ def test_the_environments_placeholders_and_passphrases_mask_no_data(
             "http://j%C3%BCrgen:Gr%C3%BC%C3%9Fe-aus-M%C3%BCnchen-Passw%C3%B6rt@127.0.0.1:9",
         ),
         ("FTP_PROXY", "http://jdoe:Gr%C3%BC%C3%9Fe2024Passwort!@127.0.0.1:9"),
+        ("S3_KEY", "reports/2026/12/batch-output-0001.jsonl"),
+        ("SORT_KEY", "created_at_desc2024_by_model"),
+        ("PARTITION_KEY", "tenant-4f2a9c-eu-west-2"),
         ("HTTP_PROXY", "http://jdoe:CorrectHorseBatteryStaple@127.0.0.1:9"),
     ]:
         monkeypatch.setenv(name, value)
@@ -1766,19 +1777,33 @@ def test_an_id_in_the_environment_spelled_like_a_key_is_none(
 @pytest.mark.parametrize(
     "variable",
     ["GITHUB_SHA", "CI_COMMIT_SHA", "CIRCLE_SHA1", "GIT_COMMIT", "COMMIT_REF", "SOURCE_VERSION",
-     "CODEBUILD_RESOLVED_SOURCE_VERSION", "BUILD_VCS_NUMBER"],
+     "CODEBUILD_RESOLVED_SOURCE_VERSION", "BUILD_VCS_NUMBER", "IMAGE_TAG", "COMMIT_HASH",
+     "SENTRY_RELEASE", "SYSTEM_PULLREQUEST_SOURCECOMMITID", "DRONE_COMMIT_AFTER"],
 )  # fmt: skip
 def test_a_ci_jobs_commit_in_the_environment_is_no_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str
 ) -> None:
     """A commit's 40 hex digits counted as a key at hand: a CI job's database named after
     its commit was refused as holding an API key (pass 68A; Netlify's, Heroku's, AWS's and
-    TeamCity's names, pass 77A)."""
+    TeamCity's names, pass 77A; an image's tag, a release, Azure Pipelines' and Drone's
+    names, pass 80A)."""
     commit = "3f786850e387550fdab836ed7e6dc881de23001b"
     monkeypatch.setenv(variable, commit)
     assert commit not in cli_args.keys_at_hand()
     db = tmp_path / f"run-{commit}.db"
     assert main(["demo", "--db", str(db), "--batches", "5"]) == 0
+
+
+def test_masking_a_message_for_many_keys_works_each_key_out_once() -> None:
+    """Past 32 keys (a gateway's machine holding its providers' keys), what is worked out
+    for each key was worked out anew for every message: a message took 60 times as long
+    (pass 80A)."""
+    keys = [f"sk-{n:02d}Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3Ah9" for n in range(40)]
+    message = "upstream said: no"
+    mask_keys(message, keys)
+    before = redact._scan.cache_info().misses
+    mask_keys(message, keys)
+    assert redact._scan.cache_info().misses == before
 
 
 def test_the_entra_client_secret_is_a_key_at_hand(monkeypatch: pytest.MonkeyPatch) -> None:

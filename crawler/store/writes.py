@@ -284,8 +284,10 @@ def _write_page(
         # owner's listing first, another account's only where the stored copy has one.
         ended = {i: was[0] for i, was in before.items() if is_terminal(was[1])}
         others = {i for i in ended if before[i][2] != account}
-        # Ended by the owner's own copy (no other account's ended it first: _ENDED_BY).
-        own = {i for i in ended.keys() - others if before[i][3] in (None, account)}
+        # Ended by the owner's own copy (no other account's ended it first: _ENDED_BY; `*`,
+        # ended before that was kept, by the owner's own as likely as not: the owner's
+        # listing, counted as its answer, wiped the file ids its answer gave, pass 80B).
+        own = {i for i in ended.keys() - others if before[i][3] in (None, account, "*")}
         batch_rows, error_rows, filled = fill_page_rows(
             ended, batch_rows, error_rows, secret, stored_first=others, owners_own=own
         )
