@@ -50,6 +50,7 @@ _BATCH_COLUMNS = {
     "having ended it); *: ended before schema 23, asked of each, its owner too",
     "ended_asks": "each other account's asks for it since (a JSON object; 3 each at most, 3 "
     "once it answered)",
+    "file_asks": "its owner's asks by id answered, ended naming no file (3 at most)",
     "missed_by": "when each account last looked for it by id and in its list and found "
     "nothing to store (a JSON object); refreshes take the least recently seen or missed first",
     "cut_by": "when each account last asked for it by id as its time budget ran out (a JSON "

@@ -268,52 +268,78 @@ def mask_key_like(text: str) -> str:
 
 
 # Variables named as ids and commits (GITHUB_SHA, CIRCLE_SHA1, GIT_COMMIT, Azure Pipelines'
-# BUILD_SOURCEVERSION, Heroku's SOURCE_VERSION, Netlify's COMMIT_REF, TeamCity's
-# BUILD_VCS_NUMBER): their values are spelled as keys are (hex), and named after.
+# BUILD_SOURCEVERSION and SYSTEM_PULLREQUEST_SOURCECOMMITID, Heroku's SOURCE_VERSION,
+# Netlify's COMMIT_REF, TeamCity's BUILD_VCS_NUMBER, Drone's DRONE_COMMIT_AFTER) or versions
+# (IMAGE_TAG, SENTRY_RELEASE, COMMIT_HASH): their values are spelled as keys are (hex), and
+# named after. A name of a key is no such name (`MAPS_API_KEY_RELEASE`, a key for release
+# builds: see _named_as_no_key).
 _NAMED_AS_NO_KEY = re.compile(
-    r"(?:ID|SHA1?|COMMIT|REVISION|SOURCE_?VERSION|_REF|VCS_NUMBER|HASH|_TAG|RELEASE|_AFTER"
-    r"|_BEFORE)$"
+    r"(?:_ID|COMMITID|SHA1?|COMMIT|REVISION|SOURCE_?VERSION|_REF|VCS_NUMBER|_HASH|_TAG"
+    r"|_RELEASE|_AFTER|_BEFORE)$"
 )
+# Variables named as an API's keys: `…API_KEY`, `…_APIKEYS`, `…SECRET_ACCESS_KEY`,
+# `…MASTER_KEY`, `AZURE_OPENAI_KEY1`, `…_API_KEY_…`, and a gateway's token
+# (`ANTHROPIC_AUTH_TOKEN`, Claude Code's). Data's keys (`S3_KEY`, `CACHE_KEY`,
+# `IDEMPOTENCY_KEY`, `SORT_KEY`) are none: taken, an object's path or a cache key holding a
+# commit masked the data spelling them, and batch ids were left out (pass 81A).
+_NAMED_AS_A_KEY = re.compile(
+    r"(?:API|SECRET|ACCESS|MASTER|ADMIN|AUTH|PRIVATE|SUBSCRIPTION|OPENAI)_?KEYS?\d*(?:_|$)"
+    r"|(?:^|_)AUTH_TOKEN(?:_|$)"
+)
+
+
+def _named_as_no_key(name: str) -> bool:
+    """Whether a variable is named as an id, a commit or a version, and not as a key."""
+    upper = name.upper()
+    return _NAMED_AS_NO_KEY.search(upper) is not None and _NAMED_AS_A_KEY.search(upper) is None
 
 
 def keys_named_as_keys(environ: Mapping[str, str]) -> tuple[str, ...]:
     """The keys of `environ`'s variables named as keys (`ANTHROPIC_API_KEY`,
-    `LITELLM_MASTER_KEY`, `AWS_SECRET_ACCESS_KEY`) spelled like a key or as a random base64
-    token (an AWS secret key), each of a list (see key_pieces): a gateway on this machine
-    may hold them, and echo them (passes 79A, 80A). Another value (`S3_KEY`, an object's
-    path; `SORT_KEY`) is data. A token for other work (`GITHUB_TOKEN`) is none a gateway
-    passes on; searched on every page, each key costs a walk about a millisecond a page."""
+    `LITELLM_MASTER_KEY`, `AWS_SECRET_ACCESS_KEY`, `AZURE_OPENAI_KEY1`), each of a list (see
+    key_pieces), written as a machine writes a secret (see looks_generated): a gateway on
+    this machine may hold them, and echo them (passes 79A, 80A, 81A). An object's path
+    (`S3_KEY=exports/2026/12/…`) is data, unless a random base64 token (an AWS secret key):
+    taken, the batch ids spelling a part of it were left out, and a sync never finished
+    (81A). A token for other work (`GITHUB_TOKEN`) is none a gateway passes on; searched
+    on every page, each key costs a walk about a millisecond a page."""
     return tuple(
         sorted(
             {
                 piece
                 for name, value in environ.items()
                 if _NAMED_AS_A_KEY.search(name.upper()) is not None
-                and _NAMED_AS_NO_KEY.search(name.upper()) is None
                 for piece in key_pieces(value)
-                if looks_like_secret(piece) or _random_base64(piece)
+                if looks_generated(piece) and ("/" not in piece or _random_base64(piece))
             }
         )
     )
 
 
 def key_pieces(value: str) -> tuple[str, ...]:
-    """`value`, and each piece of the list of keys it may be (`sk-a,sk-b`, as some gateways
-    take them: one echoed alone is under half the whole, pass 80A), blanks and quotes
-    (as an `--env-file` leaves them) stripped."""
-    return tuple(one.strip().strip("\"'") for one in (value, *value.split(",")))
+    """`value`, and each piece of the list of keys it may be (`sk-a,sk-b`, or apart by
+    blanks or `;`, as some gateways take them: one echoed alone is under half the whole,
+    pass 80A), blanks and quotes (as an `--env-file` leaves them) stripped."""
+    pieces = (value, *_KEY_LIST_SEPARATOR.split(value))
+    return tuple(dict.fromkeys(one.strip().strip("\"'") for one in pieces))
+
+
+_KEY_LIST_SEPARATOR = re.compile(r"[,;\s]+")
 
 
 def _random_base64(value: str) -> bool:
-    """Whether a value is a random base64 token of 32 characters or more (an AWS secret
-    key: `+` and `/`, which no key's spelling holds)."""
-    return len(value) >= 32 and _BASE64.fullmatch(value) is not None and _mixed_as_random(value)
+    """Whether a value is a random base64 token of 32 characters or more, of both cases and
+    digits (an AWS secret key: `+` and `/`, which no key's spelling holds; a path holding a
+    hex digest, in one case, is none)."""
+    return (
+        len(value) >= 32
+        and _BASE64.fullmatch(value) is not None
+        and all(re.search(kind, value) for kind in ("[a-z]", "[A-Z]", "[0-9]"))
+        and _mixed_as_random(value)
+    )
 
 
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+=*")
-
-
-_NAMED_AS_A_KEY = re.compile(r"(?:^|_)(?:API_?)?KEY(?:_|$)|APIKEY")
 
 
 def environment_keys(environ: Mapping[str, str], *named: str) -> tuple[str, ...]:
@@ -327,7 +353,7 @@ def environment_keys(environ: Mapping[str, str], *named: str) -> tuple[str, ...]
     values = {
         value.strip()
         for name, value in environ.items()
-        if looks_like_secret(value.strip()) and _NAMED_AS_NO_KEY.search(name.upper()) is None
+        if looks_like_secret(value.strip()) and not _named_as_no_key(name)
     }
     return tuple(sorted(values | {environ.get(name, "").strip() for name in named} - {""}))
 

@@ -32,8 +32,6 @@ async def _plan_refresh(store: Store, run: Run) -> None:
     run.to_refresh = set(plan.to_refresh)
     run.refresh_order = [batch_id for batch_id, _ in unsettled]
     run.unsettled = frozenset(run.refresh_order)
-    without_files = await store.ended_without_files()
-    run.without_files = [batch_id for batch_id in without_files if batch_id not in run.unsettled]
     run.by_id_failed_at = await store.by_id_failed_at()
     if run.walks_instead_of_by_id() and unsettled:
         run.note(
@@ -239,53 +237,54 @@ async def _ask_by_id(
     )
 
 
-# The batches ended naming no file asked for first: should no answer name one (a route that
-# never does), the others are counted asked without being asked.
+# The batches ended naming no file asked for first: should those answered name none (a
+# route that never does), the others are counted asked without being asked.
 FILE_PROBE = 10
 
 
 async def _ask_for_files(run: Run, client: ApiClient) -> None:
     """Ask by id, newest first, for the batches ended naming no file (see
-    Store.ended_without_files), each ask counted as it is made: counted once all were
+    Store.ended_without_files), each answer counted as it comes: counted once all were
     made, a time budget cutting them counted none, and every sync asked the same again, cut
     again, partial for good (pass 80B). They refresh nothing in flight: a budget cutting
-    them leaves the run complete. Should none of the first FILE_PROBE answers name a file,
-    the others are counted asked without asking: a gateway naming none was asked three
-    times for every batch."""
+    them leaves the run complete. Should the first FILE_PROBE answer, naming no file, the
+    others are counted asked without asking (a gateway naming none was asked three times
+    for every batch); should none of them answer (the route failing, or 404s), the others
+    wait for the next sync (counted, they were never asked once the route healed, 81B)."""
     probe, rest = run.without_files[:FILE_PROBE], run.without_files[FILE_PROBE:]
     named = await _asked_for_files(run, client, probe)
     if named:
         await _asked_for_files(run, client, rest)
     elif named is not None:
-        await run.store.asked_for_ended([], rest)
+        await run.store.asked_for_files(rest)
 
 
 async def _asked_for_files(run: Run, client: ApiClient, batch_ids: list[str]) -> bool | None:
     """Ask for `batch_ids` by id (see _ask_for_files): whether an answer named a file (None:
-    the time budget ran out first). A 404 counts none gone (a route without them would
-    have batches its list shows so)."""
-    named = False
+    no batch was answered, or the time budget ran out first). A 404 is counted as an answer
+    and counts none gone (a route without them would have batches its list shows so); a
+    failure is not counted."""
+    named, answered = False, False
 
     async def save(batches: Sequence[Batch], answered_404: Sequence[str]) -> None:
-        nonlocal named
+        nonlocal named, answered
         named = named or any(b.get("output_file_id") or b.get("error_file_id") for b in batches)
+        answered = answered or bool(batches)
         run.figures = run.figures.plus(refreshed_by_id=len(batches) + len(answered_404))
         await run.save(batches, None)
-        await run.store.asked_for_ended([], [*(b["id"] for b in batches), *answered_404])
+        await run.store.asked_for_files([*(b["id"] for b in batches), *answered_404])
 
-    failed: list[str] = []
     end = await refresh_by_id(
         client,
         batch_ids,
         concurrency=run.settings.concurrency,
         chunk=run.settings.page_size,
         save=save,
-        skip=lambda batch_id, _: failed.append(batch_id),
+        skip=lambda batch_id, error: None,
         time_left=run.time_left,
         api_answers=lambda: _answers(client),
     )
-    await run.store.asked_for_ended([], failed)  # refused or failing: asked all the same
-    return None if end.out_of_time else named
+    return named if answered and not end.out_of_time else None
 
 
 async def _answers(client: ApiClient) -> bool:
@@ -513,6 +512,9 @@ async def sync_account(
                 # A resumed walk ends like an incremental one: the pages committed before
                 # the interruption hold batches that may have moved on since.
                 await _plan_refresh(store, run)
+            # A full walk too: the list that left their file ids out leaves them out again.
+            without_files = await store.ended_without_files()
+            run.without_files = [i for i in without_files if i not in run.unsettled]
             complete = await _walk_and_fetch(run, client, walk)
             outcome = "complete" if complete else "partial"
         except CrawlerError as exc:

@@ -349,14 +349,49 @@ async def test_a_route_naming_no_file_is_asked_for_a_few_batches_only(db_path: P
     assert len(api.asked) == 10 * 3
 
 
-async def test_a_batch_ended_before_schema_23_keeps_the_files_its_answer_named(
+@pytest.mark.parametrize("by_id", ["down on three syncs", "404 for the newest ten"])
+async def test_asks_for_files_unanswered_wait_for_an_answer(db_path: Path, by_id: str) -> None:
+    """Failed asks were counted, and a first ten none of which was answered counted the
+    others asked: three syncs with requests by id down used up every batch's asks, and
+    once they worked again, no batch was asked, its files never named (pass 81B)."""
+    batches = [ended_lately(n) for n in range(15, 0, -1)]
+    api = Routes(batches, "a")
+    bare = [{**b, "output_file_id": None} for b in batches]
+    down = [by_id.startswith("down")]
+    if not down[0]:
+        api.hidden["a"] = {make_batch(n)["id"] for n in range(15, 5, -1)}
+    answer = api.by_id
+
+    async def listed(request: web.Request) -> web.Response:
+        return web.json_response(list_body(bare, False))
+
+    async def failing_by_id(request: web.Request) -> web.Response:
+        if down[0]:
+            return web.json_response({"error": {"message": "Unavailable"}}, status=503)
+        return await answer(request)
+
+    api.listed, api.by_id = listed, failing_by_id  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        for _ in range(4):  # the first stores them, the next three ask
+            await sync(a, retry=FAST)
+        down[0] = False
+        results = [await sync(a, retry=FAST) for _ in range(4)]
+    assert all(result.complete for result in results)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        named = {i for (i,) in conn.execute("SELECT id FROM batches WHERE output_file_id NOT NULL")}
+    reachable = batches if by_id.startswith("down") else batches[10:]
+    assert named == {b["id"] for b in reachable}
+
+
+async def test_a_batch_listed_without_its_end_time_is_asked_for_its_files(
     db_path: Path,
 ) -> None:
-    """Marked ended by `*` (0023_ended_before.sql), the owner's listing leaving file ids
-    out wiped those its answer by id had given, and counted as its answer, was never asked
-    again (pass 80B)."""
-    api = Routes([ended_lately(2)], "a")
-    bare = {**ended_lately(2), "output_file_id": None}
+    """Its end time left out too, it counted as ended in 1970, long past the 30 days the API
+    keeps files, and was never asked (pass 81B): it ended after it was created."""
+    batch = ended_lately(3)
+    api = Routes([batch], "a")
+    bare = {**batch, "output_file_id": None, "completed_at": None}
 
     async def listed(request: web.Request) -> web.Response:
         return web.json_response(list_body([bare], False))
@@ -366,9 +401,33 @@ async def test_a_batch_ended_before_schema_23_keeps_the_files_its_answer_named(
         (a,) = api.accounts(db_path, root)
         for _ in range(2):
             await sync(a, retry=FAST)
+    assert api.asked == [("a", batch["id"])]
+
+
+@pytest.mark.parametrize("marked", ["once its files were named", "before"])
+async def test_a_batch_ended_before_schema_23_keeps_the_files_its_answer_named(
+    db_path: Path, marked: str
+) -> None:
+    """Marked ended by `*` (0023_ended_before.sql), the owner's listing leaving file ids
+    out wiped those its answer by id had given (pass 80B); and, counted as its answer, it
+    used up the asks for its files, shared with those for another account's copy, so that
+    they were never asked for (81B)."""
+    api = Routes([ended_lately(2)], "a")
+    bare = {**ended_lately(2), "output_file_id": None}
+
+    async def listed(request: web.Request) -> web.Response:
+        return web.json_response(list_body([bare], False))
+
+    api.listed = listed  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        if marked == "once its files were named":
+            await sync(a, retry=FAST)
         with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
-            conn.execute("UPDATE batches SET ended_by = '*'")
-        await sync(a, full=True, retry=FAST)
+            conn.execute("UPDATE batches SET ended_by = '*', ended_asks = NULL")
+        for _ in range(3):
+            await sync(a, full=True, retry=FAST)
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
         assert conn.execute("SELECT output_file_id FROM batches").fetchall() == [("file-out-2",)]
 

@@ -1373,6 +1373,13 @@ def test_the_environments_keys_under_a_keys_name_are_masked(
         "ANTHROPIC_API_KEY": "sk-ant-api03-" + "Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3Ah9" * 2,
         "LITELLM_MASTER_KEY": "sk-Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3",
         "AZURE_API_KEY": "9f8e7d6c5b4a39281706f5e4d3c2b1a0",
+        # Of other shapes, or names (81A).
+        "HUGGINGFACE_API_KEY": "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",
+        "SAMBANOVA_API_KEY": "6750a1b5-a0e8-4190-9c0c-5f13a0f6a2b2",
+        "CEREBRAS_API_KEY": "csk-x8k2m9p4q7r1t5v3w6y0z8a2b4c6d8e0f2g4h6",
+        "AZURE_OPENAI_KEY1": "483df929f76301234e3c3d1b8322bf3b",
+        "MAPS_API_KEY_RELEASE": "AIzaSyZ9y8X7w6V5u4T3s2R1q0P9o8N7m6L5k4J",
+        "ANTHROPIC_AUTH_TOKEN": "sk-ant-oat01-Mv7QpT3xWk9Rb2Lz6Ny4Hs8Dc1Fj5Gu0",
     }
     for name, value in keys.items():
         monkeypatch.setenv(name, value)
@@ -1384,9 +1391,11 @@ def test_the_environments_keys_under_a_keys_name_are_masked(
     monkeypatch.setenv("OTHER_API_KEY", f'"{anthropic}"')
     pair = ("sk-Hn5Vc2Xz8Lq4Wr7Tb1Mp9Ks3Df6Gj0Ya5Ue8Ki2Oq6", "sk-Qw3Er5Ty7Ui9Op1As2Df4Gh6Jk8Lz0Xc")
     monkeypatch.setenv("OPENAI_API_KEY", ",".join(pair))
+    gemini = ("AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q", "AIzaSyX1w2V3u4T5s6R7q8P9o0N1m2L3k4J5i6H")
+    monkeypatch.setenv("GEMINI_API_KEYS", "; ".join(gemini))
     settings = Settings(base_url="http://127.0.0.1:9/v1", api_key=PROJECT_KEY)
     masked = list(secrets_of_a_run(settings, None))  # type: ignore[arg-type]
-    assert {*keys.values(), aws, anthropic, *pair} <= set(masked)
+    assert {*keys.values(), aws, anthropic, *pair, *gemini} <= set(masked)
     assert token not in masked
 
 
@@ -1641,7 +1650,8 @@ def test_the_environments_placeholders_and_passphrases_mask_no_data(
     `T*** over the lazy dog`) and made every page's search several times as slow (74A;
     `sk-` words too, 76A; with digits, a sequence or blanks, 77A; a person's password
     with digits and letters no generator writes, 79A; data under a key's name, an object's
-    path, a sort order: not taken whatever its shape, 80A)."""
+    path, a sort order, a cache key holding a commit: taken, a batch id spelling part of
+    an object's path was left out and a sync never finished, 81A)."""
     for name, value in [
         ("OPENAI_API_KEY", "sk-1234567890abcdefghijklmnopqrstuvwxyz"),
         ("AZURE_OPENAI_API_KEY", "1234567890abcdef1234567890abcdef"),
@@ -1653,6 +1663,9 @@ def test_the_environments_placeholders_and_passphrases_mask_no_data(
         ),
         ("FTP_PROXY", "http://jdoe:Gr%C3%BC%C3%9Fe2024Passwort!@127.0.0.1:9"),
         ("S3_KEY", "reports/2026/12/batch-output-0001.jsonl"),
+        ("EXPORT_S3_KEY", "exports/2026/12/07/6750a1b5a0e881909c0c5f13a0f6a2b2"),
+        ("CACHE_KEY", "v3-deps-3f786850e387550fdab836ed7e6dc881de23001b"),
+        ("IDEMPOTENCY_KEY", "6750a1b5-a0e8-4190-9c0c-5f13a0f6a2b2"),
         ("SORT_KEY", "created_at_desc2024_by_model"),
         ("PARTITION_KEY", "tenant-4f2a9c-eu-west-2"),
         ("HTTP_PROXY", "http://jdoe:CorrectHorseBatteryStaple@127.0.0.1:9"),

@@ -332,17 +332,23 @@ def _write_page(
     return counts
 
 
-def _asked_for_ended(
-    db: sqlite3.Connection, account: str, batch_ids: list[str], without_files: list[str]
-) -> None:
+def _asked_for_ended(db: sqlite3.Connection, account: str, batch_ids: list[str]) -> None:
     with _transaction(db):
         db.execute(
             f"UPDATE batches SET ended_asks = {counted('ended_asks', '?2')} "
-            f"WHERE coalesce(json_extract({json_object('ended_asks')}, ?2), 0) < {ENDED_ASKS} "
-            "AND (ended_by IS NOT NULL AND ended_by != ?1 "
-            "AND id IN (SELECT value FROM json_each(?3)) "
-            "OR id IN (SELECT value FROM json_each(?4)))",
-            (account, account_path(account), json.dumps(batch_ids), json.dumps(without_files)),
+            "WHERE ended_by IS NOT NULL AND ended_by != ?1 "
+            f"AND coalesce(json_extract({json_object('ended_asks')}, ?2), 0) < {ENDED_ASKS} "
+            "AND id IN (SELECT value FROM json_each(?3))",
+            (account, account_path(account), json.dumps(batch_ids)),
+        )
+
+
+def _asked_for_files(db: sqlite3.Connection, batch_ids: list[str]) -> None:
+    with _transaction(db):
+        db.execute(
+            "UPDATE batches SET file_asks = file_asks + 1 "
+            "WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(batch_ids),),
         )
 
 
@@ -606,14 +612,16 @@ class Store:
         """When requests by id last kept failing while the list answered (None: they did not)."""
         return await self._in_thread(select_by_id_failed_at, self.account)
 
-    async def asked_for_ended(
-        self, batch_ids: list[str], without_files: Sequence[str] = ()
-    ) -> None:
-        """Record that this account asked to refresh `batch_ids`, and for `without_files`:
-        those another account's listing ended, whose copy waited for is not stored, and
-        those ended naming no file, are asked ENDED_ASKS times at most by each account (see
-        select_unsettled, select_ended_without_files)."""
-        await self._in_thread(_asked_for_ended, self.account, batch_ids, list(without_files))
+    async def asked_for_ended(self, batch_ids: list[str]) -> None:
+        """Record that this account asked to refresh `batch_ids`: those another account's
+        listing ended, whose copy waited for is not stored, are asked ENDED_ASKS times at
+        most by each account (see select_unsettled)."""
+        await self._in_thread(_asked_for_ended, self.account, batch_ids)
+
+    async def asked_for_files(self, batch_ids: Sequence[str]) -> None:
+        """Record that the owner's asks for `batch_ids`, ended naming no file, were answered
+        (see select_ended_without_files)."""
+        await self._in_thread(_asked_for_files, list(batch_ids))
 
     async def ended_without_files(self) -> list[str]:
         """This account's batches ended naming no file that may yet (see
