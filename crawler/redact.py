@@ -104,9 +104,8 @@ def looks_generated(value: str) -> bool:
     """Whether a value is written as a machine writes a secret, not as a person writes
     words: 16 ASCII characters or more, letters and digits (or letters alone, changing case
     as a random token does, not as words do: a Hugging Face token, `hf_` and 34 letters,
-    pass 79A), ten
-    different ones at least, no blank, and no run of eight characters in a row
-    (`12345678`, `abcdefgh`) (a key, a token, a generated password in base64 or with
+    pass 79A), ten different ones at least, no blank, and no run of eight characters in a
+    row (`12345678`, `abcdefgh`) (a key, a token, a generated password in base64 or with
     symbols). A template's placeholder (`your-openai-api-key-here`, `sk-` and 48 x,
     `sk-1234567890abcdef…`), a passphrase, a name in words or in letters no generator
     writes (`Grüße2024Passwort!`, whose search costs several times an ASCII one's) is not,
@@ -295,14 +294,13 @@ def _named_as_no_key(name: str) -> bool:
 
 
 def keys_named_as_keys(environ: Mapping[str, str]) -> tuple[str, ...]:
-    """The keys of `environ`'s variables named as keys (`ANTHROPIC_API_KEY`,
-    `LITELLM_MASTER_KEY`, `AWS_SECRET_ACCESS_KEY`, `AZURE_OPENAI_KEY1`), each of a list (see
-    key_pieces), written as a machine writes a secret (see looks_generated): a gateway on
-    this machine may hold them, and echo them (passes 79A, 80A, 81A). An object's path
-    (`S3_KEY=exports/2026/12/…`) is data, unless a random base64 token (an AWS secret key):
-    taken, the batch ids spelling a part of it were left out, and a sync never finished
-    (81A). A token for other work (`GITHUB_TOKEN`) is none a gateway passes on; searched
-    on every page, each key costs a walk about a millisecond a page."""
+    """The keys of `environ`'s variables named as an API's keys (`ANTHROPIC_API_KEY`,
+    `LITELLM_MASTER_KEY`, `AWS_SECRET_ACCESS_KEY`, `AZURE_OPENAI_KEY1`: _NAMED_AS_A_KEY),
+    each of a list (see key_pieces), written as a machine writes a secret (see
+    looks_generated): a gateway on this machine may hold them, and echo them (passes 79A,
+    80A, 81A). A path is none unless a random base64 token (an AWS secret key). A token for
+    other work (`GITHUB_TOKEN`) is none a gateway passes on; searched on every page, each
+    key costs a walk about a millisecond a page."""
     return tuple(
         sorted(
             {
