@@ -273,17 +273,18 @@ def mask_key_like(text: str) -> str:
 # named after. A name of a key is no such name (`MAPS_API_KEY_RELEASE`, a key for release
 # builds: see _named_as_no_key).
 _NAMED_AS_NO_KEY = re.compile(
-    r"(?:_ID|COMMITID|SHA1?|COMMIT|REVISION|SOURCE_?VERSION|_REF|VCS_NUMBER|_HASH|_TAG"
-    r"|_RELEASE|_AFTER|_BEFORE)$"
+    r"(?:ID|SHA1?|COMMIT|REVISION|SOURCE_?VERSION|_REF|VCS_NUMBER|HASH|_TAG|RELEASE|_AFTER"
+    r"|_BEFORE)$"
 )
 # Variables named as an API's keys: `…API_KEY`, `…_APIKEYS`, `…SECRET_ACCESS_KEY`,
-# `…MASTER_KEY`, `AZURE_OPENAI_KEY1`, `…_API_KEY_…`, and a gateway's token
-# (`ANTHROPIC_AUTH_TOKEN`, Claude Code's). Data's keys (`S3_KEY`, `CACHE_KEY`,
+# `…MASTER_KEY`, `AZURE_OPENAI_KEY1`, `…_API_KEY_…`, and an API's tokens
+# (`ANTHROPIC_AUTH_TOKEN`, Claude Code's; `REPLICATE_API_TOKEN`, `AZURE_OPENAI_AD_TOKEN`,
+# `AWS_BEARER_TOKEN_BEDROCK`: pass 82A). Data's keys (`S3_KEY`, `CACHE_KEY`,
 # `IDEMPOTENCY_KEY`, `SORT_KEY`) are none: taken, an object's path or a cache key holding a
 # commit masked the data spelling them, and batch ids were left out (pass 81A).
 _NAMED_AS_A_KEY = re.compile(
     r"(?:API|SECRET|ACCESS|MASTER|ADMIN|AUTH|PRIVATE|SUBSCRIPTION|OPENAI)_?KEYS?\d*(?:_|$)"
-    r"|(?:^|_)AUTH_TOKEN(?:_|$)"
+    r"|(?:API|AUTH|AD|BEARER)_TOKENS?\d*(?:_|$)"
 )
 
 
@@ -315,14 +316,17 @@ def keys_named_as_keys(environ: Mapping[str, str]) -> tuple[str, ...]:
 
 
 def key_pieces(value: str) -> tuple[str, ...]:
-    """`value`, and each piece of the list of keys it may be (`sk-a,sk-b`, or apart by
-    blanks or `;`, as some gateways take them: one echoed alone is under half the whole,
-    pass 80A), blanks and quotes (as an `--env-file` leaves them) stripped."""
-    pieces = (value, *_KEY_LIST_SEPARATOR.split(value))
-    return tuple(dict.fromkeys(one.strip().strip("\"'") for one in pieces))
+    """`value` (blanks and quotes stripped, as an `--env-file` leaves them), and each run of
+    a key's characters in it: a list of keys (`sk-a,sk-b`, `a|b`, `a; b`, as some gateways
+    take them: one echoed alone is under half the whole, pass 80A), a JSON list, `name=key`,
+    `Bearer key` (82A)."""
+    pieces = (value.strip().strip("\"'"), *_KEY_RUN.findall(value))
+    return tuple(dict.fromkeys(pieces))
 
 
-_KEY_LIST_SEPARATOR = re.compile(r"[,;\s]+")
+# A run of the characters keys are written in (base64's and URL-safe base64's, `.`, `~`),
+# long enough to identify one.
+_KEY_RUN = re.compile(r"[A-Za-z0-9+/_.~-]{16,}=*")
 
 
 def _random_base64(value: str) -> bool:

@@ -17,6 +17,7 @@ from .events import REFRESH_DONE, RUN_FINISHED, RUN_STARTED, EventHandler, failu
 from .pages import Batch
 from .ratelimit import RateLimiter
 from .redact import Secret, Secrets, mask_error, mask_secret
+from .refresh import FAILURES_IN_A_ROW as ASKS_FAILING_IN_A_ROW
 from .refresh import RefreshEnd, refresh_by_id
 from .request_files import FAILURES_IN_A_ROW, FileFetcher
 from .run import Run, close_run
@@ -32,7 +33,6 @@ async def _plan_refresh(store: Store, run: Run) -> None:
     run.to_refresh = set(plan.to_refresh)
     run.refresh_order = [batch_id for batch_id, _ in unsettled]
     run.unsettled = frozenset(run.refresh_order)
-    run.by_id_failed_at = await store.by_id_failed_at()
     if run.walks_instead_of_by_id() and unsettled:
         run.note(
             "requests by id (GET /batches/{id}) kept failing on an earlier sync: "
@@ -250,13 +250,20 @@ async def _ask_for_files(run: Run, client: ApiClient) -> None:
     them leaves the run complete. Should the first FILE_PROBE answer, naming no file, the
     others are counted asked without asking (a gateway naming none was asked three times
     for every batch); should none of them answer (the route failing, or 404s), the others
-    wait for the next sync (counted, they were never asked once the route healed, 81B)."""
+    wait for the next sync (counted, they were never asked once the route healed, 81B).
+    Failing, they say so and leave the run as it is (an outage failed a run whose walk and
+    refresh were done, pass 82B)."""
     probe, rest = run.without_files[:FILE_PROBE], run.without_files[FILE_PROBE:]
-    named = await _asked_for_files(run, client, probe)
-    if named:
-        await _asked_for_files(run, client, rest)
-    elif named is not None:
-        await run.store.asked_for_files(rest)
+    try:
+        named = await _asked_for_files(run, client, probe)
+        if named:
+            await _asked_for_files(run, client, rest)
+        elif named is not None:
+            await run.store.asked_for_files(rest)
+    except ApiError as exc:
+        run.note(
+            f"asking for the files of batches ended naming none failed ({exc}): asked next sync"
+        )
 
 
 async def _asked_for_files(run: Run, client: ApiClient, batch_ids: list[str]) -> bool | None:
@@ -264,12 +271,14 @@ async def _asked_for_files(run: Run, client: ApiClient, batch_ids: list[str]) ->
     no batch was answered, or the time budget ran out first). A 404 is counted as an answer
     and counts none gone (a route without them would have batches its list shows so); a
     failure is not counted."""
-    named, answered = False, False
+    named, answered, heard = False, False, False
+    failed: list[str] = []
 
     async def save(batches: Sequence[Batch], answered_404: Sequence[str]) -> None:
-        nonlocal named, answered
+        nonlocal named, answered, heard
         named = named or any(b.get("output_file_id") or b.get("error_file_id") for b in batches)
         answered = answered or bool(batches)
+        heard = heard or bool(batches) or bool(answered_404)
         run.figures = run.figures.plus(refreshed_by_id=len(batches) + len(answered_404))
         await run.save(batches, None)
         await run.store.asked_for_files([*(b["id"] for b in batches), *answered_404])
@@ -280,10 +289,19 @@ async def _asked_for_files(run: Run, client: ApiClient, batch_ids: list[str]) ->
         concurrency=run.settings.concurrency,
         chunk=run.settings.page_size,
         save=save,
-        skip=lambda batch_id, error: None,
+        skip=lambda batch_id, error: failed.append(batch_id),
         time_left=run.time_left,
         api_answers=lambda: _answers(client),
     )
+    # Ten asks, eight at a time, end before the refresh's streak tells a failing route.
+    every_one_failed = len(failed) >= ASKS_FAILING_IN_A_ROW and not heard
+    if end.route_failing or (every_one_failed and await _answers(client)):
+        # As the refresh does: retried on every sync, a failing route cost each a minute.
+        run.note(
+            "requests by id (GET /batches/{id}) kept failing while the list answered: the "
+            "files of batches ended naming none are asked for again in a day"
+        )
+        await run.store.mark_by_id_failed(int(time.time()))
     return named if answered and not end.out_of_time else None
 
 
@@ -508,6 +526,7 @@ async def sync_account(
         outcome, error = "failed", None
         try:
             run.stored_mark = await store.last_rowid()
+            run.by_id_failed_at = await store.by_id_failed_at()
             if mode != "full":
                 # A resumed walk ends like an incremental one: the pages committed before
                 # the interruption hold batches that may have moved on since.

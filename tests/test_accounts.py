@@ -376,12 +376,64 @@ async def test_asks_for_files_unanswered_wait_for_an_answer(db_path: Path, by_id
         for _ in range(4):  # the first stores them, the next three ask
             await sync(a, retry=FAST)
         down[0] = False
+        with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:  # a day on
+            conn.execute("UPDATE walk_state SET by_id_failed_at = by_id_failed_at - 86400")
         results = [await sync(a, retry=FAST) for _ in range(4)]
     assert all(result.complete for result in results)
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
         named = {i for (i,) in conn.execute("SELECT id FROM batches WHERE output_file_id NOT NULL")}
     reachable = batches if by_id.startswith("down") else batches[10:]
     assert named == {b["id"] for b in reachable}
+
+
+async def test_asks_for_files_meeting_a_failing_route_wait_a_day(db_path: Path) -> None:
+    """Requests by id failing while the list answered: every sync spent about a minute
+    retrying the asks for files, silently (pass 82B). The route is marked failing, as the
+    refresh marks it, and the asks wait a day."""
+    batches = [ended_lately(n) for n in range(15, 0, -1)]
+    api = naming_no_file(batches)
+
+    async def failing(request: web.Request) -> web.Response:
+        api.asked.append(("a", request.match_info["id"]))
+        return web.json_response({"error": {"message": "Unavailable"}}, status=503)
+
+    api.by_id = failing  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        failed = await sync(a, retry=FAST)
+        asked = len(api.asked)
+        later = [await sync(a, retry=FAST), await sync(a, full=True, retry=FAST)]
+    assert failed.complete
+    assert any("asked for again in a day" in warning for warning in failed.warnings)
+    assert asked > 0
+    assert len(api.asked) == asked
+    assert all(result.complete for result in later)
+
+
+async def test_an_outage_during_the_asks_for_files_leaves_the_run_complete(
+    db_path: Path,
+) -> None:
+    """The API went down once the walk and the refresh were done, during the asks for
+    files: the run failed, exit 75 (pass 82B); the asks refresh nothing in flight."""
+    api = naming_no_file([ended_lately(n) for n in range(15, 0, -1)])
+    down: list[bool] = []
+    listed = api.listed
+
+    async def falling_down(request: web.Request) -> web.Response:
+        if "id" in request.match_info:
+            down.append(True)
+        if down:
+            return web.json_response({"error": {"message": "Unavailable"}}, status=503)
+        return await listed(request)
+
+    api.listed = api.by_id = falling_down  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        result = await sync(a, retry=FAST)
+    assert result.complete
+    assert any("asking for the files" in warning for warning in result.warnings)
 
 
 async def test_a_batch_listed_without_its_end_time_is_asked_for_its_files(

@@ -1380,6 +1380,7 @@ def test_the_environments_keys_under_a_keys_name_are_masked(
         "AZURE_OPENAI_KEY1": "483df929f76301234e3c3d1b8322bf3b",
         "MAPS_API_KEY_RELEASE": "AIzaSyZ9y8X7w6V5u4T3s2R1q0P9o8N7m6L5k4J",
         "ANTHROPIC_AUTH_TOKEN": "sk-ant-oat01-Mv7QpT3xWk9Rb2Lz6Ny4Hs8Dc1Fj5Gu0",
+        "REPLICATE_API_TOKEN": "r8_Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3Ah9Xy",  # 82A
     }
     for name, value in keys.items():
         monkeypatch.setenv(name, value)
@@ -1393,9 +1394,13 @@ def test_the_environments_keys_under_a_keys_name_are_masked(
     monkeypatch.setenv("OPENAI_API_KEY", ",".join(pair))
     gemini = ("AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q", "AIzaSyX1w2V3u4T5s6R7q8P9o0N1m2L3k4J5i6H")
     monkeypatch.setenv("GEMINI_API_KEYS", "; ".join(gemini))
+    # Wrapped, or apart by what no key holds (82A).
+    wrapped = ("wJa7rXUtnFEMI/K7MDENG/bPxRfiCY5EXAMPLE9K", "9f3c2b7e41d08a6c5e2f19b7d3a04c8e")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEYS", f'["{wrapped[0]}"]')
+    monkeypatch.setenv("LLM_API_KEYS", f"Xk9mQ2vL7pR4tZ8wHn5Vc2Xz8Lq4Wr7T|{wrapped[1]}")
     settings = Settings(base_url="http://127.0.0.1:9/v1", api_key=PROJECT_KEY)
     masked = list(secrets_of_a_run(settings, None))  # type: ignore[arg-type]
-    assert {*keys.values(), aws, anthropic, *pair, *gemini} <= set(masked)
+    assert {*keys.values(), aws, anthropic, *pair, *gemini, *wrapped} <= set(masked)
     assert token not in masked
 
 
@@ -1791,7 +1796,8 @@ def test_an_id_in_the_environment_spelled_like_a_key_is_none(
     "variable",
     ["GITHUB_SHA", "CI_COMMIT_SHA", "CIRCLE_SHA1", "GIT_COMMIT", "COMMIT_REF", "SOURCE_VERSION",
      "CODEBUILD_RESOLVED_SOURCE_VERSION", "BUILD_VCS_NUMBER", "IMAGE_TAG", "COMMIT_HASH",
-     "SENTRY_RELEASE", "SYSTEM_PULLREQUEST_SOURCECOMMITID", "DRONE_COMMIT_AFTER"],
+     "SENTRY_RELEASE", "SYSTEM_PULLREQUEST_SOURCECOMMITID", "DRONE_COMMIT_AFTER", "COMMITHASH",
+     "CLOUDFLAREACCOUNTID"],
 )  # fmt: skip
 def test_a_ci_jobs_commit_in_the_environment_is_no_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str
@@ -1799,7 +1805,7 @@ def test_a_ci_jobs_commit_in_the_environment_is_no_key(
     """A commit's 40 hex digits counted as a key at hand: a CI job's database named after
     its commit was refused as holding an API key (pass 68A; Netlify's, Heroku's, AWS's and
     TeamCity's names, pass 77A; an image's tag, a release, Azure Pipelines' and Drone's
-    names, pass 80A)."""
+    names, pass 80A; names with no `_` before `ID` or `HASH`, 82A)."""
     commit = "3f786850e387550fdab836ed7e6dc881de23001b"
     monkeypatch.setenv(variable, commit)
     assert commit not in cli_args.keys_at_hand()
