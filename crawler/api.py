@@ -65,6 +65,7 @@ from .redact import (
     Secret,
     Secrets,
     credentials,
+    innermost,
     key_pieces,
     keys_named_as_keys,
     looks_generated,
@@ -300,13 +301,10 @@ def _secrets_beside(settings: Settings) -> tuple[str, ...]:
         *keys_named_as_keys(os.environ),
     )
     proxies = (one for url in environment_proxies().values() for one in proxy_secrets(url))
-    return tuple(
-        sorted(
-            # As sent: a proxy password percent-encoded (`the%20quick…`) holds digits.
-            {one for one in (*named, *proxies) if looks_generated(unquote(one))}
-            - {settings.api_key}
-        )
-    )
+    keys = innermost(one for one in named if looks_generated(one))
+    # As sent: a proxy password percent-encoded (`the%20quick…`) holds digits.
+    passwords = (one for one in proxies if looks_generated(unquote(one)))
+    return tuple(sorted({*keys, *passwords} - {settings.api_key}))
 
 
 def _proxy_credentials(settings: Settings) -> tuple[str, ...]:

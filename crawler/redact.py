@@ -284,7 +284,7 @@ _NAMED_AS_NO_KEY = re.compile(
 # commit masked the data spelling them, and batch ids were left out (pass 81A).
 _NAMED_AS_A_KEY = re.compile(
     r"(?:API|SECRET|ACCESS|MASTER|ADMIN|AUTH|PRIVATE|SUBSCRIPTION|OPENAI)_?KEYS?\d*(?:_|$)"
-    r"|(?:API|AUTH|AD|BEARER)_TOKENS?\d*(?:_|$)"
+    r"|(?:^|_)(?:API|AUTH|AD|BEARER)_TOKENS?\d*(?:_|$)"
 )
 
 
@@ -299,49 +299,40 @@ def keys_named_as_keys(environ: Mapping[str, str]) -> tuple[str, ...]:
     `LITELLM_MASTER_KEY`, `AWS_SECRET_ACCESS_KEY`, `AZURE_OPENAI_KEY1`: _NAMED_AS_A_KEY),
     each of a list (see key_pieces), written as a machine writes a secret (see
     looks_generated): a gateway on this machine may hold them, and echo them (passes 79A,
-    80A, 81A). A path is none unless a random base64 token (an AWS secret key). A token for
-    other work (`GITHUB_TOKEN`) is none a gateway passes on; searched on every page, each
-    key costs a walk about a millisecond a page."""
-    return tuple(
-        sorted(
-            {
-                piece
-                for name, value in environ.items()
-                if _NAMED_AS_A_KEY.search(name.upper()) is not None
-                for piece in key_pieces(value)
-                if looks_generated(piece) and ("/" not in piece or _random_base64(piece))
-            }
-        )
+    80A, 81A), and mixing cases and digits as a random token does: a path, or a list's
+    labels (`gpt-4o-2024-08-06=sk-…`: masked, a model's batches went unpriced, 83A), are
+    none. A token for other work (`GITHUB_TOKEN`) is none a gateway passes on; searched on
+    every page, each key costs a walk about a millisecond a page."""
+    return innermost(
+        piece
+        for name, value in environ.items()
+        if _NAMED_AS_A_KEY.search(name.upper()) is not None
+        for piece in key_pieces(value)
+        if looks_generated(piece) and _mixed_as_random(piece)
     )
+
+
+def innermost(keys: Iterable[str]) -> tuple[str, ...]:
+    """`keys` but those holding another of them (a list, `name=key`, a JSON list, holding
+    its keys): taken whole, its labels were masked where 16 characters of it are
+    (`gpt-4o-2024-08-06=sk-…`: a model's name in `report`, pass 83A)."""
+    found = set(keys)
+    return tuple(sorted(key for key in found if not any(o != key and o in key for o in found)))
 
 
 def key_pieces(value: str) -> tuple[str, ...]:
-    """`value` (blanks and quotes stripped, as an `--env-file` leaves them), and each run of
-    a key's characters in it: a list of keys (`sk-a,sk-b`, `a|b`, `a; b`, as some gateways
-    take them: one echoed alone is under half the whole, pass 80A), a JSON list, `name=key`,
-    `Bearer key` (82A)."""
-    pieces = (value.strip().strip("\"'"), *_KEY_RUN.findall(value))
-    return tuple(dict.fromkeys(pieces))
+    """`value`, each item of the list of keys it may be (`sk-a,sk-b`, `a; b`, `a|b`,
+    `Bearer key`, as some gateways take them: one echoed alone is under half the whole,
+    pass 80A), blanks and quotes (as an `--env-file` leaves them) stripped, and each run of
+    a key's characters in it (a JSON list, `name=key`, `a:b`, 82A)."""
+    items = (value, *_KEY_LIST_SEPARATOR.split(value), *_KEY_RUN.findall(value))
+    return tuple(dict.fromkeys(one.strip().strip("\"'") for one in items))
 
 
+_KEY_LIST_SEPARATOR = re.compile(r"[,;|\s]+")
 # A run of the characters keys are written in (base64's and URL-safe base64's, `.`, `~`),
 # long enough to identify one.
 _KEY_RUN = re.compile(r"[A-Za-z0-9+/_.~-]{16,}=*")
-
-
-def _random_base64(value: str) -> bool:
-    """Whether a value is a random base64 token of 32 characters or more, of both cases and
-    digits (an AWS secret key: `+` and `/`, which no key's spelling holds; a path holding a
-    hex digest, in one case, is none)."""
-    return (
-        len(value) >= 32
-        and _BASE64.fullmatch(value) is not None
-        and all(re.search(kind, value) for kind in ("[a-z]", "[A-Z]", "[0-9]"))
-        and _mixed_as_random(value)
-    )
-
-
-_BASE64 = re.compile(r"[A-Za-z0-9+/]+=*")
 
 
 def environment_keys(environ: Mapping[str, str], *named: str) -> tuple[str, ...]:

@@ -7,12 +7,23 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 from urllib.parse import urlsplit
 
 from .api import ApiClient, RetryPolicy, build_client, create_session, secrets_of_a_run
+from .budget import OutOfTime, before_deadline
 from .config import Settings
 from .entra import entra_tokens
-from .errors import ApiError, ConfigError, CrawlerError, first_exception
+from .errors import (
+    ApiError,
+    BrokenResponseError,
+    ConfigError,
+    CrawlerError,
+    RateLimitedError,
+    ServerError,
+    TransportError,
+    first_exception,
+)
 from .events import REFRESH_DONE, RUN_FINISHED, RUN_STARTED, EventHandler, failure_event
 from .pages import Batch
 from .ratelimit import RateLimiter
@@ -20,6 +31,7 @@ from .redact import Secret, Secrets, mask_error, mask_secret
 from .refresh import FAILURES_IN_A_ROW as ASKS_FAILING_IN_A_ROW
 from .refresh import RefreshEnd, refresh_by_id
 from .request_files import FAILURES_IN_A_ROW, FileFetcher
+from .rows import is_terminal
 from .run import Run, close_run
 from .runs import Progress, SyncResult
 from .store import Store, open_store
@@ -255,20 +267,23 @@ async def _ask_for_files(run: Run, client: ApiClient) -> None:
     refresh were done, pass 82B)."""
     probe, rest = run.without_files[:FILE_PROBE], run.without_files[FILE_PROBE:]
     try:
-        named = await _asked_for_files(run, client, probe)
-        if named:
+        said = await _asked_for_files(run, client, probe)
+        if said in ("named", "unclear"):
             await _asked_for_files(run, client, rest)
-        elif named is not None:
+        elif said == "none named":
             await run.store.asked_for_files(rest)
-    except ApiError as exc:
+    except _OUTAGE as exc:  # a refused key fails the run, as anywhere
         run.note(
             f"asking for the files of batches ended naming none failed ({exc}): asked next sync"
         )
 
 
-async def _asked_for_files(run: Run, client: ApiClient, batch_ids: list[str]) -> bool | None:
-    """Ask for `batch_ids` by id (see _ask_for_files): whether an answer named a file (None:
-    no batch was answered, or the time budget ran out first). A 404 is counted as an answer
+async def _asked_for_files(
+    run: Run, client: ApiClient, batch_ids: list[str]
+) -> Literal["named", "none named", "unclear", "unanswered"]:
+    """Ask for `batch_ids` by id (see _ask_for_files): whether an answer named a file, none
+    did, none could tell (404s, copies at an earlier stage: a cache behind, pass 83B), or
+    none came (the route failing, or the time budget ran out). A 404 is counted as an answer
     and counts none gone (a route without them would have batches its list shows so); a
     failure is not counted."""
     named, answered, heard = False, False, False
@@ -276,12 +291,19 @@ async def _asked_for_files(run: Run, client: ApiClient, batch_ids: list[str]) ->
 
     async def save(batches: Sequence[Batch], answered_404: Sequence[str]) -> None:
         nonlocal named, answered, heard
-        named = named or any(b.get("output_file_id") or b.get("error_file_id") for b in batches)
-        answered = answered or bool(batches)
+        # A copy at an earlier stage (a cache behind) is kept out, and says nothing of the
+        # files: counted, the others were taken for a route naming none (pass 83B).
+        ended = [b for b in batches if is_terminal(b.get("status"))]
+        named = named or any(b.get("output_file_id") or b.get("error_file_id") for b in ended)
+        answered = answered or bool(ended)
         heard = heard or bool(batches) or bool(answered_404)
         run.figures = run.figures.plus(refreshed_by_id=len(batches) + len(answered_404))
         await run.save(batches, None)
         await run.store.asked_for_files([*(b["id"] for b in batches), *answered_404])
+
+    def skip(batch_id: str, error: ApiError) -> None:
+        if isinstance(error, _OUTAGE):  # the route failing, not one batch's refusal (a 403)
+            failed.append(batch_id)
 
     end = await refresh_by_id(
         client,
@@ -289,20 +311,37 @@ async def _asked_for_files(run: Run, client: ApiClient, batch_ids: list[str]) ->
         concurrency=run.settings.concurrency,
         chunk=run.settings.page_size,
         save=save,
-        skip=lambda batch_id, error: failed.append(batch_id),
+        skip=skip,
         time_left=run.time_left,
         api_answers=lambda: _answers(client),
     )
     # Ten asks, eight at a time, end before the refresh's streak tells a failing route.
     every_one_failed = len(failed) >= ASKS_FAILING_IN_A_ROW and not heard
-    if end.route_failing or (every_one_failed and await _answers(client)):
+    if end.route_failing or (every_one_failed and await _answers_in_time(run, client)):
         # As the refresh does: retried on every sync, a failing route cost each a minute.
         run.note(
             "requests by id (GET /batches/{id}) kept failing while the list answered: the "
             "files of batches ended naming none are asked for again in a day"
         )
         await run.store.mark_by_id_failed(int(time.time()))
-    return named if answered and not end.out_of_time else None
+    if end.out_of_time or not heard:
+        return "unanswered"
+    if named:
+        return "named"
+    return "none named" if answered else "unclear"
+
+
+# What says the API, or the way to it, is failing, not this batch nor the key.
+_OUTAGE = (ServerError, TransportError, RateLimitedError, BrokenResponseError)
+
+
+async def _answers_in_time(run: Run, client: ApiClient) -> bool:
+    """`_answers`, within the time budget (past it: not known, False; unbounded, a list
+    retrying held a run on a budget of 4 s for 27 s, pass 83B)."""
+    try:
+        return await before_deadline(_answers(client), run.time_left())
+    except OutOfTime:
+        return False
 
 
 async def _answers(client: ApiClient) -> bool:

@@ -436,6 +436,51 @@ async def test_an_outage_during_the_asks_for_files_leaves_the_run_complete(
     assert any("asking for the files" in warning for warning in result.warnings)
 
 
+async def test_stale_copies_by_id_say_nothing_of_a_routes_files(db_path: Path) -> None:
+    """A cache answering the newest ten by id as they were while finalizing (kept out):
+    counted as answers naming no file, the others were counted asked without asking, and
+    none was ever asked, their files never fetched (pass 83B)."""
+    batches = [ended_lately(n) for n in range(25, 0, -1)]
+    api = Routes(batches, "a")
+    bare = [{**b, "output_file_id": None} for b in batches]
+    api.shown_by["a"] = {b["id"]: {**b, "status": "finalizing"} for b in bare[:10]}
+
+    async def listed(request: web.Request) -> web.Response:
+        return web.json_response(list_body(bare, False))
+
+    api.listed = listed  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        for _ in range(3):
+            await sync(a, retry=FAST)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        named = {i for (i,) in conn.execute("SELECT id FROM batches WHERE output_file_id NOT NULL")}
+    assert named == {b["id"] for b in batches[10:]}
+
+
+async def test_batches_refused_by_id_alone_mark_no_route_failing(db_path: Path) -> None:
+    """Three batches ended naming no file, each refused by id (a 403 for it alone), marked
+    the route failing for a day: the in-flight refresh walked the list instead (83B)."""
+    api = naming_no_file([ended_lately(n) for n in range(3, 0, -1)])
+    api.refused["a"] = set(api.batches)
+    listed = api.listed
+
+    async def listing_all(request: web.Request) -> web.Response:
+        api.refused["a"], refused = set(), api.refused["a"]
+        try:
+            return await listed(request)
+        finally:
+            api.refused["a"] = refused
+
+    api.listed = listing_all  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        for _ in range(2):
+            await sync(a, retry=FAST)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        assert conn.execute("SELECT by_id_failed_at FROM walk_state").fetchall() == [(None,)]
+
+
 async def test_a_batch_listed_without_its_end_time_is_asked_for_its_files(
     db_path: Path,
 ) -> None:

@@ -1398,9 +1398,18 @@ def test_the_environments_keys_under_a_keys_name_are_masked(
     wrapped = ("wJa7rXUtnFEMI/K7MDENG/bPxRfiCY5EXAMPLE9K", "9f3c2b7e41d08a6c5e2f19b7d3a04c8e")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEYS", f'["{wrapped[0]}"]')
     monkeypatch.setenv("LLM_API_KEYS", f"Xk9mQ2vL7pR4tZ8wHn5Vc2Xz8Lq4Wr7T|{wrapped[1]}")
+    # Of symbols, in a list or after `Bearer`; with a `/`; labelled by a model's name (83A).
+    symbols, qianfan = "Zq8!xT4#pL2@vN9$mK", "bce-v3/ALTAK-Zq8JmX2pLr7Wn4Yb1Hc6J/9f3c2b7e41d08a6c5e"
+    monkeypatch.setenv("LOCALAI_API_KEY", f"{symbols},Qz7Lm3Np8Rt2Vx6Bw9Cy4Dk1Ef5Gh0Ja")
+    monkeypatch.setenv("VLLM_API_KEY_HEADER", f"Bearer {symbols}")
+    monkeypatch.setenv("QIANFAN_API_KEY", qianfan)
+    labelled = "sk-proj-Up5tReAmK3yUp5tReAmK3yUp5tReAmK3y"
+    monkeypatch.setenv("MODEL_API_KEYS", f"gpt-4o-2024-08-06={labelled},gpt-4.1-mini={pair[1]}")
     settings = Settings(base_url="http://127.0.0.1:9/v1", api_key=PROJECT_KEY)
     masked = list(secrets_of_a_run(settings, None))  # type: ignore[arg-type]
     assert {*keys.values(), aws, anthropic, *pair, *gemini, *wrapped} <= set(masked)
+    assert {symbols, qianfan, labelled} <= set(masked)
+    assert not any("gpt-4o" in key for key in masked)
     assert token not in masked
 
 
@@ -1671,6 +1680,7 @@ def test_the_environments_placeholders_and_passphrases_mask_no_data(
         ("EXPORT_S3_KEY", "exports/2026/12/07/6750a1b5a0e881909c0c5f13a0f6a2b2"),
         ("CACHE_KEY", "v3-deps-3f786850e387550fdab836ed7e6dc881de23001b"),
         ("IDEMPOTENCY_KEY", "6750a1b5-a0e8-4190-9c0c-5f13a0f6a2b2"),
+        ("PIPELINE_LAST_READ_TOKEN", "batch_6933aa0f6b8c8190a7c4f2a1b3d5e7f9"),  # 83A
         ("SORT_KEY", "created_at_desc2024_by_model"),
         ("PARTITION_KEY", "tenant-4f2a9c-eu-west-2"),
         ("HTTP_PROXY", "http://jdoe:CorrectHorseBatteryStaple@127.0.0.1:9"),
