@@ -319,6 +319,13 @@ def naming_no_file(batches: list[dict[str, Any]]) -> Routes:
     return api
 
 
+async def synced(api: Routes, db: Path, *, times: int) -> list[Any]:
+    """Account a of `api` synced into `db` `times` times: the results."""
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db, root)
+        return [await sync(a, retry=FAST) for _ in range(times)]
+
+
 async def test_asks_for_files_cut_by_a_time_budget_are_counted_as_made(db_path: Path) -> None:
     """Counted once all were made, asks cut by `--max-seconds` counted none: every sync
     asked the same again, was cut again, and ended partial for good (pass 80B). They are
@@ -449,10 +456,7 @@ async def test_stale_copies_by_id_say_nothing_of_a_routes_files(db_path: Path) -
         return web.json_response(list_body(bare, False))
 
     api.listed = listed  # type: ignore[method-assign]
-    async with serving(api.routes()) as root:
-        (a,) = api.accounts(db_path, root)
-        for _ in range(3):
-            await sync(a, retry=FAST)
+    await synced(api, db_path, times=3)
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
         named = {i for (i,) in conn.execute("SELECT id FROM batches WHERE output_file_id NOT NULL")}
     assert named == {b["id"] for b in batches[10:]}
@@ -473,10 +477,7 @@ async def test_batches_refused_by_id_alone_mark_no_route_failing(db_path: Path) 
             api.refused["a"] = refused
 
     api.listed = listing_all  # type: ignore[method-assign]
-    async with serving(api.routes()) as root:
-        (a,) = api.accounts(db_path, root)
-        for _ in range(2):
-            await sync(a, retry=FAST)
+    await synced(api, db_path, times=2)
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
         assert conn.execute("SELECT by_id_failed_at FROM walk_state").fetchall() == [(None,)]
 
