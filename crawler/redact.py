@@ -308,16 +308,38 @@ def keys_named_as_keys(environ: Mapping[str, str]) -> tuple[str, ...]:
         for name, value in environ.items()
         if _NAMED_AS_A_KEY.search(name.upper()) is not None
         for piece in key_pieces(value)
-        if looks_generated(piece) and _mixed_as_random(piece)
+        if looks_generated(piece) and _random_looking(piece)
+    )
+
+
+def _random_looking(text: str) -> bool:
+    """Whether `text` reads as a random token's, not as labels (`gpt-4o-2024-08-06`): it
+    changes between cases and digits as one does, or holds a word of one (eight letters
+    and digits mixed, a UUID's or a hex key's; twelve letters of both cases). Asking the
+    changes of the whole missed one UUID key in fifteen, a prefixed one in five (84A)."""
+    return _mixed_as_random(text) or any(
+        (len(word) >= 8 and not word.isalpha() and not word.isdigit())
+        or (len(word) >= 12 and not word.islower() and not word.isupper())
+        for word in re.split(r"[^A-Za-z0-9]+", text)
     )
 
 
 def innermost(keys: Iterable[str]) -> tuple[str, ...]:
-    """`keys` but those holding another of them (a list, `name=key`, a JSON list, holding
-    its keys): taken whole, its labels were masked where 16 characters of it are
-    (`gpt-4o-2024-08-06=sk-…`: a model's name in `report`, pass 83A)."""
+    """`keys` but those holding others of them around labels (a list, `name=key`, a JSON
+    list): taken whole, its labels were masked where 16 characters of it are
+    (`gpt-4o-2024-08-06=sk-…`: a model's name in `report`, pass 83A). One whose rest reads
+    as random is kept (a password of symbols holding a run of key characters: dropped,
+    the rest of it was stored, 84A)."""
     found = set(keys)
-    return tuple(sorted(key for key in found if not any(o != key and o in key for o in found)))
+    kept = []
+    for key in found:
+        rest = key
+        for other in found:
+            if other != key and other in key:
+                rest = rest.replace(other, " ")
+        if rest == key or _random_looking(rest):
+            kept.append(key)
+    return tuple(sorted(kept))
 
 
 def key_pieces(value: str) -> tuple[str, ...]:

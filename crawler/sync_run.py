@@ -288,6 +288,7 @@ async def _asked_for_files(
     failure is not counted."""
     named, answered, heard = False, False, False
     failed: list[str] = []
+    refused: list[str] = []
 
     async def save(batches: Sequence[Batch], answered_404: Sequence[str]) -> None:
         nonlocal named, answered, heard
@@ -302,8 +303,9 @@ async def _asked_for_files(
         await run.store.asked_for_files([*(b["id"] for b in batches), *answered_404])
 
     def skip(batch_id: str, error: ApiError) -> None:
-        if isinstance(error, _OUTAGE):  # the route failing, not one batch's refusal (a 403)
-            failed.append(batch_id)
+        # The route failing, or one batch's refusal (a 403 for it alone): an answer, counted,
+        # and no sign of the route (ten refused kept every other batch waiting, pass 84B).
+        (failed if isinstance(error, _OUTAGE) else refused).append(batch_id)
 
     end = await refresh_by_id(
         client,
@@ -315,6 +317,8 @@ async def _asked_for_files(
         time_left=run.time_left,
         api_answers=lambda: _answers(client),
     )
+    await run.store.asked_for_files(refused)
+    heard = heard or bool(refused)
     # Ten asks, eight at a time, end before the refresh's streak tells a failing route.
     every_one_failed = len(failed) >= ASKS_FAILING_IN_A_ROW and not heard
     if end.route_failing or (every_one_failed and await _answers_in_time(run, client)):

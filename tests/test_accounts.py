@@ -462,6 +462,24 @@ async def test_stale_copies_by_id_say_nothing_of_a_routes_files(db_path: Path) -
     assert named == {b["id"] for b in batches[10:]}
 
 
+async def test_batches_refused_by_id_alone_keep_no_other_waiting(db_path: Path) -> None:
+    """The newest ten refused by id, each alone (a 403): neither answers nor outages, they
+    kept every older batch waiting, asked again on every sync (pass 84B)."""
+    batches = [ended_lately(n) for n in range(25, 0, -1)]
+    api = Routes(batches, "a")
+    bare = [{**b, "output_file_id": None} for b in batches]
+    api.refused["a"] = {b["id"] for b in batches[:10]}
+
+    async def listed(request: web.Request) -> web.Response:
+        return web.json_response(list_body(bare, False))
+
+    api.listed = listed  # type: ignore[method-assign]
+    await synced(api, db_path, times=2)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        named = {i for (i,) in conn.execute("SELECT id FROM batches WHERE output_file_id NOT NULL")}
+    assert named == {b["id"] for b in batches[10:]}
+
+
 async def test_batches_refused_by_id_alone_mark_no_route_failing(db_path: Path) -> None:
     """Three batches ended naming no file, each refused by id (a 403 for it alone), marked
     the route failing for a day: the in-flight refresh walked the list instead (83B)."""

@@ -1408,7 +1408,17 @@ def test_the_environments_keys_under_a_keys_name_are_masked(
     settings = Settings(base_url="http://127.0.0.1:9/v1", api_key=PROJECT_KEY)
     masked = list(secrets_of_a_run(settings, None))  # type: ignore[arg-type]
     assert {*keys.values(), aws, anthropic, *pair, *gemini, *wrapped} <= set(masked)
-    assert {symbols, qianfan, labelled} <= set(masked)
+    # A UUID's words, prefixed; a password of symbols holding a run of key characters (84A).
+    uuid, prefixed = (
+        "85b42fda-2684-4965-96f7-055614accbb5",
+        "sk-lf-e1bcbe83-84f7-4548-a549-00607fddcaa4",
+    )
+    symbol_key = "sk-Ab3dE5gH7jK9mN1pQ2!q#R4t%V6x&Z8b*D0f^h@J2k(L3m)N4p"
+    monkeypatch.setenv("PINECONE_API_KEY", uuid)
+    monkeypatch.setenv("LANGFUSE_SECRET_KEY", prefixed)
+    monkeypatch.setenv("GATEWAY_MASTER_KEY", symbol_key)
+    masked = list(secrets_of_a_run(settings, None))  # type: ignore[arg-type]
+    assert {symbols, qianfan, labelled, uuid, prefixed, symbol_key} <= set(masked)
     assert not any("gpt-4o" in key for key in masked)
     assert token not in masked
 
