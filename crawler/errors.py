@@ -194,6 +194,9 @@ class DatabaseBusyError(DatabaseError):
 # Failures asking again may mend, of a route that fails for now: past their retries, the
 # sign that it is down (the files route's breaker, the by-id refresh's fallback to the list).
 ROUTE_FAILURES = (ServerError, TransportError, RateLimitedError)
+# Those, or an answer that is none (cut short, no JSON): the API or the way to it failing,
+# not what was asked (a cursor it no longer knows answered so, the asks for files' outage).
+FAILED_ANSWERS = (*ROUTE_FAILURES, BrokenResponseError)
 
 
 def about_one_batch(error: ApiError) -> bool:

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field, replace
 from .api import ApiClient
 from .budget import OutOfTime, before_deadline, spent
 from .errors import (
+    FAILED_ANSWERS,
     ApiError,
     BadRequestError,
-    BrokenResponseError,
     CrawlerError,
     NotFoundError,
     RateLimitedError,
@@ -79,10 +79,6 @@ class VisitStart:
 # How the API may answer a list request after a cursor it no longer knows, besides an
 # UnknownCursorError (see ListWalk.cursor_vanished).
 _MAY_SAY_AN_UNKNOWN_CURSOR = (NotFoundError, BadRequestError, ServerError, TransportError)
-
-# How some servers answer a list request after a cursor they no longer know, past every
-# retry (see ListWalk.read_for).
-_FAILED_AFTER_A_CURSOR = (ServerError, TransportError, RateLimitedError, BrokenResponseError)
 
 
 @dataclass
@@ -617,14 +613,15 @@ class ListWalk:
         except OutOfTime:
             self.stopped(target, cursor)
             raise
-        except (BadRequestError, NotFoundError, *_FAILED_AFTER_A_CURSOR) as exc:
+        except (BadRequestError, NotFoundError, *FAILED_ANSWERS) as exc:
             # A page after a cursor refused (a 400 or a 404, not every server saying which
             # parameter): that batch has left the list, before this read or while it went
             # on (which failed the sync). Some servers fail instead, past every retry (or
             # answer what is no list, or keep asking to wait): so may the first page after
             # a start (a stored batch, where a visit stopped on an earlier run), whose batch
             # may have left since (every sync failed there).
-            failed = isinstance(exc, _FAILED_AFTER_A_CURSOR)
+            # How some servers answer after a cursor they no longer know, past every retry.
+            failed = isinstance(exc, FAILED_ANSWERS)
             if (
                 self.asked_after is None
                 or isinstance(exc, UnknownRouteError)

@@ -15,13 +15,10 @@ from .budget import OutOfTime, before_deadline
 from .config import Settings
 from .entra import entra_tokens
 from .errors import (
+    FAILED_ANSWERS,
     ApiError,
-    BrokenResponseError,
     ConfigError,
     CrawlerError,
-    RateLimitedError,
-    ServerError,
-    TransportError,
     first_exception,
 )
 from .events import REFRESH_DONE, RUN_FINISHED, RUN_STARTED, EventHandler, failure_event
@@ -261,8 +258,9 @@ async def _ask_for_files(run: Run, client: ApiClient) -> None:
     again, partial for good (pass 80B). They refresh nothing in flight: a budget cutting
     them leaves the run complete. Should the first FILE_PROBE answer, naming no file, the
     others are counted asked without asking (a gateway naming none was asked three times
-    for every batch); should none of them answer (the route failing, or 404s), the others
-    wait for the next sync (counted, they were never asked once the route healed, 81B).
+    for every batch); should none of them tell (404s, refusals, copies behind), the others
+    are asked; should none answer (the route failing), the others wait for the next sync
+    (counted, they were never asked once the route healed, 81B).
     Failing, they say so and leave the run as it is (an outage failed a run whose walk and
     refresh were done, pass 82B)."""
     probe, rest = run.without_files[:FILE_PROBE], run.without_files[FILE_PROBE:]
@@ -272,7 +270,7 @@ async def _ask_for_files(run: Run, client: ApiClient) -> None:
             await _asked_for_files(run, client, rest)
         elif said == "none named":
             await run.store.asked_for_files(rest)
-    except _OUTAGE as exc:  # a refused key fails the run, as anywhere
+    except FAILED_ANSWERS as exc:  # a refused key fails the run, as anywhere
         run.note(
             f"asking for the files of batches ended naming none failed ({exc}): asked next sync"
         )
@@ -305,7 +303,7 @@ async def _asked_for_files(
     def skip(batch_id: str, error: ApiError) -> None:
         # The route failing, or one batch's refusal (a 403 for it alone): an answer, counted,
         # and no sign of the route (ten refused kept every other batch waiting, pass 84B).
-        (failed if isinstance(error, _OUTAGE) else refused).append(batch_id)
+        (failed if isinstance(error, FAILED_ANSWERS) else refused).append(batch_id)
 
     end = await refresh_by_id(
         client,
@@ -333,10 +331,6 @@ async def _asked_for_files(
     if named:
         return "named"
     return "none named" if answered else "unclear"
-
-
-# What says the API, or the way to it, is failing, not this batch nor the key.
-_OUTAGE = (ServerError, TransportError, RateLimitedError, BrokenResponseError)
 
 
 async def _answers_in_time(run: Run, client: ApiClient) -> bool:

@@ -312,6 +312,26 @@ async def test_a_batch_first_listed_ended_naming_no_file_is_asked_for_it_by_id(
     assert api.asked == [("a", three)] * (1 if by_id_names_them else 3)
 
 
+def listing_no_file(batches: list[dict[str, Any]]) -> Routes:
+    """Route a listing every one of `batches` with no file id (a gateway's list), hidden or
+    refused by id or not, and answering them by id whole."""
+    api = Routes(batches, "a")
+    bare = [{**b, "output_file_id": None} for b in batches]
+
+    async def listed(request: web.Request) -> web.Response:
+        return web.json_response(list_body(bare, False))
+
+    api.listed = listed  # type: ignore[method-assign]
+    return api
+
+
+def naming_a_file(db: Path) -> set[str]:
+    """The ids of the batches stored naming an output file."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        query = "SELECT id FROM batches WHERE output_file_id NOT NULL"
+        return {batch_id for (batch_id,) in conn.execute(query)}
+
+
 def naming_no_file(batches: list[dict[str, Any]]) -> Routes:
     """Route a listing `batches` and answering them by id with no file id (a gateway)."""
     api = Routes(batches, "a")
@@ -362,22 +382,18 @@ async def test_asks_for_files_unanswered_wait_for_an_answer(db_path: Path, by_id
     others asked: three syncs with requests by id down used up every batch's asks, and
     once they worked again, no batch was asked, its files never named (pass 81B)."""
     batches = [ended_lately(n) for n in range(15, 0, -1)]
-    api = Routes(batches, "a")
-    bare = [{**b, "output_file_id": None} for b in batches]
+    api = listing_no_file(batches)
     down = [by_id.startswith("down")]
     if not down[0]:
         api.hidden["a"] = {make_batch(n)["id"] for n in range(15, 5, -1)}
     answer = api.by_id
-
-    async def listed(request: web.Request) -> web.Response:
-        return web.json_response(list_body(bare, False))
 
     async def failing_by_id(request: web.Request) -> web.Response:
         if down[0]:
             return web.json_response({"error": {"message": "Unavailable"}}, status=503)
         return await answer(request)
 
-    api.listed, api.by_id = listed, failing_by_id  # type: ignore[method-assign]
+    api.by_id = failing_by_id  # type: ignore[method-assign]
     async with serving(api.routes()) as root:
         (a,) = api.accounts(db_path, root)
         for _ in range(4):  # the first stores them, the next three ask
@@ -387,10 +403,8 @@ async def test_asks_for_files_unanswered_wait_for_an_answer(db_path: Path, by_id
             conn.execute("UPDATE walk_state SET by_id_failed_at = by_id_failed_at - 86400")
         results = [await sync(a, retry=FAST) for _ in range(4)]
     assert all(result.complete for result in results)
-    with contextlib.closing(sqlite3.connect(db_path)) as conn:
-        named = {i for (i,) in conn.execute("SELECT id FROM batches WHERE output_file_id NOT NULL")}
     reachable = batches if by_id.startswith("down") else batches[10:]
-    assert named == {b["id"] for b in reachable}
+    assert naming_a_file(db_path) == {b["id"] for b in reachable}
 
 
 async def test_asks_for_files_meeting_a_failing_route_wait_a_day(db_path: Path) -> None:
@@ -448,36 +462,22 @@ async def test_stale_copies_by_id_say_nothing_of_a_routes_files(db_path: Path) -
     counted as answers naming no file, the others were counted asked without asking, and
     none was ever asked, their files never fetched (pass 83B)."""
     batches = [ended_lately(n) for n in range(25, 0, -1)]
-    api = Routes(batches, "a")
-    bare = [{**b, "output_file_id": None} for b in batches]
-    api.shown_by["a"] = {b["id"]: {**b, "status": "finalizing"} for b in bare[:10]}
-
-    async def listed(request: web.Request) -> web.Response:
-        return web.json_response(list_body(bare, False))
-
-    api.listed = listed  # type: ignore[method-assign]
+    api = listing_no_file(batches)
+    cached = batches[:10]
+    api.shown_by["a"] = {b["id"]: {**b, "output_file_id": None, "status": "finalizing"}
+                         for b in cached}  # fmt: skip
     await synced(api, db_path, times=3)
-    with contextlib.closing(sqlite3.connect(db_path)) as conn:
-        named = {i for (i,) in conn.execute("SELECT id FROM batches WHERE output_file_id NOT NULL")}
-    assert named == {b["id"] for b in batches[10:]}
+    assert naming_a_file(db_path) == {b["id"] for b in batches[10:]}
 
 
 async def test_batches_refused_by_id_alone_keep_no_other_waiting(db_path: Path) -> None:
     """The newest ten refused by id, each alone (a 403): neither answers nor outages, they
     kept every older batch waiting, asked again on every sync (pass 84B)."""
     batches = [ended_lately(n) for n in range(25, 0, -1)]
-    api = Routes(batches, "a")
-    bare = [{**b, "output_file_id": None} for b in batches]
+    api = listing_no_file(batches)
     api.refused["a"] = {b["id"] for b in batches[:10]}
-
-    async def listed(request: web.Request) -> web.Response:
-        return web.json_response(list_body(bare, False))
-
-    api.listed = listed  # type: ignore[method-assign]
     await synced(api, db_path, times=2)
-    with contextlib.closing(sqlite3.connect(db_path)) as conn:
-        named = {i for (i,) in conn.execute("SELECT id FROM batches WHERE output_file_id NOT NULL")}
-    assert named == {b["id"] for b in batches[10:]}
+    assert naming_a_file(db_path) == {b["id"] for b in batches[10:]}
 
 
 async def test_batches_refused_by_id_alone_mark_no_route_failing(db_path: Path) -> None:
