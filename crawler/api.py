@@ -65,7 +65,6 @@ from .redact import (
     Secret,
     Secrets,
     credentials,
-    innermost,
     key_pieces,
     keys_named_as_keys,
     looks_generated,
@@ -296,12 +295,16 @@ def _secrets_beside(settings: Settings) -> tuple[str, ...]:
     this machine, sharing the environment, passes them on). A gateway echoing them was
     masked in what the command said last, and shown in its warnings and stored."""
     defaults = (Settings.api_key_env, ENV_AZURE_KEY, ENV_CLIENT_SECRET)
-    named = (
-        *(piece for name in defaults for piece in key_pieces(os.environ.get(name, ""))),
+    keys = (
+        *(
+            piece
+            for name in defaults
+            for piece in key_pieces(os.environ.get(name, ""))
+            if looks_generated(piece)
+        ),
         *keys_named_as_keys(os.environ),
     )
     proxies = (one for url in environment_proxies().values() for one in proxy_secrets(url))
-    keys = innermost(one for one in named if looks_generated(one))
     # As sent: a proxy password percent-encoded (`the%20quick…`) holds digits.
     passwords = (one for one in proxies if looks_generated(unquote(one)))
     return tuple(sorted({*keys, *passwords} - {settings.api_key}))

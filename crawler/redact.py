@@ -111,11 +111,17 @@ def looks_generated(value: str) -> bool:
     writes (`Grüße2024Passwort!`, whose search costs several times an ASCII one's) is not,
     and would mask the data spelling it (a placeholder with a version,
     `sk-your-openai-api-key-here-v2`, too: pass 78A)."""
+    return _machine_written(value) and (
+        any(char.isdigit() for char in value) or _letters_as_random(value)
+    )
+
+
+def _machine_written(value: str) -> bool:
+    """What looks_generated asks but digits: a password of symbols may hold none (85A)."""
     return (
         len(value) >= _IDENTIFYING_RUN
         and value.isascii()
         and any(char.isalpha() for char in value)
-        and (any(char.isdigit() for char in value) or _letters_as_random(value))
         and len(set(value)) >= 10
         and not any(char.isspace() for char in value)
         and _IN_A_ROW.search(value) is None
@@ -297,19 +303,34 @@ def _named_as_no_key(name: str) -> bool:
 def keys_named_as_keys(environ: Mapping[str, str]) -> tuple[str, ...]:
     """The keys of `environ`'s variables named as an API's keys (`ANTHROPIC_API_KEY`,
     `LITELLM_MASTER_KEY`, `AWS_SECRET_ACCESS_KEY`, `AZURE_OPENAI_KEY1`: _NAMED_AS_A_KEY),
-    each of a list (see key_pieces), written as a machine writes a secret (see
-    looks_generated): a gateway on this machine may hold them, and echo them (passes 79A,
-    80A, 81A), and mixing cases and digits as a random token does: a path, or a list's
-    labels (`gpt-4o-2024-08-06=sk-…`: masked, a model's batches went unpriced, 83A), are
-    none. A token for other work (`GITHUB_TOKEN`) is none a gateway passes on; searched on
-    every page, each key costs a walk about a millisecond a page."""
-    return innermost(
-        piece
-        for name, value in environ.items()
-        if _NAMED_AS_A_KEY.search(name.upper()) is not None
-        for piece in key_pieces(value)
-        if looks_generated(piece) and _random_looking(piece)
+    but those naming something of a key (`…_API_KEY_NAME`: _ABOUT_A_KEY): each of a list
+    (see key_pieces) written as a machine writes a secret (see looks_generated; a password
+    of symbols, digits or none), a gateway on this machine may hold them, and echo them
+    (passes 79A, 80A, 81A), and, written in a key's characters, reading as a random token
+    (see _random_looking: a path is none).
+    A token for other work (`GITHUB_TOKEN`) is none a gateway passes on; searched on every
+    page, each key costs a walk about a millisecond a page."""
+    return tuple(
+        sorted(
+            {
+                piece
+                for name, value in environ.items()
+                if _NAMED_AS_A_KEY.search(name.upper()) is not None
+                and _ABOUT_A_KEY.search(name.upper()) is None
+                for piece in key_pieces(value)
+                if (_PASSWORD.search(piece) and _machine_written(piece))
+                or (looks_generated(piece) and _random_looking(piece))
+            }
+        )
     )
+
+
+# Variables naming something of a key, not the key (`OPENAI_API_KEY_NAME`, a vault's
+# name for it, `…_KEY_PATH`): a name's words were masked in the data spelling them (85A).
+_ABOUT_A_KEY = re.compile(
+    r"(?:KEYS?|TOKENS?)_(?:\w+_)?(?:NAMES?|LABELS?|PATHS?|FILES?|URLS?|ENDPOINTS?|REGIONS?"
+    r"|ALIAS(?:ES)?|IDS?|VAULT|REF|TYPE)$"
+)
 
 
 def _random_looking(text: str) -> bool:
@@ -324,37 +345,54 @@ def _random_looking(text: str) -> bool:
     )
 
 
-def innermost(keys: Iterable[str]) -> tuple[str, ...]:
-    """`keys` but those holding others of them around labels (a list, `name=key`, a JSON
-    list): taken whole, its labels were masked where 16 characters of it are
-    (`gpt-4o-2024-08-06=sk-…`: a model's name in `report`, pass 83A). One whose rest reads
-    as random is kept (a password of symbols holding a run of key characters: dropped,
-    the rest of it was stored, 84A)."""
-    found = set(keys)
-    kept = []
-    for key in found:
-        rest = key
-        for other in found:
-            if other != key and other in key:
-                rest = rest.replace(other, " ")
-        if rest == key or _random_looking(rest):
-            kept.append(key)
-    return tuple(sorted(kept))
-
-
 def key_pieces(value: str) -> tuple[str, ...]:
-    """`value`, each item of the list of keys it may be (`sk-a,sk-b`, `a; b`, `a|b`,
-    `Bearer key`, as some gateways take them: one echoed alone is under half the whole,
-    pass 80A), blanks and quotes (as an `--env-file` leaves them) stripped, and each run of
-    a key's characters in it (a JSON list, `name=key`, `a:b`, 82A)."""
-    items = (value, *_KEY_LIST_SEPARATOR.split(value), *_KEY_RUN.findall(value))
-    return tuple(dict.fromkeys(one.strip().strip("\"'") for one in items))
+    """The keys `value` may hold, blanks and quotes (as an `--env-file` leaves them)
+    stripped: a password (of symbols no key or label is written in, see _PASSWORD) whole,
+    and each item of it as of a list; else each item of the list of keys it may be
+    (`sk-a,sk-b`, `a; b`, `a|b`, `Bearer key`, as some gateways take them: one echoed alone
+    is under half the whole, pass 80A), of a labelled item (`gpt-4o-2024-08-06=sk-…`,
+    `deployment:key`) what follows its label, and each string in a JSON list or object's
+    values (82A). Never a label, nor a list holding one: any 16 characters of a key are
+    masked in a message, and a model's name was (`report`, passes 83A, 85A)."""
+    value = _unquoted(value)
+    if value[:1] in ("[", "{"):
+        with contextlib.suppress(ValueError, RecursionError):
+            return tuple(
+                dict.fromkeys(piece for one in _strings(parse(value)) for piece in key_pieces(one))
+            )
+    items = [_unquoted(item) for item in _KEY_LIST_SEPARATOR.split(value)]
+    pieces = (value, *items) if _PASSWORD.search(value) else map(_labelled, items)
+    return tuple(piece for piece in dict.fromkeys(pieces) if piece)
+
+
+def _unquoted(text: str) -> str:
+    return text.strip().strip("\"'")
+
+
+def _strings(document: Any) -> Iterator[str]:
+    """The strings of a JSON document, but an object's names."""
+    if isinstance(document, str):
+        yield document
+    elif isinstance(document, list | dict):
+        for one in document.values() if isinstance(document, dict) else document:
+            yield from _strings(one)
+
+
+def _labelled(item: str) -> str:
+    """What follows an item's label (`label=key`, `label:key`; a base64 key's `=` padding
+    is no label's), or the item."""
+    body = item.rstrip("=")
+    for mark in ("=", ":"):
+        if mark in body:
+            return body.rpartition(mark)[2] + item[len(body) :]
+    return item
 
 
 _KEY_LIST_SEPARATOR = re.compile(r"[,;|\s]+")
-# A run of the characters keys are written in (base64's and URL-safe base64's, `.`, `~`),
-# long enough to identify one.
-_KEY_RUN = re.compile(r"[A-Za-z0-9+/_.~-]{16,}=*")
+# A character no key (base64, URL-safe base64, `.`, `~`) or label (`gpt-4o=`, `ft:…`,
+# a path) is written in, nor a list of them: a password of symbols is taken whole (its
+# parts apart from a run of key characters were stored, passes 84A, 85A).
+_PASSWORD = re.compile(r"[^A-Za-z0-9_.~+/=:\-,;|\s\"']")
 
 
 def environment_keys(environ: Mapping[str, str], *named: str) -> tuple[str, ...]:

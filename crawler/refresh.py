@@ -18,6 +18,9 @@ FAILURES_IN_A_ROW = 3
 
 SaveChunk = Callable[[Sequence[Batch], Sequence[str]], Awaitable[None]]
 
+# What asking the API something else says of batches failing in a row (see _FailureStreak).
+Verdict = Literal["down", "route failing", "answers", "unknown"]
+
 
 @dataclass
 class RefreshEnd:
@@ -27,6 +30,7 @@ class RefreshEnd:
     cut: set[str] = field(default_factory=set)  # asked for when the time budget ran out
     out_of_time: bool = False  # the time budget ran out before every batch was asked
     route_failing: bool = False  # requests by id kept failing while the list answered
+    route_answered: bool = False  # batches failed in a row while the route answered others
 
     def cut_short(self, batch_id: str | None) -> None:
         """The time budget ran out as `batch_id` was asked for (None: before another was)."""
@@ -45,7 +49,7 @@ async def refresh_by_id(
     skip: Callable[[str, ApiError], None],
     time_left: Callable[[], float | None] = lambda: None,
     first_once: bool = False,
-    api_answers: Callable[[], Awaitable[bool]],
+    check_api: Callable[[], Awaitable[Verdict]],
 ) -> RefreshEnd:
     """Fetch each batch by id with `concurrency` workers and save them `chunk` at a time.
 
@@ -69,7 +73,7 @@ async def refresh_by_id(
     pending = iter(batch_ids)
     answers = _Answers(save, chunk)
     end = RefreshEnd()
-    streak = _FailureStreak(api_answers)
+    streak = _FailureStreak(check_api)
     asks = _Asks(client, first_once)
 
     async def worker() -> None:
@@ -89,6 +93,7 @@ async def refresh_by_id(
                 # That batch's trouble, unless the next ones fail too: then the API's, or
                 # the route's.
                 verdict = await streak.failed(time_left)
+                end.route_answered = end.route_answered or streak.route_answered
                 if verdict == "out of time":
                     end.cut_short(batch_id)
                     return
@@ -160,16 +165,21 @@ class _Asks:
 class _FailureStreak:
     """Batches failing one after the other (refused, or past their retries), no answer between.
 
-    After FAILURES_IN_A_ROW, `api_answers()` asks the API something else: if that fails
-    too, the API is down. If it answers, these batches are odd and skipped; should as many
-    in a row fail again, the by-id route itself is failing (a proxy without it, say), and
-    full retries for every batch left would take minutes each: the refresh stops short.
+    After FAILURES_IN_A_ROW, `check_api()` asks the API something else: its list failing
+    too, the API is down; its list answering but not a batch it names asked by id, the
+    by-id route itself is failing (a proxy without it, say), and full retries for every
+    batch left would take minutes each: the refresh stops short. Both answering, these
+    batches are odd and skipped (ten failing alone, a 5xx each, marked the route failing
+    though it answered every other: those ended naming no file waited behind them for
+    good, pass 84B). With no other batch to ask by id ("unknown"), as many failing again
+    are the route's.
     """
 
-    def __init__(self, api_answers: Callable[[], Awaitable[bool]]) -> None:
-        self._api_answers = api_answers
+    def __init__(self, check_api: Callable[[], Awaitable[Verdict]]) -> None:
+        self._check_api = check_api
         self._in_a_row = 0
         self._list_answered = False
+        self.route_answered = False
         self._asking = asyncio.Lock()  # one worker asks; those failing meanwhile wait
 
     def answered(self) -> None:
@@ -178,7 +188,7 @@ class _FailureStreak:
     async def failed(
         self, time_left: Callable[[], float | None]
     ) -> Literal["skip", "down", "route failing", "out of time"]:
-        """What one more failure says; asking the API takes a request, within the budget."""
+        """What one more failure says; asking the API takes requests, within the budget."""
         try:
             return await before_deadline(self._verdict(), time_left())
         except OutOfTime:
@@ -191,10 +201,14 @@ class _FailureStreak:
         async with self._asking:
             if self._in_a_row < FAILURES_IN_A_ROW:
                 return "skip"  # another worker asked meanwhile, and the streak began again
-            if self._list_answered:
-                return "route failing"
-            if not await self._api_answers():
-                return "down"
-            self._list_answered = True
+            verdict = await self._check_api()
+            if verdict == "unknown":
+                if self._list_answered:
+                    return "route failing"
+                self._list_answered = True
+            elif verdict == "answers":
+                self.route_answered = True
+            else:
+                return verdict
             self._in_a_row = 0
             return "skip"

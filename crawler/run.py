@@ -86,6 +86,13 @@ class Run:
     by_id_failures: dict[str, str] = field(default_factory=dict)  # batch id: why
     answered_gone: set[str] = field(default_factory=set)  # answered 404 by id this run
 
+    async def mark_by_id_failed(self, at: int | None) -> None:
+        """Record when requests by id kept failing while the list answered (None: they work
+        again), for this run's later steps too: the asks for files went on asking a route
+        the refresh had just found failing (pass 85B)."""
+        await self.store.mark_by_id_failed(at)
+        self.by_id_failed_at = at
+
     def walks_instead_of_by_id(self) -> bool:
         failed = self.by_id_failed_at
         # A mark ahead of the clock (set while the clock ran ahead) would hold for as long.

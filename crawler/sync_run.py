@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
 from .api import ApiClient, RetryPolicy, build_client, create_session, secrets_of_a_run
-from .budget import OutOfTime, before_deadline
 from .config import Settings
 from .entra import entra_tokens
 from .errors import (
@@ -25,8 +24,7 @@ from .events import REFRESH_DONE, RUN_FINISHED, RUN_STARTED, EventHandler, failu
 from .pages import Batch
 from .ratelimit import RateLimiter
 from .redact import Secret, Secrets, mask_error, mask_secret
-from .refresh import FAILURES_IN_A_ROW as ASKS_FAILING_IN_A_ROW
-from .refresh import RefreshEnd, refresh_by_id
+from .refresh import RefreshEnd, Verdict, refresh_by_id
 from .request_files import FAILURES_IN_A_ROW, FileFetcher
 from .rows import is_terminal
 from .run import Run, close_run
@@ -213,9 +211,9 @@ async def _refresh_by_id(
                 "requests by id (GET /batches/{id}) kept failing while the list answered: "
                 "in-flight batches are refreshed from the list instead, for a day"
             )
-        await run.store.mark_by_id_failed(int(time.time()))
+        await run.mark_by_id_failed(int(time.time()))
     elif run.by_id_failed_at is not None and (end.answered or not run.walks_instead_of_by_id()):
-        await run.store.mark_by_id_failed(None)  # requests by id work again
+        await run.mark_by_id_failed(None)  # requests by id work again
     # One 404 is not the last word (a replica behind, a blip): a batch answered so is looked
     # for in the list too, where it may stand changed; listed, it is no longer counted gone.
     run.to_refresh -= end.answered - run.answered_gone
@@ -242,7 +240,7 @@ async def _ask_by_id(
         skip=skip,
         time_left=run.time_left,
         first_once=first_once,
-        api_answers=lambda: _answers(client),
+        check_api=lambda: _check_api(client, batch_ids),
     )
 
 
@@ -258,9 +256,10 @@ async def _ask_for_files(run: Run, client: ApiClient) -> None:
     again, partial for good (pass 80B). They refresh nothing in flight: a budget cutting
     them leaves the run complete. Should the first FILE_PROBE answer, naming no file, the
     others are counted asked without asking (a gateway naming none was asked three times
-    for every batch); should none of them tell (404s, refusals, copies behind), the others
-    are asked; should none answer (the route failing), the others wait for the next sync
-    (counted, they were never asked once the route healed, 81B).
+    for every batch); should none of them tell (404s, refusals, copies behind, failures
+    while a batch the list names answers by id), the others are asked; should none answer
+    (the route failing), the others wait for the next sync (counted, they were never asked
+    once the route healed, 81B).
     Failing, they say so and leave the run as it is (an outage failed a run whose walk and
     refresh were done, pass 82B)."""
     probe, rest = run.without_files[:FILE_PROBE], run.without_files[FILE_PROBE:]
@@ -283,27 +282,28 @@ async def _asked_for_files(
     did, none could tell (404s, copies at an earlier stage: a cache behind, pass 83B), or
     none came (the route failing, or the time budget ran out). A 404 is counted as an answer
     and counts none gone (a route without them would have batches its list shows so); a
-    failure is not counted."""
+    failure or a copy at an earlier stage is not counted."""
     named, answered, heard = False, False, False
-    failed: list[str] = []
     refused: list[str] = []
 
     async def save(batches: Sequence[Batch], answered_404: Sequence[str]) -> None:
         nonlocal named, answered, heard
         # A copy at an earlier stage (a cache behind) is kept out, and says nothing of the
-        # files: counted, the others were taken for a route naming none (pass 83B).
+        # files: taken for an answer, the others were taken for a route naming none (83B),
+        # and three syncs of them used up the batch's asks (84B).
         ended = [b for b in batches if is_terminal(b.get("status"))]
         named = named or any(b.get("output_file_id") or b.get("error_file_id") for b in ended)
         answered = answered or bool(ended)
         heard = heard or bool(batches) or bool(answered_404)
         run.figures = run.figures.plus(refreshed_by_id=len(batches) + len(answered_404))
         await run.save(batches, None)
-        await run.store.asked_for_files([*(b["id"] for b in batches), *answered_404])
+        await run.store.asked_for_files([*(b["id"] for b in ended), *answered_404])
 
     def skip(batch_id: str, error: ApiError) -> None:
-        # The route failing, or one batch's refusal (a 403 for it alone): an answer, counted,
-        # and no sign of the route (ten refused kept every other batch waiting, pass 84B).
-        (failed if isinstance(error, FAILED_ANSWERS) else refused).append(batch_id)
+        # One batch's refusal (a 403 for it alone): an answer, counted, and no sign of the
+        # route (ten refused kept every other batch waiting, pass 84B); a failure is none.
+        if not isinstance(error, FAILED_ANSWERS):
+            refused.append(batch_id)
 
     end = await refresh_by_id(
         client,
@@ -313,19 +313,21 @@ async def _asked_for_files(
         save=save,
         skip=skip,
         time_left=run.time_left,
-        api_answers=lambda: _answers(client),
+        check_api=lambda: _check_api(client, batch_ids),
     )
-    await run.store.asked_for_files(refused)
-    heard = heard or bool(refused)
-    # Ten asks, eight at a time, end before the refresh's streak tells a failing route.
-    every_one_failed = len(failed) >= ASKS_FAILING_IN_A_ROW and not heard
-    if end.route_failing or (every_one_failed and await _answers_in_time(run, client)):
+    if end.route_failing:
         # As the refresh does: retried on every sync, a failing route cost each a minute.
+        # Its refusals are the route's, no answers (they used up every batch's, 85B).
         run.note(
             "requests by id (GET /batches/{id}) kept failing while the list answered: the "
             "files of batches ended naming none are asked for again in a day"
         )
-        await run.store.mark_by_id_failed(int(time.time()))
+        await run.mark_by_id_failed(int(time.time()))
+        return "unanswered"
+    await run.store.asked_for_files(refused)
+    # Failing alone while the route answered others (a 5xx for each): the others are
+    # asked (the newest ten so kept every older batch waiting, pass 84B).
+    heard = heard or bool(refused) or end.route_answered
     if end.out_of_time or not heard:
         return "unanswered"
     if named:
@@ -333,22 +335,28 @@ async def _asked_for_files(
     return "none named" if answered else "unclear"
 
 
-async def _answers_in_time(run: Run, client: ApiClient) -> bool:
-    """`_answers`, within the time budget (past it: not known, False; unbounded, a list
-    retrying held a run on a budget of 4 s for 27 s, pass 83B)."""
-    try:
-        return await before_deadline(_answers(client), run.time_left())
-    except OutOfTime:
-        return False
+# The batches a check of the by-id route lists, the most a page holds: it looks for one
+# besides those being asked (see _check_api).
+CHECK_PAGE = 100
 
 
-async def _answers(client: ApiClient) -> bool:
-    """Whether the API answers a list request (of one batch): it is up."""
+async def _check_api(client: ApiClient, asking: Collection[str]) -> Verdict:
+    """What batches failing by id in a row say (see refresh_by_id): the API down when its
+    list fails too; else the by-id route failing, or those batches odd, as the newest
+    batch the list names besides those `asking` is answered by id or not ("unknown": the
+    list's first page names none besides them)."""
     try:
-        await client.fetch_page(None, 1)
+        page = await client.fetch_page(None, CHECK_PAGE)
     except ApiError:
-        return False
-    return True
+        return "down"
+    others = [batch["id"] for batch in page.batches if batch["id"] not in asking]
+    if not others:
+        return "unknown"
+    try:
+        answer = await client.fetch_batch(others[0])
+    except ApiError:
+        return "route failing"
+    return "answers" if answer is not None else "route failing"
 
 
 async def _walk_and_refresh(run: Run, client: ApiClient, walk: WalkState) -> bool:

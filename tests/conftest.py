@@ -137,8 +137,9 @@ async def create_before(db: Path, migration: str) -> None:
 
 def roll_back_columns(db: Path, migration: str) -> None:
     """Set `db` back to the schema before migration `migration` (its name): the columns
-    it and later ones added are dropped, and the indexes they created. Migrations doing
-    more than add columns and indexes and change rows cannot be rolled back so."""
+    it and later ones added are dropped, the indexes they created, and the views they made
+    anew made as before. Migrations doing more than add columns and indexes, make views
+    anew and change rows cannot be rolled back so."""
     migrations = schema.load_migrations()
     version = next(m.version for m in migrations if m.name == migration)
     with contextlib.closing(sqlite3.connect(db)) as conn, conn:
@@ -146,13 +147,27 @@ def roll_back_columns(db: Path, migration: str) -> None:
             sql = re.sub(r"--[^\n]*", "", later.sql)
             added = re.findall(r"ALTER TABLE (\w+) ADD COLUMN (\w+)", sql)
             indexes = re.findall(r"CREATE INDEX (\w+)", sql)
-            assert not re.search(r"\b(CREATE (?!INDEX)|DROP|RENAME)\b", sql), later.name
+            views = re.findall(r"CREATE VIEW (\w+)", sql)
+            others = r"\b(CREATE (?!INDEX|VIEW)|DROP (?!VIEW)|RENAME)\b"
+            assert not re.search(others, sql), later.name
             for index in indexes:
                 conn.execute(f"DROP INDEX {index}")
+            for view in views:
+                conn.execute(f"DROP VIEW {view}")
+                conn.execute(_view_before(migrations[: later.version - 1], view))
             for table, column in added:
                 conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
         conn.execute("DELETE FROM schema_migrations WHERE version >= ?", (version,))
         conn.execute(f"PRAGMA user_version = {version - 1}")
+
+
+def _view_before(migrations: list[schema.Migration], view: str) -> str:
+    """The last statement of `migrations` creating `view`."""
+    made = (
+        re.findall(rf"^CREATE VIEW {view} AS.*?;$", m.sql, re.DOTALL | re.MULTILINE)
+        for m in migrations
+    )
+    return [statement for statements in made for statement in statements][-1]
 
 
 @contextlib.contextmanager

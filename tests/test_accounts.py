@@ -150,6 +150,7 @@ class Routes:
         # A route's own version of some batches (a gateway leaving fields out).
         self.shown_by: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in names}
         self.refused: dict[str, set[str]] = {name: set() for name in names}  # 403 by id
+        self.failing: dict[str, set[str]] = {name: set() for name in names}  # 503 by id
         self.asked: list[tuple[str, str]] = []  # by id: (route, batch id)
 
     def accounts(self, db: Path, root: str) -> list[Settings]:
@@ -188,6 +189,8 @@ class Routes:
         if batch_id in self.refused[request.match_info["route"]]:
             error = {"message": "Forbidden", "type": "invalid_request_error", "code": None}
             return web.json_response({"error": error}, status=403)
+        if batch_id in self.failing[request.match_info["route"]]:
+            return web.json_response({"error": {"message": "Unavailable"}}, status=503)
         if batch_id in self.hidden[request.match_info["route"]]:
             error = {"message": "No batch found", "type": "invalid_request_error"}
             return web.json_response({"error": {**error, "code": "batch_not_found"}}, status=404)
@@ -221,6 +224,20 @@ async def listed_by_each(db: Path, names: str) -> AsyncIterator[tuple[Routes, li
         for account in accounts:
             await sync(account, retry=FAST)
         yield api, accounts
+
+
+async def test_other_accounts_404s_leave_the_owners_batch_in_flight(db_path: Path) -> None:
+    """Three other accounts' routes lost a batch in flight (404 by id) while its owner's
+    still had it: the `in_flight` view counted their 404s together and hid the batch its
+    owner refreshed in flight (pass 85B)."""
+    async with listed_by_each(db_path, "abcd") as (api, accounts):
+        for name in "bcd":
+            api.hidden[name].add(IN_FLIGHT[2]["id"])
+        for account in accounts:
+            await sync(account, retry=FAST)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        shown = conn.execute("SELECT batch_id, account FROM in_flight").fetchall()
+    assert shown == [(IN_FLIGHT[2]["id"], "a")]
 
 
 @pytest.mark.parametrize("lost_by", ["a", "b"], ids=["the owner's route", "another's route"])
@@ -478,6 +495,99 @@ async def test_batches_refused_by_id_alone_keep_no_other_waiting(db_path: Path) 
     api.refused["a"] = {b["id"] for b in batches[:10]}
     await synced(api, db_path, times=2)
     assert naming_a_file(db_path) == {b["id"] for b in batches[10:]}
+
+
+async def test_batches_failing_by_id_alone_keep_no_other_waiting(db_path: Path) -> None:
+    """The newest ten failing by id each alone (a 5xx past its retries) marked the by-id
+    route failing though it answered others: the asks waited a day, then asked the same ten
+    first again, every older batch waiting for good (pass 84B)."""
+    batches = [ended_lately(n) for n in range(25, 0, -1)]
+    api = listing_no_file(batches)
+    api.failing["a"] = {b["id"] for b in batches[:10]}
+    await synced(api, db_path, times=2)
+    assert naming_a_file(db_path) == {b["id"] for b in batches[10:]}
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        assert conn.execute("SELECT by_id_failed_at FROM walk_state").fetchall() == [(None,)]
+
+
+async def test_batches_in_flight_failing_by_id_alone_mark_no_route_failing(
+    db_path: Path,
+) -> None:
+    """Twelve batches in flight failing by id each alone marked the by-id route failing
+    though a batch the list names answered by id: asks by id stopped for a day."""
+    in_flight = [make_batch(n, status="in_progress") for n in range(1, 13)]
+    api = Routes([*in_flight, *(make_batch(n) for n in range(13, 43))], "a")
+    api.failing["a"] = {b["id"] for b in in_flight}
+    await synced(api, db_path, times=2)
+    assert {batch_id for _, batch_id in api.asked} >= api.failing["a"]
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        assert conn.execute("SELECT by_id_failed_at FROM walk_state").fetchall() == [(None,)]
+
+
+async def test_copies_by_id_behind_use_up_no_asks_for_files(db_path: Path) -> None:
+    """Copies at an earlier stage (a cache behind) were counted as answers: three syncs of
+    them used up the batches' asks, and once the cache caught up no batch was asked again,
+    its files never named (pass 84B)."""
+    batches = [ended_lately(n) for n in range(12, 0, -1)]
+    api = listing_no_file(batches)
+    behind = {b["id"]: {**b, "output_file_id": None, "status": "finalizing"} for b in batches}
+    api.shown_by["a"] = behind
+    await synced(api, db_path, times=4)
+    api.shown_by["a"] = {}
+    await synced(api, db_path, times=1)
+    assert naming_a_file(db_path) == set(api.batches)
+
+
+@pytest.mark.parametrize("refusal", ["a 403", "no such route"])
+async def test_a_route_refusing_every_batch_uses_up_no_asks_for_files(
+    db_path: Path, refusal: str
+) -> None:
+    """Requests by id refused for every batch (a 403, or a proxy's page for a path it
+    lacks): the route was marked failing, yet each refusal counted as an answer, and three
+    syncs used up every batch's asks; once the route healed, no batch was asked, its files
+    never named (pass 85B)."""
+    batches = [ended_lately(n) for n in range(25, 0, -1)]
+    api = listing_no_file(batches)
+    refusing = [True]
+    answer = api.by_id
+
+    async def by_id(request: web.Request) -> web.Response:
+        if not refusing[0]:
+            return await answer(request)
+        if refusal == "a 403":
+            error = {"message": "Forbidden", "type": "invalid_request_error", "code": None}
+            return web.json_response({"error": error}, status=403)
+        return web.Response(status=404, text="<h1>Not Found</h1>", content_type="text/html")
+
+    api.by_id = by_id  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        for _ in range(4):  # the first stores them, the next three ask, a day apart
+            await sync(a, retry=FAST)
+            with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+                conn.execute("UPDATE walk_state SET by_id_failed_at = by_id_failed_at - 86400")
+        refusing[0] = False
+        await sync(a, retry=FAST)
+    assert naming_a_file(db_path) == set(api.batches)
+
+
+async def test_the_asks_for_files_wait_once_the_refresh_found_the_route_failing(
+    db_path: Path,
+) -> None:
+    """The refresh of batches in flight marked the by-id route failing, and the asks for
+    files, after it in the same run, asked it all the same (80 failing requests more with
+    the default retries, pass 85B)."""
+    ended = [ended_lately(n) for n in range(40, 20, -1)]
+    in_flight = [make_batch(n, status="in_progress") for n in range(1, 9)]
+    api = naming_no_file([*ended, *in_flight])  # in pages of two: those in flight deep
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        api.failing["a"] = set(api.batches)
+        result = await sync(a, retry=FAST)
+    asked_ended = {batch_id for _, batch_id in api.asked} & {b["id"] for b in ended}
+    assert len(asked_ended) <= 1, "the check of the route alone"
+    assert any("refreshed from the list instead" in warning for warning in result.warnings)
 
 
 async def test_batches_refused_by_id_alone_mark_no_route_failing(db_path: Path) -> None:

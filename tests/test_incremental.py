@@ -230,7 +230,7 @@ async def test_a_refresh_by_id_within_a_request_budget_gets_no_429s(db_path: Pat
                 chunk=100,
                 save=save,
                 skip=lambda batch_id, _: skipped.append(batch_id),
-                api_answers=lambda: asyncio.sleep(0, True),
+                check_api=lambda: asyncio.sleep(0, "answers"),
             )
             assert skipped == []
         expected = [server.data.batch(i) for i in range(0, 5000, 10)]

@@ -865,7 +865,8 @@ async def test_failures_in_a_row_with_the_api_up_skip_those_batches(
             url = f"{BASE_URL}/batches/{make_batch(n)['id']}"
             mock.get(url, status=500, payload=broken, repeat=True)
         mock.get(BY_ID, payload=make_batch(2))
-        mock.get(f"{BASE_URL}/batches?limit=1", payload=list_body([make_batch(7)], True))
+        mock.get(f"{BASE_URL}/batches?limit=100", payload=list_body([make_batch(7)], True))
+        mock.get(f"{BASE_URL}/batches/{make_batch(7)['id']}", payload=make_batch(7))
         by_id = dataclasses.replace(settings, concurrency=1, max_pages=10)
         result = await sync(by_id, retry=fast_retry)
     assert (result.complete, result.refreshed_by_id, result.warnings) == (True, 1, ())
@@ -894,8 +895,9 @@ async def test_a_404_without_the_apis_envelope_is_about_the_path_not_the_batch(
 async def test_a_failing_by_id_route_gives_way_to_walking_the_list_for_a_day(
     settings: Settings, fast_retry: RetryPolicy, status: int
 ) -> None:
-    """Every request by id fails while the list answers: after two streaks of failures the
-    refresh walks the list down to the batches instead, and the run completes. Later
+    """Every request by id fails while the list answers: after three failures in a row, and
+    the newest listed batch failing by id too, the refresh walks the list down to the
+    batches instead, and the run completes. Later
     syncs walk without asking by id, until a day has passed; then by id is tried again.
     A 429 past its retries ended every run (exit 75), the batches never refreshed."""
     numbers = list(range(14, 0, -1))
@@ -919,11 +921,12 @@ async def test_a_failing_by_id_route_gives_way_to_walking_the_list_for_a_day(
     with aioresponses() as mock:
         head = list_body([make_batch(14), make_batch(13)], True)
         mock.get(f"{BASE_URL}/batches?limit=2", payload=head)
-        mock.get(f"{BASE_URL}/batches?limit=1", payload=list_body([make_batch(14)], True))
+        mock.get(f"{BASE_URL}/batches?limit=100", payload=list_body([make_batch(14)], True))
+        mock.get(f"{BASE_URL}/batches/{make_batch(14)['id']}", status=status, payload=broken)
         serve_pages(mock, numbers, stragglers)  # still in flight
         serve_by_id(mock, status=status, payload=broken)
         failing = await sync(by_id, retry=fast_retry)
-    assert (failing.complete, failing.pages, len(set(asked))) == (True, 1 + 6, 6)
+    assert (failing.complete, failing.pages, len(set(asked))) == (True, 1 + 6, 3)
     assert failing.warnings == (
         "requests by id (GET /batches/{id}) kept failing while the list answered: "
         "in-flight batches are refreshed from the list instead, for a day",

@@ -1423,6 +1423,55 @@ def test_the_environments_keys_under_a_keys_name_are_masked(
     assert token not in masked
 
 
+LABELLED_KEY = "sk-proj-Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3Ah9"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "label"),
+    [
+        ("AZURE_OPENAI_API_KEYS", f"gpt4omini-eastus2={LABELLED_KEY}", "gpt4omini"),
+        ("MODEL_API_KEYS", f"gpt-4o-2024-08-06={LABELLED_KEY},gpt35turbo=sk-x", "gpt-4o"),
+        ("MODEL_API_KEYS", f"ft:gpt-4o-mini-2024-07-18:acme::9xYzAbCd={LABELLED_KEY}", "ft:"),
+        ("MODEL_API_KEYS", f'{{"gpt35turbo16k-westeurope": "{LABELLED_KEY}"}}', "gpt35"),
+        ("OPENAI_API_KEY", f"gpt-4o-2024-08-06={LABELLED_KEY},gpt-4.1-mini=sk-x", "gpt-4o"),
+        ("OPENAI_API_KEY_NAME", "nightly-evals-runner01", "runner01"),
+    ],
+)
+def test_labels_beside_the_environments_keys_are_no_keys(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, label: str
+) -> None:
+    """A label holding a word of eight letters and digits (`gpt4omini`, `runner01`) was
+    taken for a random token's, and the batches naming it stored masked; a list whose rest
+    read as random so was kept whole, depending on the hash seed, and `report` masked its
+    models' names; labels of the default variables were taken as keys (pass 85A)."""
+    monkeypatch.setenv(name, value)
+    settings = Settings(base_url="http://127.0.0.1:9/v1", api_key=PROJECT_KEY)
+    masked = list(secrets_of_a_run(settings, None))  # type: ignore[arg-type]
+    assert not any(label in key for key in masked)
+    if LABELLED_KEY in value:
+        assert LABELLED_KEY in masked
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "/g~LJ7M!F*IdR=SOlh^3l.<and^lcv#e",
+        "NY?6HlED?qy_oFOO>VI1vfCiHBtwkUrRAtMS)NHIWx(P:_M&]@:ydt1:l0dgr!jg",
+        "kgV^T2QDEuBU8_J6Eh6GxBPUp^CZ!3pz",
+        "x#k@v(m)q&z^w!r%b*n-j_h=g+f",
+    ],
+)
+def test_a_password_of_symbols_under_a_keys_name_is_masked_whole(
+    monkeypatch: pytest.MonkeyPatch, password: str
+) -> None:
+    """A random password's words read as labels (one in four printable ones), or only a
+    run of key characters in it was taken: it was stored whole, or all but that run
+    (pass 85A)."""
+    monkeypatch.setenv("GATEWAY_MASTER_KEY", password)
+    settings = Settings(base_url="http://127.0.0.1:9/v1", api_key=PROJECT_KEY)
+    assert password in list(secrets_of_a_run(settings, None))  # type: ignore[arg-type]
+
+
 async def test_a_json_logs_last_word_masks_the_keys_at_hand(tmp_path: Path) -> None:
     """A key the run does not use (short or plain: no key's shape), echoed by a gateway,
     is masked in the text log's last line and was shown in the JSON log's `run_failed`
