@@ -139,7 +139,7 @@ def format_summary(result: SyncResult) -> str:
     ]
     if result.refreshed_by_id:
         lines.append(
-            f"Refreshed {result.refreshed_by_id:,} in-flight batches by id "
+            f"Refreshed {result.refreshed_by_id:,} batches by id "
             f"({result.gone:,} answered not found: asked again on later runs, "
             "until three in a row agree)."
         )

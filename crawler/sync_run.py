@@ -309,7 +309,7 @@ async def _asked_for_files(
         client,
         batch_ids,
         concurrency=run.settings.concurrency,
-        chunk=run.settings.page_size,
+        chunk=1,  # counted as they come: a run killed before a page of them kept none (85B)
         save=save,
         skip=skip,
         time_left=run.time_left,

@@ -590,6 +590,37 @@ async def test_the_asks_for_files_wait_once_the_refresh_found_the_route_failing(
     assert any("refreshed from the list instead" in warning for warning in result.warnings)
 
 
+async def test_answers_to_the_asks_for_files_are_kept_when_the_run_is_cut(
+    db_path: Path,
+) -> None:
+    """Saved a page's worth at a time, the answers of a run stopped before a hundred slow
+    asks were answered were lost, and runs stopped so never moved on (pass 85B)."""
+    api = listing_no_file([ended_lately(n) for n in range(30, 0, -1)])
+    answer, answered, held = api.by_id, [0], asyncio.Event()
+
+    async def by_id(request: web.Request) -> web.Response:
+        if answered[0] == 5:
+            api.asked.append(("held", request.match_info["id"]))
+            await held.wait()
+        answered[0] += 1
+        return await answer(request)
+
+    api.by_id = by_id  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        run = asyncio.create_task(sync(dataclasses.replace(a, page_size=100), retry=FAST))
+        # The probe's other five held: every worker saved what it was answered first.
+        await until(lambda: sum(route == "held" for route, _ in api.asked) == 5)
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
+        held.set()
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        counted = conn.execute("SELECT count(*) FROM batches WHERE file_asks > 0").fetchone()
+    assert counted == (5,)
+
+
 async def test_batches_refused_by_id_alone_mark_no_route_failing(db_path: Path) -> None:
     """Three batches ended naming no file, each refused by id (a 403 for it alone), marked
     the route failing for a day: the in-flight refresh walked the list instead (83B)."""
