@@ -296,12 +296,7 @@ def _secrets_beside(settings: Settings) -> tuple[str, ...]:
     masked in what the command said last, and shown in its warnings and stored."""
     defaults = (Settings.api_key_env, ENV_AZURE_KEY, ENV_CLIENT_SECRET)
     keys = (
-        *(
-            piece
-            for name in defaults
-            for piece in key_pieces(os.environ.get(name, ""))
-            if looks_generated(piece)
-        ),
+        *(piece for name in defaults for piece in key_pieces(os.environ.get(name, ""))),
         *keys_named_as_keys(os.environ),
     )
     proxies = (one for url in environment_proxies().values() for one in proxy_secrets(url))

@@ -301,15 +301,12 @@ def _named_as_no_key(name: str) -> bool:
 
 
 def keys_named_as_keys(environ: Mapping[str, str]) -> tuple[str, ...]:
-    """The keys of `environ`'s variables named as an API's keys (`ANTHROPIC_API_KEY`,
-    `LITELLM_MASTER_KEY`, `AWS_SECRET_ACCESS_KEY`, `AZURE_OPENAI_KEY1`: _NAMED_AS_A_KEY),
-    but those naming something of a key (`…_API_KEY_NAME`: _ABOUT_A_KEY): each of a list
-    (see key_pieces) written as a machine writes a secret (see looks_generated; a password
-    of symbols, digits or none), a gateway on this machine may hold them, and echo them
-    (passes 79A, 80A, 81A), and, written in a key's characters, reading as a random token
-    (see _random_looking: a path is none).
-    A token for other work (`GITHUB_TOKEN`) is none a gateway passes on; searched on every
-    page, each key costs a walk about a millisecond a page."""
+    """The keys (see key_pieces) of `environ`'s variables named as an API's keys
+    (`ANTHROPIC_API_KEY`, `LITELLM_MASTER_KEY`, `AWS_SECRET_ACCESS_KEY`, `AZURE_OPENAI_KEY1`:
+    _NAMED_AS_A_KEY), but those naming something of a key (`…_API_KEY_NAME`: _ABOUT_A_KEY):
+    a gateway on this machine may hold them, and echo them (passes 79A, 80A, 81A). A token
+    for other work (`GITHUB_TOKEN`) is none a gateway passes on; searched on every page,
+    each key costs a walk about a millisecond a page."""
     return tuple(
         sorted(
             {
@@ -318,18 +315,17 @@ def keys_named_as_keys(environ: Mapping[str, str]) -> tuple[str, ...]:
                 if _NAMED_AS_A_KEY.search(name.upper()) is not None
                 and _ABOUT_A_KEY.search(name.upper()) is None
                 for piece in key_pieces(value)
-                if (_PASSWORD.search(piece) and _machine_written(piece))
-                or (looks_generated(piece) and _random_looking(piece))
             }
         )
     )
 
 
 # Variables naming something of a key, not the key (`OPENAI_API_KEY_NAME`, a vault's
-# name for it, `…_KEY_PATH`): a name's words were masked in the data spelling them (85A).
+# name or URI for it, `…_KEY_PATH`, its models): a name's words were masked in the data
+# spelling them (85A).
 _ABOUT_A_KEY = re.compile(
-    r"(?:KEYS?|TOKENS?)_(?:\w+_)?(?:NAMES?|LABELS?|PATHS?|FILES?|URLS?|ENDPOINTS?|REGIONS?"
-    r"|ALIAS(?:ES)?|IDS?|VAULT|REF|TYPE)$"
+    r"(?:KEYS?|TOKENS?)_(?:\w+_)?(?:NAMES?|LABELS?|PATHS?|FILES?|URLS?|URIS?|ENDPOINTS?"
+    r"|REGIONS?|ALIAS(?:ES)?|IDS?|VAULT|REF|TYPE|VERSIONS?|HASH|ARN|MODELS?|DEPLOYMENTS?)$"
 )
 
 
@@ -346,53 +342,89 @@ def _random_looking(text: str) -> bool:
 
 
 def key_pieces(value: str) -> tuple[str, ...]:
-    """The keys `value` may hold, blanks and quotes (as an `--env-file` leaves them)
-    stripped: a password (of symbols no key or label is written in, see _PASSWORD) whole,
-    and each item of it as of a list; else each item of the list of keys it may be
+    """The keys a variable holding keys holds, read by the value's shape, blanks and quotes
+    (as an `--env-file` leaves them) stripped: each item of the list of keys it may be
     (`sk-a,sk-b`, `a; b`, `a|b`, `Bearer key`, as some gateways take them: one echoed alone
-    is under half the whole, pass 80A), of a labelled item (`gpt-4o-2024-08-06=sk-…`,
-    `deployment:key`) what follows its label, and each string in a JSON list or object's
-    values (82A). Never a label, nor a list holding one: any 16 characters of a key are
-    masked in a message, and a model's name was (`report`, passes 83A, 85A)."""
-    value = _unquoted(value)
+    is under half the whole, pass 80A), of an item labelled (`gpt-4o-2024-08-06=sk-…`,
+    `ops@acme.io:key`, blanks around the mark or not) what follows its label; and the
+    whole, should it hold a symbol no key is written in and no key follow a label (a
+    password, whose parts apart from a run of key characters were stored, 84A). Never a
+    label, nor a list holding one: any 16 characters of a key are masked in a message,
+    and a model's name was (`report`, passes 83A, 85A, 86A). Of a JSON list or object,
+    see _json_keys. Each written as a machine writes a secret (see looks_generated; a
+    password, digits or none)."""
+    value = _SPACED_MARK.sub(r"\1", _unquoted(value))
     if value[:1] in ("[", "{"):
         with contextlib.suppress(ValueError, RecursionError):
-            return tuple(
-                dict.fromkeys(piece for one in _strings(parse(value)) for piece in key_pieces(one))
-            )
+            return tuple(dict.fromkeys(_json_keys(parse(value))))
     items = [_unquoted(item) for item in _KEY_LIST_SEPARATOR.split(value)]
-    pieces = (value, *items) if _PASSWORD.search(value) else map(_labelled, items)
-    return tuple(piece for piece in dict.fromkeys(pieces) if piece)
+    keys = [key for key in dict.fromkeys(map(_labelled, items)) if _written_as_a_key(key)]
+    unlabelled = not set(keys) - set(items)
+    if unlabelled and _PASSWORD.search(value) and _written_as_a_key(value):
+        keys.insert(0, value)
+    return tuple(keys)
+
+
+def _json_keys(document: Any) -> Iterator[str]:
+    """The keys of a JSON document: a JSON value holds labels and settings beside keys (a
+    deployment's name, an account's id: taken, they were masked in data, and a base URL
+    naming the id refused, 86A), so each string of it reading as random or as a password,
+    but the values of names of ids (`account_id`, `private_key_id`); and an object's names
+    changing between cases and digits as a random token does (a key naming its settings:
+    a deployment's name, `gpt35turbo16k-westeurope`, holds a word of one)."""
+    if isinstance(document, str):
+        yield from (
+            key for key in key_pieces(document) if _PASSWORD.search(key) or _random_looking(key)
+        )
+    elif isinstance(document, list):
+        for one in document:
+            yield from _json_keys(one)
+    elif isinstance(document, dict):
+        for name, one in document.items():
+            yield from (key for key in key_pieces(name) if _mixed_as_random(key))
+            if not (_named_as_no_key(name) or _ABOUT_A_KEY.search(name.upper())):
+                yield from _json_keys(one)
+
+
+def _written_as_a_key(piece: str) -> bool:
+    """Whether a piece is written as a machine writes a secret (see looks_generated), or as
+    one writes a password of symbols, digits or none (85A)."""
+    return looks_generated(piece) or (
+        _PASSWORD.search(piece) is not None and _machine_written(piece)
+    )
 
 
 def _unquoted(text: str) -> str:
     return text.strip().strip("\"'")
 
 
-def _strings(document: Any) -> Iterator[str]:
-    """The strings of a JSON document, but an object's names."""
-    if isinstance(document, str):
-        yield document
-    elif isinstance(document, list | dict):
-        for one in document.values() if isinstance(document, dict) else document:
-            yield from _strings(one)
-
-
 def _labelled(item: str) -> str:
     """What follows an item's label (`label=key`, `label:key`; a base64 key's `=` padding
-    is no label's), or the item."""
+    is no label's, nor what holds a symbol no label is written in: a password's part),
+    or the item."""
     body = item.rstrip("=")
     for mark in ("=", ":"):
-        if mark in body:
-            return body.rpartition(mark)[2] + item[len(body) :]
+        label, found, key = body.rpartition(mark)
+        if found and key and _reads_as_a_label(label):
+            return key + item[len(body) :]
     return item
 
 
+def _reads_as_a_label(text: str) -> bool:
+    """Whether `text` is written as labels are (see _LABEL), and, long enough to tell, does
+    not change between cases and digits as a random token does (a password's part before
+    its `=`, `z-9wIqBjIrp`, was shown: 86A)."""
+    return _LABEL.fullmatch(text) is not None and (len(text) < _RUN or not _mixed_as_random(text))
+
+
 _KEY_LIST_SEPARATOR = re.compile(r"[,;|\s]+")
-# A character no key (base64, URL-safe base64, `.`, `~`) or label (`gpt-4o=`, `ft:…`,
-# a path) is written in, nor a list of them: a password of symbols is taken whole (its
-# parts apart from a run of key characters were stored, passes 84A, 85A).
-_PASSWORD = re.compile(r"[^A-Za-z0-9_.~+/=:\-,;|\s\"']")
+_SPACED_MARK = re.compile(r"\s*([=:])\s*")
+# What labels are written in: a model's name (`ft:gpt-4o-mini:acme::9xYz`,
+# `claude-3-5-sonnet@20240620`), a deployment's, an e-mail address, a path.
+_LABEL = re.compile(r"[A-Za-z0-9_.@/:+~-]+")
+# A character no key (base64, URL-safe base64, `.`, `~`) or label is written in, nor a
+# list of them: a value holding one is a password.
+_PASSWORD = re.compile(r"[^A-Za-z0-9_.@~+/=:\-,;|\s\"']")
 
 
 def environment_keys(environ: Mapping[str, str], *named: str) -> tuple[str, ...]:

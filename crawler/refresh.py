@@ -166,13 +166,12 @@ class _FailureStreak:
     """Batches failing one after the other (refused, or past their retries), no answer between.
 
     After FAILURES_IN_A_ROW, `check_api()` asks the API something else: its list failing
-    too, the API is down; its list answering but not a batch it names asked by id, the
-    by-id route itself is failing (a proxy without it, say), and full retries for every
-    batch left would take minutes each: the refresh stops short. Both answering, these
-    batches are odd and skipped (ten failing alone, a 5xx each, marked the route failing
-    though it answered every other: those ended naming no file waited behind them for
-    good, pass 84B). With no other batch to ask by id ("unknown"), as many failing again
-    are the route's.
+    too, the API is down; its list answering but not another batch asked by id, the by-id
+    route itself is failing (a proxy without it, say), and full retries for every batch
+    left would take minutes each: the refresh stops short. Both answering, these batches
+    are odd and skipped (ten failing alone, a 5xx each, marked the route failing though it
+    answered every other: those ended naming no file waited behind them for good, 84B).
+    With no other batch to ask ("unknown"), as many failing again are the route's.
     """
 
     def __init__(self, check_api: Callable[[], Awaitable[Verdict]]) -> None:

@@ -240,7 +240,7 @@ async def _ask_by_id(
         skip=skip,
         time_left=run.time_left,
         first_once=first_once,
-        check_api=lambda: _check_api(client, batch_ids),
+        check_api=lambda: _check_api(run, client, batch_ids),
     )
 
 
@@ -281,10 +281,12 @@ async def _asked_for_files(
     """Ask for `batch_ids` by id (see _ask_for_files): whether an answer named a file, none
     did, none could tell (404s, copies at an earlier stage: a cache behind, pass 83B), or
     none came (the route failing, or the time budget ran out). A 404 is counted as an answer
-    and counts none gone (a route without them would have batches its list shows so); a
-    failure or a copy at an earlier stage is not counted."""
+    and counts none gone (a route without them would have batches its list shows so), and
+    so is a refusal or a failure while the route answers others; a failure of the route,
+    or a copy at an earlier stage, is not counted."""
     named, answered, heard = False, False, False
     refused: list[str] = []
+    failed: dict[str, str] = {}  # batch id: why
 
     async def save(batches: Sequence[Batch], answered_404: Sequence[str]) -> None:
         nonlocal named, answered, heard
@@ -300,9 +302,10 @@ async def _asked_for_files(
         await run.store.asked_for_files([*(b["id"] for b in ended), *answered_404])
 
     def skip(batch_id: str, error: ApiError) -> None:
-        # One batch's refusal (a 403 for it alone): an answer, counted, and no sign of the
-        # route (ten refused kept every other batch waiting, pass 84B); a failure is none.
-        if not isinstance(error, FAILED_ANSWERS):
+        run.by_id_failures[batch_id] = str(error)
+        if isinstance(error, FAILED_ANSWERS):
+            failed[batch_id] = str(error)
+        else:
             refused.append(batch_id)
 
     end = await refresh_by_id(
@@ -313,7 +316,7 @@ async def _asked_for_files(
         save=save,
         skip=skip,
         time_left=run.time_left,
-        check_api=lambda: _check_api(client, batch_ids),
+        check_api=lambda: _check_api(run, client, batch_ids),
     )
     if end.route_failing:
         # As the refresh does: retried on every sync, a failing route cost each a minute.
@@ -324,10 +327,19 @@ async def _asked_for_files(
         )
         await run.mark_by_id_failed(int(time.time()))
         return "unanswered"
-    await run.store.asked_for_files(refused)
-    # Failing alone while the route answered others (a 5xx for each): the others are
-    # asked (the newest ten so kept every older batch waiting, pass 84B).
+    # The route answering others (an answer, a refusal of one batch, the check), a batch
+    # refused, or failing alone (a 5xx each), is answered: counted (failing ones were
+    # asked again with every retry on every sync, silently, 86B); and the others are asked
+    # (ten failing so kept every older batch waiting, 84B).
     heard = heard or bool(refused) or end.route_answered
+    if heard and failed:
+        await run.store.asked_for_files(list(failed))
+        run.note(
+            f"{len(failed):,} batches ended naming no file failed when asked for by id, "
+            f"the API answering others ({next(iter(failed.values()))}): asked again on the "
+            "next syncs, three times in all"
+        )
+    await run.store.asked_for_files(refused)
     if end.out_of_time or not heard:
         return "unanswered"
     if named:
@@ -335,28 +347,26 @@ async def _asked_for_files(
     return "none named" if answered else "unclear"
 
 
-# The batches a check of the by-id route lists, the most a page holds: it looks for one
-# besides those being asked (see _check_api).
-CHECK_PAGE = 100
-
-
-async def _check_api(client: ApiClient, asking: Collection[str]) -> Verdict:
+async def _check_api(run: Run, client: ApiClient, asking: Collection[str]) -> Verdict:
     """What batches failing by id in a row say (see refresh_by_id): the API down when its
-    list fails too; else the by-id route failing, or those batches odd, as the newest
-    batch the list names besides those `asking` is answered by id or not ("unknown": the
-    list's first page names none besides them)."""
+    list fails too (a page of one, as any server takes); else the by-id route failing, or
+    those batches odd, as the newest batch stored besides those `asking` and those failed
+    by id this run is answered by id (a 404 too: the route answers) or not; "unknown"
+    with no other batch stored."""
     try:
-        page = await client.fetch_page(None, CHECK_PAGE)
+        await client.fetch_page(None, 1)
     except ApiError:
         return "down"
-    others = [batch["id"] for batch in page.batches if batch["id"] not in asking]
-    if not others:
+    besides = {*asking, *run.by_id_failures}
+    stored = await run.store.newest_ids(len(besides) + 1)
+    witness = next((batch_id for batch_id in stored if batch_id not in besides), None)
+    if witness is None:
         return "unknown"
     try:
-        answer = await client.fetch_batch(others[0])
+        await client.fetch_batch(witness)
     except ApiError:
         return "route failing"
-    return "answers" if answer is not None else "route failing"
+    return "answers"
 
 
 async def _walk_and_refresh(run: Run, client: ApiClient, walk: WalkState) -> bool:

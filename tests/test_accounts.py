@@ -524,6 +524,45 @@ async def test_batches_in_flight_failing_by_id_alone_mark_no_route_failing(
         assert conn.execute("SELECT by_id_failed_at FROM walk_state").fetchall() == [(None,)]
 
 
+async def test_batches_failing_by_id_alone_are_asked_three_times(db_path: Path) -> None:
+    """Batches ended naming no file, each failing by id alone (a 5xx) while the route
+    answered another: never counted, they were asked again with every retry on every sync,
+    silently, for as long as the API keeps their files (pass 86B)."""
+    failing = [ended_lately(n) for n in range(31, 1, -1)]
+    answering = make_batch(40, created_at=int(time.time()), status="in_progress")
+    api = listing_no_file([answering, *failing])
+    api.failing["a"] = {b["id"] for b in failing}
+    results = await synced(api, db_path, times=4)
+    asked = len(api.asked)
+    last = await synced(api, db_path, times=1)
+    assert {batch_id for _, batch_id in api.asked[asked:]} <= {answering["id"]}
+    assert all(result.complete for result in [*results, *last])
+    assert any("failed when asked for by id" in w for w in results[1].warnings)
+
+
+async def test_a_check_of_the_route_asks_no_longer_page_than_the_runs(db_path: Path) -> None:
+    """A list refusing pages over the run's (`--page-size 20` for a server taking 20 at
+    most): the check after batches failing by id asked for a hundred, took the refusal for
+    the API down, and every sync failed, the batches in flight stale (pass 86B)."""
+    in_flight = [make_batch(n, status="in_progress") for n in range(1, 4)]
+    api = Routes([*in_flight, *(make_batch(n) for n in range(4, 13))], "a")
+    api.failing["a"] = {b["id"] for b in in_flight}
+    listed = api.listed
+
+    async def at_most_two(request: web.Request) -> web.Response:
+        if int(request.query["limit"]) > 2:
+            error = {"message": "limit too large", "type": "invalid_request_error"}
+            return web.json_response({"error": {**error, "code": None}}, status=400)
+        return await listed(request)
+
+    api.listed = at_most_two  # type: ignore[method-assign]
+    await synced(api, db_path, times=1)
+    api.batches.update({b["id"]: b for b in map(make_batch, range(1, 4))})  # completed
+    assert all(result.complete for result in await synced(api, db_path, times=1))
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        assert conn.execute("SELECT DISTINCT status FROM batches").fetchall() == [("completed",)]
+
+
 async def test_copies_by_id_behind_use_up_no_asks_for_files(db_path: Path) -> None:
     """Copies at an earlier stage (a cache behind) were counted as answers: three syncs of
     them used up the batches' asks, and once the cache caught up no batch was asked again,

@@ -865,7 +865,7 @@ async def test_failures_in_a_row_with_the_api_up_skip_those_batches(
             url = f"{BASE_URL}/batches/{make_batch(n)['id']}"
             mock.get(url, status=500, payload=broken, repeat=True)
         mock.get(BY_ID, payload=make_batch(2))
-        mock.get(f"{BASE_URL}/batches?limit=100", payload=list_body([make_batch(7)], True))
+        mock.get(f"{BASE_URL}/batches?limit=1", payload=list_body([make_batch(7)], True))
         mock.get(f"{BASE_URL}/batches/{make_batch(7)['id']}", payload=make_batch(7))
         by_id = dataclasses.replace(settings, concurrency=1, max_pages=10)
         result = await sync(by_id, retry=fast_retry)
@@ -921,7 +921,7 @@ async def test_a_failing_by_id_route_gives_way_to_walking_the_list_for_a_day(
     with aioresponses() as mock:
         head = list_body([make_batch(14), make_batch(13)], True)
         mock.get(f"{BASE_URL}/batches?limit=2", payload=head)
-        mock.get(f"{BASE_URL}/batches?limit=100", payload=list_body([make_batch(14)], True))
+        mock.get(f"{BASE_URL}/batches?limit=1", payload=list_body([make_batch(14)], True))
         mock.get(f"{BASE_URL}/batches/{make_batch(14)['id']}", status=status, payload=broken)
         serve_pages(mock, numbers, stragglers)  # still in flight
         serve_by_id(mock, status=status, payload=broken)

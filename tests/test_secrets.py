@@ -1435,6 +1435,22 @@ LABELLED_KEY = "sk-proj-Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3Ah9"
         ("MODEL_API_KEYS", f'{{"gpt35turbo16k-westeurope": "{LABELLED_KEY}"}}', "gpt35"),
         ("OPENAI_API_KEY", f"gpt-4o-2024-08-06={LABELLED_KEY},gpt-4.1-mini=sk-x", "gpt-4o"),
         ("OPENAI_API_KEY_NAME", "nightly-evals-runner01", "runner01"),
+        # A password's symbol beside a label, a comment an `--env-file` keeps, a label
+        # with `@`, JSON's labels and ids, blanks around the mark (pass 86A).
+        ("MODEL_API_KEYS", "gpt-4o-mini-2024-07-18=Zq8!xT4#pL2@vN9$mK", "gpt-4o"),
+        ("MODEL_API_KEYS", f"gpt-4o-2024-08-06={LABELLED_KEY}  # rotated (ops)", "gpt-4o"),
+        ("VERTEX_API_KEYS", f"claude-3-5-sonnet@20240620={LABELLED_KEY}", "claude"),
+        (
+            "AZURE_OPENAI_API_KEY",
+            f'{{"eastus2": {{"deployment": "gpt-4o-2024-08-06", "key": "{LABELLED_KEY}"}}}}',
+            "gpt-4o",
+        ),
+        (
+            "CLOUDFLARE_API_KEYS",
+            f'{{"account_id": "3f9c2b7e41d08a6c5e2f19b7d3a04c8e", "token": "{LABELLED_KEY}"}}',
+            "3f9c2b7e",
+        ),
+        ("AZURE_OPENAI_API_KEY", f"gpt-4o-2024-08-06 = {LABELLED_KEY}", "gpt-4o"),
     ],
 )
 def test_labels_beside_the_environments_keys_are_no_keys(
@@ -1459,6 +1475,7 @@ def test_labels_beside_the_environments_keys_are_no_keys(
         "NY?6HlED?qy_oFOO>VI1vfCiHBtwkUrRAtMS)NHIWx(P:_M&]@:ydt1:l0dgr!jg",
         "kgV^T2QDEuBU8_J6Eh6GxBPUp^CZ!3pz",
         "x#k@v(m)q&z^w!r%b*n-j_h=g+f",
+        "z-9wIqBjIrp=*eWSw7'Ox-A&pVqDI\\bd",  # before its `=`, no label (86A)
     ],
 )
 def test_a_password_of_symbols_under_a_keys_name_is_masked_whole(
@@ -1470,6 +1487,29 @@ def test_a_password_of_symbols_under_a_keys_name_is_masked_whole(
     monkeypatch.setenv("GATEWAY_MASTER_KEY", password)
     settings = Settings(base_url="http://127.0.0.1:9/v1", api_key=PROJECT_KEY)
     assert password in list(secrets_of_a_run(settings, None))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("GATEWAY_API_KEYS", f'{{"{LABELLED_KEY[8:]}": {{"owner": "alice", "rpm": 60}}}}'),
+        ("GATEWAY_API_KEYS", f"batch-pipeline@acme-analytics.io:{LABELLED_KEY[8:]},ops@x.io:k"),
+        ("TEAM_API_KEYS", f"your-team@acme.io:{LABELLED_KEY[8:]}"),
+        ("HELICONE_API_KEY", "pk-helicone-7a4zcsn-yarsonm-t1m3is4-yywsx1t"),
+    ],
+    ids=["a JSON object's name", "after an e-mail address", "after a template's word", "helicone"],
+)
+def test_keys_of_every_shape_under_a_keys_name_are_masked(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    """A key naming its settings in a JSON object, or labelled by an e-mail address (its
+    `@` read as a password's symbol, the item kept whole, or none taken for the label's
+    template word), or in groups of seven (Helicone's) was shown and stored (pass 86A)."""
+    monkeypatch.setenv(name, value)
+    settings = Settings(base_url="http://127.0.0.1:9/v1", api_key=PROJECT_KEY)
+    masked = list(secrets_of_a_run(settings, None))  # type: ignore[arg-type]
+    key = value if name.startswith("HELICONE") else LABELLED_KEY[8:]
+    assert key in masked
 
 
 async def test_a_json_logs_last_word_masks_the_keys_at_hand(tmp_path: Path) -> None:

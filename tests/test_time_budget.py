@@ -26,7 +26,7 @@ from crawler.api import RetryPolicy
 from crawler.config import Settings
 from crawler.request_files import FAILURES_IN_A_ROW, MAX_FILE_LINES
 from crawler.run import Run
-from crawler.sync_run import CHECK_PAGE, SyncResult, sync
+from crawler.sync_run import SyncResult, sync
 
 from .conftest import API_KEY, list_body, make_batch
 
@@ -36,8 +36,8 @@ BATCHES = [make_batch(4), make_batch(3), make_batch(2), make_batch(1, status="in
 @dataclass
 class HangingServer:
     """Two list pages and every batch by id; `hang` names the requests left unanswered
-    (the second page, by id, a check of the list: a page of one, or CHECK_PAGE's) until
-    the test ends;
+    (the second page, by id, a check of the list: a page of one, or a first page once
+    batches were asked for by id) until the test ends;
     `refuse_by_id` answers every batch by id 403."""
 
     hang: set[str] = field(default_factory=set)
@@ -49,7 +49,7 @@ class HangingServer:
 
     async def list_page(self, request: web.Request) -> web.Response:
         after = request.query.get("after")
-        if request.query.get("limit") in ("1", str(CHECK_PAGE)):
+        if request.query.get("limit") == "1" or (after is None and self.served["by id"]):
             kind = "check"
         else:
             kind = "second page" if after else "first page"

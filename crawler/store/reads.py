@@ -324,6 +324,16 @@ def select_newest(
     return [(batch_id, created) for batch_id, created in rows]
 
 
+def select_newest_ids(db: sqlite3.Connection, account: str, count: int) -> list[str]:
+    """The ids of the `count` newest stored batches of `account`'s list (see
+    IN_ACCOUNT_LIST), newest first."""
+    rows = db.execute(
+        f"SELECT id FROM batches WHERE {IN_ACCOUNT_LIST} ORDER BY created_at DESC LIMIT ?",
+        (account, account, count),
+    )
+    return [batch_id for (batch_id,) in rows]
+
+
 class DamagedRowError(Exception):
     """A row edited into a shape batch-crawler never writes."""
 

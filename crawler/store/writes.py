@@ -40,6 +40,7 @@ from .reads import (
     select_last_rowid,
     select_nearly_gone,
     select_newest,
+    select_newest_ids,
     select_oldest_created_at,
     select_stored_by,
     select_unsettled,
@@ -627,6 +628,10 @@ class Store:
         """This account's batches ended naming no file that may yet (see
         select_ended_without_files)."""
         return await self._in_thread(select_ended_without_files, self.account, int(time.time()))
+
+    async def newest_ids(self, count: int) -> list[str]:
+        """The ids of the `count` newest stored batches of this account's list."""
+        return await self._in_thread(select_newest_ids, self.account, count)
 
     async def mark_by_id_failed(self, at: int | None) -> None:
         """Record when requests by id kept failing while the list answered; None clears it."""
