@@ -414,9 +414,13 @@ def _reads_as_a_label(text: str) -> bool:
     """Whether `text` is written as labels are (see _LABEL), and, long enough to tell, does
     not change between cases and digits as a random token does (a password's part before
     its `=`, `z-9wIqBjIrp`, was shown: 86A)."""
-    return _LABEL.fullmatch(text) is not None and (len(text) < _RUN or not _mixed_as_random(text))
+    return _LABEL.fullmatch(text) is not None and (
+        len(text) < _LABEL_TO_TELL or not _mixed_as_random(text)
+    )
 
 
+# Shorter, a label's cases and digits tell nothing of it (`k1`, `us2`, `p1a`).
+_LABEL_TO_TELL = 8
 _KEY_LIST_SEPARATOR = re.compile(r"[,;|\s]+")
 _SPACED_MARK = re.compile(r"\s*([=:])\s*")
 # What labels are written in: a model's name (`ft:gpt-4o-mini:acme::9xYz`,
