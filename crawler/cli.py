@@ -138,11 +138,13 @@ def format_summary(result: SyncResult) -> str:
         f"{result.retries:,} retries, {result.seconds:,.1f} s [{result.mode}]"
     ]
     if result.refreshed_by_id:
-        lines.append(
-            f"Refreshed {result.refreshed_by_id:,} batches by id "
-            f"({result.gone:,} answered not found: asked again on later runs, "
-            "until three in a row agree)."
+        gone = (
+            f" ({result.gone:,} answered not found: asked again on later runs, until three "
+            "in a row agree)"
+            if result.gone
+            else ""
         )
+        lines.append(f"Refreshed {result.refreshed_by_id:,} batches by id{gone}.")
     if result.files:
         lines.append(
             f"Stored {result.files:,} request files: {result.request_lines:,} request lines, "

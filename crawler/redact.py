@@ -342,10 +342,12 @@ def _random_looking(text: str) -> bool:
 
 
 def key_pieces(value: str) -> tuple[str, ...]:
-    """The keys a variable holding keys holds, read by the value's shape, blanks and quotes
-    (as an `--env-file` leaves them) stripped: each item of the list of keys it may be
-    (`sk-a,sk-b`, `a; b`, `a|b`, `Bearer key`, as some gateways take them: one echoed alone
-    is under half the whole, pass 80A), of an item labelled (`gpt-4o-2024-08-06=sk-…`,
+    """The keys a variable holding keys holds, read by the value's shape, blanks, quotes (as
+    an `--env-file` leaves them) and a comment (` # …`) left out: the value, one item
+    unlabelled; each item of the list of keys it may be (`sk-a,sk-b`, `a; b`, `a|b`,
+    `Bearer key`, as some gateways take them: one echoed alone is under half the whole,
+    pass 80A), unlabelled ones reading as a random token or holding a password's symbol (a
+    model's name beside a key is none: 87A); of an item labelled (`gpt-4o-2024-08-06=sk-…`,
     `ops@acme.io:key`, blanks around the mark or not) what follows its label; and the
     whole, should it hold a symbol no key is written in and no key follow a label (a
     password, whose parts apart from a run of key characters were stored, 84A). Never a
@@ -353,25 +355,31 @@ def key_pieces(value: str) -> tuple[str, ...]:
     and a model's name was (`report`, passes 83A, 85A, 86A). Of a JSON list or object,
     see _json_keys. Each written as a machine writes a secret (see looks_generated; a
     password, digits or none)."""
-    value = _SPACED_MARK.sub(r"\1", _unquoted(value))
+    value = _SPACED_MARK.sub(r"\1", _unquoted(_COMMENT.sub("", value)))
     if value[:1] in ("[", "{"):
         with contextlib.suppress(ValueError, RecursionError):
             return tuple(dict.fromkeys(_json_keys(parse(value))))
-    items = [_unquoted(item) for item in _KEY_LIST_SEPARATOR.split(value)]
-    keys = [key for key in dict.fromkeys(map(_labelled, items)) if _written_as_a_key(key)]
+    items = [item for item in map(_unquoted, _KEY_LIST_SEPARATOR.split(value)) if item]
+    keys = [
+        key
+        for item in dict.fromkeys(items)
+        if _written_as_a_key(key := _labelled(item))
+        and (key != item or len(items) == 1 or _PASSWORD.search(key) or _random_looking(key))
+    ]
     unlabelled = not set(keys) - set(items)
     if unlabelled and _PASSWORD.search(value) and _written_as_a_key(value):
         keys.insert(0, value)
-    return tuple(keys)
+    return tuple(dict.fromkeys(keys))
 
 
 def _json_keys(document: Any) -> Iterator[str]:
-    """The keys of a JSON document: a JSON value holds labels and settings beside keys (a
-    deployment's name, an account's id: taken, they were masked in data, and a base URL
-    naming the id refused, 86A), so each string of it reading as random or as a password,
-    but the values of names of ids (`account_id`, `private_key_id`); and an object's names
-    changing between cases and digits as a random token does (a key naming its settings:
-    a deployment's name, `gpt35turbo16k-westeurope`, holds a word of one)."""
+    """The keys of a JSON document, which holds labels and settings beside keys (taken, a
+    deployment's name and an account's id were masked in data, and a base URL naming the
+    id refused, 86A, 87A): the values of names of keys (`api_key`, `token`); those of other
+    names, and a list's, reading as a random token or holding a password's symbol, but
+    the values of names of labels and ids (`deployment`, `model`, `account_id`: see
+    _NAMES_NO_KEY); and an object's names reading as a random token where their value
+    holds no key (a key naming its settings; a name labelling a key is a label)."""
     if isinstance(document, str):
         yield from (
             key for key in key_pieces(document) if _PASSWORD.search(key) or _random_looking(key)
@@ -381,9 +389,32 @@ def _json_keys(document: Any) -> Iterator[str]:
             yield from _json_keys(one)
     elif isinstance(document, dict):
         for name, one in document.items():
-            yield from (key for key in key_pieces(name) if _mixed_as_random(key))
-            if not (_named_as_no_key(name) or _ABOUT_A_KEY.search(name.upper())):
-                yield from _json_keys(one)
+            words = _words(name)
+            if words and words[-1] in _NAMES_A_KEY and isinstance(one, str):
+                keys = list(key_pieces(one))
+            elif words and words[-1] in _NAMES_NO_KEY:
+                keys = []
+            else:
+                keys = list(_json_keys(one))
+            yield from keys
+            if not keys:
+                yield from (key for key in key_pieces(name) if _random_looking(key))
+
+
+def _words(name: str) -> list[str]:
+    """The words of a name, lower case (`accountId`, `account_id`, `account-id`: account,
+    id)."""
+    return [word.lower() for word in re.findall(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])", name)]
+
+
+# The last words of names in a JSON value naming a key, and naming what is none (a label,
+# an id, a setting: `"android"`, `"paid"` name keys, as words they are none of these).
+_NAMES_A_KEY = frozenset({"key", "keys", "token", "secret", "password", "apikey", "credential"})
+_NAMES_NO_KEY = frozenset(
+    {"id", "ids", "sha", "sha1", "commit", "hash", "revision", "version", "model", "models",
+     "deployment", "deployments", "name", "label", "region", "location", "endpoint", "url",
+     "uri", "base", "host", "owner", "description", "provider", "engine", "type", "email"}
+)  # fmt: skip
 
 
 def _written_as_a_key(piece: str) -> bool:
@@ -422,7 +453,10 @@ def _reads_as_a_label(text: str) -> bool:
 # Shorter, a label's cases and digits tell nothing of it (`k1`, `us2`, `p1a`).
 _LABEL_TO_TELL = 8
 _KEY_LIST_SEPARATOR = re.compile(r"[,;|\s]+")
-_SPACED_MARK = re.compile(r"\s*([=:])\s*")
+# Blanks around a label's mark (from the first blank of a run: linear in the run).
+_SPACED_MARK = re.compile(r"(?<!\s)\s*([=:])\s*")
+# A comment an `--env-file` keeps (` # rotated 2026-11 in eastus2`).
+_COMMENT = re.compile(r"\s#.*", re.DOTALL)
 # What labels are written in: a model's name (`ft:gpt-4o-mini:acme::9xYz`,
 # `claude-3-5-sonnet@20240620`), a deployment's, an e-mail address, a path.
 _LABEL = re.compile(r"[A-Za-z0-9_.@/:+~-]+")

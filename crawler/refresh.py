@@ -180,6 +180,10 @@ class _FailureStreak:
         self._list_answered = False
         self.route_answered = False
         self._asking = asyncio.Lock()  # one worker asks; those failing meanwhile wait
+        # The API down or the route failing, once told: each worker failing after (one
+        # waiting for the check, or asking meanwhile) asked again, each check as long as
+        # a failed ask, eight in a row for one refresh (pass 87B).
+        self._told: Literal["down", "route failing"] | None = None
 
     def answered(self) -> None:
         self._in_a_row = 0
@@ -195,19 +199,22 @@ class _FailureStreak:
 
     async def _verdict(self) -> Literal["skip", "down", "route failing"]:
         self._in_a_row += 1
+        if self._told is not None:
+            return self._told
         if self._in_a_row < FAILURES_IN_A_ROW:
             return "skip"
         async with self._asking:
+            if self._told is not None:
+                return self._told
             if self._in_a_row < FAILURES_IN_A_ROW:
                 return "skip"  # another worker asked meanwhile, and the streak began again
             verdict = await self._check_api()
-            if verdict == "unknown":
-                if self._list_answered:
-                    return "route failing"
-                self._list_answered = True
-            elif verdict == "answers":
-                self.route_answered = True
-            else:
-                return verdict
+            if verdict == "unknown" and self._list_answered:
+                verdict = "route failing"
+            if verdict in ("down", "route failing"):
+                self._told = "down" if verdict == "down" else "route failing"
+                return self._told
+            self._list_answered = self._list_answered or verdict == "unknown"
+            self.route_answered = self.route_answered or verdict == "answers"
             self._in_a_row = 0
             return "skip"

@@ -297,7 +297,9 @@ async def _asked_for_files(
         named = named or any(b.get("output_file_id") or b.get("error_file_id") for b in ended)
         answered = answered or bool(ended)
         heard = heard or bool(batches) or bool(answered_404)
-        run.figures = run.figures.plus(refreshed_by_id=len(batches) + len(answered_404))
+        # Their 404s count no batch gone, nor refreshed (the summary said them refreshed,
+        # none answered not found, 87B).
+        run.figures = run.figures.plus(refreshed_by_id=len(batches))
         await run.save(batches, None)
         await run.store.asked_for_files([*(b["id"] for b in ended), *answered_404])
 

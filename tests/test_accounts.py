@@ -563,6 +563,36 @@ async def test_a_check_of_the_route_asks_no_longer_page_than_the_runs(db_path: P
         assert conn.execute("SELECT DISTINCT status FROM batches").fetchall() == [("completed",)]
 
 
+async def test_a_failing_route_is_checked_once_a_refresh(db_path: Path) -> None:
+    """Once the check after failures by id told the route failing, each worker waiting for
+    it, or failing after, checked again: eight checks in a row, each as long as a failed
+    ask (pass 87B)."""
+    in_flight = [make_batch(n, status="in_progress") for n in range(1, 13)]
+    api = Routes([*in_flight, *(make_batch(n) for n in range(13, 43))], "a")
+    listed, checks = api.listed, [0]
+
+    async def counting(request: web.Request) -> web.Response:
+        checks[0] += request.query["limit"] == "1"
+        return await listed(request)
+
+    api.listed = counting  # type: ignore[method-assign]
+    await synced(api, db_path, times=1)
+    api.failing["a"] = set(api.batches)
+    (result,) = await synced(api, db_path, times=1)
+    assert checks == [1]
+    assert any("refreshed from the list instead" in warning for warning in result.warnings)
+
+
+async def test_404s_to_the_asks_for_files_are_no_batches_refreshed(db_path: Path) -> None:
+    """Ten batches ended naming no file answered 404 by id: the summary said ten batches
+    refreshed, none answered not found (pass 87B)."""
+    api = listing_no_file([ended_lately(n) for n in range(10, 0, -1)])
+    api.hidden["a"] = set(api.batches)
+    results = await synced(api, db_path, times=2)
+    assert [result.refreshed_by_id for result in results] == [0, 0]
+    assert len(api.asked) == 10
+
+
 async def test_copies_by_id_behind_use_up_no_asks_for_files(db_path: Path) -> None:
     """Copies at an earlier stage (a cache behind) were counted as answers: three syncs of
     them used up the batches' asks, and once the cache caught up no batch was asked again,

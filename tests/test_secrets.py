@@ -1451,6 +1451,14 @@ LABELLED_KEY = "sk-proj-Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3Ah9"
             "3f9c2b7e",
         ),
         ("AZURE_OPENAI_API_KEY", f"gpt-4o-2024-08-06 = {LABELLED_KEY}", "gpt-4o"),
+        # A model's name beside a key, in a comment or a list; a deployment's in JSON (87A).
+        ("AZURE_OPENAI_API_KEYS", f"{LABELLED_KEY} # gpt-4o-mini-2024-07-18 in eastus2", "gpt"),
+        ("MODEL_API_KEYS", f"gpt-4o-mini-2024-07-18,{LABELLED_KEY}", "gpt-4o"),
+        (
+            "AZURE_OPENAI_API_KEYS",
+            f'{{"eastus2": {{"deployment": "gpt4omini-eastus2-prod", "key": "{LABELLED_KEY}"}}}}',
+            "gpt4omini",
+        ),
     ],
 )
 def test_labels_beside_the_environments_keys_are_no_keys(
@@ -1496,8 +1504,20 @@ def test_a_password_of_symbols_under_a_keys_name_is_masked_whole(
         ("GATEWAY_API_KEYS", f"batch-pipeline@acme-analytics.io:{LABELLED_KEY[8:]},ops@x.io:k"),
         ("TEAM_API_KEYS", f"your-team@acme.io:{LABELLED_KEY[8:]}"),
         ("HELICONE_API_KEY", "pk-helicone-7a4zcsn-yarsonm-t1m3is4-yywsx1t"),
+        # Under JSON names ending as ids' do (`paid`, `release`), a UUID naming (87A).
+        ("OPENAI_API_KEYS", f'{{"free": "sk-x", "paid": "{LABELLED_KEY[8:]}"}}'),
+        ("OPENAI_API_KEYS", f'{{"release": {{"api_key": "{LABELLED_KEY[8:]}"}}}}'),
+        ("PINECONE_API_KEYS", '{"31162427-3bfd-1d33-8d00-38ec42650644": "prod"}'),
     ],
-    ids=["a JSON object's name", "after an e-mail address", "after a template's word", "helicone"],
+    ids=[
+        "a JSON object's name",
+        "after an e-mail address",
+        "after a template's word",
+        "helicone",
+        "paid",
+        "release",
+        "a UUID naming",
+    ],
 )
 def test_keys_of_every_shape_under_a_keys_name_are_masked(
     monkeypatch: pytest.MonkeyPatch, name: str, value: str
@@ -1508,7 +1528,7 @@ def test_keys_of_every_shape_under_a_keys_name_are_masked(
     monkeypatch.setenv(name, value)
     settings = Settings(base_url="http://127.0.0.1:9/v1", api_key=PROJECT_KEY)
     masked = list(secrets_of_a_run(settings, None))  # type: ignore[arg-type]
-    key = value if name.startswith("HELICONE") else LABELLED_KEY[8:]
+    key = {"HELICONE_API_KEY": value, "PINECONE_API_KEYS": value[2:38]}.get(name, LABELLED_KEY[8:])
     assert key in masked
 
 
