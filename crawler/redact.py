@@ -322,9 +322,10 @@ def keys_named_as_keys(environ: Mapping[str, str]) -> tuple[str, ...]:
 
 # Variables naming something of a key, not the key (`OPENAI_API_KEY_NAME`, a vault's
 # name or URI for it, `…_KEY_PATH`, its models): a name's words were masked in the data
-# spelling them (85A).
+# spelling them (85A). The word right after it alone (`…_API_KEYS_BY_MODEL` holds keys:
+# 88A).
 _ABOUT_A_KEY = re.compile(
-    r"(?:KEYS?|TOKENS?)_(?:\w+_)?(?:NAMES?|LABELS?|PATHS?|FILES?|URLS?|URIS?|ENDPOINTS?"
+    r"(?:KEYS?|TOKENS?)_(?:NAMES?|LABELS?|PATHS?|FILES?|URLS?|URIS?|ENDPOINTS?"
     r"|REGIONS?|ALIAS(?:ES)?|IDS?|VAULT|REF|TYPE|VERSIONS?|HASH|ARN|MODELS?|DEPLOYMENTS?)$"
 )
 
@@ -342,44 +343,69 @@ def _random_looking(text: str) -> bool:
 
 
 def key_pieces(value: str) -> tuple[str, ...]:
-    """The keys a variable holding keys holds, read by the value's shape, blanks, quotes (as
-    an `--env-file` leaves them) and a comment (` # …`) left out: the value, one item
-    unlabelled; each item of the list of keys it may be (`sk-a,sk-b`, `a; b`, `a|b`,
-    `Bearer key`, as some gateways take them: one echoed alone is under half the whole,
-    pass 80A), unlabelled ones reading as a random token or holding a password's symbol (a
-    model's name beside a key is none: 87A); of an item labelled (`gpt-4o-2024-08-06=sk-…`,
-    `ops@acme.io:key`, blanks around the mark or not) what follows its label; and the
-    whole, should it hold a symbol no key is written in and no key follow a label (a
-    password, whose parts apart from a run of key characters were stored, 84A). Never a
-    label, nor a list holding one: any 16 characters of a key are masked in a message,
-    and a model's name was (`report`, passes 83A, 85A, 86A). Of a JSON list or object,
-    see _json_keys. Each written as a machine writes a secret (see looks_generated; a
-    password, digits or none)."""
-    value = _SPACED_MARK.sub(r"\1", _unquoted(_COMMENT.sub("", value)))
+    """The keys a variable holding keys holds, read by the value's shape, blanks and quotes
+    (as an `--env-file` leaves them) left out, and a comment (` # …`) of a value unquoted:
+    the value, one item alone; each item of the list of keys it may be (`sk-a,sk-b`,
+    `a; b`, `a|b`, `Bearer key`, as some gateways take them: one echoed alone is under half
+    the whole, pass 80A), unlabelled ones reading as a random token (see
+    _random_beside_names) or holding a password's symbol (a model's or deployment's name
+    beside a key is none: 87A, 88A); of an item labelled (`gpt-4o-2024-08-06=sk-…`,
+    `ops@acme.io:key`, blanks around the mark or not) what follows its label, but an id's
+    (`account_id=…`: a base URL naming it was refused, 88A); and the whole, should it hold
+    a symbol no key is written in and no key follow a label (a password, whose parts apart
+    from a run of key characters were stored, 84A). Never a label, nor a list holding one:
+    any 16 characters of a key are masked in a message, and a model's name was (`report`,
+    passes 83A, 85A, 86A). Of a JSON list or object, see _json_keys. Each written as a
+    machine writes a secret (see looks_generated; a password, digits or none)."""
+    quoted = value.strip()[:1] in ("'", '"')
+    value = _unquoted(value)
     if value[:1] in ("[", "{"):
         with contextlib.suppress(ValueError, RecursionError):
             return tuple(dict.fromkeys(_json_keys(parse(value))))
+    # A `#` in a quoted value is the password's, and JSON's is its text's (cut there, the
+    # key whole was shown: 88A).
+    value = _SPACED_MARK.sub(r"\1", value if quoted else _COMMENT.sub("", value))
     items = [item for item in map(_unquoted, _KEY_LIST_SEPARATOR.split(value)) if item]
-    keys = [
-        key
-        for item in dict.fromkeys(items)
-        if _written_as_a_key(key := _labelled(item))
-        and (key != item or len(items) == 1 or _PASSWORD.search(key) or _random_looking(key))
-    ]
+    keys = []
+    for item in dict.fromkeys(items):
+        label, key = _labelled(item)
+        if label is None:
+            alone = len(items) == 1 or _PASSWORD.search(key) or _random_beside_names(key)
+            taken = alone and _written_as_a_key(key)
+        else:
+            taken = _last_word(label) not in _NAMES_AN_ID and _written_as_a_key(key)
+        if taken:
+            keys.append(key)
     unlabelled = not set(keys) - set(items)
-    if unlabelled and _PASSWORD.search(value) and _written_as_a_key(value):
+    # Quoted, a password may hold a blank (`"Zx9!Qw3 #Ui8…"`: its parts too short, 88A).
+    written = value.replace(" ", "") if quoted else value
+    if unlabelled and _PASSWORD.search(value) and _written_as_a_key(written):
         keys.insert(0, value)
     return tuple(dict.fromkeys(keys))
+
+
+def _random_beside_names(item: str) -> bool:
+    """Whether an item of a list reads as a random token, not as a name beside keys
+    (`gpt35turbo16k-westeurope`, a deployment's, holds a word of one, 88A): changing case
+    and digits as one does, or reading as random (see _random_looking) with no word of
+    four lower-case letters but those of hexadecimal (a UUID's, a hex key's)."""
+    return _mixed_as_random(item) or (
+        _random_looking(item)
+        and not any(set(word) - set("abcdef") for word in re.findall("[a-z]{4,}", item))
+    )
 
 
 def _json_keys(document: Any) -> Iterator[str]:
     """The keys of a JSON document, which holds labels and settings beside keys (taken, a
     deployment's name and an account's id were masked in data, and a base URL naming the
-    id refused, 86A, 87A): the values of names of keys (`api_key`, `token`); those of other
-    names, and a list's, reading as a random token or holding a password's symbol, but
-    the values of names of labels and ids (`deployment`, `model`, `account_id`: see
-    _NAMES_NO_KEY); and an object's names reading as a random token where their value
-    holds no key (a key naming its settings; a name labelling a key is a label)."""
+    id refused, 86A, 87A, 88A): the strings under names of keys (`api_key`, `token`);
+    under names of labels (`deployment`, `model`), those changing case and digits as a
+    random token does; none under names of ids (`account_id`, `tenant`); other strings
+    (a list's, under other names) reading as a random token; each holding a password's
+    symbol but ids'; and an object's names reading as a random token whose value is no key
+    nor settings naming one (a key naming its settings; a name labelling a key is a
+    label). Objects and lists under any name are read so (a key in LiteLLM's `models`
+    list was missed, 88A)."""
     if isinstance(document, str):
         yield from (
             key for key in key_pieces(document) if _PASSWORD.search(key) or _random_looking(key)
@@ -389,31 +415,46 @@ def _json_keys(document: Any) -> Iterator[str]:
             yield from _json_keys(one)
     elif isinstance(document, dict):
         for name, one in document.items():
-            words = _words(name)
-            if words and words[-1] in _NAMES_A_KEY and isinstance(one, str):
-                keys = list(key_pieces(one))
-            elif words and words[-1] in _NAMES_NO_KEY:
-                keys = []
-            else:
-                keys = list(_json_keys(one))
+            keys = list(_json_values(_last_word(name), one))
             yield from keys
-            if not keys:
+            if not keys and not _names_a_key_field(one):
                 yield from (key for key in key_pieces(name) if _random_looking(key))
 
 
-def _words(name: str) -> list[str]:
-    """The words of a name, lower case (`accountId`, `account_id`, `account-id`: account,
-    id)."""
-    return [word.lower() for word in re.findall(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])", name)]
+def _json_values(last_word: str, value: Any) -> Iterator[str]:
+    """The keys of a JSON object's `value` under a name of `last_word` (see _json_keys)."""
+    if not isinstance(value, str):
+        yield from _json_keys(value)
+    elif last_word in _NAMES_A_KEY:
+        yield from key_pieces(value)
+    elif last_word in _NAMES_A_LABEL:
+        yield from (k for k in key_pieces(value) if _PASSWORD.search(k) or _mixed_as_random(k))
+    elif last_word not in _NAMES_AN_ID:
+        yield from _json_keys(value)
 
 
-# The last words of names in a JSON value naming a key, and naming what is none (a label,
-# an id, a setting: `"android"`, `"paid"` name keys, as words they are none of these).
+def _names_a_key_field(value: Any) -> bool:
+    """Whether `value` is an object with a field named as a key's (empty, say)."""
+    return isinstance(value, dict) and any(_last_word(name) in _NAMES_A_KEY for name in value)
+
+
+def _last_word(name: str) -> str:
+    """The last word of a name, lower case (`accountId`, `account_id`, `account-id`: id)."""
+    words = re.findall(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])", name)
+    return words[-1].lower() if words else ""
+
+
+# The last words of names (in a JSON value, or a label) naming a key, a label and an id
+# (`"android"`, `"paid"` name keys: as words they are none of these).
 _NAMES_A_KEY = frozenset({"key", "keys", "token", "secret", "password", "apikey", "credential"})
-_NAMES_NO_KEY = frozenset(
-    {"id", "ids", "sha", "sha1", "commit", "hash", "revision", "version", "model", "models",
-     "deployment", "deployments", "name", "label", "region", "location", "endpoint", "url",
-     "uri", "base", "host", "owner", "description", "provider", "engine", "type", "email"}
+_NAMES_A_LABEL = frozenset(
+    {"model", "models", "deployment", "deployments", "name", "label", "region", "location",
+     "endpoint", "url", "uri", "base", "host", "owner", "description", "provider", "engine",
+     "type"}
+)  # fmt: skip
+_NAMES_AN_ID = frozenset(
+    {"id", "ids", "sha", "sha1", "commit", "hash", "revision", "version", "email", "account",
+     "tag", "tenant", "org", "organization", "project", "workspace", "user", "team"}
 )  # fmt: skip
 
 
@@ -429,16 +470,16 @@ def _unquoted(text: str) -> str:
     return text.strip().strip("\"'")
 
 
-def _labelled(item: str) -> str:
-    """What follows an item's label (`label=key`, `label:key`; a base64 key's `=` padding
-    is no label's, nor what holds a symbol no label is written in: a password's part),
-    or the item."""
+def _labelled(item: str) -> tuple[str | None, str]:
+    """An item's label and what follows it (`label=key`, `label:key`; a base64 key's `=`
+    padding is no label's, nor what holds a symbol no label is written in: a password's
+    part), or None and the item."""
     body = item.rstrip("=")
     for mark in ("=", ":"):
         label, found, key = body.rpartition(mark)
         if found and key and _reads_as_a_label(label):
-            return key + item[len(body) :]
-    return item
+            return label, key + item[len(body) :]
+    return None, item
 
 
 def _reads_as_a_label(text: str) -> bool:

@@ -19,7 +19,7 @@ FAILURES_IN_A_ROW = 3
 SaveChunk = Callable[[Sequence[Batch], Sequence[str]], Awaitable[None]]
 
 # What asking the API something else says of batches failing in a row (see _FailureStreak).
-Verdict = Literal["down", "route failing", "answers", "unknown"]
+Verdict = Literal["route failing", "answers", "unknown"]
 
 
 @dataclass
@@ -92,13 +92,11 @@ async def refresh_by_id(
                     raise
                 # That batch's trouble, unless the next ones fail too: then the API's, or
                 # the route's.
-                verdict = await streak.failed(time_left)
+                verdict = await streak.failed(time_left)  # the API down: its error raised
                 end.route_answered = end.route_answered or streak.route_answered
                 if verdict == "out of time":
                     end.cut_short(batch_id)
                     return
-                if verdict == "down":
-                    raise
                 skip(batch_id, exc)
                 if verdict == "route failing":
                     end.route_failing = True
@@ -166,7 +164,8 @@ class _FailureStreak:
     """Batches failing one after the other (refused, or past their retries), no answer between.
 
     After FAILURES_IN_A_ROW, `check_api()` asks the API something else: its list failing
-    too, the API is down; its list answering but not another batch asked by id, the by-id
+    too, the API is down (the list's error raised: a batch's own refusal, raised instead,
+    failed the run for good, 88B); its list answering but not another batch asked by id, the by-id
     route itself is failing (a proxy without it, say), and full retries for every batch
     left would take minutes each: the refresh stops short. Both answering, these batches
     are odd and skipped (ten failing alone, a 5xx each, marked the route failing though it
@@ -180,24 +179,24 @@ class _FailureStreak:
         self._list_answered = False
         self.route_answered = False
         self._asking = asyncio.Lock()  # one worker asks; those failing meanwhile wait
-        # The API down or the route failing, once told: each worker failing after (one
-        # waiting for the check, or asking meanwhile) asked again, each check as long as
-        # a failed ask, eight in a row for one refresh (pass 87B).
-        self._told: Literal["down", "route failing"] | None = None
+        # The route failing, once told: each worker failing after (one waiting for the
+        # check, or asking meanwhile) asked again, each check as long as a failed ask,
+        # eight in a row for one refresh (pass 87B).
+        self._told: Literal["route failing"] | None = None
 
     def answered(self) -> None:
         self._in_a_row = 0
 
     async def failed(
         self, time_left: Callable[[], float | None]
-    ) -> Literal["skip", "down", "route failing", "out of time"]:
+    ) -> Literal["skip", "route failing", "out of time"]:
         """What one more failure says; asking the API takes requests, within the budget."""
         try:
             return await before_deadline(self._verdict(), time_left())
         except OutOfTime:
             return "out of time"
 
-    async def _verdict(self) -> Literal["skip", "down", "route failing"]:
+    async def _verdict(self) -> Literal["skip", "route failing"]:
         self._in_a_row += 1
         if self._told is not None:
             return self._told
@@ -209,10 +208,8 @@ class _FailureStreak:
             if self._in_a_row < FAILURES_IN_A_ROW:
                 return "skip"  # another worker asked meanwhile, and the streak began again
             verdict = await self._check_api()
-            if verdict == "unknown" and self._list_answered:
-                verdict = "route failing"
-            if verdict in ("down", "route failing"):
-                self._told = "down" if verdict == "down" else "route failing"
+            if verdict == "route failing" or (verdict == "unknown" and self._list_answered):
+                self._told = "route failing"
                 return self._told
             self._list_answered = self._list_answered or verdict == "unknown"
             self.route_answered = self.route_answered or verdict == "answers"

@@ -18,6 +18,8 @@ from .errors import (
     ApiError,
     ConfigError,
     CrawlerError,
+    RateLimitedError,
+    ServerError,
     first_exception,
 )
 from .events import REFRESH_DONE, RUN_FINISHED, RUN_STARTED, EventHandler, failure_event
@@ -305,9 +307,9 @@ async def _asked_for_files(
 
     def skip(batch_id: str, error: ApiError) -> None:
         run.by_id_failures[batch_id] = str(error)
-        if isinstance(error, FAILED_ANSWERS):
+        if isinstance(error, ServerError):
             failed[batch_id] = str(error)
-        else:
+        elif not isinstance(error, FAILED_ANSWERS):
             refused.append(batch_id)
 
     end = await refresh_by_id(
@@ -332,7 +334,9 @@ async def _asked_for_files(
     # The route answering others (an answer, a refusal of one batch, the check), a batch
     # refused, or failing alone (a 5xx each), is answered: counted (failing ones were
     # asked again with every retry on every sync, silently, 86B); and the others are asked
-    # (ten failing so kept every older batch waiting, 84B).
+    # (ten failing so kept every older batch waiting, 84B). Not a 429 nor a failed
+    # connection: the key's load or the way to the API, no batch's (counted, under a rate
+    # limit, a batch's asks were used up, 88B).
     heard = heard or bool(refused) or end.route_answered
     if heard and failed:
         await run.store.asked_for_files(list(failed))
@@ -351,14 +355,12 @@ async def _asked_for_files(
 
 async def _check_api(run: Run, client: ApiClient, asking: Collection[str]) -> Verdict:
     """What batches failing by id in a row say (see refresh_by_id): the API down when its
-    list fails too (a page of one, as any server takes); else the by-id route failing, or
-    those batches odd, as the newest batch stored besides those `asking` and those failed
-    by id this run is answered by id (a 404 too: the route answers) or not; "unknown"
-    with no other batch stored."""
-    try:
-        await client.fetch_page(None, 1)
-    except ApiError:
-        return "down"
+    list fails too (a page of one, as any server takes: its error raised); else the by-id
+    route failing, or those batches odd, as the newest batch stored besides those
+    `asking` and those failed by id this run is answered by id (a 404 too: the route
+    answers) or not; "unknown" with no other batch stored, or the witness rate-limited (a
+    429 says the key is busy, not the route failing: marked, it waited a day, 88B)."""
+    await client.fetch_page(None, 1)
     besides = {*asking, *run.by_id_failures}
     stored = await run.store.newest_ids(len(besides) + 1)
     witness = next((batch_id for batch_id in stored if batch_id not in besides), None)
@@ -366,6 +368,8 @@ async def _check_api(run: Run, client: ApiClient, asking: Collection[str]) -> Ve
         return "unknown"
     try:
         await client.fetch_batch(witness)
+    except RateLimitedError:
+        return "unknown"
     except ApiError:
         return "route failing"
     return "answers"

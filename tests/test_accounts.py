@@ -593,6 +593,49 @@ async def test_404s_to_the_asks_for_files_are_no_batches_refreshed(db_path: Path
     assert len(api.asked) == 10
 
 
+async def test_asks_for_files_rate_limited_use_up_no_asks(db_path: Path) -> None:
+    """Asks for files answered 429 while others got through were counted as failing alone:
+    three syncs under a rate limit used up those batches' asks, and once the limit was
+    lifted, their files were never named (pass 88B). A 429 is the key's load, no batch's."""
+    batches = [ended_lately(n) for n in range(25, 0, -1)]
+    api = listing_no_file(batches)
+    answer, limited = api.by_id, {b["id"] for b in batches[:10]}
+
+    async def rate_limited(request: web.Request) -> web.Response:
+        if request.match_info["id"] in limited:
+            error = {"message": "Rate limit reached", "type": "requests", "code": None}
+            return web.json_response({"error": error}, status=429)
+        return await answer(request)
+
+    api.by_id = rate_limited  # type: ignore[method-assign]
+    await synced(api, db_path, times=4)
+    limited.clear()
+    await synced(api, db_path, times=1)
+    assert naming_a_file(db_path) == set(api.batches)
+
+
+async def test_the_list_failing_at_the_check_fails_the_run_with_its_error(
+    db_path: Path,
+) -> None:
+    """Batches in flight refused by id alone (a 403 each), then the list failing when
+    asked whether the API is up: the run failed for good (exit 1) on that batch's refusal,
+    not for the outage that it was (pass 88B)."""
+    in_flight = [make_batch(n, status="in_progress") for n in range(1, 4)]
+    api = Routes([*in_flight, *(make_batch(n) for n in range(4, 13))], "a")
+    listed = api.listed
+
+    async def down_at_the_check(request: web.Request) -> web.Response:
+        if request.query["limit"] == "1":
+            return web.json_response({"error": {"message": "Unavailable"}}, status=503)
+        return await listed(request)
+
+    api.listed = down_at_the_check  # type: ignore[method-assign]
+    await synced(api, db_path, times=1)
+    api.refused["a"] = {b["id"] for b in in_flight}
+    with pytest.raises(ServerError):
+        await synced(api, db_path, times=1)
+
+
 async def test_copies_by_id_behind_use_up_no_asks_for_files(db_path: Path) -> None:
     """Copies at an earlier stage (a cache behind) were counted as answers: three syncs of
     them used up the batches' asks, and once the cache caught up no batch was asked again,

@@ -781,6 +781,7 @@ async def test_failures_in_a_row_with_the_api_down_end_the_run(
             mock.get(
                 f"{BASE_URL}/batches/{make_batch(n)['id']}", status=500, payload=broken, repeat=True
             )
+        mock.get(f"{BASE_URL}/batches?limit=1", status=500, payload=broken, repeat=True)
         # One at a time, and by id (a budget keeps the walk from going on below the head).
         by_id = dataclasses.replace(settings, concurrency=1, max_pages=10)
         with pytest.raises(ServerError):

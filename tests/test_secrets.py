@@ -1459,6 +1459,19 @@ LABELLED_KEY = "sk-proj-Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3Ah9"
             f'{{"eastus2": {{"deployment": "gpt4omini-eastus2-prod", "key": "{LABELLED_KEY}"}}}}',
             "gpt4omini",
         ),
+        # A deployment's name beside a key; an account's id beside the token (88A).
+        ("AZURE_OPENAI_API_KEYS", f"gpt35turbo16k-westeurope,{LABELLED_KEY}", "gpt35"),
+        (
+            "CF_API_KEYS",
+            f"account_id=3f9c2b7e41d08a6c5e2f19b7d3a04c8e,token={LABELLED_KEY}",
+            "3f9c",
+        ),
+        (
+            "CF_API_KEYS",
+            f'{{"accountTag": "3f9c2b7e41d08a6c5e2f", "token": "{LABELLED_KEY}"}}',
+            "3f9c",
+        ),
+        ("AZURE_OPENAI_API_KEYS", '{"gpt4omini-eastus2": {"key": ""}}', "gpt4omini"),
     ],
 )
 def test_labels_beside_the_environments_keys_are_no_keys(
@@ -1508,6 +1521,15 @@ def test_a_password_of_symbols_under_a_keys_name_is_masked_whole(
         ("OPENAI_API_KEYS", f'{{"free": "sk-x", "paid": "{LABELLED_KEY[8:]}"}}'),
         ("OPENAI_API_KEYS", f'{{"release": {{"api_key": "{LABELLED_KEY[8:]}"}}}}'),
         ("PINECONE_API_KEYS", '{"31162427-3bfd-1d33-8d00-38ec42650644": "prod"}'),
+        # Under a label's name, in LiteLLM's list, beside a ` #` in JSON, by model (88A).
+        ("AZURE_OPENAI_API_KEYS", f'{{"eastus2-deployment": "{LABELLED_KEY[8:]}"}}'),
+        (
+            "LITELLM_API_KEYS",
+            f'{{"models": [{{"model": "gpt-4o", "api_key": "{LABELLED_KEY[8:]}"}}]}}',
+        ),
+        ("GATEWAY_API_KEYS", f'{{"notify": "slack #ml-ops", "token": "{LABELLED_KEY[8:]}"}}'),
+        ("OPENAI_API_KEYS_BY_MODEL", f"gpt-4o={LABELLED_KEY[8:]}"),
+        ("GATEWAY_MASTER_KEY", '"Zx9!Qw3Er5Ty7 #Ui8Op0As2Df4"'),
     ],
     ids=[
         "a JSON object's name",
@@ -1517,6 +1539,11 @@ def test_a_password_of_symbols_under_a_keys_name_is_masked_whole(
         "paid",
         "release",
         "a UUID naming",
+        "under a label's name",
+        "in litellm's list",
+        "beside a json #",
+        "by model",
+        "a quoted password",
     ],
 )
 def test_keys_of_every_shape_under_a_keys_name_are_masked(
@@ -1528,7 +1555,8 @@ def test_keys_of_every_shape_under_a_keys_name_are_masked(
     monkeypatch.setenv(name, value)
     settings = Settings(base_url="http://127.0.0.1:9/v1", api_key=PROJECT_KEY)
     masked = list(secrets_of_a_run(settings, None))  # type: ignore[arg-type]
-    key = {"HELICONE_API_KEY": value, "PINECONE_API_KEYS": value[2:38]}.get(name, LABELLED_KEY[8:])
+    whole = {"HELICONE_API_KEY": value, "PINECONE_API_KEYS": value[2:38]}
+    key = {**whole, "GATEWAY_MASTER_KEY": value.strip('"')}.get(name, LABELLED_KEY[8:])
     assert key in masked
 
 
