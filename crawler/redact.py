@@ -322,10 +322,10 @@ def keys_named_as_keys(environ: Mapping[str, str]) -> tuple[str, ...]:
 
 # Variables naming something of a key, not the key (`OPENAI_API_KEY_NAME`, a vault's
 # name or URI for it, `…_KEY_PATH`, its models): a name's words were masked in the data
-# spelling them (85A). The word right after it alone (`…_API_KEYS_BY_MODEL` holds keys:
-# 88A).
+# spelling them (85A); `…_KEY_VAULT_NAME` too (89A), but keys by model, deployment or
+# region (`…_API_KEYS_BY_MODEL`: 88A).
 _ABOUT_A_KEY = re.compile(
-    r"(?:KEYS?|TOKENS?)_(?:NAMES?|LABELS?|PATHS?|FILES?|URLS?|URIS?|ENDPOINTS?"
+    r"(?:KEYS?|TOKENS?)_(?:(?!BY_|PER_|FOR_)\w+_)?(?:NAMES?|LABELS?|PATHS?|FILES?|URLS?|URIS?|ENDPOINTS?"
     r"|REGIONS?|ALIAS(?:ES)?|IDS?|VAULT|REF|TYPE|VERSIONS?|HASH|ARN|MODELS?|DEPLOYMENTS?)$"
 )
 
@@ -373,7 +373,7 @@ def key_pieces(value: str) -> tuple[str, ...]:
             alone = len(items) == 1 or _PASSWORD.search(key) or _random_beside_names(key)
             taken = alone and _written_as_a_key(key)
         else:
-            taken = _last_word(label) not in _NAMES_AN_ID and _written_as_a_key(key)
+            taken = not _an_id(_last_word(label), key) and _written_as_a_key(key)
         if taken:
             keys.append(key)
     unlabelled = not set(keys) - set(items)
@@ -387,12 +387,22 @@ def key_pieces(value: str) -> tuple[str, ...]:
 def _random_beside_names(item: str) -> bool:
     """Whether an item of a list reads as a random token, not as a name beside keys
     (`gpt35turbo16k-westeurope`, a deployment's, holds a word of one, 88A): changing case
-    and digits as one does, or reading as random (see _random_looking) with no word of
-    four lower-case letters but those of hexadecimal (a UUID's, a hex key's)."""
-    return _mixed_as_random(item) or (
-        _random_looking(item)
-        and not any(set(word) - set("abcdef") for word in re.findall("[a-z]{4,}", item))
+    and digits as one does, holding a word too long for a name's, or reading as random
+    (see _random_looking) with no word of four lower-case letters but those of
+    hexadecimal (a UUID's, a hex key's)."""
+    return (
+        _mixed_as_random(item)
+        or any(len(word) >= _NO_NAMES_WORD for word in re.split("[^A-Za-z0-9]+", item))
+        or (
+            _random_looking(item)
+            and not any(set(word) - set("abcdef") for word in re.findall("[a-z]{4,}", item))
+        )
     )
+
+
+# Letters and digits run together this long are no name's word (Cerebras' keys, `csk-`
+# and 48 lower-case letters and digits, were read beside another one time in ten: 89A).
+_NO_NAMES_WORD = 24
 
 
 def _json_keys(document: Any) -> Iterator[str]:
@@ -429,8 +439,14 @@ def _json_values(last_word: str, value: Any) -> Iterator[str]:
         yield from key_pieces(value)
     elif last_word in _NAMES_A_LABEL:
         yield from (k for k in key_pieces(value) if _PASSWORD.search(k) or _mixed_as_random(k))
-    elif last_word not in _NAMES_AN_ID:
+    elif not _an_id(last_word, value):
         yield from _json_keys(value)
+
+
+def _an_id(last_word: str, value: str) -> bool:
+    """Whether `value`, named or labelled so, is an id (`account_id=`), not a key: a key's
+    prefix (`sk-`) tells (`research_project:sk-proj-…` was never read, 89A)."""
+    return last_word in _NAMES_AN_ID and not value.startswith(_KEY_PREFIXES)
 
 
 def _names_a_key_field(value: Any) -> bool:
@@ -445,7 +461,8 @@ def _last_word(name: str) -> str:
 
 
 # The last words of names (in a JSON value, or a label) naming a key, a label and an id
-# (`"android"`, `"paid"` name keys: as words they are none of these).
+# (`"android"`, `"paid"` name keys: as words they are none of these; nor do a team's, a
+# user's or a workspace's name an id: they own keys, 89A).
 _NAMES_A_KEY = frozenset({"key", "keys", "token", "secret", "password", "apikey", "credential"})
 _NAMES_A_LABEL = frozenset(
     {"model", "models", "deployment", "deployments", "name", "label", "region", "location",
@@ -453,8 +470,8 @@ _NAMES_A_LABEL = frozenset(
      "type"}
 )  # fmt: skip
 _NAMES_AN_ID = frozenset(
-    {"id", "ids", "sha", "sha1", "commit", "hash", "revision", "version", "email", "account",
-     "tag", "tenant", "org", "organization", "project", "workspace", "user", "team"}
+    {"id", "ids", "sha", "sha1", "commit", "hash", "revision", "version", "account", "tag",
+     "tenant", "org", "organization", "project"}
 )  # fmt: skip
 
 

@@ -1424,6 +1424,7 @@ def test_the_environments_keys_under_a_keys_name_are_masked(
 
 
 LABELLED_KEY = "sk-proj-Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3Ah9"
+CEREBRAS_KEY = "csk-mmzp56bh9tgvvwkacm5cr47ncovuox3bchmgthpehwvq0krt"
 
 
 @pytest.mark.parametrize(
@@ -1472,6 +1473,9 @@ LABELLED_KEY = "sk-proj-Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3Ah9"
             "3f9c",
         ),
         ("AZURE_OPENAI_API_KEYS", '{"gpt4omini-eastus2": {"key": ""}}', "gpt4omini"),
+        # Naming something of a key two words on (89A).
+        ("OPENAI_API_KEY_SECRET_NAME", "nightly-evals-runner01", "runner01"),
+        ("CF_AIG_API_KEY_ACCOUNT_ID", "3f9c2b7e41d08a6c5e2f19b7d3a04c8e", "3f9c"),
     ],
 )
 def test_labels_beside_the_environments_keys_are_no_keys(
@@ -1530,6 +1534,9 @@ def test_a_password_of_symbols_under_a_keys_name_is_masked_whole(
         ("GATEWAY_API_KEYS", f'{{"notify": "slack #ml-ops", "token": "{LABELLED_KEY[8:]}"}}'),
         ("OPENAI_API_KEYS_BY_MODEL", f"gpt-4o={LABELLED_KEY[8:]}"),
         ("GATEWAY_MASTER_KEY", '"Zx9!Qw3Er5Ty7 #Ui8Op0As2Df4"'),
+        # Labelled by a team's name; Cerebras' keys beside each other (89A).
+        ("LITELLM_API_KEYS", f"ml-team={LABELLED_KEY[8:]},search-team=sk-x"),
+        ("CEREBRAS_API_KEYS", f"{CEREBRAS_KEY},csk-{'q7xi6rhxo2' * 4}abcdefgh"),
     ],
     ids=[
         "a JSON object's name",
@@ -1544,6 +1551,8 @@ def test_a_password_of_symbols_under_a_keys_name_is_masked_whole(
         "beside a json #",
         "by model",
         "a quoted password",
+        "a team's",
+        "cerebras",
     ],
 )
 def test_keys_of_every_shape_under_a_keys_name_are_masked(
@@ -1556,7 +1565,9 @@ def test_keys_of_every_shape_under_a_keys_name_are_masked(
     settings = Settings(base_url="http://127.0.0.1:9/v1", api_key=PROJECT_KEY)
     masked = list(secrets_of_a_run(settings, None))  # type: ignore[arg-type]
     whole = {"HELICONE_API_KEY": value, "PINECONE_API_KEYS": value[2:38]}
-    key = {**whole, "GATEWAY_MASTER_KEY": value.strip('"')}.get(name, LABELLED_KEY[8:])
+    key = {**whole, "GATEWAY_MASTER_KEY": value.strip('"'), "CEREBRAS_API_KEYS": CEREBRAS_KEY}.get(
+        name, LABELLED_KEY[8:]
+    )
     assert key in masked
 
 
