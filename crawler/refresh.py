@@ -185,7 +185,8 @@ class _FailureStreak:
         self._told: Literal["route failing"] | None = None
 
     def answered(self) -> None:
-        self._in_a_row = 0
+        # An answer between: "unknown" twice apart is no failing route (89B).
+        self._in_a_row, self._list_answered = 0, False
 
     async def failed(
         self, time_left: Callable[[], float | None]

@@ -19,7 +19,6 @@ from .errors import (
     ConfigError,
     CrawlerError,
     RateLimitedError,
-    ServerError,
     first_exception,
 )
 from .events import REFRESH_DONE, RUN_FINISHED, RUN_STARTED, EventHandler, failure_event
@@ -288,7 +287,7 @@ async def _asked_for_files(
     or a copy at an earlier stage, is not counted."""
     named, answered, heard = False, False, False
     refused: list[str] = []
-    failed: dict[str, str] = {}  # batch id: why
+    failed: list[str] = []
 
     async def save(batches: Sequence[Batch], answered_404: Sequence[str]) -> None:
         nonlocal named, answered, heard
@@ -307,10 +306,9 @@ async def _asked_for_files(
 
     def skip(batch_id: str, error: ApiError) -> None:
         run.by_id_failures[batch_id] = str(error)
-        if isinstance(error, ServerError):
-            failed[batch_id] = str(error)
-        elif not isinstance(error, FAILED_ANSWERS):
-            refused.append(batch_id)
+        if isinstance(error, RateLimitedError):
+            return
+        (failed if isinstance(error, FAILED_ANSWERS) else refused).append(batch_id)
 
     end = await refresh_by_id(
         client,
@@ -331,21 +329,21 @@ async def _asked_for_files(
         )
         await run.mark_by_id_failed(int(time.time()))
         return "unanswered"
-    # The route answering others (an answer, a refusal of one batch, the check), a batch
-    # refused, or failing alone (a 5xx each), is answered: counted (failing ones were
-    # asked again with every retry on every sync, silently, 86B); and the others are asked
-    # (ten failing so kept every older batch waiting, 84B). Not a 429 nor a failed
-    # connection: the key's load or the way to the API, no batch's (counted, under a rate
-    # limit, a batch's asks were used up, 88B).
-    heard = heard or bool(refused) or end.route_answered
-    if heard and failed:
-        await run.store.asked_for_files(list(failed))
+    # The route not found failing, a batch refused or failing (a 5xx, a hang, a broken
+    # answer) is answered, counted: failing ones were asked again with every retry on
+    # every sync, silently, for 30 days (86B, 89B). Not a 429: the key's load, no batch's
+    # (counted, under a rate limit three syncs used up a batch's asks, 88B). The route
+    # answering others (an answer, a refusal, the check), the others are asked (ten
+    # failing so kept every older batch waiting, 84B).
+    if failed:
+        await run.store.asked_for_files(failed)
         run.note(
-            f"{len(failed):,} batches ended naming no file failed when asked for by id, "
-            f"the API answering others ({next(iter(failed.values()))}): asked again on the "
-            "next syncs, three times in all"
+            f"{len(failed):,} batches ended naming no file failed when asked for by id "
+            f"({run.by_id_failures[failed[0]]}): asked again on the next syncs, three times "
+            "in all"
         )
     await run.store.asked_for_files(refused)
+    heard = heard or bool(refused) or end.route_answered
     if end.out_of_time or not heard:
         return "unanswered"
     if named:

@@ -636,6 +636,20 @@ async def test_the_list_failing_at_the_check_fails_the_run_with_its_error(
         await synced(api, db_path, times=1)
 
 
+async def test_a_batch_failing_by_id_alone_is_asked_three_times_in_all(db_path: Path) -> None:
+    """One batch ended naming no file failing by id (a 5xx), once the others were answered
+    and it was asked alone: no other answer that round, it was never counted, and every
+    sync waited out its retries, silently, for 30 days (pass 89B)."""
+    batches = [ended_lately(n) for n in range(13, 0, -1)]
+    api = listing_no_file(batches)
+    api.failing["a"] = {batches[0]["id"]}
+    await synced(api, db_path, times=5)
+    asked = len(api.asked)
+    await synced(api, db_path, times=1)
+    assert len(api.asked) == asked
+    assert sum(batch_id == batches[0]["id"] for _, batch_id in api.asked) == 3 * 3
+
+
 async def test_copies_by_id_behind_use_up_no_asks_for_files(db_path: Path) -> None:
     """Copies at an earlier stage (a cache behind) were counted as answers: three syncs of
     them used up the batches' asks, and once the cache caught up no batch was asked again,

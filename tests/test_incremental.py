@@ -12,6 +12,7 @@ from aioresponses import aioresponses
 
 from crawler.api import ApiClient, RetryPolicy
 from crawler.config import Settings
+from crawler.errors import ServerError
 from crawler.fake import FakeApiOptions, FakeApiServer
 from crawler.ratelimit import RateLimiter
 from crawler.refresh import refresh_by_id
@@ -291,3 +292,37 @@ def mock_pages(mock: aioresponses, batches: list[dict[str, Any]]) -> None:
         mock.get(f"{BASE_URL}/batches?{query}", payload=list_body(page, start + 2 < len(batches)))
         after = page[-1]["id"]
     serve_the_end(mock, batches[-1])
+
+
+class _FailingSome:
+    """A client whose asks by id fail (a 5xx) for the batches of `failing`."""
+
+    def __init__(self, failing: set[str]) -> None:
+        self.failing = failing
+
+    async def fetch_batch(self, batch_id: str, **_: Any) -> dict[str, Any]:
+        if batch_id in self.failing:
+            raise ServerError("API error 502: HTTP 502", status=502)
+        return {"id": batch_id}
+
+
+async def test_an_answer_between_two_checks_finding_no_witness_marks_no_route_failing() -> None:
+    """Two streaks of failures by id, each check finding no other batch to ask, with
+    batches answered between them: the first check's word was kept for the whole
+    refresh, and the second marked the route failing for a day (pass 89B)."""
+    ids = ["f1", "f2", "f3", "ok1", "ok2", "f4", "f5", "f6", "ok3"]
+
+    async def save(batches: Any, gone: Any) -> None:
+        pass
+
+    end = await refresh_by_id(
+        _FailingSome({"f1", "f2", "f3", "f4", "f5", "f6"}),  # type: ignore[arg-type]
+        ids,
+        concurrency=1,
+        chunk=10,
+        save=save,
+        skip=lambda batch_id, error: None,
+        check_api=lambda: asyncio.sleep(0, "unknown"),
+    )
+    assert not end.route_failing
+    assert end.answered == {"ok1", "ok2", "ok3"}
