@@ -180,9 +180,17 @@ def _changes(value: str, kind: Callable[[str], Any]) -> int:
     token holds): a word's own, not those at its bounds."""
     return sum(
         kind(one) != kind(other)
-        for word in re.split(r"[^A-Za-z0-9]+", value)
+        for word in _words(value)
         for one, other in itertools.pairwise(word)
     )
+
+
+def _words(text: str) -> list[str]:
+    """The runs of letters and digits of `text` (between characters no token holds)."""
+    return _NOT_A_TOKENS.split(text)
+
+
+_NOT_A_TOKENS = re.compile("[^A-Za-z0-9]+")
 
 
 _MASK = "***"
@@ -325,8 +333,9 @@ def keys_named_as_keys(environ: Mapping[str, str]) -> tuple[str, ...]:
 # spelling them (85A); `…_KEY_VAULT_NAME` too (89A), but keys by model, deployment or
 # region (`…_API_KEYS_BY_MODEL`: 88A).
 _ABOUT_A_KEY = re.compile(
-    r"(?:KEYS?|TOKENS?)_(?:(?!BY_|PER_|FOR_)\w+_)?(?:NAMES?|LABELS?|PATHS?|FILES?|URLS?|URIS?|ENDPOINTS?"
-    r"|REGIONS?|ALIAS(?:ES)?|IDS?|VAULT|REF|TYPE|VERSIONS?|HASH|ARN|MODELS?|DEPLOYMENTS?)$"
+    r"(?:KEYS?|TOKENS?)_(?:(?!BY_|PER_|FOR_)\w+_)?"
+    r"(?:NAMES?|LABELS?|PATHS?|FILES?|URLS?|URIS?|ENDPOINTS?|REGIONS?|ALIAS(?:ES)?|IDS?|VAULT"
+    r"|REF|TYPE|VERSIONS?|HASH|ARN|MODELS?|DEPLOYMENTS?)$"
 )
 
 
@@ -338,7 +347,7 @@ def _random_looking(text: str) -> bool:
     return _mixed_as_random(text) or any(
         (len(word) >= 8 and not word.isalpha() and not word.isdigit())
         or (len(word) >= 12 and not word.islower() and not word.isupper())
-        for word in re.split(r"[^A-Za-z0-9]+", text)
+        for word in _words(text)
     )
 
 
@@ -392,7 +401,7 @@ def _random_beside_names(item: str) -> bool:
     hexadecimal (a UUID's, a hex key's)."""
     return (
         _mixed_as_random(item)
-        or any(len(word) >= _NO_NAMES_WORD for word in re.split("[^A-Za-z0-9]+", item))
+        or any(len(word) >= _NO_NAMES_WORD for word in _words(item))
         or (
             _random_looking(item)
             and not any(set(word) - set("abcdef") for word in re.findall("[a-z]{4,}", item))
@@ -565,7 +574,7 @@ def _spelled_like_a_token(name: str) -> bool:
     `jane.doe2024`, `k8s-eu1-prod2`), or spelled like a key."""
     if len(name) < _IDENTIFYING_RUN:
         return False
-    changes = max(_changes(word, str.isdigit) for word in re.split(r"[^A-Za-z0-9]+", name))
+    changes = max(_changes(word, str.isdigit) for word in _words(name))
     if changes >= _TOKEN_CHANGES or looks_like_secret(name):
         return True
     # A token written in groups (`Xk9m-Q2vL-7pR4`) changes in every group, as a name's

@@ -93,7 +93,6 @@ async def refresh_by_id(
                 # That batch's trouble, unless the next ones fail too: then the API's, or
                 # the route's.
                 verdict = await streak.failed(time_left)  # the API down: its error raised
-                end.route_answered = end.route_answered or streak.route_answered
                 if verdict == "out of time":
                     end.cut_short(batch_id)
                     return
@@ -115,6 +114,7 @@ async def refresh_by_id(
         if isinstance(error, ApiError):
             await answers.flush()  # the answers fetched before it are still good
         raise error from None
+    end.route_answered = streak.route_answered
     await answers.flush()
     return end
 
@@ -165,9 +165,9 @@ class _FailureStreak:
 
     After FAILURES_IN_A_ROW, `check_api()` asks the API something else: its list failing
     too, the API is down (the list's error raised: a batch's own refusal, raised instead,
-    failed the run for good, 88B); its list answering but not another batch asked by id, the by-id
-    route itself is failing (a proxy without it, say), and full retries for every batch
-    left would take minutes each: the refresh stops short. Both answering, these batches
+    failed the run for good, 88B); its list answering but not another batch asked by id,
+    the by-id route itself is failing (a proxy without it, say), and full retries for
+    every batch left would take minutes each: the refresh stops short. Both answering, these batches
     are odd and skipped (ten failing alone, a 5xx each, marked the route failing though it
     answered every other: those ended naming no file waited behind them for good, 84B).
     With no other batch to ask ("unknown"), as many failing again are the route's.
@@ -182,7 +182,7 @@ class _FailureStreak:
         # The route failing, once told: each worker failing after (one waiting for the
         # check, or asking meanwhile) asked again, each check as long as a failed ask,
         # eight in a row for one refresh (pass 87B).
-        self._told: Literal["route failing"] | None = None
+        self._route_failing = False
 
     def answered(self) -> None:
         # An answer between: "unknown" twice apart is no failing route (89B).
@@ -199,19 +199,19 @@ class _FailureStreak:
 
     async def _verdict(self) -> Literal["skip", "route failing"]:
         self._in_a_row += 1
-        if self._told is not None:
-            return self._told
+        if self._route_failing:
+            return "route failing"
         if self._in_a_row < FAILURES_IN_A_ROW:
             return "skip"
         async with self._asking:
-            if self._told is not None:
-                return self._told
+            if self._route_failing:
+                return "route failing"
             if self._in_a_row < FAILURES_IN_A_ROW:
                 return "skip"  # another worker asked meanwhile, and the streak began again
             verdict = await self._check_api()
             if verdict == "route failing" or (verdict == "unknown" and self._list_answered):
-                self._told = "route failing"
-                return self._told
+                self._route_failing = True
+                return "route failing"
             self._list_answered = self._list_answered or verdict == "unknown"
             self.route_answered = self.route_answered or verdict == "answers"
             self._in_a_row = 0

@@ -336,13 +336,12 @@ async def _asked_for_files(
     # answering others (an answer, a refusal, the check), the others are asked (ten
     # failing so kept every older batch waiting, 84B).
     if failed:
-        await run.store.asked_for_files(failed)
         run.note(
             f"{len(failed):,} batches ended naming no file failed when asked for by id "
             f"({run.by_id_failures[failed[0]]}): asked again on the next syncs, three times "
             "in all"
         )
-    await run.store.asked_for_files(refused)
+    await run.store.asked_for_files([*failed, *refused])
     heard = heard or bool(refused) or end.route_answered
     if end.out_of_time or not heard:
         return "unanswered"
