@@ -65,10 +65,9 @@ from .redact import (
     Secret,
     Secrets,
     credentials,
-    key_pieces,
-    keys_named_as_keys,
     looks_generated,
     mask_secret,
+    variable_secrets,
 )
 from .replies import build_api_error
 from .setting_rules import is_on_this_machine, split_url
@@ -287,17 +286,20 @@ def secrets_of_a_run(settings: Settings, tokens: EntraTokens | None) -> Secret:
 
 
 def _secrets_beside(settings: Settings) -> tuple[str, ...]:
-    """The environment's keys and proxy credentials that are not the run's, written as a
-    machine writes a secret (see looks_generated): the default variables' (a gateway's
-    upstream key in OPENAI_API_KEY, its own token under another name, quoted as an
-    `--env-file` leaves it), a gateway's keys under its own names (see
-    keys_named_as_keys), and those of proxies the run does not go through (a gateway on
-    this machine, sharing the environment, passes them on). A gateway echoing them was
-    masked in what the command said last, and shown in its warnings and stored."""
+    """The secrets of the environment that are not the run's, which a gateway on this
+    machine shares and may echo (its upstream key in OPENAI_API_KEY, say): those of the
+    variables `mask_env` names, whatever their shape, and those of the default keys' and
+    of proxies the run does not go through, written as a machine writes a secret (a
+    placeholder, a passphrase or a name would mask the data spelling it). See
+    variable_secrets."""
     defaults = (Settings.api_key_env, ENV_AZURE_KEY, ENV_CLIENT_SECRET)
     keys = (
-        *(piece for name in defaults for piece in key_pieces(os.environ.get(name, ""))),
-        *keys_named_as_keys(os.environ),
+        *(one for name in defaults for one in variable_secrets(os.environ.get(name, ""))),
+        *(
+            one
+            for name in settings.mask_env
+            for one in variable_secrets(os.environ.get(name, ""), any_shape=True)
+        ),
     )
     proxies = (one for url in environment_proxies().values() for one in proxy_secrets(url))
     # As sent: a proxy password percent-encoded (`the%20quick…`) holds digits.

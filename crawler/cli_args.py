@@ -20,7 +20,7 @@ from .config import (
 from .errors import EXIT_USAGE, ConfigError
 from .events import failure_event
 from .fake import BAD_PAGE_MODES, BROKEN_PAGINATION_MODES, FLAVORS, ID_STYLES
-from .redact import environment_keys, holds_a_key_like_word, keys_named_as_keys, mask_keys
+from .redact import environment_keys, holds_a_key_like_word, mask_keys
 from .setting_rules import LOG_FORMATS, Rule, integer_rule, number_rule, setting_rule, shown
 
 
@@ -55,7 +55,6 @@ def keys_at_hand(*, proxy_user_names: bool = True) -> tuple[str, ...]:
     proxies = environment_proxies().values()
     return (
         *environment_keys(os.environ, Settings.api_key_env, ENV_AZURE_KEY, ENV_CLIENT_SECRET),
-        *keys_named_as_keys(os.environ),  # as a run reads them: quoted, in lists
         *(one for url in proxies for one in proxy_secrets(url, user_name=proxy_user_names)),
         *Parser.config_keys,
     )

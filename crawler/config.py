@@ -22,6 +22,7 @@ from .redact import (
     looks_like_secret,
     mask_error,
     mask_keys,
+    variable_secrets,
 )
 from .setting_rules import (
     AZURE_ENDPOINT_EXAMPLE,
@@ -69,6 +70,9 @@ class Settings:
     allow_insecure_http: bool = False
     api_key: str | None = field(default=None, repr=False)
     api_key_env: str = "OPENAI_API_KEY"
+    # Variables holding other secrets a server may echo (a gateway's upstream keys): their
+    # values are masked in what is shown and stored, as the key is (see variable_secrets).
+    mask_env: tuple[str, ...] = ()
     organization: str | None = None
     project: str | None = None
     page_size: int = 100
@@ -128,6 +132,7 @@ class Settings:
             exc.__cause__ = exc.__context__ = None
             raise
         object.__setattr__(self, "db", Path(self.db))
+        object.__setattr__(self, "mask_env", tuple(self.mask_env))  # a TOML array
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
 
     def _check(self) -> None:
@@ -219,9 +224,10 @@ MAX_CONFIG_BYTES = 2**20
 
 
 def keys_named_in(path: Path, env: Mapping[str, str]) -> tuple[str, ...]:
-    """The values of `env` the config file at `path` names as keys (`api_key_env`, its
-    accounts' too), read before the command line is checked: a key pasted into a flag is
-    masked whatever its shape. None from a file that cannot be read (said later)."""
+    """The values of `env` the config file at `path` names as keys or secrets
+    (`api_key_env`, `mask_env`, its accounts' too), read before the command line is checked:
+    a key pasted into a flag is masked whatever its shape. None from a file that cannot be
+    read (said later)."""
     try:
         found = path.stat()
         # Not a FIFO (it would wait for a writer), nor a file no config is (read later).
@@ -230,11 +236,38 @@ def keys_named_in(path: Path, env: Mapping[str, str]) -> tuple[str, ...]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):  # TOMLDecodeError is a ValueError
         return ()
+    return _secrets_named(data, env)
+
+
+def _secrets_named(data: Mapping[str, Any], env: Mapping[str, str], *names: str) -> tuple[str, ...]:
+    """The values of `env` a config file names as keys or secrets (and those of `names`)."""
+    keys = (env.get(name, "").strip() for name in {*names, *_key_variables(data)})
+    masked = (
+        one
+        for name in _variables_to_mask(data)
+        for one in variable_secrets(env.get(name, ""), any_shape=True)
+    )
+    return tuple(sorted({*keys, *masked} - {""}))
+
+
+def _tables(data: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """A config file's tables of settings: the file's, and its accounts'."""
     accounts = data.get("accounts")
     tables = [data, *(accounts.values() if isinstance(accounts, dict) else ())]
-    names = {table.get("api_key_env") for table in tables if isinstance(table, dict)}
-    values = (env.get(name, "").strip() for name in names if isinstance(name, str))
-    return tuple(sorted({value for value in values if value}))
+    return [table for table in tables if isinstance(table, dict)]
+
+
+def _key_variables(data: Mapping[str, Any]) -> set[str]:
+    """The variables a config file names as holding a key (`api_key_env`)."""
+    names = (table.get("api_key_env") for table in _tables(data))
+    return {name for name in names if isinstance(name, str)}
+
+
+def _variables_to_mask(data: Mapping[str, Any]) -> set[str]:
+    """The variables a config file names as holding other secrets (`mask_env`)."""
+    lists = (table.get("mask_env") for table in _tables(data))
+    names = (name for one in lists if isinstance(one, list) for name in one)
+    return {name for name in names if isinstance(name, str)}
 
 
 def read_config_file(path: Path, env: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -283,12 +316,7 @@ def _named_keys(from_file: Mapping[str, Any], env: Mapping[str, str]) -> tuple[s
     """The keys the variables a config file names hold (and the default ones), masked in
     what its checks say: a key pasted as a value there is said back otherwise, since the
     values are checked before the keys are read."""
-    tables = from_file.get("accounts")
-    named = [from_file.get("api_key_env")]
-    if isinstance(tables, dict):
-        named += [t.get("api_key_env") for t in tables.values() if isinstance(t, dict)]
-    names = {Settings.api_key_env, ENV_AZURE_KEY, *(n for n in named if isinstance(n, str))}
-    return tuple(env[name].strip() for name in names if env.get(name, "").strip())
+    return _secrets_named(from_file, env, Settings.api_key_env, ENV_AZURE_KEY)
 
 
 @contextlib.contextmanager

@@ -308,180 +308,22 @@ def _named_as_no_key(name: str) -> bool:
     return _NAMED_AS_NO_KEY.search(upper) is not None and _NAMED_AS_A_KEY.search(upper) is None
 
 
-def keys_named_as_keys(environ: Mapping[str, str]) -> tuple[str, ...]:
-    """The keys (see key_pieces) of `environ`'s variables named as an API's keys
-    (`ANTHROPIC_API_KEY`, `LITELLM_MASTER_KEY`, `AWS_SECRET_ACCESS_KEY`, `AZURE_OPENAI_KEY1`:
-    _NAMED_AS_A_KEY), but those naming something of a key (`…_API_KEY_NAME`: _ABOUT_A_KEY):
-    a gateway on this machine may hold them, and echo them (passes 79A, 80A, 81A). A token
-    for other work (`GITHUB_TOKEN`) is none a gateway passes on; searched on every page,
-    each key costs a walk about a millisecond a page."""
-    return tuple(
-        sorted(
-            {
-                piece
-                for name, value in environ.items()
-                if _NAMED_AS_A_KEY.search(name.upper()) is not None
-                and _ABOUT_A_KEY.search(name.upper()) is None
-                for piece in key_pieces(value)
-            }
-        )
-    )
-
-
-# Variables naming something of a key, not the key (`OPENAI_API_KEY_NAME`, a vault's
-# name or URI for it, `…_KEY_PATH`, its models): a name's words were masked in the data
-# spelling them (85A); `…_KEY_VAULT_NAME` too (89A), but keys by model, deployment or
-# region (`…_API_KEYS_BY_MODEL`: 88A).
-_ABOUT_A_KEY = re.compile(
-    r"(?:KEYS?|TOKENS?)_(?:(?!BY_|PER_|FOR_)\w+_)?"
-    r"(?:NAMES?|LABELS?|PATHS?|FILES?|URLS?|URIS?|ENDPOINTS?|REGIONS?|ALIAS(?:ES)?|IDS?|VAULT"
-    r"|REF|TYPE|VERSIONS?|HASH|ARN|MODELS?|DEPLOYMENTS?)$"
-)
-
-
-def _random_looking(text: str) -> bool:
-    """Whether `text` reads as a random token's, not as labels (`gpt-4o-2024-08-06`): it
-    changes between cases and digits as one does, or holds a word of one (eight letters
-    and digits mixed, a UUID's or a hex key's; twelve letters of both cases). Asking the
-    changes of the whole missed one UUID key in fifteen, a prefixed one in five (84A)."""
-    return _mixed_as_random(text) or any(
-        (len(word) >= 8 and not word.isalpha() and not word.isdigit())
-        or (len(word) >= 12 and not word.islower() and not word.isupper())
-        for word in _words(text)
-    )
-
-
-def key_pieces(value: str) -> tuple[str, ...]:
-    """The keys a variable holding keys holds, read by the value's shape, blanks and quotes
-    (as an `--env-file` leaves them) left out, and a comment (` # …`) of a value unquoted:
-    the value, one item alone; each item of the list of keys it may be (`sk-a,sk-b`,
-    `a; b`, `a|b`, `Bearer key`, as some gateways take them: one echoed alone is under half
-    the whole, pass 80A), unlabelled ones reading as a random token (see
-    _random_beside_names) or holding a password's symbol (a model's or deployment's name
-    beside a key is none: 87A, 88A); of an item labelled (`gpt-4o-2024-08-06=sk-…`,
-    `ops@acme.io:key`, blanks around the mark or not) what follows its label, but an id's
-    (`account_id=…`: a base URL naming it was refused, 88A); and the whole, should it hold
-    a symbol no key is written in and no key follow a label (a password, whose parts apart
-    from a run of key characters were stored, 84A). Never a label, nor a list holding one:
-    any 16 characters of a key are masked in a message, and a model's name was (`report`,
-    passes 83A, 85A, 86A). Of a JSON list or object, see _json_keys. Each written as a
-    machine writes a secret (see looks_generated; a password, digits or none)."""
-    quoted = value.strip()[:1] in ("'", '"')
-    value = _unquoted(value)
-    if value[:1] in ("[", "{"):
-        with contextlib.suppress(ValueError, RecursionError):
-            return tuple(dict.fromkeys(_json_keys(parse(value))))
-    # A `#` in a quoted value is the password's, and JSON's is its text's (cut there, the
-    # key whole was shown: 88A).
-    value = _SPACED_MARK.sub(r"\1", value if quoted else _COMMENT.sub("", value))
-    items = [item for item in map(_unquoted, _KEY_LIST_SEPARATOR.split(value)) if item]
-    keys = []
-    for item in dict.fromkeys(items):
-        label, key = _labelled(item)
-        if label is None:
-            alone = len(items) == 1 or _PASSWORD.search(key) or _random_beside_names(key)
-            taken = alone and _written_as_a_key(key)
-        else:
-            taken = not _an_id(_last_word(label), key) and _written_as_a_key(key)
-        if taken:
-            keys.append(key)
-    unlabelled = not set(keys) - set(items)
-    # Quoted, a password may hold a blank (`"Zx9!Qw3 #Ui8…"`: its parts too short, 88A).
-    written = value.replace(" ", "") if quoted else value
-    if unlabelled and _PASSWORD.search(value) and _written_as_a_key(written):
-        keys.insert(0, value)
-    return tuple(dict.fromkeys(keys))
-
-
-def _random_beside_names(item: str) -> bool:
-    """Whether an item of a list reads as a random token, not as a name beside keys
-    (`gpt35turbo16k-westeurope`, a deployment's, holds a word of one, 88A): changing case
-    and digits as one does, holding a word too long for a name's, or reading as random
-    (see _random_looking) with no word of four lower-case letters but those of
-    hexadecimal (a UUID's, a hex key's)."""
-    return (
-        _mixed_as_random(item)
-        or any(len(word) >= _NO_NAMES_WORD for word in _words(item))
-        or (
-            _random_looking(item)
-            and not any(set(word) - set("abcdef") for word in re.findall("[a-z]{4,}", item))
-        )
-    )
-
-
-# Letters and digits run together this long are no name's word (Cerebras' keys, `csk-`
-# and 48 lower-case letters and digits, were read beside another one time in ten: 89A).
-_NO_NAMES_WORD = 24
-
-
-def _json_keys(document: Any) -> Iterator[str]:
-    """The keys of a JSON document, which holds labels and settings beside keys (taken, a
-    deployment's name and an account's id were masked in data, and a base URL naming the
-    id refused, 86A, 87A, 88A): the strings under names of keys (`api_key`, `token`);
-    under names of labels (`deployment`, `model`), those changing case and digits as a
-    random token does; none under names of ids (`account_id`, `tenant`); other strings
-    (a list's, under other names) reading as a random token; each holding a password's
-    symbol but ids'; and an object's names reading as a random token whose value is no key
-    nor settings naming one (a key naming its settings; a name labelling a key is a
-    label). Objects and lists under any name are read so (a key in LiteLLM's `models`
-    list was missed, 88A)."""
-    if isinstance(document, str):
-        yield from (
-            key for key in key_pieces(document) if _PASSWORD.search(key) or _random_looking(key)
-        )
-    elif isinstance(document, list):
-        for one in document:
-            yield from _json_keys(one)
-    elif isinstance(document, dict):
-        for name, one in document.items():
-            keys = list(_json_values(_last_word(name), one))
-            yield from keys
-            if not keys and not _names_a_key_field(one):
-                yield from (key for key in key_pieces(name) if _random_looking(key))
-
-
-def _json_values(last_word: str, value: Any) -> Iterator[str]:
-    """The keys of a JSON object's `value` under a name of `last_word` (see _json_keys)."""
-    if not isinstance(value, str):
-        yield from _json_keys(value)
-    elif last_word in _NAMES_A_KEY:
-        yield from key_pieces(value)
-    elif last_word in _NAMES_A_LABEL:
-        yield from (k for k in key_pieces(value) if _PASSWORD.search(k) or _mixed_as_random(k))
-    elif not _an_id(last_word, value):
-        yield from _json_keys(value)
-
-
-def _an_id(last_word: str, value: str) -> bool:
-    """Whether `value`, named or labelled so, is an id (`account_id=`), not a key: a key's
-    prefix (`sk-`) tells (`research_project:sk-proj-…` was never read, 89A)."""
-    return last_word in _NAMES_AN_ID and not value.startswith(_KEY_PREFIXES)
-
-
-def _names_a_key_field(value: Any) -> bool:
-    """Whether `value` is an object with a field named as a key's (empty, say)."""
-    return isinstance(value, dict) and any(_last_word(name) in _NAMES_A_KEY for name in value)
-
-
-def _last_word(name: str) -> str:
-    """The last word of a name, lower case (`accountId`, `account_id`, `account-id`: id)."""
-    words = re.findall(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])", name)
-    return words[-1].lower() if words else ""
-
-
-# The last words of names (in a JSON value, or a label) naming a key, a label and an id
-# (`"android"`, `"paid"` name keys: as words they are none of these; nor do a team's, a
-# user's or a workspace's name an id: they own keys, 89A).
-_NAMES_A_KEY = frozenset({"key", "keys", "token", "secret", "password", "apikey", "credential"})
-_NAMES_A_LABEL = frozenset(
-    {"model", "models", "deployment", "deployments", "name", "label", "region", "location",
-     "endpoint", "url", "uri", "base", "host", "owner", "description", "provider", "engine",
-     "type"}
-)  # fmt: skip
-_NAMES_AN_ID = frozenset(
-    {"id", "ids", "sha", "sha1", "commit", "hash", "revision", "version", "account", "tag",
-     "tenant", "org", "organization", "project"}
-)  # fmt: skip
+def variable_secrets(value: str, *, any_shape: bool = False) -> tuple[str, ...]:
+    """The secrets of a variable holding one (a key, a password): each line of its value,
+    as GitHub Actions masks a secret of several lines, blanks and quotes around it left out
+    (as an `--env-file` leaves them), and in an unquoted one a comment (` # ...`); those
+    written as a machine writes a secret (see looks_generated, or a password of symbols,
+    digits or none) unless `any_shape` (a variable the user named in `mask_env`). A value
+    holding several keys on one line (`sk-a,sk-b`) is one secret: a key of it echoed alone
+    is masked in a message when 16 characters or more, and in stored data when half the
+    line; a variable for each masks each whole."""
+    secrets = []
+    for line in value.splitlines():
+        quoted = line.strip()[:1] in ("'", '"')
+        secret = _unquoted(line if quoted else _COMMENT.sub("", line))
+        if secret and (any_shape or _written_as_a_key(secret)):
+            secrets.append(secret)
+    return tuple(dict.fromkeys(secrets))
 
 
 def _written_as_a_key(piece: str) -> bool:
@@ -496,40 +338,10 @@ def _unquoted(text: str) -> str:
     return text.strip().strip("\"'")
 
 
-def _labelled(item: str) -> tuple[str | None, str]:
-    """An item's label and what follows it (`label=key`, `label:key`; a base64 key's `=`
-    padding is no label's, nor what holds a symbol no label is written in: a password's
-    part), or None and the item."""
-    body = item.rstrip("=")
-    for mark in ("=", ":"):
-        label, found, key = body.rpartition(mark)
-        if found and key and _reads_as_a_label(label):
-            return label, key + item[len(body) :]
-    return None, item
-
-
-def _reads_as_a_label(text: str) -> bool:
-    """Whether `text` is written as labels are (see _LABEL), and, long enough to tell, does
-    not change between cases and digits as a random token does (a password's part before
-    its `=`, `z-9wIqBjIrp`, was shown: 86A)."""
-    return _LABEL.fullmatch(text) is not None and (
-        len(text) < _LABEL_TO_TELL or not _mixed_as_random(text)
-    )
-
-
-# Shorter, a label's cases and digits tell nothing of it (`k1`, `us2`, `p1a`).
-_LABEL_TO_TELL = 8
-_KEY_LIST_SEPARATOR = re.compile(r"[,;|\s]+")
-# Blanks around a label's mark (from the first blank of a run: linear in the run).
-_SPACED_MARK = re.compile(r"(?<!\s)\s*([=:])\s*")
-# A comment an `--env-file` keeps (` # rotated 2026-11 in eastus2`).
-_COMMENT = re.compile(r"\s#.*", re.DOTALL)
-# What labels are written in: a model's name (`ft:gpt-4o-mini:acme::9xYz`,
-# `claude-3-5-sonnet@20240620`), a deployment's, an e-mail address, a path.
-_LABEL = re.compile(r"[A-Za-z0-9_.@/:+~-]+")
-# A character no key (base64, URL-safe base64, `.`, `~`) or label is written in, nor a
-# list of them: a value holding one is a password.
-_PASSWORD = re.compile(r"[^A-Za-z0-9_.@~+/=:\-,;|\s\"']")
+# A comment an `--env-file` keeps (` # rotated 2026-11`).
+_COMMENT = re.compile(r"\s#.*")
+# A character no key is written in (base64, URL-safe base64, `.`, `~`): a password's.
+_PASSWORD = re.compile(r"[^A-Za-z0-9_.~+/=-]")
 
 
 def environment_keys(environ: Mapping[str, str], *named: str) -> tuple[str, ...]:

@@ -279,6 +279,18 @@ def _variable_name(value: Any) -> str | None:
     )
 
 
+def _variable_names(value: Any) -> str | None:
+    if isinstance(value, list | tuple) and not any(map(_variable_name, value)):
+        return None
+    # A value holding secrets pasted instead of their variables' names is not shown.
+    long = any(len(text) >= 16 for text in _texts_of(value))
+    got = "a value not shown" if long else shown(value)
+    return (
+        "expected a list of the names of environment variables holding secrets, such as "
+        f'["ANTHROPIC_API_KEY"], not the secrets themselves; got {got}'
+    )
+
+
 def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
     """The check of a setting that takes one of `choices`."""
 
@@ -336,6 +348,7 @@ _RULES: dict[str, Rule] = {
     "allow_insecure_http": Rule(_flag, _convert_flag),
     "api_key": Rule(_header_text),
     "api_key_env": Rule(_variable_name),
+    "mask_env": Rule(_variable_names),
     "organization": Rule(_account_id("org-")),
     "project": Rule(_account_id("proj_")),
     "page_size": integer_rule(1, 100),

@@ -48,6 +48,7 @@ from crawler.redact import (
     mask_keys_in_json,
     mask_secret,
     mask_values,
+    variable_secrets,
 )
 from crawler.replies import build_api_error
 from crawler.setting_rules import is_on_this_machine
@@ -1363,134 +1364,50 @@ async def test_one_accounts_failure_quoting_another_accounts_key_is_masked(
     assert other_key[:16] not in said
 
 
-def test_the_environments_keys_under_a_keys_name_are_masked(
+GATEWAY_KEYS = {
+    "ANTHROPIC_API_KEY": "sk-ant-api03-" + "Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3Ah9" * 2,
+    "LITELLM_MASTER_KEY": "sk-Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3",
+    # Of no key's shape: a passphrase, a short token, a password of symbols.
+    "UPSTREAM_PASSPHRASE": "correct horse battery staple",
+    "LOCAL_TOKEN": "tok-42",
+    "GATEWAY_PASSWORD": "x#k@v(m)q&z^w!r%b*n-j_h=g+f",
+}
+
+
+def test_the_variables_mask_env_names_are_masked_whatever_their_shape(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A gateway's keys under its own names, spelled like keys: `status` and `report`
-    masked them, the run's warnings showed them and the run stored them (pass 79A). A
-    token for other work is none a gateway passes on: each key searched costs every page."""
-    keys = {
-        "ANTHROPIC_API_KEY": "sk-ant-api03-" + "Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3Ah9" * 2,
-        "LITELLM_MASTER_KEY": "sk-Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3",
-        "AZURE_API_KEY": "9f8e7d6c5b4a39281706f5e4d3c2b1a0",
-        # Of other shapes, or names (81A).
-        "HUGGINGFACE_API_KEY": "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",
-        "SAMBANOVA_API_KEY": "6750a1b5-a0e8-4190-9c0c-5f13a0f6a2b2",
-        "CEREBRAS_API_KEY": "csk-x8k2m9p4q7r1t5v3w6y0z8a2b4c6d8e0f2g4h6",
-        "AZURE_OPENAI_KEY1": "483df929f76301234e3c3d1b8322bf3b",
-        "MAPS_API_KEY_RELEASE": "AIzaSyZ9y8X7w6V5u4T3s2R1q0P9o8N7m6L5k4J",
-        "ANTHROPIC_AUTH_TOKEN": "sk-ant-oat01-Mv7QpT3xWk9Rb2Lz6Ny4Hs8Dc1Fj5Gu0",
-        "REPLICATE_API_TOKEN": "r8_Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3Ah9Xy",  # 82A
-    }
-    for name, value in keys.items():
+    """A gateway's keys under its own names are masked when `mask_env` names them, of any
+    shape; none is guessed from a variable's name (each guess at the environment's keys
+    masked data spelling a label, or missed a key of a shape no rule knew: passes 79A to
+    89A)."""
+    for name, value in GATEWAY_KEYS.items():
         monkeypatch.setenv(name, value)
-    token = "ghs_" + "Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3Ah9Xy"
-    monkeypatch.setenv("GITHUB_TOKEN", token)
-    # Of no key's shape, quoted, or two in a list (pass 80A).
-    aws, anthropic = "/42JjuusA0R7tb7iU+Hnm8lB04+m7F6PSxmHold7", "sk-ant-api03-Mv7QpT3xWk9Rb2Lz6N"
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", aws)
-    monkeypatch.setenv("OTHER_API_KEY", f'"{anthropic}"')
-    pair = ("sk-Hn5Vc2Xz8Lq4Wr7Tb1Mp9Ks3Df6Gj0Ya5Ue8Ki2Oq6", "sk-Qw3Er5Ty7Ui9Op1As2Df4Gh6Jk8Lz0Xc")
-    monkeypatch.setenv("OPENAI_API_KEY", ",".join(pair))
-    gemini = ("AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q", "AIzaSyX1w2V3u4T5s6R7q8P9o0N1m2L3k4J5i6H")
-    monkeypatch.setenv("GEMINI_API_KEYS", "; ".join(gemini))
-    # Wrapped, or apart by what no key holds (82A).
-    wrapped = ("wJa7rXUtnFEMI/K7MDENG/bPxRfiCY5EXAMPLE9K", "9f3c2b7e41d08a6c5e2f19b7d3a04c8e")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEYS", f'["{wrapped[0]}"]')
-    monkeypatch.setenv("LLM_API_KEYS", f"Xk9mQ2vL7pR4tZ8wHn5Vc2Xz8Lq4Wr7T|{wrapped[1]}")
-    # Of symbols, in a list or after `Bearer`; with a `/`; labelled by a model's name (83A).
-    symbols, qianfan = "Zq8!xT4#pL2@vN9$mK", "bce-v3/ALTAK-Zq8JmX2pLr7Wn4Yb1Hc6J/9f3c2b7e41d08a6c5e"
-    monkeypatch.setenv("LOCALAI_API_KEY", f"{symbols},Qz7Lm3Np8Rt2Vx6Bw9Cy4Dk1Ef5Gh0Ja")
-    monkeypatch.setenv("VLLM_API_KEY_HEADER", f"Bearer {symbols}")
-    monkeypatch.setenv("QIANFAN_API_KEY", qianfan)
-    labelled = "sk-proj-Up5tReAmK3yUp5tReAmK3yUp5tReAmK3y"
-    monkeypatch.setenv("MODEL_API_KEYS", f"gpt-4o-2024-08-06={labelled},gpt-4.1-mini={pair[1]}")
+    monkeypatch.setenv("GITHUB_TOKEN", "ghs_" + "Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3Ah9Xy")
     settings = Settings(base_url="http://127.0.0.1:9/v1", api_key=PROJECT_KEY)
+    assert set(GATEWAY_KEYS.values()).isdisjoint(secrets_of_a_run(settings, None))  # type: ignore[arg-type]
+    settings = dataclasses.replace(settings, mask_env=tuple(GATEWAY_KEYS))
     masked = list(secrets_of_a_run(settings, None))  # type: ignore[arg-type]
-    assert {*keys.values(), aws, anthropic, *pair, *gemini, *wrapped} <= set(masked)
-    # A UUID's words, prefixed; a password of symbols holding a run of key characters (84A).
-    uuid, prefixed = (
-        "85b42fda-2684-4965-96f7-055614accbb5",
-        "sk-lf-e1bcbe83-84f7-4548-a549-00607fddcaa4",
-    )
-    symbol_key = "sk-Ab3dE5gH7jK9mN1pQ2!q#R4t%V6x&Z8b*D0f^h@J2k(L3m)N4p"
-    monkeypatch.setenv("PINECONE_API_KEY", uuid)
-    monkeypatch.setenv("LANGFUSE_SECRET_KEY", prefixed)
-    monkeypatch.setenv("GATEWAY_MASTER_KEY", symbol_key)
-    masked = list(secrets_of_a_run(settings, None))  # type: ignore[arg-type]
-    assert {symbols, qianfan, labelled, uuid, prefixed, symbol_key} <= set(masked)
-    assert not any("gpt-4o" in key for key in masked)
-    assert token not in masked
-
-
-LABELLED_KEY = "sk-proj-Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3Ah9"
-CEREBRAS_KEY = "csk-mmzp56bh9tgvvwkacm5cr47ncovuox3bchmgthpehwvq0krt"
+    assert set(GATEWAY_KEYS.values()) <= set(masked)
+    assert not any(key.startswith("ghs_") for key in masked)
 
 
 @pytest.mark.parametrize(
-    ("name", "value", "label"),
+    ("value", "secrets"),
     [
-        ("AZURE_OPENAI_API_KEYS", f"gpt4omini-eastus2={LABELLED_KEY}", "gpt4omini"),
-        ("MODEL_API_KEYS", f"gpt-4o-2024-08-06={LABELLED_KEY},gpt35turbo=sk-x", "gpt-4o"),
-        ("MODEL_API_KEYS", f"ft:gpt-4o-mini-2024-07-18:acme::9xYzAbCd={LABELLED_KEY}", "ft:"),
-        ("MODEL_API_KEYS", f'{{"gpt35turbo16k-westeurope": "{LABELLED_KEY}"}}', "gpt35"),
-        ("OPENAI_API_KEY", f"gpt-4o-2024-08-06={LABELLED_KEY},gpt-4.1-mini=sk-x", "gpt-4o"),
-        ("OPENAI_API_KEY_NAME", "nightly-evals-runner01", "runner01"),
-        # A password's symbol beside a label, a comment an `--env-file` keeps, a label
-        # with `@`, JSON's labels and ids, blanks around the mark (pass 86A).
-        ("MODEL_API_KEYS", "gpt-4o-mini-2024-07-18=Zq8!xT4#pL2@vN9$mK", "gpt-4o"),
-        ("MODEL_API_KEYS", f"gpt-4o-2024-08-06={LABELLED_KEY}  # rotated (ops)", "gpt-4o"),
-        ("VERTEX_API_KEYS", f"claude-3-5-sonnet@20240620={LABELLED_KEY}", "claude"),
-        (
-            "AZURE_OPENAI_API_KEY",
-            f'{{"eastus2": {{"deployment": "gpt-4o-2024-08-06", "key": "{LABELLED_KEY}"}}}}',
-            "gpt-4o",
-        ),
-        (
-            "CLOUDFLARE_API_KEYS",
-            f'{{"account_id": "3f9c2b7e41d08a6c5e2f19b7d3a04c8e", "token": "{LABELLED_KEY}"}}',
-            "3f9c2b7e",
-        ),
-        ("AZURE_OPENAI_API_KEY", f"gpt-4o-2024-08-06 = {LABELLED_KEY}", "gpt-4o"),
-        # A model's name beside a key, in a comment or a list; a deployment's in JSON (87A).
-        ("AZURE_OPENAI_API_KEYS", f"{LABELLED_KEY} # gpt-4o-mini-2024-07-18 in eastus2", "gpt"),
-        ("MODEL_API_KEYS", f"gpt-4o-mini-2024-07-18,{LABELLED_KEY}", "gpt-4o"),
-        (
-            "AZURE_OPENAI_API_KEYS",
-            f'{{"eastus2": {{"deployment": "gpt4omini-eastus2-prod", "key": "{LABELLED_KEY}"}}}}',
-            "gpt4omini",
-        ),
-        # A deployment's name beside a key; an account's id beside the token (88A).
-        ("AZURE_OPENAI_API_KEYS", f"gpt35turbo16k-westeurope,{LABELLED_KEY}", "gpt35"),
-        (
-            "CF_API_KEYS",
-            f"account_id=3f9c2b7e41d08a6c5e2f19b7d3a04c8e,token={LABELLED_KEY}",
-            "3f9c",
-        ),
-        (
-            "CF_API_KEYS",
-            f'{{"accountTag": "3f9c2b7e41d08a6c5e2f", "token": "{LABELLED_KEY}"}}',
-            "3f9c",
-        ),
-        ("AZURE_OPENAI_API_KEYS", '{"gpt4omini-eastus2": {"key": ""}}', "gpt4omini"),
-        # Naming something of a key two words on (89A).
-        ("OPENAI_API_KEY_SECRET_NAME", "nightly-evals-runner01", "runner01"),
-        ("CF_AIG_API_KEY_ACCOUNT_ID", "3f9c2b7e41d08a6c5e2f19b7d3a04c8e", "3f9c"),
+        ('"sk-Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3"', ["sk-Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3"]),
+        ("sk-Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3  # rotated (ops)", ["sk-Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3"]),
+        ("'Zx9!Qw3Er5Ty7 #Ui8Op0As2Df4'", ["Zx9!Qw3Er5Ty7 #Ui8Op0As2Df4"]),
+        ("first-key-0001\n  second-key-0002\n\n", ["first-key-0001", "second-key-0002"]),
+        ("gpt-4o=sk-Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3", ["gpt-4o=sk-Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3"]),
+        ("  ", []),
     ],
+    ids=["quoted", "a comment", "a quoted password", "lines", "one line", "blank"],
 )
-def test_labels_beside_the_environments_keys_are_no_keys(
-    monkeypatch: pytest.MonkeyPatch, name: str, value: str, label: str
-) -> None:
-    """A label holding a word of eight letters and digits (`gpt4omini`, `runner01`) was
-    taken for a random token's, and the batches naming it stored masked; a list whose rest
-    read as random so was kept whole, depending on the hash seed, and `report` masked its
-    models' names; labels of the default variables were taken as keys (pass 85A)."""
-    monkeypatch.setenv(name, value)
-    settings = Settings(base_url="http://127.0.0.1:9/v1", api_key=PROJECT_KEY)
-    masked = list(secrets_of_a_run(settings, None))  # type: ignore[arg-type]
-    assert not any(label in key for key in masked)
-    if LABELLED_KEY in value:
-        assert LABELLED_KEY in masked
+def test_a_variable_to_mask_is_read_line_by_line(value: str, secrets: list[str]) -> None:
+    """Each line, as GitHub Actions masks a secret of several lines, without the quotes and
+    the comment an `--env-file` leaves; a line is one secret, whatever it holds."""
+    assert list(variable_secrets(value, any_shape=True)) == secrets
 
 
 @pytest.mark.parametrize(
@@ -1499,76 +1416,74 @@ def test_labels_beside_the_environments_keys_are_no_keys(
         "/g~LJ7M!F*IdR=SOlh^3l.<and^lcv#e",
         "NY?6HlED?qy_oFOO>VI1vfCiHBtwkUrRAtMS)NHIWx(P:_M&]@:ydt1:l0dgr!jg",
         "kgV^T2QDEuBU8_J6Eh6GxBPUp^CZ!3pz",
-        "x#k@v(m)q&z^w!r%b*n-j_h=g+f",
-        "z-9wIqBjIrp=*eWSw7'Ox-A&pVqDI\\bd",  # before its `=`, no label (86A)
+        "z-9wIqBjIrp=*eWSw7'Ox-A&pVqDI\\bd",
+        "Kq7@Lm2@Np9@Rt4@Vx8@Bw3@",
     ],
 )
-def test_a_password_of_symbols_under_a_keys_name_is_masked_whole(
+def test_a_default_variables_password_of_symbols_is_masked_whole(
     monkeypatch: pytest.MonkeyPatch, password: str
 ) -> None:
-    """A random password's words read as labels (one in four printable ones), or only a
-    run of key characters in it was taken: it was stored whole, or all but that run
+    """Entra ID's client secret, or the other account's key, a password of symbols with
+    or without digits: only a run of key characters in it was taken, and the rest stored
     (pass 85A)."""
-    monkeypatch.setenv("GATEWAY_MASTER_KEY", password)
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", password)
     settings = Settings(base_url="http://127.0.0.1:9/v1", api_key=PROJECT_KEY)
     assert password in list(secrets_of_a_run(settings, None))  # type: ignore[arg-type]
 
 
+async def test_a_gateways_key_mask_env_names_is_masked_in_what_a_sync_says(
+    tmp_path: Path,
+) -> None:
+    """A config file's `mask_env`: a gateway echoing its upstream key (of no key's shape)
+    in a refusal is masked in what the sync says and in its JSON log."""
+    upstream = "correct horse battery staple"
+    code, said = await said_by_a_refused_sync(
+        tmp_path,
+        'base_url = "{root}/v1"\nmask_env = ["UPSTREAM_PASSPHRASE"]\n',
+        ["--log-format", "json"],
+        {"OPENAI_API_KEY": PROJECT_KEY, "UPSTREAM_PASSPHRASE": upstream},
+        upstream,
+    )
+    assert code == 1
+    assert "not (***)" in said
+    assert upstream not in said
+
+
 @pytest.mark.parametrize(
-    ("name", "value"),
+    ("value", "shown"),
     [
-        ("GATEWAY_API_KEYS", f'{{"{LABELLED_KEY[8:]}": {{"owner": "alice", "rpm": 60}}}}'),
-        ("GATEWAY_API_KEYS", f"batch-pipeline@acme-analytics.io:{LABELLED_KEY[8:]},ops@x.io:k"),
-        ("TEAM_API_KEYS", f"your-team@acme.io:{LABELLED_KEY[8:]}"),
-        ("HELICONE_API_KEY", "pk-helicone-7a4zcsn-yarsonm-t1m3is4-yywsx1t"),
-        # Under JSON names ending as ids' do (`paid`, `release`), a UUID naming (87A).
-        ("OPENAI_API_KEYS", f'{{"free": "sk-x", "paid": "{LABELLED_KEY[8:]}"}}'),
-        ("OPENAI_API_KEYS", f'{{"release": {{"api_key": "{LABELLED_KEY[8:]}"}}}}'),
-        ("PINECONE_API_KEYS", '{"31162427-3bfd-1d33-8d00-38ec42650644": "prod"}'),
-        # Under a label's name, in LiteLLM's list, beside a ` #` in JSON, by model (88A).
-        ("AZURE_OPENAI_API_KEYS", f'{{"eastus2-deployment": "{LABELLED_KEY[8:]}"}}'),
-        (
-            "LITELLM_API_KEYS",
-            f'{{"models": [{{"model": "gpt-4o", "api_key": "{LABELLED_KEY[8:]}"}}]}}',
-        ),
-        ("GATEWAY_API_KEYS", f'{{"notify": "slack #ml-ops", "token": "{LABELLED_KEY[8:]}"}}'),
-        ("OPENAI_API_KEYS_BY_MODEL", f"gpt-4o={LABELLED_KEY[8:]}"),
-        ("GATEWAY_MASTER_KEY", '"Zx9!Qw3Er5Ty7 #Ui8Op0As2Df4"'),
-        # Labelled by a team's name; Cerebras' keys beside each other (89A).
-        ("LITELLM_API_KEYS", f"ml-team={LABELLED_KEY[8:]},search-team=sk-x"),
-        ("CEREBRAS_API_KEYS", f"{CEREBRAS_KEY},csk-{'q7xi6rhxo2' * 4}abcdefgh"),
-    ],
-    ids=[
-        "a JSON object's name",
-        "after an e-mail address",
-        "after a template's word",
-        "helicone",
-        "paid",
-        "release",
-        "a UUID naming",
-        "under a label's name",
-        "in litellm's list",
-        "beside a json #",
-        "by model",
-        "a quoted password",
-        "a team's",
-        "cerebras",
+        ('["sk-Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3"]', False),
+        ('"UPSTREAM_KEY"', True),
+        ('["UPSTREAM KEY"]', True),
+        ("[1]", True),
     ],
 )
-def test_keys_of_every_shape_under_a_keys_name_are_masked(
-    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+def test_mask_env_takes_a_list_of_variables_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str, shown: bool
 ) -> None:
-    """A key naming its settings in a JSON object, or labelled by an e-mail address (its
-    `@` read as a password's symbol, the item kept whole, or none taken for the label's
-    template word), or in groups of seven (Helicone's) was shown and stored (pass 86A)."""
-    monkeypatch.setenv(name, value)
-    settings = Settings(base_url="http://127.0.0.1:9/v1", api_key=PROJECT_KEY)
-    masked = list(secrets_of_a_run(settings, None))  # type: ignore[arg-type]
-    whole = {"HELICONE_API_KEY": value, "PINECONE_API_KEYS": value[2:38]}
-    key = {**whole, "GATEWAY_MASTER_KEY": value.strip('"'), "CEREBRAS_API_KEYS": CEREBRAS_KEY}.get(
-        name, LABELLED_KEY[8:]
-    )
-    assert key in masked
+    """A list of names, not the secrets: a key pasted there is refused unshown."""
+    path = tmp_path / "c.toml"
+    path.write_text(f'base_url = "http://127.0.0.1:9/v1"\nmask_env = {value}\n')
+    assert main(["sync", "--config", str(path), "--db", str(tmp_path / "b.db")]) == 2
+    err = capsys.readouterr().err
+    assert "mask_env: expected a list of the names of environment variables" in err
+    assert ("Zq8JmX2pLr7Wn4Yb" in err) is False
+    assert ("not shown" in err) is not shown
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_config_files_mask_env_is_masked_in_what_the_command_line_says_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Read before the flags are checked: a secret `mask_env` names, pasted into a flag,
+    is not said back."""
+    secret = "correct-horse-battery-staple"
+    monkeypatch.setenv("UPSTREAM_PASSPHRASE", secret)
+    path = tmp_path / "c.toml"
+    path.write_text('mask_env = ["UPSTREAM_PASSPHRASE"]\n')
+    with pytest.raises(SystemExit):
+        main(["sync", "--config", str(path), "--page-size", secret])
+    assert secret not in capsys.readouterr().err
 
 
 async def test_a_json_logs_last_word_masks_the_keys_at_hand(tmp_path: Path) -> None:
