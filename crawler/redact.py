@@ -293,9 +293,8 @@ _NAMED_AS_NO_KEY = re.compile(
 # Variables named as an API's keys: `…API_KEY`, `…_APIKEYS`, `…SECRET_ACCESS_KEY`,
 # `…MASTER_KEY`, `AZURE_OPENAI_KEY1`, `…_API_KEY_…`, and an API's tokens
 # (`ANTHROPIC_AUTH_TOKEN`, Claude Code's; `REPLICATE_API_TOKEN`, `AZURE_OPENAI_AD_TOKEN`,
-# `AWS_BEARER_TOKEN_BEDROCK`: pass 82A). Data's keys (`S3_KEY`, `CACHE_KEY`,
-# `IDEMPOTENCY_KEY`, `SORT_KEY`) are none: taken, an object's path or a cache key holding a
-# commit masked the data spelling them, and batch ids were left out (pass 81A).
+# `AWS_BEARER_TOKEN_BEDROCK`), whose values are keys however they end. Data's keys
+# (`S3_KEY`, `CACHE_KEY`, `IDEMPOTENCY_KEY`, `SORT_KEY`) are none (pass 81A).
 _NAMED_AS_A_KEY = re.compile(
     r"(?:API|SECRET|ACCESS|MASTER|ADMIN|AUTH|PRIVATE|SUBSCRIPTION|OPENAI)_?KEYS?\d*(?:_|$)"
     r"|(?:^|_)(?:API|AUTH|AD|BEARER)_TOKENS?\d*(?:_|$)"
