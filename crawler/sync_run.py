@@ -11,6 +11,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from .api import ApiClient, RetryPolicy, build_client, create_session, secrets_of_a_run
+from .budget import OutOfTime, before_deadline
 from .config import Settings
 from .entra import entra_tokens
 from .errors import (
@@ -283,8 +284,8 @@ async def _asked_for_files(
     did, none could tell (404s, copies at an earlier stage: a cache behind, pass 83B), or
     none came (the route failing, or the time budget ran out). A 404 is counted as an answer
     and counts none gone (a route without them would have batches its list shows so), and
-    so is a refusal or a failure while the route answers others; a failure of the route,
-    or a copy at an earlier stage, is not counted."""
+    so is a refusal or a failure once the route is known to answer this run; a failure of
+    the route, or a copy at an earlier stage, is not counted."""
     named, answered, heard = False, False, False
     refused: list[str] = []
     failed: list[str] = []
@@ -320,7 +321,17 @@ async def _asked_for_files(
         time_left=run.time_left,
         check_api=lambda: _check_api(run, client, batch_ids),
     )
-    if end.route_failing:
+    # Refused or failing (a 5xx, a hang, a broken answer) while the route answers others, a
+    # batch is answered, counted: failing ones were asked again with every retry on every
+    # sync, silently, for 30 days (86B, 89B). Not a 429: the key's load, no batch's
+    # (counted, under a rate limit three syncs used up a batch's asks, 88B). Nor before the
+    # route is known to answer this run: one or two batches failing with the whole route
+    # never made a streak to check, and three syncs of an outage used up their asks (90B).
+    unanswered = [*failed, *refused]
+    heard = heard or end.route_answered or run.figures.refreshed_by_id > 0
+    verdict = None if heard or not unanswered else await _checked(run, client, batch_ids)
+    heard = heard or verdict == "answers"
+    if end.route_failing or verdict == "route failing":
         # As the refresh does: retried on every sync, a failing route cost each a minute.
         # Its refusals are the route's, no answers (they used up every batch's, 85B).
         run.note(
@@ -329,25 +340,32 @@ async def _asked_for_files(
         )
         await run.mark_by_id_failed(int(time.time()))
         return "unanswered"
-    # The route not found failing, a batch refused or failing (a 5xx, a hang, a broken
-    # answer) is answered, counted: failing ones were asked again with every retry on
-    # every sync, silently, for 30 days (86B, 89B). Not a 429: the key's load, no batch's
-    # (counted, under a rate limit three syncs used up a batch's asks, 88B). The route
-    # answering others (an answer, a refusal, the check), the others are asked (ten
-    # failing so kept every older batch waiting, 84B).
+    if verdict == "unknown":
+        run.note(
+            f"{len(unanswered):,} batches ended naming no file were not answered by id "
+            f"({run.by_id_failures[unanswered[0]]}), and no other batch told whether "
+            "requests by id work: asked again next sync, not counted"
+        )
+        return "unanswered"
     if failed:
         run.note(
             f"{len(failed):,} batches ended naming no file failed when asked for by id "
-            f"({run.by_id_failures[failed[0]]}): asked again on the next syncs, three times "
-            "in all"
+            f"({run.by_id_failures[failed[0]]}): each is asked on three syncs at most"
         )
-    await run.store.asked_for_files([*failed, *refused])
-    heard = heard or bool(refused) or end.route_answered
+    await run.store.asked_for_files(unanswered)
     if end.out_of_time or not heard:
         return "unanswered"
     if named:
         return "named"
     return "none named" if answered else "unclear"
+
+
+async def _checked(run: Run, client: ApiClient, asking: Collection[str]) -> Verdict:
+    """_check_api within the time budget left ("unknown" past it)."""
+    try:
+        return await before_deadline(_check_api(run, client, asking), run.time_left())
+    except OutOfTime:
+        return "unknown"
 
 
 async def _check_api(run: Run, client: ApiClient, asking: Collection[str]) -> Verdict:

@@ -329,11 +329,12 @@ async def test_a_batch_first_listed_ended_naming_no_file_is_asked_for_it_by_id(
     assert api.asked == [("a", three)] * (1 if by_id_names_them else 3)
 
 
-def listing_no_file(batches: list[dict[str, Any]]) -> Routes:
-    """Route a listing every one of `batches` with no file id (a gateway's list), hidden or
-    refused by id or not, and answering them by id whole."""
+def listing_no_file(batches: list[dict[str, Any]], *, but: int = 0) -> Routes:
+    """Route a listing every one of `batches` with no file id (a gateway's list), but the
+    last `but`, hidden or refused by id or not, and answering them by id whole."""
     api = Routes(batches, "a")
-    bare = [{**b, "output_file_id": None} for b in batches]
+    bare = [{**b, "output_file_id": None} for b in batches[: len(batches) - but]]
+    bare += batches[len(batches) - but :]
 
     async def listed(request: web.Request) -> web.Response:
         return web.json_response(list_body(bare, False))
@@ -538,6 +539,28 @@ async def test_batches_failing_by_id_alone_are_asked_three_times(db_path: Path) 
     assert {batch_id for _, batch_id in api.asked[asked:]} <= {answering["id"]}
     assert all(result.complete for result in [*results, *last])
     assert any("failed when asked for by id" in w for w in results[1].warnings)
+
+
+@pytest.mark.parametrize("witness", [True, False], ids=["a witness", "no witness"])
+async def test_an_outage_by_id_uses_up_no_asks_for_files(db_path: Path, witness: bool) -> None:
+    """Every request by id failing (a 5xx) on three syncs: one batch asked made no streak
+    to check, nor did five with no other batch stored to ask; each failure was counted, the
+    asks used up, and their files were never fetched once the route healed (pass 90B). A
+    batch stored besides tells whether the route answers (it does not: marked failing);
+    with none, nothing is counted."""
+    batches = [ended_lately(n) for n in range(5, 0, -1)]
+    api = listing_no_file(batches, but=4 if witness else 0)
+    api.failing["a"] = set(api.batches)
+    results = await synced(api, db_path, times=4)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        assert conn.execute("SELECT max(file_asks) FROM batches").fetchone() == (0,)
+        failing_at = conn.execute("SELECT by_id_failed_at FROM walk_state").fetchone()[0]
+    assert (failing_at is not None) is witness
+    if not witness:
+        assert any("not counted" in warning for warning in results[-1].warnings)
+        api.failing["a"] = set()
+        await synced(api, db_path, times=1)
+        assert naming_a_file(db_path) == set(api.batches)
 
 
 async def test_a_check_of_the_route_asks_no_longer_page_than_the_runs(db_path: Path) -> None:
