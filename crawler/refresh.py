@@ -9,7 +9,14 @@ from typing import Literal
 
 from .api import ApiClient
 from .budget import OutOfTime, before_deadline, spent
-from .errors import ROUTE_FAILURES, ApiError, about_one_batch, first_exception
+from .errors import (
+    FAILED_ANSWERS,
+    ROUTE_FAILURES,
+    ApiError,
+    RateLimitedError,
+    about_one_batch,
+    first_exception,
+)
 from .pages import Batch
 
 # Batches failing one after the other, with no answer between, before the refresh checks
@@ -27,6 +34,8 @@ class RefreshEnd:
     """How a refresh by id ended."""
 
     answered: set[str] = field(default_factory=set)  # fetched, or answered 404
+    # Failing past their retries, each costing them all (a 5xx, a hang, a broken answer).
+    failed: set[str] = field(default_factory=set)
     cut: set[str] = field(default_factory=set)  # asked for when the time budget ran out
     out_of_time: bool = False  # the time budget ran out before every batch was asked
     route_failing: bool = False  # requests by id kept failing while the list answered
@@ -97,6 +106,8 @@ async def refresh_by_id(
                     end.cut_short(batch_id)
                     return
                 skip(batch_id, exc)
+                if isinstance(exc, FAILED_ANSWERS) and not isinstance(exc, RateLimitedError):
+                    end.failed.add(batch_id)
                 if verdict == "route failing":
                     end.route_failing = True
                     return

@@ -74,26 +74,26 @@ async def _refresh(run: Run, client: ApiClient) -> bool:
 
 
 async def _refresh_asking_by_id(run: Run, client: ApiClient) -> bool:
-    """The refresh while requests by id work. Looked for in the list first: those cut
-    before (asked by id right after, if not listed), and those answered 404 on two runs (a
-    third 404 is the last word: counted gone, unless listed). Then the others asked by id,
-    those failed by id looked for in the list (or first next run, should the time budget
-    run out before: see _cut_unvisited), and those cut before and not asked yet asked by
-    id, whatever page budget the visits left (it counts list pages alone). False if the
-    budget ran out first.
+    """The refresh while requests by id work. Looked for in the list first: those asked
+    by id in vain before, cut by the time budget or failing (asked by id right after, if
+    not listed), and those answered 404 on two runs (a third 404 is the last word: counted
+    gone, unless listed). Then the others asked by id, those failed by id looked for in the
+    list (or first next run, should the time budget run out before: see _cut_unvisited),
+    and those asked in vain before and not asked yet asked by id, whatever page budget the
+    visits left (it counts list pages alone). False if the budget ran out first.
 
     A batch answered 404 twice is looked for first: asked by id first, on a budget that
     left no visit after the asks, one its list still showed was counted gone; and with a
     404 counted only once a visit after the asks missed the batch, on such a budget none
     was ever counted, and, first in line, they kept every other batch from its turn."""
-    cut, nearly_gone = await _looked_for_first(run)
-    first = cut | nearly_gone
+    in_vain, nearly_gone = await _looked_for_first(run)
+    first = in_vain | nearly_gone
     others = run.to_refresh - first
     with run.sharing_time(_share_of_the_first(run, first, others)):
         visited_first = not first or await _visit(run, client, first)
-        # Cut before and not listed (deleted since, say): asked by id again now, or the
-        # asks of the others spent every run's budget and it was never counted gone.
-        unlisted = cut & run.not_listed & run.to_refresh
+        # Asked in vain before and not listed (deleted since, say): asked by id again now,
+        # or the asks of the others spent every run's budget and it was never counted gone.
+        unlisted = in_vain & run.not_listed & run.to_refresh
         answered = not unlisted or await _refresh_by_id(run, client, unlisted)
         if not answered:
             _warn_cut_again(run, unlisted)
@@ -110,7 +110,7 @@ async def _refresh_asking_by_id(run: Run, client: ApiClient) -> bool:
         return False
     # Those cut before not asked yet: after the others, as their asks may outlast it.
     asked = run.answered_gone | run.cut | run.by_id_failures.keys()
-    again = run.to_refresh & cut - asked
+    again = run.to_refresh & in_vain - asked
     if again and not await _refresh_by_id(run, client, again):
         _warn_cut_again(run, again)
         return False
@@ -146,10 +146,11 @@ async def _cut_unvisited(run: Run) -> None:
 
 
 async def _looked_for_first(run: Run) -> tuple[set[str], set[str]]:
-    """Those to refresh to look for in the list before any is asked by id: those cut by the
-    time budget before, and those answered 404 on two runs (see _refresh_asking_by_id)."""
-    cut = await run.store.cut(run.to_refresh)
-    return cut, await run.store.nearly_gone(run.to_refresh) - cut
+    """Those to refresh to look for in the list before any is asked by id: those asked by
+    id in vain before (cut by the time budget, or failing), and those answered 404 on two
+    runs (see _refresh_asking_by_id)."""
+    in_vain = await run.store.asked_in_vain(run.to_refresh)
+    return in_vain, await run.store.nearly_gone(run.to_refresh) - in_vain
 
 
 async def _ask_by_id_if_any(run: Run, client: ApiClient, batch_ids: set[str]) -> bool:
@@ -203,6 +204,10 @@ async def _refresh_by_id(
     `first_once`: see refresh_by_id (not for those cut before, whose asks outlast it)."""
     end = await _ask_by_id(run, client, batch_ids, first_once)
     run.cut |= end.cut
+    # Failing alone, looked for in the list first next time: asked first, one whose every
+    # ask hangs cost every sync its every retry, the list showing it each time (90B).
+    # Failing with the route, they are the route's.
+    await run.store.save_asks_by_id(set() if end.route_failing else end.failed, end.answered)
     if end.out_of_time:
         # Next time from the list first: its retries may outlast every run's budget.
         await run.store.save_visits([], run.visit_resume, sorted(end.cut))

@@ -563,6 +563,28 @@ async def test_an_outage_by_id_uses_up_no_asks_for_files(db_path: Path, witness:
         assert naming_a_file(db_path) == set(api.batches)
 
 
+async def test_a_batch_in_flight_failing_by_id_is_looked_for_in_the_list_first(
+    db_path: Path,
+) -> None:
+    """A batch in flight deep in the list whose every ask by id failed (a hang past its
+    retries: four minutes with the defaults) was asked by id first again on every sync,
+    the list showing it each time (pass 90B); it is looked for in the list first now."""
+    in_flight = make_batch(1, status="in_progress")
+    api = Routes([*(make_batch(n) for n in range(40, 1, -1)), in_flight], "a")
+    api.failing["a"] = {in_flight["id"]}
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        await sync(a, retry=FAST)
+        asked = len(api.asked)
+        assert asked > 0
+        await sync(a, retry=FAST)
+        assert api.asked[asked:] == []
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        marks = conn.execute("SELECT by_id_failed_by FROM batches WHERE id = ?", (in_flight["id"],))
+        assert list(json.loads(marks.fetchone()[0])) == ["a"]
+
+
 async def test_a_check_of_the_route_asks_no_longer_page_than_the_runs(db_path: Path) -> None:
     """A list refusing pages over the run's (`--page-size 20` for a server taking 20 at
     most): the check after batches failing by id asked for a hundred, took the refusal for

@@ -32,10 +32,10 @@ from .files import check_file, writer_lock
 from .reads import (
     ENDED_ASKS,
     DamagedRowError,
+    select_asked_in_vain,
     select_by_id_failed_at,
     select_created_at,
     select_created_just_after,
-    select_cut,
     select_ended_without_files,
     select_last_rowid,
     select_nearly_gone,
@@ -379,6 +379,23 @@ def _save_visits(
         )
 
 
+def _save_asks_by_id(
+    db: sqlite3.Connection, account: str, failed: list[str], answered: list[str], at: int
+) -> None:
+    marks = json_object("by_id_failed_by")
+    with _transaction(db):
+        db.execute(
+            f"UPDATE batches SET by_id_failed_by = json_set({marks}, ?, ?) "
+            "WHERE id IN (SELECT value FROM json_each(?))",
+            (account_path(account), at, json.dumps(failed)),
+        )
+        db.execute(
+            f"UPDATE batches SET by_id_failed_by = json_remove({marks}, ?) "
+            "WHERE by_id_failed_by IS NOT NULL AND id IN (SELECT value FROM json_each(?))",
+            (account_path(account), json.dumps(answered)),
+        )
+
+
 def _write_requests(
     db: sqlite3.Connection,
     file: FileToFetch,
@@ -646,9 +663,16 @@ class Store:
         marks = {"missed_by": missed, "cut_by": list(cut)}
         await self._in_thread(_save_visits, self.account, marks, int(time.time()), resume)
 
-    async def cut(self, batch_ids: Collection[str]) -> set[str]:
-        """Those of `batch_ids` this account asked for by id as its time budget ran out."""
-        return await self._in_thread(select_cut, self.account, list(batch_ids))
+    async def asked_in_vain(self, batch_ids: Collection[str]) -> set[str]:
+        """Those of `batch_ids` this account asked for by id without an answer (see
+        select_asked_in_vain)."""
+        return await self._in_thread(select_asked_in_vain, self.account, list(batch_ids))
+
+    async def save_asks_by_id(self, failed: Collection[str], answered: Collection[str]) -> None:
+        """Record the batches whose ask by id failed (now), and clear those answered."""
+        await self._in_thread(
+            _save_asks_by_id, self.account, list(failed), list(answered), int(time.time())
+        )
 
     async def nearly_gone(self, batch_ids: Collection[str]) -> set[str]:
         """Those of `batch_ids` answered 404 on two of this account's runs (see
