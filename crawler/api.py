@@ -65,9 +65,9 @@ from .redact import (
     Secret,
     Secrets,
     credentials,
-    looks_generated,
     mask_secret,
     variable_secrets,
+    written_as_a_secret,
 )
 from .replies import build_api_error
 from .setting_rules import is_on_this_machine, split_url
@@ -303,7 +303,7 @@ def _secrets_beside(settings: Settings) -> tuple[str, ...]:
     )
     proxies = (one for url in environment_proxies().values() for one in proxy_secrets(url))
     # As sent: a proxy password percent-encoded (`the%20quick…`) holds digits.
-    passwords = (one for one in proxies if looks_generated(unquote(one)))
+    passwords = (one for one in proxies if written_as_a_secret(unquote(one)))
     return tuple(sorted({*keys, *passwords} - {settings.api_key}))
 
 

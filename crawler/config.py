@@ -19,7 +19,6 @@ from .redact import (
     has_a_key_prefixed_word,
     holds_a_key_like_word,
     holds_secret_in_any_form,
-    looks_like_secret,
     mask_error,
     mask_keys,
     variable_secrets,
@@ -31,6 +30,7 @@ from .setting_rules import (
     api_version_problem,
     check_setting,
     is_private_transport,
+    setting_rule,
     shown,
 )
 
@@ -178,12 +178,8 @@ class Settings:
             )
 
     def missing_key_message(self) -> str:
-        """What to tell a user who has no key, never echoing a key pasted as the variable name."""
-        if looks_like_secret(self.api_key_env):
-            return (
-                "no API key: api_key_env must name the environment variable that holds the key, "
-                "and its value looks like a key itself (not shown)"
-            )
+        """What to tell a user who has no key (a key pasted as the variable's name is refused
+        before: see setting_rules._variable_name)."""
         message = f"no API key: set {self.api_key_env} (or name another variable with api_key_env)"
         if self.provider == "azure":
             return f"{message}, or use Microsoft Entra ID instead of a key: --auth entra"
@@ -328,6 +324,17 @@ def _masking_named_keys(from_file: Mapping[str, Any], env: Mapping[str, str]) ->
         raise
 
 
+def _masked_by_every_account(tables: list[dict[str, Any]]) -> dict[str, Any]:
+    """The `mask_env` lists of a file's tables as one, for every account to mask: a gateway
+    may echo any account's upstream secret in an answer to another (an account's list
+    replaced the file's, and one account's was masked in another's data only while its own
+    run went, 90A). None while one is refused (said by its table)."""
+    lists = [table["mask_env"] for table in tables if "mask_env" in table]
+    if not lists or any(setting_rule("mask_env").problem(one) for one in lists):
+        return {}
+    return {"mask_env": tuple(dict.fromkeys(name for one in lists for name in one))}
+
+
 def _check_account_tables(path: Path, tables: Any) -> None:
     """`[accounts.NAME]` tables: names and keys an account may have."""
     if not isinstance(tables, dict) or not all(isinstance(t, dict) for t in tables.values()):
@@ -430,8 +437,11 @@ def _accounts(
                 f"{option} names one account's API, and {config_file} names several: "
                 "set it in their [accounts.NAME] tables"
             )
+        masked = _masked_by_every_account([from_file, *tables.values()])
         accounts = [
-            _settings({**from_file, **table, "account": name}, env, flags, config_file, name)
+            _settings(
+                {**from_file, **table, **masked, "account": name}, env, flags, config_file, name
+            )
             for name, table in tables.items()
         ]
     check_accounts(accounts)

@@ -318,14 +318,20 @@ def variable_secrets(value: str, *, any_shape: bool = False) -> tuple[str, ...]:
     line; a variable for each masks each whole."""
     secrets = []
     for line in value.splitlines():
-        quoted = line.strip()[:1] in ("'", '"')
-        secret = _unquoted(line if quoted else _COMMENT.sub("", line))
-        if secret and (any_shape or _written_as_a_key(secret)):
+        quoted = _QUOTED.fullmatch(line)
+        if quoted:  # a comment after it is no part of it (90A)
+            secret = quoted.group(2)
+        elif line.strip()[:1] in ("'", '"'):
+            secret = _unquoted(line)
+        else:
+            secret = _unquoted(_COMMENT.sub("", line))
+        # A line of symbols alone (a JSON document's `{`) would mask them as words.
+        if any(char.isalnum() for char in secret) and (any_shape or written_as_a_secret(secret)):
             secrets.append(secret)
     return tuple(dict.fromkeys(secrets))
 
 
-def _written_as_a_key(piece: str) -> bool:
+def written_as_a_secret(piece: str) -> bool:
     """Whether a piece is written as a machine writes a secret (see looks_generated), or as
     one writes a password of symbols, digits or none (85A)."""
     return looks_generated(piece) or (
@@ -333,11 +339,20 @@ def _written_as_a_key(piece: str) -> bool:
     )
 
 
+def spelled_as_a_secret(name: str) -> bool:
+    """Whether a variable's name is spelled as a secret, not as names are: a key's shape, or
+    written as a machine writes a secret, changing case and digits as a random token does
+    (`OPENAI_API_KEY_2024` is a name): a key pasted where a name belongs (90A)."""
+    return looks_like_secret(name) or (looks_generated(name) and _mixed_as_random(name))
+
+
 def _unquoted(text: str) -> str:
     return text.strip().strip("\"'")
 
 
-# A comment an `--env-file` keeps (` # rotated 2026-11`).
+# A quoted value, and a comment after it an `--env-file` keeps (`'…' # rotated 2026-11`).
+_QUOTED = re.compile(r"""\s*(["'])(.*)\1\s*(?:#.*)?""")
+# A comment an `--env-file` keeps in an unquoted value (` # rotated 2026-11`).
 _COMMENT = re.compile(r"\s#.*")
 # A character no key is written in (base64, URL-safe base64, `.`, `~`): a password's.
 _PASSWORD = re.compile(r"[^A-Za-z0-9_.~+/=-]")

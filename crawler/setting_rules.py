@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from .errors import ConfigError
-from .redact import holds_a_key_like_word, looks_like_secret
+from .redact import holds_a_key_like_word, looks_like_secret, spelled_as_a_secret
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 AZURE_ENDPOINT_EXAMPLE = "https://NAME.openai.azure.com"
@@ -269,7 +269,12 @@ _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 def _variable_name(value: Any) -> str | None:
     if isinstance(value, str) and _VARIABLE_NAME.fullmatch(value):
-        return None
+        if not spelled_as_a_secret(value):
+            return None
+        return (
+            "must name the environment variable that holds the key, such as "
+            "OPENAI_API_KEY, not the key itself; got a value spelled as a key (not shown)"
+        )
     # A value this long, no variable's name, is likely the key pasted, whatever its shape.
     long = any(len(text) >= 16 for text in _texts_of(value))
     got = "a value not shown" if long else shown(value)
@@ -280,15 +285,17 @@ def _variable_name(value: Any) -> str | None:
 
 
 def _variable_names(value: Any) -> str | None:
-    if isinstance(value, list | tuple) and not any(map(_variable_name, value)):
-        return None
-    # A value holding secrets pasted instead of their variables' names is not shown.
-    long = any(len(text) >= 16 for text in _texts_of(value))
-    got = "a value not shown" if long else shown(value)
-    return (
+    expected = (
         "expected a list of the names of environment variables holding secrets, such as "
-        f'["ANTHROPIC_API_KEY"], not the secrets themselves; got {got}'
+        '["ANTHROPIC_API_KEY"], not the secrets themselves'
     )
+    if not isinstance(value, list | tuple):
+        return f"{expected}; got a value not shown (it may hold a secret)"
+    # An item that is none is not shown, whatever its length: a secret pasted there.
+    wrong = next((at for at, name in enumerate(value, 1) if _variable_name(name)), None)
+    if wrong is not None:
+        return f"{expected}; item {wrong} is none (not shown: it may be a secret)"
+    return None
 
 
 def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:

@@ -462,13 +462,14 @@ def test_a_key_pasted_into_any_setting_is_not_shown(
 def test_a_key_shaped_variable_name_is_not_shown_when_unset(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    """A pasted key that happens to be a valid name reaches "no API key", still unshown."""
+    """A pasted key that happens to be a valid name is refused as no variable's name,
+    unshown (it reached "no API key", which said back one spelled as no key is, 90A)."""
     pasted = "gsk_Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"
     config = tmp_path / "c.toml"
     config.write_text(f'api_key_env = "{pasted}"\n')
     argv = ["sync", "--db", str(tmp_path / "b.db"), "--config", str(config)]
     err = refused(capsys, [*argv, "--base-url", "https://api.test/v1"])
-    assert err.startswith("batch-crawler: no API key: api_key_env must name")
+    assert "api_key_env: must name the environment variable that holds the key" in err
     assert pasted not in err
 
 

@@ -51,7 +51,7 @@ from crawler.redact import (
     variable_secrets,
 )
 from crawler.replies import build_api_error
-from crawler.setting_rules import is_on_this_machine
+from crawler.setting_rules import check_setting, is_on_this_machine
 from crawler.sync_run import sync
 
 from .conftest import BASE_URL, list_body, make_batch, serve_the_end, serving
@@ -1399,14 +1399,29 @@ def test_the_variables_mask_env_names_are_masked_whatever_their_shape(
         ("sk-Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3  # rotated (ops)", ["sk-Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3"]),
         ("'Zx9!Qw3Er5Ty7 #Ui8Op0As2Df4'", ["Zx9!Qw3Er5Ty7 #Ui8Op0As2Df4"]),
         ("first-key-0001\n  second-key-0002\n\n", ["first-key-0001", "second-key-0002"]),
+        ('{\n  "key": "Zt8mQ2wvRk4p"\n}', ['key": "Zt8mQ2wvRk4p']),
+        ("'Zt8mQ2wvRk4pLx7HyBn3' # rotated 2026-11", ["Zt8mQ2wvRk4pLx7HyBn3"]),
+        ("\"Zt8m'Q2wv'Rk4p\" # don't", ["Zt8m'Q2wv'Rk4p"]),
         ("gpt-4o=sk-Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3", ["gpt-4o=sk-Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3"]),
         ("  ", []),
     ],
-    ids=["quoted", "a comment", "a quoted password", "lines", "one line", "blank"],
+    ids=[
+        "quoted",
+        "a comment",
+        "a quoted password",
+        "lines",
+        "symbols alone",
+        "quoted, a comment after",
+        "quotes inside",
+        "one line",
+        "blank",
+    ],
 )
 def test_a_variable_to_mask_is_read_line_by_line(value: str, secrets: list[str]) -> None:
     """Each line, as GitHub Actions masks a secret of several lines, without the quotes and
-    the comment an `--env-file` leaves; a line is one secret, whatever it holds."""
+    the comment an `--env-file` leaves (after the closing quote too: the closing quote and
+    the comment were taken in, and nothing was masked, 90A); a line is one secret, whatever
+    it holds, but symbols alone (a JSON document's `{`, masked as a word)."""
     assert list(variable_secrets(value, any_shape=True)) == secrets
 
 
@@ -1450,26 +1465,90 @@ async def test_a_gateways_key_mask_env_names_is_masked_in_what_a_sync_says(
 
 
 @pytest.mark.parametrize(
-    ("value", "shown"),
+    "value",
     [
-        ('["sk-Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3"]', False),
-        ('"UPSTREAM_KEY"', True),
-        ('["UPSTREAM KEY"]', True),
-        ("[1]", True),
+        '["sk-Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3"]',
+        '"UPSTREAM_KEY"',
+        '["UPSTREAM KEY"]',
+        "[1]",
+        '["GATEWAY_KEY", "Tr0ub4dor&3"]',
+        '["Xk9mQ2vL7pR4tZ8wYb3N"]',
+        '["9f8e7d6c5b4a39281706f5e4d3c2b1a0"]',
     ],
 )
 def test_mask_env_takes_a_list_of_variables_names(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str, shown: bool
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
 ) -> None:
-    """A list of names, not the secrets: a key pasted there is refused unshown."""
+    """A list of names, not the secrets: what is none is refused unshown, whatever its
+    length, and so is a secret spelled as a name (accepted, it masked nothing, 90A)."""
     path = tmp_path / "c.toml"
     path.write_text(f'base_url = "http://127.0.0.1:9/v1"\nmask_env = {value}\n')
     assert main(["sync", "--config", str(path), "--db", str(tmp_path / "b.db")]) == 2
     err = capsys.readouterr().err
     assert "mask_env: expected a list of the names of environment variables" in err
-    assert ("Zq8JmX2pLr7Wn4Yb" in err) is False
-    assert ("not shown" in err) is not shown
+    assert "not shown" in err
+    for secret in ("Zq8JmX2pLr7Wn4Yb", "Tr0ub4dor", "Xk9mQ2vL", "9f8e7d6c", "UPSTREAM"):
+        assert secret not in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["Xk9mQ2vL7pR4tZ8wYb3N", "hf_QwErTy8UiOp2AsDfGh5JkLz"])
+def test_a_key_spelled_as_a_variables_name_in_api_key_env_is_refused_unshown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    """Accepted, `no API key: set <the key>` showed it (pass 90A)."""
+    path = tmp_path / "c.toml"
+    path.write_text(f'base_url = "http://127.0.0.1:9/v1"\napi_key_env = "{name}"\n')
+    assert main(["sync", "--config", str(path), "--db", str(tmp_path / "b.db")]) == 2
+    err = capsys.readouterr().err
+    assert "api_key_env: must name the environment variable" in err
+    assert name[:8] not in err
+
+
+def test_names_of_variables_are_no_secrets() -> None:
+    """Names with digits, as variables are named, are accepted."""
+    for name in ("OPENAI_API_KEY_2024", "AZURE_OPENAI_KEY1", "my_gateway_key_2", "KEY_B"):
+        assert check_setting("mask_env", [name]) is None
+        assert check_setting("api_key_env", name) is None
+
+
+def test_every_accounts_mask_env_is_masked_by_each(tmp_path: Path) -> None:
+    """An account's `mask_env` replaced the file's, whose variables it stored unmasked; and
+    one account's was masked in another's data only while its own run went (left out by
+    `--account`, or failing before it began: pass 90A)."""
+    path = tmp_path / "c.toml"
+    path.write_text(
+        'mask_env = ["UPSTREAM"]\n'
+        '[accounts.a]\nbase_url = "http://127.0.0.1:9/a/v1"\nmask_env = ["OTHER"]\n'
+        '[accounts.b]\nbase_url = "http://127.0.0.1:9/b/v1"\n'
+        '[accounts.c]\nbase_url = "http://127.0.0.1:9/c/v1"\nmask_env = ["THIRD", "UPSTREAM"]\n'
+    )
+    accounts = load_accounts({}, {}, path, only=["b"])
+    assert [a.mask_env for a in accounts] == [("UPSTREAM", "OTHER", "THIRD")]
+
+
+def test_a_proxys_password_of_symbols_without_digits_is_masked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A proxy the run does not go through: its password of letters and symbols alone was
+    read by another rule than the default variables' and not masked (pass 90A)."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        for spelled in (name, name.lower()):
+            monkeypatch.delenv(spelled, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://svc:kP%23vRw!mZq%40tLx$Ny@proxy.corp.example:3128")
+    settings = Settings(base_url="http://127.0.0.1:9/v1", api_key=PROJECT_KEY)
+    masked = list(secrets_of_a_run(settings, None))  # type: ignore[arg-type]
+    assert {"kP#vRw!mZq@tLx$Ny", "kP%23vRw!mZq%40tLx$Ny"} & set(masked)
+
+
+def test_a_quoted_default_key_with_a_comment_after_it_is_masked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The closing quote and the comment were taken as the key's, which then held blanks:
+    written as no secret, it was not masked at all (pass 90A)."""
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "'Zt8mQ2wvRk4pLx7HyBn3' # rotated 2026-11")
+    settings = Settings(base_url="http://127.0.0.1:9/v1", api_key=PROJECT_KEY)
+    assert "Zt8mQ2wvRk4pLx7HyBn3" in list(secrets_of_a_run(settings, None))  # type: ignore[arg-type]
 
 
 def test_a_config_files_mask_env_is_masked_in_what_the_command_line_says_back(
