@@ -1446,24 +1446,6 @@ def test_a_default_variables_password_of_symbols_is_masked_whole(
     assert password in list(secrets_of_a_run(settings, None))  # type: ignore[arg-type]
 
 
-async def test_a_gateways_key_mask_env_names_is_masked_in_what_a_sync_says(
-    tmp_path: Path,
-) -> None:
-    """A config file's `mask_env`: a gateway echoing its upstream key (of no key's shape)
-    in a refusal is masked in what the sync says and in its JSON log."""
-    upstream = "correct horse battery staple"
-    code, said = await said_by_a_refused_sync(
-        tmp_path,
-        'base_url = "{root}/v1"\nmask_env = ["UPSTREAM_PASSPHRASE"]\n',
-        ["--log-format", "json"],
-        {"OPENAI_API_KEY": PROJECT_KEY, "UPSTREAM_PASSPHRASE": upstream},
-        upstream,
-    )
-    assert code == 1
-    assert "not (***)" in said
-    assert upstream not in said
-
-
 @pytest.mark.parametrize(
     "value",
     [
@@ -1565,22 +1547,35 @@ def test_a_config_files_mask_env_is_masked_in_what_the_command_line_says_back(
     assert secret not in capsys.readouterr().err
 
 
-async def test_a_json_logs_last_word_masks_the_keys_at_hand(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("config", "env", "echoed"),
+    [
+        (
+            'api_key_env = "KEY_OF_THE_RUN"\n',
+            {"KEY_OF_THE_RUN": PROJECT_KEY, "OPENAI_API_KEY": "9e4f0a9e4c1f0c9a"},
+            "9e4f0a9e4c1f0c9a",
+        ),
+        (
+            'mask_env = ["UPSTREAM_PASSPHRASE"]\n',
+            {"OPENAI_API_KEY": PROJECT_KEY, "UPSTREAM_PASSPHRASE": "correct horse battery"},
+            "correct horse battery",
+        ),
+    ],
+    ids=["a default key the run does not use", "a variable mask_env names"],
+)
+async def test_a_json_logs_last_word_masks_the_keys_at_hand(
+    tmp_path: Path, config: str, env: dict[str, str], echoed: str
+) -> None:
     """A key the run does not use (short or plain: no key's shape), echoed by a gateway,
     is masked in the text log's last line and was shown in the JSON log's `run_failed`
-    event (pass 79A)."""
-    other = "9e4f0a9e4c1f0c9a"
+    event (pass 79A); so is a gateway's upstream secret a config file's `mask_env` names."""
     code, said = await said_by_a_refused_sync(
-        tmp_path,
-        'base_url = "{root}/v1"\napi_key_env = "KEY_OF_THE_RUN"\n',
-        ["--log-format", "json"],
-        {"KEY_OF_THE_RUN": PROJECT_KEY, "OPENAI_API_KEY": other},
-        other,
+        tmp_path, 'base_url = "{root}/v1"\n' + config, ["--log-format", "json"], env, echoed
     )
     assert code == 1
     assert '"event":"run_failed"' in said
     assert "not (***)" in said
-    assert other not in said
+    assert echoed not in said
 
 
 @pytest.mark.parametrize("host", ["[:sk-proj-abcdefghijklmnop1234]", "[::1:g]"])
