@@ -334,7 +334,10 @@ async def _asked_for_files(
     # never made a streak to check, and three syncs of an outage used up their asks (90B).
     unanswered = [*failed, *refused]
     heard = heard or end.route_answered or run.figures.refreshed_by_id > 0
-    verdict = None if heard or not unanswered else await _checked(run, client, batch_ids)
+    verdict = None
+    if unanswered and not heard:
+        # Out of time, they wait for the next sync's check.
+        verdict = "unknown" if end.out_of_time else await _checked(run, client, batch_ids)
     heard = heard or verdict == "answers"
     if end.route_failing or verdict == "route failing":
         # As the refresh does: retried on every sync, a failing route cost each a minute.
@@ -346,6 +349,8 @@ async def _asked_for_files(
         await run.mark_by_id_failed(int(time.time()))
         return "unanswered"
     if verdict == "unknown":
+        if end.out_of_time:
+            return "unanswered"
         run.note(
             f"{len(unanswered):,} batches ended naming no file were not answered by id "
             f"({run.by_id_failures[unanswered[0]]}), and no other batch told whether "

@@ -670,9 +670,10 @@ class Store:
 
     async def save_asks_by_id(self, failed: Collection[str], answered: Collection[str]) -> None:
         """Record the batches whose ask by id failed (now), and clear those answered."""
-        await self._in_thread(
-            _save_asks_by_id, self.account, list(failed), list(answered), int(time.time())
-        )
+        if failed or answered:
+            await self._in_thread(
+                _save_asks_by_id, self.account, list(failed), list(answered), int(time.time())
+            )
 
     async def nearly_gone(self, batch_ids: Collection[str]) -> set[str]:
         """Those of `batch_ids` answered 404 on two of this account's runs (see
