@@ -318,6 +318,8 @@ def variable_secrets(value: str, *, any_shape: bool = False) -> tuple[str, ...]:
     line; a variable for each masks each whole."""
     secrets = []
     for line in value.splitlines():
+        if line.lstrip().startswith("#"):  # a comment's line (`# written by vault agent`)
+            continue
         quoted = _QUOTED.fullmatch(line)
         if quoted:  # a comment after it is no part of it (90A)
             secret = quoted.group(2)
@@ -350,8 +352,10 @@ def _unquoted(text: str) -> str:
     return text.strip().strip("\"'")
 
 
-# A quoted value, and a comment after it an `--env-file` keeps (`'…' # rotated 2026-11`).
-_QUOTED = re.compile(r"""\s*(["'])(.*)\1\s*(?:#.*)?""")
+# A quoted value, to the first closing quote that ends it, and a comment after it an
+# `--env-file` keeps (`'…' # rotated 2026-11`, `"…" # from "vault"`: read to the comment's
+# last quote, the secret ran into it, 91A).
+_QUOTED = re.compile(r"""\s*(["'])(.*?)\1\s*(?:#.*)?""")
 # A comment an `--env-file` keeps in an unquoted value (` # rotated 2026-11`).
 _COMMENT = re.compile(r"\s#.*")
 # A character no key is written in (base64, URL-safe base64, `.`, `~`): a password's.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -58,6 +58,7 @@ async def refresh_by_id(
     skip: Callable[[str, ApiError], None],
     time_left: Callable[[], float | None] = lambda: None,
     first_once: bool = False,
+    once: Collection[str] = (),
     check_api: Callable[[], Awaitable[Verdict]],
 ) -> RefreshEnd:
     """Fetch each batch by id with `concurrency` workers and save them `chunk` at a time.
@@ -67,7 +68,8 @@ async def refresh_by_id(
     _FailureStreak). With `first_once`, the first batch is asked for once should the time
     budget be spent, as a run's first list page is read whatever it: a run whose walk
     spent the budget still refreshes one (a walk taking every run's budget left every
-    batch in flight stale).
+    batch in flight stale). Those in `once` are asked once, no retry: their last ask failed
+    past every retry (each sync waited out a hang's, four minutes with the defaults, 90B).
 
     `save(batches, gone_ids)` receives the batches fetched and the ids the API answered 404
     for; each call is one transaction, so an interruption loses at most the unsaved chunk,
@@ -83,7 +85,7 @@ async def refresh_by_id(
     answers = _Answers(save, chunk)
     end = RefreshEnd()
     streak = _FailureStreak(check_api)
-    asks = _Asks(client, first_once)
+    asks = _Asks(client, first_once, once)
 
     async def worker() -> None:
         for batch_id in pending:  # the iterator is shared: each id goes to one worker
@@ -159,16 +161,18 @@ class _Answers:
 @dataclass
 class _Asks:
     """Asks by id within the time budget left; with `first_once`, the first is asked once
-    should the budget be spent (see refresh_by_id)."""
+    should the budget be spent; those in `once`, once (see refresh_by_id)."""
 
     client: ApiClient
     first_once: bool
+    once: Collection[str]
 
     async def ask(self, batch_id: str, left: float | None) -> Batch | None:
-        once, self.first_once = self.first_once and spent(left), False
-        if once:
+        first, self.first_once = self.first_once and spent(left), False
+        if first:
             return await self.client.fetch_batch(batch_id, attempts=1)
-        return await before_deadline(self.client.fetch_batch(batch_id), left)
+        attempts = 1 if batch_id in self.once else None
+        return await before_deadline(self.client.fetch_batch(batch_id, attempts=attempts), left)
 
 
 class _FailureStreak:

@@ -74,26 +74,26 @@ async def _refresh(run: Run, client: ApiClient) -> bool:
 
 
 async def _refresh_asking_by_id(run: Run, client: ApiClient) -> bool:
-    """The refresh while requests by id work. Looked for in the list first: those asked
-    by id in vain before, cut by the time budget or failing (asked by id right after, if
-    not listed), and those answered 404 on two runs (a third 404 is the last word: counted
-    gone, unless listed). Then the others asked by id, those failed by id looked for in the
-    list (or first next run, should the time budget run out before: see _cut_unvisited),
-    and those asked in vain before and not asked yet asked by id, whatever page budget the
-    visits left (it counts list pages alone). False if the budget ran out first.
+    """The refresh while requests by id work. Looked for in the list first: those cut
+    before (asked by id right after, if not listed), and those answered 404 on two runs (a
+    third 404 is the last word: counted gone, unless listed). Then the others asked by id,
+    those failed by id looked for in the list (or first next run, should the time budget
+    run out before: see _cut_unvisited), and those cut before and not asked yet asked by
+    id, whatever page budget the visits left (it counts list pages alone). False if the
+    budget ran out first.
 
     A batch answered 404 twice is looked for first: asked by id first, on a budget that
     left no visit after the asks, one its list still showed was counted gone; and with a
     404 counted only once a visit after the asks missed the batch, on such a budget none
     was ever counted, and, first in line, they kept every other batch from its turn."""
-    in_vain, nearly_gone = await _looked_for_first(run)
-    first = in_vain | nearly_gone
+    cut, nearly_gone = await _looked_for_first(run)
+    first = cut | nearly_gone
     others = run.to_refresh - first
     with run.sharing_time(_share_of_the_first(run, first, others)):
         visited_first = not first or await _visit(run, client, first)
-        # Asked in vain before and not listed (deleted since, say): asked by id again now,
-        # or the asks of the others spent every run's budget and it was never counted gone.
-        unlisted = in_vain & run.not_listed & run.to_refresh
+        # Cut before and not listed (deleted since, say): asked by id again now, or the
+        # asks of the others spent every run's budget and it was never counted gone.
+        unlisted = cut & run.not_listed & run.to_refresh
         answered = not unlisted or await _refresh_by_id(run, client, unlisted)
         if not answered:
             _warn_cut_again(run, unlisted)
@@ -110,7 +110,7 @@ async def _refresh_asking_by_id(run: Run, client: ApiClient) -> bool:
         return False
     # Those cut before not asked yet: after the others, as their asks may outlast it.
     asked = run.answered_gone | run.cut | run.by_id_failures.keys()
-    again = run.to_refresh & in_vain - asked
+    again = run.to_refresh & cut - asked
     if again and not await _refresh_by_id(run, client, again):
         _warn_cut_again(run, again)
         return False
@@ -146,11 +146,10 @@ async def _cut_unvisited(run: Run) -> None:
 
 
 async def _looked_for_first(run: Run) -> tuple[set[str], set[str]]:
-    """Those to refresh to look for in the list before any is asked by id: those asked by
-    id in vain before (cut by the time budget, or failing), and those answered 404 on two
-    runs (see _refresh_asking_by_id)."""
-    in_vain = await run.store.asked_in_vain(run.to_refresh)
-    return in_vain, await run.store.nearly_gone(run.to_refresh) - in_vain
+    """Those to refresh to look for in the list before any is asked by id: those cut by the
+    time budget before, and those answered 404 on two runs (see _refresh_asking_by_id)."""
+    cut = await run.store.cut(run.to_refresh)
+    return cut, await run.store.nearly_gone(run.to_refresh) - cut
 
 
 async def _ask_by_id_if_any(run: Run, client: ApiClient, batch_ids: set[str]) -> bool:
@@ -204,9 +203,8 @@ async def _refresh_by_id(
     `first_once`: see refresh_by_id (not for those cut before, whose asks outlast it)."""
     end = await _ask_by_id(run, client, batch_ids, first_once)
     run.cut |= end.cut
-    # Failing alone, looked for in the list first next time: asked first, one whose every
-    # ask hangs cost every sync its every retry, the list showing it each time (90B).
-    # Failing with the route, they are the route's.
+    # Failing alone, asked once next time: one whose every ask hangs cost every sync its
+    # every retry (90B). Failing with the route, they are the route's.
     await run.store.save_asks_by_id(set() if end.route_failing else end.failed, end.answered)
     if end.out_of_time:
         # Next time from the list first: its retries may outlast every run's budget.
@@ -247,6 +245,7 @@ async def _ask_by_id(
         skip=skip,
         time_left=run.time_left,
         first_once=first_once,
+        once=await run.store.failed_by_id(batch_ids),
         check_api=lambda: _check_api(run, client, batch_ids),
     )
 
@@ -269,7 +268,11 @@ async def _ask_for_files(run: Run, client: ApiClient) -> None:
     once the route healed, 81B).
     Failing, they say so and leave the run as it is (an outage failed a run whose walk and
     refresh were done, pass 82B)."""
-    probe, rest = run.without_files[:FILE_PROBE], run.without_files[FILE_PROBE:]
+    # Those whose last ask failed or was cut, after the others: a hang spent every sync's
+    # budget before them (91B).
+    failed_before = await run.store.failed_by_id(run.without_files)
+    ordered = sorted(run.without_files, key=lambda batch_id: batch_id in failed_before)
+    probe, rest = ordered[:FILE_PROBE], ordered[FILE_PROBE:]
     try:
         said = await _asked_for_files(run, client, probe)
         if said in ("named", "unclear"):
@@ -289,21 +292,22 @@ async def _asked_for_files(
     did, none could tell (404s, copies at an earlier stage: a cache behind, pass 83B), or
     none came (the route failing, or the time budget ran out). A 404 is counted as an answer
     and counts none gone (a route without them would have batches its list shows so), and
-    so is a refusal or a failure once the route is known to answer this run; a failure of
-    the route, or a copy at an earlier stage, is not counted."""
+    so is a refusal or a failure the route answered after; a failure of the route, or a
+    copy at an earlier stage, is not counted. Those whose last ask failed are asked once."""
     named, answered, heard = False, False, False
+    answered_last = False  # an answer, or the check's, after the last failure
     refused: list[str] = []
     failed: list[str] = []
 
     async def save(batches: Sequence[Batch], answered_404: Sequence[str]) -> None:
-        nonlocal named, answered, heard
+        nonlocal named, answered, heard, answered_last
         # A copy at an earlier stage (a cache behind) is kept out, and says nothing of the
         # files: taken for an answer, the others were taken for a route naming none (83B),
         # and three syncs of them used up the batch's asks (84B).
         ended = [b for b in batches if is_terminal(b.get("status"))]
         named = named or any(b.get("output_file_id") or b.get("error_file_id") for b in ended)
         answered = answered or bool(ended)
-        heard = heard or bool(batches) or bool(answered_404)
+        heard = answered_last = True  # chunk=1: one answer a call
         # Their 404s count no batch gone, nor refreshed (the summary said them refreshed,
         # none answered not found, 87B).
         run.figures = run.figures.plus(refreshed_by_id=len(batches))
@@ -311,10 +315,18 @@ async def _asked_for_files(
         await run.store.asked_for_files([*(b["id"] for b in ended), *answered_404])
 
     def skip(batch_id: str, error: ApiError) -> None:
+        nonlocal answered_last
         run.by_id_failures[batch_id] = str(error)
         if isinstance(error, RateLimitedError):
             return
+        answered_last = False
         (failed if isinstance(error, FAILED_ANSWERS) else refused).append(batch_id)
+
+    async def check() -> Verdict:
+        nonlocal answered_last
+        verdict = await _check_api(run, client, batch_ids)
+        answered_last = answered_last or verdict == "answers"
+        return verdict
 
     end = await refresh_by_id(
         client,
@@ -324,21 +336,22 @@ async def _asked_for_files(
         save=save,
         skip=skip,
         time_left=run.time_left,
-        check_api=lambda: _check_api(run, client, batch_ids),
+        once=await run.store.failed_by_id(batch_ids),
+        check_api=check,
     )
     # Refused or failing (a 5xx, a hang, a broken answer) while the route answers others, a
     # batch is answered, counted: failing ones were asked again with every retry on every
     # sync, silently, for 30 days (86B, 89B). Not a 429: the key's load, no batch's
     # (counted, under a rate limit three syncs used up a batch's asks, 88B). Nor before the
-    # route is known to answer this run: one or two batches failing with the whole route
-    # never made a streak to check, and three syncs of an outage used up their asks (90B).
+    # route answered after them: one or two batches failing with the whole route made no
+    # streak to check (90B), nor did those failing once it began shedding load (91B), and
+    # three syncs of an outage used up their asks.
     unanswered = [*failed, *refused]
-    heard = heard or end.route_answered or run.figures.refreshed_by_id > 0
     verdict = None
-    if unanswered and not heard:
+    if unanswered and not answered_last:
         # Out of time, they wait for the next sync's check.
         verdict = "unknown" if end.out_of_time else await _checked(run, client, batch_ids)
-    heard = heard or verdict == "answers"
+    heard = heard or end.route_answered or verdict == "answers"
     if end.route_failing or verdict == "route failing":
         # As the refresh does: retried on every sync, a failing route cost each a minute.
         # Its refusals are the route's, no answers (they used up every batch's, 85B).
@@ -348,6 +361,13 @@ async def _asked_for_files(
         )
         await run.mark_by_id_failed(int(time.time()))
         return "unanswered"
+    # Failing or cut, asked once next time, after the others (91B).
+    await run.store.save_asks_by_id(end.failed | end.cut, end.answered)
+    for batch_id in sorted(end.cut):
+        run.note(
+            f"asking batch {batch_id} by id for its files outlasted the time budget: asked "
+            "once, after the others, on the next syncs"
+        )
     if verdict == "unknown":
         if end.out_of_time:
             return "unanswered"

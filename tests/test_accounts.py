@@ -381,6 +381,39 @@ async def test_asks_for_files_cut_by_a_time_budget_are_counted_as_made(db_path: 
     assert len(api.asked) == 8 * 3
 
 
+async def test_an_ask_for_files_outlasting_the_time_budget_is_said_and_asked_last(
+    db_path: Path,
+) -> None:
+    """A batch ended naming no file whose ask by id hangs, on a time budget: asked first,
+    it spent every sync's budget, silently, and the others were never asked (pass 91B).
+    Said, and asked after the others (once) on the next syncs."""
+    batches = [ended_lately(n) for n in range(3, 0, -1)]
+    api = listing_no_file(batches)
+    hanging = batches[0]["id"]  # the newest: asked first
+    seconds = a_second_a_request(api)
+    by_id, hang, released = api.by_id, asyncio.Event(), asyncio.Event()
+
+    async def hangs(request: web.Request) -> web.Response:
+        if request.match_info["id"] == hanging and hang.is_set():
+            api.asked.append(("hanging", hanging))
+            await released.wait()
+        return await by_id(request)
+
+    api.by_id = hangs  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        hang.set()
+        on_a_budget = dataclasses.replace(a, max_seconds=2, concurrency=1)
+        # A list page and an ask a run: one batch asked each.
+        results = [
+            await sync(on_a_budget, retry=FAST, clock=lambda: float(seconds[0])) for _ in range(3)
+        ]
+        released.set()
+    assert any("outlasted the time budget" in warning for warning in results[0].warnings)
+    assert naming_a_file(db_path) == {b["id"] for b in batches[1:]}
+
+
 async def test_a_route_naming_no_file_is_asked_for_a_few_batches_only(db_path: Path) -> None:
     """A gateway naming no file by id either was asked three times for every batch: once
     none of the newest ten asked names one, the others are counted asked."""
@@ -563,26 +596,77 @@ async def test_an_outage_by_id_uses_up_no_asks_for_files(db_path: Path, witness:
         assert naming_a_file(db_path) == set(api.batches)
 
 
-async def test_a_batch_in_flight_failing_by_id_is_looked_for_in_the_list_first(
+async def test_a_batch_in_flight_failing_by_id_is_asked_once_on_later_syncs(
     db_path: Path,
 ) -> None:
-    """A batch in flight deep in the list whose every ask by id failed (a hang past its
-    retries: four minutes with the defaults) was asked by id first again on every sync,
-    the list showing it each time (pass 90B); it is looked for in the list first now."""
+    """A batch in flight whose every ask by id failed (a hang past its retries: four
+    minutes with the defaults) was asked with every retry again on every sync (pass 90B).
+    It is asked once, and by id still: looked for in the list first instead, a list behind
+    left it in flight for good, and a list page failing failed every sync (91B)."""
     in_flight = make_batch(1, status="in_progress")
     api = Routes([*(make_batch(n) for n in range(40, 1, -1)), in_flight], "a")
     api.failing["a"] = {in_flight["id"]}
+    listed, behind = api.listed, [False]
+
+    async def listing(request: web.Request) -> web.Response:
+        answer = await listed(request)
+        body = json.loads(answer.body)  # type: ignore[arg-type]
+        if behind[0]:
+            body["data"] = [in_flight if b["id"] == in_flight["id"] else b for b in body["data"]]
+        return web.json_response(body)
+
+    api.listed = listing  # type: ignore[method-assign]
+    asks_of_each = []
     async with serving(api.routes()) as root:
         (a,) = api.accounts(db_path, root)
         await sync(a, retry=FAST)
+        for _ in range(2):
+            asked = len(api.asked)
+            await sync(a, retry=FAST)
+            asks_of_each.append(api.asked[asked:].count(("a", in_flight["id"])))
+        api.failing["a"].clear()
+        api.batches[in_flight["id"]] = make_batch(1, status="completed")
+        behind[0] = True
         await sync(a, retry=FAST)
-        asked = len(api.asked)
-        assert asked > 0
-        await sync(a, retry=FAST)
-        assert api.asked[asked:] == []
+    assert asks_of_each == [FAST.max_attempts, 1]
+    assert statuses(db_path, [in_flight["id"]]) == ["completed"]
+
+
+async def test_failures_after_the_last_answer_by_id_use_up_no_asks_for_files(
+    db_path: Path,
+) -> None:
+    """A gateway shedding load (a 5xx to every ask by id once five were answered in a sync):
+    the batch ended naming no file, asked after the batches in flight were answered, failed
+    and was counted (the route had answered this run); three syncs used up its asks, and
+    its files were never fetched (pass 91B)."""
+    now = int(time.time())
+    in_flight = [
+        make_batch(n, created_at=now - 7200 + n, status="in_progress") for n in range(1, 6)
+    ]
+    ended = ended_lately(6)
+    named = [make_batch(n, created_at=now - 600 + n) for n in range(7, 13)]
+    api = Routes([ended, *in_flight, *named], "a")
+    api.shown_by["a"] = {ended["id"]: {**ended, "output_file_id": None}}
+    answer, answers_left = api.by_id, [0]
+
+    async def shedding(request: web.Request) -> web.Response:
+        if answers_left[0] == 0:
+            api.asked.append(("a", request.match_info["id"]))
+            return web.json_response({"error": {"message": "Unavailable"}}, status=503)
+        answers_left[0] -= 1
+        return await answer(request)
+
+    api.by_id = shedding  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        a = dataclasses.replace(a, page_size=1)  # those in flight asked by id
+        for _ in range(4):
+            answers_left[0] = 5
+            await sync(a, retry=FAST)
+    assert ("a", ended["id"]) in api.asked
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
-        marks = conn.execute("SELECT by_id_failed_by FROM batches WHERE id = ?", (in_flight["id"],))
-        assert list(json.loads(marks.fetchone()[0])) == ["a"]
+        asks = conn.execute("SELECT file_asks FROM batches WHERE id = ?", (ended["id"],))
+        assert asks.fetchone() == (0,)
 
 
 async def test_a_check_of_the_route_asks_no_longer_page_than_the_runs(db_path: Path) -> None:
@@ -684,7 +768,8 @@ async def test_the_list_failing_at_the_check_fails_the_run_with_its_error(
 async def test_a_batch_failing_by_id_alone_is_asked_three_times_in_all(db_path: Path) -> None:
     """One batch ended naming no file failing by id (a 5xx), once the others were answered
     and it was asked alone: no other answer that round, it was never counted, and every
-    sync waited out its retries, silently, for 30 days (pass 89B)."""
+    sync waited out its retries, silently, for 30 days (pass 89B). Failed past its retries
+    once, it is asked once after (91B)."""
     batches = [ended_lately(n) for n in range(13, 0, -1)]
     api = listing_no_file(batches)
     api.failing["a"] = {batches[0]["id"]}
@@ -692,7 +777,7 @@ async def test_a_batch_failing_by_id_alone_is_asked_three_times_in_all(db_path: 
     asked = len(api.asked)
     await synced(api, db_path, times=1)
     assert len(api.asked) == asked
-    assert sum(batch_id == batches[0]["id"] for _, batch_id in api.asked) == 3 * 3
+    assert sum(batch_id == batches[0]["id"] for _, batch_id in api.asked) == FAST.max_attempts + 2
 
 
 async def test_copies_by_id_behind_use_up_no_asks_for_files(db_path: Path) -> None:

@@ -1402,6 +1402,9 @@ def test_the_variables_mask_env_names_are_masked_whatever_their_shape(
         ('{\n  "key": "Zt8mQ2wvRk4p"\n}', ['key": "Zt8mQ2wvRk4p']),
         ("'Zt8mQ2wvRk4pLx7HyBn3' # rotated 2026-11", ["Zt8mQ2wvRk4pLx7HyBn3"]),
         ("\"Zt8m'Q2wv'Rk4p\" # don't", ["Zt8m'Q2wv'Rk4p"]),
+        ('"Tr0ub4dor&3" # from the old "vault"', ["Tr0ub4dor&3"]),
+        ('"Tr0ub"4dor&3"', ['Tr0ub"4dor&3']),
+        ("# written by the vault agent\nTr0ub4dor&3", ["Tr0ub4dor&3"]),
         ("gpt-4o=sk-Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3", ["gpt-4o=sk-Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3"]),
         ("  ", []),
     ],
@@ -1413,6 +1416,9 @@ def test_the_variables_mask_env_names_are_masked_whatever_their_shape(
         "symbols alone",
         "quoted, a comment after",
         "quotes inside",
+        "a comment ending in a quote",
+        "a quote inside",
+        "a comment's line",
         "one line",
         "blank",
     ],
@@ -1420,8 +1426,9 @@ def test_the_variables_mask_env_names_are_masked_whatever_their_shape(
 def test_a_variable_to_mask_is_read_line_by_line(value: str, secrets: list[str]) -> None:
     """Each line, as GitHub Actions masks a secret of several lines, without the quotes and
     the comment an `--env-file` leaves (after the closing quote too: the closing quote and
-    the comment were taken in, and nothing was masked, 90A); a line is one secret, whatever
-    it holds, but symbols alone (a JSON document's `{`, masked as a word)."""
+    the comment were taken in, and nothing was masked, 90A; to the first quote closing it:
+    a comment ending in a quote was taken in, 91A); a line is one secret, whatever it
+    holds, but symbols alone (a JSON document's `{`, masked as a word) and a comment's."""
     assert list(variable_secrets(value, any_shape=True)) == secrets
 
 

@@ -156,15 +156,25 @@ def _when(column: str) -> str:
     )
 
 
-def select_asked_in_vain(db: sqlite3.Connection, account: str, batch_ids: list[str]) -> set[str]:
-    """Those of `batch_ids` `account` asked for by id without an answer: as its time budget
-    ran out, and that no sync has stored since (stored in the same second counts as before:
-    the cost of being taken for cut is a visit); or failing, and not answered by id since."""
+def select_cut(db: sqlite3.Connection, account: str, batch_ids: list[str]) -> set[str]:
+    """Those of `batch_ids` `account` asked for by id as its time budget ran out, and that
+    no sync has stored since (stored in the same second counts as before: the cost of
+    being taken for cut is a visit)."""
     rows = db.execute(
         "SELECT id FROM batches WHERE id IN (SELECT value FROM json_each(?)) "
-        f"AND ({_when('cut_by')} >= max(coalesce(last_seen_at, 0), 1) "
-        f"OR {_when('by_id_failed_by')} > 0)",
-        (json.dumps(batch_ids), account, account),
+        f"AND {_when('cut_by')} >= max(coalesce(last_seen_at, 0), 1)",
+        (json.dumps(batch_ids), account),
+    )
+    return {batch_id for (batch_id,) in rows}
+
+
+def select_failed_by_id(db: sqlite3.Connection, account: str, batch_ids: list[str]) -> set[str]:
+    """Those of `batch_ids` whose last ask by id by `account` failed past its retries, or
+    was cut by its time budget (see batches.by_id_failed_by)."""
+    rows = db.execute(
+        "SELECT id FROM batches WHERE id IN (SELECT value FROM json_each(?)) "
+        f"AND {_when('by_id_failed_by')} > 0",
+        (json.dumps(batch_ids), account),
     )
     return {batch_id for (batch_id,) in rows}
 

@@ -32,11 +32,12 @@ from .files import check_file, writer_lock
 from .reads import (
     ENDED_ASKS,
     DamagedRowError,
-    select_asked_in_vain,
     select_by_id_failed_at,
     select_created_at,
     select_created_just_after,
+    select_cut,
     select_ended_without_files,
+    select_failed_by_id,
     select_last_rowid,
     select_nearly_gone,
     select_newest,
@@ -663,10 +664,14 @@ class Store:
         marks = {"missed_by": missed, "cut_by": list(cut)}
         await self._in_thread(_save_visits, self.account, marks, int(time.time()), resume)
 
-    async def asked_in_vain(self, batch_ids: Collection[str]) -> set[str]:
-        """Those of `batch_ids` this account asked for by id without an answer (see
-        select_asked_in_vain)."""
-        return await self._in_thread(select_asked_in_vain, self.account, list(batch_ids))
+    async def cut(self, batch_ids: Collection[str]) -> set[str]:
+        """Those of `batch_ids` this account asked for by id as its time budget ran out."""
+        return await self._in_thread(select_cut, self.account, list(batch_ids))
+
+    async def failed_by_id(self, batch_ids: Collection[str]) -> set[str]:
+        """Those of `batch_ids` whose last ask by id by this account failed (see
+        select_failed_by_id)."""
+        return await self._in_thread(select_failed_by_id, self.account, list(batch_ids))
 
     async def save_asks_by_id(self, failed: Collection[str], answered: Collection[str]) -> None:
         """Record the batches whose ask by id failed (now), and clear those answered."""
