@@ -36,6 +36,9 @@ class RefreshEnd:
     answered: set[str] = field(default_factory=set)  # fetched, or answered 404
     # Failing past their retries, each costing them all (a 5xx, a hang, a broken answer).
     failed: set[str] = field(default_factory=set)
+    # Refused or failing (not a 429) with no answer after, nor a check finding the route
+    # answering: the route's, for all anyone knows.
+    unheard: set[str] = field(default_factory=set)
     cut: set[str] = field(default_factory=set)  # asked for when the time budget ran out
     out_of_time: bool = False  # the time budget ran out before every batch was asked
     route_failing: bool = False  # requests by id kept failing while the list answered
@@ -103,11 +106,16 @@ async def refresh_by_id(
                     raise
                 # That batch's trouble, unless the next ones fail too: then the API's, or
                 # the route's.
+                checked = streak.checks_answered
                 verdict = await streak.failed(time_left)  # the API down: its error raised
                 if verdict == "out of time":
                     end.cut_short(batch_id)
                     return
                 skip(batch_id, exc)
+                if streak.checks_answered > checked:
+                    end.unheard.clear()  # the route answered the check, after them
+                elif not isinstance(exc, RateLimitedError):
+                    end.unheard.add(batch_id)
                 if isinstance(exc, FAILED_ANSWERS) and not isinstance(exc, RateLimitedError):
                     end.failed.add(batch_id)
                 if verdict == "route failing":
@@ -116,6 +124,7 @@ async def refresh_by_id(
                 continue
             streak.answered()
             end.answered.add(batch_id)
+            end.unheard.clear()
             await answers.add(batch_id, batch)
 
     try:
@@ -193,6 +202,7 @@ class _FailureStreak:
         self._in_a_row = 0
         self._list_answered = False
         self.route_answered = False
+        self.checks_answered = 0
         self._asking = asyncio.Lock()  # one worker asks; those failing meanwhile wait
         # The route failing, once told: each worker failing after (one waiting for the
         # check, or asking meanwhile) asked again, each check as long as a failed ask,
@@ -229,5 +239,6 @@ class _FailureStreak:
                 return "route failing"
             self._list_answered = self._list_answered or verdict == "unknown"
             self.route_answered = self.route_answered or verdict == "answers"
+            self.checks_answered += verdict == "answers"
             self._in_a_row = 0
             return "skip"

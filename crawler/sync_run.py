@@ -201,8 +201,17 @@ async def _refresh_by_id(
 ) -> bool:
     """Ask for each of `batch_ids` by id; False if the time budget ran out first.
     `first_once`: see refresh_by_id (not for those cut before, whose asks outlast it)."""
-    end = await _ask_by_id(run, client, batch_ids, first_once)
+    once = await run.store.failed_by_id(batch_ids)
+    end = await _ask_by_id(run, client, batch_ids, first_once, once)
     run.cut |= end.cut
+    again = sorted(once & end.failed)
+    if again:
+        # Each waits out a timeout on every sync, said (92B).
+        run.note(
+            f"{len(again):,} batches in flight failed by id again on this sync (batch "
+            f"{again[0]}: {run.by_id_failures[again[0]]}): asked once a sync until they "
+            "answer, and looked for in the list"
+        )
     # Failing alone, asked once next time: one whose every ask hangs cost every sync its
     # every retry (90B). Failing with the route, they are the route's.
     await run.store.save_asks_by_id(set() if end.route_failing else end.failed, end.answered)
@@ -226,7 +235,7 @@ async def _refresh_by_id(
 
 
 async def _ask_by_id(
-    run: Run, client: ApiClient, batch_ids: set[str], first_once: bool = False
+    run: Run, client: ApiClient, batch_ids: set[str], first_once: bool, once: set[str]
 ) -> RefreshEnd:
     async def save(batches: Sequence[Batch], gone: Sequence[str]) -> None:
         run.answered_gone.update(gone)
@@ -245,7 +254,7 @@ async def _ask_by_id(
         skip=skip,
         time_left=run.time_left,
         first_once=first_once,
-        once=await run.store.failed_by_id(batch_ids),
+        once=once,
         check_api=lambda: _check_api(run, client, batch_ids),
     )
 
@@ -295,19 +304,18 @@ async def _asked_for_files(
     so is a refusal or a failure the route answered after; a failure of the route, or a
     copy at an earlier stage, is not counted. Those whose last ask failed are asked once."""
     named, answered, heard = False, False, False
-    answered_last = False  # an answer, or the check's, after the last failure
     refused: list[str] = []
     failed: list[str] = []
 
     async def save(batches: Sequence[Batch], answered_404: Sequence[str]) -> None:
-        nonlocal named, answered, heard, answered_last
+        nonlocal named, answered, heard
         # A copy at an earlier stage (a cache behind) is kept out, and says nothing of the
         # files: taken for an answer, the others were taken for a route naming none (83B),
         # and three syncs of them used up the batch's asks (84B).
         ended = [b for b in batches if is_terminal(b.get("status"))]
         named = named or any(b.get("output_file_id") or b.get("error_file_id") for b in ended)
         answered = answered or bool(ended)
-        heard = answered_last = True  # chunk=1: one answer a call
+        heard = True
         # Their 404s count no batch gone, nor refreshed (the summary said them refreshed,
         # none answered not found, 87B).
         run.figures = run.figures.plus(refreshed_by_id=len(batches))
@@ -315,18 +323,10 @@ async def _asked_for_files(
         await run.store.asked_for_files([*(b["id"] for b in ended), *answered_404])
 
     def skip(batch_id: str, error: ApiError) -> None:
-        nonlocal answered_last
         run.by_id_failures[batch_id] = str(error)
         if isinstance(error, RateLimitedError):
             return
-        answered_last = False
         (failed if isinstance(error, FAILED_ANSWERS) else refused).append(batch_id)
-
-    async def check() -> Verdict:
-        nonlocal answered_last
-        verdict = await _check_api(run, client, batch_ids)
-        answered_last = answered_last or verdict == "answers"
-        return verdict
 
     end = await refresh_by_id(
         client,
@@ -337,7 +337,7 @@ async def _asked_for_files(
         skip=skip,
         time_left=run.time_left,
         once=await run.store.failed_by_id(batch_ids),
-        check_api=check,
+        check_api=lambda: _check_api(run, client, batch_ids),
     )
     # Refused or failing (a 5xx, a hang, a broken answer) while the route answers others, a
     # batch is answered, counted: failing ones were asked again with every retry on every
@@ -348,7 +348,7 @@ async def _asked_for_files(
     # three syncs of an outage used up their asks.
     unanswered = [*failed, *refused]
     verdict = None
-    if unanswered and not answered_last:
+    if end.unheard:
         # Out of time, they wait for the next sync's check.
         verdict = "unknown" if end.out_of_time else await _checked(run, client, batch_ids)
     heard = heard or end.route_answered or verdict == "answers"
@@ -398,26 +398,39 @@ async def _checked(run: Run, client: ApiClient, asking: Collection[str]) -> Verd
         return "unknown"
 
 
+# The batches asked by id to tell whether the route answers, each failing: one may fail
+# alone, as the batches checked for do. Stored batches failing by id before are passed
+# over, so many at most.
+_WITNESSES = 2
+_MARKED_SKIPPED = 8
+
+
 async def _check_api(run: Run, client: ApiClient, asking: Collection[str]) -> Verdict:
     """What batches failing by id in a row say (see refresh_by_id): the API down when its
     list fails too (a page of one, as any server takes: its error raised); else the by-id
-    route failing, or those batches odd, as the newest batch stored besides those
-    `asking` and those failed by id this run is answered by id (a 404 too: the route
-    answers) or not; "unknown" with no other batch stored, or the witness rate-limited (a
-    429 says the key is busy, not the route failing: marked, it waited a day, 88B)."""
+    route failing, or those batches odd, as one of the newest _WITNESSES batches stored
+    besides those `asking` and those failed by id (this run, or last asked) is answered by
+    id (a 404 too: the route answers) or neither; "unknown" with no other batch stored, or
+    a witness rate-limited (a 429 says the key is busy, not the route failing: marked, it
+    waited a day, 88B)."""
     await client.fetch_page(None, 1)
     besides = {*asking, *run.by_id_failures}
-    stored = await run.store.newest_ids(len(besides) + 1)
-    witness = next((batch_id for batch_id in stored if batch_id not in besides), None)
-    if witness is None:
+    stored = await run.store.newest_ids(len(besides) + _WITNESSES + _MARKED_SKIPPED)
+    stored = [batch_id for batch_id in stored if batch_id not in besides]
+    # Not one failing by id before: newest, it condemned the route every day (92B).
+    failed_before = await run.store.failed_by_id(stored)
+    witnesses = [batch_id for batch_id in stored if batch_id not in failed_before]
+    if not witnesses:
         return "unknown"
-    try:
-        await client.fetch_batch(witness)
-    except RateLimitedError:
-        return "unknown"
-    except ApiError:
-        return "route failing"
-    return "answers"
+    for witness in witnesses[:_WITNESSES]:
+        try:
+            await client.fetch_batch(witness)
+        except RateLimitedError:
+            return "unknown"
+        except ApiError:
+            continue  # one failing alone condemns no route: another is asked (92B)
+        return "answers"
+    return "route failing"
 
 
 async def _walk_and_refresh(run: Run, client: ApiClient, walk: WalkState) -> bool:

@@ -622,8 +622,10 @@ async def test_a_batch_in_flight_failing_by_id_is_asked_once_on_later_syncs(
         await sync(a, retry=FAST)
         for _ in range(2):
             asked = len(api.asked)
-            await sync(a, retry=FAST)
+            result = await sync(a, retry=FAST)
             asks_of_each.append(api.asked[asked:].count(("a", in_flight["id"])))
+        # Said, each sync waiting out a timeout for it (92B).
+        assert any("failed by id again" in warning for warning in result.warnings)
         api.failing["a"].clear()
         api.batches[in_flight["id"]] = make_batch(1, status="completed")
         behind[0] = True
@@ -667,6 +669,57 @@ async def test_failures_after_the_last_answer_by_id_use_up_no_asks_for_files(
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
         asks = conn.execute("SELECT file_asks FROM batches WHERE id = ?", (ended["id"],))
         assert asks.fetchone() == (0,)
+
+
+async def test_one_batch_failing_by_id_condemns_no_route_as_the_checks_witness(
+    db_path: Path,
+) -> None:
+    """The newest batch stored, in flight on the top page (never asked by id), failing by
+    id: the check after a batch ended naming no file failed asked it alone as its witness,
+    and marked the route failing for a day, again every day, though every other batch
+    answered (pass 92B). The list's page of one is asked once a check."""
+    now = int(time.time())
+    newest = make_batch(40, created_at=now, status="in_progress")
+    ended = ended_lately(20)
+    others = [make_batch(n, created_at=now - 7200 + n) for n in range(1, 6)]
+    api = Routes([newest, ended, *others], "a")
+    api.shown_by["a"] = {ended["id"]: {**ended, "output_file_id": None}}
+    api.failing["a"] = {newest["id"], ended["id"]}
+    listed, pages_of_one = api.listed, [0]
+
+    async def counting(request: web.Request) -> web.Response:
+        pages_of_one[0] += request.query["limit"] == "1"
+        return await listed(request)
+
+    api.listed = counting  # type: ignore[method-assign]
+    results = await synced(api, db_path, times=3)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        assert conn.execute("SELECT by_id_failed_at FROM walk_state").fetchall() == [(None,)]
+    assert not any("kept failing" in w for result in results for w in result.warnings)
+    assert pages_of_one[0] <= 3
+
+
+async def test_the_asks_for_files_check_the_route_once_a_sync(db_path: Path) -> None:
+    """Three batches ended naming no file, each failing by id alone: the check after the
+    three in a row found the route answering, and the asks checked again at their end,
+    the third failure taken for one after it (pass 92B)."""
+    failing = [ended_lately(n) for n in range(23, 20, -1)]
+    named = [make_batch(n) for n in range(1, 6)]
+    api = listing_no_file([*failing, *named], but=len(named))
+    api.failing["a"] = {b["id"] for b in failing}
+    listed, pages_of_one = api.listed, [0]
+
+    async def counting(request: web.Request) -> web.Response:
+        pages_of_one[0] += request.query.get("limit") == "1"
+        return await listed(request)
+
+    api.listed = counting  # type: ignore[method-assign]
+    async with serving(api.routes()) as root:
+        (a,) = api.accounts(db_path, root)
+        await sync(a, retry=FAST)
+        pages_of_one[0] = 0
+        await sync(dataclasses.replace(a, concurrency=1), retry=FAST)
+    assert pages_of_one[0] == 1
 
 
 async def test_a_check_of_the_route_asks_no_longer_page_than_the_runs(db_path: Path) -> None:
@@ -842,7 +895,7 @@ async def test_the_asks_for_files_wait_once_the_refresh_found_the_route_failing(
         api.failing["a"] = set(api.batches)
         result = await sync(a, retry=FAST)
     asked_ended = {batch_id for _, batch_id in api.asked} & {b["id"] for b in ended}
-    assert len(asked_ended) <= 1, "the check of the route alone"
+    assert len(asked_ended) <= 2, "the check's two witnesses alone"
     assert any("refreshed from the list instead" in warning for warning in result.warnings)
 
 
