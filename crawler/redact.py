@@ -310,16 +310,18 @@ def _named_as_no_key(name: str) -> bool:
 def variable_secrets(value: str, *, any_shape: bool = False) -> tuple[str, ...]:
     """The secrets of a variable holding one (a key, a password): each line of its value,
     as GitHub Actions masks a secret of several lines, blanks and quotes around it left out
-    (as an `--env-file` leaves them), and in an unquoted one a comment (` # ...`); those
-    written as a machine writes a secret (see looks_generated, or a password of symbols,
-    digits or none) unless `any_shape` (a variable the user named in `mask_env`). A value
-    holding several keys on one line (`sk-a,sk-b`) is one secret: a key of it echoed alone
-    is masked in a message when 16 characters or more, and in stored data when half the
-    line; a variable for each masks each whole."""
+    (as an `--env-file` leaves them), and a comment after it (` # ...`); of a JSON
+    document (a service account's credentials), each string value. Those written as a
+    machine writes a secret (see looks_generated, or a password of symbols, digits or
+    none) unless `any_shape` (a variable the user named in `mask_env`). A value holding
+    several keys on one line (`sk-a,sk-b`) is one secret: a key of it echoed alone is
+    masked in a message when 16 characters or more, and in stored data when half the line;
+    a variable for each masks each whole."""
+    if value.strip()[:1] in ("{", "["):
+        with contextlib.suppress(ValueError, RecursionError):
+            return tuple(dict.fromkeys(_json_strings(parse(value))))
     secrets = []
     for line in value.splitlines():
-        if line.lstrip().startswith("#"):  # a comment's line (`# written by vault agent`)
-            continue
         quoted = _QUOTED.fullmatch(line)
         if quoted:  # a comment after it is no part of it (90A)
             secret = quoted.group(2)
@@ -331,6 +333,20 @@ def variable_secrets(value: str, *, any_shape: bool = False) -> tuple[str, ...]:
         if any(char.isalnum() for char in secret) and (any_shape or written_as_a_secret(secret)):
             secrets.append(secret)
     return tuple(dict.fromkeys(secrets))
+
+
+def _json_strings(document: Any) -> Iterator[str]:
+    """The strings of a JSON document's values, not its names: read line by line, a line's
+    JSON (`"…": "…",`) was masked with the secret, and data echoing it stored broken (92A)."""
+    if isinstance(document, str):
+        if any(char.isalnum() for char in document):
+            yield document
+    elif isinstance(document, list):
+        for one in document:
+            yield from _json_strings(one)
+    elif isinstance(document, dict):
+        for one in document.values():
+            yield from _json_strings(one)
 
 
 def written_as_a_secret(piece: str) -> bool:
@@ -355,7 +371,7 @@ def _unquoted(text: str) -> str:
 # A quoted value, to the first closing quote that ends it, and a comment after it an
 # `--env-file` keeps (`'…' # rotated 2026-11`, `"…" # from "vault"`: read to the comment's
 # last quote, the secret ran into it, 91A).
-_QUOTED = re.compile(r"""\s*(["'])(.*?)\1\s*(?:#.*)?""")
+_QUOTED = re.compile(r"""\s*(["'])(.*?)\1(?:\s+#.*|\s*)""")
 # A comment an `--env-file` keeps in an unquoted value (` # rotated 2026-11`).
 _COMMENT = re.compile(r"\s#.*")
 # A character no key is written in (base64, URL-safe base64, `.`, `~`): a password's.
@@ -424,10 +440,14 @@ def mask_keys(text: str, keys: Iterable[Secret]) -> str:
 
 def mask_keys_in_data(text: str, keys: Iterable[str]) -> str:
     """`text` showing stored data (a status, a report, in JSON or HTML too) with `keys`
-    masked as `mask_keys` does, but those too short to be searched for in stored data (see
-    holds_secret): as words, they would mask the document's own (an `x` attribute, `null`,
-    a count of 1)."""
-    return mask_keys(text, [key for key in keys if len(key) >= _IDENTIFYING_RUN])
+    masked, but those too short to be searched for in stored data (see holds_secret): as
+    words, they would mask the document's own (an `x` attribute, `null`, a count of 1). Not
+    every word spelled like a key, as what a command says of its own: the data's own
+    (`sk-learn-classifier-v2`, a model's name) showed masked (92A)."""
+    for key in keys:
+        if len(key) >= _IDENTIFYING_RUN:
+            text = mask_secret(text, key)
+    return text
 
 
 def mask_keys_in_json(value: Any, keys: Iterable[str]) -> Any:

@@ -294,7 +294,10 @@ def _variable_names(value: Any) -> str | None:
     # An item that is none is not shown, whatever its length: a secret pasted there.
     wrong = next((at for at, name in enumerate(value, 1) if _variable_name(name)), None)
     if wrong is not None:
-        return f"{expected}; item {wrong} is none (not shown: it may be a secret)"
+        return (
+            f"{expected}; item {wrong} is no variable's name, or is spelled as a secret (not "
+            "shown: it may be one)"
+        )
     return None
 
 

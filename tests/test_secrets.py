@@ -45,6 +45,7 @@ from crawler.redact import (
     environment_keys,
     holds_secret,
     mask_keys,
+    mask_keys_in_data,
     mask_keys_in_json,
     mask_secret,
     mask_values,
@@ -1399,12 +1400,16 @@ def test_the_variables_mask_env_names_are_masked_whatever_their_shape(
         ("sk-Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3  # rotated (ops)", ["sk-Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3"]),
         ("'Zx9!Qw3Er5Ty7 #Ui8Op0As2Df4'", ["Zx9!Qw3Er5Ty7 #Ui8Op0As2Df4"]),
         ("first-key-0001\n  second-key-0002\n\n", ["first-key-0001", "second-key-0002"]),
-        ('{\n  "key": "Zt8mQ2wvRk4p"\n}', ['key": "Zt8mQ2wvRk4p']),
+        (
+            '{\n  "key": "Zt8mQ2wvRk4p",\n  "uri": "https://x.io/token"\n}',
+            ["Zt8mQ2wvRk4p", "https://x.io/token"],
+        ),
         ("'Zt8mQ2wvRk4pLx7HyBn3' # rotated 2026-11", ["Zt8mQ2wvRk4pLx7HyBn3"]),
         ("\"Zt8m'Q2wv'Rk4p\" # don't", ["Zt8m'Q2wv'Rk4p"]),
         ('"Tr0ub4dor&3" # from the old "vault"', ["Tr0ub4dor&3"]),
         ('"Tr0ub"4dor&3"', ['Tr0ub"4dor&3']),
-        ("# written by the vault agent\nTr0ub4dor&3", ["Tr0ub4dor&3"]),
+        ("#Xk9mQ2vL7pR4tZ8wYb3N", ["#Xk9mQ2vL7pR4tZ8wYb3N"]),
+        ("'Q2vL'#7pR4tZ8wYb3NxKm", ["Q2vL'#7pR4tZ8wYb3NxKm"]),
         ("gpt-4o=sk-Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3", ["gpt-4o=sk-Zq8JmX2pLr7Wn4Yb1Hc6Jd0Ke5Fg3"]),
         ("  ", []),
     ],
@@ -1413,12 +1418,13 @@ def test_the_variables_mask_env_names_are_masked_whatever_their_shape(
         "a comment",
         "a quoted password",
         "lines",
-        "symbols alone",
+        "a JSON document",
         "quoted, a comment after",
         "quotes inside",
         "a comment ending in a quote",
         "a quote inside",
-        "a comment's line",
+        "a hash first",
+        "a hash after a quote",
         "one line",
         "blank",
     ],
@@ -1427,8 +1433,10 @@ def test_a_variable_to_mask_is_read_line_by_line(value: str, secrets: list[str])
     """Each line, as GitHub Actions masks a secret of several lines, without the quotes and
     the comment an `--env-file` leaves (after the closing quote too: the closing quote and
     the comment were taken in, and nothing was masked, 90A; to the first quote closing it:
-    a comment ending in a quote was taken in, 91A); a line is one secret, whatever it
-    holds, but symbols alone (a JSON document's `{`, masked as a word) and a comment's."""
+    a comment ending in a quote was taken in, 91A; a comment follows a blank: a value
+    beginning with `#` was none, 92A); a line is one secret, whatever it holds; of a JSON
+    document, each string value (its lines' JSON was masked too, and data echoing them
+    stored broken, 92A)."""
     assert list(variable_secrets(value, any_shape=True)) == secrets
 
 
@@ -3000,3 +3008,11 @@ def test_masking_a_document_keeps_its_joiners() -> None:
     joined by a zero-width non-joiner, emoji by a zero-width joiner, came out changed."""
     text = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645 \U0001f469\u200d\U0001f4bb"
     assert mask_keys_in_json({"example": text}, ["sk-proj-" + "A1b2C3d4" * 5]) == {"example": text}
+
+
+def test_shown_data_masks_the_keys_at_hand_not_words_spelled_as_keys() -> None:
+    """`report` showed a model's name spelled `sk-…` masked, no key at hand (pass 92A)."""
+    text = "model sk-learn-classifier-v2 not found; key " + PROJECT_KEY
+    assert (
+        mask_keys_in_data(text, [PROJECT_KEY]) == "model sk-learn-classifier-v2 not found; key ***"
+    )
