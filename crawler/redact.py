@@ -319,7 +319,13 @@ def variable_secrets(value: str, *, any_shape: bool = False) -> tuple[str, ...]:
     a variable for each masks each whole."""
     if value.strip()[:1] in ("{", "["):
         with contextlib.suppress(ValueError, RecursionError):
-            return tuple(dict.fromkeys(_json_strings(parse(value))))
+            # A string of several lines (a PEM) line by line (read whole, a line of it
+            # echoed was stored, 93A); a default variable's written as a secret alone (a
+            # list of models masked them, 93A).
+            lines = (
+                line.strip() for one in _json_strings(parse(value)) for line in one.splitlines()
+            )
+            return tuple(dict.fromkeys(line for line in lines if _a_secret(line, any_shape)))
     secrets = []
     for line in value.splitlines():
         quoted = _QUOTED.fullmatch(line)
@@ -329,18 +335,22 @@ def variable_secrets(value: str, *, any_shape: bool = False) -> tuple[str, ...]:
             secret = _unquoted(line)
         else:
             secret = _unquoted(_COMMENT.sub("", line))
-        # A line of symbols alone (a JSON document's `{`) would mask them as words.
-        if any(char.isalnum() for char in secret) and (any_shape or written_as_a_secret(secret)):
+        if _a_secret(secret, any_shape):
             secrets.append(secret)
     return tuple(dict.fromkeys(secrets))
+
+
+def _a_secret(text: str, any_shape: bool) -> bool:
+    """Whether a line of a variable's value is a secret (see variable_secrets): a line of
+    symbols alone (a JSON document's `{`) would mask them as words."""
+    return any(char.isalnum() for char in text) and (any_shape or written_as_a_secret(text))
 
 
 def _json_strings(document: Any) -> Iterator[str]:
     """The strings of a JSON document's values, not its names: read line by line, a line's
     JSON (`"…": "…",`) was masked with the secret, and data echoing it stored broken (92A)."""
     if isinstance(document, str):
-        if any(char.isalnum() for char in document):
-            yield document
+        yield document
     elif isinstance(document, list):
         for one in document:
             yield from _json_strings(one)
@@ -452,13 +462,14 @@ def mask_keys_in_data(text: str, keys: Iterable[str]) -> str:
 
 def mask_keys_in_json(value: Any, keys: Iterable[str]) -> Any:
     """A JSON value (a document's, before it is written) with `keys` masked in each of its
-    strings and numbers as mask_keys_in_data does: masked as text, a run of a key ending in
+    strings and numbers as mask_keys_in_data does (the keys alone: not every word spelled
+    `sk-`, 93A): masked as text, a run of a key ending in
     a backslash took the document's own escape, and the document was no JSON. Key by key,
     over the whole value: each key's scan is worked out once (see _scan's cache)."""
     for key in keys:
         if len(key) >= _IDENTIFYING_RUN:
             value = _map_json(value, functools.partial(mask_secret, secret=key))
-    return _map_json(value, mask_key_like)
+    return value
 
 
 def _map_json(value: Any, change: Callable[[str], str]) -> Any:

@@ -422,15 +422,17 @@ async def _check_api(run: Run, client: ApiClient, asking: Collection[str]) -> Ve
     witnesses = [batch_id for batch_id in stored if batch_id not in failed_before]
     if not witnesses:
         return "unknown"
+    rate_limited = False
     for witness in witnesses[:_WITNESSES]:
         try:
             await client.fetch_batch(witness)
         except RateLimitedError:
-            return "unknown"
+            rate_limited = True  # the key busy, or that batch alone: another is asked (93B)
         except ApiError:
             continue  # one failing alone condemns no route: another is asked (92B)
-        return "answers"
-    return "route failing"
+        else:
+            return "answers"
+    return "unknown" if rate_limited else "route failing"
 
 
 async def _walk_and_refresh(run: Run, client: ApiClient, walk: WalkState) -> bool:

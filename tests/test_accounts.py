@@ -722,6 +722,34 @@ async def test_the_asks_for_files_check_the_route_once_a_sync(db_path: Path) -> 
     assert pages_of_one[0] == 1
 
 
+async def test_a_witness_rate_limited_alone_leaves_the_check_to_another(
+    db_path: Path,
+) -> None:
+    """The newest batch stored answering 429 by id: the check after a batch ended naming no
+    file failed took it for the key busy, every sync, and the failure was never counted,
+    asked with every retry again for 30 days (pass 93B). Another witness is asked."""
+    now = int(time.time())
+    newest = make_batch(40, created_at=now)
+    ended = ended_lately(20)
+    others = [make_batch(n, created_at=now - 7200 + n) for n in range(1, 6)]
+    api = Routes([newest, ended, *others], "a")
+    api.shown_by["a"] = {ended["id"]: {**ended, "output_file_id": None}}
+    api.failing["a"] = {ended["id"]}
+    answer = api.by_id
+
+    async def busy(request: web.Request) -> web.Response:
+        if request.match_info["id"] == newest["id"]:
+            error = {"message": "Rate limit reached", "type": "requests", "code": None}
+            return web.json_response({"error": error}, status=429)
+        return await answer(request)
+
+    api.by_id = busy  # type: ignore[method-assign]
+    await synced(api, db_path, times=2)
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        asks = conn.execute("SELECT file_asks FROM batches WHERE id = ?", (ended["id"],))
+        assert asks.fetchone() == (1,)
+
+
 async def test_a_check_of_the_route_asks_no_longer_page_than_the_runs(db_path: Path) -> None:
     """A list refusing pages over the run's (`--page-size 20` for a server taking 20 at
     most): the check after batches failing by id asked for a hundred, took the refusal for

@@ -3016,3 +3016,20 @@ def test_shown_data_masks_the_keys_at_hand_not_words_spelled_as_keys() -> None:
     assert (
         mask_keys_in_data(text, [PROJECT_KEY]) == "model sk-learn-classifier-v2 not found; key ***"
     )
+
+
+def test_shown_json_masks_the_keys_at_hand_not_words_spelled_as_keys() -> None:
+    """`report --json` and `status --json` showed `sk-…` model names masked (pass 93A)."""
+    shown = mask_keys_in_json({"model": "sk-learn-classifier-v2", "e": PROJECT_KEY}, [PROJECT_KEY])
+    assert shown == {"model": "sk-learn-classifier-v2", "e": "***"}
+
+
+def test_a_json_documents_strings_are_read_line_by_line_and_by_shape() -> None:
+    """A private key of several lines in a JSON document was one secret: a line of it, or
+    its body, echoed was stored (93A); a default variable's JSON strings were all taken,
+    whatever their shape (a list of models masked them, 93A)."""
+    pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0B\nAQEFAASCBKcwggSjAgEAAoIB\n"
+    document = json.dumps({"type": "service_account", "private_key": pem + "-----END"})
+    lines = variable_secrets(document, any_shape=True)
+    assert {"MIIEvQIBADANBgkqhkiG9w0B", "AQEFAASCBKcwggSjAgEAAoIB"} <= set(lines)
+    assert variable_secrets('["gpt-4o-mini", "classifier-prod-eu"]') == ()
