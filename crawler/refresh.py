@@ -112,11 +112,12 @@ async def refresh_by_id(
                     end.cut_short(batch_id)
                     return
                 skip(batch_id, exc)
+                rate_limited = isinstance(exc, RateLimitedError)
                 if streak.checks_answered > checked:
                     end.unheard.clear()  # the route answered the check, after them
-                elif not isinstance(exc, RateLimitedError):
+                elif not rate_limited:
                     end.unheard.add(batch_id)
-                if isinstance(exc, FAILED_ANSWERS) and not isinstance(exc, RateLimitedError):
+                if isinstance(exc, FAILED_ANSWERS) and not rate_limited:
                     end.failed.add(batch_id)
                 if verdict == "route failing":
                     end.route_failing = True
@@ -136,7 +137,7 @@ async def refresh_by_id(
         if isinstance(error, ApiError):
             await answers.flush()  # the answers fetched before it are still good
         raise error from None
-    end.route_answered = streak.route_answered
+    end.route_answered = streak.checks_answered > 0
     await answers.flush()
     return end
 
@@ -201,8 +202,7 @@ class _FailureStreak:
         self._check_api = check_api
         self._in_a_row = 0
         self._list_answered = False
-        self.route_answered = False
-        self.checks_answered = 0
+        self.checks_answered = 0  # checks finding the route answering
         self._asking = asyncio.Lock()  # one worker asks; those failing meanwhile wait
         # The route failing, once told: each worker failing after (one waiting for the
         # check, or asking meanwhile) asked again, each check as long as a failed ask,
@@ -238,7 +238,6 @@ class _FailureStreak:
                 self._route_failing = True
                 return "route failing"
             self._list_answered = self._list_answered or verdict == "unknown"
-            self.route_answered = self.route_answered or verdict == "answers"
             self.checks_answered += verdict == "answers"
             self._in_a_row = 0
             return "skip"

@@ -283,9 +283,9 @@ async def _ask_for_files(run: Run, client: ApiClient) -> None:
     ordered = sorted(run.without_files, key=lambda batch_id: batch_id in failed_before)
     probe, rest = ordered[:FILE_PROBE], ordered[FILE_PROBE:]
     try:
-        said = await _asked_for_files(run, client, probe)
+        said = await _asked_for_files(run, client, probe, failed_before)
         if said in ("named", "unclear"):
-            await _asked_for_files(run, client, rest)
+            await _asked_for_files(run, client, rest, failed_before)
         elif said == "none named":
             await run.store.asked_for_files(rest)
     except FAILED_ANSWERS as exc:  # a refused key fails the run, as anywhere
@@ -295,14 +295,15 @@ async def _ask_for_files(run: Run, client: ApiClient) -> None:
 
 
 async def _asked_for_files(
-    run: Run, client: ApiClient, batch_ids: list[str]
+    run: Run, client: ApiClient, batch_ids: list[str], failed_before: set[str]
 ) -> Literal["named", "none named", "unclear", "unanswered"]:
     """Ask for `batch_ids` by id (see _ask_for_files): whether an answer named a file, none
     did, none could tell (404s, copies at an earlier stage: a cache behind, pass 83B), or
     none came (the route failing, or the time budget ran out). A 404 is counted as an answer
     and counts none gone (a route without them would have batches its list shows so), and
     so is a refusal or a failure the route answered after; a failure of the route, or a
-    copy at an earlier stage, is not counted. Those whose last ask failed are asked once."""
+    copy at an earlier stage, is not counted. Those `failed_before` (their last ask failed)
+    are asked once."""
     named, answered, heard = False, False, False
     refused: list[str] = []
     failed: list[str] = []
@@ -336,7 +337,7 @@ async def _asked_for_files(
         save=save,
         skip=skip,
         time_left=run.time_left,
-        once=await run.store.failed_by_id(batch_ids),
+        once=failed_before,
         check_api=lambda: _check_api(run, client, batch_ids),
     )
     # Refused or failing (a 5xx, a hang, a broken answer) while the route answers others, a
